@@ -189,14 +189,23 @@ impl SecurityAssociation {
         }
     }
 
-    fn authenticator(&self, care_of: Ipv6Addr, home: Ipv6Addr, mh: &[u8], spi_end: usize) -> Vec<u8> {
-        let data = MobilityData { care_of, home, mh, spi_end };
+    fn authenticator(
+        &self,
+        care_of: Ipv6Addr,
+        home: Ipv6Addr,
+        mh: &[u8],
+        spi_end: usize,
+    ) -> Vec<u8> {
+        let data = MobilityData {
+            care_of,
+            home,
+            mh,
+            spi_end,
+        };
         match self.algorithm {
-            Algorithm::HmacSha1_96 => data
-                .mac::<Hmac<Sha1>>(&self.key)
-                .finalize()
-                .into_bytes()[..12]
-                .to_vec(),
+            Algorithm::HmacSha1_96 => {
+                data.mac::<Hmac<Sha1>>(&self.key).finalize().into_bytes()[..12].to_vec()
+            }
             Algorithm::HmacSha256 => data
                 .mac::<Hmac<Sha256>>(&self.key)
                 .finalize()
@@ -220,9 +229,8 @@ impl MobilityData<'_> {
     /// A MAC keyed with `key` that has consumed the Mobility Data.
     fn mac<M: Mac + KeyInit>(&self, key: &[u8]) -> M {
         // HMAC accepts keys of any length: `new_from_slice` cannot fail.
-        let mut mac = <M as KeyInit>::new_from_slice(key).unwrap_or_else(|_| {
-            unreachable!("HMAC takes keys of any length")
-        });
+        let mut mac = <M as KeyInit>::new_from_slice(key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
         mac.update(&self.care_of.octets());
         mac.update(&self.home.octets());
         mac.update(&self.mh[..4]);
@@ -311,7 +319,10 @@ pub fn verify(
             .mac::<Hmac<Sha1>>(&sa.key)
             .verify_truncated_left(received)
             .is_ok(),
-        Algorithm::HmacSha256 => data.mac::<Hmac<Sha256>>(&sa.key).verify_slice(received).is_ok(),
+        Algorithm::HmacSha256 => data
+            .mac::<Hmac<Sha256>>(&sa.key)
+            .verify_slice(received)
+            .is_ok(),
     };
     if ok {
         Ok(())

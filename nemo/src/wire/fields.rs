@@ -162,7 +162,10 @@ mod tests {
         assert!(SequenceNumber(0).is_newer_than(SequenceNumber(65535)));
         assert!(!SequenceNumber(65535).is_newer_than(SequenceNumber(0)));
         assert_eq!(SequenceNumber(65535).next(), SequenceNumber(0));
-        assert_eq!(SequenceNumber(1).partial_cmp_mod(SequenceNumber(32769)), None);
+        assert_eq!(
+            SequenceNumber(1).partial_cmp_mod(SequenceNumber(32769)),
+            None
+        );
         assert_eq!(
             SequenceNumber(2).partial_cmp_mod(SequenceNumber(65534)),
             Some(Ordering::Greater)
@@ -171,10 +174,22 @@ mod tests {
 
     #[test]
     fn lifetime_units_and_saturation() {
-        assert_eq!(Lifetime::from_duration_floor(Duration::from_secs(7)), Lifetime(1));
-        assert_eq!(Lifetime::from_duration_ceil(Duration::from_secs(7)), Lifetime(2));
-        assert_eq!(Lifetime::from_duration_ceil(Duration::from_secs(8)), Lifetime(2));
-        assert_eq!(Lifetime::from_duration_ceil(Duration::from_millis(8001)), Lifetime(3));
+        assert_eq!(
+            Lifetime::from_duration_floor(Duration::from_secs(7)),
+            Lifetime(1)
+        );
+        assert_eq!(
+            Lifetime::from_duration_ceil(Duration::from_secs(7)),
+            Lifetime(2)
+        );
+        assert_eq!(
+            Lifetime::from_duration_ceil(Duration::from_secs(8)),
+            Lifetime(2)
+        );
+        assert_eq!(
+            Lifetime::from_duration_ceil(Duration::from_millis(8001)),
+            Lifetime(3)
+        );
         assert_eq!(Lifetime(3).as_secs(), 12);
         assert_eq!(
             Lifetime::from_duration_floor(Duration::from_secs(10_000_000)),

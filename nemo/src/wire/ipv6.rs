@@ -211,7 +211,8 @@ fn truncated(what: &'static str, needed: usize, available: usize) -> DecodeError
 /// header) down to its Mobility Header, through Hop-by-Hop Options,
 /// Destination Options and Routing headers.
 pub fn parse_packet(bytes: &[u8]) -> Result<ParsedPacket<'_>, DecodeError> {
-    let ip = Ipv6Packet::new(bytes).ok_or(truncated("IPv6 header", IPV6_HEADER_LEN, bytes.len()))?;
+    let ip =
+        Ipv6Packet::new(bytes).ok_or(truncated("IPv6 header", IPV6_HEADER_LEN, bytes.len()))?;
     if ip.get_version() != 6 {
         return Err(DecodeError::NotMobility("not IPv6"));
     }
@@ -243,7 +244,9 @@ pub fn parse_packet(bytes: &[u8]) -> Result<ParsedPacket<'_>, DecodeError> {
             break;
         }
         if !matches!(next, IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS) {
-            return Err(DecodeError::NotMobility("next header is not an extension header or MH"));
+            return Err(DecodeError::NotMobility(
+                "next header is not an extension header or MH",
+            ));
         }
         // RFC 8200 §4.3: Hop-by-Hop Options only right after the IPv6 header.
         if next == IPPROTO_HOPOPTS && index != 0 {

@@ -412,9 +412,7 @@ impl MobilityHeader {
             Message::Other { data, .. } => {
                 out.extend_from_slice(data);
                 if out.len() % 8 != 0 || out.len() < 8 {
-                    return Err(EncodeError::UnalignedData {
-                        length: out.len(),
-                    });
+                    return Err(EncodeError::UnalignedData { length: out.len() });
                 }
             }
         }

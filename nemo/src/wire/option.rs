@@ -482,10 +482,7 @@ impl<'a> Iterator for RawOptions<'a> {
 }
 
 /// Decodes every option of the options area that starts at `offset`.
-pub(super) fn decode_options(
-    mh: &[u8],
-    offset: usize,
-) -> Result<Vec<MobilityOption>, DecodeError> {
+pub(super) fn decode_options(mh: &[u8], offset: usize) -> Result<Vec<MobilityOption>, DecodeError> {
     let mut options = Vec::new();
     for raw in RawOptions::new(mh, offset) {
         if let Some(option) = MobilityOption::decode(&raw?)? {
