@@ -12,6 +12,8 @@
 //! them the tests skip loudly, unless NEMO_REQUIRE_XCHECK is set (CI sets it),
 //! in which case they fail.
 
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
 use std::io::Write;
 use std::net::Ipv6Addr;
 use std::path::PathBuf;
