@@ -523,9 +523,7 @@ fn strip(value: &Value, keys: &[&str]) -> Map<String, Value> {
 /// A classic pcap file of raw IPv6 packets (LINKTYPE_RAW, 101).
 fn pcap(packets: &[Built]) -> Vec<u8> {
     let mut out = Vec::new();
-    for word in [0xa1b2_c3d4u32] {
-        out.extend_from_slice(&word.to_le_bytes());
-    }
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
     out.extend_from_slice(&2u16.to_le_bytes());
     out.extend_from_slice(&4u16.to_le_bytes());
     for word in [0u32, 0, 65535, 101] {
