@@ -429,3 +429,69 @@ impl ReplayPolicy {
 pub fn rejection_timestamp(received: NtpTimestamp, now: NtpTimestamp) -> NtpTimestamp {
     NtpTimestamp((now.0 & 0xffff_ffff_0000_0000) | (received.0 & 0xffff_ffff))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64, millis: u32) -> NtpTimestamp {
+        NtpTimestamp::from_unix(Duration::new(secs, millis * 1_000_000))
+    }
+
+    #[test]
+    fn timestamp_window_and_replay() {
+        let policy = ReplayPolicy::default();
+        let now = at(1_800_000_000, 0);
+        // Within 7 seconds either way, nothing accepted before.
+        assert_eq!(policy.check(Some(at(1_799_999_993, 0)), now, None), Ok(()));
+        assert_eq!(policy.check(Some(at(1_800_000_007, 0)), now, None), Ok(()));
+        // Just outside.
+        assert!(matches!(
+            policy.check(Some(at(1_800_000_007, 1)), now, None),
+            Err(ReplayError::Stale { .. })
+        ));
+        assert!(matches!(
+            policy.check(Some(at(1_799_999_992, 999)), now, None),
+            Err(ReplayError::Stale { .. })
+        ));
+        // Equal to or older than the last accepted: a replay.
+        let last = at(1_800_000_001, 0);
+        assert_eq!(
+            policy.check(Some(last), now, Some(last)),
+            Err(ReplayError::Replayed)
+        );
+        assert_eq!(
+            policy.check(Some(at(1_800_000_000, 500)), now, Some(last)),
+            Err(ReplayError::Replayed)
+        );
+        assert_eq!(
+            policy.check(Some(at(1_800_000_001, 1)), now, Some(last)),
+            Ok(())
+        );
+        // Missing: refused only when required (status 145).
+        assert_eq!(policy.check(None, now, None), Err(ReplayError::Missing));
+        let optional = ReplayPolicy {
+            required: false,
+            ..policy
+        };
+        assert_eq!(optional.check(None, now, Some(last)), Ok(()));
+    }
+
+    #[test]
+    fn rejection_timestamp_keeps_low_bits_and_takes_local_seconds() {
+        let received = NtpTimestamp(0x1111_1111_2222_2222);
+        let now = NtpTimestamp(0x3333_3333_4444_4444);
+        assert_eq!(
+            rejection_timestamp(received, now),
+            NtpTimestamp(0x3333_3333_2222_2222)
+        );
+    }
+
+    #[test]
+    fn algorithm_names_round_trip() {
+        for algorithm in [Algorithm::HmacSha1_96, Algorithm::HmacSha256] {
+            assert_eq!(algorithm.name().parse::<Algorithm>(), Ok(algorithm));
+        }
+        assert_eq!(Algorithm::default(), Algorithm::HmacSha256);
+    }
+}
