@@ -12,6 +12,7 @@
 //!   timestamp replay protection of RFC 4285.
 
 pub mod auth;
+pub mod ha;
 pub mod wire;
 
 /// The version of this library, for banners and `--version`.

@@ -1,0 +1,928 @@
+//! The home agent's binding-cache engine, sans-IO.
+//!
+//! [`HomeAgent::process_binding_update`] takes a received Binding Update
+//! (already checksummed by the transport), the time, and the authorization
+//! table, and returns what to do: drop it silently (and count why), or answer
+//! with a Binding Acknowledgement, possibly with a change to the cache. It
+//! follows RFC 6275 §9.5.1 and §10.3, RFC 3963 §6 and RFC 4285.
+//!
+//! The engine applies a change to its in-memory cache at once, so the next
+//! Binding Update sees it; the driver must make the change durable (and the
+//! forwarding follow it) before it sends the acknowledgement, and calls
+//! [`HomeAgent::revert`] if the forwarding cannot be set up.
+//!
+//! Order of checks, each with its RFC:
+//! 1. home address unicast routable, care-of address unicast routable
+//!    (RFC 6275 §9.5.1, §6.1.7): else drop;
+//! 2. MN-HA authentication option present and SPI known (RFC 4285 §5,
+//!    §5.1.1): else drop; authenticator valid: else 146; the SPI's home
+//!    address is the one claimed: else 133;
+//! 3. H set (RFC 3963 §6.2: R without H is 140; neither is a correspondent
+//!    registration, which a home agent does not take: 131);
+//! 4. home address in a served home prefix (RFC 6275 §10.3.1): else 132;
+//! 5. timestamp (RFC 4285 §6): 145 missing, 144 stale or replayed;
+//! 6. sequence number newer than the cached one (RFC 6275 §9.5.1): else 135
+//!    with the last accepted number;
+//! 7. deregistration (lifetime 0 or care-of = home, RFC 3963 §6.2, §6.7);
+//! 8. R changed against a live binding (RFC 3963 §6.2): 139;
+//! 9. R set but not allowed for this home address (RFC 3963 §6.6): 140;
+//! 10. prefixes: explicit mode checks each (141 invalid, 142 not
+//!     authorized or bound to another home address), implicit mode takes
+//!     the configured ones (143 when none) (RFC 3963 §6.2);
+//! 11. lifetime clamped to the configured maximum (RFC 6275 §10.3.1).
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::Ipv6Addr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ipnet::Ipv6Net;
+
+use crate::auth::{self, ReplayError, ReplayPolicy, SecurityAssociation};
+use crate::wire::{
+    BaFlags, BaStatus, BeStatus, BindingAck, BindingError, BindingRefreshRequest, BindingUpdate,
+    Lifetime, Message, MobilityHeader, MobilityOption, NtpTimestamp, SequenceNumber,
+};
+
+/// What a home agent is allowed to accept for one home address: the mobile
+/// router's identity as the controller or the config file issues it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorization {
+    /// The mobile router's home address.
+    pub home_address: Ipv6Addr,
+    /// Its security associations; more than one while a key is rotated.
+    pub security_associations: Vec<SecurityAssociation>,
+    /// Whether it may register as a mobile router (R flag).
+    pub mobile_router: bool,
+    /// The prefix table entries of RFC 3963 §6.1.2: prefixes it may
+    /// register (a registered prefix must lie inside one), and the prefixes
+    /// implicit mode forwards.
+    pub prefixes: Vec<Ipv6Net>,
+}
+
+/// Why an authorization table cannot take an entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthorizationError {
+    /// Two entries share an SPI.
+    #[error("SPI {spi} is used by both {first} and {second}")]
+    DuplicateSpi {
+        /// The SPI.
+        spi: u32,
+        /// The home address that had it.
+        first: Ipv6Addr,
+        /// The home address that wanted it.
+        second: Ipv6Addr,
+    },
+    /// Two home addresses are authorized for overlapping prefixes.
+    #[error("prefix {prefix} of {second} overlaps {other} of {first}")]
+    OverlappingPrefix {
+        /// The prefix being added.
+        prefix: Ipv6Net,
+        /// The home address it belongs to.
+        second: Ipv6Addr,
+        /// The prefix it overlaps.
+        other: Ipv6Net,
+        /// The home address that has that one.
+        first: Ipv6Addr,
+    },
+    /// An entry without any security association.
+    #[error("{0} has no security association")]
+    NoSecurityAssociation(Ipv6Addr),
+}
+
+/// The authorizations a home agent works from, indexed by home address and
+/// by SPI.
+#[derive(Debug, Clone, Default)]
+pub struct AuthorizationTable {
+    by_home: HashMap<Ipv6Addr, Authorization>,
+    by_spi: HashMap<u32, Ipv6Addr>,
+}
+
+impl AuthorizationTable {
+    /// A table of these entries, refusing duplicate SPIs and overlapping
+    /// prefixes between home addresses.
+    pub fn new(entries: Vec<Authorization>) -> Result<AuthorizationTable, AuthorizationError> {
+        let mut table = AuthorizationTable::default();
+        for entry in entries {
+            table.insert(entry)?;
+        }
+        Ok(table)
+    }
+
+    /// Adds or replaces the entry for a home address.
+    pub fn insert(&mut self, entry: Authorization) -> Result<(), AuthorizationError> {
+        if entry.security_associations.is_empty() {
+            return Err(AuthorizationError::NoSecurityAssociation(
+                entry.home_address,
+            ));
+        }
+        for sa in &entry.security_associations {
+            if let Some(&first) = self.by_spi.get(&sa.spi()) {
+                if first != entry.home_address {
+                    return Err(AuthorizationError::DuplicateSpi {
+                        spi: sa.spi(),
+                        first,
+                        second: entry.home_address,
+                    });
+                }
+            }
+        }
+        for other in self.by_home.values() {
+            if other.home_address == entry.home_address {
+                continue;
+            }
+            for prefix in &entry.prefixes {
+                if let Some(overlap) = other.prefixes.iter().find(|p| overlaps(p, prefix)) {
+                    return Err(AuthorizationError::OverlappingPrefix {
+                        prefix: *prefix,
+                        second: entry.home_address,
+                        other: *overlap,
+                        first: other.home_address,
+                    });
+                }
+            }
+        }
+        self.remove(entry.home_address);
+        for sa in &entry.security_associations {
+            self.by_spi.insert(sa.spi(), entry.home_address);
+        }
+        self.by_home.insert(entry.home_address, entry);
+        Ok(())
+    }
+
+    /// Removes the entry for a home address, returning it.
+    pub fn remove(&mut self, home_address: Ipv6Addr) -> Option<Authorization> {
+        let entry = self.by_home.remove(&home_address)?;
+        for sa in &entry.security_associations {
+            self.by_spi.remove(&sa.spi());
+        }
+        Some(entry)
+    }
+
+    /// The entry for a home address.
+    pub fn get(&self, home_address: Ipv6Addr) -> Option<&Authorization> {
+        self.by_home.get(&home_address)
+    }
+
+    /// The entry and security association an SPI belongs to.
+    pub fn by_spi(&self, spi: u32) -> Option<(&Authorization, &SecurityAssociation)> {
+        let entry = self.by_home.get(self.by_spi.get(&spi)?)?;
+        let sa = entry
+            .security_associations
+            .iter()
+            .find(|sa| sa.spi() == spi)?;
+        Some((entry, sa))
+    }
+
+    /// Number of home addresses.
+    pub fn len(&self) -> usize {
+        self.by_home.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.by_home.is_empty()
+    }
+
+    /// Every entry, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Authorization> {
+        self.by_home.values()
+    }
+}
+
+/// True when two prefixes share any address.
+pub fn overlaps(a: &Ipv6Net, b: &Ipv6Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// The home agent's own settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HomeAgentConfig {
+    /// The home prefixes it serves: home addresses must lie in one
+    /// (RFC 3963 §6.2 relaxes "on the home link" to this).
+    pub home_prefixes: Vec<Ipv6Net>,
+    /// The longest lifetime granted.
+    pub max_lifetime: Duration,
+    /// Timestamp replay protection (RFC 4285 §6).
+    pub replay: ReplayPolicy,
+    /// Send a Binding Refresh Request this long before a binding expires
+    /// (RFC 6275 §9.5.5); `None` for never.
+    pub refresh_request_before: Option<Duration>,
+}
+
+impl Default for HomeAgentConfig {
+    fn default() -> HomeAgentConfig {
+        HomeAgentConfig {
+            home_prefixes: Vec::new(),
+            max_lifetime: Duration::from_secs(600),
+            replay: ReplayPolicy::default(),
+            refresh_request_before: None,
+        }
+    }
+}
+
+/// A home registration in the binding cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// The mobile router's home address, the key.
+    pub home_address: Ipv6Addr,
+    /// Where it is now.
+    pub care_of: Ipv6Addr,
+    /// The Mobile Network Prefixes forwarded to it (empty for a plain mobile
+    /// node binding, R clear).
+    pub prefixes: Vec<Ipv6Net>,
+    /// R flag of the registration.
+    pub mobile_router: bool,
+    /// The last accepted sequence number.
+    pub sequence: SequenceNumber,
+    /// The SPI that authenticated it.
+    pub spi: u32,
+    /// The newest timestamp accepted from it (RFC 4285 §6), persisted with
+    /// the binding so a restart does not reopen replays.
+    pub timestamp: Option<NtpTimestamp>,
+    /// The granted lifetime.
+    pub lifetime: Lifetime,
+    /// When it was (re)registered.
+    pub registered_at: SystemTime,
+    /// When it expires.
+    pub expires_at: SystemTime,
+}
+
+impl Binding {
+    /// The lifetime left at `now`, rounded down to wire units.
+    pub fn remaining(&self, now: SystemTime) -> Lifetime {
+        Lifetime::from_duration_floor(self.expires_at.duration_since(now).unwrap_or_default())
+    }
+}
+
+/// A change to the binding cache that the driver must persist and apply to
+/// forwarding before acknowledging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A binding created or updated; `previous` is what it replaced.
+    Upsert {
+        /// The binding now.
+        binding: Binding,
+        /// The binding before, if any.
+        previous: Option<Binding>,
+    },
+    /// A binding removed (deregistration, expiry, or by an operator).
+    Remove {
+        /// The binding removed.
+        binding: Binding,
+    },
+}
+
+/// Why a Binding Update was dropped without an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Not a Binding Update; nothing to answer (a BA or BE sent to us).
+    NotForHomeAgent,
+    /// Payload Proto is not 59 (RFC 6275 §9.2).
+    PayloadProto,
+    /// The home address is not unicast routable (RFC 6275 §9.5.1).
+    BadHomeAddress,
+    /// The care-of address is not unicast routable (RFC 6275 §6.1.7).
+    BadCareOfAddress,
+    /// No MN-HA authentication option (RFC 4285 §5).
+    NoAuthentication,
+    /// An SPI with no security association here (RFC 4285 §5.1.1).
+    UnknownSpi,
+    /// The authentication option is malformed or not last.
+    MalformedAuthentication,
+}
+
+impl DropReason {
+    /// A short name for counters and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::NotForHomeAgent => "not_for_home_agent",
+            DropReason::PayloadProto => "payload_proto",
+            DropReason::BadHomeAddress => "bad_home_address",
+            DropReason::BadCareOfAddress => "bad_care_of_address",
+            DropReason::NoAuthentication => "no_authentication",
+            DropReason::UnknownSpi => "unknown_spi",
+            DropReason::MalformedAuthentication => "malformed_authentication",
+        }
+    }
+}
+
+/// A message for the driver to send: an encoded Mobility Header (checksum
+/// zero; the transport fills it) and where it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The Mobility Header bytes, signed where an association exists.
+    pub mh: Vec<u8>,
+    /// The care-of address to send to.
+    pub care_of: Ipv6Addr,
+    /// The home address (type 2 routing header on the native transport).
+    pub home_address: Ipv6Addr,
+}
+
+/// What to do with a received Mobility Header.
+// Returned once per message and consumed at once, never stored: the size
+// difference between variants costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Drop it, counting why.
+    Drop(DropReason),
+    /// Answer with a Binding Acknowledgement, after making `change` durable
+    /// and applying it to forwarding when there is one.
+    Acknowledge {
+        /// The Binding Acknowledgement.
+        reply: Reply,
+        /// Its status.
+        status: BaStatus,
+        /// The cache change, applied in memory already.
+        change: Option<Change>,
+    },
+    /// Answer with a Binding Error (RFC 6275 §9.2).
+    BindingError {
+        /// The Binding Error.
+        reply: Reply,
+        /// Its status.
+        status: BeStatus,
+    },
+}
+
+/// A received Mobility Header as the transport delivers it.
+#[derive(Debug, Clone, Copy)]
+pub struct Received<'a> {
+    /// The Mobility Header bytes (checksum already verified).
+    pub mh: &'a [u8],
+    /// The source address of the packet (the care-of address unless an
+    /// Alternate Care-of Address option says otherwise).
+    pub source: Ipv6Addr,
+    /// The home address from the Home Address option, or, on the UDP
+    /// transport, the inner packet's source; `None` takes `source`
+    /// (RFC 6275 §9.5.1).
+    pub home_address: Option<Ipv6Addr>,
+}
+
+/// The binding-cache engine of a home agent.
+#[derive(Debug)]
+pub struct HomeAgent {
+    config: HomeAgentConfig,
+    bindings: HashMap<Ipv6Addr, Binding>,
+    /// Which home address each bound prefix belongs to.
+    prefix_owner: HashMap<Ipv6Net, Ipv6Addr>,
+    /// Expiry order.
+    expiry: BTreeSet<(SystemTime, Ipv6Addr)>,
+    /// Newest accepted timestamp per home address; kept past
+    /// deregistration so an old Binding Update cannot be replayed.
+    replay: HashMap<Ipv6Addr, NtpTimestamp>,
+    /// Bindings already sent a Binding Refresh Request this lifetime.
+    refresh_sent: BTreeSet<Ipv6Addr>,
+}
+
+/// True for an address a binding may use: unicast and routable, not
+/// link-local, loopback, unspecified or multicast.
+pub fn is_unicast_routable(address: Ipv6Addr) -> bool {
+    !(address.is_unspecified()
+        || address.is_loopback()
+        || address.is_multicast()
+        || address.is_unicast_link_local()
+        // IPv4-mapped addresses never appear on an IPv6 wire.
+        || address.to_ipv4_mapped().is_some())
+}
+
+/// Why a Mobile Network Prefix is invalid (status 141), or `None`.
+pub fn invalid_prefix_reason(net: &Ipv6Net, home_prefixes: &[Ipv6Net]) -> Option<&'static str> {
+    let address = net.network();
+    if net.prefix_len() == 0 {
+        return Some("zero length");
+    }
+    if address.is_multicast() {
+        return Some("multicast");
+    }
+    if address.is_unicast_link_local() {
+        return Some("link-local");
+    }
+    if address.is_loopback() || address.is_unspecified() {
+        return Some("loopback or unspecified");
+    }
+    if address.to_ipv4_mapped().is_some() {
+        return Some("IPv4-mapped");
+    }
+    if home_prefixes.iter().any(|home| overlaps(home, net)) {
+        return Some("overlaps a home prefix");
+    }
+    None
+}
+
+/// The NTP timestamp of a wall-clock time.
+pub fn ntp_time(time: SystemTime) -> NtpTimestamp {
+    NtpTimestamp::from_unix(time.duration_since(UNIX_EPOCH).unwrap_or_default())
+}
+
+/// The options of a Binding Update that the checks need.
+struct BuOptions {
+    prefixes: Vec<crate::wire::MobileNetworkPrefix>,
+    alternate_care_of: Option<Ipv6Addr>,
+    timestamp: Option<NtpTimestamp>,
+}
+
+impl BuOptions {
+    fn of(bu: &BindingUpdate) -> BuOptions {
+        let mut options = BuOptions {
+            prefixes: Vec::new(),
+            alternate_care_of: None,
+            timestamp: None,
+        };
+        for option in &bu.options {
+            match option {
+                MobilityOption::MobileNetworkPrefix(prefix) => options.prefixes.push(*prefix),
+                MobilityOption::AlternateCareOfAddress(address) => {
+                    options.alternate_care_of = Some(*address);
+                }
+                MobilityOption::ReplayProtection(timestamp) => options.timestamp = Some(*timestamp),
+                _ => {}
+            }
+        }
+        options
+    }
+}
+
+/// What an answer needs besides the status.
+struct AnswerContext<'a> {
+    bu: &'a BindingUpdate,
+    care_of: Ipv6Addr,
+    home_address: Ipv6Addr,
+    sa: &'a SecurityAssociation,
+    timestamp: Option<NtpTimestamp>,
+}
+
+impl HomeAgent {
+    /// An engine with an empty cache.
+    pub fn new(config: HomeAgentConfig) -> HomeAgent {
+        HomeAgent {
+            config,
+            bindings: HashMap::new(),
+            prefix_owner: HashMap::new(),
+            expiry: BTreeSet::new(),
+            replay: HashMap::new(),
+            refresh_sent: BTreeSet::new(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &HomeAgentConfig {
+        &self.config
+    }
+
+    /// Loads bindings from storage at start-up, dropping those expired at
+    /// `now`; returns the ones dropped so their forwarding can be removed.
+    /// Replay state comes back with the bindings; that of deregistered home
+    /// addresses does not survive a restart, which the timestamp window
+    /// bounds.
+    pub fn load(
+        &mut self,
+        bindings: impl IntoIterator<Item = Binding>,
+        now: SystemTime,
+    ) -> Vec<Binding> {
+        let mut expired = Vec::new();
+        for binding in bindings {
+            if let Some(timestamp) = binding.timestamp {
+                let newest = self.replay.entry(binding.home_address).or_insert(timestamp);
+                *newest = (*newest).max(timestamp);
+            }
+            if binding.expires_at <= now {
+                expired.push(binding);
+            } else {
+                self.insert(binding);
+            }
+        }
+        expired
+    }
+
+    /// The binding for a home address.
+    pub fn binding(&self, home_address: Ipv6Addr) -> Option<&Binding> {
+        self.bindings.get(&home_address)
+    }
+
+    /// Every binding, in no particular order.
+    pub fn bindings(&self) -> impl Iterator<Item = &Binding> {
+        self.bindings.values()
+    }
+
+    /// Number of bindings.
+    pub fn len(&self) -> usize {
+        self.bindings.len()
+    }
+
+    /// True when the cache is empty.
+    pub fn is_empty(&self) -> bool {
+        self.bindings.is_empty()
+    }
+
+    /// The newest accepted timestamp of a home address.
+    pub fn last_timestamp(&self, home_address: Ipv6Addr) -> Option<NtpTimestamp> {
+        self.replay.get(&home_address).copied()
+    }
+
+    fn insert(&mut self, binding: Binding) -> Option<Binding> {
+        let previous = self.take(binding.home_address);
+        for prefix in &binding.prefixes {
+            self.prefix_owner.insert(*prefix, binding.home_address);
+        }
+        self.expiry
+            .insert((binding.expires_at, binding.home_address));
+        self.bindings.insert(binding.home_address, binding);
+        previous
+    }
+
+    fn take(&mut self, home_address: Ipv6Addr) -> Option<Binding> {
+        let binding = self.bindings.remove(&home_address)?;
+        for prefix in &binding.prefixes {
+            if self.prefix_owner.get(prefix) == Some(&home_address) {
+                self.prefix_owner.remove(prefix);
+            }
+        }
+        self.expiry.remove(&(binding.expires_at, home_address));
+        self.refresh_sent.remove(&home_address);
+        Some(binding)
+    }
+
+    /// Undoes a change the driver could not carry out (forwarding failed):
+    /// the cache goes back to what it was.
+    pub fn revert(&mut self, change: &Change) {
+        match change {
+            Change::Upsert { binding, previous } => {
+                self.take(binding.home_address);
+                if let Some(previous) = previous {
+                    self.insert(previous.clone());
+                }
+            }
+            Change::Remove { binding } => {
+                self.insert(binding.clone());
+            }
+        }
+    }
+
+    /// Removes a binding (operator request). The change must be persisted
+    /// and forwarding removed like any other.
+    pub fn remove(&mut self, home_address: Ipv6Addr) -> Option<Change> {
+        self.take(home_address)
+            .map(|binding| Change::Remove { binding })
+    }
+
+    /// Removes the bindings expired at `now` (RFC 6275 §10.3.1: deleted
+    /// after the lifetime).
+    pub fn expire(&mut self, now: SystemTime) -> Vec<Change> {
+        let due: Vec<Ipv6Addr> = self
+            .expiry
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, home)| *home)
+            .collect();
+        due.into_iter()
+            .filter_map(|home| self.remove(home))
+            .collect()
+    }
+
+    /// The next time [`HomeAgent::expire`] or
+    /// [`HomeAgent::refresh_requests`] has work.
+    pub fn poll_timeout(&self) -> Option<SystemTime> {
+        let next_expiry = self.expiry.iter().next().map(|(at, _)| *at);
+        let next_refresh = self.config.refresh_request_before.and_then(|before| {
+            self.expiry
+                .iter()
+                .find(|(_, home)| !self.refresh_sent.contains(home))
+                .map(|(at, _)| at.checked_sub(before).unwrap_or(UNIX_EPOCH))
+        });
+        match (next_expiry, next_refresh) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Binding Refresh Requests due at `now` (RFC 6275 §9.5.5), one per
+    /// binding lifetime, authenticated with the binding's association.
+    pub fn refresh_requests(
+        &mut self,
+        now: SystemTime,
+        authorizations: &AuthorizationTable,
+    ) -> Vec<Reply> {
+        let Some(before) = self.config.refresh_request_before else {
+            return Vec::new();
+        };
+        let due: Vec<Ipv6Addr> = self
+            .expiry
+            .iter()
+            .take_while(|(at, _)| at.checked_sub(before).unwrap_or(UNIX_EPOCH) <= now)
+            .map(|(_, home)| *home)
+            .filter(|home| !self.refresh_sent.contains(home))
+            .collect();
+        let mut replies = Vec::new();
+        for home in due {
+            self.refresh_sent.insert(home);
+            let Some(binding) = self.bindings.get(&home) else {
+                continue;
+            };
+            let Some((_, sa)) = authorizations.by_spi(binding.spi) else {
+                continue;
+            };
+            let message = Message::BindingRefreshRequest(BindingRefreshRequest {
+                options: vec![sa.unsigned_option()],
+            });
+            if let Some(mh) = signed(message, binding.care_of, home, sa) {
+                replies.push(Reply {
+                    mh,
+                    care_of: binding.care_of,
+                    home_address: home,
+                });
+            }
+        }
+        replies
+    }
+
+    /// Processes a received Mobility Header: a Binding Update, or another
+    /// type that gets a Binding Error.
+    pub fn process(
+        &mut self,
+        received: Received<'_>,
+        header: &MobilityHeader,
+        now: SystemTime,
+        authorizations: &AuthorizationTable,
+    ) -> Outcome {
+        let home_address = received.home_address.unwrap_or(received.source);
+        let bu = match &header.message {
+            Message::BindingUpdate(bu) => bu,
+            Message::Other { .. } => {
+                // RFC 6275 §9.2: an unrecognized MH Type gets a Binding
+                // Error with status 2, to the source of the packet.
+                return self.binding_error(received.source, home_address);
+            }
+            _ => return Outcome::Drop(DropReason::NotForHomeAgent),
+        };
+        // RFC 6275 §9.2: Payload Proto must be IPPROTO_NONE.
+        if header.payload_proto != crate::wire::IPPROTO_NONE {
+            return Outcome::Drop(DropReason::PayloadProto);
+        }
+        if !is_unicast_routable(home_address) {
+            return Outcome::Drop(DropReason::BadHomeAddress);
+        }
+        let options = BuOptions::of(bu);
+        let care_of = options.alternate_care_of.unwrap_or(received.source);
+        // RFC 6275 §6.1.7: a care-of address that is not unicast routable is
+        // silently discarded.
+        if !is_unicast_routable(care_of) {
+            return Outcome::Drop(DropReason::BadCareOfAddress);
+        }
+
+        // RFC 4285 §5, §5.1.1: authenticate before anything else.
+        let location = match auth::find_mn_ha_option(received.mh) {
+            Ok(Some(location)) => location,
+            Ok(None) => return Outcome::Drop(DropReason::NoAuthentication),
+            Err(_) => return Outcome::Drop(DropReason::MalformedAuthentication),
+        };
+        let Some((authorization, sa)) = authorizations.by_spi(location.spi) else {
+            return Outcome::Drop(DropReason::UnknownSpi);
+        };
+        let context = AnswerContext {
+            bu,
+            care_of,
+            home_address,
+            sa,
+            timestamp: options.timestamp,
+        };
+        if auth::verify(received.mh, care_of, home_address, sa).is_err() {
+            return self.reject(&context, BaStatus::AUTH_FAIL, now);
+        }
+        // RFC 6275 §10.3.1: the home address identifies the association.
+        if authorization.home_address != home_address {
+            return self.reject(&context, BaStatus::NOT_HOME_AGENT, now);
+        }
+        if !bu.flags.home_registration {
+            let status = if bu.flags.mobile_router {
+                BaStatus::MOBILE_ROUTER_NOT_PERMITTED
+            } else {
+                BaStatus::HOME_REGISTRATION_NOT_SUPPORTED
+            };
+            return self.reject(&context, status, now);
+        }
+        if !self
+            .config
+            .home_prefixes
+            .iter()
+            .any(|prefix| prefix.contains(&home_address))
+        {
+            return self.reject(&context, BaStatus::NOT_HOME_SUBNET, now);
+        }
+        match self.config.replay.check(
+            options.timestamp,
+            ntp_time(now),
+            self.replay.get(&home_address).copied(),
+        ) {
+            Ok(()) => {}
+            Err(ReplayError::Missing) => {
+                return self.reject(&context, BaStatus::MESG_ID_REQUIRED, now)
+            }
+            Err(ReplayError::Stale { .. } | ReplayError::Replayed) => {
+                return self.reject(&context, BaStatus::ID_MISMATCH, now)
+            }
+        }
+        let existing = self.bindings.get(&home_address);
+        if let Some(existing) = existing {
+            if !bu.sequence.is_newer_than(existing.sequence) {
+                let last = existing.sequence;
+                return self.answer(
+                    &context,
+                    BaStatus::SEQUENCE_OUT_OF_WINDOW,
+                    last,
+                    false,
+                    None,
+                    now,
+                );
+            }
+        }
+        if let Some(timestamp) = options.timestamp {
+            // Authenticated and fresh: no older message may follow it, even
+            // one rejected below for another reason.
+            self.replay.insert(home_address, timestamp);
+        }
+
+        // Deregistration (RFC 3963 §6.2, §6.7): R and prefixes are ignored.
+        if bu.lifetime.is_zero() || care_of == home_address {
+            let change = self.remove(home_address);
+            return self.answer(
+                &context,
+                BaStatus::ACCEPTED,
+                bu.sequence,
+                false,
+                change,
+                now,
+            );
+        }
+        if let Some(existing) = existing {
+            if existing.mobile_router != bu.flags.mobile_router {
+                return self.reject(&context, BaStatus::REGISTRATION_TYPE_CHANGE_DISALLOWED, now);
+            }
+        }
+        if bu.flags.mobile_router && !authorization.mobile_router {
+            return self.reject(&context, BaStatus::MOBILE_ROUTER_NOT_PERMITTED, now);
+        }
+        let prefixes = if !bu.flags.mobile_router {
+            // A mobile node registration: RFC 3963 §4.1 forbids forwarding
+            // the mobile network to it.
+            Vec::new()
+        } else if options.prefixes.is_empty() {
+            // Implicit mode (RFC 3963 §5.2, §6.2).
+            if authorization.prefixes.is_empty() {
+                return self.reject(&context, BaStatus::FORWARDING_SETUP_FAILED, now);
+            }
+            authorization.prefixes.clone()
+        } else {
+            // Explicit mode.
+            let mut prefixes: Vec<Ipv6Net> = Vec::with_capacity(options.prefixes.len());
+            for option in &options.prefixes {
+                let Some(net) = option.to_net() else {
+                    return self.reject(&context, BaStatus::INVALID_PREFIX, now);
+                };
+                if invalid_prefix_reason(&net, &self.config.home_prefixes).is_some() {
+                    return self.reject(&context, BaStatus::INVALID_PREFIX, now);
+                }
+                if !authorization
+                    .prefixes
+                    .iter()
+                    .any(|allowed| allowed.contains(&net))
+                {
+                    return self.reject(&context, BaStatus::NOT_AUTHORIZED_FOR_PREFIX, now);
+                }
+                if !prefixes.contains(&net) {
+                    prefixes.push(net);
+                }
+            }
+            prefixes
+        };
+        // A prefix is bound to at most one home address at a time.
+        if prefixes
+            .iter()
+            .any(|net| self.bound_elsewhere(net, home_address))
+        {
+            return self.reject(&context, BaStatus::NOT_AUTHORIZED_FOR_PREFIX, now);
+        }
+        let granted = bu
+            .lifetime
+            .min(Lifetime::from_duration_floor(self.config.max_lifetime))
+            .max(Lifetime(1));
+        let binding = Binding {
+            home_address,
+            care_of,
+            prefixes,
+            mobile_router: bu.flags.mobile_router,
+            sequence: bu.sequence,
+            spi: sa.spi(),
+            timestamp: options.timestamp,
+            lifetime: granted,
+            registered_at: now,
+            expires_at: now + granted.as_duration(),
+        };
+        let previous = self.insert(binding.clone());
+        let change = Change::Upsert { binding, previous };
+        self.answer(
+            &context,
+            BaStatus::ACCEPTED,
+            bu.sequence,
+            bu.flags.mobile_router,
+            Some(change),
+            now,
+        )
+    }
+
+    fn bound_elsewhere(&self, net: &Ipv6Net, home_address: Ipv6Addr) -> bool {
+        // Prefixes per binding are few; bound prefixes may be many, so look
+        // up the exact prefix first and scan only when needed.
+        if let Some(owner) = self.prefix_owner.get(net) {
+            return *owner != home_address;
+        }
+        self.prefix_owner
+            .iter()
+            .any(|(bound, owner)| *owner != home_address && overlaps(bound, net))
+    }
+
+    fn reject(&self, context: &AnswerContext<'_>, status: BaStatus, now: SystemTime) -> Outcome {
+        self.answer(context, status, context.bu.sequence, false, None, now)
+    }
+
+    fn answer(
+        &self,
+        context: &AnswerContext<'_>,
+        status: BaStatus,
+        sequence: SequenceNumber,
+        mobile_router: bool,
+        change: Option<Change>,
+        now: SystemTime,
+    ) -> Outcome {
+        let lifetime = match &change {
+            Some(Change::Upsert { binding, .. }) => binding.lifetime,
+            _ => Lifetime::ZERO,
+        };
+        let mut options = Vec::new();
+        if let Some(timestamp) = context.timestamp {
+            // RFC 4285 §6: echo a valid timestamp; for an invalid one, keep
+            // its low 32 bits and give our own seconds.
+            let echoed = if status == BaStatus::ID_MISMATCH {
+                auth::rejection_timestamp(timestamp, ntp_time(now))
+            } else {
+                timestamp
+            };
+            options.push(MobilityOption::ReplayProtection(echoed));
+        }
+        options.push(context.sa.unsigned_option());
+        let message = Message::BindingAck(BindingAck {
+            status,
+            flags: BaFlags {
+                key_management: false,
+                mobile_router,
+            },
+            sequence,
+            lifetime,
+            options,
+        });
+        match signed(message, context.care_of, context.home_address, context.sa) {
+            Some(mh) => Outcome::Acknowledge {
+                reply: Reply {
+                    mh,
+                    care_of: context.care_of,
+                    home_address: context.home_address,
+                },
+                status,
+                change,
+            },
+            // Cannot happen: a BA with two options always encodes.
+            None => Outcome::Drop(DropReason::MalformedAuthentication),
+        }
+    }
+
+    fn binding_error(&self, source: Ipv6Addr, home_address: Ipv6Addr) -> Outcome {
+        let message = Message::BindingError(BindingError {
+            status: BeStatus::UNRECOGNIZED_MH_TYPE,
+            home_address,
+            options: Vec::new(),
+        });
+        match MobilityHeader::new(message).encode() {
+            Ok(mh) => Outcome::BindingError {
+                reply: Reply {
+                    mh,
+                    care_of: source,
+                    home_address,
+                },
+                status: BeStatus::UNRECOGNIZED_MH_TYPE,
+            },
+            Err(_) => Outcome::Drop(DropReason::NotForHomeAgent),
+        }
+    }
+}
+
+/// Encodes and signs a message whose last option is `sa`'s unsigned option.
+fn signed(
+    message: Message,
+    care_of: Ipv6Addr,
+    home_address: Ipv6Addr,
+    sa: &SecurityAssociation,
+) -> Option<Vec<u8>> {
+    let mut mh = MobilityHeader::new(message).encode().ok()?;
+    auth::sign(&mut mh, care_of, home_address, sa).ok()?;
+    Some(mh)
+}
