@@ -1,25 +1,141 @@
-//! `nemo-ha`: the nemo home agent. It keeps the NEMO binding cache and steers tenant prefixes.
-//!
-//! Only the command line exists so far; the daemon itself is issue #4.
+//! `nemo-ha`: the nemo home agent. It keeps the NEMO binding cache, answers
+//! Binding Updates (RFC 6275, RFC 3963, RFC 4285) and steers each tenant's
+//! Mobile Network Prefixes to the mobile router's care-of address.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use anyhow::Context;
 use clap::Parser;
+use nemo_dataplane::MemoryDataPlane;
+use nemo_ha::admin::{self, Admin};
+use nemo_ha::config::{Config, DataPlaneBackend};
+use nemo_ha::daemon::{self, Setup};
+use nemo_ha::metrics::{self, Metrics};
+use nemo_ha::store::Store;
+use tracing_subscriber::EnvFilter;
 
-/// The nemo home agent: it keeps the NEMO binding cache and steers tenant prefixes.
+/// The nemo home agent.
 #[derive(Debug, Parser)]
 #[command(name = "nemo-ha", version)]
 struct Args {
     /// Configuration file (TOML).
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+    /// Check the configuration file and exit.
+    #[arg(long)]
+    check: bool,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    anyhow::bail!(
-        "nemo-ha {}: the daemon is not implemented yet (issue #4); config {} was not read",
-        nemo::VERSION,
-        args.config.display()
-    )
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if args.log_json {
+        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let validated = Config::load(&args.config)?;
+    if args.check {
+        println!(
+            "{}: ok ({} mobile routers)",
+            args.config.display(),
+            validated.authorizations.len()
+        );
+        return Ok(());
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(run(validated))
+}
+
+async fn run(validated: nemo_ha::config::Validated) -> anyhow::Result<()> {
+    let config = validated.config;
+    let store = Store::open(&config.store.path)
+        .with_context(|| format!("opening store {}", config.store.path.display()))?;
+    let dataplane = match config.dataplane.backend {
+        DataPlaneBackend::Memory => {
+            tracing::warn!(
+                "dataplane backend \"memory\": bindings are kept but the kernel is NOT programmed; \
+                 tenant traffic is not forwarded"
+            );
+            Arc::new(MemoryDataPlane::new())
+        }
+    };
+    let metrics = Arc::new(Metrics::new());
+    let mut running = daemon::start(Setup {
+        engine: validated.engine,
+        authorizations: validated.authorizations,
+        store,
+        flush_mode: config.store.flush,
+        dataplane,
+        udp: config.udp.as_ref().map(|u| u.listen.clone()).unwrap_or_default(),
+        metrics: metrics.clone(),
+    })
+    .await?;
+    if let Some(udp) = &config.udp {
+        for (wanted, bound) in udp.listen.iter().zip(&running.udp_addresses) {
+            tracing::debug!(%wanted, %bound, "udp");
+        }
+    } else {
+        tracing::warn!("no transport configured: nothing will be received");
+    }
+
+    let (stop_servers, servers_stopped) = tokio::sync::watch::channel(false);
+    let mut servers = tokio::task::JoinSet::new();
+    if let Some(section) = &config.admin {
+        let admin = Admin::new(running.shared.clone(), running.core.clone());
+        let mut stopped = servers_stopped.clone();
+        let listen = section.listen;
+        servers.spawn(async move {
+            admin::serve(listen, admin, async move {
+                let _ = stopped.changed().await;
+            })
+            .await
+        });
+    }
+    if let Some(section) = &config.metrics {
+        let listen = section.listen;
+        let metrics = metrics.clone();
+        servers.spawn(async move {
+            metrics::serve(listen, metrics).await?;
+            Ok(())
+        });
+    }
+    println!("nemo-ha ready");
+
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing SIGTERM handler")?;
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: stopping"),
+        result = running.writer_failed() => {
+            // The store failed: stop at once rather than acknowledge
+            // bindings that are not durable.
+            let error = match result {
+                Ok(Err(error)) => anyhow::Error::new(error),
+                Ok(Ok(())) => anyhow::anyhow!("writer stopped unexpectedly"),
+                Err(join) => anyhow::Error::new(join),
+            };
+            return Err(error.context("store failed; stopping"));
+        }
+        Some(result) = servers.join_next() => {
+            let error = match result {
+                Ok(Err(error)) => error,
+                Ok(Ok(())) => anyhow::anyhow!("a server stopped unexpectedly"),
+                Err(join) => anyhow::Error::new(join),
+            };
+            return Err(error.context("server failed; stopping"));
+        }
+    }
+    let _ = stop_servers.send(true);
+    running.stop().await?;
+    servers.abort_all();
+    tracing::info!("stopped cleanly");
+    Ok(())
 }

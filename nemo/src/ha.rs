@@ -659,33 +659,12 @@ impl HomeAgent {
         if header.payload_proto != crate::wire::IPPROTO_NONE {
             return Outcome::Drop(DropReason::PayloadProto);
         }
-        if !is_unicast_routable(home_address) {
-            return Outcome::Drop(DropReason::BadHomeAddress);
-        }
+        let (context, authorization) = match prepare(received, bu, authorizations) {
+            Ok(prepared) => prepared,
+            Err(reason) => return Outcome::Drop(reason),
+        };
+        let (care_of, home_address, sa) = (context.care_of, context.home_address, context.sa);
         let options = BuOptions::of(bu);
-        let care_of = options.alternate_care_of.unwrap_or(received.source);
-        // RFC 6275 §6.1.7: a care-of address that is not unicast routable is
-        // silently discarded.
-        if !is_unicast_routable(care_of) {
-            return Outcome::Drop(DropReason::BadCareOfAddress);
-        }
-
-        // RFC 4285 §5, §5.1.1: authenticate before anything else.
-        let location = match auth::find_mn_ha_option(received.mh) {
-            Ok(Some(location)) => location,
-            Ok(None) => return Outcome::Drop(DropReason::NoAuthentication),
-            Err(_) => return Outcome::Drop(DropReason::MalformedAuthentication),
-        };
-        let Some((authorization, sa)) = authorizations.by_spi(location.spi) else {
-            return Outcome::Drop(DropReason::UnknownSpi);
-        };
-        let context = AnswerContext {
-            bu,
-            care_of,
-            home_address,
-            sa,
-            timestamp: options.timestamp,
-        };
         if auth::verify(received.mh, care_of, home_address, sa).is_err() {
             return self.reject(&context, BaStatus::AUTH_FAIL, now);
         }
@@ -830,6 +809,27 @@ impl HomeAgent {
         )
     }
 
+    /// Undoes an accepted registration whose forwarding could not be set
+    /// up, and answers 141 instead (RFC 3963 §6.2: "If the Home Agent fails
+    /// to set up forwarding to all the prefixes ... reject ... 141").
+    pub fn forwarding_failed(
+        &mut self,
+        change: &Change,
+        received: Received<'_>,
+        header: &MobilityHeader,
+        now: SystemTime,
+        authorizations: &AuthorizationTable,
+    ) -> Outcome {
+        self.revert(change);
+        let Message::BindingUpdate(bu) = &header.message else {
+            return Outcome::Drop(DropReason::NotForHomeAgent);
+        };
+        match prepare(received, bu, authorizations) {
+            Ok((context, _)) => self.reject(&context, BaStatus::INVALID_PREFIX, now),
+            Err(reason) => Outcome::Drop(reason),
+        }
+    }
+
     fn bound_elsewhere(&self, net: &Ipv6Net, home_address: Ipv6Addr) -> bool {
         // Prefixes per binding are few; bound prefixes may be many, so look
         // up the exact prefix first and scan only when needed.
@@ -913,6 +913,43 @@ impl HomeAgent {
             Err(_) => Outcome::Drop(DropReason::NotForHomeAgent),
         }
     }
+}
+
+/// The checks that come before any answer (RFC 6275 §9.5.1, §6.1.7,
+/// RFC 4285 §5.1.1): routable addresses, an MN-HA option, a known SPI.
+/// Failing them drops the message silently.
+fn prepare<'a>(
+    received: Received<'_>,
+    bu: &'a BindingUpdate,
+    authorizations: &'a AuthorizationTable,
+) -> Result<(AnswerContext<'a>, &'a Authorization), DropReason> {
+    let home_address = received.home_address.unwrap_or(received.source);
+    if !is_unicast_routable(home_address) {
+        return Err(DropReason::BadHomeAddress);
+    }
+    let options = BuOptions::of(bu);
+    let care_of = options.alternate_care_of.unwrap_or(received.source);
+    if !is_unicast_routable(care_of) {
+        return Err(DropReason::BadCareOfAddress);
+    }
+    let location = match auth::find_mn_ha_option(received.mh) {
+        Ok(Some(location)) => location,
+        Ok(None) => return Err(DropReason::NoAuthentication),
+        Err(_) => return Err(DropReason::MalformedAuthentication),
+    };
+    let (authorization, sa) = authorizations
+        .by_spi(location.spi)
+        .ok_or(DropReason::UnknownSpi)?;
+    Ok((
+        AnswerContext {
+            bu,
+            care_of,
+            home_address,
+            sa,
+            timestamp: options.timestamp,
+        },
+        authorization,
+    ))
 }
 
 /// Encodes and signs a message whose last option is `sa`'s unsigned option.

@@ -830,3 +830,30 @@ fn authorization_table_refuses_conflicts() {
     assert!(table.by_spi(0x1000).is_none());
     assert_eq!(table.by_spi(0x1002).unwrap().0.home_address, addr(HOA_A));
 }
+
+#[test]
+fn forwarding_failure_reverts_and_answers_141() {
+    let mut ha = home_agent();
+    let now = start();
+    Bu::new(HOA_A, 0x1000, 1, now).send(&mut ha, now);
+    let mut moved = Bu::new(HOA_A, 0x1000, 2, now + Duration::from_millis(1));
+    moved.source = addr(COA_NEW);
+    let (mh, header) = moved.encode();
+    let received = Received {
+        mh: &mh,
+        source: moved.source,
+        home_address: Some(moved.home),
+    };
+    let Outcome::Acknowledge {
+        change: Some(change),
+        ..
+    } = ha.process(received, &header, now, &table())
+    else {
+        panic!("not accepted");
+    };
+    let outcome = ha.forwarding_failed(&change, received, &header, now, &table());
+    let (ba, change) = ack(&outcome, &moved);
+    assert_eq!(ba.status, BaStatus::INVALID_PREFIX);
+    assert_eq!(change, None);
+    assert_eq!(ha.binding(addr(HOA_A)).unwrap().care_of, addr(COA));
+}

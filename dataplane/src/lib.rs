@@ -1,0 +1,272 @@
+//! The data plane both daemons program: for a binding, packets to its
+//! prefixes go IPv6-in-IPv6 (RFC 2473) to the care-of address, and packets
+//! tunnelled from the care-of address are taken out of the tunnel (reverse
+//! tunnelling, RFC 3963 §5.5, §6.4).
+//!
+//! The daemons talk to it through [`HomeAgentDataPlane`], so that the
+//! control plane can be built and tested without a kernel. Backends:
+//! - [`MemoryDataPlane`]: keeps the routes in memory, programs nothing. For
+//!   tests, and for running the control plane alone (it says so at start).
+//! - the Linux backends (seg6 encap.red / End.DT6 on kernels without
+//!   ip6tnl, ip6tnl where present) arrive with issue #3.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::Ipv6Addr;
+use std::sync::Mutex;
+
+use ipnet::Ipv6Net;
+
+/// What one binding needs from the data plane: its home address and
+/// prefixes, tunnelled to its care-of address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindingRoutes {
+    /// The mobile router's home address (routed as a /128 too).
+    pub home_address: Ipv6Addr,
+    /// Where the tunnel goes.
+    pub care_of: Ipv6Addr,
+    /// The Mobile Network Prefixes.
+    pub prefixes: Vec<Ipv6Net>,
+}
+
+impl BindingRoutes {
+    /// Every destination routed into the tunnel: the home address and the
+    /// prefixes.
+    pub fn destinations(&self) -> impl Iterator<Item = Ipv6Net> + '_ {
+        std::iter::once(Ipv6Net::from(self.home_address)).chain(self.prefixes.iter().copied())
+    }
+}
+
+/// Why the data plane could not do what it was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DataPlaneError {
+    /// The kernel refused a change.
+    #[error("kernel refused to {action} {destination}: {reason}")]
+    Refused {
+        /// What was attempted.
+        action: &'static str,
+        /// The destination concerned.
+        destination: Ipv6Net,
+        /// What the kernel said.
+        reason: String,
+    },
+    /// The backend is not available on this kernel.
+    #[error("data plane backend {backend} unavailable: {reason}")]
+    Unavailable {
+        /// The backend.
+        backend: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What reconciliation at start-up did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Routes installed because they were missing.
+    pub installed: usize,
+    /// Routes that were already right.
+    pub kept: usize,
+    /// Stale routes of ours removed.
+    pub removed: usize,
+}
+
+/// The home agent's side of the data plane. Every call is idempotent.
+pub trait HomeAgentDataPlane: Send + Sync + 'static {
+    /// A name for logs.
+    fn name(&self) -> &'static str;
+
+    /// Points the binding's destinations at its care-of address, replacing
+    /// any route to another care-of address in one step (no window without
+    /// a route), and removes destinations `previous` had that `routes` does
+    /// not.
+    fn set(
+        &self,
+        routes: &BindingRoutes,
+        previous: Option<&BindingRoutes>,
+    ) -> impl Future<Output = Result<(), DataPlaneError>> + Send;
+
+    /// Removes the binding's routes.
+    fn clear(&self, routes: &BindingRoutes) -> impl Future<Output = Result<(), DataPlaneError>> + Send;
+
+    /// Makes the routes this data plane owns exactly `all`: installs what is
+    /// missing, keeps what is right, removes the rest.
+    fn reconcile(
+        &self,
+        all: &[BindingRoutes],
+    ) -> impl Future<Output = Result<ReconcileReport, DataPlaneError>> + Send;
+}
+
+/// A data plane that keeps its routes in memory and programs nothing.
+#[derive(Debug, Default)]
+pub struct MemoryDataPlane {
+    routes: Mutex<BTreeMap<Ipv6Net, Ipv6Addr>>,
+    refuse: Mutex<Vec<Ipv6Net>>,
+}
+
+impl MemoryDataPlane {
+    /// An empty data plane.
+    pub fn new() -> MemoryDataPlane {
+        MemoryDataPlane::default()
+    }
+
+    /// The routes: destination to care-of address.
+    pub fn routes(&self) -> BTreeMap<Ipv6Net, Ipv6Addr> {
+        self.routes.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Makes every later change touching `destination` fail, as a kernel
+    /// refusing a route would (for tests of the failure paths).
+    pub fn refuse(&self, destination: Ipv6Net) {
+        if let Ok(mut refuse) = self.refuse.lock() {
+            refuse.push(destination);
+        }
+    }
+
+    fn check(&self, action: &'static str, destination: Ipv6Net) -> Result<(), DataPlaneError> {
+        let refused = self
+            .refuse
+            .lock()
+            .map(|r| r.contains(&destination))
+            .unwrap_or(false);
+        if refused {
+            return Err(DataPlaneError::Refused {
+                action,
+                destination,
+                reason: "refused by test".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl HomeAgentDataPlane for MemoryDataPlane {
+    fn name(&self) -> &'static str {
+        "memory (no kernel forwarding)"
+    }
+
+    async fn set(
+        &self,
+        routes: &BindingRoutes,
+        previous: Option<&BindingRoutes>,
+    ) -> Result<(), DataPlaneError> {
+        let wanted: Vec<Ipv6Net> = routes.destinations().collect();
+        for destination in &wanted {
+            self.check("install", *destination)?;
+        }
+        let mut table = self.routes.lock().map_err(|_| DataPlaneError::Unavailable {
+            backend: "memory",
+            reason: "poisoned".into(),
+        })?;
+        for destination in wanted.iter() {
+            table.insert(*destination, routes.care_of);
+        }
+        if let Some(previous) = previous {
+            for destination in previous.destinations() {
+                if !wanted.contains(&destination) {
+                    table.remove(&destination);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn clear(&self, routes: &BindingRoutes) -> Result<(), DataPlaneError> {
+        let mut table = self.routes.lock().map_err(|_| DataPlaneError::Unavailable {
+            backend: "memory",
+            reason: "poisoned".into(),
+        })?;
+        for destination in routes.destinations() {
+            table.remove(&destination);
+        }
+        Ok(())
+    }
+
+    async fn reconcile(&self, all: &[BindingRoutes]) -> Result<ReconcileReport, DataPlaneError> {
+        let mut table = self.routes.lock().map_err(|_| DataPlaneError::Unavailable {
+            backend: "memory",
+            reason: "poisoned".into(),
+        })?;
+        let wanted: BTreeMap<Ipv6Net, Ipv6Addr> = all
+            .iter()
+            .flat_map(|routes| routes.destinations().map(move |d| (d, routes.care_of)))
+            .collect();
+        let mut report = ReconcileReport::default();
+        table.retain(|destination, care_of| {
+            let keep = wanted.get(destination) == Some(care_of);
+            if !keep {
+                report.removed += 1;
+            }
+            keep
+        });
+        for (destination, care_of) in wanted {
+            if table.insert(destination, care_of).is_none() {
+                report.installed += 1;
+            } else {
+                report.kept += 1;
+            }
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routes(care_of: &str, prefixes: &[&str]) -> BindingRoutes {
+        BindingRoutes {
+            home_address: "2001:db8:1::100".parse().unwrap(),
+            care_of: care_of.parse().unwrap(),
+            prefixes: prefixes.iter().map(|p| p.parse().unwrap()).collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn set_replaces_and_prunes() {
+        let plane = MemoryDataPlane::new();
+        let first = routes("2001:db8:2::10", &["2001:db8:100::/56", "2001:db8:101::/56"]);
+        plane.set(&first, None).await.unwrap();
+        assert_eq!(plane.routes().len(), 3);
+        let moved = routes("2001:db8:3::10", &["2001:db8:100::/56"]);
+        plane.set(&moved, Some(&first)).await.unwrap();
+        let table = plane.routes();
+        assert_eq!(table.len(), 2);
+        assert!(table.values().all(|c| *c == moved.care_of));
+        plane.clear(&moved).await.unwrap();
+        assert!(plane.routes().is_empty());
+    }
+
+    #[tokio::test]
+    async fn reconcile_keeps_installs_and_removes() {
+        let plane = MemoryDataPlane::new();
+        plane
+            .set(&routes("2001:db8:2::10", &["2001:db8:100::/56"]), None)
+            .await
+            .unwrap();
+        let mut stale = routes("2001:db8:2::10", &["2001:db8:900::/56"]);
+        stale.home_address = "2001:db8:1::900".parse().unwrap();
+        plane.set(&stale, None).await.unwrap();
+        let wanted = routes("2001:db8:2::10", &["2001:db8:100::/56", "2001:db8:101::/56"]);
+        let report = plane.reconcile(&[wanted]).await.unwrap();
+        assert_eq!(
+            report,
+            ReconcileReport {
+                installed: 1,
+                kept: 2,
+                removed: 2
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn refused_destination_fails_without_partial_change() {
+        let plane = MemoryDataPlane::new();
+        plane.refuse("2001:db8:101::/56".parse().unwrap());
+        let result = plane
+            .set(&routes("2001:db8:2::10", &["2001:db8:100::/56", "2001:db8:101::/56"]), None)
+            .await;
+        assert!(matches!(result, Err(DataPlaneError::Refused { .. })));
+        assert!(plane.routes().is_empty());
+    }
+}

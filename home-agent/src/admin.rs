@@ -1,0 +1,185 @@
+//! The admin gRPC API (`nemo.v1.HomeAgentAdmin`), with gRPC health and
+//! reflection beside it.
+
+use std::net::{Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use nemo::ha::Binding;
+use nemo_proto::v1 as pb;
+use nemo_proto::v1::home_agent_admin_server::{HomeAgentAdmin, HomeAgentAdminServer};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+use crate::daemon::{BindingEvent, CoreEvent, Shared};
+
+fn unix_ms(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A binding as the API shows it.
+pub fn to_proto(binding: &Binding) -> pb::Binding {
+    pb::Binding {
+        home_address: binding.home_address.to_string(),
+        care_of_address: binding.care_of.to_string(),
+        prefixes: binding.prefixes.iter().map(ToString::to_string).collect(),
+        mobile_router: binding.mobile_router,
+        sequence: u32::from(binding.sequence.0),
+        spi: binding.spi,
+        lifetime_seconds: u32::try_from(binding.lifetime.as_secs()).unwrap_or(u32::MAX),
+        registered_at_unix_ms: unix_ms(binding.registered_at),
+        expires_at_unix_ms: unix_ms(binding.expires_at),
+    }
+}
+
+fn event_to_proto(event: &BindingEvent) -> pb::BindingEvent {
+    pb::BindingEvent {
+        kind: if event.upsert {
+            pb::binding_event::Kind::Upsert
+        } else {
+            pb::binding_event::Kind::Remove
+        } as i32,
+        binding: Some(to_proto(&event.binding)),
+        reason: event.reason.to_owned(),
+    }
+}
+
+fn home_address(field: &str, text: &str) -> Result<Ipv6Addr, Status> {
+    text.parse().map_err(|_| {
+        Status::invalid_argument(format!("{field}: {text:?} is not an IPv6 address"))
+    })
+}
+
+/// The service.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    shared: Arc<Shared>,
+    core: mpsc::Sender<CoreEvent>,
+}
+
+impl Admin {
+    /// A service over the daemon's durable state.
+    pub fn new(shared: Arc<Shared>, core: mpsc::Sender<CoreEvent>) -> Admin {
+        Admin { shared, core }
+    }
+
+    fn snapshot(&self) -> Result<Vec<Binding>, Status> {
+        self.shared
+            .view
+            .read()
+            .map(|view| view.values().cloned().collect())
+            .map_err(|_| Status::internal("binding view unavailable"))
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::BindingEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl HomeAgentAdmin for Admin {
+    async fn list_bindings(
+        &self,
+        _request: Request<pb::ListBindingsRequest>,
+    ) -> Result<Response<pb::ListBindingsResponse>, Status> {
+        Ok(Response::new(pb::ListBindingsResponse {
+            bindings: self.snapshot()?.iter().map(to_proto).collect(),
+        }))
+    }
+
+    async fn get_binding(
+        &self,
+        request: Request<pb::GetBindingRequest>,
+    ) -> Result<Response<pb::Binding>, Status> {
+        let home = home_address("home_address", &request.get_ref().home_address)?;
+        let view = self
+            .shared
+            .view
+            .read()
+            .map_err(|_| Status::internal("binding view unavailable"))?;
+        view.get(&home)
+            .map(|binding| Response::new(to_proto(binding)))
+            .ok_or_else(|| Status::not_found(format!("no binding for home address {home}")))
+    }
+
+    async fn delete_binding(
+        &self,
+        request: Request<pb::DeleteBindingRequest>,
+    ) -> Result<Response<pb::DeleteBindingResponse>, Status> {
+        let home = home_address("home_address", &request.get_ref().home_address)?;
+        let (respond, removed) = oneshot::channel();
+        self.core
+            .send(CoreEvent::Delete {
+                home_address: home,
+                respond,
+            })
+            .await
+            .map_err(|_| Status::unavailable("home agent is stopping"))?;
+        match removed.await {
+            Ok(Some(binding)) => Ok(Response::new(pb::DeleteBindingResponse {
+                binding: Some(to_proto(&binding)),
+            })),
+            Ok(None) => Err(Status::not_found(format!(
+                "no binding for home address {home}"
+            ))),
+            Err(_) => Err(Status::unavailable("home agent is stopping")),
+        }
+    }
+
+    type WatchBindingsStream = EventStream;
+
+    async fn watch_bindings(
+        &self,
+        _request: Request<pb::WatchBindingsRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        // Subscribe first, then snapshot: a change in between shows twice,
+        // never not at all, and applying an event twice is harmless.
+        let live = BroadcastStream::new(self.shared.events.subscribe());
+        let snapshot: Vec<Result<pb::BindingEvent, Status>> = self
+            .snapshot()?
+            .into_iter()
+            .map(|binding| {
+                Ok(event_to_proto(&BindingEvent {
+                    upsert: true,
+                    binding,
+                    reason: "snapshot",
+                }))
+            })
+            .collect();
+        let live = live.map(|item| match item {
+            Ok(event) => Ok(event_to_proto(&event)),
+            Err(_) => Err(Status::resource_exhausted(
+                "watcher fell behind and missed changes; watch again",
+            )),
+        });
+        let stream = tokio_stream::iter(snapshot).chain(live);
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// Serves the admin API, health and reflection until `shutdown` resolves.
+pub async fn serve(
+    listen: SocketAddr,
+    admin: Admin,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<HomeAgentAdminServer<Admin>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(nemo_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    tracing::info!(%listen, "admin gRPC listening");
+    tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(HomeAgentAdminServer::new(admin))
+        .serve_with_shutdown(listen, shutdown)
+        .await?;
+    Ok(())
+}

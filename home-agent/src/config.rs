@@ -1,0 +1,429 @@
+//! The configuration file of `nemo-ha` (TOML).
+//!
+//! ```toml
+//! [home_agent]
+//! home_prefixes = ["2001:db8:1::/64"]
+//! max_lifetime_secs = 600
+//!
+//! [store]
+//! path = "/var/lib/nemo-ha"
+//!
+//! [udp]
+//! listen = ["[::]:4191"]
+//!
+//! [[mobile_router]]
+//! home_address = "2001:db8:1::100"
+//! spi = 4096
+//! algorithm = "hmac-sha256"
+//! key = "000102030405060708090a0b0c0d0e0f"
+//! prefixes = ["2001:db8:100::/56"]
+//! ```
+//!
+//! Unknown keys are refused, and every error names the line it is about.
+
+use std::net::{Ipv6Addr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::Ipv6Net;
+use nemo::auth::{Algorithm, ReplayPolicy, SecurityAssociation};
+use nemo::ha::{invalid_prefix_reason, Authorization, AuthorizationTable, HomeAgentConfig};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A configuration error, with the file and line it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the schema.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, which names the line and column.
+        message: String,
+    },
+    /// A value that parses but is not acceptable.
+    #[error("{path}:{line}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Protocol settings.
+    pub home_agent: HomeAgentSection,
+    /// Where bindings are kept.
+    pub store: StoreSection,
+    /// The UDP transport.
+    #[serde(default)]
+    pub udp: Option<UdpSection>,
+    /// The admin gRPC API.
+    #[serde(default)]
+    pub admin: Option<ListenSection>,
+    /// Prometheus metrics over HTTP.
+    #[serde(default)]
+    pub metrics: Option<ListenSection>,
+    /// The data plane.
+    #[serde(default)]
+    pub dataplane: DataPlaneSection,
+    /// Static authorizations: the mobile routers this home agent accepts.
+    #[serde(default, rename = "mobile_router")]
+    pub mobile_routers: Vec<Spanned<MobileRouterEntry>>,
+}
+
+/// `[home_agent]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HomeAgentSection {
+    /// The home prefixes served.
+    pub home_prefixes: Spanned<Vec<Ipv6Net>>,
+    /// Longest lifetime granted, seconds.
+    #[serde(default = "default_max_lifetime")]
+    pub max_lifetime_secs: Spanned<u64>,
+    /// Timestamp window, seconds (RFC 4285 §6: default 7, more than 3).
+    #[serde(default = "default_replay_window")]
+    pub replay_window_secs: Spanned<u64>,
+    /// Refuse Binding Updates without a timestamp (status 145).
+    #[serde(default = "default_true")]
+    pub require_timestamp: bool,
+    /// Send a Binding Refresh Request this long before expiry.
+    #[serde(default)]
+    pub refresh_request_before_secs: Option<u64>,
+}
+
+fn default_max_lifetime() -> Spanned<u64> {
+    Spanned::new(0..0, 600)
+}
+
+fn default_replay_window() -> Spanned<u64> {
+    Spanned::new(0..0, 7)
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// How the store makes bindings durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum FlushMode {
+    /// One flush for every batch of bindings waiting (group commit).
+    #[default]
+    Group,
+    /// One flush for every binding (for measuring what group commit saves).
+    EachBinding,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// Directory of the sled database.
+    pub path: PathBuf,
+    /// Group commit (default) or a flush per binding.
+    #[serde(default)]
+    pub flush: FlushMode,
+}
+
+/// `[udp]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UdpSection {
+    /// Addresses to listen on; the reply leaves from the one the Binding
+    /// Update came to. RFC 5555 assigns port 4191.
+    pub listen: Vec<SocketAddr>,
+}
+
+/// A section with one listen address.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenSection {
+    /// Address and port.
+    pub listen: SocketAddr,
+}
+
+/// `[dataplane]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DataPlaneSection {
+    /// Which backend programs forwarding.
+    #[serde(default)]
+    pub backend: DataPlaneBackend,
+}
+
+/// Data plane backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataPlaneBackend {
+    /// Keep routes in memory only: the kernel is not programmed. For
+    /// running the control plane alone; says so loudly at start.
+    #[default]
+    Memory,
+}
+
+/// `[[mobile_router]]`: one static authorization.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MobileRouterEntry {
+    /// Its home address.
+    pub home_address: Ipv6Addr,
+    /// Mobility SPI (above 255).
+    pub spi: u32,
+    /// `hmac-sha256` (default) or `hmac-sha1-96`.
+    #[serde(default)]
+    pub algorithm: Option<String>,
+    /// The shared key, in hex (at least 16 octets).
+    pub key: String,
+    /// Whether it may register as a mobile router (R flag).
+    #[serde(default = "default_true")]
+    pub mobile_router: bool,
+    /// Prefixes it may register; implicit mode forwards these.
+    #[serde(default)]
+    pub prefixes: Vec<Ipv6Net>,
+}
+
+/// What the daemon runs from, checked.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    /// The parsed file.
+    pub config: Config,
+    /// The engine's settings.
+    pub engine: HomeAgentConfig,
+    /// The static authorizations.
+    pub authorizations: AuthorizationTable,
+}
+
+fn line_of(text: &str, span: Range<usize>) -> usize {
+    text[..span.start.min(text.len())].matches('\n').count() + 1
+}
+
+fn parse_key(hex: &str) -> Result<Vec<u8>, String> {
+    let hex = hex.trim();
+    if hex.len() % 2 != 0 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err("key must be hex digits, two per octet".into());
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|e| e.to_string()))
+        .collect()
+}
+
+impl Config {
+    /// Reads, parses and validates a file.
+    pub fn load(path: &Path) -> Result<Validated, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_text(&text, path)
+    }
+
+    /// Parses and validates text read from `path`.
+    pub fn from_text(text: &str, path: &Path) -> Result<Validated, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let invalid = |span: Range<usize>, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            line: line_of(text, span),
+            message,
+        };
+        let section = &config.home_agent;
+        let home_prefixes = section.home_prefixes.get_ref().clone();
+        if home_prefixes.is_empty() {
+            return Err(invalid(
+                section.home_prefixes.span(),
+                "home_prefixes: at least one home prefix is needed".into(),
+            ));
+        }
+        if *section.max_lifetime_secs.get_ref() < 4 {
+            return Err(invalid(
+                section.max_lifetime_secs.span(),
+                "max_lifetime_secs: at least 4 (one lifetime unit)".into(),
+            ));
+        }
+        if *section.replay_window_secs.get_ref() <= 3 {
+            return Err(invalid(
+                section.replay_window_secs.span(),
+                "replay_window_secs: RFC 4285 §6 wants more than 3 seconds".into(),
+            ));
+        }
+        let mut entries = Vec::new();
+        for spanned in &config.mobile_routers {
+            let entry = spanned.get_ref();
+            let at = |message: String| invalid(spanned.span(), message);
+            if !home_prefixes.iter().any(|p| p.contains(&entry.home_address)) {
+                return Err(at(format!(
+                    "home address {} is outside every home prefix",
+                    entry.home_address
+                )));
+            }
+            let algorithm: Algorithm = match &entry.algorithm {
+                Some(name) => name.parse().map_err(|e| at(format!("{e}")))?,
+                None => Algorithm::default(),
+            };
+            let key = parse_key(&entry.key).map_err(at)?;
+            let sa = SecurityAssociation::new(entry.spi, algorithm, key)
+                .map_err(|e| at(format!("mobile router {}: {e}", entry.home_address)))?;
+            for prefix in &entry.prefixes {
+                if let Some(reason) = invalid_prefix_reason(prefix, &home_prefixes) {
+                    return Err(at(format!("prefix {prefix}: {reason}")));
+                }
+            }
+            entries.push((
+                spanned.span(),
+                Authorization {
+                    home_address: entry.home_address,
+                    security_associations: vec![sa],
+                    mobile_router: entry.mobile_router,
+                    prefixes: entry.prefixes.clone(),
+                },
+            ));
+        }
+        let mut authorizations = AuthorizationTable::default();
+        for (span, entry) in entries {
+            if authorizations.get(entry.home_address).is_some() {
+                return Err(invalid(
+                    span,
+                    format!("home address {} appears twice", entry.home_address),
+                ));
+            }
+            authorizations
+                .insert(entry)
+                .map_err(|e| invalid(span.clone(), e.to_string()))?;
+        }
+        let engine = HomeAgentConfig {
+            home_prefixes,
+            max_lifetime: Duration::from_secs(*section.max_lifetime_secs.get_ref()),
+            replay: ReplayPolicy {
+                window: Duration::from_secs(*section.replay_window_secs.get_ref()),
+                required: section.require_timestamp,
+            },
+            refresh_request_before: section.refresh_request_before_secs.map(Duration::from_secs),
+        };
+        Ok(Validated {
+            config,
+            engine,
+            authorizations,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[home_agent]
+home_prefixes = ["2001:db8:1::/64"]
+
+[store]
+path = "/tmp/x"
+
+[udp]
+listen = ["[::1]:4191"]
+
+[[mobile_router]]
+home_address = "2001:db8:1::100"
+spi = 4096
+key = "000102030405060708090a0b0c0d0e0f"
+prefixes = ["2001:db8:100::/56"]
+"#;
+
+    fn error(text: &str) -> String {
+        Config::from_text(text, Path::new("ha.toml"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn good_file_loads() {
+        let validated = Config::from_text(GOOD, Path::new("ha.toml")).unwrap();
+        assert_eq!(validated.authorizations.len(), 1);
+        assert_eq!(validated.engine.max_lifetime, Duration::from_secs(600));
+        assert!(validated.engine.replay.required);
+        let (entry, sa) = validated.authorizations.by_spi(4096).unwrap();
+        assert_eq!(sa.algorithm(), Algorithm::HmacSha256);
+        assert_eq!(entry.prefixes, vec!["2001:db8:100::/56".parse::<Ipv6Net>().unwrap()]);
+    }
+
+    #[test]
+    fn unknown_key_names_its_line() {
+        let text = GOOD.replace("[store]\n", "[store]\nflavour = \"x\"\n");
+        let message = error(&text);
+        assert!(message.contains("line 6"), "{message}");
+        assert!(message.contains("flavour"), "{message}");
+    }
+
+    #[test]
+    fn bad_prefix_value_names_its_line() {
+        let text = GOOD.replace("2001:db8:100::/56", "2001:db8:100::/129");
+        let message = error(&text);
+        assert!(message.contains("line 15"), "{message}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_entry_line() {
+        let short_key = GOOD.replace("000102030405060708090a0b0c0d0e0f", "0001");
+        assert_eq!(
+            error(&short_key),
+            "ha.toml:11: mobile router 2001:db8:1::100: key is 2 octets, at least 16 are required"
+        );
+        let bad_hex = GOOD.replace("000102030405060708090a0b0c0d0e0f", "zz");
+        assert!(error(&bad_hex).starts_with("ha.toml:11: key must be hex"));
+        let away = GOOD.replace("home_address = \"2001:db8:1::100\"", "home_address = \"2001:db8:9::1\"");
+        assert!(error(&away).contains("outside every home prefix"));
+        let reserved = GOOD.replace("spi = 4096", "spi = 7");
+        assert!(error(&reserved).contains("SPI 7 is reserved"));
+        let link_local = GOOD.replace("2001:db8:100::/56", "fe80::/64");
+        assert!(error(&link_local).contains("link-local"));
+        let algorithm = GOOD.replace("spi = 4096", "spi = 4096\nalgorithm = \"md5\"");
+        assert!(error(&algorithm).contains("unknown algorithm"));
+    }
+
+    #[test]
+    fn duplicates_and_overlaps_are_refused() {
+        let twice = format!(
+            "{GOOD}\n[[mobile_router]]\nhome_address = \"2001:db8:1::100\"\nspi = 4097\nkey = \"000102030405060708090a0b0c0d0e0f\"\n"
+        );
+        assert!(error(&twice).contains("appears twice"), "{}", error(&twice));
+        let overlap = format!(
+            "{GOOD}\n[[mobile_router]]\nhome_address = \"2001:db8:1::200\"\nspi = 4097\nkey = \"000102030405060708090a0b0c0d0e0f\"\nprefixes = [\"2001:db8:100:1::/64\"]\n"
+        );
+        let message = error(&overlap);
+        assert!(message.starts_with("ha.toml:17:"), "{message}");
+        assert!(message.contains("overlaps"), "{message}");
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        let no_home = GOOD.replace("[\"2001:db8:1::/64\"]", "[]");
+        assert_eq!(
+            error(&no_home),
+            "ha.toml:3: home_prefixes: at least one home prefix is needed"
+        );
+        let window = GOOD.replace(
+            "home_prefixes = [\"2001:db8:1::/64\"]",
+            "home_prefixes = [\"2001:db8:1::/64\"]\nreplay_window_secs = 2",
+        );
+        assert!(error(&window).starts_with("ha.toml:4: replay_window_secs"));
+    }
+}

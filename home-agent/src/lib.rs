@@ -1,0 +1,8 @@
+//! `nemo-ha`, the home agent, as a library so that tests and benchmarks can
+//! run it in-process; the binary in `main.rs` is a thin wrapper.
+
+pub mod admin;
+pub mod config;
+pub mod daemon;
+pub mod metrics;
+pub mod store;

@@ -1,0 +1,193 @@
+//! Prometheus metrics of the home agent, served over HTTP (`GET /metrics`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// A label with one value.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    /// The Binding Acknowledgement status code.
+    pub status: String,
+}
+
+/// A label naming a reason.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Why.
+    pub reason: String,
+}
+
+/// Every metric the home agent keeps.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Binding Acknowledgements sent, by status.
+    pub acknowledgements: Family<StatusLabel, Counter>,
+    /// Binding Updates dropped without an answer, by reason.
+    pub dropped: Family<ReasonLabel, Counter>,
+    /// Packets that did not decode, by reason.
+    pub malformed: Family<ReasonLabel, Counter>,
+    /// Binding Errors sent.
+    pub binding_errors: Counter,
+    /// Binding Refresh Requests sent.
+    pub refresh_requests: Counter,
+    /// Bindings expired.
+    pub expired: Counter,
+    /// Bindings in the cache.
+    pub bindings: Gauge,
+    /// Time from receiving a Binding Update to sending its acknowledgement.
+    pub bu_to_ba_seconds: Histogram,
+    /// Time of one store flush.
+    pub flush_seconds: Histogram,
+    /// Bindings per flush.
+    pub flush_batch: Histogram,
+    /// Failures to program forwarding.
+    pub forwarding_failures: Counter,
+}
+
+impl Metrics {
+    /// A fresh set of metrics.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("nemo_ha");
+        let metrics = Metrics {
+            acknowledgements: Family::default(),
+            dropped: Family::default(),
+            malformed: Family::default(),
+            binding_errors: Counter::default(),
+            refresh_requests: Counter::default(),
+            expired: Counter::default(),
+            bindings: Gauge::default(),
+            bu_to_ba_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
+            flush_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
+            flush_batch: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+            forwarding_failures: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "binding_acks",
+            "Binding Acknowledgements sent, by status",
+            metrics.acknowledgements.clone(),
+        );
+        registry.register(
+            "dropped",
+            "Binding Updates dropped without an answer, by reason",
+            metrics.dropped.clone(),
+        );
+        registry.register(
+            "malformed",
+            "Packets that did not decode, by reason",
+            metrics.malformed.clone(),
+        );
+        registry.register(
+            "binding_errors",
+            "Binding Errors sent",
+            metrics.binding_errors.clone(),
+        );
+        registry.register(
+            "refresh_requests",
+            "Binding Refresh Requests sent",
+            metrics.refresh_requests.clone(),
+        );
+        registry.register("expired", "Bindings expired", metrics.expired.clone());
+        registry.register("bindings", "Bindings in the cache", metrics.bindings.clone());
+        registry.register(
+            "bu_to_ba_seconds",
+            "Time from a Binding Update to its acknowledgement",
+            metrics.bu_to_ba_seconds.clone(),
+        );
+        registry.register(
+            "store_flush_seconds",
+            "Time of one store flush",
+            metrics.flush_seconds.clone(),
+        );
+        registry.register(
+            "store_flush_batch",
+            "Bindings made durable by one flush",
+            metrics.flush_batch.clone(),
+        );
+        registry.register(
+            "forwarding_failures",
+            "Failures to program forwarding",
+            metrics.forwarding_failures.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+
+    /// Counts a reason in a family.
+    pub fn count(family: &Family<ReasonLabel, Counter>, reason: &str) {
+        family
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+/// Serves `GET /metrics` on `listen` until the task is dropped. A minimal
+/// HTTP/1.1 responder: one request per connection, bounded in size and time.
+pub async fn serve(listen: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
+    let listener = TcpListener::bind(listen).await?;
+    tracing::info!(%listen, "metrics listening");
+    loop {
+        let (mut stream, peer) = listener.accept().await?;
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut request = Vec::with_capacity(1024);
+            let mut chunk = [0u8; 1024];
+            let read = tokio::time::timeout(Duration::from_secs(5), async {
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
+                    let n = stream.read(&mut chunk).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    request.extend_from_slice(&chunk[..n]);
+                }
+                Ok::<_, std::io::Error>(())
+            })
+            .await;
+            if !matches!(read, Ok(Ok(()))) {
+                tracing::debug!(%peer, "metrics request timed out or failed");
+                return;
+            }
+            let response = if request.starts_with(b"GET /metrics ") {
+                let body = metrics.render();
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_owned()
+            };
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}

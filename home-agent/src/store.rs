@@ -1,0 +1,283 @@
+//! The binding cache on disk (sled).
+//!
+//! One record per home address. A record is written with `apply` and becomes
+//! durable at the next `flush`; the daemon sends no accepting Binding
+//! Acknowledgement before the flush that covers its binding returns, and
+//! batches flushes (group commit) so durability costs one fsync per batch,
+//! not per registration.
+
+use std::net::Ipv6Addr;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ipnet::Ipv6Net;
+use nemo::ha::{Binding, Change};
+use nemo::wire::{Lifetime, NtpTimestamp, SequenceNumber};
+
+/// Record format version.
+const FORMAT: u8 = 1;
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed (I/O, corruption).
+    #[error("store: {0}")]
+    Sled(#[from] sled::Error),
+    /// A record that does not decode.
+    #[error("store: record for {key} is corrupt: {reason}")]
+    Corrupt {
+        /// The record's key, as an address when it is one.
+        key: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+/// The on-disk binding cache.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: sled::Db,
+    bindings: sled::Tree,
+}
+
+fn millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Encodes a binding record (the key is the home address).
+pub fn encode(binding: &Binding) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + 17 * binding.prefixes.len());
+    out.push(FORMAT);
+    out.extend_from_slice(&binding.care_of.octets());
+    let flags = u8::from(binding.mobile_router) | (u8::from(binding.timestamp.is_some()) << 1);
+    out.push(flags);
+    out.extend_from_slice(&binding.sequence.0.to_be_bytes());
+    out.extend_from_slice(&binding.spi.to_be_bytes());
+    out.extend_from_slice(&binding.timestamp.unwrap_or_default().0.to_be_bytes());
+    out.extend_from_slice(&binding.lifetime.0.to_be_bytes());
+    out.extend_from_slice(&millis(binding.registered_at).to_be_bytes());
+    out.extend_from_slice(&millis(binding.expires_at).to_be_bytes());
+    // A binding has at most a few prefixes (the engine takes them from one
+    // Mobility Header, at most 2048 octets / 20 per option).
+    out.push(u8::try_from(binding.prefixes.len()).unwrap_or(u8::MAX));
+    for prefix in binding.prefixes.iter().take(usize::from(u8::MAX)) {
+        out.push(prefix.prefix_len());
+        out.extend_from_slice(&prefix.network().octets());
+    }
+    out
+}
+
+/// A cursor over a record that fails instead of panicking.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let slice = self.bytes.get(self.at..self.at + n)?;
+        self.at += n;
+        Some(slice)
+    }
+
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N)?.try_into().ok()
+    }
+}
+
+/// Decodes a record.
+pub fn decode(key: &[u8], value: &[u8]) -> Result<Binding, StoreError> {
+    let key_octets: [u8; 16] = key.try_into().map_err(|_| StoreError::Corrupt {
+        key: format!("{key:02x?}"),
+        reason: "key is not an IPv6 address",
+    })?;
+    let home_address = Ipv6Addr::from(key_octets);
+    let corrupt = |reason| StoreError::Corrupt {
+        key: home_address.to_string(),
+        reason,
+    };
+    let mut reader = Reader {
+        bytes: value,
+        at: 0,
+    };
+    let truncated = || corrupt("truncated");
+    if reader.array::<1>().ok_or_else(truncated)?[0] != FORMAT {
+        return Err(corrupt("unknown format version"));
+    }
+    let care_of = Ipv6Addr::from(reader.array::<16>().ok_or_else(truncated)?);
+    let flags = reader.array::<1>().ok_or_else(truncated)?[0];
+    let sequence = u16::from_be_bytes(reader.array().ok_or_else(truncated)?);
+    let spi = u32::from_be_bytes(reader.array().ok_or_else(truncated)?);
+    let timestamp = u64::from_be_bytes(reader.array().ok_or_else(truncated)?);
+    let lifetime = u16::from_be_bytes(reader.array().ok_or_else(truncated)?);
+    let registered = u64::from_be_bytes(reader.array().ok_or_else(truncated)?);
+    let expires = u64::from_be_bytes(reader.array().ok_or_else(truncated)?);
+    let count = reader.array::<1>().ok_or_else(truncated)?[0];
+    let mut prefixes = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        let length = reader.array::<1>().ok_or_else(truncated)?[0];
+        let network = Ipv6Addr::from(reader.array::<16>().ok_or_else(truncated)?);
+        prefixes.push(Ipv6Net::new(network, length).map_err(|_| corrupt("prefix length"))?);
+    }
+    if reader.at != value.len() {
+        return Err(corrupt("trailing bytes"));
+    }
+    Ok(Binding {
+        home_address,
+        care_of,
+        prefixes,
+        mobile_router: flags & 1 != 0,
+        sequence: SequenceNumber(sequence),
+        spi,
+        timestamp: (flags & 2 != 0).then_some(NtpTimestamp(timestamp)),
+        lifetime: Lifetime(lifetime),
+        registered_at: UNIX_EPOCH + Duration::from_millis(registered),
+        expires_at: UNIX_EPOCH + Duration::from_millis(expires),
+    })
+}
+
+impl Store {
+    /// Opens (or creates) the store in a directory.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            // Durability comes from our explicit flushes, not a timer.
+            .flush_every_ms(None)
+            .open()?;
+        let bindings = db.open_tree("bindings")?;
+        Ok(Store { db, bindings })
+    }
+
+    /// Every binding on disk. A record that does not decode stops the
+    /// load: a home agent that silently forgot bindings would break the
+    /// promise of its acknowledgements.
+    pub fn load(&self) -> Result<Vec<Binding>, StoreError> {
+        self.bindings
+            .iter()
+            .map(|record| {
+                let (key, value) = record?;
+                decode(&key, &value)
+            })
+            .collect()
+    }
+
+    /// Writes a change (durable at the next flush).
+    pub fn apply(&self, change: &Change) -> Result<(), StoreError> {
+        match change {
+            Change::Upsert { binding, .. } => {
+                self.bindings
+                    .insert(binding.home_address.octets(), encode(binding))?;
+            }
+            Change::Remove { binding } => {
+                self.bindings.remove(binding.home_address.octets())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes every write so far durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Number of bindings on disk.
+    pub fn len(&self) -> usize {
+        self.bindings.len()
+    }
+
+    /// True when no binding is on disk.
+    pub fn is_empty(&self) -> bool {
+        self.bindings.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding() -> Binding {
+        let now = UNIX_EPOCH + Duration::from_millis(1_800_000_000_123);
+        Binding {
+            home_address: "2001:db8:1::100".parse().unwrap(),
+            care_of: "2001:db8:2::10".parse().unwrap(),
+            prefixes: vec![
+                "2001:db8:100::/56".parse().unwrap(),
+                "2001:db8:200:1::/64".parse().unwrap(),
+            ],
+            mobile_router: true,
+            sequence: SequenceNumber(4242),
+            spi: 0x1000,
+            timestamp: Some(NtpTimestamp(0xdead_beef_0000_0001)),
+            lifetime: Lifetime(150),
+            registered_at: now,
+            expires_at: now + Duration::from_secs(600),
+        }
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let b = binding();
+        let record = encode(&b);
+        assert_eq!(decode(&b.home_address.octets(), &record).unwrap(), b);
+        let plain = Binding {
+            timestamp: None,
+            prefixes: vec![],
+            mobile_router: false,
+            ..binding()
+        };
+        assert_eq!(
+            decode(&plain.home_address.octets(), &encode(&plain)).unwrap(),
+            plain
+        );
+    }
+
+    #[test]
+    fn corrupt_records_are_errors_not_panics() {
+        let b = binding();
+        let record = encode(&b);
+        let key = b.home_address.octets();
+        for cut in 0..record.len() {
+            assert!(decode(&key, &record[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut extra = record.clone();
+        extra.push(0);
+        assert!(decode(&key, &extra).is_err());
+        let mut version = record.clone();
+        version[0] = 9;
+        assert!(decode(&key, &version).is_err());
+        assert!(decode(&key[..15], &record).is_err());
+        let mut bad_length = record;
+        let last_prefix = bad_length.len() - 17;
+        bad_length[last_prefix] = 200;
+        assert!(decode(&key, &bad_length).is_err());
+    }
+
+    #[tokio::test]
+    async fn flushed_bindings_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .apply(&Change::Upsert {
+                    binding: binding(),
+                    previous: None,
+                })
+                .unwrap();
+            let mut other = binding();
+            other.home_address = "2001:db8:1::200".parse().unwrap();
+            store
+                .apply(&Change::Upsert {
+                    binding: other.clone(),
+                    previous: None,
+                })
+                .unwrap();
+            store.apply(&Change::Remove { binding: other }).unwrap();
+            store.flush().await.unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.load().unwrap(), vec![binding()]);
+    }
+}
