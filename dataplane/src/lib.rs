@@ -87,7 +87,10 @@ pub trait HomeAgentDataPlane: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), DataPlaneError>> + Send;
 
     /// Removes the binding's routes.
-    fn clear(&self, routes: &BindingRoutes) -> impl Future<Output = Result<(), DataPlaneError>> + Send;
+    fn clear(
+        &self,
+        routes: &BindingRoutes,
+    ) -> impl Future<Output = Result<(), DataPlaneError>> + Send;
 
     /// Makes the routes this data plane owns exactly `all`: installs what is
     /// missing, keeps what is right, removes the rest.
@@ -154,10 +157,13 @@ impl HomeAgentDataPlane for MemoryDataPlane {
         for destination in &wanted {
             self.check("install", *destination)?;
         }
-        let mut table = self.routes.lock().map_err(|_| DataPlaneError::Unavailable {
-            backend: "memory",
-            reason: "poisoned".into(),
-        })?;
+        let mut table = self
+            .routes
+            .lock()
+            .map_err(|_| DataPlaneError::Unavailable {
+                backend: "memory",
+                reason: "poisoned".into(),
+            })?;
         for destination in wanted.iter() {
             table.insert(*destination, routes.care_of);
         }
@@ -172,10 +178,13 @@ impl HomeAgentDataPlane for MemoryDataPlane {
     }
 
     async fn clear(&self, routes: &BindingRoutes) -> Result<(), DataPlaneError> {
-        let mut table = self.routes.lock().map_err(|_| DataPlaneError::Unavailable {
-            backend: "memory",
-            reason: "poisoned".into(),
-        })?;
+        let mut table = self
+            .routes
+            .lock()
+            .map_err(|_| DataPlaneError::Unavailable {
+                backend: "memory",
+                reason: "poisoned".into(),
+            })?;
         for destination in routes.destinations() {
             table.remove(&destination);
         }
@@ -183,10 +192,13 @@ impl HomeAgentDataPlane for MemoryDataPlane {
     }
 
     async fn reconcile(&self, all: &[BindingRoutes]) -> Result<ReconcileReport, DataPlaneError> {
-        let mut table = self.routes.lock().map_err(|_| DataPlaneError::Unavailable {
-            backend: "memory",
-            reason: "poisoned".into(),
-        })?;
+        let mut table = self
+            .routes
+            .lock()
+            .map_err(|_| DataPlaneError::Unavailable {
+                backend: "memory",
+                reason: "poisoned".into(),
+            })?;
         let wanted: BTreeMap<Ipv6Net, Ipv6Addr> = all
             .iter()
             .flat_map(|routes| routes.destinations().map(move |d| (d, routes.care_of)))
@@ -225,7 +237,10 @@ mod tests {
     #[tokio::test]
     async fn set_replaces_and_prunes() {
         let plane = MemoryDataPlane::new();
-        let first = routes("2001:db8:2::10", &["2001:db8:100::/56", "2001:db8:101::/56"]);
+        let first = routes(
+            "2001:db8:2::10",
+            &["2001:db8:100::/56", "2001:db8:101::/56"],
+        );
         plane.set(&first, None).await.unwrap();
         assert_eq!(plane.routes().len(), 3);
         let moved = routes("2001:db8:3::10", &["2001:db8:100::/56"]);
@@ -247,7 +262,10 @@ mod tests {
         let mut stale = routes("2001:db8:2::10", &["2001:db8:900::/56"]);
         stale.home_address = "2001:db8:1::900".parse().unwrap();
         plane.set(&stale, None).await.unwrap();
-        let wanted = routes("2001:db8:2::10", &["2001:db8:100::/56", "2001:db8:101::/56"]);
+        let wanted = routes(
+            "2001:db8:2::10",
+            &["2001:db8:100::/56", "2001:db8:101::/56"],
+        );
         let report = plane.reconcile(&[wanted]).await.unwrap();
         assert_eq!(
             report,
@@ -264,7 +282,13 @@ mod tests {
         let plane = MemoryDataPlane::new();
         plane.refuse("2001:db8:101::/56".parse().unwrap());
         let result = plane
-            .set(&routes("2001:db8:2::10", &["2001:db8:100::/56", "2001:db8:101::/56"]), None)
+            .set(
+                &routes(
+                    "2001:db8:2::10",
+                    &["2001:db8:100::/56", "2001:db8:101::/56"],
+                ),
+                None,
+            )
             .await;
         assert!(matches!(result, Err(DataPlaneError::Refused { .. })));
         assert!(plane.routes().is_empty());

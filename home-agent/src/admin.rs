@@ -1,7 +1,7 @@
 //! The admin gRPC API (`nemo.v1.HomeAgentAdmin`), with gRPC health and
 //! reflection beside it.
 
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::Ipv6Addr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -9,8 +9,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use nemo::ha::Binding;
 use nemo_proto::v1 as pb;
 use nemo_proto::v1::home_agent_admin_server::{HomeAgentAdmin, HomeAgentAdminServer};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::{BroadcastStream, TcpListenerStream};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
@@ -50,9 +51,8 @@ fn event_to_proto(event: &BindingEvent) -> pb::BindingEvent {
 }
 
 fn home_address(field: &str, text: &str) -> Result<Ipv6Addr, Status> {
-    text.parse().map_err(|_| {
-        Status::invalid_argument(format!("{field}: {text:?} is not an IPv6 address"))
-    })
+    text.parse()
+        .map_err(|_| Status::invalid_argument(format!("{field}: {text:?} is not an IPv6 address")))
 }
 
 /// The service.
@@ -160,9 +160,10 @@ impl HomeAgentAdmin for Admin {
     }
 }
 
-/// Serves the admin API, health and reflection until `shutdown` resolves.
+/// Serves the admin API, health and reflection on a bound listener until
+/// `shutdown` resolves.
 pub async fn serve(
-    listen: SocketAddr,
+    listener: TcpListener,
     admin: Admin,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -174,12 +175,12 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(nemo_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    tracing::info!(%listen, "admin gRPC listening");
+    tracing::info!(listen = %listener.local_addr()?, "admin gRPC listening");
     tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection)
         .add_service(HomeAgentAdminServer::new(admin))
-        .serve_with_shutdown(listen, shutdown)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
     Ok(())
 }

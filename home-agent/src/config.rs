@@ -270,7 +270,10 @@ impl Config {
         for spanned in &config.mobile_routers {
             let entry = spanned.get_ref();
             let at = |message: String| invalid(spanned.span(), message);
-            if !home_prefixes.iter().any(|p| p.contains(&entry.home_address)) {
+            if !home_prefixes
+                .iter()
+                .any(|p| p.contains(&entry.home_address))
+            {
                 return Err(at(format!(
                     "home address {} is outside every home prefix",
                     entry.home_address
@@ -362,7 +365,10 @@ prefixes = ["2001:db8:100::/56"]
         assert!(validated.engine.replay.required);
         let (entry, sa) = validated.authorizations.by_spi(4096).unwrap();
         assert_eq!(sa.algorithm(), Algorithm::HmacSha256);
-        assert_eq!(entry.prefixes, vec!["2001:db8:100::/56".parse::<Ipv6Net>().unwrap()]);
+        assert_eq!(
+            entry.prefixes,
+            vec!["2001:db8:100::/56".parse::<Ipv6Net>().unwrap()]
+        );
     }
 
     #[test]
@@ -389,7 +395,10 @@ prefixes = ["2001:db8:100::/56"]
         );
         let bad_hex = GOOD.replace("000102030405060708090a0b0c0d0e0f", "zz");
         assert!(error(&bad_hex).starts_with("ha.toml:11: key must be hex"));
-        let away = GOOD.replace("home_address = \"2001:db8:1::100\"", "home_address = \"2001:db8:9::1\"");
+        let away = GOOD.replace(
+            "home_address = \"2001:db8:1::100\"",
+            "home_address = \"2001:db8:9::1\"",
+        );
         assert!(error(&away).contains("outside every home prefix"));
         let reserved = GOOD.replace("spi = 4096", "spi = 7");
         assert!(error(&reserved).contains("SPI 7 is reserved"));

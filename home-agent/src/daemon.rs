@@ -231,9 +231,13 @@ impl<D: HomeAgentDataPlane> Core<D> {
             if let Err(error) = self.forward(change).await {
                 self.metrics.forwarding_failures.inc();
                 tracing::error!(%error, "forwarding failed; refusing the registration");
-                outcome =
-                    self.engine
-                        .forwarding_failed(change, received, &header, now, &self.authorizations);
+                outcome = self.engine.forwarding_failed(
+                    change,
+                    received,
+                    &header,
+                    now,
+                    &self.authorizations,
+                );
             }
         }
         match outcome {
@@ -451,7 +455,9 @@ async fn writer(
 async fn timed_flush(store: &Store, metrics: &Metrics, batch: u64) -> Result<(), StoreError> {
     let started = Instant::now();
     store.flush().await?;
-    metrics.flush_seconds.observe(started.elapsed().as_secs_f64());
+    metrics
+        .flush_seconds
+        .observe(started.elapsed().as_secs_f64());
     metrics.flush_batch.observe(batch as f64);
     Ok(())
 }
@@ -615,7 +621,10 @@ pub async fn start<D: HomeAgentDataPlane>(setup: Setup<D>) -> anyhow::Result<Run
         let bound = socket.local_addr()?;
         tracing::info!(listen = %bound, "UDP transport listening");
         udp_addresses.push(bound);
-        receivers.push(tokio::spawn(udp_receiver(Arc::new(socket), core_tx.clone())));
+        receivers.push(tokio::spawn(udp_receiver(
+            Arc::new(socket),
+            core_tx.clone(),
+        )));
     }
     Ok(Running {
         core: core_tx,

@@ -2,6 +2,7 @@
 //! Binding Updates (RFC 6275, RFC 3963, RFC 4285) and steers each tenant's
 //! Mobile Network Prefixes to the mobile router's care-of address.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use nemo_ha::config::{Config, DataPlaneBackend};
 use nemo_ha::daemon::{self, Setup};
 use nemo_ha::metrics::{self, Metrics};
 use nemo_ha::store::Store;
+use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 /// The nemo home agent.
@@ -33,10 +35,15 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Logs go to stderr; stdout carries only the ready line.
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     if args.log_json {
-        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+        logs.json().init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        logs.init();
     }
     let validated = Config::load(&args.config)?;
     if args.check {
@@ -74,40 +81,52 @@ async fn run(validated: nemo_ha::config::Validated) -> anyhow::Result<()> {
         store,
         flush_mode: config.store.flush,
         dataplane,
-        udp: config.udp.as_ref().map(|u| u.listen.clone()).unwrap_or_default(),
+        udp: config
+            .udp
+            .as_ref()
+            .map(|u| u.listen.clone())
+            .unwrap_or_default(),
         metrics: metrics.clone(),
     })
     .await?;
-    if let Some(udp) = &config.udp {
-        for (wanted, bound) in udp.listen.iter().zip(&running.udp_addresses) {
-            tracing::debug!(%wanted, %bound, "udp");
-        }
-    } else {
+    if running.udp_addresses.is_empty() {
         tracing::warn!("no transport configured: nothing will be received");
     }
-
+    // Bind before announcing readiness, so that port 0 works and the ready
+    // line names the real addresses.
+    let mut ready = String::from("nemo-ha ready");
+    for address in &running.udp_addresses {
+        ready.push_str(&format!(" udp={address}"));
+    }
     let (stop_servers, servers_stopped) = tokio::sync::watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
     if let Some(section) = &config.admin {
+        let listener = TcpListener::bind(section.listen)
+            .await
+            .with_context(|| format!("binding admin {}", section.listen))?;
+        ready.push_str(&format!(" admin={}", listener.local_addr()?));
         let admin = Admin::new(running.shared.clone(), running.core.clone());
         let mut stopped = servers_stopped.clone();
-        let listen = section.listen;
         servers.spawn(async move {
-            admin::serve(listen, admin, async move {
+            admin::serve(listener, admin, async move {
                 let _ = stopped.changed().await;
             })
             .await
         });
     }
     if let Some(section) = &config.metrics {
-        let listen = section.listen;
+        let listener = TcpListener::bind(section.listen)
+            .await
+            .with_context(|| format!("binding metrics {}", section.listen))?;
+        ready.push_str(&format!(" metrics={}", listener.local_addr()?));
         let metrics = metrics.clone();
         servers.spawn(async move {
-            metrics::serve(listen, metrics).await?;
+            metrics::serve(listener, metrics).await?;
             Ok(())
         });
     }
-    println!("nemo-ha ready");
+    // The ready line is for supervisors and tests: stdout, one line.
+    println!("{ready}");
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing SIGTERM handler")?;

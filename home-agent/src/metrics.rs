@@ -1,6 +1,5 @@
 //! Prometheus metrics of the home agent, served over HTTP (`GET /metrics`).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,7 +99,11 @@ impl Metrics {
             metrics.refresh_requests.clone(),
         );
         registry.register("expired", "Bindings expired", metrics.expired.clone());
-        registry.register("bindings", "Bindings in the cache", metrics.bindings.clone());
+        registry.register(
+            "bindings",
+            "Bindings in the cache",
+            metrics.bindings.clone(),
+        );
         registry.register(
             "bu_to_ba_seconds",
             "Time from a Binding Update to its acknowledgement",
@@ -151,11 +154,11 @@ impl Default for Metrics {
     }
 }
 
-/// Serves `GET /metrics` on `listen` until the task is dropped. A minimal
-/// HTTP/1.1 responder: one request per connection, bounded in size and time.
-pub async fn serve(listen: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
-    let listener = TcpListener::bind(listen).await?;
-    tracing::info!(%listen, "metrics listening");
+/// Serves `GET /metrics` on a bound listener until the task is dropped. A
+/// minimal HTTP/1.1 responder: one request per connection, bounded in size
+/// and time.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) -> std::io::Result<()> {
+    tracing::info!(listen = %listener.local_addr()?, "metrics listening");
     loop {
         let (mut stream, peer) = listener.accept().await?;
         let metrics = metrics.clone();
@@ -184,7 +187,8 @@ pub async fn serve(listen: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result
                     body.len()
                 )
             } else {
-                "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_owned()
+                "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    .to_owned()
             };
             let _ = stream.write_all(response.as_bytes()).await;
             let _ = stream.shutdown().await;

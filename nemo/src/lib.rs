@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod ha;
+pub mod mr;
 pub mod wire;
 
 /// The version of this library, for banners and `--version`.

@@ -9,4 +9,5 @@ pub mod v1 {
 
 /// The encoded file descriptor set of every nemo .proto file, for gRPC
 /// reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/nemo_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/nemo_descriptor.bin"));

@@ -1,0 +1,479 @@
+//! The real `nemo-ha` process, driven over UDP on loopback and inspected
+//! over its gRPC API and metrics.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv6Addr, SocketAddr};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ipnet::Ipv6Net;
+use nemo::auth::{Algorithm, SecurityAssociation};
+use nemo::mr::{check_binding_ack, Registration};
+use nemo::wire::{
+    build_packet, parse_packet, set_mh_checksum, BaStatus, BeStatus, BindingAck, Lifetime, Message,
+    MhType, MobilityHeader, NtpTimestamp, PacketRepr, SequenceNumber,
+};
+use nemo_proto::v1 as pb;
+use nemo_proto::v1::home_agent_admin_client::HomeAgentAdminClient;
+use tokio::net::UdpSocket;
+
+const HA: &str = "2001:db8:1::1";
+const COA: &str = "2001:db8:2::10";
+const COA_NEW: &str = "2001:db8:3::10";
+
+fn addr(text: &str) -> Ipv6Addr {
+    text.parse().unwrap()
+}
+
+fn home(n: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x100 + n)
+}
+
+fn prefix(n: u16) -> Ipv6Net {
+    Ipv6Net::new(Ipv6Addr::new(0x2001, 0xdb8, 0x100 + n, 0, 0, 0, 0, 0), 56).unwrap()
+}
+
+fn key(n: u16) -> Vec<u8> {
+    let mut key = vec![0xa5; 32];
+    key[..2].copy_from_slice(&n.to_be_bytes());
+    key
+}
+
+fn sa(n: u16) -> SecurityAssociation {
+    SecurityAssociation::new(0x1000 + u32::from(n), Algorithm::HmacSha256, key(n)).unwrap()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A config with `count` mobile routers.
+fn config(store: &std::path::Path, count: u16) -> String {
+    let mut text = format!(
+        "[home_agent]\nhome_prefixes = [\"2001:db8:1::/64\"]\nmax_lifetime_secs = 600\n\n\
+         [store]\npath = \"{}\"\n\n[udp]\nlisten = [\"[::1]:0\"]\n\n\
+         [admin]\nlisten = \"[::1]:0\"\n\n[metrics]\nlisten = \"[::1]:0\"\n",
+        store.display()
+    );
+    for n in 0..count {
+        text.push_str(&format!(
+            "\n[[mobile_router]]\nhome_address = \"{}\"\nspi = {}\nkey = \"{}\"\nprefixes = [\"{}\"]\n",
+            home(n),
+            0x1000 + u32::from(n),
+            hex(&key(n)),
+            prefix(n)
+        ));
+    }
+    text
+}
+
+/// A running daemon; killed when dropped.
+struct Daemon {
+    child: Child,
+    udp: SocketAddr,
+    admin: SocketAddr,
+    metrics: SocketAddr,
+}
+
+impl Daemon {
+    fn start(dir: &std::path::Path, count: u16) -> Daemon {
+        let config_path = dir.join("ha.toml");
+        std::fs::write(&config_path, config(&dir.join("store"), count)).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_nemo-ha"))
+            .arg("--config")
+            .arg(&config_path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("nemo-ha did not get ready");
+        let field = |name: &str| -> SocketAddr {
+            line.split_whitespace()
+                .find_map(|word| word.strip_prefix(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+                .parse()
+                .unwrap()
+        };
+        Daemon {
+            udp: field("udp"),
+            admin: field("admin"),
+            metrics: field("metrics"),
+            child,
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    async fn admin(&self) -> HomeAgentAdminClient<tonic::transport::Channel> {
+        HomeAgentAdminClient::connect(format!("http://{}", self.admin))
+            .await
+            .unwrap()
+    }
+
+    fn metrics(&self) -> String {
+        let mut stream = std::net::TcpStream::connect(self.metrics).unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn now() -> NtpTimestamp {
+    NtpTimestamp::from_unix(SystemTime::now().duration_since(UNIX_EPOCH).unwrap())
+}
+
+fn registration(n: u16, sequence: u16) -> Registration {
+    Registration {
+        home_address: home(n),
+        home_agent: addr(HA),
+        care_of: addr(COA),
+        prefixes: vec![prefix(n)],
+        lifetime: Lifetime(100),
+        sequence: SequenceNumber(sequence),
+        timestamp: now(),
+        mobile_router: true,
+        nai: Some(format!("mr{n}@nemo.example")),
+    }
+}
+
+/// A mobile router over UDP.
+struct Client {
+    socket: UdpSocket,
+    home_agent: SocketAddr,
+}
+
+impl Client {
+    async fn new(daemon: &Daemon) -> Client {
+        Client {
+            socket: UdpSocket::bind("[::1]:0").await.unwrap(),
+            home_agent: daemon.udp,
+        }
+    }
+
+    async fn send(&self, packet: &[u8]) {
+        self.socket.send_to(packet, self.home_agent).await.unwrap();
+    }
+
+    async fn receive(&self) -> Option<Vec<u8>> {
+        let mut buffer = vec![0u8; 4096];
+        match tokio::time::timeout(Duration::from_secs(2), self.socket.recv(&mut buffer)).await {
+            Ok(Ok(len)) => Some(buffer[..len].to_vec()),
+            _ => None,
+        }
+    }
+
+    /// Sends a registration signed with `signer` and checks the answer
+    /// with the right association.
+    async fn register_as(
+        &self,
+        reg: &Registration,
+        signer: &SecurityAssociation,
+        n: u16,
+    ) -> BindingAck {
+        self.send(&reg.packet(signer).unwrap()).await;
+        let reply = self.receive().await.expect("no Binding Acknowledgement");
+        check_binding_ack(&reply, reg.care_of, reg.home_address, &sa(n)).unwrap()
+    }
+
+    async fn register(&self, reg: &Registration, n: u16) -> BindingAck {
+        self.register_as(reg, &sa(n), n).await
+    }
+}
+
+#[tokio::test]
+async fn registration_statuses_and_the_admin_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), 2);
+    let client = Client::new(&daemon).await;
+    let mut admin = daemon.admin().await;
+
+    // Accepted, with R echoed; visible over gRPC.
+    let ba = client.register(&registration(0, 10), 0).await;
+    assert_eq!(ba.status, BaStatus::ACCEPTED);
+    assert!(ba.flags.mobile_router);
+    assert_eq!(ba.sequence, SequenceNumber(10));
+    let binding = admin
+        .get_binding(pb::GetBindingRequest {
+            home_address: home(0).to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(binding.care_of_address, COA);
+    assert_eq!(binding.prefixes, vec![prefix(0).to_string()]);
+    assert_eq!(binding.lifetime_seconds, 400);
+
+    // A prefix that belongs to the other mobile router: 142.
+    let mut stolen = registration(0, 11);
+    stolen.prefixes = vec![prefix(1)];
+    assert_eq!(
+        client.register(&stolen, 0).await.status,
+        BaStatus::NOT_AUTHORIZED_FOR_PREFIX
+    );
+
+    // The wrong key under the right SPI: 146.
+    let forged = SecurityAssociation::new(0x1000, Algorithm::HmacSha256, vec![0x11; 32]).unwrap();
+    let ba = client.register_as(&registration(0, 12), &forged, 0).await;
+    assert_eq!(ba.status, BaStatus::AUTH_FAIL);
+
+    // An old sequence number: 135 with the last accepted one.
+    let ba = client.register(&registration(0, 9), 0).await;
+    assert_eq!(ba.status, BaStatus::SEQUENCE_OUT_OF_WINDOW);
+    assert_eq!(ba.sequence, SequenceNumber(10));
+
+    // A move to another care-of address.
+    let mut moved = registration(0, 13);
+    moved.care_of = addr(COA_NEW);
+    assert_eq!(client.register(&moved, 0).await.status, BaStatus::ACCEPTED);
+    let listed = admin
+        .list_bindings(pb::ListBindingsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.bindings.len(), 1);
+    assert_eq!(listed.bindings[0].care_of_address, COA_NEW);
+
+    // Deregistration removes it.
+    let mut leave = registration(0, 14);
+    leave.care_of = addr(COA_NEW);
+    leave.lifetime = Lifetime::ZERO;
+    assert_eq!(client.register(&leave, 0).await.status, BaStatus::ACCEPTED);
+    let missing = admin
+        .get_binding(pb::GetBindingRequest {
+            home_address: home(0).to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+
+    // Bad requests get a status that names the field.
+    let bad = admin
+        .get_binding(pb::GetBindingRequest {
+            home_address: "not-an-address".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().contains("home_address"), "{}", bad.message());
+
+    let metrics = daemon.metrics();
+    assert!(
+        metrics.contains("nemo_ha_binding_acks_total{status=\"142\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("nemo_ha_binding_acks_total{status=\"146\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("nemo_ha_binding_acks_total{status=\"135\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("nemo_ha_binding_acks_total{status=\"0\"} 3"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn operator_delete_and_watch() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), 1);
+    let client = Client::new(&daemon).await;
+    let mut admin = daemon.admin().await;
+    let mut watch = admin
+        .watch_bindings(pb::WatchBindingsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        client.register(&registration(0, 1), 0).await.status,
+        BaStatus::ACCEPTED
+    );
+    let event = tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.kind, pb::binding_event::Kind::Upsert as i32);
+    assert_eq!(event.reason, "registration");
+    assert_eq!(event.binding.unwrap().home_address, home(0).to_string());
+
+    let deleted = admin
+        .delete_binding(pb::DeleteBindingRequest {
+            home_address: home(0).to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(deleted.binding.unwrap().care_of_address, COA);
+    let event = tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.kind, pb::binding_event::Kind::Remove as i32);
+    assert_eq!(event.reason, "admin");
+    let again = admin
+        .delete_binding(pb::DeleteBindingRequest {
+            home_address: home(0).to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test]
+async fn malformed_packets_are_counted_and_the_daemon_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), 1);
+    let client = Client::new(&daemon).await;
+    let good = registration(0, 1).packet(&sa(0)).unwrap();
+
+    let mut bad_checksum = good.clone();
+    let last = bad_checksum.len() - 1;
+    bad_checksum[last] ^= 0xff;
+    // With a correct checksum, so that the decoder itself must refuse them.
+    let mut absurd_option = good.clone();
+    // First option (the MNP) claims 255 octets.
+    absurd_option[40 + 24 + 13] = 255;
+    set_mh_checksum(home(0), addr(HA), &mut absurd_option[64..]);
+    let mut wrong_length = good.clone();
+    wrong_length[40 + 24 + 1] = 200;
+    set_mh_checksum(home(0), addr(HA), &mut wrong_length[64..]);
+    for packet in [
+        vec![],
+        vec![0x60],
+        b"\x45 an IPv4 header, not IPv6, and longer than forty octets".to_vec(),
+        good[..good.len() - 8].to_vec(),
+        bad_checksum,
+        absurd_option,
+        wrong_length,
+    ] {
+        client.send(&packet).await;
+    }
+    assert_eq!(client.receive().await, None, "nothing answers garbage");
+    // Still serving.
+    assert_eq!(
+        client.register(&registration(0, 2), 0).await.status,
+        BaStatus::ACCEPTED
+    );
+    let metrics = daemon.metrics();
+    for reason in [
+        "truncated",
+        "checksum",
+        "option_overrun",
+        "length_mismatch",
+        "not_mobility",
+    ] {
+        assert!(
+            metrics.contains(&format!("nemo_ha_malformed_total{{reason=\"{reason}\"}}")),
+            "{reason}: {metrics}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unknown_message_types_get_a_binding_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), 1);
+    let client = Client::new(&daemon).await;
+    let hoti = MobilityHeader::new(Message::Other {
+        mh_type: MhType::HOME_TEST_INIT,
+        data: vec![0; 10],
+    })
+    .encode()
+    .unwrap();
+    let packet = build_packet(
+        &PacketRepr {
+            source: addr(COA),
+            destination: addr(HA),
+            hop_limit: 64,
+            type2_routing: None,
+            home_address_option: None,
+        },
+        &hoti,
+    );
+    client.send(&packet).await;
+    let reply = client.receive().await.expect("a Binding Error");
+    let parsed = parse_packet(&reply).unwrap();
+    assert!(parsed.checksum_ok());
+    assert_eq!(
+        parsed.repr.source,
+        addr(HA),
+        "answered from the address it was sent to"
+    );
+    let Message::BindingError(be) = MobilityHeader::decode(parsed.mh).unwrap().message else {
+        panic!("not a Binding Error");
+    };
+    assert_eq!(be.status, BeStatus::UNRECOGNIZED_MH_TYPE);
+}
+
+#[tokio::test]
+async fn acknowledged_bindings_survive_kill_9() {
+    const COUNT: u16 = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(dir.path(), COUNT);
+    let client = Client::new(&daemon).await;
+    // Send them all at once, then collect the acknowledgements, so that many
+    // are in flight together (group commit batches them).
+    for n in 0..COUNT {
+        client
+            .send(&registration(n, 1).packet(&sa(n)).unwrap())
+            .await;
+    }
+    let mut acknowledged = std::collections::BTreeSet::new();
+    while acknowledged.len() < usize::from(COUNT) {
+        let reply = client.receive().await.expect("missing acknowledgements");
+        let parsed = parse_packet(&reply).unwrap();
+        let home_address = parsed.repr.type2_routing.unwrap().home_address;
+        let n = (home_address.segments()[7] - 0x100) as u16;
+        let ba = check_binding_ack(&reply, addr(COA), home_address, &sa(n)).unwrap();
+        assert_eq!(ba.status, BaStatus::ACCEPTED);
+        acknowledged.insert(n);
+    }
+    // SIGKILL right after the last acknowledgement: no clean shutdown.
+    daemon.kill();
+
+    let daemon = Daemon::start(dir.path(), COUNT);
+    let mut admin = daemon.admin().await;
+    let listed = admin
+        .list_bindings(pb::ListBindingsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.bindings.len(), usize::from(COUNT));
+    for binding in &listed.bindings {
+        assert_eq!(binding.care_of_address, COA);
+        assert_eq!(binding.prefixes.len(), 1);
+    }
+    // The sequence numbers came back too: a replayed old number is refused.
+    let client = Client::new(&daemon).await;
+    let ba = client.register(&registration(0, 1), 0).await;
+    assert_eq!(ba.status, BaStatus::SEQUENCE_OUT_OF_WINDOW);
+    // And the data plane was reconciled with them (the log says so; the
+    // memory backend keeps no state across processes, the kernel one will).
+}
