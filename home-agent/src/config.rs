@@ -74,6 +74,9 @@ pub struct Config {
     /// The UDP transport.
     #[serde(default)]
     pub udp: Option<UdpSection>,
+    /// The native transport (raw IPv6, as RFC 6275 sends it).
+    #[serde(default)]
+    pub native: Option<NativeSection>,
     /// The admin gRPC API.
     #[serde(default)]
     pub admin: Option<ListenSection>,
@@ -149,6 +152,16 @@ pub struct UdpSection {
     /// Addresses to listen on; the reply leaves from the one the Binding
     /// Update came to. RFC 5555 assigns port 4191.
     pub listen: Vec<SocketAddr>,
+}
+
+/// `[native]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NativeSection {
+    /// Interfaces Binding Updates arrive on (read with a packet socket).
+    pub interfaces: Vec<String>,
+    /// The home agent's addresses: Binding Updates sent to them are taken.
+    pub addresses: Spanned<Vec<Ipv6Addr>>,
 }
 
 /// A section with one listen address.
@@ -265,6 +278,14 @@ impl Config {
                 section.replay_window_secs.span(),
                 "replay_window_secs: RFC 4285 §6 wants more than 3 seconds".into(),
             ));
+        }
+        if let Some(native) = &config.native {
+            if native.interfaces.is_empty() || native.addresses.get_ref().is_empty() {
+                return Err(invalid(
+                    native.addresses.span(),
+                    "native: at least one interface and one address".into(),
+                ));
+            }
         }
         let mut entries = Vec::new();
         for spanned in &config.mobile_routers {

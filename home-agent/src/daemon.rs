@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Instant, SystemTime};
 
@@ -64,6 +65,11 @@ pub enum ReplyPath {
         /// The peer.
         peer: SocketAddr,
     },
+    /// Out of a raw IPv6 socket, to the packet's destination.
+    Native {
+        /// The raw socket.
+        sender: Arc<crate::native::RawSender>,
+    },
 }
 
 impl ReplyPath {
@@ -72,6 +78,11 @@ impl ReplyPath {
             ReplyPath::Udp { socket, peer } => {
                 if let Err(error) = socket.send_to(packet, peer).await {
                     tracing::warn!(%peer, %error, "sending reply failed");
+                }
+            }
+            ReplyPath::Native { sender } => {
+                if let Err(error) = sender.send(packet) {
+                    tracing::warn!(%error, "sending reply on the raw socket failed");
                 }
             }
         }
@@ -530,6 +541,8 @@ pub struct Running {
     core_task: tokio::task::JoinHandle<()>,
     writer_task: tokio::task::JoinHandle<Result<(), StoreError>>,
     receivers: Vec<tokio::task::JoinHandle<()>>,
+    native_stop: Arc<AtomicBool>,
+    native_threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// Everything `start` needs.
@@ -547,6 +560,8 @@ pub struct Setup<D> {
     pub dataplane: Arc<D>,
     /// UDP listen addresses.
     pub udp: Vec<SocketAddr>,
+    /// The native transport: interfaces to read and home-agent addresses.
+    pub native: Option<(Vec<String>, Vec<Ipv6Addr>)>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
 }
@@ -626,6 +641,18 @@ pub async fn start<D: HomeAgentDataPlane>(setup: Setup<D>) -> anyhow::Result<Run
             core_tx.clone(),
         )));
     }
+    let native_stop = Arc::new(AtomicBool::new(false));
+    let mut native_threads = Vec::new();
+    if let Some((interfaces, addresses)) = &setup.native {
+        let sender = Arc::new(crate::native::RawSender::open()?);
+        native_threads = crate::native::start(
+            interfaces,
+            addresses.clone(),
+            sender,
+            core_tx.clone(),
+            native_stop.clone(),
+        )?;
+    }
     Ok(Running {
         core: core_tx,
         shared,
@@ -634,6 +661,8 @@ pub async fn start<D: HomeAgentDataPlane>(setup: Setup<D>) -> anyhow::Result<Run
         core_task,
         writer_task,
         receivers,
+        native_stop,
+        native_threads,
     })
 }
 
@@ -643,6 +672,11 @@ impl Running {
     pub async fn stop(self) -> anyhow::Result<()> {
         for receiver in &self.receivers {
             receiver.abort();
+        }
+        self.native_stop.store(true, Ordering::Relaxed);
+        for thread in self.native_threads {
+            // The threads notice within one read timeout.
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
         let _ = self.shutdown.send(true);
         drop(self.core);

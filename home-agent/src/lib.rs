@@ -5,4 +5,5 @@ pub mod admin;
 pub mod config;
 pub mod daemon;
 pub mod metrics;
+pub mod native;
 pub mod store;

@@ -86,10 +86,14 @@ async fn run(validated: nemo_ha::config::Validated) -> anyhow::Result<()> {
             .as_ref()
             .map(|u| u.listen.clone())
             .unwrap_or_default(),
+        native: config
+            .native
+            .as_ref()
+            .map(|n| (n.interfaces.clone(), n.addresses.get_ref().clone())),
         metrics: metrics.clone(),
     })
     .await?;
-    if running.udp_addresses.is_empty() {
+    if running.udp_addresses.is_empty() && config.native.is_none() {
         tracing::warn!("no transport configured: nothing will be received");
     }
     // Bind before announcing readiness, so that port 0 works and the ready

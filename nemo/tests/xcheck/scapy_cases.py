@@ -61,19 +61,19 @@ def mh_offset(raw):
     return off
 
 
-def sign(build, algorithm, care_of, home):
+def sign(build, algorithm, care_of, home, key=KEY, spi=SPI):
     """Builds the packet twice: once to find the bytes the authenticator
     covers, once with the authenticator in place and Scapy's checksum."""
     length = 12 if algorithm == "hmac-sha1-96" else 32
     placeholder = bytes([PLACEHOLDER]) * length
     raw = bytes(build(placeholder, 0))
     mh = bytearray(raw[mh_offset(raw):])
-    marker = bytes([9, 5 + length, 1]) + SPI.to_bytes(4, "big") + placeholder
+    marker = bytes([9, 5 + length, 1]) + spi.to_bytes(4, "big") + placeholder
     spi_end = mh.index(marker) + 7
     mh[4:6] = b"\0\0"
     data = a16(care_of) + a16(home) + bytes(mh[:spi_end])
     digest = hashlib.sha1 if algorithm == "hmac-sha1-96" else hashlib.sha256
-    tag = hmac.new(KEY, data, digest).digest()[:length]
+    tag = hmac.new(key, data, digest).digest()[:length]
     return bytes(build(tag, None)), tag
 
 

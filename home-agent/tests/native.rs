@@ -1,0 +1,226 @@
+//! The native transport in network namespaces: a Binding Update built by
+//! Scapy (Home Address option and all) reaches `nemo-ha` through its packet
+//! socket, and the Binding Acknowledgement (type 2 routing header) that comes
+//! back is checked by nemo, by Scapy and by tshark.
+//!
+//! Needs root, iproute2, Debian's python3-scapy and tshark; skips loudly
+//! without them unless NEMO_REQUIRE_NETNS is set (CI sets it).
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::io::{BufRead, BufReader};
+use std::net::Ipv6Addr;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use nemo::auth::{Algorithm, SecurityAssociation};
+use nemo::mr::check_binding_ack;
+use nemo::wire::BaStatus;
+use nemo_testkit::{netns_available, require, runs, veth, Netns};
+use serde_json::Value;
+
+const MUST_RUN: &str = "NEMO_REQUIRE_NETNS";
+const HA: &str = "2001:db8:1::1";
+const HOA: &str = "2001:db8:1::100";
+const COA: &str = "2001:db8:2::10";
+const SPI: u32 = 0x1000;
+const KEY: &str = "6e656d6f2d6e61746976652d746573742d6b65792d3332206f6374657473212e";
+const MNP: &str = "2001:db8:100::/56";
+
+fn addr(text: &str) -> Ipv6Addr {
+    text.parse().unwrap()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// Kills the daemon when the test ends, however it ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn scapy_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/native/mr_scapy.py")
+}
+
+fn xcheck_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../nemo/tests/xcheck/scapy_cases.py")
+}
+
+/// Runs the Scapy mobile router in `mr` with `key`, returning its JSON.
+fn scapy_registration(mr: &Netns, key: &str, seq: u16, pcap: &std::path::Path) -> Value {
+    let output = mr
+        .command("/usr/bin/python3")
+        .arg(scapy_script())
+        .args([
+            "vb",
+            COA,
+            HA,
+            HOA,
+            &SPI.to_string(),
+            key,
+            MNP,
+            &seq.to_string(),
+        ])
+        .arg(pcap)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "scapy mobile router failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn scapy_binding_update_over_raw_ipv6() {
+    if !netns_available(MUST_RUN)
+        || !require(
+            runs("/usr/bin/python3", &["-c", "import scapy.layers.inet6"]),
+            "python3-scapy missing",
+            MUST_RUN,
+        )
+        || !require(runs("tshark", &["--version"]), "tshark missing", MUST_RUN)
+    {
+        return;
+    }
+    let ha = Netns::new("native-ha");
+    let mr = Netns::new("native-mr");
+    veth(
+        &ha,
+        "va",
+        &format!("{HA}/64"),
+        &mr,
+        "vb",
+        &format!("{COA}/64"),
+    );
+    ha.ip(&["-6", "route", "add", "2001:db8:2::/64", "dev", "va"]);
+    mr.ip(&["-6", "route", "add", "2001:db8:1::/64", "dev", "vb"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ha.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[home_agent]\nhome_prefixes = [\"2001:db8:1::/64\"]\n\n\
+             [store]\npath = \"{}\"\n\n\
+             [native]\ninterfaces = [\"va\"]\naddresses = [\"{HA}\"]\n\n\
+             [[mobile_router]]\nhome_address = \"{HOA}\"\nspi = {SPI}\nkey = \"{KEY}\"\n\
+             prefixes = [\"{MNP}\"]\n",
+            dir.path().join("store").display()
+        ),
+    )
+    .unwrap();
+    let mut child = ha
+        .command(env!("CARGO_BIN_EXE_nemo-ha"))
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _daemon = Killed(child);
+    let mut ready = String::new();
+    BufReader::new(stdout).read_line(&mut ready).unwrap();
+    assert!(ready.starts_with("nemo-ha ready"), "{ready:?}");
+
+    let pcap = dir.path().join("ba.pcap");
+    let result = scapy_registration(&mr, KEY, 1, &pcap);
+    let ba_hex = result["ba_hex"]
+        .as_str()
+        .expect("no Binding Acknowledgement came back");
+    let packet = unhex(ba_hex);
+
+    // nemo checks it: checksum, routing header, authenticator, status, R.
+    let sa = SecurityAssociation::new(SPI, Algorithm::HmacSha256, unhex(KEY)).unwrap();
+    let ba = check_binding_ack(&packet, addr(COA), addr(HOA), &sa).unwrap();
+    assert_eq!(ba.status, BaStatus::ACCEPTED);
+    assert!(ba.flags.mobile_router);
+
+    // Scapy checks it: fields, its own checksum, Python's HMAC.
+    let output = std::process::Command::new("/usr/bin/python3")
+        .arg(xcheck_script())
+        .args(["dissect", KEY])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(format!("{ba_hex}\n").as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    let facts: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let facts = &facts[0];
+    assert_eq!(facts["mh_type"], 6);
+    assert_eq!(facts["status"], 0);
+    assert_eq!(facts["flags"], "R");
+    assert_eq!(facts["checksum_ok"], true);
+    assert_eq!(facts["auth_ok"], true);
+    assert_eq!(facts["type2_home_address"], HOA);
+    assert_eq!(facts["source"], HA);
+    assert_eq!(facts["destination"], COA);
+
+    // tshark dissects the captured acknowledgement the same way.
+    let tshark = std::process::Command::new("tshark")
+        .arg("-r")
+        .arg(&pcap)
+        .args(["-T", "fields", "-E", "separator=,"])
+        .args([
+            "-e",
+            "mip6.mhtype",
+            "-e",
+            "mip6.ba.status",
+            "-e",
+            "mip6.nemo.ba.r_flag",
+        ])
+        .args([
+            "-e",
+            "ipv6.routing.mipv6.home_address",
+            "-e",
+            "mip6.auth.mobility_spi",
+        ])
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&tshark.stdout);
+    let fields: Vec<&str> = line.trim().split(',').collect();
+    assert_eq!(fields[0], "6", "{line}");
+    assert_eq!(fields[1], "0", "{line}");
+    assert!(matches!(fields[2], "1" | "True"), "{line}");
+    assert_eq!(fields[3], HOA, "{line}");
+    assert_eq!(fields[4], SPI.to_string(), "{line}");
+
+    // The kernel's Parameter Problem for the Home Address option is not
+    // suppressed yet (issue #4 note); report what happened.
+    eprintln!(
+        "kernel sent ICMPv6 Parameter Problem beside the BA: {}",
+        result["param_problem"]
+    );
+
+    // A Binding Update under the wrong key gets 146 over this transport too.
+    let wrong_key = "00".repeat(32);
+    let result = scapy_registration(&mr, &wrong_key, 2, &pcap);
+    let packet = unhex(
+        result["ba_hex"]
+            .as_str()
+            .expect("no answer to the forged BU"),
+    );
+    let ba = check_binding_ack(&packet, addr(COA), addr(HOA), &sa).unwrap();
+    assert_eq!(ba.status, BaStatus::AUTH_FAIL);
+    std::thread::sleep(Duration::from_millis(10));
+}

@@ -1,0 +1,149 @@
+//! Test support shared by nemo's crates.
+//!
+//! - [`Netns`]: a network namespace made for one test and deleted when the
+//!   value is dropped, also when the test panics.
+//! - [`require`]: skip a test loudly when a prerequisite is missing, or fail
+//!   it when the environment variable named says it must run (CI sets them).
+//!
+//! Tests that use namespaces must use only 2001:db8::/32, 192.0.2.0/24 or
+//! loopback addresses.
+
+use std::process::{Command, Output, Stdio};
+
+/// Checks a prerequisite. Returns true when it holds. When it does not:
+/// panics if `must_run_var` is set in the environment, otherwise prints a
+/// loud SKIPPED line and returns false.
+pub fn require(ok: bool, what: &str, must_run_var: &str) -> bool {
+    if !ok {
+        assert!(
+            std::env::var_os(must_run_var).is_none(),
+            "{what}, and {must_run_var} is set: this test must run here"
+        );
+        eprintln!("SKIPPED: {what} (set {must_run_var}=1 to make this a failure)");
+    }
+    ok
+}
+
+/// True when the process runs as root.
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// True when `program args` runs successfully.
+pub fn runs(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The prerequisites of a namespace test: root and iproute2.
+pub fn netns_available(must_run_var: &str) -> bool {
+    require(
+        is_root(),
+        "not root: network namespace tests need root",
+        must_run_var,
+    ) && require(runs("ip", &["-V"]), "iproute2 (ip) missing", must_run_var)
+}
+
+/// Runs a command, panicking with its output when it fails.
+pub fn run(program: &str, args: &[&str]) -> Output {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} {}: {e}", args.join(" ")));
+    assert!(
+        output.status.success(),
+        "{program} {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Runs `ip` with these arguments.
+pub fn ip(args: &[&str]) -> Output {
+    run("ip", args)
+}
+
+/// A network namespace owned by a test.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates `nemo-<tag>-<pid>` with loopback up. A leftover of the same
+    /// name (an earlier run killed hard) is removed first.
+    pub fn new(tag: &str) -> Netns {
+        let name = format!("nemo-{tag}-{}", std::process::id());
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
+        ip(&["netns", "add", &name]);
+        let netns = Netns { name };
+        netns.ip(&["link", "set", "lo", "up"]);
+        netns
+    }
+
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `ip` inside the namespace.
+    pub fn ip(&self, args: &[&str]) -> Output {
+        let mut full = vec!["-n", &self.name];
+        full.extend_from_slice(args);
+        ip(&full)
+    }
+
+    /// A command that runs `program` inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name, program]);
+        command
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes its interfaces (and their veth
+        // peers) and ends nothing else: processes started in it are the
+        // test's to kill first.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Connects two namespaces with a veth pair, brings both ends up, then adds
+/// the addresses (up first, so the first neighbour solicitation is not
+/// lost), with DAD off so they are usable at once.
+pub fn veth(a: &Netns, a_if: &str, a_addr: &str, b: &Netns, b_if: &str, b_addr: &str) {
+    ip(&[
+        "link",
+        "add",
+        a_if,
+        "netns",
+        a.name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_if,
+        "netns",
+        b.name(),
+    ]);
+    a.ip(&["link", "set", a_if, "up"]);
+    b.ip(&["link", "set", b_if, "up"]);
+    a.ip(&["addr", "add", a_addr, "dev", a_if, "nodad"]);
+    b.ip(&["addr", "add", b_addr, "dev", b_if, "nodad"]);
+}
