@@ -10,6 +10,8 @@
 //! - the Linux backends (seg6 encap.red / End.DT6 on kernels without
 //!   ip6tnl, ip6tnl where present) arrive with issue #3.
 
+pub mod quiet;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::Ipv6Addr;

@@ -543,6 +543,7 @@ pub struct Running {
     receivers: Vec<tokio::task::JoinHandle<()>>,
     native_stop: Arc<AtomicBool>,
     native_threads: Vec<std::thread::JoinHandle<()>>,
+    suppression: Option<nemo_dataplane::quiet::Suppression>,
 }
 
 /// Everything `start` needs.
@@ -643,7 +644,17 @@ pub async fn start<D: HomeAgentDataPlane>(setup: Setup<D>) -> anyhow::Result<Run
     }
     let native_stop = Arc::new(AtomicBool::new(false));
     let mut native_threads = Vec::new();
+    let mut suppression = None;
     if let Some((interfaces, addresses)) = &setup.native {
+        // Keep the kernel from answering the Home Address option with a
+        // Parameter Problem (the packet socket still sees the packet).
+        let (connection, handle, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
+        tokio::spawn(connection);
+        suppression = Some(
+            nemo_dataplane::quiet::suppress(&handle, interfaces, addresses)
+                .await
+                .context("native transport: installing the tc ingress filter")?,
+        );
         let sender = Arc::new(crate::native::RawSender::open()?);
         native_threads = crate::native::start(
             interfaces,
@@ -663,6 +674,7 @@ pub async fn start<D: HomeAgentDataPlane>(setup: Setup<D>) -> anyhow::Result<Run
         receivers,
         native_stop,
         native_threads,
+        suppression,
     })
 }
 
@@ -677,6 +689,11 @@ impl Running {
         for thread in self.native_threads {
             // The threads notice within one read timeout.
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        if let Some(suppression) = self.suppression {
+            if let Err(error) = suppression.remove().await {
+                tracing::warn!(%error, "removing the tc ingress filter failed");
+            }
         }
         let _ = self.shutdown.send(true);
         drop(self.core);

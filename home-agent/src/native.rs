@@ -13,10 +13,9 @@
 //! which can carry the type 2 routing header the Binding Acknowledgement
 //! needs (RFC 6275 §6.4, §9.5.4).
 //!
-//! Not done here yet: keeping the kernel from answering the Home Address
-//! option with an ICMPv6 Parameter Problem (GUIDE.md). The mobile router
-//! gets that error beside the acknowledgement; nemo's mobile router ignores
-//! it. See the note on issue #4.
+//! The kernel itself would answer the Home Address option with an ICMPv6
+//! Parameter Problem; `nemo_dataplane::quiet` drops these packets at tc
+//! ingress, after the packet socket has seen them.
 
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::atomic::{AtomicBool, Ordering};
