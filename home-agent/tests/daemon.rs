@@ -72,6 +72,7 @@ fn config(store: &std::path::Path, count: u16) -> String {
 /// A running daemon; killed when dropped.
 struct Daemon {
     child: Child,
+    log: std::path::PathBuf,
     udp: SocketAddr,
     admin: SocketAddr,
     metrics: SocketAddr,
@@ -81,11 +82,17 @@ impl Daemon {
     fn start(dir: &std::path::Path, count: u16) -> Daemon {
         let config_path = dir.join("ha.toml");
         std::fs::write(&config_path, config(&dir.join("store"), count)).unwrap();
+        // One log per start in this directory.
+        let log = (0..)
+            .map(|i| dir.join(format!("ha-{i}.log")))
+            .find(|p| !p.exists())
+            .unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_nemo-ha"))
             .arg("--config")
             .arg(&config_path)
+            .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
@@ -106,11 +113,26 @@ impl Daemon {
                 .unwrap()
         };
         Daemon {
+            log,
             udp: field("udp"),
             admin: field("admin"),
             metrics: field("metrics"),
             child,
         }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.child.wait().unwrap()
     }
 
     fn kill(&mut self) {
@@ -474,6 +496,91 @@ async fn acknowledged_bindings_survive_kill_9() {
     let client = Client::new(&daemon).await;
     let ba = client.register(&registration(0, 1), 0).await;
     assert_eq!(ba.status, BaStatus::SEQUENCE_OUT_OF_WINDOW);
-    // And the data plane was reconciled with them (the log says so; the
-    // memory backend keeps no state across processes, the kernel one will).
+    // And forwarding was reinstalled for every one of them at start-up (the
+    // memory data plane starts empty in a new process, so all are new).
+    let log = daemon.log();
+    assert!(
+        log.contains(&format!(
+            "bindings={COUNT} expired=0 installed={}",
+            COUNT * 2
+        )),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_stops_cleanly_and_keeps_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(dir.path(), 1);
+    let client = Client::new(&daemon).await;
+    assert_eq!(
+        client.register(&registration(0, 1), 0).await.status,
+        BaStatus::ACCEPTED
+    );
+    let status = daemon.terminate();
+    assert!(status.success(), "exit status {status}");
+    assert!(daemon.log().contains("stopped cleanly"));
+    let daemon = Daemon::start(dir.path(), 1);
+    let listed = daemon
+        .admin()
+        .await
+        .list_bindings(pb::ListBindingsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.bindings.len(), 1);
+}
+
+#[tokio::test]
+async fn health_and_reflection_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), 1);
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", daemon.admin))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let response = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "nemo.v1.HomeAgentAdmin".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        response.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    let unknown = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "nemo.v1.NoSuchService".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection answer {response:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"nemo.v1.HomeAgentAdmin".to_owned()),
+        "{names:?}"
+    );
 }
