@@ -80,8 +80,12 @@ struct Daemon {
 
 impl Daemon {
     fn start(dir: &std::path::Path, count: u16) -> Daemon {
+        Daemon::start_with(dir, &config(&dir.join("store"), count))
+    }
+
+    fn start_with(dir: &std::path::Path, config_text: &str) -> Daemon {
         let config_path = dir.join("ha.toml");
-        std::fs::write(&config_path, config(&dir.join("store"), count)).unwrap();
+        std::fs::write(&config_path, config_text).unwrap();
         // One log per start in this directory.
         let log = (0..)
             .map(|i| dir.join(format!("ha-{i}.log")))
@@ -583,4 +587,49 @@ async fn health_and_reflection_answer() {
         names.contains(&"nemo.v1.HomeAgentAdmin".to_owned()),
         "{names:?}"
     );
+}
+
+/// The load generator still works against the daemon (a smoke run, not a
+/// measurement: nothing here depends on timing).
+#[test]
+fn load_generator_smoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let loadgen = env!("CARGO_BIN_EXE_ha-loadgen");
+    let config = Command::new(loadgen)
+        .args([
+            "config",
+            "--routers",
+            "20",
+            "--listen",
+            "[::1]:0",
+            "--store",
+        ])
+        .arg(dir.path().join("store"))
+        .output()
+        .unwrap();
+    assert!(config.status.success());
+    let config = String::from_utf8(config.stdout).unwrap()
+        + "\n[admin]\nlisten = \"[::1]:0\"\n\n[metrics]\nlisten = \"[::1]:0\"\n";
+    let daemon = Daemon::start_with(dir.path(), &config);
+    let run = Command::new(loadgen)
+        .args(["run", "--routers", "20", "--seconds", "1", "--target"])
+        .arg(daemon.udp.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report = String::from_utf8(run.stdout).unwrap();
+    let field = |name: &str| -> u64 {
+        report
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("{name} missing: {report}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(field("acknowledged") > 20, "{report}");
+    assert_eq!(field("rejected"), 0, "{report}");
 }

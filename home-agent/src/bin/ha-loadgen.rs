@@ -1,0 +1,337 @@
+//! `ha-loadgen`: plays many mobile routers against a `nemo-ha` over its UDP
+//! transport and measures registrations per second and BU-to-BA latency.
+//!
+//! ```sh
+//! ha-loadgen config --routers 1000 --store /tmp/ha-bench > ha.toml
+//! nemo-ha --config ha.toml &          # prints its UDP address
+//! ha-loadgen run --target '[::1]:4191' --routers 1000 --seconds 10            # saturation
+//! ha-loadgen run --target '[::1]:4191' --routers 1000 --seconds 10 --rate 10000
+//! ```
+//!
+//! Every Binding Update is authenticated (HMAC-SHA256, RFC 4285), carries a
+//! Mobile Network Prefix and a fresh timestamp, and is checked when its
+//! acknowledgement comes back. Each mobile router has at most one Binding
+//! Update outstanding, so the offered load is closed-loop at saturation and
+//! open-loop (paced) with `--rate`.
+
+use std::collections::HashMap;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ipnet::Ipv6Net;
+use nemo::auth::{Algorithm, SecurityAssociation};
+use nemo::mr::{check_binding_ack, Registration};
+use nemo::wire::{parse_packet, BaStatus, Lifetime, NtpTimestamp, SequenceNumber};
+use tokio::net::UdpSocket;
+use tokio::sync::Mutex;
+
+#[derive(Debug, Parser)]
+#[command(name = "ha-loadgen", version)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Prints a nemo-ha config authorizing the simulated mobile routers.
+    Config {
+        /// Number of mobile routers.
+        #[arg(long, default_value_t = 1000)]
+        routers: u32,
+        /// Store directory for the home agent.
+        #[arg(long)]
+        store: String,
+        /// UDP listen address of the home agent.
+        #[arg(long, default_value = "[::1]:4191")]
+        listen: String,
+        /// Flush mode: group or each-binding.
+        #[arg(long, default_value = "group")]
+        flush: String,
+    },
+    /// Sends load and reports.
+    Run {
+        /// The home agent's UDP address.
+        #[arg(long)]
+        target: SocketAddr,
+        /// Number of mobile routers.
+        #[arg(long, default_value_t = 1000)]
+        routers: u32,
+        /// Duration of the measurement.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Offered load in Binding Updates per second; saturation if absent.
+        #[arg(long)]
+        rate: Option<u64>,
+    },
+}
+
+const HOME_AGENT: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
+const CARE_OF: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x10);
+
+fn home(n: u32) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 1, 0)) + u128::from(n))
+}
+
+fn prefix(n: u32) -> Ipv6Net {
+    // One /64 per router under 2001:db8:8000::/33.
+    let base = u128::from(Ipv6Addr::new(0x2001, 0xdb8, 0x8000, 0, 0, 0, 0, 0));
+    Ipv6Net::new(Ipv6Addr::from(base + (u128::from(n) << 64)), 64).unwrap_or_default()
+}
+
+fn key(n: u32) -> Vec<u8> {
+    let mut key = vec![0x5a; 32];
+    key[..4].copy_from_slice(&n.to_be_bytes());
+    key
+}
+
+fn spi(n: u32) -> u32 {
+    0x1_0000 + n
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn config(routers: u32, store: &str, listen: &str, flush: &str) -> String {
+    let mut text = format!(
+        "[home_agent]\nhome_prefixes = [\"2001:db8:1::/64\"]\nmax_lifetime_secs = 600\n\n\
+         [store]\npath = \"{store}\"\nflush = \"{flush}\"\n\n[udp]\nlisten = [\"{listen}\"]\n"
+    );
+    for n in 0..routers {
+        text.push_str(&format!(
+            "\n[[mobile_router]]\nhome_address = \"{}\"\nspi = {}\nkey = \"{}\"\nprefixes = [\"{}\"]\n",
+            home(n),
+            spi(n),
+            hex(&key(n)),
+            prefix(n)
+        ));
+    }
+    text
+}
+
+struct Router {
+    sa: SecurityAssociation,
+    sequence: u16,
+    sent_at: Option<Instant>,
+}
+
+fn ntp_now() -> NtpTimestamp {
+    NtpTimestamp::from_unix(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default(),
+    )
+}
+
+fn packet(n: u32, router: &mut Router) -> anyhow::Result<Vec<u8>> {
+    router.sequence = router.sequence.wrapping_add(1);
+    let registration = Registration {
+        home_address: home(n),
+        home_agent: HOME_AGENT,
+        care_of: CARE_OF,
+        prefixes: vec![prefix(n)],
+        lifetime: Lifetime(150),
+        sequence: SequenceNumber(router.sequence),
+        timestamp: ntp_now(),
+        mobile_router: true,
+        nai: None,
+    };
+    Ok(registration.packet(&router.sa)?)
+}
+
+/// Latency percentile of sorted microseconds.
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    f64::from(sorted[index.min(sorted.len() - 1)]) / 1000.0
+}
+
+async fn run(
+    target: SocketAddr,
+    routers: u32,
+    seconds: u64,
+    rate: Option<u64>,
+) -> anyhow::Result<()> {
+    let bind: SocketAddr = if target.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    }
+    .parse()
+    .context("bind address")?;
+    let socket = Arc::new(UdpSocket::bind(bind).await?);
+    let state: Arc<Mutex<HashMap<u32, Router>>> = Arc::new(Mutex::new(
+        (0..routers)
+            .map(|n| {
+                let sa = SecurityAssociation::new(spi(n), Algorithm::HmacSha256, key(n))
+                    .map_err(anyhow::Error::new)?;
+                Ok((
+                    n,
+                    Router {
+                        sa,
+                        sequence: 0,
+                        sent_at: None,
+                    },
+                ))
+            })
+            .collect::<anyhow::Result<_>>()?,
+    ));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+
+    // Receiver: checks each acknowledgement, records its latency, and in
+    // saturation mode lets that router send again.
+    let receiver = {
+        let socket = socket.clone();
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut latencies: Vec<u32> = Vec::with_capacity(1 << 20);
+            let mut rejected = 0u64;
+            let mut resynchronized = 0u64;
+            let mut buffer = vec![0u8; 4096];
+            loop {
+                let received = tokio::time::timeout_at(
+                    tokio::time::Instant::from_std(deadline + Duration::from_secs(2)),
+                    socket.recv(&mut buffer),
+                )
+                .await;
+                let Ok(Ok(len)) = received else { break };
+                let reply = &buffer[..len];
+                let Some(home_address) = parse_packet(reply)
+                    .ok()
+                    .and_then(|p| p.repr.type2_routing)
+                    .map(|rh| rh.home_address)
+                else {
+                    continue;
+                };
+                let n = (u128::from(home_address) - u128::from(home(0))) as u32;
+                let mut state = state.lock().await;
+                let Some(router) = state.get_mut(&n) else {
+                    continue;
+                };
+                match check_binding_ack(reply, CARE_OF, home_address, &router.sa) {
+                    Ok(ba) if ba.status.is_accepted() => {}
+                    // A home agent that remembers a later sequence number
+                    // (an earlier run): take its number, as RFC 6275 §11.7.3
+                    // has a mobile node do, and go on.
+                    Ok(ba) if ba.status == BaStatus::SEQUENCE_OUT_OF_WINDOW => {
+                        router.sequence = ba.sequence.0;
+                        resynchronized += 1;
+                    }
+                    _ => rejected += 1,
+                }
+                if let Some(sent) = router.sent_at.take() {
+                    if Instant::now() < deadline {
+                        latencies.push(sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                    }
+                }
+                drop(state);
+                let _ = done_tx.send(n);
+            }
+            (latencies, rejected, resynchronized)
+        })
+    };
+
+    let mut sent = 0u64;
+    match rate {
+        None => {
+            // Saturation: every router keeps one Binding Update in flight.
+            for n in 0..routers {
+                send(&socket, &state, target, n).await?;
+                sent += 1;
+            }
+            while Instant::now() < deadline {
+                let Ok(Some(n)) =
+                    tokio::time::timeout(Duration::from_millis(200), done_rx.recv()).await
+                else {
+                    continue;
+                };
+                send(&socket, &state, target, n).await?;
+                sent += 1;
+            }
+        }
+        Some(rate) => {
+            let interval = Duration::from_secs_f64(1.0 / rate as f64);
+            let mut next = Instant::now();
+            let mut n = 0u32;
+            while Instant::now() < deadline {
+                next += interval;
+                // Routers still waiting for an answer are skipped.
+                let busy = state
+                    .lock()
+                    .await
+                    .get(&n)
+                    .is_some_and(|r| r.sent_at.is_some());
+                if !busy {
+                    send(&socket, &state, target, n).await?;
+                    sent += 1;
+                }
+                n = (n + 1) % routers;
+                if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+    let (mut latencies, rejected, resynchronized) = receiver.await?;
+    let elapsed = seconds as f64;
+    latencies.sort_unstable();
+    println!(
+        "offered={} sent={sent} acknowledged={} rejected={rejected} resynchronized={resynchronized} rate={:.0}/s p50={:.3}ms p99={:.3}ms p99.9={:.3}ms max={:.3}ms",
+        rate.map_or("saturation".to_owned(), |r| format!("{r}/s")),
+        latencies.len(),
+        latencies.len() as f64 / elapsed,
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 0.999),
+        percentile(&latencies, 1.0),
+    );
+    Ok(())
+}
+
+async fn send(
+    socket: &UdpSocket,
+    state: &Mutex<HashMap<u32, Router>>,
+    target: SocketAddr,
+    n: u32,
+) -> anyhow::Result<()> {
+    let bytes = {
+        let mut state = state.lock().await;
+        let router = state.get_mut(&n).context("unknown router")?;
+        router.sent_at = Some(Instant::now());
+        packet(n, router)?
+    };
+    socket.send_to(&bytes, target).await?;
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    match args.command {
+        Command::Config {
+            routers,
+            store,
+            listen,
+            flush,
+        } => {
+            print!("{}", config(routers, &store, &listen, &flush));
+            Ok(())
+        }
+        Command::Run {
+            target,
+            routers,
+            seconds,
+            rate,
+        } => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(run(target, routers, seconds, rate)),
+    }
+}
