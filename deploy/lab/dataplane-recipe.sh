@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The data-plane recipe of issue #3, verified by hand with iproute2 before it
+# is built over netlink: a tenant prefix (MNP) tunnelled IPv6-in-IPv6 between
+# a home agent and a mobile router with seg6 (encap.red out, End.DT6 in), on
+# 1500-byte links, with an "MTU gate" that makes full-size packets work.
+#
+# The gate: seg6 encapsulates on input, so the kernel never checks the tunnel
+# MTU against the sender and full-size packets vanish (GUIDE.md). Routing the
+# tenant's traffic first through a veth pair of MTU 1460 (1500 - 40) makes the
+# forwarding path check the MTU *before* encapsulation: packets that would
+# not fit after encapsulation get an ICMPv6 Packet Too Big from the gate's
+# router, to the real sender, and path MTU discovery works. Traffic leaving
+# the gate (iif g1) is looked up in the encapsulation table.
+#
+#   deploy/lab/dataplane-recipe.sh          # tunnel with MTU gate
+#   MODE=plain deploy/lab/dataplane-recipe.sh   # same topology, routed, no tunnel
+#
+# Namespaces: cn (correspondent) -- ha -- "WAN" -- mr -- vm (tenant VM).
+# Addresses: only 2001:db8::/32. Needs root, iproute2, iputils-ping, iperf3.
+set -euo pipefail
+MODE=${MODE:-tunnel}
+P=nemo-recipe-$$-
+for n in cn ha mr vm; do ip netns add "$P$n"; ip -n "$P$n" link set lo up; done
+cleanup() { for n in cn ha mr vm; do ip netns del "$P$n" 2>/dev/null || true; done; }
+trap cleanup EXIT
+link() { # ns1 if1 ns2 if2: veth up before addresses (GUIDE.md lab tip)
+  ip link add "$2" netns "$P$1" type veth peer name "$4" netns "$P$3"
+  ip -n "$P$1" link set "$2" up; ip -n "$P$3" link set "$4" up
+}
+link cn c0 ha h0      # 2001:db8:f::/64, correspondent side
+link ha h1 mr m0      # WAN, 1500 bytes: HA 2001:db8:1::1, MR care-of 2001:db8:2::10
+link mr m1 vm v0      # tenant link, MNP 2001:db8:100::/64
+ip -n "${P}cn" addr add 2001:db8:f::2/64 dev c0 nodad
+ip -n "${P}cn" -6 route add default via 2001:db8:f::1
+ip -n "${P}ha" addr add 2001:db8:f::1/64 dev h0 nodad
+ip -n "${P}ha" addr add 2001:db8:1::1/64 dev h1 nodad
+ip -n "${P}ha" -6 route add 2001:db8:2::/64 dev h1
+ip -n "${P}mr" addr add 2001:db8:2::10/64 dev m0 nodad
+ip -n "${P}mr" -6 route add 2001:db8:1::/64 dev m0
+ip -n "${P}mr" addr add 2001:db8:100::1/64 dev m1 nodad
+ip -n "${P}vm" addr add 2001:db8:100::2/64 dev v0 nodad
+ip -n "${P}vm" -6 route add default via 2001:db8:100::1
+for n in ha mr; do ip netns exec "$P$n" sysctl -qw net.ipv6.conf.all.forwarding=1; done
+
+if [ "$MODE" = plain ]; then
+  ip -n "${P}ha" -6 route add 2001:db8:100::/64 via 2001:db8:2::10
+  ip -n "${P}mr" -6 route add default via 2001:db8:1::1
+else
+  for n in ha mr; do
+    # The MTU gate: g0 -> g1, MTU 1460, fixed link-local next hop fe80::2.
+    ip -n "$P$n" link add g0 mtu 1460 type veth peer name g1 mtu 1460
+    ip -n "$P$n" link set g0 up; ip -n "$P$n" link set g1 up
+    ip -n "$P$n" addr add fe80::1/64 dev g0 nodad
+    ip -n "$P$n" addr add fe80::2/64 dev g1 nodad
+    # Decapsulation needs the local table behind the decap rules.
+    ip -n "$P$n" -6 rule add pref 1000 lookup local
+    ip -n "$P$n" -6 rule del pref 0 lookup local
+  done
+  # Home agent: MNP -> gate; out of the gate -> encap to the care-of address.
+  ip -n "${P}ha" -6 route add 2001:db8:100::/64 via fe80::2 dev g0
+  ip -n "${P}ha" -6 rule add iif g1 lookup 100 pref 900
+  ip -n "${P}ha" -6 route add 2001:db8:100::/64 encap seg6 mode encap.red segs 2001:db8:2::10 dev h1 table 100
+  # Home agent: reverse tunnel from the care-of address -> decap.
+  ip -n "${P}ha" -6 rule add from 2001:db8:2::10 ipproto 41 lookup 101 pref 500
+  ip -n "${P}ha" -6 route add 2001:db8:1::1/128 encap seg6local action End.DT6 table main dev h1 table 101
+  # Mobile router: from the tenant link -> gate (source-specific per tenant).
+  ip -n "${P}mr" -6 rule add iif m1 from 2001:db8:100::/64 lookup 201 pref 800
+  ip -n "${P}mr" -6 route add default via fe80::2 dev g0 table 201
+  # Out of the gate -> encap to the home agent; the home agent's own address
+  # is thrown back to the main table, or the outer packet would loop.
+  ip -n "${P}mr" -6 rule add iif g1 lookup 200 pref 900
+  ip -n "${P}mr" -6 route add default encap seg6 mode encap.red segs 2001:db8:1::1 dev m0 table 200
+  ip -n "${P}mr" -6 route add throw 2001:db8:1::1/128 table 200
+  # Mobile router: tunnel from the home agent -> decap.
+  ip -n "${P}mr" -6 rule add from 2001:db8:1::1 ipproto 41 lookup 202 pref 500
+  ip -n "${P}mr" -6 route add 2001:db8:2::10/128 encap seg6local action End.DT6 table main dev m0 table 202
+fi
+
+x() { ip netns exec "$P$1" "${@:2}"; }
+echo "mode=$MODE"
+echo "--- ping cn -> vm"; x cn ping -c 3 -i 0.2 -W 2 2001:db8:100::2 | tail -2
+echo "--- ping -M do -s 1452 cn -> vm (must fail with a Packet Too Big when tunnelled)"
+x cn ping -c 2 -i 0.2 -W 1 -M do -s 1452 2001:db8:100::2 2>&1 | grep -E "mtu|received" || true
+echo "--- ping -M do -s 1400 vm -> cn"; x vm ping -c 2 -i 0.2 -W 1 -M do -s 1400 2001:db8:f::2 | tail -2
+x vm iperf3 -s -1 -D; sleep 0.5
+echo "--- iperf3 cn -> vm"; x cn timeout 20 iperf3 -c 2001:db8:100::2 -t 5 | grep receiver
+x cn iperf3 -s -1 -D; sleep 0.5
+echo "--- iperf3 vm -> cn"; x vm timeout 20 iperf3 -c 2001:db8:f::2 -t 5 | grep receiver
