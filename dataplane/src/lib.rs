@@ -10,6 +10,7 @@
 //! - the Linux backends (seg6 encap.red / End.DT6 on kernels without
 //!   ip6tnl, ip6tnl where present) arrive with issue #3.
 
+pub mod linux;
 pub mod quiet;
 
 use std::collections::BTreeMap;

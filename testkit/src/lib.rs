@@ -105,6 +105,21 @@ impl Netns {
         ip(&full)
     }
 
+    /// Runs `work` on a new thread that has entered this namespace, so that
+    /// the sockets it opens (netlink included) belong to the namespace.
+    pub fn spawn_in<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .unwrap_or_else(|e| panic!("setns {path}: {e}"));
+            work()
+        })
+    }
+
     /// A command that runs `program` inside the namespace.
     pub fn command(&self, program: &str) -> Command {
         let mut command = Command::new("ip");
