@@ -7,8 +7,10 @@
 //! control plane can be built and tested without a kernel. Backends:
 //! - [`MemoryDataPlane`]: keeps the routes in memory, programs nothing. For
 //!   tests, and for running the control plane alone (it says so at start).
-//! - the Linux backends (seg6 encap.red / End.DT6 on kernels without
-//!   ip6tnl, ip6tnl where present) arrive with issue #3.
+//! - [`linux::Seg6HomeAgent`]: seg6 encap.red / End.DT6 with an MTU gate,
+//!   over rtnetlink (kernels without ip6tnl, like this one).
+//! - ip6tnl for kernels that have it: not built yet (issue #3); this kernel
+//!   has no ip6tnl to verify it on.
 
 pub mod linux;
 pub mod quiet;
@@ -101,6 +103,10 @@ pub trait HomeAgentDataPlane: Send + Sync + 'static {
         &self,
         all: &[BindingRoutes],
     ) -> impl Future<Output = Result<ReconcileReport, DataPlaneError>> + Send;
+
+    /// Removes everything this data plane created (shutdown with
+    /// forwarding removed).
+    fn remove_all(&self) -> impl Future<Output = Result<(), DataPlaneError>> + Send;
 }
 
 /// A data plane that keeps its routes in memory and programs nothing.
@@ -190,6 +196,13 @@ impl HomeAgentDataPlane for MemoryDataPlane {
             })?;
         for destination in routes.destinations() {
             table.remove(&destination);
+        }
+        Ok(())
+    }
+
+    async fn remove_all(&self) -> Result<(), DataPlaneError> {
+        if let Ok(mut table) = self.routes.lock() {
+            table.clear();
         }
         Ok(())
     }

@@ -385,7 +385,7 @@ impl Seg6HomeAgent {
 
     /// Removes everything this data plane installed: routes, rules, the gate;
     /// and puts the local table's rule back at 0. For shutdown.
-    pub async fn teardown(self) -> Result<(), DataPlaneError> {
+    pub async fn teardown(&self) -> Result<(), DataPlaneError> {
         for table in [TABLE_ROUTE, TABLE_ENCAP, TABLE_DECAP] {
             for message in self.owned_routes(table).await? {
                 let destination = route_destination(&message).unwrap_or_default();
@@ -414,6 +414,7 @@ impl Seg6HomeAgent {
         }
         tolerate_missing(self.handle.link().del(self.gate_in).execute().await)
             .map_err(|e| unavailable(format!("removing the gate: {e}")))?;
+        self.care_of_users.lock().await.clear();
         Ok(())
     }
 }
@@ -571,6 +572,10 @@ impl HomeAgentDataPlane for Seg6HomeAgent {
             self.uninstall(destination).await?;
         }
         self.release_care_of(routes.care_of).await
+    }
+
+    async fn remove_all(&self) -> Result<(), DataPlaneError> {
+        self.teardown().await
     }
 
     async fn reconcile(&self, all: &[BindingRoutes]) -> Result<ReconcileReport, DataPlaneError> {

@@ -80,7 +80,7 @@ fn data_plane(
                     }
                     Step::Clear(routes) => current.clear(&routes).await.map(|()| None),
                     Step::Reconcile(all) => current.reconcile(&all).await.map(Some),
-                    Step::Teardown => plane.take().unwrap().teardown().await.map(|()| None),
+                    Step::Teardown => plane.take().unwrap().remove_all().await.map(|()| None),
                 };
                 reply.send(result.map_err(|e| e.to_string())).unwrap();
             }

@@ -173,12 +173,37 @@ pub struct ListenSection {
 }
 
 /// `[dataplane]`.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataPlaneSection {
     /// Which backend programs forwarding.
+    #[serde(default = "default_backend")]
+    pub backend: Spanned<DataPlaneBackend>,
+    /// seg6: the interface towards the care-of addresses.
     #[serde(default)]
-    pub backend: DataPlaneBackend,
+    pub uplink: Option<String>,
+    /// seg6: the home agent's address, where reverse-tunnelled packets
+    /// arrive.
+    #[serde(default)]
+    pub local_address: Option<Ipv6Addr>,
+    /// What happens to forwarding when the daemon stops.
+    #[serde(default)]
+    pub on_shutdown: OnShutdown,
+}
+
+impl Default for DataPlaneSection {
+    fn default() -> DataPlaneSection {
+        DataPlaneSection {
+            backend: default_backend(),
+            uplink: None,
+            local_address: None,
+            on_shutdown: OnShutdown::default(),
+        }
+    }
+}
+
+fn default_backend() -> Spanned<DataPlaneBackend> {
+    Spanned::new(0..0, DataPlaneBackend::Memory)
 }
 
 /// Data plane backends.
@@ -189,6 +214,20 @@ pub enum DataPlaneBackend {
     /// running the control plane alone; says so loudly at start.
     #[default]
     Memory,
+    /// seg6 encap.red / End.DT6 with an MTU gate, over rtnetlink.
+    Seg6,
+}
+
+/// Forwarding at shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnShutdown {
+    /// Leave it: the bindings are on disk and still valid, and the next
+    /// start reconciles. A restart does not interrupt tenants.
+    #[default]
+    Keep,
+    /// Remove everything the data plane created.
+    Remove,
 }
 
 /// `[[mobile_router]]`: one static authorization.
@@ -277,6 +316,15 @@ impl Config {
             return Err(invalid(
                 section.replay_window_secs.span(),
                 "replay_window_secs: RFC 4285 §6 wants more than 3 seconds".into(),
+            ));
+        }
+        let dataplane = &config.dataplane;
+        if *dataplane.backend.get_ref() == DataPlaneBackend::Seg6
+            && (dataplane.uplink.is_none() || dataplane.local_address.is_none())
+        {
+            return Err(invalid(
+                dataplane.backend.span(),
+                "dataplane: backend \"seg6\" needs uplink and local_address".into(),
             ));
         }
         if let Some(native) = &config.native {
@@ -441,6 +489,22 @@ prefixes = ["2001:db8:100::/56"]
         let message = error(&overlap);
         assert!(message.starts_with("ha.toml:17:"), "{message}");
         assert!(message.contains("overlaps"), "{message}");
+    }
+
+    #[test]
+    fn seg6_needs_its_settings() {
+        let text = GOOD.replace("[store]", "[dataplane]\nbackend = \"seg6\"\n\n[store]");
+        assert_eq!(
+            error(&text),
+            "ha.toml:6: dataplane: backend \"seg6\" needs uplink and local_address"
+        );
+        let text = GOOD.replace(
+            "[store]",
+            "[dataplane]\nbackend = \"seg6\"\nuplink = \"eth0\"\nlocal_address = \"2001:db8:1::1\"\n\n[store]",
+        );
+        assert!(Config::from_text(&text, Path::new("ha.toml")).is_ok());
+        let text = GOOD.replace("[store]", "[dataplane]\nbackend = \"ip6tnl\"\n\n[store]");
+        assert!(error(&text).contains("line 6"), "{}", error(&text));
     }
 
     #[test]

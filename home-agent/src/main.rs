@@ -3,14 +3,16 @@
 //! Mobile Network Prefixes to the mobile router's care-of address.
 
 use std::io::IsTerminal;
+use std::net::Ipv6Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use nemo_dataplane::MemoryDataPlane;
+use nemo_dataplane::linux::{Seg6Config, Seg6HomeAgent};
+use nemo_dataplane::{HomeAgentDataPlane, MemoryDataPlane};
 use nemo_ha::admin::{self, Admin};
-use nemo_ha::config::{Config, DataPlaneBackend};
+use nemo_ha::config::{Config, DataPlaneBackend, OnShutdown};
 use nemo_ha::daemon::{self, Setup};
 use nemo_ha::metrics::{self, Metrics};
 use nemo_ha::store::Store;
@@ -62,25 +64,64 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(validated: nemo_ha::config::Validated) -> anyhow::Result<()> {
-    let config = validated.config;
+    let config = validated.config.clone();
     let store = Store::open(&config.store.path)
         .with_context(|| format!("opening store {}", config.store.path.display()))?;
-    let dataplane = match config.dataplane.backend {
+    match config.dataplane.backend.get_ref() {
         DataPlaneBackend::Memory => {
             tracing::warn!(
                 "dataplane backend \"memory\": bindings are kept but the kernel is NOT programmed; \
                  tenant traffic is not forwarded"
             );
-            Arc::new(MemoryDataPlane::new())
+            serve(
+                config,
+                validated.engine,
+                validated.authorizations,
+                store,
+                Arc::new(MemoryDataPlane::new()),
+            )
+            .await
         }
-    };
+        DataPlaneBackend::Seg6 => {
+            let (connection, handle, _) =
+                rtnetlink::new_connection().context("opening rtnetlink")?;
+            tokio::spawn(connection);
+            let settings = Seg6Config::new(
+                config.dataplane.uplink.as_deref().unwrap_or_default(),
+                config
+                    .dataplane
+                    .local_address
+                    .unwrap_or(Ipv6Addr::UNSPECIFIED),
+            );
+            let dataplane = Seg6HomeAgent::new(handle, settings)
+                .await
+                .context("dataplane backend seg6 unavailable")?;
+            serve(
+                config,
+                validated.engine,
+                validated.authorizations,
+                store,
+                Arc::new(dataplane),
+            )
+            .await
+        }
+    }
+}
+
+async fn serve<D: HomeAgentDataPlane>(
+    config: Config,
+    engine: nemo::ha::HomeAgentConfig,
+    authorizations: nemo::ha::AuthorizationTable,
+    store: Store,
+    dataplane: Arc<D>,
+) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let mut running = daemon::start(Setup {
-        engine: validated.engine,
-        authorizations: validated.authorizations,
+        engine,
+        authorizations,
         store,
         flush_mode: config.store.flush,
-        dataplane,
+        dataplane: dataplane.clone(),
         udp: config
             .udp
             .as_ref()
@@ -159,6 +200,13 @@ async fn run(validated: nemo_ha::config::Validated) -> anyhow::Result<()> {
     let _ = stop_servers.send(true);
     running.stop().await?;
     servers.abort_all();
+    if config.dataplane.on_shutdown == OnShutdown::Remove {
+        dataplane
+            .remove_all()
+            .await
+            .context("removing forwarding at shutdown")?;
+        tracing::info!("forwarding removed");
+    }
     tracing::info!("stopped cleanly");
     Ok(())
 }

@@ -224,3 +224,120 @@ fn scapy_binding_update_over_raw_ipv6() {
     assert_eq!(ba.status, BaStatus::AUTH_FAIL);
     std::thread::sleep(Duration::from_millis(10));
 }
+
+/// Runs `nemo-ha` with the seg6 data plane in `ns`; returns the child and
+/// its UDP address.
+fn start_seg6_daemon(ns: &Netns, config: &std::path::Path) -> (Killed, String) {
+    let mut child = ns
+        .command(env!("CARGO_BIN_EXE_nemo-ha"))
+        .arg("--config")
+        .arg(config)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut ready = String::new();
+    BufReader::new(stdout).read_line(&mut ready).unwrap();
+    let udp = ready
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("udp="))
+        .unwrap_or_else(|| panic!("not ready: {ready:?}"))
+        .to_owned();
+    (Killed(child), udp)
+}
+
+fn encapsulation_routes(ns: &Netns) -> Vec<String> {
+    let output = ns.ip(&["-6", "route", "show", "table", "4192"]);
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| l.contains("segs 1 [ 2001:db8:2::10 ]"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn seg6_forwarding_follows_bindings_across_kill_9() {
+    const ROUTERS: usize = 50;
+    if !netns_available(MUST_RUN) {
+        return;
+    }
+    let ha = Netns::new("seg6-ha");
+    let peer = Netns::new("seg6-peer");
+    veth(
+        &ha,
+        "h1",
+        &format!("{HA}/64"),
+        &peer,
+        "p0",
+        &format!("{COA}/64"),
+    );
+    let _ = ha
+        .command("sysctl")
+        .args(["-qw", "net.ipv6.conf.all.forwarding=1"])
+        .status();
+    let dir = tempfile::tempdir().unwrap();
+    let loadgen = env!("CARGO_BIN_EXE_ha-loadgen");
+    let generated = std::process::Command::new(loadgen)
+        .args([
+            "config",
+            "--routers",
+            &ROUTERS.to_string(),
+            "--listen",
+            "[::1]:0",
+            "--store",
+        ])
+        .arg(dir.path().join("store"))
+        .output()
+        .unwrap();
+    let config = dir.path().join("ha.toml");
+    std::fs::write(
+        &config,
+        String::from_utf8(generated.stdout).unwrap()
+            + &format!(
+                "\n[dataplane]\nbackend = \"seg6\"\nuplink = \"h1\"\nlocal_address = \"{HA}\"\n"
+            ),
+    )
+    .unwrap();
+
+    let (mut daemon, udp) = start_seg6_daemon(&ha, &config);
+    let run = ha
+        .command(loadgen)
+        .args([
+            "run",
+            "--routers",
+            &ROUTERS.to_string(),
+            "--seconds",
+            "1",
+            "--target",
+            &udp,
+        ])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(report.contains("rejected=0"), "{report}");
+    // Each binding: its home address and its MNP, tunnelled to the care-of
+    // address.
+    assert_eq!(
+        encapsulation_routes(&ha).len(),
+        2 * ROUTERS,
+        "after registration"
+    );
+
+    // kill -9, then lose the kernel state too (as a reboot would): the
+    // restarted daemon reinstalls forwarding for every durable binding.
+    let _ = daemon.0.kill();
+    let _ = daemon.0.wait();
+    ha.ip(&["-6", "route", "flush", "table", "4192"]);
+    assert!(encapsulation_routes(&ha).is_empty());
+    let (_daemon, _) = start_seg6_daemon(&ha, &config);
+    assert_eq!(
+        encapsulation_routes(&ha).len(),
+        2 * ROUTERS,
+        "after restart"
+    );
+    let rules = String::from_utf8_lossy(&ha.ip(&["-6", "rule"]).stdout).into_owned();
+    assert!(
+        rules.contains(&format!("from {COA} ipproto ipv6 lookup 4193")),
+        "{rules}"
+    );
+}
