@@ -1,0 +1,78 @@
+//! `dataplane-scale`: installs many bindings through the seg6 home-agent data
+//! plane and reports time and memory. Run it in a throwaway network
+//! namespace (bench/dataplane-scale.sh does): it programs the kernel.
+//!
+//! usage: dataplane-scale UPLINK LOCAL_ADDRESS BINDINGS
+
+use std::net::Ipv6Addr;
+use std::time::Instant;
+
+use ipnet::Ipv6Net;
+use nemo_dataplane::linux::{Seg6Config, Seg6HomeAgent};
+use nemo_dataplane::{BindingRoutes, HomeAgentDataPlane};
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn binding(n: u32) -> BindingRoutes {
+    let home = u128::from(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 1, 0)) + u128::from(n);
+    let prefix =
+        u128::from(Ipv6Addr::new(0x2001, 0xdb8, 0x8000, 0, 0, 0, 0, 0)) + (u128::from(n) << 64);
+    BindingRoutes {
+        home_address: Ipv6Addr::from(home),
+        care_of: Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x10 + (n % 16) as u16),
+        prefixes: vec![Ipv6Net::new(Ipv6Addr::from(prefix), 64).unwrap_or_default()],
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, uplink, local, count] = args.as_slice() else {
+        return Err("usage: dataplane-scale UPLINK LOCAL_ADDRESS BINDINGS".into());
+    };
+    let count: u32 = count.parse()?;
+    let (connection, handle, _) = rtnetlink::new_connection()?;
+    tokio::spawn(connection);
+    let plane = Seg6HomeAgent::new(handle, Seg6Config::new(uplink, local.parse()?)).await?;
+    let before = rss_kib();
+    let started = Instant::now();
+    for n in 0..count {
+        plane.set(&binding(n), None).await?;
+    }
+    let install = started.elapsed();
+    let all: Vec<BindingRoutes> = (0..count).map(binding).collect();
+    let started = Instant::now();
+    let report = plane.reconcile(&all).await?;
+    let reconcile = started.elapsed();
+    let started = Instant::now();
+    for n in 0..count {
+        let mut moved = binding(n);
+        moved.care_of = Ipv6Addr::new(0x2001, 0xdb8, 3, 0, 0, 0, 0, 0x10);
+        plane.set(&moved, Some(&binding(n))).await?;
+    }
+    let repoint = started.elapsed();
+    println!(
+        "bindings={count} mnp_routes={count} kernel_routes={} install={:.2}s ({:.0} bindings/s) \
+         reconcile_unchanged={:.2}s kept={} repoint_all={:.2}s rss_before={}KiB rss_after={}KiB",
+        count * 4,
+        install.as_secs_f64(),
+        f64::from(count) / install.as_secs_f64(),
+        reconcile.as_secs_f64(),
+        report.kept,
+        repoint.as_secs_f64(),
+        before,
+        rss_kib(),
+    );
+    plane.teardown().await?;
+    Ok(())
+}
