@@ -109,11 +109,60 @@ pub trait HomeAgentDataPlane: Send + Sync + 'static {
     fn remove_all(&self) -> impl Future<Output = Result<(), DataPlaneError>> + Send;
 }
 
+/// What one tenant instance of a mobile router needs from the data plane:
+/// its prefixes, reached on the tenant's interface, tunnelled to its home
+/// agent and back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantRoutes {
+    /// The tenant's interface on this host (the link its VMs are on).
+    pub interface: String,
+    /// The tenant's Mobile Network Prefixes.
+    pub prefixes: Vec<Ipv6Net>,
+    /// The home agent the tunnel goes to.
+    pub home_agent: Ipv6Addr,
+    /// A routing table of the tenant's own (its encapsulation), unique on
+    /// this host, so tenants stay apart.
+    pub table: u32,
+}
+
+/// The mobile router's side of the data plane. Every call is idempotent.
+pub trait MobileRouterDataPlane: Send + Sync + 'static {
+    /// A name for logs.
+    fn name(&self) -> &'static str;
+
+    /// Sets the host's care-of address, where tunnelled packets arrive
+    /// (the uplink's address; it changes when the host moves).
+    fn set_care_of(
+        &self,
+        care_of: Ipv6Addr,
+    ) -> impl Future<Output = Result<(), DataPlaneError>> + Send;
+
+    /// Sends traffic from the tenant's prefixes through the tunnel to its
+    /// home agent and takes tunnelled traffic from that home agent off the
+    /// tunnel; replaces `previous` (another home agent, other prefixes).
+    fn attach(
+        &self,
+        tenant: &TenantRoutes,
+        previous: Option<&TenantRoutes>,
+    ) -> impl Future<Output = Result<(), DataPlaneError>> + Send;
+
+    /// Removes what `attach` installed for the tenant.
+    fn detach(
+        &self,
+        tenant: &TenantRoutes,
+    ) -> impl Future<Output = Result<(), DataPlaneError>> + Send;
+
+    /// Removes everything this data plane created.
+    fn remove_all(&self) -> impl Future<Output = Result<(), DataPlaneError>> + Send;
+}
+
 /// A data plane that keeps its routes in memory and programs nothing.
 #[derive(Debug, Default)]
 pub struct MemoryDataPlane {
     routes: Mutex<BTreeMap<Ipv6Net, Ipv6Addr>>,
     refuse: Mutex<Vec<Ipv6Net>>,
+    tenants: Mutex<BTreeMap<String, TenantRoutes>>,
+    care_of: Mutex<Option<Ipv6Addr>>,
 }
 
 impl MemoryDataPlane {
@@ -133,6 +182,16 @@ impl MemoryDataPlane {
         if let Ok(mut refuse) = self.refuse.lock() {
             refuse.push(destination);
         }
+    }
+
+    /// The tenants attached, by interface.
+    pub fn tenants(&self) -> BTreeMap<String, TenantRoutes> {
+        self.tenants.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// The care-of address set.
+    pub fn care_of(&self) -> Option<Ipv6Addr> {
+        self.care_of.lock().map(|c| *c).unwrap_or(None)
     }
 
     fn check(&self, action: &'static str, destination: Ipv6Net) -> Result<(), DataPlaneError> {
@@ -235,6 +294,50 @@ impl HomeAgentDataPlane for MemoryDataPlane {
             }
         }
         Ok(report)
+    }
+}
+
+impl MobileRouterDataPlane for MemoryDataPlane {
+    fn name(&self) -> &'static str {
+        "memory (no kernel forwarding)"
+    }
+
+    async fn set_care_of(&self, care_of: Ipv6Addr) -> Result<(), DataPlaneError> {
+        if let Ok(mut current) = self.care_of.lock() {
+            *current = Some(care_of);
+        }
+        Ok(())
+    }
+
+    async fn attach(
+        &self,
+        tenant: &TenantRoutes,
+        previous: Option<&TenantRoutes>,
+    ) -> Result<(), DataPlaneError> {
+        for prefix in &tenant.prefixes {
+            self.check("attach", *prefix)?;
+        }
+        if let Ok(mut tenants) = self.tenants.lock() {
+            if let Some(previous) = previous {
+                tenants.remove(&previous.interface);
+            }
+            tenants.insert(tenant.interface.clone(), tenant.clone());
+        }
+        Ok(())
+    }
+
+    async fn detach(&self, tenant: &TenantRoutes) -> Result<(), DataPlaneError> {
+        if let Ok(mut tenants) = self.tenants.lock() {
+            tenants.remove(&tenant.interface);
+        }
+        Ok(())
+    }
+
+    async fn remove_all(&self) -> Result<(), DataPlaneError> {
+        if let Ok(mut tenants) = self.tenants.lock() {
+            tenants.clear();
+        }
+        Ok(())
     }
 }
 

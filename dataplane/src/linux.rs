@@ -1,60 +1,86 @@
-//! The home agent's kernel data plane on Linux, programmed over rtnetlink:
-//! seg6 lightweight tunnels (RFC 2473 IPv6-in-IPv6 on the wire) with an MTU
-//! gate. The recipe, verified by hand first, is `deploy/lab/dataplane-recipe.sh`.
+//! nemo's kernel data plane on Linux, programmed over rtnetlink: seg6
+//! lightweight tunnels (RFC 2473 IPv6-in-IPv6 on the wire: `encap.red` adds no
+//! routing header) with an MTU gate. The recipe, verified by hand first, is
+//! `deploy/lab/dataplane-recipe.sh`.
 //!
+//! Home agent ([`Seg6HomeAgent`]):
 //! ```text
 //! destination (HoA/128, each MNP)
-//!   table ROUTE:  dst via fe80::2 dev nemo-g0          (into the gate, MTU 1460)
-//!   rule  900:    iif nemo-g1 lookup ENCAP
-//!   table ENCAP:  dst encap seg6 mode encap.red segs CoA dev UPLINK
+//!   table 4191 (ROUTE):  dst via fe80::2 dev nemo-g0       (into the gate)
+//!   rule  900:           iif nemo-g1 lookup 4192
+//!   table 4192 (ENCAP):  dst encap seg6 mode encap.red segs CoA dev UPLINK
+//!   rule  950:           lookup 4191
 //! reverse tunnel (RFC 3963 §6.4)
-//!   rule  500:    from CoA ipproto ipv6 lookup DECAP   (one per care-of address)
-//!   table DECAP:  HA/128 encap seg6local action End.DT6 table main
-//!   rule 1000:    lookup local                          (moved from 0, behind 500)
+//!   rule  500:           from CoA ipproto ipv6 lookup 4193  (one per care-of address)
+//!   table 4193 (DECAP):  HA/128 encap seg6local action End.DT6 table main
 //! ```
+//! Mobile router ([`Seg6MobileRouter`]), per tenant with its own table T:
+//! ```text
+//!   rule  800:           iif TENANT_IF from MNP lookup 4194
+//!   table 4194:          default via fe80::2 dev nemo-g0     (into the gate)
+//!   rule  900:           iif nemo-g1 from MNP lookup T
+//!   table T:             default encap seg6 mode encap.red segs HA dev UPLINK
+//!                        throw HA/128                          (outer packet: main)
+//!   rule  500:           from HA ipproto ipv6 lookup 4193     (one per home agent)
+//!   table 4193 (DECAP):  CoA/128 encap seg6local action End.DT6 table main
+//!   main:                MNP dev TENANT_IF
+//! ```
+//! Both: `rule 1000: lookup local`, moved from 0 so that tunnelled packets to
+//! the host's own address meet the decapsulation rules first.
 //!
 //! The gate is a veth pair whose MTU is the uplink's minus the 40 octets of
 //! encapsulation. Packets that would not fit in the tunnel meet it while
 //! still being forwarded, so the kernel answers the real sender with an
-//! ICMPv6 Packet Too Big (path MTU discovery works); seg6 alone encapsulates
-//! on input and drops them silently (GUIDE.md).
+//! ICMPv6 Packet Too Big and path MTU discovery works; seg6 alone
+//! encapsulates on input and drops them silently (GUIDE.md).
 //!
 //! Everything created carries protocol [`PROTOCOL`] (routes and rules) in
-//! nemo's own tables, so reconciliation can tell what is ours. A move to a new
-//! care-of address replaces each encapsulation route in one netlink request:
-//! there is no moment without a route.
+//! nemo's own tables, so reconciliation can tell what is ours. A move to a
+//! new care-of address replaces each encapsulation route in one netlink
+//! request: there is no moment without a route.
+//!
+//! Not built: an ip6tnl backend. This kernel has no ip6_tunnel, so nothing
+//! could verify it; [`probe`] says so.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv6Addr;
+use std::time::Duration;
 
 use futures::TryStreamExt;
 use ipnet::Ipv6Net;
-use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::address::{AddressAttribute, AddressFlags};
 use netlink_packet_route::link::LinkAttribute;
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteSeg6IpTunnel,
-    RouteSeg6LocalTunnel, Seg6Header, Seg6LocalAction, Seg6Mode,
+    RouteAddress, RouteAttribute, RouteLwTunnelEncap, RouteMessage, RouteProtocol,
+    RouteSeg6IpTunnel, RouteSeg6LocalTunnel, RouteType, Seg6Header, Seg6LocalAction, Seg6Mode,
 };
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use netlink_packet_route::IpProtocol;
 use rtnetlink::{Handle, IpVersion, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use tokio::sync::Mutex;
 
-use crate::{BindingRoutes, DataPlaneError, HomeAgentDataPlane, ReconcileReport};
+use crate::{
+    BindingRoutes, DataPlaneError, HomeAgentDataPlane, MobileRouterDataPlane, ReconcileReport,
+    TenantRoutes,
+};
 
 /// Route and rule protocol number marking what nemo installed ("N").
 pub const PROTOCOL: u8 = 78;
-/// Table of destinations pointed into the gate.
+/// Home agent: destinations pointed into the gate.
 pub const TABLE_ROUTE: u32 = 4191;
-/// Table of encapsulation routes, looked up for traffic out of the gate.
+/// Home agent: encapsulation routes, for traffic out of the gate.
 pub const TABLE_ENCAP: u32 = 4192;
-/// Table of the decapsulation route.
+/// Both: the decapsulation route.
 pub const TABLE_DECAP: u32 = 4193;
-/// Rule preference of the per-care-of-address decapsulation rules.
+/// Mobile router: tenant traffic into the gate.
+pub const TABLE_TENANT_GATE: u32 = 4194;
+/// Rule preference of the decapsulation rules.
 pub const PREF_DECAP: u32 = 500;
+/// Rule preference of "tenant traffic into the gate" (mobile router).
+pub const PREF_TENANT: u32 = 800;
 /// Rule preference of "out of the gate: encapsulate".
 pub const PREF_ENCAP: u32 = 900;
-/// Rule preference of "look up nemo's destinations".
+/// Rule preference of "look up nemo's destinations" (home agent).
 pub const PREF_ROUTE: u32 = 950;
 /// Where the local table's rule moves, behind the decapsulation rules.
 pub const PREF_LOCAL: u32 = 1000;
@@ -64,33 +90,39 @@ const GATE_IN_ADDRESS: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
 const GATE_OUT_ADDRESS: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2);
 const RT_TABLE_MAIN: u32 = 254;
 const RT_TABLE_LOCAL: u32 = 255;
-const EEXIST: i32 = 17;
 const ENOENT: i32 = 2;
 const ESRCH: i32 = 3;
 const ENOMEM: i32 = 12;
+const EEXIST: i32 = 17;
 /// Longest single wait for the kernel's per-CPU pool before giving up.
-const MAX_ENOMEM_WAIT: std::time::Duration = std::time::Duration::from_millis(1024);
+const MAX_ENOMEM_WAIT: Duration = Duration::from_millis(1024);
 
-/// Settings of the Linux data plane.
+/// What this kernel offers, for the start-up report.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Seg6Config {
-    /// The interface towards the care-of addresses.
-    pub uplink: String,
-    /// The home agent's address: the reverse tunnel's outer destination.
-    pub local_address: Ipv6Addr,
-    /// The gate's two ends.
-    pub gate: (String, String),
+pub struct Probe {
+    /// seg6 lightweight tunnels (the backend built here).
+    pub seg6: Result<(), String>,
+    /// ip6tnl devices.
+    pub ip6tnl: Result<(), String>,
 }
 
-impl Seg6Config {
-    /// Settings with the default gate names.
-    pub fn new(uplink: &str, local_address: Ipv6Addr) -> Seg6Config {
-        Seg6Config {
-            uplink: uplink.to_owned(),
-            local_address,
-            gate: ("nemo-g0".into(), "nemo-g1".into()),
-        }
-    }
+/// Looks at what the kernel offers, without changing anything.
+pub fn probe() -> Probe {
+    let seg6 = if std::path::Path::new("/proc/sys/net/ipv6/conf/all/seg6_enabled").exists() {
+        Ok(())
+    } else {
+        Err("kernel without IPv6 segment routing (no seg6_enabled sysctl)".into())
+    };
+    let ip6tnl = if std::path::Path::new("/sys/module/ip6_tunnel").exists() {
+        Err(
+            "ip6_tunnel is present, but nemo has no ip6tnl backend yet (never verified: \
+             the kernels it was built on lack ip6_tunnel)"
+                .into(),
+        )
+    } else {
+        Err("kernel without ip6_tunnel (ip6tnl devices unavailable)".into())
+    };
+    Probe { seg6, ip6tnl }
 }
 
 fn refused(action: &'static str, destination: Ipv6Net, error: rtnetlink::Error) -> DataPlaneError {
@@ -132,314 +164,64 @@ fn tolerate_missing(result: Result<(), rtnetlink::Error>) -> Result<(), rtnetlin
     }
 }
 
-/// The home agent's data plane on a Linux kernel with seg6.
-#[derive(Debug)]
-pub struct Seg6HomeAgent {
-    handle: Handle,
-    config: Seg6Config,
-    uplink: u32,
-    gate_in: u32,
-    /// Bindings per care-of address: the decapsulation rule lives while one
-    /// remains.
-    care_of_users: Mutex<HashMap<Ipv6Addr, usize>>,
+/// A policy rule of nemo's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rule {
+    preference: u32,
+    table: u32,
+    input: Option<String>,
+    source: Option<Ipv6Net>,
+    /// Only IPv6-in-IPv6 packets (ipproto 41).
+    tunnelled: bool,
 }
 
-impl Seg6HomeAgent {
-    /// Sets up what does not depend on bindings: the gate, the rules, the
-    /// decapsulation route. Idempotent; fails with a clear reason when the
-    /// kernel cannot do it (no seg6, forwarding off, no uplink).
-    pub async fn new(handle: Handle, config: Seg6Config) -> Result<Seg6HomeAgent, DataPlaneError> {
-        let forwarding = std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/forwarding")
-            .map_err(|e| unavailable(format!("reading the forwarding sysctl: {e}")))?;
-        if forwarding.trim() != "1" {
-            return Err(unavailable(
-                "IPv6 forwarding is off (net.ipv6.conf.all.forwarding=0)".into(),
-            ));
-        }
-        let (uplink, uplink_mtu) = link(&handle, &config.uplink).await?;
-        let gate_mtu = uplink_mtu.saturating_sub(ENCAPSULATION_OVERHEAD);
-        let gate_in = gate(&handle, &config.gate, gate_mtu).await?;
-        let plane = Seg6HomeAgent {
-            handle,
-            config,
-            uplink,
-            gate_in,
-            care_of_users: Mutex::new(HashMap::new()),
-        };
-        plane.rules().await?;
-        let local = Ipv6Net::from(plane.config.local_address);
-        let decap = RouteMessageBuilder::<Ipv6Addr>::new()
-            .destination_prefix(plane.config.local_address, 128)
-            .output_interface(plane.uplink)
-            .table_id(TABLE_DECAP)
-            .protocol(RouteProtocol::Other(PROTOCOL))
-            .encap_seg6local(vec![
-                RouteSeg6LocalTunnel::Action(Seg6LocalAction::EndDt6),
-                RouteSeg6LocalTunnel::Table(RT_TABLE_MAIN),
-            ])
-            .build();
-        plane
-            .handle
-            .route()
-            .add(decap)
-            .replace()
-            .execute()
-            .await
-            .map_err(|e| refused("install decapsulation route", local, e))?;
-        tracing::info!(
-            uplink = %plane.config.uplink,
-            gate_mtu,
-            local = %plane.config.local_address,
-            "seg6 data plane ready"
-        );
-        Ok(plane)
+async fn add_rule(handle: &Handle, rule: &Rule) -> Result<(), DataPlaneError> {
+    let mut request = handle
+        .rule()
+        .add()
+        .v6()
+        .priority(rule.preference)
+        .table_id(rule.table)
+        .action(RuleAction::ToTable);
+    if let Some(input) = &rule.input {
+        request = request.input_interface(input.clone());
     }
-
-    /// The fixed rules, and the local table moved behind the decapsulation
-    /// rules (the only change outside nemo's own tables).
-    async fn rules(&self) -> Result<(), DataPlaneError> {
-        let rule = |error: rtnetlink::Error| unavailable(format!("adding rule: {error}"));
-        let mut encap = self
-            .handle
-            .rule()
-            .add()
-            .v6()
-            .priority(PREF_ENCAP)
-            .table_id(TABLE_ENCAP)
-            .input_interface(self.config.gate.1.clone())
-            .action(RuleAction::ToTable);
-        encap
-            .message_mut()
-            .attributes
-            .push(RuleAttribute::Protocol(RouteProtocol::Other(PROTOCOL)));
-        tolerate_exists(encap.execute().await).map_err(rule)?;
-        let mut route = self
-            .handle
-            .rule()
-            .add()
-            .v6()
-            .priority(PREF_ROUTE)
-            .table_id(TABLE_ROUTE)
-            .action(RuleAction::ToTable);
-        route
-            .message_mut()
-            .attributes
-            .push(RuleAttribute::Protocol(RouteProtocol::Other(PROTOCOL)));
-        tolerate_exists(route.execute().await).map_err(rule)?;
-        let local = self
-            .handle
-            .rule()
-            .add()
-            .v6()
-            .priority(PREF_LOCAL)
-            .table_id(RT_TABLE_LOCAL)
-            .action(RuleAction::ToTable);
-        tolerate_exists(local.execute().await).map_err(rule)?;
-        // Now that the local table is reachable at PREF_LOCAL, drop its
-        // rule at 0, which would deliver tunnelled packets before decap.
-        for message in self.dump_rules().await? {
-            if message.header.table == RT_TABLE_LOCAL as u8 && priority(&message) == 0 {
-                tolerate_missing(self.handle.rule().del(message).execute().await)
-                    .map_err(|e| unavailable(format!("moving the local rule: {e}")))?;
-            }
-        }
-        Ok(())
+    if let Some(source) = rule.source {
+        request = request.source_prefix(source.network(), source.prefix_len());
     }
-
-    async fn dump_rules(&self) -> Result<Vec<RuleMessage>, DataPlaneError> {
-        self.handle
-            .rule()
-            .get(IpVersion::V6)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| unavailable(format!("listing rules: {e}")))
-    }
-
-    async fn add_decap_rule(&self, care_of: Ipv6Addr) -> Result<(), DataPlaneError> {
-        let mut request = self
-            .handle
-            .rule()
-            .add()
-            .v6()
-            .priority(PREF_DECAP)
-            .table_id(TABLE_DECAP)
-            .source_prefix(care_of, 128)
-            .action(RuleAction::ToTable);
-        let attributes = &mut request.message_mut().attributes;
+    let attributes = &mut request.message_mut().attributes;
+    if rule.tunnelled {
         attributes.push(RuleAttribute::IpProtocol(IpProtocol::Ipv6));
-        attributes.push(RuleAttribute::Protocol(RouteProtocol::Other(PROTOCOL)));
-        tolerate_exists(request.execute().await)
-            .map_err(|e| refused("add decapsulation rule for", Ipv6Net::from(care_of), e))
     }
+    attributes.push(RuleAttribute::Protocol(RouteProtocol::Other(PROTOCOL)));
+    tolerate_exists(request.execute().await)
+        .map_err(|e| unavailable(format!("adding rule {rule:?}: {e}")))
+}
 
-    async fn remove_decap_rule(&self, care_of: Ipv6Addr) -> Result<(), DataPlaneError> {
-        for message in self.dump_rules().await? {
-            if is_decap_rule(&message) && rule_source(&message) == Some(care_of) {
-                tolerate_missing(self.handle.rule().del(message).execute().await).map_err(|e| {
-                    refused("remove decapsulation rule for", Ipv6Net::from(care_of), e)
-                })?;
-            }
+async fn dump_rules(handle: &Handle) -> Result<Vec<RuleMessage>, DataPlaneError> {
+    handle
+        .rule()
+        .get(IpVersion::V6)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| unavailable(format!("listing rules: {e}")))
+}
+
+/// Removes the rules `select` picks.
+async fn remove_rules(
+    handle: &Handle,
+    select: impl Fn(&RuleMessage) -> bool,
+) -> Result<usize, DataPlaneError> {
+    let mut removed = 0;
+    for message in dump_rules(handle).await? {
+        if select(&message) {
+            tolerate_missing(handle.rule().del(message).execute().await)
+                .map_err(|e| unavailable(format!("removing rule: {e}")))?;
+            removed += 1;
         }
-        Ok(())
     }
-
-    fn gate_route(&self, destination: Ipv6Net) -> RouteMessage {
-        RouteMessageBuilder::<Ipv6Addr>::new()
-            .destination_prefix(destination.network(), destination.prefix_len())
-            .gateway(GATE_OUT_ADDRESS)
-            .output_interface(self.gate_in)
-            .table_id(TABLE_ROUTE)
-            .protocol(RouteProtocol::Other(PROTOCOL))
-            .build()
-    }
-
-    fn encap_route(&self, destination: Ipv6Net, care_of: Ipv6Addr) -> RouteMessage {
-        let mut header = Seg6Header::default();
-        // encap.red (reduced): no routing header, plain IPv6-in-IPv6 on the
-        // wire, next header 41 (GUIDE.md).
-        header.mode = Seg6Mode::Other(3);
-        header.segments = vec![care_of];
-        RouteMessageBuilder::<Ipv6Addr>::new()
-            .destination_prefix(destination.network(), destination.prefix_len())
-            .output_interface(self.uplink)
-            .table_id(TABLE_ENCAP)
-            .protocol(RouteProtocol::Other(PROTOCOL))
-            .encap_seg6(vec![RouteSeg6IpTunnel::Seg6(header)])
-            .build()
-    }
-
-    async fn install(&self, destination: Ipv6Net, care_of: Ipv6Addr) -> Result<(), DataPlaneError> {
-        // Encapsulation first: the gate route then never leads nowhere.
-        // Each seg6 route takes a per-CPU cache allocated atomically, from a
-        // pool the kernel refills in the background; installing routes in a
-        // burst empties it and the kernel answers ENOMEM (measured: after
-        // about 12,500 routes at full speed, "percpu: atomic alloc failed"
-        // in the kernel log). Waiting lets the pool refill.
-        let mut wait = std::time::Duration::from_millis(1);
-        loop {
-            let result = self
-                .handle
-                .route()
-                .add(self.encap_route(destination, care_of))
-                .replace()
-                .execute()
-                .await;
-            match result {
-                Err(error) if errno(&error) == Some(ENOMEM) && wait < MAX_ENOMEM_WAIT => {
-                    tokio::time::sleep(wait).await;
-                    wait *= 2;
-                }
-                other => {
-                    other
-                        .map_err(|e| refused("install encapsulation route for", destination, e))?;
-                    break;
-                }
-            }
-        }
-        self.handle
-            .route()
-            .add(self.gate_route(destination))
-            .replace()
-            .execute()
-            .await
-            .map_err(|e| refused("install route for", destination, e))
-    }
-
-    async fn uninstall(&self, destination: Ipv6Net) -> Result<(), DataPlaneError> {
-        self.delete_route(TABLE_ROUTE, destination).await?;
-        self.delete_route(TABLE_ENCAP, destination).await
-    }
-
-    async fn use_care_of(&self, care_of: Ipv6Addr) -> Result<(), DataPlaneError> {
-        let mut users = self.care_of_users.lock().await;
-        let count = users.entry(care_of).or_insert(0);
-        if *count == 0 {
-            self.add_decap_rule(care_of).await?;
-        }
-        *count += 1;
-        Ok(())
-    }
-
-    async fn release_care_of(&self, care_of: Ipv6Addr) -> Result<(), DataPlaneError> {
-        let mut users = self.care_of_users.lock().await;
-        let Some(count) = users.get_mut(&care_of) else {
-            return Ok(());
-        };
-        *count -= 1;
-        if *count == 0 {
-            users.remove(&care_of);
-            self.remove_decap_rule(care_of).await?;
-        }
-        Ok(())
-    }
-
-    /// The destinations (and, for encapsulation routes, the care-of
-    /// address) of nemo's routes in a table. Streams the dump and keeps only
-    /// these pairs, so memory follows nemo's routes, not the kernel's.
-    async fn owned_routes(
-        &self,
-        table: u32,
-    ) -> Result<Vec<(Ipv6Net, Option<Ipv6Addr>)>, DataPlaneError> {
-        self.handle
-            .route()
-            .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
-            .execute()
-            .try_filter_map(|m| async move {
-                let ours =
-                    route_table(&m) == table && m.header.protocol == RouteProtocol::Other(PROTOCOL);
-                Ok(ours
-                    .then(|| route_destination(&m).map(|d| (d, route_segment(&m))))
-                    .flatten())
-            })
-            .try_collect()
-            .await
-            .map_err(|e| unavailable(format!("listing routes: {e}")))
-    }
-
-    /// Deletes nemo's route to `destination` in `table`.
-    async fn delete_route(&self, table: u32, destination: Ipv6Net) -> Result<(), DataPlaneError> {
-        let mut message = RouteMessageBuilder::<Ipv6Addr>::new()
-            .destination_prefix(destination.network(), destination.prefix_len())
-            .table_id(table)
-            .build();
-        message.header.protocol = RouteProtocol::Other(PROTOCOL);
-        tolerate_missing(self.handle.route().del(message).execute().await)
-            .map_err(|e| refused("remove route for", destination, e))
-    }
-
-    /// Removes everything this data plane installed: routes, rules, the gate;
-    /// and puts the local table's rule back at 0. For shutdown.
-    pub async fn teardown(&self) -> Result<(), DataPlaneError> {
-        for table in [TABLE_ROUTE, TABLE_ENCAP, TABLE_DECAP] {
-            for (destination, _) in self.owned_routes(table).await? {
-                self.delete_route(table, destination).await?;
-            }
-        }
-        let local_back = self
-            .handle
-            .rule()
-            .add()
-            .v6()
-            .priority(0)
-            .table_id(RT_TABLE_LOCAL)
-            .action(RuleAction::ToTable);
-        tolerate_exists(local_back.execute().await)
-            .map_err(|e| unavailable(format!("restoring the local rule: {e}")))?;
-        for message in self.dump_rules().await? {
-            let ours = is_ours(&message);
-            let moved_local =
-                message.header.table == RT_TABLE_LOCAL as u8 && priority(&message) == PREF_LOCAL;
-            if ours || moved_local {
-                tolerate_missing(self.handle.rule().del(message).execute().await)
-                    .map_err(|e| unavailable(format!("removing rule: {e}")))?;
-            }
-        }
-        tolerate_missing(self.handle.link().del(self.gate_in).execute().await)
-            .map_err(|e| unavailable(format!("removing the gate: {e}")))?;
-        self.care_of_users.lock().await.clear();
-        Ok(())
-    }
+    Ok(removed)
 }
 
 /// A rule's preference; the kernel leaves the attribute out for 0.
@@ -471,6 +253,24 @@ fn is_decap_rule(message: &RuleMessage) -> bool {
     priority(message) == PREF_DECAP && is_ours(message)
 }
 
+fn is_local_rule(message: &RuleMessage, preference: u32) -> bool {
+    message.header.table == RT_TABLE_LOCAL as u8
+        && priority(message) == preference
+        && !is_ours(message)
+}
+
+async fn add_local_rule(handle: &Handle, preference: u32) -> Result<(), DataPlaneError> {
+    let request = handle
+        .rule()
+        .add()
+        .v6()
+        .priority(preference)
+        .table_id(RT_TABLE_LOCAL)
+        .action(RuleAction::ToTable);
+    tolerate_exists(request.execute().await)
+        .map_err(|e| unavailable(format!("adding the local rule at {preference}: {e}")))
+}
+
 fn route_table(message: &RouteMessage) -> u32 {
     message
         .attributes
@@ -483,20 +283,23 @@ fn route_table(message: &RouteMessage) -> u32 {
 }
 
 fn route_destination(message: &RouteMessage) -> Option<Ipv6Net> {
-    message.attributes.iter().find_map(|a| match a {
-        RouteAttribute::Destination(RouteAddress::Inet6(address)) => {
-            Ipv6Net::new(*address, message.header.destination_prefix_length).ok()
-        }
+    let address = message.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Destination(RouteAddress::Inet6(address)) => Some(*address),
         _ => None,
-    })
+    });
+    Ipv6Net::new(
+        address.unwrap_or(Ipv6Addr::UNSPECIFIED),
+        message.header.destination_prefix_length,
+    )
+    .ok()
 }
 
-/// The care-of address of an encapsulation route.
+/// The first segment of an encapsulation route: the tunnel's far end.
 fn route_segment(message: &RouteMessage) -> Option<Ipv6Addr> {
     message.attributes.iter().find_map(|a| match a {
         RouteAttribute::Encap(encaps) => encaps.iter().find_map(|e| match e {
-            netlink_packet_route::route::RouteLwTunnelEncap::Seg6(RouteSeg6IpTunnel::Seg6(h)) => {
-                h.segments.first().copied()
+            RouteLwTunnelEncap::Seg6(RouteSeg6IpTunnel::Seg6(header)) => {
+                header.segments.first().copied()
             }
             _ => None,
         }),
@@ -523,9 +326,199 @@ async fn link(handle: &Handle, name: &str) -> Result<(u32, u32), DataPlaneError>
     Ok((link.header.index, mtu))
 }
 
+/// The host-wide part both sides share: the gate, the local rule moved, and
+/// the uplink found.
+#[derive(Debug)]
+struct Host {
+    handle: Handle,
+    uplink: u32,
+    gate: (String, String),
+    gate_in: u32,
+    gate_mtu: u32,
+}
+
+impl Host {
+    async fn prepare(
+        handle: Handle,
+        uplink: &str,
+        gate: (String, String),
+    ) -> Result<Host, DataPlaneError> {
+        if let Err(reason) = probe().seg6 {
+            return Err(unavailable(reason));
+        }
+        let forwarding = std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/forwarding")
+            .map_err(|e| unavailable(format!("reading the forwarding sysctl: {e}")))?;
+        if forwarding.trim() != "1" {
+            return Err(unavailable(
+                "IPv6 forwarding is off (net.ipv6.conf.all.forwarding=0)".into(),
+            ));
+        }
+        let (uplink, uplink_mtu) = link(&handle, uplink).await?;
+        let gate_mtu = uplink_mtu.saturating_sub(ENCAPSULATION_OVERHEAD);
+        let gate_in = create_gate(&handle, &gate, gate_mtu).await?;
+        // The local table reachable at PREF_LOCAL first, then its rule at 0
+        // goes (it would deliver tunnelled packets before decapsulation).
+        add_local_rule(&handle, PREF_LOCAL).await?;
+        remove_rules(&handle, |m| is_local_rule(m, 0)).await?;
+        Ok(Host {
+            handle,
+            uplink,
+            gate,
+            gate_in,
+            gate_mtu,
+        })
+    }
+
+    /// Installs a route, waiting out the kernel's per-CPU ENOMEM. Each seg6
+    /// route takes a per-CPU cache allocated atomically, from a pool the
+    /// kernel refills in the background; a burst of routes empties it
+    /// (measured: after about 12,500 routes at full speed, "percpu: atomic
+    /// alloc failed" in the kernel log). Waiting lets the pool refill.
+    async fn install(
+        &self,
+        message: RouteMessage,
+        destination: Ipv6Net,
+    ) -> Result<(), DataPlaneError> {
+        let mut wait = Duration::from_millis(1);
+        loop {
+            let result = self
+                .handle
+                .route()
+                .add(message.clone())
+                .replace()
+                .execute()
+                .await;
+            match result {
+                Err(error) if errno(&error) == Some(ENOMEM) && wait < MAX_ENOMEM_WAIT => {
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                other => return other.map_err(|e| refused("install route for", destination, e)),
+            }
+        }
+    }
+
+    /// Deletes nemo's route to `destination` in `table`.
+    async fn delete_route(&self, table: u32, destination: Ipv6Net) -> Result<(), DataPlaneError> {
+        let mut message = RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(destination.network(), destination.prefix_len())
+            .table_id(table)
+            .build();
+        message.header.protocol = RouteProtocol::Other(PROTOCOL);
+        tolerate_missing(self.handle.route().del(message).execute().await)
+            .map_err(|e| refused("remove route for", destination, e))
+    }
+
+    /// The destinations (and, for encapsulation routes, the far end) of
+    /// nemo's routes in a table. Streams the dump and keeps only these
+    /// pairs, so memory follows nemo's routes, not the kernel's.
+    async fn owned_routes(
+        &self,
+        table: u32,
+    ) -> Result<Vec<(Ipv6Net, Option<Ipv6Addr>)>, DataPlaneError> {
+        self.handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
+            .execute()
+            .try_filter_map(|m| async move {
+                let ours =
+                    route_table(&m) == table && m.header.protocol == RouteProtocol::Other(PROTOCOL);
+                Ok(ours
+                    .then(|| route_destination(&m).map(|d| (d, route_segment(&m))))
+                    .flatten())
+            })
+            .try_collect()
+            .await
+            .map_err(|e| unavailable(format!("listing routes: {e}")))
+    }
+
+    fn gate_route(&self, destination: Ipv6Net, table: u32) -> RouteMessage {
+        RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(destination.network(), destination.prefix_len())
+            .gateway(GATE_OUT_ADDRESS)
+            .output_interface(self.gate_in)
+            .table_id(table)
+            .protocol(RouteProtocol::Other(PROTOCOL))
+            .build()
+    }
+
+    /// `destination encap seg6 mode encap.red segs far_end dev UPLINK`:
+    /// plain IPv6-in-IPv6 on the wire, next header 41 (GUIDE.md).
+    fn encap_route(&self, destination: Ipv6Net, far_end: Ipv6Addr, table: u32) -> RouteMessage {
+        let mut header = Seg6Header::default();
+        header.mode = Seg6Mode::Other(3);
+        header.segments = vec![far_end];
+        RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(destination.network(), destination.prefix_len())
+            .output_interface(self.uplink)
+            .table_id(table)
+            .protocol(RouteProtocol::Other(PROTOCOL))
+            .encap_seg6(vec![RouteSeg6IpTunnel::Seg6(header)])
+            .build()
+    }
+
+    /// `local/128 encap seg6local action End.DT6 table main`: takes the
+    /// inner packet out and routes it.
+    async fn set_decap_address(&self, local: Ipv6Addr) -> Result<(), DataPlaneError> {
+        let destination = Ipv6Net::from(local);
+        for (stale, _) in self.owned_routes(TABLE_DECAP).await? {
+            if stale != destination {
+                self.delete_route(TABLE_DECAP, stale).await?;
+            }
+        }
+        let decap = RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(local, 128)
+            .output_interface(self.uplink)
+            .table_id(TABLE_DECAP)
+            .protocol(RouteProtocol::Other(PROTOCOL))
+            .encap_seg6local(vec![
+                RouteSeg6LocalTunnel::Action(Seg6LocalAction::EndDt6),
+                RouteSeg6LocalTunnel::Table(RT_TABLE_MAIN),
+            ])
+            .build();
+        self.install(decap, destination).await
+    }
+
+    fn decap_rule(peer: Ipv6Addr) -> Rule {
+        Rule {
+            preference: PREF_DECAP,
+            table: TABLE_DECAP,
+            input: None,
+            source: Some(Ipv6Net::from(peer)),
+            tunnelled: true,
+        }
+    }
+
+    async fn remove_decap_rule(&self, peer: Ipv6Addr) -> Result<(), DataPlaneError> {
+        remove_rules(&self.handle, |m| {
+            is_decap_rule(m) && rule_source(m) == Some(peer)
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Removes every route in `tables` and rule of nemo's, the gate, and
+    /// puts the local table's rule back at 0.
+    async fn teardown(&self, tables: &[u32]) -> Result<(), DataPlaneError> {
+        for table in tables {
+            for (destination, _) in self.owned_routes(*table).await? {
+                self.delete_route(*table, destination).await?;
+            }
+        }
+        add_local_rule(&self.handle, 0).await?;
+        remove_rules(&self.handle, |m| is_ours(m) || is_local_rule(m, PREF_LOCAL)).await?;
+        tolerate_missing(self.handle.link().del(self.gate_in).execute().await)
+            .map_err(|e| unavailable(format!("removing the gate {}: {e}", self.gate.0)))
+    }
+}
+
 /// Creates (or finds) the gate, sets its MTU, brings it up and gives its
 /// ends their link-local addresses. Returns the entry's index.
-async fn gate(handle: &Handle, names: &(String, String), mtu: u32) -> Result<u32, DataPlaneError> {
+async fn create_gate(
+    handle: &Handle,
+    names: &(String, String),
+    mtu: u32,
+) -> Result<u32, DataPlaneError> {
     let failed = |what: &str, e: rtnetlink::Error| unavailable(format!("gate {what}: {e}"));
     tolerate_exists(
         handle
@@ -535,7 +528,7 @@ async fn gate(handle: &Handle, names: &(String, String), mtu: u32) -> Result<u32
             .await,
     )
     .map_err(|e| failed("create", e))?;
-    let mut indexes = Vec::new();
+    let mut entry = 0;
     for (name, address) in [(&names.0, GATE_IN_ADDRESS), (&names.1, GATE_OUT_ADDRESS)] {
         let (index, _) = link(handle, name).await?;
         handle
@@ -549,13 +542,134 @@ async fn gate(handle: &Handle, names: &(String, String), mtu: u32) -> Result<u32
         request
             .message_mut()
             .attributes
-            .push(AddressAttribute::Flags(
-                netlink_packet_route::address::AddressFlags::Nodad,
-            ));
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
         tolerate_exists(request.execute().await).map_err(|e| failed("address", e))?;
-        indexes.push(index);
+        if address == GATE_IN_ADDRESS {
+            entry = index;
+        }
     }
-    Ok(indexes[0])
+    Ok(entry)
+}
+
+/// Settings of the Linux data plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seg6Config {
+    /// The interface towards the tunnel's far ends.
+    pub uplink: String,
+    /// This host's tunnel address: the home agent's address, or the mobile
+    /// router's care-of address (which [`Seg6MobileRouter::set_care_of`]
+    /// changes).
+    pub local_address: Ipv6Addr,
+    /// The gate's two ends.
+    pub gate: (String, String),
+}
+
+impl Seg6Config {
+    /// Settings with the default gate names.
+    pub fn new(uplink: &str, local_address: Ipv6Addr) -> Seg6Config {
+        Seg6Config {
+            uplink: uplink.to_owned(),
+            local_address,
+            gate: ("nemo-g0".into(), "nemo-g1".into()),
+        }
+    }
+}
+
+/// The home agent's data plane on a Linux kernel with seg6.
+#[derive(Debug)]
+pub struct Seg6HomeAgent {
+    host: Host,
+    /// Bindings per care-of address: the decapsulation rule lives while one
+    /// remains.
+    care_of_users: Mutex<HashMap<Ipv6Addr, usize>>,
+}
+
+impl Seg6HomeAgent {
+    /// Sets up what does not depend on bindings: the gate, the rules, the
+    /// decapsulation route. Idempotent; fails with a clear reason when the
+    /// kernel cannot do it (no seg6, forwarding off, no uplink).
+    pub async fn new(handle: Handle, config: Seg6Config) -> Result<Seg6HomeAgent, DataPlaneError> {
+        let host = Host::prepare(handle, &config.uplink, config.gate.clone()).await?;
+        for rule in [
+            Rule {
+                preference: PREF_ENCAP,
+                table: TABLE_ENCAP,
+                input: Some(host.gate.1.clone()),
+                source: None,
+                tunnelled: false,
+            },
+            Rule {
+                preference: PREF_ROUTE,
+                table: TABLE_ROUTE,
+                input: None,
+                source: None,
+                tunnelled: false,
+            },
+        ] {
+            add_rule(&host.handle, &rule).await?;
+        }
+        host.set_decap_address(config.local_address).await?;
+        tracing::info!(
+            uplink = %config.uplink,
+            gate_mtu = host.gate_mtu,
+            local = %config.local_address,
+            "seg6 home-agent data plane ready"
+        );
+        Ok(Seg6HomeAgent {
+            host,
+            care_of_users: Mutex::new(HashMap::new()),
+        })
+    }
+
+    async fn install(&self, destination: Ipv6Net, care_of: Ipv6Addr) -> Result<(), DataPlaneError> {
+        // Encapsulation first: the gate route then never leads nowhere.
+        let host = &self.host;
+        host.install(
+            host.encap_route(destination, care_of, TABLE_ENCAP),
+            destination,
+        )
+        .await?;
+        host.install(host.gate_route(destination, TABLE_ROUTE), destination)
+            .await
+    }
+
+    async fn uninstall(&self, destination: Ipv6Net) -> Result<(), DataPlaneError> {
+        self.host.delete_route(TABLE_ROUTE, destination).await?;
+        self.host.delete_route(TABLE_ENCAP, destination).await
+    }
+
+    async fn use_care_of(&self, care_of: Ipv6Addr) -> Result<(), DataPlaneError> {
+        let mut users = self.care_of_users.lock().await;
+        let count = users.entry(care_of).or_insert(0);
+        if *count == 0 {
+            add_rule(&self.host.handle, &Host::decap_rule(care_of)).await?;
+        }
+        *count += 1;
+        Ok(())
+    }
+
+    async fn release_care_of(&self, care_of: Ipv6Addr) -> Result<(), DataPlaneError> {
+        let mut users = self.care_of_users.lock().await;
+        let Some(count) = users.get_mut(&care_of) else {
+            return Ok(());
+        };
+        *count -= 1;
+        if *count == 0 {
+            users.remove(&care_of);
+            self.host.remove_decap_rule(care_of).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes everything this data plane installed and puts the local
+    /// table's rule back at 0. For shutdown.
+    pub async fn teardown(&self) -> Result<(), DataPlaneError> {
+        self.host
+            .teardown(&[TABLE_ROUTE, TABLE_ENCAP, TABLE_DECAP])
+            .await?;
+        self.care_of_users.lock().await.clear();
+        Ok(())
+    }
 }
 
 impl HomeAgentDataPlane for Seg6HomeAgent {
@@ -597,19 +711,20 @@ impl HomeAgentDataPlane for Seg6HomeAgent {
         self.release_care_of(routes.care_of).await
     }
 
-    async fn remove_all(&self) -> Result<(), DataPlaneError> {
-        self.teardown().await
-    }
-
     async fn reconcile(&self, all: &[BindingRoutes]) -> Result<ReconcileReport, DataPlaneError> {
         let wanted: HashMap<Ipv6Net, Ipv6Addr> = all
             .iter()
             .flat_map(|r| r.destinations().map(move |d| (d, r.care_of)))
             .collect();
         let mut report = ReconcileReport::default();
-        let encap: HashMap<Ipv6Net, Option<Ipv6Addr>> =
-            self.owned_routes(TABLE_ENCAP).await?.into_iter().collect();
+        let encap: HashMap<Ipv6Net, Option<Ipv6Addr>> = self
+            .host
+            .owned_routes(TABLE_ENCAP)
+            .await?
+            .into_iter()
+            .collect();
         let gated: BTreeSet<Ipv6Net> = self
+            .host
             .owned_routes(TABLE_ROUTE)
             .await?
             .into_iter()
@@ -634,20 +749,197 @@ impl HomeAgentDataPlane for Seg6HomeAgent {
         for routes in all {
             *users.entry(routes.care_of).or_insert(0) += 1;
         }
-        for message in self.dump_rules().await? {
-            if is_decap_rule(&message) {
-                let source = rule_source(&message);
-                if source.is_none_or(|s| !users.contains_key(&s)) {
-                    tolerate_missing(self.handle.rule().del(message).execute().await)
-                        .map_err(|e| unavailable(format!("removing stale rule: {e}")))?;
-                    report.removed += 1;
-                }
-            }
-        }
+        report.removed += remove_rules(&self.host.handle, |m| {
+            is_decap_rule(m) && rule_source(m).is_none_or(|s| !users.contains_key(&s))
+        })
+        .await?;
         for care_of in users.keys() {
-            self.add_decap_rule(*care_of).await?;
+            add_rule(&self.host.handle, &Host::decap_rule(*care_of)).await?;
         }
         *self.care_of_users.lock().await = users;
         Ok(report)
+    }
+
+    async fn remove_all(&self) -> Result<(), DataPlaneError> {
+        self.teardown().await
+    }
+}
+
+/// The mobile router's data plane on a Linux kernel with seg6: one host
+/// hosting any number of tenant instances, each with its own table.
+#[derive(Debug)]
+pub struct Seg6MobileRouter {
+    host: Host,
+    /// Tenants per home agent: the decapsulation rule for a home agent
+    /// lives while one of its tenants remains.
+    home_agent_users: Mutex<HashMap<Ipv6Addr, usize>>,
+}
+
+impl Seg6MobileRouter {
+    /// Sets up the host: the gate, the tenant gate table, the local rule
+    /// moved, and decapsulation at the care-of address.
+    pub async fn new(
+        handle: Handle,
+        config: Seg6Config,
+    ) -> Result<Seg6MobileRouter, DataPlaneError> {
+        let host = Host::prepare(handle, &config.uplink, config.gate.clone()).await?;
+        let default = Ipv6Net::default();
+        host.install(host.gate_route(default, TABLE_TENANT_GATE), default)
+            .await?;
+        host.set_decap_address(config.local_address).await?;
+        tracing::info!(
+            uplink = %config.uplink,
+            gate_mtu = host.gate_mtu,
+            care_of = %config.local_address,
+            "seg6 mobile-router data plane ready"
+        );
+        Ok(Seg6MobileRouter {
+            host,
+            home_agent_users: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn tenant_rules(&self, tenant: &TenantRoutes) -> Vec<Rule> {
+        tenant
+            .prefixes
+            .iter()
+            .flat_map(|prefix| {
+                [
+                    Rule {
+                        preference: PREF_TENANT,
+                        table: TABLE_TENANT_GATE,
+                        input: Some(tenant.interface.clone()),
+                        source: Some(*prefix),
+                        tunnelled: false,
+                    },
+                    Rule {
+                        preference: PREF_ENCAP,
+                        table: tenant.table,
+                        input: Some(self.host.gate.1.clone()),
+                        source: Some(*prefix),
+                        tunnelled: false,
+                    },
+                ]
+            })
+            .collect()
+    }
+
+    fn prefix_route(&self, prefix: Ipv6Net, interface: u32) -> RouteMessage {
+        RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(prefix.network(), prefix.prefix_len())
+            .output_interface(interface)
+            .table_id(RT_TABLE_MAIN)
+            .protocol(RouteProtocol::Other(PROTOCOL))
+            .build()
+    }
+
+    async fn remove_tenant(&self, tenant: &TenantRoutes) -> Result<(), DataPlaneError> {
+        for prefix in &tenant.prefixes {
+            let source = Some(prefix.network());
+            remove_rules(&self.host.handle, |m| {
+                is_ours(m)
+                    && matches!(priority(m), PREF_TENANT | PREF_ENCAP)
+                    && rule_source(m) == source
+                    && m.header.src_len == prefix.prefix_len()
+            })
+            .await?;
+            self.host.delete_route(RT_TABLE_MAIN, *prefix).await?;
+        }
+        for (destination, _) in self.host.owned_routes(tenant.table).await? {
+            self.host.delete_route(tenant.table, destination).await?;
+        }
+        let mut users = self.home_agent_users.lock().await;
+        if let Some(count) = users.get_mut(&tenant.home_agent) {
+            *count -= 1;
+            if *count == 0 {
+                users.remove(&tenant.home_agent);
+                self.host.remove_decap_rule(tenant.home_agent).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl MobileRouterDataPlane for Seg6MobileRouter {
+    fn name(&self) -> &'static str {
+        "seg6 encap.red with MTU gate"
+    }
+
+    async fn set_care_of(&self, care_of: Ipv6Addr) -> Result<(), DataPlaneError> {
+        self.host.set_decap_address(care_of).await
+    }
+
+    async fn attach(
+        &self,
+        tenant: &TenantRoutes,
+        previous: Option<&TenantRoutes>,
+    ) -> Result<(), DataPlaneError> {
+        if let Some(previous) = previous {
+            if previous != tenant {
+                self.remove_tenant(previous).await?;
+            }
+        }
+        let host = &self.host;
+        let (interface, _) = link(&host.handle, &tenant.interface).await?;
+        {
+            let mut users = self.home_agent_users.lock().await;
+            let count = users.entry(tenant.home_agent).or_insert(0);
+            if *count == 0 {
+                add_rule(&host.handle, &Host::decap_rule(tenant.home_agent)).await?;
+            }
+            *count += 1;
+        }
+        // The tenant's table: everything to the home agent, except the home
+        // agent itself (the outer packet), which goes back to the main table.
+        let default = Ipv6Net::default();
+        host.install(
+            host.encap_route(default, tenant.home_agent, tenant.table),
+            default,
+        )
+        .await?;
+        let home_agent = Ipv6Net::from(tenant.home_agent);
+        let mut throw = RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(tenant.home_agent, 128)
+            .table_id(tenant.table)
+            .protocol(RouteProtocol::Other(PROTOCOL))
+            .kind(RouteType::Throw)
+            .build();
+        throw.header.scope = netlink_packet_route::route::RouteScope::Universe;
+        host.install(throw, home_agent).await?;
+        for prefix in &tenant.prefixes {
+            host.install(self.prefix_route(*prefix, interface), *prefix)
+                .await?;
+        }
+        for rule in self.tenant_rules(tenant) {
+            add_rule(&host.handle, &rule).await?;
+        }
+        Ok(())
+    }
+
+    async fn detach(&self, tenant: &TenantRoutes) -> Result<(), DataPlaneError> {
+        self.remove_tenant(tenant).await
+    }
+
+    async fn remove_all(&self) -> Result<(), DataPlaneError> {
+        let mut tables = vec![TABLE_DECAP, TABLE_TENANT_GATE, RT_TABLE_MAIN];
+        // Tenant tables are whatever tables hold nemo's rules at PREF_ENCAP.
+        for message in dump_rules(&self.host.handle).await? {
+            if is_ours(&message) && priority(&message) == PREF_ENCAP {
+                let table = message
+                    .attributes
+                    .iter()
+                    .find_map(|a| match a {
+                        RuleAttribute::Table(t) => Some(*t),
+                        _ => None,
+                    })
+                    .unwrap_or(u32::from(message.header.table));
+                if !tables.contains(&table) {
+                    tables.push(table);
+                }
+            }
+        }
+        self.host.teardown(&tables).await?;
+        self.home_agent_users.lock().await.clear();
+        Ok(())
     }
 }

@@ -3,8 +3,9 @@
 //! with full-size packets on 1500-byte links, a binding re-pointed to another
 //! care-of address, reconciliation, and teardown leaving nothing behind.
 //!
-//! The mobile-router side is set up with `ip` (its netlink backend is still
-//! to come), following deploy/lab/dataplane-recipe.sh.
+//! Both ends through the crate: the home agent with `Seg6HomeAgent`, two
+//! mobile routers with `Seg6MobileRouter` (the recipe is
+//! deploy/lab/dataplane-recipe.sh).
 //!
 //! Needs root, iproute2, ping and iperf3; skips loudly without them unless
 //! NEMO_REQUIRE_NETNS is set (CI sets it).
@@ -15,8 +16,10 @@ use std::net::Ipv6Addr;
 use std::process::Output;
 use std::sync::mpsc;
 
-use nemo_dataplane::linux::{Seg6Config, Seg6HomeAgent};
-use nemo_dataplane::{BindingRoutes, HomeAgentDataPlane, ReconcileReport};
+use nemo_dataplane::linux::{Seg6Config, Seg6HomeAgent, Seg6MobileRouter};
+use nemo_dataplane::{
+    BindingRoutes, HomeAgentDataPlane, MobileRouterDataPlane, ReconcileReport, TenantRoutes,
+};
 use nemo_testkit::{netns_available, require, runs, Netns};
 
 const MUST_RUN: &str = "NEMO_REQUIRE_NETNS";
@@ -40,26 +43,30 @@ fn routes(care_of: &str, prefixes: &[&str]) -> BindingRoutes {
     }
 }
 
-/// Work for the thread that owns the data plane inside the home agent's
-/// namespace.
+/// Work for a thread that owns a data plane inside a namespace.
 enum Step {
     Set(BindingRoutes, Option<BindingRoutes>),
     Clear(BindingRoutes),
     Reconcile(Vec<BindingRoutes>),
-    Teardown,
+    Attach(TenantRoutes),
+    Detach(TenantRoutes),
+    RemoveAll,
 }
 
 type Reply = Result<Option<ReconcileReport>, String>;
+type Steps = mpsc::Sender<(Step, mpsc::Sender<Reply>)>;
 
-/// Starts the data plane in `ha`, returning a channel of steps.
-fn data_plane(
-    ha: &Netns,
-) -> (
-    mpsc::Sender<(Step, mpsc::Sender<Reply>)>,
-    std::thread::JoinHandle<()>,
-) {
+enum Plane {
+    HomeAgent(Seg6HomeAgent),
+    MobileRouter(Seg6MobileRouter),
+}
+
+/// Starts a data plane in `ns` (a home agent's when `home_agent`, else a
+/// mobile router's) and returns a channel of steps for it.
+fn data_plane(ns: &Netns, home_agent: bool, local: &str) -> (Steps, std::thread::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel::<(Step, mpsc::Sender<Reply>)>();
-    let thread = ha.spawn_in(move || {
+    let local = addr(local);
+    let thread = ns.spawn_in(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -67,20 +74,35 @@ fn data_plane(
         runtime.block_on(async move {
             let (connection, handle, _) = rtnetlink::new_connection().unwrap();
             tokio::spawn(connection);
-            let mut plane = Some(
-                Seg6HomeAgent::new(handle, Seg6Config::new("h1", addr(HA)))
-                    .await
-                    .unwrap(),
-            );
+            let uplink = if home_agent { "h1" } else { "u0" };
+            let config = Seg6Config::new(uplink, local);
+            let plane = if home_agent {
+                Plane::HomeAgent(Seg6HomeAgent::new(handle, config).await.unwrap())
+            } else {
+                Plane::MobileRouter(Seg6MobileRouter::new(handle, config).await.unwrap())
+            };
             while let Ok((step, reply)) = rx.recv() {
-                let Some(current) = plane.as_ref() else { break };
-                let result = match step {
-                    Step::Set(routes, previous) => {
-                        current.set(&routes, previous.as_ref()).await.map(|()| None)
+                let result = match (&plane, step) {
+                    (Plane::HomeAgent(p), Step::Set(routes, previous)) => {
+                        p.set(&routes, previous.as_ref()).await.map(|()| None)
                     }
-                    Step::Clear(routes) => current.clear(&routes).await.map(|()| None),
-                    Step::Reconcile(all) => current.reconcile(&all).await.map(Some),
-                    Step::Teardown => plane.take().unwrap().remove_all().await.map(|()| None),
+                    (Plane::HomeAgent(p), Step::Clear(routes)) => {
+                        p.clear(&routes).await.map(|()| None)
+                    }
+                    (Plane::HomeAgent(p), Step::Reconcile(all)) => {
+                        p.reconcile(&all).await.map(Some)
+                    }
+                    (Plane::HomeAgent(p), Step::RemoveAll) => p.teardown().await.map(|()| None),
+                    (Plane::MobileRouter(p), Step::Attach(tenant)) => {
+                        p.attach(&tenant, None).await.map(|()| None)
+                    }
+                    (Plane::MobileRouter(p), Step::Detach(tenant)) => {
+                        p.detach(&tenant).await.map(|()| None)
+                    }
+                    (Plane::MobileRouter(p), Step::RemoveAll) => {
+                        MobileRouterDataPlane::remove_all(p).await.map(|()| None)
+                    }
+                    _ => panic!("step not for this data plane"),
                 };
                 reply.send(result.map_err(|e| e.to_string())).unwrap();
             }
@@ -89,10 +111,19 @@ fn data_plane(
     (tx, thread)
 }
 
-fn step(plane: &mpsc::Sender<(Step, mpsc::Sender<Reply>)>, step: Step) -> Option<ReconcileReport> {
+fn step(plane: &Steps, step: Step) -> Option<ReconcileReport> {
     let (tx, rx) = mpsc::channel();
     plane.send((step, tx)).unwrap();
     rx.recv().unwrap().unwrap()
+}
+
+fn tenant() -> TenantRoutes {
+    TenantRoutes {
+        interface: "t0".into(),
+        prefixes: vec![MNP.parse().unwrap()],
+        home_agent: addr(HA),
+        table: 100,
+    }
 }
 
 fn ok(output: &Output) -> String {
@@ -143,78 +174,6 @@ fn tcp(server: &Netns, server_address: &str, client: &Netns) -> f64 {
         .unwrap()
         .parse()
         .unwrap()
-}
-
-fn mobile_router(mr: &Netns, care_of: &str) {
-    // Tenant link, gate, encapsulation to the home agent, decapsulation:
-    // deploy/lab/dataplane-recipe.sh, mobile-router half.
-    mr.ip(&["addr", "add", "2001:db8:100::1/64", "dev", "t0", "nodad"]);
-    mr.ip(&[
-        "link", "add", "g0", "mtu", "1460", "type", "veth", "peer", "name", "g1", "mtu", "1460",
-    ]);
-    mr.ip(&["link", "set", "g0", "up"]);
-    mr.ip(&["link", "set", "g1", "up"]);
-    mr.ip(&["addr", "add", "fe80::1/64", "dev", "g0", "nodad"]);
-    mr.ip(&["addr", "add", "fe80::2/64", "dev", "g1", "nodad"]);
-    mr.ip(&["-6", "rule", "add", "pref", "1000", "lookup", "local"]);
-    mr.ip(&["-6", "rule", "del", "pref", "0", "lookup", "local"]);
-    mr.ip(&[
-        "-6", "rule", "add", "iif", "t0", "from", MNP, "lookup", "201", "pref", "800",
-    ]);
-    mr.ip(&[
-        "-6", "route", "add", "default", "via", "fe80::2", "dev", "g0", "table", "201",
-    ]);
-    mr.ip(&[
-        "-6", "rule", "add", "iif", "g1", "lookup", "200", "pref", "900",
-    ]);
-    mr.ip(&[
-        "-6",
-        "route",
-        "add",
-        "default",
-        "encap",
-        "seg6",
-        "mode",
-        "encap.red",
-        "segs",
-        HA,
-        "dev",
-        "u0",
-        "table",
-        "200",
-    ]);
-    mr.ip(&[
-        "-6",
-        "route",
-        "add",
-        "throw",
-        &format!("{HA}/128"),
-        "table",
-        "200",
-    ]);
-    mr.ip(&[
-        "-6", "rule", "add", "from", HA, "ipproto", "41", "lookup", "202", "pref", "500",
-    ]);
-    mr.ip(&[
-        "-6",
-        "route",
-        "add",
-        &format!("{care_of}/128"),
-        "encap",
-        "seg6local",
-        "action",
-        "End.DT6",
-        "table",
-        "main",
-        "dev",
-        "u0",
-        "table",
-        "202",
-    ]);
-    let _ = mr
-        .command("sysctl")
-        .args(["-qw", "net.ipv6.conf.all.forwarding=1"])
-        .status();
 }
 
 #[test]
@@ -302,14 +261,23 @@ fn tunnel_carries_full_size_traffic_and_follows_the_binding() {
         vm.ip(&["addr", "add", &format!("{VM}/64"), "dev", "v0", "nodad"]);
         vm.ip(&["-6", "route", "add", "default", "via", "2001:db8:100::1"]);
     }
-    mobile_router(&mr_a, COA_A);
-    mobile_router(&mr_b, COA_B);
-    let _ = ha
-        .command("sysctl")
-        .args(["-qw", "net.ipv6.conf.all.forwarding=1"])
-        .status();
+    for ns in [&ha, &mr_a, &mr_b] {
+        let _ = ns
+            .command("sysctl")
+            .args(["-qw", "net.ipv6.conf.all.forwarding=1"])
+            .status();
+    }
+    // Each mobile router: the tenant's gateway address on its link, and the
+    // tenant attached through the crate's API.
+    let mut mobile_routers = Vec::new();
+    for (mr, care_of) in [(&mr_a, COA_A), (&mr_b, COA_B)] {
+        mr.ip(&["addr", "add", "2001:db8:100::1/64", "dev", "t0", "nodad"]);
+        let (steps, thread) = data_plane(mr, false, care_of);
+        step(&steps, Step::Attach(tenant()));
+        mobile_routers.push((steps, thread));
+    }
 
-    let (plane, thread) = data_plane(&ha);
+    let (plane, thread) = data_plane(&ha, true, HA);
     let at_a = routes(COA_A, &[MNP]);
     step(&plane, Step::Set(at_a.clone(), None));
 
@@ -340,6 +308,21 @@ fn tunnel_carries_full_size_traffic_and_follows_the_binding() {
     assert!(
         text.contains("mtu") && text.contains("1460"),
         "no Packet Too Big: {text}"
+    );
+    // The same from the tenant's side: the mobile router's gate answers.
+    let too_big = vm_a
+        .command("ping")
+        .args(["-c", "2", "-W", "1", "-M", "do", "-s", "1452", CN])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        ok(&too_big),
+        String::from_utf8_lossy(&too_big.stderr)
+    );
+    assert!(
+        text.contains("mtu") && text.contains("1460"),
+        "no Packet Too Big from the MR: {text}"
     );
     let down = tcp(&vm_a, VM, &cn);
     let up = tcp(&cn, CN, &vm_a);
@@ -386,20 +369,46 @@ fn tunnel_carries_full_size_traffic_and_follows_the_binding() {
     step(&plane, Step::Clear(at_b));
     assert!(!ping(&cn, VM, 56), "traffic must stop after clear");
 
-    // Teardown leaves nothing of nemo's behind and the local rule at 0.
-    step(&plane, Step::Teardown);
+    // Detaching the tenant on B takes its rules and table away.
+    let (mr_b_steps, _) = &mobile_routers[1];
+    step(mr_b_steps, Step::Detach(tenant()));
+    let rules = ok(&mr_b.ip(&["-6", "rule"]));
+    assert!(!rules.contains("2001:db8:100::/64"), "{rules}");
+    assert!(ok(&mr_b.ip(&["-6", "route", "show", "table", "100"])).is_empty());
+
+    // Teardown leaves nothing of nemo's behind and the local rule at 0, on
+    // the home agent and on the mobile routers.
+    step(&plane, Step::RemoveAll);
     drop(plane);
     thread.join().unwrap();
-    let tables = ok(&ha.ip(&["-6", "route", "show", "table", "all"]));
-    for table in ["table 4191", "table 4192", "table 4193", "proto 78"] {
-        assert!(!tables.contains(table), "{table} left: {tables}");
+    for (steps, thread) in mobile_routers {
+        step(&steps, Step::RemoveAll);
+        drop(steps);
+        thread.join().unwrap();
     }
-    let rules = ok(&ha.ip(&["-6", "rule"]));
-    assert!(rules.starts_with("0:\tfrom all lookup local"), "{rules}");
-    assert!(
-        !rules.contains("proto 78") && !rules.contains("1000:"),
-        "{rules}"
-    );
-    let links = ok(&ha.ip(&["link"]));
-    assert!(!links.contains("nemo-g"), "{links}");
+    for ns in [&ha, &mr_a, &mr_b] {
+        let tables = ok(&ns.ip(&["-6", "route", "show", "table", "all"]));
+        for table in [
+            "table 4191",
+            "table 4192",
+            "table 4193",
+            "table 4194",
+            "table 100",
+            "proto 78",
+        ] {
+            assert!(
+                !tables.contains(table),
+                "{}: {table} left: {tables}",
+                ns.name()
+            );
+        }
+        let rules = ok(&ns.ip(&["-6", "rule"]));
+        assert!(rules.starts_with("0:\tfrom all lookup local"), "{rules}");
+        assert!(
+            !rules.contains("proto 78") && !rules.contains("1000:"),
+            "{rules}"
+        );
+        let links = ok(&ns.ip(&["link"]));
+        assert!(!links.contains("nemo-g"), "{links}");
+    }
 }
