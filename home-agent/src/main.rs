@@ -83,6 +83,8 @@ async fn run(validated: nemo_ha::config::Validated) -> anyhow::Result<()> {
             .await
         }
         DataPlaneBackend::Seg6 => {
+            let probe = nemo_dataplane::linux::probe();
+            tracing::info!(seg6 = ?probe.seg6, ip6tnl = ?probe.ip6tnl, "data plane backends on this kernel");
             let (connection, handle, _) =
                 rtnetlink::new_connection().context("opening rtnetlink")?;
             tokio::spawn(connection);
