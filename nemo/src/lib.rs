@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod ha;
 pub mod mr;
+pub mod registration;
 pub mod wire;
 
 /// The version of this library, for banners and `--version`.
