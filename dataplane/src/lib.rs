@@ -12,6 +12,7 @@
 //! - ip6tnl for kernels that have it: not built yet (issue #3); this kernel
 //!   has no ip6tnl to verify it on.
 
+pub mod addresses;
 pub mod linux;
 pub mod quiet;
 

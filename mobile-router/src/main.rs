@@ -1,25 +1,132 @@
-//! `nemo-mr`: the nemo mobile-router daemon. It hosts per-tenant mobile-router instances on a hypervisor.
-//!
-//! Only the command line exists so far; the daemon itself is issue #5.
+//! `nemo-mr`: the nemo mobile-router daemon. One per hypervisor, hosting a
+//! mobile-router instance per tenant: each registers its tenant's prefixes
+//! with the home agent (RFC 3963) and re-registers the moment the host's
+//! care-of address changes.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use anyhow::Context;
 use clap::Parser;
+use nemo_dataplane::linux::{Seg6Config, Seg6MobileRouter};
+use nemo_dataplane::{MemoryDataPlane, MobileRouterDataPlane};
+use nemo_mr::config::{Config, DataPlaneBackend, Instance};
+use nemo_mr::daemon::{self, Daemon};
+use tokio::sync::watch;
+use tracing_subscriber::EnvFilter;
 
-/// The nemo mobile-router daemon: it hosts per-tenant mobile-router instances on a hypervisor.
+/// The nemo mobile-router daemon.
 #[derive(Debug, Parser)]
 #[command(name = "nemo-mr", version)]
 struct Args {
     /// Configuration file (TOML).
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+    /// Check the configuration file and exit.
+    #[arg(long)]
+    check: bool,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    anyhow::bail!(
-        "nemo-mr {}: the daemon is not implemented yet (issue #5); config {} was not read",
-        nemo::VERSION,
-        args.config.display()
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    if args.log_json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+    let (config, instances) = Config::load(&args.config)?;
+    if args.check {
+        println!(
+            "{}: ok ({} instances)",
+            args.config.display(),
+            instances.len()
+        );
+        return Ok(());
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(run(config, instances))
+}
+
+async fn run(config: Config, instances: Vec<Instance>) -> anyhow::Result<()> {
+    let uplink = config.mobile_router.uplink.get_ref().clone();
+    // The care-of address: fixed, or the uplink's, watched through netlink.
+    // A fixed address keeps its sender alive for the daemon's lifetime; a
+    // watched one ends only if the watcher dies, which stops the daemon.
+    let (care_of, _fixed, _watcher) = match config.mobile_router.care_of {
+        Some(address) => {
+            let (sender, receiver) = watch::channel(Some(address));
+            (receiver, Some(sender), None)
+        }
+        None => {
+            let (receiver, task) = nemo_dataplane::addresses::watch_care_of(&uplink)
+                .await
+                .context("watching the uplink's addresses")?;
+            (receiver, None, Some(task))
+        }
+    };
+    let initial = *care_of.borrow();
+    match config.dataplane.backend {
+        DataPlaneBackend::Memory => {
+            tracing::warn!(
+                "dataplane backend \"memory\": registrations run but the kernel is NOT programmed"
+            );
+            serve(config, instances, care_of, Arc::new(MemoryDataPlane::new())).await
+        }
+        DataPlaneBackend::Seg6 => {
+            let probe = nemo_dataplane::linux::probe();
+            tracing::info!(seg6 = ?probe.seg6, ip6tnl = ?probe.ip6tnl, "data plane backends on this kernel");
+            let (connection, handle, _) =
+                rtnetlink::new_connection().context("opening rtnetlink")?;
+            tokio::spawn(connection);
+            let local = initial.context("seg6 needs a care-of address at start")?;
+            let dataplane = Seg6MobileRouter::new(handle, Seg6Config::new(&uplink, local))
+                .await
+                .context("dataplane backend seg6 unavailable")?;
+            serve(config, instances, care_of, Arc::new(dataplane)).await
+        }
+    }
+}
+
+async fn serve<D: MobileRouterDataPlane>(
+    config: Config,
+    instances: Vec<Instance>,
+    care_of: watch::Receiver<Option<std::net::Ipv6Addr>>,
+    dataplane: Arc<D>,
+) -> anyhow::Result<()> {
+    let socket = daemon::bind(config.transport.bind).await?;
+    println!(
+        "nemo-mr ready udp={} care_of={}",
+        socket.local_addr()?,
+        care_of
+            .borrow()
+            .map_or("none".to_owned(), |a| a.to_string())
+    );
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing SIGTERM handler")?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    Daemon::new(
+        instances,
+        socket,
+        config.transport.home_agent_udp,
+        dataplane,
     )
+    .run(care_of, shutdown)
+    .await
 }

@@ -24,6 +24,26 @@ pub fn require(ok: bool, what: &str, must_run_var: &str) -> bool {
     ok
 }
 
+/// A binary of another workspace package, from the target directory this
+/// test runs from. `cargo test --workspace` builds every package's binaries
+/// before it runs any test; running one package's tests alone needs the
+/// other binary built first, and this says so.
+pub fn workspace_binary(name: &str) -> std::path::PathBuf {
+    let test = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let path = test
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join(name))
+        .expect("test binary inside a target directory");
+    assert!(
+        path.exists(),
+        "{} not built: run `cargo build --workspace --bins` (cargo test --workspace does it)",
+        path.display()
+    );
+    path
+}
+
 /// True when the process runs as root.
 pub fn is_root() -> bool {
     Command::new("id")

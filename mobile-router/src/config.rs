@@ -1,0 +1,316 @@
+//! The configuration file of `nemo-mr` (TOML).
+//!
+//! ```toml
+//! [mobile_router]
+//! uplink = "eth0"                       # the care-of address is its global address
+//!
+//! [transport]
+//! home_agent_udp = "[2001:db8:1::1]:4191"
+//!
+//! [dataplane]
+//! backend = "seg6"
+//!
+//! [[instance]]
+//! name = "acme"
+//! home_address = "2001:db8:1::100"
+//! home_agent = "2001:db8:1::1"
+//! spi = 4096
+//! key = "000102030405060708090a0b0c0d0e0f"
+//! prefixes = ["2001:db8:100::/56"]     # explicit mode; leave out for implicit
+//! tenant_interface = "tap-acme"
+//! table = 100
+//! ```
+//!
+//! Unknown keys are refused, and every error names the line it is about.
+
+use std::net::{Ipv6Addr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::Ipv6Net;
+use nemo::auth::{Algorithm, SecurityAssociation};
+use nemo::registration::InstanceConfig;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A configuration error, with the file and line it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, or not the schema: the message names line and column.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value that parses but is not acceptable.
+    #[error("{path}:{line}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the care-of address comes from.
+    pub mobile_router: MobileRouterSection,
+    /// How Binding Updates reach the home agents.
+    pub transport: TransportSection,
+    /// The data plane.
+    #[serde(default)]
+    pub dataplane: DataPlaneSection,
+    /// Static tenant instances.
+    #[serde(default, rename = "instance")]
+    pub instances: Vec<Spanned<InstanceEntry>>,
+}
+
+/// `[mobile_router]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MobileRouterSection {
+    /// The uplink interface: its usable global address is the care-of
+    /// address, watched through netlink.
+    pub uplink: Spanned<String>,
+    /// A fixed care-of address instead of watching the uplink (tests, or
+    /// hosts whose address never changes).
+    #[serde(default)]
+    pub care_of: Option<Ipv6Addr>,
+}
+
+/// `[transport]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransportSection {
+    /// The home agent's UDP transport (address and port).
+    pub home_agent_udp: SocketAddr,
+    /// Local address for the UDP socket.
+    #[serde(default = "default_bind")]
+    pub bind: SocketAddr,
+}
+
+fn default_bind() -> SocketAddr {
+    SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
+}
+
+/// `[dataplane]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DataPlaneSection {
+    /// Which backend programs forwarding.
+    #[serde(default)]
+    pub backend: DataPlaneBackend,
+}
+
+/// Data plane backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataPlaneBackend {
+    /// Programs nothing (control plane alone); says so at start.
+    #[default]
+    Memory,
+    /// seg6 encap.red / End.DT6 with an MTU gate, over rtnetlink.
+    Seg6,
+}
+
+/// `[[instance]]`: one tenant's mobile router.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceEntry {
+    /// A name for logs and the API.
+    pub name: String,
+    /// The mobile router's home address.
+    pub home_address: Ipv6Addr,
+    /// The home agent.
+    pub home_agent: Ipv6Addr,
+    /// Mobility SPI.
+    pub spi: u32,
+    /// `hmac-sha256` (default) or `hmac-sha1-96`.
+    #[serde(default)]
+    pub algorithm: Option<String>,
+    /// The shared key, hex.
+    pub key: String,
+    /// Prefixes for explicit mode; empty for implicit mode.
+    #[serde(default)]
+    pub prefixes: Vec<Ipv6Net>,
+    /// Lifetime to ask for, seconds.
+    #[serde(default = "default_lifetime")]
+    pub lifetime_secs: u64,
+    /// NAI to send (RFC 4283).
+    #[serde(default)]
+    pub nai: Option<String>,
+    /// The tenant's interface on this host.
+    pub tenant_interface: String,
+    /// The tenant's own routing table on this host.
+    pub table: u32,
+}
+
+fn default_lifetime() -> u64 {
+    600
+}
+
+/// One instance, checked.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    /// Its name.
+    pub name: String,
+    /// What the registrar needs.
+    pub registration: InstanceConfig,
+    /// Its tenant interface.
+    pub tenant_interface: String,
+    /// Its table.
+    pub table: u32,
+}
+
+fn line_of(text: &str, span: Range<usize>) -> usize {
+    text[..span.start.min(text.len())].matches('\n').count() + 1
+}
+
+fn parse_key(hex: &str) -> Result<Vec<u8>, String> {
+    let hex = hex.trim();
+    if hex.len() % 2 != 0 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err("key must be hex digits, two per octet".into());
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|e| e.to_string()))
+        .collect()
+}
+
+impl Config {
+    /// Reads and checks a file.
+    pub fn load(path: &Path) -> Result<(Config, Vec<Instance>), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_text(&text, path)
+    }
+
+    /// Parses and checks text read from `path`.
+    pub fn from_text(text: &str, path: &Path) -> Result<(Config, Vec<Instance>), ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let mut instances: Vec<Instance> = Vec::new();
+        for spanned in &config.instances {
+            let entry = spanned.get_ref();
+            let at = |message: String| ConfigError::Invalid {
+                path: path.to_owned(),
+                line: line_of(text, spanned.span()),
+                message: format!("instance {:?}: {message}", entry.name),
+            };
+            let algorithm: Algorithm = match &entry.algorithm {
+                Some(name) => name.parse().map_err(|e| at(format!("{e}")))?,
+                None => Algorithm::default(),
+            };
+            let key = parse_key(&entry.key).map_err(at)?;
+            let sa = SecurityAssociation::new(entry.spi, algorithm, key)
+                .map_err(|e| at(e.to_string()))?;
+            if entry.lifetime_secs < 4 {
+                return Err(at("lifetime_secs must be at least 4".into()));
+            }
+            for other in &instances {
+                if other.name == entry.name {
+                    return Err(at("name used twice".into()));
+                }
+                if other.tenant_interface == entry.tenant_interface || other.table == entry.table {
+                    return Err(at(format!(
+                        "tenant_interface and table must be its own; {:?} has them",
+                        other.name
+                    )));
+                }
+                if other.registration.home_address == entry.home_address {
+                    return Err(at("home_address used twice".into()));
+                }
+            }
+            instances.push(Instance {
+                name: entry.name.clone(),
+                registration: InstanceConfig {
+                    home_address: entry.home_address,
+                    home_agent: entry.home_agent,
+                    prefixes: entry.prefixes.clone(),
+                    lifetime: Duration::from_secs(entry.lifetime_secs),
+                    sa,
+                    nai: entry.nai.clone(),
+                },
+                tenant_interface: entry.tenant_interface.clone(),
+                table: entry.table,
+            });
+        }
+        Ok((config, instances))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[mobile_router]
+uplink = "eth0"
+
+[transport]
+home_agent_udp = "[2001:db8:1::1]:4191"
+
+[[instance]]
+name = "acme"
+home_address = "2001:db8:1::100"
+home_agent = "2001:db8:1::1"
+spi = 4096
+key = "000102030405060708090a0b0c0d0e0f"
+prefixes = ["2001:db8:100::/56"]
+tenant_interface = "t-acme"
+table = 100
+"#;
+
+    fn error(text: &str) -> String {
+        Config::from_text(text, Path::new("mr.toml"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn good_file_loads() {
+        let (config, instances) = Config::from_text(GOOD, Path::new("mr.toml")).unwrap();
+        assert_eq!(config.mobile_router.uplink.get_ref(), "eth0");
+        assert_eq!(instances.len(), 1);
+        assert_eq!(instances[0].registration.lifetime, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let unknown = GOOD.replace("table = 100", "table = 100\ncolour = 1");
+        assert!(error(&unknown).contains("line 17"), "{}", error(&unknown));
+        let short = GOOD.replace("000102030405060708090a0b0c0d0e0f", "00");
+        assert_eq!(
+            error(&short),
+            "mr.toml:8: instance \"acme\": key is 1 octets, at least 16 are required"
+        );
+        let twice = format!(
+            "{GOOD}\n[[instance]]\nname = \"acme\"\nhome_address = \"2001:db8:1::200\"\nhome_agent = \"2001:db8:1::1\"\nspi = 4097\nkey = \"000102030405060708090a0b0c0d0e0f\"\ntenant_interface = \"t-b\"\ntable = 101\n"
+        );
+        assert!(
+            error(&twice).starts_with("mr.toml:18: instance \"acme\": name used twice"),
+            "{}",
+            error(&twice)
+        );
+    }
+}

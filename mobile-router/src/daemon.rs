@@ -1,0 +1,281 @@
+//! The running mobile-router daemon: one registrar per tenant instance, the
+//! UDP transport to the home agents, the care-of address from netlink, and
+//! the data plane following the registrations.
+
+use std::future::Future;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use nemo::registration::{Event, Registrar, State};
+use nemo::wire::{parse_packet, MhType, MobilityHeader, SequenceNumber};
+use nemo_dataplane::{MobileRouterDataPlane, TenantRoutes};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+
+use crate::config::Instance;
+
+/// How long a shutdown waits for deregistrations to be acknowledged.
+const DEREGISTRATION_GRACE: Duration = Duration::from_secs(3);
+
+/// One tenant instance.
+#[derive(Debug)]
+struct Tenant {
+    name: String,
+    registrar: Registrar,
+    routes: TenantRoutes,
+    attached: bool,
+    reported_unauthenticated: Option<nemo::wire::BaStatus>,
+}
+
+/// The daemon.
+#[derive(Debug)]
+pub struct Daemon<D> {
+    tenants: Vec<Tenant>,
+    socket: UdpSocket,
+    home_agent_udp: SocketAddr,
+    dataplane: Arc<D>,
+}
+
+impl<D: MobileRouterDataPlane> Daemon<D> {
+    /// A daemon for these instances, sending over `socket`.
+    pub fn new(
+        instances: Vec<Instance>,
+        socket: UdpSocket,
+        home_agent_udp: SocketAddr,
+        dataplane: Arc<D>,
+    ) -> Daemon<D> {
+        let tenants = instances
+            .into_iter()
+            .map(|instance| Tenant {
+                routes: TenantRoutes {
+                    interface: instance.tenant_interface,
+                    prefixes: instance.registration.prefixes.clone(),
+                    home_agent: instance.registration.home_agent,
+                    table: instance.table,
+                },
+                name: instance.name,
+                // A random start keeps a restarted router out of the window
+                // of its last run; a 135 corrects it anyway.
+                registrar: Registrar::new(instance.registration, SequenceNumber(random_u16())),
+                attached: false,
+                reported_unauthenticated: None,
+            })
+            .collect();
+        Daemon {
+            tenants,
+            socket,
+            home_agent_udp,
+            dataplane,
+        }
+    }
+
+    /// Runs until `shutdown` resolves, then deregisters every instance
+    /// (waiting a little for the acknowledgements) and detaches it.
+    pub async fn run(
+        mut self,
+        mut care_of: watch::Receiver<Option<Ipv6Addr>>,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let initial = *care_of.borrow_and_update();
+        self.care_of_changed(initial).await;
+        tokio::pin!(shutdown);
+        let mut buffer = vec![0u8; 4096];
+        let mut deadline: Option<Instant> = None;
+        loop {
+            self.flush().await;
+            if let Some(end) = deadline {
+                let done = self
+                    .tenants
+                    .iter()
+                    .all(|t| matches!(t.registrar.state(), State::Deregistered));
+                if done || Instant::now() >= end {
+                    break;
+                }
+            }
+            let next_timer = self
+                .tenants
+                .iter()
+                .filter_map(|t| t.registrar.poll_timeout())
+                .chain(deadline)
+                .min();
+            let sleep = async {
+                match next_timer {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                received = self.socket.recv_from(&mut buffer) => match received {
+                    Ok((len, _)) => {
+                        let packet = buffer[..len].to_vec();
+                        self.packet(&packet);
+                    }
+                    Err(error) => tracing::debug!(%error, "udp receive error"),
+                },
+                changed = care_of.changed(), if deadline.is_none() => {
+                    if changed.is_err() {
+                        anyhow::bail!("care-of address watcher stopped");
+                    }
+                    let address = *care_of.borrow_and_update();
+                    self.care_of_changed(address).await;
+                }
+                () = sleep => {
+                    let (now, wall) = (Instant::now(), SystemTime::now());
+                    for tenant in &mut self.tenants {
+                        tenant.registrar.handle_timeout(now, wall);
+                    }
+                }
+                () = &mut shutdown, if deadline.is_none() => {
+                    tracing::info!("stopping: deregistering every instance");
+                    let (now, wall) = (Instant::now(), SystemTime::now());
+                    for tenant in &mut self.tenants {
+                        tenant.registrar.deregister(now, wall);
+                    }
+                    deadline = Some(now + DEREGISTRATION_GRACE);
+                }
+            }
+        }
+        for tenant in &mut self.tenants {
+            if tenant.attached {
+                if let Err(error) = self.dataplane.detach(&tenant.routes).await {
+                    tracing::warn!(instance = %tenant.name, %error, "detaching failed");
+                }
+            }
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+
+    async fn care_of_changed(&mut self, address: Option<Ipv6Addr>) {
+        match address {
+            Some(address) => {
+                if let Err(error) = self.dataplane.set_care_of(address).await {
+                    tracing::error!(%error, "data plane refused the new care-of address");
+                }
+                tracing::info!(care_of = %address, "registering at the new care-of address");
+            }
+            None => tracing::warn!("no usable care-of address: registrations paused"),
+        }
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        for tenant in &mut self.tenants {
+            tenant.registrar.set_care_of(address, now, wall);
+        }
+    }
+
+    /// A packet from a home agent: an IPv6 packet carrying a Binding
+    /// Acknowledgement or Binding Refresh Request for one of the instances.
+    fn packet(&mut self, packet: &[u8]) {
+        let parsed = match parse_packet(packet) {
+            Ok(parsed) => parsed,
+            Err(error) => {
+                tracing::debug!(%error, "malformed packet from the home agent side");
+                return;
+            }
+        };
+        let home = parsed
+            .repr
+            .type2_routing
+            .map(|rh| rh.home_address)
+            .unwrap_or(parsed.repr.destination);
+        let Some(tenant) = self
+            .tenants
+            .iter_mut()
+            .find(|t| t.registrar.config().home_address == home)
+        else {
+            tracing::debug!(%home, "packet for no instance of ours");
+            return;
+        };
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let mh_type = MobilityHeader::decode(parsed.mh).map(|h| h.message.mh_type());
+        match mh_type {
+            Ok(MhType::BINDING_REFRESH_REQUEST) => {
+                if !parsed.checksum_ok()
+                    || !tenant
+                        .registrar
+                        .handle_refresh_request(parsed.mh, now, wall)
+                {
+                    tracing::warn!(instance = %tenant.name, "ignored an unauthenticated Binding Refresh Request");
+                }
+            }
+            Ok(MhType::BINDING_ACK) => {
+                if let Err(error) = tenant.registrar.handle_ack(packet, now, wall) {
+                    tracing::warn!(instance = %tenant.name, %error, "ignored a Binding Acknowledgement");
+                }
+                let claimed = tenant.registrar.last_unauthenticated_status;
+                if claimed.is_some() && claimed != tenant.reported_unauthenticated {
+                    tenant.reported_unauthenticated = claimed;
+                    if let Some(status) = claimed {
+                        tracing::error!(
+                            instance = %tenant.name,
+                            %status,
+                            "the home agent's answer does not authenticate with our key: wrong key or SPI?"
+                        );
+                    }
+                }
+            }
+            Ok(other) => tracing::debug!(instance = %tenant.name, %other, "ignored"),
+            Err(error) => tracing::debug!(%error, "malformed Mobility Header"),
+        }
+    }
+
+    /// Sends what the registrars have queued and acts on their events.
+    async fn flush(&mut self) {
+        for tenant in &mut self.tenants {
+            while let Some(packet) = tenant.registrar.poll_transmit() {
+                if let Err(error) = self.socket.send_to(&packet, self.home_agent_udp).await {
+                    tracing::warn!(instance = %tenant.name, %error, "sending a Binding Update failed");
+                }
+            }
+            while let Some(event) = tenant.registrar.poll_event() {
+                match event {
+                    Event::Registered {
+                        care_of,
+                        lifetime,
+                        took,
+                    } => {
+                        tracing::info!(
+                            instance = %tenant.name,
+                            %care_of,
+                            lifetime_secs = lifetime.as_secs(),
+                            took_ms = took.as_secs_f64() * 1000.0,
+                            "registered"
+                        );
+                        if !tenant.attached {
+                            match self.dataplane.attach(&tenant.routes, None).await {
+                                Ok(()) => tenant.attached = true,
+                                Err(error) => {
+                                    tracing::error!(instance = %tenant.name, %error, "attaching the tenant failed")
+                                }
+                            }
+                        }
+                    }
+                    Event::Rejected { status } => {
+                        tracing::error!(instance = %tenant.name, %status, "registration refused")
+                    }
+                    Event::Deregistered => {
+                        tracing::info!(instance = %tenant.name, "deregistered")
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A random 16-bit number from the kernel (no RNG crate needed for this).
+fn random_u16() -> u16 {
+    let mut bytes = [0u8; 2];
+    if let Ok(mut file) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = file.read_exact(&mut bytes);
+    }
+    u16::from_ne_bytes(bytes)
+}
+
+/// Binds the UDP socket.
+pub async fn bind(address: SocketAddr) -> anyhow::Result<UdpSocket> {
+    UdpSocket::bind(address)
+        .await
+        .with_context(|| format!("binding UDP {address}"))
+}

@@ -1,0 +1,4 @@
+//! `nemo-mr`, the mobile-router daemon, as a library; `main.rs` wraps it.
+
+pub mod config;
+pub mod daemon;

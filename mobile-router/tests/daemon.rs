@@ -1,0 +1,205 @@
+//! The real `nemo-mr` against the real `nemo-ha`, over UDP on loopback.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nemo_proto::v1 as pb;
+use nemo_proto::v1::home_agent_admin_client::HomeAgentAdminClient;
+use nemo_testkit::workspace_binary;
+
+const KEY: &str = "6d6f62696c652d726f757465722d746573742d6b65792d33322d6f6374657473";
+const HOA: &str = "2001:db8:1::100";
+const COA: &str = "2001:db8:2::10";
+
+/// A child process killed when the test ends.
+struct Process {
+    child: Child,
+    ready: String,
+    log: std::path::PathBuf,
+}
+
+impl Process {
+    fn start(program: &Path, config: &Path, log: std::path::PathBuf) -> Process {
+        let mut child = Command::new(program)
+            .arg("--config")
+            .arg(config)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut ready = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        assert!(
+            ready.contains("ready"),
+            "{} did not start: {}",
+            program.display(),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        Process { child, ready, log }
+    }
+
+    fn field(&self, name: &str) -> String {
+        self.ready
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name} in {:?}", self.ready))
+            .to_owned()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn home_agent(dir: &Path) -> Process {
+    let config = dir.join("ha.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[home_agent]\nhome_prefixes = [\"2001:db8:1::/64\"]\n\n[store]\npath = \"{}\"\n\n\
+             [udp]\nlisten = [\"[::1]:0\"]\n\n[admin]\nlisten = \"[::1]:0\"\n\n\
+             [[mobile_router]]\nhome_address = \"{HOA}\"\nspi = 4096\nkey = \"{KEY}\"\n\
+             prefixes = [\"2001:db8:100::/56\"]\n",
+            dir.join("store").display()
+        ),
+    )
+    .unwrap();
+    Process::start(&workspace_binary("nemo-ha"), &config, dir.join("ha.log"))
+}
+
+fn mobile_router(dir: &Path, ha_udp: &str, key: &str, tag: &str) -> Process {
+    let config = dir.join(format!("mr-{tag}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "[mobile_router]\nuplink = \"lo\"\ncare_of = \"{COA}\"\n\n\
+             [transport]\nhome_agent_udp = \"{ha_udp}\"\nbind = \"[::1]:0\"\n\n\
+             [[instance]]\nname = \"acme\"\nhome_address = \"{HOA}\"\nhome_agent = \"2001:db8:1::1\"\n\
+             spi = 4096\nkey = \"{key}\"\nprefixes = [\"2001:db8:100::/56\"]\n\
+             tenant_interface = \"t-acme\"\ntable = 100\n"
+        ),
+    )
+    .unwrap();
+    Process::start(
+        Path::new(env!("CARGO_BIN_EXE_nemo-mr")),
+        &config,
+        dir.join(format!("mr-{tag}.log")),
+    )
+}
+
+type Admin = HomeAgentAdminClient<tonic::transport::Channel>;
+
+async fn binding(admin: &mut Admin) -> Option<pb::Binding> {
+    admin
+        .get_binding(pb::GetBindingRequest {
+            home_address: HOA.into(),
+        })
+        .await
+        .ok()
+        .map(|r| r.into_inner())
+}
+
+/// Waits until the binding is present (or absent) on the home agent.
+async fn wait_for(admin: &mut Admin, present: bool) -> Option<pb::Binding> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = binding(admin).await;
+        if found.is_some() == present || Instant::now() > deadline {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the log holds `text`.
+async fn wait_for_log(process: &Process, text: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = process.log();
+        if log.contains(text) || Instant::now() > deadline {
+            return log;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn registers_and_deregisters_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let ha = home_agent(dir.path());
+    let mut admin = Admin::connect(format!("http://{}", ha.field("admin")))
+        .await
+        .unwrap();
+    let mut mr = mobile_router(dir.path(), &ha.field("udp"), KEY, "a");
+    let registered = wait_for(&mut admin, true).await.expect("never registered");
+    assert_eq!(registered.care_of_address, COA);
+    assert_eq!(registered.prefixes, vec!["2001:db8:100::/56".to_owned()]);
+    assert!(registered.mobile_router);
+    let log = wait_for_log(&mr, "registered").await;
+    assert!(log.contains("registered"), "{log}");
+
+    let status = mr.terminate();
+    assert!(status.success(), "{status}");
+    assert!(
+        wait_for(&mut admin, false).await.is_none(),
+        "still bound after SIGTERM"
+    );
+    assert!(mr.log().contains("deregistered"), "{}", mr.log());
+}
+
+#[tokio::test]
+async fn a_restarted_mobile_router_registers_again() {
+    // Whatever sequence number the new process starts from (random), it
+    // ends up registered: directly, or after the home agent's 135.
+    let dir = tempfile::tempdir().unwrap();
+    let ha = home_agent(dir.path());
+    let mut admin = Admin::connect(format!("http://{}", ha.field("admin")))
+        .await
+        .unwrap();
+    let first = mobile_router(dir.path(), &ha.field("udp"), KEY, "first");
+    let before = wait_for(&mut admin, true).await.unwrap();
+    drop(first); // SIGKILL: no deregistration
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = mobile_router(dir.path(), &ha.field("udp"), KEY, "second");
+    let log = wait_for_log(&second, "registered").await;
+    assert!(log.contains("registered"), "{log}");
+    let after = binding(&mut admin).await.unwrap();
+    assert!(after.registered_at_unix_ms > before.registered_at_unix_ms);
+}
+
+#[tokio::test]
+async fn a_wrong_key_is_reported_and_nothing_is_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let ha = home_agent(dir.path());
+    let mut admin = Admin::connect(format!("http://{}", ha.field("admin")))
+        .await
+        .unwrap();
+    let wrong = "11".repeat(32);
+    let mr = mobile_router(dir.path(), &ha.field("udp"), &wrong, "wrong");
+    let log = wait_for_log(&mr, "does not authenticate").await;
+    assert!(log.contains("does not authenticate with our key"), "{log}");
+    assert!(log.contains("146"), "{log}");
+    assert!(binding(&mut admin).await.is_none());
+}
