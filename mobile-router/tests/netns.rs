@@ -136,8 +136,7 @@ fn binding_follows_a_new_uplink_address_within_milliseconds() {
     let log = mr_process.wait_for("registered", 2);
     let line = log
         .lines()
-        .filter(|l| l.contains("registered") && l.contains("care_of=2001:db8:3::10"))
-        .last()
+        .rfind(|l| l.contains("registered") && l.contains("care_of=2001:db8:3::10"))
         .unwrap_or_else(|| panic!("no registration at the new address: {log}"));
     let took_ms: f64 = line
         .split_whitespace()
