@@ -29,39 +29,10 @@ use std::time::Duration;
 use ipnet::Ipv6Net;
 use nemo::auth::{Algorithm, ReplayPolicy, SecurityAssociation};
 use nemo::ha::{invalid_prefix_reason, Authorization, AuthorizationTable, HomeAgentConfig};
+pub use nemo_daemon::ConfigError;
+use nemo_daemon::{parse_hex_key, ConfigText};
 use serde::Deserialize;
 use toml::Spanned;
-
-/// A configuration error, with the file and line it is about.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML or does not match the schema.
-    #[error("{path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message, which names the line and column.
-        message: String,
-    },
-    /// A value that parses but is not acceptable.
-    #[error("{path}:{line}: {message}")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// The line.
-        line: usize,
-        /// What is wrong.
-        message: String,
-    },
-}
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -262,42 +233,20 @@ pub struct Validated {
     pub authorizations: AuthorizationTable,
 }
 
-fn line_of(text: &str, span: Range<usize>) -> usize {
-    text[..span.start.min(text.len())].matches('\n').count() + 1
-}
-
-fn parse_key(hex: &str) -> Result<Vec<u8>, String> {
-    let hex = hex.trim();
-    if hex.len() % 2 != 0 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err("key must be hex digits, two per octet".into());
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|e| e.to_string()))
-        .collect()
-}
-
 impl Config {
     /// Reads, parses and validates a file.
     pub fn load(path: &Path) -> Result<Validated, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::from_text(&text, path)
+        Self::validate(&ConfigText::read(path)?)
     }
 
     /// Parses and validates text read from `path`.
     pub fn from_text(text: &str, path: &Path) -> Result<Validated, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
-        })?;
-        let invalid = |span: Range<usize>, message: String| ConfigError::Invalid {
-            path: path.to_owned(),
-            line: line_of(text, span),
-            message,
-        };
+        Self::validate(&ConfigText::new(text, path))
+    }
+
+    fn validate(file: &ConfigText) -> Result<Validated, ConfigError> {
+        let config: Config = file.parse()?;
+        let invalid = |span: Range<usize>, message: String| file.invalid(span, message);
         let section = &config.home_agent;
         let home_prefixes = section.home_prefixes.get_ref().clone();
         if home_prefixes.is_empty() {
@@ -352,7 +301,7 @@ impl Config {
                 Some(name) => name.parse().map_err(|e| at(format!("{e}")))?,
                 None => Algorithm::default(),
             };
-            let key = parse_key(&entry.key).map_err(at)?;
+            let key = parse_hex_key(&entry.key).map_err(at)?;
             let sa = SecurityAssociation::new(entry.spi, algorithm, key)
                 .map_err(|e| at(format!("mobile router {}: {e}", entry.home_address)))?;
             for prefix in &entry.prefixes {

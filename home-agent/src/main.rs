@@ -2,7 +2,6 @@
 //! Binding Updates (RFC 6275, RFC 3963, RFC 4285) and steers each tenant's
 //! Mobile Network Prefixes to the mobile router's care-of address.
 
-use std::io::IsTerminal;
 use std::net::Ipv6Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,10 +13,9 @@ use nemo_dataplane::{HomeAgentDataPlane, MemoryDataPlane};
 use nemo_ha::admin::{self, Admin};
 use nemo_ha::config::{Config, DataPlaneBackend, OnShutdown};
 use nemo_ha::daemon::{self, Setup};
-use nemo_ha::metrics::{self, Metrics};
+use nemo_ha::metrics::Metrics;
 use nemo_ha::store::Store;
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
 
 /// The nemo home agent.
 #[derive(Debug, Parser)]
@@ -36,17 +34,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // Logs go to stderr; stdout carries only the ready line.
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    if args.log_json {
-        logs.json().init();
-    } else {
-        logs.init();
-    }
+    nemo_daemon::init_logging(args.log_json);
     let validated = Config::load(&args.config)?;
     if args.check {
         println!(
@@ -168,7 +156,7 @@ async fn serve<D: HomeAgentDataPlane>(
         ready.push_str(&format!(" metrics={}", listener.local_addr()?));
         let metrics = metrics.clone();
         servers.spawn(async move {
-            metrics::serve(listener, metrics).await?;
+            nemo_daemon::serve_metrics(listener, Arc::new(move || metrics.render())).await?;
             Ok(())
         });
     }

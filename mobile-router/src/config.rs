@@ -24,46 +24,16 @@
 //! Unknown keys are refused, and every error names the line it is about.
 
 use std::net::{Ipv6Addr, SocketAddr};
-use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use ipnet::Ipv6Net;
 use nemo::auth::{Algorithm, SecurityAssociation};
 use nemo::registration::InstanceConfig;
+pub use nemo_daemon::ConfigError;
+use nemo_daemon::{parse_hex_key, ConfigText};
 use serde::Deserialize;
 use toml::Spanned;
-
-/// A configuration error, with the file and line it is about.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// Not valid TOML, or not the schema: the message names line and column.
-    #[error("{path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message.
-        message: String,
-    },
-    /// A value that parses but is not acceptable.
-    #[error("{path}:{line}: {message}")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// The line.
-        line: usize,
-        /// What is wrong.
-        message: String,
-    },
-}
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -178,50 +148,33 @@ pub struct Instance {
     pub table: u32,
 }
 
-fn line_of(text: &str, span: Range<usize>) -> usize {
-    text[..span.start.min(text.len())].matches('\n').count() + 1
-}
-
-fn parse_key(hex: &str) -> Result<Vec<u8>, String> {
-    let hex = hex.trim();
-    if hex.len() % 2 != 0 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err("key must be hex digits, two per octet".into());
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|e| e.to_string()))
-        .collect()
-}
-
 impl Config {
     /// Reads and checks a file.
     pub fn load(path: &Path) -> Result<(Config, Vec<Instance>), ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::from_text(&text, path)
+        Self::validate(&ConfigText::read(path)?)
     }
 
     /// Parses and checks text read from `path`.
     pub fn from_text(text: &str, path: &Path) -> Result<(Config, Vec<Instance>), ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
-        })?;
+        Self::validate(&ConfigText::new(text, path))
+    }
+
+    fn validate(file: &ConfigText) -> Result<(Config, Vec<Instance>), ConfigError> {
+        let config: Config = file.parse()?;
         let mut instances: Vec<Instance> = Vec::new();
         for spanned in &config.instances {
             let entry = spanned.get_ref();
-            let at = |message: String| ConfigError::Invalid {
-                path: path.to_owned(),
-                line: line_of(text, spanned.span()),
-                message: format!("instance {:?}: {message}", entry.name),
+            let at = |message: String| {
+                file.invalid(
+                    spanned.span(),
+                    format!("instance {:?}: {message}", entry.name),
+                )
             };
             let algorithm: Algorithm = match &entry.algorithm {
                 Some(name) => name.parse().map_err(|e| at(format!("{e}")))?,
                 None => Algorithm::default(),
             };
-            let key = parse_key(&entry.key).map_err(at)?;
+            let key = parse_hex_key(&entry.key).map_err(at)?;
             let sa = SecurityAssociation::new(entry.spi, algorithm, key)
                 .map_err(|e| at(e.to_string()))?;
             if entry.lifetime_secs < 4 {

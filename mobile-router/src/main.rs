@@ -3,7 +3,6 @@
 //! with the home agent (RFC 3963) and re-registers the moment the host's
 //! care-of address changes.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -14,7 +13,6 @@ use nemo_dataplane::{MemoryDataPlane, MobileRouterDataPlane};
 use nemo_mr::config::{Config, DataPlaneBackend, Instance};
 use nemo_mr::daemon::{self, Daemon};
 use tokio::sync::watch;
-use tracing_subscriber::EnvFilter;
 
 /// The nemo mobile-router daemon.
 #[derive(Debug, Parser)]
@@ -33,16 +31,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    if args.log_json {
-        logs.json().init();
-    } else {
-        logs.init();
-    }
+    nemo_daemon::init_logging(args.log_json);
     let (config, instances) = Config::load(&args.config)?;
     if args.check {
         println!(

@@ -2,75 +2,22 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nemo_proto::v1 as pb;
 use nemo_proto::v1::home_agent_admin_client::HomeAgentAdminClient;
-use nemo_testkit::workspace_binary;
+use nemo_testkit::{workspace_binary, Process};
 
 const KEY: &str = "6d6f62696c652d726f757465722d746573742d6b65792d33322d6f6374657473";
 const HOA: &str = "2001:db8:1::100";
 const COA: &str = "2001:db8:2::10";
 
-/// A child process killed when the test ends.
-struct Process {
-    child: Child,
-    ready: String,
-    log: std::path::PathBuf,
-}
-
-impl Process {
-    fn start(program: &Path, config: &Path, log: std::path::PathBuf) -> Process {
-        let mut child = Command::new(program)
-            .arg("--config")
-            .arg(config)
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut ready = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut ready)
-            .unwrap();
-        assert!(
-            ready.contains("ready"),
-            "{} did not start: {}",
-            program.display(),
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        Process { child, ready, log }
-    }
-
-    fn field(&self, name: &str) -> String {
-        self.ready
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{name}=")))
-            .unwrap_or_else(|| panic!("no {name} in {:?}", self.ready))
-            .to_owned()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap()
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start(program: &Path, config: &Path, log: std::path::PathBuf) -> Process {
+    let mut command = Command::new(program);
+    command.arg("--config").arg(config);
+    Process::start(command, log)
 }
 
 fn home_agent(dir: &Path) -> Process {
@@ -86,7 +33,7 @@ fn home_agent(dir: &Path) -> Process {
         ),
     )
     .unwrap();
-    Process::start(&workspace_binary("nemo-ha"), &config, dir.join("ha.log"))
+    start(&workspace_binary("nemo-ha"), &config, dir.join("ha.log"))
 }
 
 fn mobile_router(dir: &Path, ha_udp: &str, key: &str, tag: &str) -> Process {
@@ -102,7 +49,7 @@ fn mobile_router(dir: &Path, ha_udp: &str, key: &str, tag: &str) -> Process {
         ),
     )
     .unwrap();
-    Process::start(
+    start(
         Path::new(env!("CARGO_BIN_EXE_nemo-mr")),
         &config,
         dir.join(format!("mr-{tag}.log")),
@@ -133,18 +80,6 @@ async fn wait_for(admin: &mut Admin, present: bool) -> Option<pb::Binding> {
     }
 }
 
-/// Waits until the log holds `text`.
-async fn wait_for_log(process: &Process, text: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let log = process.log();
-        if log.contains(text) || Instant::now() > deadline {
-            return log;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn registers_and_deregisters_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -157,7 +92,7 @@ async fn registers_and_deregisters_on_sigterm() {
     assert_eq!(registered.care_of_address, COA);
     assert_eq!(registered.prefixes, vec!["2001:db8:100::/56".to_owned()]);
     assert!(registered.mobile_router);
-    let log = wait_for_log(&mr, "registered").await;
+    let log = mr.wait_for("registered", 1);
     assert!(log.contains("registered"), "{log}");
 
     let status = mr.terminate();
@@ -183,7 +118,7 @@ async fn a_restarted_mobile_router_registers_again() {
     drop(first); // SIGKILL: no deregistration
     tokio::time::sleep(Duration::from_millis(50)).await;
     let second = mobile_router(dir.path(), &ha.field("udp"), KEY, "second");
-    let log = wait_for_log(&second, "registered").await;
+    let log = second.wait_for("registered", 1);
     assert!(log.contains("registered"), "{log}");
     let after = binding(&mut admin).await.unwrap();
     assert!(after.registered_at_unix_ms > before.registered_at_unix_ms);
@@ -198,7 +133,7 @@ async fn a_wrong_key_is_reported_and_nothing_is_bound() {
         .unwrap();
     let wrong = "11".repeat(32);
     let mr = mobile_router(dir.path(), &ha.field("udp"), &wrong, "wrong");
-    let log = wait_for_log(&mr, "does not authenticate").await;
+    let log = mr.wait_for("does not authenticate", 1);
     assert!(log.contains("does not authenticate with our key"), "{log}");
     assert!(log.contains("146"), "{log}");
     assert!(binding(&mut admin).await.is_none());
@@ -246,7 +181,7 @@ async fn lost_acknowledgements_are_recovered_by_retransmission() {
     let ha = home_agent(dir.path());
     let relay = lossy_relay(ha.field("udp").parse().unwrap(), 2);
     let mr = mobile_router(dir.path(), &relay.to_string(), KEY, "lossy");
-    let log = wait_for_log(&mr, "registered").await;
+    let log = mr.wait_for("registered", 1);
     let line = log
         .lines()
         .find(|l| l.contains("registered"))

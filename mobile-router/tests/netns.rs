@@ -8,68 +8,19 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
 
-use nemo_testkit::{netns_available, veth, workspace_binary, Netns};
+use nemo_testkit::{netns_available, veth, workspace_binary, Netns, Process};
 
 const MUST_RUN: &str = "NEMO_REQUIRE_NETNS";
 const KEY: &str = "6d6f62696c652d726f757465722d746573742d6b65792d33322d6f6374657473";
 const HA: &str = "2001:db8:1::1";
 const HOA: &str = "2001:db8:1::100";
 
-struct Process {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Process {
-    fn start(ns: &Netns, program: &Path, config: &Path, log: std::path::PathBuf) -> Process {
-        let mut child = ns
-            .command(program.to_str().unwrap())
-            .arg("--config")
-            .arg(config)
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut ready = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut ready)
-            .unwrap();
-        assert!(
-            ready.contains("ready"),
-            "{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        Process { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap()
-    }
-
-    /// Waits until the log holds `text` `count` times; returns the log.
-    fn wait_for(&self, text: &str, count: usize) -> String {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let log = self.log();
-            if log.matches(text).count() >= count || Instant::now() > deadline {
-                return log;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start(ns: &Netns, program: &Path, config: &Path, log: std::path::PathBuf) -> Process {
+    let mut command = ns.command(program.to_str().unwrap());
+    command.arg("--config").arg(config);
+    Process::start(command, log)
 }
 
 #[test]
@@ -104,7 +55,7 @@ fn binding_follows_a_new_uplink_address_within_milliseconds() {
         ),
     )
     .unwrap();
-    let ha_process = Process::start(
+    let ha_process = start(
         &ha,
         &workspace_binary("nemo-ha"),
         &ha_config,
@@ -121,7 +72,7 @@ fn binding_follows_a_new_uplink_address_within_milliseconds() {
         ),
     )
     .unwrap();
-    let mr_process = Process::start(
+    let mr_process = start(
         &mr,
         Path::new(env!("CARGO_BIN_EXE_nemo-mr")),
         &mr_config,

@@ -44,6 +44,87 @@ pub fn workspace_binary(name: &str) -> std::path::PathBuf {
     path
 }
 
+/// A daemon started for a test: its stdout's first line is its ready line,
+/// its stderr goes to a log file, and it is killed when the value is
+/// dropped, however the test ends.
+#[derive(Debug)]
+pub struct Process {
+    child: std::process::Child,
+    ready: String,
+    log: std::path::PathBuf,
+}
+
+impl Process {
+    /// Starts `command`, waiting for its ready line (which must contain
+    /// "ready"); stderr goes to `log`.
+    pub fn start(mut command: Command, log: std::path::PathBuf) -> Process {
+        use std::io::BufRead;
+        let mut child = command
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+        let mut ready = String::new();
+        if let Some(stdout) = child.stdout.take() {
+            let _ = std::io::BufReader::new(stdout).read_line(&mut ready);
+        }
+        assert!(
+            ready.contains("ready"),
+            "{command:?} did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        Process { child, ready, log }
+    }
+
+    /// A `name=value` field of the ready line.
+    pub fn field(&self, name: &str) -> String {
+        self.ready
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name} in {:?}", self.ready))
+            .to_owned()
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits up to 15 s until the log holds `text` `count` times, and
+    /// returns the log.
+    pub fn wait_for(&self, text: &str, count: usize) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let log = self.log();
+            if log.matches(text).count() >= count || std::time::Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("wait")
+    }
+
+    /// SIGKILL, no clean shutdown.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// True when the process runs as root.
 pub fn is_root() -> bool {
     Command::new("id")

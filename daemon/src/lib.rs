@@ -1,0 +1,188 @@
+//! What nemo's daemons share: configuration files whose errors name the
+//! line, logging set up the same way, and the HTTP endpoint Prometheus
+//! scrapes.
+
+use std::io::IsTerminal;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+/// A configuration error, with the file and line it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, or not the schema: the message names line and column.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value that parses but is not acceptable.
+    #[error("{path}:{line}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A configuration file's text and path, to parse it and to name lines in
+/// errors about it.
+#[derive(Debug, Clone)]
+pub struct ConfigText {
+    /// The file.
+    pub path: PathBuf,
+    /// Its text.
+    pub text: String,
+}
+
+impl ConfigText {
+    /// Reads a file.
+    pub fn read(path: &Path) -> Result<ConfigText, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(ConfigText {
+            path: path.to_owned(),
+            text,
+        })
+    }
+
+    /// Text that did not come from a file (tests).
+    pub fn new(text: &str, path: &Path) -> ConfigText {
+        ConfigText {
+            path: path.to_owned(),
+            text: text.to_owned(),
+        }
+    }
+
+    /// Parses the TOML into `T` (which should deny unknown fields).
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        toml::from_str(&self.text).map_err(|e| ConfigError::Parse {
+            path: self.path.clone(),
+            message: e.to_string().trim_end().to_owned(),
+        })
+    }
+
+    /// The error for a value at `span` (from `toml::Spanned`).
+    pub fn invalid(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.clone(),
+            line: self.text[..span.start.min(self.text.len())]
+                .matches('\n')
+                .count()
+                + 1,
+            message: message.into(),
+        }
+    }
+}
+
+/// A key written in hex, two digits per octet.
+pub fn parse_hex_key(hex: &str) -> Result<Vec<u8>, String> {
+    let hex = hex.trim();
+    if hex.len() % 2 != 0 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err("key must be hex digits, two per octet".into());
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|e| e.to_string()))
+        .collect()
+}
+
+/// Logs to stderr (stdout is for the ready line), as text or JSON lines,
+/// filtered by RUST_LOG (default info).
+pub fn init_logging(json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    if json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+}
+
+/// Serves `GET /metrics` with what `render` returns, on a bound listener,
+/// until the task is dropped. A minimal HTTP/1.1 responder: one request per
+/// connection, bounded in size and time.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    render: Arc<dyn Fn() -> String + Send + Sync>,
+) -> std::io::Result<()> {
+    tracing::info!(listen = %listener.local_addr()?, "metrics listening");
+    loop {
+        let (mut stream, peer) = listener.accept().await?;
+        let render = render.clone();
+        tokio::spawn(async move {
+            let mut request = Vec::with_capacity(1024);
+            let mut chunk = [0u8; 1024];
+            let read = tokio::time::timeout(Duration::from_secs(5), async {
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
+                    let n = stream.read(&mut chunk).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    request.extend_from_slice(&chunk[..n]);
+                }
+                Ok::<_, std::io::Error>(())
+            })
+            .await;
+            if !matches!(read, Ok(Ok(()))) {
+                tracing::debug!(%peer, "metrics request timed out or failed");
+                return;
+            }
+            let response = if request.starts_with(b"GET /metrics ") {
+                let body = render();
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    .to_owned()
+            };
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_counted_from_one() {
+        let text = ConfigText::new("a = 1\nb = 2\nc = 3\n", Path::new("x.toml"));
+        let at = text.text.find("c =").unwrap();
+        assert_eq!(text.invalid(at..at + 1, "bad").to_string(), "x.toml:3: bad");
+    }
+
+    #[test]
+    fn hex_keys() {
+        assert_eq!(parse_hex_key("00ff10"), Ok(vec![0, 255, 16]));
+        assert!(parse_hex_key("0").is_err());
+        assert!(parse_hex_key("zz").is_err());
+    }
+}
