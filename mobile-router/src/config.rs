@@ -46,9 +46,23 @@ pub struct Config {
     /// The data plane.
     #[serde(default)]
     pub dataplane: DataPlaneSection,
+    /// The status gRPC API.
+    #[serde(default)]
+    pub admin: Option<ListenSection>,
+    /// Prometheus metrics over HTTP.
+    #[serde(default)]
+    pub metrics: Option<ListenSection>,
     /// Static tenant instances.
     #[serde(default, rename = "instance")]
     pub instances: Vec<Spanned<InstanceEntry>>,
+}
+
+/// A section with one listen address.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenSection {
+    /// Address and port.
+    pub listen: SocketAddr,
 }
 
 /// `[mobile_router]`.

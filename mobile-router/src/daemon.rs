@@ -4,17 +4,19 @@
 
 use std::future::Future;
 use std::net::{Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use nemo::registration::{Event, Registrar, State};
 use nemo::wire::{parse_packet, MhType, MobilityHeader, SequenceNumber};
 use nemo_dataplane::{MobileRouterDataPlane, TenantRoutes};
+use nemo_proto::v1 as pb;
 use tokio::net::UdpSocket;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::Instance;
+use crate::status::{InstanceLabel, Metrics, RejectionLabel, Trigger};
 
 /// How long a shutdown waits for deregistrations to be acknowledged.
 const DEREGISTRATION_GRACE: Duration = Duration::from_secs(3);
@@ -27,6 +29,48 @@ struct Tenant {
     routes: TenantRoutes,
     attached: bool,
     reported_unauthenticated: Option<nemo::wire::BaStatus>,
+    /// Retransmissions already counted in the metrics.
+    counted_retransmissions: u64,
+}
+
+impl Tenant {
+    fn status(&self, now: Instant) -> pb::InstanceStatus {
+        let registrar = &self.registrar;
+        let (state, left) = match registrar.state() {
+            State::Detached => ("detached", 0),
+            State::Registering => ("registering", 0),
+            State::Registered { expires } => (
+                "registered",
+                u32::try_from(expires.saturating_duration_since(now).as_secs()).unwrap_or(u32::MAX),
+            ),
+            State::Rejected { .. } => ("rejected", 0),
+            State::Deregistering => ("deregistering", 0),
+            State::Deregistered => ("deregistered", 0),
+        };
+        pb::InstanceStatus {
+            name: self.name.clone(),
+            home_address: registrar.config().home_address.to_string(),
+            home_agent: registrar.config().home_agent.to_string(),
+            prefixes: registrar
+                .config()
+                .prefixes
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            state: state.to_owned(),
+            care_of_address: registrar
+                .care_of()
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            last_status: registrar.last_status.map(|s| u32::from(s.0)),
+            last_unauthenticated_status: registrar
+                .last_unauthenticated_status
+                .map(|s| u32::from(s.0)),
+            lifetime_left_seconds: left,
+            registrations: registrar.registrations,
+            retransmissions: registrar.retransmissions,
+        }
+    }
 }
 
 /// The daemon.
@@ -36,6 +80,8 @@ pub struct Daemon<D> {
     socket: UdpSocket,
     home_agent_udp: SocketAddr,
     dataplane: Arc<D>,
+    metrics: Arc<Metrics>,
+    snapshot: Arc<RwLock<Vec<pb::InstanceStatus>>>,
 }
 
 impl<D: MobileRouterDataPlane> Daemon<D> {
@@ -45,6 +91,7 @@ impl<D: MobileRouterDataPlane> Daemon<D> {
         socket: UdpSocket,
         home_agent_udp: SocketAddr,
         dataplane: Arc<D>,
+        metrics: Arc<Metrics>,
     ) -> Daemon<D> {
         let tenants = instances
             .into_iter()
@@ -61,6 +108,7 @@ impl<D: MobileRouterDataPlane> Daemon<D> {
                 registrar: Registrar::new(instance.registration, SequenceNumber(random_u16())),
                 attached: false,
                 reported_unauthenticated: None,
+                counted_retransmissions: 0,
             })
             .collect();
         Daemon {
@@ -68,7 +116,52 @@ impl<D: MobileRouterDataPlane> Daemon<D> {
             socket,
             home_agent_udp,
             dataplane,
+            metrics,
+            snapshot: Arc::new(RwLock::new(Vec::new())),
         }
+    }
+
+    /// The local address of the UDP socket.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// What the status API reads; updated as the daemon runs.
+    pub fn snapshot(&self) -> Arc<RwLock<Vec<pb::InstanceStatus>>> {
+        self.snapshot.clone()
+    }
+
+    fn publish(&mut self) {
+        let now = Instant::now();
+        for tenant in &mut self.tenants {
+            let total = tenant.registrar.retransmissions;
+            if total > tenant.counted_retransmissions {
+                self.metrics
+                    .retransmissions
+                    .get_or_create(&InstanceLabel {
+                        instance: tenant.name.clone(),
+                    })
+                    .inc_by(total - tenant.counted_retransmissions);
+                tenant.counted_retransmissions = total;
+            }
+        }
+        let statuses = self.tenants.iter().map(|t| t.status(now)).collect();
+        if let Ok(mut snapshot) = self.snapshot.write() {
+            *snapshot = statuses;
+        }
+    }
+
+    fn trigger(&mut self, name: Option<String>) -> Option<u32> {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let mut told = 0;
+        for tenant in &mut self.tenants {
+            if name.as_ref().is_none_or(|n| *n == tenant.name) {
+                tracing::info!(instance = %tenant.name, "registering again on request");
+                tenant.registrar.reregister(now, wall);
+                told += 1;
+            }
+        }
+        (name.is_none() || told > 0).then_some(told)
     }
 
     /// Runs until `shutdown` resolves, then deregisters every instance
@@ -76,6 +169,7 @@ impl<D: MobileRouterDataPlane> Daemon<D> {
     pub async fn run(
         mut self,
         mut care_of: watch::Receiver<Option<Ipv6Addr>>,
+        mut triggers: mpsc::Receiver<Trigger>,
         shutdown: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
         let initial = *care_of.borrow_and_update();
@@ -85,6 +179,7 @@ impl<D: MobileRouterDataPlane> Daemon<D> {
         let mut deadline: Option<Instant> = None;
         loop {
             self.flush().await;
+            self.publish();
             if let Some(end) = deadline {
                 let done = self
                     .tenants
@@ -121,6 +216,9 @@ impl<D: MobileRouterDataPlane> Daemon<D> {
                     let address = *care_of.borrow_and_update();
                     self.care_of_changed(address).await;
                 }
+                Some((name, respond)) = triggers.recv() => {
+                    let _ = respond.send(self.trigger(name));
+                }
                 () = sleep => {
                     let (now, wall) = (Instant::now(), SystemTime::now());
                     for tenant in &mut self.tenants {
@@ -149,6 +247,7 @@ impl<D: MobileRouterDataPlane> Daemon<D> {
     }
 
     async fn care_of_changed(&mut self, address: Option<Ipv6Addr>) {
+        self.metrics.care_of_changes.inc();
         match address {
             Some(address) => {
                 if let Err(error) = self.dataplane.set_care_of(address).await {
@@ -242,6 +341,15 @@ impl<D: MobileRouterDataPlane> Daemon<D> {
                             took_ms = took.as_secs_f64() * 1000.0,
                             "registered"
                         );
+                        self.metrics
+                            .registrations
+                            .get_or_create(&InstanceLabel {
+                                instance: tenant.name.clone(),
+                            })
+                            .inc();
+                        self.metrics
+                            .registration_seconds
+                            .observe(took.as_secs_f64());
                         if !tenant.attached {
                             match self.dataplane.attach(&tenant.routes, None).await {
                                 Ok(()) => tenant.attached = true,
@@ -252,7 +360,14 @@ impl<D: MobileRouterDataPlane> Daemon<D> {
                         }
                     }
                     Event::Rejected { status } => {
-                        tracing::error!(instance = %tenant.name, %status, "registration refused")
+                        tracing::error!(instance = %tenant.name, %status, "registration refused");
+                        self.metrics
+                            .rejections
+                            .get_or_create(&RejectionLabel {
+                                instance: tenant.name.clone(),
+                                status: status.0.to_string(),
+                            })
+                            .inc();
                     }
                     Event::Deregistered => {
                         tracing::info!(instance = %tenant.name, "deregistered")

@@ -12,7 +12,9 @@ use nemo_dataplane::linux::{Seg6Config, Seg6MobileRouter};
 use nemo_dataplane::{MemoryDataPlane, MobileRouterDataPlane};
 use nemo_mr::config::{Config, DataPlaneBackend, Instance};
 use nemo_mr::daemon::{self, Daemon};
-use tokio::sync::watch;
+use nemo_mr::status::{self, Metrics, StatusService};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
 
 /// The nemo mobile-router daemon.
 #[derive(Debug, Parser)]
@@ -95,13 +97,44 @@ async fn serve<D: MobileRouterDataPlane>(
     dataplane: Arc<D>,
 ) -> anyhow::Result<()> {
     let socket = daemon::bind(config.transport.bind).await?;
-    println!(
+    let metrics = Arc::new(Metrics::new());
+    let daemon = Daemon::new(
+        instances,
+        socket,
+        config.transport.home_agent_udp,
+        dataplane,
+        metrics.clone(),
+    );
+    let mut ready = format!(
         "nemo-mr ready udp={} care_of={}",
-        socket.local_addr()?,
+        daemon.local_addr()?,
         care_of
             .borrow()
             .map_or("none".to_owned(), |a| a.to_string())
     );
+    let (triggers, trigger_rx) = mpsc::channel(16);
+    let mut servers = tokio::task::JoinSet::new();
+    if let Some(section) = &config.admin {
+        let listener = TcpListener::bind(section.listen)
+            .await
+            .with_context(|| format!("binding admin {}", section.listen))?;
+        ready.push_str(&format!(" admin={}", listener.local_addr()?));
+        let service = StatusService::new(daemon.snapshot(), triggers.clone());
+        servers.spawn(status::serve(listener, service));
+    }
+    if let Some(section) = &config.metrics {
+        let listener = TcpListener::bind(section.listen)
+            .await
+            .with_context(|| format!("binding metrics {}", section.listen))?;
+        ready.push_str(&format!(" metrics={}", listener.local_addr()?));
+        let metrics = metrics.clone();
+        servers.spawn(async move {
+            nemo_daemon::serve_metrics(listener, Arc::new(move || metrics.render())).await?;
+            Ok(())
+        });
+    }
+    // The ready line is for supervisors and tests: stdout, one line.
+    println!("{ready}");
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing SIGTERM handler")?;
     let shutdown = async move {
@@ -110,12 +143,7 @@ async fn serve<D: MobileRouterDataPlane>(
             _ = tokio::signal::ctrl_c() => {}
         }
     };
-    Daemon::new(
-        instances,
-        socket,
-        config.transport.home_agent_udp,
-        dataplane,
-    )
-    .run(care_of, shutdown)
-    .await
+    let result = daemon.run(care_of, trigger_rx, shutdown).await;
+    servers.abort_all();
+    result
 }

@@ -43,6 +43,7 @@ fn mobile_router(dir: &Path, ha_udp: &str, key: &str, tag: &str) -> Process {
         format!(
             "[mobile_router]\nuplink = \"lo\"\ncare_of = \"{COA}\"\n\n\
              [transport]\nhome_agent_udp = \"{ha_udp}\"\nbind = \"[::1]:0\"\n\n\
+             [admin]\nlisten = \"[::1]:0\"\n\n[metrics]\nlisten = \"[::1]:0\"\n\n\
              [[instance]]\nname = \"acme\"\nhome_address = \"{HOA}\"\nhome_agent = \"2001:db8:1::1\"\n\
              spi = 4096\nkey = \"{key}\"\nprefixes = [\"2001:db8:100::/56\"]\n\
              tenant_interface = \"t-acme\"\ntable = 100\n"
@@ -200,4 +201,70 @@ async fn lost_acknowledgements_are_recovered_by_retransmission() {
     );
     let ha_log = ha.log();
     assert_eq!(ha_log.matches("status=0").count(), 3, "{ha_log}");
+}
+
+#[tokio::test]
+async fn status_api_and_reregistration_trigger() {
+    use nemo_proto::v1::mobile_router_status_client::MobileRouterStatusClient;
+    let dir = tempfile::tempdir().unwrap();
+    let ha = home_agent(dir.path());
+    let mr = mobile_router(dir.path(), &ha.field("udp"), KEY, "status");
+    mr.wait_for("registered", 1);
+    let mut status = MobileRouterStatusClient::connect(format!("http://{}", mr.field("admin")))
+        .await
+        .unwrap();
+    let list = status
+        .list_instances(pb::ListInstancesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.instances.len(), 1);
+    let instance = &list.instances[0];
+    assert_eq!(instance.name, "acme");
+    assert_eq!(instance.state, "registered");
+    assert_eq!(instance.care_of_address, COA);
+    assert_eq!(instance.last_status, Some(0));
+    assert_eq!(instance.registrations, 1);
+    assert!(instance.lifetime_left_seconds > 500 && instance.lifetime_left_seconds <= 600);
+
+    // The orchestrator's hook: register again now.
+    let told = status
+        .reregister(pb::ReregisterRequest {
+            name: "acme".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(told.instances, 1);
+    mr.wait_for("registered", 2);
+    let unknown = status
+        .reregister(pb::ReregisterRequest {
+            name: "nobody".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+    assert!(unknown.message().contains("name"), "{}", unknown.message());
+
+    let metrics_address = mr.field("metrics");
+    let metrics = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(metrics_address).unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text
+    })
+    .await
+    .unwrap();
+    assert!(
+        metrics.contains("nemo_mr_registrations_total{instance=\"acme\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("nemo_mr_registration_seconds_count 2"),
+        "{metrics}"
+    );
 }

@@ -1,0 +1,182 @@
+//! The status API (`nemo.v1.MobileRouterStatus`, with gRPC health and
+//! reflection) and the Prometheus metrics of `nemo-mr`.
+
+use std::sync::{Arc, RwLock};
+
+use nemo_proto::v1 as pb;
+use nemo_proto::v1::mobile_router_status_server::{MobileRouterStatus, MobileRouterStatusServer};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+
+/// Labels naming an instance.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InstanceLabel {
+    /// The instance's name.
+    pub instance: String,
+}
+
+/// Labels naming a status.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectionLabel {
+    /// The instance's name.
+    pub instance: String,
+    /// The Binding Acknowledgement status.
+    pub status: String,
+}
+
+/// The metrics of `nemo-mr`.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Registrations acknowledged, per instance.
+    pub registrations: Family<InstanceLabel, Counter>,
+    /// Retransmitted Binding Updates, per instance.
+    pub retransmissions: Family<InstanceLabel, Counter>,
+    /// Rejections, per instance and status.
+    pub rejections: Family<RejectionLabel, Counter>,
+    /// Changes of the care-of address.
+    pub care_of_changes: Counter,
+    /// Time from the start of a registration (a care-of address change, a
+    /// refresh, a trigger) to its acknowledgement.
+    pub registration_seconds: Histogram,
+}
+
+impl Metrics {
+    /// A fresh set.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("nemo_mr");
+        let registrations = Family::<InstanceLabel, Counter>::default();
+        let retransmissions = Family::<InstanceLabel, Counter>::default();
+        let rejections = Family::<RejectionLabel, Counter>::default();
+        let care_of_changes = Counter::default();
+        let registration_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 20));
+        registry.register(
+            "registrations",
+            "Registrations acknowledged",
+            registrations.clone(),
+        );
+        registry.register(
+            "retransmissions",
+            "Binding Updates retransmitted",
+            retransmissions.clone(),
+        );
+        registry.register(
+            "rejections",
+            "Registrations refused, by status",
+            rejections.clone(),
+        );
+        registry.register(
+            "care_of_changes",
+            "Care-of address changes",
+            care_of_changes.clone(),
+        );
+        registry.register(
+            "registration_seconds",
+            "Time from the start of a registration to its acknowledgement",
+            registration_seconds.clone(),
+        );
+        Metrics {
+            registry,
+            registrations,
+            retransmissions,
+            rejections,
+            care_of_changes,
+            registration_seconds,
+        }
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+/// A request to register again: the instance's name (or all), and where
+/// the count of instances told goes (`None`: no such instance).
+pub type Trigger = (Option<String>, oneshot::Sender<Option<u32>>);
+
+/// The service.
+#[derive(Debug, Clone)]
+pub struct StatusService {
+    snapshot: Arc<RwLock<Vec<pb::InstanceStatus>>>,
+    triggers: mpsc::Sender<Trigger>,
+}
+
+impl StatusService {
+    /// A service over the daemon's snapshot and trigger channel.
+    pub fn new(
+        snapshot: Arc<RwLock<Vec<pb::InstanceStatus>>>,
+        triggers: mpsc::Sender<Trigger>,
+    ) -> StatusService {
+        StatusService { snapshot, triggers }
+    }
+}
+
+#[tonic::async_trait]
+impl MobileRouterStatus for StatusService {
+    async fn list_instances(
+        &self,
+        _request: Request<pb::ListInstancesRequest>,
+    ) -> Result<Response<pb::ListInstancesResponse>, Status> {
+        let instances = self
+            .snapshot
+            .read()
+            .map_err(|_| Status::internal("status unavailable"))?
+            .clone();
+        Ok(Response::new(pb::ListInstancesResponse { instances }))
+    }
+
+    async fn reregister(
+        &self,
+        request: Request<pb::ReregisterRequest>,
+    ) -> Result<Response<pb::ReregisterResponse>, Status> {
+        let name = request.into_inner().name;
+        let wanted = (!name.is_empty()).then(|| name.clone());
+        let (respond, answer) = oneshot::channel();
+        self.triggers
+            .send((wanted, respond))
+            .await
+            .map_err(|_| Status::unavailable("mobile router is stopping"))?;
+        match answer.await {
+            Ok(Some(instances)) => Ok(Response::new(pb::ReregisterResponse { instances })),
+            Ok(None) => Err(Status::not_found(format!("name: no instance {name:?}"))),
+            Err(_) => Err(Status::unavailable("mobile router is stopping")),
+        }
+    }
+}
+
+/// Serves the status API, health and reflection on a bound listener.
+pub async fn serve(listener: TcpListener, service: StatusService) -> anyhow::Result<()> {
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<MobileRouterStatusServer<StatusService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(nemo_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    tracing::info!(listen = %listener.local_addr()?, "status gRPC listening");
+    tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(MobileRouterStatusServer::new(service))
+        .serve_with_incoming(TcpListenerStream::new(listener))
+        .await?;
+    Ok(())
+}
