@@ -15,6 +15,7 @@
 pub mod addresses;
 pub mod linux;
 pub mod quiet;
+pub mod transport;
 
 use std::collections::BTreeMap;
 use std::future::Future;

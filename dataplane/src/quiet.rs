@@ -29,7 +29,7 @@
 
 use std::net::Ipv6Addr;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use netlink_packet_route::tc::{
     TcAttribute, TcBpfFlags, TcFilterBpf, TcFilterBpfOption, TcHandle, TcMessage, TcOption,
 };
@@ -46,6 +46,8 @@ pub const FILTER_PREFERENCE: u16 = 0x4e4d;
 const ETH_P_IPV6: u16 = 0x86dd;
 const NEXT_HEADER_DSTOPTS: u32 = 60;
 const NEXT_HEADER_MH: u32 = 135;
+const NEXT_HEADER_ROUTING: u32 = 43;
+const ROUTING_TYPE_2: u32 = 2;
 
 fn refused(action: &'static str, reason: impl ToString) -> DataPlaneError {
     DataPlaneError::Unavailable {
@@ -80,20 +82,55 @@ pub struct Instruction {
     pub k: u32,
 }
 
-/// The program that returns TC_ACT_SHOT for a Mobility Header packet with
-/// a Destination Options header sent to `address`, seen from the Ethernet
-/// header (cls_bpf pushes the link header back at ingress), and
-/// TC_ACT_UNSPEC for anything else.
-pub fn program(address: Ipv6Addr) -> Vec<Instruction> {
+/// Which mobility signalling a host takes off the wire before its kernel
+/// sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signalling {
+    /// A home agent: Binding Updates, a Destination Options header (the
+    /// Home Address option) followed by the Mobility Header.
+    BindingUpdates,
+    /// A mobile router: Binding Acknowledgements, a type 2 routing header
+    /// followed by the Mobility Header (RFC 6275 §6.4).
+    BindingAcks,
+}
+
+impl Signalling {
+    /// The (offset from the IPv6 header, value) octets that identify it.
+    fn octets(self) -> [(u32, u32); 3] {
+        match self {
+            // Next Header 60; the options header's Next Header 135; octet
+            // 40 once more (a placeholder that always matches).
+            Signalling::BindingUpdates => [
+                (6, NEXT_HEADER_DSTOPTS),
+                (40, NEXT_HEADER_MH),
+                (40, NEXT_HEADER_MH),
+            ],
+            // Next Header 43; the routing header's Next Header 135 and its
+            // Routing Type 2.
+            Signalling::BindingAcks => [
+                (6, NEXT_HEADER_ROUTING),
+                (40, NEXT_HEADER_MH),
+                (42, ROUTING_TYPE_2),
+            ],
+        }
+    }
+}
+
+/// The program that returns TC_ACT_SHOT for mobility signalling of `kind`
+/// sent to `address`, seen from the Ethernet header (cls_bpf pushes the
+/// link header back at ingress), and TC_ACT_UNSPEC for anything else.
+pub fn program(address: Ipv6Addr, kind: Signalling) -> Vec<Instruction> {
     let octets = address.octets();
     let word =
         |i: usize| u32::from_be_bytes([octets[i], octets[i + 1], octets[i + 2], octets[i + 3]]);
     // (load, offset, expected value): each failed comparison jumps to the
     // final "pass" instruction.
+    let [first, second, third] = kind.octets();
     let checks = [
         (BPF_LD_H_ABS, 12, u32::from(ETH_P_IPV6)),
-        (BPF_LD_B_ABS, 14 + 6, NEXT_HEADER_DSTOPTS),
-        (BPF_LD_B_ABS, 14 + 40, NEXT_HEADER_MH),
+        (BPF_LD_B_ABS, 14 + first.0, first.1),
+        (BPF_LD_B_ABS, 14 + second.0, second.1),
+        (BPF_LD_B_ABS, 14 + third.0, third.1),
         (BPF_LD_W_ABS, 14 + 24, word(0)),
         (BPF_LD_W_ABS, 14 + 28, word(4)),
         (BPF_LD_W_ABS, 14 + 32, word(8)),
@@ -113,7 +150,7 @@ pub fn program(address: Ipv6Addr) -> Vec<Instruction> {
         program.push(Instruction {
             code: BPF_JEQ_K,
             jt: 0,
-            // At most 14 instructions: always fits.
+            // At most 18 instructions: always fits.
             jf: (pass - here - 1) as u8,
             k: value,
         });
@@ -143,15 +180,6 @@ fn program_bytes(program: &[Instruction]) -> Vec<u8> {
         bytes.extend_from_slice(&instruction.k.to_ne_bytes());
     }
     bytes
-}
-
-async fn interface_index(handle: &Handle, name: &str) -> Result<u32, DataPlaneError> {
-    let mut links = handle.link().get().match_name(name.to_owned()).execute();
-    match links.try_next().await {
-        Ok(Some(link)) => Ok(link.header.index),
-        Ok(None) => Err(refused("finding interface", format!("no interface {name}"))),
-        Err(error) => Err(refused("finding interface", format!("{name}: {error}"))),
-    }
 }
 
 /// Removes nemo's filters from the interface's ingress (all protocols at
@@ -184,8 +212,13 @@ async fn remove_filters(handle: &Handle, index: u32) -> Result<(), DataPlaneErro
     Ok(())
 }
 
-async fn add_filter(handle: &Handle, index: u32, address: Ipv6Addr) -> Result<(), String> {
-    let program = program(address);
+async fn add_filter(
+    handle: &Handle,
+    index: u32,
+    address: Ipv6Addr,
+    kind: Signalling,
+) -> Result<(), String> {
+    let program = program(address, kind);
     let mut message = TcMessage::with_index(index as i32);
     message.header.parent = TcHandle {
         major: 0xffff,
@@ -246,10 +279,11 @@ pub async fn suppress(
     handle: &Handle,
     interfaces: &[String],
     addresses: &[Ipv6Addr],
+    kind: Signalling,
 ) -> Result<Suppression, DataPlaneError> {
     let mut installed = Vec::new();
     for name in interfaces {
-        let index = interface_index(handle, name).await?;
+        let index = crate::addresses::interface_index(handle, name).await?;
         remove_filters(handle, index).await?;
         // An ingress qdisc; one that exists already is fine.
         if let Err(error) = handle.qdisc().add(index as i32).ingress().execute().await {
@@ -258,11 +292,11 @@ pub async fn suppress(
             }
         }
         for address in addresses {
-            add_filter(handle, index, *address)
+            add_filter(handle, index, *address, kind)
                 .await
                 .map_err(|e| refused("adding filter", format!("{name} {address}: {e}")))?;
         }
-        tracing::info!(interface = %name, ?addresses, "kernel Parameter Problems for Home Address options suppressed");
+        tracing::info!(interface = %name, ?addresses, ?kind, "kernel Parameter Problems for mobility signalling suppressed");
         installed.push(index);
     }
     Ok(Suppression {
@@ -323,8 +357,8 @@ mod tests {
     #[test]
     fn program_drops_only_mobility_headers_with_destination_options_to_us() {
         let ha: Ipv6Addr = "2001:db8:1::1".parse().unwrap();
-        let program = program(ha);
-        assert_eq!(program.len(), 16);
+        let program = program(ha, Signalling::BindingUpdates);
+        assert_eq!(program.len(), 18);
         assert_eq!(run(&program, &frame(60, 135, ha)), TC_ACT_SHOT);
         // Anything else passes.
         assert_eq!(run(&program, &frame(60, 6, ha)), TC_ACT_UNSPEC);
@@ -335,5 +369,22 @@ mod tests {
         let mut ipv4 = frame(60, 135, ha);
         ipv4[12..14].copy_from_slice(&[0x08, 0x00]);
         assert_eq!(run(&program, &ipv4), TC_ACT_UNSPEC);
+    }
+
+    #[test]
+    fn program_drops_only_acknowledgements_with_a_type_2_routing_header_to_us() {
+        let care_of: Ipv6Addr = "2001:db8:2::10".parse().unwrap();
+        let program = program(care_of, Signalling::BindingAcks);
+        let mut ack = frame(43, 135, care_of);
+        ack[14 + 42] = 2;
+        assert_eq!(run(&program, &ack), TC_ACT_SHOT);
+        // A routing header of another type, or another payload, passes.
+        let mut segment_routing = ack.clone();
+        segment_routing[14 + 42] = 4;
+        assert_eq!(run(&program, &segment_routing), TC_ACT_UNSPEC);
+        let mut tcp = ack.clone();
+        tcp[14 + 40] = 6;
+        assert_eq!(run(&program, &tcp), TC_ACT_UNSPEC);
+        assert_eq!(run(&program, &frame(60, 135, care_of)), TC_ACT_UNSPEC);
     }
 }

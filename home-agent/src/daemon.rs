@@ -68,7 +68,7 @@ pub enum ReplyPath {
     /// Out of a raw IPv6 socket, to the packet's destination.
     Native {
         /// The raw socket.
-        sender: Arc<crate::native::RawSender>,
+        sender: Arc<nemo_dataplane::transport::RawSender>,
     },
 }
 
@@ -651,16 +651,30 @@ pub async fn start<D: HomeAgentDataPlane>(setup: Setup<D>) -> anyhow::Result<Run
         let (connection, handle, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
         tokio::spawn(connection);
         suppression = Some(
-            nemo_dataplane::quiet::suppress(&handle, interfaces, addresses)
-                .await
-                .context("native transport: installing the tc ingress filter")?,
+            nemo_dataplane::quiet::suppress(
+                &handle,
+                interfaces,
+                addresses,
+                nemo_dataplane::quiet::Signalling::BindingUpdates,
+            )
+            .await
+            .context("native transport: installing the tc ingress filter")?,
         );
-        let sender = Arc::new(crate::native::RawSender::open()?);
-        native_threads = crate::native::start(
+        let sender = Arc::new(nemo_dataplane::transport::RawSender::open()?);
+        let core = core_tx.clone();
+        native_threads = nemo_dataplane::transport::start_receivers(
             interfaces,
-            addresses.clone(),
-            sender,
-            core_tx.clone(),
+            Arc::new(RwLock::new(addresses.clone())),
+            move |bytes| {
+                let event = CoreEvent::Packet {
+                    bytes,
+                    path: ReplyPath::Native {
+                        sender: sender.clone(),
+                    },
+                    received_at: Instant::now(),
+                };
+                core.blocking_send(event).is_ok()
+            },
             native_stop.clone(),
         )?;
     }

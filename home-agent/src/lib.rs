@@ -5,5 +5,4 @@ pub mod admin;
 pub mod config;
 pub mod daemon;
 pub mod metrics;
-pub mod native;
 pub mod store;

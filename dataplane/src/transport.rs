@@ -1,38 +1,40 @@
-//! The native transport: Mobility Headers as RFC 6275 puts them on the
-//! wire.
+//! The native transport: Mobility Headers as RFC 6275 puts them on the wire,
+//! shared by both daemons.
 //!
-//! A Binding Update arrives from the care-of address with a Home Address
-//! destination option (RFC 6275 §11.7.1). This kernel has no Mobile IPv6
-//! support and drops such packets before any raw socket sees them (GUIDE.md,
-//! measured), so the home agent reads them from a packet socket (AF_PACKET,
+//! A Binding Update arrives at the home agent with a Home Address
+//! destination option (RFC 6275 §11.7.1), a Binding Acknowledgement at the
+//! mobile router with a type 2 routing header (§6.4, §9.5.4). Kernels without
+//! Mobile IPv6 (this one) drop both before any raw socket sees them
+//! (GUIDE.md, measured), so they are read from a packet socket (AF_PACKET,
 //! pnet's datalink channel, all protocols: taps run before the kernel's IPv6
-//! input), keeps only IPv6 packets sent to its own home-agent addresses, and
-//! hands them to the core like any other transport.
+//! input), keeping only IPv6 packets sent to the host's own mobility
+//! addresses. [`crate::quiet`] then keeps the kernel from answering them
+//! with Parameter Problems.
 //!
-//! Answers go out through a raw IPv6 socket (IPPROTO_RAW, header included),
-//! which can carry the type 2 routing header the Binding Acknowledgement
-//! needs (RFC 6275 §6.4, §9.5.4).
-//!
-//! The kernel itself would answer the Home Address option with an ICMPv6
-//! Parameter Problem; `nemo_dataplane::quiet` drops these packets at tc
-//! ingress, after the packet socket has seen them.
+//! Packets go out whole through a raw IPv6 socket (IPPROTO_RAW, header
+//! included), which can carry any extension header.
 
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
-use anyhow::Context;
 use pnet_datalink::{Channel, ChannelType, Config as LinkConfig};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::sync::mpsc;
 
-use crate::daemon::{CoreEvent, ReplyPath};
+use crate::DataPlaneError;
 
 const ETHERTYPE_IPV6: u16 = 0x86dd;
 const ETHERTYPE_VLAN: u16 = 0x8100;
 /// IPPROTO_RAW: a raw socket whose packets carry their own IPv6 header.
 const IPPROTO_RAW: i32 = 255;
+
+fn unavailable(reason: String) -> DataPlaneError {
+    DataPlaneError::Unavailable {
+        backend: "native transport",
+        reason,
+    }
+}
 
 /// Sends whole IPv6 packets (header included) through a raw socket.
 #[derive(Debug)]
@@ -42,9 +44,9 @@ pub struct RawSender {
 
 impl RawSender {
     /// Opens the raw socket (needs CAP_NET_RAW).
-    pub fn open() -> anyhow::Result<RawSender> {
+    pub fn open() -> Result<RawSender, DataPlaneError> {
         let socket = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::from(IPPROTO_RAW)))
-            .context("opening raw IPv6 socket (needs CAP_NET_RAW)")?;
+            .map_err(|e| unavailable(format!("raw IPv6 socket (needs CAP_NET_RAW): {e}")))?;
         Ok(RawSender { socket })
     }
 
@@ -55,7 +57,7 @@ impl RawSender {
         };
         let mut octets = [0u8; 16];
         octets.copy_from_slice(destination);
-        // The port of a raw socket address must be 0 (or the protocol).
+        // The port of a raw socket address must be 0.
         let address = SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(octets), 0, 0, 0));
         self.socket.send_to(packet, &address.into())?;
         Ok(())
@@ -76,28 +78,33 @@ pub fn ipv6_payload(frame: &[u8]) -> Option<&[u8]> {
 }
 
 /// True when an IPv6 packet is addressed to one of `addresses`.
-fn addressed_to(packet: &[u8], addresses: &[Ipv6Addr]) -> bool {
+pub fn addressed_to(packet: &[u8], addresses: &[Ipv6Addr]) -> bool {
     let Some(destination) = packet.get(24..40) else {
         return false;
     };
     addresses.iter().any(|a| a.octets() == destination)
 }
 
-/// Starts a receiving thread per interface; they stop when `stop` is set.
-pub fn start(
+/// The addresses a receiver accepts packets for; the mobile router changes
+/// them when its care-of address changes.
+pub type Addresses = Arc<RwLock<Vec<Ipv6Addr>>>;
+
+/// Starts a receiving thread per interface, handing every IPv6 packet sent
+/// to one of `addresses` to `deliver` (which returns false to stop). The
+/// threads also stop when `stop` is set, within 200 ms.
+pub fn start_receivers(
     interfaces: &[String],
-    addresses: Vec<Ipv6Addr>,
-    sender: Arc<RawSender>,
-    core: mpsc::Sender<CoreEvent>,
+    addresses: Addresses,
+    deliver: impl Fn(Vec<u8>) -> bool + Send + Clone + 'static,
     stop: Arc<AtomicBool>,
-) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
+) -> Result<Vec<std::thread::JoinHandle<()>>, DataPlaneError> {
     let available = pnet_datalink::interfaces();
     let mut threads = Vec::new();
     for name in interfaces {
         let interface = available
             .iter()
             .find(|i| &i.name == name)
-            .with_context(|| format!("native transport: no interface {name}"))?
+            .ok_or_else(|| unavailable(format!("no interface {name}")))?
             .clone();
         let config = LinkConfig {
             read_timeout: Some(Duration::from_millis(200)),
@@ -106,20 +113,26 @@ pub fn start(
             read_buffer_size: 65536,
             ..LinkConfig::default()
         };
-        let mut receiver = match pnet_datalink::channel(&interface, config).with_context(|| {
-            format!("native transport: packet socket on {name} (needs CAP_NET_RAW)")
-        })? {
+        let mut receiver = match pnet_datalink::channel(&interface, config)
+            .map_err(|e| unavailable(format!("packet socket on {name} (needs CAP_NET_RAW): {e}")))?
+        {
             Channel::Ethernet(_, receiver) => receiver,
-            _ => anyhow::bail!("native transport: {name} is not an Ethernet-like interface"),
+            _ => {
+                return Err(unavailable(format!(
+                    "{name} is not an Ethernet-like interface"
+                )))
+            }
         };
-        tracing::info!(interface = %name, ?addresses, "native transport listening");
-        let addresses = addresses.clone();
-        let sender = sender.clone();
-        let core = core.clone();
-        let stop = stop.clone();
-        let name = name.clone();
-        threads.push(std::thread::Builder::new().name(format!("native-{name}")).spawn(
-            move || {
+        tracing::info!(interface = %name, "native transport listening");
+        let (addresses, deliver, stop, name) = (
+            addresses.clone(),
+            deliver.clone(),
+            stop.clone(),
+            name.clone(),
+        );
+        let thread = std::thread::Builder::new()
+            .name(format!("native-{name}"))
+            .spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let frame = match receiver.next() {
                         Ok(frame) => frame,
@@ -134,22 +147,17 @@ pub fn start(
                     let Some(packet) = ipv6_payload(frame) else {
                         continue;
                     };
-                    if !addressed_to(packet, &addresses) {
-                        continue;
-                    }
-                    let event = CoreEvent::Packet {
-                        bytes: packet.to_vec(),
-                        path: ReplyPath::Native {
-                            sender: sender.clone(),
-                        },
-                        received_at: Instant::now(),
-                    };
-                    if core.blocking_send(event).is_err() {
+                    let ours = addresses
+                        .read()
+                        .map(|a| addressed_to(packet, &a))
+                        .unwrap_or(false);
+                    if ours && !deliver(packet.to_vec()) {
                         return;
                     }
                 }
-            },
-        )?);
+            })
+            .map_err(|e| unavailable(format!("receiver thread: {e}")))?;
+        threads.push(thread);
     }
     Ok(threads)
 }
