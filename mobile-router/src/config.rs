@@ -82,11 +82,26 @@ pub struct MobileRouterSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransportSection {
-    /// The home agent's UDP transport (address and port).
-    pub home_agent_udp: SocketAddr,
+    /// `udp` (default) or `native` (RFC 6275 on the wire, on the uplink).
+    #[serde(default)]
+    pub kind: TransportKind,
+    /// The home agent's UDP transport (address and port); needed for `udp`.
+    #[serde(default)]
+    pub home_agent_udp: Option<SocketAddr>,
     /// Local address for the UDP socket.
     #[serde(default = "default_bind")]
     pub bind: SocketAddr,
+}
+
+/// How Binding Updates travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransportKind {
+    /// IPv6 packets in UDP to the home agent's UDP transport.
+    #[default]
+    Udp,
+    /// RFC 6275 as is: Home Address option out, type 2 routing header in.
+    Native,
 }
 
 fn default_bind() -> SocketAddr {
@@ -175,6 +190,13 @@ impl Config {
 
     fn validate(file: &ConfigText) -> Result<(Config, Vec<Instance>), ConfigError> {
         let config: Config = file.parse()?;
+        if config.transport.kind == TransportKind::Udp && config.transport.home_agent_udp.is_none()
+        {
+            return Err(file.invalid(
+                config.mobile_router.uplink.span(),
+                "transport: kind \"udp\" needs home_agent_udp",
+            ));
+        }
         let mut instances: Vec<Instance> = Vec::new();
         for spanned in &config.instances {
             let entry = spanned.get_ref();

@@ -4,12 +4,15 @@
 
 use std::future::Future;
 use std::net::{Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use nemo::registration::{Event, Registrar, State};
 use nemo::wire::{parse_packet, MhType, MobilityHeader, SequenceNumber};
+use nemo_dataplane::quiet;
+use nemo_dataplane::transport::{Addresses, RawSender};
 use nemo_dataplane::{MobileRouterDataPlane, TenantRoutes};
 use nemo_proto::v1 as pb;
 use tokio::net::UdpSocket;
@@ -73,23 +76,141 @@ impl Tenant {
     }
 }
 
+/// How Binding Updates reach the home agents and their answers come back.
+#[derive(Debug)]
+pub enum Transport {
+    /// The home agent's UDP transport: IPv6 packets in UDP datagrams.
+    Udp {
+        /// The socket.
+        socket: UdpSocket,
+        /// The home agent's UDP address.
+        home_agent: SocketAddr,
+    },
+    /// RFC 6275 on the wire: Binding Updates out of a raw socket,
+    /// acknowledgements (type 2 routing header) from a packet socket.
+    Native {
+        /// The raw socket.
+        sender: RawSender,
+        /// Packets the receivers took for us.
+        incoming: mpsc::Receiver<Vec<u8>>,
+        /// The addresses the receivers accept: the care-of address.
+        addresses: Addresses,
+        /// For the tc filter that keeps the kernel quiet.
+        handle: rtnetlink::Handle,
+        /// The uplink.
+        uplink: String,
+        /// Stops the receivers.
+        stop: Arc<AtomicBool>,
+    },
+}
+
+impl Transport {
+    /// The native transport on `uplink`: starts the receivers.
+    pub fn native(uplink: &str, handle: rtnetlink::Handle) -> anyhow::Result<Transport> {
+        let (sender_tx, incoming) = mpsc::channel(1024);
+        let addresses: Addresses = Arc::new(RwLock::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        nemo_dataplane::transport::start_receivers(
+            &[uplink.to_owned()],
+            addresses.clone(),
+            move |packet| sender_tx.blocking_send(packet).is_ok(),
+            stop.clone(),
+        )?;
+        Ok(Transport::Native {
+            sender: RawSender::open()?,
+            incoming,
+            addresses,
+            handle,
+            uplink: uplink.to_owned(),
+            stop,
+        })
+    }
+
+    async fn send(&self, packet: &[u8]) -> std::io::Result<()> {
+        match self {
+            Transport::Udp { socket, home_agent } => {
+                socket.send_to(packet, home_agent).await.map(|_| ())
+            }
+            Transport::Native { sender, .. } => sender.send(packet),
+        }
+    }
+
+    async fn receive(&mut self, buffer: &mut [u8]) -> std::io::Result<Vec<u8>> {
+        match self {
+            Transport::Udp { socket, .. } => {
+                let (len, _) = socket.recv_from(buffer).await?;
+                Ok(buffer[..len].to_vec())
+            }
+            Transport::Native { incoming, .. } => incoming
+                .recv()
+                .await
+                .ok_or_else(|| std::io::Error::other("native receivers stopped")),
+        }
+    }
+
+    /// Follows a new care-of address: the receivers take packets to it and
+    /// the kernel is kept quiet about its acknowledgements.
+    async fn care_of_changed(&self, care_of: Option<Ipv6Addr>) {
+        let Transport::Native {
+            addresses,
+            handle,
+            uplink,
+            ..
+        } = self
+        else {
+            return;
+        };
+        if let Ok(mut accepted) = addresses.write() {
+            *accepted = care_of.into_iter().collect();
+        }
+        if let Some(care_of) = care_of {
+            if let Err(error) = quiet::suppress(
+                handle,
+                std::slice::from_ref(uplink),
+                &[care_of],
+                quiet::Signalling::BindingAcks,
+            )
+            .await
+            {
+                tracing::error!(%error, "cannot keep the kernel quiet about Binding Acknowledgements");
+            }
+        }
+    }
+
+    fn local_addr(&self) -> String {
+        match self {
+            Transport::Udp { socket, .. } => socket
+                .local_addr()
+                .map(|a| format!("udp={a}"))
+                .unwrap_or_else(|_| "udp=?".into()),
+            Transport::Native { uplink, .. } => format!("native={uplink}"),
+        }
+    }
+}
+
+impl Drop for Transport {
+    fn drop(&mut self) {
+        if let Transport::Native { stop, .. } = self {
+            stop.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The daemon.
 #[derive(Debug)]
 pub struct Daemon<D> {
     tenants: Vec<Tenant>,
-    socket: UdpSocket,
-    home_agent_udp: SocketAddr,
+    transport: Transport,
     dataplane: Arc<D>,
     metrics: Arc<Metrics>,
     snapshot: Arc<RwLock<Vec<pb::InstanceStatus>>>,
 }
 
 impl<D: MobileRouterDataPlane> Daemon<D> {
-    /// A daemon for these instances, sending over `socket`.
+    /// A daemon for these instances, talking over `transport`.
     pub fn new(
         instances: Vec<Instance>,
-        socket: UdpSocket,
-        home_agent_udp: SocketAddr,
+        transport: Transport,
         dataplane: Arc<D>,
         metrics: Arc<Metrics>,
     ) -> Daemon<D> {
@@ -113,17 +234,16 @@ impl<D: MobileRouterDataPlane> Daemon<D> {
             .collect();
         Daemon {
             tenants,
-            socket,
-            home_agent_udp,
+            transport,
             dataplane,
             metrics,
             snapshot: Arc::new(RwLock::new(Vec::new())),
         }
     }
 
-    /// The local address of the UDP socket.
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.socket.local_addr()
+    /// Where the transport listens, for the ready line.
+    pub fn local_addr(&self) -> String {
+        self.transport.local_addr()
     }
 
     /// What the status API reads; updated as the daemon runs.
@@ -202,12 +322,9 @@ impl<D: MobileRouterDataPlane> Daemon<D> {
                 }
             };
             tokio::select! {
-                received = self.socket.recv_from(&mut buffer) => match received {
-                    Ok((len, _)) => {
-                        let packet = buffer[..len].to_vec();
-                        self.packet(&packet);
-                    }
-                    Err(error) => tracing::debug!(%error, "udp receive error"),
+                received = self.transport.receive(&mut buffer) => match received {
+                    Ok(packet) => self.packet(&packet),
+                    Err(error) => tracing::debug!(%error, "receive error"),
                 },
                 changed = care_of.changed(), if deadline.is_none() => {
                     if changed.is_err() {
@@ -248,6 +365,7 @@ impl<D: MobileRouterDataPlane> Daemon<D> {
 
     async fn care_of_changed(&mut self, address: Option<Ipv6Addr>) {
         self.metrics.care_of_changes.inc();
+        self.transport.care_of_changed(address).await;
         match address {
             Some(address) => {
                 if let Err(error) = self.dataplane.set_care_of(address).await {
@@ -323,7 +441,7 @@ impl<D: MobileRouterDataPlane> Daemon<D> {
     async fn flush(&mut self) {
         for tenant in &mut self.tenants {
             while let Some(packet) = tenant.registrar.poll_transmit() {
-                if let Err(error) = self.socket.send_to(&packet, self.home_agent_udp).await {
+                if let Err(error) = self.transport.send(&packet).await {
                     tracing::warn!(instance = %tenant.name, %error, "sending a Binding Update failed");
                 }
             }

@@ -10,8 +10,8 @@ use anyhow::Context;
 use clap::Parser;
 use nemo_dataplane::linux::{Seg6Config, Seg6MobileRouter};
 use nemo_dataplane::{MemoryDataPlane, MobileRouterDataPlane};
-use nemo_mr::config::{Config, DataPlaneBackend, Instance};
-use nemo_mr::daemon::{self, Daemon};
+use nemo_mr::config::{Config, DataPlaneBackend, Instance, TransportKind};
+use nemo_mr::daemon::{self, Daemon, Transport};
 use nemo_mr::status::{self, Metrics, StatusService};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -96,18 +96,25 @@ async fn serve<D: MobileRouterDataPlane>(
     care_of: watch::Receiver<Option<std::net::Ipv6Addr>>,
     dataplane: Arc<D>,
 ) -> anyhow::Result<()> {
-    let socket = daemon::bind(config.transport.bind).await?;
+    let transport = match (config.transport.kind, config.transport.home_agent_udp) {
+        (TransportKind::Udp, Some(home_agent)) => Transport::Udp {
+            socket: daemon::bind(config.transport.bind).await?,
+            home_agent,
+        },
+        (TransportKind::Udp, None) => anyhow::bail!("transport udp needs home_agent_udp"),
+        (TransportKind::Native, _) => {
+            let (connection, handle, _) =
+                rtnetlink::new_connection().context("opening rtnetlink")?;
+            tokio::spawn(connection);
+            Transport::native(config.mobile_router.uplink.get_ref(), handle)
+                .context("native transport")?
+        }
+    };
     let metrics = Arc::new(Metrics::new());
-    let daemon = Daemon::new(
-        instances,
-        socket,
-        config.transport.home_agent_udp,
-        dataplane,
-        metrics.clone(),
-    );
+    let daemon = Daemon::new(instances, transport, dataplane, metrics.clone());
     let mut ready = format!(
-        "nemo-mr ready udp={} care_of={}",
-        daemon.local_addr()?,
+        "nemo-mr ready {} care_of={}",
+        daemon.local_addr(),
         care_of
             .borrow()
             .map_or("none".to_owned(), |a| a.to_string())

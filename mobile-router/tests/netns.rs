@@ -105,3 +105,93 @@ fn binding_follows_a_new_uplink_address_within_milliseconds() {
         "{ha_log}"
     );
 }
+
+/// ICMPv6 Parameter Problems the namespace's kernel has sent.
+fn parameter_problems_sent(ns: &Netns) -> u64 {
+    let output = ns
+        .command("nstat")
+        .args(["-az", "Icmp6OutParmProblems"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find(|l| l.starts_with("Icmp6OutParmProblems"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn native_transport_end_to_end_as_rfc_6275_puts_it_on_the_wire() {
+    if !netns_available(MUST_RUN) {
+        return;
+    }
+    let ha = Netns::new("mr-native-ha");
+    let mr = Netns::new("mr-native-mr");
+    veth(
+        &ha,
+        "h1",
+        &format!("{HA}/64"),
+        &mr,
+        "u0",
+        "2001:db8:2::10/64",
+    );
+    ha.ip(&["-6", "route", "add", "2001:db8:2::/64", "dev", "h1"]);
+    mr.ip(&["-6", "route", "add", "2001:db8:1::/64", "dev", "u0"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let ha_config = dir.path().join("ha.toml");
+    std::fs::write(
+        &ha_config,
+        format!(
+            "[home_agent]\nhome_prefixes = [\"2001:db8:1::/64\"]\n\n[store]\npath = \"{}\"\n\n\
+             [native]\ninterfaces = [\"h1\"]\naddresses = [\"{HA}\"]\n\n\
+             [[mobile_router]]\nhome_address = \"{HOA}\"\nspi = 4096\nkey = \"{KEY}\"\n\
+             prefixes = [\"2001:db8:100::/56\"]\n",
+            dir.path().join("store").display()
+        ),
+    )
+    .unwrap();
+    let ha_process = start(
+        &ha,
+        &workspace_binary("nemo-ha"),
+        &ha_config,
+        dir.path().join("ha.log"),
+    );
+    let mr_config = dir.path().join("mr.toml");
+    std::fs::write(
+        &mr_config,
+        format!(
+            "[mobile_router]\nuplink = \"u0\"\n\n[transport]\nkind = \"native\"\n\n\
+             [[instance]]\nname = \"acme\"\nhome_address = \"{HOA}\"\nhome_agent = \"{HA}\"\n\
+             spi = 4096\nkey = \"{KEY}\"\nprefixes = [\"2001:db8:100::/56\"]\n\
+             tenant_interface = \"t-acme\"\ntable = 100\n"
+        ),
+    )
+    .unwrap();
+    let mr_process = start(
+        &mr,
+        Path::new(env!("CARGO_BIN_EXE_nemo-mr")),
+        &mr_config,
+        dir.path().join("mr.log"),
+    );
+    let log = mr_process.wait_for("registered", 1);
+    assert!(log.contains("care_of=2001:db8:2::10"), "{log}");
+    let ha_log = ha_process.wait_for("status=0", 1);
+    assert!(
+        ha_log.contains("care_of=2001:db8:2::10 status=0"),
+        "{ha_log}"
+    );
+
+    // A move, over the same transport.
+    mr.ip(&["addr", "add", "2001:db8:3::10/64", "dev", "u0", "nodad"]);
+    ha.ip(&["-6", "route", "add", "2001:db8:3::/64", "dev", "h1"]);
+    mr.ip(&["addr", "del", "2001:db8:2::10/64", "dev", "u0"]);
+    let log = mr_process.wait_for("registered", 2);
+    assert!(log.contains("care_of=2001:db8:3::10"), "{log}");
+
+    // Neither kernel answered the Home Address option or the type 2
+    // routing header with a Parameter Problem.
+    assert_eq!(parameter_problems_sent(&ha), 0, "home agent's kernel");
+    assert_eq!(parameter_problems_sent(&mr), 0, "mobile router's kernel");
+}
