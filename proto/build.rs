@@ -6,7 +6,11 @@ use std::path::PathBuf;
 
 use prost::Message;
 
-const PROTOS: &[&str] = &["nemo/v1/home_agent.proto", "nemo/v1/mobile_router.proto"];
+const PROTOS: &[&str] = &[
+    "nemo/v1/home_agent.proto",
+    "nemo/v1/mobile_router.proto",
+    "nemo/v1/controller.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {

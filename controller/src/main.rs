@@ -1,25 +1,135 @@
-//! `nemo-controller`: the nemo controller. It allocates tenant prefixes and tells the daemons what concerns them.
+//! `nemo-controller`: the nemo controller. It allocates tenant prefixes
+//! from pools and keeps a watchable history of every change, over gRPC.
 //!
-//! Only the command line exists so far; the daemon itself is issue #6.
+//! ```toml
+//! listen = "[::1]:50051"
+//! store = "/var/lib/nemo-controller"
+//! token_file = "/etc/nemo/controller.token"   # or: insecure_no_token = true (labs)
+//! quarantine_secs = 3600
+//! ```
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::Context;
 use clap::Parser;
+use nemo_controller::store::Store;
+use nemo_daemon::ConfigText;
+use serde::Deserialize;
+use tokio::net::TcpListener;
 
-/// The nemo controller: it allocates tenant prefixes and tells the daemons what concerns them.
+/// The nemo controller.
 #[derive(Debug, Parser)]
 #[command(name = "nemo-controller", version)]
 struct Args {
     /// Configuration file (TOML).
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+    /// Check the configuration file and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+/// The configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    /// gRPC listen address.
+    listen: SocketAddr,
+    /// Directory of the sled database.
+    store: PathBuf,
+    /// File holding the bearer token every call must carry.
+    #[serde(default)]
+    token_file: Option<toml::Spanned<PathBuf>>,
+    /// Serve without a token (labs only; said loudly at start).
+    #[serde(default)]
+    insecure_no_token: bool,
+    /// How long a released prefix is held back before reuse.
+    #[serde(default = "default_quarantine")]
+    quarantine_secs: u64,
+}
+
+fn default_quarantine() -> u64 {
+    3600
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    anyhow::bail!(
-        "nemo-controller {}: the daemon is not implemented yet (issue #6); config {} was not read",
-        nemo::VERSION,
-        args.config.display()
-    )
+    nemo_daemon::init_logging(args.log_json);
+    let file = ConfigText::read(&args.config)?;
+    let config: Config = file.parse()?;
+    let token = match (&config.token_file, config.insecure_no_token) {
+        (Some(path), false) => {
+            let token = std::fs::read_to_string(path.get_ref())
+                .map_err(|e| file.invalid(path.span(), format!("token_file: {e}")))?
+                .trim()
+                .to_owned();
+            if token.len() < 16 {
+                return Err(file
+                    .invalid(
+                        path.span(),
+                        "token_file: the token must be at least 16 characters",
+                    )
+                    .into());
+            }
+            Some(token)
+        }
+        (None, true) => None,
+        (Some(path), true) => {
+            return Err(file
+                .invalid(
+                    path.span(),
+                    "token_file and insecure_no_token exclude each other",
+                )
+                .into())
+        }
+        (None, false) => {
+            return Err(file
+                .invalid(
+                    0..0,
+                    "token_file is required (or insecure_no_token = true for a lab)",
+                )
+                .into())
+        }
+    };
+    if args.check {
+        println!("{}: ok", args.config.display());
+        return Ok(());
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(async move {
+            if token.is_none() {
+                tracing::warn!("insecure_no_token: every call is accepted without a token");
+            }
+            let store = Arc::new(
+                Store::open(&config.store, Duration::from_secs(config.quarantine_secs))
+                    .with_context(|| format!("opening store {}", config.store.display()))?,
+            );
+            let listener = TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("binding {}", config.listen))?;
+            println!(
+                "nemo-controller ready grpc={} revision={}",
+                listener.local_addr()?,
+                store.revision().await
+            );
+            let mut terminate =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                result = nemo_controller::api::serve(listener, store, token) => result,
+                _ = terminate.recv() => {
+                    tracing::info!("SIGTERM: stopping");
+                    Ok(())
+                }
+                _ = tokio::signal::ctrl_c() => Ok(()),
+            }
+        })
 }

@@ -1,0 +1,433 @@
+//! `nemoctl`: every call of the nemo controller's API from the command line.
+//!
+//! ```sh
+//! nemoctl pool create core 2001:db8:100::/40 --tenant-length 56
+//! nemoctl tenant create acme
+//! nemoctl prefix allocate acme --pool core
+//! nemoctl events --follow
+//! ```
+//!
+//! The endpoint and token come from `--endpoint`/`--token` or the
+//! NEMO_ENDPOINT/NEMO_TOKEN environment variables. Output is a table, or
+//! JSON with `--output json`.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use nemo_proto::v1 as pb;
+use nemo_proto::v1::controller_client::ControllerClient;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use tonic::Request;
+
+#[derive(Debug, Parser)]
+#[command(name = "nemoctl", version, about = "Drive the nemo controller")]
+struct Args {
+    /// The controller's address.
+    #[arg(long, env = "NEMO_ENDPOINT", default_value = "http://[::1]:50051")]
+    endpoint: String,
+    /// The bearer token.
+    #[arg(long, env = "NEMO_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Prefix pools.
+    #[command(subcommand)]
+    Pool(PoolCommand),
+    /// Tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Tenant prefixes (MNPs).
+    #[command(subcommand)]
+    Prefix(PrefixCommand),
+    /// The history of changes.
+    Events {
+        /// Start after this revision.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Keep watching for new changes.
+        #[arg(long)]
+        follow: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PoolCommand {
+    /// Creates a pool.
+    Create {
+        name: String,
+        prefix: String,
+        #[arg(long)]
+        tenant_length: u32,
+    },
+    /// Shows a pool and its usage.
+    Show { name: String },
+    /// Lists pools.
+    List,
+    /// Deletes an empty pool.
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantCommand {
+    /// Creates a tenant.
+    Create { name: String },
+    /// Shows a tenant.
+    Show { name: String },
+    /// Lists tenants.
+    List,
+    /// Deletes a tenant.
+    Delete {
+        name: String,
+        /// Release its prefixes too.
+        #[arg(long)]
+        cascade: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PrefixCommand {
+    /// Allocates a prefix for a tenant.
+    Allocate {
+        tenant: String,
+        #[arg(long)]
+        pool: String,
+        /// A shorter (larger) prefix than the pool's tenant length.
+        #[arg(long, default_value_t = 0)]
+        length: u32,
+    },
+    /// Releases a prefix.
+    Release { prefix: String },
+    /// Lists prefixes (of one tenant, or all).
+    List { tenant: Option<String> },
+}
+
+fn request<T>(message: T, token: &Option<String>) -> anyhow::Result<Request<T>> {
+    let mut request = Request::new(message);
+    if let Some(token) = token {
+        let value: MetadataValue<_> = format!("Bearer {token}").parse()?;
+        request.metadata_mut().insert("authorization", value);
+    }
+    Ok(request)
+}
+
+fn print_rows(output: Output, header: &[&str], rows: Vec<Vec<String>>, json: serde_json::Value) {
+    match output {
+        Output::Json => println!("{json}"),
+        Output::Table => {
+            let widths: Vec<usize> = (0..header.len())
+                .map(|i| {
+                    rows.iter()
+                        .map(|r| r[i].len())
+                        .chain([header[i].len()])
+                        .max()
+                        .unwrap_or(0)
+                })
+                .collect();
+            let line = |cells: Vec<String>| {
+                cells
+                    .iter()
+                    .zip(&widths)
+                    .map(|(c, w)| format!("{c:<w$}"))
+                    .collect::<Vec<_>>()
+                    .join("  ")
+                    .trim_end()
+                    .to_owned()
+            };
+            println!(
+                "{}",
+                line(header.iter().map(|h| h.to_uppercase()).collect())
+            );
+            for row in rows {
+                println!("{}", line(row));
+            }
+        }
+    }
+}
+
+fn pool_rows(pools: &[pb::Pool]) -> (Vec<Vec<String>>, serde_json::Value) {
+    let rows = pools
+        .iter()
+        .map(|p| {
+            vec![
+                p.name.clone(),
+                p.prefix.clone(),
+                format!("/{}", p.tenant_length),
+                p.allocated.to_string(),
+                p.quarantined.to_string(),
+                p.capacity.to_string(),
+            ]
+        })
+        .collect();
+    let json = serde_json::json!(pools
+        .iter()
+        .map(|p| serde_json::json!({
+            "name": p.name, "prefix": p.prefix, "tenant_length": p.tenant_length,
+            "allocated": p.allocated, "quarantined": p.quarantined, "capacity": p.capacity,
+        }))
+        .collect::<Vec<_>>());
+    (rows, json)
+}
+
+fn allocation_rows(allocations: &[pb::Allocation]) -> (Vec<Vec<String>>, serde_json::Value) {
+    let rows = allocations
+        .iter()
+        .map(|a| {
+            vec![
+                a.prefix.clone(),
+                a.tenant.clone(),
+                a.pool.clone(),
+                a.revision.to_string(),
+            ]
+        })
+        .collect();
+    let json = serde_json::json!(allocations
+        .iter()
+        .map(|a| serde_json::json!({
+            "prefix": a.prefix, "tenant": a.tenant, "pool": a.pool,
+            "allocated_at_unix_ms": a.allocated_at_unix_ms, "revision": a.revision,
+        }))
+        .collect::<Vec<_>>());
+    (rows, json)
+}
+
+fn tenant_rows(tenants: &[pb::Tenant]) -> (Vec<Vec<String>>, serde_json::Value) {
+    let rows = tenants
+        .iter()
+        .map(|t| vec![t.name.clone(), t.prefixes.join(",")])
+        .collect();
+    let json = serde_json::json!(tenants
+        .iter()
+        .map(|t| serde_json::json!({"name": t.name, "prefixes": t.prefixes, "created_at_unix_ms": t.created_at_unix_ms}))
+        .collect::<Vec<_>>());
+    (rows, json)
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let channel = Channel::from_shared(args.endpoint.clone())?
+        .connect()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the controller at {}: {e}", args.endpoint))?;
+    let mut client = ControllerClient::new(channel);
+    let token = &args.token;
+    let out = args.output;
+    const POOL: &[&str] = &[
+        "name",
+        "prefix",
+        "length",
+        "allocated",
+        "quarantined",
+        "capacity",
+    ];
+    const PREFIX: &[&str] = &["prefix", "tenant", "pool", "revision"];
+    const TENANT: &[&str] = &["name", "prefixes"];
+    match args.command {
+        Command::Pool(PoolCommand::Create {
+            name,
+            prefix,
+            tenant_length,
+        }) => {
+            let pool = client
+                .create_pool(request(
+                    pb::CreatePoolRequest {
+                        name,
+                        prefix,
+                        tenant_length,
+                    },
+                    token,
+                )?)
+                .await?
+                .into_inner();
+            let (rows, json) = pool_rows(&[pool]);
+            print_rows(out, POOL, rows, json);
+        }
+        Command::Pool(PoolCommand::Show { name }) => {
+            let pool = client
+                .get_pool(request(pb::GetPoolRequest { name }, token)?)
+                .await?
+                .into_inner();
+            let (rows, json) = pool_rows(&[pool]);
+            print_rows(out, POOL, rows, json);
+        }
+        Command::Pool(PoolCommand::List) => {
+            let pools = client
+                .list_pools(request(pb::ListPoolsRequest {}, token)?)
+                .await?
+                .into_inner()
+                .pools;
+            let (rows, json) = pool_rows(&pools);
+            print_rows(out, POOL, rows, json);
+        }
+        Command::Pool(PoolCommand::Delete { name }) => {
+            client
+                .delete_pool(request(
+                    pb::DeletePoolRequest { name: name.clone() },
+                    token,
+                )?)
+                .await?;
+            print_rows(
+                out,
+                &["deleted"],
+                vec![vec![name.clone()]],
+                serde_json::json!({"deleted": name}),
+            );
+        }
+        Command::Tenant(TenantCommand::Create { name }) => {
+            let tenant = client
+                .create_tenant(request(pb::CreateTenantRequest { name }, token)?)
+                .await?
+                .into_inner();
+            let (rows, json) = tenant_rows(&[tenant]);
+            print_rows(out, TENANT, rows, json);
+        }
+        Command::Tenant(TenantCommand::Show { name }) => {
+            let tenant = client
+                .get_tenant(request(pb::GetTenantRequest { name }, token)?)
+                .await?
+                .into_inner();
+            let (rows, json) = tenant_rows(&[tenant]);
+            print_rows(out, TENANT, rows, json);
+        }
+        Command::Tenant(TenantCommand::List) => {
+            let tenants = client
+                .list_tenants(request(pb::ListTenantsRequest {}, token)?)
+                .await?
+                .into_inner()
+                .tenants;
+            let (rows, json) = tenant_rows(&tenants);
+            print_rows(out, TENANT, rows, json);
+        }
+        Command::Tenant(TenantCommand::Delete { name, cascade }) => {
+            let released = client
+                .delete_tenant(request(
+                    pb::DeleteTenantRequest {
+                        name: name.clone(),
+                        cascade,
+                    },
+                    token,
+                )?)
+                .await?
+                .into_inner()
+                .released;
+            print_rows(
+                out,
+                &["deleted", "released"],
+                vec![vec![name.clone(), released.join(",")]],
+                serde_json::json!({"deleted": name, "released": released}),
+            );
+        }
+        Command::Prefix(PrefixCommand::Allocate {
+            tenant,
+            pool,
+            length,
+        }) => {
+            let allocation = client
+                .allocate_prefix(request(
+                    pb::AllocatePrefixRequest {
+                        tenant,
+                        pool,
+                        length,
+                    },
+                    token,
+                )?)
+                .await?
+                .into_inner();
+            let (rows, json) = allocation_rows(&[allocation]);
+            print_rows(out, PREFIX, rows, json);
+        }
+        Command::Prefix(PrefixCommand::Release { prefix }) => {
+            let released = client
+                .release_prefix(request(pb::ReleasePrefixRequest { prefix }, token)?)
+                .await?
+                .into_inner()
+                .released
+                .into_iter()
+                .collect::<Vec<_>>();
+            let (rows, json) = allocation_rows(&released);
+            print_rows(out, PREFIX, rows, json);
+        }
+        Command::Prefix(PrefixCommand::List { tenant }) => {
+            let allocations = client
+                .list_prefixes(request(
+                    pb::ListPrefixesRequest {
+                        tenant: tenant.unwrap_or_default(),
+                    },
+                    token,
+                )?)
+                .await?
+                .into_inner()
+                .allocations;
+            let (rows, json) = allocation_rows(&allocations);
+            print_rows(out, PREFIX, rows, json);
+        }
+        Command::Events { from, follow } => {
+            let mut stream = client
+                .watch_events(request(
+                    pb::WatchEventsRequest {
+                        from_revision: from,
+                    },
+                    token,
+                )?)
+                .await?
+                .into_inner();
+            // Without --follow: the history, until the stream is quiet.
+            let quiet = std::time::Duration::from_millis(300);
+            loop {
+                let next = if follow {
+                    stream.message().await?
+                } else {
+                    match tokio::time::timeout(quiet, stream.message()).await {
+                        Ok(message) => message?,
+                        Err(_) => None,
+                    }
+                };
+                let Some(event) = next else { break };
+                match out {
+                    Output::Json => println!(
+                        "{}",
+                        serde_json::json!({"revision": event.revision, "at_unix_ms": event.at_unix_ms,
+                            "kind": event.kind, "subject": event.subject, "detail": serde_json::from_str::<serde_json::Value>(&event.detail_json).unwrap_or_default()})
+                    ),
+                    Output::Table => println!(
+                        "{:>6}  {:<16}  {}",
+                        event.revision, event.kind, event.subject
+                    ),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("nemoctl: {error}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(error) = runtime.block_on(run(args)) {
+        // A gRPC status prints as its code and message.
+        match error.downcast_ref::<tonic::Status>() {
+            Some(status) => eprintln!("nemoctl: {:?}: {}", status.code(), status.message()),
+            None => eprintln!("nemoctl: {error}"),
+        }
+        std::process::exit(1);
+    }
+}

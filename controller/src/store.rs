@@ -1,0 +1,958 @@
+//! The controller's state: pools, tenants, allocations, quarantine, and a
+//! history of changes, in sled.
+//!
+//! Every change is one sled transaction that writes the entities and an
+//! event at the next revision, so a crash never leaves half a change and a
+//! watcher resumed from a revision sees every later change exactly once. A
+//! change is acknowledged only after a flush.
+//!
+//! Allocation keeps, per pool, the set of used tenant-length slots in memory
+//! (rebuilt at start from the allocations on disk): finding a free block is
+//! a scan from a moving cursor, a million allocations in a pool cost a few
+//! MiB and no database reads.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv6Addr;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ipnet::Ipv6Net;
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use tokio::sync::{broadcast, Mutex};
+
+/// A prefix pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pool {
+    /// Its name.
+    pub name: String,
+    /// The prefix carved up.
+    pub prefix: Ipv6Net,
+    /// Length of the prefixes handed out.
+    pub tenant_length: u8,
+}
+
+impl Pool {
+    /// Tenant-length prefixes in the pool.
+    pub fn capacity(&self) -> u64 {
+        1u64.checked_shl(u32::from(self.tenant_length - self.prefix.prefix_len()))
+            .unwrap_or(u64::MAX)
+    }
+
+    fn slot_prefix(&self, slot: u64, length: u8) -> Ipv6Net {
+        let base = u128::from(self.prefix.network());
+        let shift = 128 - u32::from(self.tenant_length);
+        let address = base + (u128::from(slot) << shift);
+        Ipv6Net::new(Ipv6Addr::from(address), length).unwrap_or(self.prefix)
+    }
+
+    fn slot_of(&self, prefix: &Ipv6Net) -> u64 {
+        let offset = u128::from(prefix.network()) - u128::from(self.prefix.network());
+        (offset >> (128 - u32::from(self.tenant_length))) as u64
+    }
+}
+
+/// A tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    /// Its name.
+    pub name: String,
+    /// When it was created, ms since the Unix epoch.
+    pub created_at_unix_ms: i64,
+}
+
+/// A prefix allocated to a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allocation {
+    /// The prefix.
+    pub prefix: Ipv6Net,
+    /// The tenant.
+    pub tenant: String,
+    /// The pool.
+    pub pool: String,
+    /// When, ms since the Unix epoch.
+    pub allocated_at_unix_ms: i64,
+    /// The revision that made it.
+    pub revision: u64,
+}
+
+/// A change, as the history keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Its revision: 1, 2, 3, ...
+    pub revision: u64,
+    /// When, ms since the Unix epoch.
+    pub at_unix_ms: i64,
+    /// What happened.
+    pub change: Change,
+}
+
+/// What changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Change {
+    /// A pool was created.
+    PoolCreated(Pool),
+    /// A pool was deleted.
+    PoolDeleted(Pool),
+    /// A tenant was created.
+    TenantCreated(Tenant),
+    /// A tenant was deleted.
+    TenantDeleted(Tenant),
+    /// A prefix was allocated.
+    PrefixAllocated(Allocation),
+    /// A prefix was released (and quarantined until the time given).
+    PrefixReleased {
+        /// The allocation that ended.
+        allocation: Allocation,
+        /// Until when it is held back, ms since the Unix epoch.
+        quarantined_until_unix_ms: i64,
+    },
+}
+
+impl Change {
+    /// The kind's name, as the API shows it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Change::PoolCreated(_) => "pool_created",
+            Change::PoolDeleted(_) => "pool_deleted",
+            Change::TenantCreated(_) => "tenant_created",
+            Change::TenantDeleted(_) => "tenant_deleted",
+            Change::PrefixAllocated(_) => "prefix_allocated",
+            Change::PrefixReleased { .. } => "prefix_released",
+        }
+    }
+
+    /// The pool, tenant or prefix concerned.
+    pub fn subject(&self) -> String {
+        match self {
+            Change::PoolCreated(pool) | Change::PoolDeleted(pool) => pool.name.clone(),
+            Change::TenantCreated(tenant) | Change::TenantDeleted(tenant) => tenant.name.clone(),
+            Change::PrefixAllocated(allocation) => allocation.prefix.to_string(),
+            Change::PrefixReleased { allocation, .. } => allocation.prefix.to_string(),
+        }
+    }
+}
+
+/// Why a request is refused: each maps to a gRPC status and names the
+/// field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// A field's value is not acceptable.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// Something named does not exist.
+    #[error("{what} {name:?} does not exist")]
+    NotFound {
+        /// What kind of thing.
+        what: &'static str,
+        /// Its name.
+        name: String,
+    },
+    /// Something of that name exists already.
+    #[error("{what} {name:?} exists already")]
+    Exists {
+        /// What kind of thing.
+        what: &'static str,
+        /// Its name.
+        name: String,
+    },
+    /// The state forbids it (not empty, overlapping, ...).
+    #[error("{0}")]
+    Precondition(String),
+    /// The pool has no room.
+    #[error("pool {pool:?} has no free /{length} left")]
+    Exhausted {
+        /// The pool.
+        pool: String,
+        /// The length asked for.
+        length: u8,
+    },
+    /// The database failed.
+    #[error("store: {0}")]
+    Storage(String),
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(error: sled::Error) -> StoreError {
+        StoreError::Storage(error.to_string())
+    }
+}
+
+impl From<TransactionError<StoreError>> for StoreError {
+    fn from(error: TransactionError<StoreError>) -> StoreError {
+        match error {
+            TransactionError::Abort(error) => error,
+            TransactionError::Storage(error) => StoreError::Storage(error.to_string()),
+        }
+    }
+}
+
+fn unix_ms(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Storage(e.to_string()))
+}
+
+fn decode<T: for<'a> Deserialize<'a>>(bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Storage(format!("corrupt record: {e}")))
+}
+
+/// Per-pool allocation state in memory.
+#[derive(Debug, Default)]
+struct Slots {
+    used: BTreeSet<u64>,
+    /// Slot -> until (unix ms): released, not yet reusable.
+    quarantine: BTreeMap<u64, i64>,
+    cursor: u64,
+}
+
+/// Names: letters, digits, '-', '_' and '.', 1 to 63 characters.
+fn check_name(field: &'static str, name: &str) -> Result<(), StoreError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid {
+            field,
+            reason: format!("{name:?} is not a name (1-63 of letters, digits, '-', '_', '.')"),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    pools: BTreeMap<String, Pool>,
+    tenants: BTreeMap<String, Tenant>,
+    allocations: BTreeMap<Ipv6Net, Allocation>,
+    slots: HashMap<String, Slots>,
+    revision: u64,
+}
+
+/// The store.
+#[derive(Debug)]
+pub struct Store {
+    db: sled::Db,
+    pools: sled::Tree,
+    tenants: sled::Tree,
+    allocations: sled::Tree,
+    quarantine: sled::Tree,
+    events: sled::Tree,
+    meta: sled::Tree,
+    state: Mutex<State>,
+    quarantine_time: Duration,
+    /// Changes as they become durable.
+    pub changes: broadcast::Sender<Event>,
+}
+
+const REVISION_KEY: &[u8] = b"revision";
+
+impl Store {
+    /// Opens (or creates) the store and loads it into memory.
+    pub fn open(path: &Path, quarantine_time: Duration) -> Result<Store, StoreError> {
+        let db = sled::Config::new().path(path).flush_every_ms(None).open()?;
+        let store_tree = |name: &str| db.open_tree(name);
+        let (pools, tenants, allocations, quarantine, events, meta) = (
+            store_tree("pools")?,
+            store_tree("tenants")?,
+            store_tree("allocations")?,
+            store_tree("quarantine")?,
+            store_tree("events")?,
+            store_tree("meta")?,
+        );
+        let mut state = State {
+            pools: BTreeMap::new(),
+            tenants: BTreeMap::new(),
+            allocations: BTreeMap::new(),
+            slots: HashMap::new(),
+            revision: 0,
+        };
+        for record in pools.iter() {
+            let pool: Pool = decode(&record?.1)?;
+            state.slots.insert(pool.name.clone(), Slots::default());
+            state.pools.insert(pool.name.clone(), pool);
+        }
+        for record in tenants.iter() {
+            let tenant: Tenant = decode(&record?.1)?;
+            state.tenants.insert(tenant.name.clone(), tenant);
+        }
+        for record in allocations.iter() {
+            let allocation: Allocation = decode(&record?.1)?;
+            if let (Some(pool), Some(slots)) = (
+                state.pools.get(&allocation.pool),
+                state.slots.get_mut(&allocation.pool),
+            ) {
+                let first = pool.slot_of(&allocation.prefix);
+                let count = 1u64 << (pool.tenant_length - allocation.prefix.prefix_len());
+                slots.used.extend(first..first + count);
+            }
+            state.allocations.insert(allocation.prefix, allocation);
+        }
+        for record in quarantine.iter() {
+            let (key, value) = record?;
+            let (pool_name, slot): (String, u64) = decode(&key)?;
+            let until: i64 = decode(&value)?;
+            if let Some(slots) = state.slots.get_mut(&pool_name) {
+                slots.quarantine.insert(slot, until);
+            }
+        }
+        state.revision = match meta.get(REVISION_KEY)? {
+            Some(bytes) => decode(&bytes)?,
+            None => 0,
+        };
+        let (changes, _) = broadcast::channel(4096);
+        Ok(Store {
+            db,
+            pools,
+            tenants,
+            allocations,
+            quarantine,
+            events,
+            meta,
+            state: Mutex::new(state),
+            quarantine_time,
+            changes,
+        })
+    }
+
+    /// Applies a change durably: entity writes and the event, in one
+    /// transaction, then a flush, then the announcement.
+    async fn commit(
+        &self,
+        state: &mut State,
+        change: Change,
+        writes: impl Fn(&Trees<'_>) -> Result<(), ConflictableTransactionError<StoreError>>,
+    ) -> Result<Event, StoreError> {
+        let event = Event {
+            revision: state.revision + 1,
+            at_unix_ms: unix_ms(SystemTime::now()),
+            change,
+        };
+        let event_bytes = encode(&event)?;
+        let revision_bytes = encode(&event.revision)?;
+        (
+            &self.pools,
+            &self.tenants,
+            &self.allocations,
+            &self.quarantine,
+            &self.events,
+            &self.meta,
+        )
+            .transaction(|(pools, tenants, allocations, quarantine, events, meta)| {
+                let trees = Trees {
+                    pools,
+                    tenants,
+                    allocations,
+                    quarantine,
+                };
+                writes(&trees)?;
+                events.insert(&event.revision.to_be_bytes(), event_bytes.clone())?;
+                meta.insert(REVISION_KEY, revision_bytes.clone())?;
+                Ok(())
+            })?;
+        self.db.flush_async().await?;
+        state.revision = event.revision;
+        let _ = self.changes.send(event.clone());
+        Ok(event)
+    }
+
+    /// Creates a pool.
+    pub async fn create_pool(
+        &self,
+        name: &str,
+        prefix: &str,
+        tenant_length: u32,
+    ) -> Result<Pool, StoreError> {
+        check_name("name", name)?;
+        let prefix: Ipv6Net = prefix.parse().map_err(|_| StoreError::Invalid {
+            field: "prefix",
+            reason: format!("{prefix:?} is not an IPv6 prefix"),
+        })?;
+        if prefix.network() != prefix.addr() {
+            return Err(StoreError::Invalid {
+                field: "prefix",
+                reason: format!(
+                    "{prefix} has host bits set; did you mean {}?",
+                    prefix.trunc()
+                ),
+            });
+        }
+        let tenant_length = u8::try_from(tenant_length)
+            .ok()
+            .filter(|l| *l > prefix.prefix_len() && *l <= 64 && *l - prefix.prefix_len() <= 32)
+            .ok_or_else(|| StoreError::Invalid {
+                field: "tenant_length",
+                reason: format!(
+                    "{tenant_length} must be longer than /{}, at most 64, and carve at most 2^32 prefixes",
+                    prefix.prefix_len()
+                ),
+            })?;
+        let mut state = self.state.lock().await;
+        if state.pools.contains_key(name) {
+            return Err(StoreError::Exists {
+                what: "pool",
+                name: name.to_owned(),
+            });
+        }
+        if let Some(other) = state
+            .pools
+            .values()
+            .find(|p| p.prefix.contains(&prefix.network()) || prefix.contains(&p.prefix.network()))
+        {
+            return Err(StoreError::Precondition(format!(
+                "prefix: {prefix} overlaps pool {:?} ({})",
+                other.name, other.prefix
+            )));
+        }
+        let pool = Pool {
+            name: name.to_owned(),
+            prefix,
+            tenant_length,
+        };
+        let record = encode(&pool)?;
+        self.commit(&mut state, Change::PoolCreated(pool.clone()), |t| {
+            t.pools.insert(pool.name.as_bytes(), record.clone())?;
+            Ok(())
+        })
+        .await?;
+        state.slots.insert(pool.name.clone(), Slots::default());
+        state.pools.insert(pool.name.clone(), pool.clone());
+        Ok(pool)
+    }
+
+    /// A pool and its usage: (pool, allocated prefixes, quarantined slots).
+    pub async fn pool(&self, name: &str) -> Result<(Pool, u64, u64), StoreError> {
+        let state = self.state.lock().await;
+        let pool = state
+            .pools
+            .get(name)
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound {
+                what: "pool",
+                name: name.to_owned(),
+            })?;
+        let allocated = state
+            .allocations
+            .values()
+            .filter(|a| a.pool == name)
+            .count() as u64;
+        let quarantined = state
+            .slots
+            .get(name)
+            .map_or(0, |s| s.quarantine.len() as u64);
+        Ok((pool, allocated, quarantined))
+    }
+
+    /// Every pool's name.
+    pub async fn pool_names(&self) -> Vec<String> {
+        self.state.lock().await.pools.keys().cloned().collect()
+    }
+
+    /// Deletes an empty pool.
+    pub async fn delete_pool(&self, name: &str) -> Result<(), StoreError> {
+        let mut state = self.state.lock().await;
+        let pool = state
+            .pools
+            .get(name)
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound {
+                what: "pool",
+                name: name.to_owned(),
+            })?;
+        let in_use = state
+            .allocations
+            .values()
+            .filter(|a| a.pool == name)
+            .count();
+        if in_use > 0 {
+            return Err(StoreError::Precondition(format!(
+                "name: pool {name:?} still has {in_use} prefixes allocated"
+            )));
+        }
+        let quarantined: Vec<u64> = state
+            .slots
+            .get(name)
+            .map(|s| s.quarantine.keys().copied().collect())
+            .unwrap_or_default();
+        let keys: Vec<Vec<u8>> = quarantined
+            .iter()
+            .map(|slot| encode(&(name, *slot)))
+            .collect::<Result<_, _>>()?;
+        self.commit(&mut state, Change::PoolDeleted(pool), |t| {
+            t.pools.remove(name.as_bytes())?;
+            for key in &keys {
+                t.quarantine.remove(key.as_slice())?;
+            }
+            Ok(())
+        })
+        .await?;
+        state.pools.remove(name);
+        state.slots.remove(name);
+        Ok(())
+    }
+
+    /// Creates a tenant.
+    pub async fn create_tenant(&self, name: &str) -> Result<Tenant, StoreError> {
+        check_name("name", name)?;
+        let mut state = self.state.lock().await;
+        if state.tenants.contains_key(name) {
+            return Err(StoreError::Exists {
+                what: "tenant",
+                name: name.to_owned(),
+            });
+        }
+        let tenant = Tenant {
+            name: name.to_owned(),
+            created_at_unix_ms: unix_ms(SystemTime::now()),
+        };
+        let record = encode(&tenant)?;
+        self.commit(&mut state, Change::TenantCreated(tenant.clone()), |t| {
+            t.tenants.insert(tenant.name.as_bytes(), record.clone())?;
+            Ok(())
+        })
+        .await?;
+        state.tenants.insert(tenant.name.clone(), tenant.clone());
+        Ok(tenant)
+    }
+
+    /// A tenant and its prefixes.
+    pub async fn tenant(&self, name: &str) -> Result<(Tenant, Vec<Ipv6Net>), StoreError> {
+        let state = self.state.lock().await;
+        let tenant = state
+            .tenants
+            .get(name)
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound {
+                what: "tenant",
+                name: name.to_owned(),
+            })?;
+        let prefixes = state
+            .allocations
+            .values()
+            .filter(|a| a.tenant == name)
+            .map(|a| a.prefix)
+            .collect();
+        Ok((tenant, prefixes))
+    }
+
+    /// Every tenant's name.
+    pub async fn tenant_names(&self) -> Vec<String> {
+        self.state.lock().await.tenants.keys().cloned().collect()
+    }
+
+    /// Deletes a tenant; with `cascade` its prefixes are released first.
+    pub async fn delete_tenant(
+        &self,
+        name: &str,
+        cascade: bool,
+    ) -> Result<Vec<Ipv6Net>, StoreError> {
+        let (tenant, prefixes) = self.tenant(name).await?;
+        if !prefixes.is_empty() && !cascade {
+            return Err(StoreError::Precondition(format!(
+                "name: tenant {name:?} still has {} prefixes (release them or use cascade)",
+                prefixes.len()
+            )));
+        }
+        for prefix in &prefixes {
+            self.release(&prefix.to_string()).await?;
+        }
+        let mut state = self.state.lock().await;
+        if state.allocations.values().any(|a| a.tenant == name) {
+            return Err(StoreError::Precondition(format!(
+                "name: tenant {name:?} was given a prefix meanwhile"
+            )));
+        }
+        self.commit(&mut state, Change::TenantDeleted(tenant), |t| {
+            t.tenants.remove(name.as_bytes())?;
+            Ok(())
+        })
+        .await?;
+        state.tenants.remove(name);
+        Ok(prefixes)
+    }
+
+    /// Allocates a prefix for a tenant from a pool: `length` 0 for the
+    /// pool's tenant length, or a shorter (larger, aligned) block.
+    pub async fn allocate(
+        &self,
+        tenant: &str,
+        pool: &str,
+        length: u32,
+    ) -> Result<Allocation, StoreError> {
+        let mut state = self.state.lock().await;
+        if !state.tenants.contains_key(tenant) {
+            return Err(StoreError::NotFound {
+                what: "tenant",
+                name: tenant.to_owned(),
+            });
+        }
+        let pool_record = state
+            .pools
+            .get(pool)
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound {
+                what: "pool",
+                name: pool.to_owned(),
+            })?;
+        let length = if length == 0 {
+            pool_record.tenant_length
+        } else {
+            u8::try_from(length)
+                .ok()
+                .filter(|l| {
+                    *l <= pool_record.tenant_length && *l >= pool_record.prefix.prefix_len()
+                })
+                .ok_or_else(|| StoreError::Invalid {
+                    field: "length",
+                    reason: format!(
+                        "{length} must be between /{} and the pool's tenant length /{}",
+                        pool_record.prefix.prefix_len(),
+                        pool_record.tenant_length
+                    ),
+                })?
+        };
+        let now = unix_ms(SystemTime::now());
+        let block = 1u64 << (pool_record.tenant_length - length);
+        let capacity = pool_record.capacity();
+        let slots = state.slots.entry(pool.to_owned()).or_default();
+        // Quarantine that has run out frees its slots.
+        let expired: Vec<u64> = slots
+            .quarantine
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(slot, _)| *slot)
+            .collect();
+        let mut first = None;
+        let start = (slots.cursor / block) * block;
+        let blocks = capacity / block;
+        for step in 0..blocks {
+            let candidate = (start + step * block) % capacity;
+            let busy = slots
+                .used
+                .range(candidate..candidate + block)
+                .next()
+                .is_some()
+                || slots
+                    .quarantine
+                    .range(candidate..candidate + block)
+                    .any(|(_, until)| *until > now);
+            if !busy {
+                first = Some(candidate);
+                break;
+            }
+        }
+        let Some(first) = first else {
+            return Err(StoreError::Exhausted {
+                pool: pool.to_owned(),
+                length,
+            });
+        };
+        let allocation = Allocation {
+            prefix: pool_record.slot_prefix(first, length),
+            tenant: tenant.to_owned(),
+            pool: pool.to_owned(),
+            allocated_at_unix_ms: now,
+            revision: state.revision + 1,
+        };
+        let record = encode(&allocation)?;
+        let key = encode(&allocation.prefix)?;
+        let released: Vec<Vec<u8>> = expired
+            .iter()
+            .chain((first..first + block).collect::<Vec<_>>().iter())
+            .map(|slot| encode(&(pool, *slot)))
+            .collect::<Result<_, _>>()?;
+        self.commit(
+            &mut state,
+            Change::PrefixAllocated(allocation.clone()),
+            |t| {
+                t.allocations.insert(key.as_slice(), record.clone())?;
+                for slot_key in &released {
+                    t.quarantine.remove(slot_key.as_slice())?;
+                }
+                Ok(())
+            },
+        )
+        .await?;
+        let slots = state.slots.entry(pool.to_owned()).or_default();
+        for slot in expired {
+            slots.quarantine.remove(&slot);
+        }
+        for slot in first..first + block {
+            slots.quarantine.remove(&slot);
+            slots.used.insert(slot);
+        }
+        slots.cursor = (first + block) % capacity;
+        state
+            .allocations
+            .insert(allocation.prefix, allocation.clone());
+        Ok(allocation)
+    }
+
+    /// Releases a prefix into quarantine.
+    pub async fn release(&self, prefix: &str) -> Result<Allocation, StoreError> {
+        let parsed: Ipv6Net = prefix.parse().map_err(|_| StoreError::Invalid {
+            field: "prefix",
+            reason: format!("{prefix:?} is not an IPv6 prefix"),
+        })?;
+        let mut state = self.state.lock().await;
+        let allocation =
+            state
+                .allocations
+                .get(&parsed)
+                .cloned()
+                .ok_or_else(|| StoreError::NotFound {
+                    what: "allocation",
+                    name: parsed.to_string(),
+                })?;
+        let pool =
+            state
+                .pools
+                .get(&allocation.pool)
+                .cloned()
+                .ok_or_else(|| StoreError::NotFound {
+                    what: "pool",
+                    name: allocation.pool.clone(),
+                })?;
+        let until = unix_ms(SystemTime::now() + self.quarantine_time);
+        let first = pool.slot_of(&allocation.prefix);
+        let block = 1u64 << (pool.tenant_length - allocation.prefix.prefix_len());
+        let key = encode(&allocation.prefix)?;
+        let held: Vec<(Vec<u8>, Vec<u8>)> = (first..first + block)
+            .map(|slot| Ok((encode(&(pool.name.as_str(), slot))?, encode(&until)?)))
+            .collect::<Result<_, StoreError>>()?;
+        let change = Change::PrefixReleased {
+            allocation: allocation.clone(),
+            quarantined_until_unix_ms: until,
+        };
+        self.commit(&mut state, change, |t| {
+            t.allocations.remove(key.as_slice())?;
+            for (slot_key, until) in &held {
+                t.quarantine.insert(slot_key.as_slice(), until.clone())?;
+            }
+            Ok(())
+        })
+        .await?;
+        state.allocations.remove(&parsed);
+        let slots = state.slots.entry(pool.name.clone()).or_default();
+        for slot in first..first + block {
+            slots.used.remove(&slot);
+            slots.quarantine.insert(slot, until);
+        }
+        Ok(allocation)
+    }
+
+    /// Allocations, of one tenant or all.
+    pub async fn allocations(&self, tenant: Option<&str>) -> Result<Vec<Allocation>, StoreError> {
+        let state = self.state.lock().await;
+        if let Some(tenant) = tenant {
+            if !state.tenants.contains_key(tenant) {
+                return Err(StoreError::NotFound {
+                    what: "tenant",
+                    name: tenant.to_owned(),
+                });
+            }
+        }
+        Ok(state
+            .allocations
+            .values()
+            .filter(|a| tenant.is_none_or(|t| a.tenant == t))
+            .cloned()
+            .collect())
+    }
+
+    /// Events after `revision`, from the history, and a receiver for later
+    /// ones that starts exactly after the last returned.
+    pub async fn events_after(
+        &self,
+        revision: u64,
+    ) -> Result<(Vec<Event>, broadcast::Receiver<Event>), StoreError> {
+        // Hold the state so no change lands between the read and the
+        // subscription.
+        let _state = self.state.lock().await;
+        let receiver = self.changes.subscribe();
+        let mut events = Vec::new();
+        for record in self.events.range((revision + 1).to_be_bytes()..) {
+            events.push(decode(&record?.1)?);
+        }
+        Ok((events, receiver))
+    }
+
+    /// The current revision.
+    pub async fn revision(&self) -> u64 {
+        self.state.lock().await.revision
+    }
+}
+
+/// The trees a transaction writes.
+#[allow(missing_debug_implementations)] // sled's transactional trees are not Debug
+pub struct Trees<'a> {
+    pools: &'a sled::transaction::TransactionalTree,
+    tenants: &'a sled::transaction::TransactionalTree,
+    allocations: &'a sled::transaction::TransactionalTree,
+    quarantine: &'a sled::transaction::TransactionalTree,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Duration::from_secs(3600)).unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn allocations_are_disjoint_aligned_and_quarantined() {
+        let (_dir, store) = store().await;
+        store
+            .create_pool("p", "2001:db8:100::/52", 56)
+            .await
+            .unwrap();
+        store.create_tenant("acme").await.unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..16 {
+            seen.push(store.allocate("acme", "p", 0).await.unwrap().prefix);
+        }
+        assert_eq!(seen[0], "2001:db8:100::/56".parse::<Ipv6Net>().unwrap());
+        assert_eq!(
+            seen[15],
+            "2001:db8:100:f00::/56".parse::<Ipv6Net>().unwrap()
+        );
+        assert_eq!(
+            store.allocate("acme", "p", 0).await,
+            Err(StoreError::Exhausted {
+                pool: "p".into(),
+                length: 56
+            })
+        );
+        // Released prefixes are held back: the pool stays full.
+        store.release("2001:db8:100:300::/56").await.unwrap();
+        assert!(matches!(
+            store.allocate("acme", "p", 0).await,
+            Err(StoreError::Exhausted { .. })
+        ));
+        let (_, allocated, quarantined) = store.pool("p").await.unwrap();
+        assert_eq!((allocated, quarantined), (15, 1));
+    }
+
+    #[tokio::test]
+    async fn larger_blocks_are_aligned() {
+        let (_dir, store) = store().await;
+        store
+            .create_pool("p", "2001:db8:100::/48", 64)
+            .await
+            .unwrap();
+        store.create_tenant("acme").await.unwrap();
+        let small = store.allocate("acme", "p", 0).await.unwrap().prefix;
+        let block = store.allocate("acme", "p", 56).await.unwrap().prefix;
+        assert_eq!(small, "2001:db8:100::/64".parse::<Ipv6Net>().unwrap());
+        assert_eq!(block, "2001:db8:100:100::/56".parse::<Ipv6Net>().unwrap());
+        assert!(matches!(
+            store.allocate("acme", "p", 40).await,
+            Err(StoreError::Invalid {
+                field: "length",
+                ..
+            })
+        ));
+    }
+
+    #[tokio::test]
+    async fn quarantine_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Duration::ZERO).unwrap();
+        store
+            .create_pool("p", "2001:db8:100::/55", 56)
+            .await
+            .unwrap();
+        store.create_tenant("acme").await.unwrap();
+        let a = store.allocate("acme", "p", 0).await.unwrap().prefix;
+        let _b = store.allocate("acme", "p", 0).await.unwrap();
+        store.release(&a.to_string()).await.unwrap();
+        assert_eq!(store.allocate("acme", "p", 0).await.unwrap().prefix, a);
+    }
+
+    #[tokio::test]
+    async fn state_and_history_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), Duration::from_secs(60)).unwrap();
+            store
+                .create_pool("p", "2001:db8:100::/40", 56)
+                .await
+                .unwrap();
+            store.create_tenant("acme").await.unwrap();
+            store.allocate("acme", "p", 0).await.unwrap();
+            let released = store.allocate("acme", "p", 0).await.unwrap().prefix;
+            store.release(&released.to_string()).await.unwrap();
+        }
+        let store = Store::open(dir.path(), Duration::from_secs(60)).unwrap();
+        assert_eq!(store.revision().await, 5);
+        let (_, allocated, quarantined) = store.pool("p").await.unwrap();
+        assert_eq!((allocated, quarantined), (1, 1));
+        // The next allocation skips both the used and the quarantined one.
+        let next = store.allocate("acme", "p", 0).await.unwrap().prefix;
+        assert_eq!(next, "2001:db8:100:200::/56".parse::<Ipv6Net>().unwrap());
+        let (events, _) = store.events_after(3).await.unwrap();
+        let revisions: Vec<u64> = events.iter().map(|e| e.revision).collect();
+        assert_eq!(revisions, vec![4, 5, 6]);
+    }
+
+    #[tokio::test]
+    async fn bad_requests_name_the_field() {
+        let (_dir, store) = store().await;
+        let error = |r: Result<Pool, StoreError>| r.unwrap_err().to_string();
+        assert!(error(store.create_pool("p", "not a prefix", 56).await).starts_with("prefix:"));
+        assert!(
+            error(store.create_pool("p", "2001:db8:100::1/40", 56).await).contains("host bits")
+        );
+        assert!(error(store.create_pool("p", "2001:db8:100::/40", 30).await)
+            .starts_with("tenant_length:"));
+        assert!(
+            error(store.create_pool("bad name", "2001:db8:100::/40", 56).await)
+                .starts_with("name:")
+        );
+        store
+            .create_pool("p", "2001:db8:100::/40", 56)
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.create_pool("q", "2001:db8:100::/48", 56).await,
+            Err(StoreError::Precondition(_))
+        ));
+        assert!(matches!(
+            store.create_pool("p", "2001:db8:200::/40", 56).await,
+            Err(StoreError::Exists { .. })
+        ));
+        assert!(matches!(
+            store.allocate("nobody", "p", 0).await,
+            Err(StoreError::NotFound { what: "tenant", .. })
+        ));
+        store.create_tenant("acme").await.unwrap();
+        store.allocate("acme", "p", 0).await.unwrap();
+        assert!(matches!(
+            store.delete_pool("p").await,
+            Err(StoreError::Precondition(_))
+        ));
+        assert!(matches!(
+            store.delete_tenant("acme", false).await,
+            Err(StoreError::Precondition(_))
+        ));
+        assert_eq!(store.delete_tenant("acme", true).await.unwrap().len(), 1);
+        store.delete_pool("p").await.unwrap();
+    }
+}
