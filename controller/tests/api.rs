@@ -1,0 +1,492 @@
+//! The real `nemo-controller` process: every call and error status,
+//! concurrent allocation, kill -9 in a burst, watch resume, and `nemoctl`.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use ipnet::Ipv6Net;
+use nemo_proto::v1 as pb;
+use nemo_proto::v1::controller_client::ControllerClient;
+use nemo_testkit::Process;
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+
+const TOKEN: &str = "a-token-for-tests-0123456789";
+
+fn start(dir: &Path) -> Process {
+    let token = dir.join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let config = dir.join("controller.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"[::1]:0\"\nstore = \"{}\"\ntoken_file = \"{}\"\nquarantine_secs = 3600\n",
+            dir.join("store").display(),
+            token.display()
+        ),
+    )
+    .unwrap();
+    let log = (0..)
+        .map(|i| dir.join(format!("controller-{i}.log")))
+        .find(|p| !p.exists())
+        .unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_nemo-controller"));
+    command.arg("--config").arg(&config);
+    Process::start(command, log)
+}
+
+async fn client(process: &Process) -> ControllerClient<Channel> {
+    ControllerClient::connect(format!("http://{}", process.field("grpc")))
+        .await
+        .unwrap()
+}
+
+fn authed<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    request
+}
+
+async fn code<T>(result: Result<tonic::Response<T>, tonic::Status>) -> (Code, String) {
+    match result {
+        Ok(_) => (Code::Ok, String::new()),
+        Err(status) => (status.code(), status.message().to_owned()),
+    }
+}
+
+#[tokio::test]
+async fn every_call_and_its_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let mut c = client(&server).await;
+
+    // Without the token, or with a wrong one: UNAUTHENTICATED.
+    let (status, message) = code(c.list_pools(pb::ListPoolsRequest {}).await).await;
+    assert_eq!(status, Code::Unauthenticated);
+    assert!(message.contains("authorization"), "{message}");
+    let mut wrong = Request::new(pb::ListPoolsRequest {});
+    wrong
+        .metadata_mut()
+        .insert("authorization", "Bearer nope".parse().unwrap());
+    assert_eq!(
+        code(c.list_pools(wrong).await).await.0,
+        Code::Unauthenticated
+    );
+
+    // Pools.
+    let pool = c
+        .create_pool(authed(pb::CreatePoolRequest {
+            name: "core".into(),
+            prefix: "2001:db8:100::/40".into(),
+            tenant_length: 56,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((pool.capacity, pool.allocated), (65536, 0));
+    for (request, expected, field) in [
+        (
+            ("core", "2001:db8:200::/40", 56),
+            Code::AlreadyExists,
+            "core",
+        ),
+        (
+            ("other", "2001:db8:100::/44", 56),
+            Code::FailedPrecondition,
+            "overlaps",
+        ),
+        (
+            ("other", "2001:db8:zz::/40", 56),
+            Code::InvalidArgument,
+            "prefix",
+        ),
+        (
+            ("other", "2001:db8:200::/40", 20),
+            Code::InvalidArgument,
+            "tenant_length",
+        ),
+        (
+            ("bad name!", "2001:db8:200::/40", 56),
+            Code::InvalidArgument,
+            "name",
+        ),
+    ] {
+        let (status, message) = code(
+            c.create_pool(authed(pb::CreatePoolRequest {
+                name: request.0.into(),
+                prefix: request.1.into(),
+                tenant_length: request.2,
+            }))
+            .await,
+        )
+        .await;
+        assert_eq!(status, expected, "{request:?}: {message}");
+        assert!(message.contains(field), "{request:?}: {message}");
+    }
+    assert_eq!(
+        code(
+            c.get_pool(authed(pb::GetPoolRequest {
+                name: "nope".into()
+            }))
+            .await
+        )
+        .await
+        .0,
+        Code::NotFound
+    );
+
+    // Tenants and prefixes.
+    c.create_tenant(authed(pb::CreateTenantRequest {
+        name: "acme".into(),
+    }))
+    .await
+    .unwrap();
+    assert_eq!(
+        code(
+            c.create_tenant(authed(pb::CreateTenantRequest {
+                name: "acme".into()
+            }))
+            .await
+        )
+        .await
+        .0,
+        Code::AlreadyExists
+    );
+    let allocation = c
+        .allocate_prefix(authed(pb::AllocatePrefixRequest {
+            tenant: "acme".into(),
+            pool: "core".into(),
+            length: 0,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(allocation.prefix, "2001:db8:100::/56");
+    for (tenant, pool, length, expected) in [
+        ("nobody", "core", 0, Code::NotFound),
+        ("acme", "nope", 0, Code::NotFound),
+        ("acme", "core", 30, Code::InvalidArgument),
+    ] {
+        let (status, message) = code(
+            c.allocate_prefix(authed(pb::AllocatePrefixRequest {
+                tenant: tenant.into(),
+                pool: pool.into(),
+                length,
+            }))
+            .await,
+        )
+        .await;
+        assert_eq!(status, expected, "{tenant} {pool} {length}: {message}");
+    }
+    let tenant = c
+        .get_tenant(authed(pb::GetTenantRequest {
+            name: "acme".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(tenant.prefixes, vec!["2001:db8:100::/56".to_owned()]);
+    assert_eq!(
+        c.list_tenants(authed(pb::ListTenantsRequest {}))
+            .await
+            .unwrap()
+            .into_inner()
+            .tenants
+            .len(),
+        1
+    );
+    let listed = c
+        .list_prefixes(authed(pb::ListPrefixesRequest {
+            tenant: "acme".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.allocations.len(), 1);
+    assert_eq!(
+        code(
+            c.delete_pool(authed(pb::DeletePoolRequest {
+                name: "core".into()
+            }))
+            .await
+        )
+        .await
+        .0,
+        Code::FailedPrecondition
+    );
+    assert_eq!(
+        code(
+            c.delete_tenant(authed(pb::DeleteTenantRequest {
+                name: "acme".into(),
+                cascade: false
+            }))
+            .await
+        )
+        .await
+        .0,
+        Code::FailedPrecondition
+    );
+    assert_eq!(
+        code(
+            c.release_prefix(authed(pb::ReleasePrefixRequest {
+                prefix: "2001:db8:999::/56".into()
+            }))
+            .await
+        )
+        .await
+        .0,
+        Code::NotFound
+    );
+    let released = c
+        .delete_tenant(authed(pb::DeleteTenantRequest {
+            name: "acme".into(),
+            cascade: true,
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .released;
+    assert_eq!(released, vec!["2001:db8:100::/56".to_owned()]);
+    let pool = c
+        .get_pool(authed(pb::GetPoolRequest {
+            name: "core".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((pool.allocated, pool.quarantined), (0, 1));
+    c.delete_pool(authed(pb::DeletePoolRequest {
+        name: "core".into(),
+    }))
+    .await
+    .unwrap();
+    assert!(c
+        .list_pools(authed(pb::ListPoolsRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .pools
+        .is_empty());
+}
+
+#[tokio::test]
+async fn concurrent_clients_get_disjoint_prefixes() {
+    const CLIENTS: usize = 8;
+    const EACH: usize = 25;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let mut c = client(&server).await;
+    c.create_pool(authed(pb::CreatePoolRequest {
+        name: "core".into(),
+        prefix: "2001:db8:100::/40".into(),
+        tenant_length: 56,
+    }))
+    .await
+    .unwrap();
+    for n in 0..CLIENTS {
+        c.create_tenant(authed(pb::CreateTenantRequest {
+            name: format!("t{n}"),
+        }))
+        .await
+        .unwrap();
+    }
+    let mut tasks = Vec::new();
+    for n in 0..CLIENTS {
+        let mut c = client(&server).await;
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for _ in 0..EACH {
+                let allocation = c
+                    .allocate_prefix(authed(pb::AllocatePrefixRequest {
+                        tenant: format!("t{n}"),
+                        pool: "core".into(),
+                        length: if n == 0 { 52 } else { 0 },
+                    }))
+                    .await
+                    .unwrap()
+                    .into_inner();
+                got.push(allocation.prefix.parse::<Ipv6Net>().unwrap());
+            }
+            got
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    assert_eq!(all.len(), CLIENTS * EACH);
+    for (i, a) in all.iter().enumerate() {
+        for b in &all[i + 1..] {
+            assert!(
+                !a.contains(&b.network()) && !b.contains(&a.network()),
+                "{a} overlaps {b}"
+            );
+        }
+    }
+    let pool = c
+        .get_pool(authed(pb::GetPoolRequest {
+            name: "core".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pool.allocated, (CLIENTS * EACH) as u64);
+}
+
+#[tokio::test]
+async fn acknowledged_allocations_survive_kill_9_and_watch_resumes_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path());
+    let mut c = client(&server).await;
+    c.create_pool(authed(pb::CreatePoolRequest {
+        name: "core".into(),
+        prefix: "2001:db8:100::/40".into(),
+        tenant_length: 56,
+    }))
+    .await
+    .unwrap();
+    c.create_tenant(authed(pb::CreateTenantRequest {
+        name: "acme".into(),
+    }))
+    .await
+    .unwrap();
+    // A burst from several clients; kill -9 while it runs.
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let mut c = client(&server).await;
+        tasks.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for _ in 0..200 {
+                match c
+                    .allocate_prefix(authed(pb::AllocatePrefixRequest {
+                        tenant: "acme".into(),
+                        pool: "core".into(),
+                        length: 0,
+                    }))
+                    .await
+                {
+                    Ok(response) => acknowledged.push(response.into_inner().prefix),
+                    Err(_) => break,
+                }
+            }
+            acknowledged
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    server.kill();
+    let mut acknowledged = BTreeSet::new();
+    for task in tasks {
+        acknowledged.extend(task.await.unwrap());
+    }
+    assert!(
+        !acknowledged.is_empty(),
+        "nothing was acknowledged before the kill"
+    );
+
+    let server = start(dir.path());
+    let mut c = client(&server).await;
+    let on_disk: BTreeSet<String> = c
+        .list_prefixes(authed(pb::ListPrefixesRequest {
+            tenant: "acme".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .allocations
+        .into_iter()
+        .map(|a| a.prefix)
+        .collect();
+    // Nothing acknowledged was lost; anything else was whole or absent.
+    assert!(
+        acknowledged.is_subset(&on_disk),
+        "lost: {:?}",
+        acknowledged.difference(&on_disk).collect::<Vec<_>>()
+    );
+    let pool = c
+        .get_pool(authed(pb::GetPoolRequest {
+            name: "core".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pool.allocated, on_disk.len() as u64);
+
+    // The history: 2 setup changes and one per allocation on disk, with no
+    // gaps; resuming from the middle sees the rest exactly once, then live
+    // changes.
+    let total = 2 + on_disk.len() as u64;
+    let middle = total / 2;
+    let mut stream = c
+        .watch_events(authed(pb::WatchEventsRequest {
+            from_revision: middle,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut revisions = Vec::new();
+    while (revisions.len() as u64) < total - middle {
+        revisions.push(stream.message().await.unwrap().unwrap().revision);
+    }
+    assert_eq!(revisions, ((middle + 1)..=total).collect::<Vec<_>>());
+    c.create_tenant(authed(pb::CreateTenantRequest {
+        name: "late".into(),
+    }))
+    .await
+    .unwrap();
+    let live = stream.message().await.unwrap().unwrap();
+    assert_eq!(
+        (live.revision, live.kind.as_str(), live.subject.as_str()),
+        (total + 1, "tenant_created", "late")
+    );
+}
+
+#[tokio::test]
+async fn nemoctl_drives_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let endpoint = format!("http://{}", server.field("grpc"));
+    let nemoctl = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_nemoctl"))
+            .args(["--endpoint", &endpoint])
+            .args(args)
+            .env("NEMO_TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = nemoctl(&[
+        "pool",
+        "create",
+        "core",
+        "2001:db8:100::/40",
+        "--tenant-length",
+        "56",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("NAME"), "{out}");
+    assert!(nemoctl(&["tenant", "create", "acme"]).0);
+    let (ok, out, err) = nemoctl(&[
+        "--output", "json", "prefix", "allocate", "acme", "--pool", "core",
+    ]);
+    assert!(ok, "{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json[0]["prefix"], "2001:db8:100::/56");
+    let (ok, out, _) = nemoctl(&["prefix", "list", "acme"]);
+    assert!(ok && out.contains("2001:db8:100::/56"), "{out}");
+    let (ok, out, _) = nemoctl(&["events"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("prefix_allocated"), "{out}");
+    // Errors come out as status code and message, exit 1.
+    let (ok, _, err) = nemoctl(&["tenant", "create", "acme"]);
+    assert!(!ok);
+    assert!(err.contains("AlreadyExists"), "{err}");
+}
