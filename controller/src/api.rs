@@ -38,21 +38,204 @@ fn allocation(a: &store::Allocation) -> pb::Allocation {
 }
 
 fn event(e: &store::Event) -> pb::Event {
-    let detail = match &e.change {
-        Change::PoolCreated(pool) | Change::PoolDeleted(pool) => serde_json::to_string(pool),
-        Change::TenantCreated(tenant) | Change::TenantDeleted(tenant) => {
-            serde_json::to_string(tenant)
-        }
-        Change::PrefixAllocated(a) => serde_json::to_string(a),
-        change @ Change::PrefixReleased { .. } => serde_json::to_string(change),
-    };
     pb::Event {
         revision: e.revision,
         at_unix_ms: e.at_unix_ms,
         kind: e.change.kind().to_owned(),
         subject: e.change.subject(),
-        detail_json: detail.unwrap_or_default(),
+        // Keys never enter the history: mobile routers are logged redacted.
+        detail_json: serde_json::to_string(&e.change).unwrap_or_default(),
     }
+}
+
+fn home_agent_proto(h: &store::HomeAgent) -> pb::HomeAgent {
+    pb::HomeAgent {
+        name: h.name.clone(),
+        address: h.address.to_string(),
+        home_prefix: h.home_prefix.to_string(),
+        udp_endpoint: h.udp_endpoint.clone(),
+    }
+}
+
+fn mobile_router_proto(m: &store::MobileRouter, prefixes: &[ipnet::Ipv6Net]) -> pb::MobileRouter {
+    pb::MobileRouter {
+        tenant: m.tenant.clone(),
+        home_agent: m.home_agent.clone(),
+        home_address: m.home_address.to_string(),
+        spi: m.spi,
+        algorithm: m.algorithm.clone(),
+        key: m.key.clone(),
+        explicit_mode: m.explicit_mode,
+        prefixes: prefixes.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn placement_proto(p: &store::Placement) -> pb::Placement {
+    pb::Placement {
+        tenant: p.tenant.clone(),
+        hypervisor: p.hypervisor.clone(),
+        since_unix_ms: p.since_unix_ms,
+        reason: p.reason.clone(),
+    }
+}
+
+/// What a home agent must hear after `change`: the current authorization
+/// of each home address the change touched.
+async fn authorization_updates(
+    store: &Store,
+    home_agent: &str,
+    revision: u64,
+    change: &Change,
+) -> Vec<pb::AuthorizationUpdate> {
+    let (tenant, touched) = match change {
+        Change::MobileRouterCreated(m) | Change::KeyRotated(m) | Change::MobileRouterDeleted(m) => {
+            (
+                m.tenant.as_str(),
+                (m.home_agent == home_agent).then_some(m.home_address),
+            )
+        }
+        Change::PrefixAllocated(_) | Change::PrefixReleased { .. } => match change.tenant() {
+            Some(tenant) => (tenant, None),
+            None => return Vec::new(),
+        },
+        _ => return Vec::new(),
+    };
+    let view = store.tenant_view(tenant).await;
+    match view.mobile_router {
+        Some(m) if m.home_agent == home_agent => vec![pb::AuthorizationUpdate {
+            revision,
+            home_address: m.home_address.to_string(),
+            mobile_router: Some(mobile_router_proto(&m, &view.prefixes)),
+        }],
+        _ => touched
+            .map(|address| pb::AuthorizationUpdate {
+                revision,
+                home_address: address.to_string(),
+                mobile_router: None,
+            })
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// What a hypervisor must hear about `tenant` now.
+async fn placement_update(
+    store: &Store,
+    hypervisor: &str,
+    revision: u64,
+    tenant: &str,
+) -> pb::PlacementUpdate {
+    let view = store.tenant_view(tenant).await;
+    let here = view
+        .placement
+        .as_ref()
+        .is_some_and(|p| p.hypervisor == hypervisor);
+    match (here, view.mobile_router, view.home_agent) {
+        (true, Some(m), Some(h)) => pb::PlacementUpdate {
+            revision,
+            tenant: tenant.to_owned(),
+            mobile_router: Some(mobile_router_proto(&m, &view.prefixes)),
+            home_agent: Some(home_agent_proto(&h)),
+        },
+        _ => pb::PlacementUpdate {
+            revision,
+            tenant: tenant.to_owned(),
+            mobile_router: None,
+            home_agent: None,
+        },
+    }
+}
+
+type Updates<U> = Pin<Box<dyn std::future::Future<Output = Vec<U>> + Send>>;
+
+/// Feeds a daemon's watch: the current state (`snapshot`) for a fresh
+/// watcher, or the history after its revision mapped by `map`, then every
+/// later change mapped the same way. Each update says the current state of
+/// what the change touched, so a watcher that resumes converges.
+async fn follow<U: Send + 'static>(
+    history: Vec<store::Event>,
+    mut live: tokio::sync::broadcast::Receiver<store::Event>,
+    from_revision: u64,
+    tx: tokio::sync::mpsc::Sender<Result<U, Status>>,
+    map: impl Fn(Arc<Store>, u64, Change) -> Updates<U> + Send + 'static,
+    store: Arc<Store>,
+    snapshot: impl Fn(Arc<Store>, u64) -> Updates<U> + Send + 'static,
+) {
+    let mut last = from_revision;
+    let mut updates = Vec::new();
+    if from_revision == 0 {
+        last = history.last().map_or(0, |e| e.revision);
+        updates.extend(snapshot(store.clone(), last).await);
+    } else {
+        for e in history {
+            last = e.revision;
+            updates.extend(map(store.clone(), e.revision, e.change).await);
+        }
+    }
+    for update in updates {
+        if tx.send(Ok(update)).await.is_err() {
+            return;
+        }
+    }
+    loop {
+        match live.recv().await {
+            Ok(e) if e.revision > last => {
+                for update in map(store.clone(), e.revision, e.change).await {
+                    if tx.send(Ok(update)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(_) => {
+                let _ = tx
+                    .send(Err(Status::resource_exhausted(
+                        "watcher fell behind; watch again",
+                    )))
+                    .await;
+                return;
+            }
+        }
+    }
+}
+
+/// The tenants a change may concern for a hypervisor.
+async fn placement_updates(
+    store: &Store,
+    hypervisor: &str,
+    revision: u64,
+    change: &Change,
+) -> Vec<pb::PlacementUpdate> {
+    let tenants: Vec<String> = match change {
+        Change::TenantPlaced { placement, from } => {
+            if placement.hypervisor == hypervisor || from.as_deref() == Some(hypervisor) {
+                vec![placement.tenant.clone()]
+            } else {
+                Vec::new()
+            }
+        }
+        Change::TenantUnplaced { placement, .. } if placement.hypervisor == hypervisor => {
+            vec![placement.tenant.clone()]
+        }
+        Change::HomeAgentRegistered(h) => store.tenants_of(Some(&h.name), Some(hypervisor)).await,
+        other => match other.tenant() {
+            Some(tenant)
+                if store
+                    .tenants_of(None, Some(hypervisor))
+                    .await
+                    .iter()
+                    .any(|t| t == tenant) =>
+            {
+                vec![tenant.to_owned()]
+            }
+            _ => Vec::new(),
+        },
+    };
+    let mut updates = Vec::new();
+    for tenant in tenants {
+        updates.push(placement_update(store, hypervisor, revision, &tenant).await);
+    }
+    updates
 }
 
 /// The service.
@@ -90,6 +273,14 @@ impl Service {
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+type AuthorizationStream =
+    Pin<Box<dyn Stream<Item = Result<pb::AuthorizationUpdate, Status>> + Send>>;
+type PlacementStream = Pin<Box<dyn Stream<Item = Result<pb::PlacementUpdate, Status>> + Send>>;
+
+fn field_address<T: std::str::FromStr>(field: &'static str, text: &str) -> Result<T, Status> {
+    text.parse()
+        .map_err(|_| Status::invalid_argument(format!("{field}: {text:?} is not valid")))
+}
 
 #[tonic::async_trait]
 impl Controller for Service {
@@ -235,6 +426,273 @@ impl Controller for Service {
         });
         Ok(Response::new(Box::pin(
             tokio_stream::iter(history).chain(live),
+        )))
+    }
+    async fn register_home_agent(
+        &self,
+        request: Request<pb::RegisterHomeAgentRequest>,
+    ) -> Result<Response<pb::HomeAgent>, Status> {
+        let h = request
+            .into_inner()
+            .home_agent
+            .ok_or_else(|| Status::invalid_argument("home_agent: missing"))?;
+        let registered = self
+            .store
+            .register_home_agent(store::HomeAgent {
+                name: h.name,
+                address: field_address("home_agent.address", &h.address)?,
+                home_prefix: field_address("home_agent.home_prefix", &h.home_prefix)?,
+                udp_endpoint: h.udp_endpoint,
+            })
+            .await?;
+        tracing::info!(home_agent = %registered.name, "home agent registered");
+        Ok(Response::new(home_agent_proto(&registered)))
+    }
+
+    async fn list_home_agents(
+        &self,
+        _request: Request<pb::ListHomeAgentsRequest>,
+    ) -> Result<Response<pb::ListHomeAgentsResponse>, Status> {
+        Ok(Response::new(pb::ListHomeAgentsResponse {
+            home_agents: self
+                .store
+                .home_agents()
+                .await
+                .iter()
+                .map(home_agent_proto)
+                .collect(),
+        }))
+    }
+
+    async fn register_hypervisor(
+        &self,
+        request: Request<pb::RegisterHypervisorRequest>,
+    ) -> Result<Response<pb::Hypervisor>, Status> {
+        let hypervisor = self
+            .store
+            .register_hypervisor(&request.into_inner().name)
+            .await?;
+        Ok(Response::new(pb::Hypervisor {
+            name: hypervisor.name,
+        }))
+    }
+
+    async fn list_hypervisors(
+        &self,
+        _request: Request<pb::ListHypervisorsRequest>,
+    ) -> Result<Response<pb::ListHypervisorsResponse>, Status> {
+        Ok(Response::new(pb::ListHypervisorsResponse {
+            hypervisors: self
+                .store
+                .hypervisors()
+                .await
+                .into_iter()
+                .map(|h| pb::Hypervisor { name: h.name })
+                .collect(),
+        }))
+    }
+
+    async fn create_mobile_router(
+        &self,
+        request: Request<pb::CreateMobileRouterRequest>,
+    ) -> Result<Response<pb::MobileRouter>, Status> {
+        let r = request.into_inner();
+        let mr = self
+            .store
+            .create_mobile_router(&r.tenant, &r.home_agent, &r.algorithm, r.explicit_mode)
+            .await?;
+        tracing::info!(tenant = %mr.tenant, home_address = %mr.home_address, spi = mr.spi, "mobile router created");
+        let prefixes = self.store.tenant_view(&mr.tenant).await.prefixes;
+        Ok(Response::new(mobile_router_proto(&mr, &prefixes)))
+    }
+
+    async fn get_mobile_router(
+        &self,
+        request: Request<pb::GetMobileRouterRequest>,
+    ) -> Result<Response<pb::MobileRouter>, Status> {
+        let tenant = request.into_inner().tenant;
+        let mr = self.store.mobile_router(&tenant, false).await?;
+        let prefixes = self.store.tenant_view(&tenant).await.prefixes;
+        Ok(Response::new(mobile_router_proto(&mr, &prefixes)))
+    }
+
+    async fn rotate_key(
+        &self,
+        request: Request<pb::RotateKeyRequest>,
+    ) -> Result<Response<pb::MobileRouter>, Status> {
+        let tenant = request.into_inner().tenant;
+        let mr = self.store.rotate_key(&tenant).await?;
+        tracing::info!(%tenant, "key rotated");
+        let prefixes = self.store.tenant_view(&tenant).await.prefixes;
+        Ok(Response::new(mobile_router_proto(&mr, &prefixes)))
+    }
+
+    async fn delete_mobile_router(
+        &self,
+        request: Request<pb::DeleteMobileRouterRequest>,
+    ) -> Result<Response<pb::DeleteMobileRouterResponse>, Status> {
+        self.store
+            .delete_mobile_router(&request.into_inner().tenant)
+            .await?;
+        Ok(Response::new(pb::DeleteMobileRouterResponse {}))
+    }
+
+    async fn place_tenant(
+        &self,
+        request: Request<pb::PlaceTenantRequest>,
+    ) -> Result<Response<pb::Placement>, Status> {
+        let r = request.into_inner();
+        let placement = self
+            .store
+            .place(&r.tenant, &r.hypervisor, &r.reason)
+            .await?;
+        tracing::info!(tenant = %placement.tenant, hypervisor = %placement.hypervisor, reason = %placement.reason, "tenant placed");
+        Ok(Response::new(placement_proto(&placement)))
+    }
+
+    async fn unplace_tenant(
+        &self,
+        request: Request<pb::UnplaceTenantRequest>,
+    ) -> Result<Response<pb::UnplaceTenantResponse>, Status> {
+        let r = request.into_inner();
+        self.store.unplace(&r.tenant, &r.reason).await?;
+        Ok(Response::new(pb::UnplaceTenantResponse {}))
+    }
+
+    async fn list_placements(
+        &self,
+        _request: Request<pb::ListPlacementsRequest>,
+    ) -> Result<Response<pb::ListPlacementsResponse>, Status> {
+        Ok(Response::new(pb::ListPlacementsResponse {
+            placements: self
+                .store
+                .placements()
+                .await
+                .iter()
+                .map(placement_proto)
+                .collect(),
+        }))
+    }
+
+    type WatchAuthorizationsStream = AuthorizationStream;
+
+    async fn watch_authorizations(
+        &self,
+        request: Request<pb::WatchAuthorizationsRequest>,
+    ) -> Result<Response<AuthorizationStream>, Status> {
+        let r = request.into_inner();
+        if !self
+            .store
+            .home_agents()
+            .await
+            .iter()
+            .any(|h| h.name == r.home_agent)
+        {
+            return Err(StoreError::NotFound {
+                what: "home agent",
+                name: r.home_agent,
+            }
+            .into());
+        }
+        let store = self.store.clone();
+        let (history, live) = store.events_after(r.from_revision).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let home_agent = r.home_agent.clone();
+        tokio::spawn(follow(
+            history,
+            live,
+            r.from_revision,
+            tx,
+            move |store, revision, change| {
+                let home_agent = home_agent.clone();
+                Box::pin(async move {
+                    authorization_updates(&store, &home_agent, revision, &change).await
+                })
+            },
+            store.clone(),
+            {
+                let home_agent = r.home_agent.clone();
+                move |store: Arc<Store>, revision: u64| {
+                    let home_agent = home_agent.clone();
+                    Box::pin(async move {
+                        let mut updates = Vec::new();
+                        for tenant in store.tenants_of(Some(&home_agent), None).await {
+                            if let Ok(m) = store.mobile_router(&tenant, false).await {
+                                updates.extend(
+                                    authorization_updates(
+                                        &store,
+                                        &home_agent,
+                                        revision,
+                                        &Change::MobileRouterCreated(m),
+                                    )
+                                    .await,
+                                );
+                            }
+                        }
+                        updates
+                    })
+                }
+            },
+        ));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    type WatchPlacementsStream = PlacementStream;
+
+    async fn watch_placements(
+        &self,
+        request: Request<pb::WatchPlacementsRequest>,
+    ) -> Result<Response<PlacementStream>, Status> {
+        let r = request.into_inner();
+        if !self
+            .store
+            .hypervisors()
+            .await
+            .iter()
+            .any(|h| h.name == r.hypervisor)
+        {
+            return Err(StoreError::NotFound {
+                what: "hypervisor",
+                name: r.hypervisor,
+            }
+            .into());
+        }
+        let store = self.store.clone();
+        let (history, live) = store.events_after(r.from_revision).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let hypervisor = r.hypervisor.clone();
+        tokio::spawn(follow(
+            history,
+            live,
+            r.from_revision,
+            tx,
+            move |store, revision, change| {
+                let hypervisor = hypervisor.clone();
+                Box::pin(
+                    async move { placement_updates(&store, &hypervisor, revision, &change).await },
+                )
+            },
+            store.clone(),
+            {
+                let hypervisor = r.hypervisor.clone();
+                move |store: Arc<Store>, revision: u64| {
+                    let hypervisor = hypervisor.clone();
+                    Box::pin(async move {
+                        let mut updates = Vec::new();
+                        for tenant in store.tenants_of(None, Some(&hypervisor)).await {
+                            updates.push(
+                                placement_update(&store, &hypervisor, revision, &tenant).await,
+                            );
+                        }
+                        updates
+                    })
+                }
+            },
+        ));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
     }
 }

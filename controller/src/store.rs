@@ -77,6 +77,67 @@ pub struct Allocation {
     pub revision: u64,
 }
 
+/// A home agent mobile routers register with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HomeAgent {
+    /// Its name.
+    pub name: String,
+    /// The address Binding Updates go to.
+    pub address: Ipv6Addr,
+    /// The home prefix home addresses come from.
+    pub home_prefix: Ipv6Net,
+    /// Its UDP transport, if any ("[address]:port").
+    pub udp_endpoint: String,
+}
+
+/// A hypervisor tenants are placed on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hypervisor {
+    /// Its name.
+    pub name: String,
+}
+
+/// A tenant's mobile-router identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MobileRouter {
+    /// The tenant.
+    pub tenant: String,
+    /// Its home agent.
+    pub home_agent: String,
+    /// Its home address.
+    pub home_address: Ipv6Addr,
+    /// Its SPI.
+    pub spi: u32,
+    /// `hmac-sha256` or `hmac-sha1-96`.
+    pub algorithm: String,
+    /// The key, hex. Empty in the history (never logged).
+    pub key: String,
+    /// Explicit mode: prefixes in the Binding Updates.
+    pub explicit_mode: bool,
+}
+
+impl MobileRouter {
+    fn redacted(&self) -> MobileRouter {
+        MobileRouter {
+            key: String::new(),
+            ..self.clone()
+        }
+    }
+}
+
+/// Where a tenant runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// The tenant.
+    pub tenant: String,
+    /// The hypervisor.
+    pub hypervisor: String,
+    /// Since when, ms since the Unix epoch.
+    pub since_unix_ms: i64,
+    /// Why (the orchestrator's words).
+    pub reason: String,
+}
+
 /// A change, as the history keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
@@ -109,6 +170,30 @@ pub enum Change {
         /// Until when it is held back, ms since the Unix epoch.
         quarantined_until_unix_ms: i64,
     },
+    /// A home agent registered (or changed).
+    HomeAgentRegistered(HomeAgent),
+    /// A hypervisor registered.
+    HypervisorRegistered(Hypervisor),
+    /// A mobile-router identity was created (key not logged).
+    MobileRouterCreated(MobileRouter),
+    /// Its key was rotated (key not logged).
+    KeyRotated(MobileRouter),
+    /// It was deleted.
+    MobileRouterDeleted(MobileRouter),
+    /// A tenant was placed (or moved: `from` says where it was).
+    TenantPlaced {
+        /// The placement now.
+        placement: Placement,
+        /// The hypervisor it left, if it moved.
+        from: Option<String>,
+    },
+    /// A tenant was taken off its hypervisor.
+    TenantUnplaced {
+        /// The placement that ended.
+        placement: Placement,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl Change {
@@ -121,6 +206,13 @@ impl Change {
             Change::TenantDeleted(_) => "tenant_deleted",
             Change::PrefixAllocated(_) => "prefix_allocated",
             Change::PrefixReleased { .. } => "prefix_released",
+            Change::HomeAgentRegistered(_) => "home_agent_registered",
+            Change::HypervisorRegistered(_) => "hypervisor_registered",
+            Change::MobileRouterCreated(_) => "mobile_router_created",
+            Change::KeyRotated(_) => "key_rotated",
+            Change::MobileRouterDeleted(_) => "mobile_router_deleted",
+            Change::TenantPlaced { .. } => "tenant_placed",
+            Change::TenantUnplaced { .. } => "tenant_unplaced",
         }
     }
 
@@ -131,6 +223,30 @@ impl Change {
             Change::TenantCreated(tenant) | Change::TenantDeleted(tenant) => tenant.name.clone(),
             Change::PrefixAllocated(allocation) => allocation.prefix.to_string(),
             Change::PrefixReleased { allocation, .. } => allocation.prefix.to_string(),
+            Change::HomeAgentRegistered(home_agent) => home_agent.name.clone(),
+            Change::HypervisorRegistered(hypervisor) => hypervisor.name.clone(),
+            Change::MobileRouterCreated(mr)
+            | Change::KeyRotated(mr)
+            | Change::MobileRouterDeleted(mr) => mr.tenant.clone(),
+            Change::TenantPlaced { placement, .. } | Change::TenantUnplaced { placement, .. } => {
+                placement.tenant.clone()
+            }
+        }
+    }
+
+    /// The tenant a change concerns, if one.
+    pub fn tenant(&self) -> Option<&str> {
+        match self {
+            Change::TenantCreated(t) | Change::TenantDeleted(t) => Some(&t.name),
+            Change::PrefixAllocated(a) => Some(&a.tenant),
+            Change::PrefixReleased { allocation, .. } => Some(&allocation.tenant),
+            Change::MobileRouterCreated(mr)
+            | Change::KeyRotated(mr)
+            | Change::MobileRouterDeleted(mr) => Some(&mr.tenant),
+            Change::TenantPlaced { placement, .. } | Change::TenantUnplaced { placement, .. } => {
+                Some(&placement.tenant)
+            }
+            _ => None,
         }
     }
 }
@@ -240,6 +356,10 @@ struct State {
     tenants: BTreeMap<String, Tenant>,
     allocations: BTreeMap<Ipv6Net, Allocation>,
     slots: HashMap<String, Slots>,
+    home_agents: BTreeMap<String, HomeAgent>,
+    hypervisors: BTreeMap<String, Hypervisor>,
+    mobile_routers: BTreeMap<String, MobileRouter>,
+    placements: BTreeMap<String, Placement>,
     revision: u64,
 }
 
@@ -253,6 +373,10 @@ pub struct Store {
     quarantine: sled::Tree,
     events: sled::Tree,
     meta: sled::Tree,
+    home_agents: sled::Tree,
+    hypervisors: sled::Tree,
+    mobile_routers: sled::Tree,
+    placements: sled::Tree,
     state: Mutex<State>,
     quarantine_time: Duration,
     /// Changes as they become durable.
@@ -274,13 +398,43 @@ impl Store {
             store_tree("events")?,
             store_tree("meta")?,
         );
+        let (home_agents, hypervisors, mobile_routers, placements) = (
+            store_tree("home_agents")?,
+            store_tree("hypervisors")?,
+            store_tree("mobile_routers")?,
+            store_tree("placements")?,
+        );
         let mut state = State {
             pools: BTreeMap::new(),
             tenants: BTreeMap::new(),
             allocations: BTreeMap::new(),
             slots: HashMap::new(),
+            home_agents: BTreeMap::new(),
+            hypervisors: BTreeMap::new(),
+            mobile_routers: BTreeMap::new(),
+            placements: BTreeMap::new(),
             revision: 0,
         };
+        for record in home_agents.iter() {
+            let home_agent: HomeAgent = decode(&record?.1)?;
+            state
+                .home_agents
+                .insert(home_agent.name.clone(), home_agent);
+        }
+        for record in hypervisors.iter() {
+            let hypervisor: Hypervisor = decode(&record?.1)?;
+            state
+                .hypervisors
+                .insert(hypervisor.name.clone(), hypervisor);
+        }
+        for record in mobile_routers.iter() {
+            let mr: MobileRouter = decode(&record?.1)?;
+            state.mobile_routers.insert(mr.tenant.clone(), mr);
+        }
+        for record in placements.iter() {
+            let placement: Placement = decode(&record?.1)?;
+            state.placements.insert(placement.tenant.clone(), placement);
+        }
         for record in pools.iter() {
             let pool: Pool = decode(&record?.1)?;
             state.slots.insert(pool.name.clone(), Slots::default());
@@ -323,6 +477,10 @@ impl Store {
             quarantine,
             events,
             meta,
+            home_agents,
+            hypervisors,
+            mobile_routers,
+            placements,
             state: Mutex::new(state),
             quarantine_time,
             changes,
@@ -351,19 +509,40 @@ impl Store {
             &self.quarantine,
             &self.events,
             &self.meta,
+            &self.home_agents,
+            &self.hypervisors,
+            &self.mobile_routers,
+            &self.placements,
         )
-            .transaction(|(pools, tenants, allocations, quarantine, events, meta)| {
-                let trees = Trees {
+            .transaction(
+                |(
                     pools,
                     tenants,
                     allocations,
                     quarantine,
-                };
-                writes(&trees)?;
-                events.insert(&event.revision.to_be_bytes(), event_bytes.clone())?;
-                meta.insert(REVISION_KEY, revision_bytes.clone())?;
-                Ok(())
-            })?;
+                    events,
+                    meta,
+                    home_agents,
+                    hypervisors,
+                    mobile_routers,
+                    placements,
+                )| {
+                    let trees = Trees {
+                        pools,
+                        tenants,
+                        allocations,
+                        quarantine,
+                        home_agents,
+                        hypervisors,
+                        mobile_routers,
+                        placements,
+                    };
+                    writes(&trees)?;
+                    events.insert(&event.revision.to_be_bytes(), event_bytes.clone())?;
+                    meta.insert(REVISION_KEY, revision_bytes.clone())?;
+                    Ok(())
+                },
+            )?;
         self.db.flush_async().await?;
         state.revision = event.revision;
         let _ = self.changes.send(event.clone());
@@ -571,6 +750,11 @@ impl Store {
             self.release(&prefix.to_string()).await?;
         }
         let mut state = self.state.lock().await;
+        if state.mobile_routers.contains_key(name) || state.placements.contains_key(name) {
+            return Err(StoreError::Precondition(format!(
+                "name: tenant {name:?} still has a mobile router or a placement"
+            )));
+        }
         if state.allocations.values().any(|a| a.tenant == name) {
             return Err(StoreError::Precondition(format!(
                 "name: tenant {name:?} was given a prefix meanwhile"
@@ -791,10 +975,423 @@ impl Store {
         Ok((events, receiver))
     }
 
+    /// Registers (or updates) a home agent.
+    pub async fn register_home_agent(
+        &self,
+        home_agent: HomeAgent,
+    ) -> Result<HomeAgent, StoreError> {
+        check_name("home_agent.name", &home_agent.name)?;
+        if !home_agent.home_prefix.contains(&home_agent.address) {
+            return Err(StoreError::Invalid {
+                field: "home_agent.address",
+                reason: format!(
+                    "{} is outside the home prefix {}",
+                    home_agent.address, home_agent.home_prefix
+                ),
+            });
+        }
+        if home_agent.home_prefix.prefix_len() > 120 {
+            return Err(StoreError::Invalid {
+                field: "home_agent.home_prefix",
+                reason: "too small for home addresses (at most /120)".into(),
+            });
+        }
+        let mut state = self.state.lock().await;
+        if let Some(other) = state.home_agents.values().find(|h| {
+            h.name != home_agent.name
+                && (h.home_prefix.contains(&home_agent.home_prefix.network())
+                    || home_agent.home_prefix.contains(&h.home_prefix.network()))
+        }) {
+            return Err(StoreError::Precondition(format!(
+                "home_agent.home_prefix: overlaps that of home agent {:?}",
+                other.name
+            )));
+        }
+        let record = encode(&home_agent)?;
+        self.commit(
+            &mut state,
+            Change::HomeAgentRegistered(home_agent.clone()),
+            |t| {
+                t.home_agents
+                    .insert(home_agent.name.as_bytes(), record.clone())?;
+                Ok(())
+            },
+        )
+        .await?;
+        state
+            .home_agents
+            .insert(home_agent.name.clone(), home_agent.clone());
+        Ok(home_agent)
+    }
+
+    /// Every home agent.
+    pub async fn home_agents(&self) -> Vec<HomeAgent> {
+        self.state
+            .lock()
+            .await
+            .home_agents
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Registers a hypervisor (registering again is fine).
+    pub async fn register_hypervisor(&self, name: &str) -> Result<Hypervisor, StoreError> {
+        check_name("name", name)?;
+        let mut state = self.state.lock().await;
+        if let Some(existing) = state.hypervisors.get(name) {
+            return Ok(existing.clone());
+        }
+        let hypervisor = Hypervisor {
+            name: name.to_owned(),
+        };
+        let record = encode(&hypervisor)?;
+        self.commit(
+            &mut state,
+            Change::HypervisorRegistered(hypervisor.clone()),
+            |t| {
+                t.hypervisors.insert(name.as_bytes(), record.clone())?;
+                Ok(())
+            },
+        )
+        .await?;
+        state
+            .hypervisors
+            .insert(name.to_owned(), hypervisor.clone());
+        Ok(hypervisor)
+    }
+
+    /// Every hypervisor.
+    pub async fn hypervisors(&self) -> Vec<Hypervisor> {
+        self.state
+            .lock()
+            .await
+            .hypervisors
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Creates a tenant's mobile-router identity: the next free home address
+    /// of the home agent's home prefix (from ::100), the next SPI, a fresh
+    /// key.
+    pub async fn create_mobile_router(
+        &self,
+        tenant: &str,
+        home_agent: &str,
+        algorithm: &str,
+        explicit_mode: bool,
+    ) -> Result<MobileRouter, StoreError> {
+        let algorithm = match algorithm {
+            "" | "hmac-sha256" => "hmac-sha256",
+            "hmac-sha1-96" => "hmac-sha1-96",
+            other => {
+                return Err(StoreError::Invalid {
+                    field: "algorithm",
+                    reason: format!("{other:?}: hmac-sha256 or hmac-sha1-96"),
+                })
+            }
+        };
+        let mut state = self.state.lock().await;
+        if !state.tenants.contains_key(tenant) {
+            return Err(StoreError::NotFound {
+                what: "tenant",
+                name: tenant.to_owned(),
+            });
+        }
+        if state.mobile_routers.contains_key(tenant) {
+            return Err(StoreError::Exists {
+                what: "mobile router of tenant",
+                name: tenant.to_owned(),
+            });
+        }
+        let ha =
+            state
+                .home_agents
+                .get(home_agent)
+                .cloned()
+                .ok_or_else(|| StoreError::NotFound {
+                    what: "home agent",
+                    name: home_agent.to_owned(),
+                })?;
+        let used: BTreeSet<Ipv6Addr> = state
+            .mobile_routers
+            .values()
+            .map(|m| m.home_address)
+            .collect();
+        let base = u128::from(ha.home_prefix.network());
+        let size = 1u128 << (128 - u32::from(ha.home_prefix.prefix_len()));
+        let home_address = (0x100..size.saturating_sub(1))
+            .map(|offset| Ipv6Addr::from(base + offset))
+            .find(|a| !used.contains(a) && *a != ha.address)
+            .ok_or_else(|| StoreError::Exhausted {
+                pool: format!("home prefix of {home_agent}"),
+                length: 128,
+            })?;
+        let spi = state
+            .mobile_routers
+            .values()
+            .map(|m| m.spi)
+            .max()
+            .unwrap_or(0x0fff)
+            .saturating_add(1)
+            .max(0x1000);
+        let mobile_router = MobileRouter {
+            tenant: tenant.to_owned(),
+            home_agent: home_agent.to_owned(),
+            home_address,
+            spi,
+            algorithm: algorithm.to_owned(),
+            key: fresh_key()?,
+            explicit_mode,
+        };
+        let record = encode(&mobile_router)?;
+        self.commit(
+            &mut state,
+            Change::MobileRouterCreated(mobile_router.redacted()),
+            |t| {
+                t.mobile_routers.insert(tenant.as_bytes(), record.clone())?;
+                Ok(())
+            },
+        )
+        .await?;
+        state
+            .mobile_routers
+            .insert(tenant.to_owned(), mobile_router.clone());
+        Ok(mobile_router)
+    }
+
+    /// A tenant's mobile router, key included (for the watch streams) or
+    /// redacted.
+    pub async fn mobile_router(
+        &self,
+        tenant: &str,
+        with_key: bool,
+    ) -> Result<MobileRouter, StoreError> {
+        let state = self.state.lock().await;
+        let mr = state
+            .mobile_routers
+            .get(tenant)
+            .ok_or_else(|| StoreError::NotFound {
+                what: "mobile router of tenant",
+                name: tenant.to_owned(),
+            })?;
+        Ok(if with_key { mr.clone() } else { mr.redacted() })
+    }
+
+    /// Gives a tenant's mobile router a new key.
+    pub async fn rotate_key(&self, tenant: &str) -> Result<MobileRouter, StoreError> {
+        let mut state = self.state.lock().await;
+        let mut mr =
+            state
+                .mobile_routers
+                .get(tenant)
+                .cloned()
+                .ok_or_else(|| StoreError::NotFound {
+                    what: "mobile router of tenant",
+                    name: tenant.to_owned(),
+                })?;
+        mr.key = fresh_key()?;
+        let record = encode(&mr)?;
+        self.commit(&mut state, Change::KeyRotated(mr.redacted()), |t| {
+            t.mobile_routers.insert(tenant.as_bytes(), record.clone())?;
+            Ok(())
+        })
+        .await?;
+        state.mobile_routers.insert(tenant.to_owned(), mr.clone());
+        Ok(mr)
+    }
+
+    /// Deletes a tenant's mobile router (not while it is placed).
+    pub async fn delete_mobile_router(&self, tenant: &str) -> Result<(), StoreError> {
+        let mut state = self.state.lock().await;
+        let mr = state
+            .mobile_routers
+            .get(tenant)
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound {
+                what: "mobile router of tenant",
+                name: tenant.to_owned(),
+            })?;
+        if state.placements.contains_key(tenant) {
+            return Err(StoreError::Precondition(format!(
+                "tenant: {tenant:?} is placed; unplace it first"
+            )));
+        }
+        self.commit(
+            &mut state,
+            Change::MobileRouterDeleted(mr.redacted()),
+            |t| {
+                t.mobile_routers.remove(tenant.as_bytes())?;
+                Ok(())
+            },
+        )
+        .await?;
+        state.mobile_routers.remove(tenant);
+        Ok(())
+    }
+
+    /// Places a tenant on a hypervisor (moving it if it was elsewhere).
+    pub async fn place(
+        &self,
+        tenant: &str,
+        hypervisor: &str,
+        reason: &str,
+    ) -> Result<Placement, StoreError> {
+        let mut state = self.state.lock().await;
+        if !state.tenants.contains_key(tenant) {
+            return Err(StoreError::NotFound {
+                what: "tenant",
+                name: tenant.to_owned(),
+            });
+        }
+        if !state.hypervisors.contains_key(hypervisor) {
+            return Err(StoreError::NotFound {
+                what: "hypervisor",
+                name: hypervisor.to_owned(),
+            });
+        }
+        let from = state.placements.get(tenant).map(|p| p.hypervisor.clone());
+        if from.as_deref() == Some(hypervisor) {
+            return Err(StoreError::Precondition(format!(
+                "hypervisor: {tenant:?} is already on {hypervisor:?}"
+            )));
+        }
+        let placement = Placement {
+            tenant: tenant.to_owned(),
+            hypervisor: hypervisor.to_owned(),
+            since_unix_ms: unix_ms(SystemTime::now()),
+            reason: reason.to_owned(),
+        };
+        let record = encode(&placement)?;
+        self.commit(
+            &mut state,
+            Change::TenantPlaced {
+                placement: placement.clone(),
+                from,
+            },
+            |t| {
+                t.placements.insert(tenant.as_bytes(), record.clone())?;
+                Ok(())
+            },
+        )
+        .await?;
+        state
+            .placements
+            .insert(tenant.to_owned(), placement.clone());
+        Ok(placement)
+    }
+
+    /// Takes a tenant off its hypervisor.
+    pub async fn unplace(&self, tenant: &str, reason: &str) -> Result<(), StoreError> {
+        let mut state = self.state.lock().await;
+        let placement =
+            state
+                .placements
+                .get(tenant)
+                .cloned()
+                .ok_or_else(|| StoreError::NotFound {
+                    what: "placement of tenant",
+                    name: tenant.to_owned(),
+                })?;
+        self.commit(
+            &mut state,
+            Change::TenantUnplaced {
+                placement,
+                reason: reason.to_owned(),
+            },
+            |t| {
+                t.placements.remove(tenant.as_bytes())?;
+                Ok(())
+            },
+        )
+        .await?;
+        state.placements.remove(tenant);
+        Ok(())
+    }
+
+    /// Every placement.
+    pub async fn placements(&self) -> Vec<Placement> {
+        self.state
+            .lock()
+            .await
+            .placements
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The current view of one tenant for the watch streams: its mobile
+    /// router (with key), its prefixes, its home agent and its placement.
+    pub async fn tenant_view(&self, tenant: &str) -> TenantView {
+        let state = self.state.lock().await;
+        let mobile_router = state.mobile_routers.get(tenant).cloned();
+        TenantView {
+            home_agent: mobile_router
+                .as_ref()
+                .and_then(|m| state.home_agents.get(&m.home_agent).cloned()),
+            prefixes: state
+                .allocations
+                .values()
+                .filter(|a| a.tenant == tenant)
+                .map(|a| a.prefix)
+                .collect(),
+            placement: state.placements.get(tenant).cloned(),
+            mobile_router,
+        }
+    }
+
+    /// Tenants whose mobile router registers with `home_agent`, and tenants
+    /// placed on `hypervisor`, as of now.
+    pub async fn tenants_of(
+        &self,
+        home_agent: Option<&str>,
+        hypervisor: Option<&str>,
+    ) -> Vec<String> {
+        let state = self.state.lock().await;
+        state
+            .tenants
+            .keys()
+            .filter(|t| {
+                home_agent.is_none_or(|h| {
+                    state
+                        .mobile_routers
+                        .get(*t)
+                        .is_some_and(|m| m.home_agent == h)
+                }) && hypervisor
+                    .is_none_or(|v| state.placements.get(*t).is_some_and(|p| p.hypervisor == v))
+            })
+            .cloned()
+            .collect()
+    }
+
     /// The current revision.
     pub async fn revision(&self) -> u64 {
         self.state.lock().await.revision
     }
+}
+
+/// A tenant as the watch streams see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantView {
+    /// Its mobile router, key included.
+    pub mobile_router: Option<MobileRouter>,
+    /// Its home agent.
+    pub home_agent: Option<HomeAgent>,
+    /// Its prefixes.
+    pub prefixes: Vec<Ipv6Net>,
+    /// Its placement.
+    pub placement: Option<Placement>,
+}
+
+/// 32 random octets from the kernel, hex.
+fn fresh_key() -> Result<String, StoreError> {
+    use std::io::Read;
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut key))
+        .map_err(|e| StoreError::Storage(format!("random key: {e}")))?;
+    Ok(key.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The trees a transaction writes.
@@ -804,6 +1401,10 @@ pub struct Trees<'a> {
     tenants: &'a sled::transaction::TransactionalTree,
     allocations: &'a sled::transaction::TransactionalTree,
     quarantine: &'a sled::transaction::TransactionalTree,
+    home_agents: &'a sled::transaction::TransactionalTree,
+    hypervisors: &'a sled::transaction::TransactionalTree,
+    mobile_routers: &'a sled::transaction::TransactionalTree,
+    placements: &'a sled::transaction::TransactionalTree,
 }
 
 #[cfg(test)]

@@ -490,3 +490,228 @@ async fn nemoctl_drives_it() {
     assert!(!ok);
     assert!(err.contains("AlreadyExists"), "{err}");
 }
+
+/// Sets up a home agent, two hypervisors, a tenant with a prefix and a
+/// mobile router.
+async fn world(c: &mut ControllerClient<Channel>) -> pb::MobileRouter {
+    c.register_home_agent(authed(pb::RegisterHomeAgentRequest {
+        home_agent: Some(pb::HomeAgent {
+            name: "ha1".into(),
+            address: "2001:db8:1::1".into(),
+            home_prefix: "2001:db8:1::/64".into(),
+            udp_endpoint: "[2001:db8:1::1]:4191".into(),
+        }),
+    }))
+    .await
+    .unwrap();
+    for hv in ["hv-a", "hv-b"] {
+        c.register_hypervisor(authed(pb::RegisterHypervisorRequest { name: hv.into() }))
+            .await
+            .unwrap();
+    }
+    c.create_pool(authed(pb::CreatePoolRequest {
+        name: "core".into(),
+        prefix: "2001:db8:100::/40".into(),
+        tenant_length: 56,
+    }))
+    .await
+    .unwrap();
+    c.create_tenant(authed(pb::CreateTenantRequest {
+        name: "acme".into(),
+    }))
+    .await
+    .unwrap();
+    c.allocate_prefix(authed(pb::AllocatePrefixRequest {
+        tenant: "acme".into(),
+        pool: "core".into(),
+        length: 0,
+    }))
+    .await
+    .unwrap();
+    c.create_mobile_router(authed(pb::CreateMobileRouterRequest {
+        tenant: "acme".into(),
+        home_agent: "ha1".into(),
+        algorithm: String::new(),
+        explicit_mode: true,
+    }))
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+#[tokio::test]
+async fn identities_placements_and_the_daemons_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let mut c = client(&server).await;
+    let mr = world(&mut c).await;
+    assert_eq!(mr.home_address, "2001:db8:1::100");
+    assert_eq!(mr.spi, 0x1000);
+    assert_eq!(mr.key.len(), 64, "a fresh 32-octet key, hex");
+    assert_eq!(mr.prefixes, vec!["2001:db8:100::/56".to_owned()]);
+    // The key is shown once: not by Get, never in the history.
+    let shown = c
+        .get_mobile_router(authed(pb::GetMobileRouterRequest {
+            tenant: "acme".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(shown.key.is_empty());
+    let mut events = c
+        .watch_events(authed(pb::WatchEventsRequest { from_revision: 0 }))
+        .await
+        .unwrap()
+        .into_inner();
+    // Home agent, two hypervisors, pool, tenant, prefix, mobile router.
+    for _ in 0..7 {
+        let event = events.message().await.unwrap().unwrap();
+        assert!(
+            !event.detail_json.contains(&mr.key),
+            "key leaked into the history"
+        );
+    }
+
+    // The home agent's stream: the current authorization, then changes.
+    let mut authorizations = c
+        .watch_authorizations(authed(pb::WatchAuthorizationsRequest {
+            home_agent: "ha1".into(),
+            from_revision: 0,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = authorizations.message().await.unwrap().unwrap();
+    let authorized = first.mobile_router.unwrap();
+    assert_eq!(
+        (authorized.home_address.as_str(), authorized.key.as_str()),
+        ("2001:db8:1::100", mr.key.as_str())
+    );
+    assert_eq!(authorized.prefixes, vec!["2001:db8:100::/56".to_owned()]);
+    let rotated = c
+        .rotate_key(authed(pb::RotateKeyRequest {
+            tenant: "acme".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(rotated.key, mr.key);
+    let update = authorizations.message().await.unwrap().unwrap();
+    assert_eq!(update.mobile_router.unwrap().key, rotated.key);
+
+    // The hypervisors' streams follow placement and migration.
+    let mut at_a = c
+        .watch_placements(authed(pb::WatchPlacementsRequest {
+            hypervisor: "hv-a".into(),
+            from_revision: 0,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut at_b = c
+        .watch_placements(authed(pb::WatchPlacementsRequest {
+            hypervisor: "hv-b".into(),
+            from_revision: 0,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    c.place_tenant(authed(pb::PlaceTenantRequest {
+        tenant: "acme".into(),
+        hypervisor: "hv-a".into(),
+        reason: "initial".into(),
+    }))
+    .await
+    .unwrap();
+    let placed = at_a.message().await.unwrap().unwrap();
+    assert_eq!(placed.tenant, "acme");
+    let placed_mr = placed.mobile_router.unwrap();
+    assert_eq!(placed_mr.key, rotated.key);
+    assert_eq!(
+        placed.home_agent.unwrap().udp_endpoint,
+        "[2001:db8:1::1]:4191"
+    );
+    c.place_tenant(authed(pb::PlaceTenantRequest {
+        tenant: "acme".into(),
+        hypervisor: "hv-b".into(),
+        reason: "migration".into(),
+    }))
+    .await
+    .unwrap();
+    let left = at_a.message().await.unwrap().unwrap();
+    assert_eq!(
+        (left.tenant.as_str(), left.mobile_router.is_none()),
+        ("acme", true)
+    );
+    let arrived = at_b.message().await.unwrap().unwrap();
+    assert_eq!(
+        arrived.mobile_router.unwrap().home_address,
+        "2001:db8:1::100"
+    );
+
+    // Errors.
+    let (status, _) = code(
+        c.place_tenant(authed(pb::PlaceTenantRequest {
+            tenant: "acme".into(),
+            hypervisor: "hv-b".into(),
+            reason: String::new(),
+        }))
+        .await,
+    )
+    .await;
+    assert_eq!(status, Code::FailedPrecondition);
+    let (status, _) = code(
+        c.place_tenant(authed(pb::PlaceTenantRequest {
+            tenant: "acme".into(),
+            hypervisor: "hv-z".into(),
+            reason: String::new(),
+        }))
+        .await,
+    )
+    .await;
+    assert_eq!(status, Code::NotFound);
+    let (status, message) = code(
+        c.create_mobile_router(authed(pb::CreateMobileRouterRequest {
+            tenant: "acme".into(),
+            home_agent: "ha1".into(),
+            algorithm: "md5".into(),
+            explicit_mode: false,
+        }))
+        .await,
+    )
+    .await;
+    assert_eq!(status, Code::InvalidArgument, "{message}");
+    assert_eq!(
+        code(
+            c.delete_mobile_router(authed(pb::DeleteMobileRouterRequest {
+                tenant: "acme".into()
+            }))
+            .await
+        )
+        .await
+        .0,
+        Code::FailedPrecondition,
+        "placed tenants keep their mobile router"
+    );
+    c.unplace_tenant(authed(pb::UnplaceTenantRequest {
+        tenant: "acme".into(),
+        reason: "gone".into(),
+    }))
+    .await
+    .unwrap();
+    let gone = at_b.message().await.unwrap().unwrap();
+    assert!(gone.mobile_router.is_none());
+    c.delete_mobile_router(authed(pb::DeleteMobileRouterRequest {
+        tenant: "acme".into(),
+    }))
+    .await
+    .unwrap();
+    let revoked = authorizations.message().await.unwrap().unwrap();
+    assert_eq!(
+        (
+            revoked.home_address.as_str(),
+            revoked.mobile_router.is_none()
+        ),
+        ("2001:db8:1::100", true)
+    );
+}

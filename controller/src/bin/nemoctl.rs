@@ -51,6 +51,30 @@ enum Command {
     /// Tenant prefixes (MNPs).
     #[command(subcommand)]
     Prefix(PrefixCommand),
+    /// Home agents.
+    #[command(subcommand, name = "ha")]
+    HomeAgent(HomeAgentCommand),
+    /// Hypervisors.
+    #[command(subcommand, name = "hv")]
+    Hypervisor(HypervisorCommand),
+    /// Mobile-router identities.
+    #[command(subcommand, name = "mr")]
+    MobileRouter(MobileRouterCommand),
+    /// Places (or moves) a tenant on a hypervisor.
+    Place {
+        tenant: String,
+        hypervisor: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Takes a tenant off its hypervisor.
+    Unplace {
+        tenant: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Lists placements.
+    Placements,
     /// The history of changes.
     Events {
         /// Start after this revision.
@@ -94,6 +118,55 @@ enum TenantCommand {
         #[arg(long)]
         cascade: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum HomeAgentCommand {
+    /// Registers (or updates) a home agent.
+    Register {
+        name: String,
+        /// The address Binding Updates go to.
+        #[arg(long)]
+        address: String,
+        /// The home prefix home addresses come from.
+        #[arg(long)]
+        home_prefix: String,
+        /// Its UDP transport, "[address]:port".
+        #[arg(long, default_value = "")]
+        udp: String,
+    },
+    /// Lists home agents.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum HypervisorCommand {
+    /// Registers a hypervisor.
+    Register { name: String },
+    /// Lists hypervisors.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum MobileRouterCommand {
+    /// Creates a tenant's mobile-router identity; prints its key once.
+    Create {
+        tenant: String,
+        #[arg(long)]
+        home_agent: String,
+        /// hmac-sha256 (default) or hmac-sha1-96.
+        #[arg(long, default_value = "")]
+        algorithm: String,
+        /// Send the prefixes in the Binding Updates (explicit mode).
+        #[arg(long)]
+        explicit: bool,
+    },
+    /// Shows a tenant's mobile router (without its key).
+    Show { tenant: String },
+    /// Gives it a new key; prints the key once.
+    RotateKey { tenant: String },
+    /// Deletes it.
+    Delete { tenant: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -199,6 +272,27 @@ fn allocation_rows(allocations: &[pb::Allocation]) -> (Vec<Vec<String>>, serde_j
             "allocated_at_unix_ms": a.allocated_at_unix_ms, "revision": a.revision,
         }))
         .collect::<Vec<_>>());
+    (rows, json)
+}
+
+fn mobile_router_rows(m: &pb::MobileRouter) -> (Vec<Vec<String>>, serde_json::Value) {
+    let rows = vec![vec![
+        m.tenant.clone(),
+        m.home_agent.clone(),
+        m.home_address.clone(),
+        m.spi.to_string(),
+        m.algorithm.clone(),
+        if m.key.is_empty() {
+            "-".into()
+        } else {
+            m.key.clone()
+        },
+    ]];
+    let json = serde_json::json!({
+        "tenant": m.tenant, "home_agent": m.home_agent, "home_address": m.home_address,
+        "spi": m.spi, "algorithm": m.algorithm, "key": m.key, "explicit_mode": m.explicit_mode,
+        "prefixes": m.prefixes,
+    });
     (rows, json)
 }
 
@@ -370,6 +464,196 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .allocations;
             let (rows, json) = allocation_rows(&allocations);
             print_rows(out, PREFIX, rows, json);
+        }
+        Command::HomeAgent(HomeAgentCommand::Register {
+            name,
+            address,
+            home_prefix,
+            udp,
+        }) => {
+            let h = client
+                .register_home_agent(request(
+                    pb::RegisterHomeAgentRequest {
+                        home_agent: Some(pb::HomeAgent {
+                            name,
+                            address,
+                            home_prefix,
+                            udp_endpoint: udp,
+                        }),
+                    },
+                    token,
+                )?)
+                .await?
+                .into_inner();
+            print_rows(
+                out,
+                &["name", "address", "home_prefix", "udp"],
+                vec![vec![
+                    h.name.clone(),
+                    h.address.clone(),
+                    h.home_prefix.clone(),
+                    h.udp_endpoint.clone(),
+                ]],
+                serde_json::json!({"name": h.name, "address": h.address, "home_prefix": h.home_prefix, "udp": h.udp_endpoint}),
+            );
+        }
+        Command::HomeAgent(HomeAgentCommand::List) => {
+            let list = client
+                .list_home_agents(request(pb::ListHomeAgentsRequest {}, token)?)
+                .await?
+                .into_inner();
+            let rows = list
+                .home_agents
+                .iter()
+                .map(|h| {
+                    vec![
+                        h.name.clone(),
+                        h.address.clone(),
+                        h.home_prefix.clone(),
+                        h.udp_endpoint.clone(),
+                    ]
+                })
+                .collect();
+            let json = serde_json::json!(list.home_agents.iter().map(|h| serde_json::json!({"name": h.name, "address": h.address, "home_prefix": h.home_prefix, "udp": h.udp_endpoint})).collect::<Vec<_>>());
+            print_rows(out, &["name", "address", "home_prefix", "udp"], rows, json);
+        }
+        Command::Hypervisor(HypervisorCommand::Register { name }) => {
+            let h = client
+                .register_hypervisor(request(pb::RegisterHypervisorRequest { name }, token)?)
+                .await?
+                .into_inner();
+            print_rows(
+                out,
+                &["name"],
+                vec![vec![h.name.clone()]],
+                serde_json::json!({"name": h.name}),
+            );
+        }
+        Command::Hypervisor(HypervisorCommand::List) => {
+            let list = client
+                .list_hypervisors(request(pb::ListHypervisorsRequest {}, token)?)
+                .await?
+                .into_inner();
+            let names: Vec<String> = list.hypervisors.into_iter().map(|h| h.name).collect();
+            print_rows(
+                out,
+                &["name"],
+                names.iter().map(|n| vec![n.clone()]).collect(),
+                serde_json::json!(names),
+            );
+        }
+        Command::MobileRouter(command) => {
+            const MR: &[&str] = &[
+                "tenant",
+                "home_agent",
+                "home_address",
+                "spi",
+                "algorithm",
+                "key",
+            ];
+            let mr = match command {
+                MobileRouterCommand::Create {
+                    tenant,
+                    home_agent,
+                    algorithm,
+                    explicit,
+                } => client
+                    .create_mobile_router(request(
+                        pb::CreateMobileRouterRequest {
+                            tenant,
+                            home_agent,
+                            algorithm,
+                            explicit_mode: explicit,
+                        },
+                        token,
+                    )?)
+                    .await?
+                    .into_inner(),
+                MobileRouterCommand::Show { tenant } => client
+                    .get_mobile_router(request(pb::GetMobileRouterRequest { tenant }, token)?)
+                    .await?
+                    .into_inner(),
+                MobileRouterCommand::RotateKey { tenant } => client
+                    .rotate_key(request(pb::RotateKeyRequest { tenant }, token)?)
+                    .await?
+                    .into_inner(),
+                MobileRouterCommand::Delete { tenant } => {
+                    client
+                        .delete_mobile_router(request(
+                            pb::DeleteMobileRouterRequest {
+                                tenant: tenant.clone(),
+                            },
+                            token,
+                        )?)
+                        .await?;
+                    print_rows(
+                        out,
+                        &["deleted"],
+                        vec![vec![tenant.clone()]],
+                        serde_json::json!({"deleted": tenant}),
+                    );
+                    return Ok(());
+                }
+            };
+            let (rows, json) = mobile_router_rows(&mr);
+            print_rows(out, MR, rows, json);
+        }
+        Command::Place {
+            tenant,
+            hypervisor,
+            reason,
+        } => {
+            let p = client
+                .place_tenant(request(
+                    pb::PlaceTenantRequest {
+                        tenant,
+                        hypervisor,
+                        reason,
+                    },
+                    token,
+                )?)
+                .await?
+                .into_inner();
+            print_rows(
+                out,
+                &["tenant", "hypervisor", "reason"],
+                vec![vec![
+                    p.tenant.clone(),
+                    p.hypervisor.clone(),
+                    p.reason.clone(),
+                ]],
+                serde_json::json!({"tenant": p.tenant, "hypervisor": p.hypervisor, "reason": p.reason, "since_unix_ms": p.since_unix_ms}),
+            );
+        }
+        Command::Unplace { tenant, reason } => {
+            client
+                .unplace_tenant(request(
+                    pb::UnplaceTenantRequest {
+                        tenant: tenant.clone(),
+                        reason,
+                    },
+                    token,
+                )?)
+                .await?;
+            print_rows(
+                out,
+                &["unplaced"],
+                vec![vec![tenant.clone()]],
+                serde_json::json!({"unplaced": tenant}),
+            );
+        }
+        Command::Placements => {
+            let list = client
+                .list_placements(request(pb::ListPlacementsRequest {}, token)?)
+                .await?
+                .into_inner();
+            let rows = list
+                .placements
+                .iter()
+                .map(|p| vec![p.tenant.clone(), p.hypervisor.clone(), p.reason.clone()])
+                .collect();
+            let json = serde_json::json!(list.placements.iter().map(|p| serde_json::json!({"tenant": p.tenant, "hypervisor": p.hypervisor, "reason": p.reason, "since_unix_ms": p.since_unix_ms})).collect::<Vec<_>>());
+            print_rows(out, &["tenant", "hypervisor", "reason"], rows, json);
         }
         Command::Events { from, follow } => {
             let mut stream = client
