@@ -57,6 +57,9 @@ pub struct Config {
     /// The data plane.
     #[serde(default)]
     pub dataplane: DataPlaneSection,
+    /// Authorizations from the controller (beside any static ones).
+    #[serde(default)]
+    pub controller: Option<ControllerSection>,
     /// Static authorizations: the mobile routers this home agent accepts.
     #[serde(default, rename = "mobile_router")]
     pub mobile_routers: Vec<Spanned<MobileRouterEntry>>,
@@ -123,6 +126,21 @@ pub struct UdpSection {
     /// Addresses to listen on; the reply leaves from the one the Binding
     /// Update came to. RFC 5555 assigns port 4191.
     pub listen: Vec<SocketAddr>,
+}
+
+/// `[controller]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerSection {
+    /// The controller's gRPC endpoint, e.g. `http://[2001:db8::1]:50051`.
+    pub endpoint: String,
+    /// File holding the bearer token.
+    pub token_file: Spanned<PathBuf>,
+    /// This home agent's name at the controller.
+    pub home_agent: String,
+    /// The on-disk copy of the authorizations (default: beside the store).
+    #[serde(default)]
+    pub cache: Option<PathBuf>,
 }
 
 /// `[native]`.

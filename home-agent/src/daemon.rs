@@ -101,6 +101,13 @@ pub enum CoreEvent {
         /// When it was read.
         received_at: Instant,
     },
+    /// The controller changed an authorization (`None`: revoked).
+    Authorize {
+        /// The home address.
+        home_address: Ipv6Addr,
+        /// Its authorization now.
+        authorization: Option<nemo::ha::Authorization>,
+    },
     /// An operator removes a binding; answered once the removal is durable.
     Delete {
         /// The home address.
@@ -191,6 +198,9 @@ impl<D: HomeAgentDataPlane> Core<D> {
                     }
                     Some(CoreEvent::Delete { home_address, respond }) => {
                         self.delete(home_address, respond).await;
+                    }
+                    Some(CoreEvent::Authorize { home_address, authorization }) => {
+                        self.authorize(home_address, authorization);
                     }
                     None => break,
                 },
@@ -355,6 +365,28 @@ impl<D: HomeAgentDataPlane> Core<D> {
                 done: None,
             })
             .await;
+        }
+    }
+
+    /// Applies an authorization change. A revoked home address keeps its
+    /// binding until it expires or deregisters (its next Binding Update is
+    /// dropped for want of a security association); an operator can delete
+    /// it at once.
+    fn authorize(
+        &mut self,
+        home_address: Ipv6Addr,
+        authorization: Option<nemo::ha::Authorization>,
+    ) {
+        match authorization {
+            Some(entry) => match self.authorizations.insert(entry) {
+                Ok(()) => tracing::info!(%home_address, "authorization updated"),
+                Err(error) => tracing::error!(%home_address, %error, "authorization refused"),
+            },
+            None => {
+                if self.authorizations.remove(home_address).is_some() {
+                    tracing::info!(%home_address, "authorization revoked");
+                }
+            }
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod controller;
 pub mod daemon;
 pub mod metrics;
 pub mod store;

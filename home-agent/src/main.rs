@@ -106,6 +106,37 @@ async fn serve<D: HomeAgentDataPlane>(
     dataplane: Arc<D>,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
+    // From the controller: what the last run cached, then its watch.
+    let mut authorizations = authorizations;
+    let controller = match &config.controller {
+        Some(section) => {
+            let token = std::fs::read_to_string(section.token_file.get_ref())
+                .with_context(|| {
+                    format!(
+                        "controller token_file {}",
+                        section.token_file.get_ref().display()
+                    )
+                })?
+                .trim()
+                .to_owned();
+            let cache = section
+                .cache
+                .clone()
+                .unwrap_or_else(|| config.store.path.join("authorizations.json"));
+            for entry in nemo_ha::controller::cached_authorizations(&cache)? {
+                authorizations
+                    .insert(entry)
+                    .context("cached authorization conflicts with the configuration")?;
+            }
+            Some(nemo_ha::controller::ControllerSettings {
+                endpoint: section.endpoint.clone(),
+                token,
+                home_agent: section.home_agent.clone(),
+                cache,
+            })
+        }
+        None => None,
+    };
     let mut running = daemon::start(Setup {
         engine,
         authorizations,
@@ -124,6 +155,8 @@ async fn serve<D: HomeAgentDataPlane>(
         metrics: metrics.clone(),
     })
     .await?;
+    let _controller_task = controller
+        .map(|settings| tokio::spawn(nemo_ha::controller::follow(settings, running.core.clone())));
     if running.udp_addresses.is_empty() && config.native.is_none() {
         tracing::warn!("no transport configured: nothing will be received");
     }

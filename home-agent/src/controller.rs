@@ -1,0 +1,191 @@
+//! Authorizations from the controller: the home agent watches its
+//! mobile routers' identities (`WatchAuthorizations`), applies each change,
+//! and keeps the latest state on disk so that it keeps working, and starts,
+//! while the controller is down.
+
+use std::collections::BTreeMap;
+use std::net::Ipv6Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use nemo::auth::{Algorithm, SecurityAssociation};
+use nemo::ha::Authorization;
+use nemo_proto::v1 as pb;
+use nemo_proto::v1::controller_client::ControllerClient;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::daemon::CoreEvent;
+
+/// Where the controller is and who this home agent is to it.
+#[derive(Debug, Clone)]
+pub struct ControllerSettings {
+    /// The controller's gRPC endpoint, e.g. `http://[2001:db8::1]:50051`.
+    pub endpoint: String,
+    /// The bearer token.
+    pub token: String,
+    /// This home agent's name at the controller.
+    pub home_agent: String,
+    /// The on-disk copy of the authorizations.
+    pub cache: PathBuf,
+}
+
+/// One authorization as cached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Cached {
+    home_address: Ipv6Addr,
+    spi: u32,
+    algorithm: String,
+    key: String,
+    prefixes: Vec<ipnet::Ipv6Net>,
+}
+
+/// The cache file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Cache {
+    revision: u64,
+    entries: BTreeMap<Ipv6Addr, Cached>,
+}
+
+fn authorization(entry: &Cached) -> anyhow::Result<Authorization> {
+    let algorithm: Algorithm = entry.algorithm.parse()?;
+    let key = nemo_daemon::parse_hex_key(&entry.key).map_err(anyhow::Error::msg)?;
+    Ok(Authorization {
+        home_address: entry.home_address,
+        security_associations: vec![SecurityAssociation::new(entry.spi, algorithm, key)?],
+        mobile_router: true,
+        prefixes: entry.prefixes.clone(),
+    })
+}
+
+fn cached(mobile_router: &pb::MobileRouter) -> anyhow::Result<Cached> {
+    let entry = Cached {
+        home_address: mobile_router.home_address.parse().context("home_address")?,
+        spi: mobile_router.spi,
+        algorithm: mobile_router.algorithm.clone(),
+        key: mobile_router.key.clone(),
+        prefixes: mobile_router
+            .prefixes
+            .iter()
+            .map(|p| p.parse())
+            .collect::<Result<_, _>>()
+            .context("prefixes")?,
+    };
+    authorization(&entry)?;
+    Ok(entry)
+}
+
+fn load(path: &Path) -> anyhow::Result<Cache> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).with_context(|| format!("{}: corrupt", path.display()))
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Cache::default()),
+        Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Writes the cache so that a crash leaves the old or the new file, never a
+/// half-written one: a temporary file, fsync, rename, fsync of the folder.
+fn save(path: &Path, cache: &Cache) -> anyhow::Result<()> {
+    use std::io::Write;
+    let temporary = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(&serde_json::to_vec_pretty(cache)?)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)?;
+    if let Some(folder) = path.parent() {
+        std::fs::File::open(folder)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// The cached authorizations, to start from.
+pub fn cached_authorizations(path: &Path) -> anyhow::Result<Vec<Authorization>> {
+    let cache = load(path)?;
+    cache.entries.values().map(authorization).collect()
+}
+
+/// Follows the controller until the task is dropped: applies each update
+/// (through the core) and saves it; reconnects with back-off when the
+/// controller is away.
+pub async fn follow(settings: ControllerSettings, core: mpsc::Sender<CoreEvent>) {
+    let mut cache = match load(&settings.cache) {
+        Ok(cache) => cache,
+        Err(error) => {
+            tracing::error!(%error, "authorization cache unreadable; starting over from the controller");
+            Cache::default()
+        }
+    };
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match watch(&settings, &core, &mut cache).await {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::warn!(%error, endpoint = %settings.endpoint, retry_in = ?backoff, "controller unavailable; working from the cached authorizations");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+async fn watch(
+    settings: &ControllerSettings,
+    core: &mpsc::Sender<CoreEvent>,
+    cache: &mut Cache,
+) -> anyhow::Result<()> {
+    let mut client = ControllerClient::connect(settings.endpoint.clone()).await?;
+    let mut request = tonic::Request::new(pb::WatchAuthorizationsRequest {
+        home_agent: settings.home_agent.clone(),
+        from_revision: cache.revision,
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", settings.token).parse()?,
+    );
+    let mut stream = client.watch_authorizations(request).await?.into_inner();
+    tracing::info!(from_revision = cache.revision, "watching authorizations");
+    if cache.revision == 0 {
+        // A fresh watch starts with the whole current state: what the cache
+        // held and the controller no longer has must go.
+        for home_address in std::mem::take(&mut cache.entries).into_keys() {
+            core.send(CoreEvent::Authorize {
+                home_address,
+                authorization: None,
+            })
+            .await?;
+        }
+    }
+    while let Some(update) = stream.message().await? {
+        let home_address: Ipv6Addr = match update.home_address.parse() {
+            Ok(address) => address,
+            Err(_) => {
+                tracing::error!(home_address = %update.home_address, "controller sent an unusable home address");
+                continue;
+            }
+        };
+        let entry = match update.mobile_router.as_ref().map(cached) {
+            Some(Ok(entry)) => Some(entry),
+            Some(Err(error)) => {
+                tracing::error!(%home_address, %error, "controller sent an unusable authorization; skipped");
+                continue;
+            }
+            None => None,
+        };
+        let authorization = entry.as_ref().map(authorization).transpose()?;
+        core.send(CoreEvent::Authorize {
+            home_address,
+            authorization,
+        })
+        .await?;
+        match entry {
+            Some(entry) => cache.entries.insert(home_address, entry),
+            None => cache.entries.remove(&home_address),
+        };
+        cache.revision = cache.revision.max(update.revision);
+        save(&settings.cache, cache)?;
+    }
+    anyhow::bail!("the controller ended the watch")
+}
