@@ -136,12 +136,14 @@ async fn placement_update(
             tenant: tenant.to_owned(),
             mobile_router: Some(mobile_router_proto(&m, &view.prefixes)),
             home_agent: Some(home_agent_proto(&h)),
+            moved_away: false,
         },
         _ => pb::PlacementUpdate {
             revision,
             tenant: tenant.to_owned(),
             mobile_router: None,
             home_agent: None,
+            moved_away: !here && view.placement.is_some(),
         },
     }
 }

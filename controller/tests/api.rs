@@ -701,6 +701,7 @@ async fn identities_placements_and_the_daemons_streams() {
     .unwrap();
     let gone = at_b.message().await.unwrap().unwrap();
     assert!(gone.mobile_router.is_none());
+    assert!(!gone.moved_away, "unplaced: the mobile router deregisters");
     c.delete_mobile_router(authed(pb::DeleteMobileRouterRequest {
         tenant: "acme".into(),
     }))

@@ -24,7 +24,7 @@
 //! Unknown keys are refused, and every error names the line it is about.
 
 use std::net::{Ipv6Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::Ipv6Net;
@@ -46,6 +46,9 @@ pub struct Config {
     /// The data plane.
     #[serde(default)]
     pub dataplane: DataPlaneSection,
+    /// Instances from the controller (beside any static ones).
+    #[serde(default)]
+    pub controller: Option<ControllerSection>,
     /// The status gRPC API.
     #[serde(default)]
     pub admin: Option<ListenSection>,
@@ -55,6 +58,35 @@ pub struct Config {
     /// Static tenant instances.
     #[serde(default, rename = "instance")]
     pub instances: Vec<Spanned<InstanceEntry>>,
+}
+
+/// `[controller]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerSection {
+    /// The controller's gRPC endpoint, e.g. `http://[2001:db8::1]:50051`.
+    pub endpoint: String,
+    /// File holding the bearer token.
+    pub token_file: PathBuf,
+    /// This hypervisor's name at the controller.
+    pub hypervisor: String,
+    /// Tenant interface names; `{tenant}` is replaced.
+    #[serde(default = "default_tenant_interface")]
+    pub tenant_interface: String,
+    /// First table for tenants placed by the controller.
+    #[serde(default = "default_table_base")]
+    pub table_base: u32,
+    /// Lifetime to ask for, seconds.
+    #[serde(default = "default_lifetime")]
+    pub lifetime_secs: u64,
+}
+
+fn default_tenant_interface() -> String {
+    "t-{tenant}".into()
+}
+
+fn default_table_base() -> u32 {
+    1000
 }
 
 /// A section with one listen address.

@@ -34,9 +34,46 @@ struct Tenant {
     reported_unauthenticated: Option<nemo::wire::BaStatus>,
     /// Retransmissions already counted in the metrics.
     counted_retransmissions: u64,
+    /// Set when the tenant is leaving: removed once deregistered, or at
+    /// this deadline.
+    leaving: Option<Instant>,
+}
+
+/// A change to the instances, from the controller's placement stream.
+#[derive(Debug)]
+pub enum InstanceCommand {
+    /// Host this instance (or update it: a new key, other prefixes).
+    Upsert(Instance),
+    /// Stop hosting it; deregister unless it moved to another hypervisor
+    /// (whose registration takes over).
+    Remove {
+        /// The instance's name.
+        name: String,
+        /// Send a deregistration first.
+        deregister: bool,
+    },
 }
 
 impl Tenant {
+    fn new(instance: Instance) -> Tenant {
+        Tenant {
+            routes: TenantRoutes {
+                interface: instance.tenant_interface,
+                prefixes: instance.registration.prefixes.clone(),
+                home_agent: instance.registration.home_agent,
+                table: instance.table,
+            },
+            name: instance.name,
+            // A random start keeps a restarted router out of the window of
+            // its last run; a 135 corrects it anyway.
+            registrar: Registrar::new(instance.registration, SequenceNumber(random_u16())),
+            attached: false,
+            reported_unauthenticated: None,
+            counted_retransmissions: 0,
+            leaving: None,
+        }
+    }
+
     fn status(&self, now: Instant) -> pb::InstanceStatus {
         let registrar = &self.registrar;
         let (state, left) = match registrar.state() {
@@ -200,6 +237,7 @@ impl Drop for Transport {
 #[derive(Debug)]
 pub struct Daemon<D> {
     tenants: Vec<Tenant>,
+    care_of: Option<Ipv6Addr>,
     transport: Transport,
     dataplane: Arc<D>,
     metrics: Arc<Metrics>,
@@ -214,26 +252,10 @@ impl<D: MobileRouterDataPlane> Daemon<D> {
         dataplane: Arc<D>,
         metrics: Arc<Metrics>,
     ) -> Daemon<D> {
-        let tenants = instances
-            .into_iter()
-            .map(|instance| Tenant {
-                routes: TenantRoutes {
-                    interface: instance.tenant_interface,
-                    prefixes: instance.registration.prefixes.clone(),
-                    home_agent: instance.registration.home_agent,
-                    table: instance.table,
-                },
-                name: instance.name,
-                // A random start keeps a restarted router out of the window
-                // of its last run; a 135 corrects it anyway.
-                registrar: Registrar::new(instance.registration, SequenceNumber(random_u16())),
-                attached: false,
-                reported_unauthenticated: None,
-                counted_retransmissions: 0,
-            })
-            .collect();
+        let tenants = instances.into_iter().map(Tenant::new).collect();
         Daemon {
             tenants,
+            care_of: None,
             transport,
             dataplane,
             metrics,
@@ -290,6 +312,7 @@ impl<D: MobileRouterDataPlane> Daemon<D> {
         mut self,
         mut care_of: watch::Receiver<Option<Ipv6Addr>>,
         mut triggers: mpsc::Receiver<Trigger>,
+        mut commands: mpsc::Receiver<InstanceCommand>,
         shutdown: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
         let initial = *care_of.borrow_and_update();
@@ -299,6 +322,7 @@ impl<D: MobileRouterDataPlane> Daemon<D> {
         let mut deadline: Option<Instant> = None;
         loop {
             self.flush().await;
+            self.reap().await;
             self.publish();
             if let Some(end) = deadline {
                 let done = self
@@ -336,6 +360,9 @@ impl<D: MobileRouterDataPlane> Daemon<D> {
                 Some((name, respond)) = triggers.recv() => {
                     let _ = respond.send(self.trigger(name));
                 }
+                Some(command) = commands.recv(), if deadline.is_none() => {
+                    self.command(command).await;
+                }
                 () = sleep => {
                     let (now, wall) = (Instant::now(), SystemTime::now());
                     for tenant in &mut self.tenants {
@@ -363,7 +390,89 @@ impl<D: MobileRouterDataPlane> Daemon<D> {
         Ok(())
     }
 
+    /// Applies a change of instances.
+    async fn command(&mut self, command: InstanceCommand) {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        match command {
+            InstanceCommand::Upsert(instance) => {
+                let position = self.tenants.iter().position(|t| t.name == instance.name);
+                let Some(position) = position else {
+                    tracing::info!(instance = %instance.name, "instance added");
+                    let mut tenant = Tenant::new(instance);
+                    tenant.registrar.set_care_of(self.care_of, now, wall);
+                    self.tenants.push(tenant);
+                    return;
+                };
+                let mut tenant = Tenant::new(instance);
+                let old = &self.tenants[position];
+                if old.registrar.config() == tenant.registrar.config()
+                    && old.routes == tenant.routes
+                    && old.leaving.is_none()
+                {
+                    return;
+                }
+                tracing::info!(instance = %tenant.name, "instance changed; registering again");
+                // Keep the sequence and the data plane; register anew.
+                tenant.registrar =
+                    Registrar::new(tenant.registrar.config().clone(), old.registrar.sequence());
+                if old.attached {
+                    match self
+                        .dataplane
+                        .attach(&tenant.routes, Some(&old.routes))
+                        .await
+                    {
+                        Ok(()) => tenant.attached = true,
+                        Err(error) => {
+                            tracing::error!(instance = %tenant.name, %error, "re-attaching failed")
+                        }
+                    }
+                }
+                tenant.registrar.set_care_of(self.care_of, now, wall);
+                self.tenants[position] = tenant;
+            }
+            InstanceCommand::Remove { name, deregister } => {
+                let Some(tenant) = self.tenants.iter_mut().find(|t| t.name == name) else {
+                    return;
+                };
+                if deregister {
+                    tracing::info!(instance = %name, "tenant left: deregistering");
+                    tenant.registrar.deregister(now, wall);
+                    tenant.leaving = Some(now + DEREGISTRATION_GRACE);
+                } else {
+                    // Its new hypervisor registers it: a deregistration
+                    // from here could race with that and remove the binding.
+                    tracing::info!(instance = %name, "tenant moved to another hypervisor");
+                    tenant.leaving = Some(now);
+                }
+            }
+        }
+    }
+
+    /// Removes instances that finished leaving, and their data plane.
+    async fn reap(&mut self) {
+        let now = Instant::now();
+        let mut index = 0;
+        while index < self.tenants.len() {
+            let tenant = &self.tenants[index];
+            let done = tenant.leaving.is_some_and(|deadline| {
+                now >= deadline || matches!(tenant.registrar.state(), State::Deregistered)
+            });
+            if !done {
+                index += 1;
+                continue;
+            }
+            let tenant = self.tenants.remove(index);
+            if tenant.attached {
+                if let Err(error) = self.dataplane.detach(&tenant.routes).await {
+                    tracing::warn!(instance = %tenant.name, %error, "detaching failed");
+                }
+            }
+            tracing::info!(instance = %tenant.name, "instance removed");
+        }
+    }
+
     async fn care_of_changed(&mut self, address: Option<Ipv6Addr>) {
+        self.care_of = address;
         self.metrics.care_of_changes.inc();
         self.transport.care_of_changed(address).await;
         match address {

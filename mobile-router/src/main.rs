@@ -150,7 +150,28 @@ async fn serve<D: MobileRouterDataPlane>(
             _ = tokio::signal::ctrl_c() => {}
         }
     };
-    let result = daemon.run(care_of, trigger_rx, shutdown).await;
+    let (commands, command_rx) = mpsc::channel(64);
+    let _controller_task = match &config.controller {
+        Some(section) => {
+            let token = std::fs::read_to_string(&section.token_file)
+                .with_context(|| format!("controller token_file {}", section.token_file.display()))?
+                .trim()
+                .to_owned();
+            let settings = nemo_mr::controller::ControllerSettings {
+                endpoint: section.endpoint.clone(),
+                token,
+                hypervisor: section.hypervisor.clone(),
+                tenant_interface: section.tenant_interface.clone(),
+                table_base: section.table_base,
+                lifetime: std::time::Duration::from_secs(section.lifetime_secs),
+            };
+            Some(tokio::spawn(nemo_mr::controller::follow(
+                settings, commands,
+            )))
+        }
+        None => None,
+    };
+    let result = daemon.run(care_of, trigger_rx, command_rx, shutdown).await;
     servers.abort_all();
     result
 }

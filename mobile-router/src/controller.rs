@@ -1,0 +1,153 @@
+//! Instances from the controller: the daemon registers its hypervisor and
+//! follows the tenants placed on it (`WatchPlacements`), turning each update
+//! into an instance to host, change or let go.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use nemo::auth::SecurityAssociation;
+use nemo::registration::InstanceConfig;
+use nemo_proto::v1 as pb;
+use nemo_proto::v1::controller_client::ControllerClient;
+use tokio::sync::mpsc;
+
+use crate::config::Instance;
+use crate::daemon::InstanceCommand;
+
+/// Where the controller is and who this hypervisor is to it.
+#[derive(Debug, Clone)]
+pub struct ControllerSettings {
+    /// The controller's gRPC endpoint.
+    pub endpoint: String,
+    /// The bearer token.
+    pub token: String,
+    /// This hypervisor's name at the controller.
+    pub hypervisor: String,
+    /// The tenant interface name, `{tenant}` replaced (cut to 15 octets,
+    /// the kernel's limit).
+    pub tenant_interface: String,
+    /// Tenant tables are allocated from here.
+    pub table_base: u32,
+    /// Lifetime to ask for.
+    pub lifetime: Duration,
+}
+
+fn authed<T>(message: T, token: &str) -> anyhow::Result<tonic::Request<T>> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse()?);
+    Ok(request)
+}
+
+/// The instance a placement describes.
+fn instance(
+    settings: &ControllerSettings,
+    table: u32,
+    mobile_router: &pb::MobileRouter,
+    home_agent: &pb::HomeAgent,
+) -> anyhow::Result<Instance> {
+    let key = nemo_daemon::parse_hex_key(&mobile_router.key).map_err(anyhow::Error::msg)?;
+    let sa = SecurityAssociation::new(mobile_router.spi, mobile_router.algorithm.parse()?, key)?;
+    let prefixes = if mobile_router.explicit_mode {
+        mobile_router
+            .prefixes
+            .iter()
+            .map(|p| p.parse())
+            .collect::<Result<_, _>>()
+            .context("prefixes")?
+    } else {
+        Vec::new()
+    };
+    let mut interface = settings
+        .tenant_interface
+        .replace("{tenant}", &mobile_router.tenant);
+    interface.truncate(15);
+    Ok(Instance {
+        name: mobile_router.tenant.clone(),
+        registration: InstanceConfig {
+            home_address: mobile_router.home_address.parse().context("home_address")?,
+            home_agent: home_agent.address.parse().context("home agent address")?,
+            prefixes,
+            lifetime: settings.lifetime,
+            sa,
+            nai: Some(format!("{}@nemo", mobile_router.tenant)),
+        },
+        tenant_interface: interface,
+        table,
+    })
+}
+
+/// Follows the controller until the daemon goes away; reconnects with
+/// back-off, resuming from the last revision seen.
+pub async fn follow(settings: ControllerSettings, commands: mpsc::Sender<InstanceCommand>) {
+    let mut revision = 0;
+    let mut tables: BTreeMap<String, u32> = BTreeMap::new();
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match watch(&settings, &commands, &mut revision, &mut tables).await {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::warn!(%error, endpoint = %settings.endpoint, retry_in = ?backoff, "controller unavailable; keeping the current instances");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+async fn watch(
+    settings: &ControllerSettings,
+    commands: &mpsc::Sender<InstanceCommand>,
+    revision: &mut u64,
+    tables: &mut BTreeMap<String, u32>,
+) -> anyhow::Result<()> {
+    let mut client = ControllerClient::connect(settings.endpoint.clone()).await?;
+    client
+        .register_hypervisor(authed(
+            pb::RegisterHypervisorRequest {
+                name: settings.hypervisor.clone(),
+            },
+            &settings.token,
+        )?)
+        .await?;
+    let mut stream = client
+        .watch_placements(authed(
+            pb::WatchPlacementsRequest {
+                hypervisor: settings.hypervisor.clone(),
+                from_revision: *revision,
+            },
+            &settings.token,
+        )?)
+        .await?
+        .into_inner();
+    tracing::info!(hypervisor = %settings.hypervisor, from_revision = *revision, "watching placements");
+    while let Some(update) = stream.message().await? {
+        *revision = (*revision).max(update.revision);
+        let command = match (&update.mobile_router, &update.home_agent) {
+            (Some(mobile_router), Some(home_agent)) => {
+                let next_table = (settings.table_base..)
+                    .find(|t| !tables.values().any(|used| used == t))
+                    .unwrap_or(settings.table_base);
+                let table = *tables.entry(update.tenant.clone()).or_insert(next_table);
+                match instance(settings, table, mobile_router, home_agent) {
+                    Ok(instance) => InstanceCommand::Upsert(instance),
+                    Err(error) => {
+                        tracing::error!(tenant = %update.tenant, %error, "unusable placement; skipped");
+                        continue;
+                    }
+                }
+            }
+            _ => {
+                tables.remove(&update.tenant);
+                InstanceCommand::Remove {
+                    name: update.tenant.clone(),
+                    deregister: !update.moved_away,
+                }
+            }
+        };
+        commands.send(command).await?;
+    }
+    anyhow::bail!("the controller ended the watch")
+}
