@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# The live-migration lab: a tenant's network follows its VM from datacenter A
+# to datacenter B, with traffic running, and the outage is measured.
+#
+#   sudo deploy/lab/migrate.sh            # builds (release) and runs
+#   NEMO_BIN=target/debug deploy/lab/migrate.sh   # uses built binaries
+#
+# Namespaces (all addresses from 2001:db8::/32, all links 1500 bytes):
+#   cn    correspondent on the Internet            2001:db8:f::2
+#   home  home site: nemo-controller, nemo-ha      2001:db8:f::1, 2001:db8:1::1
+#   wan   the WAN between sites (a router)
+#   hva   hypervisor in datacenter A, nemo-mr      2001:db8:2::10
+#   hvb   hypervisor in datacenter B, nemo-mr      2001:db8:3::10
+#   vm    the tenant's VM, at its MNP address      2001:db8:100::2
+# The VM's link starts on hva; the migration moves it to hvb (as a live
+# migration moves a VM's tap) and tells the controller.
+#
+# Prints the binding before and after, packets lost, the outage, whether the
+# TCP connection survived; exits non-zero when the migration did not work.
+# Cleans up everything it created, also on failure or Ctrl-C.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+if [ "$(id -u)" != 0 ]; then echo "migrate.sh: needs root (network namespaces)" >&2; exit 2; fi
+for tool in ip ping iperf3; do
+  command -v "$tool" >/dev/null || { echo "migrate.sh: $tool missing (apt-get install iproute2 iputils-ping iperf3)" >&2; exit 2; }
+done
+if [ -z "${NEMO_BIN:-}" ]; then
+  cargo build --release -q --bins
+  NEMO_BIN=target/release
+fi
+BIN=$(cd "$NEMO_BIN" && pwd)
+MAX_LOSS=${MAX_LOSS:-100}   # packets of 10 ms: one second of outage at most
+
+P=nemo-lab-$$-
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  set +e
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
+  for n in cn home wan hva hvb vm; do ip netns del "$P$n" 2>/dev/null; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+x() { local ns=$1; shift; ip netns exec "$P$ns" "$@"; }
+link() { # ns1 if1 ns2 if2 (up before addresses: GUIDE.md lab tip)
+  ip link add "$2" netns "$P$1" type veth peer name "$4" netns "$P$3"
+  ip -n "$P$1" link set "$2" up; ip -n "$P$3" link set "$4" up
+}
+addr() { ip -n "$P$1" addr add "$3" dev "$2" nodad; }
+
+echo "== building the lab"
+for n in cn home wan hva hvb vm; do ip netns add "$P$n"; ip -n "$P$n" link set lo up; done
+link cn c0 home h0
+link home h1 wan w1
+link hva u0 wan w2
+link hvb u0 wan w3
+link vm v0 hva t-acme
+addr cn c0 2001:db8:f::2/64;   ip -n "${P}cn" -6 route add default via 2001:db8:f::1
+addr home h0 2001:db8:f::1/64
+addr home h1 2001:db8:1::1/64; ip -n "${P}home" -6 route add 2001:db8:2::/47 via 2001:db8:1::fe
+addr wan w1 2001:db8:1::fe/64
+addr wan w2 2001:db8:2::fe/64
+addr wan w3 2001:db8:3::fe/64
+addr hva u0 2001:db8:2::10/64; ip -n "${P}hva" -6 route add default via 2001:db8:2::fe
+addr hvb u0 2001:db8:3::10/64; ip -n "${P}hvb" -6 route add default via 2001:db8:3::fe
+addr hva t-acme 2001:db8:100::1/64
+addr vm v0 2001:db8:100::2/64; ip -n "${P}vm" -6 route add default via 2001:db8:100::1
+for n in home wan hva hvb; do x "$n" sysctl -qw net.ipv6.conf.all.forwarding=1; done
+
+echo "== starting the control plane"
+TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+echo "$TOKEN" > "$WORK/token"
+cat > "$WORK/controller.toml" <<EOF
+listen = "[2001:db8:1::1]:50051"
+store = "$WORK/controller"
+token_file = "$WORK/token"
+EOF
+cat > "$WORK/ha.toml" <<EOF
+[home_agent]
+home_prefixes = ["2001:db8:1::/64"]
+[store]
+path = "$WORK/ha"
+[udp]
+listen = ["[2001:db8:1::1]:4191"]
+[admin]
+listen = "[::1]:50052"
+[dataplane]
+backend = "seg6"
+uplink = "h1"
+local_address = "2001:db8:1::1"
+[controller]
+endpoint = "http://[2001:db8:1::1]:50051"
+token_file = "$WORK/token"
+home_agent = "ha1"
+EOF
+for hv in hva hvb; do
+cat > "$WORK/$hv.toml" <<EOF
+[mobile_router]
+uplink = "u0"
+[transport]
+home_agent_udp = "[2001:db8:1::1]:4191"
+[dataplane]
+backend = "seg6"
+[controller]
+endpoint = "http://[2001:db8:1::1]:50051"
+token_file = "$WORK/token"
+hypervisor = "$hv"
+EOF
+done
+start() { # ns name binary config
+  local fifo="$WORK/$2.ready"; mkfifo "$fifo"
+  x "$1" "$BIN/$3" --config "$WORK/$4" >"$fifo" 2>"$WORK/$2.log" &
+  PIDS+=($!)
+  local line; read -r -t 20 line <"$fifo" || { echo "$2 did not start:"; cat "$WORK/$2.log"; exit 1; }
+  echo "   $line"
+}
+start home controller nemo-controller controller.toml
+export NEMO_ENDPOINT=http://[2001:db8:1::1]:50051 NEMO_TOKEN=$TOKEN
+ctl() { x home "$BIN/nemoctl" "$@"; }
+ctl ha register ha1 --address 2001:db8:1::1 --home-prefix 2001:db8:1::/64 --udp '[2001:db8:1::1]:4191' >/dev/null
+start home ha nemo-ha ha.toml
+start hva mr-a nemo-mr hva.toml
+start hvb mr-b nemo-mr hvb.toml
+
+echo "== allocating the tenant's prefix and placing it in datacenter A"
+ctl pool create core 2001:db8:100::/48 --tenant-length 64 >/dev/null
+ctl tenant create acme >/dev/null
+ctl prefix allocate acme --pool core
+ctl mr create acme --home-agent ha1 --explicit | sed 's/[0-9a-f]\{64\}/<key>/'
+for i in $(seq 1 100); do  # the daemons register their hypervisors as they start
+  [ "$(ctl --output json hv list)" = '["hva","hvb"]' ] && break
+  [ "$i" = 100 ] && { echo "FAIL: hypervisors never registered: $(ctl --output json hv list)"; for l in "$WORK"/mr-*.log; do tail -n 5 "$l"; done; exit 1; }
+  sleep 0.1
+done
+ctl place acme hva --reason initial >/dev/null
+# The correspondent reaches the tenant prefix through the home site.
+ip -n "${P}cn" -6 route replace 2001:db8:100::/48 via 2001:db8:f::1
+
+for i in $(seq 1 100); do
+  x cn ping -c 1 -W 1 2001:db8:100::2 >/dev/null 2>&1 && break
+  [ "$i" = 100 ] && { echo "FAIL: the VM never answered at 2001:db8:100::2 before the migration"; tail -5 "$WORK"/*.log; exit 1; }
+  sleep 0.1
+done
+BEFORE=$(grep -o 'care_of=[^ ]* status=0' "$WORK/ha.log" | tail -1)
+echo "   VM answers at its MNP address through datacenter A ($BEFORE)"
+
+echo "== traffic: ping every 10 ms and a TCP stream, then the migration"
+x vm iperf3 -s -1 -D --logfile "$WORK/iperf-server.log"
+sleep 0.3
+# 800 pings at 10 ms: 8 s, covering the whole stream and the migration.
+# (A count, not a signal: background jobs of a script ignore SIGINT.)
+x cn ping -c 800 -i 0.01 -W 1 2001:db8:100::2 >"$WORK/ping.log" 2>&1 &
+PING=$!; PIDS+=($PING)
+x cn timeout 20 iperf3 -c 2001:db8:100::2 -t 6 --connect-timeout 3000 >"$WORK/iperf.log" 2>&1 &
+IPERF=$!; PIDS+=($IPERF)
+sleep 2
+
+MOVED=$(date +%s.%N)
+ip -n "${P}hva" link set dev t-acme netns "${P}hvb"
+ip -n "${P}hvb" link set t-acme up
+addr hvb t-acme 2001:db8:100::1/64
+ctl place acme hvb --reason migration >/dev/null
+echo "   VM link moved to datacenter B, controller told"
+
+TCP=survived
+wait "$IPERF" || TCP=broken
+wait "$PING" || true
+AFTER=$(grep -o 'care_of=[^ ]* status=0' "$WORK/ha.log" | tail -1)
+
+SENT=$(grep -o '[0-9]* packets transmitted' "$WORK/ping.log" | cut -d' ' -f1)
+RECEIVED=$(grep -o '[0-9]* received' "$WORK/ping.log" | cut -d' ' -f1)
+LOST=$((SENT - RECEIVED))
+# The outage: the longest run of missing sequence numbers, 10 ms each.
+GAP=$(grep -o 'icmp_seq=[0-9]*' "$WORK/ping.log" | cut -d= -f2 | sort -n |
+      awk 'NR > 1 && $1 - last - 1 > gap { gap = $1 - last - 1 } { last = $1 } END { print gap + 0 }')
+AFTER_OK=no
+x cn ping -c 3 -i 0.2 -W 1 2001:db8:100::2 >/dev/null 2>&1 && AFTER_OK=yes
+
+echo "== result"
+echo "   binding before:  $BEFORE"
+echo "   binding after:   $AFTER"
+echo "   ping:            $SENT sent, $RECEIVED received, $LOST lost"
+echo "   outage:          $((GAP * 10)) ms (longest gap in 10 ms pings)"
+echo "   TCP connection:  $TCP ($(grep -E 'receiver' "$WORK/iperf.log" | awk '{print $7, $8}'))"
+echo "   VM answers after: $AFTER_OK"
+if [ "$AFTER_OK" = yes ] && [ "$TCP" = survived ] && [ "$LOST" -le "$MAX_LOSS" ] && [[ "$AFTER" == *2001:db8:3::10* ]]; then
+  echo "PASS: the tenant's network followed its VM from datacenter A to B"
+else
+  echo "FAIL: the migration did not work (limits: loss <= $MAX_LOSS packets, TCP survives)"
+  for log in ha mr-a mr-b; do echo "--- $log"; tail -15 "$WORK/$log.log"; done
+  cat "$WORK/iperf.log" | tail -5
+  exit 1
+fi
