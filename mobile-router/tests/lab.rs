@@ -1,0 +1,56 @@
+//! The live-migration lab as a test: `deploy/lab/migrate.sh` with the
+//! binaries of this build. It asserts itself (the VM answers before and
+//! after, the TCP connection survives, loss within its bound, the binding
+//! moved) and exits non-zero otherwise; this test also checks that it left
+//! no namespace behind.
+//!
+//! Needs root, iproute2, ping and iperf3; skips loudly without them unless
+//! NEMO_REQUIRE_NETNS is set (CI sets it).
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use nemo_testkit::{netns_available, require, runs, workspace_binary};
+
+const MUST_RUN: &str = "NEMO_REQUIRE_NETNS";
+
+fn lab_namespaces() -> usize {
+    let output = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| l.starts_with("nemo-lab-"))
+        .count()
+}
+
+#[test]
+fn live_migration_lab() {
+    if !netns_available(MUST_RUN)
+        || !require(runs("ping", &["-V"]), "ping missing (iputils-ping)", MUST_RUN)
+        || !require(runs("iperf3", &["--version"]), "iperf3 missing", MUST_RUN)
+    {
+        return;
+    }
+    let binaries = workspace_binary("nemo-controller").parent().unwrap().to_owned();
+    for binary in ["nemo-ha", "nemoctl", "nemo-mr"] {
+        workspace_binary(binary);
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/lab/migrate.sh");
+    let before = lab_namespaces();
+    let output = Command::new("bash")
+        .arg(&script)
+        .env("NEMO_BIN", &binaries)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eprintln!("{text}");
+    assert!(output.status.success(), "the lab failed:\n{text}");
+    assert!(text.contains("PASS"), "{text}");
+    assert!(text.contains("TCP connection:  survived"), "{text}");
+    assert_eq!(lab_namespaces(), before, "the lab left namespaces behind");
+}
