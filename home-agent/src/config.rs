@@ -394,6 +394,17 @@ prefixes = ["2001:db8:100::/56"]
     }
 
     #[test]
+    fn the_shipped_example_loads() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/examples/ha.toml"
+        ));
+        let validated = Config::load(path).unwrap();
+        assert!(validated.config.controller.is_some());
+        assert!(validated.config.native.is_some());
+    }
+
+    #[test]
     fn good_file_loads() {
         let validated = Config::from_text(GOOD, Path::new("ha.toml")).unwrap();
         assert_eq!(validated.authorizations.len(), 1);

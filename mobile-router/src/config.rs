@@ -309,6 +309,17 @@ table = 100
     }
 
     #[test]
+    fn the_shipped_example_loads() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/examples/mr.toml"
+        ));
+        let (config, instances) = Config::load(path).unwrap();
+        assert!(config.controller.is_some());
+        assert!(instances.is_empty());
+    }
+
+    #[test]
     fn good_file_loads() {
         let (config, instances) = Config::from_text(GOOD, Path::new("mr.toml")).unwrap();
         assert_eq!(config.mobile_router.uplink.get_ref(), "eth0");

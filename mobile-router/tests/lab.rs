@@ -27,12 +27,19 @@ fn lab_namespaces() -> usize {
 #[test]
 fn live_migration_lab() {
     if !netns_available(MUST_RUN)
-        || !require(runs("ping", &["-V"]), "ping missing (iputils-ping)", MUST_RUN)
+        || !require(
+            runs("ping", &["-V"]),
+            "ping missing (iputils-ping)",
+            MUST_RUN,
+        )
         || !require(runs("iperf3", &["--version"]), "iperf3 missing", MUST_RUN)
     {
         return;
     }
-    let binaries = workspace_binary("nemo-controller").parent().unwrap().to_owned();
+    let binaries = workspace_binary("nemo-controller")
+        .parent()
+        .unwrap()
+        .to_owned();
     for binary in ["nemo-ha", "nemoctl", "nemo-mr"] {
         workspace_binary(binary);
     }
