@@ -641,6 +641,27 @@ impl Controller for Service {
         )))
     }
 
+    async fn report_binding(
+        &self,
+        request: Request<pb::ReportBindingRequest>,
+    ) -> Result<Response<pb::ReportBindingResponse>, Status> {
+        let r = request.into_inner();
+        let change = Change::BindingReported {
+            home_agent: r.home_agent,
+            home_address: field_address("home_address", &r.home_address)?,
+            care_of: field_address("care_of_address", &r.care_of_address)?,
+            prefixes: r
+                .prefixes
+                .iter()
+                .map(|p| field_address("prefixes", p))
+                .collect::<Result<_, _>>()?,
+            removed: r.removed,
+            reason: r.reason,
+        };
+        let revision = self.store.report_binding(change).await?;
+        Ok(Response::new(pb::ReportBindingResponse { revision }))
+    }
+
     type WatchPlacementsStream = PlacementStream;
 
     async fn watch_placements(

@@ -187,6 +187,21 @@ pub enum Change {
         /// The hypervisor it left, if it moved.
         from: Option<String>,
     },
+    /// A home agent reported a binding change.
+    BindingReported {
+        /// The home agent.
+        home_agent: String,
+        /// The home address.
+        home_address: Ipv6Addr,
+        /// The care-of address.
+        care_of: Ipv6Addr,
+        /// The prefixes forwarded.
+        prefixes: Vec<Ipv6Net>,
+        /// The binding ended.
+        removed: bool,
+        /// Why.
+        reason: String,
+    },
     /// A tenant was taken off its hypervisor.
     TenantUnplaced {
         /// The placement that ended.
@@ -213,6 +228,7 @@ impl Change {
             Change::MobileRouterDeleted(_) => "mobile_router_deleted",
             Change::TenantPlaced { .. } => "tenant_placed",
             Change::TenantUnplaced { .. } => "tenant_unplaced",
+            Change::BindingReported { .. } => "binding_reported",
         }
     }
 
@@ -231,6 +247,7 @@ impl Change {
             Change::TenantPlaced { placement, .. } | Change::TenantUnplaced { placement, .. } => {
                 placement.tenant.clone()
             }
+            Change::BindingReported { home_address, .. } => home_address.to_string(),
         }
     }
 
@@ -1363,6 +1380,24 @@ impl Store {
             })
             .cloned()
             .collect()
+    }
+
+    /// Records a binding change a home agent reported (history only).
+    pub async fn report_binding(&self, change: Change) -> Result<u64, StoreError> {
+        let Change::BindingReported { home_agent, .. } = &change else {
+            return Err(StoreError::Invalid {
+                field: "change",
+                reason: "not a binding report".into(),
+            });
+        };
+        let mut state = self.state.lock().await;
+        if !state.home_agents.contains_key(home_agent) {
+            return Err(StoreError::NotFound {
+                what: "home agent",
+                name: home_agent.clone(),
+            });
+        }
+        Ok(self.commit(&mut state, change, |_| Ok(())).await?.revision)
     }
 
     /// The current revision.

@@ -189,3 +189,55 @@ async fn watch(
     }
     anyhow::bail!("the controller ended the watch")
 }
+
+/// Reports every durable binding change to the controller, best effort:
+/// a change that cannot be delivered is logged and dropped (the binding
+/// itself is unaffected), and the connection is retried.
+pub async fn report(
+    settings: ControllerSettings,
+    mut events: tokio::sync::broadcast::Receiver<crate::daemon::BindingEvent>,
+) {
+    let mut client: Option<ControllerClient<tonic::transport::Channel>> = None;
+    tracing::info!("reporting binding changes to the controller");
+    loop {
+        let event = match events.recv().await {
+            Ok(event) => event,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(
+                    missed,
+                    "binding reports dropped: the controller link is too slow"
+                );
+                continue;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        if client.is_none() {
+            client = ControllerClient::connect(settings.endpoint.clone())
+                .await
+                .ok();
+        }
+        let Some(connected) = client.as_mut() else {
+            tracing::warn!("controller unreachable; binding report dropped");
+            continue;
+        };
+        let binding = &event.binding;
+        let mut request = tonic::Request::new(pb::ReportBindingRequest {
+            home_agent: settings.home_agent.clone(),
+            home_address: binding.home_address.to_string(),
+            care_of_address: binding.care_of.to_string(),
+            prefixes: binding.prefixes.iter().map(ToString::to_string).collect(),
+            removed: !event.upsert,
+            reason: event.reason.to_owned(),
+        });
+        if let Ok(value) = format!("Bearer {}", settings.token).parse() {
+            request.metadata_mut().insert("authorization", value);
+        }
+        match connected.report_binding(request).await {
+            Ok(_) => tracing::debug!(home_address = %binding.home_address, "binding reported"),
+            Err(status) => {
+                tracing::warn!(%status, "binding report failed");
+                client = None;
+            }
+        }
+    }
+}

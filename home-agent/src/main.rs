@@ -155,8 +155,16 @@ async fn serve<D: HomeAgentDataPlane>(
         metrics: metrics.clone(),
     })
     .await?;
-    let _controller_task = controller
-        .map(|settings| tokio::spawn(nemo_ha::controller::follow(settings, running.core.clone())));
+    // Authorizations in, binding changes out.
+    let _controller_tasks = controller.map(|settings| {
+        (
+            tokio::spawn(nemo_ha::controller::report(
+                settings.clone(),
+                running.shared.events.subscribe(),
+            )),
+            tokio::spawn(nemo_ha::controller::follow(settings, running.core.clone())),
+        )
+    });
     if running.udp_addresses.is_empty() && config.native.is_none() {
         tracing::warn!("no transport configured: nothing will be received");
     }

@@ -195,6 +195,29 @@ async fn authorizations_follow_the_controller_and_survive_its_absence() {
         ha.log()
     );
 
+    // The home agent reported the binding to the controller's history.
+    let mut events = c
+        .watch_events(authed(pb::WatchEventsRequest { from_revision: 0 }))
+        .await
+        .unwrap()
+        .into_inner();
+    let reported = loop {
+        let event = tokio::time::timeout(Duration::from_secs(5), events.message())
+            .await
+            .unwrap_or_else(|_| panic!("no binding report: {}", ha.log()))
+            .unwrap()
+            .unwrap();
+        if event.kind == "binding_reported" {
+            break event;
+        }
+    };
+    assert_eq!(reported.subject, "2001:db8:1::100");
+    assert!(
+        reported.detail_json.contains("2001:db8:2::10"),
+        "{}",
+        reported.detail_json
+    );
+
     // A rotated key: the old one stops working, the new one works.
     let rotated = c
         .rotate_key(authed(pb::RotateKeyRequest {
