@@ -4,6 +4,7 @@
 #
 #   sudo deploy/lab/migrate.sh            # builds (release) and runs
 #   NEMO_BIN=target/debug deploy/lab/migrate.sh   # uses built binaries
+#   MODE=seed deploy/lab/migrate.sh       # the seed's variant (below)
 #
 # Namespaces (all addresses from 2001:db8::/32, all links 1500 bytes):
 #   cn    correspondent on the Internet            2001:db8:f::2
@@ -14,6 +15,13 @@
 #   vm    the tenant's VM, at its MNP address      2001:db8:100::2
 # The VM's link starts on hva; the migration moves it to hvb (as a live
 # migration moves a VM's tap) and tells the controller.
+#
+# MODE=seed is the WIDE Cloud design: the mobile router is itself a VM
+# (namespace mrvm, 2001:db8:2::20) that migrates with the tenant. Its uplink
+# moves from datacenter A's network to B's (a bridge port changes bridge) and
+# gets an address there, as DHCP or SLAAC would give it; nemo-mr notices the
+# new care-of address through netlink and re-registers. Nobody tells the
+# controller anything.
 #
 # Prints the binding before and after, packets lost, the outage, whether the
 # TCP connection survived; exits non-zero when the migration did not work.
@@ -31,15 +39,17 @@ if [ -z "${NEMO_BIN:-}" ]; then
 fi
 BIN=$(cd "$NEMO_BIN" && pwd)
 MAX_LOSS=${MAX_LOSS:-100}   # packets of 10 ms: one second of outage at most
+MODE=${MODE:-orchestrated}
+case "$MODE" in orchestrated|seed) ;; *) echo "migrate.sh: MODE is orchestrated or seed" >&2; exit 2;; esac
 
-P=nemo-lab-$$-
+P=${NEMO_LAB_PREFIX:-nemo-lab-$$-}
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
   set +e
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
-  for n in cn home wan hva hvb vm; do ip netns del "$P$n" 2>/dev/null; done
+  for n in cn home wan hva hvb mrvm vm; do ip netns del "$P$n" 2>/dev/null; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -52,24 +62,40 @@ link() { # ns1 if1 ns2 if2 (up before addresses: GUIDE.md lab tip)
 }
 addr() { ip -n "$P$1" addr add "$3" dev "$2" nodad; }
 
-echo "== building the lab"
-for n in cn home wan hva hvb vm; do ip netns add "$P$n"; ip -n "$P$n" link set lo up; done
+echo "== building the lab ($MODE)"
+NAMESPACES="cn home wan vm"
+if [ "$MODE" = seed ]; then NAMESPACES="$NAMESPACES mrvm"; else NAMESPACES="$NAMESPACES hva hvb"; fi
+for n in $NAMESPACES; do ip netns add "$P$n"; ip -n "$P$n" link set lo up; done
 link cn c0 home h0
 link home h1 wan w1
-link hva u0 wan w2
-link hvb u0 wan w3
-link vm v0 hva t-acme
 addr cn c0 2001:db8:f::2/64;   ip -n "${P}cn" -6 route add default via 2001:db8:f::1
 addr home h0 2001:db8:f::1/64
 addr home h1 2001:db8:1::1/64; ip -n "${P}home" -6 route add 2001:db8:2::/47 via 2001:db8:1::fe
 addr wan w1 2001:db8:1::fe/64
-addr wan w2 2001:db8:2::fe/64
-addr wan w3 2001:db8:3::fe/64
-addr hva u0 2001:db8:2::10/64; ip -n "${P}hva" -6 route add default via 2001:db8:2::fe
-addr hvb u0 2001:db8:3::10/64; ip -n "${P}hvb" -6 route add default via 2001:db8:3::fe
-addr hva t-acme 2001:db8:100::1/64
+if [ "$MODE" = seed ]; then
+  # Datacenters A and B as two bridges in the WAN router.
+  for dc in a b; do ip -n "${P}wan" link add "br$dc" type bridge; ip -n "${P}wan" link set "br$dc" up; done
+  addr wan bra 2001:db8:2::fe/64
+  addr wan brb 2001:db8:3::fe/64
+  link mrvm u0 wan mrup
+  ip -n "${P}wan" link set mrup master bra
+  addr mrvm u0 2001:db8:2::20/64; ip -n "${P}mrvm" -6 route add default via 2001:db8:2::fe
+  link vm v0 mrvm t-acme
+  addr mrvm t-acme 2001:db8:100::1/64
+  ROUTERS="wan mrvm"
+else
+  link hva u0 wan w2
+  link hvb u0 wan w3
+  addr wan w2 2001:db8:2::fe/64
+  addr wan w3 2001:db8:3::fe/64
+  addr hva u0 2001:db8:2::10/64; ip -n "${P}hva" -6 route add default via 2001:db8:2::fe
+  addr hvb u0 2001:db8:3::10/64; ip -n "${P}hvb" -6 route add default via 2001:db8:3::fe
+  link vm v0 hva t-acme
+  addr hva t-acme 2001:db8:100::1/64
+  ROUTERS="wan hva hvb"
+fi
 addr vm v0 2001:db8:100::2/64; ip -n "${P}vm" -6 route add default via 2001:db8:100::1
-for n in home wan hva hvb; do x "$n" sysctl -qw net.ipv6.conf.all.forwarding=1; done
+for n in home $ROUTERS; do x "$n" sysctl -qw net.ipv6.conf.all.forwarding=1; done
 
 echo "== starting the control plane"
 TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -97,6 +123,7 @@ endpoint = "http://[2001:db8:1::1]:50051"
 token_file = "$WORK/token"
 home_agent = "ha1"
 EOF
+if [ "$MODE" = orchestrated ]; then
 for hv in hva hvb; do
 cat > "$WORK/$hv.toml" <<EOF
 [mobile_router]
@@ -111,6 +138,7 @@ token_file = "$WORK/token"
 hypervisor = "$hv"
 EOF
 done
+fi
 start() { # ns name binary config
   local fifo="$WORK/$2.ready"; mkfifo "$fifo"
   x "$1" "$BIN/$3" --config "$WORK/$4" >"$fifo" 2>"$WORK/$2.log" &
@@ -123,20 +151,48 @@ export NEMO_ENDPOINT=http://[2001:db8:1::1]:50051 NEMO_TOKEN=$TOKEN
 ctl() { x home "$BIN/nemoctl" "$@"; }
 ctl ha register ha1 --address 2001:db8:1::1 --home-prefix 2001:db8:1::/64 --udp '[2001:db8:1::1]:4191' >/dev/null
 start home ha nemo-ha ha.toml
-start hva mr-a nemo-mr hva.toml
-start hvb mr-b nemo-mr hvb.toml
 
 echo "== allocating the tenant's prefix and placing it in datacenter A"
 ctl pool create core 2001:db8:100::/48 --tenant-length 64 >/dev/null
 ctl tenant create acme >/dev/null
 ctl prefix allocate acme --pool core
-ctl mr create acme --home-agent ha1 --explicit | sed 's/[0-9a-f]\{64\}/<key>/'
-for i in $(seq 1 100); do  # the daemons register their hypervisors as they start
-  [ "$(ctl --output json hv list)" = '["hva","hvb"]' ] && break
-  [ "$i" = 100 ] && { echo "FAIL: hypervisors never registered: $(ctl --output json hv list)"; for l in "$WORK"/mr-*.log; do tail -n 5 "$l"; done; exit 1; }
-  sleep 0.1
-done
-ctl place acme hva --reason initial >/dev/null
+ctl --output json mr create acme --home-agent ha1 --explicit >"$WORK/mr.json"
+sed 's/"key":"[0-9a-f]*"/"key":"<shown once>"/' "$WORK/mr.json"
+if [ "$MODE" = seed ]; then
+  # The mobile-router VM carries its tenant's identity in its own config.
+  KEY=$(grep -o '"key":"[0-9a-f]*"' "$WORK/mr.json" | cut -d'"' -f4)
+  HOA=$(grep -o '"home_address":"[^"]*"' "$WORK/mr.json" | cut -d'"' -f4)
+  SPI=$(grep -o '"spi":[0-9]*' "$WORK/mr.json" | cut -d: -f2)
+  cat > "$WORK/mrvm.toml" <<EOF
+[mobile_router]
+uplink = "u0"
+[transport]
+home_agent_udp = "[2001:db8:1::1]:4191"
+[dataplane]
+backend = "seg6"
+[[instance]]
+name = "acme"
+home_address = "$HOA"
+home_agent = "2001:db8:1::1"
+spi = $SPI
+key = "$KEY"
+prefixes = ["2001:db8:100::/64"]
+tenant_interface = "t-acme"
+table = 100
+EOF
+  start mrvm mr-vm nemo-mr mrvm.toml
+  NEW_CARE_OF=2001:db8:3::20
+else
+  start hva mr-a nemo-mr hva.toml
+  start hvb mr-b nemo-mr hvb.toml
+  for i in $(seq 1 100); do  # the daemons register their hypervisors as they start
+    [ "$(ctl --output json hv list)" = '["hva","hvb"]' ] && break
+    [ "$i" = 100 ] && { echo "FAIL: hypervisors never registered: $(ctl --output json hv list)"; exit 1; }
+    sleep 0.1
+  done
+  ctl place acme hva --reason initial >/dev/null
+  NEW_CARE_OF=2001:db8:3::10
+fi
 # The correspondent reaches the tenant prefix through the home site.
 ip -n "${P}cn" -6 route replace 2001:db8:100::/48 via 2001:db8:f::1
 
@@ -159,12 +215,22 @@ x cn timeout 20 iperf3 -c 2001:db8:100::2 -t 6 --connect-timeout 3000 >"$WORK/ip
 IPERF=$!; PIDS+=($IPERF)
 sleep 2
 
-MOVED=$(date +%s.%N)
-ip -n "${P}hva" link set dev t-acme netns "${P}hvb"
-ip -n "${P}hvb" link set t-acme up
-addr hvb t-acme 2001:db8:100::1/64
-ctl place acme hvb --reason migration >/dev/null
-echo "   VM link moved to datacenter B, controller told"
+if [ "$MODE" = seed ]; then
+  # The mobile-router VM and its tenant land in datacenter B: its uplink
+  # joins B's network and gets an address there.
+  ip -n "${P}wan" link set mrup nomaster
+  ip -n "${P}wan" link set mrup master brb
+  ip -n "${P}mrvm" addr del 2001:db8:2::20/64 dev u0
+  addr mrvm u0 2001:db8:3::20/64
+  ip -n "${P}mrvm" -6 route replace default via 2001:db8:3::fe
+  echo "   mobile-router VM moved to datacenter B (new uplink address, nobody told)"
+else
+  ip -n "${P}hva" link set dev t-acme netns "${P}hvb"
+  ip -n "${P}hvb" link set t-acme up
+  addr hvb t-acme 2001:db8:100::1/64
+  ctl place acme hvb --reason migration >/dev/null
+  echo "   VM link moved to datacenter B, controller told"
+fi
 
 TCP=survived
 wait "$IPERF" || TCP=broken
@@ -187,11 +253,11 @@ echo "   ping:            $SENT sent, $RECEIVED received, $LOST lost"
 echo "   outage:          $((GAP * 10)) ms (longest gap in 10 ms pings)"
 echo "   TCP connection:  $TCP ($(grep -E 'receiver' "$WORK/iperf.log" | awk '{print $7, $8}'))"
 echo "   VM answers after: $AFTER_OK"
-if [ "$AFTER_OK" = yes ] && [ "$TCP" = survived ] && [ "$LOST" -le "$MAX_LOSS" ] && [[ "$AFTER" == *2001:db8:3::10* ]]; then
+if [ "$AFTER_OK" = yes ] && [ "$TCP" = survived ] && [ "$LOST" -le "$MAX_LOSS" ] && [[ "$AFTER" == *"$NEW_CARE_OF"* ]]; then
   echo "PASS: the tenant's network followed its VM from datacenter A to B"
 else
   echo "FAIL: the migration did not work (limits: loss <= $MAX_LOSS packets, TCP survives)"
-  for log in ha mr-a mr-b; do echo "--- $log"; tail -15 "$WORK/$log.log"; done
+  for log in "$WORK"/ha.log "$WORK"/mr-*.log; do echo "--- $log"; tail -15 "$log"; done
   cat "$WORK/iperf.log" | tail -5
   exit 1
 fi

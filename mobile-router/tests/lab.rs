@@ -16,16 +16,17 @@ use nemo_testkit::{netns_available, require, runs, workspace_binary};
 
 const MUST_RUN: &str = "NEMO_REQUIRE_NETNS";
 
-fn lab_namespaces() -> usize {
+/// Namespaces whose names start with `prefix`.
+fn namespaces(prefix: &str) -> usize {
     let output = Command::new("ip").args(["netns", "list"]).output().unwrap();
     String::from_utf8_lossy(&output.stdout)
         .lines()
-        .filter(|l| l.starts_with("nemo-lab-"))
+        .filter(|l| l.starts_with(prefix))
         .count()
 }
 
-#[test]
-fn live_migration_lab() {
+/// Runs the lab in `mode` and checks its verdict and its cleanup.
+fn lab(mode: &str) {
     if !netns_available(MUST_RUN)
         || !require(
             runs("ping", &["-V"]),
@@ -44,10 +45,13 @@ fn live_migration_lab() {
         workspace_binary(binary);
     }
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/lab/migrate.sh");
-    let before = lab_namespaces();
+    // Its own prefix, so that runs side by side do not see each other.
+    let prefix = format!("nemo-labtest-{}-{mode}-", std::process::id());
     let output = Command::new("bash")
         .arg(&script)
         .env("NEMO_BIN", &binaries)
+        .env("MODE", mode)
+        .env("NEMO_LAB_PREFIX", &prefix)
         .output()
         .unwrap();
     let text = format!(
@@ -59,5 +63,15 @@ fn live_migration_lab() {
     assert!(output.status.success(), "the lab failed:\n{text}");
     assert!(text.contains("PASS"), "{text}");
     assert!(text.contains("TCP connection:  survived"), "{text}");
-    assert_eq!(lab_namespaces(), before, "the lab left namespaces behind");
+    assert_eq!(namespaces(&prefix), 0, "the lab left namespaces behind");
+}
+
+#[test]
+fn live_migration_lab_orchestrated() {
+    lab("orchestrated");
+}
+
+#[test]
+fn live_migration_lab_seed_variant() {
+    lab("seed");
 }
