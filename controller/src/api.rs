@@ -761,11 +761,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Serves the controller API (behind the token check), health and
-/// reflection on a bound listener.
+/// reflection on a bound listener; over TLS when `tls` holds a PEM
+/// certificate chain and key.
 pub async fn serve(
     listener: TcpListener,
     store: Arc<Store>,
     token: Option<String>,
+    tls: Option<(Vec<u8>, Vec<u8>)>,
 ) -> anyhow::Result<()> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
@@ -776,7 +778,14 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     tracing::info!(listen = %listener.local_addr()?, "controller gRPC listening");
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some((cert, key)) = tls {
+        builder = builder.tls_config(
+            tonic::transport::ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(cert, key)),
+        )?;
+    }
+    builder
         .add_service(health)
         .add_service(reflection)
         .add_service(ControllerServer::with_interceptor(

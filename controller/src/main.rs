@@ -52,6 +52,12 @@ struct Config {
     /// How long a released prefix is held back before reuse.
     #[serde(default = "default_quarantine")]
     quarantine_secs: u64,
+    /// TLS: the certificate chain (PEM); with tls_key_file.
+    #[serde(default)]
+    tls_cert_file: Option<toml::Spanned<PathBuf>>,
+    /// TLS: the private key (PEM).
+    #[serde(default)]
+    tls_key_file: Option<toml::Spanned<PathBuf>>,
 }
 
 fn default_quarantine() -> u64 {
@@ -97,6 +103,26 @@ fn main() -> anyhow::Result<()> {
                 .into())
         }
     };
+    let tls = match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            let read = |path: &PathBuf| {
+                std::fs::read(path)
+                    .map_err(|e| file.invalid(cert.span(), format!("{}: {e}", path.display())))
+            };
+            Some((read(cert.get_ref())?, read(key.get_ref())?))
+        }
+        (None, None) => None,
+        (Some(cert), None) => {
+            return Err(file
+                .invalid(cert.span(), "tls_cert_file needs tls_key_file")
+                .into())
+        }
+        (None, Some(key)) => {
+            return Err(file
+                .invalid(key.span(), "tls_key_file needs tls_cert_file")
+                .into())
+        }
+    };
     if args.check {
         println!("{}: ok", args.config.display());
         return Ok(());
@@ -117,14 +143,15 @@ fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding {}", config.listen))?;
             println!(
-                "nemo-controller ready grpc={} revision={}",
+                "nemo-controller ready grpc={} tls={} revision={}",
                 listener.local_addr()?,
+                if tls.is_some() { "on" } else { "off" },
                 store.revision().await
             );
             let mut terminate =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             tokio::select! {
-                result = nemo_controller::api::serve(listener, store, token) => result,
+                result = nemo_controller::api::serve(listener, store, token, tls) => result,
                 _ = terminate.recv() => {
                     tracing::info!("SIGTERM: stopping");
                     Ok(())

@@ -17,13 +17,18 @@ use tonic::{Code, Request};
 const TOKEN: &str = "a-token-for-tests-0123456789";
 
 fn start(dir: &Path) -> Process {
+    start_with(dir, "")
+}
+
+/// Starts the controller with `extra` appended to its config file.
+fn start_with(dir: &Path, extra: &str) -> Process {
     let token = dir.join("token");
     std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
     let config = dir.join("controller.toml");
     std::fs::write(
         &config,
         format!(
-            "listen = \"[::1]:0\"\nstore = \"{}\"\ntoken_file = \"{}\"\nquarantine_secs = 3600\n",
+            "listen = \"[::1]:0\"\nstore = \"{}\"\ntoken_file = \"{}\"\nquarantine_secs = 3600\n{extra}",
             dir.join("store").display(),
             token.display()
         ),
@@ -489,6 +494,134 @@ async fn nemoctl_drives_it() {
     let (ok, _, err) = nemoctl(&["tenant", "create", "acme"]);
     assert!(!ok);
     assert!(err.contains("AlreadyExists"), "{err}");
+}
+
+/// Runs `openssl` with `args` in `dir`; panics with its stderr on failure.
+fn openssl(dir: &Path, args: &[&str]) {
+    let output = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (apt-get install openssl)");
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn tls_serves_only_clients_that_trust_its_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A CA and a server certificate for [::1], as an operator would issue.
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=nemo test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        d.join("server.ext"),
+        "subjectAltName=IP:::1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    );
+    let server = start_with(
+        d,
+        &format!(
+            "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+            d.join("server.pem").display(),
+            d.join("server.key").display()
+        ),
+    );
+    assert_eq!(server.field("tls"), "on");
+    let port = server.field("grpc").rsplit(':').next().unwrap().to_owned();
+    let nemoctl = |endpoint: &str, ca: Option<&Path>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_nemoctl"));
+        command.args(["--endpoint", endpoint]);
+        if let Some(ca) = ca {
+            command.arg("--ca").arg(ca);
+        }
+        let output = command
+            .args(["tenant", "create", "acme"])
+            .env("NEMO_TOKEN", TOKEN)
+            .env_remove("NEMO_CA")
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let https = format!("https://[::1]:{port}");
+    // Plain HTTP/2 to a TLS listener, and TLS without trusting the CA, fail.
+    let (ok, err) = nemoctl(&format!("http://[::1]:{port}"), None);
+    assert!(!ok, "plaintext accepted by a TLS listener");
+    assert!(!err.is_empty());
+    // (the leaf alone is not the issuer: a trust store without the CA)
+    let (ok, _) = nemoctl(&https, Some(&d.join("server.pem")));
+    assert!(!ok, "a client that does not trust the CA connected");
+    // Trusting the CA, the call goes through, once.
+    let (ok, err) = nemoctl(&https, Some(&d.join("ca.pem")));
+    assert!(ok, "{err}");
+    let (ok, err) = nemoctl(&https, Some(&d.join("ca.pem")));
+    assert!(!ok && err.contains("AlreadyExists"), "{err}");
 }
 
 /// Sets up a home agent, two hypervisors, a tenant with a prefix and a

@@ -108,6 +108,23 @@ pub fn parse_hex_key(hex: &str) -> Result<Vec<u8>, String> {
         .collect()
 }
 
+/// A gRPC channel to the controller: plain for `http://` endpoints; for
+/// `https://`, TLS verified against the CA certificate in `ca_file` (PEM).
+pub async fn controller_channel(
+    endpoint: &str,
+    ca_file: Option<&Path>,
+) -> Result<tonic::transport::Channel, Box<dyn std::error::Error + Send + Sync>> {
+    let mut builder = tonic::transport::Channel::from_shared(endpoint.to_owned())?;
+    if let Some(ca_file) = ca_file {
+        let ca = std::fs::read(ca_file).map_err(|e| format!("{}: {e}", ca_file.display()))?;
+        builder = builder.tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+        )?;
+    }
+    Ok(builder.connect().await?)
+}
+
 /// Logs to stderr (stdout is for the ready line), as text or JSON lines,
 /// filtered by RUST_LOG (default info).
 pub fn init_logging(json: bool) {

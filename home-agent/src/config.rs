@@ -134,6 +134,9 @@ pub struct UdpSection {
 pub struct ControllerSection {
     /// The controller's gRPC endpoint, e.g. `http://[2001:db8::1]:50051`.
     pub endpoint: String,
+    /// CA certificate (PEM) for an `https://` endpoint.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// File holding the bearer token.
     pub token_file: Spanned<PathBuf>,
     /// This home agent's name at the controller.

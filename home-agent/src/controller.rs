@@ -23,6 +23,8 @@ use crate::daemon::CoreEvent;
 pub struct ControllerSettings {
     /// The controller's gRPC endpoint, e.g. `http://[2001:db8::1]:50051`.
     pub endpoint: String,
+    /// CA certificate for an `https://` endpoint.
+    pub ca_file: Option<PathBuf>,
     /// The bearer token.
     pub token: String,
     /// This home agent's name at the controller.
@@ -136,7 +138,11 @@ async fn watch(
     core: &mpsc::Sender<CoreEvent>,
     cache: &mut Cache,
 ) -> anyhow::Result<()> {
-    let mut client = ControllerClient::connect(settings.endpoint.clone()).await?;
+    let mut client = ControllerClient::new(
+        nemo_daemon::controller_channel(&settings.endpoint, settings.ca_file.as_deref())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
     let mut request = tonic::Request::new(pb::WatchAuthorizationsRequest {
         home_agent: settings.home_agent.clone(),
         from_revision: cache.revision,

@@ -130,6 +130,7 @@ async fn serve<D: HomeAgentDataPlane>(
             }
             Some(nemo_ha::controller::ControllerSettings {
                 endpoint: section.endpoint.clone(),
+                ca_file: section.ca_file.clone(),
                 token,
                 home_agent: section.home_agent.clone(),
                 cache,

@@ -66,6 +66,9 @@ pub struct Config {
 pub struct ControllerSection {
     /// The controller's gRPC endpoint, e.g. `http://[2001:db8::1]:50051`.
     pub endpoint: String,
+    /// CA certificate (PEM) for an `https://` endpoint.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// File holding the bearer token.
     pub token_file: PathBuf,
     /// This hypervisor's name at the controller.

@@ -3,6 +3,7 @@
 //! into an instance to host, change or let go.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -20,6 +21,8 @@ use crate::daemon::InstanceCommand;
 pub struct ControllerSettings {
     /// The controller's gRPC endpoint.
     pub endpoint: String,
+    /// CA certificate for an `https://` endpoint.
+    pub ca_file: Option<PathBuf>,
     /// The bearer token.
     pub token: String,
     /// This hypervisor's name at the controller.
@@ -103,7 +106,11 @@ async fn watch(
     revision: &mut u64,
     tables: &mut BTreeMap<String, u32>,
 ) -> anyhow::Result<()> {
-    let mut client = ControllerClient::connect(settings.endpoint.clone()).await?;
+    let mut client = ControllerClient::new(
+        nemo_daemon::controller_channel(&settings.endpoint, settings.ca_file.as_deref())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
     client
         .register_hypervisor(authed(
             pb::RegisterHypervisorRequest {

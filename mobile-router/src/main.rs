@@ -159,6 +159,7 @@ async fn serve<D: MobileRouterDataPlane>(
                 .to_owned();
             let settings = nemo_mr::controller::ControllerSettings {
                 endpoint: section.endpoint.clone(),
+                ca_file: section.ca_file.clone(),
                 token,
                 hypervisor: section.hypervisor.clone(),
                 tenant_interface: section.tenant_interface.clone(),

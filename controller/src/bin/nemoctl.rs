@@ -27,6 +27,10 @@ struct Args {
     /// The bearer token.
     #[arg(long, env = "NEMO_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// CA certificate (PEM) that signed the controller's TLS certificate;
+    /// use with an https:// endpoint.
+    #[arg(long, env = "NEMO_CA")]
+    ca: Option<std::path::PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Table)]
     output: Output,
@@ -309,8 +313,7 @@ fn tenant_rows(tenants: &[pb::Tenant]) -> (Vec<Vec<String>>, serde_json::Value) 
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let channel = Channel::from_shared(args.endpoint.clone())?
-        .connect()
+    let channel: Channel = nemo_daemon::controller_channel(&args.endpoint, args.ca.as_deref())
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach the controller at {}: {e}", args.endpoint))?;
     let mut client = ControllerClient::new(channel);
