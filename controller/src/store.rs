@@ -347,7 +347,10 @@ struct Slots {
     used: BTreeSet<u64>,
     /// Slot -> until (unix ms): released, not yet reusable.
     quarantine: BTreeMap<u64, i64>,
+    /// Where the search for a free block starts: after the last allocation.
     cursor: u64,
+    /// The revision of the allocation that set the cursor at load.
+    cursor_revision: u64,
 }
 
 /// Names: letters, digits, '-', '_' and '.', 1 to 63 characters.
@@ -470,6 +473,13 @@ impl Store {
                 let first = pool.slot_of(&allocation.prefix);
                 let count = 1u64 << (pool.tenant_length - allocation.prefix.prefix_len());
                 slots.used.extend(first..first + count);
+                // The cursor resumes after the newest allocation, as if the
+                // daemon had never stopped (not from slot 0, which would
+                // scan every used slot on the first allocation).
+                if allocation.revision >= slots.cursor_revision {
+                    slots.cursor_revision = allocation.revision;
+                    slots.cursor = (first + count) % pool.capacity();
+                }
             }
             state.allocations.insert(allocation.prefix, allocation);
         }
@@ -1546,6 +1556,30 @@ mod tests {
         let (events, _) = store.events_after(3).await.unwrap();
         let revisions: Vec<u64> = events.iter().map(|e| e.revision).collect();
         assert_eq!(revisions, vec![4, 5, 6]);
+    }
+
+    #[tokio::test]
+    async fn after_reopen_allocation_resumes_after_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = {
+            // No quarantine: a released slot is free at once.
+            let store = Store::open(dir.path(), Duration::ZERO).unwrap();
+            store
+                .create_pool("p", "2001:db8:100::/40", 56)
+                .await
+                .unwrap();
+            store.create_tenant("acme").await.unwrap();
+            let first = store.allocate("acme", "p", 0).await.unwrap().prefix;
+            store.allocate("acme", "p", 0).await.unwrap();
+            store.release(&first.to_string()).await.unwrap();
+            first
+        };
+        let store = Store::open(dir.path(), Duration::ZERO).unwrap();
+        // As without the restart: the cursor is past the second slot, so the
+        // freed first one is not reused yet.
+        let next = store.allocate("acme", "p", 0).await.unwrap().prefix;
+        assert_ne!(next, first);
+        assert_eq!(next, "2001:db8:100:200::/56".parse::<Ipv6Net>().unwrap());
     }
 
     #[tokio::test]
