@@ -760,14 +760,22 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// A server over TLS with a PEM certificate chain and key (`pem`); fails
+/// here, not at the first connection, when they do not parse or match.
+pub fn tls(pem: (Vec<u8>, Vec<u8>)) -> Result<tonic::transport::Server, tonic::transport::Error> {
+    tonic::transport::Server::builder().tls_config(
+        tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(pem.0, pem.1)),
+    )
+}
+
 /// Serves the controller API (behind the token check), health and
-/// reflection on a bound listener; over TLS when `tls` holds a PEM
-/// certificate chain and key.
+/// reflection on a bound listener; over TLS with a server from [`tls`].
 pub async fn serve(
     listener: TcpListener,
     store: Arc<Store>,
     token: Option<String>,
-    tls: Option<(Vec<u8>, Vec<u8>)>,
+    tls: Option<tonic::transport::Server>,
 ) -> anyhow::Result<()> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
@@ -778,14 +786,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     tracing::info!(listen = %listener.local_addr()?, "controller gRPC listening");
-    let mut builder = tonic::transport::Server::builder();
-    if let Some((cert, key)) = tls {
-        builder = builder.tls_config(
-            tonic::transport::ServerTlsConfig::new()
-                .identity(tonic::transport::Identity::from_pem(cert, key)),
-        )?;
-    }
-    builder
+    tls.unwrap_or_else(tonic::transport::Server::builder)
         .add_service(health)
         .add_service(reflection)
         .add_service(ControllerServer::with_interceptor(

@@ -103,26 +103,31 @@ fn main() -> anyhow::Result<()> {
                 .into())
         }
     };
-    let tls = match (&config.tls_cert_file, &config.tls_key_file) {
-        (Some(cert), Some(key)) => {
-            let read = |path: &PathBuf| {
-                std::fs::read(path)
-                    .map_err(|e| file.invalid(cert.span(), format!("{}: {e}", path.display())))
-            };
-            Some((read(cert.get_ref())?, read(key.get_ref())?))
-        }
-        (None, None) => None,
-        (Some(cert), None) => {
-            return Err(file
-                .invalid(cert.span(), "tls_cert_file needs tls_key_file")
-                .into())
-        }
-        (None, Some(key)) => {
-            return Err(file
-                .invalid(key.span(), "tls_key_file needs tls_cert_file")
-                .into())
-        }
-    };
+    let tls =
+        match (&config.tls_cert_file, &config.tls_key_file) {
+            (Some(cert), Some(key)) => {
+                let read = |path: &PathBuf| {
+                    std::fs::read(path)
+                        .map_err(|e| file.invalid(cert.span(), format!("{}: {e}", path.display())))
+                };
+                let pem = (read(cert.get_ref())?, read(key.get_ref())?);
+                // Parsed now, so that --check and the ready line mean it loads.
+                Some(nemo_controller::api::tls(pem).map_err(|e| {
+                    file.invalid(cert.span(), format!("TLS certificate or key: {e}"))
+                })?)
+            }
+            (None, None) => None,
+            (Some(cert), None) => {
+                return Err(file
+                    .invalid(cert.span(), "tls_cert_file needs tls_key_file")
+                    .into())
+            }
+            (None, Some(key)) => {
+                return Err(file
+                    .invalid(key.span(), "tls_key_file needs tls_cert_file")
+                    .into())
+            }
+        };
     if args.check {
         println!("{}: ok", args.config.display());
         return Ok(());

@@ -582,6 +582,45 @@ async fn tls_serves_only_clients_that_trust_its_ca() {
             "server.ext",
         ],
     );
+    // A key that is not the certificate's: refused at --check, naming the
+    // line, not at the first connection.
+    openssl(
+        d,
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "other.key",
+        ],
+    );
+    std::fs::write(d.join("token"), format!("{TOKEN}\n")).unwrap();
+    let config = d.join("mismatched.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"[::1]:0\"\nstore = \"{}\"\ntoken_file = \"{}\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+            d.join("store").display(),
+            d.join("token").display(),
+            d.join("server.pem").display(),
+            d.join("other.key").display()
+        ),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_nemo-controller"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--check")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "mismatched key accepted");
+    assert!(
+        stderr.contains("mismatched.toml:4: TLS certificate or key"),
+        "{stderr}"
+    );
     let server = start_with(
         d,
         &format!(
