@@ -621,6 +621,37 @@ async fn tls_serves_only_clients_that_trust_its_ca() {
         stderr.contains("mismatched.toml:4: TLS certificate or key"),
         "{stderr}"
     );
+    // Half a TLS setup is refused, naming the line that is there.
+    for (line, expected) in [
+        (
+            "tls_cert_file",
+            "mismatched.toml:4: tls_cert_file needs tls_key_file",
+        ),
+        (
+            "tls_key_file",
+            "mismatched.toml:4: tls_key_file needs tls_cert_file",
+        ),
+    ] {
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"[::1]:0\"\nstore = \"{}\"\ntoken_file = \"{}\"\n{line} = \"{}\"\n",
+                d.join("store").display(),
+                d.join("token").display(),
+                d.join("server.pem").display()
+            ),
+        )
+        .unwrap();
+        let output = Command::new(env!("CARGO_BIN_EXE_nemo-controller"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--check")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{line} alone accepted");
+        assert!(stderr.contains(expected), "{stderr}");
+    }
     let server = start_with(
         d,
         &format!(
