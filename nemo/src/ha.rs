@@ -38,6 +38,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ipnet::Ipv6Net;
 
 use crate::auth::{self, ReplayError, ReplayPolicy, SecurityAssociation};
+use crate::prefix_index::PrefixIndex;
 use crate::wire::{
     BaFlags, BaStatus, BeStatus, BindingAck, BindingError, BindingRefreshRequest, BindingUpdate,
     Lifetime, Message, MobilityHeader, MobilityOption, NtpTimestamp, SequenceNumber,
@@ -95,6 +96,8 @@ pub enum AuthorizationError {
 pub struct AuthorizationTable {
     by_home: HashMap<Ipv6Addr, Authorization>,
     by_spi: HashMap<u32, Ipv6Addr>,
+    /// Authorized prefixes and their home address, for the overlap check.
+    by_prefix: PrefixIndex<Ipv6Addr>,
 }
 
 impl AuthorizationTable {
@@ -126,24 +129,26 @@ impl AuthorizationTable {
                 }
             }
         }
-        for other in self.by_home.values() {
-            if other.home_address == entry.home_address {
-                continue;
-            }
-            for prefix in &entry.prefixes {
-                if let Some(overlap) = other.prefixes.iter().find(|p| overlaps(p, prefix)) {
-                    return Err(AuthorizationError::OverlappingPrefix {
-                        prefix: *prefix,
-                        second: entry.home_address,
-                        other: *overlap,
-                        first: other.home_address,
-                    });
-                }
+        for prefix in &entry.prefixes {
+            if let Some((other, first)) = self
+                .by_prefix
+                .overlapping(prefix)
+                .find(|(_, owner)| **owner != entry.home_address)
+            {
+                return Err(AuthorizationError::OverlappingPrefix {
+                    prefix: *prefix,
+                    second: entry.home_address,
+                    other,
+                    first: *first,
+                });
             }
         }
         self.remove(entry.home_address);
         for sa in &entry.security_associations {
             self.by_spi.insert(sa.spi(), entry.home_address);
+        }
+        for prefix in &entry.prefixes {
+            self.by_prefix.insert(*prefix, entry.home_address);
         }
         self.by_home.insert(entry.home_address, entry);
         Ok(())
@@ -154,6 +159,9 @@ impl AuthorizationTable {
         let entry = self.by_home.remove(&home_address)?;
         for sa in &entry.security_associations {
             self.by_spi.remove(&sa.spi());
+        }
+        for prefix in &entry.prefixes {
+            self.by_prefix.remove(prefix);
         }
         Some(entry)
     }
@@ -365,7 +373,7 @@ pub struct HomeAgent {
     config: HomeAgentConfig,
     bindings: HashMap<Ipv6Addr, Binding>,
     /// Which home address each bound prefix belongs to.
-    prefix_owner: HashMap<Ipv6Net, Ipv6Addr>,
+    prefix_owner: PrefixIndex<Ipv6Addr>,
     /// Expiry order.
     expiry: BTreeSet<(SystemTime, Ipv6Addr)>,
     /// Newest accepted timestamp per home address; kept past
@@ -458,7 +466,7 @@ impl HomeAgent {
         HomeAgent {
             config,
             bindings: HashMap::new(),
-            prefix_owner: HashMap::new(),
+            prefix_owner: PrefixIndex::new(),
             expiry: BTreeSet::new(),
             replay: HashMap::new(),
             refresh_sent: BTreeSet::new(),
@@ -831,14 +839,9 @@ impl HomeAgent {
     }
 
     fn bound_elsewhere(&self, net: &Ipv6Net, home_address: Ipv6Addr) -> bool {
-        // Prefixes per binding are few; bound prefixes may be many, so look
-        // up the exact prefix first and scan only when needed.
-        if let Some(owner) = self.prefix_owner.get(net) {
-            return *owner != home_address;
-        }
         self.prefix_owner
-            .iter()
-            .any(|(bound, owner)| *owner != home_address && overlaps(bound, net))
+            .overlapping(net)
+            .any(|(_, owner)| *owner != home_address)
     }
 
     fn reject(&self, context: &AnswerContext<'_>, status: BaStatus, now: SystemTime) -> Outcome {

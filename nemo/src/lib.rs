@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod ha;
 pub mod mr;
+pub mod prefix_index;
 pub mod registration;
 pub mod wire;
 
