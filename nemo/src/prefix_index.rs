@@ -123,7 +123,7 @@ mod tests {
         text.parse().unwrap()
     }
 
-    fn brute<'a>(stored: &'a [(Ipv6Net, u32)], query: &Ipv6Net) -> Vec<(Ipv6Net, u32)> {
+    fn brute(stored: &[(Ipv6Net, u32)], query: &Ipv6Net) -> Vec<(Ipv6Net, u32)> {
         let mut found: Vec<_> = stored
             .iter()
             .filter(|(n, _)| crate::ha::overlaps(n, query))
