@@ -126,6 +126,14 @@ pub struct UdpSection {
     /// Addresses to listen on; the reply leaves from the one the Binding
     /// Update came to. RFC 5555 assigns port 4191.
     pub listen: Vec<SocketAddr>,
+    /// Kernel receive buffer per socket, in bytes (capped by
+    /// `net.core.rmem_max`); 4 MiB by default.
+    #[serde(default = "default_udp_receive_buffer")]
+    pub receive_buffer_bytes: usize,
+}
+
+fn default_udp_receive_buffer() -> usize {
+    nemo_daemon::DEFAULT_UDP_RECEIVE_BUFFER
 }
 
 /// `[controller]`.

@@ -593,6 +593,8 @@ pub struct Setup<D> {
     pub dataplane: Arc<D>,
     /// UDP listen addresses.
     pub udp: Vec<SocketAddr>,
+    /// Receive buffer asked for on each UDP socket, in bytes.
+    pub udp_receive_buffer: usize,
     /// The native transport: interfaces to read and home-agent addresses.
     pub native: Option<(Vec<String>, Vec<Ipv6Addr>)>,
     /// Metrics.
@@ -663,11 +665,10 @@ pub async fn start<D: HomeAgentDataPlane>(setup: Setup<D>) -> anyhow::Result<Run
     let mut receivers = Vec::new();
     let mut udp_addresses = Vec::new();
     for listen in &setup.udp {
-        let socket = UdpSocket::bind(listen)
-            .await
+        let (socket, receive_buffer) = nemo_daemon::udp_socket(*listen, setup.udp_receive_buffer)
             .with_context(|| format!("binding UDP {listen}"))?;
         let bound = socket.local_addr()?;
-        tracing::info!(listen = %bound, "UDP transport listening");
+        tracing::info!(listen = %bound, receive_buffer, "UDP transport listening");
         udp_addresses.push(bound);
         receivers.push(tokio::spawn(udp_receiver(
             Arc::new(socket),

@@ -52,7 +52,14 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(validated: nemo_ha::config::Validated) -> anyhow::Result<()> {
-    let config = validated.config.clone();
+    let nemo_ha::config::Validated {
+        mut config,
+        engine,
+        authorizations,
+    } = validated;
+    // The static authorizations now live in the table; the parsed entries
+    // (a million of them on a large home agent) would only hold memory.
+    config.mobile_routers = Vec::new();
     let store = Store::open(&config.store.path)
         .with_context(|| format!("opening store {}", config.store.path.display()))?;
     match config.dataplane.backend.get_ref() {
@@ -63,8 +70,8 @@ async fn run(validated: nemo_ha::config::Validated) -> anyhow::Result<()> {
             );
             serve(
                 config,
-                validated.engine,
-                validated.authorizations,
+                engine,
+                authorizations,
                 store,
                 Arc::new(MemoryDataPlane::new()),
             )
@@ -86,14 +93,7 @@ async fn run(validated: nemo_ha::config::Validated) -> anyhow::Result<()> {
             let dataplane = Seg6HomeAgent::new(handle, settings)
                 .await
                 .context("dataplane backend seg6 unavailable")?;
-            serve(
-                config,
-                validated.engine,
-                validated.authorizations,
-                store,
-                Arc::new(dataplane),
-            )
-            .await
+            serve(config, engine, authorizations, store, Arc::new(dataplane)).await
         }
     }
 }
@@ -149,6 +149,12 @@ async fn serve<D: HomeAgentDataPlane>(
             .as_ref()
             .map(|u| u.listen.clone())
             .unwrap_or_default(),
+        udp_receive_buffer: config
+            .udp
+            .as_ref()
+            .map_or(nemo_daemon::DEFAULT_UDP_RECEIVE_BUFFER, |u| {
+                u.receive_buffer_bytes
+            }),
         native: config
             .native
             .as_ref()

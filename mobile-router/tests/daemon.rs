@@ -140,47 +140,20 @@ async fn a_wrong_key_is_reported_and_nothing_is_bound() {
     assert!(binding(&mut admin).await.is_none());
 }
 
-/// A UDP relay between mobile router and home agent that loses the first
-/// `lose` answers. Its threads end with the test process.
-fn lossy_relay(home_agent: std::net::SocketAddr, lose: usize) -> std::net::SocketAddr {
-    let front = std::net::UdpSocket::bind("[::1]:0").unwrap();
-    let back = std::net::UdpSocket::bind("[::1]:0").unwrap();
-    back.connect(home_agent).unwrap();
-    let address = front.local_addr().unwrap();
-    let peer = std::sync::Arc::new(std::sync::Mutex::new(None));
-    let (front_out, back_in, peer_out) = (
-        front.try_clone().unwrap(),
-        back.try_clone().unwrap(),
-        peer.clone(),
-    );
-    std::thread::spawn(move || {
-        let mut buffer = [0u8; 4096];
-        while let Ok((len, from)) = front.recv_from(&mut buffer) {
-            *peer.lock().unwrap() = Some(from);
-            let _ = back.send(&buffer[..len]);
-        }
-    });
-    std::thread::spawn(move || {
-        let mut lost = 0;
-        let mut buffer = [0u8; 4096];
-        while let Ok(len) = back_in.recv(&mut buffer) {
-            if lost < lose {
-                lost += 1;
-                continue;
-            }
-            if let Some(to) = *peer_out.lock().unwrap() {
-                let _ = front_out.send_to(&buffer[..len], to);
-            }
-        }
-    });
-    address
-}
-
 #[tokio::test]
 async fn lost_acknowledgements_are_recovered_by_retransmission() {
     let dir = tempfile::tempdir().unwrap();
     let ha = home_agent(dir.path());
-    let relay = lossy_relay(ha.field("udp").parse().unwrap(), 2);
+    // A relay that loses the first two answers.
+    let relay = nemo_testkit::relay::start(
+        "[::1]:0".parse().unwrap(),
+        ha.field("udp").parse().unwrap(),
+        nemo_testkit::relay::RelaySettings {
+            lose_first_answers: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let mr = mobile_router(dir.path(), &relay.to_string(), KEY, "lossy");
     let log = mr.wait_for("registered", 1);
     let line = log

@@ -66,6 +66,19 @@ enum Command {
         /// Offered load in Binding Updates per second; saturation if absent.
         #[arg(long)]
         rate: Option<u64>,
+        /// At saturation, Binding Updates in flight at once (routers take
+        /// turns); all routers if absent.
+        #[arg(long)]
+        window: Option<u32>,
+        /// At saturation, print a line to stderr each time every router has
+        /// had its turn (the first pass creates bindings, later ones refresh).
+        #[arg(long)]
+        passes: bool,
+        /// Sequence number the routers start after: a run that follows
+        /// another against the same home agent passes one ahead of the
+        /// earlier run's, so its first updates are refreshes, not 135s.
+        #[arg(long, default_value_t = 0)]
+        first_sequence: u16,
     },
 }
 
@@ -157,6 +170,9 @@ async fn run(
     routers: u32,
     seconds: u64,
     rate: Option<u64>,
+    window: Option<u32>,
+    report_passes: bool,
+    first_sequence: u16,
 ) -> anyhow::Result<()> {
     let bind: SocketAddr = if target.is_ipv6() {
         "[::]:0"
@@ -165,7 +181,8 @@ async fn run(
     }
     .parse()
     .context("bind address")?;
-    let socket = Arc::new(UdpSocket::bind(bind).await?);
+    let (socket, _) = nemo_daemon::udp_socket(bind, nemo_daemon::DEFAULT_UDP_RECEIVE_BUFFER)?;
+    let socket = Arc::new(socket);
     let state: Arc<Mutex<HashMap<u32, Router>>> = Arc::new(Mutex::new(
         (0..routers)
             .map(|n| {
@@ -175,7 +192,7 @@ async fn run(
                     n,
                     Router {
                         sa,
-                        sequence: 0,
+                        sequence: first_sequence,
                         sent_at: None,
                     },
                 ))
@@ -184,7 +201,9 @@ async fn run(
     ));
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+    // (router, send it again at once): a router whose Binding Update was
+    // answered, or that must resend after adopting the agent's sequence number.
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(u32, bool)>();
 
     // Receiver: checks each acknowledgement, records its latency, and in
     // saturation mode lets that router send again.
@@ -216,45 +235,93 @@ async fn run(
                 let Some(router) = state.get_mut(&n) else {
                     continue;
                 };
+                let Some(sent) = router.sent_at.take() else {
+                    // A late answer to a retransmitted Binding Update.
+                    continue;
+                };
                 match check_binding_ack(reply, CARE_OF, home_address, &router.sa) {
                     Ok(ba) if ba.status.is_accepted() => {}
                     // A home agent that remembers a later sequence number
-                    // (an earlier run): take its number, as RFC 6275 §11.7.3
-                    // has a mobile node do, and go on.
+                    // (an earlier run): take its number and send again, as
+                    // RFC 6275 §11.7.3 has a mobile node do; not a registration.
                     Ok(ba) if ba.status == BaStatus::SEQUENCE_OUT_OF_WINDOW => {
                         router.sequence = ba.sequence.0;
                         resynchronized += 1;
+                        drop(state);
+                        let _ = done_tx.send((n, true));
+                        continue;
                     }
                     _ => rejected += 1,
                 }
-                if let Some(sent) = router.sent_at.take() {
-                    if Instant::now() < deadline {
-                        latencies.push(sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
-                    }
+                if Instant::now() < deadline {
+                    latencies.push(sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
                 }
                 drop(state);
-                let _ = done_tx.send(n);
+                let _ = done_tx.send((n, false));
             }
             (latencies, rejected, resynchronized)
         })
     };
 
     let mut sent = 0u64;
+    let mut retransmitted = 0u64;
     match rate {
         None => {
-            // Saturation: every router keeps one Binding Update in flight.
-            for n in 0..routers {
+            // Saturation: `window` Binding Updates in flight; each answer
+            // lets the next router in turn send (or the same one, when the
+            // next is still waiting).
+            let window = window.unwrap_or(routers).clamp(1, routers);
+            for n in 0..window {
                 send(&socket, &state, target, n).await?;
                 sent += 1;
             }
+            let mut next = window % routers;
+            let mut passes = 0u32;
+            let mut pass_started = started;
+            let mut sweep = tokio::time::interval(Duration::from_millis(250));
             while Instant::now() < deadline {
-                let Ok(Some(n)) =
-                    tokio::time::timeout(Duration::from_millis(200), done_rx.recv()).await
-                else {
-                    continue;
-                };
-                send(&socket, &state, target, n).await?;
-                sent += 1;
+                tokio::select! {
+                    done = done_rx.recv() => {
+                        let Some((answered, again)) = done else { break };
+                        let n = if again || busy(&state, next).await {
+                            answered
+                        } else {
+                            let n = next;
+                            next = (next + 1) % routers;
+                            if next == 0 && report_passes {
+                                // Every router had its turn: the first pass
+                                // creates the bindings, later ones refresh.
+                                passes += 1;
+                                let now = Instant::now();
+                                eprintln!(
+                                    "pass {passes}: {routers} routers in {:.1} s ({:.0}/s)",
+                                    (now - pass_started).as_secs_f64(),
+                                    f64::from(routers) / (now - pass_started).as_secs_f64()
+                                );
+                                pass_started = now;
+                            }
+                            n
+                        };
+                        send(&socket, &state, target, n).await?;
+                        sent += 1;
+                    }
+                    _ = sweep.tick() => {
+                        // A datagram lost on the way (a full socket buffer):
+                        // send that router's Binding Update again.
+                        let lost: Vec<u32> = state
+                            .lock()
+                            .await
+                            .iter()
+                            .filter(|(_, r)| r.sent_at.is_some_and(|at| at.elapsed() > RETRANSMIT_AFTER))
+                            .map(|(n, _)| *n)
+                            .collect();
+                        for n in lost {
+                            send(&socket, &state, target, n).await?;
+                            sent += 1;
+                            retransmitted += 1;
+                        }
+                    }
+                }
             }
         }
         Some(rate) => {
@@ -264,12 +331,7 @@ async fn run(
             while Instant::now() < deadline {
                 next += interval;
                 // Routers still waiting for an answer are skipped.
-                let busy = state
-                    .lock()
-                    .await
-                    .get(&n)
-                    .is_some_and(|r| r.sent_at.is_some());
-                if !busy {
+                if !busy(&state, n).await {
                     send(&socket, &state, target, n).await?;
                     sent += 1;
                 }
@@ -284,7 +346,7 @@ async fn run(
     let elapsed = seconds as f64;
     latencies.sort_unstable();
     println!(
-        "offered={} sent={sent} acknowledged={} rejected={rejected} resynchronized={resynchronized} rate={:.0}/s p50={:.3}ms p99={:.3}ms p99.9={:.3}ms max={:.3}ms",
+        "offered={} sent={sent} acknowledged={} rejected={rejected} resynchronized={resynchronized} retransmitted={retransmitted} rate={:.0}/s p50={:.3}ms p99={:.3}ms p99.9={:.3}ms max={:.3}ms",
         rate.map_or("saturation".to_owned(), |r| format!("{r}/s")),
         latencies.len(),
         latencies.len() as f64 / elapsed,
@@ -294,6 +356,18 @@ async fn run(
         percentile(&latencies, 1.0),
     );
     Ok(())
+}
+
+/// An unanswered Binding Update is taken as lost after this long.
+const RETRANSMIT_AFTER: Duration = Duration::from_secs(1);
+
+/// True while a router waits for an answer.
+async fn busy(state: &Mutex<HashMap<u32, Router>>, n: u32) -> bool {
+    state
+        .lock()
+        .await
+        .get(&n)
+        .is_some_and(|r| r.sent_at.is_some())
 }
 
 async fn send(
@@ -329,9 +403,20 @@ fn main() -> anyhow::Result<()> {
             routers,
             seconds,
             rate,
+            window,
+            passes,
+            first_sequence,
         } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
-            .block_on(run(target, routers, seconds, rate)),
+            .block_on(run(
+                target,
+                routers,
+                seconds,
+                rate,
+                window,
+                passes,
+                first_sequence,
+            )),
     }
 }
