@@ -284,12 +284,30 @@ impl<D: HomeAgentDataPlane> Core<D> {
                 status,
                 change,
             } => {
-                tracing::info!(
-                    home_address = %reply.home_address,
-                    care_of = %reply.care_of,
-                    %status,
-                    "binding update"
+                // A refresh (same care-of address and prefixes) is routine:
+                // at tens of thousands a second, an info line each would
+                // flood the log. New bindings, moves, removals and
+                // rejections stay at info.
+                let refresh = matches!(
+                    &change,
+                    Some(Change::Upsert { binding, previous: Some(previous) })
+                        if previous.care_of == binding.care_of && previous.prefixes == binding.prefixes
                 );
+                if refresh {
+                    tracing::debug!(
+                        home_address = %reply.home_address,
+                        care_of = %reply.care_of,
+                        %status,
+                        "binding refreshed"
+                    );
+                } else {
+                    tracing::info!(
+                        home_address = %reply.home_address,
+                        care_of = %reply.care_of,
+                        %status,
+                        "binding update"
+                    );
+                }
                 if status.is_accepted() {
                     self.last_path
                         .insert(reply.home_address, (path.clone(), local));
