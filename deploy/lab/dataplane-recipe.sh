@@ -82,7 +82,20 @@ echo "--- ping cn -> vm"; x cn ping -c 3 -i 0.2 -W 2 2001:db8:100::2 | tail -2
 echo "--- ping -M do -s 1452 cn -> vm (must fail with a Packet Too Big when tunnelled)"
 x cn ping -c 2 -i 0.2 -W 1 -M do -s 1452 2001:db8:100::2 2>&1 | grep -E "mtu|received" || true
 echo "--- ping -M do -s 1400 vm -> cn"; x vm ping -c 2 -i 0.2 -W 1 -M do -s 1400 2001:db8:f::2 | tail -2
-x vm iperf3 -s -1 -D; sleep 0.5
-echo "--- iperf3 cn -> vm"; x cn timeout 20 iperf3 -c 2001:db8:100::2 -t 5 | grep receiver
-x cn iperf3 -s -1 -D; sleep 0.5
-echo "--- iperf3 vm -> cn"; x vm timeout 20 iperf3 -c 2001:db8:f::2 -t 5 | grep receiver
+# Throughput: one TCP stream each way. Packet rate: UDP datagrams of 64
+# bytes, sent as fast as iperf3 can; the rate is what the receiver got.
+# Lines starting with "result" are what bench/dataplane.sh tabulates.
+tcp() { # from-ns to-ns to-address
+  x "$2" iperf3 -s -1 -D; sleep 0.5
+  x "$1" timeout 20 iperf3 -c "$3" -t 5 | awk -v d="$1->$2" '/receiver/ { print "result tcp", d, $7, $8 }'
+}
+udp() { # from-ns to-ns to-address
+  x "$2" iperf3 -s -1 -D; sleep 0.5
+  x "$1" timeout 20 iperf3 -c "$3" -t 5 -u -b 0 -l 64 | awk -v d="$1->$2" '
+    /receiver/ { split($0, a, "("); n = split(a[1], f, " "); split(f[n], lt, "/");
+                 printf "result udp64 %s %.0f packets/s (%s lost)\n", d, (lt[2] - lt[1]) / 5, a[2] }' | tr -d ')'
+}
+tcp cn vm 2001:db8:100::2
+tcp vm cn 2001:db8:f::2
+udp cn vm 2001:db8:100::2
+udp vm cn 2001:db8:f::2

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Data plane: throughput (one TCP stream) and packet rate (64-byte UDP
+# datagrams) through the seg6 tunnel with its MTU gate, against the same
+# namespaces routed without a tunnel, in one run. Root; iproute2, iperf3.
+#
+#   bench/dataplane.sh [ROUNDS]      # modes alternate, ROUNDS times (default 2)
+#
+# The tunnel is deploy/lab/dataplane-recipe.sh's: the routes the seg6 backend
+# of nemo-dataplane installs (tables, encap.red, End.DT6, the gate), set by
+# hand so that both modes share everything else.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-2}
+echo "machine: $(nproc) cores, $(uname -r), $(date -u +%Y-%m-%d)"
+for round in $(seq 1 "$rounds"); do
+  for mode in tunnel plain; do
+    MODE=$mode bash deploy/lab/dataplane-recipe.sh 2>&1 | sed -n "s/^result /round $round $mode /p"
+  done
+done
