@@ -11,9 +11,10 @@
 //! a scan from a moving cursor, a million allocations in a pool cost a few
 //! MiB and no database reads.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::Ipv6Addr;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::Ipv6Net;
@@ -401,6 +402,28 @@ pub struct Store {
     quarantine_time: Duration,
     /// Changes as they become durable.
     pub changes: broadcast::Sender<Event>,
+    /// Group commit: how far the history is applied and how far it is on
+    /// disk.
+    log: DurableLog,
+}
+
+/// Group commit. A change is applied (sled transaction, memory) under the
+/// state lock, which is then released; the caller waits in `durable` until a
+/// flush covers its revision. While one flush runs, the changes of other
+/// callers are applied, and the next flush covers them all: one fsync for
+/// many acknowledgements, none before its change is on disk.
+#[derive(Debug)]
+struct DurableLog {
+    /// One flush at a time.
+    flushing: Mutex<()>,
+    /// The newest revision applied to sled (not yet necessarily on disk).
+    applied: AtomicU64,
+    /// The newest revision on disk.
+    flushed: AtomicU64,
+    /// Applied events not yet announced, in revision order. Also the lock
+    /// under which `flushed` moves and events are announced, so that a
+    /// watcher subscribing under it misses nothing and sees nothing twice.
+    pending: std::sync::Mutex<VecDeque<Event>>,
 }
 
 const REVISION_KEY: &[u8] = b"revision";
@@ -496,6 +519,12 @@ impl Store {
             None => 0,
         };
         let (changes, _) = broadcast::channel(4096);
+        let log = DurableLog {
+            flushing: Mutex::new(()),
+            applied: AtomicU64::new(state.revision),
+            flushed: AtomicU64::new(state.revision),
+            pending: std::sync::Mutex::new(VecDeque::new()),
+        };
         Ok(Store {
             db,
             pools,
@@ -511,12 +540,43 @@ impl Store {
             state: Mutex::new(state),
             quarantine_time,
             changes,
+            log,
         })
     }
 
-    /// Applies a change durably: entity writes and the event, in one
-    /// transaction, then a flush, then the announcement.
-    async fn commit(
+    /// Waits until `revision` is on disk, flushing if nobody else is; then
+    /// announces every event the flush covered.
+    async fn durable(&self, revision: u64) -> Result<(), StoreError> {
+        if self.log.flushed.load(Ordering::Acquire) >= revision {
+            return Ok(());
+        }
+        let _flushing = self.log.flushing.lock().await;
+        if self.log.flushed.load(Ordering::Acquire) >= revision {
+            // The flush we waited for covered it.
+            return Ok(());
+        }
+        // Every change up to `through` is in sled already: this flush
+        // covers it.
+        let through = self.log.applied.load(Ordering::Acquire);
+        self.db.flush_async().await?;
+        let mut pending = self
+            .log
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.log.flushed.store(through, Ordering::Release);
+        while pending.front().is_some_and(|e| e.revision <= through) {
+            if let Some(event) = pending.pop_front() {
+                let _ = self.changes.send(event);
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a change: entity writes and the event, in one transaction.
+    /// The caller mirrors it in memory, releases the state and waits in
+    /// `durable` for the flush before it answers.
+    fn commit(
         &self,
         state: &mut State,
         change: Change,
@@ -570,9 +630,13 @@ impl Store {
                     Ok(())
                 },
             )?;
-        self.db.flush_async().await?;
         state.revision = event.revision;
-        let _ = self.changes.send(event.clone());
+        self.log
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push_back(event.clone());
+        self.log.applied.store(event.revision, Ordering::Release);
         Ok(event)
     }
 
@@ -630,13 +694,14 @@ impl Store {
             tenant_length,
         };
         let record = encode(&pool)?;
-        self.commit(&mut state, Change::PoolCreated(pool.clone()), |t| {
+        let event = self.commit(&mut state, Change::PoolCreated(pool.clone()), |t| {
             t.pools.insert(pool.name.as_bytes(), record.clone())?;
             Ok(())
-        })
-        .await?;
+        })?;
         state.slots.insert(pool.name.clone(), Slots::default());
         state.pools.insert(pool.name.clone(), pool.clone());
+        drop(state);
+        self.durable(event.revision).await?;
         Ok(pool)
     }
 
@@ -698,16 +763,17 @@ impl Store {
             .iter()
             .map(|slot| encode(&(name, *slot)))
             .collect::<Result<_, _>>()?;
-        self.commit(&mut state, Change::PoolDeleted(pool), |t| {
+        let event = self.commit(&mut state, Change::PoolDeleted(pool), |t| {
             t.pools.remove(name.as_bytes())?;
             for key in &keys {
                 t.quarantine.remove(key.as_slice())?;
             }
             Ok(())
-        })
-        .await?;
+        })?;
         state.pools.remove(name);
         state.slots.remove(name);
+        drop(state);
+        self.durable(event.revision).await?;
         Ok(())
     }
 
@@ -726,12 +792,13 @@ impl Store {
             created_at_unix_ms: unix_ms(SystemTime::now()),
         };
         let record = encode(&tenant)?;
-        self.commit(&mut state, Change::TenantCreated(tenant.clone()), |t| {
+        let event = self.commit(&mut state, Change::TenantCreated(tenant.clone()), |t| {
             t.tenants.insert(tenant.name.as_bytes(), record.clone())?;
             Ok(())
-        })
-        .await?;
+        })?;
         state.tenants.insert(tenant.name.clone(), tenant.clone());
+        drop(state);
+        self.durable(event.revision).await?;
         Ok(tenant)
     }
 
@@ -787,12 +854,13 @@ impl Store {
                 "name: tenant {name:?} was given a prefix meanwhile"
             )));
         }
-        self.commit(&mut state, Change::TenantDeleted(tenant), |t| {
+        let event = self.commit(&mut state, Change::TenantDeleted(tenant), |t| {
             t.tenants.remove(name.as_bytes())?;
             Ok(())
-        })
-        .await?;
+        })?;
         state.tenants.remove(name);
+        drop(state);
+        self.durable(event.revision).await?;
         Ok(prefixes)
     }
 
@@ -886,7 +954,7 @@ impl Store {
             .chain((first..first + block).collect::<Vec<_>>().iter())
             .map(|slot| encode(&(pool, *slot)))
             .collect::<Result<_, _>>()?;
-        self.commit(
+        let event = self.commit(
             &mut state,
             Change::PrefixAllocated(allocation.clone()),
             |t| {
@@ -896,8 +964,7 @@ impl Store {
                 }
                 Ok(())
             },
-        )
-        .await?;
+        )?;
         let slots = state.slots.entry(pool.to_owned()).or_default();
         for slot in expired {
             slots.quarantine.remove(&slot);
@@ -910,6 +977,8 @@ impl Store {
         state
             .allocations
             .insert(allocation.prefix, allocation.clone());
+        drop(state);
+        self.durable(event.revision).await?;
         Ok(allocation)
     }
 
@@ -949,20 +1018,21 @@ impl Store {
             allocation: allocation.clone(),
             quarantined_until_unix_ms: until,
         };
-        self.commit(&mut state, change, |t| {
+        let event = self.commit(&mut state, change, |t| {
             t.allocations.remove(key.as_slice())?;
             for (slot_key, until) in &held {
                 t.quarantine.insert(slot_key.as_slice(), until.clone())?;
             }
             Ok(())
-        })
-        .await?;
+        })?;
         state.allocations.remove(&parsed);
         let slots = state.slots.entry(pool.name.clone()).or_default();
         for slot in first..first + block {
             slots.used.remove(&slot);
             slots.quarantine.insert(slot, until);
         }
+        drop(state);
+        self.durable(event.revision).await?;
         Ok(allocation)
     }
 
@@ -991,13 +1061,29 @@ impl Store {
         &self,
         revision: u64,
     ) -> Result<(Vec<Event>, broadcast::Receiver<Event>), StoreError> {
-        // Hold the state so no change lands between the read and the
-        // subscription.
-        let _state = self.state.lock().await;
-        let receiver = self.changes.subscribe();
+        // Under the announcement lock: every event up to `flushed` has been
+        // announced (before this subscription), every later one will be
+        // (after it). The history is read up to `flushed` only: an event
+        // applied but not yet on disk is not told to anyone.
+        let (receiver, flushed) = {
+            let _announcing = self
+                .log
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            (
+                self.changes.subscribe(),
+                self.log.flushed.load(Ordering::Acquire),
+            )
+        };
         let mut events = Vec::new();
-        for record in self.events.range((revision + 1).to_be_bytes()..) {
-            events.push(decode(&record?.1)?);
+        if flushed > revision {
+            for record in self
+                .events
+                .range((revision + 1).to_be_bytes()..=flushed.to_be_bytes())
+            {
+                events.push(decode(&record?.1)?);
+            }
         }
         Ok((events, receiver))
     }
@@ -1035,7 +1121,7 @@ impl Store {
             )));
         }
         let record = encode(&home_agent)?;
-        self.commit(
+        let event = self.commit(
             &mut state,
             Change::HomeAgentRegistered(home_agent.clone()),
             |t| {
@@ -1043,11 +1129,12 @@ impl Store {
                     .insert(home_agent.name.as_bytes(), record.clone())?;
                 Ok(())
             },
-        )
-        .await?;
+        )?;
         state
             .home_agents
             .insert(home_agent.name.clone(), home_agent.clone());
+        drop(state);
+        self.durable(event.revision).await?;
         Ok(home_agent)
     }
 
@@ -1066,25 +1153,31 @@ impl Store {
     pub async fn register_hypervisor(&self, name: &str) -> Result<Hypervisor, StoreError> {
         check_name("name", name)?;
         let mut state = self.state.lock().await;
-        if let Some(existing) = state.hypervisors.get(name) {
-            return Ok(existing.clone());
+        if let Some(existing) = state.hypervisors.get(name).cloned() {
+            // Registered by a change that may still wait for its flush: the
+            // answer waits too.
+            let revision = state.revision;
+            drop(state);
+            self.durable(revision).await?;
+            return Ok(existing);
         }
         let hypervisor = Hypervisor {
             name: name.to_owned(),
         };
         let record = encode(&hypervisor)?;
-        self.commit(
+        let event = self.commit(
             &mut state,
             Change::HypervisorRegistered(hypervisor.clone()),
             |t| {
                 t.hypervisors.insert(name.as_bytes(), record.clone())?;
                 Ok(())
             },
-        )
-        .await?;
+        )?;
         state
             .hypervisors
             .insert(name.to_owned(), hypervisor.clone());
+        drop(state);
+        self.durable(event.revision).await?;
         Ok(hypervisor)
     }
 
@@ -1173,18 +1266,19 @@ impl Store {
             explicit_mode,
         };
         let record = encode(&mobile_router)?;
-        self.commit(
+        let event = self.commit(
             &mut state,
             Change::MobileRouterCreated(mobile_router.redacted()),
             |t| {
                 t.mobile_routers.insert(tenant.as_bytes(), record.clone())?;
                 Ok(())
             },
-        )
-        .await?;
+        )?;
         state
             .mobile_routers
             .insert(tenant.to_owned(), mobile_router.clone());
+        drop(state);
+        self.durable(event.revision).await?;
         Ok(mobile_router)
     }
 
@@ -1220,12 +1314,13 @@ impl Store {
                 })?;
         mr.key = fresh_key()?;
         let record = encode(&mr)?;
-        self.commit(&mut state, Change::KeyRotated(mr.redacted()), |t| {
+        let event = self.commit(&mut state, Change::KeyRotated(mr.redacted()), |t| {
             t.mobile_routers.insert(tenant.as_bytes(), record.clone())?;
             Ok(())
-        })
-        .await?;
+        })?;
         state.mobile_routers.insert(tenant.to_owned(), mr.clone());
+        drop(state);
+        self.durable(event.revision).await?;
         Ok(mr)
     }
 
@@ -1245,16 +1340,17 @@ impl Store {
                 "tenant: {tenant:?} is placed; unplace it first"
             )));
         }
-        self.commit(
+        let event = self.commit(
             &mut state,
             Change::MobileRouterDeleted(mr.redacted()),
             |t| {
                 t.mobile_routers.remove(tenant.as_bytes())?;
                 Ok(())
             },
-        )
-        .await?;
+        )?;
         state.mobile_routers.remove(tenant);
+        drop(state);
+        self.durable(event.revision).await?;
         Ok(())
     }
 
@@ -1291,7 +1387,7 @@ impl Store {
             reason: reason.to_owned(),
         };
         let record = encode(&placement)?;
-        self.commit(
+        let event = self.commit(
             &mut state,
             Change::TenantPlaced {
                 placement: placement.clone(),
@@ -1301,11 +1397,12 @@ impl Store {
                 t.placements.insert(tenant.as_bytes(), record.clone())?;
                 Ok(())
             },
-        )
-        .await?;
+        )?;
         state
             .placements
             .insert(tenant.to_owned(), placement.clone());
+        drop(state);
+        self.durable(event.revision).await?;
         Ok(placement)
     }
 
@@ -1321,7 +1418,7 @@ impl Store {
                     what: "placement of tenant",
                     name: tenant.to_owned(),
                 })?;
-        self.commit(
+        let event = self.commit(
             &mut state,
             Change::TenantUnplaced {
                 placement,
@@ -1331,9 +1428,10 @@ impl Store {
                 t.placements.remove(tenant.as_bytes())?;
                 Ok(())
             },
-        )
-        .await?;
+        )?;
         state.placements.remove(tenant);
+        drop(state);
+        self.durable(event.revision).await?;
         Ok(())
     }
 
@@ -1407,12 +1505,15 @@ impl Store {
                 name: home_agent.clone(),
             });
         }
-        Ok(self.commit(&mut state, change, |_| Ok(())).await?.revision)
+        let event = self.commit(&mut state, change, |_| Ok(()))?;
+        drop(state);
+        self.durable(event.revision).await?;
+        Ok(event.revision)
     }
 
-    /// The current revision.
+    /// The newest revision on disk.
     pub async fn revision(&self) -> u64 {
-        self.state.lock().await.revision
+        self.log.flushed.load(Ordering::Acquire)
     }
 }
 
@@ -1494,6 +1595,57 @@ mod tests {
         ));
         let (_, allocated, quarantined) = store.pool("p").await.unwrap();
         assert_eq!((allocated, quarantined), (15, 1));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn group_commit_tells_each_event_once_in_order() {
+        let (_dir, store) = store().await;
+        let store = std::sync::Arc::new(store);
+        store.create_pool("p", "2001:db8::/32", 56).await.unwrap();
+        store.create_tenant("t").await.unwrap();
+        let start = store.revision().await;
+        // 16 clients, 25 allocations each, while watchers join mid-burst.
+        let mut clients = Vec::new();
+        for _ in 0..16 {
+            let store = store.clone();
+            clients.push(tokio::spawn(async move {
+                let mut revisions = Vec::new();
+                for _ in 0..25 {
+                    revisions.push(store.allocate("t", "p", 0).await.unwrap().revision);
+                }
+                revisions
+            }));
+        }
+        let mut watchers = Vec::new();
+        for delay_ms in [0u64, 2, 5, 10] {
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            let (history, mut live) = store.events_after(start).await.unwrap();
+            watchers.push(tokio::spawn(async move {
+                let mut seen: Vec<u64> = history.iter().map(|e| e.revision).collect();
+                while seen.last().copied().unwrap_or(start) < start + 400 {
+                    seen.push(live.recv().await.unwrap().revision);
+                }
+                seen
+            }));
+        }
+        let mut acknowledged = Vec::new();
+        for client in clients {
+            acknowledged.extend(client.await.unwrap());
+        }
+        // Every acknowledged allocation is on disk by the time it answered.
+        assert!(store.revision().await >= start + 400);
+        acknowledged.sort_unstable();
+        assert_eq!(
+            acknowledged,
+            ((start + 1)..=(start + 400)).collect::<Vec<_>>()
+        );
+        for watcher in watchers {
+            let seen = tokio::time::timeout(Duration::from_secs(10), watcher)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(seen, ((start + 1)..=(start + 400)).collect::<Vec<_>>());
+        }
     }
 
     #[tokio::test]

@@ -92,10 +92,10 @@ tcp() { # from-ns to-ns to-address
 udp() { # from-ns to-ns to-address
   x "$2" iperf3 -s -1 -D; sleep 0.5
   x "$1" timeout 20 iperf3 -c "$3" -t 5 -u -b 0 -l 64 | awk -v d="$1->$2" '
-    /receiver/ { split($0, a, "("); n = split(a[1], f, " "); split(f[n], lt, "/");
-                 printf "result udp64 %s %.0f packets/s (%s lost)\n", d, (lt[2] - lt[1]) / 5, a[2] }' | tr -d ')'
+    /receiver/ { split($0, a, "("); n = split(a[1], f, " "); split(f[n], lt, "/"); sub(/\).*/, "", a[2]);
+                 printf "result udp64 %s %.0f packets/s (%s lost)\n", d, (lt[2] - lt[1]) / 5, a[2] }'
 }
-tcp cn vm 2001:db8:100::2
-tcp vm cn 2001:db8:f::2
-udp cn vm 2001:db8:100::2
-udp vm cn 2001:db8:f::2
+for test in ${TESTS:-tcp udp}; do
+  "$test" cn vm 2001:db8:100::2
+  "$test" vm cn 2001:db8:f::2
+done

@@ -1,0 +1,144 @@
+//! `controller-loadgen`: many orchestrators allocating tenant prefixes from a
+//! running `nemo-controller` over gRPC, each allocation acknowledged only
+//! once it is on disk. Reports allocations per second and the latency of
+//! each call (p50, p99, p99.9).
+//!
+//! ```sh
+//! controller-loadgen --endpoint http://[::1]:50051 --token-file token --clients 64 --seconds 10
+//! ```
+//!
+//! It creates a pool (`--pool`, a /32 carved in /56s: 16M prefixes) and one
+//! tenant per client, then each client allocates in a loop, one call in
+//! flight, over its own HTTP/2 connection.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use nemo_proto::v1 as pb;
+use nemo_proto::v1::controller_client::ControllerClient;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use tonic::Request;
+
+#[derive(Debug, Parser)]
+#[command(name = "controller-loadgen", version)]
+struct Args {
+    /// The controller's gRPC endpoint.
+    #[arg(long)]
+    endpoint: String,
+    /// File holding the bearer token.
+    #[arg(long)]
+    token_file: std::path::PathBuf,
+    /// Concurrent clients, each with one call in flight.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Duration of the measurement.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Pool to create and allocate from.
+    #[arg(long, default_value = "bench")]
+    pool: String,
+    /// Its prefix.
+    #[arg(long, default_value = "2001:db8::/32")]
+    prefix: String,
+}
+
+fn request<T>(message: T, token: &str) -> anyhow::Result<Request<T>> {
+    let mut request = Request::new(message);
+    let value: MetadataValue<_> = format!("Bearer {token}").parse()?;
+    request.metadata_mut().insert("authorization", value);
+    Ok(request)
+}
+
+/// Latency percentile of sorted microseconds, in milliseconds.
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    f64::from(sorted[index.min(sorted.len() - 1)]) / 1000.0
+}
+
+async fn client(endpoint: &str) -> anyhow::Result<ControllerClient<Channel>> {
+    let channel = Channel::from_shared(endpoint.to_owned())?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {endpoint}"))?;
+    Ok(ControllerClient::new(channel))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let token = std::fs::read_to_string(&args.token_file)
+        .with_context(|| format!("token file {}", args.token_file.display()))?
+        .trim()
+        .to_owned();
+    let mut admin = client(&args.endpoint).await?;
+    let run = std::process::id();
+    admin
+        .create_pool(request(
+            pb::CreatePoolRequest {
+                name: args.pool.clone(),
+                prefix: args.prefix.clone(),
+                tenant_length: 56,
+            },
+            &token,
+        )?)
+        .await
+        .context("creating the pool")?;
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let mut tasks = Vec::new();
+    for n in 0..args.clients {
+        let tenant = format!("load-{run}-{n}");
+        admin
+            .create_tenant(request(
+                pb::CreateTenantRequest {
+                    name: tenant.clone(),
+                },
+                &token,
+            )?)
+            .await
+            .context("creating a tenant")?;
+        let mut connection = client(&args.endpoint).await?;
+        let (token, pool) = (token.clone(), args.pool.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut failures = 0u64;
+            while Instant::now() < deadline {
+                let started = Instant::now();
+                let call = pb::AllocatePrefixRequest {
+                    tenant: tenant.clone(),
+                    pool: pool.clone(),
+                    length: 0,
+                };
+                match connection.allocate_prefix(request(call, &token)?).await {
+                    Ok(_) => latencies
+                        .push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32),
+                    Err(_) => failures += 1,
+                }
+            }
+            anyhow::Ok((latencies, failures))
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut failures = 0;
+    for task in tasks {
+        let (mut some, failed) = task.await??;
+        latencies.append(&mut some);
+        failures += failed;
+    }
+    latencies.sort_unstable();
+    println!(
+        "clients={} allocations={} failed={failures} rate={:.0}/s p50={:.3}ms p99={:.3}ms p99.9={:.3}ms max={:.3}ms",
+        args.clients,
+        latencies.len(),
+        latencies.len() as f64 / args.seconds as f64,
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 0.999),
+        percentile(&latencies, 1.0),
+    );
+    Ok(())
+}
