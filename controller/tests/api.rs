@@ -919,3 +919,56 @@ async fn identities_placements_and_the_daemons_streams() {
         ("2001:db8:1::100", true)
     );
 }
+
+/// The allocation load generator still works (a smoke run, not a benchmark:
+/// no timing is asserted), and what it reports is what the controller holds.
+#[tokio::test]
+async fn load_generator_smoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let process = start(dir.path());
+    let output = tokio::task::spawn_blocking({
+        let endpoint = format!("http://{}", process.field("grpc"));
+        let token = dir.path().join("token");
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_controller-loadgen"))
+                .args(["--endpoint", &endpoint, "--clients", "4", "--seconds", "1"])
+                .arg("--token-file")
+                .arg(token)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let field = |name: &str| -> u64 {
+        report
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("{name} missing: {report}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(field("failed"), 0, "{report}");
+    let allocated = field("allocations");
+    assert!(allocated > 0, "{report}");
+    let pool = client(&process)
+        .await
+        .get_pool(authed(pb::GetPoolRequest {
+            name: "bench".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    // Calls still in flight at the deadline are answered but not counted.
+    let held = pool.allocated;
+    assert!(
+        (allocated..=allocated + 4).contains(&held),
+        "{held} held, {allocated} reported"
+    );
+}
