@@ -36,7 +36,10 @@ for flush in group each-binding; do
   echo "flush=$flush routers=$routers seconds=$seconds"
   "$bin/ha-loadgen" run --target "$target" --routers "$routers" --seconds "$seconds"
   for rate in "${rates[@]}"; do
-    "$bin/ha-loadgen" run --target "$target" --routers "$routers" --seconds "$seconds" --rate "$rate"
+    # Starting sequence numbers ahead of the saturation run's, so that the
+    # first updates are refreshes and not answered with status 135.
+    "$bin/ha-loadgen" run --target "$target" --routers "$routers" --seconds "$seconds" --rate "$rate" \
+        --first-sequence 30000
   done
   stop_ha
 done
