@@ -955,7 +955,7 @@ async fn load_generator_smoke() {
             .unwrap()
     };
     assert_eq!(field("failed"), 0, "{report}");
-    let allocated = field("allocations");
+    let allocated = field("calls");
     assert!(allocated > 0, "{report}");
     let pool = client(&process)
         .await

@@ -341,3 +341,93 @@ fn seg6_forwarding_follows_bindings_across_kill_9() {
         "{rules}"
     );
 }
+
+/// The native-transport load generator (`bench/ha-native.sh`) still works:
+/// a smoke run between two namespaces, no timing asserted.
+#[test]
+fn native_load_generator_smoke() {
+    if !netns_available(MUST_RUN) {
+        return;
+    }
+    let ha = Netns::new("native-lg-ha");
+    let lg = Netns::new("native-lg");
+    veth(
+        &ha,
+        "ha0",
+        &format!("{HA}/64"),
+        &lg,
+        "lg0",
+        &format!("{COA}/64"),
+    );
+    ha.ip(&["-6", "route", "add", "2001:db8:2::/64", "dev", "ha0"]);
+    lg.ip(&["-6", "route", "add", "2001:db8:1::/64", "dev", "lg0"]);
+    let dir = tempfile::tempdir().unwrap();
+    let loadgen = env!("CARGO_BIN_EXE_ha-loadgen");
+    let config = std::process::Command::new(loadgen)
+        .args([
+            "config",
+            "--routers",
+            "20",
+            "--native-interface",
+            "ha0",
+            "--store",
+        ])
+        .arg(dir.path().join("store"))
+        .output()
+        .unwrap();
+    assert!(config.status.success());
+    let config_path = dir.path().join("ha.toml");
+    std::fs::write(&config_path, &config.stdout).unwrap();
+    let mut child = ha
+        .command(env!("CARGO_BIN_EXE_nemo-ha"))
+        .arg("--config")
+        .arg(&config_path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _daemon = Killed(child);
+    let mut ready = String::new();
+    BufReader::new(stdout).read_line(&mut ready).unwrap();
+    assert!(ready.contains("ready"), "{ready:?}");
+    let run = lg
+        .command(loadgen)
+        .args([
+            "run",
+            "--native",
+            "lg0",
+            "--routers",
+            "20",
+            "--seconds",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let field = |name: &str| -> u64 {
+        report
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("{name} missing: {report}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(field("acknowledged") > 20, "{report}");
+    assert_eq!(field("rejected"), 0, "{report}");
+    // The generator removed its tc filter on the way out.
+    let filters = lg
+        .command("tc")
+        .args(["filter", "show", "dev", "lg0", "ingress"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&filters.stdout).trim().is_empty(),
+        "{filters:?}"
+    );
+}

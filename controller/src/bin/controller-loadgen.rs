@@ -42,6 +42,10 @@ struct Args {
     /// Its prefix.
     #[arg(long, default_value = "2001:db8::/32")]
     prefix: String,
+    /// Call GetPool instead of AllocatePrefix: the ceiling of the gRPC path
+    /// (connection, token check, state lock) without a write.
+    #[arg(long)]
+    read_only: bool,
 }
 
 fn request<T>(message: T, token: &str) -> anyhow::Result<Request<T>> {
@@ -102,19 +106,28 @@ async fn main() -> anyhow::Result<()> {
             .await
             .context("creating a tenant")?;
         let mut connection = client(&args.endpoint).await?;
-        let (token, pool) = (token.clone(), args.pool.clone());
+        let (token, pool, read_only) = (token.clone(), args.pool.clone(), args.read_only);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut failures = 0u64;
             while Instant::now() < deadline {
                 let started = Instant::now();
-                let call = pb::AllocatePrefixRequest {
-                    tenant: tenant.clone(),
-                    pool: pool.clone(),
-                    length: 0,
+                let answer = if read_only {
+                    let call = pb::GetPoolRequest { name: pool.clone() };
+                    connection.get_pool(request(call, &token)?).await.map(drop)
+                } else {
+                    let call = pb::AllocatePrefixRequest {
+                        tenant: tenant.clone(),
+                        pool: pool.clone(),
+                        length: 0,
+                    };
+                    connection
+                        .allocate_prefix(request(call, &token)?)
+                        .await
+                        .map(drop)
                 };
-                match connection.allocate_prefix(request(call, &token)?).await {
-                    Ok(_) => latencies
+                match answer {
+                    Ok(()) => latencies
                         .push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32),
                     Err(_) => failures += 1,
                 }
@@ -131,7 +144,12 @@ async fn main() -> anyhow::Result<()> {
     }
     latencies.sort_unstable();
     println!(
-        "clients={} allocations={} failed={failures} rate={:.0}/s p50={:.3}ms p99={:.3}ms p99.9={:.3}ms max={:.3}ms",
+        "call={} clients={} calls={} failed={failures} rate={:.0}/s p50={:.3}ms p99={:.3}ms p99.9={:.3}ms max={:.3}ms",
+        if args.read_only {
+            "GetPool"
+        } else {
+            "AllocatePrefix"
+        },
         args.clients,
         latencies.len(),
         latencies.len() as f64 / args.seconds as f64,

@@ -6,7 +6,15 @@
 //! nemo-ha --config ha.toml &          # prints its UDP address
 //! ha-loadgen run --target '[::1]:4191' --routers 1000 --seconds 10            # saturation
 //! ha-loadgen run --target '[::1]:4191' --routers 1000 --seconds 10 --rate 10000
+//! ha-loadgen run --native lg0 --routers 1000 --seconds 10   # raw IPv6, root
 //! ```
+//!
+//! `--native IFACE` speaks RFC 6275's own form instead of UDP: Binding
+//! Updates with a Home Address option out of a raw IPv6 socket, from the
+//! care-of address 2001:db8:2::10 to the home agent 2001:db8:1::1, and
+//! acknowledgements (type 2 routing header) read from a packet socket on
+//! IFACE, with the kernel kept quiet about them (`nemo_dataplane::quiet`), as
+//! `nemo-mr` does. `bench/ha-native.sh` builds the namespaces for it.
 //!
 //! Every Binding Update is authenticated (HMAC-SHA256, RFC 4285), carries a
 //! Mobile Network Prefix and a fresh timestamp, and is checked when its
@@ -25,8 +33,12 @@ use ipnet::Ipv6Net;
 use nemo::auth::{Algorithm, SecurityAssociation};
 use nemo::mr::{check_binding_ack, Registration};
 use nemo::wire::{parse_packet, BaStatus, Lifetime, NtpTimestamp, SequenceNumber};
+use nemo_dataplane::quiet;
+use nemo_dataplane::transport::{self, RawSender};
+use std::sync::atomic::AtomicBool;
+use std::sync::RwLock;
 use tokio::net::UdpSocket;
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, Mutex};
 
 #[derive(Debug, Parser)]
 #[command(name = "ha-loadgen", version)]
@@ -51,12 +63,19 @@ enum Command {
         /// Flush mode: group or each-binding.
         #[arg(long, default_value = "group")]
         flush: String,
+        /// Serve the native transport on this interface (for 2001:db8:1::1)
+        /// instead of UDP.
+        #[arg(long)]
+        native_interface: Option<String>,
     },
     /// Sends load and reports.
     Run {
         /// The home agent's UDP address.
+        #[arg(long, required_unless_present = "native", conflicts_with = "native")]
+        target: Option<SocketAddr>,
+        /// Use the native transport through this interface (root).
         #[arg(long)]
-        target: SocketAddr,
+        native: Option<String>,
         /// Number of mobile routers.
         #[arg(long, default_value_t = 1000)]
         routers: u32,
@@ -109,10 +128,22 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn config(routers: u32, store: &str, listen: &str, flush: &str) -> String {
+fn config(
+    routers: u32,
+    store: &str,
+    listen: &str,
+    flush: &str,
+    native_interface: Option<&str>,
+) -> String {
+    let transport = match native_interface {
+        Some(interface) => {
+            format!("[native]\ninterfaces = [\"{interface}\"]\naddresses = [\"{HOME_AGENT}\"]\n")
+        }
+        None => format!("[udp]\nlisten = [\"{listen}\"]\n"),
+    };
     let mut text = format!(
         "[home_agent]\nhome_prefixes = [\"2001:db8:1::/64\"]\nmax_lifetime_secs = 600\n\n\
-         [store]\npath = \"{store}\"\nflush = \"{flush}\"\n\n[udp]\nlisten = [\"{listen}\"]\n"
+         [store]\npath = \"{store}\"\nflush = \"{flush}\"\n\n{transport}"
     );
     for n in 0..routers {
         text.push_str(&format!(
@@ -165,15 +196,73 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     f64::from(sorted[index.min(sorted.len() - 1)]) / 1000.0
 }
 
-async fn run(
-    target: SocketAddr,
+/// How Binding Updates reach the home agent.
+enum Transport {
+    /// IPv6 packets inside UDP datagrams.
+    Udp {
+        socket: Arc<UdpSocket>,
+        target: SocketAddr,
+    },
+    /// Raw IPv6, as RFC 6275 sends it.
+    Native {
+        sender: RawSender,
+        /// The filters keeping the kernel quiet, removed at the end.
+        suppression: quiet::Suppression,
+    },
+}
+
+impl Transport {
+    async fn send(&self, packet: &[u8]) -> std::io::Result<()> {
+        match self {
+            Transport::Udp { socket, target } => socket.send_to(packet, target).await.map(drop),
+            Transport::Native { sender, .. } => sender.send(packet),
+        }
+    }
+}
+
+/// The load to offer.
+struct Load {
     routers: u32,
     seconds: u64,
     rate: Option<u64>,
     window: Option<u32>,
     report_passes: bool,
     first_sequence: u16,
-) -> anyhow::Result<()> {
+}
+
+/// Opens the transport and starts feeding the answers into a channel.
+async fn open(
+    target: Option<SocketAddr>,
+    native: Option<String>,
+) -> anyhow::Result<(Transport, mpsc::UnboundedReceiver<Vec<u8>>)> {
+    let (answers, received) = mpsc::unbounded_channel();
+    if let Some(interface) = native {
+        let (connection, handle, _) = rtnetlink::new_connection().context("rtnetlink")?;
+        tokio::spawn(connection);
+        // The kernel would answer each acknowledgement's type 2 routing
+        // header with a Parameter Problem; nemo-mr keeps it quiet the same way.
+        let suppression = quiet::suppress(
+            &handle,
+            std::slice::from_ref(&interface),
+            &[CARE_OF],
+            quiet::Signalling::BindingAcks,
+        )
+        .await?;
+        transport::start_receivers(
+            &[interface],
+            Arc::new(RwLock::new(vec![CARE_OF])),
+            move |packet| answers.send(packet).is_ok(),
+            Arc::new(AtomicBool::new(false)),
+        )?;
+        return Ok((
+            Transport::Native {
+                sender: RawSender::open()?,
+                suppression,
+            },
+            received,
+        ));
+    }
+    let target = target.context("--target or --native")?;
     let bind: SocketAddr = if target.is_ipv6() {
         "[::]:0"
     } else {
@@ -183,6 +272,31 @@ async fn run(
     .context("bind address")?;
     let (socket, _) = nemo_daemon::udp_socket(bind, nemo_daemon::DEFAULT_UDP_RECEIVE_BUFFER)?;
     let socket = Arc::new(socket);
+    let receiving = socket.clone();
+    tokio::spawn(async move {
+        let mut buffer = vec![0u8; 4096];
+        while let Ok(len) = receiving.recv(&mut buffer).await {
+            if answers.send(buffer[..len].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    Ok((Transport::Udp { socket, target }, received))
+}
+
+async fn run(
+    transport: Arc<Transport>,
+    mut answers: mpsc::UnboundedReceiver<Vec<u8>>,
+    load: Load,
+) -> anyhow::Result<()> {
+    let Load {
+        routers,
+        seconds,
+        rate,
+        window,
+        report_passes,
+        first_sequence,
+    } = load;
     let state: Arc<Mutex<HashMap<u32, Router>>> = Arc::new(Mutex::new(
         (0..routers)
             .map(|n| {
@@ -208,21 +322,19 @@ async fn run(
     // Receiver: checks each acknowledgement, records its latency, and in
     // saturation mode lets that router send again.
     let receiver = {
-        let socket = socket.clone();
         let state = state.clone();
         tokio::spawn(async move {
             let mut latencies: Vec<u32> = Vec::with_capacity(1 << 20);
             let mut rejected = 0u64;
             let mut resynchronized = 0u64;
-            let mut buffer = vec![0u8; 4096];
             loop {
                 let received = tokio::time::timeout_at(
                     tokio::time::Instant::from_std(deadline + Duration::from_secs(2)),
-                    socket.recv(&mut buffer),
+                    answers.recv(),
                 )
                 .await;
-                let Ok(Ok(len)) = received else { break };
-                let reply = &buffer[..len];
+                let Ok(Some(packet)) = received else { break };
+                let reply = packet.as_slice();
                 let Some(home_address) = parse_packet(reply)
                     .ok()
                     .and_then(|p| p.repr.type2_routing)
@@ -272,7 +384,7 @@ async fn run(
             // next is still waiting).
             let window = window.unwrap_or(routers).clamp(1, routers);
             for n in 0..window {
-                send(&socket, &state, target, n).await?;
+                send(&transport, &state, n).await?;
                 sent += 1;
             }
             let mut next = window % routers;
@@ -302,7 +414,7 @@ async fn run(
                             }
                             n
                         };
-                        send(&socket, &state, target, n).await?;
+                        send(&transport, &state, n).await?;
                         sent += 1;
                     }
                     _ = sweep.tick() => {
@@ -316,7 +428,7 @@ async fn run(
                             .map(|(n, _)| *n)
                             .collect();
                         for n in lost {
-                            send(&socket, &state, target, n).await?;
+                            send(&transport, &state, n).await?;
                             sent += 1;
                             retransmitted += 1;
                         }
@@ -332,7 +444,7 @@ async fn run(
                 next += interval;
                 // Routers still waiting for an answer are skipped.
                 if !busy(&state, n).await {
-                    send(&socket, &state, target, n).await?;
+                    send(&transport, &state, n).await?;
                     sent += 1;
                 }
                 n = (n + 1) % routers;
@@ -371,9 +483,8 @@ async fn busy(state: &Mutex<HashMap<u32, Router>>, n: u32) -> bool {
 }
 
 async fn send(
-    socket: &UdpSocket,
+    transport: &Transport,
     state: &Mutex<HashMap<u32, Router>>,
-    target: SocketAddr,
     n: u32,
 ) -> anyhow::Result<()> {
     let bytes = {
@@ -382,7 +493,7 @@ async fn send(
         router.sent_at = Some(Instant::now());
         packet(n, router)?
     };
-    socket.send_to(&bytes, target).await?;
+    transport.send(&bytes).await?;
     Ok(())
 }
 
@@ -394,12 +505,23 @@ fn main() -> anyhow::Result<()> {
             store,
             listen,
             flush,
+            native_interface,
         } => {
-            print!("{}", config(routers, &store, &listen, &flush));
+            print!(
+                "{}",
+                config(
+                    routers,
+                    &store,
+                    &listen,
+                    &flush,
+                    native_interface.as_deref()
+                )
+            );
             Ok(())
         }
         Command::Run {
             target,
+            native,
             routers,
             seconds,
             rate,
@@ -409,14 +531,22 @@ fn main() -> anyhow::Result<()> {
         } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
-            .block_on(run(
-                target,
-                routers,
-                seconds,
-                rate,
-                window,
-                passes,
-                first_sequence,
-            )),
+            .block_on(async {
+                let (transport, answers) = open(target, native).await?;
+                let load = Load {
+                    routers,
+                    seconds,
+                    rate,
+                    window,
+                    report_passes: passes,
+                    first_sequence,
+                };
+                let transport = Arc::new(transport);
+                run(transport.clone(), answers, load).await?;
+                if let Ok(Transport::Native { suppression, .. }) = Arc::try_unwrap(transport) {
+                    suppression.remove().await?;
+                }
+                Ok(())
+            }),
     }
 }
