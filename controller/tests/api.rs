@@ -946,14 +946,7 @@ async fn load_generator_smoke() {
         "{report}{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let field = |name: &str| -> u64 {
-        report
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{name}=")))
-            .unwrap_or_else(|| panic!("{name} missing: {report}"))
-            .parse()
-            .unwrap()
-    };
+    let field = |name: &str| -> u64 { nemo_testkit::field(&report, name).parse().unwrap() };
     assert_eq!(field("failed"), 0, "{report}");
     let allocated = field("calls");
     assert!(allocated > 0, "{report}");

@@ -622,14 +622,7 @@ fn load_generator_smoke() {
         String::from_utf8_lossy(&run.stderr)
     );
     let report = String::from_utf8(run.stdout).unwrap();
-    let field = |name: &str| -> u64 {
-        report
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{name}=")))
-            .unwrap_or_else(|| panic!("{name} missing: {report}"))
-            .parse()
-            .unwrap()
-    };
+    let field = |name: &str| -> u64 { nemo_testkit::field(&report, name).parse().unwrap() };
     assert!(field("acknowledged") > 20, "{report}");
     assert_eq!(field("rejected"), 0, "{report}");
 }

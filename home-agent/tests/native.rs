@@ -122,18 +122,7 @@ fn scapy_binding_update_over_raw_ipv6() {
         ),
     )
     .unwrap();
-    let mut child = ha
-        .command(env!("CARGO_BIN_EXE_nemo-ha"))
-        .arg("--config")
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let _daemon = Killed(child);
-    let mut ready = String::new();
-    BufReader::new(stdout).read_line(&mut ready).unwrap();
-    assert!(ready.starts_with("nemo-ha ready"), "{ready:?}");
+    let (_daemon, _) = start_home_agent(&ha, &config);
 
     let pcap = dir.path().join("ba.pcap");
     let result = scapy_registration(&mr, KEY, 1, &pcap);
@@ -227,7 +216,8 @@ fn scapy_binding_update_over_raw_ipv6() {
 
 /// Runs `nemo-ha` with the seg6 data plane in `ns`; returns the child and
 /// its UDP address.
-fn start_seg6_daemon(ns: &Netns, config: &std::path::Path) -> (Killed, String) {
+/// Starts `nemo-ha` in a namespace; returns it and its ready line.
+fn start_home_agent(ns: &Netns, config: &std::path::Path) -> (Killed, String) {
     let mut child = ns
         .command(env!("CARGO_BIN_EXE_nemo-ha"))
         .arg("--config")
@@ -236,14 +226,16 @@ fn start_seg6_daemon(ns: &Netns, config: &std::path::Path) -> (Killed, String) {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
+    let daemon = Killed(child);
     let mut ready = String::new();
     BufReader::new(stdout).read_line(&mut ready).unwrap();
-    let udp = ready
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("udp="))
-        .unwrap_or_else(|| panic!("not ready: {ready:?}"))
-        .to_owned();
-    (Killed(child), udp)
+    assert!(ready.starts_with("nemo-ha ready"), "{ready:?}");
+    (daemon, ready)
+}
+
+fn start_seg6_daemon(ns: &Netns, config: &std::path::Path) -> (Killed, String) {
+    let (daemon, ready) = start_home_agent(ns, config);
+    (daemon, nemo_testkit::field(&ready, "udp"))
 }
 
 fn encapsulation_routes(ns: &Netns) -> Vec<String> {
@@ -378,19 +370,7 @@ fn native_load_generator_smoke() {
     assert!(config.status.success());
     let config_path = dir.path().join("ha.toml");
     std::fs::write(&config_path, &config.stdout).unwrap();
-    let mut child = ha
-        .command(env!("CARGO_BIN_EXE_nemo-ha"))
-        .arg("--config")
-        .arg(&config_path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let _daemon = Killed(child);
-    let mut ready = String::new();
-    BufReader::new(stdout).read_line(&mut ready).unwrap();
-    assert!(ready.contains("ready"), "{ready:?}");
+    let (_daemon, _) = start_home_agent(&ha, &config_path);
     let run = lg
         .command(loadgen)
         .args([
@@ -410,14 +390,7 @@ fn native_load_generator_smoke() {
         "{report}{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let field = |name: &str| -> u64 {
-        report
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{name}=")))
-            .unwrap_or_else(|| panic!("{name} missing: {report}"))
-            .parse()
-            .unwrap()
-    };
+    let field = |name: &str| -> u64 { nemo_testkit::field(&report, name).parse().unwrap() };
     assert!(field("acknowledged") > 20, "{report}");
     assert_eq!(field("rejected"), 0, "{report}");
     // The generator removed its tc filter on the way out.

@@ -48,6 +48,16 @@ pub fn workspace_binary(name: &str) -> std::path::PathBuf {
     path
 }
 
+/// The value of a `name=value` word in a line the daemons, load generators
+/// and probes print (ready lines, reports); panics, naming the line, when
+/// it is missing.
+pub fn field(line: &str, name: &str) -> String {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+        .to_owned()
+}
+
 /// A daemon started for a test: its stdout's first line is its ready line,
 /// its stderr goes to a log file, and it is killed when the value is
 /// dropped, however the test ends.
@@ -83,11 +93,7 @@ impl Process {
 
     /// A `name=value` field of the ready line.
     pub fn field(&self, name: &str) -> String {
-        self.ready
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{name}=")))
-            .unwrap_or_else(|| panic!("no {name} in {:?}", self.ready))
-            .to_owned()
+        field(&self.ready, name)
     }
 
     /// The log so far.

@@ -9,6 +9,8 @@ use std::net::UdpSocket;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nemo_testkit::field;
+
 struct Killed(std::process::Child);
 
 impl Drop for Killed {
@@ -25,13 +27,6 @@ fn start(command: &mut Command) -> (Killed, String) {
     let mut ready = String::new();
     BufReader::new(stdout).read_line(&mut ready).unwrap();
     (Killed(child), ready)
-}
-
-fn field(line: &str, name: &str) -> String {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{name}=")))
-        .unwrap_or_else(|| panic!("{name} missing: {line}"))
-        .to_owned()
 }
 
 #[test]
