@@ -114,10 +114,6 @@ pub fn udp_socket(
         Type::DGRAM,
         Some(Protocol::UDP),
     )?;
-    if listen.is_ipv6() {
-        // The address says which family: `[::]` must not also take IPv4.
-        socket.set_only_v6(true)?;
-    }
     socket.set_recv_buffer_size(receive_buffer)?;
     socket.set_nonblocking(true)?;
     socket.bind(&listen.into())?;
