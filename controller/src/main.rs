@@ -20,6 +20,11 @@ use nemo_daemon::ConfigText;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
+// mimalloc, as in nemo-ha: glibc's malloc and free were 15% of the
+// controller's samples under concurrent allocations (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The nemo controller.
 #[derive(Debug, Parser)]
 #[command(name = "nemo-controller", version)]
