@@ -74,6 +74,11 @@ else
   # Mobile router: tunnel from the home agent -> decap.
   ip -n "${P}mr" -6 rule add from 2001:db8:1::1 ipproto 41 lookup 202 pref 500
   ip -n "${P}mr" -6 route add 2001:db8:2::10/128 encap seg6local action End.DT6 table main dev m0 table 202
+  if [ -n "${TUNSRC:-}" ]; then
+    # The outer source set once per namespace instead of chosen per packet.
+    ip -n "${P}ha" sr tunsrc set 2001:db8:1::1
+    ip -n "${P}mr" sr tunsrc set 2001:db8:2::10
+  fi
 fi
 
 x() { ip netns exec "$P$1" "${@:2}"; }
