@@ -39,18 +39,9 @@ fn home_agent(dir: &Path) -> Process {
 
 /// The text of a daemon's Prometheus endpoint.
 async fn scrape(address: String) -> String {
-    tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(address).unwrap();
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
-            .unwrap();
-        let mut text = String::new();
-        stream.read_to_string(&mut text).unwrap();
-        text
-    })
-    .await
-    .unwrap()
+    tokio::task::spawn_blocking(move || nemo_testkit::scrape_metrics(address))
+        .await
+        .unwrap()
 }
 
 fn mobile_router(dir: &Path, ha_udp: &str, key: &str, tag: &str) -> Process {

@@ -58,6 +58,19 @@ pub fn field(line: &str, name: &str) -> String {
         .to_owned()
 }
 
+/// The text a daemon's Prometheus endpoint (`GET /metrics`) answers at
+/// `address`. Blocking.
+pub fn scrape_metrics(address: impl std::net::ToSocketAddrs) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("metrics endpoint");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+        .expect("metrics request");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("metrics response");
+    text
+}
+
 /// A daemon started for a test: its stdout's first line is its ready line,
 /// its stderr goes to a log file, and it is killed when the value is
 /// dropped, however the test ends.

@@ -24,7 +24,8 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -35,8 +36,6 @@ use nemo::mr::{check_binding_ack, Registration};
 use nemo::wire::{parse_packet, BaStatus, Lifetime, NtpTimestamp, SequenceNumber};
 use nemo_dataplane::quiet;
 use nemo_dataplane::transport::{self, RawSender};
-use std::sync::atomic::AtomicBool;
-use std::sync::RwLock;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, Mutex};
 
