@@ -1,10 +1,11 @@
 //! The controller's state: pools, tenants, allocations, quarantine, and a
-//! history of changes, in sled.
+//! history of changes, on disk (`nemo_daemon::disk`, one redb file).
 //!
-//! Every change is one sled transaction that writes the entities and an
-//! event at the next revision, so a crash never leaves half a change and a
-//! watcher resumed from a revision sees every later change exactly once. A
-//! change is acknowledged only after a flush.
+//! Every change writes the entities and an event at the next revision, and
+//! every batch of changes is one transaction, so a crash never leaves half a
+//! change and a watcher resumed from a revision sees every later change
+//! exactly once. A change is acknowledged only after the commit that covers
+//! it returned, which is after fdatasync: it survives a power loss.
 //!
 //! Allocation keeps, per pool, the set of used tenant-length slots in memory
 //! (rebuilt at start from the allocations on disk): finding a free block is
@@ -18,9 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::Ipv6Net;
+use nemo_daemon::disk::{Disk, DiskError, Write};
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
 use tokio::sync::{broadcast, Mutex};
 
 /// A prefix pool.
@@ -313,18 +313,9 @@ pub enum StoreError {
     Storage(String),
 }
 
-impl From<sled::Error> for StoreError {
-    fn from(error: sled::Error) -> StoreError {
+impl From<DiskError> for StoreError {
+    fn from(error: DiskError) -> StoreError {
         StoreError::Storage(error.to_string())
-    }
-}
-
-impl From<TransactionError<StoreError>> for StoreError {
-    fn from(error: TransactionError<StoreError>) -> StoreError {
-        match error {
-            TransactionError::Abort(error) => error,
-            TransactionError::Storage(error) => StoreError::Storage(error.to_string()),
-        }
     }
 }
 
@@ -387,17 +378,7 @@ struct State {
 /// The store.
 #[derive(Debug)]
 pub struct Store {
-    db: sled::Db,
-    pools: sled::Tree,
-    tenants: sled::Tree,
-    allocations: sled::Tree,
-    quarantine: sled::Tree,
-    events: sled::Tree,
-    meta: sled::Tree,
-    home_agents: sled::Tree,
-    hypervisors: sled::Tree,
-    mobile_routers: sled::Tree,
-    placements: sled::Tree,
+    disk: Disk,
     state: Mutex<State>,
     quarantine_time: Duration,
     /// Changes as they become durable.
@@ -407,17 +388,22 @@ pub struct Store {
     log: DurableLog,
 }
 
-/// Group commit. A change is applied (sled transaction, memory) under the
-/// state lock, which is then released; the caller waits in `durable` until a
-/// flush covers its revision. While one flush runs, the changes of other
-/// callers are applied, and the next flush covers them all: one fsync for
-/// many acknowledgements, none before its change is on disk.
+/// Group commit. A change is applied (memory, and its writes queued) under
+/// the state lock, which is then released; the caller waits in `durable`
+/// until a commit covers its revision. While one commit runs, the changes of
+/// other callers are queued, and the next commit writes them all: one
+/// fdatasync for many acknowledgements, none before its change is on disk.
 #[derive(Debug)]
 struct DurableLog {
-    /// One flush at a time.
+    /// One commit at a time.
     flushing: Mutex<()>,
-    /// The newest revision applied to sled (not yet necessarily on disk).
-    applied: AtomicU64,
+    /// Writes applied in memory, not yet committed, in revision order, and
+    /// the newest revision among them: taken together, so that a commit
+    /// knows exactly which revisions it covers.
+    unwritten: std::sync::Mutex<(Vec<Write>, u64)>,
+    /// Set when a commit failed: memory is then ahead of the disk, and no
+    /// change may be acknowledged any more (restart to recover from disk).
+    failed: std::sync::atomic::AtomicBool,
     /// The newest revision on disk.
     flushed: AtomicU64,
     /// Applied events not yet announced, in revision order. Also the lock
@@ -428,25 +414,38 @@ struct DurableLog {
 
 const REVISION_KEY: &[u8] = b"revision";
 
+/// The store's file in its directory and its tables.
+const FILE: &str = "controller.redb";
+const TABLES: &[&str] = &[
+    "pools",
+    "tenants",
+    "allocations",
+    "quarantine",
+    "events",
+    "meta",
+    "home_agents",
+    "hypervisors",
+    "mobile_routers",
+    "placements",
+];
+/// Bound of redb's page cache: the controller keeps its state in memory,
+/// the cache serves the event history of resuming watchers.
+const CACHE_BYTES: usize = 64 << 20;
+
+/// Decodes every record of a table.
+fn load_all<T: for<'a> Deserialize<'a>>(disk: &Disk, table: &str) -> Result<Vec<T>, StoreError> {
+    let mut out = Vec::new();
+    disk.for_each(table, None, None, |_, value| {
+        out.push(decode(value)?);
+        Ok::<_, StoreError>(())
+    })?;
+    Ok(out)
+}
+
 impl Store {
     /// Opens (or creates) the store and loads it into memory.
     pub fn open(path: &Path, quarantine_time: Duration) -> Result<Store, StoreError> {
-        let db = sled::Config::new().path(path).flush_every_ms(None).open()?;
-        let store_tree = |name: &str| db.open_tree(name);
-        let (pools, tenants, allocations, quarantine, events, meta) = (
-            store_tree("pools")?,
-            store_tree("tenants")?,
-            store_tree("allocations")?,
-            store_tree("quarantine")?,
-            store_tree("events")?,
-            store_tree("meta")?,
-        );
-        let (home_agents, hypervisors, mobile_routers, placements) = (
-            store_tree("home_agents")?,
-            store_tree("hypervisors")?,
-            store_tree("mobile_routers")?,
-            store_tree("placements")?,
-        );
+        let disk = Disk::open(path, FILE, TABLES, CACHE_BYTES)?;
         let mut state = State {
             pools: BTreeMap::new(),
             tenants: BTreeMap::new(),
@@ -458,37 +457,30 @@ impl Store {
             placements: BTreeMap::new(),
             revision: 0,
         };
-        for record in home_agents.iter() {
-            let home_agent: HomeAgent = decode(&record?.1)?;
+        for home_agent in load_all::<HomeAgent>(&disk, "home_agents")? {
             state
                 .home_agents
                 .insert(home_agent.name.clone(), home_agent);
         }
-        for record in hypervisors.iter() {
-            let hypervisor: Hypervisor = decode(&record?.1)?;
+        for hypervisor in load_all::<Hypervisor>(&disk, "hypervisors")? {
             state
                 .hypervisors
                 .insert(hypervisor.name.clone(), hypervisor);
         }
-        for record in mobile_routers.iter() {
-            let mr: MobileRouter = decode(&record?.1)?;
+        for mr in load_all::<MobileRouter>(&disk, "mobile_routers")? {
             state.mobile_routers.insert(mr.tenant.clone(), mr);
         }
-        for record in placements.iter() {
-            let placement: Placement = decode(&record?.1)?;
+        for placement in load_all::<Placement>(&disk, "placements")? {
             state.placements.insert(placement.tenant.clone(), placement);
         }
-        for record in pools.iter() {
-            let pool: Pool = decode(&record?.1)?;
+        for pool in load_all::<Pool>(&disk, "pools")? {
             state.slots.insert(pool.name.clone(), Slots::default());
             state.pools.insert(pool.name.clone(), pool);
         }
-        for record in tenants.iter() {
-            let tenant: Tenant = decode(&record?.1)?;
+        for tenant in load_all::<Tenant>(&disk, "tenants")? {
             state.tenants.insert(tenant.name.clone(), tenant);
         }
-        for record in allocations.iter() {
-            let allocation: Allocation = decode(&record?.1)?;
+        for allocation in load_all::<Allocation>(&disk, "allocations")? {
             if let (Some(pool), Some(slots)) = (
                 state.pools.get(&allocation.pool),
                 state.slots.get_mut(&allocation.pool),
@@ -506,37 +498,28 @@ impl Store {
             }
             state.allocations.insert(allocation.prefix, allocation);
         }
-        for record in quarantine.iter() {
-            let (key, value) = record?;
-            let (pool_name, slot): (String, u64) = decode(&key)?;
-            let until: i64 = decode(&value)?;
+        disk.for_each("quarantine", None, None, |key, value| {
+            let (pool_name, slot): (String, u64) = decode(key)?;
+            let until: i64 = decode(value)?;
             if let Some(slots) = state.slots.get_mut(&pool_name) {
                 slots.quarantine.insert(slot, until);
             }
-        }
-        state.revision = match meta.get(REVISION_KEY)? {
+            Ok::<_, StoreError>(())
+        })?;
+        state.revision = match disk.get("meta", REVISION_KEY)? {
             Some(bytes) => decode(&bytes)?,
             None => 0,
         };
         let (changes, _) = broadcast::channel(4096);
         let log = DurableLog {
             flushing: Mutex::new(()),
-            applied: AtomicU64::new(state.revision),
+            unwritten: std::sync::Mutex::new((Vec::new(), state.revision)),
+            failed: std::sync::atomic::AtomicBool::new(false),
             flushed: AtomicU64::new(state.revision),
             pending: std::sync::Mutex::new(VecDeque::new()),
         };
         Ok(Store {
-            db,
-            pools,
-            tenants,
-            allocations,
-            quarantine,
-            events,
-            meta,
-            home_agents,
-            hypervisors,
-            mobile_routers,
-            placements,
+            disk,
             state: Mutex::new(state),
             quarantine_time,
             changes,
@@ -555,10 +538,20 @@ impl Store {
             // The flush we waited for covered it.
             return Ok(());
         }
-        // Every change up to `through` is in sled already: this flush
-        // covers it.
-        let through = self.log.applied.load(Ordering::Acquire);
-        self.db.flush_async().await?;
+        // Every change up to `through` is queued: this commit covers it.
+        let (batch, through) = {
+            let mut unwritten = self
+                .log
+                .unwritten
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            (std::mem::take(&mut unwritten.0), unwritten.1)
+        };
+        if let Err(error) = self.disk.write_async(batch).await {
+            self.log.failed.store(true, Ordering::Release);
+            tracing::error!(%error, "store commit failed; no change is acknowledged any more, restart to recover from disk");
+            return Err(error.into());
+        }
         let mut pending = self
             .log
             .pending
@@ -573,70 +566,55 @@ impl Store {
         Ok(())
     }
 
-    /// Applies a change: entity writes and the event, in one transaction.
-    /// The caller mirrors it in memory, releases the state and waits in
-    /// `durable` for the flush before it answers.
+    /// Applies a change: its entity writes and the event are queued to be
+    /// committed together. The caller mirrors it in memory, releases the
+    /// state and waits in `durable` for the commit before it answers.
     fn commit(
         &self,
         state: &mut State,
         change: Change,
-        writes: impl Fn(&Trees<'_>) -> Result<(), ConflictableTransactionError<StoreError>>,
+        writes: impl Fn(&Trees<'_>) -> Result<(), StoreError>,
     ) -> Result<Event, StoreError> {
+        if self.log.failed.load(Ordering::Acquire) {
+            return Err(StoreError::Storage(
+                "an earlier commit failed; restart the controller".into(),
+            ));
+        }
         let event = Event {
             revision: state.revision + 1,
             at_unix_ms: unix_ms(SystemTime::now()),
             change,
         };
-        let event_bytes = encode(&event)?;
-        let revision_bytes = encode(&event.revision)?;
-        (
-            &self.pools,
-            &self.tenants,
-            &self.allocations,
-            &self.quarantine,
-            &self.events,
-            &self.meta,
-            &self.home_agents,
-            &self.hypervisors,
-            &self.mobile_routers,
-            &self.placements,
-        )
-            .transaction(
-                |(
-                    pools,
-                    tenants,
-                    allocations,
-                    quarantine,
-                    events,
-                    meta,
-                    home_agents,
-                    hypervisors,
-                    mobile_routers,
-                    placements,
-                )| {
-                    let trees = Trees {
-                        pools,
-                        tenants,
-                        allocations,
-                        quarantine,
-                        home_agents,
-                        hypervisors,
-                        mobile_routers,
-                        placements,
-                    };
-                    writes(&trees)?;
-                    events.insert(&event.revision.to_be_bytes(), event_bytes.clone())?;
-                    meta.insert(REVISION_KEY, revision_bytes.clone())?;
-                    Ok(())
-                },
-            )?;
+        let queued = std::cell::RefCell::new(Vec::new());
+        let table = |name| Table {
+            name,
+            queued: &queued,
+        };
+        writes(&Trees {
+            pools: table("pools"),
+            tenants: table("tenants"),
+            allocations: table("allocations"),
+            quarantine: table("quarantine"),
+            home_agents: table("home_agents"),
+            hypervisors: table("hypervisors"),
+            mobile_routers: table("mobile_routers"),
+            placements: table("placements"),
+        })?;
+        table("events").insert(&event.revision.to_be_bytes(), encode(&event)?)?;
+        table("meta").insert(REVISION_KEY, encode(&event.revision)?)?;
         state.revision = event.revision;
         self.log
             .pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push_back(event.clone());
-        self.log.applied.store(event.revision, Ordering::Release);
+        let mut unwritten = self
+            .log
+            .unwritten
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        unwritten.0.extend(queued.into_inner());
+        unwritten.1 = event.revision;
         Ok(event)
     }
 
@@ -1078,12 +1056,15 @@ impl Store {
         };
         let mut events = Vec::new();
         if flushed > revision {
-            for record in self
-                .events
-                .range((revision + 1).to_be_bytes()..=flushed.to_be_bytes())
-            {
-                events.push(decode(&record?.1)?);
-            }
+            self.disk.for_each(
+                "events",
+                Some(&(revision + 1).to_be_bytes()),
+                Some(&flushed.to_be_bytes()),
+                |_, value| {
+                    events.push(decode(value)?);
+                    Ok::<_, StoreError>(())
+                },
+            )?;
         }
         Ok((events, receiver))
     }
@@ -1540,17 +1521,43 @@ fn fresh_key() -> Result<String, StoreError> {
     Ok(key.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// The trees a transaction writes.
-#[allow(missing_debug_implementations)] // sled's transactional trees are not Debug
+/// The tables a change writes; each write is queued for the commit.
+#[derive(Debug)]
 pub struct Trees<'a> {
-    pools: &'a sled::transaction::TransactionalTree,
-    tenants: &'a sled::transaction::TransactionalTree,
-    allocations: &'a sled::transaction::TransactionalTree,
-    quarantine: &'a sled::transaction::TransactionalTree,
-    home_agents: &'a sled::transaction::TransactionalTree,
-    hypervisors: &'a sled::transaction::TransactionalTree,
-    mobile_routers: &'a sled::transaction::TransactionalTree,
-    placements: &'a sled::transaction::TransactionalTree,
+    pools: Table<'a>,
+    tenants: Table<'a>,
+    allocations: Table<'a>,
+    quarantine: Table<'a>,
+    home_agents: Table<'a>,
+    hypervisors: Table<'a>,
+    mobile_routers: Table<'a>,
+    placements: Table<'a>,
+}
+
+/// One table of a change.
+#[derive(Debug)]
+struct Table<'a> {
+    name: &'static str,
+    queued: &'a std::cell::RefCell<Vec<Write>>,
+}
+
+impl Table<'_> {
+    fn insert(&self, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
+        self.queued.borrow_mut().push(Write::Put {
+            table: self.name,
+            key: key.to_vec(),
+            value,
+        });
+        Ok(())
+    }
+
+    fn remove(&self, key: &[u8]) -> Result<(), StoreError> {
+        self.queued.borrow_mut().push(Write::Delete {
+            table: self.name,
+            key: key.to_vec(),
+        });
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! What nemo's daemons share: configuration files whose errors name the
 //! line, logging set up the same way, and the HTTP endpoint Prometheus
-//! scrapes.
+//! scrapes, and the durable tables they keep their state in ([`disk`]).
+
+pub mod disk;
 
 use std::io::IsTerminal;
 use std::ops::Range;

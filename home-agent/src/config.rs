@@ -112,7 +112,7 @@ pub enum FlushMode {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
-    /// Directory of the sled database.
+    /// Directory of the store (its file is `bindings.redb`).
     pub path: PathBuf,
     /// Group commit (default) or a flush per binding.
     #[serde(default)]

@@ -466,18 +466,20 @@ async fn writer(
                 Err(_) => break,
             }
         }
-        let mut changes = 0u64;
-        for pending in &batch {
-            if let Some((change, _)) = &pending.change {
-                store.apply(change)?;
-                changes += 1;
-                if flush_mode == FlushMode::EachBinding {
-                    timed_flush(&store, &shared.metrics, 1).await?;
+        let changes: Vec<&Change> = batch
+            .iter()
+            .filter_map(|pending| pending.change.as_ref().map(|(change, _)| change))
+            .collect();
+        match flush_mode {
+            FlushMode::Group if !changes.is_empty() => {
+                timed_commit(&store, &shared.metrics, &changes).await?;
+            }
+            FlushMode::Group => {}
+            FlushMode::EachBinding => {
+                for change in &changes {
+                    timed_commit(&store, &shared.metrics, &[change]).await?;
                 }
             }
-        }
-        if changes > 0 && flush_mode == FlushMode::Group {
-            timed_flush(&store, &shared.metrics, changes).await?;
         }
         for pending in batch.drain(..) {
             publish(&shared, &pending);
@@ -508,18 +510,22 @@ async fn writer(
             }
         }
     }
-    store.flush().await?;
-    tracing::info!("writer stopped, store flushed");
+    tracing::info!("writer stopped, every acknowledged change on disk");
     Ok(())
 }
 
-async fn timed_flush(store: &Store, metrics: &Metrics, batch: u64) -> Result<(), StoreError> {
+/// One durable commit of a batch, measured.
+async fn timed_commit(
+    store: &Store,
+    metrics: &Metrics,
+    changes: &[&Change],
+) -> Result<(), StoreError> {
     let started = Instant::now();
-    store.flush().await?;
+    store.commit(changes.iter().copied()).await?;
     metrics
         .flush_seconds
         .observe(started.elapsed().as_secs_f64());
-    metrics.flush_batch.observe(batch as f64);
+    metrics.flush_batch.observe(changes.len() as f64);
     Ok(())
 }
 
@@ -626,15 +632,17 @@ pub async fn start<D: HomeAgentDataPlane>(setup: Setup<D>) -> anyhow::Result<Run
     let stored = setup.store.load().context("loading bindings")?;
     let mut engine = HomeAgent::new(setup.engine);
     let expired = engine.load(stored, now);
-    for binding in &expired {
-        setup
-            .store
-            .apply(&Change::Remove {
-                binding: binding.clone(),
-            })
-            .context("removing expired bindings")?;
-    }
-    setup.store.flush().await.context("flushing store")?;
+    let removals: Vec<Change> = expired
+        .iter()
+        .map(|binding| Change::Remove {
+            binding: binding.clone(),
+        })
+        .collect();
+    setup
+        .store
+        .commit(&removals)
+        .await
+        .context("removing expired bindings")?;
     let live: Vec<Binding> = engine.bindings().cloned().collect();
     let report = setup
         .dataplane

@@ -1,10 +1,10 @@
-//! The binding cache on disk (sled).
+//! The binding cache on disk (`nemo_daemon::disk`, one redb file).
 //!
-//! One record per home address. A record is written with `apply` and becomes
-//! durable at the next `flush`; the daemon sends no accepting Binding
-//! Acknowledgement before the flush that covers its binding returns, and
-//! batches flushes (group commit) so durability costs one fsync per batch,
-//! not per registration.
+//! One record per home address. A batch of changes is written with
+//! `commit`, one transaction that is on the device (fdatasync) when it
+//! returns; the daemon sends no accepting Binding Acknowledgement before the
+//! commit that covers its binding returns, and batches changes (group commit)
+//! so durability costs one sync per batch, not per registration.
 
 use std::net::Ipv6Addr;
 use std::path::Path;
@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ipnet::Ipv6Net;
 use nemo::ha::{Binding, Change};
 use nemo::wire::{Lifetime, NtpTimestamp, SequenceNumber};
+use nemo_daemon::disk::{Disk, DiskError, Write};
 
 /// Record format version.
 const FORMAT: u8 = 1;
@@ -20,9 +21,9 @@ const FORMAT: u8 = 1;
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// sled failed (I/O, corruption).
+    /// The disk failed (I/O, corruption).
     #[error("store: {0}")]
-    Sled(#[from] sled::Error),
+    Disk(#[from] DiskError),
     /// A record that does not decode.
     #[error("store: record for {key} is corrupt: {reason}")]
     Corrupt {
@@ -36,9 +37,17 @@ pub enum StoreError {
 /// The on-disk binding cache.
 #[derive(Debug, Clone)]
 pub struct Store {
-    db: sled::Db,
-    bindings: sled::Tree,
+    disk: Disk,
 }
+
+/// The store's file in its directory, and its one table.
+const FILE: &str = "bindings.redb";
+const BINDINGS: &str = "bindings";
+
+/// redb's page cache: the daemon keeps every binding in memory already, so
+/// the store's cache only needs to hold the tree's upper levels and the
+/// pages a batch touches.
+const CACHE_BYTES: usize = 32 << 20;
 
 fn millis(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
@@ -141,56 +150,52 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<Binding, StoreError> {
 impl Store {
     /// Opens (or creates) the store in a directory.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new()
-            .path(path)
-            // Durability comes from our explicit flushes, not a timer.
-            .flush_every_ms(None)
-            .open()?;
-        let bindings = db.open_tree("bindings")?;
-        Ok(Store { db, bindings })
+        Ok(Store {
+            disk: Disk::open(path, FILE, &[BINDINGS], CACHE_BYTES)?,
+        })
     }
 
     /// Every binding on disk. A record that does not decode stops the
     /// load: a home agent that silently forgot bindings would break the
     /// promise of its acknowledgements.
     pub fn load(&self) -> Result<Vec<Binding>, StoreError> {
-        self.bindings
-            .iter()
-            .map(|record| {
-                let (key, value) = record?;
-                decode(&key, &value)
+        let mut bindings = Vec::new();
+        self.disk.for_each(BINDINGS, None, None, |key, value| {
+            bindings.push(decode(key, value)?);
+            Ok::<_, StoreError>(())
+        })?;
+        Ok(bindings)
+    }
+
+    /// Writes a batch of changes in one transaction; when this returns, the
+    /// batch survives a power loss.
+    pub async fn commit<'a>(
+        &self,
+        changes: impl IntoIterator<Item = &'a Change>,
+    ) -> Result<(), StoreError> {
+        let batch: Vec<Write> = changes
+            .into_iter()
+            .map(|change| match change {
+                Change::Upsert { binding, .. } => Write::Put {
+                    table: BINDINGS,
+                    key: binding.home_address.octets().to_vec(),
+                    value: encode(binding),
+                },
+                Change::Remove { binding } => Write::Delete {
+                    table: BINDINGS,
+                    key: binding.home_address.octets().to_vec(),
+                },
             })
-            .collect()
-    }
-
-    /// Writes a change (durable at the next flush).
-    pub fn apply(&self, change: &Change) -> Result<(), StoreError> {
-        match change {
-            Change::Upsert { binding, .. } => {
-                self.bindings
-                    .insert(binding.home_address.octets(), encode(binding))?;
-            }
-            Change::Remove { binding } => {
-                self.bindings.remove(binding.home_address.octets())?;
-            }
+            .collect();
+        if batch.is_empty() {
+            return Ok(());
         }
-        Ok(())
-    }
-
-    /// Makes every write so far durable.
-    pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
-        Ok(())
+        Ok(self.disk.write_async(batch).await?)
     }
 
     /// Number of bindings on disk.
-    pub fn len(&self) -> usize {
-        self.bindings.len()
-    }
-
-    /// True when no binding is on disk.
-    pub fn is_empty(&self) -> bool {
-        self.bindings.is_empty()
+    pub fn len(&self) -> Result<u64, StoreError> {
+        Ok(self.disk.len(BINDINGS)?)
     }
 }
 
@@ -260,24 +265,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path()).unwrap();
-            store
-                .apply(&Change::Upsert {
-                    binding: binding(),
-                    previous: None,
-                })
-                .unwrap();
             let mut other = binding();
             other.home_address = "2001:db8:1::200".parse().unwrap();
             store
-                .apply(&Change::Upsert {
-                    binding: other.clone(),
-                    previous: None,
-                })
+                .commit(&[
+                    Change::Upsert {
+                        binding: binding(),
+                        previous: None,
+                    },
+                    Change::Upsert {
+                        binding: other.clone(),
+                        previous: None,
+                    },
+                ])
+                .await
                 .unwrap();
-            store.apply(&Change::Remove { binding: other }).unwrap();
-            store.flush().await.unwrap();
+            store
+                .commit(&[Change::Remove { binding: other }])
+                .await
+                .unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.load().unwrap(), vec![binding()]);
+        assert_eq!(store.len().unwrap(), 1);
     }
 }
