@@ -126,7 +126,7 @@ pub fn udp_socket(
 /// A key written in hex, two digits per octet.
 pub fn parse_hex_key(hex: &str) -> Result<Vec<u8>, String> {
     let hex = hex.trim();
-    if hex.len() % 2 != 0 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+    if !hex.len().is_multiple_of(2) || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err("key must be hex digits, two per octet".into());
     }
     (0..hex.len())

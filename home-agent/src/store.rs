@@ -192,11 +192,6 @@ impl Store {
         }
         Ok(self.disk.write_async(batch).await?)
     }
-
-    /// Number of bindings on disk.
-    pub fn len(&self) -> Result<u64, StoreError> {
-        Ok(self.disk.len(BINDINGS)?)
-    }
 }
 
 #[cfg(test)]
@@ -287,6 +282,5 @@ mod tests {
         }
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.load().unwrap(), vec![binding()]);
-        assert_eq!(store.len().unwrap(), 1);
     }
 }

@@ -530,7 +530,7 @@ pub(super) fn encode_options(
             // ends on an 8-octet boundary; eight steps cover every residue.
             if let Some(fit) = (0..8)
                 .map(|step| pad + step * modulus)
-                .find(|p| (out.len() + p + 2 + data_len) % 8 == 0)
+                .find(|p| (out.len() + p + 2 + data_len).is_multiple_of(8))
             {
                 pad = fit;
             }
