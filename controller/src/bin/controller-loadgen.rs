@@ -46,6 +46,11 @@ struct Args {
     /// (connection, token check, state lock) without a write.
     #[arg(long)]
     read_only: bool,
+    /// At the end, write every prefix whose allocation was acknowledged to
+    /// this file, one a line (what a power-loss test checks the restarted
+    /// controller against).
+    #[arg(long)]
+    acknowledged: Option<std::path::PathBuf>,
 }
 
 fn request<T>(message: T, token: &str) -> anyhow::Result<Request<T>> {
@@ -109,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
         let (token, pool, read_only) = (token.clone(), args.pool.clone(), args.read_only);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
+            let mut allocated = Vec::new();
             let mut failures = 0u64;
             while Instant::now() < deadline {
                 let started = Instant::now();
@@ -124,23 +130,35 @@ async fn main() -> anyhow::Result<()> {
                     connection
                         .allocate_prefix(request(call, &token)?)
                         .await
-                        .map(drop)
+                        .map(|answer| allocated.push(answer.into_inner().prefix))
                 };
                 match answer {
                     Ok(()) => latencies
                         .push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32),
-                    Err(_) => failures += 1,
+                    Err(_) => {
+                        // A controller that went away: do not spin on it.
+                        failures += 1;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
                 }
             }
-            anyhow::Ok((latencies, failures))
+            anyhow::Ok((latencies, failures, allocated))
         }));
     }
     let mut latencies = Vec::new();
     let mut failures = 0;
+    let mut allocated = String::new();
     for task in tasks {
-        let (mut some, failed) = task.await??;
+        let (mut some, failed, prefixes) = task.await??;
         latencies.append(&mut some);
         failures += failed;
+        for prefix in prefixes {
+            allocated.push_str(&prefix);
+            allocated.push('\n');
+        }
+    }
+    if let Some(path) = &args.acknowledged {
+        std::fs::write(path, allocated).with_context(|| format!("writing {}", path.display()))?;
     }
     latencies.sort_unstable();
     println!(

@@ -97,6 +97,11 @@ enum Command {
         /// earlier run's, so its first updates are refreshes, not 135s.
         #[arg(long, default_value_t = 0)]
         first_sequence: u16,
+        /// At the end, write the home address of every router whose Binding
+        /// Update was accepted to this file, one a line (what a power-loss
+        /// test checks the restarted home agent against).
+        #[arg(long)]
+        acknowledged: Option<std::path::PathBuf>,
     },
 }
 
@@ -227,6 +232,7 @@ struct Load {
     window: Option<u32>,
     report_passes: bool,
     first_sequence: u16,
+    acknowledged: Option<std::path::PathBuf>,
 }
 
 /// Opens the transport and starts feeding the answers into a channel.
@@ -295,6 +301,7 @@ async fn run(
         window,
         report_passes,
         first_sequence,
+        acknowledged,
     } = load;
     let state: Arc<Mutex<HashMap<u32, Router>>> = Arc::new(Mutex::new(
         (0..routers)
@@ -326,6 +333,7 @@ async fn run(
             let mut latencies: Vec<u32> = Vec::with_capacity(1 << 20);
             let mut rejected = 0u64;
             let mut resynchronized = 0u64;
+            let mut accepted = std::collections::BTreeSet::new();
             loop {
                 let received = tokio::time::timeout_at(
                     tokio::time::Instant::from_std(deadline + Duration::from_secs(2)),
@@ -351,7 +359,9 @@ async fn run(
                     continue;
                 };
                 match check_binding_ack(reply, CARE_OF, home_address, &router.sa) {
-                    Ok(ba) if ba.status.is_accepted() => {}
+                    Ok(ba) if ba.status.is_accepted() => {
+                        accepted.insert(home_address);
+                    }
                     // A home agent that remembers a later sequence number
                     // (an earlier run): take its number and send again, as
                     // RFC 6275 §11.7.3 has a mobile node do; not a registration.
@@ -370,7 +380,7 @@ async fn run(
                 drop(state);
                 let _ = done_tx.send((n, false));
             }
-            (latencies, rejected, resynchronized)
+            (latencies, rejected, resynchronized, accepted)
         })
     };
 
@@ -453,7 +463,11 @@ async fn run(
             }
         }
     }
-    let (mut latencies, rejected, resynchronized) = receiver.await?;
+    let (mut latencies, rejected, resynchronized, accepted) = receiver.await?;
+    if let Some(path) = acknowledged {
+        let lines: String = accepted.iter().map(|a| format!("{a}\n")).collect();
+        std::fs::write(&path, lines).with_context(|| format!("writing {}", path.display()))?;
+    }
     let elapsed = seconds as f64;
     latencies.sort_unstable();
     println!(
@@ -527,6 +541,7 @@ fn main() -> anyhow::Result<()> {
             window,
             passes,
             first_sequence,
+            acknowledged,
         } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
@@ -539,6 +554,7 @@ fn main() -> anyhow::Result<()> {
                     window,
                     report_passes: passes,
                     first_sequence,
+                    acknowledged,
                 };
                 let transport = Arc::new(transport);
                 run(transport.clone(), answers, load).await?;
