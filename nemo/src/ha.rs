@@ -381,7 +381,17 @@ pub struct HomeAgent {
     replay: HashMap<Ipv6Addr, NtpTimestamp>,
     /// Bindings already sent a Binding Refresh Request this lifetime.
     refresh_sent: BTreeSet<Ipv6Addr>,
+    /// Home registrations just deregistered, marked invalid rather than
+    /// forgotten (RFC 6275 §10.3.2): their sequence number and until when
+    /// they still order Binding Updates, so that a delayed update sent
+    /// before the deregistration gets 135 instead of re-creating the
+    /// binding. Forwarding is removed at once; not kept across a restart.
+    deregistered: HashMap<Ipv6Addr, (SequenceNumber, SystemTime)>,
 }
+
+/// How long a deregistered entry stays, invalid, in the cache (RFC 6275
+/// §12: MAX_DELETE_BCE_TIMEOUT).
+pub const MAX_DELETE_BCE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// True for an address a binding may use: unicast and routable, not
 /// link-local, loopback, unspecified or multicast.
@@ -470,6 +480,7 @@ impl HomeAgent {
             expiry: BTreeSet::new(),
             replay: HashMap::new(),
             refresh_sent: BTreeSet::new(),
+            deregistered: HashMap::new(),
         }
     }
 
@@ -562,6 +573,7 @@ impl HomeAgent {
                 }
             }
             Change::Remove { binding } => {
+                self.deregistered.remove(&binding.home_address);
                 self.insert(binding.clone());
             }
         }
@@ -577,6 +589,7 @@ impl HomeAgent {
     /// Removes the bindings expired at `now` (RFC 6275 §10.3.1: deleted
     /// after the lifetime).
     pub fn expire(&mut self, now: SystemTime) -> Vec<Change> {
+        self.deregistered.retain(|_, (_, until)| *until > now);
         let due: Vec<Ipv6Addr> = self
             .expiry
             .iter()
@@ -591,7 +604,14 @@ impl HomeAgent {
     /// The next time [`HomeAgent::expire`] or
     /// [`HomeAgent::refresh_requests`] has work.
     pub fn poll_timeout(&self) -> Option<SystemTime> {
-        let next_expiry = self.expiry.iter().next().map(|(at, _)| *at);
+        let next_expiry = self
+            .expiry
+            .iter()
+            .next()
+            .map(|(at, _)| *at)
+            .into_iter()
+            .chain(self.deregistered.values().map(|(_, until)| *until))
+            .min();
         let next_refresh = self.config.refresh_request_before.and_then(|before| {
             self.expiry
                 .iter()
@@ -710,9 +730,16 @@ impl HomeAgent {
             }
         }
         let existing = self.bindings.get(&home_address);
-        if let Some(existing) = existing {
-            if !bu.sequence.is_newer_than(existing.sequence) {
-                let last = existing.sequence;
+        // RFC 6275 §9.5.1, §10.3.2: a live binding, or a deregistered one
+        // still marked invalid, orders sequence numbers.
+        let last_sequence = existing.map(|b| b.sequence).or_else(|| {
+            self.deregistered
+                .get(&home_address)
+                .filter(|(_, until)| *until > now)
+                .map(|(sequence, _)| *sequence)
+        });
+        if let Some(last) = last_sequence {
+            if !bu.sequence.is_newer_than(last) {
                 return self.answer(
                     &context,
                     BaStatus::SEQUENCE_OUT_OF_WINDOW,
@@ -731,13 +758,19 @@ impl HomeAgent {
 
         // Deregistration (RFC 3963 §6.2, §6.7): R and prefixes are ignored.
         if bu.lifetime.is_zero() || care_of == home_address {
-            let change = self.remove(home_address);
+            // RFC 6275 §10.3.2: no home registration here, nothing to
+            // deregister: 133.
+            let Some(change) = self.remove(home_address) else {
+                return self.reject(&context, BaStatus::NOT_HOME_AGENT, now);
+            };
+            self.deregistered
+                .insert(home_address, (bu.sequence, now + MAX_DELETE_BCE_TIMEOUT));
             return self.answer(
                 &context,
                 BaStatus::ACCEPTED,
                 bu.sequence,
                 false,
-                change,
+                Some(change),
                 now,
             );
         }
@@ -805,6 +838,7 @@ impl HomeAgent {
             registered_at: now,
             expires_at: now + granted.as_duration(),
         };
+        self.deregistered.remove(&home_address);
         let previous = self.insert(binding.clone());
         let change = Change::Upsert { binding, previous };
         self.answer(

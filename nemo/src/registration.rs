@@ -421,7 +421,13 @@ impl Registrar {
             return Ok(());
         }
         self.last_status = Some(ba.status);
-        if ba.status.is_accepted() {
+        // RFC 6275 §10.3.2: a home agent that holds no home registration
+        // answers a deregistration with 133. That is the state asked for
+        // (an earlier transmission whose answer was lost may have removed
+        // it): deregistered.
+        let deregistered = ba.status.is_accepted()
+            || (ba.status == BaStatus::NOT_HOME_AGENT && self.state == State::Deregistering);
+        if deregistered {
             let took = self.attempt_started.map_or(Duration::ZERO, |started| {
                 now.saturating_duration_since(started)
             });

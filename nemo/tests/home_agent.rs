@@ -603,12 +603,71 @@ fn deregistration_by_lifetime_zero_or_from_home() {
     assert!(matches!(change, Some(Change::Remove { .. })));
     assert!(ha.is_empty());
 
-    // Deregistering what is not there is accepted and changes nothing.
+    // RFC 6275 §10.3.2: deregistering what is not there is rejected with
+    // 133 (not home agent for this mobile node) and changes nothing.
     let mut again = Bu::new(HOA_A, 0x1000, 5, now + Duration::from_millis(4));
     again.lifetime = 0;
     let (ba, change) = ack(&again.send(&mut ha, now), &again);
-    assert_eq!(ba.status, BaStatus::ACCEPTED);
+    assert_eq!(ba.status, BaStatus::NOT_HOME_AGENT);
     assert_eq!(change, None);
+    let mut never = Bu::new(HOA_B, 0x2000, 1, now);
+    never.lifetime = 0;
+    let (ba, change) = ack(&never.send(&mut ha, now), &never);
+    assert_eq!(ba.status, BaStatus::NOT_HOME_AGENT);
+    assert_eq!(change, None);
+}
+
+#[test]
+fn a_deregistered_entry_orders_late_updates_for_max_delete_bce_timeout() {
+    // RFC 6275 §10.3.2: the entry is marked invalid, not removed, for
+    // MAX_DELETE_BCE_TIMEOUT (§12: 10 s); a Binding Update sent before the
+    // deregistration and delayed gets 135, and forwarding is gone at once.
+    let mut ha = home_agent();
+    let now = start();
+    Bu::new(HOA_A, 0x1000, 10, now).send(&mut ha, now);
+    let mut deregister = Bu::new(HOA_A, 0x1000, 12, now + Duration::from_millis(1));
+    deregister.lifetime = 0;
+    let (ba, change) = ack(&deregister.send(&mut ha, now), &deregister);
+    assert_eq!(ba.status, BaStatus::ACCEPTED);
+    assert!(matches!(change, Some(Change::Remove { .. })));
+    assert!(
+        ha.binding(addr(HOA_A)).is_none(),
+        "forwarding stops at once"
+    );
+    assert_eq!(
+        ha.poll_timeout(),
+        Some(now + nemo::ha::MAX_DELETE_BCE_TIMEOUT),
+        "the invalid entry is a timer"
+    );
+
+    let later = now + Duration::from_secs(3);
+    let delayed = Bu::new(HOA_A, 0x1000, 11, now + Duration::from_millis(2));
+    let (ba, change) = ack(&delayed.send(&mut ha, later), &delayed);
+    assert_eq!(ba.status, BaStatus::SEQUENCE_OUT_OF_WINDOW);
+    assert_eq!(
+        ba.sequence,
+        SequenceNumber(12),
+        "the deregistration's number"
+    );
+    assert_eq!(change, None);
+    assert!(ha.binding(addr(HOA_A)).is_none());
+
+    // A newer registration is taken at once.
+    let fresh = Bu::new(HOA_A, 0x1000, 13, now + Duration::from_millis(3));
+    assert_eq!(
+        status(&fresh.send(&mut ha, later), &fresh),
+        BaStatus::ACCEPTED
+    );
+
+    // After the timeout the invalid entry is gone: any number starts anew.
+    let mut ha = home_agent();
+    Bu::new(HOA_A, 0x1000, 10, now).send(&mut ha, now);
+    deregister.send(&mut ha, now);
+    let gone = now + nemo::ha::MAX_DELETE_BCE_TIMEOUT + Duration::from_millis(1);
+    assert!(ha.expire(gone).is_empty());
+    assert_eq!(ha.poll_timeout(), None);
+    let old = Bu::new(HOA_A, 0x1000, 11, gone);
+    assert_eq!(status(&old.send(&mut ha, gone), &old), BaStatus::ACCEPTED);
 }
 
 #[test]
