@@ -145,6 +145,7 @@ fn routes(binding: &Binding) -> BindingRoutes {
 fn decode_reason(error: &DecodeError) -> &'static str {
     match error {
         DecodeError::Truncated { .. } => "truncated",
+        DecodeError::TrailingBytes { .. } => "trailing_bytes",
         DecodeError::LengthMismatch { .. } => "length_mismatch",
         DecodeError::MessageTooShort { .. } => "message_too_short",
         DecodeError::OptionOverrun { .. } => "option_overrun",

@@ -384,7 +384,12 @@ async fn malformed_packets_are_counted_and_the_daemon_keeps_serving() {
     let mut wrong_length = good.clone();
     wrong_length[40 + 24 + 1] = 200;
     set_mh_checksum(home(0), addr(HA), &mut wrong_length[64..]);
+    // A correctly signed Binding Update with bytes beyond the IPv6 Payload
+    // Length: refused, not registered.
+    let mut trailing = registration(0, 5).packet(&sa(0)).unwrap();
+    trailing.extend_from_slice(b"appended");
     for packet in [
+        trailing,
         vec![],
         vec![0x60],
         b"\x45 an IPv4 header, not IPv6, and longer than forty octets".to_vec(),
@@ -403,6 +408,7 @@ async fn malformed_packets_are_counted_and_the_daemon_keeps_serving() {
     );
     let metrics = daemon.metrics();
     for reason in [
+        "trailing_bytes",
         "truncated",
         "checksum",
         "option_overrun",

@@ -544,10 +544,26 @@ fn whole_packets_round_trip_with_their_checksums() {
     assert!(parsed.checksum_ok());
     assert_eq!(&parsed.mh[6..], &mh[6..]);
 
-    // Trailing link-layer padding is outside the IPv6 payload.
-    let mut padded = packet.clone();
-    padded.extend_from_slice(&[0; 6]);
-    assert_eq!(parse_packet(&padded).unwrap().mh, parsed.mh);
+    // Bytes after the Payload Length's end are refused (a signed message
+    // with a tail appended is not the message that was signed)...
+    let mut appended = packet.clone();
+    appended.extend_from_slice(&[0; 6]);
+    assert_eq!(
+        parse_packet(&appended).unwrap_err(),
+        DecodeError::TrailingBytes {
+            declared: packet.len(),
+            extra: 6
+        }
+    );
+    // ...except Ethernet's padding of a packet shorter than 46 octets,
+    // which is outside the IPv6 payload (RFC 8200 §3).
+    let mut short = packet[..40].to_vec();
+    short[4..6].copy_from_slice(&0u16.to_be_bytes());
+    short.extend_from_slice(&[0; 6]);
+    assert!(!matches!(
+        parse_packet(&short),
+        Err(DecodeError::TrailingBytes { .. })
+    ));
 
     // Any flipped bit in the Mobility Header breaks the checksum.
     let mh_start = packet.len() - mh.len();

@@ -207,6 +207,9 @@ fn truncated(what: &'static str, needed: usize, available: usize) -> DecodeError
     }
 }
 
+/// Ethernet's minimum payload: shorter packets arrive padded to it.
+const MIN_ETHERNET_PAYLOAD: usize = 46;
+
 /// Parses an IPv6 packet (as a packet socket delivers it, without the link
 /// header) down to its Mobility Header, through Hop-by-Hop Options,
 /// Destination Options and Routing headers.
@@ -216,11 +219,19 @@ pub fn parse_packet(bytes: &[u8]) -> Result<ParsedPacket<'_>, DecodeError> {
     if ip.get_version() != 6 {
         return Err(DecodeError::NotMobility("not IPv6"));
     }
-    // Frames may carry link padding after the IPv6 payload: trust the
-    // Payload Length, not the buffer.
+    // The Payload Length is the packet's end (RFC 8200 §3). A frame may
+    // carry link padding up to Ethernet's minimum payload, but only a
+    // packet shorter than that is padded, and no Mobility Header packet is:
+    // anything else after the end is an appended tail, not ours to ignore.
     let end = IPV6_HEADER_LEN + usize::from(ip.get_payload_length());
     if end > bytes.len() {
         return Err(truncated("IPv6 payload", end, bytes.len()));
+    }
+    if bytes.len() > end.max(MIN_ETHERNET_PAYLOAD) {
+        return Err(DecodeError::TrailingBytes {
+            declared: end,
+            extra: bytes.len() - end,
+        });
     }
     let mut repr = PacketRepr {
         source: ip.get_source(),

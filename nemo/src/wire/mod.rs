@@ -44,6 +44,16 @@ pub enum DecodeError {
         /// Octets available.
         available: usize,
     },
+    /// Bytes after the end the IPv6 Payload Length declares (RFC 8200
+    /// §3), beyond what link padding can explain: a Mobility Header packet
+    /// is never short enough to be padded.
+    #[error("{extra} octets after the {declared}-octet IPv6 packet")]
+    TrailingBytes {
+        /// Length of the packet by its header, in octets.
+        declared: usize,
+        /// Octets after it.
+        extra: usize,
+    },
     /// The Mobility Header's Header Len does not match the bytes received
     /// (RFC 6275 §6.1.1: the length is in 8-octet units after the first 8).
     #[error("Mobility Header length field says {declared} octets, packet has {available}")]
