@@ -54,17 +54,44 @@ case "$MODE" in orchestrated|seed) ;; *) echo "migrate.sh: MODE is orchestrated 
 P=${NEMO_LAB_PREFIX:-nemo-lab-$$-}
 WORK=$(mktemp -d)
 PIDS=()
+ALL_NS="cn home wan hva hvb mrvm vm"
 cleanup() {
+  local status=$? left=""
   set +e
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
-  for n in cn home wan hva hvb mrvm vm; do ip netns del "$P$n" 2>/dev/null; done
+  # Whatever still runs in the lab's namespaces escaped the PIDs above: a
+  # clean-up bug. Say so, end it, and fail.
+  for n in $ALL_NS; do
+    [ -e "/run/netns/$P$n" ] || continue
+    for pid in $(ip netns pids "$P$n" 2>/dev/null); do
+      left+=" $pid($(tr '\0' ' ' </proc/"$pid"/cmdline 2>/dev/null | cut -c1-60))"
+      kill -9 "$pid" 2>/dev/null
+    done
+    ip netns del "$P$n" 2>/dev/null
+  done
   rm -rf "$WORK"
+  if [ -n "$left" ]; then
+    echo "CLEANUP FAILED: processes left behind:$left" >&2
+    [ "$status" = 0 ] && status=1
+  fi
+  exit "$status"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 x() { local ns=$1; shift; ip netns exec "$P$ns" "$@"; }
+# Starts a command in a namespace in the background, its stdout and stderr
+# to the files given, and records its PID. Not `x ... &`: a function run in
+# the background is a subshell, so `$!` would be the subshell's and the
+# daemon would survive the clean-up. Here `$!` is ip's, which execs the
+# command: the daemon's own PID. The redirections happen in the child (a
+# ready FIFO must not block the lab before its reader opens it).
+spawn() { # ns stdout stderr command...
+  local ns=$1 out=$2 err=$3; shift 3
+  ip netns exec "$P$ns" "$@" >"$out" 2>"$err" &
+  LAST_PID=$!; PIDS+=("$LAST_PID")
+}
 link() { # ns1 if1 ns2 if2 (up before addresses: GUIDE.md lab tip)
   ip link add "$2" netns "$P$1" type veth peer name "$4" netns "$P$3"
   ip -n "$P$1" link set "$2" up; ip -n "$P$3" link set "$4" up
@@ -162,8 +189,7 @@ done
 fi
 start() { # ns name binary config
   local fifo="$WORK/$2.ready"; mkfifo "$fifo"
-  x "$1" "$BIN/$3" --config "$WORK/$4" >"$fifo" 2>"$WORK/$2.log" &
-  PIDS+=($!)
+  spawn "$1" "$fifo" "$WORK/$2.log" "$BIN/$3" --config "$WORK/$4"
   local line; read -r -t 20 line <"$fifo" || { echo "$2 did not start:"; cat "$WORK/$2.log"; exit 1; }
   echo "   $line"
 }
@@ -174,9 +200,8 @@ ctl ha register ha1 --address 2001:db8:1::1 --home-prefix 2001:db8:1::/64 --udp 
 start home ha nemo-ha ha.toml
 if [ "$WAN_DELAY_MS" != 0 ]; then
   fifo="$WORK/relay.ready"; mkfifo "$fifo"
-  x wan "$BIN/nemo-delay-relay" --listen "$HA_UDP" --upstream '[2001:db8:1::1]:4191' \
-      --one-way-ms "$WAN_DELAY_MS" >"$fifo" 2>"$WORK/relay.log" &
-  PIDS+=($!)
+  spawn wan "$fifo" "$WORK/relay.log" "$BIN/nemo-delay-relay" --listen "$HA_UDP" \
+      --upstream '[2001:db8:1::1]:4191' --one-way-ms "$WAN_DELAY_MS"
   read -r -t 20 line <"$fifo" || { echo "relay did not start:"; cat "$WORK/relay.log"; exit 1; }
   echo "   $line"
 fi
@@ -234,16 +259,17 @@ BEFORE=$(grep -o 'care_of=[^ ]* status=0' "$WORK/ha.log" | tail -1)
 echo "   VM answers at its MNP address through datacenter A ($BEFORE)"
 
 echo "== traffic: a UDP probe every 2 ms and a TCP stream, then the migration"
-x vm iperf3 -s -1 -D --logfile "$WORK/iperf-server.log"
-x vm "$BIN/nemo-probe" echo --listen '[2001:db8:100::2]:7007' >/dev/null 2>&1 &
-PIDS+=($!)
+# In the foreground of its own process (not -D, which would fork away from
+# the PID the clean-up ends).
+spawn vm "$WORK/iperf-server.log" "$WORK/iperf-server.err" iperf3 -s -1
+spawn vm /dev/null /dev/null "$BIN/nemo-probe" echo --listen '[2001:db8:100::2]:7007'
 sleep 0.3
 # Probes on a fixed 2 ms schedule for 8 s, covering the whole stream and the
 # migration (ping would slow down while unanswered and hide the outage).
-x cn "$BIN/nemo-probe" send --target '[2001:db8:100::2]:7007' --interval-ms 2 --seconds 8 >"$WORK/probe.log" 2>&1 &
-PROBE=$!; PIDS+=($PROBE)
-x cn timeout 20 iperf3 -c 2001:db8:100::2 -t 6 --connect-timeout 3000 >"$WORK/iperf.log" 2>&1 &
-IPERF=$!; PIDS+=($IPERF)
+spawn cn "$WORK/probe.log" "$WORK/probe.err" "$BIN/nemo-probe" send --target '[2001:db8:100::2]:7007' --interval-ms 2 --seconds 8
+PROBE=$LAST_PID
+spawn cn "$WORK/iperf.log" "$WORK/iperf.err" timeout 20 iperf3 -c 2001:db8:100::2 -t 6 --connect-timeout 3000
+IPERF=$LAST_PID
 sleep 2
 
 MOVED_AT=$(date +%s.%N)

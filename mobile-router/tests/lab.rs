@@ -1,8 +1,9 @@
 //! The live-migration lab as a test: `deploy/lab/migrate.sh` with the
 //! binaries of this build. It asserts itself (the VM answers before and
 //! after, the TCP connection survives, loss within its bound, the binding
-//! moved) and exits non-zero otherwise; this test also checks that it left
-//! no namespace behind.
+//! moved) and exits non-zero otherwise, also when a process outlived its
+//! clean-up (it lists what still runs in its namespaces before deleting
+//! them); this test also checks that it left no namespace behind.
 //!
 //! Needs root, iproute2, ping and iperf3; skips loudly without them unless
 //! NEMO_REQUIRE_NETNS is set (CI sets it).
@@ -68,6 +69,10 @@ fn lab(mode: &str, wan_delay_ms: u32) {
         String::from_utf8_lossy(&output.stderr)
     );
     eprintln!("{text}");
+    assert!(
+        !text.contains("CLEANUP FAILED"),
+        "the lab left processes behind:\n{text}"
+    );
     assert!(output.status.success(), "the lab failed:\n{text}");
     assert!(text.contains("PASS"), "{text}");
     assert!(text.contains("TCP connection:  survived"), "{text}");
