@@ -16,6 +16,7 @@ pub mod addresses;
 pub mod linux;
 pub mod quiet;
 pub mod transport;
+pub mod tunsrc;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -26,7 +26,9 @@
 //!   main:                MNP dev TENANT_IF
 //! ```
 //! Both: `rule 1000: lookup local`, moved from 0 so that tunnelled packets to
-//! the host's own address meet the decapsulation rules first.
+//! the host's own address meet the decapsulation rules first; and the seg6
+//! tunnel source (`ip sr tunsrc`, [`crate::tunsrc`]) pinned to the local
+//! tunnel address, the source the peer's decapsulation rule matches.
 //!
 //! The gate is a veth pair whose MTU is the uplink's minus the 40 octets of
 //! encapsulation. Packets that would not fit in the tunnel meet it while
@@ -476,7 +478,17 @@ impl Host {
                 RouteSeg6LocalTunnel::Table(RT_TABLE_MAIN),
             ])
             .build();
-        self.install(decap, destination).await
+        self.install(decap, destination).await?;
+        // Our tunnel address is also the outer source of what we
+        // encapsulate: the peer's decapsulation rule matches on it.
+        let pinned = tokio::task::spawn_blocking(move || crate::tunsrc::set(local))
+            .await
+            .map_err(|e| unavailable(format!("setting the seg6 tunnel source: {e}")))?;
+        pinned.map_err(|error| DataPlaneError::Refused {
+            action: "pin the seg6 tunnel source to",
+            destination,
+            reason: error.to_string(),
+        })
     }
 
     fn decap_rule(peer: Ipv6Addr) -> Rule {
@@ -507,6 +519,11 @@ impl Host {
         }
         add_local_rule(&self.handle, 0).await?;
         remove_rules(&self.handle, |m| is_ours(m) || is_local_rule(m, PREF_LOCAL)).await?;
+        // The kernel chooses the tunnel source again (`::`).
+        tokio::task::spawn_blocking(|| crate::tunsrc::set(Ipv6Addr::UNSPECIFIED))
+            .await
+            .map_err(|e| unavailable(format!("resetting the seg6 tunnel source: {e}")))?
+            .map_err(|e| unavailable(format!("resetting the seg6 tunnel source: {e}")))?;
         tolerate_missing(self.handle.link().del(self.gate_in).execute().await)
             .map_err(|e| unavailable(format!("removing the gate {}: {e}", self.gate.0)))
     }

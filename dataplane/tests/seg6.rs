@@ -17,6 +17,7 @@ use std::process::Output;
 use std::sync::mpsc;
 
 use nemo_dataplane::linux::{Seg6Config, Seg6HomeAgent, Seg6MobileRouter};
+use nemo_dataplane::tunsrc;
 use nemo_dataplane::{
     BindingRoutes, HomeAgentDataPlane, MobileRouterDataPlane, ReconcileReport, TenantRoutes,
 };
@@ -30,6 +31,9 @@ const HOA: &str = "2001:db8:1::100";
 const MNP: &str = "2001:db8:100::/64";
 const VM: &str = "2001:db8:100::2";
 const CN: &str = "2001:db8:f::2";
+/// Second uplink addresses, preferred by source selection towards the peer.
+const HA_SECOND: &str = "2001:db8:2:ffff::1";
+const COA_A_SECOND: &str = "2001:db8:1:ffff::1";
 
 fn addr(text: &str) -> Ipv6Addr {
     text.parse().unwrap()
@@ -234,6 +238,24 @@ fn tunnel_carries_full_size_traffic_and_follows_the_binding() {
         ns.ip(&["link", "set", inside, "up"]);
         ns.ip(&["addr", "add", &address, "dev", inside, "nodad"]);
     }
+    // A second global address on each uplink, which the kernel's source
+    // selection prefers towards the peer (longer common prefix, RFC 6724
+    // rule 8): unless nemo pins the tunnel source, the outer packets leave
+    // from it and the peer's decapsulation rule never matches.
+    for (ns, uplink, second) in [
+        (&ha, "h1", HA_SECOND),
+        (&mr_a, "u0", COA_A_SECOND),
+        (&mr_b, "u0", "2001:db8:1:fffe::1"),
+    ] {
+        ns.ip(&[
+            "addr",
+            "add",
+            &format!("{second}/128"),
+            "dev",
+            uplink,
+            "nodad",
+        ]);
+    }
     for prefix in ["2001:db8:2::/64", "2001:db8:3::/64"] {
         ha.ip(&["-6", "route", "add", prefix, "dev", "h1"]);
     }
@@ -295,6 +317,10 @@ fn tunnel_carries_full_size_traffic_and_follows_the_binding() {
         ping(&vm_a, CN, 1412),
         "1460-byte packets VM -> correspondent"
     );
+    for (ns, local) in [(&ha, HA), (&mr_a, COA_A), (&mr_b, COA_B)] {
+        let pinned = ns.spawn_in(tunsrc::get).join().unwrap().unwrap();
+        assert_eq!(pinned, addr(local), "{}: seg6 tunnel source", ns.name());
+    }
     let too_big = cn
         .command("ping")
         .args(["-c", "2", "-W", "1", "-M", "do", "-s", "1452", VM])
@@ -335,6 +361,26 @@ fn tunnel_carries_full_size_traffic_and_follows_the_binding() {
         down > 1e8 && up > 1e8,
         "TCP through the tunnel: {down} / {up} bit/s"
     );
+
+    // A peer that encapsulates from another address than the one its
+    // binding names (the fault pinning prevents): its packets are dropped,
+    // and the home agent's count of decapsulation misses says so.
+    let misses = || {
+        ha.spawn_in(tunsrc::decapsulation_misses)
+            .join()
+            .unwrap()
+            .unwrap()
+    };
+    let before = misses();
+    mr_a.ip(&["sr", "tunsrc", "set", COA_A_SECOND]);
+    assert!(!ping(&vm_a, CN, 56), "a wrong outer source must not pass");
+    let after = misses();
+    assert!(
+        after >= before + 3,
+        "decapsulation misses {before} -> {after}"
+    );
+    mr_a.ip(&["sr", "tunsrc", "set", COA_A]);
+    assert!(ping(&vm_a, CN, 56), "the pinned source again");
 
     // The tenant moves: re-point the binding to mobile router B. Without
     // the VM behind A, only B can answer.
@@ -410,5 +456,12 @@ fn tunnel_carries_full_size_traffic_and_follows_the_binding() {
         );
         let links = ok(&ns.ip(&["link"]));
         assert!(!links.contains("nemo-g"), "{links}");
+        let source = ns.spawn_in(tunsrc::get).join().unwrap().unwrap();
+        assert_eq!(
+            source,
+            Ipv6Addr::UNSPECIFIED,
+            "{}: tunnel source",
+            ns.name()
+        );
     }
 }

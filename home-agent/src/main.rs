@@ -105,6 +105,9 @@ async fn run(validated: nemo_ha::config::Validated) -> anyhow::Result<()> {
     }
 }
 
+/// How often the kernel's count of decapsulation misses is read.
+const DECAPSULATION_CHECK: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn serve<D: HomeAgentDataPlane>(
     config: Config,
     engine: nemo::ha::HomeAgentConfig,
@@ -113,6 +116,17 @@ async fn serve<D: HomeAgentDataPlane>(
     dataplane: Arc<D>,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
+    if matches!(config.dataplane.backend.get_ref(), DataPlaneBackend::Seg6) {
+        let metrics = metrics.clone();
+        tokio::spawn(nemo_dataplane::tunsrc::watch_decapsulation_misses(
+            DECAPSULATION_CHECK,
+            move |misses| {
+                metrics
+                    .decapsulation_misses
+                    .set(i64::try_from(misses).unwrap_or(i64::MAX));
+            },
+        ));
+    }
     // From the controller: what the last run cached, then its watch.
     let mut authorizations = authorizations;
     let controller = match &config.controller {

@@ -49,6 +49,9 @@ pub struct Metrics {
     pub flush_batch: Histogram,
     /// Failures to program forwarding.
     pub forwarding_failures: Counter,
+    /// Tunnelled packets no decapsulation rule took (the kernel's count,
+    /// `nemo_dataplane::tunsrc::decapsulation_misses`).
+    pub decapsulation_misses: Gauge,
 }
 
 impl Metrics {
@@ -67,6 +70,7 @@ impl Metrics {
             flush_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
             flush_batch: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             forwarding_failures: Counter::default(),
+            decapsulation_misses: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -119,6 +123,11 @@ impl Metrics {
             "forwarding_failures",
             "Failures to program forwarding",
             metrics.forwarding_failures.clone(),
+        );
+        registry.register(
+            "decapsulation_misses",
+            "Tunnelled packets that reached this host and no decapsulation rule took (kernel Ip6InUnknownProtos): a peer encapsulating from an address it did not register",
+            metrics.decapsulation_misses.clone(),
         );
         Metrics {
             registry,

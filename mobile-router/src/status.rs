@@ -9,6 +9,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -47,6 +48,9 @@ pub struct Metrics {
     /// Time from the start of a registration (a care-of address change, a
     /// refresh, a trigger) to its acknowledgement.
     pub registration_seconds: Histogram,
+    /// Tunnelled packets no decapsulation rule took (the kernel's count,
+    /// `nemo_dataplane::tunsrc::decapsulation_misses`).
+    pub decapsulation_misses: Gauge,
 }
 
 impl Metrics {
@@ -58,6 +62,12 @@ impl Metrics {
         let rejections = Family::<RejectionLabel, Counter>::default();
         let care_of_changes = Counter::default();
         let registration_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 20));
+        let decapsulation_misses = Gauge::default();
+        registry.register(
+            "decapsulation_misses",
+            "Tunnelled packets that reached this host and no decapsulation rule took (kernel Ip6InUnknownProtos): the home agent encapsulating from another address than its own",
+            decapsulation_misses.clone(),
+        );
         registry.register(
             "registrations",
             "Registrations acknowledged",
@@ -90,6 +100,7 @@ impl Metrics {
             rejections,
             care_of_changes,
             registration_seconds,
+            decapsulation_misses,
         }
     }
 
