@@ -24,6 +24,12 @@
 # new care-of address through netlink and re-registers. Nobody tells the
 # controller anything.
 #
+# ORDER (orchestrated mode) is the orchestrator's order: port-first (default:
+# the VM's port exists on hvb, then the controller is told) or place-first
+# (the controller is told, and the port appears on hvb 300 ms later). Either
+# way the tenant must be reachable once both exist: nemo-mr registers only
+# once it could attach the tenant's data path.
+#
 # WAN_DELAY_MS (default 0) puts nemo-delay-relay in the WAN router between
 # the mobile routers and the home agent: Binding Updates and their answers
 # take that long each way (20 for the seed's 40 ms round trip between sites).
@@ -49,7 +55,9 @@ BIN=$(cd "$NEMO_BIN" && pwd)
 MAX_OUTAGE_MS=${MAX_OUTAGE_MS:-1000}   # longest silence the tenant may see
 MODE=${MODE:-orchestrated}
 WAN_DELAY_MS=${WAN_DELAY_MS:-0}
+ORDER=${ORDER:-port-first}
 case "$MODE" in orchestrated|seed) ;; *) echo "migrate.sh: MODE is orchestrated or seed" >&2; exit 2;; esac
+case "$ORDER" in port-first|place-first) ;; *) echo "migrate.sh: ORDER is port-first or place-first" >&2; exit 2;; esac
 
 P=${NEMO_LAB_PREFIX:-nemo-lab-$$-}
 WORK=$(mktemp -d)
@@ -283,11 +291,21 @@ if [ "$MODE" = seed ]; then
   ip -n "${P}mrvm" -6 route replace default via 2001:db8:3::fe
   echo "   mobile-router VM moved to datacenter B (new uplink address, nobody told)"
 else
-  ip -n "${P}hva" link set dev t-acme netns "${P}hvb"
-  ip -n "${P}hvb" link set t-acme up
-  addr hvb t-acme 2001:db8:100::1/64
-  ctl place acme hvb --reason migration >/dev/null
-  echo "   VM link moved to datacenter B, controller told"
+  move_port() {
+    ip -n "${P}hva" link set dev t-acme netns "${P}hvb"
+    ip -n "${P}hvb" link set t-acme up
+    addr hvb t-acme 2001:db8:100::1/64
+  }
+  if [ "$ORDER" = place-first ]; then
+    ctl place acme hvb --reason migration >/dev/null
+    sleep 0.3
+    move_port
+    echo "   controller told, then (300 ms later) the VM link moved to datacenter B"
+  else
+    move_port
+    ctl place acme hvb --reason migration >/dev/null
+    echo "   VM link moved to datacenter B, controller told"
+  fi
 fi
 
 TCP=survived

@@ -23,6 +23,10 @@ use crate::status::{InstanceLabel, Metrics, RejectionLabel, Trigger};
 
 /// How long a shutdown waits for deregistrations to be acknowledged.
 const DEREGISTRATION_GRACE: Duration = Duration::from_secs(3);
+/// How often a tenant whose data path cannot be attached yet (its port does
+/// not exist: the orchestrator placed it before the VM's port was made) is
+/// tried again.
+const ATTACH_RETRY: Duration = Duration::from_millis(20);
 
 /// One tenant instance.
 #[derive(Debug)]
@@ -30,7 +34,12 @@ struct Tenant {
     name: String,
     registrar: Registrar,
     routes: TenantRoutes,
+    /// True once its data path is in the kernel. A tenant registers only
+    /// then: a binding whose decapsulation cannot work would have the home
+    /// agent tunnel its traffic into nothing.
     attached: bool,
+    /// Since when attaching has failed (logged once, then retried).
+    attach_failing_since: Option<Instant>,
     reported_unauthenticated: Option<nemo::wire::BaStatus>,
     /// Retransmissions already counted in the metrics.
     counted_retransmissions: u64,
@@ -68,6 +77,7 @@ impl Tenant {
             // its last run; a 135 corrects it anyway.
             registrar: Registrar::new(instance.registration, SequenceNumber(random_u16())),
             attached: false,
+            attach_failing_since: None,
             reported_unauthenticated: None,
             counted_retransmissions: 0,
             leaving: None,
@@ -317,6 +327,7 @@ impl<D: MobileRouterDataPlane> Daemon<D> {
     ) -> anyhow::Result<()> {
         let initial = *care_of.borrow_and_update();
         self.care_of_changed(initial).await;
+        self.attach_waiting().await;
         tokio::pin!(shutdown);
         let mut buffer = vec![0u8; 4096];
         let mut deadline: Option<Instant> = None;
@@ -333,11 +344,17 @@ impl<D: MobileRouterDataPlane> Daemon<D> {
                     break;
                 }
             }
+            let attach_retry = self
+                .tenants
+                .iter()
+                .any(|t| !t.attached && t.leaving.is_none())
+                .then(|| Instant::now() + ATTACH_RETRY);
             let next_timer = self
                 .tenants
                 .iter()
                 .filter_map(|t| t.registrar.poll_timeout())
                 .chain(deadline)
+                .chain(attach_retry)
                 .min();
             let sleep = async {
                 match next_timer {
@@ -368,6 +385,7 @@ impl<D: MobileRouterDataPlane> Daemon<D> {
                     for tenant in &mut self.tenants {
                         tenant.registrar.handle_timeout(now, wall);
                     }
+                    self.attach_waiting().await;
                 }
                 () = &mut shutdown, if deadline.is_none() => {
                     tracing::info!("stopping: deregistering every instance");
@@ -399,7 +417,7 @@ impl<D: MobileRouterDataPlane> Daemon<D> {
                 let Some(position) = position else {
                     tracing::info!(instance = %instance.name, "instance added");
                     let mut tenant = Tenant::new(instance);
-                    tenant.registrar.set_care_of(self.care_of, now, wall);
+                    attach_then_register(&*self.dataplane, &mut tenant, None, self.care_of).await;
                     self.tenants.push(tenant);
                     return;
                 };
@@ -415,26 +433,25 @@ impl<D: MobileRouterDataPlane> Daemon<D> {
                 // Keep the sequence and the data plane; register anew.
                 tenant.registrar =
                     Registrar::new(tenant.registrar.config().clone(), old.registrar.sequence());
-                if old.attached {
-                    match self
-                        .dataplane
-                        .attach(&tenant.routes, Some(&old.routes))
-                        .await
-                    {
-                        Ok(()) => tenant.attached = true,
-                        Err(error) => {
-                            tracing::error!(instance = %tenant.name, %error, "re-attaching failed")
-                        }
-                    }
-                }
-                tenant.registrar.set_care_of(self.care_of, now, wall);
+                let previous = old.attached.then(|| old.routes.clone());
+                attach_then_register(
+                    &*self.dataplane,
+                    &mut tenant,
+                    previous.as_ref(),
+                    self.care_of,
+                )
+                .await;
                 self.tenants[position] = tenant;
             }
             InstanceCommand::Remove { name, deregister } => {
                 let Some(tenant) = self.tenants.iter_mut().find(|t| t.name == name) else {
                     return;
                 };
-                if deregister {
+                if !tenant.attached {
+                    // Never attached, so never registered from here.
+                    tracing::info!(instance = %name, "tenant left before its port appeared");
+                    tenant.leaving = Some(now);
+                } else if deregister {
                     tracing::info!(instance = %name, "tenant left: deregistering");
                     tenant.registrar.deregister(now, wall);
                     tenant.leaving = Some(now + DEREGISTRATION_GRACE);
@@ -485,8 +502,18 @@ impl<D: MobileRouterDataPlane> Daemon<D> {
             None => tracing::warn!("no usable care-of address: registrations paused"),
         }
         let (now, wall) = (Instant::now(), SystemTime::now());
-        for tenant in &mut self.tenants {
+        // A tenant still waiting for its data path registers once attached.
+        for tenant in self.tenants.iter_mut().filter(|t| t.attached) {
             tenant.registrar.set_care_of(address, now, wall);
+        }
+    }
+
+    /// Tries again to attach every tenant waiting for its port.
+    async fn attach_waiting(&mut self) {
+        for tenant in &mut self.tenants {
+            if !tenant.attached && tenant.leaving.is_none() {
+                attach_then_register(&*self.dataplane, tenant, None, self.care_of).await;
+            }
         }
     }
 
@@ -577,14 +604,6 @@ impl<D: MobileRouterDataPlane> Daemon<D> {
                         self.metrics
                             .registration_seconds
                             .observe(took.as_secs_f64());
-                        if !tenant.attached {
-                            match self.dataplane.attach(&tenant.routes, None).await {
-                                Ok(()) => tenant.attached = true,
-                                Err(error) => {
-                                    tracing::error!(instance = %tenant.name, %error, "attaching the tenant failed")
-                                }
-                            }
-                        }
                     }
                     Event::Rejected { status } => {
                         tracing::error!(instance = %tenant.name, %status, "registration refused");
@@ -600,6 +619,49 @@ impl<D: MobileRouterDataPlane> Daemon<D> {
                         tracing::info!(instance = %tenant.name, "deregistered")
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Attaches a tenant's data path (replacing `previous`), then lets its
+/// registrar register at `care_of`. When the data path cannot be attached
+/// (typically: its port does not exist yet), the registrar is not started:
+/// the run loop tries again every [`ATTACH_RETRY`], so the tenant registers
+/// as soon as both its placement and its port exist, in whichever order the
+/// orchestrator made them.
+async fn attach_then_register<D: MobileRouterDataPlane>(
+    dataplane: &D,
+    tenant: &mut Tenant,
+    previous: Option<&TenantRoutes>,
+    care_of: Option<Ipv6Addr>,
+) {
+    let now = Instant::now();
+    match dataplane.attach(&tenant.routes, previous).await {
+        Ok(()) => {
+            tenant.attached = true;
+            if let Some(since) = tenant.attach_failing_since.take() {
+                tracing::info!(
+                    instance = %tenant.name,
+                    interface = %tenant.routes.interface,
+                    waited_ms = now.saturating_duration_since(since).as_secs_f64() * 1000.0,
+                    "tenant attached; registering"
+                );
+            }
+            tenant
+                .registrar
+                .set_care_of(care_of, now, SystemTime::now());
+        }
+        Err(error) => {
+            tenant.attached = false;
+            if tenant.attach_failing_since.is_none() {
+                tracing::warn!(
+                    instance = %tenant.name,
+                    interface = %tenant.routes.interface,
+                    %error,
+                    "cannot attach the tenant (does its port exist yet?): not registering until it can; retrying"
+                );
+                tenant.attach_failing_since = Some(now);
             }
         }
     }

@@ -28,7 +28,7 @@ fn namespaces(prefix: &str) -> usize {
 
 /// Runs the lab in `mode`, the control traffic delayed by `wan_delay_ms`
 /// each way, and checks its verdict and its cleanup.
-fn lab(mode: &str, wan_delay_ms: u32) {
+fn lab(mode: &str, order: &str, wan_delay_ms: u32) {
     if !netns_available(MUST_RUN)
         || !require(
             runs("ping", &["-V"]),
@@ -54,11 +54,12 @@ fn lab(mode: &str, wan_delay_ms: u32) {
     }
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/lab/migrate.sh");
     // Its own prefix, so that runs side by side do not see each other.
-    let prefix = format!("nemo-labtest-{}-{mode}-", std::process::id());
+    let prefix = format!("nemo-labtest-{}-{mode}-{order}-", std::process::id());
     let output = Command::new("bash")
         .arg(&script)
         .env("NEMO_BIN", &binaries)
         .env("MODE", mode)
+        .env("ORDER", order)
         .env("WAN_DELAY_MS", wan_delay_ms.to_string())
         .env("NEMO_LAB_PREFIX", &prefix)
         .output()
@@ -81,11 +82,19 @@ fn lab(mode: &str, wan_delay_ms: u32) {
 
 #[test]
 fn live_migration_lab_orchestrated() {
-    lab("orchestrated", 0);
+    lab("orchestrated", "port-first", 0);
+}
+
+#[test]
+fn live_migration_lab_placement_before_the_port_exists() {
+    // The orchestrator tells the controller before the VM's port exists on
+    // the new hypervisor: nemo-mr must not register a binding it cannot
+    // decapsulate for, and must register as soon as the port appears.
+    lab("orchestrated", "place-first", 0);
 }
 
 #[test]
 fn live_migration_lab_seed_variant_over_a_40_ms_wan() {
     // The seed's WAN: 40 ms round trip for the Binding Update and its answer.
-    lab("seed", 20);
+    lab("seed", "port-first", 20);
 }
