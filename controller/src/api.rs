@@ -137,6 +137,7 @@ async fn placement_update(
             mobile_router: Some(mobile_router_proto(&m, &view.prefixes)),
             home_agent: Some(home_agent_proto(&h)),
             moved_away: false,
+            last_sequence: view.last_sequence.map(u32::from),
         },
         _ => pb::PlacementUpdate {
             revision,
@@ -144,6 +145,7 @@ async fn placement_update(
             mobile_router: None,
             home_agent: None,
             moved_away: !here && view.placement.is_some(),
+            last_sequence: None,
         },
     }
 }
@@ -657,6 +659,12 @@ impl Controller for Service {
                 .collect::<Result<_, _>>()?,
             removed: r.removed,
             reason: r.reason,
+            sequence: Some(u16::try_from(r.sequence).map_err(|_| {
+                Status::invalid_argument(format!(
+                    "sequence: {} is not a sequence number (0-65535)",
+                    r.sequence
+                ))
+            })?),
         };
         let revision = self.store.report_binding(change).await?;
         Ok(Response::new(pb::ReportBindingResponse { revision }))

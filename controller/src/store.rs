@@ -202,6 +202,10 @@ pub enum Change {
         removed: bool,
         /// Why.
         reason: String,
+        /// The binding's last accepted sequence number (absent in reports
+        /// of earlier versions).
+        #[serde(default)]
+        sequence: Option<u16>,
     },
     /// A tenant was taken off its hypervisor.
     TenantUnplaced {
@@ -372,6 +376,9 @@ struct State {
     hypervisors: BTreeMap<String, Hypervisor>,
     mobile_routers: BTreeMap<String, MobileRouter>,
     placements: BTreeMap<String, Placement>,
+    /// Per home address, the last sequence number its home agent reported
+    /// accepting: where a new mobile-router instance starts.
+    last_sequence: HashMap<Ipv6Addr, u16>,
     revision: u64,
 }
 
@@ -427,6 +434,7 @@ const TABLES: &[&str] = &[
     "hypervisors",
     "mobile_routers",
     "placements",
+    "sequences",
 ];
 /// Bound of redb's page cache: the controller keeps its state in memory,
 /// the cache serves the event history of resuming watchers.
@@ -455,6 +463,7 @@ impl Store {
             hypervisors: BTreeMap::new(),
             mobile_routers: BTreeMap::new(),
             placements: BTreeMap::new(),
+            last_sequence: HashMap::new(),
             revision: 0,
         };
         for home_agent in load_all::<HomeAgent>(&disk, "home_agents")? {
@@ -498,6 +507,14 @@ impl Store {
             }
             state.allocations.insert(allocation.prefix, allocation);
         }
+        disk.for_each("sequences", None, None, |key, value| {
+            if let Ok(octets) = <[u8; 16]>::try_from(key) {
+                state
+                    .last_sequence
+                    .insert(Ipv6Addr::from(octets), decode(value)?);
+            }
+            Ok::<_, StoreError>(())
+        })?;
         disk.for_each("quarantine", None, None, |key, value| {
             let (pool_name, slot): (String, u64) = decode(key)?;
             let until: i64 = decode(value)?;
@@ -599,6 +616,7 @@ impl Store {
             hypervisors: table("hypervisors"),
             mobile_routers: table("mobile_routers"),
             placements: table("placements"),
+            sequences: table("sequences"),
         })?;
         table("events").insert(&event.revision.to_be_bytes(), encode(&event)?)?;
         table("meta").insert(REVISION_KEY, encode(&event.revision)?)?;
@@ -1443,6 +1461,9 @@ impl Store {
                 .map(|a| a.prefix)
                 .collect(),
             placement: state.placements.get(tenant).cloned(),
+            last_sequence: mobile_router
+                .as_ref()
+                .and_then(|m| state.last_sequence.get(&m.home_address).copied()),
             mobile_router,
         }
     }
@@ -1473,12 +1494,19 @@ impl Store {
 
     /// Records a binding change a home agent reported (history only).
     pub async fn report_binding(&self, change: Change) -> Result<u64, StoreError> {
-        let Change::BindingReported { home_agent, .. } = &change else {
+        let Change::BindingReported {
+            home_agent,
+            home_address,
+            sequence,
+            ..
+        } = &change
+        else {
             return Err(StoreError::Invalid {
                 field: "change",
                 reason: "not a binding report".into(),
             });
         };
+        let (home_address, sequence) = (*home_address, *sequence);
         let mut state = self.state.lock().await;
         if !state.home_agents.contains_key(home_agent) {
             return Err(StoreError::NotFound {
@@ -1486,7 +1514,16 @@ impl Store {
                 name: home_agent.clone(),
             });
         }
-        let event = self.commit(&mut state, change, |_| Ok(()))?;
+        let record = sequence.map(|s| encode(&s)).transpose()?;
+        let event = self.commit(&mut state, change, |t| {
+            if let Some(record) = &record {
+                t.sequences.insert(&home_address.octets(), record.clone())?;
+            }
+            Ok(())
+        })?;
+        if let Some(sequence) = sequence {
+            state.last_sequence.insert(home_address, sequence);
+        }
         drop(state);
         self.durable(event.revision).await?;
         Ok(event.revision)
@@ -1509,6 +1546,8 @@ pub struct TenantView {
     pub prefixes: Vec<Ipv6Net>,
     /// Its placement.
     pub placement: Option<Placement>,
+    /// The last sequence number its home agent reported accepting.
+    pub last_sequence: Option<u16>,
 }
 
 /// 32 random octets from the kernel, hex.
@@ -1532,6 +1571,7 @@ pub struct Trees<'a> {
     hypervisors: Table<'a>,
     mobile_routers: Table<'a>,
     placements: Table<'a>,
+    sequences: Table<'a>,
 }
 
 /// One table of a change.

@@ -234,6 +234,7 @@ pub async fn report(
             prefixes: binding.prefixes.iter().map(ToString::to_string).collect(),
             removed: !event.upsert,
             reason: event.reason.to_owned(),
+            sequence: u32::from(binding.sequence.0),
         });
         if let Ok(value) = format!("Bearer {}", settings.token).parse() {
             request.metadata_mut().insert("authorization", value);

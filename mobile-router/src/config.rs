@@ -210,6 +210,10 @@ pub struct Instance {
     pub tenant_interface: String,
     /// Its table.
     pub table: u32,
+    /// The last sequence number the home agent accepted for this home
+    /// address, when known (from the controller): the first Binding Update
+    /// goes after it. Unknown: a random start (a 135 corrects it).
+    pub last_sequence: Option<nemo::wire::SequenceNumber>,
 }
 
 impl Config {
@@ -277,6 +281,7 @@ impl Config {
                 },
                 tenant_interface: entry.tenant_interface.clone(),
                 table: entry.table,
+                last_sequence: None,
             });
         }
         Ok((config, instances))

@@ -48,6 +48,7 @@ fn authed<T>(message: T, token: &str) -> anyhow::Result<tonic::Request<T>> {
 fn instance(
     settings: &ControllerSettings,
     table: u32,
+    update: &pb::PlacementUpdate,
     mobile_router: &pb::MobileRouter,
     home_agent: &pb::HomeAgent,
 ) -> anyhow::Result<Instance> {
@@ -78,6 +79,10 @@ fn instance(
             nai: Some(format!("{}@nemo", mobile_router.tenant)),
         },
         tenant_interface: interface,
+        last_sequence: update
+            .last_sequence
+            .and_then(|s| u16::try_from(s).ok())
+            .map(nemo::wire::SequenceNumber),
         table,
     })
 }
@@ -138,7 +143,7 @@ async fn watch(
                     .find(|t| !tables.values().any(|used| used == t))
                     .unwrap_or(settings.table_base);
                 let table = *tables.entry(update.tenant.clone()).or_insert(next_table);
-                match instance(settings, table, mobile_router, home_agent) {
+                match instance(settings, table, &update, mobile_router, home_agent) {
                     Ok(instance) => InstanceCommand::Upsert(instance),
                     Err(error) => {
                         tracing::error!(tenant = %update.tenant, %error, "unusable placement; skipped");

@@ -73,9 +73,17 @@ impl Tenant {
                 table: instance.table,
             },
             name: instance.name,
-            // A random start keeps a restarted router out of the window of
-            // its last run; a 135 corrects it anyway.
-            registrar: Registrar::new(instance.registration, SequenceNumber(random_u16())),
+            // After the home agent's last accepted number when the
+            // controller knows it (the first Binding Update after a
+            // migration is then accepted at once); otherwise a random start
+            // keeps a restarted router out of the window of its last run,
+            // and a 135 corrects it anyway.
+            registrar: Registrar::new(
+                instance.registration,
+                instance
+                    .last_sequence
+                    .unwrap_or_else(|| SequenceNumber(random_u16())),
+            ),
             attached: false,
             attach_failing_since: None,
             reported_unauthenticated: None,
