@@ -7,15 +7,33 @@ use std::sync::Arc;
 use nemo_proto::v1 as pb;
 use nemo_proto::v1::controller_server::{Controller, ControllerServer};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::{BroadcastStream, TcpListenerStream};
+use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::store::{self, Change, Store, StoreError};
 
+/// Longest error message a client gets: messages quote the input they
+/// refuse, and a client's 4 MiB field must not come back to it (or to a
+/// log) whole.
+const MAX_MESSAGE: usize = 512;
+
+/// `message`, cut to [`MAX_MESSAGE`] octets at a character boundary.
+fn bounded(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE {
+        let mut end = MAX_MESSAGE;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push_str("...");
+    }
+    message
+}
+
 impl From<StoreError> for Status {
     fn from(error: StoreError) -> Status {
-        let message = error.to_string();
+        let message = bounded(error.to_string());
         match error {
             StoreError::Invalid { .. } => Status::invalid_argument(message),
             StoreError::NotFound { .. } => Status::not_found(message),
@@ -283,7 +301,7 @@ type PlacementStream = Pin<Box<dyn Stream<Item = Result<pb::PlacementUpdate, Sta
 
 fn field_address<T: std::str::FromStr>(field: &'static str, text: &str) -> Result<T, Status> {
     text.parse()
-        .map_err(|_| Status::invalid_argument(format!("{field}: {text:?} is not valid")))
+        .map_err(|_| Status::invalid_argument(bounded(format!("{field}: {text:?} is not valid"))))
 }
 
 #[tonic::async_trait]
@@ -779,11 +797,17 @@ pub fn tls(pem: (Vec<u8>, Vec<u8>)) -> Result<tonic::transport::Server, tonic::t
 
 /// Serves the controller API (behind the token check), health and
 /// reflection on a bound listener; over TLS with a server from [`tls`].
+/// Largest request a client may send (the biggest real one, a binding
+/// report with its prefixes, is a few hundred octets).
+pub const MAX_REQUEST: usize = 64 * 1024;
+
+/// Serves the controller API on `listener` until an error.
 pub async fn serve(
     listener: TcpListener,
     store: Arc<Store>,
     token: Option<String>,
     tls: Option<tonic::transport::Server>,
+    limits: nemo_daemon::incoming::ConnectionLimits,
 ) -> anyhow::Result<()> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
@@ -794,14 +818,15 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     tracing::info!(listen = %listener.local_addr()?, "controller gRPC listening");
-    tls.unwrap_or_else(tonic::transport::Server::builder)
+    let (incoming, _refused) = nemo_daemon::incoming::guarded(listener, limits);
+    nemo_daemon::incoming::bounded_server(tls.unwrap_or_else(tonic::transport::Server::builder))
         .add_service(health)
         .add_service(reflection)
-        .add_service(ControllerServer::with_interceptor(
-            Service::new(store),
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            ControllerServer::new(Service::new(store)).max_decoding_message_size(MAX_REQUEST),
             TokenCheck::new(token),
         ))
-        .serve_with_incoming(TcpListenerStream::new(listener))
+        .serve_with_incoming(incoming)
         .await?;
     Ok(())
 }

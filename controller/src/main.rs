@@ -63,6 +63,22 @@ struct Config {
     /// TLS: the private key (PEM).
     #[serde(default)]
     tls_key_file: Option<toml::Spanned<PathBuf>>,
+    /// Client connections open at once; one more is closed at once. Keep
+    /// it below the descriptor limit (the unit sets LimitNOFILE=65536).
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
+    /// Time a new connection has to send its first octets (the HTTP/2
+    /// preface or a TLS ClientHello) before it is closed, in milliseconds.
+    #[serde(default = "default_handshake_timeout_ms")]
+    handshake_timeout_ms: u64,
+}
+
+fn default_max_connections() -> usize {
+    nemo_daemon::incoming::ConnectionLimits::default().max_connections
+}
+
+fn default_handshake_timeout_ms() -> u64 {
+    10_000
 }
 
 fn default_quarantine() -> u64 {
@@ -133,6 +149,18 @@ fn main() -> anyhow::Result<()> {
                     .into())
             }
         };
+    if config.max_connections == 0 || config.handshake_timeout_ms == 0 {
+        return Err(file
+            .invalid(
+                0..0,
+                "max_connections and handshake_timeout_ms must be above 0",
+            )
+            .into());
+    }
+    let limits = nemo_daemon::incoming::ConnectionLimits {
+        max_connections: config.max_connections,
+        handshake_timeout: Duration::from_millis(config.handshake_timeout_ms),
+    };
     if args.check {
         println!("{}: ok", args.config.display());
         return Ok(());
@@ -161,7 +189,7 @@ fn main() -> anyhow::Result<()> {
             let mut terminate =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             tokio::select! {
-                result = nemo_controller::api::serve(listener, store, token, tls) => result,
+                result = nemo_controller::api::serve(listener, store, token, tls, limits) => result,
                 _ = terminate.recv() => {
                     tracing::info!("SIGTERM: stopping");
                     Ok(())

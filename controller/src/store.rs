@@ -349,6 +349,29 @@ struct Slots {
     cursor_revision: u64,
 }
 
+/// Longest free text (a placement's or a report's reason), in octets.
+pub const MAX_REASON: usize = 256;
+/// Most prefixes one binding report may carry.
+pub const MAX_REPORTED_PREFIXES: usize = 64;
+
+/// Free text: at most [`MAX_REASON`] octets, no control characters (it is
+/// stored, replayed to every watcher and logged).
+fn check_reason(field: &'static str, text: &str) -> Result<(), StoreError> {
+    if text.len() > MAX_REASON {
+        return Err(StoreError::Invalid {
+            field,
+            reason: format!("{} octets; at most {MAX_REASON}", text.len()),
+        });
+    }
+    if text.chars().any(char::is_control) {
+        return Err(StoreError::Invalid {
+            field,
+            reason: "control characters are not allowed".into(),
+        });
+    }
+    Ok(())
+}
+
 /// Names: letters, digits, '-', '_' and '.', 1 to 63 characters.
 fn check_name(field: &'static str, name: &str) -> Result<(), StoreError> {
     let ok = !name.is_empty()
@@ -1093,6 +1116,21 @@ impl Store {
         home_agent: HomeAgent,
     ) -> Result<HomeAgent, StoreError> {
         check_name("home_agent.name", &home_agent.name)?;
+        // Empty: the home agent serves the native transport only.
+        if !home_agent.udp_endpoint.is_empty()
+            && home_agent
+                .udp_endpoint
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            return Err(StoreError::Invalid {
+                field: "home_agent.udp_endpoint",
+                reason: format!(
+                    "{:?} is not an address and port like [2001:db8:1::1]:4191",
+                    home_agent.udp_endpoint
+                ),
+            });
+        }
         if !home_agent.home_prefix.contains(&home_agent.address) {
             return Err(StoreError::Invalid {
                 field: "home_agent.address",
@@ -1360,6 +1398,7 @@ impl Store {
         hypervisor: &str,
         reason: &str,
     ) -> Result<Placement, StoreError> {
+        check_reason("reason", reason)?;
         let mut state = self.state.lock().await;
         if !state.tenants.contains_key(tenant) {
             return Err(StoreError::NotFound {
@@ -1407,6 +1446,7 @@ impl Store {
 
     /// Takes a tenant off its hypervisor.
     pub async fn unplace(&self, tenant: &str, reason: &str) -> Result<(), StoreError> {
+        check_reason("reason", reason)?;
         let mut state = self.state.lock().await;
         let placement =
             state
@@ -1507,6 +1547,22 @@ impl Store {
             });
         };
         let (home_address, sequence) = (*home_address, *sequence);
+        check_name("home_agent", home_agent)?;
+        if let Change::BindingReported {
+            prefixes, reason, ..
+        } = &change
+        {
+            check_reason("reason", reason)?;
+            if prefixes.len() > MAX_REPORTED_PREFIXES {
+                return Err(StoreError::Invalid {
+                    field: "prefixes",
+                    reason: format!(
+                        "{} prefixes; at most {MAX_REPORTED_PREFIXES}",
+                        prefixes.len()
+                    ),
+                });
+            }
+        }
         let mut state = self.state.lock().await;
         if !state.home_agents.contains_key(home_agent) {
             return Err(StoreError::NotFound {

@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use ipnet::Ipv6Net;
 use nemo_proto::v1 as pb;
@@ -982,4 +983,154 @@ async fn load_generator_smoke() {
         (allocated..=allocated + 4).contains(&held),
         "{held} held, {allocated} reported"
     );
+}
+
+/// Hostile input is refused with a bounded answer and stored nowhere: a
+/// 1 MiB reason, an endpoint that is no endpoint, a request past the size
+/// bound.
+#[tokio::test]
+async fn oversized_and_malformed_fields_are_refused_with_bounded_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let process = start(dir.path());
+    let mut c = client(&process).await;
+    world(&mut c).await;
+    let huge = "x".repeat(1 << 20);
+    let (status, message) = code(
+        c.place_tenant(authed(pb::PlaceTenantRequest {
+            tenant: "acme".into(),
+            hypervisor: "hv-a".into(),
+            reason: "r".repeat(300),
+        }))
+        .await,
+    )
+    .await;
+    assert_eq!(status, Code::InvalidArgument);
+    assert!(message.starts_with("reason:"), "{message}");
+    let (status, message) = code(
+        c.place_tenant(authed(pb::PlaceTenantRequest {
+            tenant: huge.clone(),
+            hypervisor: "hv-a".into(),
+            reason: String::new(),
+        }))
+        .await,
+    )
+    .await;
+    assert_ne!(status, Code::Ok);
+    assert!(message.len() <= 600, "{} octets echoed", message.len());
+    let (status, message) = code(
+        c.register_home_agent(authed(pb::RegisterHomeAgentRequest {
+            home_agent: Some(pb::HomeAgent {
+                name: "ha2".into(),
+                address: "2001:db8:1::2".into(),
+                home_prefix: "2001:db8:1::/64".into(),
+                udp_endpoint: "not a url".into(),
+            }),
+        }))
+        .await,
+    )
+    .await;
+    assert_eq!(status, Code::InvalidArgument);
+    assert!(message.starts_with("home_agent.udp_endpoint:"), "{message}");
+    let (status, message) = code(
+        c.report_binding(authed(pb::ReportBindingRequest {
+            home_agent: "ha1".into(),
+            home_address: "2001:db8:1::100".into(),
+            care_of_address: "2001:db8:2::10".into(),
+            prefixes: vec![],
+            removed: false,
+            reason: huge,
+            sequence: 1,
+        }))
+        .await,
+    )
+    .await;
+    assert!(
+        matches!(
+            status,
+            Code::InvalidArgument | Code::OutOfRange | Code::ResourceExhausted
+        ),
+        "{status:?} {message}"
+    );
+    assert!(message.len() <= 600, "{} octets echoed", message.len());
+    // Nothing of it entered the history.
+    let mut events = c
+        .watch_events(authed(pb::WatchEventsRequest { from_revision: 0 }))
+        .await
+        .unwrap()
+        .into_inner();
+    while let Ok(Ok(Some(event))) =
+        tokio::time::timeout(Duration::from_millis(300), events.message()).await
+    {
+        assert!(event.subject.len() < 100, "{event:?}");
+        assert_ne!(event.kind, "binding_reported", "{event:?}");
+        assert_ne!(event.kind, "tenant_placed", "{event:?}");
+    }
+}
+
+/// Idle connections past the descriptor limit neither take the controller
+/// down nor spin a core: with 128 descriptors, 300 silent connections are
+/// capped and closed after the handshake timeout, and calls still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_cannot_exhaust_the_controller() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let config = dir.path().join("controller.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"[::1]:0\"\nstore = \"{}\"\ntoken_file = \"{}\"\n\
+             max_connections = 64\nhandshake_timeout_ms = 400\n",
+            dir.path().join("store").display(),
+            token.display()
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new("prlimit");
+    command
+        .args(["--nofile=128:128", "--"])
+        .arg(env!("CARGO_BIN_EXE_nemo-controller"))
+        .arg("--config")
+        .arg(&config);
+    let process = Process::start(command, dir.path().join("controller.log"));
+    let address: std::net::SocketAddr = process.field("grpc").parse().unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        if let Ok(stream) = tokio::net::TcpStream::connect(address).await {
+            idle.push(stream);
+        }
+    }
+    let pid = process.pid();
+    let cpu = || -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    };
+    let before = cpu();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let spent = cpu() - before;
+    assert!(
+        spent < 30,
+        "{spent} ticks of CPU in 1 s with idle connections: spinning"
+    );
+    // The silent ones were closed (or refused): a real client is served
+    // while they are still held open on our side.
+    let pool = tokio::time::timeout(Duration::from_secs(5), async {
+        client(&process)
+            .await
+            .list_pools(authed(pb::ListPoolsRequest {}))
+            .await
+    })
+    .await
+    .expect("the controller answers again")
+    .unwrap();
+    assert!(pool.into_inner().pools.is_empty());
+    drop(idle);
+    let log = process.log();
+    assert!(log.contains("connection refused: too many open"), "{log}");
 }

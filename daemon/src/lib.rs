@@ -3,6 +3,7 @@
 //! scrapes, and the durable tables they keep their state in ([`disk`]).
 
 pub mod disk;
+pub mod incoming;
 
 use std::io::IsTerminal;
 use std::ops::Range;

@@ -11,7 +11,7 @@ use nemo_proto::v1 as pb;
 use nemo_proto::v1::home_agent_admin_server::{HomeAgentAdmin, HomeAgentAdminServer};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::{BroadcastStream, TcpListenerStream};
+use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
@@ -176,11 +176,12 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     tracing::info!(listen = %listener.local_addr()?, "admin gRPC listening");
-    tonic::transport::Server::builder()
+    let (incoming, _) = nemo_daemon::incoming::guarded(listener, Default::default());
+    nemo_daemon::incoming::bounded_server(tonic::transport::Server::builder())
         .add_service(health)
         .add_service(reflection)
         .add_service(HomeAgentAdminServer::new(admin))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
 }

@@ -14,7 +14,6 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 /// Labels naming an instance.
@@ -183,11 +182,12 @@ pub async fn serve(listener: TcpListener, service: StatusService) -> anyhow::Res
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     tracing::info!(listen = %listener.local_addr()?, "status gRPC listening");
-    tonic::transport::Server::builder()
+    let (incoming, _) = nemo_daemon::incoming::guarded(listener, Default::default());
+    nemo_daemon::incoming::bounded_server(tonic::transport::Server::builder())
         .add_service(health)
         .add_service(reflection)
         .add_service(MobileRouterStatusServer::new(service))
-        .serve_with_incoming(TcpListenerStream::new(listener))
+        .serve_with_incoming(incoming)
         .await?;
     Ok(())
 }

@@ -107,6 +107,11 @@ impl Process {
         Process { child, ready, log }
     }
 
+    /// Its process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A `name=value` field of the ready line.
     pub fn field(&self, name: &str) -> String {
         field(&self.ready, name)
