@@ -99,6 +99,52 @@ impl ConfigText {
     }
 }
 
+/// Checks a controller endpoint: an `http://` or `https://` URL with a
+/// host (and usually a port), nothing else.
+pub fn check_endpoint(text: &str) -> Result<(), String> {
+    let uri: tonic::codegen::http::Uri = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a URL like http://[2001:db8::1]:50051"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        Some(other) => {
+            return Err(format!(
+                "{text:?}: scheme {other:?} is neither http nor https"
+            ))
+        }
+        None => {
+            return Err(format!(
+                "{text:?} has no scheme; did you mean http://{text}?"
+            ))
+        }
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("{text:?} has no host"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!("{text:?}: a gRPC endpoint has no path or query"));
+    }
+    Ok(())
+}
+
+/// Checks that a network interface exists on this host (its entry in
+/// /sys/class/net).
+pub fn check_interface(name: &str) -> Result<(), String> {
+    let plausible = !name.is_empty() && name.len() <= 15 && !name.contains(['/', '\0']);
+    if plausible && Path::new("/sys/class/net").join(name).exists() {
+        Ok(())
+    } else {
+        Err(format!("no network interface {name:?} on this host"))
+    }
+}
+
+/// Checks that a file can be read (a token file, a key).
+pub fn check_readable(path: &Path) -> Result<(), String> {
+    std::fs::File::open(path)
+        .map(drop)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// Receive buffer asked for on the daemons' UDP sockets unless configured:
 /// a burst of Binding Updates from many mobile routers must not overflow the
 /// kernel's default (about 200 KiB, some 270 small datagrams).
@@ -216,6 +262,34 @@ pub async fn serve_metrics(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_must_be_http_urls_with_a_host() {
+        for good in [
+            "http://[2001:db8::1]:50051",
+            "https://controller.example:443",
+            "http://[::1]:50051/",
+        ] {
+            assert_eq!(check_endpoint(good), Ok(()), "{good}");
+        }
+        for (bad, says) in [
+            ("htp://[::1]:50051", "scheme"),
+            ("not a url", "not a URL"),
+            ("[::1]:50051", "scheme"),
+            ("http://[::1]:50051/nemo.v1", "path"),
+        ] {
+            let error = check_endpoint(bad).unwrap_err();
+            assert!(error.contains(says), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn interfaces_and_files_are_looked_up() {
+        assert_eq!(check_interface("lo"), Ok(()));
+        assert!(check_interface("nemo-none0").is_err());
+        assert!(check_interface("../lo").is_err());
+        assert!(check_readable(Path::new("/nonexistent/token")).is_err());
+    }
 
     #[test]
     fn lines_are_counted_from_one() {

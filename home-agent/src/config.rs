@@ -141,7 +141,7 @@ fn default_udp_receive_buffer() -> usize {
 #[serde(deny_unknown_fields)]
 pub struct ControllerSection {
     /// The controller's gRPC endpoint, e.g. `http://[2001:db8::1]:50051`.
-    pub endpoint: String,
+    pub endpoint: Spanned<String>,
     /// CA certificate (PEM) for an `https://` endpoint.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
@@ -159,7 +159,7 @@ pub struct ControllerSection {
 #[serde(deny_unknown_fields)]
 pub struct NativeSection {
     /// Interfaces Binding Updates arrive on (read with a packet socket).
-    pub interfaces: Vec<String>,
+    pub interfaces: Spanned<Vec<String>>,
     /// The home agent's addresses: Binding Updates sent to them are taken.
     pub addresses: Spanned<Vec<Ipv6Addr>>,
 }
@@ -181,7 +181,7 @@ pub struct DataPlaneSection {
     pub backend: Spanned<DataPlaneBackend>,
     /// seg6: the interface towards the care-of addresses.
     #[serde(default)]
-    pub uplink: Option<String>,
+    pub uplink: Option<Spanned<String>>,
     /// seg6: the home agent's address, where reverse-tunnelled packets
     /// arrive.
     #[serde(default)]
@@ -264,8 +264,39 @@ pub struct Validated {
 
 impl Config {
     /// Reads, parses and validates a file.
+    /// Reads, validates, and checks against this host what the file names
+    /// (interfaces, the token file): what `--check` and a start do.
     pub fn load(path: &Path) -> Result<Validated, ConfigError> {
-        Self::validate(&ConfigText::read(path)?)
+        let file = ConfigText::read(path)?;
+        let validated = Self::validate(&file)?;
+        validated.config.check_host(&file)?;
+        Ok(validated)
+    }
+
+    /// The checks that depend on the host rather than the file.
+    fn check_host(&self, file: &ConfigText) -> Result<(), ConfigError> {
+        if *self.dataplane.backend.get_ref() == DataPlaneBackend::Seg6 {
+            if let Some(uplink) = &self.dataplane.uplink {
+                nemo_daemon::check_interface(uplink.get_ref())
+                    .map_err(|e| file.invalid(uplink.span(), format!("dataplane: uplink: {e}")))?;
+            }
+        }
+        if let Some(native) = &self.native {
+            for interface in native.interfaces.get_ref() {
+                nemo_daemon::check_interface(interface).map_err(|e| {
+                    file.invalid(native.interfaces.span(), format!("native: interfaces: {e}"))
+                })?;
+            }
+        }
+        if let Some(controller) = &self.controller {
+            nemo_daemon::check_readable(controller.token_file.get_ref()).map_err(|e| {
+                file.invalid(
+                    controller.token_file.span(),
+                    format!("controller: token_file: {e}"),
+                )
+            })?;
+        }
+        Ok(())
     }
 
     /// Parses and validates text read from `path`.
@@ -305,8 +336,16 @@ impl Config {
                 "dataplane: backend \"seg6\" needs uplink and local_address".into(),
             ));
         }
+        if let Some(controller) = &config.controller {
+            nemo_daemon::check_endpoint(controller.endpoint.get_ref()).map_err(|e| {
+                invalid(
+                    controller.endpoint.span(),
+                    format!("controller: endpoint: {e}"),
+                )
+            })?;
+        }
         if let Some(native) = &config.native {
-            if native.interfaces.is_empty() || native.addresses.get_ref().is_empty() {
+            if native.interfaces.get_ref().is_empty() || native.addresses.get_ref().is_empty() {
                 return Err(invalid(
                     native.addresses.span(),
                     "native: at least one interface and one address".into(),
@@ -410,9 +449,57 @@ prefixes = ["2001:db8:100::/56"]
             env!("CARGO_MANIFEST_DIR"),
             "/../deploy/examples/ha.toml"
         ));
-        let validated = Config::load(path).unwrap();
+        // The file itself; its interfaces and token file belong to the
+        // host it is written for, not this one.
+        let text = std::fs::read_to_string(path).unwrap();
+        let validated = Config::from_text(&text, path).unwrap();
         assert!(validated.config.controller.is_some());
         assert!(validated.config.native.is_some());
+    }
+
+    #[test]
+    fn endpoints_interfaces_and_token_files_are_checked() {
+        let with_controller = |endpoint: &str, token: &Path| {
+            GOOD.replace(
+                "[store]",
+                &format!(
+                    "[controller]\nendpoint = \"{endpoint}\"\ntoken_file = \"{}\"\nhome_agent = \"ha1\"\n\n[store]",
+                    token.display()
+                ),
+            )
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "a-token-of-sixteen-or-more\n").unwrap();
+        let text = with_controller("htp://[2001:db8::1]:50051", &token);
+        let message = error(&text);
+        assert!(
+            message.starts_with("ha.toml:6: controller: endpoint:"),
+            "{message}"
+        );
+        assert!(message.contains("scheme"), "{message}");
+        assert!(error(&with_controller("not a url", &token)).contains("ha.toml:6:"));
+
+        // Host checks: what --check and a start see through `load`.
+        let load = |text: String| {
+            let path = dir.path().join("ha.toml");
+            std::fs::write(&path, text).unwrap();
+            Config::load(&path).map(drop).map_err(|e| e.to_string())
+        };
+        let good = with_controller("http://[2001:db8::1]:50051", &token);
+        assert_eq!(load(good.clone()), Ok(()));
+        let missing = with_controller("http://[2001:db8::1]:50051", &dir.path().join("nope"));
+        let message = load(missing).unwrap_err();
+        assert!(message.contains(":7: controller: token_file:"), "{message}");
+        let no_uplink = good.replace(
+            "[store]",
+            "[dataplane]\nbackend = \"seg6\"\nuplink = \"nemo-none0\"\nlocal_address = \"2001:db8:1::1\"\n\n[store]",
+        );
+        let message = load(no_uplink).unwrap_err();
+        assert!(
+            message.contains("dataplane: uplink: no network interface \"nemo-none0\""),
+            "{message}"
+        );
     }
 
     #[test]

@@ -91,7 +91,12 @@ async fn run(validated: nemo_ha::config::Validated) -> anyhow::Result<()> {
                 rtnetlink::new_connection().context("opening rtnetlink")?;
             tokio::spawn(connection);
             let settings = Seg6Config::new(
-                config.dataplane.uplink.as_deref().unwrap_or_default(),
+                config
+                    .dataplane
+                    .uplink
+                    .as_ref()
+                    .map(|u| u.get_ref().as_str())
+                    .unwrap_or_default(),
                 config
                     .dataplane
                     .local_address
@@ -150,7 +155,7 @@ async fn serve<D: HomeAgentDataPlane>(
                     .context("cached authorization conflicts with the configuration")?;
             }
             Some(nemo_ha::controller::ControllerSettings {
-                endpoint: section.endpoint.clone(),
+                endpoint: section.endpoint.get_ref().clone(),
                 ca_file: section.ca_file.clone(),
                 token,
                 home_agent: section.home_agent.clone(),
@@ -176,10 +181,12 @@ async fn serve<D: HomeAgentDataPlane>(
             .map_or(nemo_daemon::DEFAULT_UDP_RECEIVE_BUFFER, |u| {
                 u.receive_buffer_bytes
             }),
-        native: config
-            .native
-            .as_ref()
-            .map(|n| (n.interfaces.clone(), n.addresses.get_ref().clone())),
+        native: config.native.as_ref().map(|n| {
+            (
+                n.interfaces.get_ref().clone(),
+                n.addresses.get_ref().clone(),
+            )
+        }),
         metrics: metrics.clone(),
     })
     .await?;

@@ -42,7 +42,7 @@ pub struct Config {
     /// Where the care-of address comes from.
     pub mobile_router: MobileRouterSection,
     /// How Binding Updates reach the home agents.
-    pub transport: TransportSection,
+    pub transport: Spanned<TransportSection>,
     /// The data plane.
     #[serde(default)]
     pub dataplane: DataPlaneSection,
@@ -65,12 +65,12 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct ControllerSection {
     /// The controller's gRPC endpoint, e.g. `http://[2001:db8::1]:50051`.
-    pub endpoint: String,
+    pub endpoint: Spanned<String>,
     /// CA certificate (PEM) for an `https://` endpoint.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// File holding the bearer token.
-    pub token_file: PathBuf,
+    pub token_file: Spanned<PathBuf>,
     /// This hypervisor's name at the controller.
     pub hypervisor: String,
     /// Tenant interface names; `{tenant}` is replaced.
@@ -218,8 +218,24 @@ pub struct Instance {
 
 impl Config {
     /// Reads and checks a file.
+    /// Reads, validates, and checks against this host what the file names
+    /// (the uplink, the token file): what `--check` and a start do.
+    /// Tenant interfaces are not checked: a tenant's port may appear later.
     pub fn load(path: &Path) -> Result<(Config, Vec<Instance>), ConfigError> {
-        Self::validate(&ConfigText::read(path)?)
+        let file = ConfigText::read(path)?;
+        let (config, instances) = Self::validate(&file)?;
+        let uplink = &config.mobile_router.uplink;
+        nemo_daemon::check_interface(uplink.get_ref())
+            .map_err(|e| file.invalid(uplink.span(), format!("mobile_router: uplink: {e}")))?;
+        if let Some(controller) = &config.controller {
+            nemo_daemon::check_readable(controller.token_file.get_ref()).map_err(|e| {
+                file.invalid(
+                    controller.token_file.span(),
+                    format!("controller: token_file: {e}"),
+                )
+            })?;
+        }
+        Ok((config, instances))
     }
 
     /// Parses and checks text read from `path`.
@@ -229,12 +245,20 @@ impl Config {
 
     fn validate(file: &ConfigText) -> Result<(Config, Vec<Instance>), ConfigError> {
         let config: Config = file.parse()?;
-        if config.transport.kind == TransportKind::Udp && config.transport.home_agent_udp.is_none()
-        {
+        let transport = config.transport.get_ref();
+        if transport.kind == TransportKind::Udp && transport.home_agent_udp.is_none() {
             return Err(file.invalid(
-                config.mobile_router.uplink.span(),
+                config.transport.span(),
                 "transport: kind \"udp\" needs home_agent_udp",
             ));
+        }
+        if let Some(controller) = &config.controller {
+            nemo_daemon::check_endpoint(controller.endpoint.get_ref()).map_err(|e| {
+                file.invalid(
+                    controller.endpoint.span(),
+                    format!("controller: endpoint: {e}"),
+                )
+            })?;
         }
         let mut instances: Vec<Instance> = Vec::new();
         for spanned in &config.instances {
@@ -322,9 +346,70 @@ table = 100
             env!("CARGO_MANIFEST_DIR"),
             "/../deploy/examples/mr.toml"
         ));
-        let (config, instances) = Config::load(path).unwrap();
+        // The file itself; its uplink and token file belong to the host it
+        // is written for, not this one.
+        let text = std::fs::read_to_string(path).unwrap();
+        let (config, instances) = Config::from_text(&text, path).unwrap();
         assert!(config.controller.is_some());
         assert!(instances.is_empty());
+    }
+
+    #[test]
+    fn transport_errors_name_the_transport_table() {
+        let text = GOOD.replace(
+            "home_agent_udp = \"[2001:db8:1::1]:4191\"",
+            "kind = \"udp\"",
+        );
+        assert_eq!(
+            error(&text),
+            "mr.toml:5: transport: kind \"udp\" needs home_agent_udp"
+        );
+    }
+
+    #[test]
+    fn endpoints_uplinks_and_token_files_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "a-token-of-sixteen-or-more\n").unwrap();
+        let with = |uplink: &str, endpoint: &str, token: &Path| {
+            GOOD.replace("uplink = \"eth0\"", &format!("uplink = \"{uplink}\""))
+                .replace(
+                    "[[instance]]",
+                    &format!(
+                        "[controller]\nendpoint = \"{endpoint}\"\ntoken_file = \"{}\"\nhypervisor = \"hv1\"\n\n[[instance]]",
+                        token.display()
+                    ),
+                )
+        };
+        let message = error(&with("lo", "htp://[2001:db8::1]:50051", &token));
+        assert!(
+            message.starts_with("mr.toml:9: controller: endpoint:"),
+            "{message}"
+        );
+        let load = |text: String| {
+            let path = dir.path().join("mr.toml");
+            std::fs::write(&path, text).unwrap();
+            Config::load(&path).map(drop).map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            load(with("lo", "http://[2001:db8::1]:50051", &token)),
+            Ok(())
+        );
+        let message = load(with("nemo-none0", "http://[2001:db8::1]:50051", &token)).unwrap_err();
+        assert!(
+            message.contains(":3: mobile_router: uplink: no network interface"),
+            "{message}"
+        );
+        let message = load(with(
+            "lo",
+            "http://[2001:db8::1]:50051",
+            &dir.path().join("nope"),
+        ))
+        .unwrap_err();
+        assert!(
+            message.contains(":10: controller: token_file:"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -99,9 +99,12 @@ async fn serve<D: MobileRouterDataPlane>(
     care_of: watch::Receiver<Option<std::net::Ipv6Addr>>,
     dataplane: Arc<D>,
 ) -> anyhow::Result<()> {
-    let transport = match (config.transport.kind, config.transport.home_agent_udp) {
+    let transport = match (
+        config.transport.get_ref().kind,
+        config.transport.get_ref().home_agent_udp,
+    ) {
         (TransportKind::Udp, Some(home_agent)) => Transport::Udp {
-            socket: daemon::bind(config.transport.bind).await?,
+            socket: daemon::bind(config.transport.get_ref().bind).await?,
             home_agent,
         },
         (TransportKind::Udp, None) => anyhow::bail!("transport udp needs home_agent_udp"),
@@ -167,12 +170,17 @@ async fn serve<D: MobileRouterDataPlane>(
     let (commands, command_rx) = mpsc::channel(64);
     let _controller_task = match &config.controller {
         Some(section) => {
-            let token = std::fs::read_to_string(&section.token_file)
-                .with_context(|| format!("controller token_file {}", section.token_file.display()))?
+            let token = std::fs::read_to_string(section.token_file.get_ref())
+                .with_context(|| {
+                    format!(
+                        "controller token_file {}",
+                        section.token_file.get_ref().display()
+                    )
+                })?
                 .trim()
                 .to_owned();
             let settings = nemo_mr::controller::ControllerSettings {
-                endpoint: section.endpoint.clone(),
+                endpoint: section.endpoint.get_ref().clone(),
                 ca_file: section.ca_file.clone(),
                 token,
                 hypervisor: section.hypervisor.clone(),
