@@ -1,10 +1,10 @@
 //! Load generator for the controller's allocator: N allocations from one
-//! pool through `Store::allocate` (each one a sled transaction, flushed
+//! pool through `Store::allocate` (each one queued and made durable by a group commit
 //! before it returns, as the API acknowledges it), then a reopen.
 //!
 //! `cargo bench -p controller --bench allocate -- [N] [DIR]`
 //! N defaults to 1,000,000; DIR (default a temporary directory) decides
-//! what the flush costs: tmpfs measures the allocator and sled, a disk adds
+//! what the commit costs: tmpfs measures the allocator and redb, a disk adds
 //! its fsync. Prints the rate per 10% and the reopen time.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // a load generator

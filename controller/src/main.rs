@@ -46,7 +46,7 @@ struct Args {
 struct Config {
     /// gRPC listen address.
     listen: SocketAddr,
-    /// Directory of the sled database.
+    /// Directory of the store (its file is `controller.redb`).
     store: PathBuf,
     /// File holding the bearer token every call must carry.
     #[serde(default)]
