@@ -66,11 +66,7 @@ async fn acknowledged_allocations_survive_a_power_loss() {
     controller.kill();
     let after = disk.crash_copy();
     assert!(load.wait().unwrap().success(), "controller-loadgen failed");
-    let acknowledged: BTreeSet<Ipv6Net> = std::fs::read_to_string(&acknowledged_file)
-        .unwrap()
-        .lines()
-        .map(|line| line.parse().unwrap())
-        .collect();
+    let acknowledged: BTreeSet<Ipv6Net> = power_loss::acknowledged(&acknowledged_file);
     assert!(
         acknowledged.len() >= 50,
         "only {} allocations acknowledged before the power loss: the test did not load the controller",

@@ -199,12 +199,16 @@ fn snmp6_counter(text: &str, name: &str) -> Option<u64> {
     })
 }
 
-/// Every `period`, reads [`decapsulation_misses`], hands the value to
-/// `record` (a metric), and logs a warning when it rose: the sign of a peer
-/// whose outer source is not the address its decapsulation rule names.
-pub async fn watch_decapsulation_misses(period: std::time::Duration, record: impl Fn(u64)) {
+/// How often [`watch_decapsulation_misses`] looks.
+pub const DECAPSULATION_CHECK: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Every [`DECAPSULATION_CHECK`], reads [`decapsulation_misses`], hands the
+/// value to `record` (a metric's setter), and logs a warning when it rose:
+/// the sign of a peer whose outer source is not the address its
+/// decapsulation rule names.
+pub async fn watch_decapsulation_misses(record: impl Fn(i64)) {
     let mut last = decapsulation_misses();
-    let mut tick = tokio::time::interval(period);
+    let mut tick = tokio::time::interval(DECAPSULATION_CHECK);
     loop {
         tick.tick().await;
         let now = decapsulation_misses();
@@ -219,7 +223,7 @@ pub async fn watch_decapsulation_misses(period: std::time::Duration, record: imp
             }
         }
         if let Some(value) = now {
-            record(value);
+            record(i64::try_from(value).unwrap_or(i64::MAX));
         }
         last = now.or(last);
     }

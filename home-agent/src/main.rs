@@ -110,9 +110,6 @@ async fn run(validated: nemo_ha::config::Validated) -> anyhow::Result<()> {
     }
 }
 
-/// How often the kernel's count of decapsulation misses is read.
-const DECAPSULATION_CHECK: std::time::Duration = std::time::Duration::from_secs(10);
-
 async fn serve<D: HomeAgentDataPlane>(
     config: Config,
     engine: nemo::ha::HomeAgentConfig,
@@ -122,13 +119,10 @@ async fn serve<D: HomeAgentDataPlane>(
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     if matches!(config.dataplane.backend.get_ref(), DataPlaneBackend::Seg6) {
-        let metrics = metrics.clone();
+        let gauge = metrics.decapsulation_misses.clone();
         tokio::spawn(nemo_dataplane::tunsrc::watch_decapsulation_misses(
-            DECAPSULATION_CHECK,
             move |misses| {
-                metrics
-                    .decapsulation_misses
-                    .set(i64::try_from(misses).unwrap_or(i64::MAX));
+                gauge.set(misses);
             },
         ));
     }

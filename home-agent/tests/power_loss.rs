@@ -63,11 +63,7 @@ fn acknowledged_bindings_survive_a_power_loss() {
     ha.kill();
     let after = disk.crash_copy();
     assert!(load.wait().unwrap().success(), "ha-loadgen failed");
-    let acknowledged: BTreeSet<Ipv6Addr> = std::fs::read_to_string(&acknowledged_file)
-        .unwrap()
-        .lines()
-        .map(|line| line.parse().unwrap())
-        .collect();
+    let acknowledged: BTreeSet<Ipv6Addr> = power_loss::acknowledged(&acknowledged_file);
     assert!(
         acknowledged.len() >= 300,
         "only {} registrations acknowledged before the power loss: the test did not load the home agent",

@@ -90,9 +90,6 @@ async fn run(config: Config, instances: Vec<Instance>) -> anyhow::Result<()> {
     }
 }
 
-/// How often the kernel's count of decapsulation misses is read.
-const DECAPSULATION_CHECK: std::time::Duration = std::time::Duration::from_secs(10);
-
 async fn serve<D: MobileRouterDataPlane>(
     config: Config,
     instances: Vec<Instance>,
@@ -118,13 +115,10 @@ async fn serve<D: MobileRouterDataPlane>(
     };
     let metrics = Arc::new(Metrics::new());
     if matches!(config.dataplane.backend, DataPlaneBackend::Seg6) {
-        let metrics = metrics.clone();
+        let gauge = metrics.decapsulation_misses.clone();
         tokio::spawn(nemo_dataplane::tunsrc::watch_decapsulation_misses(
-            DECAPSULATION_CHECK,
             move |misses| {
-                metrics
-                    .decapsulation_misses
-                    .set(i64::try_from(misses).unwrap_or(i64::MAX));
+                gauge.set(misses);
             },
         ));
     }

@@ -123,3 +123,16 @@ impl Drop for LoopDisk {
 pub fn available() -> bool {
     crate::is_root() && crate::runs("losetup", &["--version"]) && crate::runs("mkfs.ext4", &["-V"])
 }
+
+/// The lines of a file a load generator wrote (what it saw acknowledged),
+/// parsed; panics, naming the line, on one that does not parse.
+pub fn acknowledged<T: std::str::FromStr + Ord>(path: &Path) -> std::collections::BTreeSet<T> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|line| {
+            line.parse()
+                .unwrap_or_else(|_| panic!("{}: {line:?} does not parse", path.display()))
+        })
+        .collect()
+}
