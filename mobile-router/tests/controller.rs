@@ -91,6 +91,7 @@ async fn a_tenant_follows_its_placement_between_hypervisors() {
             format!(
                 "[home_agent]\nhome_prefixes = [\"2001:db8:1::/64\"]\n\n[store]\npath = \"{}\"\n\n\
                  [udp]\nlisten = [\"[::1]:0\"]\n\n[admin]\nlisten = \"[::1]:0\"\n\n\
+                 [metrics]\nlisten = \"[::1]:0\"\n\n\
                  [controller]\nendpoint = \"{endpoint}\"\ntoken_file = \"{}\"\nhome_agent = \"ha1\"\n",
                 d.join("ha-store").display(),
                 token.display()
@@ -189,6 +190,23 @@ async fn a_tenant_follows_its_placement_between_hypervisors() {
         ha.log()
     );
 
+    // The home agent's report of that registration, with its sequence
+    // number, reached the controller before the migration is told.
+    let mut events = c
+        .watch_events(authed(pb::WatchEventsRequest { from_revision: 0 }))
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(event) = events.message().await.unwrap() {
+            if event.kind == "binding_reported" {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the home agent never reported the binding");
+
     // Migration: the binding moves to hv-b's care-of address and stays.
     let started = Instant::now();
     c.place_tenant(authed(pb::PlaceTenantRequest {
@@ -207,6 +225,17 @@ async fn a_tenant_follows_its_placement_between_hypervisors() {
         routers[1].log()
     );
     eprintln!("placement change to binding moved: {:?}", started.elapsed());
+    // hv-b's instance started after the sequence number the home agent
+    // reported: its first Binding Update was accepted, no 135 on the way.
+    let metrics = nemo_testkit::scrape_metrics(ha.field("metrics"));
+    assert!(
+        metrics.contains("nemo_ha_binding_acks_total{status=\"0\"}"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("nemo_ha_binding_acks_total{status=\"135\"}"),
+        "the new instance's first Binding Update was refused with 135:\n{metrics}"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(care_of(&mut admin).await.as_deref(), Some("2001:db8:3::10"));
     assert!(
