@@ -99,6 +99,69 @@ impl ConfigText {
     }
 }
 
+/// A config section with one listen address (`[admin]`, `[metrics]`).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenSection {
+    /// Address and port.
+    pub listen: std::net::SocketAddr,
+}
+
+/// Data plane backends (`[dataplane] backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataPlaneBackend {
+    /// Keep routes in memory only: the kernel is not programmed. For
+    /// running the control plane alone; said loudly at start.
+    #[default]
+    Memory,
+    /// seg6 encap.red / End.DT6 with an MTU gate, over rtnetlink.
+    Seg6,
+}
+
+/// `message` as a request carrying the controller's bearer token (the
+/// `authorization` metadata the controller checks).
+pub fn authorized<T>(
+    message: T,
+    token: &str,
+) -> Result<tonic::Request<T>, tonic::metadata::errors::InvalidMetadataValue> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse()?);
+    Ok(request)
+}
+
+/// The wait between attempts to reach the controller: 200 ms, doubling to
+/// 30 s. One policy for every daemon that follows the controller.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            next: Duration::from_millis(200),
+        }
+    }
+}
+
+impl Backoff {
+    /// Logs why the controller is away and what the daemon does meanwhile,
+    /// then waits the current delay and doubles it.
+    pub async fn wait(
+        &mut self,
+        error: &(dyn std::fmt::Display + Sync),
+        endpoint: &str,
+        meanwhile: &str,
+    ) {
+        tracing::warn!(%error, %endpoint, retry_in = ?self.next, "controller unavailable; {meanwhile}");
+        tokio::time::sleep(self.next).await;
+        self.next = (self.next * 2).min(Duration::from_secs(30));
+    }
+}
+
 /// Checks a controller endpoint: an `http://` or `https://` URL with a
 /// host (and usually a port), nothing else.
 pub fn check_endpoint(text: &str) -> Result<(), String> {

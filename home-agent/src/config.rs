@@ -21,6 +21,7 @@
 //!
 //! Unknown keys are refused, and every error names the line it is about.
 
+pub use nemo_daemon::{DataPlaneBackend, ListenSection};
 use std::net::{Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -164,14 +165,6 @@ pub struct NativeSection {
     pub addresses: Spanned<Vec<Ipv6Addr>>,
 }
 
-/// A section with one listen address.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListenSection {
-    /// Address and port.
-    pub listen: SocketAddr,
-}
-
 /// `[dataplane]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -204,18 +197,6 @@ impl Default for DataPlaneSection {
 
 fn default_backend() -> Spanned<DataPlaneBackend> {
     Spanned::new(0..0, DataPlaneBackend::Memory)
-}
-
-/// Data plane backends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum DataPlaneBackend {
-    /// Keep routes in memory only: the kernel is not programmed. For
-    /// running the control plane alone; says so loudly at start.
-    #[default]
-    Memory,
-    /// seg6 encap.red / End.DT6 with an MTU gate, over rtnetlink.
-    Seg6,
 }
 
 /// Forwarding at shutdown.

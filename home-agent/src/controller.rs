@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::Context;
 use nemo::auth::{Algorithm, SecurityAssociation};
@@ -120,14 +119,18 @@ pub async fn follow(settings: ControllerSettings, core: mpsc::Sender<CoreEvent>)
             Cache::default()
         }
     };
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = nemo_daemon::Backoff::default();
     loop {
         match watch(&settings, &core, &mut cache).await {
             Ok(()) => return,
             Err(error) => {
-                tracing::warn!(%error, endpoint = %settings.endpoint, retry_in = ?backoff, "controller unavailable; working from the cached authorizations");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                backoff
+                    .wait(
+                        &error,
+                        &settings.endpoint,
+                        "working from the cached authorizations",
+                    )
+                    .await;
             }
         }
     }
@@ -143,14 +146,13 @@ async fn watch(
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?,
     );
-    let mut request = tonic::Request::new(pb::WatchAuthorizationsRequest {
-        home_agent: settings.home_agent.clone(),
-        from_revision: cache.revision,
-    });
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {}", settings.token).parse()?,
-    );
+    let request = nemo_daemon::authorized(
+        pb::WatchAuthorizationsRequest {
+            home_agent: settings.home_agent.clone(),
+            from_revision: cache.revision,
+        },
+        &settings.token,
+    )?;
     let mut stream = client.watch_authorizations(request).await?.into_inner();
     tracing::info!(from_revision = cache.revision, "watching authorizations");
     if cache.revision == 0 {
@@ -218,16 +220,19 @@ pub async fn report(
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         };
         if client.is_none() {
-            client = ControllerClient::connect(settings.endpoint.clone())
-                .await
-                .ok();
+            // The same channel as the watch: TLS with the configured CA.
+            client =
+                nemo_daemon::controller_channel(&settings.endpoint, settings.ca_file.as_deref())
+                    .await
+                    .ok()
+                    .map(ControllerClient::new);
         }
         let Some(connected) = client.as_mut() else {
             tracing::warn!("controller unreachable; binding report dropped");
             continue;
         };
         let binding = &event.binding;
-        let mut request = tonic::Request::new(pb::ReportBindingRequest {
+        let report = pb::ReportBindingRequest {
             home_agent: settings.home_agent.clone(),
             home_address: binding.home_address.to_string(),
             care_of_address: binding.care_of.to_string(),
@@ -235,10 +240,11 @@ pub async fn report(
             removed: !event.upsert,
             reason: event.reason.to_owned(),
             sequence: u32::from(binding.sequence.0),
-        });
-        if let Ok(value) = format!("Bearer {}", settings.token).parse() {
-            request.metadata_mut().insert("authorization", value);
-        }
+        };
+        let Ok(request) = nemo_daemon::authorized(report, &settings.token) else {
+            tracing::error!("the controller token is not valid metadata; binding report dropped");
+            continue;
+        };
         match connected.report_binding(request).await {
             Ok(_) => tracing::debug!(home_address = %binding.home_address, "binding reported"),
             Err(status) => {

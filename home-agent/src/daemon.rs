@@ -624,6 +624,9 @@ pub struct Setup<D> {
     pub native: Option<(Vec<String>, Vec<Ipv6Addr>)>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The daemon's rtnetlink connection (the native transport's tc
+    /// filter).
+    pub netlink: rtnetlink::Handle,
 }
 
 /// Loads the store, reconciles forwarding, binds the sockets and starts the
@@ -708,11 +711,9 @@ pub async fn start<D: HomeAgentDataPlane>(setup: Setup<D>) -> anyhow::Result<Run
     if let Some((interfaces, addresses)) = &setup.native {
         // Keep the kernel from answering the Home Address option with a
         // Parameter Problem (the packet socket still sees the packet).
-        let (connection, handle, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
-        tokio::spawn(connection);
         suppression = Some(
             nemo_dataplane::quiet::suppress(
-                &handle,
+                &setup.netlink,
                 interfaces,
                 addresses,
                 nemo_dataplane::quiet::Signalling::BindingUpdates,

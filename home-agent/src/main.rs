@@ -69,6 +69,10 @@ async fn run(validated: nemo_ha::config::Validated) -> anyhow::Result<()> {
     config.mobile_routers = Vec::new();
     let store = Store::open(&config.store.path)
         .with_context(|| format!("opening store {}", config.store.path.display()))?;
+    // One rtnetlink connection for the daemon: the data plane and the
+    // native transport's tc filter.
+    let (connection, netlink, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
+    tokio::spawn(connection);
     match config.dataplane.backend.get_ref() {
         DataPlaneBackend::Memory => {
             tracing::warn!(
@@ -80,6 +84,7 @@ async fn run(validated: nemo_ha::config::Validated) -> anyhow::Result<()> {
                 engine,
                 authorizations,
                 store,
+                netlink,
                 Arc::new(MemoryDataPlane::new()),
             )
             .await
@@ -87,9 +92,6 @@ async fn run(validated: nemo_ha::config::Validated) -> anyhow::Result<()> {
         DataPlaneBackend::Seg6 => {
             let probe = nemo_dataplane::linux::probe();
             tracing::info!(seg6 = ?probe.seg6, ip6tnl = ?probe.ip6tnl, "data plane backends on this kernel");
-            let (connection, handle, _) =
-                rtnetlink::new_connection().context("opening rtnetlink")?;
-            tokio::spawn(connection);
             let settings = Seg6Config::new(
                 config
                     .dataplane
@@ -102,10 +104,18 @@ async fn run(validated: nemo_ha::config::Validated) -> anyhow::Result<()> {
                     .local_address
                     .unwrap_or(Ipv6Addr::UNSPECIFIED),
             );
-            let dataplane = Seg6HomeAgent::new(handle, settings)
+            let dataplane = Seg6HomeAgent::new(netlink.clone(), settings)
                 .await
                 .context("dataplane backend seg6 unavailable")?;
-            serve(config, engine, authorizations, store, Arc::new(dataplane)).await
+            serve(
+                config,
+                engine,
+                authorizations,
+                store,
+                netlink,
+                Arc::new(dataplane),
+            )
+            .await
         }
     }
 }
@@ -115,6 +125,7 @@ async fn serve<D: HomeAgentDataPlane>(
     engine: nemo::ha::HomeAgentConfig,
     authorizations: nemo::ha::AuthorizationTable,
     store: Store,
+    netlink: rtnetlink::Handle,
     dataplane: Arc<D>,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
@@ -182,6 +193,7 @@ async fn serve<D: HomeAgentDataPlane>(
             )
         }),
         metrics: metrics.clone(),
+        netlink,
     })
     .await?;
     // Authorizations in, binding changes out.

@@ -23,6 +23,7 @@
 //!
 //! Unknown keys are refused, and every error names the line it is about.
 
+pub use nemo_daemon::{DataPlaneBackend, ListenSection};
 use std::net::{Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -92,14 +93,6 @@ fn default_table_base() -> u32 {
     1000
 }
 
-/// A section with one listen address.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListenSection {
-    /// Address and port.
-    pub listen: SocketAddr,
-}
-
 /// `[mobile_router]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -150,17 +143,6 @@ pub struct DataPlaneSection {
     /// Which backend programs forwarding.
     #[serde(default)]
     pub backend: DataPlaneBackend,
-}
-
-/// Data plane backends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum DataPlaneBackend {
-    /// Programs nothing (control plane alone); says so at start.
-    #[default]
-    Memory,
-    /// seg6 encap.red / End.DT6 with an MTU gate, over rtnetlink.
-    Seg6,
 }
 
 /// `[[instance]]`: one tenant's mobile router.

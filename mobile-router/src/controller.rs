@@ -36,14 +36,6 @@ pub struct ControllerSettings {
     pub lifetime: Duration,
 }
 
-fn authed<T>(message: T, token: &str) -> anyhow::Result<tonic::Request<T>> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse()?);
-    Ok(request)
-}
-
 /// The instance a placement describes.
 fn instance(
     settings: &ControllerSettings,
@@ -92,14 +84,14 @@ fn instance(
 pub async fn follow(settings: ControllerSettings, commands: mpsc::Sender<InstanceCommand>) {
     let mut revision = 0;
     let mut tables: BTreeMap<String, u32> = BTreeMap::new();
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = nemo_daemon::Backoff::default();
     loop {
         match watch(&settings, &commands, &mut revision, &mut tables).await {
             Ok(()) => return,
             Err(error) => {
-                tracing::warn!(%error, endpoint = %settings.endpoint, retry_in = ?backoff, "controller unavailable; keeping the current instances");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                backoff
+                    .wait(&error, &settings.endpoint, "keeping the current instances")
+                    .await;
             }
         }
     }
@@ -117,7 +109,7 @@ async fn watch(
             .map_err(|e| anyhow::anyhow!("{e}"))?,
     );
     client
-        .register_hypervisor(authed(
+        .register_hypervisor(nemo_daemon::authorized(
             pb::RegisterHypervisorRequest {
                 name: settings.hypervisor.clone(),
             },
@@ -125,7 +117,7 @@ async fn watch(
         )?)
         .await?;
     let mut stream = client
-        .watch_placements(authed(
+        .watch_placements(nemo_daemon::authorized(
             pb::WatchPlacementsRequest {
                 hypervisor: settings.hypervisor.clone(),
                 from_revision: *revision,

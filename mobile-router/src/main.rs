@@ -68,24 +68,32 @@ async fn run(config: Config, instances: Vec<Instance>) -> anyhow::Result<()> {
         }
     };
     let initial = *care_of.borrow();
+    // One rtnetlink connection for the data plane and the native transport
+    // (the care-of watcher has its own, subscribed to address events).
+    let (connection, netlink, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
+    tokio::spawn(connection);
     match config.dataplane.backend {
         DataPlaneBackend::Memory => {
             tracing::warn!(
                 "dataplane backend \"memory\": registrations run but the kernel is NOT programmed"
             );
-            serve(config, instances, care_of, Arc::new(MemoryDataPlane::new())).await
+            serve(
+                config,
+                instances,
+                care_of,
+                netlink,
+                Arc::new(MemoryDataPlane::new()),
+            )
+            .await
         }
         DataPlaneBackend::Seg6 => {
             let probe = nemo_dataplane::linux::probe();
             tracing::info!(seg6 = ?probe.seg6, ip6tnl = ?probe.ip6tnl, "data plane backends on this kernel");
-            let (connection, handle, _) =
-                rtnetlink::new_connection().context("opening rtnetlink")?;
-            tokio::spawn(connection);
             let local = initial.context("seg6 needs a care-of address at start")?;
-            let dataplane = Seg6MobileRouter::new(handle, Seg6Config::new(&uplink, local))
+            let dataplane = Seg6MobileRouter::new(netlink.clone(), Seg6Config::new(&uplink, local))
                 .await
                 .context("dataplane backend seg6 unavailable")?;
-            serve(config, instances, care_of, Arc::new(dataplane)).await
+            serve(config, instances, care_of, netlink, Arc::new(dataplane)).await
         }
     }
 }
@@ -94,6 +102,7 @@ async fn serve<D: MobileRouterDataPlane>(
     config: Config,
     instances: Vec<Instance>,
     care_of: watch::Receiver<Option<std::net::Ipv6Addr>>,
+    netlink: rtnetlink::Handle,
     dataplane: Arc<D>,
 ) -> anyhow::Result<()> {
     let transport = match (
@@ -106,10 +115,7 @@ async fn serve<D: MobileRouterDataPlane>(
         },
         (TransportKind::Udp, None) => anyhow::bail!("transport udp needs home_agent_udp"),
         (TransportKind::Native, _) => {
-            let (connection, handle, _) =
-                rtnetlink::new_connection().context("opening rtnetlink")?;
-            tokio::spawn(connection);
-            Transport::native(config.mobile_router.uplink.get_ref(), handle)
+            Transport::native(config.mobile_router.uplink.get_ref(), netlink)
                 .context("native transport")?
         }
     };

@@ -17,7 +17,6 @@ use anyhow::Context;
 use clap::Parser;
 use nemo_proto::v1 as pb;
 use nemo_proto::v1::controller_client::ControllerClient;
-use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::Request;
 
@@ -54,10 +53,7 @@ struct Args {
 }
 
 fn request<T>(message: T, token: &str) -> anyhow::Result<Request<T>> {
-    let mut request = Request::new(message);
-    let value: MetadataValue<_> = format!("Bearer {token}").parse()?;
-    request.metadata_mut().insert("authorization", value);
-    Ok(request)
+    Ok(nemo_daemon::authorized(message, token)?)
 }
 
 /// Latency percentile of sorted microseconds, in milliseconds.

@@ -14,7 +14,6 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use nemo_proto::v1 as pb;
 use nemo_proto::v1::controller_client::ControllerClient;
-use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::Request;
 
@@ -191,12 +190,10 @@ enum PrefixCommand {
 }
 
 fn request<T>(message: T, token: &Option<String>) -> anyhow::Result<Request<T>> {
-    let mut request = Request::new(message);
-    if let Some(token) = token {
-        let value: MetadataValue<_> = format!("Bearer {token}").parse()?;
-        request.metadata_mut().insert("authorization", value);
-    }
-    Ok(request)
+    Ok(match token {
+        Some(token) => nemo_daemon::authorized(message, token)?,
+        None => Request::new(message),
+    })
 }
 
 fn print_rows(output: Output, header: &[&str], rows: Vec<Vec<String>>, json: serde_json::Value) {
