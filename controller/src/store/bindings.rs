@@ -1,0 +1,58 @@
+//! Binding reports from the home agents.
+
+use super::*;
+
+impl Store {
+    /// Records a binding change a home agent reported (history only).
+    pub async fn report_binding(&self, change: Change) -> Result<u64, StoreError> {
+        let Change::BindingReported {
+            home_agent,
+            home_address,
+            sequence,
+            ..
+        } = &change
+        else {
+            return Err(StoreError::Invalid {
+                field: "change",
+                reason: "not a binding report".into(),
+            });
+        };
+        let (home_address, sequence) = (*home_address, *sequence);
+        check_name("home_agent", home_agent)?;
+        if let Change::BindingReported {
+            prefixes, reason, ..
+        } = &change
+        {
+            check_reason("reason", reason)?;
+            if prefixes.len() > MAX_REPORTED_PREFIXES {
+                return Err(StoreError::Invalid {
+                    field: "prefixes",
+                    reason: format!(
+                        "{} prefixes; at most {MAX_REPORTED_PREFIXES}",
+                        prefixes.len()
+                    ),
+                });
+            }
+        }
+        let mut state = self.state.lock().await;
+        if !state.home_agents.contains_key(home_agent) {
+            return Err(StoreError::NotFound {
+                what: "home agent",
+                name: home_agent.clone(),
+            });
+        }
+        let record = sequence.map(|s| encode(&s)).transpose()?;
+        let event = self.commit(&mut state, change, |t| {
+            if let Some(record) = &record {
+                t.sequences.insert(&home_address.octets(), record.clone())?;
+            }
+            Ok(())
+        })?;
+        if let Some(sequence) = sequence {
+            state.last_sequence.insert(home_address, sequence);
+        }
+        drop(state);
+        self.durable(event.revision).await?;
+        Ok(event.revision)
+    }
+}

@@ -1,0 +1,304 @@
+//! The data model: what the controller keeps, the history's events, and
+//! why a request is refused.
+
+use super::*;
+
+/// A prefix pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pool {
+    /// Its name.
+    pub name: String,
+    /// The prefix carved up.
+    pub prefix: Ipv6Net,
+    /// Length of the prefixes handed out.
+    pub tenant_length: u8,
+}
+
+impl Pool {
+    /// Tenant-length prefixes in the pool.
+    pub fn capacity(&self) -> u64 {
+        1u64.checked_shl(u32::from(self.tenant_length - self.prefix.prefix_len()))
+            .unwrap_or(u64::MAX)
+    }
+
+    pub(super) fn slot_prefix(&self, slot: u64, length: u8) -> Ipv6Net {
+        let base = u128::from(self.prefix.network());
+        let shift = 128 - u32::from(self.tenant_length);
+        let address = base + (u128::from(slot) << shift);
+        Ipv6Net::new(Ipv6Addr::from(address), length).unwrap_or(self.prefix)
+    }
+
+    pub(super) fn slot_of(&self, prefix: &Ipv6Net) -> u64 {
+        let offset = u128::from(prefix.network()) - u128::from(self.prefix.network());
+        (offset >> (128 - u32::from(self.tenant_length))) as u64
+    }
+}
+
+/// A tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    /// Its name.
+    pub name: String,
+    /// When it was created, ms since the Unix epoch.
+    pub created_at_unix_ms: i64,
+}
+
+/// A prefix allocated to a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allocation {
+    /// The prefix.
+    pub prefix: Ipv6Net,
+    /// The tenant.
+    pub tenant: String,
+    /// The pool.
+    pub pool: String,
+    /// When, ms since the Unix epoch.
+    pub allocated_at_unix_ms: i64,
+    /// The revision that made it.
+    pub revision: u64,
+}
+
+/// A home agent mobile routers register with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HomeAgent {
+    /// Its name.
+    pub name: String,
+    /// The address Binding Updates go to.
+    pub address: Ipv6Addr,
+    /// The home prefix home addresses come from.
+    pub home_prefix: Ipv6Net,
+    /// Its UDP transport, if any ("[address]:port").
+    pub udp_endpoint: String,
+}
+
+/// A hypervisor tenants are placed on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hypervisor {
+    /// Its name.
+    pub name: String,
+}
+
+/// A tenant's mobile-router identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MobileRouter {
+    /// The tenant.
+    pub tenant: String,
+    /// Its home agent.
+    pub home_agent: String,
+    /// Its home address.
+    pub home_address: Ipv6Addr,
+    /// Its SPI.
+    pub spi: u32,
+    /// `hmac-sha256` or `hmac-sha1-96`.
+    pub algorithm: String,
+    /// The key, hex. Empty in the history (never logged).
+    pub key: String,
+    /// Explicit mode: prefixes in the Binding Updates.
+    pub explicit_mode: bool,
+}
+
+impl MobileRouter {
+    pub(super) fn redacted(&self) -> MobileRouter {
+        MobileRouter {
+            key: String::new(),
+            ..self.clone()
+        }
+    }
+}
+
+/// Where a tenant runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// The tenant.
+    pub tenant: String,
+    /// The hypervisor.
+    pub hypervisor: String,
+    /// Since when, ms since the Unix epoch.
+    pub since_unix_ms: i64,
+    /// Why (the orchestrator's words).
+    pub reason: String,
+}
+
+/// A change, as the history keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Its revision: 1, 2, 3, ...
+    pub revision: u64,
+    /// When, ms since the Unix epoch.
+    pub at_unix_ms: i64,
+    /// What happened.
+    pub change: Change,
+}
+
+/// What changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Change {
+    /// A pool was created.
+    PoolCreated(Pool),
+    /// A pool was deleted.
+    PoolDeleted(Pool),
+    /// A tenant was created.
+    TenantCreated(Tenant),
+    /// A tenant was deleted.
+    TenantDeleted(Tenant),
+    /// A prefix was allocated.
+    PrefixAllocated(Allocation),
+    /// A prefix was released (and quarantined until the time given).
+    PrefixReleased {
+        /// The allocation that ended.
+        allocation: Allocation,
+        /// Until when it is held back, ms since the Unix epoch.
+        quarantined_until_unix_ms: i64,
+    },
+    /// A home agent registered (or changed).
+    HomeAgentRegistered(HomeAgent),
+    /// A hypervisor registered.
+    HypervisorRegistered(Hypervisor),
+    /// A mobile-router identity was created (key not logged).
+    MobileRouterCreated(MobileRouter),
+    /// Its key was rotated (key not logged).
+    KeyRotated(MobileRouter),
+    /// It was deleted.
+    MobileRouterDeleted(MobileRouter),
+    /// A tenant was placed (or moved: `from` says where it was).
+    TenantPlaced {
+        /// The placement now.
+        placement: Placement,
+        /// The hypervisor it left, if it moved.
+        from: Option<String>,
+    },
+    /// A home agent reported a binding change.
+    BindingReported {
+        /// The home agent.
+        home_agent: String,
+        /// The home address.
+        home_address: Ipv6Addr,
+        /// The care-of address.
+        care_of: Ipv6Addr,
+        /// The prefixes forwarded.
+        prefixes: Vec<Ipv6Net>,
+        /// The binding ended.
+        removed: bool,
+        /// Why.
+        reason: String,
+        /// The binding's last accepted sequence number (absent in reports
+        /// of earlier versions).
+        #[serde(default)]
+        sequence: Option<u16>,
+    },
+    /// A tenant was taken off its hypervisor.
+    TenantUnplaced {
+        /// The placement that ended.
+        placement: Placement,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Change {
+    /// The kind's name, as the API shows it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Change::PoolCreated(_) => "pool_created",
+            Change::PoolDeleted(_) => "pool_deleted",
+            Change::TenantCreated(_) => "tenant_created",
+            Change::TenantDeleted(_) => "tenant_deleted",
+            Change::PrefixAllocated(_) => "prefix_allocated",
+            Change::PrefixReleased { .. } => "prefix_released",
+            Change::HomeAgentRegistered(_) => "home_agent_registered",
+            Change::HypervisorRegistered(_) => "hypervisor_registered",
+            Change::MobileRouterCreated(_) => "mobile_router_created",
+            Change::KeyRotated(_) => "key_rotated",
+            Change::MobileRouterDeleted(_) => "mobile_router_deleted",
+            Change::TenantPlaced { .. } => "tenant_placed",
+            Change::TenantUnplaced { .. } => "tenant_unplaced",
+            Change::BindingReported { .. } => "binding_reported",
+        }
+    }
+
+    /// The pool, tenant or prefix concerned.
+    pub fn subject(&self) -> String {
+        match self {
+            Change::PoolCreated(pool) | Change::PoolDeleted(pool) => pool.name.clone(),
+            Change::TenantCreated(tenant) | Change::TenantDeleted(tenant) => tenant.name.clone(),
+            Change::PrefixAllocated(allocation) => allocation.prefix.to_string(),
+            Change::PrefixReleased { allocation, .. } => allocation.prefix.to_string(),
+            Change::HomeAgentRegistered(home_agent) => home_agent.name.clone(),
+            Change::HypervisorRegistered(hypervisor) => hypervisor.name.clone(),
+            Change::MobileRouterCreated(mr)
+            | Change::KeyRotated(mr)
+            | Change::MobileRouterDeleted(mr) => mr.tenant.clone(),
+            Change::TenantPlaced { placement, .. } | Change::TenantUnplaced { placement, .. } => {
+                placement.tenant.clone()
+            }
+            Change::BindingReported { home_address, .. } => home_address.to_string(),
+        }
+    }
+
+    /// The tenant a change concerns, if one.
+    pub fn tenant(&self) -> Option<&str> {
+        match self {
+            Change::TenantCreated(t) | Change::TenantDeleted(t) => Some(&t.name),
+            Change::PrefixAllocated(a) => Some(&a.tenant),
+            Change::PrefixReleased { allocation, .. } => Some(&allocation.tenant),
+            Change::MobileRouterCreated(mr)
+            | Change::KeyRotated(mr)
+            | Change::MobileRouterDeleted(mr) => Some(&mr.tenant),
+            Change::TenantPlaced { placement, .. } | Change::TenantUnplaced { placement, .. } => {
+                Some(&placement.tenant)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Why a request is refused: each maps to a gRPC status and names the
+/// field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// A field's value is not acceptable.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// Something named does not exist.
+    #[error("{what} {name:?} does not exist")]
+    NotFound {
+        /// What kind of thing.
+        what: &'static str,
+        /// Its name.
+        name: String,
+    },
+    /// Something of that name exists already.
+    #[error("{what} {name:?} exists already")]
+    Exists {
+        /// What kind of thing.
+        what: &'static str,
+        /// Its name.
+        name: String,
+    },
+    /// The state forbids it (not empty, overlapping, ...).
+    #[error("{0}")]
+    Precondition(String),
+    /// The pool has no room.
+    #[error("pool {pool:?} has no free /{length} left")]
+    Exhausted {
+        /// The pool.
+        pool: String,
+        /// The length asked for.
+        length: u8,
+    },
+    /// The database failed.
+    #[error("store: {0}")]
+    Storage(String),
+}
+
+impl From<DiskError> for StoreError {
+    fn from(error: DiskError) -> StoreError {
+        StoreError::Storage(error.to_string())
+    }
+}

@@ -1,0 +1,161 @@
+//! Where tenants run, and the per-tenant view the watch streams send.
+
+use super::*;
+
+/// A tenant as the watch streams see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantView {
+    /// Its mobile router, key included.
+    pub mobile_router: Option<MobileRouter>,
+    /// Its home agent.
+    pub home_agent: Option<HomeAgent>,
+    /// Its prefixes.
+    pub prefixes: Vec<Ipv6Net>,
+    /// Its placement.
+    pub placement: Option<Placement>,
+    /// The last sequence number its home agent reported accepting.
+    pub last_sequence: Option<u16>,
+}
+
+impl Store {
+    /// Places a tenant on a hypervisor (moving it if it was elsewhere).
+    pub async fn place(
+        &self,
+        tenant: &str,
+        hypervisor: &str,
+        reason: &str,
+    ) -> Result<Placement, StoreError> {
+        check_reason("reason", reason)?;
+        let mut state = self.state.lock().await;
+        if !state.tenants.contains_key(tenant) {
+            return Err(StoreError::NotFound {
+                what: "tenant",
+                name: tenant.to_owned(),
+            });
+        }
+        if !state.hypervisors.contains_key(hypervisor) {
+            return Err(StoreError::NotFound {
+                what: "hypervisor",
+                name: hypervisor.to_owned(),
+            });
+        }
+        let from = state.placements.get(tenant).map(|p| p.hypervisor.clone());
+        if from.as_deref() == Some(hypervisor) {
+            return Err(StoreError::Precondition(format!(
+                "hypervisor: {tenant:?} is already on {hypervisor:?}"
+            )));
+        }
+        let placement = Placement {
+            tenant: tenant.to_owned(),
+            hypervisor: hypervisor.to_owned(),
+            since_unix_ms: unix_ms(SystemTime::now()),
+            reason: reason.to_owned(),
+        };
+        let record = encode(&placement)?;
+        let event = self.commit(
+            &mut state,
+            Change::TenantPlaced {
+                placement: placement.clone(),
+                from,
+            },
+            |t| {
+                t.placements.insert(tenant.as_bytes(), record.clone())?;
+                Ok(())
+            },
+        )?;
+        state
+            .placements
+            .insert(tenant.to_owned(), placement.clone());
+        drop(state);
+        self.durable(event.revision).await?;
+        Ok(placement)
+    }
+
+    /// Takes a tenant off its hypervisor.
+    pub async fn unplace(&self, tenant: &str, reason: &str) -> Result<(), StoreError> {
+        check_reason("reason", reason)?;
+        let mut state = self.state.lock().await;
+        let placement =
+            state
+                .placements
+                .get(tenant)
+                .cloned()
+                .ok_or_else(|| StoreError::NotFound {
+                    what: "placement of tenant",
+                    name: tenant.to_owned(),
+                })?;
+        let event = self.commit(
+            &mut state,
+            Change::TenantUnplaced {
+                placement,
+                reason: reason.to_owned(),
+            },
+            |t| {
+                t.placements.remove(tenant.as_bytes())?;
+                Ok(())
+            },
+        )?;
+        state.placements.remove(tenant);
+        drop(state);
+        self.durable(event.revision).await?;
+        Ok(())
+    }
+
+    /// Every placement.
+    pub async fn placements(&self) -> Vec<Placement> {
+        self.state
+            .lock()
+            .await
+            .placements
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The current view of one tenant for the watch streams: its mobile
+    /// router (with key), its prefixes, its home agent and its placement.
+    pub async fn tenant_view(&self, tenant: &str) -> TenantView {
+        let state = self.state.lock().await;
+        let mobile_router = state.mobile_routers.get(tenant).cloned();
+        TenantView {
+            home_agent: mobile_router
+                .as_ref()
+                .and_then(|m| state.home_agents.get(&m.home_agent).cloned()),
+            prefixes: state
+                .allocations
+                .values()
+                .filter(|a| a.tenant == tenant)
+                .map(|a| a.prefix)
+                .collect(),
+            placement: state.placements.get(tenant).cloned(),
+            last_sequence: mobile_router
+                .as_ref()
+                .and_then(|m| state.last_sequence.get(&m.home_address).copied()),
+            mobile_router,
+        }
+    }
+
+    /// Tenants whose mobile router registers with `home_agent`, and tenants
+    /// placed on `hypervisor`, as of now.
+    pub async fn tenants_of(
+        &self,
+        home_agent: Option<&str>,
+        hypervisor: Option<&str>,
+    ) -> Vec<String> {
+        let state = self.state.lock().await;
+        state
+            .tenants
+            .keys()
+            .filter(|t| {
+                home_agent.is_none_or(|h| {
+                    state
+                        .mobile_routers
+                        .get(*t)
+                        .is_some_and(|m| m.home_agent == h)
+                }) && hypervisor
+                    .is_none_or(|v| state.placements.get(*t).is_some_and(|p| p.hypervisor == v))
+            })
+            .cloned()
+            .collect()
+    }
+}

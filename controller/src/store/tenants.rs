@@ -1,0 +1,92 @@
+//! Tenants.
+
+use super::*;
+
+impl Store {
+    /// Creates a tenant.
+    pub async fn create_tenant(&self, name: &str) -> Result<Tenant, StoreError> {
+        check_name("name", name)?;
+        let mut state = self.state.lock().await;
+        if state.tenants.contains_key(name) {
+            return Err(StoreError::Exists {
+                what: "tenant",
+                name: name.to_owned(),
+            });
+        }
+        let tenant = Tenant {
+            name: name.to_owned(),
+            created_at_unix_ms: unix_ms(SystemTime::now()),
+        };
+        let record = encode(&tenant)?;
+        let event = self.commit(&mut state, Change::TenantCreated(tenant.clone()), |t| {
+            t.tenants.insert(tenant.name.as_bytes(), record.clone())?;
+            Ok(())
+        })?;
+        state.tenants.insert(tenant.name.clone(), tenant.clone());
+        drop(state);
+        self.durable(event.revision).await?;
+        Ok(tenant)
+    }
+
+    /// A tenant and its prefixes.
+    pub async fn tenant(&self, name: &str) -> Result<(Tenant, Vec<Ipv6Net>), StoreError> {
+        let state = self.state.lock().await;
+        let tenant = state
+            .tenants
+            .get(name)
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound {
+                what: "tenant",
+                name: name.to_owned(),
+            })?;
+        let prefixes = state
+            .allocations
+            .values()
+            .filter(|a| a.tenant == name)
+            .map(|a| a.prefix)
+            .collect();
+        Ok((tenant, prefixes))
+    }
+
+    /// Every tenant's name.
+    pub async fn tenant_names(&self) -> Vec<String> {
+        self.state.lock().await.tenants.keys().cloned().collect()
+    }
+
+    /// Deletes a tenant; with `cascade` its prefixes are released first.
+    pub async fn delete_tenant(
+        &self,
+        name: &str,
+        cascade: bool,
+    ) -> Result<Vec<Ipv6Net>, StoreError> {
+        let (tenant, prefixes) = self.tenant(name).await?;
+        if !prefixes.is_empty() && !cascade {
+            return Err(StoreError::Precondition(format!(
+                "name: tenant {name:?} still has {} prefixes (release them or use cascade)",
+                prefixes.len()
+            )));
+        }
+        for prefix in &prefixes {
+            self.release(&prefix.to_string()).await?;
+        }
+        let mut state = self.state.lock().await;
+        if state.mobile_routers.contains_key(name) || state.placements.contains_key(name) {
+            return Err(StoreError::Precondition(format!(
+                "name: tenant {name:?} still has a mobile router or a placement"
+            )));
+        }
+        if state.allocations.values().any(|a| a.tenant == name) {
+            return Err(StoreError::Precondition(format!(
+                "name: tenant {name:?} was given a prefix meanwhile"
+            )));
+        }
+        let event = self.commit(&mut state, Change::TenantDeleted(tenant), |t| {
+            t.tenants.remove(name.as_bytes())?;
+            Ok(())
+        })?;
+        state.tenants.remove(name);
+        drop(state);
+        self.durable(event.revision).await?;
+        Ok(prefixes)
+    }
+}
