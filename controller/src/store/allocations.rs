@@ -107,8 +107,8 @@ impl Store {
             .chain((first..first + block).collect::<Vec<_>>().iter())
             .map(|slot| encode(&(pool, *slot)))
             .collect::<Result<_, _>>()?;
-        let event = self.commit(
-            &mut state,
+        self.change(
+            state,
             Change::PrefixAllocated(allocation.clone()),
             |t| {
                 t.allocations.insert(key.as_slice(), record.clone())?;
@@ -117,21 +117,22 @@ impl Store {
                 }
                 Ok(())
             },
-        )?;
-        let slots = state.slots.entry(pool.to_owned()).or_default();
-        for slot in expired {
-            slots.quarantine.remove(&slot);
-        }
-        for slot in first..first + block {
-            slots.quarantine.remove(&slot);
-            slots.used.insert(slot);
-        }
-        slots.cursor = (first + block) % capacity;
-        state
-            .allocations
-            .insert(allocation.prefix, allocation.clone());
-        drop(state);
-        self.durable(event.revision).await?;
+            |state| {
+                let slots = state.slots.entry(pool.to_owned()).or_default();
+                for slot in expired {
+                    slots.quarantine.remove(&slot);
+                }
+                for slot in first..first + block {
+                    slots.quarantine.remove(&slot);
+                    slots.used.insert(slot);
+                }
+                slots.cursor = (first + block) % capacity;
+                state
+                    .allocations
+                    .insert(allocation.prefix, allocation.clone());
+            },
+        )
+        .await?;
         Ok(allocation)
     }
 
@@ -141,7 +142,7 @@ impl Store {
             field: "prefix",
             reason: format!("{prefix:?} is not an IPv6 prefix"),
         })?;
-        let mut state = self.state.lock().await;
+        let state = self.state.lock().await;
         let allocation =
             state
                 .allocations
@@ -171,21 +172,26 @@ impl Store {
             allocation: allocation.clone(),
             quarantined_until_unix_ms: until,
         };
-        let event = self.commit(&mut state, change, |t| {
-            t.allocations.remove(key.as_slice())?;
-            for (slot_key, until) in &held {
-                t.quarantine.insert(slot_key.as_slice(), until.clone())?;
-            }
-            Ok(())
-        })?;
-        state.allocations.remove(&parsed);
-        let slots = state.slots.entry(pool.name.clone()).or_default();
-        for slot in first..first + block {
-            slots.used.remove(&slot);
-            slots.quarantine.insert(slot, until);
-        }
-        drop(state);
-        self.durable(event.revision).await?;
+        self.change(
+            state,
+            change,
+            |t| {
+                t.allocations.remove(key.as_slice())?;
+                for (slot_key, until) in &held {
+                    t.quarantine.insert(slot_key.as_slice(), until.clone())?;
+                }
+                Ok(())
+            },
+            |state| {
+                state.allocations.remove(&parsed);
+                let slots = state.slots.entry(pool.name.clone()).or_default();
+                for slot in first..first + block {
+                    slots.used.remove(&slot);
+                    slots.quarantine.insert(slot, until);
+                }
+            },
+        )
+        .await?;
         Ok(allocation)
     }
 

@@ -34,7 +34,7 @@ impl Store {
                 });
             }
         }
-        let mut state = self.state.lock().await;
+        let state = self.state.lock().await;
         if !state.home_agents.contains_key(home_agent) {
             return Err(StoreError::NotFound {
                 what: "home agent",
@@ -42,17 +42,23 @@ impl Store {
             });
         }
         let record = sequence.map(|s| encode(&s)).transpose()?;
-        let event = self.commit(&mut state, change, |t| {
-            if let Some(record) = &record {
-                t.sequences.insert(&home_address.octets(), record.clone())?;
-            }
-            Ok(())
-        })?;
-        if let Some(sequence) = sequence {
-            state.last_sequence.insert(home_address, sequence);
-        }
-        drop(state);
-        self.durable(event.revision).await?;
+        let event = self
+            .change(
+                state,
+                change,
+                |t| {
+                    if let Some(record) = &record {
+                        t.sequences.insert(&home_address.octets(), record.clone())?;
+                    }
+                    Ok(())
+                },
+                |state| {
+                    if let Some(sequence) = sequence {
+                        state.last_sequence.insert(home_address, sequence);
+                    }
+                },
+            )
+            .await?;
         Ok(event.revision)
     }
 }

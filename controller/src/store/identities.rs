@@ -49,7 +49,7 @@ impl Store {
                 reason: "too small for home addresses (at most /120)".into(),
             });
         }
-        let mut state = self.state.lock().await;
+        let state = self.state.lock().await;
         if let Some(other) = state.home_agents.values().find(|h| {
             h.name != home_agent.name
                 && (h.home_prefix.contains(&home_agent.home_prefix.network())
@@ -61,20 +61,21 @@ impl Store {
             )));
         }
         let record = encode(&home_agent)?;
-        let event = self.commit(
-            &mut state,
+        self.change(
+            state,
             Change::HomeAgentRegistered(home_agent.clone()),
             |t| {
                 t.home_agents
                     .insert(home_agent.name.as_bytes(), record.clone())?;
                 Ok(())
             },
-        )?;
-        state
-            .home_agents
-            .insert(home_agent.name.clone(), home_agent.clone());
-        drop(state);
-        self.durable(event.revision).await?;
+            |state| {
+                state
+                    .home_agents
+                    .insert(home_agent.name.clone(), home_agent.clone());
+            },
+        )
+        .await?;
         Ok(home_agent)
     }
 
@@ -92,7 +93,7 @@ impl Store {
     /// Registers a hypervisor (registering again is fine).
     pub async fn register_hypervisor(&self, name: &str) -> Result<Hypervisor, StoreError> {
         check_name("name", name)?;
-        let mut state = self.state.lock().await;
+        let state = self.state.lock().await;
         if let Some(existing) = state.hypervisors.get(name).cloned() {
             // Registered by a change that may still wait for its flush: the
             // answer waits too.
@@ -105,19 +106,20 @@ impl Store {
             name: name.to_owned(),
         };
         let record = encode(&hypervisor)?;
-        let event = self.commit(
-            &mut state,
+        self.change(
+            state,
             Change::HypervisorRegistered(hypervisor.clone()),
             |t| {
                 t.hypervisors.insert(name.as_bytes(), record.clone())?;
                 Ok(())
             },
-        )?;
-        state
-            .hypervisors
-            .insert(name.to_owned(), hypervisor.clone());
-        drop(state);
-        self.durable(event.revision).await?;
+            |state| {
+                state
+                    .hypervisors
+                    .insert(name.to_owned(), hypervisor.clone());
+            },
+        )
+        .await?;
         Ok(hypervisor)
     }
 
@@ -152,7 +154,7 @@ impl Store {
                 })
             }
         };
-        let mut state = self.state.lock().await;
+        let state = self.state.lock().await;
         if !state.tenants.contains_key(tenant) {
             return Err(StoreError::NotFound {
                 what: "tenant",
@@ -206,19 +208,20 @@ impl Store {
             explicit_mode,
         };
         let record = encode(&mobile_router)?;
-        let event = self.commit(
-            &mut state,
+        self.change(
+            state,
             Change::MobileRouterCreated(mobile_router.redacted()),
             |t| {
                 t.mobile_routers.insert(tenant.as_bytes(), record.clone())?;
                 Ok(())
             },
-        )?;
-        state
-            .mobile_routers
-            .insert(tenant.to_owned(), mobile_router.clone());
-        drop(state);
-        self.durable(event.revision).await?;
+            |state| {
+                state
+                    .mobile_routers
+                    .insert(tenant.to_owned(), mobile_router.clone());
+            },
+        )
+        .await?;
         Ok(mobile_router)
     }
 
@@ -242,7 +245,7 @@ impl Store {
 
     /// Gives a tenant's mobile router a new key.
     pub async fn rotate_key(&self, tenant: &str) -> Result<MobileRouter, StoreError> {
-        let mut state = self.state.lock().await;
+        let state = self.state.lock().await;
         let mut mr =
             state
                 .mobile_routers
@@ -254,19 +257,24 @@ impl Store {
                 })?;
         mr.key = fresh_key()?;
         let record = encode(&mr)?;
-        let event = self.commit(&mut state, Change::KeyRotated(mr.redacted()), |t| {
-            t.mobile_routers.insert(tenant.as_bytes(), record.clone())?;
-            Ok(())
-        })?;
-        state.mobile_routers.insert(tenant.to_owned(), mr.clone());
-        drop(state);
-        self.durable(event.revision).await?;
+        self.change(
+            state,
+            Change::KeyRotated(mr.redacted()),
+            |t| {
+                t.mobile_routers.insert(tenant.as_bytes(), record.clone())?;
+                Ok(())
+            },
+            |state| {
+                state.mobile_routers.insert(tenant.to_owned(), mr.clone());
+            },
+        )
+        .await?;
         Ok(mr)
     }
 
     /// Deletes a tenant's mobile router (not while it is placed).
     pub async fn delete_mobile_router(&self, tenant: &str) -> Result<(), StoreError> {
-        let mut state = self.state.lock().await;
+        let state = self.state.lock().await;
         let mr = state
             .mobile_routers
             .get(tenant)
@@ -280,17 +288,18 @@ impl Store {
                 "tenant: {tenant:?} is placed; unplace it first"
             )));
         }
-        let event = self.commit(
-            &mut state,
+        self.change(
+            state,
             Change::MobileRouterDeleted(mr.redacted()),
             |t| {
                 t.mobile_routers.remove(tenant.as_bytes())?;
                 Ok(())
             },
-        )?;
-        state.mobile_routers.remove(tenant);
-        drop(state);
-        self.durable(event.revision).await?;
+            |state| {
+                state.mobile_routers.remove(tenant);
+            },
+        )
+        .await?;
         Ok(())
     }
 }

@@ -69,6 +69,24 @@ impl Store {
         Ok(())
     }
 
+    /// The one way a change is made: its writes and event queued
+    /// ([`Store::commit`]), memory mirrored by `mirror` under the same lock,
+    /// the lock released, and the caller held until the change is on disk
+    /// ([`Store::durable`]). Returns the event.
+    pub(super) async fn change(
+        &self,
+        mut state: tokio::sync::MutexGuard<'_, State>,
+        change: Change,
+        writes: impl Fn(&Trees<'_>) -> Result<(), StoreError>,
+        mirror: impl FnOnce(&mut State),
+    ) -> Result<Event, StoreError> {
+        let event = self.commit(&mut state, change, writes)?;
+        mirror(&mut state);
+        drop(state);
+        self.durable(event.revision).await?;
+        Ok(event)
+    }
+
     /// Applies a change: its entity writes and the event are queued to be
     /// committed together. The caller mirrors it in memory, releases the
     /// state and waits in `durable` for the commit before it answers.

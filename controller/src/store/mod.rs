@@ -11,6 +11,17 @@
 //! (rebuilt at start from the allocations on disk): finding a free block is
 //! a scan from a moving cursor, a million allocations in a pool cost a few
 //! MiB and no database reads.
+//!
+//! Every change goes one way, `Store::change` (in `log`): its writes and
+//! event queued, memory mirrored under the state lock, the lock released,
+//! the caller held until a group commit has it on disk. The modules:
+//! `model` (what is kept, events, errors), `log` (the revision log, group
+//! commit, the history for resuming watchers), `pools`, `tenants`,
+//! `allocations` (the slot allocator and quarantine), `identities` (home
+//! agents, hypervisors, mobile routers), `placements` (and the per-tenant
+//! view the watch streams send), `bindings` (home agents' reports). The
+//! disk behind it is `nemo_daemon::disk`; a second backend replaces `log`'s
+//! commit and `open`'s load.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::Ipv6Addr;

@@ -26,7 +26,7 @@ impl Store {
         reason: &str,
     ) -> Result<Placement, StoreError> {
         check_reason("reason", reason)?;
-        let mut state = self.state.lock().await;
+        let state = self.state.lock().await;
         if !state.tenants.contains_key(tenant) {
             return Err(StoreError::NotFound {
                 what: "tenant",
@@ -52,8 +52,8 @@ impl Store {
             reason: reason.to_owned(),
         };
         let record = encode(&placement)?;
-        let event = self.commit(
-            &mut state,
+        self.change(
+            state,
             Change::TenantPlaced {
                 placement: placement.clone(),
                 from,
@@ -62,19 +62,20 @@ impl Store {
                 t.placements.insert(tenant.as_bytes(), record.clone())?;
                 Ok(())
             },
-        )?;
-        state
-            .placements
-            .insert(tenant.to_owned(), placement.clone());
-        drop(state);
-        self.durable(event.revision).await?;
+            |state| {
+                state
+                    .placements
+                    .insert(tenant.to_owned(), placement.clone());
+            },
+        )
+        .await?;
         Ok(placement)
     }
 
     /// Takes a tenant off its hypervisor.
     pub async fn unplace(&self, tenant: &str, reason: &str) -> Result<(), StoreError> {
         check_reason("reason", reason)?;
-        let mut state = self.state.lock().await;
+        let state = self.state.lock().await;
         let placement =
             state
                 .placements
@@ -84,8 +85,8 @@ impl Store {
                     what: "placement of tenant",
                     name: tenant.to_owned(),
                 })?;
-        let event = self.commit(
-            &mut state,
+        self.change(
+            state,
             Change::TenantUnplaced {
                 placement,
                 reason: reason.to_owned(),
@@ -94,10 +95,11 @@ impl Store {
                 t.placements.remove(tenant.as_bytes())?;
                 Ok(())
             },
-        )?;
-        state.placements.remove(tenant);
-        drop(state);
-        self.durable(event.revision).await?;
+            |state| {
+                state.placements.remove(tenant);
+            },
+        )
+        .await?;
         Ok(())
     }
 

@@ -34,7 +34,7 @@ impl Store {
                     prefix.prefix_len()
                 ),
             })?;
-        let mut state = self.state.lock().await;
+        let state = self.state.lock().await;
         if state.pools.contains_key(name) {
             return Err(StoreError::Exists {
                 what: "pool",
@@ -57,14 +57,19 @@ impl Store {
             tenant_length,
         };
         let record = encode(&pool)?;
-        let event = self.commit(&mut state, Change::PoolCreated(pool.clone()), |t| {
-            t.pools.insert(pool.name.as_bytes(), record.clone())?;
-            Ok(())
-        })?;
-        state.slots.insert(pool.name.clone(), Slots::default());
-        state.pools.insert(pool.name.clone(), pool.clone());
-        drop(state);
-        self.durable(event.revision).await?;
+        self.change(
+            state,
+            Change::PoolCreated(pool.clone()),
+            |t| {
+                t.pools.insert(pool.name.as_bytes(), record.clone())?;
+                Ok(())
+            },
+            |state| {
+                state.slots.insert(pool.name.clone(), Slots::default());
+                state.pools.insert(pool.name.clone(), pool.clone());
+            },
+        )
+        .await?;
         Ok(pool)
     }
 
@@ -98,7 +103,7 @@ impl Store {
 
     /// Deletes an empty pool.
     pub async fn delete_pool(&self, name: &str) -> Result<(), StoreError> {
-        let mut state = self.state.lock().await;
+        let state = self.state.lock().await;
         let pool = state
             .pools
             .get(name)
@@ -126,17 +131,22 @@ impl Store {
             .iter()
             .map(|slot| encode(&(name, *slot)))
             .collect::<Result<_, _>>()?;
-        let event = self.commit(&mut state, Change::PoolDeleted(pool), |t| {
-            t.pools.remove(name.as_bytes())?;
-            for key in &keys {
-                t.quarantine.remove(key.as_slice())?;
-            }
-            Ok(())
-        })?;
-        state.pools.remove(name);
-        state.slots.remove(name);
-        drop(state);
-        self.durable(event.revision).await?;
+        self.change(
+            state,
+            Change::PoolDeleted(pool),
+            |t| {
+                t.pools.remove(name.as_bytes())?;
+                for key in &keys {
+                    t.quarantine.remove(key.as_slice())?;
+                }
+                Ok(())
+            },
+            |state| {
+                state.pools.remove(name);
+                state.slots.remove(name);
+            },
+        )
+        .await?;
         Ok(())
     }
 }

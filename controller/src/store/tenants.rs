@@ -6,7 +6,7 @@ impl Store {
     /// Creates a tenant.
     pub async fn create_tenant(&self, name: &str) -> Result<Tenant, StoreError> {
         check_name("name", name)?;
-        let mut state = self.state.lock().await;
+        let state = self.state.lock().await;
         if state.tenants.contains_key(name) {
             return Err(StoreError::Exists {
                 what: "tenant",
@@ -18,13 +18,18 @@ impl Store {
             created_at_unix_ms: unix_ms(SystemTime::now()),
         };
         let record = encode(&tenant)?;
-        let event = self.commit(&mut state, Change::TenantCreated(tenant.clone()), |t| {
-            t.tenants.insert(tenant.name.as_bytes(), record.clone())?;
-            Ok(())
-        })?;
-        state.tenants.insert(tenant.name.clone(), tenant.clone());
-        drop(state);
-        self.durable(event.revision).await?;
+        self.change(
+            state,
+            Change::TenantCreated(tenant.clone()),
+            |t| {
+                t.tenants.insert(tenant.name.as_bytes(), record.clone())?;
+                Ok(())
+            },
+            |state| {
+                state.tenants.insert(tenant.name.clone(), tenant.clone());
+            },
+        )
+        .await?;
         Ok(tenant)
     }
 
@@ -69,7 +74,7 @@ impl Store {
         for prefix in &prefixes {
             self.release(&prefix.to_string()).await?;
         }
-        let mut state = self.state.lock().await;
+        let state = self.state.lock().await;
         if state.mobile_routers.contains_key(name) || state.placements.contains_key(name) {
             return Err(StoreError::Precondition(format!(
                 "name: tenant {name:?} still has a mobile router or a placement"
@@ -80,13 +85,18 @@ impl Store {
                 "name: tenant {name:?} was given a prefix meanwhile"
             )));
         }
-        let event = self.commit(&mut state, Change::TenantDeleted(tenant), |t| {
-            t.tenants.remove(name.as_bytes())?;
-            Ok(())
-        })?;
-        state.tenants.remove(name);
-        drop(state);
-        self.durable(event.revision).await?;
+        self.change(
+            state,
+            Change::TenantDeleted(tenant),
+            |t| {
+                t.tenants.remove(name.as_bytes())?;
+                Ok(())
+            },
+            |state| {
+                state.tenants.remove(name);
+            },
+        )
+        .await?;
         Ok(prefixes)
     }
 }
