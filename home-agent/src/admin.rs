@@ -15,7 +15,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use crate::daemon::{BindingEvent, CoreEvent, Shared};
+use crate::daemon::{BindingChange, BindingEvent, CoreEvent, Shared};
 
 fn unix_ms(time: SystemTime) -> i64 {
     time.duration_since(UNIX_EPOCH)
@@ -40,10 +40,9 @@ pub fn to_proto(binding: &Binding) -> pb::Binding {
 
 fn event_to_proto(event: &BindingEvent) -> pb::BindingEvent {
     pb::BindingEvent {
-        kind: if event.upsert {
-            pb::binding_event::Kind::Upsert
-        } else {
-            pb::binding_event::Kind::Remove
+        kind: match event.change {
+            BindingChange::Upserted => pb::binding_event::Kind::Upsert,
+            BindingChange::Removed => pb::binding_event::Kind::Remove,
         } as i32,
         binding: Some(to_proto(&event.binding)),
         reason: event.reason.to_owned(),
@@ -143,7 +142,7 @@ impl HomeAgentAdmin for Admin {
             .into_iter()
             .map(|binding| {
                 Ok(event_to_proto(&BindingEvent {
-                    upsert: true,
+                    change: BindingChange::Upserted,
                     binding,
                     reason: "snapshot",
                 }))

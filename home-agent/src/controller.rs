@@ -237,7 +237,7 @@ pub async fn report(
             home_address: binding.home_address.to_string(),
             care_of_address: binding.care_of.to_string(),
             prefixes: binding.prefixes.iter().map(ToString::to_string).collect(),
-            removed: !event.upsert,
+            removed: event.change == crate::daemon::BindingChange::Removed,
             reason: event.reason.to_owned(),
             sequence: u32::from(binding.sequence.0),
         };

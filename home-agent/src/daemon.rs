@@ -33,11 +33,20 @@ use crate::store::{Store, StoreError};
 /// IPv6 and extension headers.
 const MAX_DATAGRAM: usize = 4096;
 
+/// What happened to a binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindingChange {
+    /// Created or updated.
+    Upserted,
+    /// Removed.
+    Removed,
+}
+
 /// A binding change as watchers see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BindingEvent {
-    /// True for created or updated, false for removed.
-    pub upsert: bool,
+    /// What happened.
+    pub change: BindingChange,
     /// The binding.
     pub binding: Binding,
     /// Why: registration, deregistration, expiry, admin, snapshot.
@@ -124,14 +133,51 @@ struct Outgoing {
     path: ReplyPath,
 }
 
-/// Work for the writer: a change to make durable, then a reply to send.
+/// Work for the writer, done in order: what to make durable first, then
+/// what to send or whom to tell.
 #[derive(Debug)]
-struct Pending {
-    change: Option<(Change, &'static str)>,
-    reply: Option<Outgoing>,
-    status: Option<BaStatus>,
-    received_at: Option<Instant>,
-    done: Option<oneshot::Sender<Option<Binding>>>,
+enum Pending {
+    /// A reply that changes nothing (a Binding Error): sent in turn.
+    Send(Outgoing),
+    /// An answered Binding Update: its change, if any, made durable, then
+    /// its acknowledgement sent and counted.
+    Acknowledge {
+        change: Option<(Change, &'static str)>,
+        reply: Outgoing,
+        status: BaStatus,
+        received_at: Instant,
+    },
+    /// A binding expired: made durable.
+    Expire(Change),
+    /// An operator removed a binding: made durable, then the operator told.
+    Remove {
+        change: Change,
+        respond: oneshot::Sender<Option<Binding>>,
+    },
+}
+
+impl Pending {
+    /// The change to make durable, and why.
+    fn change(&self) -> Option<(&Change, &'static str)> {
+        match self {
+            Pending::Send(_) => None,
+            Pending::Acknowledge { change, .. } => change.as_ref().map(|(c, why)| (c, *why)),
+            Pending::Expire(change) => Some((change, "expiry")),
+            Pending::Remove { change, .. } => Some((change, "admin")),
+        }
+    }
+}
+
+/// Where a reply goes inside its packet (RFC 6275 §6.4, §9.5.4): a Binding
+/// Acknowledgement or Refresh Request carries the home address in a type 2
+/// routing header; a Binding Error goes plainly to the packet's source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Addressing {
+    /// To the care-of address, with the home address in a type 2 routing
+    /// header.
+    ViaType2RoutingHeader,
+    /// To the source only.
+    Plain,
 }
 
 fn routes(binding: &Binding) -> BindingRoutes {
@@ -270,15 +316,8 @@ impl<D: HomeAgentDataPlane> Core<D> {
             Outcome::BindingError { reply, status } => {
                 self.metrics.binding_errors.inc();
                 tracing::debug!(%status, to = %reply.care_of, "binding error");
-                let packet = frame(&reply, local, false);
-                self.queue(Pending {
-                    change: None,
-                    reply: Some(Outgoing { packet, path }),
-                    status: None,
-                    received_at: None,
-                    done: None,
-                })
-                .await;
+                let packet = frame(&reply, local, Addressing::Plain);
+                self.queue(Pending::Send(Outgoing { packet, path })).await;
             }
             Outcome::Acknowledge {
                 reply,
@@ -317,13 +356,12 @@ impl<D: HomeAgentDataPlane> Core<D> {
                     Some(Change::Remove { .. }) => "deregistration",
                     _ => "registration",
                 };
-                let packet = frame(&reply, local, true);
-                self.queue(Pending {
+                let packet = frame(&reply, local, Addressing::ViaType2RoutingHeader);
+                self.queue(Pending::Acknowledge {
                     change: change.map(|c| (c, reason)),
-                    reply: Some(Outgoing { packet, path }),
-                    status: Some(status),
-                    received_at: Some(received_at),
-                    done: None,
+                    reply: Outgoing { packet, path },
+                    status,
+                    received_at,
                 })
                 .await;
             }
@@ -359,15 +397,8 @@ impl<D: HomeAgentDataPlane> Core<D> {
                 continue;
             };
             self.metrics.refresh_requests.inc();
-            let packet = frame(&reply, local, true);
-            self.queue(Pending {
-                change: None,
-                reply: Some(Outgoing { packet, path }),
-                status: None,
-                received_at: None,
-                done: None,
-            })
-            .await;
+            let packet = frame(&reply, local, Addressing::ViaType2RoutingHeader);
+            self.queue(Pending::Send(Outgoing { packet, path })).await;
         }
         for change in self.engine.expire(now) {
             self.metrics.expired.inc();
@@ -376,14 +407,7 @@ impl<D: HomeAgentDataPlane> Core<D> {
                 self.last_path.remove(&binding.home_address);
             }
             self.unforward(&change).await;
-            self.queue(Pending {
-                change: Some((change, "expiry")),
-                reply: None,
-                status: None,
-                received_at: None,
-                done: None,
-            })
-            .await;
+            self.queue(Pending::Expire(change)).await;
         }
     }
 
@@ -417,14 +441,7 @@ impl<D: HomeAgentDataPlane> Core<D> {
         tracing::info!(%home_address, "binding deleted by operator");
         self.last_path.remove(&home_address);
         self.unforward(&change).await;
-        self.queue(Pending {
-            change: Some((change, "admin")),
-            reply: None,
-            status: None,
-            received_at: None,
-            done: Some(respond),
-        })
-        .await;
+        self.queue(Pending::Remove { change, respond }).await;
     }
 
     async fn queue(&self, pending: Pending) {
@@ -434,17 +451,17 @@ impl<D: HomeAgentDataPlane> Core<D> {
     }
 }
 
-/// Frames an engine reply as an IPv6 packet from `local`: a Binding
-/// Acknowledgement (or Refresh Request) carries the home address in a type 2
-/// routing header (RFC 6275 §6.4, §9.5.4), a Binding Error does not.
-fn frame(reply: &Reply, local: Ipv6Addr, type2: bool) -> Vec<u8> {
+/// Frames an engine reply as an IPv6 packet from `local`.
+fn frame(reply: &Reply, local: Ipv6Addr, addressing: Addressing) -> Vec<u8> {
     let repr = PacketRepr {
         source: local,
         destination: reply.care_of,
         hop_limit: 64,
-        type2_routing: type2.then_some(Type2RoutingHeader {
-            home_address: reply.home_address,
-        }),
+        type2_routing: (addressing == Addressing::ViaType2RoutingHeader).then_some(
+            Type2RoutingHeader {
+                home_address: reply.home_address,
+            },
+        ),
         home_address_option: None,
     };
     build_packet(&repr, &reply.mh)
@@ -469,7 +486,7 @@ async fn writer(
         }
         let changes: Vec<&Change> = batch
             .iter()
-            .filter_map(|pending| pending.change.as_ref().map(|(change, _)| change))
+            .filter_map(|pending| pending.change().map(|(change, _)| change))
             .collect();
         match flush_mode {
             FlushMode::Group if !changes.is_empty() => {
@@ -483,31 +500,38 @@ async fn writer(
             }
         }
         for pending in batch.drain(..) {
-            publish(&shared, &pending);
-            if let Some(outgoing) = &pending.reply {
-                outgoing.path.send(&outgoing.packet).await;
+            if let Some((change, reason)) = pending.change() {
+                publish(&shared, change, reason);
             }
-            if let Some(status) = pending.status {
-                shared
-                    .metrics
-                    .acknowledgements
-                    .get_or_create(&crate::metrics::StatusLabel {
-                        status: status.0.to_string(),
-                    })
-                    .inc();
-            }
-            if let Some(at) = pending.received_at {
-                shared
-                    .metrics
-                    .bu_to_ba_seconds
-                    .observe(at.elapsed().as_secs_f64());
-            }
-            if let Some(done) = pending.done {
-                let removed = match pending.change {
-                    Some((Change::Remove { binding }, _)) => Some(binding),
-                    _ => None,
-                };
-                let _ = done.send(removed);
+            match pending {
+                Pending::Send(outgoing) => outgoing.path.send(&outgoing.packet).await,
+                Pending::Acknowledge {
+                    reply,
+                    status,
+                    received_at,
+                    ..
+                } => {
+                    reply.path.send(&reply.packet).await;
+                    shared
+                        .metrics
+                        .acknowledgements
+                        .get_or_create(&crate::metrics::StatusLabel {
+                            status: status.0.to_string(),
+                        })
+                        .inc();
+                    shared
+                        .metrics
+                        .bu_to_ba_seconds
+                        .observe(received_at.elapsed().as_secs_f64());
+                }
+                Pending::Expire(_) => {}
+                Pending::Remove { change, respond } => {
+                    let removed = match change {
+                        Change::Remove { binding } => Some(binding),
+                        Change::Upsert { .. } => None,
+                    };
+                    let _ = respond.send(removed);
+                }
             }
         }
     }
@@ -531,27 +555,27 @@ async fn timed_commit(
 }
 
 /// Updates the durable view and tells watchers.
-fn publish(shared: &Shared, pending: &Pending) {
-    let Some((change, reason)) = &pending.change else {
-        return;
-    };
+fn publish(shared: &Shared, change: &Change, reason: &'static str) {
     let event = match change {
         Change::Upsert { binding, .. } => BindingEvent {
-            upsert: true,
+            change: BindingChange::Upserted,
             binding: binding.clone(),
             reason,
         },
         Change::Remove { binding } => BindingEvent {
-            upsert: false,
+            change: BindingChange::Removed,
             binding: binding.clone(),
             reason,
         },
     };
     if let Ok(mut view) = shared.view.write() {
-        if event.upsert {
-            view.insert(event.binding.home_address, event.binding.clone());
-        } else {
-            view.remove(&event.binding.home_address);
+        match event.change {
+            BindingChange::Upserted => {
+                view.insert(event.binding.home_address, event.binding.clone());
+            }
+            BindingChange::Removed => {
+                view.remove(&event.binding.home_address);
+            }
         }
         shared.metrics.bindings.set(view.len() as i64);
     }
