@@ -1,0 +1,333 @@
+//! The running home agent: transports, the engine, the store, forwarding.
+//!
+//! Tasks, one module each:
+//! - `transport`: one receiver per socket, handing packets to the core (the
+//!   native transport's receivers are `nemo_dataplane::transport` threads);
+//! - `core`: owns the engine and the authorizations, decides, and programs
+//!   forwarding before anything is acknowledged;
+//! - `writer`: makes changes durable in batches (group commit) and only then
+//!   sends the answers, publishes the change to watchers and updates the
+//!   view the admin API reads;
+//! - here: what they share, and `start`, which wires them; the admin gRPC
+//!   server and the metrics server are `crate::admin` and `nemo_daemon`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Instant, SystemTime};
+
+use anyhow::Context;
+use nemo::ha::{AuthorizationTable, Binding, Change, HomeAgent, Outcome, Received, Reply};
+use nemo::wire::{
+    build_packet, parse_packet, BaStatus, DecodeError, MobilityHeader, PacketRepr,
+    Type2RoutingHeader,
+};
+use nemo_dataplane::{BindingRoutes, HomeAgentDataPlane};
+use tokio::net::UdpSocket;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::config::FlushMode;
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
+
+mod core;
+mod transport;
+mod writer;
+
+use self::core::routes;
+pub use self::core::Core;
+use self::transport::udp_receiver;
+use self::writer::{Outgoing, Pending};
+
+/// What happened to a binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindingChange {
+    /// Created or updated.
+    Upserted,
+    /// Removed.
+    Removed,
+}
+
+/// A binding change as watchers see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindingEvent {
+    /// What happened.
+    pub change: BindingChange,
+    /// The binding.
+    pub binding: Binding,
+    /// Why: registration, deregistration, expiry, admin, snapshot.
+    pub reason: &'static str,
+}
+
+/// What the admin API and the metrics read: the durable state.
+#[derive(Debug)]
+pub struct Shared {
+    /// Bindings that are on disk.
+    pub view: RwLock<BTreeMap<Ipv6Addr, Binding>>,
+    /// Durable changes, as they happen.
+    pub events: broadcast::Sender<BindingEvent>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
+/// How to reach the peer that sent a message.
+#[derive(Debug, Clone)]
+pub enum ReplyPath {
+    /// Back over the UDP socket it came in on, to its source.
+    Udp {
+        /// The socket.
+        socket: Arc<UdpSocket>,
+        /// The peer.
+        peer: SocketAddr,
+    },
+    /// Out of a raw IPv6 socket, to the packet's destination.
+    Native {
+        /// The raw socket.
+        sender: Arc<nemo_dataplane::transport::RawSender>,
+    },
+}
+
+impl ReplyPath {
+    async fn send(&self, packet: &[u8]) {
+        match self {
+            ReplyPath::Udp { socket, peer } => {
+                if let Err(error) = socket.send_to(packet, peer).await {
+                    tracing::warn!(%peer, %error, "sending reply failed");
+                }
+            }
+            ReplyPath::Native { sender } => {
+                if let Err(error) = sender.send(packet) {
+                    tracing::warn!(%error, "sending reply on the raw socket failed");
+                }
+            }
+        }
+    }
+}
+
+/// Work for the core.
+#[derive(Debug)]
+pub enum CoreEvent {
+    /// A packet from a transport: an IPv6 packet carrying a Mobility Header.
+    Packet {
+        /// The bytes.
+        bytes: Vec<u8>,
+        /// Where the answer goes.
+        path: ReplyPath,
+        /// When it was read.
+        received_at: Instant,
+    },
+    /// The controller changed an authorization (`None`: revoked).
+    Authorize {
+        /// The home address.
+        home_address: Ipv6Addr,
+        /// Its authorization now.
+        authorization: Option<nemo::ha::Authorization>,
+    },
+    /// An operator removes a binding; answered once the removal is durable.
+    Delete {
+        /// The home address.
+        home_address: Ipv6Addr,
+        /// The removed binding, or `None` when there was none.
+        respond: oneshot::Sender<Option<Binding>>,
+    },
+}
+
+/// What `start` hands back: the handles to run and stop the daemon.
+#[derive(Debug)]
+pub struct Running {
+    /// Sends work to the core (the admin API uses it).
+    pub core: mpsc::Sender<CoreEvent>,
+    /// The durable state.
+    pub shared: Arc<Shared>,
+    /// The UDP addresses actually bound.
+    pub udp_addresses: Vec<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    core_task: tokio::task::JoinHandle<()>,
+    writer_task: tokio::task::JoinHandle<Result<(), StoreError>>,
+    receivers: Vec<tokio::task::JoinHandle<()>>,
+    native_stop: Arc<AtomicBool>,
+    native_threads: Vec<std::thread::JoinHandle<()>>,
+    suppression: Option<nemo_dataplane::quiet::Suppression>,
+}
+
+/// Everything `start` needs.
+#[derive(Debug)]
+pub struct Setup<D> {
+    /// The engine's settings.
+    pub engine: nemo::ha::HomeAgentConfig,
+    /// The authorizations.
+    pub authorizations: AuthorizationTable,
+    /// The open store.
+    pub store: Store,
+    /// Group commit or not.
+    pub flush_mode: FlushMode,
+    /// The data plane.
+    pub dataplane: Arc<D>,
+    /// UDP listen addresses.
+    pub udp: Vec<SocketAddr>,
+    /// Receive buffer asked for on each UDP socket, in bytes.
+    pub udp_receive_buffer: usize,
+    /// The native transport: interfaces to read and home-agent addresses.
+    pub native: Option<(Vec<String>, Vec<Ipv6Addr>)>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The daemon's rtnetlink connection (the native transport's tc
+    /// filter).
+    pub netlink: rtnetlink::Handle,
+}
+
+/// Loads the store, reconciles forwarding, binds the sockets and starts the
+/// core and the writer.
+pub async fn start<D: HomeAgentDataPlane>(setup: Setup<D>) -> anyhow::Result<Running> {
+    let now = SystemTime::now();
+    let stored = setup.store.load().context("loading bindings")?;
+    let mut engine = HomeAgent::new(setup.engine);
+    let expired = engine.load(stored, now);
+    let removals: Vec<Change> = expired
+        .iter()
+        .map(|binding| Change::Remove {
+            binding: binding.clone(),
+        })
+        .collect();
+    setup
+        .store
+        .commit(&removals)
+        .await
+        .context("removing expired bindings")?;
+    let live: Vec<Binding> = engine.bindings().cloned().collect();
+    let report = setup
+        .dataplane
+        .reconcile(&live.iter().map(routes).collect::<Vec<_>>())
+        .await
+        .context("reconciling forwarding")?;
+    tracing::info!(
+        bindings = live.len(),
+        expired = expired.len(),
+        installed = report.installed,
+        kept = report.kept,
+        removed = report.removed,
+        dataplane = setup.dataplane.name(),
+        "binding cache loaded"
+    );
+
+    let (events, _) = broadcast::channel(4096);
+    let shared = Arc::new(Shared {
+        view: RwLock::new(live.into_iter().map(|b| (b.home_address, b)).collect()),
+        events,
+        metrics: setup.metrics.clone(),
+    });
+    if let Ok(view) = shared.view.read() {
+        setup.metrics.bindings.set(view.len() as i64);
+    }
+
+    let (writer_tx, writer_rx) = mpsc::channel(65536);
+    let writer_task = tokio::spawn(writer::writer(
+        setup.store.clone(),
+        setup.flush_mode,
+        writer_rx,
+        shared.clone(),
+    ));
+    let (core_tx, core_rx) = mpsc::channel(65536);
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let core = Core {
+        engine,
+        authorizations: setup.authorizations,
+        dataplane: setup.dataplane,
+        writer: writer_tx,
+        metrics: setup.metrics,
+        last_path: HashMap::new(),
+    };
+    let core_task = tokio::spawn(core.run(core_rx, shutdown_rx));
+
+    let mut receivers = Vec::new();
+    let mut udp_addresses = Vec::new();
+    for listen in &setup.udp {
+        let (socket, receive_buffer) = nemo_daemon::udp_socket(*listen, setup.udp_receive_buffer)
+            .with_context(|| format!("binding UDP {listen}"))?;
+        let bound = socket.local_addr()?;
+        tracing::info!(listen = %bound, receive_buffer, "UDP transport listening");
+        udp_addresses.push(bound);
+        receivers.push(tokio::spawn(udp_receiver(
+            Arc::new(socket),
+            core_tx.clone(),
+        )));
+    }
+    let native_stop = Arc::new(AtomicBool::new(false));
+    let mut native_threads = Vec::new();
+    let mut suppression = None;
+    if let Some((interfaces, addresses)) = &setup.native {
+        // Keep the kernel from answering the Home Address option with a
+        // Parameter Problem (the packet socket still sees the packet).
+        suppression = Some(
+            nemo_dataplane::quiet::suppress(
+                &setup.netlink,
+                interfaces,
+                addresses,
+                nemo_dataplane::quiet::Signalling::BindingUpdates,
+            )
+            .await
+            .context("native transport: installing the tc ingress filter")?,
+        );
+        let sender = Arc::new(nemo_dataplane::transport::RawSender::open()?);
+        let core = core_tx.clone();
+        native_threads = nemo_dataplane::transport::start_receivers(
+            interfaces,
+            Arc::new(RwLock::new(addresses.clone())),
+            move |bytes| {
+                let event = CoreEvent::Packet {
+                    bytes,
+                    path: ReplyPath::Native {
+                        sender: sender.clone(),
+                    },
+                    received_at: Instant::now(),
+                };
+                core.blocking_send(event).is_ok()
+            },
+            native_stop.clone(),
+        )?;
+    }
+    Ok(Running {
+        core: core_tx,
+        shared,
+        udp_addresses,
+        shutdown,
+        core_task,
+        writer_task,
+        receivers,
+        native_stop,
+        native_threads,
+        suppression,
+    })
+}
+
+impl Running {
+    /// Stops receiving, lets the core finish, and waits for the writer to
+    /// flush everything it was given.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        for receiver in &self.receivers {
+            receiver.abort();
+        }
+        self.native_stop.store(true, Ordering::Relaxed);
+        for thread in self.native_threads {
+            // The threads notice within one read timeout.
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        if let Some(suppression) = self.suppression {
+            if let Err(error) = suppression.remove().await {
+                tracing::warn!(%error, "removing the tc ingress filter failed");
+            }
+        }
+        let _ = self.shutdown.send(true);
+        drop(self.core);
+        self.core_task.await.context("core task")?;
+        self.writer_task.await.context("writer task")??;
+        Ok(())
+    }
+
+    /// Waits until the writer fails (a store error: the daemon must stop,
+    /// since it can no longer keep its promises).
+    pub fn writer_failed(&mut self) -> &mut tokio::task::JoinHandle<Result<(), StoreError>> {
+        &mut self.writer_task
+    }
+}

@@ -1,0 +1,163 @@
+//! The writer task: makes changes durable in batches (group commit), and
+//! only then sends the answers, publishes each change to watchers and
+//! updates the view the admin API reads.
+
+use super::*;
+
+/// A reply framed for its transport.
+#[derive(Debug)]
+pub(super) struct Outgoing {
+    pub(super) packet: Vec<u8>,
+    pub(super) path: ReplyPath,
+}
+
+/// Work for the writer, done in order: what to make durable first, then
+/// what to send or whom to tell.
+#[derive(Debug)]
+pub(super) enum Pending {
+    /// A reply that changes nothing (a Binding Error): sent in turn.
+    Send(Outgoing),
+    /// An answered Binding Update: its change, if any, made durable, then
+    /// its acknowledgement sent and counted.
+    Acknowledge {
+        change: Option<(Change, &'static str)>,
+        reply: Outgoing,
+        status: BaStatus,
+        received_at: Instant,
+    },
+    /// A binding expired: made durable.
+    Expire(Change),
+    /// An operator removed a binding: made durable, then the operator told.
+    Remove {
+        change: Change,
+        respond: oneshot::Sender<Option<Binding>>,
+    },
+}
+
+impl Pending {
+    /// The change to make durable, and why.
+    fn change(&self) -> Option<(&Change, &'static str)> {
+        match self {
+            Pending::Send(_) => None,
+            Pending::Acknowledge { change, .. } => change.as_ref().map(|(c, why)| (c, *why)),
+            Pending::Expire(change) => Some((change, "expiry")),
+            Pending::Remove { change, .. } => Some((change, "admin")),
+        }
+    }
+}
+
+/// The writer: group commit, then answers.
+pub(super) async fn writer(
+    store: Store,
+    flush_mode: FlushMode,
+    mut queue: mpsc::Receiver<Pending>,
+    shared: Arc<Shared>,
+) -> Result<(), StoreError> {
+    const MAX_BATCH: usize = 8192;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = queue.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
+        let changes: Vec<&Change> = batch
+            .iter()
+            .filter_map(|pending| pending.change().map(|(change, _)| change))
+            .collect();
+        match flush_mode {
+            FlushMode::Group if !changes.is_empty() => {
+                timed_commit(&store, &shared.metrics, &changes).await?;
+            }
+            FlushMode::Group => {}
+            FlushMode::EachBinding => {
+                for change in &changes {
+                    timed_commit(&store, &shared.metrics, &[change]).await?;
+                }
+            }
+        }
+        for pending in batch.drain(..) {
+            if let Some((change, reason)) = pending.change() {
+                publish(&shared, change, reason);
+            }
+            match pending {
+                Pending::Send(outgoing) => outgoing.path.send(&outgoing.packet).await,
+                Pending::Acknowledge {
+                    reply,
+                    status,
+                    received_at,
+                    ..
+                } => {
+                    reply.path.send(&reply.packet).await;
+                    shared
+                        .metrics
+                        .acknowledgements
+                        .get_or_create(&crate::metrics::StatusLabel {
+                            status: status.0.to_string(),
+                        })
+                        .inc();
+                    shared
+                        .metrics
+                        .bu_to_ba_seconds
+                        .observe(received_at.elapsed().as_secs_f64());
+                }
+                Pending::Expire(_) => {}
+                Pending::Remove { change, respond } => {
+                    let removed = match change {
+                        Change::Remove { binding } => Some(binding),
+                        Change::Upsert { .. } => None,
+                    };
+                    let _ = respond.send(removed);
+                }
+            }
+        }
+    }
+    tracing::info!("writer stopped, every acknowledged change on disk");
+    Ok(())
+}
+
+/// One durable commit of a batch, measured.
+async fn timed_commit(
+    store: &Store,
+    metrics: &Metrics,
+    changes: &[&Change],
+) -> Result<(), StoreError> {
+    let started = Instant::now();
+    store.commit(changes.iter().copied()).await?;
+    metrics
+        .flush_seconds
+        .observe(started.elapsed().as_secs_f64());
+    metrics.flush_batch.observe(changes.len() as f64);
+    Ok(())
+}
+
+/// Updates the durable view and tells watchers.
+fn publish(shared: &Shared, change: &Change, reason: &'static str) {
+    let event = match change {
+        Change::Upsert { binding, .. } => BindingEvent {
+            change: BindingChange::Upserted,
+            binding: binding.clone(),
+            reason,
+        },
+        Change::Remove { binding } => BindingEvent {
+            change: BindingChange::Removed,
+            binding: binding.clone(),
+            reason,
+        },
+    };
+    if let Ok(mut view) = shared.view.write() {
+        match event.change {
+            BindingChange::Upserted => {
+                view.insert(event.binding.home_address, event.binding.clone());
+            }
+            BindingChange::Removed => {
+                view.remove(&event.binding.home_address);
+            }
+        }
+        shared.metrics.bindings.set(view.len() as i64);
+    }
+    // No watcher is fine.
+    let _ = shared.events.send(event);
+}
