@@ -1,25 +1,22 @@
 //! The running mobile-router daemon: one registrar per tenant instance, the
-//! UDP transport to the home agents, the care-of address from netlink, and
-//! the data plane following the registrations.
+//! care-of address from netlink, the data plane following the registrations
+//! (attached before a tenant registers). The transport to the home agents
+//! is `crate::transport`.
 
 use std::future::Future;
-use std::net::{Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::Ipv6Addr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::Context;
 use nemo::registration::{Event, Registrar, State};
 use nemo::wire::{parse_packet, MhType, MobilityHeader, SequenceNumber};
-use nemo_dataplane::quiet;
-use nemo_dataplane::transport::{Addresses, RawSender};
 use nemo_dataplane::{MobileRouterDataPlane, TenantRoutes};
 use nemo_proto::v1 as pb;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Instance;
 use crate::status::{InstanceLabel, Metrics, RejectionLabel, Trigger};
+use crate::transport::Transport;
 
 /// How long a shutdown waits for deregistrations to be acknowledged.
 const DEREGISTRATION_GRACE: Duration = Duration::from_secs(3);
@@ -127,126 +124,6 @@ impl Tenant {
             lifetime_left_seconds: left,
             registrations: registrar.registrations,
             retransmissions: registrar.retransmissions,
-        }
-    }
-}
-
-/// How Binding Updates reach the home agents and their answers come back.
-#[derive(Debug)]
-pub enum Transport {
-    /// The home agent's UDP transport: IPv6 packets in UDP datagrams.
-    Udp {
-        /// The socket.
-        socket: UdpSocket,
-        /// The home agent's UDP address.
-        home_agent: SocketAddr,
-    },
-    /// RFC 6275 on the wire: Binding Updates out of a raw socket,
-    /// acknowledgements (type 2 routing header) from a packet socket.
-    Native {
-        /// The raw socket.
-        sender: RawSender,
-        /// Packets the receivers took for us.
-        incoming: mpsc::Receiver<Vec<u8>>,
-        /// The addresses the receivers accept: the care-of address.
-        addresses: Addresses,
-        /// For the tc filter that keeps the kernel quiet.
-        handle: rtnetlink::Handle,
-        /// The uplink.
-        uplink: String,
-        /// Stops the receivers.
-        stop: Arc<AtomicBool>,
-    },
-}
-
-impl Transport {
-    /// The native transport on `uplink`: starts the receivers.
-    pub fn native(uplink: &str, handle: rtnetlink::Handle) -> anyhow::Result<Transport> {
-        let (sender_tx, incoming) = mpsc::channel(1024);
-        let addresses: Addresses = Arc::new(RwLock::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        nemo_dataplane::transport::start_receivers(
-            &[uplink.to_owned()],
-            addresses.clone(),
-            move |packet| sender_tx.blocking_send(packet).is_ok(),
-            stop.clone(),
-        )?;
-        Ok(Transport::Native {
-            sender: RawSender::open()?,
-            incoming,
-            addresses,
-            handle,
-            uplink: uplink.to_owned(),
-            stop,
-        })
-    }
-
-    async fn send(&self, packet: &[u8]) -> std::io::Result<()> {
-        match self {
-            Transport::Udp { socket, home_agent } => {
-                socket.send_to(packet, home_agent).await.map(|_| ())
-            }
-            Transport::Native { sender, .. } => sender.send(packet),
-        }
-    }
-
-    async fn receive(&mut self, buffer: &mut [u8]) -> std::io::Result<Vec<u8>> {
-        match self {
-            Transport::Udp { socket, .. } => {
-                let (len, _) = socket.recv_from(buffer).await?;
-                Ok(buffer[..len].to_vec())
-            }
-            Transport::Native { incoming, .. } => incoming
-                .recv()
-                .await
-                .ok_or_else(|| std::io::Error::other("native receivers stopped")),
-        }
-    }
-
-    /// Follows a new care-of address: the receivers take packets to it and
-    /// the kernel is kept quiet about its acknowledgements.
-    async fn care_of_changed(&self, care_of: Option<Ipv6Addr>) {
-        let Transport::Native {
-            addresses,
-            handle,
-            uplink,
-            ..
-        } = self
-        else {
-            return;
-        };
-        if let Ok(mut accepted) = addresses.write() {
-            *accepted = care_of.into_iter().collect();
-        }
-        if let Some(care_of) = care_of {
-            if let Err(error) = quiet::suppress(
-                handle,
-                std::slice::from_ref(uplink),
-                &[care_of],
-                quiet::Signalling::BindingAcks,
-            )
-            .await
-            {
-                tracing::error!(%error, "cannot keep the kernel quiet about Binding Acknowledgements");
-            }
-        }
-    }
-
-    fn local_addr(&self) -> String {
-        match self {
-            Transport::Udp { socket, .. } => socket
-                .local_addr()
-                .map(|a| format!("udp={a}"))
-                .unwrap_or_else(|_| "udp=?".into()),
-            Transport::Native { uplink, .. } => format!("native={uplink}"),
-        }
-    }
-}
-
-impl Drop for Transport {
-    fn drop(&mut self) {
-        if let Transport::Native { stop, .. } = self {
-            stop.store(true, Ordering::Relaxed);
         }
     }
 }
@@ -683,11 +560,4 @@ fn random_u16() -> u16 {
         let _ = file.read_exact(&mut bytes);
     }
     u16::from_ne_bytes(bytes)
-}
-
-/// Binds the UDP socket.
-pub async fn bind(address: SocketAddr) -> anyhow::Result<UdpSocket> {
-    UdpSocket::bind(address)
-        .await
-        .with_context(|| format!("binding UDP {address}"))
 }

@@ -4,3 +4,4 @@ pub mod config;
 pub mod controller;
 pub mod daemon;
 pub mod status;
+pub mod transport;

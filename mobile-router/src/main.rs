@@ -11,8 +11,9 @@ use clap::Parser;
 use nemo_dataplane::linux::{Seg6Config, Seg6MobileRouter};
 use nemo_dataplane::{MemoryDataPlane, MobileRouterDataPlane};
 use nemo_mr::config::{Config, DataPlaneBackend, Instance, TransportKind};
-use nemo_mr::daemon::{self, Daemon, Transport};
+use nemo_mr::daemon::Daemon;
 use nemo_mr::status::{self, Metrics, StatusService};
+use nemo_mr::transport::{self, Transport};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
@@ -110,7 +111,7 @@ async fn serve<D: MobileRouterDataPlane>(
         config.transport.get_ref().home_agent_udp,
     ) {
         (TransportKind::Udp, Some(home_agent)) => Transport::Udp {
-            socket: daemon::bind(config.transport.get_ref().bind).await?,
+            socket: transport::bind(config.transport.get_ref().bind).await?,
             home_agent,
         },
         (TransportKind::Udp, None) => anyhow::bail!("transport udp needs home_agent_udp"),
