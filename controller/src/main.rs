@@ -29,15 +29,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(name = "nemo-controller", version)]
 struct Args {
-    /// Configuration file (TOML).
-    #[arg(long, value_name = "FILE")]
-    config: PathBuf,
-    /// Log as JSON lines instead of text.
-    #[arg(long)]
-    log_json: bool,
-    /// Check the configuration file and exit.
-    #[arg(long)]
-    check: bool,
+    #[command(flatten)]
+    daemon: nemo_daemon::DaemonArgs,
 }
 
 /// The configuration file.
@@ -86,7 +79,7 @@ fn default_quarantine() -> u64 {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let args = Args::parse().daemon;
     nemo_daemon::init_logging(args.log_json);
     let file = ConfigText::read(&args.config)?;
     let config: Config = file.parse()?;

@@ -99,6 +99,22 @@ impl ConfigText {
     }
 }
 
+/// The command line every nemo daemon takes (flattened into each binary's
+/// own `clap` parser, which gives the name and version).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DaemonArgs {
+    /// Configuration file (TOML).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    pub log_json: bool,
+    /// Check the configuration file (and what it names on this host) and
+    /// exit.
+    #[arg(long)]
+    pub check: bool,
+}
+
 /// A config section with one listen address (`[admin]`, `[metrics]`).
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -3,7 +3,6 @@
 //! Mobile Network Prefixes to the mobile router's care-of address.
 
 use std::net::Ipv6Addr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -28,19 +27,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(name = "nemo-ha", version)]
 struct Args {
-    /// Configuration file (TOML).
-    #[arg(long, value_name = "FILE")]
-    config: PathBuf,
-    /// Log as JSON lines instead of text.
-    #[arg(long)]
-    log_json: bool,
-    /// Check the configuration file and exit.
-    #[arg(long)]
-    check: bool,
+    #[command(flatten)]
+    daemon: nemo_daemon::DaemonArgs,
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let args = Args::parse().daemon;
     nemo_daemon::init_logging(args.log_json);
     let validated = Config::load(&args.config)?;
     if args.check {

@@ -3,7 +3,6 @@
 //! with the home agent (RFC 3963) and re-registers the moment the host's
 //! care-of address changes.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -21,19 +20,12 @@ use tokio::sync::{mpsc, watch};
 #[derive(Debug, Parser)]
 #[command(name = "nemo-mr", version)]
 struct Args {
-    /// Configuration file (TOML).
-    #[arg(long, value_name = "FILE")]
-    config: PathBuf,
-    /// Log as JSON lines instead of text.
-    #[arg(long)]
-    log_json: bool,
-    /// Check the configuration file and exit.
-    #[arg(long)]
-    check: bool,
+    #[command(flatten)]
+    daemon: nemo_daemon::DaemonArgs,
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let args = Args::parse().daemon;
     nemo_daemon::init_logging(args.log_json);
     let (config, instances) = Config::load(&args.config)?;
     if args.check {
