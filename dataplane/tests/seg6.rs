@@ -21,6 +21,7 @@ use nemo_dataplane::tunsrc;
 use nemo_dataplane::{
     BindingRoutes, HomeAgentDataPlane, MobileRouterDataPlane, ReconcileReport, TenantRoutes,
 };
+use nemo_testkit::addr;
 use nemo_testkit::{netns_available, require, runs, Netns};
 
 const MUST_RUN: &str = "NEMO_REQUIRE_NETNS";
@@ -34,10 +35,6 @@ const CN: &str = "2001:db8:f::2";
 /// Second uplink addresses, preferred by source selection towards the peer.
 const HA_SECOND: &str = "2001:db8:2:ffff::1";
 const COA_A_SECOND: &str = "2001:db8:1:ffff::1";
-
-fn addr(text: &str) -> Ipv6Addr {
-    text.parse().unwrap()
-}
 
 fn routes(care_of: &str, prefixes: &[&str]) -> BindingRoutes {
     BindingRoutes {

@@ -17,15 +17,12 @@ use nemo::wire::{
 };
 use nemo_proto::v1 as pb;
 use nemo_proto::v1::home_agent_admin_client::HomeAgentAdminClient;
+use nemo_testkit::addr;
 use tokio::net::UdpSocket;
 
 const HA: &str = "2001:db8:1::1";
 const COA: &str = "2001:db8:2::10";
 const COA_NEW: &str = "2001:db8:3::10";
-
-fn addr(text: &str) -> Ipv6Addr {
-    text.parse().unwrap()
-}
 
 fn home(n: u16) -> Ipv6Addr {
     Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x100 + n)

@@ -9,7 +9,6 @@
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::io::{BufRead, BufReader};
-use std::net::Ipv6Addr;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::Duration;
@@ -17,6 +16,7 @@ use std::time::Duration;
 use nemo::auth::{Algorithm, SecurityAssociation};
 use nemo::mr::check_binding_ack;
 use nemo::wire::BaStatus;
+use nemo_testkit::addr;
 use nemo_testkit::{netns_available, require, runs, veth, Netns};
 use serde_json::Value;
 
@@ -27,10 +27,6 @@ const COA: &str = "2001:db8:2::10";
 const SPI: u32 = 0x1000;
 const KEY: &str = "6e656d6f2d6e61746976652d746573742d6b65792d3332206f6374657473212e";
 const MNP: &str = "2001:db8:100::/56";
-
-fn addr(text: &str) -> Ipv6Addr {
-    text.parse().unwrap()
-}
 
 fn unhex(text: &str) -> Vec<u8> {
     (0..text.len())

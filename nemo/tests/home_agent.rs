@@ -6,7 +6,6 @@
 use std::net::Ipv6Addr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ipnet::Ipv6Net;
 use nemo::auth::{self, Algorithm, ReplayPolicy, SecurityAssociation};
 use nemo::ha::{
     ntp_time, Authorization, AuthorizationError, AuthorizationTable, Binding, Change, DropReason,
@@ -16,14 +15,7 @@ use nemo::wire::{
     BaStatus, BeStatus, BindingAck, BindingUpdate, BuFlags, Lifetime, Message, MhType,
     MobileNetworkPrefix, MobilityHeader, MobilityOption, NtpTimestamp, SequenceNumber,
 };
-
-fn addr(text: &str) -> Ipv6Addr {
-    text.parse().unwrap()
-}
-
-fn net(text: &str) -> Ipv6Net {
-    text.parse().unwrap()
-}
+use nemo_testkit::{addr, net};
 
 const HOA_A: &str = "2001:db8:1::100";
 const HOA_B: &str = "2001:db8:1::200";

@@ -4,10 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use std::net::Ipv6Addr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ipnet::Ipv6Net;
 use nemo::auth::{Algorithm, ReplayPolicy, SecurityAssociation};
 use nemo::ha::{
     Authorization, AuthorizationTable, HomeAgent, HomeAgentConfig, Outcome, Received, Reply,
@@ -19,19 +17,12 @@ use nemo::wire::{
     build_packet, parse_packet, BaStatus, MobilityHeader, PacketRepr, SequenceNumber,
     Type2RoutingHeader,
 };
+use nemo_testkit::{addr, net};
 
 const HA: &str = "2001:db8:1::1";
 const HOA: &str = "2001:db8:1::100";
 const COA: &str = "2001:db8:2::10";
 const COA_NEW: &str = "2001:db8:3::10";
-
-fn addr(text: &str) -> Ipv6Addr {
-    text.parse().unwrap()
-}
-
-fn net(text: &str) -> Ipv6Net {
-    text.parse().unwrap()
-}
 
 fn sa(key: u8) -> SecurityAssociation {
     SecurityAssociation::new(0x1000, Algorithm::HmacSha256, vec![key; 32]).unwrap()

@@ -3,8 +3,6 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use std::net::Ipv6Addr;
-
 use nemo::auth::{Algorithm, SecurityAssociation};
 use nemo::wire::{
     build_packet, parse_packet, AuthSubtype, BaFlags, BaStatus, BeStatus, BindingAck, BindingError,
@@ -12,10 +10,7 @@ use nemo::wire::{
     Lifetime, Message, MhType, MobileNetworkPrefix, MobilityHeader, MobilityOption, NtpTimestamp,
     PacketRepr, SequenceNumber, Type2RoutingHeader, MN_ID_SUBTYPE_NAI,
 };
-
-fn addr(text: &str) -> Ipv6Addr {
-    text.parse().unwrap()
-}
+use nemo_testkit::addr;
 
 fn bytes(hex: &str) -> Vec<u8> {
     let digits: String = hex.chars().filter(|c| !c.is_whitespace()).collect();

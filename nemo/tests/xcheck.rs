@@ -27,6 +27,7 @@ use nemo::wire::{
     MobileNetworkPrefix, MobilityHeader, MobilityOption, NtpTimestamp, PacketRepr, SequenceNumber,
     Type2RoutingHeader, MN_ID_SUBTYPE_NAI,
 };
+use nemo_testkit::addr;
 use serde_json::{json, Map, Value};
 
 const PYTHON: &str = "/usr/bin/python3";
@@ -273,10 +274,6 @@ const COA: &str = "2001:db8:2::10";
 const KEY: [u8; 20] = *b"nemo-test-key-020202";
 const SPI: u32 = 0x2000;
 const TIMESTAMP: u64 = 0xe9a1_b2c3_0000_0001;
-
-fn addr(text: &str) -> Ipv6Addr {
-    text.parse().unwrap()
-}
 
 /// A packet built here, signed when `sign` is given, with the facts it was
 /// built from.

@@ -17,6 +17,20 @@ pub mod relay;
 
 use std::process::{Command, Output, Stdio};
 
+/// An IPv6 address from a test's text; panics (failing the test), naming
+/// the text, when it is not one.
+pub fn addr(text: &str) -> std::net::Ipv6Addr {
+    text.parse()
+        .unwrap_or_else(|_| panic!("{text:?} is not an IPv6 address"))
+}
+
+/// An IPv6 prefix from a test's text; panics, naming the text, when it is
+/// not one.
+pub fn net(text: &str) -> ipnet::Ipv6Net {
+    text.parse()
+        .unwrap_or_else(|_| panic!("{text:?} is not an IPv6 prefix"))
+}
+
 /// Checks a prerequisite. Returns true when it holds. When it does not:
 /// panics if `must_run_var` is set in the environment, otherwise prints a
 /// loud SKIPPED line and returns false.
