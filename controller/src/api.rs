@@ -11,7 +11,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use crate::store::{self, Change, Store, StoreError};
+use crate::store::{self, Store, StoreChange, StoreError};
 
 /// Longest error message a client gets: messages quote the input they
 /// refuse, and a client's 4 MiB field must not come back to it (or to a
@@ -66,7 +66,7 @@ fn event(e: &store::Event) -> pb::Event {
     }
 }
 
-fn home_agent_proto(h: &store::HomeAgent) -> pb::HomeAgent {
+fn home_agent_proto(h: &store::HomeAgentRecord) -> pb::HomeAgent {
     pb::HomeAgent {
         name: h.name.clone(),
         address: h.address.to_string(),
@@ -103,19 +103,21 @@ async fn authorization_updates(
     store: &Store,
     home_agent: &str,
     revision: u64,
-    change: &Change,
+    change: &StoreChange,
 ) -> Vec<pb::AuthorizationUpdate> {
     let (tenant, touched) = match change {
-        Change::MobileRouterCreated(m) | Change::KeyRotated(m) | Change::MobileRouterDeleted(m) => {
-            (
-                m.tenant.as_str(),
-                (m.home_agent == home_agent).then_some(m.home_address),
-            )
+        StoreChange::MobileRouterCreated(m)
+        | StoreChange::KeyRotated(m)
+        | StoreChange::MobileRouterDeleted(m) => (
+            m.tenant.as_str(),
+            (m.home_agent == home_agent).then_some(m.home_address),
+        ),
+        StoreChange::PrefixAllocated(_) | StoreChange::PrefixReleased { .. } => {
+            match change.tenant() {
+                Some(tenant) => (tenant, None),
+                None => return Vec::new(),
+            }
         }
-        Change::PrefixAllocated(_) | Change::PrefixReleased { .. } => match change.tenant() {
-            Some(tenant) => (tenant, None),
-            None => return Vec::new(),
-        },
         _ => return Vec::new(),
     };
     let view = store.tenant_view(tenant).await;
@@ -179,7 +181,7 @@ async fn follow<U: Send + 'static>(
     mut live: tokio::sync::broadcast::Receiver<store::Event>,
     from_revision: u64,
     tx: tokio::sync::mpsc::Sender<Result<U, Status>>,
-    map: impl Fn(Arc<Store>, u64, Change) -> Updates<U> + Send + 'static,
+    map: impl Fn(Arc<Store>, u64, StoreChange) -> Updates<U> + Send + 'static,
     store: Arc<Store>,
     snapshot: impl Fn(Arc<Store>, u64) -> Updates<U> + Send + 'static,
 ) {
@@ -226,20 +228,22 @@ async fn placement_updates(
     store: &Store,
     hypervisor: &str,
     revision: u64,
-    change: &Change,
+    change: &StoreChange,
 ) -> Vec<pb::PlacementUpdate> {
     let tenants: Vec<String> = match change {
-        Change::TenantPlaced { placement, from } => {
+        StoreChange::TenantPlaced { placement, from } => {
             if placement.hypervisor == hypervisor || from.as_deref() == Some(hypervisor) {
                 vec![placement.tenant.clone()]
             } else {
                 Vec::new()
             }
         }
-        Change::TenantUnplaced { placement, .. } if placement.hypervisor == hypervisor => {
+        StoreChange::TenantUnplaced { placement, .. } if placement.hypervisor == hypervisor => {
             vec![placement.tenant.clone()]
         }
-        Change::HomeAgentRegistered(h) => store.tenants_of(Some(&h.name), Some(hypervisor)).await,
+        StoreChange::HomeAgentRegistered(h) => {
+            store.tenants_of(Some(&h.name), Some(hypervisor)).await
+        }
         other => match other.tenant() {
             Some(tenant)
                 if store
@@ -460,7 +464,7 @@ impl Controller for Service {
             .ok_or_else(|| Status::invalid_argument("home_agent: missing"))?;
         let registered = self
             .store
-            .register_home_agent(store::HomeAgent {
+            .register_home_agent(store::HomeAgentRecord {
                 name: h.name,
                 address: field_address("home_agent.address", &h.address)?,
                 home_prefix: field_address("home_agent.home_prefix", &h.home_prefix)?,
@@ -645,7 +649,7 @@ impl Controller for Service {
                                         &store,
                                         &home_agent,
                                         revision,
-                                        &Change::MobileRouterCreated(m),
+                                        &StoreChange::MobileRouterCreated(m),
                                     )
                                     .await,
                                 );
@@ -666,7 +670,7 @@ impl Controller for Service {
         request: Request<pb::ReportBindingRequest>,
     ) -> Result<Response<pb::ReportBindingResponse>, Status> {
         let r = request.into_inner();
-        let change = Change::BindingReported {
+        let change = StoreChange::BindingReported {
             home_agent: r.home_agent,
             home_address: field_address("home_address", &r.home_address)?,
             care_of: field_address("care_of_address", &r.care_of_address)?,

@@ -109,7 +109,7 @@ impl Store {
             .collect::<Result<_, _>>()?;
         self.change(
             state,
-            Change::PrefixAllocated(allocation.clone()),
+            StoreChange::PrefixAllocated(allocation.clone()),
             |t| {
                 t.allocations.insert(key.as_slice(), record.clone())?;
                 for slot_key in &released {
@@ -168,7 +168,7 @@ impl Store {
         let held: Vec<(Vec<u8>, Vec<u8>)> = (first..first + block)
             .map(|slot| Ok((encode(&(pool.name.as_str(), slot))?, encode(&until)?)))
             .collect::<Result<_, StoreError>>()?;
-        let change = Change::PrefixReleased {
+        let change = StoreChange::PrefixReleased {
             allocation: allocation.clone(),
             quarantined_until_unix_ms: until,
         };

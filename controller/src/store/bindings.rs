@@ -4,8 +4,8 @@ use super::*;
 
 impl Store {
     /// Records a binding change a home agent reported (history only).
-    pub async fn report_binding(&self, change: Change) -> Result<u64, StoreError> {
-        let Change::BindingReported {
+    pub async fn report_binding(&self, change: StoreChange) -> Result<u64, StoreError> {
+        let StoreChange::BindingReported {
             home_agent,
             home_address,
             sequence,
@@ -19,7 +19,7 @@ impl Store {
         };
         let (home_address, sequence) = (*home_address, *sequence);
         check_name("home_agent", home_agent)?;
-        if let Change::BindingReported {
+        if let StoreChange::BindingReported {
             prefixes, reason, ..
         } = &change
         {

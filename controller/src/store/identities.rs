@@ -16,8 +16,8 @@ impl Store {
     /// Registers (or updates) a home agent.
     pub async fn register_home_agent(
         &self,
-        home_agent: HomeAgent,
-    ) -> Result<HomeAgent, StoreError> {
+        home_agent: HomeAgentRecord,
+    ) -> Result<HomeAgentRecord, StoreError> {
         check_name("home_agent.name", &home_agent.name)?;
         // Empty: the home agent serves the native transport only.
         if !home_agent.udp_endpoint.is_empty()
@@ -63,7 +63,7 @@ impl Store {
         let record = encode(&home_agent)?;
         self.change(
             state,
-            Change::HomeAgentRegistered(home_agent.clone()),
+            StoreChange::HomeAgentRegistered(home_agent.clone()),
             |t| {
                 t.home_agents
                     .insert(home_agent.name.as_bytes(), record.clone())?;
@@ -80,7 +80,7 @@ impl Store {
     }
 
     /// Every home agent.
-    pub async fn home_agents(&self) -> Vec<HomeAgent> {
+    pub async fn home_agents(&self) -> Vec<HomeAgentRecord> {
         self.state
             .lock()
             .await
@@ -108,7 +108,7 @@ impl Store {
         let record = encode(&hypervisor)?;
         self.change(
             state,
-            Change::HypervisorRegistered(hypervisor.clone()),
+            StoreChange::HypervisorRegistered(hypervisor.clone()),
             |t| {
                 t.hypervisors.insert(name.as_bytes(), record.clone())?;
                 Ok(())
@@ -210,7 +210,7 @@ impl Store {
         let record = encode(&mobile_router)?;
         self.change(
             state,
-            Change::MobileRouterCreated(mobile_router.redacted()),
+            StoreChange::MobileRouterCreated(mobile_router.redacted()),
             |t| {
                 t.mobile_routers.insert(tenant.as_bytes(), record.clone())?;
                 Ok(())
@@ -259,7 +259,7 @@ impl Store {
         let record = encode(&mr)?;
         self.change(
             state,
-            Change::KeyRotated(mr.redacted()),
+            StoreChange::KeyRotated(mr.redacted()),
             |t| {
                 t.mobile_routers.insert(tenant.as_bytes(), record.clone())?;
                 Ok(())
@@ -290,7 +290,7 @@ impl Store {
         }
         self.change(
             state,
-            Change::MobileRouterDeleted(mr.redacted()),
+            StoreChange::MobileRouterDeleted(mr.redacted()),
             |t| {
                 t.mobile_routers.remove(tenant.as_bytes())?;
                 Ok(())

@@ -76,7 +76,7 @@ impl Store {
     pub(super) async fn change(
         &self,
         mut state: tokio::sync::MutexGuard<'_, State>,
-        change: Change,
+        change: StoreChange,
         writes: impl Fn(&Trees<'_>) -> Result<(), StoreError>,
         mirror: impl FnOnce(&mut State),
     ) -> Result<Event, StoreError> {
@@ -93,7 +93,7 @@ impl Store {
     pub(super) fn commit(
         &self,
         state: &mut State,
-        change: Change,
+        change: StoreChange,
         writes: impl Fn(&Trees<'_>) -> Result<(), StoreError>,
     ) -> Result<Event, StoreError> {
         if self.log.failed.load(Ordering::Acquire) {

@@ -108,7 +108,7 @@ struct State {
     tenants: BTreeMap<String, Tenant>,
     allocations: BTreeMap<Ipv6Net, Allocation>,
     slots: HashMap<String, Slots>,
-    home_agents: BTreeMap<String, HomeAgent>,
+    home_agents: BTreeMap<String, HomeAgentRecord>,
     hypervisors: BTreeMap<String, Hypervisor>,
     mobile_routers: BTreeMap<String, MobileRouter>,
     placements: BTreeMap<String, Placement>,
@@ -178,7 +178,7 @@ impl Store {
             last_sequence: HashMap::new(),
             revision: 0,
         };
-        for home_agent in load_all::<HomeAgent>(&disk, "home_agents")? {
+        for home_agent in load_all::<HomeAgentRecord>(&disk, "home_agents")? {
             state
                 .home_agents
                 .insert(home_agent.name.clone(), home_agent);

@@ -60,7 +60,7 @@ pub struct Allocation {
 
 /// A home agent mobile routers register with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HomeAgent {
+pub struct HomeAgentRecord {
     /// Its name.
     pub name: String,
     /// The address Binding Updates go to.
@@ -127,13 +127,13 @@ pub struct Event {
     /// When, ms since the Unix epoch.
     pub at_unix_ms: i64,
     /// What happened.
-    pub change: Change,
+    pub change: StoreChange,
 }
 
 /// What changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Change {
+pub enum StoreChange {
     /// A pool was created.
     PoolCreated(Pool),
     /// A pool was deleted.
@@ -152,7 +152,7 @@ pub enum Change {
         quarantined_until_unix_ms: i64,
     },
     /// A home agent registered (or changed).
-    HomeAgentRegistered(HomeAgent),
+    HomeAgentRegistered(HomeAgentRecord),
     /// A hypervisor registered.
     HypervisorRegistered(Hypervisor),
     /// A mobile-router identity was created (key not logged).
@@ -196,58 +196,58 @@ pub enum Change {
     },
 }
 
-impl Change {
+impl StoreChange {
     /// The kind's name, as the API shows it.
     pub fn kind(&self) -> &'static str {
         match self {
-            Change::PoolCreated(_) => "pool_created",
-            Change::PoolDeleted(_) => "pool_deleted",
-            Change::TenantCreated(_) => "tenant_created",
-            Change::TenantDeleted(_) => "tenant_deleted",
-            Change::PrefixAllocated(_) => "prefix_allocated",
-            Change::PrefixReleased { .. } => "prefix_released",
-            Change::HomeAgentRegistered(_) => "home_agent_registered",
-            Change::HypervisorRegistered(_) => "hypervisor_registered",
-            Change::MobileRouterCreated(_) => "mobile_router_created",
-            Change::KeyRotated(_) => "key_rotated",
-            Change::MobileRouterDeleted(_) => "mobile_router_deleted",
-            Change::TenantPlaced { .. } => "tenant_placed",
-            Change::TenantUnplaced { .. } => "tenant_unplaced",
-            Change::BindingReported { .. } => "binding_reported",
+            StoreChange::PoolCreated(_) => "pool_created",
+            StoreChange::PoolDeleted(_) => "pool_deleted",
+            StoreChange::TenantCreated(_) => "tenant_created",
+            StoreChange::TenantDeleted(_) => "tenant_deleted",
+            StoreChange::PrefixAllocated(_) => "prefix_allocated",
+            StoreChange::PrefixReleased { .. } => "prefix_released",
+            StoreChange::HomeAgentRegistered(_) => "home_agent_registered",
+            StoreChange::HypervisorRegistered(_) => "hypervisor_registered",
+            StoreChange::MobileRouterCreated(_) => "mobile_router_created",
+            StoreChange::KeyRotated(_) => "key_rotated",
+            StoreChange::MobileRouterDeleted(_) => "mobile_router_deleted",
+            StoreChange::TenantPlaced { .. } => "tenant_placed",
+            StoreChange::TenantUnplaced { .. } => "tenant_unplaced",
+            StoreChange::BindingReported { .. } => "binding_reported",
         }
     }
 
     /// The pool, tenant or prefix concerned.
     pub fn subject(&self) -> String {
         match self {
-            Change::PoolCreated(pool) | Change::PoolDeleted(pool) => pool.name.clone(),
-            Change::TenantCreated(tenant) | Change::TenantDeleted(tenant) => tenant.name.clone(),
-            Change::PrefixAllocated(allocation) => allocation.prefix.to_string(),
-            Change::PrefixReleased { allocation, .. } => allocation.prefix.to_string(),
-            Change::HomeAgentRegistered(home_agent) => home_agent.name.clone(),
-            Change::HypervisorRegistered(hypervisor) => hypervisor.name.clone(),
-            Change::MobileRouterCreated(mr)
-            | Change::KeyRotated(mr)
-            | Change::MobileRouterDeleted(mr) => mr.tenant.clone(),
-            Change::TenantPlaced { placement, .. } | Change::TenantUnplaced { placement, .. } => {
-                placement.tenant.clone()
+            StoreChange::PoolCreated(pool) | StoreChange::PoolDeleted(pool) => pool.name.clone(),
+            StoreChange::TenantCreated(tenant) | StoreChange::TenantDeleted(tenant) => {
+                tenant.name.clone()
             }
-            Change::BindingReported { home_address, .. } => home_address.to_string(),
+            StoreChange::PrefixAllocated(allocation) => allocation.prefix.to_string(),
+            StoreChange::PrefixReleased { allocation, .. } => allocation.prefix.to_string(),
+            StoreChange::HomeAgentRegistered(home_agent) => home_agent.name.clone(),
+            StoreChange::HypervisorRegistered(hypervisor) => hypervisor.name.clone(),
+            StoreChange::MobileRouterCreated(mr)
+            | StoreChange::KeyRotated(mr)
+            | StoreChange::MobileRouterDeleted(mr) => mr.tenant.clone(),
+            StoreChange::TenantPlaced { placement, .. }
+            | StoreChange::TenantUnplaced { placement, .. } => placement.tenant.clone(),
+            StoreChange::BindingReported { home_address, .. } => home_address.to_string(),
         }
     }
 
     /// The tenant a change concerns, if one.
     pub fn tenant(&self) -> Option<&str> {
         match self {
-            Change::TenantCreated(t) | Change::TenantDeleted(t) => Some(&t.name),
-            Change::PrefixAllocated(a) => Some(&a.tenant),
-            Change::PrefixReleased { allocation, .. } => Some(&allocation.tenant),
-            Change::MobileRouterCreated(mr)
-            | Change::KeyRotated(mr)
-            | Change::MobileRouterDeleted(mr) => Some(&mr.tenant),
-            Change::TenantPlaced { placement, .. } | Change::TenantUnplaced { placement, .. } => {
-                Some(&placement.tenant)
-            }
+            StoreChange::TenantCreated(t) | StoreChange::TenantDeleted(t) => Some(&t.name),
+            StoreChange::PrefixAllocated(a) => Some(&a.tenant),
+            StoreChange::PrefixReleased { allocation, .. } => Some(&allocation.tenant),
+            StoreChange::MobileRouterCreated(mr)
+            | StoreChange::KeyRotated(mr)
+            | StoreChange::MobileRouterDeleted(mr) => Some(&mr.tenant),
+            StoreChange::TenantPlaced { placement, .. }
+            | StoreChange::TenantUnplaced { placement, .. } => Some(&placement.tenant),
             _ => None,
         }
     }

@@ -8,7 +8,7 @@ pub struct TenantView {
     /// Its mobile router, key included.
     pub mobile_router: Option<MobileRouter>,
     /// Its home agent.
-    pub home_agent: Option<HomeAgent>,
+    pub home_agent: Option<HomeAgentRecord>,
     /// Its prefixes.
     pub prefixes: Vec<Ipv6Net>,
     /// Its placement.
@@ -54,7 +54,7 @@ impl Store {
         let record = encode(&placement)?;
         self.change(
             state,
-            Change::TenantPlaced {
+            StoreChange::TenantPlaced {
                 placement: placement.clone(),
                 from,
             },
@@ -87,7 +87,7 @@ impl Store {
                 })?;
         self.change(
             state,
-            Change::TenantUnplaced {
+            StoreChange::TenantUnplaced {
                 placement,
                 reason: reason.to_owned(),
             },

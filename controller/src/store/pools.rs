@@ -59,7 +59,7 @@ impl Store {
         let record = encode(&pool)?;
         self.change(
             state,
-            Change::PoolCreated(pool.clone()),
+            StoreChange::PoolCreated(pool.clone()),
             |t| {
                 t.pools.insert(pool.name.as_bytes(), record.clone())?;
                 Ok(())
@@ -133,7 +133,7 @@ impl Store {
             .collect::<Result<_, _>>()?;
         self.change(
             state,
-            Change::PoolDeleted(pool),
+            StoreChange::PoolDeleted(pool),
             |t| {
                 t.pools.remove(name.as_bytes())?;
                 for key in &keys {

@@ -20,7 +20,7 @@ impl Store {
         let record = encode(&tenant)?;
         self.change(
             state,
-            Change::TenantCreated(tenant.clone()),
+            StoreChange::TenantCreated(tenant.clone()),
             |t| {
                 t.tenants.insert(tenant.name.as_bytes(), record.clone())?;
                 Ok(())
@@ -87,7 +87,7 @@ impl Store {
         }
         self.change(
             state,
-            Change::TenantDeleted(tenant),
+            StoreChange::TenantDeleted(tenant),
             |t| {
                 t.tenants.remove(name.as_bytes())?;
                 Ok(())
