@@ -293,16 +293,40 @@ pub fn init_logging(json: bool) {
     }
 }
 
+/// Scrapes served at once; one more connection is closed at once.
+pub const MAX_METRICS_CONNECTIONS: usize = 64;
+
 /// Serves `GET /metrics` with what `render` returns, on a bound listener,
 /// until the task is dropped. A minimal HTTP/1.1 responder: one request per
-/// connection, bounded in size and time.
+/// connection, bounded in size and time; accepted through
+/// [`incoming::guarded`], so that a flood of idle connections neither
+/// exhausts descriptors nor ends the server.
 pub async fn serve_metrics(
     listener: TcpListener,
     render: Arc<dyn Fn() -> String + Send + Sync>,
 ) -> std::io::Result<()> {
+    serve_metrics_within(
+        listener,
+        render,
+        incoming::ConnectionLimits {
+            max_connections: MAX_METRICS_CONNECTIONS,
+            handshake_timeout: Duration::from_secs(5),
+        },
+    )
+    .await
+}
+
+async fn serve_metrics_within(
+    listener: TcpListener,
+    render: Arc<dyn Fn() -> String + Send + Sync>,
+    limits: incoming::ConnectionLimits,
+) -> std::io::Result<()> {
+    use tokio_stream::StreamExt;
     tracing::info!(listen = %listener.local_addr()?, "metrics listening");
-    loop {
-        let (mut stream, peer) = listener.accept().await?;
+    let (mut accepted, _refused) = incoming::guarded(listener, limits);
+    while let Some(connection) = accepted.next().await {
+        let Ok(mut stream) = connection else { continue };
+        let peer = tonic::transport::server::Connected::connect_info(&stream).remote_addr;
         let render = render.clone();
         tokio::spawn(async move {
             let mut request = Vec::with_capacity(1024);
@@ -319,7 +343,7 @@ pub async fn serve_metrics(
             })
             .await;
             if !matches!(read, Ok(Ok(()))) {
-                tracing::debug!(%peer, "metrics request timed out or failed");
+                tracing::debug!(?peer, "metrics request timed out or failed");
                 return;
             }
             let response = if request.starts_with(b"GET /metrics ") {
@@ -336,11 +360,43 @@ pub async fn serve_metrics(
             let _ = stream.shutdown().await;
         });
     }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn metrics_survive_idle_connections() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("[::1]:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let limits = incoming::ConnectionLimits {
+            max_connections: 4,
+            handshake_timeout: Duration::from_millis(200),
+        };
+        tokio::spawn(serve_metrics_within(
+            listener,
+            Arc::new(|| "nemo_up 1\n".to_owned()),
+            limits,
+        ));
+        let mut idle = Vec::new();
+        for _ in 0..20 {
+            idle.push(tokio::net::TcpStream::connect(address).await.unwrap());
+        }
+        // The idle ones time out or were refused; a scrape is served.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let mut scrape = tokio::net::TcpStream::connect(address).await.unwrap();
+        scrape
+            .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        scrape.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.ends_with("nemo_up 1\n"), "{answer}");
+        drop(idle);
+    }
 
     #[test]
     fn endpoints_must_be_http_urls_with_a_host() {

@@ -81,6 +81,12 @@ impl Daemon {
     }
 
     fn start_with(dir: &std::path::Path, config_text: &str) -> Daemon {
+        Daemon::start_under(dir, config_text, &[])
+    }
+
+    /// Starts it through `wrapper` (a command that execs the rest, such as
+    /// `prlimit --nofile=N --`), keeping its PID.
+    fn start_under(dir: &std::path::Path, config_text: &str, wrapper: &[&str]) -> Daemon {
         let config_path = dir.join("ha.toml");
         std::fs::write(&config_path, config_text).unwrap();
         // One log per start in this directory.
@@ -88,7 +94,16 @@ impl Daemon {
             .map(|i| dir.join(format!("ha-{i}.log")))
             .find(|p| !p.exists())
             .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_nemo-ha"))
+        let binary = env!("CARGO_BIN_EXE_nemo-ha");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
+        let mut child = command
             .arg("--config")
             .arg(&config_path)
             .env("NO_COLOR", "1")
@@ -361,6 +376,44 @@ async fn operator_delete_and_watch() {
         .await
         .unwrap_err();
     assert_eq!(again.code(), tonic::Code::NotFound);
+}
+
+/// A flood of idle connections to the metrics port, past the descriptor
+/// limit, neither ends the home agent (an accept error used to end the
+/// metrics server, and with it the daemon) nor stops registrations.
+#[tokio::test]
+async fn idle_metrics_connections_do_not_stop_the_home_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start_under(
+        dir.path(),
+        &config(&dir.path().join("store"), 1),
+        &["prlimit", "--nofile=96:96", "--"],
+    );
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        if let Ok(stream) = tokio::net::TcpStream::connect(daemon.metrics).await {
+            idle.push(stream);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "nemo-ha stopped: {}",
+        daemon.log()
+    );
+    let client = Client::new(&daemon).await;
+    assert_eq!(
+        client.register(&registration(0, 1), 0).await.status,
+        BaStatus::ACCEPTED,
+        "{}",
+        daemon.log()
+    );
+    drop(idle);
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "{}",
+        daemon.log()
+    );
 }
 
 #[tokio::test]
