@@ -173,14 +173,16 @@ fn main() -> anyhow::Result<()> {
             let listener = TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("binding {}", config.listen))?;
+            // The SIGTERM handler before the ready line: a supervisor may
+            // stop us the moment we say we are ready.
+            let mut terminate =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             println!(
                 "nemo-controller ready grpc={} tls={} revision={}",
                 listener.local_addr()?,
                 if tls.is_some() { "on" } else { "off" },
                 store.revision().await
             );
-            let mut terminate =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             tokio::select! {
                 result = nemo_controller::api::serve(listener, store, token, tls, limits) => result,
                 _ = terminate.recv() => {

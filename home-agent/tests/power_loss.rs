@@ -101,7 +101,8 @@ fn acknowledged_bindings_survive_a_power_loss() {
         .map(|l| nemo_testkit::field(l, "bindings").parse().unwrap())
         .unwrap_or_else(|| panic!("no load line in {log}"));
     assert_eq!(loaded, on_disk.len(), "{log}");
-    assert!(restarted.terminate().success());
+    let status = restarted.terminate();
+    assert!(status.success(), "{status:?}: {}", restarted.log());
     eprintln!(
         "power loss: {} acknowledged, {} on the copy, none lost",
         acknowledged.len(),

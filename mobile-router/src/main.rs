@@ -150,10 +150,12 @@ async fn serve<D: MobileRouterDataPlane>(
             Ok(())
         });
     }
-    // The ready line is for supervisors and tests: stdout, one line.
-    println!("{ready}");
+    // The SIGTERM handler before the ready line: a supervisor may stop us
+    // the moment we say we are ready, and that must be a clean stop.
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing SIGTERM handler")?;
+    // The ready line is for supervisors and tests: stdout, one line.
+    println!("{ready}");
     let shutdown = async move {
         tokio::select! {
             _ = terminate.recv() => {}
