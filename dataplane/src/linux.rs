@@ -328,6 +328,29 @@ async fn link(handle: &Handle, name: &str) -> Result<(u32, u32), DataPlaneError>
     Ok((link.header.index, mtu))
 }
 
+/// Index of a tenant's port, once it can carry traffic: administratively
+/// up with a carrier (for a VM's tap or veth: the VM's end is there). A
+/// port that exists but is still down (a hypervisor mid-way through
+/// preparing it) is an error, so that nothing registers a binding whose
+/// first packets would wait for a neighbour solicitation the down link
+/// lost (measured: a second of outage).
+async fn usable_port(handle: &Handle, name: &str) -> Result<u32, DataPlaneError> {
+    use netlink_packet_route::link::LinkFlags;
+    let mut links = handle.link().get().match_name(name.to_owned()).execute();
+    let link = links
+        .try_next()
+        .await
+        .map_err(|e| unavailable(format!("interface {name}: {e}")))?
+        .ok_or_else(|| unavailable(format!("no interface {name}")))?;
+    let flags = link.header.flags;
+    if !flags.contains(LinkFlags::Up) || !flags.contains(LinkFlags::LowerUp) {
+        return Err(unavailable(format!(
+            "interface {name} is not up with a carrier yet"
+        )));
+    }
+    Ok(link.header.index)
+}
+
 /// The host-wide part both sides share: the gate, the local rule moved, and
 /// the uplink found.
 #[derive(Debug)]
@@ -897,7 +920,7 @@ impl MobileRouterDataPlane for Seg6MobileRouter {
             }
         }
         let host = &self.host;
-        let (interface, _) = link(&host.handle, &tenant.interface).await?;
+        let interface = usable_port(&host.handle, &tenant.interface).await?;
         {
             let mut users = self.home_agent_users.lock().await;
             let count = users.entry(tenant.home_agent).or_insert(0);
