@@ -309,14 +309,22 @@ fn route_segment(message: &RouteMessage) -> Option<Ipv6Addr> {
     })
 }
 
-/// Index and MTU of an interface.
-async fn link(handle: &Handle, name: &str) -> Result<(u32, u32), DataPlaneError> {
+/// An interface's netlink description, by name.
+async fn link_message(
+    handle: &Handle,
+    name: &str,
+) -> Result<netlink_packet_route::link::LinkMessage, DataPlaneError> {
     let mut links = handle.link().get().match_name(name.to_owned()).execute();
-    let link = links
+    links
         .try_next()
         .await
         .map_err(|e| unavailable(format!("interface {name}: {e}")))?
-        .ok_or_else(|| unavailable(format!("no interface {name}")))?;
+        .ok_or_else(|| unavailable(format!("no interface {name}")))
+}
+
+/// Index and MTU of an interface.
+async fn link(handle: &Handle, name: &str) -> Result<(u32, u32), DataPlaneError> {
+    let link = link_message(handle, name).await?;
     let mtu = link
         .attributes
         .iter()
@@ -336,12 +344,7 @@ async fn link(handle: &Handle, name: &str) -> Result<(u32, u32), DataPlaneError>
 /// lost (measured: a second of outage).
 async fn usable_port(handle: &Handle, name: &str) -> Result<u32, DataPlaneError> {
     use netlink_packet_route::link::LinkFlags;
-    let mut links = handle.link().get().match_name(name.to_owned()).execute();
-    let link = links
-        .try_next()
-        .await
-        .map_err(|e| unavailable(format!("interface {name}: {e}")))?
-        .ok_or_else(|| unavailable(format!("no interface {name}")))?;
+    let link = link_message(handle, name).await?;
     let flags = link.header.flags;
     if !flags.contains(LinkFlags::Up) || !flags.contains(LinkFlags::LowerUp) {
         return Err(unavailable(format!(
