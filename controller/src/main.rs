@@ -85,10 +85,8 @@ fn main() -> anyhow::Result<()> {
     let config: Config = file.parse()?;
     let token = match (&config.token_file, config.insecure_no_token) {
         (Some(path), false) => {
-            let token = std::fs::read_to_string(path.get_ref())
-                .map_err(|e| file.invalid(path.span(), format!("token_file: {e}")))?
-                .trim()
-                .to_owned();
+            let token = nemo_daemon::read_token(path.get_ref())
+                .map_err(|e| file.invalid(path.span(), format!("token_file: {e}")))?;
             if token.len() < 16 {
                 return Err(file
                     .invalid(

@@ -217,6 +217,11 @@ pub fn check_interface(name: &str) -> Result<(), String> {
     }
 }
 
+/// Reads a bearer-token file: its content without surrounding white space.
+pub fn read_token(path: &Path) -> std::io::Result<String> {
+    Ok(std::fs::read_to_string(path)?.trim().to_owned())
+}
+
 /// Checks that a file can be read (a token file, a key).
 pub fn check_readable(path: &Path) -> Result<(), String> {
     std::fs::File::open(path)

@@ -218,7 +218,8 @@ pub async fn watch_decapsulation_misses(record: impl Fn(i64)) {
                     packets = after - before,
                     "tunnelled packets reached this host that no decapsulation rule took: \
                      a peer encapsulates from another address than the one it registered \
-                     (check its seg6 tunnel source and its uplink addresses)"
+                     (check its seg6 tunnel source and its uplink addresses), or still \
+                     tunnels to a tenant no longer attached here (during a migration)"
                 );
             }
         }

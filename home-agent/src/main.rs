@@ -133,15 +133,13 @@ async fn serve<D: HomeAgentDataPlane>(
     let mut authorizations = authorizations;
     let controller = match &config.controller {
         Some(section) => {
-            let token = std::fs::read_to_string(section.token_file.get_ref())
-                .with_context(|| {
+            let token =
+                nemo_daemon::read_token(section.token_file.get_ref()).with_context(|| {
                     format!(
                         "controller token_file {}",
                         section.token_file.get_ref().display()
                     )
-                })?
-                .trim()
-                .to_owned();
+                })?;
             let cache = section
                 .cache
                 .clone()

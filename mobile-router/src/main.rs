@@ -165,15 +165,13 @@ async fn serve<D: MobileRouterDataPlane>(
     let (commands, command_rx) = mpsc::channel(64);
     let _controller_task = match &config.controller {
         Some(section) => {
-            let token = std::fs::read_to_string(section.token_file.get_ref())
-                .with_context(|| {
+            let token =
+                nemo_daemon::read_token(section.token_file.get_ref()).with_context(|| {
                     format!(
                         "controller token_file {}",
                         section.token_file.get_ref().display()
                     )
-                })?
-                .trim()
-                .to_owned();
+                })?;
             let settings = nemo_mr::controller::ControllerSettings {
                 endpoint: section.endpoint.get_ref().clone(),
                 ca_file: section.ca_file.clone(),

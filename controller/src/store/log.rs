@@ -90,7 +90,7 @@ impl Store {
     /// Applies a change: its entity writes and the event are queued to be
     /// committed together. The caller mirrors it in memory, releases the
     /// state and waits in `durable` for the commit before it answers.
-    pub(super) fn commit(
+    fn commit(
         &self,
         state: &mut State,
         change: StoreChange,
