@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nemo::auth::{Algorithm, ReplayPolicy, SecurityAssociation};
 use nemo::ha::{
-    Authorization, AuthorizationTable, HomeAgent, HomeAgentConfig, Outcome, Received, Reply,
+    Authorization, AuthorizationTable, BindingCache, HomeAgentConfig, Outcome, Received, Reply,
 };
 use nemo::registration::{
     Event, InstanceConfig, Registrar, State, INITIAL_BINDACK_TIMEOUT_FIRST_REG, MAX_BINDACK_TIMEOUT,
@@ -40,7 +40,7 @@ fn table(prefixes: &[&str]) -> AuthorizationTable {
 
 /// A simulated world: one home agent engine, one registrar, a clock.
 struct World {
-    ha: HomeAgent,
+    ha: BindingCache,
     authorizations: AuthorizationTable,
     mr: Registrar,
     now: Instant,
@@ -56,7 +56,7 @@ struct World {
 impl World {
     fn new(key: u8, prefixes: &[&str]) -> World {
         World {
-            ha: HomeAgent::new(HomeAgentConfig {
+            ha: BindingCache::new(HomeAgentConfig {
                 home_prefixes: vec![net("2001:db8:1::/64")],
                 max_lifetime: Duration::from_secs(600),
                 replay: ReplayPolicy::default(),
@@ -298,7 +298,7 @@ fn a_restarted_home_agent_is_registered_again() {
     let mut world = World::new(7, &[]);
     world.attach(COA);
     // The home agent loses its cache: the next refresh recreates it.
-    world.ha = HomeAgent::new(world.ha.config().clone());
+    world.ha = BindingCache::new(world.ha.config().clone());
     world.advance(Duration::from_secs(300));
     assert_eq!(world.ha.binding(addr(HOA)).unwrap().care_of, addr(COA));
 }

@@ -1,20 +1,8 @@
-//! The core task: owns the engine and the authorizations; for each packet
-//! it decides (through `nemo::ha`), programs forwarding before anything is
-//! acknowledged, frames the reply and hands both to the writer.
+//! The core task: hands each packet to the engine (`nemo::ha::HomeAgent`),
+//! sets up the forwarding the engine asks for and reports the result back,
+//! and queues the answer for the writer. No protocol decision is made here.
 
 use super::*;
-
-/// Where a reply goes inside its packet (RFC 6275 §6.4, §9.5.4): a Binding
-/// Acknowledgement or Refresh Request carries the home address in a type 2
-/// routing header; a Binding Error goes plainly to the packet's source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Addressing {
-    /// To the care-of address, with the home address in a type 2 routing
-    /// header.
-    ViaType2RoutingHeader,
-    /// To the source only.
-    Plain,
-}
 
 pub(super) fn routes(binding: &Binding) -> BindingRoutes {
     BindingRoutes {
@@ -24,35 +12,18 @@ pub(super) fn routes(binding: &Binding) -> BindingRoutes {
     }
 }
 
-fn decode_reason(error: &DecodeError) -> &'static str {
-    match error {
-        DecodeError::Truncated { .. } => "truncated",
-        DecodeError::TrailingBytes { .. } => "trailing_bytes",
-        DecodeError::LengthMismatch { .. } => "length_mismatch",
-        DecodeError::MessageTooShort { .. } => "message_too_short",
-        DecodeError::OptionOverrun { .. } => "option_overrun",
-        DecodeError::BadOptionLength { .. } => "bad_option_length",
-        DecodeError::NotMobility(_) => "not_mobility",
-        DecodeError::BadExtensionHeader { .. } => "bad_extension_header",
-    }
-}
-
 /// The core: owns the engine.
 pub struct Core<D> {
-    pub(super) engine: HomeAgent,
-    pub(super) authorizations: AuthorizationTable,
+    pub(super) engine: HomeAgent<ReplyPath>,
     pub(super) dataplane: Arc<D>,
     pub(super) writer: mpsc::Sender<Pending>,
     pub(super) metrics: Arc<Metrics>,
-    /// Where each home address was last answered from and to, for Binding
-    /// Refresh Requests.
-    pub(super) last_path: HashMap<Ipv6Addr, (ReplyPath, Ipv6Addr)>,
 }
 
 impl<D> std::fmt::Debug for Core<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Core")
-            .field("bindings", &self.engine.len())
+            .field("bindings", &self.engine.cache().len())
             .finish_non_exhaustive()
     }
 }
@@ -95,108 +66,63 @@ impl<D: HomeAgentDataPlane> Core<D> {
     }
 
     async fn packet(&mut self, bytes: &[u8], path: ReplyPath, received_at: Instant) {
-        let parsed = match parse_packet(bytes) {
-            Ok(parsed) => parsed,
-            Err(error) => {
-                Metrics::count(&self.metrics.malformed, decode_reason(&error));
-                tracing::debug!(%error, "malformed packet");
-                return;
-            }
-        };
-        if !parsed.checksum_ok() {
-            Metrics::count(&self.metrics.malformed, "checksum");
-            tracing::debug!(source = %parsed.repr.source, "bad Mobility Header checksum");
-            return;
-        }
-        let header = match MobilityHeader::decode(parsed.mh) {
-            Ok(header) => header,
-            Err(error) => {
-                Metrics::count(&self.metrics.malformed, decode_reason(&error));
-                tracing::debug!(%error, source = %parsed.repr.source, "malformed Mobility Header");
-                return;
-            }
-        };
-        let received = Received {
-            mh: parsed.mh,
-            source: parsed.repr.source,
-            home_address: parsed.repr.home_address_option.map(|hao| hao.home_address),
-        };
-        // The answer leaves from the address the message was sent to.
-        let local = parsed.repr.destination;
         let now = SystemTime::now();
-        let mut outcome = self
-            .engine
-            .process(received, &header, now, &self.authorizations);
-        if let Outcome::Acknowledge {
-            change: Some(change),
-            ..
-        } = &outcome
-        {
-            if let Err(error) = self.forward(change).await {
-                self.metrics.forwarding_failures.inc();
-                tracing::error!(%error, "forwarding failed; refusing the registration");
-                outcome = self.engine.forwarding_failed(
-                    change,
-                    received,
-                    &header,
-                    now,
-                    &self.authorizations,
-                );
+        let handled = match self.engine.handle(bytes, path, now) {
+            Decision::Forward(forward) => {
+                let forwarding = match self.forward(forward.change()).await {
+                    Ok(()) => Forwarding::Installed,
+                    Err(error) => {
+                        self.metrics.forwarding_failures.inc();
+                        tracing::error!(%error, "forwarding failed; refusing the registration");
+                        Forwarding::Failed
+                    }
+                };
+                self.engine.forwarded(forward, forwarding, now)
             }
-        }
-        match outcome {
-            Outcome::Drop(reason) => {
+            Decision::Handled(handled) => handled,
+        };
+        match handled {
+            Handled::Malformed(malformed) => {
+                Metrics::count(&self.metrics.malformed, malformed.reason());
+                tracing::debug!(?malformed, "malformed packet");
+            }
+            Handled::Dropped { reason, source } => {
                 Metrics::count(&self.metrics.dropped, reason.name());
-                tracing::debug!(reason = reason.name(), source = %received.source, "dropped");
+                tracing::debug!(reason = reason.name(), %source, "dropped");
             }
-            Outcome::BindingError { reply, status } => {
+            Handled::BindingError { transmit, status } => {
                 self.metrics.binding_errors.inc();
-                tracing::debug!(%status, to = %reply.care_of, "binding error");
-                let packet = frame(&reply, local, Addressing::Plain);
-                self.queue(Pending::Send(Outgoing { packet, path })).await;
+                tracing::debug!(%status, "binding error");
+                self.queue(Pending::Send(transmit)).await;
             }
-            Outcome::Acknowledge {
-                reply,
-                status,
-                change,
-            } => {
-                // A refresh (same care-of address and prefixes) is routine:
-                // at tens of thousands a second, an info line each would
-                // flood the log. New bindings, moves, removals and
-                // rejections stay at info.
-                let refresh = matches!(
-                    &change,
-                    Some(Change::Upsert { binding, previous: Some(previous) })
-                        if previous.care_of == binding.care_of && previous.prefixes == binding.prefixes
-                );
-                if refresh {
+            Handled::Acknowledge(acknowledgement) => {
+                let kind = acknowledgement.change.as_ref().map(Change::kind);
+                // A refresh is routine: at tens of thousands a second, an
+                // info line each would flood the log. New bindings, moves,
+                // removals and rejections stay at info.
+                if kind == Some(ChangeKind::Refreshed) {
                     tracing::debug!(
-                        home_address = %reply.home_address,
-                        care_of = %reply.care_of,
-                        %status,
+                        home_address = %acknowledgement.home_address,
+                        care_of = %acknowledgement.care_of,
+                        status = %acknowledgement.status,
                         "binding refreshed"
                     );
                 } else {
                     tracing::info!(
-                        home_address = %reply.home_address,
-                        care_of = %reply.care_of,
-                        %status,
+                        home_address = %acknowledgement.home_address,
+                        care_of = %acknowledgement.care_of,
+                        status = %acknowledgement.status,
                         "binding update"
                     );
                 }
-                if status.is_accepted() {
-                    self.last_path
-                        .insert(reply.home_address, (path.clone(), local));
-                }
-                let reason = match &change {
-                    Some(Change::Remove { .. }) => "deregistration",
+                let reason = match kind {
+                    Some(ChangeKind::Removed) => "deregistration",
                     _ => "registration",
                 };
-                let packet = frame(&reply, local, Addressing::ViaType2RoutingHeader);
                 self.queue(Pending::Acknowledge {
-                    change: change.map(|c| (c, reason)),
-                    reply: Outgoing { packet, path },
-                    status,
+                    change: acknowledgement.change.map(|change| (change, reason)),
+                    reply: acknowledgement.transmit,
+                    status: acknowledgement.status,
                     received_at,
                 })
                 .await;
@@ -227,42 +153,34 @@ impl<D: HomeAgentDataPlane> Core<D> {
     }
 
     async fn timers(&mut self) {
-        let now = SystemTime::now();
-        for reply in self.engine.refresh_requests(now, &self.authorizations) {
-            let Some((path, local)) = self.last_path.get(&reply.home_address).cloned() else {
-                continue;
-            };
+        let timeouts = self.engine.handle_timeout(SystemTime::now());
+        for transmit in timeouts.refresh_requests {
             self.metrics.refresh_requests.inc();
-            let packet = frame(&reply, local, Addressing::ViaType2RoutingHeader);
-            self.queue(Pending::Send(Outgoing { packet, path })).await;
+            self.queue(Pending::Send(transmit)).await;
         }
-        for change in self.engine.expire(now) {
+        for change in timeouts.expired {
             self.metrics.expired.inc();
-            if let Change::Remove { binding } = &change {
-                tracing::info!(home_address = %binding.home_address, "binding expired");
-                self.last_path.remove(&binding.home_address);
-            }
+            tracing::info!(home_address = %change.binding().home_address, "binding expired");
             self.unforward(&change).await;
             self.queue(Pending::Expire(change)).await;
         }
     }
 
     /// Applies an authorization change. A revoked home address keeps its
-    /// binding until it expires or deregisters (its next Binding Update is
-    /// dropped for want of a security association); an operator can delete
-    /// it at once.
+    /// binding until it expires or deregisters; an operator can delete it
+    /// at once.
     fn authorize(
         &mut self,
         home_address: Ipv6Addr,
         authorization: Option<nemo::ha::Authorization>,
     ) {
         match authorization {
-            Some(entry) => match self.authorizations.insert(entry) {
+            Some(entry) => match self.engine.authorize(entry) {
                 Ok(()) => tracing::info!(%home_address, "authorization updated"),
                 Err(error) => tracing::error!(%home_address, %error, "authorization refused"),
             },
             None => {
-                if self.authorizations.remove(home_address).is_some() {
+                if self.engine.revoke(home_address).is_some() {
                     tracing::info!(%home_address, "authorization revoked");
                 }
             }
@@ -275,7 +193,6 @@ impl<D: HomeAgentDataPlane> Core<D> {
             return;
         };
         tracing::info!(%home_address, "binding deleted by operator");
-        self.last_path.remove(&home_address);
         self.unforward(&change).await;
         self.queue(Pending::Remove { change, respond }).await;
     }
@@ -285,20 +202,4 @@ impl<D: HomeAgentDataPlane> Core<D> {
             tracing::error!("writer stopped; answer not sent");
         }
     }
-}
-
-/// Frames an engine reply as an IPv6 packet from `local`.
-fn frame(reply: &Reply, local: Ipv6Addr, addressing: Addressing) -> Vec<u8> {
-    let repr = PacketRepr {
-        source: local,
-        destination: reply.care_of,
-        hop_limit: 64,
-        type2_routing: (addressing == Addressing::ViaType2RoutingHeader).then_some(
-            Type2RoutingHeader {
-                home_address: reply.home_address,
-            },
-        ),
-        home_address_option: None,
-    };
-    build_packet(&repr, &reply.mh)
 }

@@ -1,28 +1,27 @@
 //! The running home agent: transports, the engine, the store, forwarding.
 //!
-//! Tasks, one module each:
-//! - `transport`: one receiver per socket, handing packets to the core (the
-//!   native transport's receivers are `nemo_dataplane::transport` threads);
-//! - `core`: owns the engine and the authorizations, decides, and programs
-//!   forwarding before anything is acknowledged;
-//! - `writer`: makes changes durable in batches (group commit) and only then
-//!   sends the answers, publishes the change to watchers and updates the
-//!   view the admin API reads;
-//! - here: what they share, and `start`, which wires them; the admin gRPC
-//!   server and the metrics server are `crate::admin` and `nemo_daemon`.
+//! One Binding Update, from the socket to the kernel route and back:
+//! 1. `transport` (or a native receiver thread) reads it, sends it to the core;
+//! 2. `core` calls the engine once, `nemo::ha::HomeAgent::handle`;
+//! 3. `core` sets up the forwarding the engine asks for and reports back;
+//! 4. `writer` makes the change durable with its batch (group commit);
+//! 5. `writer` sends the acknowledgement, tells watchers, updates the view.
+//!
+//! Here: what the tasks share, and `start`, which wires them; the admin
+//! gRPC server and the metrics server are `crate::admin` and `nemo_daemon`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Instant, SystemTime};
 
 use anyhow::Context;
-use nemo::ha::{AuthorizationTable, Binding, Change, HomeAgent, Outcome, Received, Reply};
-use nemo::wire::{
-    build_packet, parse_packet, BaStatus, DecodeError, MobilityHeader, PacketRepr,
-    Type2RoutingHeader,
+use nemo::ha::{
+    AuthorizationTable, Binding, Change, ChangeKind, Decision, Forwarding, Handled, HomeAgent,
+    Transmit,
 };
+use nemo::wire::BaStatus;
 use nemo_dataplane::{BindingRoutes, HomeAgentDataPlane};
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -38,7 +37,7 @@ mod writer;
 use self::core::routes;
 pub use self::core::Core;
 use self::transport::udp_receiver;
-use self::writer::{Outgoing, Pending};
+use self::writer::Pending;
 
 /// What happened to a binding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,7 +181,7 @@ pub struct Setup<D> {
 pub async fn start<D: HomeAgentDataPlane>(setup: Setup<D>) -> anyhow::Result<Running> {
     let now = SystemTime::now();
     let stored = setup.store.load().context("loading bindings")?;
-    let mut engine = HomeAgent::new(setup.engine);
+    let mut engine = HomeAgent::new(setup.engine, setup.authorizations);
     let expired = engine.load(stored, now);
     let removals: Vec<Change> = expired
         .iter()
@@ -195,7 +194,7 @@ pub async fn start<D: HomeAgentDataPlane>(setup: Setup<D>) -> anyhow::Result<Run
         .commit(&removals)
         .await
         .context("removing expired bindings")?;
-    let live: Vec<Binding> = engine.bindings().cloned().collect();
+    let live: Vec<Binding> = engine.cache().bindings().cloned().collect();
     let report = setup
         .dataplane
         .reconcile(&live.iter().map(routes).collect::<Vec<_>>())
@@ -232,11 +231,9 @@ pub async fn start<D: HomeAgentDataPlane>(setup: Setup<D>) -> anyhow::Result<Run
     let (shutdown, shutdown_rx) = watch::channel(false);
     let core = Core {
         engine,
-        authorizations: setup.authorizations,
         dataplane: setup.dataplane,
         writer: writer_tx,
         metrics: setup.metrics,
-        last_path: HashMap::new(),
     };
     let core_task = tokio::spawn(core.run(core_rx, shutdown_rx));
 

@@ -4,24 +4,17 @@
 
 use super::*;
 
-/// A reply framed for its transport.
-#[derive(Debug)]
-pub(super) struct Outgoing {
-    pub(super) packet: Vec<u8>,
-    pub(super) path: ReplyPath,
-}
-
 /// Work for the writer, done in order: what to make durable first, then
 /// what to send or whom to tell.
 #[derive(Debug)]
 pub(super) enum Pending {
     /// A reply that changes nothing (a Binding Error): sent in turn.
-    Send(Outgoing),
+    Send(Transmit<ReplyPath>),
     /// An answered Binding Update: its change, if any, made durable, then
     /// its acknowledgement sent and counted.
     Acknowledge {
         change: Option<(Change, &'static str)>,
-        reply: Outgoing,
+        reply: Transmit<ReplyPath>,
         status: BaStatus,
         received_at: Instant,
     },

@@ -107,6 +107,22 @@ pub enum DecodeError {
     },
 }
 
+impl DecodeError {
+    /// A short name for counters and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::Truncated { .. } => "truncated",
+            DecodeError::TrailingBytes { .. } => "trailing_bytes",
+            DecodeError::LengthMismatch { .. } => "length_mismatch",
+            DecodeError::MessageTooShort { .. } => "message_too_short",
+            DecodeError::OptionOverrun { .. } => "option_overrun",
+            DecodeError::BadOptionLength { .. } => "bad_option_length",
+            DecodeError::NotMobility(_) => "not_mobility",
+            DecodeError::BadExtensionHeader { .. } => "bad_extension_header",
+        }
+    }
+}
+
 /// Why a value cannot be put on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EncodeError {

@@ -1,15 +1,17 @@
-//! The home agent's binding-cache engine, sans-IO.
+//! The binding cache and the decision on one Binding Update, sans-IO.
 //!
-//! [`HomeAgent::process_binding_update`] takes a received Binding Update
-//! (already checksummed by the transport), the time, and the authorization
-//! table, and returns what to do: drop it silently (and count why), or answer
-//! with a Binding Acknowledgement, possibly with a change to the cache. It
-//! follows RFC 6275 §9.5.1 and §10.3, RFC 3963 §6 and RFC 4285.
+//! [`BindingCache::process`] takes a decoded Mobility Header (checksum
+//! already verified), the time and the authorization table, and returns
+//! what to do: drop it silently (and count why), answer with a Binding
+//! Error, or answer with a Binding Acknowledgement, possibly with a change
+//! to the cache. It follows RFC 6275 §9.5.1 and §10.3, RFC 3963 §6 and
+//! RFC 4285. Drivers do not call it directly: [`super::HomeAgent`] wraps it
+//! with the parsing, the framing and the forwarding round trip.
 //!
-//! The engine applies a change to its in-memory cache at once, so the next
-//! Binding Update sees it; the driver must make the change durable (and the
-//! forwarding follow it) before it sends the acknowledgement, and calls
-//! [`HomeAgent::revert`] if the forwarding cannot be set up.
+//! The cache applies a change in memory at once, so the next Binding
+//! Update sees it; the change must be made durable (and the forwarding
+//! follow it) before the acknowledgement leaves, and is undone
+//! ([`BindingCache::revert`]) if the forwarding cannot be set up.
 //!
 //! Order of checks, each with its RFC:
 //! 1. home address unicast routable, care-of address unicast routable
@@ -37,170 +39,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::Ipv6Net;
 
+use super::{overlaps, Authorization, AuthorizationTable};
 use crate::auth::{self, ReplayError, ReplayPolicy, SecurityAssociation};
 use crate::prefix_index::PrefixIndex;
 use crate::wire::{
     BaFlags, BaStatus, BeStatus, BindingAck, BindingError, BindingRefreshRequest, BindingUpdate,
     Lifetime, Message, MobilityHeader, MobilityOption, NtpTimestamp, SequenceNumber,
 };
-
-/// What a home agent is allowed to accept for one home address: the mobile
-/// router's identity as the controller or the config file issues it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Authorization {
-    /// The mobile router's home address.
-    pub home_address: Ipv6Addr,
-    /// Its security associations; more than one while a key is rotated.
-    pub security_associations: Vec<SecurityAssociation>,
-    /// Whether it may register as a mobile router (R flag).
-    pub mobile_router: bool,
-    /// The prefix table entries of RFC 3963 §6.1.2: prefixes it may
-    /// register (a registered prefix must lie inside one), and the prefixes
-    /// implicit mode forwards.
-    pub prefixes: Vec<Ipv6Net>,
-}
-
-/// Why an authorization table cannot take an entry.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AuthorizationError {
-    /// Two entries share an SPI.
-    #[error("SPI {spi} is used by both {first} and {second}")]
-    DuplicateSpi {
-        /// The SPI.
-        spi: u32,
-        /// The home address that had it.
-        first: Ipv6Addr,
-        /// The home address that wanted it.
-        second: Ipv6Addr,
-    },
-    /// Two home addresses are authorized for overlapping prefixes.
-    #[error("prefix {prefix} of {second} overlaps {other} of {first}")]
-    OverlappingPrefix {
-        /// The prefix being added.
-        prefix: Ipv6Net,
-        /// The home address it belongs to.
-        second: Ipv6Addr,
-        /// The prefix it overlaps.
-        other: Ipv6Net,
-        /// The home address that has that one.
-        first: Ipv6Addr,
-    },
-    /// An entry without any security association.
-    #[error("{0} has no security association")]
-    NoSecurityAssociation(Ipv6Addr),
-}
-
-/// The authorizations a home agent works from, indexed by home address and
-/// by SPI.
-#[derive(Debug, Clone, Default)]
-pub struct AuthorizationTable {
-    by_home: HashMap<Ipv6Addr, Authorization>,
-    by_spi: HashMap<u32, Ipv6Addr>,
-    /// Authorized prefixes and their home address, for the overlap check.
-    by_prefix: PrefixIndex<Ipv6Addr>,
-}
-
-impl AuthorizationTable {
-    /// A table of these entries, refusing duplicate SPIs and overlapping
-    /// prefixes between home addresses.
-    pub fn new(entries: Vec<Authorization>) -> Result<AuthorizationTable, AuthorizationError> {
-        let mut table = AuthorizationTable::default();
-        for entry in entries {
-            table.insert(entry)?;
-        }
-        Ok(table)
-    }
-
-    /// Adds or replaces the entry for a home address.
-    pub fn insert(&mut self, entry: Authorization) -> Result<(), AuthorizationError> {
-        if entry.security_associations.is_empty() {
-            return Err(AuthorizationError::NoSecurityAssociation(
-                entry.home_address,
-            ));
-        }
-        for sa in &entry.security_associations {
-            if let Some(&first) = self.by_spi.get(&sa.spi()) {
-                if first != entry.home_address {
-                    return Err(AuthorizationError::DuplicateSpi {
-                        spi: sa.spi(),
-                        first,
-                        second: entry.home_address,
-                    });
-                }
-            }
-        }
-        for prefix in &entry.prefixes {
-            if let Some((other, first)) = self
-                .by_prefix
-                .overlapping(prefix)
-                .find(|(_, owner)| **owner != entry.home_address)
-            {
-                return Err(AuthorizationError::OverlappingPrefix {
-                    prefix: *prefix,
-                    second: entry.home_address,
-                    other,
-                    first: *first,
-                });
-            }
-        }
-        self.remove(entry.home_address);
-        for sa in &entry.security_associations {
-            self.by_spi.insert(sa.spi(), entry.home_address);
-        }
-        for prefix in &entry.prefixes {
-            self.by_prefix.insert(*prefix, entry.home_address);
-        }
-        self.by_home.insert(entry.home_address, entry);
-        Ok(())
-    }
-
-    /// Removes the entry for a home address, returning it.
-    pub fn remove(&mut self, home_address: Ipv6Addr) -> Option<Authorization> {
-        let entry = self.by_home.remove(&home_address)?;
-        for sa in &entry.security_associations {
-            self.by_spi.remove(&sa.spi());
-        }
-        for prefix in &entry.prefixes {
-            self.by_prefix.remove(prefix);
-        }
-        Some(entry)
-    }
-
-    /// The entry for a home address.
-    pub fn get(&self, home_address: Ipv6Addr) -> Option<&Authorization> {
-        self.by_home.get(&home_address)
-    }
-
-    /// The entry and security association an SPI belongs to.
-    pub fn by_spi(&self, spi: u32) -> Option<(&Authorization, &SecurityAssociation)> {
-        let entry = self.by_home.get(self.by_spi.get(&spi)?)?;
-        let sa = entry
-            .security_associations
-            .iter()
-            .find(|sa| sa.spi() == spi)?;
-        Some((entry, sa))
-    }
-
-    /// Number of home addresses.
-    pub fn len(&self) -> usize {
-        self.by_home.len()
-    }
-
-    /// True when empty.
-    pub fn is_empty(&self) -> bool {
-        self.by_home.is_empty()
-    }
-
-    /// Every entry, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = &Authorization> {
-        self.by_home.values()
-    }
-}
-
-/// True when two prefixes share any address.
-pub fn overlaps(a: &Ipv6Net, b: &Ipv6Net) -> bool {
-    a.contains(&b.network()) || b.contains(&a.network())
-}
 
 /// The home agent's own settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,6 +123,43 @@ pub enum Change {
         /// The binding removed.
         binding: Binding,
     },
+}
+
+impl Change {
+    /// What the change does to the binding, for logs and watchers.
+    pub fn kind(&self) -> ChangeKind {
+        match self {
+            Change::Upsert { previous: None, .. } => ChangeKind::Created,
+            Change::Upsert {
+                binding,
+                previous: Some(previous),
+            } if previous.care_of == binding.care_of && previous.prefixes == binding.prefixes => {
+                ChangeKind::Refreshed
+            }
+            Change::Upsert { .. } => ChangeKind::Moved,
+            Change::Remove { .. } => ChangeKind::Removed,
+        }
+    }
+
+    /// The binding as it is after the change (or as it was, removed).
+    pub fn binding(&self) -> &Binding {
+        match self {
+            Change::Upsert { binding, .. } | Change::Remove { binding } => binding,
+        }
+    }
+}
+
+/// What a [`Change`] does to a binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// A binding where there was none.
+    Created,
+    /// Same care-of address and prefixes, a new lifetime: routine.
+    Refreshed,
+    /// Another care-of address or other prefixes.
+    Moved,
+    /// The binding is gone.
+    Removed,
 }
 
 /// Why a Binding Update was dropped without an answer.
@@ -367,9 +249,20 @@ pub struct Received<'a> {
     pub home_address: Option<Ipv6Addr>,
 }
 
-/// The binding-cache engine of a home agent.
+/// What answering an accepted Binding Update with a rejection instead
+/// takes, kept while its forwarding is set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    care_of: Ipv6Addr,
+    home_address: Ipv6Addr,
+    spi: u32,
+    sequence: SequenceNumber,
+    timestamp: Option<NtpTimestamp>,
+}
+
+/// The binding cache of a home agent and the decisions that change it.
 #[derive(Debug)]
-pub struct HomeAgent {
+pub struct BindingCache {
     config: HomeAgentConfig,
     bindings: HashMap<Ipv6Addr, Binding>,
     /// Which home address each bound prefix belongs to.
@@ -463,17 +356,18 @@ impl BuOptions {
 
 /// What an answer needs besides the status.
 struct AnswerContext<'a> {
-    bu: &'a BindingUpdate,
+    /// The Binding Update's sequence number, echoed by a rejection.
+    sequence: SequenceNumber,
     care_of: Ipv6Addr,
     home_address: Ipv6Addr,
     sa: &'a SecurityAssociation,
     timestamp: Option<NtpTimestamp>,
 }
 
-impl HomeAgent {
+impl BindingCache {
     /// An engine with an empty cache.
-    pub fn new(config: HomeAgentConfig) -> HomeAgent {
-        HomeAgent {
+    pub fn new(config: HomeAgentConfig) -> BindingCache {
+        BindingCache {
             config,
             bindings: HashMap::new(),
             prefix_owner: PrefixIndex::new(),
@@ -601,8 +495,8 @@ impl HomeAgent {
             .collect()
     }
 
-    /// The next time [`HomeAgent::expire`] or
-    /// [`HomeAgent::refresh_requests`] has work.
+    /// The next time [`BindingCache::expire`] or
+    /// [`BindingCache::refresh_requests`] has work.
     pub fn poll_timeout(&self) -> Option<SystemTime> {
         let next_expiry = self
             .expiry
@@ -851,25 +745,59 @@ impl HomeAgent {
         )
     }
 
-    /// Undoes an accepted registration whose forwarding could not be set
-    /// up, and answers 141 instead (RFC 3963 §6.2: "If the Home Agent fails
-    /// to set up forwarding to all the prefixes ... reject ... 141").
-    pub fn forwarding_failed(
+    /// [`BindingCache::process`], and for an answer that changes the cache,
+    /// what refusing that change instead would take.
+    pub fn decide(
         &mut self,
-        change: &Change,
         received: Received<'_>,
         header: &MobilityHeader,
         now: SystemTime,
         authorizations: &AuthorizationTable,
+    ) -> (Outcome, Option<Refusal>) {
+        let outcome = self.process(received, header, now, authorizations);
+        let refusal = match (&outcome, &header.message) {
+            (
+                Outcome::Acknowledge {
+                    change: Some(_), ..
+                },
+                Message::BindingUpdate(bu),
+            ) => prepare(received, bu, authorizations)
+                .ok()
+                .map(|(context, _)| Refusal {
+                    care_of: context.care_of,
+                    home_address: context.home_address,
+                    spi: context.sa.spi(),
+                    sequence: context.sequence,
+                    timestamp: context.timestamp,
+                }),
+            _ => None,
+        };
+        (outcome, refusal)
+    }
+
+    /// Undoes an accepted change whose forwarding could not be set up, and
+    /// answers 141 instead (RFC 3963 §6.2: "If the Home Agent fails to set
+    /// up forwarding to all the prefixes ... reject ... 141").
+    pub fn refuse(
+        &mut self,
+        change: &Change,
+        refusal: &Refusal,
+        now: SystemTime,
+        authorizations: &AuthorizationTable,
     ) -> Outcome {
         self.revert(change);
-        let Message::BindingUpdate(bu) = &header.message else {
-            return Outcome::Drop(DropReason::NotForHomeAgent);
+        let Some((_, sa)) = authorizations.by_spi(refusal.spi) else {
+            // The association went away in between: nothing can sign.
+            return Outcome::Drop(DropReason::UnknownSpi);
         };
-        match prepare(received, bu, authorizations) {
-            Ok((context, _)) => self.reject(&context, BaStatus::INVALID_PREFIX, now),
-            Err(reason) => Outcome::Drop(reason),
-        }
+        let context = AnswerContext {
+            sequence: refusal.sequence,
+            care_of: refusal.care_of,
+            home_address: refusal.home_address,
+            sa,
+            timestamp: refusal.timestamp,
+        };
+        self.reject(&context, BaStatus::INVALID_PREFIX, now)
     }
 
     fn bound_elsewhere(&self, net: &Ipv6Net, home_address: Ipv6Addr) -> bool {
@@ -879,7 +807,7 @@ impl HomeAgent {
     }
 
     fn reject(&self, context: &AnswerContext<'_>, status: BaStatus, now: SystemTime) -> Outcome {
-        self.answer(context, status, context.bu.sequence, false, None, now)
+        self.answer(context, status, context.sequence, false, None, now)
     }
 
     fn answer(
@@ -979,7 +907,7 @@ fn prepare<'a>(
         .ok_or(DropReason::UnknownSpi)?;
     Ok((
         AnswerContext {
-            bu,
+            sequence: bu.sequence,
             care_of,
             home_address,
             sa,

@@ -1,0 +1,27 @@
+//! The home agent, sans-IO (RFC 6275 §9.5, §10.3, RFC 3963 §6, RFC 4285).
+//!
+//! One Binding Update, from the socket to the kernel route and back:
+//! 1. the driver hands the received packet and its path to [`HomeAgent::handle`];
+//! 2. which parses, decides ([`BindingCache`]) and frames, and returns a [`Forward`];
+//! 3. the driver sets up the forwarding of [`Forward::change`] in the data plane;
+//! 4. [`HomeAgent::forwarded`] turns the result into an [`Acknowledgement`] (141 on failure);
+//! 5. the driver makes its change durable, then sends its packet.
+//!
+//! - [`engine`]: that entry point, and the timers (refresh requests, expiry);
+//! - [`cache`]: the binding cache and the checks, in RFC order;
+//! - [`authorization`]: what each home address may register.
+
+pub mod authorization;
+pub mod cache;
+pub mod engine;
+
+pub use authorization::{overlaps, Authorization, AuthorizationError, AuthorizationTable};
+pub use cache::{
+    invalid_prefix_reason, is_unicast_routable, ntp_time, Binding, BindingCache, Change,
+    ChangeKind, DropReason, HomeAgentConfig, Outcome, Received, Refusal, Reply,
+    MAX_DELETE_BCE_TIMEOUT,
+};
+pub use engine::{
+    Acknowledgement, Decision, Forward, Forwarding, Handled, HomeAgent, Malformed, Timeouts,
+    Transmit,
+};
