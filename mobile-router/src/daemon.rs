@@ -1,15 +1,17 @@
-//! The running mobile-router daemon: one registrar per tenant instance, the
-//! care-of address from netlink, the data plane following the registrations
-//! (attached before a tenant registers). The transport to the home agents
-//! is `crate::transport`.
+//! The running mobile-router daemon: the tenant instances
+//! (`nemo::mr::MobileRouter` owns their registrars and picks the tenant a
+//! received packet belongs to), the care-of address from netlink, the data
+//! plane following the registrations (attached before a tenant registers).
+//! The transport to the home agents is `crate::transport`.
 
 use std::future::Future;
 use std::net::Ipv6Addr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use nemo::mr::{Delivery, MobileRouter, Receipt};
 use nemo::registration::{Event, Registrar, State};
-use nemo::wire::{parse_packet, MhType, MobilityHeader, SequenceNumber};
+use nemo::wire::SequenceNumber;
 use nemo_dataplane::{MobileRouterDataPlane, TenantRoutes};
 use nemo_proto::v1 as pb;
 use tokio::sync::{mpsc, watch};
@@ -25,11 +27,9 @@ const DEREGISTRATION_GRACE: Duration = Duration::from_secs(3);
 /// tried again.
 const ATTACH_RETRY: Duration = Duration::from_millis(20);
 
-/// One tenant instance.
+/// What the daemon keeps beside each tenant's registrar.
 #[derive(Debug)]
-struct Tenant {
-    name: String,
-    registrar: Registrar,
+struct Host {
     routes: TenantRoutes,
     /// True once its data path is in the kernel. A tenant registers only
     /// then: a binding whose decapsulation cannot work would have the home
@@ -60,78 +60,84 @@ pub enum InstanceCommand {
     },
 }
 
-impl Tenant {
-    fn new(instance: Instance) -> Tenant {
-        Tenant {
+/// One tenant instance.
+type Tenant = nemo::mr::Tenant<Host>;
+
+/// A tenant instance as the controller or the config describes it, not yet
+/// attached.
+fn new_tenant(instance: Instance) -> Tenant {
+    Tenant {
+        host: Host {
             routes: TenantRoutes {
                 interface: instance.tenant_interface,
                 prefixes: instance.registration.prefixes.clone(),
                 home_agent: instance.registration.home_agent,
                 table: instance.table,
             },
-            name: instance.name,
-            // After the home agent's last accepted number when the
-            // controller knows it (the first Binding Update after a
-            // migration is then accepted at once); otherwise a random start
-            // keeps a restarted router out of the window of its last run,
-            // and a 135 corrects it anyway.
-            registrar: Registrar::new(
-                instance.registration,
-                instance
-                    .last_sequence
-                    .unwrap_or_else(|| SequenceNumber(random_u16())),
-            ),
             attached: false,
             attach_failing_since: None,
             reported_unauthenticated: None,
             counted_retransmissions: 0,
             leaving: None,
-        }
+        },
+        name: instance.name,
+        // After the home agent's last accepted number when the
+        // controller knows it (the first Binding Update after a
+        // migration is then accepted at once); otherwise a random start
+        // keeps a restarted router out of the window of its last run,
+        // and a 135 corrects it anyway.
+        registrar: Registrar::new(
+            instance.registration,
+            instance
+                .last_sequence
+                .unwrap_or_else(|| SequenceNumber(random_u16())),
+        ),
     }
+}
 
-    fn status(&self, now: Instant) -> pb::InstanceStatus {
-        let registrar = &self.registrar;
-        let (state, left) = match registrar.state() {
-            State::Detached => ("detached", 0),
-            State::Registering => ("registering", 0),
-            State::Registered { expires } => (
-                "registered",
-                u32::try_from(expires.saturating_duration_since(now).as_secs()).unwrap_or(u32::MAX),
-            ),
-            State::Rejected { .. } => ("rejected", 0),
-            State::Deregistering => ("deregistering", 0),
-            State::Deregistered => ("deregistered", 0),
-        };
-        pb::InstanceStatus {
-            name: self.name.clone(),
-            home_address: registrar.config().home_address.to_string(),
-            home_agent: registrar.config().home_agent.to_string(),
-            prefixes: registrar
-                .config()
-                .prefixes
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
-            state: state.to_owned(),
-            care_of_address: registrar
-                .care_of()
-                .map(|a| a.to_string())
-                .unwrap_or_default(),
-            last_status: registrar.last_status.map(|s| u32::from(s.0)),
-            last_unauthenticated_status: registrar
-                .last_unauthenticated_status
-                .map(|s| u32::from(s.0)),
-            lifetime_left_seconds: left,
-            registrations: registrar.registrations,
-            retransmissions: registrar.retransmissions,
-        }
+/// A tenant's status, as the status API shows it.
+fn status(tenant: &Tenant, now: Instant) -> pb::InstanceStatus {
+    let registrar = &tenant.registrar;
+    let (state, left) = match registrar.state() {
+        State::Detached => ("detached", 0),
+        State::Registering => ("registering", 0),
+        State::Registered { expires } => (
+            "registered",
+            u32::try_from(expires.saturating_duration_since(now).as_secs()).unwrap_or(u32::MAX),
+        ),
+        State::Rejected { .. } => ("rejected", 0),
+        State::Deregistering => ("deregistering", 0),
+        State::Deregistered => ("deregistered", 0),
+    };
+    pb::InstanceStatus {
+        name: tenant.name.clone(),
+        home_address: registrar.config().home_address.to_string(),
+        home_agent: registrar.config().home_agent.to_string(),
+        prefixes: registrar
+            .config()
+            .prefixes
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        state: state.to_owned(),
+        care_of_address: registrar
+            .care_of()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+        last_status: registrar.last_status.map(|s| u32::from(s.0)),
+        last_unauthenticated_status: registrar
+            .last_unauthenticated_status
+            .map(|s| u32::from(s.0)),
+        lifetime_left_seconds: left,
+        registrations: registrar.registrations,
+        retransmissions: registrar.retransmissions,
     }
 }
 
 /// The daemon.
 #[derive(Debug)]
 pub struct Daemon<D> {
-    tenants: Vec<Tenant>,
+    tenants: MobileRouter<Host>,
     care_of: Option<Ipv6Addr>,
     transport: Transport,
     dataplane: Arc<D>,
@@ -147,7 +153,10 @@ impl<D: MobileRouterDataPlane> Daemon<D> {
         dataplane: Arc<D>,
         metrics: Arc<Metrics>,
     ) -> Daemon<D> {
-        let tenants = instances.into_iter().map(Tenant::new).collect();
+        let mut tenants = MobileRouter::new();
+        for instance in instances {
+            tenants.insert(new_tenant(instance));
+        }
         Daemon {
             tenants,
             care_of: None,
@@ -170,19 +179,19 @@ impl<D: MobileRouterDataPlane> Daemon<D> {
 
     fn publish(&mut self) {
         let now = Instant::now();
-        for tenant in &mut self.tenants {
+        for tenant in self.tenants.iter_mut() {
             let total = tenant.registrar.retransmissions;
-            if total > tenant.counted_retransmissions {
+            if total > tenant.host.counted_retransmissions {
                 self.metrics
                     .retransmissions
                     .get_or_create(&InstanceLabel {
                         instance: tenant.name.clone(),
                     })
-                    .inc_by(total - tenant.counted_retransmissions);
-                tenant.counted_retransmissions = total;
+                    .inc_by(total - tenant.host.counted_retransmissions);
+                tenant.host.counted_retransmissions = total;
             }
         }
-        let statuses = self.tenants.iter().map(|t| t.status(now)).collect();
+        let statuses = self.tenants.iter().map(|t| status(t, now)).collect();
         if let Ok(mut snapshot) = self.snapshot.write() {
             *snapshot = statuses;
         }
@@ -191,7 +200,7 @@ impl<D: MobileRouterDataPlane> Daemon<D> {
     fn trigger(&mut self, name: Option<String>) -> Option<u32> {
         let (now, wall) = (Instant::now(), SystemTime::now());
         let mut told = 0;
-        for tenant in &mut self.tenants {
+        for tenant in self.tenants.iter_mut() {
             if name.as_ref().is_none_or(|n| *n == tenant.name) {
                 tracing::info!(instance = %tenant.name, "registering again on request");
                 tenant.registrar.reregister(now, wall);
@@ -221,23 +230,19 @@ impl<D: MobileRouterDataPlane> Daemon<D> {
             self.reap().await;
             self.publish();
             if let Some(end) = deadline {
-                let done = self
-                    .tenants
-                    .iter()
-                    .all(|t| matches!(t.registrar.state(), State::Deregistered));
-                if done || Instant::now() >= end {
+                if self.tenants.all_deregistered() || Instant::now() >= end {
                     break;
                 }
             }
             let attach_retry = self
                 .tenants
                 .iter()
-                .any(|t| !t.attached && t.leaving.is_none())
+                .any(|t| !t.host.attached && t.host.leaving.is_none())
                 .then(|| Instant::now() + ATTACH_RETRY);
             let next_timer = self
                 .tenants
-                .iter()
-                .filter_map(|t| t.registrar.poll_timeout())
+                .poll_timeout()
+                .into_iter()
                 .chain(deadline)
                 .chain(attach_retry)
                 .min();
@@ -266,25 +271,20 @@ impl<D: MobileRouterDataPlane> Daemon<D> {
                     self.command(command).await;
                 }
                 () = sleep => {
-                    let (now, wall) = (Instant::now(), SystemTime::now());
-                    for tenant in &mut self.tenants {
-                        tenant.registrar.handle_timeout(now, wall);
-                    }
+                    self.tenants.handle_timeout(Instant::now(), SystemTime::now());
                     self.attach_waiting().await;
                 }
                 () = &mut shutdown, if deadline.is_none() => {
                     tracing::info!("stopping: deregistering every instance");
-                    let (now, wall) = (Instant::now(), SystemTime::now());
-                    for tenant in &mut self.tenants {
-                        tenant.registrar.deregister(now, wall);
-                    }
+                    let now = Instant::now();
+                    self.tenants.deregister_all(now, SystemTime::now());
                     deadline = Some(now + DEREGISTRATION_GRACE);
                 }
             }
         }
-        for tenant in &mut self.tenants {
-            if tenant.attached {
-                if let Err(error) = self.dataplane.detach(&tenant.routes).await {
+        for tenant in self.tenants.iter() {
+            if tenant.host.attached {
+                if let Err(error) = self.dataplane.detach(&tenant.host.routes).await {
                     tracing::warn!(instance = %tenant.name, %error, "detaching failed");
                 }
             }
@@ -298,19 +298,16 @@ impl<D: MobileRouterDataPlane> Daemon<D> {
         let (now, wall) = (Instant::now(), SystemTime::now());
         match command {
             InstanceCommand::Upsert(instance) => {
-                let position = self.tenants.iter().position(|t| t.name == instance.name);
-                let Some(position) = position else {
-                    tracing::info!(instance = %instance.name, "instance added");
-                    let mut tenant = Tenant::new(instance);
+                let mut tenant = new_tenant(instance);
+                let Some(old) = self.tenants.get(&tenant.name) else {
+                    tracing::info!(instance = %tenant.name, "instance added");
                     attach_then_register(&*self.dataplane, &mut tenant, None, self.care_of).await;
-                    self.tenants.push(tenant);
+                    self.tenants.insert(tenant);
                     return;
                 };
-                let mut tenant = Tenant::new(instance);
-                let old = &self.tenants[position];
                 if old.registrar.config() == tenant.registrar.config()
-                    && old.routes == tenant.routes
-                    && old.leaving.is_none()
+                    && old.host.routes == tenant.host.routes
+                    && old.host.leaving.is_none()
                 {
                     return;
                 }
@@ -318,7 +315,7 @@ impl<D: MobileRouterDataPlane> Daemon<D> {
                 // Keep the sequence and the data plane; register anew.
                 tenant.registrar =
                     Registrar::new(tenant.registrar.config().clone(), old.registrar.sequence());
-                let previous = old.attached.then(|| old.routes.clone());
+                let previous = old.host.attached.then(|| old.host.routes.clone());
                 attach_then_register(
                     &*self.dataplane,
                     &mut tenant,
@@ -326,25 +323,25 @@ impl<D: MobileRouterDataPlane> Daemon<D> {
                     self.care_of,
                 )
                 .await;
-                self.tenants[position] = tenant;
+                self.tenants.insert(tenant);
             }
             InstanceCommand::Remove { name, deregister } => {
-                let Some(tenant) = self.tenants.iter_mut().find(|t| t.name == name) else {
+                let Some(tenant) = self.tenants.get_mut(&name) else {
                     return;
                 };
-                if !tenant.attached {
+                if !tenant.host.attached {
                     // Never attached, so never registered from here.
                     tracing::info!(instance = %name, "tenant left before its port appeared");
-                    tenant.leaving = Some(now);
+                    tenant.host.leaving = Some(now);
                 } else if deregister {
                     tracing::info!(instance = %name, "tenant left: deregistering");
                     tenant.registrar.deregister(now, wall);
-                    tenant.leaving = Some(now + DEREGISTRATION_GRACE);
+                    tenant.host.leaving = Some(now + DEREGISTRATION_GRACE);
                 } else {
                     // Its new hypervisor registers it: a deregistration
                     // from here could race with that and remove the binding.
                     tracing::info!(instance = %name, "tenant moved to another hypervisor");
-                    tenant.leaving = Some(now);
+                    tenant.host.leaving = Some(now);
                 }
             }
         }
@@ -353,19 +350,14 @@ impl<D: MobileRouterDataPlane> Daemon<D> {
     /// Removes instances that finished leaving, and their data plane.
     async fn reap(&mut self) {
         let now = Instant::now();
-        let mut index = 0;
-        while index < self.tenants.len() {
-            let tenant = &self.tenants[index];
-            let done = tenant.leaving.is_some_and(|deadline| {
+        let gone = self.tenants.take_where(|tenant| {
+            tenant.host.leaving.is_some_and(|deadline| {
                 now >= deadline || matches!(tenant.registrar.state(), State::Deregistered)
-            });
-            if !done {
-                index += 1;
-                continue;
-            }
-            let tenant = self.tenants.remove(index);
-            if tenant.attached {
-                if let Err(error) = self.dataplane.detach(&tenant.routes).await {
+            })
+        });
+        for tenant in gone {
+            if tenant.host.attached {
+                if let Err(error) = self.dataplane.detach(&tenant.host.routes).await {
                     tracing::warn!(instance = %tenant.name, %error, "detaching failed");
                 }
             }
@@ -388,79 +380,67 @@ impl<D: MobileRouterDataPlane> Daemon<D> {
         }
         let (now, wall) = (Instant::now(), SystemTime::now());
         // A tenant still waiting for its data path registers once attached.
-        for tenant in self.tenants.iter_mut().filter(|t| t.attached) {
+        for tenant in self.tenants.iter_mut().filter(|t| t.host.attached) {
             tenant.registrar.set_care_of(address, now, wall);
         }
     }
 
     /// Tries again to attach every tenant waiting for its port.
     async fn attach_waiting(&mut self) {
-        for tenant in &mut self.tenants {
-            if !tenant.attached && tenant.leaving.is_none() {
+        for tenant in self.tenants.iter_mut() {
+            if !tenant.host.attached && tenant.host.leaving.is_none() {
                 attach_then_register(&*self.dataplane, tenant, None, self.care_of).await;
             }
         }
     }
 
-    /// A packet from a home agent: an IPv6 packet carrying a Binding
-    /// Acknowledgement or Binding Refresh Request for one of the instances.
+    /// A packet from a home agent, for one of the tenants (the engine picks
+    /// which): logged here, acted on by its registrar.
     fn packet(&mut self, packet: &[u8]) {
-        let parsed = match parse_packet(packet) {
-            Ok(parsed) => parsed,
-            Err(error) => {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let (name, receipt) = match self.tenants.handle(packet, now, wall) {
+            Delivery::Malformed(error) => {
                 tracing::debug!(%error, "malformed packet from the home agent side");
                 return;
             }
+            Delivery::NoTenant { home_address } => {
+                tracing::debug!(home = %home_address, "packet for no instance of ours");
+                return;
+            }
+            Delivery::Tenant { name, receipt } => (name, receipt),
         };
-        let home = parsed
-            .repr
-            .type2_routing
-            .map(|rh| rh.home_address)
-            .unwrap_or(parsed.repr.destination);
-        let Some(tenant) = self
-            .tenants
-            .iter_mut()
-            .find(|t| t.registrar.config().home_address == home)
-        else {
-            tracing::debug!(%home, "packet for no instance of ours");
+        match receipt {
+            Receipt::Acknowledgement | Receipt::RefreshRequest => {}
+            Receipt::UnauthenticatedRefreshRequest => {
+                tracing::warn!(instance = %name, "ignored an unauthenticated Binding Refresh Request");
+            }
+            Receipt::IgnoredAcknowledgement(error) => {
+                tracing::warn!(instance = %name, %error, "ignored a Binding Acknowledgement");
+            }
+            Receipt::Other(mh_type) => tracing::debug!(instance = %name, %mh_type, "ignored"),
+            Receipt::Malformed(error) => tracing::debug!(%error, "malformed Mobility Header"),
+        }
+        // A wrong key shows as answers that do not verify: said once per
+        // status, not per packet.
+        let Some(tenant) = self.tenants.get_mut(&name) else {
             return;
         };
-        let (now, wall) = (Instant::now(), SystemTime::now());
-        let mh_type = MobilityHeader::decode(parsed.mh).map(|h| h.message.mh_type());
-        match mh_type {
-            Ok(MhType::BINDING_REFRESH_REQUEST) => {
-                if !parsed.checksum_ok()
-                    || !tenant
-                        .registrar
-                        .handle_refresh_request(parsed.mh, now, wall)
-                {
-                    tracing::warn!(instance = %tenant.name, "ignored an unauthenticated Binding Refresh Request");
-                }
+        let claimed = tenant.registrar.last_unauthenticated_status;
+        if claimed.is_some() && claimed != tenant.host.reported_unauthenticated {
+            tenant.host.reported_unauthenticated = claimed;
+            if let Some(status) = claimed {
+                tracing::error!(
+                    instance = %tenant.name,
+                    %status,
+                    "the home agent's answer does not authenticate with our key: wrong key or SPI?"
+                );
             }
-            Ok(MhType::BINDING_ACK) => {
-                if let Err(error) = tenant.registrar.handle_ack(packet, now, wall) {
-                    tracing::warn!(instance = %tenant.name, %error, "ignored a Binding Acknowledgement");
-                }
-                let claimed = tenant.registrar.last_unauthenticated_status;
-                if claimed.is_some() && claimed != tenant.reported_unauthenticated {
-                    tenant.reported_unauthenticated = claimed;
-                    if let Some(status) = claimed {
-                        tracing::error!(
-                            instance = %tenant.name,
-                            %status,
-                            "the home agent's answer does not authenticate with our key: wrong key or SPI?"
-                        );
-                    }
-                }
-            }
-            Ok(other) => tracing::debug!(instance = %tenant.name, %other, "ignored"),
-            Err(error) => tracing::debug!(%error, "malformed Mobility Header"),
         }
     }
 
     /// Sends what the registrars have queued and acts on their events.
     async fn flush(&mut self) {
-        for tenant in &mut self.tenants {
+        for tenant in self.tenants.iter_mut() {
             while let Some(packet) = tenant.registrar.poll_transmit() {
                 if let Err(error) = self.transport.send(&packet).await {
                     tracing::warn!(instance = %tenant.name, %error, "sending a Binding Update failed");
@@ -522,13 +502,13 @@ async fn attach_then_register<D: MobileRouterDataPlane>(
     care_of: Option<Ipv6Addr>,
 ) {
     let now = Instant::now();
-    match dataplane.attach(&tenant.routes, previous).await {
+    match dataplane.attach(&tenant.host.routes, previous).await {
         Ok(()) => {
-            tenant.attached = true;
-            if let Some(since) = tenant.attach_failing_since.take() {
+            tenant.host.attached = true;
+            if let Some(since) = tenant.host.attach_failing_since.take() {
                 tracing::info!(
                     instance = %tenant.name,
-                    interface = %tenant.routes.interface,
+                    interface = %tenant.host.routes.interface,
                     waited_ms = now.saturating_duration_since(since).as_secs_f64() * 1000.0,
                     "tenant attached; registering"
                 );
@@ -538,15 +518,15 @@ async fn attach_then_register<D: MobileRouterDataPlane>(
                 .set_care_of(care_of, now, SystemTime::now());
         }
         Err(error) => {
-            tenant.attached = false;
-            if tenant.attach_failing_since.is_none() {
+            tenant.host.attached = false;
+            if tenant.host.attach_failing_since.is_none() {
                 tracing::warn!(
                     instance = %tenant.name,
-                    interface = %tenant.routes.interface,
+                    interface = %tenant.host.routes.interface,
                     %error,
                     "cannot attach the tenant (does its port exist yet?): not registering until it can; retrying"
                 );
-                tenant.attach_failing_since = Some(now);
+                tenant.host.attach_failing_since = Some(now);
             }
         }
     }
