@@ -4,9 +4,10 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use nemo::auth::Algorithm;
+use nemo_daemon::serving::GrpcApi;
 use nemo_proto::v1 as pb;
 use nemo_proto::v1::controller_server::{Controller, ControllerServer};
-use tokio::net::TcpListener;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
@@ -81,7 +82,7 @@ fn mobile_router_proto(m: &store::MobileRouter, prefixes: &[ipnet::Ipv6Net]) -> 
         home_agent: m.home_agent.clone(),
         home_address: m.home_address.to_string(),
         spi: m.spi,
-        algorithm: m.algorithm.clone(),
+        algorithm: m.algorithm.name().to_owned(),
         key: m.key.clone(),
         explicit_mode: m.explicit_mode,
         prefixes: prefixes.iter().map(ToString::to_string).collect(),
@@ -523,9 +524,17 @@ impl Controller for Service {
         request: Request<pb::CreateMobileRouterRequest>,
     ) -> Result<Response<pb::MobileRouter>, Status> {
         let r = request.into_inner();
+        let algorithm = match r.algorithm.as_str() {
+            "" => Algorithm::default(),
+            name => name.parse().map_err(|_| {
+                Status::invalid_argument(format!(
+                    "algorithm: {name:?} is not hmac-sha256 or hmac-sha1-96"
+                ))
+            })?,
+        };
         let mr = self
             .store
-            .create_mobile_router(&r.tenant, &r.home_agent, &r.algorithm, r.explicit_mode)
+            .create_mobile_router(&r.tenant, &r.home_agent, algorithm, r.explicit_mode)
             .await?;
         tracing::info!(tenant = %mr.tenant, home_address = %mr.home_address, spi = mr.spi, "mobile router created");
         let prefixes = self.store.tenant_view(&mr.tenant).await.prefixes;
@@ -805,32 +814,20 @@ pub fn tls(pem: (Vec<u8>, Vec<u8>)) -> Result<tonic::transport::Server, tonic::t
 /// report with its prefixes, is a few hundred octets).
 pub const MAX_REQUEST: usize = 64 * 1024;
 
-/// Serves the controller API on `listener` until an error.
-pub async fn serve(
-    listener: TcpListener,
+/// The controller's API behind its token check, for
+/// `nemo_daemon::serving::Servers::grpc` (which adds health and
+/// reflection); `tls`: a server configured for TLS.
+pub fn api(
     store: Arc<Store>,
     token: Option<String>,
     tls: Option<tonic::transport::Server>,
-    limits: nemo_daemon::incoming::ConnectionLimits,
-) -> anyhow::Result<()> {
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<ControllerServer<Service>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(nemo_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    tracing::info!(listen = %listener.local_addr()?, "controller gRPC listening");
-    let (incoming, _refused) = nemo_daemon::incoming::guarded(listener, limits);
-    nemo_daemon::incoming::bounded_server(tls.unwrap_or_else(tonic::transport::Server::builder))
-        .add_service(health)
-        .add_service(reflection)
-        .add_service(tonic::service::interceptor::InterceptedService::new(
+) -> GrpcApi {
+    GrpcApi {
+        routes: tonic::service::Routes::new(tonic::service::interceptor::InterceptedService::new(
             ControllerServer::new(Service::new(store)).max_decoding_message_size(MAX_REQUEST),
             TokenCheck::new(token),
-        ))
-        .serve_with_incoming(incoming)
-        .await?;
-    Ok(())
+        )),
+        name: <ControllerServer<Service> as tonic::server::NamedService>::NAME,
+        server: tls.unwrap_or_else(tonic::transport::Server::builder),
+    }
 }

@@ -16,9 +16,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use nemo_controller::store::Store;
+use nemo_daemon::serving::Servers;
 use nemo_daemon::ConfigText;
 use serde::Deserialize;
-use tokio::net::TcpListener;
 
 // mimalloc, as in nemo-ha: glibc's malloc and free were 15% of the
 // controller's samples under concurrent allocations (docs/BENCHMARKS.md).
@@ -168,26 +168,19 @@ fn main() -> anyhow::Result<()> {
                 Store::open(&config.store, Duration::from_secs(config.quarantine_secs))
                     .with_context(|| format!("opening store {}", config.store.display()))?,
             );
-            let listener = TcpListener::bind(config.listen)
-                .await
-                .with_context(|| format!("binding {}", config.listen))?;
-            // The SIGTERM handler before the ready line: a supervisor may
-            // stop us the moment we say we are ready.
-            let mut terminate =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-            println!(
-                "nemo-controller ready grpc={} tls={} revision={}",
-                listener.local_addr()?,
-                if tls.is_some() { "on" } else { "off" },
-                store.revision().await
+            let mut servers = Servers::new("nemo-controller ready");
+            let listener = servers.bind("grpc", config.listen).await?;
+            servers.note("tls", if tls.is_some() { "on" } else { "off" });
+            servers.note("revision", store.revision().await);
+            servers.grpc(
+                listener,
+                nemo_controller::api::api(store, token, tls),
+                limits,
             );
-            tokio::select! {
-                result = nemo_controller::api::serve(listener, store, token, tls, limits) => result,
-                _ = terminate.recv() => {
-                    tracing::info!("SIGTERM: stopping");
-                    Ok(())
-                }
-                _ = tokio::signal::ctrl_c() => Ok(()),
-            }
+            let mut serving = servers.ready()?;
+            let stop = serving.stopped().await;
+            serving.shutdown().await;
+            stop.context("server failed; stopping")?;
+            Ok(())
         })
 }

@@ -11,11 +11,10 @@ use std::time::Duration;
 use ipnet::Ipv6Net;
 use nemo_proto::v1 as pb;
 use nemo_proto::v1::controller_client::ControllerClient;
+use nemo_testkit::daemons::{self, authed, TOKEN};
 use nemo_testkit::Process;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
-
-const TOKEN: &str = "a-token-for-tests-0123456789";
 
 fn start(dir: &Path) -> Process {
     start_with(dir, "")
@@ -23,39 +22,11 @@ fn start(dir: &Path) -> Process {
 
 /// Starts the controller with `extra` appended to its config file.
 fn start_with(dir: &Path, extra: &str) -> Process {
-    let token = dir.join("token");
-    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
-    let config = dir.join("controller.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"[::1]:0\"\nstore = \"{}\"\ntoken_file = \"{}\"\nquarantine_secs = 3600\n{extra}",
-            dir.join("store").display(),
-            token.display()
-        ),
-    )
-    .unwrap();
-    let log = (0..)
-        .map(|i| dir.join(format!("controller-{i}.log")))
-        .find(|p| !p.exists())
-        .unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_nemo-controller"));
-    command.arg("--config").arg(&config);
-    Process::start(command, log)
+    daemons::controller(dir, &format!("quarantine_secs = 3600\n{extra}"))
 }
 
 async fn client(process: &Process) -> ControllerClient<Channel> {
-    ControllerClient::connect(format!("http://{}", process.field("grpc")))
-        .await
-        .unwrap()
-}
-
-fn authed<T>(message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
-    request
+    daemons::controller_client(process).await
 }
 
 async fn code<T>(result: Result<tonic::Response<T>, tonic::Status>) -> (Code, String) {

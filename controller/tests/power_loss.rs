@@ -12,27 +12,26 @@ use std::process::Command;
 use std::time::Duration;
 
 use ipnet::Ipv6Net;
+use nemo_testkit::daemons;
 use nemo_testkit::power_loss::{self, LoopDisk};
 use nemo_testkit::{require, Process};
 
-const TOKEN: &str = "a-token-for-tests-0123456789";
-
 fn start(scratch: &Path, store: &Path, name: &str) -> Process {
-    let token = scratch.join("token");
-    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
-    let config = scratch.join(format!("{name}.toml"));
-    std::fs::write(
-        &config,
+    let token = daemons::token_file(scratch);
+    let config = daemons::write(
+        scratch,
+        &format!("{name}.toml"),
         format!(
             "listen = \"[::1]:0\"\nstore = \"{}\"\ntoken_file = \"{}\"\n",
             store.display(),
             token.display()
         ),
+    );
+    daemons::start(
+        "nemo-controller",
+        &config,
+        scratch.join(format!("{name}.log")),
     )
-    .unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_nemo-controller"));
-    command.arg("--config").arg(&config);
-    Process::start(command, scratch.join(format!("{name}.log")))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

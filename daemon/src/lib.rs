@@ -4,6 +4,7 @@
 
 pub mod disk;
 pub mod incoming;
+pub mod serving;
 
 use std::io::IsTerminal;
 use std::ops::Range;
@@ -178,42 +179,78 @@ impl Backoff {
     }
 }
 
+/// Why a setting does not hold on this host.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingError {
+    /// Not a URL.
+    #[error("{0:?} is not a URL like http://[2001:db8::1]:50051")]
+    NotAUrl(String),
+    /// A URL without a scheme.
+    #[error("{0:?} has no scheme; did you mean http://{0}?")]
+    NoScheme(String),
+    /// A scheme other than http or https.
+    #[error("{url:?}: scheme {scheme:?} is neither http nor https")]
+    Scheme {
+        /// The URL.
+        url: String,
+        /// Its scheme.
+        scheme: String,
+    },
+    /// A URL without a host.
+    #[error("{0:?} has no host")]
+    NoHost(String),
+    /// A URL with a path or a query.
+    #[error("{0:?}: a gRPC endpoint has no path or query")]
+    PathOrQuery(String),
+    /// No such network interface.
+    #[error("no network interface {0:?} on this host")]
+    NoInterface(String),
+    /// A file that cannot be read.
+    #[error("{path}: {source}")]
+    Unreadable {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A key that is not hex.
+    #[error("key must be hex digits, two per octet")]
+    NotHex,
+}
+
 /// Checks a controller endpoint: an `http://` or `https://` URL with a
 /// host (and usually a port), nothing else.
-pub fn check_endpoint(text: &str) -> Result<(), String> {
+pub fn check_endpoint(text: &str) -> Result<(), SettingError> {
     let uri: tonic::codegen::http::Uri = text
         .parse()
-        .map_err(|_| format!("{text:?} is not a URL like http://[2001:db8::1]:50051"))?;
+        .map_err(|_| SettingError::NotAUrl(text.to_owned()))?;
     match uri.scheme_str() {
         Some("http" | "https") => {}
         Some(other) => {
-            return Err(format!(
-                "{text:?}: scheme {other:?} is neither http nor https"
-            ))
+            return Err(SettingError::Scheme {
+                url: text.to_owned(),
+                scheme: other.to_owned(),
+            })
         }
-        None => {
-            return Err(format!(
-                "{text:?} has no scheme; did you mean http://{text}?"
-            ))
-        }
+        None => return Err(SettingError::NoScheme(text.to_owned())),
     }
     if uri.host().is_none_or(str::is_empty) {
-        return Err(format!("{text:?} has no host"));
+        return Err(SettingError::NoHost(text.to_owned()));
     }
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-        return Err(format!("{text:?}: a gRPC endpoint has no path or query"));
+        return Err(SettingError::PathOrQuery(text.to_owned()));
     }
     Ok(())
 }
 
 /// Checks that a network interface exists on this host (its entry in
 /// /sys/class/net).
-pub fn check_interface(name: &str) -> Result<(), String> {
+pub fn check_interface(name: &str) -> Result<(), SettingError> {
     let plausible = !name.is_empty() && name.len() <= 15 && !name.contains(['/', '\0']);
     if plausible && Path::new("/sys/class/net").join(name).exists() {
         Ok(())
     } else {
-        Err(format!("no network interface {name:?} on this host"))
+        Err(SettingError::NoInterface(name.to_owned()))
     }
 }
 
@@ -223,10 +260,13 @@ pub fn read_token(path: &Path) -> std::io::Result<String> {
 }
 
 /// Checks that a file can be read (a token file, a key).
-pub fn check_readable(path: &Path) -> Result<(), String> {
+pub fn check_readable(path: &Path) -> Result<(), SettingError> {
     std::fs::File::open(path)
         .map(drop)
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(|source| SettingError::Unreadable {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 /// Receive buffer asked for on the daemons' UDP sockets unless configured:
@@ -255,15 +295,26 @@ pub fn udp_socket(
 }
 
 /// A key written in hex, two digits per octet.
-pub fn parse_hex_key(hex: &str) -> Result<Vec<u8>, String> {
+pub fn parse_hex_key(hex: &str) -> Result<Vec<u8>, SettingError> {
     let hex = hex.trim();
     if !hex.len().is_multiple_of(2) || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err("key must be hex digits, two per octet".into());
+        return Err(SettingError::NotHex);
     }
     (0..hex.len())
         .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|e| e.to_string()))
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| SettingError::NotHex))
         .collect()
+}
+
+/// Why no channel to the controller could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    /// The endpoint or the CA file is wrong.
+    #[error(transparent)]
+    Setting(#[from] SettingError),
+    /// TLS setup or the connection failed.
+    #[error("{0}")]
+    Transport(#[from] tonic::transport::Error),
 }
 
 /// A gRPC channel to the controller: plain for `http://` endpoints; for
@@ -271,10 +322,14 @@ pub fn parse_hex_key(hex: &str) -> Result<Vec<u8>, String> {
 pub async fn controller_channel(
     endpoint: &str,
     ca_file: Option<&Path>,
-) -> Result<tonic::transport::Channel, Box<dyn std::error::Error + Send + Sync>> {
-    let mut builder = tonic::transport::Channel::from_shared(endpoint.to_owned())?;
+) -> Result<tonic::transport::Channel, ChannelError> {
+    let mut builder = tonic::transport::Channel::from_shared(endpoint.to_owned())
+        .map_err(|_| SettingError::NotAUrl(endpoint.to_owned()))?;
     if let Some(ca_file) = ca_file {
-        let ca = std::fs::read(ca_file).map_err(|e| format!("{}: {e}", ca_file.display()))?;
+        let ca = std::fs::read(ca_file).map_err(|source| SettingError::Unreadable {
+            path: ca_file.to_owned(),
+            source,
+        })?;
         builder = builder.tls_config(
             tonic::transport::ClientTlsConfig::new()
                 .ca_certificate(tonic::transport::Certificate::from_pem(ca)),
@@ -410,7 +465,7 @@ mod tests {
             "https://controller.example:443",
             "http://[::1]:50051/",
         ] {
-            assert_eq!(check_endpoint(good), Ok(()), "{good}");
+            assert!(check_endpoint(good).is_ok(), "{good}");
         }
         for (bad, says) in [
             ("htp://[::1]:50051", "scheme"),
@@ -418,14 +473,14 @@ mod tests {
             ("[::1]:50051", "scheme"),
             ("http://[::1]:50051/nemo.v1", "path"),
         ] {
-            let error = check_endpoint(bad).unwrap_err();
+            let error = check_endpoint(bad).unwrap_err().to_string();
             assert!(error.contains(says), "{bad}: {error}");
         }
     }
 
     #[test]
     fn interfaces_and_files_are_looked_up() {
-        assert_eq!(check_interface("lo"), Ok(()));
+        assert!(check_interface("lo").is_ok());
         assert!(check_interface("nemo-none0").is_err());
         assert!(check_interface("../lo").is_err());
         assert!(check_readable(Path::new("/nonexistent/token")).is_err());
@@ -440,7 +495,7 @@ mod tests {
 
     #[test]
     fn hex_keys() {
-        assert_eq!(parse_hex_key("00ff10"), Ok(vec![0, 255, 16]));
+        assert_eq!(parse_hex_key("00ff10").unwrap(), vec![0, 255, 16]);
         assert!(parse_hex_key("0").is_err());
         assert!(parse_hex_key("zz").is_err());
     }

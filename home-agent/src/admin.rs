@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use nemo::ha::Binding;
+use nemo_daemon::serving::GrpcApi;
 use nemo_proto::v1 as pb;
 use nemo_proto::v1::home_agent_admin_server::{HomeAgentAdmin, HomeAgentAdminServer};
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::{Stream, StreamExt};
@@ -159,28 +159,12 @@ impl HomeAgentAdmin for Admin {
     }
 }
 
-/// Serves the admin API, health and reflection on a bound listener until
-/// `shutdown` resolves.
-pub async fn serve(
-    listener: TcpListener,
-    admin: Admin,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<HomeAgentAdminServer<Admin>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(nemo_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    tracing::info!(listen = %listener.local_addr()?, "admin gRPC listening");
-    let (incoming, _) = nemo_daemon::incoming::guarded(listener, Default::default());
-    nemo_daemon::incoming::bounded_server(tonic::transport::Server::builder())
-        .add_service(health)
-        .add_service(reflection)
-        .add_service(HomeAgentAdminServer::new(admin))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
-    Ok(())
+/// The admin API, for `nemo_daemon::serving::Servers::grpc` (which adds
+/// health and reflection).
+pub fn api(admin: Admin) -> GrpcApi {
+    GrpcApi {
+        routes: tonic::service::Routes::new(HomeAgentAdminServer::new(admin)),
+        name: <HomeAgentAdminServer<Admin> as tonic::server::NamedService>::NAME,
+        server: tonic::transport::Server::builder(),
+    }
 }

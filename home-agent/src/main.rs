@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use nemo_daemon::serving::Servers;
 use nemo_dataplane::linux::{Seg6Config, Seg6HomeAgent};
 use nemo_dataplane::{HomeAgentDataPlane, MemoryDataPlane};
 use nemo_ha::admin::{self, Admin};
@@ -14,7 +15,6 @@ use nemo_ha::config::{Config, DataPlaneBackend, OnShutdown};
 use nemo_ha::daemon::{self, Setup};
 use nemo_ha::metrics::Metrics;
 use nemo_ha::store::Store;
-use tokio::net::TcpListener;
 
 // mimalloc: 20% more registrations per second than glibc's allocator at
 // saturation (52.8-53.8k/s against 43.1-45.2k/s, 8-second runs of
@@ -201,46 +201,26 @@ async fn serve<D: HomeAgentDataPlane>(
     }
     // Bind before announcing readiness, so that port 0 works and the ready
     // line names the real addresses.
-    let mut ready = String::from("nemo-ha ready");
+    let mut servers = Servers::new("nemo-ha ready");
     for address in &running.udp_addresses {
-        ready.push_str(&format!(" udp={address}"));
+        servers.note("udp", address);
     }
-    let (stop_servers, servers_stopped) = tokio::sync::watch::channel(false);
-    let mut servers = tokio::task::JoinSet::new();
     if let Some(section) = &config.admin {
-        let listener = TcpListener::bind(section.listen)
-            .await
-            .with_context(|| format!("binding admin {}", section.listen))?;
-        ready.push_str(&format!(" admin={}", listener.local_addr()?));
+        let listener = servers.bind("admin", section.listen).await?;
         let admin = Admin::new(running.shared.clone(), running.core.clone());
-        let mut stopped = servers_stopped.clone();
-        servers.spawn(async move {
-            admin::serve(listener, admin, async move {
-                let _ = stopped.changed().await;
-            })
-            .await
-        });
+        servers.grpc(listener, admin::api(admin), Default::default());
     }
     if let Some(section) = &config.metrics {
-        let listener = TcpListener::bind(section.listen)
-            .await
-            .with_context(|| format!("binding metrics {}", section.listen))?;
-        ready.push_str(&format!(" metrics={}", listener.local_addr()?));
         let metrics = metrics.clone();
-        servers.spawn(async move {
-            nemo_daemon::serve_metrics(listener, Arc::new(move || metrics.render())).await?;
-            Ok(())
-        });
+        servers
+            .metrics(section.listen, Arc::new(move || metrics.render()))
+            .await?;
     }
-    // The SIGTERM handler before the ready line: a supervisor may stop us
-    // the moment we say we are ready, and that must be a clean stop.
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing SIGTERM handler")?;
-    // The ready line is for supervisors and tests: stdout, one line.
-    println!("{ready}");
+    let mut serving = servers.ready()?;
     tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: stopping"),
+        stop = serving.stopped() => {
+            stop.context("server failed; stopping")?;
+        }
         result = running.writer_failed() => {
             // The store failed: stop at once rather than acknowledge
             // bindings that are not durable.
@@ -251,18 +231,9 @@ async fn serve<D: HomeAgentDataPlane>(
             };
             return Err(error.context("store failed; stopping"));
         }
-        Some(result) = servers.join_next() => {
-            let error = match result {
-                Ok(Err(error)) => error,
-                Ok(Ok(())) => anyhow::anyhow!("a server stopped unexpectedly"),
-                Err(join) => anyhow::Error::new(join),
-            };
-            return Err(error.context("server failed; stopping"));
-        }
     }
-    let _ = stop_servers.send(true);
+    serving.shutdown().await;
     running.stop().await?;
-    servers.abort_all();
     if config.dataplane.on_shutdown == OnShutdown::Remove {
         dataplane
             .remove_all()

@@ -255,7 +255,7 @@ impl Config {
                 Some(name) => name.parse().map_err(|e| at(format!("{e}")))?,
                 None => Algorithm::default(),
             };
-            let key = parse_hex_key(&entry.key).map_err(at)?;
+            let key = parse_hex_key(&entry.key).map_err(|e| at(e.to_string()))?;
             let sa = SecurityAssociation::new(entry.spi, algorithm, key)
                 .map_err(|e| at(e.to_string()))?;
             if entry.lifetime_secs < 4 {

@@ -7,13 +7,13 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use nemo_daemon::serving::Servers;
 use nemo_dataplane::linux::{Seg6Config, Seg6MobileRouter};
 use nemo_dataplane::{MemoryDataPlane, MobileRouterDataPlane};
 use nemo_mr::config::{Config, DataPlaneBackend, Instance, TransportKind};
 use nemo_mr::daemon::Daemon;
 use nemo_mr::status::{self, Metrics, StatusService};
 use nemo_mr::transport::{self, Transport};
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 /// The nemo mobile-router daemon.
@@ -122,44 +122,30 @@ async fn serve<D: MobileRouterDataPlane>(
         ));
     }
     let daemon = Daemon::new(instances, transport, dataplane, metrics.clone());
-    let mut ready = format!(
-        "nemo-mr ready {} care_of={}",
-        daemon.local_addr(),
+    let mut servers = Servers::new(format!("nemo-mr ready {}", daemon.local_addr()));
+    servers.note(
+        "care_of",
         care_of
             .borrow()
-            .map_or("none".to_owned(), |a| a.to_string())
+            .map_or("none".to_owned(), |a| a.to_string()),
     );
     let (triggers, trigger_rx) = mpsc::channel(16);
-    let mut servers = tokio::task::JoinSet::new();
     if let Some(section) = &config.admin {
-        let listener = TcpListener::bind(section.listen)
-            .await
-            .with_context(|| format!("binding admin {}", section.listen))?;
-        ready.push_str(&format!(" admin={}", listener.local_addr()?));
+        let listener = servers.bind("admin", section.listen).await?;
         let service = StatusService::new(daemon.snapshot(), triggers.clone());
-        servers.spawn(status::serve(listener, service));
+        servers.grpc(listener, status::api(service), Default::default());
     }
     if let Some(section) = &config.metrics {
-        let listener = TcpListener::bind(section.listen)
-            .await
-            .with_context(|| format!("binding metrics {}", section.listen))?;
-        ready.push_str(&format!(" metrics={}", listener.local_addr()?));
         let metrics = metrics.clone();
-        servers.spawn(async move {
-            nemo_daemon::serve_metrics(listener, Arc::new(move || metrics.render())).await?;
-            Ok(())
-        });
+        servers
+            .metrics(section.listen, Arc::new(move || metrics.render()))
+            .await?;
     }
-    // The SIGTERM handler before the ready line: a supervisor may stop us
-    // the moment we say we are ready, and that must be a clean stop.
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing SIGTERM handler")?;
-    // The ready line is for supervisors and tests: stdout, one line.
-    println!("{ready}");
-    let shutdown = async move {
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+    let mut serving = servers.ready()?;
+    let mut failure = None;
+    let shutdown = async {
+        if let Err(error) = serving.stopped().await {
+            failure = Some(error);
         }
     };
     let (commands, command_rx) = mpsc::channel(64);
@@ -188,6 +174,10 @@ async fn serve<D: MobileRouterDataPlane>(
         None => None,
     };
     let result = daemon.run(care_of, trigger_rx, command_rx, shutdown).await;
-    servers.abort_all();
-    result
+    serving.shutdown().await;
+    match failure {
+        // A server failed: the instances deregistered, the daemon says why.
+        Some(error) => Err(anyhow::Error::new(error).context("server failed; stopped")),
+        None => result,
+    }
 }

@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, RwLock};
 
+use nemo_daemon::serving::GrpcApi;
 use nemo_proto::v1 as pb;
 use nemo_proto::v1::mobile_router_status_server::{MobileRouterStatus, MobileRouterStatusServer};
 use prometheus_client::encoding::text::encode;
@@ -12,7 +13,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tonic::{Request, Response, Status};
 
@@ -171,23 +171,12 @@ impl MobileRouterStatus for StatusService {
     }
 }
 
-/// Serves the status API, health and reflection on a bound listener.
-pub async fn serve(listener: TcpListener, service: StatusService) -> anyhow::Result<()> {
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<MobileRouterStatusServer<StatusService>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(nemo_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    tracing::info!(listen = %listener.local_addr()?, "status gRPC listening");
-    let (incoming, _) = nemo_daemon::incoming::guarded(listener, Default::default());
-    nemo_daemon::incoming::bounded_server(tonic::transport::Server::builder())
-        .add_service(health)
-        .add_service(reflection)
-        .add_service(MobileRouterStatusServer::new(service))
-        .serve_with_incoming(incoming)
-        .await?;
-    Ok(())
+/// The status API, for `nemo_daemon::serving::Servers::grpc` (which adds
+/// health and reflection).
+pub fn api(service: StatusService) -> GrpcApi {
+    GrpcApi {
+        routes: tonic::service::Routes::new(MobileRouterStatusServer::new(service)),
+        name: <MobileRouterStatusServer<StatusService> as tonic::server::NamedService>::NAME,
+        server: tonic::transport::Server::builder(),
+    }
 }

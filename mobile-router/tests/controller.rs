@@ -6,37 +6,11 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nemo_proto::v1 as pb;
-use nemo_proto::v1::controller_client::ControllerClient;
 use nemo_proto::v1::home_agent_admin_client::HomeAgentAdminClient;
-use nemo_testkit::{workspace_binary, Process};
-use tonic::Request;
-
-const TOKEN: &str = "mobile-router-test-token-0123456789";
-
-fn authed<T>(message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
-    request
-}
-
-fn start(program: &Path, config: &Path, log: std::path::PathBuf) -> Process {
-    let mut command = Command::new(program);
-    command.arg("--config").arg(config);
-    Process::start(command, log)
-}
-
-fn write(dir: &Path, name: &str, text: String) -> std::path::PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
+use nemo_testkit::daemons::{self, authed};
 
 async fn care_of(admin: &mut HomeAgentAdminClient<tonic::transport::Channel>) -> Option<String> {
     admin
@@ -66,90 +40,31 @@ async fn wait_for_care_of(
 async fn a_tenant_follows_its_placement_between_hypervisors() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let token = write(d, "token", TOKEN.into());
-    let ctl = start(
-        &workspace_binary("nemo-controller"),
-        &write(
-            d,
-            "controller.toml",
-            format!(
-                "listen = \"[::1]:0\"\nstore = \"{}\"\ntoken_file = \"{}\"\n",
-                d.join("controller-store").display(),
-                token.display()
-            ),
-        ),
-        d.join("controller.log"),
-    );
+    let ctl = daemons::controller(d, "");
     let endpoint = format!("http://{}", ctl.field("grpc"));
-    let mut c = ControllerClient::connect(endpoint.clone()).await.unwrap();
-
-    let ha = start(
-        &workspace_binary("nemo-ha"),
-        &write(
-            d,
-            "ha.toml",
-            format!(
-                "[home_agent]\nhome_prefixes = [\"2001:db8:1::/64\"]\n\n[store]\npath = \"{}\"\n\n\
-                 [udp]\nlisten = [\"[::1]:0\"]\n\n[admin]\nlisten = \"[::1]:0\"\n\n\
-                 [metrics]\nlisten = \"[::1]:0\"\n\n\
-                 [controller]\nendpoint = \"{endpoint}\"\ntoken_file = \"{}\"\nhome_agent = \"ha1\"\n",
-                d.join("ha-store").display(),
-                token.display()
-            ),
+    let mut c = daemons::controller_client(&ctl).await;
+    let ha = daemons::home_agent(
+        d,
+        &format!(
+            "[admin]\nlisten = \"[::1]:0\"\n\n[metrics]\nlisten = \"[::1]:0\"\n\n{}",
+            daemons::controller_section(d, &endpoint, "ha1")
         ),
-        d.join("ha.log"),
     );
     let ha_udp = ha.field("udp");
-    c.register_home_agent(authed(pb::RegisterHomeAgentRequest {
-        home_agent: Some(pb::HomeAgent {
-            name: "ha1".into(),
-            address: "2001:db8:1::1".into(),
-            home_prefix: "2001:db8:1::/64".into(),
-            udp_endpoint: ha_udp.clone(),
-        }),
-    }))
-    .await
-    .unwrap();
-    c.create_pool(authed(pb::CreatePoolRequest {
-        name: "core".into(),
-        prefix: "2001:db8:100::/40".into(),
-        tenant_length: 56,
-    }))
-    .await
-    .unwrap();
-    c.create_tenant(authed(pb::CreateTenantRequest {
-        name: "acme".into(),
-    }))
-    .await
-    .unwrap();
-    c.allocate_prefix(authed(pb::AllocatePrefixRequest {
-        tenant: "acme".into(),
-        pool: "core".into(),
-        length: 0,
-    }))
-    .await
-    .unwrap();
-    c.create_mobile_router(authed(pb::CreateMobileRouterRequest {
-        tenant: "acme".into(),
-        home_agent: "ha1".into(),
-        algorithm: String::new(),
-        explicit_mode: true,
-    }))
-    .await
-    .unwrap();
+    daemons::provision_tenant(&mut c, &ha_udp).await;
 
     let mut routers = Vec::new();
     for (hypervisor, care_of) in [("hv-a", "2001:db8:2::10"), ("hv-b", "2001:db8:3::10")] {
-        routers.push(start(
-            Path::new(env!("CARGO_BIN_EXE_nemo-mr")),
-            &write(
+        routers.push(daemons::start(
+            "nemo-mr",
+            &daemons::write(
                 d,
                 &format!("{hypervisor}.toml"),
                 format!(
                     "[mobile_router]\nuplink = \"lo\"\ncare_of = \"{care_of}\"\n\n\
                      [transport]\nhome_agent_udp = \"{ha_udp}\"\nbind = \"[::1]:0\"\n\n\
                      [controller]\nendpoint = \"{endpoint}\"\ntoken_file = \"{}\"\nhypervisor = \"{hypervisor}\"\n",
-                    token.display()
+                    d.join("token").display()
                 ),
             ),
             d.join(format!("{hypervisor}.log")),

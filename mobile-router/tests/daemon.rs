@@ -3,38 +3,26 @@
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nemo_proto::v1 as pb;
 use nemo_proto::v1::home_agent_admin_client::HomeAgentAdminClient;
-use nemo_testkit::{workspace_binary, Process};
+use nemo_testkit::daemons;
+use nemo_testkit::Process;
 
 const KEY: &str = "6d6f62696c652d726f757465722d746573742d6b65792d33322d6f6374657473";
 const HOA: &str = "2001:db8:1::100";
 const COA: &str = "2001:db8:2::10";
 
-fn start(program: &Path, config: &Path, log: std::path::PathBuf) -> Process {
-    let mut command = Command::new(program);
-    command.arg("--config").arg(config);
-    Process::start(command, log)
-}
-
 fn home_agent(dir: &Path) -> Process {
-    let config = dir.join("ha.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[home_agent]\nhome_prefixes = [\"2001:db8:1::/64\"]\n\n[store]\npath = \"{}\"\n\n\
-             [udp]\nlisten = [\"[::1]:0\"]\n\n[admin]\nlisten = \"[::1]:0\"\n\n\
-             [metrics]\nlisten = \"[::1]:0\"\n\n\
+    daemons::home_agent(
+        dir,
+        &format!(
+            "[admin]\nlisten = \"[::1]:0\"\n\n[metrics]\nlisten = \"[::1]:0\"\n\n\
              [[mobile_router]]\nhome_address = \"{HOA}\"\nspi = 4096\nkey = \"{KEY}\"\n\
-             prefixes = [\"2001:db8:100::/56\"]\n",
-            dir.join("store").display()
+             prefixes = [\"2001:db8:100::/56\"]\n"
         ),
     )
-    .unwrap();
-    start(&workspace_binary("nemo-ha"), &config, dir.join("ha.log"))
 }
 
 /// The text of a daemon's Prometheus endpoint.
@@ -58,11 +46,7 @@ fn mobile_router(dir: &Path, ha_udp: &str, key: &str, tag: &str) -> Process {
         ),
     )
     .unwrap();
-    start(
-        Path::new(env!("CARGO_BIN_EXE_nemo-mr")),
-        &config,
-        dir.join(format!("mr-{tag}.log")),
-    )
+    daemons::start("nemo-mr", &config, dir.join(format!("mr-{tag}.log")))
 }
 
 type Admin = HomeAgentAdminClient<tonic::transport::Channel>;

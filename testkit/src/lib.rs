@@ -6,12 +6,15 @@
 //!   it when the environment variable named says it must run (CI sets them).
 //! - [`power_loss`]: an ext4 disk on a loop device whose copy, taken without
 //!   `sync`, is what a power loss would leave.
+//! - [`daemons`]: the controller, home agent and mobile router as processes
+//!   with their configs, and the tenant most tests provision.
 //! - [`relay`]: a UDP relay that delays datagrams and loses answers (the
 //!   lab's WAN for control traffic; `nemo-delay-relay` is its command).
 //!
 //! Tests that use namespaces must use only 2001:db8::/32, 192.0.2.0/24 or
 //! loopback addresses.
 
+pub mod daemons;
 pub mod power_loss;
 pub mod relay;
 

@@ -1,20 +1,8 @@
-//! Prefix allocation: per pool, the used tenant-length slots in memory
-//! (rebuilt at start), a free block found by a scan from a moving cursor,
-//! released prefixes held in quarantine.
+//! Prefix allocation: the pool's slots (`super::allocator`, rebuilt at
+//! start) find a free block; the allocation and the quarantine it ends are
+//! written in one change. Released prefixes are held in quarantine.
 
 use super::*;
-
-/// Per-pool allocation state in memory.
-#[derive(Debug, Default)]
-pub(super) struct Slots {
-    pub(super) used: BTreeSet<u64>,
-    /// Slot -> until (unix ms): released, not yet reusable.
-    pub(super) quarantine: BTreeMap<u64, i64>,
-    /// Where the search for a free block starts: after the last allocation.
-    pub(super) cursor: u64,
-    /// The revision of the allocation that set the cursor at load.
-    pub(super) cursor_revision: u64,
-}
 
 impl Store {
     /// Allocates a prefix for a tenant from a pool: `length` 0 for the
@@ -60,41 +48,17 @@ impl Store {
         let now = unix_ms(SystemTime::now());
         let block = 1u64 << (pool_record.tenant_length - length);
         let capacity = pool_record.capacity();
-        let slots = state.slots.entry(pool.to_owned()).or_default();
-        // Quarantine that has run out frees its slots.
-        let expired: Vec<u64> = slots
-            .quarantine
-            .iter()
-            .filter(|(_, until)| **until <= now)
-            .map(|(slot, _)| *slot)
-            .collect();
-        let mut first = None;
-        let start = (slots.cursor / block) * block;
-        let blocks = capacity / block;
-        for step in 0..blocks {
-            let candidate = (start + step * block) % capacity;
-            let busy = slots
-                .used
-                .range(candidate..candidate + block)
-                .next()
-                .is_some()
-                || slots
-                    .quarantine
-                    .range(candidate..candidate + block)
-                    .any(|(_, until)| *until > now);
-            if !busy {
-                first = Some(candidate);
-                break;
-            }
-        }
-        let Some(first) = first else {
-            return Err(StoreError::Exhausted {
+        let found = state
+            .slots
+            .entry(pool.to_owned())
+            .or_default()
+            .find_free(block, capacity, now)
+            .ok_or_else(|| StoreError::Exhausted {
                 pool: pool.to_owned(),
                 length,
-            });
-        };
+            })?;
         let allocation = Allocation {
-            prefix: pool_record.slot_prefix(first, length),
+            prefix: pool_record.slot_prefix(found.slots.start, length),
             tenant: tenant.to_owned(),
             pool: pool.to_owned(),
             allocated_at_unix_ms: now,
@@ -102,10 +66,12 @@ impl Store {
         };
         let record = encode(&allocation)?;
         let key = encode(&allocation.prefix)?;
-        let released: Vec<Vec<u8>> = expired
+        let released: Vec<Vec<u8>> = found
+            .expired
             .iter()
-            .chain((first..first + block).collect::<Vec<_>>().iter())
-            .map(|slot| encode(&(pool, *slot)))
+            .copied()
+            .chain(found.slots.clone())
+            .map(|slot| encode(&(pool, slot)))
             .collect::<Result<_, _>>()?;
         self.change(
             state,
@@ -118,15 +84,11 @@ impl Store {
                 Ok(())
             },
             |state| {
-                let slots = state.slots.entry(pool.to_owned()).or_default();
-                for slot in expired {
-                    slots.quarantine.remove(&slot);
-                }
-                for slot in first..first + block {
-                    slots.quarantine.remove(&slot);
-                    slots.used.insert(slot);
-                }
-                slots.cursor = (first + block) % capacity;
+                state
+                    .slots
+                    .entry(pool.to_owned())
+                    .or_default()
+                    .take(&found, capacity);
                 state
                     .allocations
                     .insert(allocation.prefix, allocation.clone());
@@ -184,11 +146,11 @@ impl Store {
             },
             |state| {
                 state.allocations.remove(&parsed);
-                let slots = state.slots.entry(pool.name.clone()).or_default();
-                for slot in first..first + block {
-                    slots.used.remove(&slot);
-                    slots.quarantine.insert(slot, until);
-                }
+                state
+                    .slots
+                    .entry(pool.name.clone())
+                    .or_default()
+                    .release(first..first + block, until);
             },
         )
         .await?;

@@ -141,19 +141,9 @@ impl Store {
         &self,
         tenant: &str,
         home_agent: &str,
-        algorithm: &str,
+        algorithm: Algorithm,
         explicit_mode: bool,
     ) -> Result<MobileRouter, StoreError> {
-        let algorithm = match algorithm {
-            "" | "hmac-sha256" => "hmac-sha256",
-            "hmac-sha1-96" => "hmac-sha1-96",
-            other => {
-                return Err(StoreError::Invalid {
-                    field: "algorithm",
-                    reason: format!("{other:?}: hmac-sha256 or hmac-sha1-96"),
-                })
-            }
-        };
         let state = self.state.lock().await;
         if !state.tenants.contains_key(tenant) {
             return Err(StoreError::NotFound {
@@ -203,7 +193,7 @@ impl Store {
             home_agent: home_agent.to_owned(),
             home_address,
             spi,
-            algorithm: algorithm.to_owned(),
+            algorithm,
             key: fresh_key()?,
             explicit_mode,
         };

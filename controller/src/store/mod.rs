@@ -17,7 +17,8 @@
 //! the caller held until a group commit has it on disk. The modules:
 //! `model` (what is kept, events, errors), `log` (the revision log, group
 //! commit, the history for resuming watchers), `pools`, `tenants`,
-//! `allocations` (the slot allocator and quarantine), `identities` (home
+//! `allocator` (the free-block search, pure), `allocations` (allocating
+//! and releasing through it, quarantine), `identities` (home
 //! agents, hypervisors, mobile routers), `placements` (and the per-tenant
 //! view the watch streams send), `bindings` (home agents' reports). The
 //! disk behind it is `nemo_daemon::disk`; a second backend replaces `log`'s
@@ -30,11 +31,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::Ipv6Net;
+use nemo::auth::Algorithm;
 use nemo_daemon::disk::{Disk, DiskError, Write};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, Mutex};
 
 mod allocations;
+mod allocator;
 mod bindings;
 mod identities;
 mod log;
@@ -43,7 +46,7 @@ mod placements;
 mod pools;
 mod tenants;
 
-use allocations::Slots;
+use allocator::Slots;
 use log::DurableLog;
 pub use model::*;
 pub use placements::TenantView;
@@ -208,14 +211,7 @@ impl Store {
             ) {
                 let first = pool.slot_of(&allocation.prefix);
                 let count = 1u64 << (pool.tenant_length - allocation.prefix.prefix_len());
-                slots.used.extend(first..first + count);
-                // The cursor resumes after the newest allocation, as if the
-                // daemon had never stopped (not from slot 0, which would
-                // scan every used slot on the first allocation).
-                if allocation.revision >= slots.cursor_revision {
-                    slots.cursor_revision = allocation.revision;
-                    slots.cursor = (first + count) % pool.capacity();
-                }
+                slots.load_allocation(first..first + count, allocation.revision, pool.capacity());
             }
             state.allocations.insert(allocation.prefix, allocation);
         }
@@ -231,7 +227,7 @@ impl Store {
             let (pool_name, slot): (String, u64) = decode(key)?;
             let until: i64 = decode(value)?;
             if let Some(slots) = state.slots.get_mut(&pool_name) {
-                slots.quarantine.insert(slot, until);
+                slots.load_quarantine(slot, until);
             }
             Ok::<_, StoreError>(())
         })?;

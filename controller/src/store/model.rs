@@ -89,12 +89,34 @@ pub struct MobileRouter {
     pub home_address: Ipv6Addr,
     /// Its SPI.
     pub spi: u32,
-    /// `hmac-sha256` or `hmac-sha1-96`.
-    pub algorithm: String,
+    /// The authentication algorithm, stored by its name.
+    #[serde(with = "algorithm_name")]
+    pub algorithm: Algorithm,
     /// The key, hex. Empty in the history (never logged).
     pub key: String,
     /// Explicit mode: prefixes in the Binding Updates.
     pub explicit_mode: bool,
+}
+
+/// An [`Algorithm`] on disk: its name (`hmac-sha256`, `hmac-sha1-96`), as
+/// the API and the daemons' configs write it.
+mod algorithm_name {
+    use nemo::auth::Algorithm;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        algorithm: &Algorithm,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(algorithm.name())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Algorithm, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 impl MobileRouter {

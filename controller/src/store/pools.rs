@@ -89,10 +89,7 @@ impl Store {
             .values()
             .filter(|a| a.pool == name)
             .count() as u64;
-        let quarantined = state
-            .slots
-            .get(name)
-            .map_or(0, |s| s.quarantine.len() as u64);
+        let quarantined = state.slots.get(name).map_or(0, |s| s.quarantined() as u64);
         Ok((pool, allocated, quarantined))
     }
 
@@ -125,7 +122,7 @@ impl Store {
         let quarantined: Vec<u64> = state
             .slots
             .get(name)
-            .map(|s| s.quarantine.keys().copied().collect())
+            .map(|s| s.quarantined_slots().collect())
             .unwrap_or_default();
         let keys: Vec<Vec<u8>> = quarantined
             .iter()
