@@ -15,7 +15,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use crate::daemon::{BindingChange, BindingEvent, CoreEvent, Shared};
+use crate::driver::{BindingChange, BindingEvent, CoreEvent, Shared};
 
 fn unix_ms(time: SystemTime) -> i64 {
     time.duration_since(UNIX_EPOCH)

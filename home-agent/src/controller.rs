@@ -15,7 +15,7 @@ use nemo_proto::v1::controller_client::ControllerClient;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::daemon::CoreEvent;
+use crate::driver::CoreEvent;
 
 /// Where the controller is and who this home agent is to it.
 #[derive(Debug, Clone)]
@@ -203,7 +203,7 @@ async fn watch(
 /// itself is unaffected), and the connection is retried.
 pub async fn report(
     settings: ControllerSettings,
-    mut events: tokio::sync::broadcast::Receiver<crate::daemon::BindingEvent>,
+    mut events: tokio::sync::broadcast::Receiver<crate::driver::BindingEvent>,
 ) {
     let mut client: Option<ControllerClient<tonic::transport::Channel>> = None;
     tracing::info!("reporting binding changes to the controller");
@@ -237,7 +237,7 @@ pub async fn report(
             home_address: binding.home_address.to_string(),
             care_of_address: binding.care_of.to_string(),
             prefixes: binding.prefixes.iter().map(ToString::to_string).collect(),
-            removed: event.change == crate::daemon::BindingChange::Removed,
+            removed: event.change == crate::driver::BindingChange::Removed,
             reason: event.reason.to_owned(),
             sequence: u32::from(binding.sequence.0),
         };

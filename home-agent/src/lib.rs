@@ -4,6 +4,6 @@
 pub mod admin;
 pub mod config;
 pub mod controller;
-pub mod daemon;
+pub mod driver;
 pub mod metrics;
 pub mod store;

@@ -12,7 +12,7 @@ use nemo_dataplane::linux::{Seg6Config, Seg6HomeAgent};
 use nemo_dataplane::{HomeAgentDataPlane, MemoryDataPlane};
 use nemo_ha::admin::{self, Admin};
 use nemo_ha::config::{Config, DataPlaneBackend, OnShutdown};
-use nemo_ha::daemon::{self, Setup};
+use nemo_ha::driver::{self, Setup};
 use nemo_ha::metrics::Metrics;
 use nemo_ha::store::Store;
 
@@ -159,7 +159,7 @@ async fn serve<D: HomeAgentDataPlane>(
         }
         None => None,
     };
-    let mut running = daemon::start(Setup {
+    let mut running = driver::start(Setup {
         engine,
         authorizations,
         store,

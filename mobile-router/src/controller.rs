@@ -14,7 +14,7 @@ use nemo_proto::v1::controller_client::ControllerClient;
 use tokio::sync::mpsc;
 
 use crate::config::Instance;
-use crate::daemon::InstanceCommand;
+use crate::driver::InstanceCommand;
 
 /// Where the controller is and who this hypervisor is to it.
 #[derive(Debug, Clone)]

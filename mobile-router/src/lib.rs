@@ -2,6 +2,6 @@
 
 pub mod config;
 pub mod controller;
-pub mod daemon;
+pub mod driver;
 pub mod status;
 pub mod transport;

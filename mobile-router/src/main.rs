@@ -11,7 +11,7 @@ use nemo_daemon::serving::Servers;
 use nemo_dataplane::linux::{Seg6Config, Seg6MobileRouter};
 use nemo_dataplane::{MemoryDataPlane, MobileRouterDataPlane};
 use nemo_mr::config::{Config, DataPlaneBackend, Instance, TransportKind};
-use nemo_mr::daemon::Daemon;
+use nemo_mr::driver::Driver;
 use nemo_mr::status::{self, Metrics, StatusService};
 use nemo_mr::transport::{self, Transport};
 use tokio::sync::{mpsc, watch};
@@ -121,8 +121,8 @@ async fn serve<D: MobileRouterDataPlane>(
             },
         ));
     }
-    let daemon = Daemon::new(instances, transport, dataplane, metrics.clone());
-    let mut servers = Servers::new(format!("nemo-mr ready {}", daemon.local_addr()));
+    let driver = Driver::new(instances, transport, dataplane, metrics.clone());
+    let mut servers = Servers::new(format!("nemo-mr ready {}", driver.local_addr()));
     servers.note(
         "care_of",
         care_of
@@ -132,7 +132,7 @@ async fn serve<D: MobileRouterDataPlane>(
     let (triggers, trigger_rx) = mpsc::channel(16);
     if let Some(section) = &config.admin {
         let listener = servers.bind("admin", section.listen).await?;
-        let service = StatusService::new(daemon.snapshot(), triggers.clone());
+        let service = StatusService::new(driver.snapshot(), triggers.clone());
         servers.grpc(listener, status::api(service), Default::default());
     }
     if let Some(section) = &config.metrics {
@@ -173,7 +173,7 @@ async fn serve<D: MobileRouterDataPlane>(
         }
         None => None,
     };
-    let result = daemon.run(care_of, trigger_rx, command_rx, shutdown).await;
+    let result = driver.run(care_of, trigger_rx, command_rx, shutdown).await;
     serving.shutdown().await;
     match failure {
         // A server failed: the instances deregistered, the daemon says why.

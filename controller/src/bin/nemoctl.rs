@@ -134,7 +134,7 @@ enum HomeAgentCommand {
         /// The home prefix home addresses come from.
         #[arg(long)]
         home_prefix: String,
-        /// Its UDP transport, "[address]:port".
+        /// Its UDP transport, `[address]:port`.
         #[arg(long, default_value = "")]
         udp: String,
     },

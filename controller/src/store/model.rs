@@ -67,7 +67,7 @@ pub struct HomeAgentRecord {
     pub address: Ipv6Addr,
     /// The home prefix home addresses come from.
     pub home_prefix: Ipv6Net,
-    /// Its UDP transport, if any ("[address]:port").
+    /// Its UDP transport, if any (`[address]:port`).
     pub udp_endpoint: String,
 }
 

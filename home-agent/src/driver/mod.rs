@@ -1,4 +1,5 @@
-//! The running home agent: transports, the engine, the store, forwarding.
+//! The driver of the home-agent daemon: transports, the engine, the store,
+//! forwarding.
 //!
 //! One Binding Update, from the socket to the kernel route and back:
 //! 1. `transport` (or a native receiver thread) reads it, sends it to the core;

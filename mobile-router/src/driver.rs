@@ -1,4 +1,4 @@
-//! The running mobile-router daemon: the tenant instances
+//! The driver of the mobile-router daemon: the tenant instances
 //! (`nemo::mr::MobileRouter` owns their registrars and picks the tenant a
 //! received packet belongs to), the care-of address from netlink, the data
 //! plane following the registrations (attached before a tenant registers).
@@ -134,9 +134,10 @@ fn status(tenant: &Tenant, now: Instant) -> pb::InstanceStatus {
     }
 }
 
-/// The daemon.
+/// The driver: wires the transport, the care-of address, the data plane
+/// and the controller's commands to the tenants.
 #[derive(Debug)]
-pub struct Daemon<D> {
+pub struct Driver<D> {
     tenants: MobileRouter<Host>,
     care_of: Option<Ipv6Addr>,
     transport: Transport,
@@ -145,19 +146,19 @@ pub struct Daemon<D> {
     snapshot: Arc<RwLock<Vec<pb::InstanceStatus>>>,
 }
 
-impl<D: MobileRouterDataPlane> Daemon<D> {
-    /// A daemon for these instances, talking over `transport`.
+impl<D: MobileRouterDataPlane> Driver<D> {
+    /// A driver for these instances, talking over `transport`.
     pub fn new(
         instances: Vec<Instance>,
         transport: Transport,
         dataplane: Arc<D>,
         metrics: Arc<Metrics>,
-    ) -> Daemon<D> {
+    ) -> Driver<D> {
         let mut tenants = MobileRouter::new();
         for instance in instances {
             tenants.insert(new_tenant(instance));
         }
-        Daemon {
+        Driver {
             tenants,
             care_of: None,
             transport,
