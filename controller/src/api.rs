@@ -297,12 +297,37 @@ impl Service {
             created_at_unix_ms: tenant.created_at_unix_ms,
         })
     }
+
+    /// A watch stream from `from_revision` (0: a snapshot first, by
+    /// `snapshot`), then every later change as `map` turns it into updates.
+    async fn watch<U: Send + 'static>(
+        &self,
+        from_revision: u64,
+        map: impl Fn(Arc<Store>, u64, StoreChange) -> Updates<U> + Send + 'static,
+        snapshot: impl Fn(Arc<Store>, u64) -> Updates<U> + Send + 'static,
+    ) -> Result<Response<UpdateStream<U>>, Status> {
+        let (history, live) = self.store.events_after(from_revision).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(follow(
+            history,
+            live,
+            from_revision,
+            tx,
+            map,
+            self.store.clone(),
+            snapshot,
+        ));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
 }
 
-type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
-type AuthorizationStream =
-    Pin<Box<dyn Stream<Item = Result<pb::AuthorizationUpdate, Status>> + Send>>;
-type PlacementStream = Pin<Box<dyn Stream<Item = Result<pb::PlacementUpdate, Status>> + Send>>;
+/// A stream of watch updates.
+type UpdateStream<U> = Pin<Box<dyn Stream<Item = Result<U, Status>> + Send>>;
+type EventStream = UpdateStream<pb::Event>;
+type AuthorizationStream = UpdateStream<pb::AuthorizationUpdate>;
+type PlacementStream = UpdateStream<pb::PlacementUpdate>;
 
 fn field_address<T: std::str::FromStr>(field: &'static str, text: &str) -> Result<T, Status> {
     text.parse()
@@ -629,22 +654,15 @@ impl Controller for Service {
             }
             .into());
         }
-        let store = self.store.clone();
-        let (history, live) = store.events_after(r.from_revision).await?;
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
         let home_agent = r.home_agent.clone();
-        tokio::spawn(follow(
-            history,
-            live,
+        self.watch(
             r.from_revision,
-            tx,
             move |store, revision, change| {
                 let home_agent = home_agent.clone();
                 Box::pin(async move {
                     authorization_updates(&store, &home_agent, revision, &change).await
                 })
             },
-            store.clone(),
             {
                 let home_agent = r.home_agent.clone();
                 move |store: Arc<Store>, revision: u64| {
@@ -668,10 +686,8 @@ impl Controller for Service {
                     })
                 }
             },
-        ));
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        )
+        .await
     }
 
     async fn report_binding(
@@ -721,22 +737,15 @@ impl Controller for Service {
             }
             .into());
         }
-        let store = self.store.clone();
-        let (history, live) = store.events_after(r.from_revision).await?;
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
         let hypervisor = r.hypervisor.clone();
-        tokio::spawn(follow(
-            history,
-            live,
+        self.watch(
             r.from_revision,
-            tx,
             move |store, revision, change| {
                 let hypervisor = hypervisor.clone();
                 Box::pin(
                     async move { placement_updates(&store, &hypervisor, revision, &change).await },
                 )
             },
-            store.clone(),
             {
                 let hypervisor = r.hypervisor.clone();
                 move |store: Arc<Store>, revision: u64| {
@@ -752,10 +761,8 @@ impl Controller for Service {
                     })
                 }
             },
-        ));
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        )
+        .await
     }
 }
 

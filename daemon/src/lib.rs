@@ -136,6 +136,71 @@ pub enum DataPlaneBackend {
     Seg6,
 }
 
+/// How a daemon reaches the controller: its endpoint, the CA that signs an
+/// `https://` endpoint's certificate, and the bearer token.
+#[derive(Clone)]
+pub struct ControllerLink {
+    endpoint: String,
+    ca_file: Option<std::path::PathBuf>,
+    token: String,
+}
+
+impl std::fmt::Debug for ControllerLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("ControllerLink")
+            .field("endpoint", &self.endpoint)
+            .field("ca_file", &self.ca_file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ControllerLink {
+    /// A link from a `[controller]` section: the token read from
+    /// `token_file` now.
+    pub fn new(
+        endpoint: &str,
+        ca_file: Option<&Path>,
+        token_file: &Path,
+    ) -> Result<ControllerLink, SettingError> {
+        let token = read_token(token_file).map_err(|source| SettingError::Unreadable {
+            path: token_file.to_owned(),
+            source,
+        })?;
+        Ok(ControllerLink {
+            endpoint: endpoint.to_owned(),
+            ca_file: ca_file.map(Path::to_owned),
+            token,
+        })
+    }
+
+    /// The endpoint, for logs.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// A client over a new channel ([`controller_channel`]).
+    pub async fn connect(
+        &self,
+    ) -> Result<
+        nemo_proto::v1::controller_client::ControllerClient<tonic::transport::Channel>,
+        ChannelError,
+    > {
+        let channel = controller_channel(&self.endpoint, self.ca_file.as_deref()).await?;
+        Ok(nemo_proto::v1::controller_client::ControllerClient::new(
+            channel,
+        ))
+    }
+
+    /// `message` as a request carrying the token ([`authorized`]).
+    pub fn request<T>(
+        &self,
+        message: T,
+    ) -> Result<tonic::Request<T>, tonic::metadata::errors::InvalidMetadataValue> {
+        authorized(message, &self.token)
+    }
+}
+
 /// `message` as a request carrying the controller's bearer token (the
 /// `authorization` metadata the controller checks).
 pub fn authorized<T>(

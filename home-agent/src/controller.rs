@@ -20,12 +20,8 @@ use crate::driver::CoreEvent;
 /// Where the controller is and who this home agent is to it.
 #[derive(Debug, Clone)]
 pub struct ControllerSettings {
-    /// The controller's gRPC endpoint, e.g. `http://[2001:db8::1]:50051`.
-    pub endpoint: String,
-    /// CA certificate for an `https://` endpoint.
-    pub ca_file: Option<PathBuf>,
-    /// The bearer token.
-    pub token: String,
+    /// The controller: endpoint, CA, token.
+    pub link: nemo_daemon::ControllerLink,
     /// This home agent's name at the controller.
     pub home_agent: String,
     /// The on-disk copy of the authorizations.
@@ -127,7 +123,7 @@ pub async fn follow(settings: ControllerSettings, core: mpsc::Sender<CoreEvent>)
                 backoff
                     .wait(
                         &error,
-                        &settings.endpoint,
+                        settings.link.endpoint(),
                         "working from the cached authorizations",
                     )
                     .await;
@@ -141,18 +137,11 @@ async fn watch(
     core: &mpsc::Sender<CoreEvent>,
     cache: &mut Cache,
 ) -> anyhow::Result<()> {
-    let mut client = ControllerClient::new(
-        nemo_daemon::controller_channel(&settings.endpoint, settings.ca_file.as_deref())
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
-    );
-    let request = nemo_daemon::authorized(
-        pb::WatchAuthorizationsRequest {
-            home_agent: settings.home_agent.clone(),
-            from_revision: cache.revision,
-        },
-        &settings.token,
-    )?;
+    let mut client = settings.link.connect().await?;
+    let request = settings.link.request(pb::WatchAuthorizationsRequest {
+        home_agent: settings.home_agent.clone(),
+        from_revision: cache.revision,
+    })?;
     let mut stream = client.watch_authorizations(request).await?.into_inner();
     tracing::info!(from_revision = cache.revision, "watching authorizations");
     if cache.revision == 0 {
@@ -221,11 +210,7 @@ pub async fn report(
         };
         if client.is_none() {
             // The same channel as the watch: TLS with the configured CA.
-            client =
-                nemo_daemon::controller_channel(&settings.endpoint, settings.ca_file.as_deref())
-                    .await
-                    .ok()
-                    .map(ControllerClient::new);
+            client = settings.link.connect().await.ok();
         }
         let Some(connected) = client.as_mut() else {
             tracing::warn!("controller unreachable; binding report dropped");
@@ -241,7 +226,7 @@ pub async fn report(
             reason: event.reason.to_owned(),
             sequence: u32::from(binding.sequence.0),
         };
-        let Ok(request) = nemo_daemon::authorized(report, &settings.token) else {
+        let Ok(request) = settings.link.request(report) else {
             tracing::error!("the controller token is not valid metadata; binding report dropped");
             continue;
         };

@@ -133,13 +133,12 @@ async fn serve<D: HomeAgentDataPlane>(
     let mut authorizations = authorizations;
     let controller = match &config.controller {
         Some(section) => {
-            let token =
-                nemo_daemon::read_token(section.token_file.get_ref()).with_context(|| {
-                    format!(
-                        "controller token_file {}",
-                        section.token_file.get_ref().display()
-                    )
-                })?;
+            let link = nemo_daemon::ControllerLink::new(
+                section.endpoint.get_ref(),
+                section.ca_file.as_deref(),
+                section.token_file.get_ref(),
+            )
+            .context("controller token_file")?;
             let cache = section
                 .cache
                 .clone()
@@ -150,9 +149,7 @@ async fn serve<D: HomeAgentDataPlane>(
                     .context("cached authorization conflicts with the configuration")?;
             }
             Some(nemo_ha::controller::ControllerSettings {
-                endpoint: section.endpoint.get_ref().clone(),
-                ca_file: section.ca_file.clone(),
-                token,
+                link,
                 home_agent: section.home_agent.clone(),
                 cache,
             })

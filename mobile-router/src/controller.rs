@@ -3,14 +3,12 @@
 //! into an instance to host, change or let go.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use nemo::auth::SecurityAssociation;
 use nemo::registration::InstanceConfig;
 use nemo_proto::v1 as pb;
-use nemo_proto::v1::controller_client::ControllerClient;
 use tokio::sync::mpsc;
 
 use crate::config::Instance;
@@ -19,12 +17,8 @@ use crate::driver::InstanceCommand;
 /// Where the controller is and who this hypervisor is to it.
 #[derive(Debug, Clone)]
 pub struct ControllerSettings {
-    /// The controller's gRPC endpoint.
-    pub endpoint: String,
-    /// CA certificate for an `https://` endpoint.
-    pub ca_file: Option<PathBuf>,
-    /// The bearer token.
-    pub token: String,
+    /// The controller: endpoint, CA, token.
+    pub link: nemo_daemon::ControllerLink,
     /// This hypervisor's name at the controller.
     pub hypervisor: String,
     /// The tenant interface name, `{tenant}` replaced (cut to 15 octets,
@@ -90,7 +84,11 @@ pub async fn follow(settings: ControllerSettings, commands: mpsc::Sender<Instanc
             Ok(()) => return,
             Err(error) => {
                 backoff
-                    .wait(&error, &settings.endpoint, "keeping the current instances")
+                    .wait(
+                        &error,
+                        settings.link.endpoint(),
+                        "keeping the current instances",
+                    )
                     .await;
             }
         }
@@ -103,27 +101,17 @@ async fn watch(
     revision: &mut u64,
     tables: &mut BTreeMap<String, u32>,
 ) -> anyhow::Result<()> {
-    let mut client = ControllerClient::new(
-        nemo_daemon::controller_channel(&settings.endpoint, settings.ca_file.as_deref())
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
-    );
+    let mut client = settings.link.connect().await?;
     client
-        .register_hypervisor(nemo_daemon::authorized(
-            pb::RegisterHypervisorRequest {
-                name: settings.hypervisor.clone(),
-            },
-            &settings.token,
-        )?)
+        .register_hypervisor(settings.link.request(pb::RegisterHypervisorRequest {
+            name: settings.hypervisor.clone(),
+        })?)
         .await?;
     let mut stream = client
-        .watch_placements(nemo_daemon::authorized(
-            pb::WatchPlacementsRequest {
-                hypervisor: settings.hypervisor.clone(),
-                from_revision: *revision,
-            },
-            &settings.token,
-        )?)
+        .watch_placements(settings.link.request(pb::WatchPlacementsRequest {
+            hypervisor: settings.hypervisor.clone(),
+            from_revision: *revision,
+        })?)
         .await?
         .into_inner();
     tracing::info!(hypervisor = %settings.hypervisor, from_revision = *revision, "watching placements");

@@ -151,17 +151,14 @@ async fn serve<D: MobileRouterDataPlane>(
     let (commands, command_rx) = mpsc::channel(64);
     let _controller_task = match &config.controller {
         Some(section) => {
-            let token =
-                nemo_daemon::read_token(section.token_file.get_ref()).with_context(|| {
-                    format!(
-                        "controller token_file {}",
-                        section.token_file.get_ref().display()
-                    )
-                })?;
+            let link = nemo_daemon::ControllerLink::new(
+                section.endpoint.get_ref(),
+                section.ca_file.as_deref(),
+                section.token_file.get_ref(),
+            )
+            .context("controller token_file")?;
             let settings = nemo_mr::controller::ControllerSettings {
-                endpoint: section.endpoint.get_ref().clone(),
-                ca_file: section.ca_file.clone(),
-                token,
+                link,
                 hypervisor: section.hypervisor.clone(),
                 tenant_interface: section.tenant_interface.clone(),
                 table_base: section.table_base,
