@@ -55,19 +55,15 @@ async fn a_tenant_follows_its_placement_between_hypervisors() {
 
     let mut routers = Vec::new();
     for (hypervisor, care_of) in [("hv-a", "2001:db8:2::10"), ("hv-b", "2001:db8:3::10")] {
-        routers.push(daemons::start(
-            "nemo-mr",
-            &daemons::write(
-                d,
-                &format!("{hypervisor}.toml"),
-                format!(
-                    "[mobile_router]\nuplink = \"lo\"\ncare_of = \"{care_of}\"\n\n\
-                     [transport]\nhome_agent_udp = \"{ha_udp}\"\nbind = \"[::1]:0\"\n\n\
-                     [controller]\nendpoint = \"{endpoint}\"\ntoken_file = \"{}\"\nhypervisor = \"{hypervisor}\"\n",
-                    d.join("token").display()
-                ),
+        routers.push(daemons::mobile_router(
+            d,
+            hypervisor,
+            care_of,
+            &ha_udp,
+            &format!(
+                "[controller]\nendpoint = \"{endpoint}\"\ntoken_file = \"{}\"\nhypervisor = \"{hypervisor}\"\n",
+                d.join("token").display()
             ),
-            d.join(format!("{hypervisor}.log")),
         ));
     }
     // Both daemons registered their hypervisors.

@@ -33,20 +33,18 @@ async fn scrape(address: String) -> String {
 }
 
 fn mobile_router(dir: &Path, ha_udp: &str, key: &str, tag: &str) -> Process {
-    let config = dir.join(format!("mr-{tag}.toml"));
-    std::fs::write(
-        &config,
-        format!(
-            "[mobile_router]\nuplink = \"lo\"\ncare_of = \"{COA}\"\n\n\
-             [transport]\nhome_agent_udp = \"{ha_udp}\"\nbind = \"[::1]:0\"\n\n\
-             [admin]\nlisten = \"[::1]:0\"\n\n[metrics]\nlisten = \"[::1]:0\"\n\n\
+    daemons::mobile_router(
+        dir,
+        &format!("mr-{tag}"),
+        COA,
+        ha_udp,
+        &format!(
+            "[admin]\nlisten = \"[::1]:0\"\n\n[metrics]\nlisten = \"[::1]:0\"\n\n\
              [[instance]]\nname = \"acme\"\nhome_address = \"{HOA}\"\nhome_agent = \"2001:db8:1::1\"\n\
              spi = 4096\nkey = \"{key}\"\nprefixes = [\"2001:db8:100::/56\"]\n\
              tenant_interface = \"t-acme\"\ntable = 100\n"
         ),
     )
-    .unwrap();
-    daemons::start("nemo-mr", &config, dir.join(format!("mr-{tag}.log")))
 }
 
 type Admin = HomeAgentAdminClient<tonic::transport::Channel>;

@@ -88,6 +88,28 @@ pub fn home_agent(dir: &Path, sections: &str) -> Process {
     start("nemo-ha", &config, next_log(dir, "ha"))
 }
 
+/// Starts `nemo-mr` on loopback: uplink `lo`, care-of address `care_of`,
+/// the UDP transport to the home agent at `home_agent_udp`, with the config
+/// `sections` appended (`[[instance]]` entries, a `[controller]`, `[admin]`);
+/// its config is `dir/<tag>.toml`, its log `dir/<tag>-<n>.log`.
+pub fn mobile_router(
+    dir: &Path,
+    tag: &str,
+    care_of: &str,
+    home_agent_udp: &str,
+    sections: &str,
+) -> Process {
+    let config = write(
+        dir,
+        &format!("{tag}.toml"),
+        format!(
+            "[mobile_router]\nuplink = \"lo\"\ncare_of = \"{care_of}\"\n\n\
+             [transport]\nhome_agent_udp = \"{home_agent_udp}\"\nbind = \"[::1]:0\"\n\n{sections}"
+        ),
+    );
+    start("nemo-mr", &config, next_log(dir, tag))
+}
+
 /// The `[controller]` section of a home agent named `home_agent` that
 /// follows the controller at `endpoint` with the token in `dir`.
 pub fn controller_section(dir: &Path, endpoint: &str, home_agent: &str) -> String {
