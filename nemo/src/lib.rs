@@ -16,6 +16,7 @@ pub mod ha;
 pub mod mr;
 pub mod prefix_index;
 pub mod registration;
+pub mod vrrp;
 pub mod wire;
 
 /// The version of this library, for banners and `--version`.

@@ -33,27 +33,61 @@ fn fold(mut acc: u32) -> u16 {
     acc as u16
 }
 
-/// The one's complement sum of the pseudo-header for a Mobility Header of
-/// `mh_len` octets (at most 2048, so the length always fits).
-fn pseudo_header_sum(source: Ipv6Addr, destination: Ipv6Addr, mh_len: usize) -> u32 {
+/// The one's complement sum of the pseudo-header (RFC 8200 §8.1) for an
+/// upper-layer payload of `length` octets.
+fn pseudo_header_sum(
+    source: Ipv6Addr,
+    destination: Ipv6Addr,
+    next_header: u8,
+    length: usize,
+) -> u32 {
     let mut acc = sum_words(0, &source.octets());
     acc = sum_words(acc, &destination.octets());
-    let length = u32::try_from(mh_len).unwrap_or(u32::MAX);
+    let length = u32::try_from(length).unwrap_or(u32::MAX);
     acc = sum_words(acc, &length.to_be_bytes());
-    sum_words(acc, &[0, 0, 0, IPPROTO_MH])
+    sum_words(acc, &[0, 0, 0, next_header])
+}
+
+/// The RFC 8200 §8.1 checksum of an upper-layer `payload` with protocol
+/// `next_header`, computed as if its checksum field (two octets at
+/// `checksum_offset`) were zero.
+pub fn upper_layer_checksum(
+    source: Ipv6Addr,
+    destination: Ipv6Addr,
+    next_header: u8,
+    payload: &[u8],
+    checksum_offset: usize,
+) -> u16 {
+    let mut acc = pseudo_header_sum(source, destination, next_header, payload.len());
+    if payload.len() >= checksum_offset + 2 {
+        acc = sum_words(acc, &payload[..checksum_offset]);
+        acc = sum_words(acc, &payload[checksum_offset + 2..]);
+    } else {
+        acc = sum_words(acc, payload);
+    }
+    !fold(acc)
+}
+
+/// True when the checksum an upper-layer `payload` carries is right for
+/// these addresses (the sum over the pseudo-header and the payload, its
+/// checksum included, is all ones).
+pub fn verify_upper_layer_checksum(
+    source: Ipv6Addr,
+    destination: Ipv6Addr,
+    next_header: u8,
+    payload: &[u8],
+) -> bool {
+    let acc = sum_words(
+        pseudo_header_sum(source, destination, next_header, payload.len()),
+        payload,
+    );
+    fold(acc) == 0xffff
 }
 
 /// The checksum of `mh` as it should be on the wire, computed as if the
 /// checksum field were zero.
 pub fn mh_checksum(source: Ipv6Addr, destination: Ipv6Addr, mh: &[u8]) -> u16 {
-    let mut acc = pseudo_header_sum(source, destination, mh.len());
-    if mh.len() >= CHECKSUM_OFFSET + 2 {
-        acc = sum_words(acc, &mh[..CHECKSUM_OFFSET]);
-        acc = sum_words(acc, &mh[CHECKSUM_OFFSET + 2..]);
-    } else {
-        acc = sum_words(acc, mh);
-    }
-    !fold(acc)
+    upper_layer_checksum(source, destination, IPPROTO_MH, mh, CHECKSUM_OFFSET)
 }
 
 /// Writes the checksum into `mh` (which must be at least 6 octets; shorter
@@ -71,6 +105,5 @@ pub fn verify_mh_checksum(source: Ipv6Addr, destination: Ipv6Addr, mh: &[u8]) ->
     if mh.len() < CHECKSUM_OFFSET + 2 {
         return false;
     }
-    let acc = sum_words(pseudo_header_sum(source, destination, mh.len()), mh);
-    fold(acc) == 0xffff
+    verify_upper_layer_checksum(source, destination, IPPROTO_MH, mh)
 }

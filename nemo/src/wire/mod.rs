@@ -12,7 +12,10 @@ mod mh;
 mod option;
 mod status;
 
-pub use checksum::{mh_checksum, set_mh_checksum, verify_mh_checksum};
+pub use checksum::{
+    mh_checksum, set_mh_checksum, upper_layer_checksum, verify_mh_checksum,
+    verify_upper_layer_checksum,
+};
 pub use fields::{Lifetime, NtpTimestamp, SequenceNumber};
 pub use ipv6::{
     build_packet, parse_packet, HomeAddressOption, PacketRepr, ParsedPacket, Type2RoutingHeader,

@@ -1,0 +1,290 @@
+//! The VRRPv3 state machine of one virtual router (RFC 5798 §6), sans-IO:
+//! time comes in as arguments, advertisements to send and changes of role
+//! come out of [`VirtualRouter::poll_action`], the next timer from
+//! [`VirtualRouter::poll_timeout`].
+
+use std::collections::VecDeque;
+use std::net::Ipv6Addr;
+use std::time::{Duration, Instant};
+
+use super::advertisement::{Advertisement, Centiseconds};
+
+/// The priority of the router that owns the virtual addresses (RFC 5798
+/// §5.2.4): it is master whenever it runs.
+pub const OWNER_PRIORITY: u8 = 255;
+/// The priority a master sends when it stops (RFC 5798 §5.2.4).
+pub const RESIGN_PRIORITY: u8 = 0;
+
+/// One virtual router's settings (RFC 5798 §6.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterConfig {
+    /// VRID, 1-255.
+    pub vrid: u8,
+    /// This router's priority: 1-254, or 255 for the addresses' owner.
+    pub priority: u8,
+    /// Advertisement_Interval.
+    pub advert_interval: Centiseconds,
+    /// Preempt_Mode: take over from a master of lower priority.
+    pub preempt: bool,
+    /// This router's own address on the link (its link-local address): the
+    /// source of its advertisements and the tie-breaker between equal
+    /// priorities (§6.4.3).
+    pub primary_address: Ipv6Addr,
+    /// The virtual addresses, the link-local one first (§5.2.9).
+    pub addresses: Vec<Ipv6Addr>,
+}
+
+/// Where the router is (RFC 5798 §6.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Not running.
+    Initialize,
+    /// Watching the master.
+    Backup,
+    /// Owning the virtual addresses.
+    Master,
+}
+
+/// Why a router became master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Takeover {
+    /// It owns the addresses (priority 255) and started.
+    Owner,
+    /// No advertisement for Master_Down_Interval (§6.4.2): the master died,
+    /// resigned, or has a lower priority and this router preempts.
+    MasterDown,
+}
+
+/// Why a master stepped down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stepdown {
+    /// A router of higher priority (or equal priority and higher address)
+    /// advertises (§6.4.3).
+    Preempted {
+        /// Its primary address.
+        by: Ipv6Addr,
+        /// Its priority.
+        priority: u8,
+    },
+    /// This router was shut down (§6.4.3: it sent priority 0).
+    Shutdown,
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send this advertisement: from the primary address to ff02::12, hop
+    /// limit 255.
+    Send(Advertisement),
+    /// Become master: own the virtual addresses and announce them
+    /// (unsolicited Neighbor Advertisements with Router and Override set,
+    /// §6.4.2, §8.2).
+    TakeOver(Takeover),
+    /// Stop being master: give the virtual addresses up.
+    StepDown(Stepdown),
+}
+
+/// Why a received advertisement was not acted on (RFC 5798 §7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discarded {
+    /// For another virtual router.
+    OtherVirtualRouter,
+    /// This router's own advertisement, looped back.
+    Own,
+    /// This router owns the addresses: nobody else's advertisement counts.
+    Owner,
+    /// The addresses differ from the configured ones and the sender is not
+    /// their owner: a misconfiguration, to log.
+    AddressMismatch,
+    /// Not running.
+    NotRunning,
+}
+
+/// One virtual router.
+#[derive(Debug)]
+pub struct VirtualRouter {
+    config: RouterConfig,
+    state: State,
+    /// Master_Adver_Interval: the master's, learnt from its advertisements.
+    master_adver_interval: Centiseconds,
+    /// Adver_Timer (master) or Master_Down_Timer (backup).
+    timer: Option<Instant>,
+    actions: VecDeque<Action>,
+}
+
+impl VirtualRouter {
+    /// A router in Initialize.
+    pub fn new(config: RouterConfig) -> VirtualRouter {
+        VirtualRouter {
+            master_adver_interval: config.advert_interval,
+            config,
+            state: State::Initialize,
+            timer: None,
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// The state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &RouterConfig {
+        &self.config
+    }
+
+    /// Skew_Time (§6.1): ((256 - Priority) * Master_Adver_Interval) / 256.
+    pub fn skew_time(&self) -> Duration {
+        let centiseconds = (256 - u64::from(self.config.priority))
+            * u64::from(self.master_adver_interval.get())
+            / 256;
+        Duration::from_millis(centiseconds * 10)
+    }
+
+    /// Master_Down_Interval (§6.1): 3 * Master_Adver_Interval + Skew_Time.
+    pub fn master_down_interval(&self) -> Duration {
+        self.master_adver_interval.as_duration() * 3 + self.skew_time()
+    }
+
+    /// The next action, if any.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`VirtualRouter::handle_timeout`] has work next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timer
+    }
+
+    /// Changes the priority (a standby not yet in sync runs low, then
+    /// rises). Takes effect with the next advertisement sent, and for the
+    /// next Master_Down_Interval.
+    pub fn set_priority(&mut self, priority: u8) {
+        self.config.priority = priority;
+    }
+
+    /// The Startup event (§6.4.1).
+    pub fn start(&mut self, now: Instant) {
+        if self.state != State::Initialize {
+            return;
+        }
+        if self.config.priority == OWNER_PRIORITY {
+            self.become_master(Takeover::Owner, now);
+        } else {
+            self.master_adver_interval = self.config.advert_interval;
+            self.become_backup(now);
+        }
+    }
+
+    /// The Shutdown event (§6.4.2, §6.4.3): a master resigns with priority
+    /// 0 so a backup takes over after Skew_Time, not Master_Down_Interval.
+    pub fn shutdown(&mut self) {
+        if self.state == State::Master {
+            self.actions
+                .push_back(Action::Send(self.advertisement(RESIGN_PRIORITY)));
+            self.actions.push_back(Action::StepDown(Stepdown::Shutdown));
+        }
+        self.timer = None;
+        self.state = State::Initialize;
+    }
+
+    /// The timers (§6.4.2, §6.4.3).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.timer.is_none_or(|at| at > now) {
+            return;
+        }
+        match self.state {
+            State::Backup => self.become_master(Takeover::MasterDown, now),
+            State::Master => {
+                self.actions
+                    .push_back(Action::Send(self.advertisement(self.config.priority)));
+                self.timer = Some(now + self.config.advert_interval.as_duration());
+            }
+            State::Initialize => self.timer = None,
+        }
+    }
+
+    /// An advertisement from `source` (already decoded and checked:
+    /// [`Advertisement::decode`]).
+    pub fn handle_advertisement(
+        &mut self,
+        source: Ipv6Addr,
+        advertisement: &Advertisement,
+        now: Instant,
+    ) -> Result<(), Discarded> {
+        if self.state == State::Initialize {
+            return Err(Discarded::NotRunning);
+        }
+        if advertisement.vrid != self.config.vrid {
+            return Err(Discarded::OtherVirtualRouter);
+        }
+        if source == self.config.primary_address {
+            return Err(Discarded::Own);
+        }
+        if self.config.priority == OWNER_PRIORITY {
+            return Err(Discarded::Owner);
+        }
+        if advertisement.addresses != self.config.addresses
+            && advertisement.priority != OWNER_PRIORITY
+        {
+            return Err(Discarded::AddressMismatch);
+        }
+        match self.state {
+            State::Backup => {
+                if advertisement.priority == RESIGN_PRIORITY {
+                    // The master resigned: take over after Skew_Time.
+                    self.timer = Some(now + self.skew_time());
+                } else if !self.config.preempt || advertisement.priority >= self.config.priority {
+                    self.master_adver_interval = advertisement.max_advert_interval;
+                    self.timer = Some(now + self.master_down_interval());
+                }
+                // Else: a lower-priority master that this router preempts;
+                // its Master_Down_Timer runs out.
+            }
+            State::Master => {
+                if advertisement.priority == RESIGN_PRIORITY {
+                    // Another master resigned: assert this one at once.
+                    self.actions
+                        .push_back(Action::Send(self.advertisement(self.config.priority)));
+                    self.timer = Some(now + self.config.advert_interval.as_duration());
+                } else if advertisement.priority > self.config.priority
+                    || (advertisement.priority == self.config.priority
+                        && source > self.config.primary_address)
+                {
+                    self.master_adver_interval = advertisement.max_advert_interval;
+                    self.actions
+                        .push_back(Action::StepDown(Stepdown::Preempted {
+                            by: source,
+                            priority: advertisement.priority,
+                        }));
+                    self.become_backup(now);
+                }
+            }
+            State::Initialize => {}
+        }
+        Ok(())
+    }
+
+    fn become_master(&mut self, why: Takeover, now: Instant) {
+        self.state = State::Master;
+        self.actions
+            .push_back(Action::Send(self.advertisement(self.config.priority)));
+        self.actions.push_back(Action::TakeOver(why));
+        self.timer = Some(now + self.config.advert_interval.as_duration());
+    }
+
+    fn become_backup(&mut self, now: Instant) {
+        self.state = State::Backup;
+        self.timer = Some(now + self.master_down_interval());
+    }
+
+    fn advertisement(&self, priority: u8) -> Advertisement {
+        Advertisement {
+            vrid: self.config.vrid,
+            priority,
+            max_advert_interval: self.config.advert_interval,
+            addresses: self.config.addresses.clone(),
+        }
+    }
+}
