@@ -17,6 +17,7 @@ pub mod linux;
 pub mod quiet;
 pub mod transport;
 pub mod tunsrc;
+pub mod vrrp;
 
 use std::collections::BTreeMap;
 use std::future::Future;

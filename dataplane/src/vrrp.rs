@@ -1,0 +1,105 @@
+//! The VRRP socket of a home-agent pair member: VRRPv3 advertisements in
+//! and out of one interface (raw IPv6, protocol 112, to ff02::12 with hop
+//! limit 255, RFC 5798 §5.1.2), with the hop limit each one arrived with so
+//! that off-link senders are refused (§7.1). The protocol is
+//! `nemo::vrrp`; this is only its socket.
+
+use std::io;
+use std::net::{Ipv6Addr, SocketAddrV6};
+use std::os::fd::AsRawFd;
+
+use nix::sys::socket::{self, sockopt, ControlMessageOwned, MsgFlags, SockaddrIn6};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::Interest;
+
+/// IP protocol number of VRRP.
+const IPPROTO_VRRP: i32 = 112;
+/// The all-VRRP-routers group.
+const ALL_VRRP_ROUTERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
+/// Largest advertisement: 8 octets and 255 addresses.
+pub const MAX_ADVERTISEMENT: usize = 8 + 16 * 255;
+
+/// An advertisement as read: its payload length, sender and hop limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// Octets of VRRP payload in the buffer.
+    pub len: usize,
+    /// The sender's (link-local) address.
+    pub source: Ipv6Addr,
+    /// The hop limit it arrived with (255 when it was sent on this link).
+    pub hop_limit: u8,
+}
+
+/// A raw VRRP socket bound to one interface and one link-local source.
+#[derive(Debug)]
+pub struct VrrpSocket {
+    /// The raw socket, registered with tokio through the datagram socket
+    /// type (the readiness is the descriptor's; what is read and written
+    /// goes through `recvmsg` and `sendto` on the raw socket itself).
+    socket: tokio::net::UdpSocket,
+    index: u32,
+}
+
+impl VrrpSocket {
+    /// Opens the socket on `interface`, sending from `source` (a link-local
+    /// address of that interface), joined to ff02::12, its own
+    /// advertisements not looped back. Needs CAP_NET_RAW.
+    pub fn open(interface: &str, source: Ipv6Addr) -> io::Result<VrrpSocket> {
+        let index = nix::net::if_::if_nametoindex(interface).map_err(io::Error::from)?;
+        let socket = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::from(IPPROTO_VRRP)))?;
+        socket.bind_device(Some(interface.as_bytes()))?;
+        socket.bind(&SocketAddrV6::new(source, 0, 0, index).into())?;
+        socket.join_multicast_v6(&ALL_VRRP_ROUTERS, index)?;
+        socket.set_multicast_if_v6(index)?;
+        socket.set_multicast_hops_v6(255)?;
+        socket.set_multicast_loop_v6(false)?;
+        socket::setsockopt(&socket, sockopt::Ipv6RecvHopLimit, &true).map_err(io::Error::from)?;
+        socket.set_nonblocking(true)?;
+        Ok(VrrpSocket {
+            socket: tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(socket))?,
+            index,
+        })
+    }
+
+    /// Sends one advertisement payload to ff02::12.
+    pub async fn send(&self, payload: &[u8]) -> io::Result<()> {
+        let to = SocketAddrV6::new(ALL_VRRP_ROUTERS, 0, 0, self.index);
+        self.socket.send_to(payload, to).await.map(drop)
+    }
+
+    /// Receives one advertisement payload into `buffer`
+    /// ([`MAX_ADVERTISEMENT`] octets hold any).
+    pub async fn receive(&self, buffer: &mut [u8]) -> io::Result<Received> {
+        let fd = self.socket.as_raw_fd();
+        self.socket
+            .async_io(Interest::READABLE, || receive_now(fd, buffer))
+            .await
+    }
+}
+
+fn receive_now(fd: std::os::fd::RawFd, buffer: &mut [u8]) -> io::Result<Received> {
+    let mut control = nix::cmsg_space!(libc_int);
+    let mut iov = [io::IoSliceMut::new(buffer)];
+    let message =
+        socket::recvmsg::<SockaddrIn6>(fd, &mut iov, Some(&mut control), MsgFlags::empty())
+            .map_err(io::Error::from)?;
+    let mut hop_limit = 0;
+    for cmsg in message.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::Ipv6HopLimit(limit) = cmsg {
+            hop_limit = u8::try_from(limit).unwrap_or(0);
+        }
+    }
+    let source = message
+        .address
+        .map(|address| address.ip())
+        .unwrap_or(Ipv6Addr::UNSPECIFIED);
+    Ok(Received {
+        len: message.bytes,
+        source,
+        hop_limit,
+    })
+}
+
+/// The C `int` a hop-limit control message carries, for `cmsg_space!`.
+#[allow(non_camel_case_types)]
+type libc_int = i32;
