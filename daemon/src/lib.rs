@@ -354,6 +354,12 @@ pub fn udp_socket(
     )?;
     socket.set_recv_buffer_size(receive_buffer)?;
     socket.set_nonblocking(true)?;
+    if listen.is_ipv6() {
+        // A member of a home-agent pair listens on the home-agent address
+        // while the other member holds it; its answers then leave from that
+        // address, which a mobile router's connected socket requires.
+        socket.set_freebind_v6(true)?;
+    }
     socket.bind(&listen.into())?;
     let granted = socket.recv_buffer_size()?;
     Ok((tokio::net::UdpSocket::from_std(socket.into())?, granted))

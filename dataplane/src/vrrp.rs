@@ -103,3 +103,131 @@ fn receive_now(fd: std::os::fd::RawFd, buffer: &mut [u8]) -> io::Result<Received
 /// The C `int` a hop-limit control message carries, for `cmsg_space!`.
 #[allow(non_camel_case_types)]
 type libc_int = i32;
+
+/// How long the kernel keeps a virtual address the master stops
+/// refreshing: the master renews it with every advertisement, so when its
+/// process dies (`kill -9`: nothing gives the address up) the kernel drops
+/// it within this time instead of answering for it beside the new master.
+pub const VIRTUAL_ADDRESS_LIFETIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Takes (or renews) the virtual addresses on the interface (`index`): each
+/// as a /128, without duplicate address detection (the other member gave
+/// them up, or is dead; waiting a second for DAD is the outage a takeover
+/// must not have), valid for [`VIRTUAL_ADDRESS_LIFETIME`].
+pub async fn take_addresses(
+    handle: &rtnetlink::Handle,
+    index: u32,
+    addresses: &[Ipv6Addr],
+) -> Result<(), crate::DataPlaneError> {
+    use netlink_packet_route::address::{AddressAttribute, AddressFlags, CacheInfo};
+    let seconds = VIRTUAL_ADDRESS_LIFETIME.as_secs() as u32;
+    for address in addresses {
+        let mut request = handle
+            .address()
+            .add(index, std::net::IpAddr::V6(*address), 128)
+            .replace();
+        let attributes = &mut request.message_mut().attributes;
+        attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+        let mut lifetime = CacheInfo::default();
+        lifetime.ifa_preferred = seconds;
+        lifetime.ifa_valid = seconds;
+        attributes.push(AddressAttribute::CacheInfo(lifetime));
+        request
+            .execute()
+            .await
+            .map_err(|e| refused("take", *address, e))?;
+    }
+    Ok(())
+}
+
+/// Gives the virtual addresses up. Absent is fine.
+pub async fn release_addresses(
+    handle: &rtnetlink::Handle,
+    index: u32,
+    addresses: &[Ipv6Addr],
+) -> Result<(), crate::DataPlaneError> {
+    use futures::TryStreamExt;
+    use netlink_packet_route::address::AddressAttribute;
+    let held: Vec<_> = handle
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| refused("list", Ipv6Addr::UNSPECIFIED, e))?;
+    for message in held {
+        let address = message
+            .attributes
+            .iter()
+            .find_map(|attribute| match attribute {
+                AddressAttribute::Address(std::net::IpAddr::V6(address)) => Some(*address),
+                _ => None,
+            });
+        if address.is_some_and(|a| addresses.contains(&a)) {
+            handle
+                .address()
+                .del(message)
+                .execute()
+                .await
+                .map_err(|e| refused("release", address.unwrap_or(Ipv6Addr::UNSPECIFIED), e))?;
+        }
+    }
+    Ok(())
+}
+
+fn refused(
+    action: &'static str,
+    address: Ipv6Addr,
+    error: rtnetlink::Error,
+) -> crate::DataPlaneError {
+    crate::DataPlaneError::Refused {
+        action,
+        destination: ipnet::Ipv6Net::from(address),
+        reason: error.to_string(),
+    }
+}
+
+/// Announces that the virtual addresses are now at this interface's MAC:
+/// an unsolicited Neighbor Advertisement per address to all nodes, Router
+/// and Override set (RFC 4861 §4.4, §7.2.6; RFC 5798 §6.4.2), so that
+/// neighbours' caches move at once instead of after tens of seconds.
+pub fn announce(interface: &str, source: Ipv6Addr, addresses: &[Ipv6Addr]) -> io::Result<()> {
+    let index = nix::net::if_::if_nametoindex(interface).map_err(io::Error::from)?;
+    let mac = interface_mac(interface)?;
+    let socket = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))?;
+    socket.bind_device(Some(interface.as_bytes()))?;
+    socket.bind(&SocketAddrV6::new(source, 0, 0, index).into())?;
+    socket.set_multicast_if_v6(index)?;
+    socket.set_multicast_hops_v6(255)?;
+    let all_nodes = SocketAddrV6::new(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1), 0, 0, index);
+    for address in addresses {
+        socket.send_to(&neighbor_advertisement(*address, mac), &all_nodes.into())?;
+    }
+    Ok(())
+}
+
+/// An unsolicited Neighbor Advertisement (RFC 4861 §4.4) for `target` at
+/// `mac`; the kernel fills the ICMPv6 checksum of a raw ICMPv6 socket.
+pub fn neighbor_advertisement(target: Ipv6Addr, mac: [u8; 6]) -> Vec<u8> {
+    const ROUTER: u8 = 0x80;
+    const OVERRIDE: u8 = 0x20;
+    let mut packet = vec![136, 0, 0, 0, ROUTER | OVERRIDE, 0, 0, 0];
+    packet.extend_from_slice(&target.octets());
+    // Target Link-Layer Address option: type 2, length 1 (8 octets).
+    packet.extend_from_slice(&[2, 1]);
+    packet.extend_from_slice(&mac);
+    packet
+}
+
+fn interface_mac(interface: &str) -> io::Result<[u8; 6]> {
+    let text = std::fs::read_to_string(format!("/sys/class/net/{interface}/address"))?;
+    let octets: Vec<u8> = text
+        .trim()
+        .split(':')
+        .filter_map(|part| u8::from_str_radix(part, 16).ok())
+        .collect();
+    octets
+        .try_into()
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "no MAC address"))
+}

@@ -61,6 +61,9 @@ pub struct Config {
     /// Authorizations from the controller (beside any static ones).
     #[serde(default)]
     pub controller: Option<ControllerSection>,
+    /// Membership of a home-agent pair.
+    #[serde(default)]
+    pub pair: Option<PairSection>,
     /// Static authorizations: the mobile routers this home agent accepts.
     #[serde(default, rename = "mobile_router")]
     pub mobile_routers: Vec<Spanned<MobileRouterEntry>>,
@@ -155,6 +158,70 @@ pub struct ControllerSection {
     pub cache: Option<PathBuf>,
 }
 
+/// `[pair]`: this home agent is one member of a pair on one home link.
+/// VRRPv3 (RFC 5798) elects the active member, which holds `addresses`
+/// (the home-agent address) and answers; the other stands by, following the
+/// active's replication.
+///
+/// ```toml
+/// [pair]
+/// interface = "eth1"                 # the home link
+/// link_local = "fe80::a"             # this member's address on it
+/// vrid = 12                          # the same on both members
+/// priority = 200                     # 1-254, higher is preferred
+/// addresses = ["2001:db8:1::1"]      # what moves with the active role
+/// replication_listen = "[2001:db8:ff::a]:4192"
+/// peer = "[2001:db8:ff::b]:4192"     # the other member's replication_listen
+/// token_file = "/etc/nemo/pair.token"
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PairSection {
+    /// The home link.
+    pub interface: Spanned<String>,
+    /// This member's link-local address on the home link: the source of
+    /// its advertisements, and the tie-breaker between equal priorities.
+    pub link_local: Spanned<Ipv6Addr>,
+    /// The virtual router ID, 1-255, the same on both members.
+    pub vrid: Spanned<u8>,
+    /// This member's priority, 1-254.
+    pub priority: Spanned<u8>,
+    /// Advertisement interval, milliseconds: a multiple of 10, 10-40950.
+    #[serde(default = "default_advert_interval_ms")]
+    pub advert_interval_ms: Spanned<u64>,
+    /// Take the active role from a member of lower priority.
+    #[serde(default)]
+    pub preempt: bool,
+    /// The addresses that move with the active role (the home-agent
+    /// address).
+    pub addresses: Spanned<Vec<Ipv6Addr>>,
+    /// Where the standby attaches to this member when it is active.
+    pub replication_listen: Spanned<SocketAddr>,
+    /// The other member's `replication_listen`.
+    pub peer: Spanned<SocketAddr>,
+    /// File holding the pair's shared secret (at least 16 characters).
+    pub token_file: Spanned<PathBuf>,
+    /// `synchronous` (answers wait for the standby's disk) or
+    /// `asynchronous`.
+    #[serde(default = "default_replication")]
+    pub replication: crate::replication::Mode,
+    /// How long an answer waits for the standby, milliseconds.
+    #[serde(default = "default_replication_timeout_ms")]
+    pub replication_timeout_ms: Spanned<u64>,
+}
+
+fn default_advert_interval_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 100)
+}
+
+fn default_replication() -> crate::replication::Mode {
+    crate::replication::Mode::Synchronous
+}
+
+fn default_replication_timeout_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 500)
+}
+
 /// `[native]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -243,6 +310,64 @@ pub struct Validated {
     pub authorizations: AuthorizationTable,
 }
 
+fn validate_pair(
+    pair: &PairSection,
+    invalid: &impl Fn(Range<usize>, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    if !pair.link_local.get_ref().is_unicast_link_local() {
+        return Err(invalid(
+            pair.link_local.span(),
+            "pair: link_local: a link-local address (fe80::/10)".into(),
+        ));
+    }
+    if *pair.vrid.get_ref() == 0 {
+        return Err(invalid(pair.vrid.span(), "pair: vrid: 1-255".into()));
+    }
+    if !(1..=254).contains(pair.priority.get_ref()) {
+        return Err(invalid(
+            pair.priority.span(),
+            "pair: priority: 1-254 (255 is an address owner's, which no member of a pair is)"
+                .into(),
+        ));
+    }
+    let interval = *pair.advert_interval_ms.get_ref();
+    if !interval.is_multiple_of(10) || !(10..=40_950).contains(&interval) {
+        return Err(invalid(
+            pair.advert_interval_ms.span(),
+            "pair: advert_interval_ms: a multiple of 10 between 10 and 40950 (RFC 5798 centiseconds)".into(),
+        ));
+    }
+    let addresses = pair.addresses.get_ref();
+    if addresses.is_empty() || addresses.len() > 255 {
+        return Err(invalid(
+            pair.addresses.span(),
+            "pair: addresses: 1-255 addresses".into(),
+        ));
+    }
+    if let Some(bad) = addresses
+        .iter()
+        .find(|a| !nemo::ha::is_unicast_routable(**a))
+    {
+        return Err(invalid(
+            pair.addresses.span(),
+            format!("pair: addresses: {bad} is not a routable unicast address"),
+        ));
+    }
+    if pair.peer.get_ref() == pair.replication_listen.get_ref() {
+        return Err(invalid(
+            pair.peer.span(),
+            "pair: peer: the other member's address, not this one's".into(),
+        ));
+    }
+    if *pair.replication_timeout_ms.get_ref() == 0 {
+        return Err(invalid(
+            pair.replication_timeout_ms.span(),
+            "pair: replication_timeout_ms: above 0".into(),
+        ));
+    }
+    Ok(())
+}
+
 impl Config {
     /// Reads, parses and validates a file.
     /// Reads, validates, and checks against this host what the file names
@@ -267,6 +392,20 @@ impl Config {
                 nemo_daemon::check_interface(interface).map_err(|e| {
                     file.invalid(native.interfaces.span(), format!("native: interfaces: {e}"))
                 })?;
+            }
+        }
+        if let Some(pair) = &self.pair {
+            nemo_daemon::check_interface(pair.interface.get_ref()).map_err(|e| {
+                file.invalid(pair.interface.span(), format!("pair: interface: {e}"))
+            })?;
+            let token = nemo_daemon::read_token(pair.token_file.get_ref()).map_err(|e| {
+                file.invalid(pair.token_file.span(), format!("pair: token_file: {e}"))
+            })?;
+            if token.len() < 16 {
+                return Err(file.invalid(
+                    pair.token_file.span(),
+                    "pair: token_file: the token must be at least 16 characters",
+                ));
             }
         }
         if let Some(controller) = &self.controller {
@@ -324,6 +463,9 @@ impl Config {
                     format!("controller: endpoint: {e}"),
                 )
             })?;
+        }
+        if let Some(pair) = &config.pair {
+            validate_pair(pair, &invalid)?;
         }
         if let Some(native) = &config.native {
             if native.interfaces.get_ref().is_empty() || native.addresses.get_ref().is_empty() {
@@ -576,5 +718,57 @@ prefixes = ["2001:db8:100::/56"]
             "home_prefixes = [\"2001:db8:1::/64\"]\nreplay_window_secs = 2",
         );
         assert!(error(&window).starts_with("ha.toml:4: replay_window_secs"));
+    }
+
+    const PAIR: &str = "\n[pair]\ninterface = \"home\"\nlink_local = \"fe80::a\"\nvrid = 12\n\
+priority = 200\naddresses = [\"2001:db8:1::1\"]\nreplication_listen = \"[2001:db8:ff::a]:4192\"\n\
+peer = \"[2001:db8:ff::b]:4192\"\ntoken_file = \"/etc/nemo/pair.token\"\n";
+
+    #[test]
+    fn a_pair_section_loads_with_its_defaults() {
+        let validated = Config::from_text(&format!("{GOOD}{PAIR}"), Path::new("ha.toml")).unwrap();
+        let pair = validated.config.pair.unwrap();
+        assert_eq!(*pair.advert_interval_ms.get_ref(), 100);
+        assert_eq!(pair.replication, crate::replication::Mode::Synchronous);
+        assert_eq!(*pair.replication_timeout_ms.get_ref(), 500);
+        assert!(!pair.preempt);
+    }
+
+    #[test]
+    fn a_pair_section_names_what_is_wrong() {
+        let pair = format!("{GOOD}{PAIR}");
+        // The [pair] section starts on line 17 of GOOD + PAIR.
+        for (from, to, expected) in [
+            (
+                "priority = 200",
+                "priority = 255",
+                "ha.toml:21: pair: priority: 1-254",
+            ),
+            (
+                "link_local = \"fe80::a\"",
+                "link_local = \"2001:db8::a\"",
+                "ha.toml:19: pair: link_local",
+            ),
+            ("vrid = 12", "vrid = 0", "ha.toml:20: pair: vrid"),
+            (
+                "\"[2001:db8:ff::b]:4192\"",
+                "\"[2001:db8:ff::a]:4192\"",
+                "ha.toml:24: pair: peer",
+            ),
+            (
+                "addresses = [\"2001:db8:1::1\"]",
+                "addresses = [\"fe80::1\"]",
+                "ha.toml:22: pair: addresses",
+            ),
+            (
+                "vrid = 12\n",
+                "vrid = 12\nadvert_interval_ms = 15\n",
+                "pair: advert_interval_ms",
+            ),
+        ] {
+            let text = pair.replacen(from, to, 1);
+            let message = error(&text);
+            assert!(message.contains(expected), "{message}");
+        }
     }
 }

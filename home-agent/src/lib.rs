@@ -5,5 +5,7 @@ pub mod admin;
 pub mod config;
 pub mod controller;
 pub mod driver;
+pub mod election;
 pub mod metrics;
+pub mod replication;
 pub mod store;

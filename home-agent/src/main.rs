@@ -156,6 +156,15 @@ async fn serve<D: HomeAgentDataPlane>(
         }
         None => None,
     };
+    // A member of a pair: the election decides the role; the driver
+    // replicates (active) or follows (standby).
+    let (election, pair) = match &config.pair {
+        Some(section) => {
+            let (election, pair) = pair(section, netlink.clone(), metrics.clone()).await?;
+            (Some(election), Some(pair))
+        }
+        None => (None, None),
+    };
     let mut running = driver::start(Setup {
         engine,
         authorizations,
@@ -181,6 +190,7 @@ async fn serve<D: HomeAgentDataPlane>(
         }),
         metrics: metrics.clone(),
         netlink,
+        pair,
     })
     .await?;
     // Authorizations in, binding changes out.
@@ -213,10 +223,24 @@ async fn serve<D: HomeAgentDataPlane>(
             .metrics(section.listen, Arc::new(move || metrics.render()))
             .await?;
     }
+    if let Some(election) = &election {
+        servers.note("pair", election.describe());
+    }
     let mut serving = servers.ready()?;
+    let election_ended = async {
+        match &election {
+            Some(election) => election.ended().await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         stop = serving.stopped() => {
             stop.context("server failed; stopping")?;
+        }
+        error = election_ended => {
+            // Without its election a member could hold the home-agent
+            // address with nobody to take it over, or answer as standby.
+            return Err(error.context("election failed; stopping"));
         }
         result = running.writer_failed() => {
             // The store failed: stop at once rather than acknowledge
@@ -230,6 +254,10 @@ async fn serve<D: HomeAgentDataPlane>(
         }
     }
     serving.shutdown().await;
+    if let Some(election) = election {
+        // Resign first: the other member takes over within its Skew_Time.
+        election.resign().await;
+    }
     running.stop().await?;
     if config.dataplane.on_shutdown == OnShutdown::Remove {
         dataplane
@@ -240,4 +268,102 @@ async fn serve<D: HomeAgentDataPlane>(
     }
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// The election task of a pair member, and how to stop it.
+struct Election {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<anyhow::Result<()>>>>,
+    summary: String,
+}
+
+impl Election {
+    fn describe(&self) -> &str {
+        &self.summary
+    }
+
+    /// Waits for the election task to end by itself: an error.
+    async fn ended(&self) -> anyhow::Error {
+        let mut task = self.task.lock().await;
+        let Some(handle) = task.as_mut() else {
+            return std::future::pending().await;
+        };
+        let result = handle.await;
+        *task = None;
+        match result {
+            Ok(Ok(())) => anyhow::anyhow!("election stopped unexpectedly"),
+            Ok(Err(error)) => error,
+            Err(join) => anyhow::Error::new(join),
+        }
+    }
+
+    async fn resign(self) {
+        let _ = self.stop.send(true);
+        if let Some(handle) = self.task.lock().await.take() {
+            match handle.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::warn!(%error, "election: resigning failed"),
+                Err(error) => tracing::warn!(%error, "election task"),
+            }
+        }
+    }
+}
+
+/// Starts a pair member's election and binds its replication listener.
+async fn pair(
+    section: &nemo_ha::config::PairSection,
+    netlink: rtnetlink::Handle,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<(Election, driver::PairSetup)> {
+    let token = nemo_daemon::read_token(section.token_file.get_ref()).with_context(|| {
+        format!(
+            "pair: token_file {}",
+            section.token_file.get_ref().display()
+        )
+    })?;
+    let listener = tokio::net::TcpListener::bind(section.replication_listen.get_ref())
+        .await
+        .with_context(|| format!("pair: binding {}", section.replication_listen.get_ref()))?;
+    let interval = u16::try_from(section.advert_interval_ms.get_ref() / 10)
+        .ok()
+        .and_then(nemo::vrrp::Centiseconds::new)
+        .context("pair: advert_interval_ms")?;
+    let router = nemo::vrrp::RouterConfig {
+        vrid: *section.vrid.get_ref(),
+        priority: *section.priority.get_ref(),
+        advert_interval: interval,
+        preempt: section.preempt,
+        primary_address: *section.link_local.get_ref(),
+        addresses: section.addresses.get_ref().clone(),
+    };
+    let summary = format!(
+        "vrid{}/priority{}/{}",
+        router.vrid,
+        router.priority,
+        listener.local_addr()?
+    );
+    let (role_tx, role) = tokio::sync::watch::channel(driver::Role::Standby);
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let settings = nemo_ha::election::ElectionSettings {
+        interface: section.interface.get_ref().clone(),
+        router,
+    };
+    let task = tokio::spawn(nemo_ha::election::run(
+        settings, netlink, role_tx, metrics, stop_rx,
+    ));
+    Ok((
+        Election {
+            stop,
+            task: tokio::sync::Mutex::new(Some(task)),
+            summary,
+        },
+        driver::PairSetup {
+            role,
+            listener,
+            peer: *section.peer.get_ref(),
+            token,
+            mode: section.replication,
+            timeout: std::time::Duration::from_millis(*section.replication_timeout_ms.get_ref()),
+        },
+    ))
 }

@@ -52,6 +52,19 @@ pub struct Metrics {
     /// Tunnelled packets no decapsulation rule took (the kernel's count,
     /// `nemo_dataplane::tunsrc::decapsulation_misses`).
     pub decapsulation_misses: Gauge,
+    /// This member's role in a pair: 1 active, 0 standby.
+    pub active: Gauge,
+    /// Times this member became active.
+    pub takeovers: Counter,
+    /// Batches the standby acknowledged (on its disk before the answers
+    /// left).
+    pub replicated_batches: Counter,
+    /// Batches acknowledged without the standby, by reason: no standby
+    /// attached, or it did not answer in time (the promise then rests on
+    /// this member's disk alone).
+    pub unreplicated_batches: Family<ReasonLabel, Counter>,
+    /// A standby attached to this active (1) or not (0).
+    pub standby_attached: Gauge,
 }
 
 impl Metrics {
@@ -71,8 +84,38 @@ impl Metrics {
             flush_batch: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             forwarding_failures: Counter::default(),
             decapsulation_misses: Gauge::default(),
+            active: Gauge::default(),
+            takeovers: Counter::default(),
+            replicated_batches: Counter::default(),
+            unreplicated_batches: Family::default(),
+            standby_attached: Gauge::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "active",
+            "1 when this member of a pair is active, 0 on standby",
+            metrics.active.clone(),
+        );
+        registry.register(
+            "takeovers",
+            "Times this member became active",
+            metrics.takeovers.clone(),
+        );
+        registry.register(
+            "replicated_batches",
+            "Batches on the standby's disk before their answers left",
+            metrics.replicated_batches.clone(),
+        );
+        registry.register(
+            "unreplicated_batches",
+            "Batches answered without the standby, by reason",
+            metrics.unreplicated_batches.clone(),
+        );
+        registry.register(
+            "standby_attached",
+            "1 while a standby follows this active",
+            metrics.standby_attached.clone(),
+        );
         registry.register(
             "binding_acks",
             "Binding Acknowledgements sent, by status",

@@ -18,6 +18,8 @@ pub struct Core<D> {
     pub(super) dataplane: Arc<D>,
     pub(super) writer: mpsc::Sender<Pending>,
     pub(super) metrics: Arc<Metrics>,
+    /// Active or standby (a home agent alone is always active).
+    pub(super) role: watch::Receiver<Role>,
 }
 
 impl<D> std::fmt::Debug for Core<D> {
@@ -35,7 +37,15 @@ impl<D: HomeAgentDataPlane> Core<D> {
         mut shutdown: watch::Receiver<bool>,
     ) {
         loop {
-            let deadline = self.engine.poll_timeout();
+            // A standby runs no timers: the active's expiries and refresh
+            // requests reach it through replication.
+            let active = *self.role.borrow() == Role::Active;
+            self.metrics.active.set(i64::from(active));
+            let deadline = if active {
+                self.engine.poll_timeout()
+            } else {
+                None
+            };
             let sleep = async {
                 match deadline {
                     Some(at) => {
@@ -56,8 +66,17 @@ impl<D: HomeAgentDataPlane> Core<D> {
                     Some(CoreEvent::Authorize { home_address, authorization }) => {
                         self.authorize(home_address, authorization);
                     }
+                    Some(CoreEvent::Replicated(changes)) => self.replicated(&changes).await,
+                    Some(CoreEvent::Resync(bindings)) => self.resync(bindings).await,
                     None => break,
                 },
+                changed = self.role.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let role = *self.role.borrow_and_update();
+                    tracing::info!(?role, bindings = self.engine.cache().len(), "role changed");
+                }
                 () = sleep => self.timers().await,
                 _ = shutdown.changed() => break,
             }
@@ -66,6 +85,12 @@ impl<D: HomeAgentDataPlane> Core<D> {
     }
 
     async fn packet(&mut self, bytes: &[u8], path: ReplyPath, received_at: Instant) {
+        if *self.role.borrow() != Role::Active {
+            // The other member answers (RFC 5798: only the master owns the
+            // home-agent address; this is a packet that raced the move).
+            Metrics::count(&self.metrics.dropped, "standby");
+            return;
+        }
         let now = SystemTime::now();
         let handled = match self.engine.handle(bytes, path, now) {
             Decision::Forward(forward) => {
@@ -163,6 +188,57 @@ impl<D: HomeAgentDataPlane> Core<D> {
             tracing::info!(home_address = %change.binding().home_address, "binding expired");
             self.unforward(&change).await;
             self.queue(Pending::Expire(change)).await;
+        }
+    }
+
+    /// Follows a batch the active replicated (on this standby's disk
+    /// already): the engine and the kernel's routes keep in step, so a
+    /// takeover has nothing to install.
+    async fn replicated(&mut self, changes: &[Change]) {
+        for change in changes {
+            let previous = match change {
+                Change::Upsert { binding, .. } => {
+                    self.engine.cache().binding(binding.home_address).cloned()
+                }
+                Change::Remove { .. } => None,
+            };
+            let forwarded = match change {
+                Change::Upsert { binding, .. } => Change::Upsert {
+                    binding: binding.clone(),
+                    previous,
+                },
+                Change::Remove { binding } => {
+                    match self.engine.cache().binding(binding.home_address) {
+                        Some(held) => Change::Remove {
+                            binding: held.clone(),
+                        },
+                        None => continue,
+                    }
+                }
+            };
+            self.engine.apply(change);
+            self.unforward(&forwarded).await;
+        }
+    }
+
+    /// Takes the active's whole cache (on this standby's disk already) and
+    /// makes the kernel's routes match it.
+    async fn resync(&mut self, bindings: Vec<Binding>) {
+        let expired = self.engine.replace(bindings, SystemTime::now());
+        let live: Vec<BindingRoutes> = self.engine.cache().bindings().map(routes).collect();
+        match self.dataplane.reconcile(&live).await {
+            Ok(report) => tracing::info!(
+                bindings = live.len(),
+                expired = expired.len(),
+                installed = report.installed,
+                kept = report.kept,
+                removed = report.removed,
+                "standby in step with the active"
+            ),
+            Err(error) => {
+                self.metrics.forwarding_failures.inc();
+                tracing::error!(%error, "standby: reconciling forwarding failed");
+            }
         }
     }
 

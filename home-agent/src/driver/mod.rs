@@ -39,6 +39,7 @@ use self::core::routes;
 pub use self::core::Core;
 use self::transport::udp_receiver;
 use self::writer::Pending;
+use crate::replication::Primary;
 
 /// What happened to a binding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +59,16 @@ pub struct BindingEvent {
     pub binding: Binding,
     /// Why: registration, deregistration, expiry, admin, snapshot.
     pub reason: &'static str,
+}
+
+/// This member's role in a home-agent pair; a home agent alone is always
+/// active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Answers Binding Updates, runs the timers, replicates to the standby.
+    Active,
+    /// Answers nothing; follows the active's replication.
+    Standby,
 }
 
 /// What the admin API and the metrics read: the durable state.
@@ -86,6 +97,34 @@ pub enum ReplyPath {
         /// The raw socket.
         sender: Arc<nemo_dataplane::transport::RawSender>,
     },
+}
+
+impl Shared {
+    /// Mirrors a durable change in the view the admin API reads.
+    pub fn mirror(&self, change: &Change) {
+        if let Ok(mut view) = self.view.write() {
+            match change {
+                Change::Upsert { binding, .. } => {
+                    view.insert(binding.home_address, binding.clone());
+                }
+                Change::Remove { binding } => {
+                    view.remove(&binding.home_address);
+                }
+            }
+            self.metrics.bindings.set(view.len() as i64);
+        }
+    }
+
+    /// Replaces the view with a whole cache (a standby's resynchronisation).
+    pub fn replace_view(&self, bindings: &[Binding]) {
+        if let Ok(mut view) = self.view.write() {
+            *view = bindings
+                .iter()
+                .map(|binding| (binding.home_address, binding.clone()))
+                .collect();
+            self.metrics.bindings.set(view.len() as i64);
+        }
+    }
 }
 
 impl ReplyPath {
@@ -124,6 +163,10 @@ pub enum CoreEvent {
         /// Its authorization now.
         authorization: Option<nemo::ha::Authorization>,
     },
+    /// Changes the active replicated, already on this standby's disk.
+    Replicated(Vec<Change>),
+    /// The active's whole cache, already on this standby's disk.
+    Resync(Vec<Binding>),
     /// An operator removes a binding; answered once the removal is durable.
     Delete {
         /// The home address.
@@ -143,6 +186,8 @@ pub struct Running {
     /// The UDP addresses actually bound.
     pub udp_addresses: Vec<SocketAddr>,
     shutdown: watch::Sender<bool>,
+    /// Keeps a lone home agent's role channel open.
+    _alone: watch::Sender<Role>,
     core_task: tokio::task::JoinHandle<()>,
     writer_task: tokio::task::JoinHandle<Result<(), StoreError>>,
     receivers: Vec<tokio::task::JoinHandle<()>>,
@@ -175,6 +220,25 @@ pub struct Setup<D> {
     /// The daemon's rtnetlink connection (the native transport's tc
     /// filter).
     pub netlink: rtnetlink::Handle,
+    /// Membership of a home-agent pair, if any.
+    pub pair: Option<PairSetup>,
+}
+
+/// What a member of a home-agent pair needs besides a home agent's setup.
+#[derive(Debug)]
+pub struct PairSetup {
+    /// The role, as the election decides it.
+    pub role: watch::Receiver<Role>,
+    /// Where standbys attach (bound).
+    pub listener: tokio::net::TcpListener,
+    /// The other member's replication address.
+    pub peer: SocketAddr,
+    /// The pair's shared secret.
+    pub token: String,
+    /// Whether answers wait for the standby.
+    pub mode: crate::replication::Mode,
+    /// How long an answer waits for the standby.
+    pub timeout: std::time::Duration,
 }
 
 /// Loads the store, reconciles forwarding, binds the sockets and starts the
@@ -221,20 +285,46 @@ pub async fn start<D: HomeAgentDataPlane>(setup: Setup<D>) -> anyhow::Result<Run
         setup.metrics.bindings.set(view.len() as i64);
     }
 
+    let (core_tx, core_rx) = mpsc::channel(65536);
+    // A home agent alone is active for good.
+    let (alone, role) = watch::channel(Role::Active);
+    let (role, replica) = match setup.pair {
+        Some(pair) => {
+            let replica = Primary::start(
+                pair.listener,
+                pair.token.clone(),
+                pair.mode,
+                pair.timeout,
+                shared.clone(),
+                pair.role.clone(),
+            );
+            tokio::spawn(crate::replication::standby::follow(
+                pair.peer,
+                pair.token,
+                setup.store.clone(),
+                shared.clone(),
+                core_tx.clone(),
+                pair.role.clone(),
+            ));
+            (pair.role, Some(replica))
+        }
+        None => (role, None),
+    };
     let (writer_tx, writer_rx) = mpsc::channel(65536);
     let writer_task = tokio::spawn(writer::writer(
         setup.store.clone(),
         setup.flush_mode,
         writer_rx,
         shared.clone(),
+        replica,
     ));
-    let (core_tx, core_rx) = mpsc::channel(65536);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let core = Core {
         engine,
         dataplane: setup.dataplane,
         writer: writer_tx,
         metrics: setup.metrics,
+        role,
     };
     let core_task = tokio::spawn(core.run(core_rx, shutdown_rx));
 
@@ -290,6 +380,7 @@ pub async fn start<D: HomeAgentDataPlane>(setup: Setup<D>) -> anyhow::Result<Run
         shared,
         udp_addresses,
         shutdown,
+        _alone: alone,
         core_task,
         writer_task,
         receivers,

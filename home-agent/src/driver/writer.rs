@@ -45,6 +45,7 @@ pub(super) async fn writer(
     flush_mode: FlushMode,
     mut queue: mpsc::Receiver<Pending>,
     shared: Arc<Shared>,
+    replica: Option<Primary>,
 ) -> Result<(), StoreError> {
     const MAX_BATCH: usize = 8192;
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -70,6 +71,15 @@ pub(super) async fn writer(
                     timed_commit(&store, &shared.metrics, &[change]).await?;
                 }
             }
+        }
+        // Durable here: the view shows it, then the standby gets it (its
+        // snapshot for a new standby is the view, so nothing falls between
+        // the two), then the answers leave.
+        for change in &changes {
+            shared.mirror(change);
+        }
+        if let Some(replica) = &replica {
+            replica.replicate(&changes).await;
         }
         for pending in batch.drain(..) {
             if let Some((change, reason)) = pending.change() {
@@ -126,7 +136,7 @@ async fn timed_commit(
     Ok(())
 }
 
-/// Updates the durable view and tells watchers.
+/// Tells watchers of a durable change (the view has it already).
 fn publish(shared: &Shared, change: &Change, reason: &'static str) {
     let event = match change {
         Change::Upsert { binding, .. } => BindingEvent {
@@ -140,17 +150,6 @@ fn publish(shared: &Shared, change: &Change, reason: &'static str) {
             reason,
         },
     };
-    if let Ok(mut view) = shared.view.write() {
-        match event.change {
-            BindingChange::Upserted => {
-                view.insert(event.binding.home_address, event.binding.clone());
-            }
-            BindingChange::Removed => {
-                view.remove(&event.binding.home_address);
-            }
-        }
-        shared.metrics.bindings.set(view.len() as i64);
-    }
     // No watcher is fine.
     let _ = shared.events.send(event);
 }

@@ -456,6 +456,24 @@ impl BindingCache {
         Some(binding)
     }
 
+    /// Applies a change another member of a pair made and replicated: no
+    /// checks, the cache and the replay state follow it.
+    pub fn apply(&mut self, change: &Change) {
+        match change {
+            Change::Upsert { binding, .. } => {
+                if let Some(timestamp) = binding.timestamp {
+                    let newest = self.replay.entry(binding.home_address).or_insert(timestamp);
+                    *newest = (*newest).max(timestamp);
+                }
+                self.deregistered.remove(&binding.home_address);
+                self.insert(binding.clone());
+            }
+            Change::Remove { binding } => {
+                self.take(binding.home_address);
+            }
+        }
+    }
+
     /// Undoes a change the driver could not carry out (forwarding failed):
     /// the cache goes back to what it was.
     pub fn revert(&mut self, change: &Change) {

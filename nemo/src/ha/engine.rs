@@ -184,6 +184,23 @@ impl<P: Clone> HomeAgent<P> {
         self.cache.load(bindings, now)
     }
 
+    /// Applies a change the active member of a pair replicated to this
+    /// standby.
+    pub fn apply(&mut self, change: &Change) {
+        if let Change::Remove { binding } = change {
+            self.last_path.remove(&binding.home_address);
+        }
+        self.cache.apply(change);
+    }
+
+    /// Replaces the whole cache with the active member's (a standby's
+    /// resynchronisation); returns the bindings already expired at `now`.
+    pub fn replace(&mut self, bindings: Vec<Binding>, now: SystemTime) -> Vec<Binding> {
+        self.cache = BindingCache::new(self.cache.config().clone());
+        self.last_path.clear();
+        self.cache.load(bindings, now)
+    }
+
     /// The binding cache.
     pub fn cache(&self) -> &BindingCache {
         &self.cache

@@ -1,0 +1,52 @@
+//! Replication between the members of a home-agent pair: the active sends
+//! every durable batch to the standby (`primary`), the standby makes it
+//! durable, acknowledges it and keeps its engine and kernel in step
+//! (`standby`); `wire` is the stream between them.
+//!
+//! Synchronous mode (the default): an answer of a batch leaves only after
+//! the standby has the batch on its disk, so an acknowledged binding
+//! survives the active's death at the next instant. When no standby is
+//! attached, or it does not answer within the timeout, the active answers
+//! on its own disk alone and counts it (`nemo_ha_unreplicated_batches`):
+//! availability over the second copy, said loudly. Asynchronous mode never
+//! waits: a takeover may lose the last batches acknowledged.
+
+pub mod primary;
+pub mod standby;
+pub mod wire;
+
+pub use primary::Primary;
+
+/// Whether answers wait for the standby.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Answers wait for the standby's disk.
+    Synchronous,
+    /// Answers do not wait; the standby may lag.
+    Asynchronous,
+}
+
+/// Why a batch was answered without the standby.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreplicated {
+    /// No standby attached.
+    NoStandby,
+    /// The standby did not acknowledge within the timeout.
+    TimedOut,
+}
+
+impl Unreplicated {
+    /// A short name for counters.
+    pub fn name(self) -> &'static str {
+        match self {
+            Unreplicated::NoStandby => "no_standby",
+            Unreplicated::TimedOut => "timed_out",
+        }
+    }
+}
+
+/// Compares two secrets in time independent of where they differ.
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,140 @@
+//! The standby member's side: while this member is standby, follow the
+//! active (its peer): take its whole binding cache, then each batch, make
+//! it durable on this member's disk, acknowledge it, and hand it to the
+//! core, which keeps the engine and the kernel's routes in step (a hot
+//! standby: nothing to install at takeover).
+
+use std::collections::BTreeSet;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use nemo::ha::Change;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+
+use super::wire::{removed, Frame, WireError};
+use crate::driver::{CoreEvent, Role, Shared};
+use crate::store::Store;
+
+/// Follows the active at `peer` whenever `role` is standby, until the task
+/// is dropped.
+pub async fn follow(
+    peer: SocketAddr,
+    token: String,
+    store: Store,
+    shared: Arc<Shared>,
+    core: mpsc::Sender<CoreEvent>,
+    mut role: watch::Receiver<Role>,
+) {
+    let mut backoff = nemo_daemon::Backoff::default();
+    loop {
+        if role.wait_for(|r| *r == Role::Standby).await.is_err() {
+            return;
+        }
+        let session = session(peer, &token, &store, &shared, &core);
+        let result = tokio::select! {
+            result = session => result,
+            became = role.wait_for(|r| *r == Role::Active) => {
+                if became.is_err() {
+                    return;
+                }
+                tracing::info!("replication: active now; no longer following the peer");
+                continue;
+            }
+        };
+        match result {
+            Ok(()) => {}
+            Err(error) => {
+                backoff
+                    .wait(
+                        &error,
+                        &peer.to_string(),
+                        "standing by with what is on disk",
+                    )
+                    .await;
+            }
+        }
+    }
+}
+
+async fn session(
+    peer: SocketAddr,
+    token: &str,
+    store: &Store,
+    shared: &Shared,
+    core: &mpsc::Sender<CoreEvent>,
+) -> Result<(), SessionError> {
+    let stream = TcpStream::connect(peer).await.map_err(WireError::from)?;
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = stream.into_split();
+    Frame::Hello {
+        token: token.to_owned(),
+    }
+    .write(&mut writer)
+    .await?;
+    // The whole cache first.
+    let mut snapshot = Vec::new();
+    loop {
+        match Frame::read(&mut reader).await? {
+            Frame::Snapshot { bindings, last } => {
+                snapshot.extend(bindings);
+                if last {
+                    break;
+                }
+            }
+            _ => return Err(WireError::Malformed("expected a snapshot").into()),
+        }
+    }
+    let held: BTreeSet<Ipv6Addr> = store.load()?.iter().map(|b| b.home_address).collect();
+    let kept: BTreeSet<Ipv6Addr> = snapshot.iter().map(|b| b.home_address).collect();
+    let mut changes: Vec<Change> = held
+        .difference(&kept)
+        .map(|home| Change::Remove {
+            binding: removed(*home),
+        })
+        .collect();
+    changes.extend(snapshot.iter().map(|binding| Change::Upsert {
+        binding: binding.clone(),
+        previous: None,
+    }));
+    store.commit(&changes).await?;
+    shared.replace_view(&snapshot);
+    tracing::info!(
+        bindings = snapshot.len(),
+        dropped = held.difference(&kept).count(),
+        "replication: in sync with the active"
+    );
+    core.send(CoreEvent::Resync(snapshot))
+        .await
+        .map_err(|_| SessionError::Stopped)?;
+    // Then every batch: on disk, acknowledged, applied.
+    loop {
+        match Frame::read(&mut reader).await? {
+            Frame::Batch { id, changes } => {
+                store.commit(&changes).await?;
+                Frame::Ack { id }.write(&mut writer).await?;
+                for change in &changes {
+                    shared.mirror(change);
+                }
+                core.send(CoreEvent::Replicated(changes))
+                    .await
+                    .map_err(|_| SessionError::Stopped)?;
+            }
+            _ => return Err(WireError::Malformed("expected a batch").into()),
+        }
+    }
+}
+
+/// Why a session with the active ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    /// The stream failed.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// This member's disk failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The daemon is stopping.
+    #[error("the core stopped")]
+    Stopped,
+}

@@ -1,0 +1,348 @@
+//! The replication stream between the members of a home-agent pair, over
+//! TCP: length-prefixed frames.
+//!
+//! ```text
+//! frame    = length:u32 (of kind and body) kind:u8 body
+//! Hello    (1) standby -> active: token:u16-prefixed bytes
+//! Snapshot (2) active -> standby: last:u8 count:u32 (key:16 record:u16-prefixed)*
+//! Batch    (3) active -> standby: id:u64 count:u32 change*
+//!          change = 1 key:16 record:u16-prefixed   (upsert)
+//!                 | 2 key:16                        (removal)
+//! Ack      (4) standby -> active: id:u64            (the batch is on its disk)
+//! ```
+//!
+//! A record is the store's (`crate::store::encode`), so what the standby
+//! keeps is byte for byte what the active keeps.
+
+use std::net::Ipv6Addr;
+
+use nemo::ha::{Binding, Change};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::store;
+
+/// Largest frame accepted, in octets: a snapshot frame holds at most
+/// [`SNAPSHOT_CHUNK`] bindings of a few hundred octets each.
+pub const MAX_FRAME: usize = 8 << 20;
+/// Bindings per snapshot frame.
+pub const SNAPSHOT_CHUNK: usize = 4096;
+/// Longest token.
+const MAX_TOKEN: usize = 1024;
+
+/// One frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// The standby introduces itself with the shared token.
+    Hello {
+        /// The pair's shared secret.
+        token: String,
+    },
+    /// Part of the active's whole binding cache; `last` ends it.
+    Snapshot {
+        /// These bindings.
+        bindings: Vec<Binding>,
+        /// The last part.
+        last: bool,
+    },
+    /// Changes the active made durable, in order.
+    Batch {
+        /// The batch's number.
+        id: u64,
+        /// Its changes.
+        changes: Vec<Change>,
+    },
+    /// The standby has a batch on its disk.
+    Ack {
+        /// The batch's number.
+        id: u64,
+    },
+}
+
+/// Why a frame cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// The connection failed or closed.
+    #[error("replication connection: {0}")]
+    Io(#[from] std::io::Error),
+    /// A frame over [`MAX_FRAME`].
+    #[error("frame of {0} octets, more than allowed")]
+    TooLarge(usize),
+    /// A frame that does not decode.
+    #[error("malformed frame: {0}")]
+    Malformed(&'static str),
+    /// A binding record that does not decode.
+    #[error("malformed record: {0}")]
+    Record(#[from] store::StoreError),
+}
+
+fn put_record(out: &mut Vec<u8>, binding: &Binding) {
+    out.extend_from_slice(&binding.home_address.octets());
+    let record = store::encode(binding);
+    // A record is well under 64 KiB: a few prefixes at 17 octets each.
+    out.extend_from_slice(&(record.len().min(usize::from(u16::MAX)) as u16).to_be_bytes());
+    out.extend_from_slice(&record);
+}
+
+impl Frame {
+    /// The frame as sent.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut body = Vec::new();
+        let kind = match self {
+            Frame::Hello { token } => {
+                let token = &token.as_bytes()[..token.len().min(MAX_TOKEN)];
+                body.extend_from_slice(&(token.len() as u16).to_be_bytes());
+                body.extend_from_slice(token);
+                1
+            }
+            Frame::Snapshot { bindings, last } => {
+                body.push(u8::from(*last));
+                body.extend_from_slice(&(bindings.len() as u32).to_be_bytes());
+                for binding in bindings {
+                    put_record(&mut body, binding);
+                }
+                2
+            }
+            Frame::Batch { id, changes } => {
+                body.extend_from_slice(&id.to_be_bytes());
+                body.extend_from_slice(&(changes.len() as u32).to_be_bytes());
+                for change in changes {
+                    match change {
+                        Change::Upsert { binding, .. } => {
+                            body.push(1);
+                            put_record(&mut body, binding);
+                        }
+                        Change::Remove { binding } => {
+                            body.push(2);
+                            body.extend_from_slice(&binding.home_address.octets());
+                        }
+                    }
+                }
+                3
+            }
+            Frame::Ack { id } => {
+                body.extend_from_slice(&id.to_be_bytes());
+                4
+            }
+        };
+        let mut frame = Vec::with_capacity(5 + body.len());
+        frame.extend_from_slice(&((body.len() + 1) as u32).to_be_bytes());
+        frame.push(kind);
+        frame.extend_from_slice(&body);
+        frame
+    }
+
+    /// Decodes one frame's kind and body.
+    pub fn decode(frame: &[u8]) -> Result<Frame, WireError> {
+        let mut reader = Reader {
+            bytes: frame,
+            at: 0,
+        };
+        let kind = reader.u8()?;
+        let frame = match kind {
+            1 => {
+                let len = usize::from(reader.u16()?);
+                let token = std::str::from_utf8(reader.take(len)?)
+                    .map_err(|_| WireError::Malformed("token is not UTF-8"))?
+                    .to_owned();
+                Frame::Hello { token }
+            }
+            2 => {
+                let last = reader.u8()? != 0;
+                let count = reader.u32()?;
+                let mut bindings = Vec::new();
+                for _ in 0..count {
+                    bindings.push(reader.record()?);
+                }
+                Frame::Snapshot { bindings, last }
+            }
+            3 => {
+                let id = reader.u64()?;
+                let count = reader.u32()?;
+                let mut changes = Vec::new();
+                for _ in 0..count {
+                    changes.push(match reader.u8()? {
+                        1 => Change::Upsert {
+                            binding: reader.record()?,
+                            previous: None,
+                        },
+                        2 => Change::Remove {
+                            binding: removed(reader.address()?),
+                        },
+                        _ => return Err(WireError::Malformed("unknown change")),
+                    });
+                }
+                Frame::Batch { id, changes }
+            }
+            4 => Frame::Ack { id: reader.u64()? },
+            _ => return Err(WireError::Malformed("unknown frame kind")),
+        };
+        if reader.at != frame_len(&reader) {
+            return Err(WireError::Malformed("trailing octets"));
+        }
+        Ok(frame)
+    }
+
+    /// Writes the frame.
+    pub async fn write(&self, stream: &mut (impl AsyncWriteExt + Unpin)) -> Result<(), WireError> {
+        stream.write_all(&self.encode()).await?;
+        Ok(())
+    }
+
+    /// Reads one frame.
+    pub async fn read(stream: &mut (impl AsyncReadExt + Unpin)) -> Result<Frame, WireError> {
+        let len = stream.read_u32().await? as usize;
+        if len > MAX_FRAME {
+            return Err(WireError::TooLarge(len));
+        }
+        if len == 0 {
+            return Err(WireError::Malformed("empty frame"));
+        }
+        let mut body = vec![0u8; len];
+        stream.read_exact(&mut body).await?;
+        Frame::decode(&body)
+    }
+}
+
+fn frame_len(reader: &Reader<'_>) -> usize {
+    reader.bytes.len()
+}
+
+/// A removal carries only its home address; the rest of the binding is not
+/// needed to remove it.
+pub fn removed(home_address: Ipv6Addr) -> Binding {
+    Binding {
+        home_address,
+        care_of: Ipv6Addr::UNSPECIFIED,
+        prefixes: Vec::new(),
+        mobile_router: false,
+        sequence: nemo::wire::SequenceNumber(0),
+        spi: 0,
+        timestamp: None,
+        lifetime: nemo::wire::Lifetime::ZERO,
+        registered_at: std::time::UNIX_EPOCH,
+        expires_at: std::time::UNIX_EPOCH,
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        let slice = self
+            .bytes
+            .get(self.at..self.at.saturating_add(n))
+            .ok_or(WireError::Malformed("truncated"))?;
+        self.at += n;
+        Ok(slice)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
+        self.take(N)?
+            .try_into()
+            .map_err(|_| WireError::Malformed("truncated"))
+    }
+
+    fn u8(&mut self) -> Result<u8, WireError> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, WireError> {
+        Ok(u16::from_be_bytes(self.array()?))
+    }
+
+    fn u32(&mut self) -> Result<u32, WireError> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, WireError> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+
+    fn address(&mut self) -> Result<Ipv6Addr, WireError> {
+        Ok(Ipv6Addr::from(self.array::<16>()?))
+    }
+
+    fn record(&mut self) -> Result<Binding, WireError> {
+        let key = self.take(16)?;
+        let len = usize::from(self.u16()?);
+        let value = self.take(len)?;
+        Ok(store::decode(key, value)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn binding(last: u8) -> Binding {
+        Binding {
+            home_address: Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, u16::from(last)),
+            care_of: Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x10),
+            prefixes: vec!["2001:db8:100::/56".parse().unwrap_or_default()],
+            mobile_router: true,
+            sequence: nemo::wire::SequenceNumber(7),
+            spi: 0x1000,
+            timestamp: Some(nemo::wire::NtpTimestamp(42 << 32)),
+            lifetime: nemo::wire::Lifetime(100),
+            registered_at: UNIX_EPOCH + Duration::from_millis(1_800_000_000_000),
+            expires_at: UNIX_EPOCH + Duration::from_millis(1_800_000_400_000),
+        }
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        let frames = [
+            Frame::Hello {
+                token: "secret".into(),
+            },
+            Frame::Snapshot {
+                bindings: vec![binding(1), binding(2)],
+                last: true,
+            },
+            Frame::Batch {
+                id: 9,
+                changes: vec![
+                    Change::Upsert {
+                        binding: binding(3),
+                        previous: None,
+                    },
+                    Change::Remove {
+                        binding: removed(binding(4).home_address),
+                    },
+                ],
+            },
+            Frame::Ack { id: 9 },
+        ];
+        for frame in frames {
+            let bytes = frame.encode();
+            assert_eq!(
+                u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize,
+                bytes.len() - 4
+            );
+            assert_eq!(Frame::decode(&bytes[4..]).ok(), Some(frame));
+        }
+    }
+
+    #[test]
+    fn malformed_frames_are_errors_not_panics() {
+        let good = Frame::Batch {
+            id: 1,
+            changes: vec![Change::Upsert {
+                binding: binding(1),
+                previous: None,
+            }],
+        }
+        .encode();
+        for cut in 0..good.len() - 4 {
+            assert!(Frame::decode(&good[4..4 + cut]).is_err(), "cut at {cut}");
+        }
+        let mut tailed = good[4..].to_vec();
+        tailed.push(0);
+        assert!(Frame::decode(&tailed).is_err());
+        assert!(Frame::decode(&[9]).is_err());
+    }
+}
