@@ -1,10 +1,15 @@
 //! A home-agent pair on one home link: two nemo-ha in their own namespaces
 //! bridged to a third, where mobile routers (ha-loadgen) register with the
-//! home-agent address 2001:db8:1::1. The active is killed mid-load, with
-//! its home-link port down at the same instant (the machine dies): the
-//! standby takes the address over, every registration the active
-//! acknowledged is in the standby's store (synchronous replication), and
-//! the load goes on being answered by the standby.
+//! home-agent address 2001:db8:1::1.
+//!
+//! - The machine dies (process killed, home-link port down at once) right
+//!   after its last acknowledgement: the standby takes the address over,
+//!   holds every acknowledged registration (synchronous replication), and
+//!   answers the next Binding Updates from that state.
+//! - The process alone dies (`kill -9`): its kernel keeps the address only
+//!   until its lifetime runs out, the neighbours follow the new active's
+//!   Neighbor Advertisement, and the restarted process comes back as
+//!   standby (it does not answer, it holds no address) and resynchronises.
 //!
 //! Needs root and iproute2 (CI: NEMO_REQUIRE_NETNS).
 
@@ -12,7 +17,7 @@
 
 use std::collections::BTreeSet;
 use std::net::Ipv6Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -21,16 +26,168 @@ use nemo_testkit::{netns_available, workspace_binary, Netns, Process};
 const MUST_RUN: &str = "NEMO_REQUIRE_NETNS";
 const ROUTERS: &str = "400";
 const TOKEN: &str = "pair-token-0123456789abcdef";
+const HOME_AGENT: &str = "2001:db8:1::1";
 
-/// One member: its namespace's side of the home link, its config.
-fn member(
-    dir: &Path,
-    netns: &Netns,
-    name: &str,
-    priority: u8,
-    peer: &str,
-) -> (std::path::PathBuf, std::path::PathBuf) {
-    let store = dir.join(format!("{name}-store"));
+/// The home link (a bridge in `link`, where the mobile routers are) and
+/// two members, `a` (priority 200) and `b` (priority 100).
+struct Pair {
+    dir: tempfile::TempDir,
+    link: Netns,
+    a: Netns,
+    b: Netns,
+}
+
+impl Pair {
+    /// `tag` names the namespaces (one per test: tests run at once).
+    fn new(tag: &str) -> Pair {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), TOKEN).unwrap();
+        let link = Netns::new(&format!("{tag}-l"));
+        let a = Netns::new(&format!("{tag}-a"));
+        let b = Netns::new(&format!("{tag}-b"));
+        link.ip(&[
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ]);
+        for (netns, name, port) in [(&a, "a", "pa"), (&b, "b", "pb")] {
+            nemo_testkit::ip(&[
+                "link",
+                "add",
+                port,
+                "netns",
+                link.name(),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "home",
+                "netns",
+                netns.name(),
+            ]);
+            link.ip(&["link", "set", port, "master", "br0", "up"]);
+            netns.ip(&["link", "set", "home", "up"]);
+            for address in [format!("fe80::{name}/64"), format!("2001:db8:1::{name}/64")] {
+                netns.ip(&["addr", "add", &address, "dev", "home", "nodad"]);
+            }
+            let priority = if name == "a" { 200 } else { 100 };
+            let peer = if name == "a" { "b" } else { "a" };
+            write_config(dir.path(), name, priority, peer);
+        }
+        link.ip(&["link", "set", "br0", "up"]);
+        link.ip(&["addr", "add", "2001:db8:1::50/64", "dev", "br0", "nodad"]);
+        Pair { dir, link, a, b }
+    }
+
+    fn member(&self, name: &str) -> &Netns {
+        if name == "a" {
+            &self.a
+        } else {
+            &self.b
+        }
+    }
+
+    /// Starts a member; its log is numbered by run.
+    fn start(&self, name: &str) -> Process {
+        let mut command = self
+            .member(name)
+            .command(workspace_binary("nemo-ha").to_str().unwrap());
+        command
+            .arg("--config")
+            .arg(self.dir.path().join(format!("{name}.toml")));
+        Process::start(
+            command,
+            nemo_testkit::daemons::next_log(self.dir.path(), name),
+        )
+    }
+
+    /// Starts both and waits until `a` is active with `b` attached.
+    fn start_both(&self) -> (Process, Process) {
+        let active = self.start("a");
+        let standby = self.start("b");
+        let log = active.wait_for("standby attached and in sync", 1);
+        assert!(
+            log.contains("election: active") && log.contains("standby attached and in sync"),
+            "a: {log}\nb: {}",
+            standby.log()
+        );
+        assert!(self.holds("a") && !self.holds("b"));
+        (active, standby)
+    }
+
+    fn holds(&self, name: &str) -> bool {
+        let output = self.member(name).ip(&["-6", "addr", "show", "dev", "home"]);
+        String::from_utf8_lossy(&output.stdout).contains(HOME_AGENT)
+    }
+
+    /// Registers the routers through the home-agent address for `seconds`;
+    /// returns the report line and the routers acknowledged.
+    fn load(&self, seconds: &str, first_sequence: &str) -> (String, BTreeSet<Ipv6Addr>) {
+        let acknowledged = self
+            .dir
+            .path()
+            .join(format!("acknowledged-{first_sequence}"));
+        let output = self
+            .link
+            .command(workspace_binary("ha-loadgen").to_str().unwrap())
+            .args([
+                "run",
+                "--target",
+                "[2001:db8:1::1]:4191",
+                "--routers",
+                ROUTERS,
+            ])
+            .args(["--rate", "1000", "--seconds", seconds])
+            .args(["--first-sequence", first_sequence, "--acknowledged"])
+            .arg(&acknowledged)
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&output.stdout).to_string();
+        assert!(output.status.success(), "{report}");
+        let routers = std::fs::read_to_string(&acknowledged)
+            .unwrap()
+            .lines()
+            .filter_map(|line| line.trim().parse().ok())
+            .collect();
+        (report, routers)
+    }
+
+    /// The bindings a member's admin API lists (from inside its namespace).
+    fn bindings_of(&self, name: &str) -> BTreeSet<Ipv6Addr> {
+        self.member(name)
+            .spawn_in(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    let mut admin =
+                        nemo_proto::v1::home_agent_admin_client::HomeAgentAdminClient::connect(
+                            "http://[::1]:50051",
+                        )
+                        .await
+                        .unwrap();
+                    admin
+                        .list_bindings(nemo_proto::v1::ListBindingsRequest {})
+                        .await
+                        .unwrap()
+                        .into_inner()
+                        .bindings
+                        .into_iter()
+                        .map(|binding| binding.home_address.parse().unwrap())
+                        .collect()
+                })
+            })
+            .join()
+            .unwrap()
+    }
+}
+
+fn write_config(dir: &Path, name: &str, priority: u8, peer: &str) -> PathBuf {
     let made = Command::new(workspace_binary("ha-loadgen"))
         .args([
             "config",
@@ -40,66 +197,21 @@ fn member(
             "[2001:db8:1::1]:4191",
         ])
         .arg("--store")
-        .arg(&store)
+        .arg(dir.join(format!("{name}-store")))
         .output()
         .unwrap();
     assert!(made.status.success(), "{made:?}");
     let mut config = String::from_utf8(made.stdout).unwrap();
     config.push_str(&format!(
         "\n[pair]\ninterface = \"home\"\nlink_local = \"fe80::{name}\"\nvrid = 12\n\
-         priority = {priority}\nadvert_interval_ms = 50\naddresses = [\"2001:db8:1::1\"]\n\
-         replication_listen = \"[2001:db8:1::{name}]:4192\"\npeer = \"[{peer}]:4192\"\n\
+         priority = {priority}\nadvert_interval_ms = 50\naddresses = [\"{HOME_AGENT}\"]\n\
+         replication_listen = \"[2001:db8:1::{name}]:4192\"\npeer = \"[2001:db8:1::{peer}]:4192\"\n\
          token_file = \"{}\"\n\n[admin]\nlisten = \"[::1]:50051\"\n",
         dir.join("token").display()
     ));
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, config).unwrap();
-    let _ = netns;
-    (path, store)
-}
-
-fn start(netns: &Netns, config: &Path, log: std::path::PathBuf) -> Process {
-    let mut command = netns.command(workspace_binary("nemo-ha").to_str().unwrap());
-    command.arg("--config").arg(config);
-    Process::start(command, log)
-}
-
-/// The home link: a bridge in `link` with one port per member.
-fn home_link(link: &Netns, members: &[(&Netns, &str)]) {
-    link.ip(&[
-        "link",
-        "add",
-        "br0",
-        "type",
-        "bridge",
-        "mcast_snooping",
-        "0",
-    ]);
-    for (netns, port) in members {
-        nemo_testkit::ip(&[
-            "link",
-            "add",
-            port,
-            "netns",
-            link.name(),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "home",
-            "netns",
-            netns.name(),
-        ]);
-        link.ip(&["link", "set", port, "master", "br0", "up"]);
-        netns.ip(&["link", "set", "home", "up"]);
-    }
-    link.ip(&["link", "set", "br0", "up"]);
-    link.ip(&["addr", "add", "2001:db8:1::50/64", "dev", "br0", "nodad"]);
-}
-
-fn holds(netns: &Netns, address: &str) -> bool {
-    let output = netns.ip(&["-6", "addr", "show", "dev", "home"]);
-    String::from_utf8_lossy(&output.stdout).contains(address)
+    path
 }
 
 fn within(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
@@ -113,93 +225,34 @@ fn within(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> 
     None
 }
 
+fn count(report: &str, name: &str) -> u64 {
+    nemo_testkit::field(report, name).parse().unwrap()
+}
+
 #[test]
 fn the_standby_takes_over_with_every_acknowledged_binding() {
     if !netns_available(MUST_RUN) {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("token"), TOKEN).unwrap();
-    let link = Netns::new("pair-l");
-    let a = Netns::new("pair-a");
-    let b = Netns::new("pair-b");
-    home_link(&link, &[(&a, "pa"), (&b, "pb")]);
-    for (netns, name) in [(&a, "a"), (&b, "b")] {
-        netns.ip(&[
-            "addr",
-            "add",
-            &format!("fe80::{name}/64"),
-            "dev",
-            "home",
-            "nodad",
-        ]);
-        netns.ip(&[
-            "addr",
-            "add",
-            &format!("2001:db8:1::{name}/64"),
-            "dev",
-            "home",
-            "nodad",
-        ]);
-    }
-    let (config_a, _) = member(dir.path(), &a, "a", 200, "2001:db8:1::b");
-    let (config_b, store_b) = member(dir.path(), &b, "b", 100, "2001:db8:1::a");
-    let mut active = start(&a, &config_a, dir.path().join("a.log"));
-    let mut standby = start(&b, &config_b, dir.path().join("b.log"));
-    let log = active.wait_for("election: active", 1);
-    assert!(
-        log.contains("election: active"),
-        "a never became active: {log}"
-    );
-    let log = active.wait_for("standby attached and in sync", 1);
-    assert!(
-        log.contains("standby attached and in sync"),
-        "b never attached: {log}\nb: {}",
-        standby.log()
-    );
-    assert!(holds(&a, "2001:db8:1::1") && !holds(&b, "2001:db8:1::1"));
+    let pair = Pair::new("pair-dies");
+    let (mut active, mut standby) = pair.start_both();
 
-    // Mobile routers register through the home-agent address; the active
-    // dies right after its last acknowledgement.
-    let acknowledged_file = dir.path().join("acknowledged");
-    let load = link
-        .command(workspace_binary("ha-loadgen").to_str().unwrap())
-        .args([
-            "run",
-            "--target",
-            "[2001:db8:1::1]:4191",
-            "--routers",
-            ROUTERS,
-        ])
-        .args(["--rate", "1000", "--seconds", "1", "--acknowledged"])
-        .arg(&acknowledged_file)
-        .output()
-        .unwrap();
-    assert!(load.status.success(), "{load:?}");
-    // The machine dies: its process and its home-link port at once.
-    active.kill();
-    a.ip(&["link", "set", "home", "down"]);
-    let died = Instant::now();
-    let took_over = within(Duration::from_secs(3), || holds(&b, "2001:db8:1::1"));
-    assert!(
-        took_over.is_some(),
-        "b never took the address over: {}",
-        standby.log()
-    );
-    eprintln!("address moved {:?} after the active died", died.elapsed());
-
-    // Every registration the active acknowledged is on the standby.
-    let acknowledged: BTreeSet<Ipv6Addr> = std::fs::read_to_string(&acknowledged_file)
-        .unwrap()
-        .lines()
-        .filter_map(|line| line.trim().parse().ok())
-        .collect();
+    // Mobile routers register; the active dies right after its last
+    // acknowledgement: its process and its home-link port at once.
+    let (_, acknowledged) = pair.load("1", "0");
     assert!(
         acknowledged.len() >= 200,
         "only {} routers registered: the test did not load the pair",
         acknowledged.len()
     );
-    let held = bindings_of(&b);
+    active.kill();
+    pair.a.ip(&["link", "set", "home", "down"]);
+    let moved = within(Duration::from_secs(3), || pair.holds("b"))
+        .unwrap_or_else(|| panic!("b never took the address over: {}", standby.log()));
+    eprintln!("address moved {moved:?} after the active died");
+
+    // Every registration the active acknowledged is on the new active.
+    let held = pair.bindings_of("b");
     let missing: Vec<_> = acknowledged.difference(&held).collect();
     assert!(
         missing.is_empty(),
@@ -209,36 +262,19 @@ fn the_standby_takes_over_with_every_acknowledged_binding() {
         &missing[..missing.len().min(5)]
     );
 
-    // The new active answers every router, from the state it was given:
-    // the next Binding Updates are accepted as they come.
-    let after = link
-        .command(workspace_binary("ha-loadgen").to_str().unwrap())
-        .args([
-            "run",
-            "--target",
-            "[2001:db8:1::1]:4191",
-            "--routers",
-            ROUTERS,
-        ])
-        .args([
-            "--rate",
-            "1000",
-            "--seconds",
-            "2",
-            "--first-sequence",
-            "100",
-        ])
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&after.stdout).to_string();
-    let count = |name: &str| -> u64 { nemo_testkit::field(&report, name).parse().unwrap() };
-    assert!(after.status.success(), "{report}");
-    assert_eq!(count("rejected"), 0, "{report}");
-    assert!(count("acknowledged") >= 1500, "{report}\n{}", standby.log());
+    // It answers every router from that state: the next Binding Updates are
+    // accepted as they come.
+    let (report, _) = pair.load("2", "100");
+    assert_eq!(count(&report, "rejected"), 0, "{report}");
+    assert!(
+        count(&report, "acknowledged") >= 1500,
+        "{report}\n{}",
+        standby.log()
+    );
 
-    // And on its disk.
+    // And it has them on its disk.
     assert_eq!(standby.terminate().code(), Some(0), "{}", standby.log());
-    let on_disk: BTreeSet<Ipv6Addr> = nemo_ha::store::Store::open(&store_b)
+    let on_disk: BTreeSet<Ipv6Addr> = nemo_ha::store::Store::open(&pair.dir.path().join("b-store"))
         .unwrap()
         .load()
         .unwrap()
@@ -246,36 +282,59 @@ fn the_standby_takes_over_with_every_acknowledged_binding() {
         .map(|binding| binding.home_address)
         .collect();
     assert!(acknowledged.is_subset(&on_disk));
-    let b_log = standby.log();
-    assert!(b_log.contains("election: active"), "{b_log}");
 }
 
-/// The bindings a member's admin API lists (from inside its namespace).
-fn bindings_of(netns: &Netns) -> BTreeSet<Ipv6Addr> {
-    netns
-        .spawn_in(|| {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let mut admin =
-                    nemo_proto::v1::home_agent_admin_client::HomeAgentAdminClient::connect(
-                        "http://[::1]:50051",
-                    )
-                    .await
-                    .unwrap();
-                admin
-                    .list_bindings(nemo_proto::v1::ListBindingsRequest {})
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .bindings
-                    .into_iter()
-                    .map(|binding| binding.home_address.parse().unwrap())
-                    .collect()
-            })
-        })
-        .join()
-        .unwrap()
+#[test]
+fn a_killed_process_gives_the_address_up_and_returns_as_standby() {
+    if !netns_available(MUST_RUN) {
+        return;
+    }
+    let pair = Pair::new("pair-kill");
+    let (mut active, standby) = pair.start_both();
+    let (_, acknowledged) = pair.load("1", "0");
+
+    // The process alone dies: its kernel still holds the address, and
+    // nothing of it gives the address up.
+    active.kill();
+    within(Duration::from_secs(3), || pair.holds("b"))
+        .unwrap_or_else(|| panic!("b never took the address over: {}", standby.log()));
+    // The address lapses on a within its lifetime (2 s), unrenewed.
+    let lapsed = within(Duration::from_secs(4), || !pair.holds("a"));
+    assert!(lapsed.is_some(), "a's kernel kept the address");
+    // The neighbours follow b: its Neighbor Advertisement overrode a's MAC.
+    let output = pair.b.ip(&["-br", "link", "show", "dev", "home"]);
+    let b_mac = String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or_default()
+        .to_owned();
+    let neighbour = pair.link.ip(&["-6", "neigh", "show", HOME_AGENT]);
+    let neighbour = String::from_utf8_lossy(&neighbour.stdout).to_string();
+    assert!(neighbour.contains(&b_mac), "{neighbour} is not b's {b_mac}");
+
+    // a comes back: standby, no address, following b.
+    let returned = pair.start("a");
+    let b_log = standby.wait_for("standby attached and in sync", 1);
+    assert!(
+        b_log.contains("standby attached and in sync"),
+        "a never attached to b: {b_log}\na: {}",
+        returned.log()
+    );
+    let (report, _) = pair.load("2", "100");
+    assert_eq!(count(&report, "rejected"), 0, "{report}");
+    assert!(!pair.holds("a"), "the returned member took the address");
+    assert!(pair.holds("b"));
+    assert!(
+        !returned.log().contains("election: active"),
+        "{}",
+        returned.log()
+    );
+    // a followed b's changes while standing by.
+    let followed = pair.bindings_of("a");
+    let missing: Vec<_> = acknowledged.difference(&followed).collect();
+    assert!(
+        missing.is_empty(),
+        "{} missing on the returned standby",
+        missing.len()
+    );
 }
