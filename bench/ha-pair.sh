@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# A home-agent pair (root: three network namespaces on one bridge, the home
+# link), measured in one run:
+#   1. registrations/s and BU->BA latency with synchronous replication to
+#      the standby, then the same load on the same active with the standby
+#      stopped (answered alone): the ratio is the cost of the second copy;
+#   2. time for a standby holding nothing to resynchronise from an active
+#      holding every router's binding;
+#   3. failover: the active's machine dies (process killed, home-link port
+#      down); time until the standby holds the address, and until the first
+#      Binding Update after the death is acknowledged by it.
+#
+#   bench/ha-pair.sh [ROUTERS] [SECONDS] [RATE]
+#   bench/ha-pair.sh 2000 10 10000
+#   bench/ha-pair.sh 100000 10 10000      # the 100,000-binding figures
+#
+# Stores under STORE_DIR (default /var/tmp): a real disk, real fdatasync.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+routers=${1:-2000}
+seconds=${2:-10}
+rate=${3:-10000}
+[ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)" >&2; exit 1; }
+
+cargo build --release -q -p home-agent --bin nemo-ha --bin ha-loadgen
+bin=$PWD/target/release
+work=$(mktemp -d "${STORE_DIR:-/var/tmp}/nemo-ha-pair.XXXXXX")
+tag=hp$$
+link=$tag-l a=$tag-a b=$tag-b
+pid_a= pid_b=
+cleanup() {
+  for pid in $pid_a $pid_b; do kill -9 "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  for ns in $link $a $b; do ip netns del "$ns" 2>/dev/null || true; done
+  rm -rf "$work"
+  left=$(ip netns list | grep -c "^$tag-" || true)
+  [ "$left" = 0 ] || { echo "CLEANUP FAILED: $left namespaces left" >&2; exit 1; }
+}
+trap cleanup EXIT
+
+for ns in $link $a $b; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
+ip -n "$link" link add br0 type bridge mcast_snooping 0
+for m in a b; do
+  ns=${!m}
+  ip link add "p$m" netns "$link" type veth peer name home netns "$ns"
+  ip -n "$link" link set "p$m" master br0 up
+  ip -n "$ns" link set home up
+  ip -n "$ns" addr add "fe80::$m/64" dev home nodad
+  ip -n "$ns" addr add "2001:db8:1::$m/64" dev home nodad
+done
+ip -n "$link" link set br0 up
+ip -n "$link" addr add 2001:db8:1::50/64 dev br0 nodad
+printf 'pair-bench-token-0123456789\n' > "$work/token"
+
+config() { # member priority peer
+  "$bin/ha-loadgen" config --routers "$routers" --listen '[2001:db8:1::1]:4191' \
+      --store "$work/$1-store" --flush group
+  cat <<TOML
+
+[pair]
+interface = "home"
+link_local = "fe80::$1"
+vrid = 12
+priority = $2
+advert_interval_ms = 50
+addresses = ["2001:db8:1::1"]
+replication_listen = "[2001:db8:1::$1]:4192"
+peer = "[2001:db8:1::$3]:4192"
+token_file = "$work/token"
+TOML
+}
+config a 200 b > "$work/a.toml"
+config b 100 a > "$work/b.toml"
+
+start() { # member -> pid in pid_<member>
+  local ns=${!1}
+  ip netns exec "$ns" "$bin/nemo-ha" --config "$work/$1.toml" > "$work/$1.ready" 2>> "$work/$1.log" &
+  eval "pid_$1=$!"
+  until [ -s "$work/$1.ready" ]; do sleep 0.02; done
+}
+wait_log() { # member text count
+  local n=0
+  until [ "$(grep -c "$2" "$work/$1.log" || true)" -ge "$3" ]; do
+    sleep 0.01; n=$((n + 1)); [ $n -lt 60000 ] || { echo "timeout: $2" >&2; tail "$work/$1.log" >&2; exit 1; }
+  done
+}
+now() { date +%s.%N; }
+load() { # args...
+  ip netns exec "$link" "$bin/ha-loadgen" run --target '[2001:db8:1::1]:4191' --routers "$routers" "$@"
+}
+
+echo "machine: $(nproc) cores, $(uname -r), $(date -u +%Y-%m-%d); stores on $(df --output=source,fstype "$work" | tail -1)"
+echo "pair: $routers mobile routers, advertisement interval 50 ms, synchronous replication"
+start a; wait_log a "election: active" 1
+start b; wait_log a "standby attached and in sync" 1
+
+# 1. Throughput and latency, replicated, then alone.
+fill=$(( routers / 5000 + 5 ))
+load --seconds "$fill" --window 2000 --passes > /dev/null 2>&1
+echo "replicated: $(load --seconds "$seconds" --first-sequence 10000)"
+echo "replicated: $(load --seconds "$seconds" --rate "$rate" --first-sequence 20000)"
+kill "$pid_b"; wait "$pid_b" 2>/dev/null || true; pid_b=
+echo "alone:      $(load --seconds "$seconds" --first-sequence 30000)"
+echo "alone:      $(load --seconds "$seconds" --rate "$rate" --first-sequence 40000)"
+
+# 2. Resynchronisation of an empty standby.
+rm -rf "$work/b-store"
+attached=$(grep -c "standby attached and in sync" "$work/a.log" || true)
+t0=$(now); start b; wait_log a "standby attached and in sync" $((attached + 1)); t1=$(now)
+bindings=$(grep "in sync with the active" "$work/b.log" | tail -1 | sed -n 's/.*bindings=\([0-9]*\).*/\1/p')
+echo "resync: empty standby took $bindings bindings in $(echo "$t1 - $t0" | bc) s (start to in sync)"
+
+# 3. Failover: the machine dies under load.
+load --seconds 6 --rate 2000 --first-sequence 50000 > "$work/failover.load" 2>&1 &
+loader=$!
+sleep 2
+t0=$(now)
+kill -9 "$pid_a"; ip -n "$a" link set home down; pid_a=
+until ip -n "$b" -6 addr show dev home | grep -q 2001:db8:1::1; do sleep 0.001; done
+t1=$(now)
+wait "$loader" || true
+echo "failover: address on the standby $(echo "($t1 - $t0) * 1000" | bc) ms after the active died"
+echo "failover load: $(cat "$work/failover.load")"
+grep -E "election: active|standby in step" "$work/b.log" | tail -2 | sed 's/^/b: /'
