@@ -3,19 +3,20 @@
 
 use std::net::Ipv6Addr;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nemo::ha::Binding;
 use nemo_daemon::serving::GrpcApi;
 use nemo_proto::v1 as pb;
 use nemo_proto::v1::home_agent_admin_server::{HomeAgentAdmin, HomeAgentAdminServer};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use crate::driver::{BindingChange, BindingEvent, CoreEvent, Shared};
+use crate::driver::{BindingChange, BindingEvent, CoreEvent, Role, Shared};
+use crate::election::{ElectionCommand, PairState};
 
 fn unix_ms(time: SystemTime) -> i64 {
     time.duration_since(UNIX_EPOCH)
@@ -54,17 +55,38 @@ fn home_address(field: &str, text: &str) -> Result<Ipv6Addr, Status> {
         .map_err(|_| Status::invalid_argument(format!("{field}: {text:?} is not an IPv6 address")))
 }
 
+/// A pair member's election, as the admin API sees it.
+#[derive(Debug, Clone)]
+pub struct PairHandle {
+    /// What the election reports.
+    pub state: Arc<RwLock<PairState>>,
+    /// Where a hand-over is asked.
+    pub commands: mpsc::Sender<ElectionCommand>,
+    /// The role now.
+    pub role: watch::Receiver<Role>,
+}
+
 /// The service.
 #[derive(Debug, Clone)]
 pub struct Admin {
     shared: Arc<Shared>,
     core: mpsc::Sender<CoreEvent>,
+    pair: Option<PairHandle>,
 }
 
+/// How long a hand-over waits for the answered registrations to reach the
+/// standby's disk.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Admin {
-    /// A service over the daemon's durable state.
-    pub fn new(shared: Arc<Shared>, core: mpsc::Sender<CoreEvent>) -> Admin {
-        Admin { shared, core }
+    /// A service over the daemon's durable state; `pair` for a member of a
+    /// pair.
+    pub fn new(
+        shared: Arc<Shared>,
+        core: mpsc::Sender<CoreEvent>,
+        pair: Option<PairHandle>,
+    ) -> Admin {
+        Admin { shared, core, pair }
     }
 
     fn snapshot(&self) -> Result<Vec<Binding>, Status> {
@@ -129,6 +151,93 @@ impl HomeAgentAdmin for Admin {
     }
 
     type WatchBindingsStream = EventStream;
+
+    async fn get_pair_status(
+        &self,
+        _request: Request<pb::GetPairStatusRequest>,
+    ) -> Result<Response<pb::PairStatus>, Status> {
+        let metrics = &self.shared.metrics;
+        let unreplicated = ["no_standby", "timed_out"]
+            .iter()
+            .map(|reason| {
+                metrics
+                    .unreplicated_batches
+                    .get_or_create(&crate::metrics::ReasonLabel {
+                        reason: (*reason).to_owned(),
+                    })
+                    .get()
+            })
+            .sum();
+        let mut status = pb::PairStatus {
+            role: "alone".into(),
+            standby_attached: metrics.standby_attached.get() == 1,
+            replicated_batches: metrics.replicated_batches.get(),
+            unreplicated_batches: unreplicated,
+            takeovers: metrics.takeovers.get(),
+            ..Default::default()
+        };
+        if let Some(pair) = &self.pair {
+            status.role = match *pair.role.borrow() {
+                Role::Active => "active",
+                Role::Standby => "standby",
+            }
+            .into();
+            let state = pair
+                .state
+                .read()
+                .map_err(|_| Status::internal("pair state unavailable"))?
+                .clone();
+            status.vrid = u32::from(state.vrid);
+            status.priority = u32::from(state.priority);
+            if let Some((at, why)) = state.last_takeover {
+                status.last_takeover_unix_ms = unix_ms(at);
+                status.last_takeover_reason = why;
+            }
+        }
+        Ok(Response::new(status))
+    }
+
+    async fn hand_over(
+        &self,
+        _request: Request<pb::HandOverRequest>,
+    ) -> Result<Response<pb::HandOverResponse>, Status> {
+        let Some(pair) = &self.pair else {
+            return Err(Status::failed_precondition(
+                "this home agent is not a member of a pair",
+            ));
+        };
+        let stopping = || Status::unavailable("the home agent is stopping");
+        // 1. Stop answering.
+        let (respond, answer) = oneshot::channel();
+        pair.commands
+            .send(ElectionCommand::Quiesce(respond))
+            .await
+            .map_err(|_| stopping())?;
+        if !answer.await.map_err(|_| stopping())? {
+            return Err(Status::failed_precondition(
+                "this member is not the active one",
+            ));
+        }
+        // 2. Everything answered so far durable on both members.
+        let (respond, drained) = oneshot::channel();
+        self.core
+            .send(CoreEvent::Drain(respond))
+            .await
+            .map_err(|_| stopping())?;
+        tokio::time::timeout(DRAIN_TIMEOUT, drained)
+            .await
+            .map_err(|_| Status::deadline_exceeded("the writer did not drain in time"))?
+            .map_err(|_| stopping())?;
+        // 3. Resign: the standby takes over within its Skew_Time.
+        let (respond, resigned) = oneshot::channel();
+        pair.commands
+            .send(ElectionCommand::Resign(respond))
+            .await
+            .map_err(|_| stopping())?;
+        resigned.await.map_err(|_| stopping())?;
+        tracing::warn!("handed the active role over");
+        Ok(Response::new(pb::HandOverResponse {}))
+    }
 
     async fn watch_bindings(
         &self,

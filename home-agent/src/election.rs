@@ -7,14 +7,14 @@
 //! Skew_Time instead of three advertisement intervals.
 
 use std::net::Ipv6Addr;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, RwLock};
+use std::time::{Instant, SystemTime};
 
 use nemo::vrrp::{Action, Advertisement, RouterConfig, VirtualRouter};
 use nemo_dataplane::vrrp::{
     announce, release_addresses, take_addresses, VrrpSocket, MAX_ADVERTISEMENT,
 };
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::driver::Role;
 use crate::metrics::Metrics;
@@ -28,12 +28,37 @@ pub struct ElectionSettings {
     pub router: RouterConfig,
 }
 
+/// What the admin API reads of the election.
+#[derive(Debug, Clone, Default)]
+pub struct PairState {
+    /// The virtual router.
+    pub vrid: u8,
+    /// This member's priority now.
+    pub priority: u8,
+    /// The last takeover: when, and why.
+    pub last_takeover: Option<(SystemTime, String)>,
+}
+
+/// What the admin API asks of the election (a planned hand-over).
+#[derive(Debug)]
+pub enum ElectionCommand {
+    /// Stop answering ahead of a resignation; `false` when this member is
+    /// not master.
+    Quiesce(oneshot::Sender<bool>),
+    /// Resign, and stand by with priority 1 until restarted (so that it
+    /// does not take the role back).
+    Resign(oneshot::Sender<()>),
+}
+
 /// Runs the election until `stop` turns true, then resigns.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     settings: ElectionSettings,
     netlink: rtnetlink::Handle,
     role: watch::Sender<Role>,
     metrics: Arc<Metrics>,
+    state: Arc<RwLock<PairState>>,
+    mut commands: mpsc::Receiver<ElectionCommand>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let index = nemo_dataplane::addresses::interface_index(&netlink, &settings.interface).await?;
@@ -43,6 +68,10 @@ pub async fn run(
     // Whatever a previous run left: a standby holds no virtual address.
     release_addresses(&netlink, index, &addresses).await?;
     let mut router = VirtualRouter::new(settings.router.clone());
+    if let Ok(mut state) = state.write() {
+        state.vrid = settings.router.vrid;
+        state.priority = settings.router.priority;
+    }
     router.start(Instant::now());
     tracing::info!(
         interface = %settings.interface,
@@ -51,57 +80,7 @@ pub async fn run(
         "election: standing by"
     );
     let mut buffer = vec![0u8; MAX_ADVERTISEMENT];
-    loop {
-        while let Some(action) = router.poll_action() {
-            act(
-                action,
-                &socket,
-                &netlink,
-                index,
-                &settings.interface,
-                source,
-                &addresses,
-                &role,
-                &metrics,
-            )
-            .await;
-        }
-        let wake = router.poll_timeout();
-        tokio::select! {
-            received = socket.receive(&mut buffer) => {
-                let received = match received {
-                    Ok(received) => received,
-                    Err(error) => {
-                        tracing::warn!(%error, "election: receive failed");
-                        continue;
-                    }
-                };
-                let advertisement = match Advertisement::decode(
-                    &buffer[..received.len],
-                    received.source,
-                    received.hop_limit,
-                ) {
-                    Ok(advertisement) => advertisement,
-                    Err(error) => {
-                        Metrics::count(&metrics.dropped, &format!("vrrp_{}", error.reason()));
-                        continue;
-                    }
-                };
-                if let Err(discarded) = router.handle_advertisement(received.source, &advertisement, Instant::now()) {
-                    tracing::debug!(?discarded, from = %received.source, "election: advertisement discarded");
-                }
-            }
-            () = async {
-                match wake {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
-                    None => std::future::pending().await,
-                }
-            } => router.handle_timeout(Instant::now()),
-            _ = stop.wait_for(|stopping| *stopping) => break,
-        }
-    }
-    router.shutdown();
-    while let Some(action) = router.poll_action() {
+    let act = |action| {
         act(
             action,
             &socket,
@@ -112,12 +91,89 @@ pub async fn run(
             &addresses,
             &role,
             &metrics,
+            &state,
         )
-        .await;
+    };
+    loop {
+        while let Some(action) = router.poll_action() {
+            act(action).await;
+        }
+        let wake = router.poll_timeout();
+        let event = tokio::select! {
+            received = socket.receive(&mut buffer) => Wake::Received(received),
+            () = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            } => Wake::Timer,
+            Some(command) = commands.recv() => Wake::Command(command),
+            _ = stop.wait_for(|stopping| *stopping) => Wake::Stop,
+        };
+        match event {
+            Wake::Received(Err(error)) => {
+                tracing::warn!(%error, "election: receive failed");
+            }
+            Wake::Received(Ok(received)) => {
+                match Advertisement::decode(
+                    &buffer[..received.len],
+                    received.source,
+                    received.hop_limit,
+                ) {
+                    Ok(advertisement) => {
+                        if let Err(discarded) = router.handle_advertisement(
+                            received.source,
+                            &advertisement,
+                            Instant::now(),
+                        ) {
+                            tracing::debug!(?discarded, from = %received.source, "election: advertisement discarded");
+                        }
+                    }
+                    Err(error) => {
+                        Metrics::count(&metrics.dropped, &format!("vrrp_{}", error.reason()));
+                    }
+                }
+            }
+            Wake::Timer => router.handle_timeout(Instant::now()),
+            Wake::Command(ElectionCommand::Quiesce(respond)) => {
+                let master = router.state() == nemo::vrrp::State::Master;
+                if master {
+                    let _ = role.send(Role::Standby);
+                    tracing::warn!("election: handing over; no longer answering");
+                }
+                let _ = respond.send(master);
+            }
+            Wake::Command(ElectionCommand::Resign(respond)) => {
+                router.set_priority(1);
+                if let Ok(mut state) = state.write() {
+                    state.priority = 1;
+                }
+                router.shutdown();
+                while let Some(action) = router.poll_action() {
+                    act(action).await;
+                }
+                router.start(Instant::now());
+                tracing::warn!("election: handed over; standing by at priority 1 until restarted");
+                let _ = respond.send(());
+            }
+            Wake::Stop => break,
+        }
+    }
+    router.shutdown();
+    while let Some(action) = router.poll_action() {
+        act(action).await;
     }
     release_addresses(&netlink, index, &addresses).await?;
     tracing::info!("election: resigned");
     Ok(())
+}
+
+/// What woke the election.
+enum Wake {
+    Received(std::io::Result<nemo_dataplane::vrrp::Received>),
+    Timer,
+    Command(ElectionCommand),
+    Stop,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -131,6 +187,7 @@ async fn act(
     addresses: &[Ipv6Addr],
     role: &watch::Sender<Role>,
     metrics: &Metrics,
+    state: &RwLock<PairState>,
 ) {
     match action {
         Action::Send(advertisement) => {
@@ -139,7 +196,8 @@ async fn act(
             }
             // A master renews its hold on the addresses with each
             // advertisement (they lapse if this process dies).
-            if *role.borrow() == Role::Active && advertisement.priority != 0 {
+            let active = *role.borrow() == Role::Active;
+            if active && advertisement.priority != 0 {
                 if let Err(error) = take_addresses(netlink, index, addresses).await {
                     tracing::warn!(%error, "election: renewing the home-agent address failed");
                 }
@@ -153,6 +211,9 @@ async fn act(
                 tracing::warn!(%error, "election: announcing the home-agent address failed");
             }
             metrics.takeovers.inc();
+            if let Ok(mut state) = state.write() {
+                state.last_takeover = Some((SystemTime::now(), format!("{why:?}")));
+            }
             let _ = role.send(Role::Active);
             tracing::warn!(?why, "election: active");
         }

@@ -214,7 +214,11 @@ async fn serve<D: HomeAgentDataPlane>(
     }
     if let Some(section) = &config.admin {
         let listener = servers.bind("admin", section.listen).await?;
-        let admin = Admin::new(running.shared.clone(), running.core.clone());
+        let admin = Admin::new(
+            running.shared.clone(),
+            running.core.clone(),
+            election.as_ref().map(|e| e.handle.clone()),
+        );
         servers.grpc(listener, admin::api(admin), Default::default());
     }
     if let Some(section) = &config.metrics {
@@ -272,6 +276,8 @@ async fn serve<D: HomeAgentDataPlane>(
 
 /// The election task of a pair member, and how to stop it.
 struct Election {
+    /// What the admin API reads and asks of it.
+    handle: nemo_ha::admin::PairHandle,
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<anyhow::Result<()>>>>,
     summary: String,
@@ -344,15 +350,30 @@ async fn pair(
     );
     let (role_tx, role) = tokio::sync::watch::channel(driver::Role::Standby);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let (commands, command_rx) = tokio::sync::mpsc::channel(4);
+    let state = Arc::new(std::sync::RwLock::new(
+        nemo_ha::election::PairState::default(),
+    ));
     let settings = nemo_ha::election::ElectionSettings {
         interface: section.interface.get_ref().clone(),
         router,
     };
     let task = tokio::spawn(nemo_ha::election::run(
-        settings, netlink, role_tx, metrics, stop_rx,
+        settings,
+        netlink,
+        role_tx,
+        metrics,
+        state.clone(),
+        command_rx,
+        stop_rx,
     ));
     Ok((
         Election {
+            handle: nemo_ha::admin::PairHandle {
+                state,
+                commands,
+                role: role.clone(),
+            },
             stop,
             task: tokio::sync::Mutex::new(Some(task)),
             summary,

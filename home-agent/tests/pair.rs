@@ -21,7 +21,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use nemo_proto::v1 as pb;
 use nemo_testkit::{netns_available, workspace_binary, Netns, Process};
+
+type Admin =
+    nemo_proto::v1::home_agent_admin_client::HomeAgentAdminClient<tonic::transport::Channel>;
 
 const MUST_RUN: &str = "NEMO_REQUIRE_NETNS";
 const ROUTERS: &str = "400";
@@ -156,34 +160,51 @@ impl Pair {
         (report, routers)
     }
 
-    /// The bindings a member's admin API lists (from inside its namespace).
-    fn bindings_of(&self, name: &str) -> BTreeSet<Ipv6Addr> {
+    /// Runs `call` with a client of a member's admin API, from inside its
+    /// namespace.
+    fn admin<T: Send + 'static, F: std::future::Future<Output = T>>(
+        &self,
+        name: &str,
+        call: impl FnOnce(Admin) -> F + Send + 'static,
+    ) -> T {
         self.member(name)
-            .spawn_in(|| {
+            .spawn_in(move || {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                     .unwrap();
-                runtime.block_on(async {
-                    let mut admin =
-                        nemo_proto::v1::home_agent_admin_client::HomeAgentAdminClient::connect(
-                            "http://[::1]:50051",
-                        )
-                        .await
-                        .unwrap();
-                    admin
-                        .list_bindings(nemo_proto::v1::ListBindingsRequest {})
-                        .await
-                        .unwrap()
-                        .into_inner()
-                        .bindings
-                        .into_iter()
-                        .map(|binding| binding.home_address.parse().unwrap())
-                        .collect()
+                runtime.block_on(async move {
+                    let admin = Admin::connect("http://[::1]:50051").await.unwrap();
+                    call(admin).await
                 })
             })
             .join()
             .unwrap()
+    }
+
+    /// The bindings a member's admin API lists.
+    fn bindings_of(&self, name: &str) -> BTreeSet<Ipv6Addr> {
+        self.admin(name, |mut admin| async move {
+            admin
+                .list_bindings(pb::ListBindingsRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .bindings
+                .into_iter()
+                .map(|binding| binding.home_address.parse().unwrap())
+                .collect()
+        })
+    }
+
+    fn status_of(&self, name: &str) -> pb::PairStatus {
+        self.admin(name, |mut admin| async move {
+            admin
+                .get_pair_status(pb::GetPairStatusRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+        })
     }
 }
 
@@ -337,4 +358,59 @@ fn a_killed_process_gives_the_address_up_and_returns_as_standby() {
         "{} missing on the returned standby",
         missing.len()
     );
+}
+
+#[test]
+fn a_planned_hand_over_loses_nothing_and_is_reported() {
+    if !netns_available(MUST_RUN) {
+        return;
+    }
+    let pair = Pair::new("pair-hand");
+    let (active, standby) = pair.start_both();
+    let (_, acknowledged) = pair.load("1", "0");
+    let before = pair.status_of("a");
+    assert_eq!(before.role, "active");
+    assert!(before.standby_attached);
+    assert!(before.replicated_batches > 0, "{before:?}");
+    assert_eq!(pair.status_of("b").role, "standby");
+
+    let handed = pair.admin("a", |mut admin| async move {
+        admin.hand_over(pb::HandOverRequest {}).await.map(drop)
+    });
+    assert!(handed.is_ok(), "{handed:?}\n{}", active.log());
+    let moved = within(Duration::from_secs(2), || {
+        pair.holds("b") && !pair.holds("a")
+    });
+    assert!(moved.is_some(), "a: {}\nb: {}", active.log(), standby.log());
+    eprintln!("hand-over: address moved {moved:?} after the call returned");
+
+    let held = pair.bindings_of("b");
+    assert!(
+        acknowledged.is_subset(&held),
+        "{} acknowledged registrations missing after the hand-over",
+        acknowledged.difference(&held).count()
+    );
+    let (report, _) = pair.load("2", "100");
+    assert_eq!(count(&report, "rejected"), 0, "{report}");
+    assert!(count(&report, "acknowledged") >= 1500, "{report}");
+
+    let a = pair.status_of("a");
+    assert_eq!((a.role.as_str(), a.priority), ("standby", 1), "{a:?}");
+    let b = pair.status_of("b");
+    assert_eq!(b.role, "active", "{b:?}");
+    assert_eq!(b.takeovers, 1, "{b:?}");
+    assert_eq!(b.last_takeover_reason, "MasterDown", "{b:?}");
+    assert!(b.last_takeover_unix_ms > 0);
+    // a follows b now.
+    let b_log = standby.wait_for("standby attached and in sync", 1);
+    assert!(b_log.contains("standby attached and in sync"), "{b_log}");
+    // A second hand-over from the standby is refused.
+    let again = pair.admin("a", |mut admin| async move {
+        admin
+            .hand_over(pb::HandOverRequest {})
+            .await
+            .map(drop)
+            .map_err(|status| status.code())
+    });
+    assert_eq!(again, Err(tonic::Code::FailedPrecondition));
 }

@@ -67,6 +67,7 @@ impl<D: HomeAgentDataPlane> Core<D> {
                         self.authorize(home_address, authorization);
                     }
                     Some(CoreEvent::Replicated(changes)) => self.replicated(&changes).await,
+                    Some(CoreEvent::Drain(respond)) => self.queue(Pending::Drain(respond)).await,
                     Some(CoreEvent::Resync(bindings)) => self.resync(bindings).await,
                     None => break,
                 },

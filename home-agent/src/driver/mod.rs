@@ -163,6 +163,9 @@ pub enum CoreEvent {
         /// Its authorization now.
         authorization: Option<nemo::ha::Authorization>,
     },
+    /// Answered once everything answered so far is durable (and on the
+    /// standby).
+    Drain(oneshot::Sender<()>),
     /// Changes the active replicated, already on this standby's disk.
     Replicated(Vec<Change>),
     /// The active's whole cache, already on this standby's disk.

@@ -20,6 +20,9 @@ pub(super) enum Pending {
     },
     /// A binding expired: made durable.
     Expire(Change),
+    /// Answered once everything queued before it is durable (and on the
+    /// standby): a hand-over waits for it.
+    Drain(oneshot::Sender<()>),
     /// An operator removed a binding: made durable, then the operator told.
     Remove {
         change: Change,
@@ -31,7 +34,7 @@ impl Pending {
     /// The change to make durable, and why.
     fn change(&self) -> Option<(&Change, &'static str)> {
         match self {
-            Pending::Send(_) => None,
+            Pending::Send(_) | Pending::Drain(_) => None,
             Pending::Acknowledge { change, .. } => change.as_ref().map(|(c, why)| (c, *why)),
             Pending::Expire(change) => Some((change, "expiry")),
             Pending::Remove { change, .. } => Some((change, "admin")),
@@ -107,6 +110,9 @@ pub(super) async fn writer(
                         .observe(received_at.elapsed().as_secs_f64());
                 }
                 Pending::Expire(_) => {}
+                Pending::Drain(respond) => {
+                    let _ = respond.send(());
+                }
                 Pending::Remove { change, respond } => {
                     let removed = match change {
                         Change::Remove { binding } => Some(binding),
