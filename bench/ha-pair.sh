@@ -105,8 +105,8 @@ echo "alone:      $(load --seconds "$seconds" --rate "$rate" --first-sequence 40
 
 # 2. Resynchronisation of an empty standby.
 rm -rf "$work/b-store"
-attached=$(grep -c "standby attached and in sync" "$work/a.log" || true)
-t0=$(now); start b; wait_log a "standby attached and in sync" $((attached + 1)); t1=$(now)
+synced=$(grep -c "in sync with the active" "$work/b.log" || true)
+t0=$(now); start b; wait_log b "in sync with the active" $((synced + 1)); t1=$(now)
 bindings=$(grep "in sync with the active" "$work/b.log" | tail -1 | sed -n 's/.*bindings=\([0-9]*\).*/\1/p')
 echo "resync: empty standby took $bindings bindings in $(echo "$t1 - $t0" | bc) s (start to in sync)"
 
@@ -115,7 +115,7 @@ load --seconds 6 --rate 2000 --first-sequence 50000 > "$work/failover.load" 2>&1
 loader=$!
 sleep 2
 t0=$(now)
-kill -9 "$pid_a"; ip -n "$a" link set home down; pid_a=
+{ kill -9 "$pid_a"; wait "$pid_a" || true; } 2>/dev/null; ip -n "$a" link set home down; pid_a=
 until ip -n "$b" -6 addr show dev home | grep -q 2001:db8:1::1; do sleep 0.001; done
 t1=$(now)
 wait "$loader" || true

@@ -74,7 +74,8 @@ pub enum Role {
 /// What the admin API and the metrics read: the durable state.
 #[derive(Debug)]
 pub struct Shared {
-    /// Bindings that are on disk.
+    /// Bindings on disk, or in the batch being written (a failed write
+    /// stops the daemon).
     pub view: RwLock<BTreeMap<Ipv6Addr, Binding>>,
     /// Durable changes, as they happen.
     pub events: broadcast::Sender<BindingEvent>,

@@ -1,6 +1,6 @@
-//! The writer task: makes changes durable in batches (group commit), and
-//! only then sends the answers, publishes each change to watchers and
-//! updates the view the admin API reads.
+//! The writer task: makes changes durable in batches (group commit) on this
+//! member's disk and, in a pair, on the standby's at the same time, and only
+//! then sends the answers and publishes each change to watchers.
 
 use super::*;
 
@@ -64,26 +64,34 @@ pub(super) async fn writer(
             .iter()
             .filter_map(|pending| pending.change().map(|(change, _)| change))
             .collect();
-        match flush_mode {
-            FlushMode::Group if !changes.is_empty() => {
-                timed_commit(&store, &shared.metrics, &changes).await?;
-            }
-            FlushMode::Group => {}
-            FlushMode::EachBinding => {
-                for change in &changes {
-                    timed_commit(&store, &shared.metrics, &[change]).await?;
-                }
-            }
-        }
-        // Durable here: the view shows it, then the standby gets it (its
-        // snapshot for a new standby is the view, so nothing falls between
-        // the two), then the answers leave.
+        // The view shows the batch first (a standby attaching now takes
+        // the view as its snapshot, so nothing falls between the snapshot
+        // and the stream), then this member's disk and the standby's take
+        // it at once, then the answers leave.
         for change in &changes {
             shared.mirror(change);
         }
-        if let Some(replica) = &replica {
-            replica.replicate(&changes).await;
-        }
+        let local = async {
+            match flush_mode {
+                FlushMode::Group if !changes.is_empty() => {
+                    timed_commit(&store, &shared.metrics, &changes).await
+                }
+                FlushMode::Group => Ok(()),
+                FlushMode::EachBinding => {
+                    for change in &changes {
+                        timed_commit(&store, &shared.metrics, &[change]).await?;
+                    }
+                    Ok(())
+                }
+            }
+        };
+        let standby = async {
+            if let Some(replica) = &replica {
+                replica.replicate(&changes).await;
+            }
+        };
+        let (committed, ()) = tokio::join!(local, standby);
+        committed?;
         for pending in batch.drain(..) {
             if let Some((change, reason)) = pending.change() {
                 publish(&shared, change, reason);
