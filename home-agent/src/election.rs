@@ -19,6 +19,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::driver::Role;
 use crate::metrics::Metrics;
 
+/// How often an active member announces the home-agent address again
+/// (unsolicited Neighbor Advertisements), beyond the takeover itself.
+const ANNOUNCE_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The election's settings.
 #[derive(Debug, Clone)]
 pub struct ElectionSettings {
@@ -80,6 +84,7 @@ pub async fn run(
         "election: standing by"
     );
     let mut buffer = vec![0u8; MAX_ADVERTISEMENT];
+    let announced = std::sync::Mutex::new(None);
     let act = |action| {
         act(
             action,
@@ -92,6 +97,7 @@ pub async fn run(
             &role,
             &metrics,
             &state,
+            &announced,
         )
     };
     loop {
@@ -188,6 +194,7 @@ async fn act(
     role: &watch::Sender<Role>,
     metrics: &Metrics,
     state: &RwLock<PairState>,
+    announced: &std::sync::Mutex<Option<Instant>>,
 ) {
     match action {
         Action::Send(advertisement) => {
@@ -195,11 +202,25 @@ async fn act(
                 tracing::warn!(%error, "election: sending an advertisement failed");
             }
             // A master renews its hold on the addresses with each
-            // advertisement (they lapse if this process dies).
+            // advertisement (they lapse if this process dies), and
+            // announces them again now and then: after a split, the
+            // neighbours may still point at the member that stepped down.
             let active = *role.borrow() == Role::Active;
             if active && advertisement.priority != 0 {
                 if let Err(error) = take_addresses(netlink, index, addresses).await {
                     tracing::warn!(%error, "election: renewing the home-agent address failed");
+                }
+                let due = announced
+                    .lock()
+                    .map(|last| last.is_none_or(|at| at.elapsed() >= ANNOUNCE_REFRESH))
+                    .unwrap_or(true);
+                if due {
+                    if let Err(error) = announce(interface, source, addresses) {
+                        tracing::warn!(%error, "election: announcing the home-agent address failed");
+                    }
+                    if let Ok(mut last) = announced.lock() {
+                        *last = Some(Instant::now());
+                    }
                 }
             }
         }
@@ -216,6 +237,14 @@ async fn act(
             }
             let _ = role.send(Role::Active);
             tracing::warn!(?why, "election: active");
+        }
+        Action::Reannounce => {
+            if let Err(error) = announce(interface, source, addresses) {
+                tracing::warn!(%error, "election: announcing the home-agent address failed");
+            }
+            tracing::warn!(
+                "election: another member advertised as master; announced the address again"
+            );
         }
         Action::StepDown(why) => {
             let _ = role.send(Role::Standby);

@@ -331,3 +331,34 @@ fn advertisements_not_for_this_router_are_discarded_and_named() {
         Some(later + Duration::from_millis(3600))
     );
 }
+
+#[test]
+fn after_a_split_the_higher_master_announces_again_and_the_lower_steps_down() {
+    // Both masters (their advertisements were lost both ways): when they
+    // hear each other, the lower steps down and the higher announces the
+    // addresses again, since the neighbours may follow the lower one.
+    let mut link = Link::new(vec![
+        config("fe80::a", 200, false),
+        config("fe80::b", 100, false),
+    ]);
+    link.muted = vec![true, true];
+    link.start_all();
+    link.run_for(Duration::from_secs(5));
+    assert_eq!(link.states(), [State::Master, State::Master]);
+    // b's advertisements reach a first.
+    link.muted = vec![true, false];
+    link.run_for(Duration::from_secs(1));
+    assert_eq!(link.states(), [State::Master, State::Master]);
+    link.muted = vec![false, false];
+    link.run_for(Duration::from_secs(3));
+    assert_eq!(link.states(), [State::Master, State::Backup]);
+    assert!(link
+        .log
+        .iter()
+        .any(|(_, who, action)| *who == 0 && *action == Action::Reannounce));
+    assert!(link.log.iter().any(|(_, who, action)| *who == 1
+        && matches!(
+            action,
+            Action::StepDown(Stepdown::Preempted { priority: 200, .. })
+        )));
+}

@@ -82,6 +82,12 @@ pub enum Action {
     TakeOver(Takeover),
     /// Stop being master: give the virtual addresses up.
     StepDown(Stepdown),
+    /// Announce the virtual addresses again (unsolicited Neighbor
+    /// Advertisements): a router of lower priority advertised as master,
+    /// so for a while it held the addresses and the neighbours may still
+    /// point at it (keepalived's `vrrp_garp_lower_prio_repeat`; RFC 5798
+    /// itself only discards such an advertisement).
+    Reannounce,
 }
 
 /// Why a received advertisement was not acted on (RFC 5798 §7.1).
@@ -259,6 +265,10 @@ impl VirtualRouter {
                             priority: advertisement.priority,
                         }));
                     self.become_backup(now);
+                } else {
+                    // Another master of lower priority: it steps down when
+                    // it hears this one; make the neighbours come back.
+                    self.actions.push_back(Action::Reannounce);
                 }
             }
             State::Initialize => {}
