@@ -113,7 +113,8 @@ pub const VIRTUAL_ADDRESS_LIFETIME: std::time::Duration = std::time::Duration::f
 /// Takes (or renews) the virtual addresses on the interface (`index`): each
 /// as a /128, without duplicate address detection (the other member gave
 /// them up, or is dead; waiting a second for DAD is the outage a takeover
-/// must not have), valid for [`VIRTUAL_ADDRESS_LIFETIME`].
+/// must not have), valid for [`VIRTUAL_ADDRESS_LIFETIME`] and never
+/// preferred as a source.
 pub async fn take_addresses(
     handle: &rtnetlink::Handle,
     index: u32,
@@ -128,8 +129,12 @@ pub async fn take_addresses(
             .replace();
         let attributes = &mut request.message_mut().attributes;
         attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+        // Valid but not preferred (deprecated): the kernel answers for it
+        // and sockets bound to it use it, but it never becomes the source
+        // of a connection the host opens, whose replies would follow the
+        // address to the other member after a takeover.
         let mut lifetime = CacheInfo::default();
-        lifetime.ifa_preferred = seconds;
+        lifetime.ifa_preferred = 0;
         lifetime.ifa_valid = seconds;
         attributes.push(AddressAttribute::CacheInfo(lifetime));
         request

@@ -353,6 +353,12 @@ fn validate_pair(
             format!("pair: addresses: {bad} is not a routable unicast address"),
         ));
     }
+    if pair.replication_listen.get_ref().ip().is_unspecified() {
+        return Err(invalid(
+            pair.replication_listen.span(),
+            "pair: replication_listen: this member's own address, not a wildcard (the standby connects from it)".into(),
+        ));
+    }
     if pair.peer.get_ref() == pair.replication_listen.get_ref() {
         return Err(invalid(
             pair.peer.span(),

@@ -403,7 +403,11 @@ fn a_planned_hand_over_loses_nothing_and_is_reported() {
     assert!(b.last_takeover_unix_ms > 0);
     // a follows b now.
     let b_log = standby.wait_for("standby attached and in sync", 1);
-    assert!(b_log.contains("standby attached and in sync"), "{b_log}");
+    assert!(
+        b_log.contains("standby attached and in sync"),
+        "{b_log}\na: {}",
+        active.log()
+    );
     // A second hand-over from the standby is refused.
     let again = pair.admin("a", |mut admin| async move {
         admin

@@ -294,6 +294,7 @@ pub async fn start<D: HomeAgentDataPlane>(setup: Setup<D>) -> anyhow::Result<Run
     let (alone, role) = watch::channel(Role::Active);
     let (role, replica) = match setup.pair {
         Some(pair) => {
+            let local = pair.listener.local_addr()?.ip();
             let replica = Primary::start(
                 pair.listener,
                 pair.token.clone(),
@@ -303,6 +304,7 @@ pub async fn start<D: HomeAgentDataPlane>(setup: Setup<D>) -> anyhow::Result<Run
                 pair.role.clone(),
             );
             tokio::spawn(crate::replication::standby::follow(
+                local,
                 pair.peer,
                 pair.token,
                 setup.store.clone(),

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use nemo::ha::{Binding, Change};
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::wire::{Frame, SNAPSHOT_CHUNK};
+use super::wire::{Frame, WireError, SNAPSHOT_CHUNK};
 use super::{Mode, Unreplicated};
 use crate::driver::{Role, Shared};
 use crate::metrics::ReasonLabel;
@@ -108,6 +108,18 @@ struct Attached {
     next_id: u64,
 }
 
+/// A standby taking its snapshot: the batches made meanwhile wait here (in
+/// order, after the snapshot's cut) and their answers do not wait for it,
+/// since it is not a copy yet.
+struct Syncing {
+    task: tokio::task::JoinHandle<Result<(OwnedWriteHalf, OwnedReadHalf), WireError>>,
+    frames: Vec<Vec<u8>>,
+    next_id: u64,
+}
+
+/// A standby that said hello with the right token.
+type Greeted = (OwnedReadHalf, OwnedWriteHalf, std::net::SocketAddr);
+
 async fn serve(
     listener: TcpListener,
     token: String,
@@ -115,11 +127,20 @@ async fn serve(
     role: watch::Receiver<Role>,
     mut queue: mpsc::Receiver<Request>,
 ) {
+    let token = Arc::new(token);
     let mut attached: Option<Attached> = None;
+    let mut syncing: Option<Syncing> = None;
+    let (greeted_tx, mut greeted) = mpsc::channel::<Greeted>(4);
     loop {
         let ack = async {
             match attached.as_mut() {
                 Some(standby) => standby.acks.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let synced = async {
+            match syncing.as_mut() {
+                Some(sync) => (&mut sync.task).await,
                 None => std::future::pending().await,
             }
         };
@@ -130,18 +151,76 @@ async fn serve(
                     tracing::debug!(%peer, "replication: not active; standby refused");
                     continue;
                 }
-                match attach(stream, &token, &shared).await {
-                    Ok(standby) => {
-                        tracing::info!(%peer, "replication: standby attached and in sync");
-                        shared.metrics.standby_attached.set(1);
-                        // A new standby replaces the old one.
-                        attached = Some(standby);
+                // The hello is awaited apart: a silent connection must not
+                // hold replication up.
+                let (token, greeted_tx) = (token.clone(), greeted_tx.clone());
+                tokio::spawn(async move {
+                    match hello(stream, &token).await {
+                        Ok((reader, writer)) => {
+                            let _ = greeted_tx.send((reader, writer, peer)).await;
+                        }
+                        Err(error) => tracing::warn!(%peer, %error, "replication: standby refused"),
                     }
-                    Err(error) => tracing::warn!(%peer, %error, "replication: standby refused"),
+                });
+            }
+            Some((reader, writer, peer)) = greeted.recv() => {
+                // The snapshot's cut is here, between two batches: the view
+                // holds every batch before this point, and every batch
+                // after it is kept for this standby.
+                let bindings: Vec<Binding> = shared
+                    .view
+                    .read()
+                    .map(|view| view.values().cloned().collect())
+                    .unwrap_or_default();
+                tracing::info!(%peer, bindings = bindings.len(), "replication: standby attaching");
+                detach(&mut attached, &shared);
+                if let Some(old) = syncing.take() {
+                    old.task.abort();
+                }
+                syncing = Some(Syncing {
+                    task: tokio::spawn(send_snapshot(reader, writer, bindings)),
+                    frames: Vec::new(),
+                    next_id: 1,
+                });
+            }
+            done = synced => {
+                let Some(sync) = syncing.take() else { continue };
+                match done {
+                    Ok(Ok((mut writer, reader))) => {
+                        let mut caught_up = Ok(());
+                        for frame in &sync.frames {
+                            caught_up = writer.write_all(frame).await;
+                            if caught_up.is_err() {
+                                break;
+                            }
+                        }
+                        match caught_up {
+                            Ok(()) => {
+                                tracing::info!(batches = sync.frames.len(), "replication: standby attached and in sync");
+                                shared.metrics.standby_attached.set(1);
+                                attached = Some(Attached {
+                                    writer,
+                                    acks: read_acks(reader),
+                                    pending: std::collections::VecDeque::new(),
+                                    next_id: sync.next_id,
+                                });
+                            }
+                            Err(error) => tracing::warn!(%error, "replication: standby lost while catching up"),
+                        }
+                    }
+                    Ok(Err(error)) => tracing::warn!(%error, "replication: snapshot not delivered"),
+                    Err(error) => tracing::warn!(%error, "replication: snapshot task"),
                 }
             }
             request = queue.recv() => {
                 let Some(request) = request else { return };
+                if let Some(sync) = syncing.as_mut() {
+                    let id = sync.next_id;
+                    sync.next_id += 1;
+                    sync.frames.push(Frame::Batch { id, changes: request.changes }.encode());
+                    let _ = request.done.send(Err(Unreplicated::NoStandby));
+                    continue;
+                }
                 let Some(standby) = attached.as_mut() else {
                     let _ = request.done.send(Err(Unreplicated::NoStandby));
                     continue;
@@ -185,28 +264,31 @@ fn detach(attached: &mut Option<Attached>, shared: &Shared) {
     shared.metrics.standby_attached.set(0);
 }
 
-/// Authenticates a standby and sends it the whole durable cache.
-async fn attach(
+/// Reads a standby's hello and checks its token.
+async fn hello(
     stream: TcpStream,
     token: &str,
-    shared: &Shared,
-) -> Result<Attached, super::wire::WireError> {
-    let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.into_split();
+) -> Result<(OwnedReadHalf, OwnedWriteHalf), WireError> {
+    super::keep_alive(&stream);
+    let (mut reader, writer) = stream.into_split();
     let hello = tokio::time::timeout(HELLO_TIMEOUT, Frame::read(&mut reader))
         .await
-        .map_err(|_| super::wire::WireError::Malformed("no hello in time"))??;
+        .map_err(|_| WireError::Malformed("no hello in time"))??;
     let Frame::Hello { token: offered } = hello else {
-        return Err(super::wire::WireError::Malformed("expected a hello"));
+        return Err(WireError::Malformed("expected a hello"));
     };
     if !super::same_secret(offered.as_bytes(), token.as_bytes()) {
-        return Err(super::wire::WireError::Malformed("wrong token"));
+        return Err(WireError::Malformed("wrong token"));
     }
-    let bindings: Vec<Binding> = shared
-        .view
-        .read()
-        .map(|view| view.values().cloned().collect())
-        .unwrap_or_default();
+    Ok((reader, writer))
+}
+
+/// Sends the whole cache as of the cut, in chunks.
+async fn send_snapshot(
+    reader: OwnedReadHalf,
+    mut writer: OwnedWriteHalf,
+    bindings: Vec<Binding>,
+) -> Result<(OwnedWriteHalf, OwnedReadHalf), WireError> {
     let mut chunks = bindings.chunks(SNAPSHOT_CHUNK).peekable();
     if chunks.peek().is_none() {
         Frame::Snapshot {
@@ -224,6 +306,11 @@ async fn attach(
         .write(&mut writer)
         .await?;
     }
+    Ok((writer, reader))
+}
+
+/// The standby's acknowledgements, as they come.
+fn read_acks(mut reader: OwnedReadHalf) -> mpsc::Receiver<u64> {
     let (acks_tx, acks) = mpsc::channel(1024);
     tokio::spawn(async move {
         loop {
@@ -237,10 +324,5 @@ async fn attach(
             }
         }
     });
-    Ok(Attached {
-        writer,
-        acks,
-        pending: std::collections::VecDeque::new(),
-        next_id: 1,
-    })
+    acks
 }

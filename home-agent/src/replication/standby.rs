@@ -9,7 +9,7 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use nemo::ha::Change;
-use tokio::net::TcpStream;
+use tokio::net::TcpSocket;
 use tokio::sync::{mpsc, watch};
 
 use super::wire::{removed, Frame, WireError};
@@ -19,6 +19,7 @@ use crate::store::Store;
 /// Follows the active at `peer` whenever `role` is standby, until the task
 /// is dropped.
 pub async fn follow(
+    local: std::net::IpAddr,
     peer: SocketAddr,
     token: String,
     store: Store,
@@ -31,7 +32,7 @@ pub async fn follow(
         if role.wait_for(|r| *r == Role::Standby).await.is_err() {
             return;
         }
-        let session = session(peer, &token, &store, &shared, &core);
+        let session = session(local, peer, &token, &store, &shared, &core);
         let result = tokio::select! {
             result = session => result,
             became = role.wait_for(|r| *r == Role::Active) => {
@@ -58,14 +59,25 @@ pub async fn follow(
 }
 
 async fn session(
+    local: std::net::IpAddr,
     peer: SocketAddr,
     token: &str,
     store: &Store,
     shared: &Shared,
     core: &mpsc::Sender<CoreEvent>,
 ) -> Result<(), SessionError> {
-    let stream = TcpStream::connect(peer).await.map_err(WireError::from)?;
-    let _ = stream.set_nodelay(true);
+    // From this member's own address: never from the home-agent address,
+    // which moves away with the active role (and with it the replies).
+    let socket = match local {
+        std::net::IpAddr::V6(_) => TcpSocket::new_v6(),
+        std::net::IpAddr::V4(_) => TcpSocket::new_v4(),
+    }
+    .map_err(WireError::from)?;
+    socket
+        .bind(SocketAddr::new(local, 0))
+        .map_err(WireError::from)?;
+    let stream = socket.connect(peer).await.map_err(WireError::from)?;
+    super::keep_alive(&stream);
     let (mut reader, mut writer) = stream.into_split();
     Frame::Hello {
         token: token.to_owned(),
