@@ -347,3 +347,37 @@ fn authentication_refusals_are_typed() {
     // The key never reaches a log line.
     assert!(!format!("{sa:?}").contains("3, 3"));
 }
+
+proptest! {
+    /// No input makes the VRRP decoder panic, and what it takes encodes
+    /// back to the same advertisement.
+    #[test]
+    fn vrrp_decoding_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600), hop_limit in any::<u8>()) {
+        let source = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+        if let Ok(advertisement) = nemo::vrrp::Advertisement::decode(&bytes, source, hop_limit) {
+            let again = nemo::vrrp::Advertisement::decode(&advertisement.encode(source), source, 255);
+            prop_assert_eq!(again, Ok(advertisement));
+        }
+    }
+
+    /// Every advertisement encodes to bytes that decode to it.
+    #[test]
+    fn vrrp_advertisements_round_trip(
+        vrid in 1u8..,
+        priority in any::<u8>(),
+        interval in 1u16..=4095,
+        addresses in proptest::collection::vec(address(), 1..20),
+    ) {
+        let advertisement = nemo::vrrp::Advertisement {
+            vrid,
+            priority,
+            max_advert_interval: nemo::vrrp::Centiseconds::new(interval).unwrap(),
+            addresses,
+        };
+        let source = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 7);
+        prop_assert_eq!(
+            nemo::vrrp::Advertisement::decode(&advertisement.encode(source), source, 255),
+            Ok(advertisement)
+        );
+    }
+}

@@ -345,4 +345,23 @@ mod tests {
         assert!(Frame::decode(&tailed).is_err());
         assert!(Frame::decode(&[9]).is_err());
     }
+
+    #[test]
+    fn every_one_octet_corruption_decodes_or_fails_without_panic() {
+        let good = Frame::Snapshot {
+            bindings: vec![binding(1), binding(2)],
+            last: true,
+        }
+        .encode();
+        let body = &good[4..];
+        for at in 0..body.len() {
+            for value in [0u8, 1, 0x7f, 0xff] {
+                let mut corrupted = body.to_vec();
+                corrupted[at] = value;
+                // Either a frame or an error; never a panic, never an
+                // allocation beyond the frame's own length.
+                let _ = Frame::decode(&corrupted);
+            }
+        }
+    }
 }
