@@ -214,31 +214,40 @@ pub fn authorized<T>(
     Ok(request)
 }
 
-/// The wait between attempts to reach the controller: 200 ms, doubling to
-/// 30 s. One policy for every daemon that follows the controller.
+/// The wait between attempts to reach the controller (or a pair's other
+/// member): 200 ms, doubling to 30 s. One policy for every follower.
 #[derive(Debug)]
 pub struct Backoff {
     next: Duration,
+    /// What is being reached, for the log.
+    what: &'static str,
 }
 
 impl Default for Backoff {
+    /// For the controller.
     fn default() -> Self {
-        Backoff {
-            next: Duration::from_millis(200),
-        }
+        Backoff::new("controller")
     }
 }
 
 impl Backoff {
-    /// Logs why the controller is away and what the daemon does meanwhile,
-    /// then waits the current delay and doubles it.
+    /// For reaching `what` (named in the log).
+    pub fn new(what: &'static str) -> Backoff {
+        Backoff {
+            next: Duration::from_millis(200),
+            what,
+        }
+    }
+
+    /// Logs why the peer is away and what the daemon does meanwhile, then
+    /// waits the current delay and doubles it.
     pub async fn wait(
         &mut self,
         error: &(dyn std::fmt::Display + Sync),
         endpoint: &str,
         meanwhile: &str,
     ) {
-        tracing::warn!(%error, %endpoint, retry_in = ?self.next, "controller unavailable; {meanwhile}");
+        tracing::warn!(%error, %endpoint, retry_in = ?self.next, "{} unavailable; {meanwhile}", self.what);
         tokio::time::sleep(self.next).await;
         self.next = (self.next * 2).min(Duration::from_secs(30));
     }

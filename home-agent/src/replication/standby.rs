@@ -27,7 +27,7 @@ pub async fn follow(
     core: mpsc::Sender<CoreEvent>,
     mut role: watch::Receiver<Role>,
 ) {
-    let mut backoff = nemo_daemon::Backoff::default();
+    let mut backoff = nemo_daemon::Backoff::new("replication peer");
     loop {
         if role.wait_for(|r| *r == Role::Standby).await.is_err() {
             return;
