@@ -171,13 +171,17 @@ impl Servers {
         render: Arc<dyn Fn() -> String + Send + Sync>,
     ) -> Result<(), ServeError> {
         let listener = self.bind("metrics", listen).await?;
+        let mut stop = self.stop.subscribe();
         let task = async move {
-            crate::serve_metrics(listener, render)
-                .await
-                .map_err(|source| ServeError::Io {
-                    what: "metrics server",
-                    source,
-                })
+            tokio::select! {
+                served = crate::serve_metrics(listener, render) => {
+                    served.map_err(|source| ServeError::Io {
+                        what: "metrics server",
+                        source,
+                    })
+                }
+                _ = stop.wait_for(|stopping| *stopping) => Ok(()),
+            }
         };
         self.tasks.push(("metrics server", Box::pin(task)));
         Ok(())
@@ -253,7 +257,8 @@ impl Serving {
                 }
             }
         };
-        // The metrics server never returns by itself: give gRPC a moment.
+        // Every server ends on the stop signal; a gRPC server finishing its
+        // calls gets a moment, no more.
         if tokio::time::timeout(std::time::Duration::from_secs(2), graceful)
             .await
             .is_err()

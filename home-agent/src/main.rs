@@ -160,7 +160,7 @@ async fn serve<D: HomeAgentDataPlane>(
     // replicates (active) or follows (standby).
     let (election, pair) = match &config.pair {
         Some(section) => {
-            let (election, pair) = pair(section, netlink.clone(), metrics.clone()).await?;
+            let (election, pair) = pair(section, metrics.clone()).await?;
             (Some(election), Some(pair))
         }
         None => (None, None),
@@ -318,9 +318,15 @@ impl Election {
 /// Starts a pair member's election and binds its replication listener.
 async fn pair(
     section: &nemo_ha::config::PairSection,
-    netlink: rtnetlink::Handle,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<(Election, driver::PairSetup)> {
+    // The election's own rtnetlink connection: it lists addresses while the
+    // data plane lists rules and routes, and the kernel refuses a second
+    // dump on a socket with one in progress (EBUSY), which failed a
+    // standby's start in the failover lab.
+    let (connection, netlink, _) =
+        rtnetlink::new_connection().context("opening rtnetlink for the election")?;
+    tokio::spawn(connection);
     let token = nemo_daemon::read_token(section.token_file.get_ref()).with_context(|| {
         format!(
             "pair: token_file {}",

@@ -1,5 +1,6 @@
-//! The live-migration lab as a test: `deploy/lab/migrate.sh` with the
-//! binaries of this build. It asserts itself (the VM answers before and
+//! The live-migration lab (`deploy/lab/migrate.sh`) and the home-agent
+//! failover lab (`deploy/lab/failover.sh`) as tests, with the binaries of
+//! this build. It asserts itself (the VM answers before and
 //! after, the TCP connection survives, loss within its bound, the binding
 //! moved) and exits non-zero otherwise, also when a process outlived its
 //! clean-up (it lists what still runs in its namespaces before deleting
@@ -29,6 +30,20 @@ fn namespaces(prefix: &str) -> usize {
 /// Runs the lab in `mode`, the control traffic delayed by `wan_delay_ms`
 /// each way, and checks its verdict and its cleanup.
 fn lab(mode: &str, order: &str, wan_delay_ms: u32) {
+    run(
+        "migrate.sh",
+        &format!("{mode}-{order}"),
+        &[
+            ("MODE", mode.to_owned()),
+            ("ORDER", order.to_owned()),
+            ("WAN_DELAY_MS", wan_delay_ms.to_string()),
+        ],
+    );
+}
+
+/// Runs a lab script with these settings and checks its verdict and its
+/// cleanup.
+fn run(script: &str, tag: &str, settings: &[(&str, String)]) {
     if !netns_available(MUST_RUN)
         || !require(
             runs("ping", &["-V"]),
@@ -52,15 +67,15 @@ fn lab(mode: &str, order: &str, wan_delay_ms: u32) {
     ] {
         workspace_binary(binary);
     }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/lab/migrate.sh");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/lab")
+        .join(script);
     // Its own prefix, so that runs side by side do not see each other.
-    let prefix = format!("nemo-labtest-{}-{mode}-{order}-", std::process::id());
+    let prefix = format!("nemo-labtest-{}-{tag}-", std::process::id());
     let output = Command::new("bash")
         .arg(&script)
         .env("NEMO_BIN", &binaries)
-        .env("MODE", mode)
-        .env("ORDER", order)
-        .env("WAN_DELAY_MS", wan_delay_ms.to_string())
+        .envs(settings.iter().map(|(key, value)| (*key, value.as_str())))
         .env("NEMO_LAB_PREFIX", &prefix)
         .output()
         .unwrap();
@@ -97,4 +112,18 @@ fn live_migration_lab_placement_before_the_port_exists() {
 fn live_migration_lab_seed_variant_over_a_40_ms_wan() {
     // The seed's WAN: 40 ms round trip for the Binding Update and its answer.
     lab("seed", "port-first", 20);
+}
+
+#[test]
+fn failover_lab_the_active_home_agents_machine_dies() {
+    // kill -9 and its home-link port down at once: the standby takes the
+    // address within the VRRP timers; the tenant's traffic and TCP stream
+    // come through, and the mobile router does nothing special.
+    run("failover.sh", "machine", &[("DEATH", "machine".to_owned())]);
+}
+
+#[test]
+fn failover_lab_the_active_home_agents_process_dies() {
+    // kill -9 alone: its kernel keeps forwarding until the address lapses.
+    run("failover.sh", "process", &[("DEATH", "process".to_owned())]);
 }

@@ -1,0 +1,261 @@
+#!/usr/bin/env bash
+# The failover lab: a tenant's traffic through a home-agent PAIR while the
+# active home agent's machine dies, and the outage the tenant sees.
+#
+#   sudo deploy/lab/failover.sh                  # builds (release) and runs
+#   NEMO_BIN=target/debug deploy/lab/failover.sh # uses built binaries
+#   DEATH=process deploy/lab/failover.sh         # kill -9 only, port stays up
+#
+# Namespaces (2001:db8::/32 only):
+#   cn    correspondent                             2001:db8:f::2
+#   home  router of the home site + nemo-controller 2001:db8:f::1, 2001:db8:1::f0/::c
+#   ha1   nemo-ha, priority 200 (active first)      2001:db8:1::a, fe80::a
+#   ha2   nemo-ha, priority 100 (standby)           2001:db8:1::b, fe80::b
+#         both on the home link (a bridge in home); the home-agent address
+#         2001:db8:1::1 belongs to whichever is active
+#   wan   router between the sites                  2001:db8:1::fe
+#   hva   hypervisor, nemo-mr                       2001:db8:2::10
+#   vm    the tenant's VM on hva                    2001:db8:100::2
+#
+# Runs a UDP probe every 2 ms and a TCP stream from cn to the VM, kills the
+# active home agent (DEATH=machine, the default: its process and its
+# home-link port at once; DEATH=process: kill -9 alone), and prints the
+# outage, the probes lost, whether TCP survived, the bindings each home
+# agent holds before and after, and how many times the mobile router
+# registered after the death (0: it did nothing special). Exits non-zero
+# when the tenant did not come through. Cleans up everything it made.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+if [ "$(id -u)" != 0 ]; then echo "failover.sh: needs root (network namespaces)" >&2; exit 2; fi
+for tool in ip iperf3 python3; do
+  command -v "$tool" >/dev/null || { echo "failover.sh: $tool missing" >&2; exit 2; }
+done
+if [ -z "${NEMO_BIN:-}" ]; then
+  cargo build --release -q --bins
+  NEMO_BIN=target/release
+fi
+BIN=$(cd "$NEMO_BIN" && pwd)
+MAX_OUTAGE_MS=${MAX_OUTAGE_MS:-1000}
+DEATH=${DEATH:-machine}
+case "$DEATH" in machine|process) ;; *) echo "failover.sh: DEATH is machine or process" >&2; exit 2;; esac
+
+P=${NEMO_LAB_PREFIX:-nemo-fo-$$-}
+WORK=$(mktemp -d)
+PIDS=()
+ALL_NS="cn home ha1 ha2 wan hva vm"
+cleanup() {
+  local status=$? left=""
+  set +e
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
+  for n in $ALL_NS; do
+    [ -e "/run/netns/$P$n" ] || continue
+    for pid in $(ip netns pids "$P$n" 2>/dev/null); do
+      left+=" $pid($(tr '\0' ' ' </proc/"$pid"/cmdline 2>/dev/null | cut -c1-60))"
+      kill -9 "$pid" 2>/dev/null
+    done
+    ip netns del "$P$n" 2>/dev/null
+  done
+  rm -rf "$WORK"
+  if [ -n "$left" ]; then
+    echo "CLEANUP FAILED: processes left behind:$left" >&2
+    [ "$status" = 0 ] && status=1
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+x() { local ns=$1; shift; ip netns exec "$P$ns" "$@"; }
+spawn() { # ns stdout stderr command... (records the daemon's own PID)
+  local ns=$1 out=$2 err=$3; shift 3
+  ip netns exec "$P$ns" "$@" >"$out" 2>"$err" &
+  LAST_PID=$!; PIDS+=("$LAST_PID")
+}
+link() { # ns1 if1 ns2 if2
+  ip link add "$2" netns "$P$1" type veth peer name "$4" netns "$P$3"
+  ip -n "$P$1" link set "$2" up; ip -n "$P$3" link set "$4" up
+}
+addr() { ip -n "$P$1" addr add "$3" dev "$2" nodad; }
+metric() { # ns port name -> value
+  x "$1" python3 -c "import urllib.request,sys
+for line in urllib.request.urlopen('http://[::1]:$2/metrics', timeout=2).read().decode().splitlines():
+    if line.startswith('$3 ') or line.startswith('$3{'): print(line.split()[-1]); sys.exit()
+print(0)" 2>/dev/null || echo n/a
+}
+
+echo "== building the lab (home-agent pair, death: $DEATH)"
+for n in $ALL_NS; do ip netns add "$P$n"; ip -n "$P$n" link set lo up; done
+link cn c0 home h0
+addr cn c0 2001:db8:f::2/64; ip -n "${P}cn" -6 route add default via 2001:db8:f::1
+addr home h0 2001:db8:f::1/64
+# The home link: a bridge in home, with the WAN router and both home agents.
+ip -n "${P}home" link add br1 type bridge mcast_snooping 0
+ip -n "${P}home" link set br1 up
+link home h1 wan w1; ip -n "${P}home" link set h1 master br1
+link home p1 ha1 hl;  ip -n "${P}home" link set p1 master br1
+link home p2 ha2 hl;  ip -n "${P}home" link set p2 master br1
+addr home br1 2001:db8:1::f0/64
+addr home br1 2001:db8:1::c/64
+addr wan w1 2001:db8:1::fe/64
+ip -n "${P}home" -6 route add 2001:db8:2::/47 via 2001:db8:1::fe
+ip -n "${P}home" -6 route add 2001:db8:100::/48 via 2001:db8:1::1
+for m in 1 2; do
+  id=$([ $m = 1 ] && echo a || echo b)
+  addr "ha$m" hl "fe80::$id/64"
+  addr "ha$m" hl "2001:db8:1::$id/64"
+  ip -n "${P}ha$m" -6 route add 2001:db8:2::/47 via 2001:db8:1::fe
+  ip -n "${P}ha$m" -6 route add default via 2001:db8:1::f0
+done
+link hva u0 wan w2
+addr wan w2 2001:db8:2::fe/64
+addr hva u0 2001:db8:2::10/64; ip -n "${P}hva" -6 route add default via 2001:db8:2::fe
+link vm v0 hva t-acme
+addr hva t-acme 2001:db8:100::1/64
+addr vm v0 2001:db8:100::2/64; ip -n "${P}vm" -6 route add default via 2001:db8:100::1
+for n in home wan hva ha1 ha2; do x "$n" sysctl -qw net.ipv6.conf.all.forwarding=1; done
+
+echo "== starting the control plane"
+TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+echo "$TOKEN" > "$WORK/token"
+head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$WORK/pair.token"
+cat > "$WORK/controller.toml" <<TOML
+listen = "[2001:db8:1::c]:50051"
+store = "$WORK/controller"
+token_file = "$WORK/token"
+TOML
+for m in 1 2; do
+  id=$([ $m = 1 ] && echo a || echo b); peer=$([ $m = 1 ] && echo b || echo a)
+  priority=$([ $m = 1 ] && echo 200 || echo 100)
+  cat > "$WORK/ha$m.toml" <<TOML
+[home_agent]
+home_prefixes = ["2001:db8:1::/64"]
+[store]
+path = "$WORK/ha$m"
+[udp]
+listen = ["[2001:db8:1::1]:4191"]
+[metrics]
+listen = "[::1]:9464"
+[dataplane]
+backend = "seg6"
+uplink = "hl"
+local_address = "2001:db8:1::1"
+[controller]
+endpoint = "http://[2001:db8:1::c]:50051"
+token_file = "$WORK/token"
+home_agent = "ha1"
+[pair]
+interface = "hl"
+link_local = "fe80::$id"
+vrid = 12
+priority = $priority
+advert_interval_ms = 100
+addresses = ["2001:db8:1::1"]
+replication_listen = "[2001:db8:1::$id]:4192"
+peer = "[2001:db8:1::$peer]:4192"
+token_file = "$WORK/pair.token"
+TOML
+done
+cat > "$WORK/hva.toml" <<TOML
+[mobile_router]
+uplink = "u0"
+[transport]
+home_agent_udp = "[2001:db8:1::1]:4191"
+[dataplane]
+backend = "seg6"
+[metrics]
+listen = "[::1]:9465"
+[controller]
+endpoint = "http://[2001:db8:1::c]:50051"
+token_file = "$WORK/token"
+hypervisor = "hva"
+TOML
+start() { # ns name binary config
+  local fifo="$WORK/$2.ready"; mkfifo "$fifo"
+  spawn "$1" "$fifo" "$WORK/$2.log" "$BIN/$3" --config "$WORK/$4"
+  eval "PID_${2//-/_}=$LAST_PID"
+  local line; read -r -t 20 line <"$fifo" || { echo "$2 did not start:"; cat "$WORK/$2.log"; exit 1; }
+  echo "   $line"
+}
+wait_log() { # name text
+  for i in $(seq 1 200); do grep -q "$2" "$WORK/$1.log" && return 0; sleep 0.05; done
+  echo "FAIL: $1 never logged \"$2\""; tail -20 "$WORK/$1.log"; exit 1
+}
+start home controller nemo-controller controller.toml
+export NEMO_ENDPOINT=http://[2001:db8:1::c]:50051 NEMO_TOKEN=$TOKEN
+ctl() { x home "$BIN/nemoctl" "$@"; }
+ctl ha register ha1 --address 2001:db8:1::1 --home-prefix 2001:db8:1::/64 --udp '[2001:db8:1::1]:4191' >/dev/null
+start ha1 ha1 nemo-ha ha1.toml
+wait_log ha1 "election: active"
+start ha2 ha2 nemo-ha ha2.toml
+wait_log ha1 "standby attached and in sync"
+echo "   ha1 active, ha2 standing by and in sync"
+
+echo "== the tenant on hva"
+ctl pool create core 2001:db8:100::/48 --tenant-length 64 >/dev/null
+ctl tenant create acme >/dev/null
+ctl prefix allocate acme --pool core
+ctl mr create acme --home-agent ha1 --explicit >/dev/null
+start hva mr-a nemo-mr hva.toml
+for i in $(seq 1 100); do
+  [ "$(ctl --output json hv list)" = '["hva"]' ] && break
+  [ "$i" = 100 ] && { echo "FAIL: hypervisor never registered"; exit 1; }
+  sleep 0.1
+done
+ctl place acme hva --reason initial >/dev/null
+ip -n "${P}cn" -6 route replace 2001:db8:100::/48 via 2001:db8:f::1
+for i in $(seq 1 100); do
+  x cn ping -c 1 -W 1 2001:db8:100::2 >/dev/null 2>&1 && break
+  [ "$i" = 100 ] && { echo "FAIL: the VM never answered before the failover"; for l in ha1 ha2 mr-a; do echo "--- $l"; tail -8 "$WORK/$l.log"; done; exit 1; }
+  sleep 0.1
+done
+sleep 0.5   # the registration's batch reaches the standby
+BEFORE="ha1=$(metric ha1 9464 nemo_ha_bindings) ha2=$(metric ha2 9464 nemo_ha_bindings)"
+REGISTERED_BEFORE=$(grep -c " registered" "$WORK/mr-a.log" || true)
+echo "   VM answers through ha1; bindings: $BEFORE"
+
+echo "== traffic, then the active home agent dies ($DEATH)"
+spawn vm "$WORK/iperf-server.log" "$WORK/iperf-server.err" iperf3 -s -1
+spawn vm /dev/null /dev/null "$BIN/nemo-probe" echo --listen '[2001:db8:100::2]:7007'
+sleep 0.3
+spawn cn "$WORK/probe.log" "$WORK/probe.err" "$BIN/nemo-probe" send --target '[2001:db8:100::2]:7007' --interval-ms 2 --seconds 8
+PROBE=$LAST_PID
+spawn cn "$WORK/iperf.log" "$WORK/iperf.err" timeout 20 iperf3 -c 2001:db8:100::2 -t 6 --connect-timeout 3000
+IPERF=$LAST_PID
+sleep 2
+kill -9 "$PID_ha1"
+[ "$DEATH" = machine ] && ip -n "${P}ha1" link set hl down
+DIED_AT=$(date +%s.%N)
+
+TCP=survived
+wait "$IPERF" || TCP=broken
+wait "$PROBE" || true
+field() { grep -o " $1=[^ ]*" "$WORK/probe.log" | cut -d= -f2; }
+SENT=$(field sent); RECEIVED=$(field received); LOST=$(field lost)
+OUTAGE=$(field longest_gap_ms); OUTAGE=${OUTAGE:-n/a}
+TOOK=$(grep -o "election: active.*" "$WORK/ha2.log" | head -1)
+AFTER="ha2=$(metric ha2 9464 nemo_ha_bindings)"
+REGISTERED_AFTER=$(grep -c " registered" "$WORK/mr-a.log" || true)
+REREGISTERED=$((REGISTERED_AFTER - REGISTERED_BEFORE))
+AFTER_OK=no
+x cn ping -c 3 -i 0.2 -W 1 2001:db8:100::2 >/dev/null 2>&1 && AFTER_OK=yes
+
+echo "== result"
+echo "   bindings before: $BEFORE"
+echo "   bindings after:  $AFTER (ha1 dead)"
+echo "   takeover:        ha2 $TOOK"
+echo "   probes:          $SENT sent, $RECEIVED answered, $LOST lost (one every 2 ms)"
+echo "   outage:          $OUTAGE ms (longest silence seen by the probes)"
+echo "   TCP connection:  $TCP ($(grep -E 'receiver' "$WORK/iperf.log" | awk '{print $7, $8}'))"
+echo "   re-registrations by the mobile router after the death: $REREGISTERED"
+echo "   VM answers after: $AFTER_OK"
+OUTAGE_OK=$(awk -v o="$OUTAGE" -v max="$MAX_OUTAGE_MS" 'BEGIN { print (o != "n/a" && o <= max) ? "yes" : "no" }')
+if [ "$AFTER_OK" = yes ] && [ "$TCP" = survived ] && [ "$OUTAGE_OK" = yes ] && [ "$REREGISTERED" = 0 ]; then
+  echo "PASS: the tenant's traffic came through the home agent's death"
+else
+  echo "FAIL: limits: outage <= $MAX_OUTAGE_MS ms, TCP survives, no re-registration"
+  for log in ha1 ha2 mr-a; do echo "--- $log"; tail -15 "$WORK/$log.log"; done
+  tail -5 "$WORK/iperf.log"
+  exit 1
+fi
