@@ -5,6 +5,8 @@
 #   sudo deploy/lab/failover.sh                  # builds (release) and runs
 #   NEMO_BIN=target/debug deploy/lab/failover.sh # uses built binaries
 #   DEATH=process deploy/lab/failover.sh         # kill -9 only, port stays up
+#   DURING=migration deploy/lab/failover.sh      # the VM migrates to hvb as
+#                                                # the active dies
 #
 # Namespaces (2001:db8::/32 only):
 #   cn    correspondent                             2001:db8:f::2
@@ -15,6 +17,7 @@
 #         2001:db8:1::1 belongs to whichever is active
 #   wan   router between the sites                  2001:db8:1::fe
 #   hva   hypervisor, nemo-mr                       2001:db8:2::10
+#   hvb   hypervisor, nemo-mr                       2001:db8:3::10
 #   vm    the tenant's VM on hva                    2001:db8:100::2
 #
 # Runs a UDP probe every 2 ms and a TCP stream from cn to the VM, kills the
@@ -39,11 +42,13 @@ BIN=$(cd "$NEMO_BIN" && pwd)
 MAX_OUTAGE_MS=${MAX_OUTAGE_MS:-1000}
 DEATH=${DEATH:-machine}
 case "$DEATH" in machine|process) ;; *) echo "failover.sh: DEATH is machine or process" >&2; exit 2;; esac
+DURING=${DURING:-steady}
+case "$DURING" in steady|migration) ;; *) echo "failover.sh: DURING is steady or migration" >&2; exit 2;; esac
 
 P=${NEMO_LAB_PREFIX:-nemo-fo-$$-}
 WORK=$(mktemp -d)
 PIDS=()
-ALL_NS="cn home ha1 ha2 wan hva vm"
+ALL_NS="cn home ha1 ha2 wan hva hvb vm"
 cleanup() {
   local status=$? left=""
   set +e
@@ -109,12 +114,17 @@ for m in 1 2; do
   ip -n "${P}ha$m" -6 route add default via 2001:db8:1::f0
 done
 link hva u0 wan w2
+link hvb u0 wan w3
+# A migrating VM's port is prepared before the VM resumes (no DAD on it).
+x hvb sysctl -qw net.ipv6.conf.default.accept_dad=0
 addr wan w2 2001:db8:2::fe/64
+addr wan w3 2001:db8:3::fe/64
 addr hva u0 2001:db8:2::10/64; ip -n "${P}hva" -6 route add default via 2001:db8:2::fe
+addr hvb u0 2001:db8:3::10/64; ip -n "${P}hvb" -6 route add default via 2001:db8:3::fe
 link vm v0 hva t-acme
 addr hva t-acme 2001:db8:100::1/64
 addr vm v0 2001:db8:100::2/64; ip -n "${P}vm" -6 route add default via 2001:db8:100::1
-for n in home wan hva ha1 ha2; do x "$n" sysctl -qw net.ipv6.conf.all.forwarding=1; done
+for n in home wan hva hvb ha1 ha2; do x "$n" sysctl -qw net.ipv6.conf.all.forwarding=1; done
 
 echo "== starting the control plane"
 TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -157,20 +167,20 @@ peer = "[2001:db8:1::$peer]:4192"
 token_file = "$WORK/pair.token"
 TOML
 done
-cat > "$WORK/hva.toml" <<TOML
+for hv in hva hvb; do
+cat > "$WORK/$hv.toml" <<TOML
 [mobile_router]
 uplink = "u0"
 [transport]
 home_agent_udp = "[2001:db8:1::1]:4191"
 [dataplane]
 backend = "seg6"
-[metrics]
-listen = "[::1]:9465"
 [controller]
 endpoint = "http://[2001:db8:1::c]:50051"
 token_file = "$WORK/token"
-hypervisor = "hva"
+hypervisor = "$hv"
 TOML
+done
 start() { # ns name binary config
   local fifo="$WORK/$2.ready"; mkfifo "$fifo"
   spawn "$1" "$fifo" "$WORK/$2.log" "$BIN/$3" --config "$WORK/$4"
@@ -198,8 +208,9 @@ ctl tenant create acme >/dev/null
 ctl prefix allocate acme --pool core
 ctl mr create acme --home-agent ha1 --explicit >/dev/null
 start hva mr-a nemo-mr hva.toml
+start hvb mr-b nemo-mr hvb.toml
 for i in $(seq 1 100); do
-  [ "$(ctl --output json hv list)" = '["hva"]' ] && break
+  [ "$(ctl --output json hv list)" = '["hva","hvb"]' ] && break
   [ "$i" = 100 ] && { echo "FAIL: hypervisor never registered"; exit 1; }
   sleep 0.1
 done
@@ -207,12 +218,12 @@ ctl place acme hva --reason initial >/dev/null
 ip -n "${P}cn" -6 route replace 2001:db8:100::/48 via 2001:db8:f::1
 for i in $(seq 1 100); do
   x cn ping -c 1 -W 1 2001:db8:100::2 >/dev/null 2>&1 && break
-  [ "$i" = 100 ] && { echo "FAIL: the VM never answered before the failover"; for l in ha1 ha2 mr-a; do echo "--- $l"; tail -8 "$WORK/$l.log"; done; exit 1; }
+  [ "$i" = 100 ] && { echo "FAIL: the VM never answered before the failover"; for l in ha1 ha2 mr-a mr-b; do echo "--- $l"; tail -8 "$WORK/$l.log"; done; exit 1; }
   sleep 0.1
 done
 sleep 0.5   # the registration's batch reaches the standby
 BEFORE="ha1=$(metric ha1 9464 nemo_ha_bindings) ha2=$(metric ha2 9464 nemo_ha_bindings)"
-REGISTERED_BEFORE=$(grep -c " registered" "$WORK/mr-a.log" || true)
+REGISTERED_BEFORE=$(cat "$WORK"/mr-*.log | grep -c " registered" || true)
 echo "   VM answers through ha1; bindings: $BEFORE"
 
 echo "== traffic, then the active home agent dies ($DEATH)"
@@ -226,7 +237,15 @@ IPERF=$LAST_PID
 sleep 2
 kill -9 "$PID_ha1"
 [ "$DEATH" = machine ] && ip -n "${P}ha1" link set hl down
-DIED_AT=$(date +%s.%N)
+if [ "$DURING" = migration ]; then
+  # The VM's link moves to hvb and the controller is told, as the home
+  # agent dies: hvb's registration meets the new active.
+  ip -n "${P}hva" link set dev t-acme netns "${P}hvb"
+  ip -n "${P}hvb" link set t-acme up
+  addr hvb t-acme 2001:db8:100::1/64
+  ctl place acme hvb --reason migration >/dev/null
+  echo "   the VM moved to hvb as the home agent died"
+fi
 
 TCP=survived
 wait "$IPERF" || TCP=broken
@@ -236,8 +255,12 @@ SENT=$(field sent); RECEIVED=$(field received); LOST=$(field lost)
 OUTAGE=$(field longest_gap_ms); OUTAGE=${OUTAGE:-n/a}
 TOOK=$(grep -o "election: active.*" "$WORK/ha2.log" | head -1)
 AFTER="ha2=$(metric ha2 9464 nemo_ha_bindings)"
-REGISTERED_AFTER=$(grep -c " registered" "$WORK/mr-a.log" || true)
+REGISTERED_AFTER=$(cat "$WORK"/mr-*.log | grep -c " registered" || true)
 REREGISTERED=$((REGISTERED_AFTER - REGISTERED_BEFORE))
+# A migration registers once, at hvb: that one is expected.
+EXPECTED_REGISTRATIONS=0
+[ "$DURING" = migration ] && EXPECTED_REGISTRATIONS=1
+CARE_OF_AFTER=$(grep -o 'care_of=[^ ]* status=0' "$WORK/ha2.log" | tail -1 || true)
 AFTER_OK=no
 x cn ping -c 3 -i 0.2 -W 1 2001:db8:100::2 >/dev/null 2>&1 && AFTER_OK=yes
 
@@ -248,14 +271,18 @@ echo "   takeover:        ha2 $TOOK"
 echo "   probes:          $SENT sent, $RECEIVED answered, $LOST lost (one every 2 ms)"
 echo "   outage:          $OUTAGE ms (longest silence seen by the probes)"
 echo "   TCP connection:  $TCP ($(grep -E 'receiver' "$WORK/iperf.log" | awk '{print $7, $8}'))"
-echo "   re-registrations by the mobile router after the death: $REREGISTERED"
+echo "   registrations after the death: $REREGISTERED (expected $EXPECTED_REGISTRATIONS: $DURING)"
+[ "$DURING" = migration ] && echo "   binding on the new active: $CARE_OF_AFTER"
 echo "   VM answers after: $AFTER_OK"
 OUTAGE_OK=$(awk -v o="$OUTAGE" -v max="$MAX_OUTAGE_MS" 'BEGIN { print (o != "n/a" && o <= max) ? "yes" : "no" }')
-if [ "$AFTER_OK" = yes ] && [ "$TCP" = survived ] && [ "$OUTAGE_OK" = yes ] && [ "$REREGISTERED" = 0 ]; then
+MOVED_OK=yes
+[ "$DURING" = migration ] && [[ "$CARE_OF_AFTER" != *2001:db8:3::10* ]] && MOVED_OK=no
+if [ "$AFTER_OK" = yes ] && [ "$TCP" = survived ] && [ "$OUTAGE_OK" = yes ] \
+    && [ "$REREGISTERED" = "$EXPECTED_REGISTRATIONS" ] && [ "$MOVED_OK" = yes ]; then
   echo "PASS: the tenant's traffic came through the home agent's death"
 else
-  echo "FAIL: limits: outage <= $MAX_OUTAGE_MS ms, TCP survives, no re-registration"
-  for log in ha1 ha2 mr-a; do echo "--- $log"; tail -15 "$WORK/$log.log"; done
+  echo "FAIL: limits: outage <= $MAX_OUTAGE_MS ms, TCP survives, registrations as expected"
+  for log in ha1 ha2 mr-a mr-b; do echo "--- $log"; tail -15 "$WORK/$log.log"; done
   tail -5 "$WORK/iperf.log"
   exit 1
 fi
