@@ -104,6 +104,18 @@ pub struct MobileRouterSection {
     /// hosts whose address never changes).
     #[serde(default)]
     pub care_of: Option<Ipv6Addr>,
+    /// InitialBindackTimeoutFirstReg (RFC 6275 §13), milliseconds: how
+    /// long a first registration (a tenant placed or migrated here) waits
+    /// for its answer before the first retransmission. 1500 by default
+    /// (time for a home agent's DAD, which nemo-ha does not do); a lower
+    /// value shortens the outage of a migration that meets a home-agent
+    /// takeover. 100-32000.
+    #[serde(default = "default_first_registration_timeout_ms")]
+    pub first_registration_timeout_ms: Spanned<u64>,
+}
+
+fn default_first_registration_timeout_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 1500)
 }
 
 /// `[transport]`.
@@ -241,6 +253,13 @@ impl Config {
                     format!("controller: endpoint: {e}"),
                 )
             })?;
+        }
+        let first = config.mobile_router.first_registration_timeout_ms.get_ref();
+        if !(100..=32_000).contains(first) {
+            return Err(file.invalid(
+                config.mobile_router.first_registration_timeout_ms.span(),
+                "mobile_router: first_registration_timeout_ms: 100-32000",
+            ));
         }
         let mut instances: Vec<Instance> = Vec::new();
         for spanned in &config.instances {

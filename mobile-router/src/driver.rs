@@ -65,8 +65,8 @@ type Tenant = nemo::mr::Tenant<Host>;
 
 /// A tenant instance as the controller or the config describes it, not yet
 /// attached.
-fn new_tenant(instance: Instance) -> Tenant {
-    Tenant {
+fn new_tenant(instance: Instance, first_registration_timeout: Duration) -> Tenant {
+    let mut tenant = Tenant {
         host: Host {
             routes: TenantRoutes {
                 interface: instance.tenant_interface,
@@ -92,7 +92,11 @@ fn new_tenant(instance: Instance) -> Tenant {
                 .last_sequence
                 .unwrap_or_else(|| SequenceNumber(random_u16())),
         ),
-    }
+    };
+    tenant
+        .registrar
+        .set_first_registration_timeout(first_registration_timeout);
+    tenant
 }
 
 /// A tenant's status, as the status API shows it.
@@ -139,6 +143,8 @@ fn status(tenant: &Tenant, now: Instant) -> pb::InstanceStatus {
 #[derive(Debug)]
 pub struct Driver<D> {
     tenants: MobileRouter<Host>,
+    /// InitialBindackTimeoutFirstReg for every tenant.
+    first_registration_timeout: Duration,
     care_of: Option<Ipv6Addr>,
     transport: Transport,
     dataplane: Arc<D>,
@@ -147,19 +153,23 @@ pub struct Driver<D> {
 }
 
 impl<D: MobileRouterDataPlane> Driver<D> {
-    /// A driver for these instances, talking over `transport`.
+    /// A driver for these instances, talking over `transport`; a first
+    /// registration waits `first_registration_timeout` for its answer
+    /// before retransmitting.
     pub fn new(
         instances: Vec<Instance>,
         transport: Transport,
         dataplane: Arc<D>,
         metrics: Arc<Metrics>,
+        first_registration_timeout: Duration,
     ) -> Driver<D> {
         let mut tenants = MobileRouter::new();
         for instance in instances {
-            tenants.insert(new_tenant(instance));
+            tenants.insert(new_tenant(instance, first_registration_timeout));
         }
         Driver {
             tenants,
+            first_registration_timeout,
             care_of: None,
             transport,
             dataplane,
@@ -299,7 +309,7 @@ impl<D: MobileRouterDataPlane> Driver<D> {
         let (now, wall) = (Instant::now(), SystemTime::now());
         match command {
             InstanceCommand::Upsert(instance) => {
-                let mut tenant = new_tenant(instance);
+                let mut tenant = new_tenant(instance, self.first_registration_timeout);
                 let Some(old) = self.tenants.get(&tenant.name) else {
                     tracing::info!(instance = %tenant.name, "instance added");
                     attach_then_register(&*self.dataplane, &mut tenant, None, self.care_of).await;
@@ -316,6 +326,9 @@ impl<D: MobileRouterDataPlane> Driver<D> {
                 // Keep the sequence and the data plane; register anew.
                 tenant.registrar =
                     Registrar::new(tenant.registrar.config().clone(), old.registrar.sequence());
+                tenant
+                    .registrar
+                    .set_first_registration_timeout(self.first_registration_timeout);
                 let previous = old.host.attached.then(|| old.host.routes.clone());
                 attach_then_register(
                     &*self.dataplane,

@@ -121,7 +121,15 @@ async fn serve<D: MobileRouterDataPlane>(
             },
         ));
     }
-    let driver = Driver::new(instances, transport, dataplane, metrics.clone());
+    let driver = Driver::new(
+        instances,
+        transport,
+        dataplane,
+        metrics.clone(),
+        std::time::Duration::from_millis(
+            *config.mobile_router.first_registration_timeout_ms.get_ref(),
+        ),
+    );
     let mut servers = Servers::new(format!("nemo-mr ready {}", driver.local_addr()));
     servers.note(
         "care_of",

@@ -127,3 +127,22 @@ fn failover_lab_the_active_home_agents_process_dies() {
     // kill -9 alone: its kernel keeps forwarding until the address lapses.
     run("failover.sh", "process", &[("DEATH", "process".to_owned())]);
 }
+
+#[test]
+fn failover_lab_a_migration_meets_the_takeover() {
+    // The VM moves to the other hypervisor as the active home agent dies:
+    // the new hypervisor's first Binding Update may be lost in the takeover
+    // window and is sent again after InitialBindackTimeoutFirstReg (300 ms
+    // here, a configuration variable of RFC 6275 §13); the new active
+    // accepts it, the tenant comes through. The limit allows a second lost
+    // retransmission on a loaded machine.
+    run(
+        "failover.sh",
+        "migration",
+        &[
+            ("DURING", "migration".to_owned()),
+            ("FIRST_REG_MS", "300".to_owned()),
+            ("MAX_OUTAGE_MS", "1500".to_owned()),
+        ],
+    );
+}

@@ -128,6 +128,10 @@ pub struct Registrar {
     attempt_started: Option<Instant>,
     timer: Option<Instant>,
     timeout: Duration,
+    /// InitialBindackTimeoutFirstReg (RFC 6275 §13, a configuration
+    /// variable): 1.5 s by default, time for a home agent's DAD, which a
+    /// nemo home agent does not do.
+    first_registration_timeout: Duration,
     rejection_backoff: Duration,
     /// Seconds to add to our clock for timestamps (learned from a 144).
     clock_offset: i64,
@@ -162,6 +166,7 @@ impl Registrar {
             attempt_started: None,
             timer: None,
             timeout: INITIAL_BINDACK_TIMEOUT_FIRST_REG,
+            first_registration_timeout: INITIAL_BINDACK_TIMEOUT_FIRST_REG,
             rejection_backoff: MAX_BINDACK_TIMEOUT,
             clock_offset: 0,
             clock_resynced: false,
@@ -173,6 +178,15 @@ impl Registrar {
             retransmissions: 0,
             last_status: None,
             last_unauthenticated_status: None,
+        }
+    }
+
+    /// Sets InitialBindackTimeoutFirstReg (RFC 6275 §13), the first wait
+    /// for the answer to a first registration; at least 100 ms.
+    pub fn set_first_registration_timeout(&mut self, timeout: Duration) {
+        self.first_registration_timeout = timeout.max(Duration::from_millis(100));
+        if !self.ever_registered && matches!(self.state, State::Detached) {
+            self.timeout = self.first_registration_timeout;
         }
     }
 
@@ -262,7 +276,7 @@ impl Registrar {
         self.timeout = if self.ever_registered {
             INITIAL_BINDACK_TIMEOUT
         } else {
-            INITIAL_BINDACK_TIMEOUT_FIRST_REG
+            self.first_registration_timeout
         };
         self.send(now, wall);
     }

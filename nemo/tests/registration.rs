@@ -213,6 +213,41 @@ fn implicit_mode_sends_no_prefixes_and_gets_the_configured_ones() {
 }
 
 #[test]
+fn a_configured_first_registration_timeout_is_the_first_wait() {
+    // RFC 6275 §13 makes InitialBindackTimeoutFirstReg a configuration
+    // variable: a lost first registration is sent again after it, then
+    // backs off from there.
+    let mut world = World::new(7, &[]);
+    world
+        .mr
+        .set_first_registration_timeout(Duration::from_millis(300));
+    world.drop_acks = 2;
+    world.attach(COA);
+    assert_eq!(
+        world.mr.poll_timeout(),
+        Some(world.now + Duration::from_millis(300))
+    );
+    world.advance(Duration::from_millis(300));
+    assert_eq!(
+        world.mr.poll_timeout(),
+        Some(world.now + Duration::from_millis(600))
+    );
+    world.advance(Duration::from_millis(600));
+    assert!(matches!(world.mr.state(), State::Registered { .. }));
+    // Below 100 ms is taken as 100 ms.
+    let mut other = World::new(7, &[]);
+    other
+        .mr
+        .set_first_registration_timeout(Duration::from_millis(1));
+    other.drop_acks = 1;
+    other.attach(COA);
+    assert_eq!(
+        other.mr.poll_timeout(),
+        Some(other.now + Duration::from_millis(100))
+    );
+}
+
+#[test]
 fn lost_acknowledgements_are_retransmitted_with_back_off() {
     let mut world = World::new(7, &[]);
     world.drop_acks = 7;
