@@ -20,20 +20,28 @@ fn unavailable(reason: String) -> DataPlaneError {
     }
 }
 
-/// The interface's usable global addresses: universe scope, not tentative,
-/// not failed duplicate address detection, not deprecated. Sorted.
-pub async fn usable_addresses(
+/// Every address message of an interface, as the kernel lists them.
+pub async fn address_messages(
     handle: &Handle,
     index: u32,
-) -> Result<Vec<Ipv6Addr>, DataPlaneError> {
-    let messages: Vec<_> = handle
+) -> Result<Vec<netlink_packet_route::address::AddressMessage>, DataPlaneError> {
+    handle
         .address()
         .get()
         .set_link_index_filter(index)
         .execute()
         .try_collect()
         .await
-        .map_err(|e| unavailable(format!("listing addresses: {e}")))?;
+        .map_err(|e| unavailable(format!("listing addresses: {e}")))
+}
+
+/// The interface's usable global addresses: universe scope, not tentative,
+/// not failed duplicate address detection, not deprecated. Sorted.
+pub async fn usable_addresses(
+    handle: &Handle,
+    index: u32,
+) -> Result<Vec<Ipv6Addr>, DataPlaneError> {
+    let messages = address_messages(handle, index).await?;
     let mut usable: Vec<Ipv6Addr> = messages
         .into_iter()
         .filter(|m| {

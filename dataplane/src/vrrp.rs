@@ -151,17 +151,8 @@ pub async fn release_addresses(
     index: u32,
     addresses: &[Ipv6Addr],
 ) -> Result<(), crate::DataPlaneError> {
-    use futures::TryStreamExt;
     use netlink_packet_route::address::AddressAttribute;
-    let held: Vec<_> = handle
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| refused("list", Ipv6Addr::UNSPECIFIED, e))?;
-    for message in held {
+    for message in crate::addresses::address_messages(handle, index).await? {
         let address = message
             .attributes
             .iter()
