@@ -30,15 +30,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-if [ "$(id -u)" != 0 ]; then echo "failover.sh: needs root (network namespaces)" >&2; exit 2; fi
-for tool in ip iperf3 python3; do
-  command -v "$tool" >/dev/null || { echo "failover.sh: $tool missing" >&2; exit 2; }
-done
-if [ -z "${NEMO_BIN:-}" ]; then
-  cargo build --release -q --bins
-  NEMO_BIN=target/release
-fi
-BIN=$(cd "$NEMO_BIN" && pwd)
+. deploy/lab/lib.sh
+lab_prepare failover.sh ip iperf3 python3
 MAX_OUTAGE_MS=${MAX_OUTAGE_MS:-1000}
 DEATH=${DEATH:-machine}
 case "$DEATH" in machine|process) ;; *) echo "failover.sh: DEATH is machine or process" >&2; exit 2;; esac
@@ -49,11 +42,7 @@ DURING=${DURING:-steady}
 FIRST_REG_MS=${FIRST_REG_MS:-1500}
 case "$DURING" in steady|migration) ;; *) echo "failover.sh: DURING is steady or migration" >&2; exit 2;; esac
 
-P=${NEMO_LAB_PREFIX:-nemo-fo-$$-}
-WORK=$(mktemp -d)
-PIDS=()
-ALL_NS="cn home ha1 ha2 wan hva hvb vm"
-. deploy/lab/lib.sh
+lab_begin "nemo-fo-$$-" cn home ha1 ha2 wan hva hvb vm
 metric() { # ns port name -> value
   x "$1" python3 -c "import urllib.request,sys
 for line in urllib.request.urlopen('http://[::1]:$2/metrics', timeout=2).read().decode().splitlines():

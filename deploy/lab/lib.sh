@@ -1,9 +1,36 @@
 # Shared by the lab scripts (sourced after `cd` to the repository root).
-# The caller sets P (the namespaces' name prefix), WORK (a scratch
-# directory), ALL_NS (its namespaces) and PIDS=() first. Namespaces are
-# "$P<name>"; daemons are started by their own PID; the clean-up ends them,
-# deletes the namespaces and WORK, and fails the lab when anything it
-# started outlived it (also when the lab itself failed or was interrupted).
+#
+#   lab_prepare NAME TOOL...  root and tools checked, binaries built (or
+#                             NEMO_BIN's), BIN set
+#   lab_begin PREFIX NS...    the namespaces' prefix (NEMO_LAB_PREFIX wins),
+#                             WORK, and the clean-up armed
+#
+# Namespaces are "$P<name>"; daemons are started by their own PID
+# (`spawn`); the clean-up ends them, deletes the namespaces and WORK, and
+# fails the lab when anything it started outlived it (also when the lab
+# itself failed or was interrupted).
+
+lab_prepare() { # name tools...
+  local name=$1; shift
+  if [ "$(id -u)" != 0 ]; then echo "$name: needs root (network namespaces)" >&2; exit 2; fi
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || { echo "$name: $tool missing (apt-get install iproute2 iputils-ping iperf3 python3)" >&2; exit 2; }
+  done
+  if [ -z "${NEMO_BIN:-}" ]; then
+    cargo build --release -q --bins
+    NEMO_BIN=target/release
+  fi
+  BIN=$(cd "$NEMO_BIN" && pwd)
+}
+
+lab_begin() { # prefix namespaces...
+  P=${NEMO_LAB_PREFIX:-$1}; shift
+  ALL_NS="$*"
+  WORK=$(mktemp -d)
+  PIDS=()
+  trap cleanup EXIT
+  trap 'exit 130' INT TERM
+}
 
 cleanup() {
   local status=$? left=""
@@ -27,9 +54,6 @@ cleanup() {
   fi
   exit "$status"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 x() { local ns=$1; shift; ip netns exec "$P$ns" "$@"; }
 # Starts a command in a namespace in the background, its stdout and stderr
 # to the files given, and records its PID. Not `x ... &`: a function run in

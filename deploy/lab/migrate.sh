@@ -43,15 +43,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-if [ "$(id -u)" != 0 ]; then echo "migrate.sh: needs root (network namespaces)" >&2; exit 2; fi
-for tool in ip ping iperf3; do
-  command -v "$tool" >/dev/null || { echo "migrate.sh: $tool missing (apt-get install iproute2 iputils-ping iperf3)" >&2; exit 2; }
-done
-if [ -z "${NEMO_BIN:-}" ]; then
-  cargo build --release -q --bins
-  NEMO_BIN=target/release
-fi
-BIN=$(cd "$NEMO_BIN" && pwd)
+. deploy/lab/lib.sh
+lab_prepare migrate.sh ip ping iperf3
 MAX_OUTAGE_MS=${MAX_OUTAGE_MS:-1000}   # longest silence the tenant may see
 MODE=${MODE:-orchestrated}
 WAN_DELAY_MS=${WAN_DELAY_MS:-0}
@@ -59,11 +52,7 @@ ORDER=${ORDER:-port-first}
 case "$MODE" in orchestrated|seed) ;; *) echo "migrate.sh: MODE is orchestrated or seed" >&2; exit 2;; esac
 case "$ORDER" in port-first|place-first) ;; *) echo "migrate.sh: ORDER is port-first or place-first" >&2; exit 2;; esac
 
-P=${NEMO_LAB_PREFIX:-nemo-lab-$$-}
-WORK=$(mktemp -d)
-PIDS=()
-ALL_NS="cn home wan hva hvb mrvm vm"
-. deploy/lab/lib.sh
+lab_begin "nemo-lab-$$-" cn home wan hva hvb mrvm vm
 
 echo "== building the lab ($MODE)"
 NAMESPACES="cn home wan vm"
