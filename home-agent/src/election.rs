@@ -23,6 +23,12 @@ use crate::metrics::Metrics;
 /// (unsolicited Neighbor Advertisements), beyond the takeover itself.
 const ANNOUNCE_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// After a takeover, the address is announced with every advertisement for
+/// this long: the old member's kernel may still hold the address (its
+/// process died, the address had not lapsed yet) and answer a neighbour's
+/// solicitation for it, pulling traffic back until the next announcement.
+const ANNOUNCE_EAGERLY_FOR: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// The election's settings.
 #[derive(Debug, Clone)]
 pub struct ElectionSettings {
@@ -84,7 +90,8 @@ pub async fn run(
         "election: standing by"
     );
     let mut buffer = vec![0u8; MAX_ADVERTISEMENT];
-    let announced = std::sync::Mutex::new(None);
+    // When this member last took over, and last announced the address.
+    let announced = std::sync::Mutex::new((None, None));
     let act = |action| {
         act(
             action,
@@ -194,7 +201,7 @@ async fn act(
     role: &watch::Sender<Role>,
     metrics: &Metrics,
     state: &RwLock<PairState>,
-    announced: &std::sync::Mutex<Option<Instant>>,
+    announced: &std::sync::Mutex<(Option<Instant>, Option<Instant>)>,
 ) {
     match action {
         Action::Send(advertisement) => {
@@ -212,14 +219,18 @@ async fn act(
                 }
                 let due = announced
                     .lock()
-                    .map(|last| last.is_none_or(|at| at.elapsed() >= ANNOUNCE_REFRESH))
+                    .map(|times| {
+                        let (took_over, last) = *times;
+                        took_over.is_some_and(|at| at.elapsed() < ANNOUNCE_EAGERLY_FOR)
+                            || last.is_none_or(|at| at.elapsed() >= ANNOUNCE_REFRESH)
+                    })
                     .unwrap_or(true);
                 if due {
                     if let Err(error) = announce(interface, source, addresses) {
                         tracing::warn!(%error, "election: announcing the home-agent address failed");
                     }
-                    if let Ok(mut last) = announced.lock() {
-                        *last = Some(Instant::now());
+                    if let Ok(mut times) = announced.lock() {
+                        times.1 = Some(Instant::now());
                     }
                 }
             }
@@ -230,6 +241,9 @@ async fn act(
             }
             if let Err(error) = announce(interface, source, addresses) {
                 tracing::warn!(%error, "election: announcing the home-agent address failed");
+            }
+            if let Ok(mut times) = announced.lock() {
+                *times = (Some(Instant::now()), Some(Instant::now()));
             }
             metrics.takeovers.inc();
             if let Ok(mut state) = state.write() {
