@@ -168,13 +168,13 @@ impl<D: HomeAgentDataPlane> Core<D> {
         }
     }
 
-    /// Removes forwarding for a change that cannot be refused (expiry, an
-    /// operator's delete): a failure is logged and counted, reconciliation
-    /// at the next start cleans up.
-    async fn unforward(&self, change: &Change) {
+    /// Makes forwarding follow a change that cannot be refused (an expiry,
+    /// an operator's delete, a change the active replicated): a failure is
+    /// logged and counted, reconciliation at the next start cleans up.
+    async fn follow(&self, change: &Change) {
         if let Err(error) = self.forward(change).await {
             self.metrics.forwarding_failures.inc();
-            tracing::error!(%error, "removing forwarding failed");
+            tracing::error!(%error, "forwarding did not follow the change");
         }
     }
 
@@ -187,7 +187,7 @@ impl<D: HomeAgentDataPlane> Core<D> {
         for change in timeouts.expired {
             self.metrics.expired.inc();
             tracing::info!(home_address = %change.binding().home_address, "binding expired");
-            self.unforward(&change).await;
+            self.follow(&change).await;
             self.queue(Pending::Expire(change)).await;
         }
     }
@@ -218,7 +218,7 @@ impl<D: HomeAgentDataPlane> Core<D> {
                 }
             };
             self.engine.apply(change);
-            self.unforward(&forwarded).await;
+            self.follow(&forwarded).await;
         }
     }
 
@@ -270,7 +270,7 @@ impl<D: HomeAgentDataPlane> Core<D> {
             return;
         };
         tracing::info!(%home_address, "binding deleted by operator");
-        self.unforward(&change).await;
+        self.follow(&change).await;
         self.queue(Pending::Remove { change, respond }).await;
     }
 

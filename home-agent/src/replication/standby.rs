@@ -32,6 +32,7 @@ pub async fn follow(
         if role.wait_for(|r| *r == Role::Standby).await.is_err() {
             return;
         }
+        let started = std::time::Instant::now();
         let session = session(local, peer, &token, &store, &shared, &core);
         let result = tokio::select! {
             result = session => result,
@@ -43,6 +44,11 @@ pub async fn follow(
                 continue;
             }
         };
+        // A session that lasted is a success: the next attempt starts from
+        // the shortest wait again.
+        if started.elapsed() > std::time::Duration::from_secs(10) {
+            backoff = nemo_daemon::Backoff::new("replication peer");
+        }
         match result {
             Ok(()) => {}
             Err(error) => {
