@@ -326,3 +326,52 @@ fn read_acks(mut reader: OwnedReadHalf) -> mpsc::Receiver<u64> {
     });
     acks
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `hello` makes of a standby that sends `frame` first.
+    async fn greet(frame: Vec<u8>) -> Result<(), WireError> {
+        let listener = TcpListener::bind("[::1]:0")
+            .await
+            .map_err(WireError::from)?;
+        let address = listener.local_addr().map_err(WireError::from)?;
+        let client = tokio::spawn(async move {
+            let mut stream = TcpStream::connect(address).await?;
+            stream.write_all(&frame).await?;
+            // Hold the connection until the server has decided.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            Ok::<_, std::io::Error>(())
+        });
+        let (stream, _) = listener.accept().await.map_err(WireError::from)?;
+        let result = hello(stream, "the-right-token-0123").await.map(drop);
+        let _ = client.await;
+        result
+    }
+
+    #[tokio::test]
+    async fn only_the_pairs_token_opens_replication() {
+        let right = Frame::Hello {
+            token: "the-right-token-0123".into(),
+        };
+        assert!(greet(right.encode()).await.is_ok());
+        let wrong = Frame::Hello {
+            token: "the-wrong-token-0123".into(),
+        };
+        assert!(matches!(
+            greet(wrong.encode()).await,
+            Err(WireError::Malformed("wrong token"))
+        ));
+        // Not a hello at all.
+        assert!(matches!(
+            greet(Frame::Ack { id: 1 }.encode()).await,
+            Err(WireError::Malformed("expected a hello"))
+        ));
+        // A frame claiming to be larger than any allowed.
+        assert!(matches!(
+            greet(u32::MAX.to_be_bytes().to_vec()).await,
+            Err(WireError::TooLarge(_))
+        ));
+    }
+}
