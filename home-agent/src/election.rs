@@ -90,30 +90,26 @@ pub async fn run(
         "election: standing by"
     );
     let mut buffer = vec![0u8; MAX_ADVERTISEMENT];
-    // When this member last took over, and last announced the address.
-    let announced = std::sync::Mutex::new((None, None));
-    let act = |action| {
-        act(
-            action,
-            &socket,
-            &netlink,
-            index,
-            &settings.interface,
-            source,
-            &addresses,
-            &role,
-            &metrics,
-            &state,
-            &announced,
-        )
+    let mut member = Member {
+        socket,
+        netlink,
+        index,
+        interface: settings.interface.clone(),
+        source,
+        addresses,
+        role,
+        metrics,
+        state,
+        took_over: None,
+        announced: None,
     };
     loop {
         while let Some(action) = router.poll_action() {
-            act(action).await;
+            member.act(action).await;
         }
         let wake = router.poll_timeout();
         let event = tokio::select! {
-            received = socket.receive(&mut buffer) => Wake::Received(received),
+            received = member.socket.receive(&mut buffer) => Wake::Received(received),
             () = async {
                 match wake {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -143,7 +139,10 @@ pub async fn run(
                         }
                     }
                     Err(error) => {
-                        Metrics::count(&metrics.dropped, &format!("vrrp_{}", error.reason()));
+                        Metrics::count(
+                            &member.metrics.dropped,
+                            &format!("vrrp_{}", error.reason()),
+                        );
                     }
                 }
             }
@@ -151,19 +150,19 @@ pub async fn run(
             Wake::Command(ElectionCommand::Quiesce(respond)) => {
                 let master = router.state() == nemo::vrrp::State::Master;
                 if master {
-                    let _ = role.send(Role::Standby);
+                    let _ = member.role.send(Role::Standby);
                     tracing::warn!("election: handing over; no longer answering");
                 }
                 let _ = respond.send(master);
             }
             Wake::Command(ElectionCommand::Resign(respond)) => {
                 router.set_priority(1);
-                if let Ok(mut state) = state.write() {
+                if let Ok(mut state) = member.state.write() {
                     state.priority = 1;
                 }
                 router.shutdown();
                 while let Some(action) = router.poll_action() {
-                    act(action).await;
+                    member.act(action).await;
                 }
                 router.start(Instant::now());
                 tracing::warn!("election: handed over; standing by at priority 1 until restarted");
@@ -174,9 +173,9 @@ pub async fn run(
     }
     router.shutdown();
     while let Some(action) = router.poll_action() {
-        act(action).await;
+        member.act(action).await;
     }
-    release_addresses(&netlink, index, &addresses).await?;
+    release_addresses(&member.netlink, member.index, &member.addresses).await?;
     tracing::info!("election: resigned");
     Ok(())
 }
@@ -189,83 +188,91 @@ enum Wake {
     Stop,
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn act(
-    action: Action,
-    socket: &VrrpSocket,
-    netlink: &rtnetlink::Handle,
+/// What the election's actions touch: the link, the addresses, the role
+/// and what is reported of it.
+struct Member {
+    socket: VrrpSocket,
+    netlink: rtnetlink::Handle,
     index: u32,
-    interface: &str,
+    interface: String,
     source: Ipv6Addr,
-    addresses: &[Ipv6Addr],
-    role: &watch::Sender<Role>,
-    metrics: &Metrics,
-    state: &RwLock<PairState>,
-    announced: &std::sync::Mutex<(Option<Instant>, Option<Instant>)>,
-) {
-    match action {
-        Action::Send(advertisement) => {
-            if let Err(error) = socket.send(&advertisement.encode(source)).await {
-                tracing::warn!(%error, "election: sending an advertisement failed");
-            }
-            // A master renews its hold on the addresses with each
-            // advertisement (they lapse if this process dies), and
-            // announces them again now and then: after a split, the
-            // neighbours may still point at the member that stepped down.
-            let active = *role.borrow() == Role::Active;
-            if active && advertisement.priority != 0 {
-                if let Err(error) = take_addresses(netlink, index, addresses).await {
-                    tracing::warn!(%error, "election: renewing the home-agent address failed");
+    addresses: Vec<Ipv6Addr>,
+    role: watch::Sender<Role>,
+    metrics: Arc<Metrics>,
+    state: Arc<RwLock<PairState>>,
+    /// When this member last took over.
+    took_over: Option<Instant>,
+    /// When it last announced the addresses.
+    announced: Option<Instant>,
+}
+
+impl Member {
+    async fn act(&mut self, action: Action) {
+        match action {
+            Action::Send(advertisement) => {
+                if let Err(error) = self.socket.send(&advertisement.encode(self.source)).await {
+                    tracing::warn!(%error, "election: sending an advertisement failed");
                 }
-                let due = announced
-                    .lock()
-                    .map(|times| {
-                        let (took_over, last) = *times;
-                        took_over.is_some_and(|at| at.elapsed() < ANNOUNCE_EAGERLY_FOR)
-                            || last.is_none_or(|at| at.elapsed() >= ANNOUNCE_REFRESH)
-                    })
-                    .unwrap_or(true);
-                if due {
-                    if let Err(error) = announce(interface, source, addresses) {
-                        tracing::warn!(%error, "election: announcing the home-agent address failed");
+                // A master renews its hold on the addresses with each
+                // advertisement (they lapse if this process dies), and
+                // announces them again now and then: after a split, the
+                // neighbours may still point at the member that stepped
+                // down.
+                let active = *self.role.borrow() == Role::Active;
+                if active && advertisement.priority != 0 {
+                    if let Err(error) =
+                        take_addresses(&self.netlink, self.index, &self.addresses).await
+                    {
+                        tracing::warn!(%error, "election: renewing the home-agent address failed");
                     }
-                    if let Ok(mut times) = announced.lock() {
-                        times.1 = Some(Instant::now());
+                    let eager = self
+                        .took_over
+                        .is_some_and(|at| at.elapsed() < ANNOUNCE_EAGERLY_FOR);
+                    let stale = self
+                        .announced
+                        .is_none_or(|at| at.elapsed() >= ANNOUNCE_REFRESH);
+                    if eager || stale {
+                        self.announce();
                     }
                 }
             }
+            Action::TakeOver(why) => {
+                if let Err(error) = take_addresses(&self.netlink, self.index, &self.addresses).await
+                {
+                    tracing::error!(%error, "election: taking the home-agent address failed");
+                }
+                self.announce();
+                self.took_over = Some(Instant::now());
+                self.metrics.takeovers.inc();
+                if let Ok(mut state) = self.state.write() {
+                    state.last_takeover = Some((SystemTime::now(), format!("{why:?}")));
+                }
+                let _ = self.role.send(Role::Active);
+                tracing::warn!(?why, "election: active");
+            }
+            Action::Reannounce => {
+                self.announce();
+                tracing::warn!(
+                    "election: another member advertised as master; announced the address again"
+                );
+            }
+            Action::StepDown(why) => {
+                let _ = self.role.send(Role::Standby);
+                if let Err(error) =
+                    release_addresses(&self.netlink, self.index, &self.addresses).await
+                {
+                    tracing::error!(%error, "election: giving up the home-agent address failed");
+                }
+                tracing::warn!(?why, "election: standby");
+            }
         }
-        Action::TakeOver(why) => {
-            if let Err(error) = take_addresses(netlink, index, addresses).await {
-                tracing::error!(%error, "election: taking the home-agent address failed");
-            }
-            if let Err(error) = announce(interface, source, addresses) {
-                tracing::warn!(%error, "election: announcing the home-agent address failed");
-            }
-            if let Ok(mut times) = announced.lock() {
-                *times = (Some(Instant::now()), Some(Instant::now()));
-            }
-            metrics.takeovers.inc();
-            if let Ok(mut state) = state.write() {
-                state.last_takeover = Some((SystemTime::now(), format!("{why:?}")));
-            }
-            let _ = role.send(Role::Active);
-            tracing::warn!(?why, "election: active");
+    }
+
+    /// Unsolicited Neighbor Advertisements for the addresses, now.
+    fn announce(&mut self) {
+        if let Err(error) = announce(&self.interface, self.source, &self.addresses) {
+            tracing::warn!(%error, "election: announcing the home-agent address failed");
         }
-        Action::Reannounce => {
-            if let Err(error) = announce(interface, source, addresses) {
-                tracing::warn!(%error, "election: announcing the home-agent address failed");
-            }
-            tracing::warn!(
-                "election: another member advertised as master; announced the address again"
-            );
-        }
-        Action::StepDown(why) => {
-            let _ = role.send(Role::Standby);
-            if let Err(error) = release_addresses(netlink, index, addresses).await {
-                tracing::error!(%error, "election: giving up the home-agent address failed");
-            }
-            tracing::warn!(?why, "election: standby");
-        }
+        self.announced = Some(Instant::now());
     }
 }
