@@ -114,7 +114,8 @@ pub const VIRTUAL_ADDRESS_LIFETIME: std::time::Duration = std::time::Duration::f
 /// as a /128, without duplicate address detection (the other member gave
 /// them up, or is dead; waiting a second for DAD is the outage a takeover
 /// must not have), valid for [`VIRTUAL_ADDRESS_LIFETIME`] and never
-/// preferred as a source.
+/// preferred as a source. Returns once the kernel receives for each
+/// address (see [`wait_until_local`]).
 pub async fn take_addresses(
     handle: &rtnetlink::Handle,
     index: u32,
@@ -142,7 +143,59 @@ pub async fn take_addresses(
             .await
             .map_err(|e| refused("take", *address, e))?;
     }
+    wait_until_local(handle, addresses).await
+}
+
+/// How long the kernel may take to start receiving for an address it was
+/// given.
+pub const ADDRESS_LOCAL_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Waits until the kernel delivers packets for each address locally. An
+/// added address is the host's at once (it may be a packet's source), but
+/// its local route is inserted later, by the kernel's address worker
+/// (`addrconf_dad_work`, even without DAD); until then a packet for the
+/// address is forwarded as if to a neighbour. After a takeover that
+/// neighbour is the old member, whose kernel still holds the address when
+/// only its process died: the answer to the new member's first Neighbor
+/// Solicitation went there, and traffic waited a second for the kernel to
+/// solicit again (seen in the process-death failover lab on a loaded
+/// machine: silence from the takeover to 1.03 s after it). So the address
+/// is announced only once it is local.
+async fn wait_until_local(
+    handle: &rtnetlink::Handle,
+    addresses: &[Ipv6Addr],
+) -> Result<(), crate::DataPlaneError> {
+    let started = std::time::Instant::now();
+    for address in addresses {
+        let mut pause = std::time::Duration::from_micros(200);
+        while !is_local(handle, *address).await {
+            if started.elapsed() >= ADDRESS_LOCAL_WITHIN {
+                return Err(crate::DataPlaneError::Refused {
+                    action: "take",
+                    destination: ipnet::Ipv6Net::from(*address),
+                    reason: format!(
+                        "the kernel did not deliver it locally within {ADDRESS_LOCAL_WITHIN:?}"
+                    ),
+                });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(10));
+        }
+    }
     Ok(())
+}
+
+/// Whether the kernel's route lookup for `address` ends in a local route.
+async fn is_local(handle: &rtnetlink::Handle, address: Ipv6Addr) -> bool {
+    use futures::TryStreamExt;
+    use netlink_packet_route::route::RouteType;
+    // With a destination, RTM_GETROUTE is a lookup (one answer), not a dump.
+    let lookup = rtnetlink::RouteMessageBuilder::<Ipv6Addr>::new()
+        .destination_prefix(address, 128)
+        .build();
+    // A failed lookup (no route at all yet) is "not yet".
+    let answer = handle.route().get(lookup).execute().try_next().await;
+    matches!(answer, Ok(Some(route)) if route.header.kind == RouteType::Local)
 }
 
 /// Gives the virtual addresses up. Absent is fine.

@@ -278,3 +278,94 @@ fn config(priority: u8, addresses: Vec<Ipv6Addr>) -> RouterConfig {
         addresses,
     }
 }
+
+/// Whether the kernel's route lookup for `address` ends in a local route.
+async fn delivered_locally(handle: &rtnetlink::Handle, address: Ipv6Addr) -> bool {
+    use futures::TryStreamExt;
+    let lookup = rtnetlink::RouteMessageBuilder::<Ipv6Addr>::new()
+        .destination_prefix(address, 128)
+        .build();
+    matches!(
+        handle.route().get(lookup).execute().try_next().await,
+        Ok(Some(route)) if route.header.kind == netlink_packet_route::route::RouteType::Local
+    )
+}
+
+#[test]
+fn a_taken_address_is_received_for_when_take_returns() {
+    // The kernel makes an added address local later, in its address worker;
+    // a member that announced before that forwarded the first packets for
+    // the address to the old member (the process-death failover lab's
+    // 1-second outage). take_addresses returns only once the address is
+    // local: checked at once after each of many takes, on a link with a
+    // /64 covering the addresses (so that, before, they were forwarded),
+    // with every CPU kept busy (the worker's delay is what loses the race:
+    // idle, it nearly always wins).
+    if !netns_available(MUST_RUN) {
+        return;
+    }
+    let busy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let hogs: Vec<_> = (0..cpus * 2)
+        .map(|_| {
+            let busy = busy.clone();
+            std::thread::spawn(move || {
+                while busy.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let a = Netns::new("vrrp-ta");
+    let b = Netns::new("vrrp-tb");
+    veth(&a, "va", "2001:db8:1::a/64", &b, "vb", "2001:db8:1::b/64");
+    a.ip(&["-6", "route", "add", "2001:db8:2::/48", "dev", "va"]);
+    let addresses: Vec<Ipv6Addr> = (1..=4).map(|i| addr(&format!("2001:db8:2::{i}"))).collect();
+    let late = a
+        .spawn_in(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let (connection, handle, _) = rtnetlink::new_connection().unwrap();
+                tokio::spawn(connection);
+                let index = nemo_dataplane::addresses::interface_index(&handle, "va")
+                    .await
+                    .unwrap();
+                let mut late = Vec::new();
+                for round in 0..500 {
+                    nemo_dataplane::vrrp::take_addresses(&handle, index, &addresses)
+                        .await
+                        .unwrap();
+                    for address in &addresses {
+                        if !delivered_locally(&handle, *address).await {
+                            late.push((round, *address));
+                        }
+                    }
+                    nemo_dataplane::vrrp::release_addresses(&handle, index, &addresses)
+                        .await
+                        .unwrap();
+                    for address in &addresses {
+                        assert!(
+                            !delivered_locally(&handle, *address).await,
+                            "{address} still local after its release"
+                        );
+                    }
+                }
+                late
+            })
+        })
+        .join();
+    busy.store(false, std::sync::atomic::Ordering::Relaxed);
+    for hog in hogs {
+        hog.join().unwrap();
+    }
+    let late = late.unwrap();
+    assert!(
+        late.is_empty(),
+        "not yet local when take_addresses returned: {} of 2000, first {:?}",
+        late.len(),
+        late.first()
+    );
+}

@@ -195,7 +195,13 @@ spawn cn "$WORK/probe.log" "$WORK/probe.err" "$BIN/nemo-probe" send --target '[2
 PROBE=$LAST_PID
 spawn cn "$WORK/iperf.log" "$WORK/iperf.err" timeout 20 iperf3 -c 2001:db8:100::2 -t 6 --connect-timeout 3000
 IPERF=$LAST_PID
+# Who the routers send the home-agent address to, with times: on failure,
+# this says which member the traffic went to during the silence.
+spawn home "$WORK/neigh-home.log" /dev/null ip -ts monitor neigh
+spawn wan "$WORK/neigh-wan.log" /dev/null ip -ts monitor neigh
+spawn ha2 "$WORK/neigh-ha2.log" /dev/null ip -ts monitor neigh
 sleep 2
+DIED_AT=$(date +%s.%N)
 kill -9 "$PID_ha1"
 [ "$DEATH" = machine ] && ip -n "${P}ha1" link set hl down
 if [ "$DURING" = migration ]; then
@@ -214,6 +220,12 @@ wait "$PROBE" || true
 field() { grep -o " $1=[^ ]*" "$WORK/probe.log" | cut -d= -f2; }
 SENT=$(field sent); RECEIVED=$(field received); LOST=$(field lost)
 OUTAGE=$(field longest_gap_ms); OUTAGE=${OUTAGE:-n/a}
+# Milliseconds from the death to a Unix time, or to a log line's timestamp.
+since_death() { awk -v t="$1" -v d="$DIED_AT" 'BEGIN { printf "%+.0f", (t - d) * 1000 }'; }
+log_time() { date -d "$(grep -m1 "$2" "$WORK/$1.log" | cut -d' ' -f1)" +%s.%N 2>/dev/null || echo 0; }
+SILENCE="none"
+[ "$(field gap_from)" != 0.000000 ] && SILENCE="from $(since_death "$(field gap_from)") ms to $(since_death "$(field gap_until)") ms after the death"
+TOOK_AT="$(since_death "$(log_time ha2 'election: active')") ms after the death"
 TOOK=$(grep -o "election: active.*" "$WORK/ha2.log" | head -1)
 AFTER="ha2=$(metric ha2 9464 nemo_ha_bindings)"
 REGISTERED_AFTER=$(cat "$WORK"/mr-*.log | grep -c "driver: registered" || true)
@@ -228,9 +240,9 @@ x cn ping -c 3 -i 0.2 -W 1 2001:db8:100::2 >/dev/null 2>&1 && AFTER_OK=yes
 echo "== result"
 echo "   bindings before: $BEFORE"
 echo "   bindings after:  $AFTER (ha1 dead)"
-echo "   takeover:        ha2 $TOOK"
+echo "   takeover:        ha2 $TOOK, $TOOK_AT"
 echo "   probes:          $SENT sent, $RECEIVED answered, $LOST lost (one every 2 ms)"
-echo "   outage:          $OUTAGE ms (longest silence seen by the probes)"
+echo "   outage:          $OUTAGE ms (longest silence seen by the probes, $SILENCE)"
 echo "   TCP connection:  $TCP ($(grep -E 'receiver' "$WORK/iperf.log" | awk '{print $7, $8}'))"
 echo "   registrations after the death: $REREGISTERED (expected $EXPECTED_REGISTRATIONS: $DURING)"
 [ "$DURING" = migration ] && echo "   binding on the new active: $CARE_OF_AFTER (first registration timeout $FIRST_REG_MS ms)"
@@ -245,6 +257,12 @@ if [ "$AFTER_OK" = yes ] && [ "$TCP" = survived ] && [ "$OUTAGE_OK" = yes ] \
 else
   echo "FAIL: limits: outage <= $MAX_OUTAGE_MS ms, TCP survives, registrations as expected"
   for log in ha1 ha2 mr-a mr-b; do echo "--- $log"; tail -15 "$WORK/$log.log"; done
+  for router in home wan; do
+    echo "--- $router's neighbour entry for 2001:db8:1::1 (died at $(date -d "@$DIED_AT" +%T.%N))"
+    grep "2001:db8:1::1 " "$WORK/neigh-$router.log" | tail -12
+  done
+  echo "--- ha2's neighbour entries"
+  tail -20 "$WORK/neigh-ha2.log"
   tail -5 "$WORK/iperf.log"
   exit 1
 fi
