@@ -115,7 +115,7 @@ pub const VIRTUAL_ADDRESS_LIFETIME: std::time::Duration = std::time::Duration::f
 /// them up, or is dead; waiting a second for DAD is the outage a takeover
 /// must not have), valid for [`VIRTUAL_ADDRESS_LIFETIME`] and never
 /// preferred as a source. Returns once the kernel receives for each
-/// address (see [`wait_until_local`]).
+/// address (the wait below says why).
 pub async fn take_addresses(
     handle: &rtnetlink::Handle,
     index: u32,
