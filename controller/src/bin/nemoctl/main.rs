@@ -5,20 +5,34 @@
 //! nemoctl tenant create acme
 //! nemoctl prefix allocate acme --pool core
 //! nemoctl events --follow
+//! nemoctl pair status                      # a home agent's admin API
+//! nemoctl --ha-admin 'http://[::1]:50052' pair hand-over
+//! nemoctl bindings list
 //! ```
 //!
-//! The endpoint and token come from `--endpoint`/`--token` or the
-//! NEMO_ENDPOINT/NEMO_TOKEN environment variables. Output is a table, or
+//! The controller's endpoint and token come from `--endpoint`/`--token` or
+//! the NEMO_ENDPOINT/NEMO_TOKEN environment variables; a home agent's admin
+//! API from `--ha-admin` or NEMO_HA_ADMIN. Output is a table, or
 //! JSON with `--output json`.
 
-use clap::{Parser, Subcommand, ValueEnum};
+mod home_agent;
+mod output;
+
+use clap::{Parser, Subcommand};
 use nemo_proto::v1 as pb;
 use nemo_proto::v1::controller_client::ControllerClient;
 use tonic::transport::Channel;
 use tonic::Request;
 
+use home_agent::{BindingsCommand, PairCommand};
+use output::{print_rows, Output};
+
 #[derive(Debug, Parser)]
-#[command(name = "nemoctl", version, about = "Drive the nemo controller")]
+#[command(
+    name = "nemoctl",
+    version,
+    about = "Drive nemo: the controller's API, and a home agent's admin API"
+)]
 struct Args {
     /// The controller's address.
     #[arg(long, env = "NEMO_ENDPOINT", default_value = "http://[::1]:50051")]
@@ -30,6 +44,10 @@ struct Args {
     /// use with an https:// endpoint.
     #[arg(long, env = "NEMO_CA")]
     ca: Option<std::path::PathBuf>,
+    /// A home agent's admin API (`[admin] listen` in its configuration),
+    /// for `pair` and `bindings`.
+    #[arg(long, env = "NEMO_HA_ADMIN", default_value = "http://[::1]:50052")]
+    ha_admin: String,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Table)]
     output: Output,
@@ -37,14 +55,21 @@ struct Args {
     command: Command,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Output {
-    Table,
-    Json,
-}
-
 #[derive(Debug, Subcommand)]
 enum Command {
+    #[command(flatten)]
+    Controller(ControllerCommand),
+    /// A home agent's part in a pair (its admin API, --ha-admin).
+    #[command(subcommand)]
+    Pair(PairCommand),
+    /// The bindings in a home agent's cache (its admin API, --ha-admin).
+    #[command(subcommand)]
+    Bindings(BindingsCommand),
+}
+
+/// What the controller is asked.
+#[derive(Debug, Subcommand)]
+enum ControllerCommand {
     /// Prefix pools.
     #[command(subcommand)]
     Pool(PoolCommand),
@@ -196,40 +221,6 @@ fn request<T>(message: T, token: &Option<String>) -> anyhow::Result<Request<T>> 
     })
 }
 
-fn print_rows(output: Output, header: &[&str], rows: Vec<Vec<String>>, json: serde_json::Value) {
-    match output {
-        Output::Json => println!("{json}"),
-        Output::Table => {
-            let widths: Vec<usize> = (0..header.len())
-                .map(|i| {
-                    rows.iter()
-                        .map(|r| r[i].len())
-                        .chain([header[i].len()])
-                        .max()
-                        .unwrap_or(0)
-                })
-                .collect();
-            let line = |cells: Vec<String>| {
-                cells
-                    .iter()
-                    .zip(&widths)
-                    .map(|(c, w)| format!("{c:<w$}"))
-                    .collect::<Vec<_>>()
-                    .join("  ")
-                    .trim_end()
-                    .to_owned()
-            };
-            println!(
-                "{}",
-                line(header.iter().map(|h| h.to_uppercase()).collect())
-            );
-            for row in rows {
-                println!("{}", line(row));
-            }
-        }
-    }
-}
-
 fn pool_rows(pools: &[pb::Pool]) -> (Vec<Vec<String>>, serde_json::Value) {
     let rows = pools
         .iter()
@@ -310,12 +301,35 @@ fn tenant_rows(tenants: &[pb::Tenant]) -> (Vec<Vec<String>>, serde_json::Value) 
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let channel: Channel = nemo_daemon::controller_channel(&args.endpoint, args.ca.as_deref())
+    let to_home_agent = match args.command {
+        Command::Controller(command) => {
+            return controller(
+                &args.endpoint,
+                args.ca.as_deref(),
+                &args.token,
+                command,
+                args.output,
+            )
+            .await
+        }
+        Command::Pair(command) => home_agent::AdminCommand::Pair(command),
+        Command::Bindings(command) => home_agent::AdminCommand::Bindings(command),
+    };
+    home_agent::run(&args.ha_admin, to_home_agent, args.output).await
+}
+
+/// Runs `command` against the controller at `endpoint`.
+async fn controller(
+    endpoint: &str,
+    ca: Option<&std::path::Path>,
+    token: &Option<String>,
+    command: ControllerCommand,
+    out: Output,
+) -> anyhow::Result<()> {
+    let channel: Channel = nemo_daemon::controller_channel(endpoint, ca)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot reach the controller at {}: {e}", args.endpoint))?;
+        .map_err(|e| anyhow::anyhow!("cannot reach the controller at {endpoint}: {e}"))?;
     let mut client = ControllerClient::new(channel);
-    let token = &args.token;
-    let out = args.output;
     const POOL: &[&str] = &[
         "name",
         "prefix",
@@ -326,8 +340,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     ];
     const PREFIX: &[&str] = &["prefix", "tenant", "pool", "revision"];
     const TENANT: &[&str] = &["name", "prefixes"];
-    match args.command {
-        Command::Pool(PoolCommand::Create {
+    match command {
+        ControllerCommand::Pool(PoolCommand::Create {
             name,
             prefix,
             tenant_length,
@@ -346,7 +360,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let (rows, json) = pool_rows(&[pool]);
             print_rows(out, POOL, rows, json);
         }
-        Command::Pool(PoolCommand::Show { name }) => {
+        ControllerCommand::Pool(PoolCommand::Show { name }) => {
             let pool = client
                 .get_pool(request(pb::GetPoolRequest { name }, token)?)
                 .await?
@@ -354,7 +368,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let (rows, json) = pool_rows(&[pool]);
             print_rows(out, POOL, rows, json);
         }
-        Command::Pool(PoolCommand::List) => {
+        ControllerCommand::Pool(PoolCommand::List) => {
             let pools = client
                 .list_pools(request(pb::ListPoolsRequest {}, token)?)
                 .await?
@@ -363,7 +377,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let (rows, json) = pool_rows(&pools);
             print_rows(out, POOL, rows, json);
         }
-        Command::Pool(PoolCommand::Delete { name }) => {
+        ControllerCommand::Pool(PoolCommand::Delete { name }) => {
             client
                 .delete_pool(request(
                     pb::DeletePoolRequest { name: name.clone() },
@@ -377,7 +391,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 serde_json::json!({"deleted": name}),
             );
         }
-        Command::Tenant(TenantCommand::Create { name }) => {
+        ControllerCommand::Tenant(TenantCommand::Create { name }) => {
             let tenant = client
                 .create_tenant(request(pb::CreateTenantRequest { name }, token)?)
                 .await?
@@ -385,7 +399,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let (rows, json) = tenant_rows(&[tenant]);
             print_rows(out, TENANT, rows, json);
         }
-        Command::Tenant(TenantCommand::Show { name }) => {
+        ControllerCommand::Tenant(TenantCommand::Show { name }) => {
             let tenant = client
                 .get_tenant(request(pb::GetTenantRequest { name }, token)?)
                 .await?
@@ -393,7 +407,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let (rows, json) = tenant_rows(&[tenant]);
             print_rows(out, TENANT, rows, json);
         }
-        Command::Tenant(TenantCommand::List) => {
+        ControllerCommand::Tenant(TenantCommand::List) => {
             let tenants = client
                 .list_tenants(request(pb::ListTenantsRequest {}, token)?)
                 .await?
@@ -402,7 +416,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let (rows, json) = tenant_rows(&tenants);
             print_rows(out, TENANT, rows, json);
         }
-        Command::Tenant(TenantCommand::Delete { name, cascade }) => {
+        ControllerCommand::Tenant(TenantCommand::Delete { name, cascade }) => {
             let released = client
                 .delete_tenant(request(
                     pb::DeleteTenantRequest {
@@ -421,7 +435,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 serde_json::json!({"deleted": name, "released": released}),
             );
         }
-        Command::Prefix(PrefixCommand::Allocate {
+        ControllerCommand::Prefix(PrefixCommand::Allocate {
             tenant,
             pool,
             length,
@@ -440,7 +454,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let (rows, json) = allocation_rows(&[allocation]);
             print_rows(out, PREFIX, rows, json);
         }
-        Command::Prefix(PrefixCommand::Release { prefix }) => {
+        ControllerCommand::Prefix(PrefixCommand::Release { prefix }) => {
             let released = client
                 .release_prefix(request(pb::ReleasePrefixRequest { prefix }, token)?)
                 .await?
@@ -451,7 +465,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let (rows, json) = allocation_rows(&released);
             print_rows(out, PREFIX, rows, json);
         }
-        Command::Prefix(PrefixCommand::List { tenant }) => {
+        ControllerCommand::Prefix(PrefixCommand::List { tenant }) => {
             let allocations = client
                 .list_prefixes(request(
                     pb::ListPrefixesRequest {
@@ -465,7 +479,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let (rows, json) = allocation_rows(&allocations);
             print_rows(out, PREFIX, rows, json);
         }
-        Command::HomeAgent(HomeAgentCommand::Register {
+        ControllerCommand::HomeAgent(HomeAgentCommand::Register {
             name,
             address,
             home_prefix,
@@ -497,7 +511,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 serde_json::json!({"name": h.name, "address": h.address, "home_prefix": h.home_prefix, "udp": h.udp_endpoint}),
             );
         }
-        Command::HomeAgent(HomeAgentCommand::List) => {
+        ControllerCommand::HomeAgent(HomeAgentCommand::List) => {
             let list = client
                 .list_home_agents(request(pb::ListHomeAgentsRequest {}, token)?)
                 .await?
@@ -517,7 +531,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let json = serde_json::json!(list.home_agents.iter().map(|h| serde_json::json!({"name": h.name, "address": h.address, "home_prefix": h.home_prefix, "udp": h.udp_endpoint})).collect::<Vec<_>>());
             print_rows(out, &["name", "address", "home_prefix", "udp"], rows, json);
         }
-        Command::Hypervisor(HypervisorCommand::Register { name }) => {
+        ControllerCommand::Hypervisor(HypervisorCommand::Register { name }) => {
             let h = client
                 .register_hypervisor(request(pb::RegisterHypervisorRequest { name }, token)?)
                 .await?
@@ -529,7 +543,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 serde_json::json!({"name": h.name}),
             );
         }
-        Command::Hypervisor(HypervisorCommand::List) => {
+        ControllerCommand::Hypervisor(HypervisorCommand::List) => {
             let list = client
                 .list_hypervisors(request(pb::ListHypervisorsRequest {}, token)?)
                 .await?
@@ -542,7 +556,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 serde_json::json!(names),
             );
         }
-        Command::MobileRouter(command) => {
+        ControllerCommand::MobileRouter(command) => {
             const MR: &[&str] = &[
                 "tenant",
                 "home_agent",
@@ -598,7 +612,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let (rows, json) = mobile_router_rows(&mr);
             print_rows(out, MR, rows, json);
         }
-        Command::Place {
+        ControllerCommand::Place {
             tenant,
             hypervisor,
             reason,
@@ -625,7 +639,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 serde_json::json!({"tenant": p.tenant, "hypervisor": p.hypervisor, "reason": p.reason, "since_unix_ms": p.since_unix_ms}),
             );
         }
-        Command::Unplace { tenant, reason } => {
+        ControllerCommand::Unplace { tenant, reason } => {
             client
                 .unplace_tenant(request(
                     pb::UnplaceTenantRequest {
@@ -642,7 +656,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 serde_json::json!({"unplaced": tenant}),
             );
         }
-        Command::Placements => {
+        ControllerCommand::Placements => {
             let list = client
                 .list_placements(request(pb::ListPlacementsRequest {}, token)?)
                 .await?
@@ -655,7 +669,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let json = serde_json::json!(list.placements.iter().map(|p| serde_json::json!({"tenant": p.tenant, "hypervisor": p.hypervisor, "reason": p.reason, "since_unix_ms": p.since_unix_ms})).collect::<Vec<_>>());
             print_rows(out, &["tenant", "hypervisor", "reason"], rows, json);
         }
-        Command::Events { from, follow } => {
+        ControllerCommand::Events { from, follow } => {
             let mut stream = client
                 .watch_events(request(
                     pb::WatchEventsRequest {
