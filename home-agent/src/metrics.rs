@@ -65,6 +65,9 @@ pub struct Metrics {
     pub unreplicated_batches: Family<ReasonLabel, Counter>,
     /// A standby attached to this active (1) or not (0).
     pub standby_attached: Gauge,
+    /// Bindings a returning member offered after both were active, by
+    /// verdict (`nemo::ha::Verdict`: taken, older, removed_here, ...).
+    pub merge_offered: Family<ReasonLabel, Counter>,
 }
 
 impl Metrics {
@@ -89,6 +92,7 @@ impl Metrics {
             replicated_batches: Counter::default(),
             unreplicated_batches: Family::default(),
             standby_attached: Gauge::default(),
+            merge_offered: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -115,6 +119,11 @@ impl Metrics {
             "standby_attached",
             "1 while a standby follows this active",
             metrics.standby_attached.clone(),
+        );
+        registry.register(
+            "merge_offered",
+            "Bindings the other member offered when it stepped down after both were active, by verdict (taken: newer than this member's)",
+            metrics.merge_offered.clone(),
         );
         registry.register(
             "binding_acks",

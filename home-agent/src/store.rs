@@ -49,7 +49,9 @@ const BINDINGS: &str = "bindings";
 /// pages a batch touches.
 const CACHE_BYTES: usize = 32 << 20;
 
-fn millis(time: SystemTime) -> u64 {
+/// Milliseconds since the Unix epoch, as records (and the replication
+/// stream) keep times.
+pub fn unix_millis(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
@@ -66,8 +68,8 @@ pub fn encode(binding: &Binding) -> Vec<u8> {
     out.extend_from_slice(&binding.spi.to_be_bytes());
     out.extend_from_slice(&binding.timestamp.unwrap_or_default().0.to_be_bytes());
     out.extend_from_slice(&binding.lifetime.0.to_be_bytes());
-    out.extend_from_slice(&millis(binding.registered_at).to_be_bytes());
-    out.extend_from_slice(&millis(binding.expires_at).to_be_bytes());
+    out.extend_from_slice(&unix_millis(binding.registered_at).to_be_bytes());
+    out.extend_from_slice(&unix_millis(binding.expires_at).to_be_bytes());
     // A binding has at most a few prefixes (the engine takes them from one
     // Mobility Header, at most 2048 octets / 20 per option).
     out.push(u8::try_from(binding.prefixes.len()).unwrap_or(u8::MAX));

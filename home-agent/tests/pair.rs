@@ -16,7 +16,7 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -132,12 +132,21 @@ impl Pair {
     /// Registers the routers through the home-agent address for `seconds`;
     /// returns the report line and the routers acknowledged.
     fn load(&self, seconds: &str, first_sequence: &str) -> (String, BTreeSet<Ipv6Addr>) {
+        self.load_from(&self.link, seconds, first_sequence)
+    }
+
+    /// The same, from the namespace `from` (on some segment of the link).
+    fn load_from(
+        &self,
+        from: &Netns,
+        seconds: &str,
+        first_sequence: &str,
+    ) -> (String, BTreeSet<Ipv6Addr>) {
         let acknowledged = self
             .dir
             .path()
             .join(format!("acknowledged-{first_sequence}"));
-        let output = self
-            .link
+        let output = from
             .command(workspace_binary("ha-loadgen").to_str().unwrap())
             .args([
                 "run",
@@ -185,6 +194,12 @@ impl Pair {
 
     /// The bindings a member's admin API lists.
     fn bindings_of(&self, name: &str) -> BTreeSet<Ipv6Addr> {
+        self.registrations_of(name).into_keys().collect()
+    }
+
+    /// Each binding's care-of address and sequence number, by home
+    /// address, as a member's admin API lists them.
+    fn registrations_of(&self, name: &str) -> BTreeMap<Ipv6Addr, (String, u32)> {
         self.admin(name, |mut admin| async move {
             admin
                 .list_bindings(pb::ListBindingsRequest {})
@@ -193,7 +208,12 @@ impl Pair {
                 .into_inner()
                 .bindings
                 .into_iter()
-                .map(|binding| binding.home_address.parse().unwrap())
+                .map(|binding| {
+                    (
+                        binding.home_address.parse().unwrap(),
+                        (binding.care_of_address, binding.sequence),
+                    )
+                })
                 .collect()
         })
     }
@@ -442,4 +462,111 @@ fn a_planned_hand_over_loses_nothing_and_is_reported() {
     assert_eq!(again.status.code(), Some(1));
     let said = String::from_utf8_lossy(&again.stderr);
     assert!(said.contains("FailedPrecondition"), "{said}");
+}
+
+#[test]
+fn a_healed_partition_keeps_what_each_side_acknowledged() {
+    // The home link splits in two: a (priority 200) on one side, b on the
+    // other with mobile routers that reach only b. b becomes active and
+    // acknowledges them alone (a newer care-of and sequence number than
+    // a holds). When the link heals, b steps down (lower priority) and
+    // follows a; a must hold what b acknowledged, not send those routers'
+    // traffic back to their old care-of until their next refresh.
+    if !netns_available(MUST_RUN) {
+        return;
+    }
+    let pair = Pair::new("pair-split");
+    let (active, standby) = pair.start_both();
+    let (_, before) = pair.load("1", "0");
+    assert!(before.len() >= 200, "only {} registered", before.len());
+
+    // The split: b's port moves to a bridge of its own, with a host there.
+    let far = Netns::new("pair-split-f");
+    pair.link.ip(&[
+        "link",
+        "add",
+        "br1",
+        "type",
+        "bridge",
+        "mcast_snooping",
+        "0",
+    ]);
+    pair.link.ip(&["link", "set", "br1", "up"]);
+    nemo_testkit::ip(&[
+        "link",
+        "add",
+        "pf",
+        "netns",
+        pair.link.name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "home",
+        "netns",
+        far.name(),
+    ]);
+    pair.link.ip(&["link", "set", "pf", "master", "br1", "up"]);
+    far.ip(&["link", "set", "home", "up"]);
+    far.ip(&["addr", "add", "2001:db8:1::51/64", "dev", "home", "nodad"]);
+    pair.link.ip(&["link", "set", "pb", "master", "br1"]);
+    let split = within(Duration::from_secs(3), || pair.holds("b"));
+    assert!(
+        split.is_some(),
+        "b never became active alone: {}",
+        standby.log()
+    );
+    assert!(pair.holds("a"), "a gave the address up on its side");
+
+    // b acknowledges the routers alone, with newer sequence numbers.
+    let (report, during) = pair.load_from(&far, "1", "100");
+    assert_eq!(count(&report, "rejected"), 0, "{report}");
+    assert!(
+        during.len() >= 200,
+        "only {} registered on b: {report}",
+        during.len()
+    );
+    let on_b = pair.registrations_of("b");
+    let on_a_before = pair.registrations_of("a");
+    for home in &during {
+        assert_ne!(
+            on_b[home], on_a_before[home],
+            "the split did not change {home}'s binding: the test tests nothing"
+        );
+    }
+
+    // The heal: one link again. b steps down and follows a.
+    pair.link.ip(&["link", "set", "pb", "master", "br0"]);
+    let log = active.wait_for("standby attached and in sync", 2);
+    assert_eq!(
+        log.matches("standby attached and in sync").count(),
+        2,
+        "b never followed a again: {log}\nb: {}",
+        standby.log()
+    );
+    assert!(!pair.holds("b"), "b kept the address after the heal");
+    assert!(pair.holds("a"));
+
+    // a holds what b acknowledged alone, and b follows a again.
+    let on_a = pair.registrations_of("a");
+    let lost: Vec<_> = during
+        .iter()
+        .filter(|home| on_a.get(home) != on_b.get(home))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} registrations b acknowledged alone are not on a, e.g. {:?}: a has {:?}, b had {:?}",
+        lost.len(),
+        during.len(),
+        lost[0],
+        on_a.get(lost[0]),
+        on_b.get(lost[0])
+    );
+    let followed = within(Duration::from_secs(2), || {
+        pair.registrations_of("b") == on_a
+    });
+    assert!(
+        followed.is_some(),
+        "b's cache differs from a's after the heal"
+    );
 }

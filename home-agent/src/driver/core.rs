@@ -69,6 +69,9 @@ impl<D: HomeAgentDataPlane> Core<D> {
                     Some(CoreEvent::Replicated(changes)) => self.replicated(&changes).await,
                     Some(CoreEvent::Drain(respond)) => self.queue(Pending::Drain(respond)).await,
                     Some(CoreEvent::Resync(bindings)) => self.resync(bindings).await,
+                    Some(CoreEvent::Merge { offered, in_step_until, respond }) => {
+                        self.merge(offered, in_step_until, respond).await;
+                    }
                     None => break,
                 },
                 changed = self.role.changed() => {
@@ -241,6 +244,56 @@ impl<D: HomeAgentDataPlane> Core<D> {
                 tracing::error!(%error, "standby: reconciling forwarding failed");
             }
         }
+    }
+
+    /// Takes what the returning member offers where it is newer, forwards
+    /// it and makes it durable; answers once it is. A change whose
+    /// forwarding fails is undone (the member keeps its own binding).
+    async fn merge(
+        &mut self,
+        offered: Vec<Binding>,
+        in_step_until: SystemTime,
+        respond: oneshot::Sender<()>,
+    ) {
+        let count = offered.len();
+        let merged = self.engine.merge(offered, in_step_until, SystemTime::now());
+        let mut failed = 0;
+        for change in merged.changes {
+            match self.forward(&change).await {
+                Ok(()) => self.queue(Pending::Merge(change)).await,
+                Err(error) => {
+                    self.engine.revert(&change);
+                    self.metrics.forwarding_failures.inc();
+                    failed += 1;
+                    tracing::error!(%error, home_address = %change.binding().home_address, "merge: forwarding failed; keeping this member's binding");
+                }
+            }
+        }
+        for (verdict, n) in &merged.verdicts {
+            self.metrics
+                .merge_offered
+                .get_or_create(&crate::metrics::ReasonLabel {
+                    reason: verdict.name().to_owned(),
+                })
+                .inc_by(*n as u64);
+        }
+        let taken = merged
+            .verdicts
+            .get(&nemo::ha::Verdict::Taken)
+            .copied()
+            .unwrap_or(0);
+        let verdicts: Vec<String> = merged
+            .verdicts
+            .iter()
+            .map(|(verdict, n)| format!("{}={n}", verdict.name()))
+            .collect();
+        if taken > 0 {
+            // Both members were active: a partition, said loudly.
+            tracing::warn!(offered = count, taken = taken - failed, verdicts = %verdicts.join(","), "merge: took the bindings the returning member acknowledged alone");
+        } else {
+            tracing::info!(offered = count, verdicts = %verdicts.join(","), "merge: nothing newer offered");
+        }
+        self.queue(Pending::Drain(respond)).await;
     }
 
     /// Applies an authorization change. A revoked home address keeps its

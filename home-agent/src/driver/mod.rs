@@ -81,6 +81,12 @@ pub struct Shared {
     pub events: broadcast::Sender<BindingEvent>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// The newest registration known to be on both members of a pair
+    /// (replicated to the standby, or applied from the active); what this
+    /// member registers after it, it registered alone. The epoch until
+    /// this process has been in step once: a merge then takes whatever it
+    /// offers that the other member lacks (`nemo::ha::merge`).
+    pub in_step_until: std::sync::Mutex<SystemTime>,
 }
 
 /// How to reach the peer that sent a message.
@@ -114,6 +120,22 @@ impl Shared {
             }
             self.metrics.bindings.set(view.len() as i64);
         }
+    }
+
+    /// Notes registrations now on both members of the pair.
+    pub fn mark_in_step(&self, registered: impl IntoIterator<Item = SystemTime>) {
+        if let (Some(newest), Ok(mut until)) =
+            (registered.into_iter().max(), self.in_step_until.lock())
+        {
+            *until = (*until).max(newest);
+        }
+    }
+
+    /// The newest registration known to be on both members.
+    pub fn in_step_until(&self) -> SystemTime {
+        self.in_step_until
+            .lock()
+            .map_or(SystemTime::UNIX_EPOCH, |until| *until)
     }
 
     /// Replaces the view with a whole cache (a standby's resynchronisation).
@@ -171,6 +193,17 @@ pub enum CoreEvent {
     Replicated(Vec<Change>),
     /// The active's whole cache, already on this standby's disk.
     Resync(Vec<Binding>),
+    /// The bindings a returning member offers (its whole cache) before it
+    /// follows this active, after both were active: the newer ones are
+    /// taken (`nemo::ha::merge`); answered once they are durable.
+    Merge {
+        /// Its bindings.
+        offered: Vec<Binding>,
+        /// Its newest registration that was on both members.
+        in_step_until: SystemTime,
+        /// Answered once the bindings taken are durable.
+        respond: oneshot::Sender<()>,
+    },
     /// An operator removes a binding; answered once the removal is durable.
     Delete {
         /// The home address.
@@ -284,6 +317,7 @@ pub async fn start<D: HomeAgentDataPlane>(setup: Setup<D>) -> anyhow::Result<Run
         view: RwLock::new(live.into_iter().map(|b| (b.home_address, b)).collect()),
         events,
         metrics: setup.metrics.clone(),
+        in_step_until: std::sync::Mutex::new(SystemTime::UNIX_EPOCH),
     });
     if let Ok(view) = shared.view.read() {
         setup.metrics.bindings.set(view.len() as i64);
@@ -301,6 +335,7 @@ pub async fn start<D: HomeAgentDataPlane>(setup: Setup<D>) -> anyhow::Result<Run
                 pair.mode,
                 pair.timeout,
                 shared.clone(),
+                core_tx.clone(),
                 pair.role.clone(),
             );
             tokio::spawn(crate::replication::standby::follow(

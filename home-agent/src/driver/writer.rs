@@ -20,6 +20,9 @@ pub(super) enum Pending {
     },
     /// A binding expired: made durable.
     Expire(Change),
+    /// A binding taken from the other member of a pair (a merge): made
+    /// durable.
+    Merge(Change),
     /// Answered once everything queued before it is durable (and on the
     /// standby): a hand-over waits for it.
     Drain(oneshot::Sender<()>),
@@ -37,6 +40,7 @@ impl Pending {
             Pending::Send(_) | Pending::Drain(_) => None,
             Pending::Acknowledge { change, .. } => change.as_ref().map(|(c, why)| (c, *why)),
             Pending::Expire(change) => Some((change, "expiry")),
+            Pending::Merge(change) => Some((change, "merge")),
             Pending::Remove { change, .. } => Some((change, "admin")),
         }
     }
@@ -117,7 +121,7 @@ pub(super) async fn writer(
                         .bu_to_ba_seconds
                         .observe(received_at.elapsed().as_secs_f64());
                 }
-                Pending::Expire(_) => {}
+                Pending::Expire(_) | Pending::Merge(_) => {}
                 Pending::Drain(respond) => {
                     let _ = respond.send(());
                 }

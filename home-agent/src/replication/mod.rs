@@ -1,7 +1,9 @@
 //! Replication between the members of a home-agent pair: the active sends
 //! every durable batch to the standby (`primary`), the standby makes it
 //! durable, acknowledges it and keeps its engine and kernel in step
-//! (`standby`); `wire` is the stream between them.
+//! (`standby`); `wire` is the stream between them. A standby that attaches
+//! first offers its own cache, and the active takes what is newer
+//! (`nemo::ha::merge`: after a partition both were active).
 //!
 //! Synchronous mode (the default): an answer of a batch leaves only after
 //! the standby has the batch on its disk, so an acknowledged binding
@@ -44,6 +46,17 @@ impl Unreplicated {
             Unreplicated::TimedOut => "timed_out",
         }
     }
+}
+
+/// When each upsert among `changes` was registered.
+pub fn registered<'a, I>(changes: I) -> impl Iterator<Item = std::time::SystemTime> + use<'a, I>
+where
+    I: IntoIterator<Item = &'a nemo::ha::Change>,
+{
+    changes.into_iter().filter_map(|change| match change {
+        nemo::ha::Change::Upsert { binding, .. } => Some(binding.registered_at),
+        nemo::ha::Change::Remove { .. } => None,
+    })
 }
 
 /// Compares two secrets in time independent of where they differ.

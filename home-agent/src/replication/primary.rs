@@ -1,8 +1,10 @@
 //! The active member's side: accepts one standby at a time (authenticated
-//! by the pair's token), sends it the whole binding cache, then every
-//! batch the writer makes durable; in synchronous mode the writer waits for
-//! the standby's acknowledgement (the batch is on the standby's disk)
-//! before any answer of the batch leaves.
+//! by the pair's token), takes what it offers where it is newer (after a
+//! partition both were active: `nemo::ha::merge`), sends it the whole
+//! binding cache, then every batch the writer makes durable; in
+//! synchronous mode the writer waits for the standby's acknowledgement
+//! (the batch is on the standby's disk) before any answer of the batch
+//! leaves.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,13 +15,16 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::wire::{Frame, WireError, SNAPSHOT_CHUNK};
+use super::wire::{Frame, WireError};
 use super::{Mode, Unreplicated};
-use crate::driver::{Role, Shared};
+use crate::driver::{CoreEvent, Role, Shared};
 use crate::metrics::ReasonLabel;
 
 /// How long a standby has to introduce itself.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a standby has to send its offer (its whole cache: 100,000
+/// bindings take about a second here).
+const OFFER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the writer asks of replication.
 #[derive(Debug)]
@@ -45,10 +50,11 @@ impl Primary {
         mode: Mode,
         timeout: Duration,
         shared: Arc<Shared>,
+        core: mpsc::Sender<CoreEvent>,
         role: watch::Receiver<Role>,
     ) -> Primary {
         let (requests, queue) = mpsc::channel(1024);
-        tokio::spawn(serve(listener, token, shared.clone(), role, queue));
+        tokio::spawn(serve(listener, token, shared.clone(), core, role, queue));
         Primary {
             requests,
             mode,
@@ -87,6 +93,10 @@ impl Primary {
         match outcome {
             Ok(()) => {
                 metrics.replicated_batches.inc();
+                if self.mode == Mode::Synchronous {
+                    self.shared
+                        .mark_in_step(super::registered(changes.iter().copied()));
+                }
             }
             Err(why) => {
                 metrics
@@ -117,13 +127,23 @@ struct Syncing {
     next_id: u64,
 }
 
-/// A standby that said hello with the right token.
-type Greeted = (OwnedReadHalf, OwnedWriteHalf, std::net::SocketAddr);
+/// A standby that said hello with the right token, and made its offer.
+struct Greeted {
+    reader: OwnedReadHalf,
+    writer: OwnedWriteHalf,
+    peer: std::net::SocketAddr,
+    offered: Vec<Binding>,
+    in_step_until: std::time::SystemTime,
+}
+
+/// A standby whose offer the core took what it needed from.
+type Merged = (OwnedReadHalf, OwnedWriteHalf, std::net::SocketAddr);
 
 async fn serve(
     listener: TcpListener,
     token: String,
     shared: Arc<Shared>,
+    core: mpsc::Sender<CoreEvent>,
     role: watch::Receiver<Role>,
     mut queue: mpsc::Receiver<Request>,
 ) {
@@ -131,6 +151,7 @@ async fn serve(
     let mut attached: Option<Attached> = None;
     let mut syncing: Option<Syncing> = None;
     let (greeted_tx, mut greeted) = mpsc::channel::<Greeted>(4);
+    let (merged_tx, mut merged) = mpsc::channel::<Merged>(4);
     loop {
         let ack = async {
             match attached.as_mut() {
@@ -155,15 +176,34 @@ async fn serve(
                 // hold replication up.
                 let (token, greeted_tx) = (token.clone(), greeted_tx.clone());
                 tokio::spawn(async move {
-                    match hello(stream, &token).await {
-                        Ok((reader, writer)) => {
-                            let _ = greeted_tx.send((reader, writer, peer)).await;
+                    match hello(stream, &token, peer).await {
+                        Ok(greeted) => {
+                            let _ = greeted_tx.send(greeted).await;
                         }
                         Err(error) => tracing::warn!(%peer, %error, "replication: standby refused"),
                     }
                 });
             }
-            Some((reader, writer, peer)) = greeted.recv() => {
+            Some(greeted) = greeted.recv() => {
+                // Its offer goes to the core first (which takes what is
+                // newer and makes it durable), then the snapshot is cut:
+                // it holds what was taken. Apart, so that batches keep
+                // flowing meanwhile.
+                tracing::info!(peer = %greeted.peer, offered = greeted.offered.len(), "replication: standby offers its bindings");
+                let (core, merged_tx) = (core.clone(), merged_tx.clone());
+                tokio::spawn(async move {
+                    let (respond, durable) = oneshot::channel();
+                    let merge = CoreEvent::Merge {
+                        offered: greeted.offered,
+                        in_step_until: greeted.in_step_until,
+                        respond,
+                    };
+                    if core.send(merge).await.is_ok() && durable.await.is_ok() {
+                        let _ = merged_tx.send((greeted.reader, greeted.writer, greeted.peer)).await;
+                    }
+                });
+            }
+            Some((reader, writer, peer)) = merged.recv() => {
                 // The snapshot's cut is here, between two batches: the view
                 // holds every batch before this point, and every batch
                 // after it is kept for this standby.
@@ -264,23 +304,51 @@ fn detach(attached: &mut Option<Attached>, shared: &Shared) {
     shared.metrics.standby_attached.set(0);
 }
 
-/// Reads a standby's hello and checks its token.
+/// Reads a standby's hello, checks its token, and reads its offer.
 async fn hello(
     stream: TcpStream,
     token: &str,
-) -> Result<(OwnedReadHalf, OwnedWriteHalf), WireError> {
+    peer: std::net::SocketAddr,
+) -> Result<Greeted, WireError> {
     super::keep_alive(&stream);
     let (mut reader, writer) = stream.into_split();
     let hello = tokio::time::timeout(HELLO_TIMEOUT, Frame::read(&mut reader))
         .await
         .map_err(|_| WireError::Malformed("no hello in time"))??;
-    let Frame::Hello { token: offered } = hello else {
+    let Frame::Hello {
+        token: presented,
+        in_step_until,
+    } = hello
+    else {
         return Err(WireError::Malformed("expected a hello"));
     };
-    if !super::same_secret(offered.as_bytes(), token.as_bytes()) {
+    if !super::same_secret(presented.as_bytes(), token.as_bytes()) {
         return Err(WireError::Malformed("wrong token"));
     }
-    Ok((reader, writer))
+    let offer = async {
+        let mut offered = Vec::new();
+        loop {
+            match Frame::read(&mut reader).await? {
+                Frame::Offer { bindings, last } => {
+                    offered.extend(bindings);
+                    if last {
+                        return Ok(offered);
+                    }
+                }
+                _ => return Err(WireError::Malformed("expected an offer")),
+            }
+        }
+    };
+    let offered = tokio::time::timeout(OFFER_TIMEOUT, offer)
+        .await
+        .map_err(|_| WireError::Malformed("no offer in time"))??;
+    Ok(Greeted {
+        reader,
+        writer,
+        peer,
+        offered,
+        in_step_until,
+    })
 }
 
 /// Sends the whole cache as of the cut, in chunks.
@@ -289,23 +357,11 @@ async fn send_snapshot(
     mut writer: OwnedWriteHalf,
     bindings: Vec<Binding>,
 ) -> Result<(OwnedWriteHalf, OwnedReadHalf), WireError> {
-    let mut chunks = bindings.chunks(SNAPSHOT_CHUNK).peekable();
-    if chunks.peek().is_none() {
-        Frame::Snapshot {
-            bindings: Vec::new(),
-            last: true,
-        }
-        .write(&mut writer)
-        .await?;
-    }
-    while let Some(chunk) = chunks.next() {
-        Frame::Snapshot {
-            bindings: chunk.to_vec(),
-            last: chunks.peek().is_none(),
-        }
-        .write(&mut writer)
-        .await?;
-    }
+    Frame::write_parts(&mut writer, &bindings, |bindings, last| Frame::Snapshot {
+        bindings,
+        last,
+    })
+    .await?;
     Ok((writer, reader))
 }
 
@@ -344,21 +400,35 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(200)).await;
             Ok::<_, std::io::Error>(())
         });
-        let (stream, _) = listener.accept().await.map_err(WireError::from)?;
-        let result = hello(stream, "the-right-token-0123").await.map(drop);
+        let (stream, peer) = listener.accept().await.map_err(WireError::from)?;
+        let result = hello(stream, "the-right-token-0123", peer).await.map(drop);
         let _ = client.await;
         result
     }
 
     #[tokio::test]
     async fn only_the_pairs_token_opens_replication() {
-        let right = Frame::Hello {
-            token: "the-right-token-0123".into(),
+        let hello = |token: &str| Frame::Hello {
+            token: token.into(),
+            in_step_until: std::time::UNIX_EPOCH,
         };
-        assert!(greet(right.encode()).await.is_ok());
-        let wrong = Frame::Hello {
-            token: "the-wrong-token-0123".into(),
+        let offer = Frame::Offer {
+            bindings: Vec::new(),
+            last: true,
         };
+        let right = [hello("the-right-token-0123").encode(), offer.encode()].concat();
+        assert!(greet(right).await.is_ok());
+        // The right token, then something else than its offer.
+        let unoffered = [
+            hello("the-right-token-0123").encode(),
+            Frame::Ack { id: 1 }.encode(),
+        ]
+        .concat();
+        assert!(matches!(
+            greet(unoffered).await,
+            Err(WireError::Malformed("expected an offer"))
+        ));
+        let wrong = hello("the-wrong-token-0123");
         assert!(matches!(
             greet(wrong.encode()).await,
             Err(WireError::Malformed("wrong token"))

@@ -12,6 +12,7 @@ use nemo::ha::Change;
 use tokio::net::TcpSocket;
 use tokio::sync::{mpsc, watch};
 
+use super::registered;
 use super::wire::{removed, Frame, WireError};
 use crate::driver::{CoreEvent, Role, Shared};
 use crate::store::Store;
@@ -87,8 +88,17 @@ async fn session(
     let (mut reader, mut writer) = stream.into_split();
     Frame::Hello {
         token: token.to_owned(),
+        in_step_until: shared.in_step_until(),
     }
     .write(&mut writer)
+    .await?;
+    // What this member holds, offered before it takes the active's: if
+    // both were active, the active takes what is newer (`nemo::ha::merge`).
+    let offered = store.load()?;
+    Frame::write_parts(&mut writer, &offered, |bindings, last| Frame::Offer {
+        bindings,
+        last,
+    })
     .await?;
     // The whole cache first.
     let mut snapshot = Vec::new();
@@ -117,6 +127,7 @@ async fn session(
     }));
     store.commit(&changes).await?;
     shared.replace_view(&snapshot);
+    shared.mark_in_step(snapshot.iter().map(|binding| binding.registered_at));
     tracing::info!(
         bindings = snapshot.len(),
         dropped = held.difference(&kept).count(),
@@ -134,6 +145,7 @@ async fn session(
                 for change in &changes {
                     shared.mirror(change);
                 }
+                shared.mark_in_step(registered(&changes));
                 core.send(CoreEvent::Replicated(changes))
                     .await
                     .map_err(|_| SessionError::Stopped)?;

@@ -4,11 +4,14 @@
 //! ```text
 //! frame    = length:u32 (of kind and body) kind:u8 body
 //! Hello    (1) standby -> active: token:u16-prefixed bytes
+//!                                  in_step_until:u64 (ms since the Unix epoch)
 //! Snapshot (2) active -> standby: last:u8 count:u32 (key:16 record:u16-prefixed)*
 //! Batch    (3) active -> standby: id:u64 count:u32 change*
 //!          change = 1 key:16 record:u16-prefixed   (upsert)
 //!                 | 2 key:16                        (removal)
 //! Ack      (4) standby -> active: id:u64            (the batch is on its disk)
+//! Offer    (5) standby -> active: as Snapshot       (its own cache, after the
+//!                                                    hello, for a merge)
 //! ```
 //!
 //! A record is the store's (`crate::store::encode`), so what the standby
@@ -32,13 +35,26 @@ const MAX_TOKEN: usize = 1024;
 /// One frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
-    /// The standby introduces itself with the shared token.
+    /// The standby introduces itself with the shared token, and says
+    /// until when it was in step with the other member (its newest
+    /// registration known to be on both); its offer follows.
     Hello {
         /// The pair's shared secret.
         token: String,
+        /// Its newest registration known to be on both members.
+        in_step_until: std::time::SystemTime,
     },
     /// Part of the active's whole binding cache; `last` ends it.
     Snapshot {
+        /// These bindings.
+        bindings: Vec<Binding>,
+        /// The last part.
+        last: bool,
+    },
+    /// Part of the standby's own binding cache, offered to the active
+    /// before it takes the active's (a merge, after both were active);
+    /// `last` ends it.
+    Offer {
         /// These bindings.
         bindings: Vec<Binding>,
         /// The last part.
@@ -88,19 +104,27 @@ impl Frame {
     pub fn encode(&self) -> Vec<u8> {
         let mut body = Vec::new();
         let kind = match self {
-            Frame::Hello { token } => {
+            Frame::Hello {
+                token,
+                in_step_until,
+            } => {
                 let token = &token.as_bytes()[..token.len().min(MAX_TOKEN)];
                 body.extend_from_slice(&(token.len() as u16).to_be_bytes());
                 body.extend_from_slice(token);
+                body.extend_from_slice(&store::unix_millis(*in_step_until).to_be_bytes());
                 1
             }
-            Frame::Snapshot { bindings, last } => {
+            Frame::Snapshot { bindings, last } | Frame::Offer { bindings, last } => {
                 body.push(u8::from(*last));
                 body.extend_from_slice(&(bindings.len() as u32).to_be_bytes());
                 for binding in bindings {
                     put_record(&mut body, binding);
                 }
-                2
+                if matches!(self, Frame::Snapshot { .. }) {
+                    2
+                } else {
+                    5
+                }
             }
             Frame::Batch { id, changes } => {
                 body.extend_from_slice(&id.to_be_bytes());
@@ -144,16 +168,25 @@ impl Frame {
                 let token = std::str::from_utf8(reader.take(len)?)
                     .map_err(|_| WireError::Malformed("token is not UTF-8"))?
                     .to_owned();
-                Frame::Hello { token }
+                let in_step_until =
+                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(reader.u64()?);
+                Frame::Hello {
+                    token,
+                    in_step_until,
+                }
             }
-            2 => {
+            2 | 5 => {
                 let last = reader.u8()? != 0;
                 let count = reader.u32()?;
                 let mut bindings = Vec::new();
                 for _ in 0..count {
                     bindings.push(reader.record()?);
                 }
-                Frame::Snapshot { bindings, last }
+                if kind == 2 {
+                    Frame::Snapshot { bindings, last }
+                } else {
+                    Frame::Offer { bindings, last }
+                }
             }
             3 => {
                 let id = reader.u64()?;
@@ -185,6 +218,26 @@ impl Frame {
     /// Writes the frame.
     pub async fn write(&self, stream: &mut (impl AsyncWriteExt + Unpin)) -> Result<(), WireError> {
         stream.write_all(&self.encode()).await?;
+        Ok(())
+    }
+
+    /// Writes `bindings` as frames of at most [`SNAPSHOT_CHUNK`] each,
+    /// made by `part` (a snapshot or an offer), the last one marked; one
+    /// empty last frame when there are none.
+    pub async fn write_parts(
+        stream: &mut (impl AsyncWriteExt + Unpin),
+        bindings: &[Binding],
+        part: impl Fn(Vec<Binding>, bool) -> Frame,
+    ) -> Result<(), WireError> {
+        let mut chunks = bindings.chunks(SNAPSHOT_CHUNK).peekable();
+        if chunks.peek().is_none() {
+            return part(Vec::new(), true).write(stream).await;
+        }
+        while let Some(chunk) = chunks.next() {
+            part(chunk.to_vec(), chunks.peek().is_none())
+                .write(stream)
+                .await?;
+        }
         Ok(())
     }
 
@@ -298,6 +351,7 @@ mod tests {
         let frames = [
             Frame::Hello {
                 token: "secret".into(),
+                in_step_until: UNIX_EPOCH + Duration::from_millis(1_800_000_000_123),
             },
             Frame::Snapshot {
                 bindings: vec![binding(1), binding(2)],
@@ -316,6 +370,10 @@ mod tests {
                 ],
             },
             Frame::Ack { id: 9 },
+            Frame::Offer {
+                bindings: vec![binding(5)],
+                last: false,
+            },
         ];
         for frame in frames {
             let bytes = frame.encode();

@@ -642,15 +642,7 @@ impl BindingCache {
             }
         }
         let existing = self.bindings.get(&home_address);
-        // RFC 6275 §9.5.1, §10.3.2: a live binding, or a deregistered one
-        // still marked invalid, orders sequence numbers.
-        let last_sequence = existing.map(|b| b.sequence).or_else(|| {
-            self.deregistered
-                .get(&home_address)
-                .filter(|(_, until)| *until > now)
-                .map(|(sequence, _)| *sequence)
-        });
-        if let Some(last) = last_sequence {
+        if let Some(last) = self.last_sequence(home_address, now) {
             if !bu.sequence.is_newer_than(last) {
                 return self.answer(
                     &context,
@@ -818,7 +810,26 @@ impl BindingCache {
         self.reject(&context, BaStatus::INVALID_PREFIX, now)
     }
 
-    fn bound_elsewhere(&self, net: &Ipv6Net, home_address: Ipv6Addr) -> bool {
+    /// The sequence number that orders the next registration of a home
+    /// address (RFC 6275 §9.5.1, §10.3.2): its live binding's, or that of
+    /// its deregistration while still marked invalid.
+    pub(super) fn last_sequence(
+        &self,
+        home_address: Ipv6Addr,
+        now: SystemTime,
+    ) -> Option<SequenceNumber> {
+        self.bindings
+            .get(&home_address)
+            .map(|b| b.sequence)
+            .or_else(|| {
+                self.deregistered
+                    .get(&home_address)
+                    .filter(|(_, until)| *until > now)
+                    .map(|(sequence, _)| *sequence)
+            })
+    }
+
+    pub(super) fn bound_elsewhere(&self, net: &Ipv6Net, home_address: Ipv6Addr) -> bool {
         self.prefix_owner
             .overlapping(net)
             .any(|(_, owner)| *owner != home_address)

@@ -21,8 +21,8 @@ use std::net::Ipv6Addr;
 use std::time::SystemTime;
 
 use super::{
-    Authorization, AuthorizationError, AuthorizationTable, Binding, BindingCache, Change,
-    DropReason, HomeAgentConfig, Outcome, Received, Refusal, Reply,
+    merge::Merged, Authorization, AuthorizationError, AuthorizationTable, Binding, BindingCache,
+    Change, DropReason, HomeAgentConfig, Outcome, Received, Refusal, Reply,
 };
 use crate::wire::{
     build_packet, parse_packet, BaStatus, BeStatus, DecodeError, MobilityHeader, PacketRepr,
@@ -199,6 +199,24 @@ impl<P: Clone> HomeAgent<P> {
         self.cache = BindingCache::new(self.cache.config().clone());
         self.last_path.clear();
         self.cache.load(bindings, now)
+    }
+
+    /// Takes the bindings the other member of a pair offers where they are
+    /// newer than this member's (both were active: see [`super::merge`]);
+    /// `in_step_until` is when this member was last in step with a standby.
+    pub fn merge(
+        &mut self,
+        offered: Vec<Binding>,
+        in_step_until: SystemTime,
+        now: SystemTime,
+    ) -> Merged {
+        self.cache
+            .merge(offered, &self.authorizations, in_step_until, now)
+    }
+
+    /// Undoes a merged change whose forwarding could not be set up.
+    pub fn revert(&mut self, change: &Change) {
+        self.cache.revert(change);
     }
 
     /// The binding cache.

@@ -9,11 +9,13 @@
 //!
 //! - [`engine`]: that entry point, and the timers (refresh requests, expiry);
 //! - [`cache`]: the binding cache and the checks, in RFC order;
-//! - [`authorization`]: what each home address may register.
+//! - [`authorization`]: what each home address may register;
+//! - [`merge`]: a pair's two caches made one again after both were active.
 
 pub mod authorization;
 pub mod cache;
 pub mod engine;
+pub mod merge;
 
 pub use authorization::{overlaps, Authorization, AuthorizationError, AuthorizationTable};
 pub use cache::{
@@ -25,3 +27,4 @@ pub use engine::{
     Acknowledgement, Decision, Forward, Forwarding, Handled, HomeAgent, Malformed, Timeouts,
     Transmit,
 };
+pub use merge::{Merged, Verdict};
