@@ -321,42 +321,36 @@ fn a_taken_address_is_received_for_when_take_returns() {
     veth(&a, "va", "2001:db8:1::a/64", &b, "vb", "2001:db8:1::b/64");
     a.ip(&["-6", "route", "add", "2001:db8:2::/48", "dev", "va"]);
     let addresses: Vec<Ipv6Addr> = (1..=4).map(|i| addr(&format!("2001:db8:2::{i}"))).collect();
-    let late = a
-        .spawn_in(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
+    let late = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        a.block_on(move || async move {
+            let (connection, handle, _) = rtnetlink::new_connection().unwrap();
+            tokio::spawn(connection);
+            let index = nemo_dataplane::addresses::interface_index(&handle, "va")
+                .await
                 .unwrap();
-            runtime.block_on(async move {
-                let (connection, handle, _) = rtnetlink::new_connection().unwrap();
-                tokio::spawn(connection);
-                let index = nemo_dataplane::addresses::interface_index(&handle, "va")
+            let mut late = Vec::new();
+            for round in 0..500 {
+                nemo_dataplane::vrrp::take_addresses(&handle, index, &addresses)
                     .await
                     .unwrap();
-                let mut late = Vec::new();
-                for round in 0..500 {
-                    nemo_dataplane::vrrp::take_addresses(&handle, index, &addresses)
-                        .await
-                        .unwrap();
-                    for address in &addresses {
-                        if !delivered_locally(&handle, *address).await {
-                            late.push((round, *address));
-                        }
-                    }
-                    nemo_dataplane::vrrp::release_addresses(&handle, index, &addresses)
-                        .await
-                        .unwrap();
-                    for address in &addresses {
-                        assert!(
-                            !delivered_locally(&handle, *address).await,
-                            "{address} still local after its release"
-                        );
+                for address in &addresses {
+                    if !delivered_locally(&handle, *address).await {
+                        late.push((round, *address));
                     }
                 }
-                late
-            })
+                nemo_dataplane::vrrp::release_addresses(&handle, index, &addresses)
+                    .await
+                    .unwrap();
+                for address in &addresses {
+                    assert!(
+                        !delivered_locally(&handle, *address).await,
+                        "{address} still local after its release"
+                    );
+                }
+            }
+            late
         })
-        .join();
+    }));
     busy.store(false, std::sync::atomic::Ordering::Relaxed);
     for hog in hogs {
         hog.join().unwrap();

@@ -177,19 +177,10 @@ impl Pair {
         name: &str,
         call: impl FnOnce(Admin) -> F + Send + 'static,
     ) -> T {
-        self.member(name)
-            .spawn_in(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(async move {
-                    let admin = Admin::connect("http://[::1]:50051").await.unwrap();
-                    call(admin).await
-                })
-            })
-            .join()
-            .unwrap()
+        self.member(name).block_on(|| async move {
+            let admin = Admin::connect("http://[::1]:50051").await.unwrap();
+            call(admin).await
+        })
     }
 
     /// The bindings a member's admin API lists.

@@ -269,6 +269,25 @@ impl Netns {
         })
     }
 
+    /// Runs the future `work` makes to completion on a thread inside this
+    /// namespace, on a runtime of its own (its sockets, netlink included,
+    /// belong to the namespace); returns what it returns.
+    pub fn block_on<T, F>(&self, work: impl FnOnce() -> F + Send + 'static) -> T
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = T>,
+    {
+        self.spawn_in(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a current-thread runtime")
+                .block_on(work())
+        })
+        .join()
+        .expect("the namespace's thread panicked")
+    }
+
     /// A command that runs `program` inside the namespace.
     pub fn command(&self, program: &str) -> Command {
         let mut command = Command::new("ip");
