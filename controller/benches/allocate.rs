@@ -23,7 +23,7 @@ async fn main() {
     let temp =
         tempfile::tempdir_in(args.get(1).map_or_else(std::env::temp_dir, Into::into)).unwrap();
     let path = temp.path().join("store");
-    let store = Store::open(&path, Duration::from_secs(3600)).unwrap();
+    let store = Store::open(&path, Duration::from_secs(3600)).await.unwrap();
     // A /32 in /56s: 16M slots, so the pool never fills.
     store
         .create_pool("bench", "2001:db8::/32", 56)
@@ -51,7 +51,7 @@ async fn main() {
     assert_eq!(allocated, total);
     drop(store);
     let reopen = Instant::now();
-    let store = Store::open(&path, Duration::from_secs(3600)).unwrap();
+    let store = Store::open(&path, Duration::from_secs(3600)).await.unwrap();
     let (_, allocated, _) = store.pool("bench").await.unwrap();
     assert_eq!(allocated, total);
     println!(

@@ -42,6 +42,7 @@ impl From<StoreError> for Status {
             StoreError::Precondition(_) => Status::failed_precondition(message),
             StoreError::Exhausted { .. } => Status::resource_exhausted(message),
             StoreError::Storage(_) => Status::internal(message),
+            StoreError::Unavailable(_) => Status::unavailable(message),
         }
     }
 }

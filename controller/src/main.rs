@@ -7,6 +7,15 @@
 //! token_file = "/etc/nemo/controller.token"   # or: insecure_no_token = true (labs)
 //! quarantine_secs = 3600
 //! ```
+//!
+//! Or, with its state in etcd instead of `store` (one controller per prefix
+//! at a time for now):
+//!
+//! ```toml
+//! [etcd]
+//! endpoints = ["http://[2001:db8::e1]:2379", "http://[2001:db8::e2]:2379"]
+//! prefix = "/nemo/"
+//! ```
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,8 +48,12 @@ struct Args {
 struct Config {
     /// gRPC listen address.
     listen: SocketAddr,
-    /// Directory of the store (its file is `controller.redb`).
-    store: PathBuf,
+    /// Directory of the store (its file is `controller.redb`); or `[etcd]`.
+    #[serde(default)]
+    store: Option<toml::Spanned<PathBuf>>,
+    /// The store in etcd instead of a directory.
+    #[serde(default)]
+    etcd: Option<toml::Spanned<nemo_controller::store::etcd::EtcdSettings>>,
     /// File holding the bearer token every call must carry.
     #[serde(default)]
     token_file: Option<toml::Spanned<PathBuf>>,
@@ -64,6 +77,15 @@ struct Config {
     /// preface or a TLS ClientHello) before it is closed, in milliseconds.
     #[serde(default = "default_handshake_timeout_ms")]
     handshake_timeout_ms: u64,
+}
+
+/// Where the controller keeps its state.
+#[derive(Debug)]
+enum StoreLocation {
+    /// A redb file in this directory.
+    Directory(PathBuf),
+    /// An etcd cluster.
+    Etcd(nemo_controller::store::etcd::EtcdSettings),
 }
 
 fn default_max_connections() -> usize {
@@ -112,6 +134,30 @@ fn main() -> anyhow::Result<()> {
                     0..0,
                     "token_file is required (or insecure_no_token = true for a lab)",
                 )
+                .into())
+        }
+    };
+    let location = match (&config.store, &config.etcd) {
+        (Some(path), None) => StoreLocation::Directory(path.get_ref().clone()),
+        (None, Some(etcd)) => {
+            if let Some((field, reason)) = etcd.get_ref().problem() {
+                return Err(file
+                    .invalid(etcd.span(), format!("etcd.{field}: {reason}"))
+                    .into());
+            }
+            StoreLocation::Etcd(etcd.get_ref().clone())
+        }
+        (Some(path), Some(_)) => {
+            return Err(file
+                .invalid(
+                    path.span(),
+                    "store and [etcd] exclude each other: choose one",
+                )
+                .into())
+        }
+        (None, None) => {
+            return Err(file
+                .invalid(0..0, "store (a directory) or [etcd] is required")
                 .into())
         }
     };
@@ -164,10 +210,22 @@ fn main() -> anyhow::Result<()> {
             if token.is_none() {
                 tracing::warn!("insecure_no_token: every call is accepted without a token");
             }
-            let store = Arc::new(
-                Store::open(&config.store, Duration::from_secs(config.quarantine_secs))
-                    .with_context(|| format!("opening store {}", config.store.display()))?,
-            );
+            let quarantine = Duration::from_secs(config.quarantine_secs);
+            let store = Arc::new(match &location {
+                StoreLocation::Directory(path) => Store::open(path, quarantine)
+                    .await
+                    .with_context(|| format!("opening store {}", path.display()))?,
+                StoreLocation::Etcd(settings) => Store::open_etcd(settings, quarantine)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "opening the store in etcd at {} under {}",
+                            settings.endpoints.join(","),
+                            settings.prefix
+                        )
+                    })?,
+            });
+            tracing::info!(store = %store.location(), revision = store.revision().await, "store loaded");
             let mut servers = Servers::new("nemo-controller ready");
             let listener = servers.bind("grpc", config.listen).await?;
             servers.note("tls", if tls.is_some() { "on" } else { "off" });

@@ -78,6 +78,7 @@ async fn acknowledged_allocations_survive_a_power_loss() {
             &after.path().join("controller"),
             Duration::from_secs(3600),
         )
+        .await
         .unwrap();
         let held: BTreeSet<Ipv6Net> = reopened
             .allocations(None)

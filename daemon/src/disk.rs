@@ -219,6 +219,11 @@ impl Disk {
         Ok(())
     }
 
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The value of `key` in `table`.
     pub fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, DiskError> {
         let txn = self.db.begin_read().map_err(|e| self.error(e))?;

@@ -59,13 +59,23 @@ pub fn start(binary: &str, config: &Path, log: PathBuf) -> Process {
 /// `dir/controller-store`, with [`TOKEN`], and `extra` lines appended to
 /// its config.
 pub fn controller(dir: &Path, extra: &str) -> Process {
+    let store = format!("store = \"{}\"\n", dir.join("controller-store").display());
+    controller_config(dir, &format!("{store}{extra}"), "")
+}
+
+/// Starts `nemo-controller` as [`controller`] does, its store where
+/// `tables` (TOML tables after the top-level keys, e.g. `[etcd]`) says.
+pub fn controller_with_tables(dir: &Path, extra: &str, tables: &str) -> Process {
+    controller_config(dir, extra, tables)
+}
+
+fn controller_config(dir: &Path, top: &str, tables: &str) -> Process {
     let token = token_file(dir);
     let config = write(
         dir,
         "controller.toml",
         format!(
-            "listen = \"[::1]:0\"\nstore = \"{}\"\ntoken_file = \"{}\"\n{extra}",
-            dir.join("controller-store").display(),
+            "listen = \"[::1]:0\"\ntoken_file = \"{}\"\n{top}\n{tables}",
             token.display()
         ),
     );

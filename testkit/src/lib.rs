@@ -8,6 +8,7 @@
 //!   `sync`, is what a power loss would leave.
 //! - [`daemons`]: the controller, home agent and mobile router as processes
 //!   with their configs, and the tenant most tests provision.
+//! - [`etcd`]: real etcd servers, one member or a cluster, on loopback.
 //! - [`relay`]: a UDP relay that delays datagrams and loses answers (the
 //!   lab's WAN for control traffic; `nemo-delay-relay` is its command).
 //!
@@ -15,6 +16,7 @@
 //! loopback addresses.
 
 pub mod daemons;
+pub mod etcd;
 pub mod power_loss;
 pub mod relay;
 

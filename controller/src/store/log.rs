@@ -50,10 +50,10 @@ impl Store {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             (std::mem::take(&mut unwritten.0), unwritten.1)
         };
-        if let Err(error) = self.disk.write_async(batch).await {
+        if let Err(error) = self.backend.write(batch).await {
             self.log.failed.store(true, Ordering::Release);
             tracing::error!(%error, "store commit failed; no change is acknowledged any more, restart to recover from disk");
-            return Err(error.into());
+            return Err(error);
         }
         let mut pending = self
             .log
@@ -163,15 +163,17 @@ impl Store {
         };
         let mut events = Vec::new();
         if flushed > revision {
-            self.disk.for_each(
-                "events",
-                Some(&(revision + 1).to_be_bytes()),
-                Some(&flushed.to_be_bytes()),
-                |_, value| {
-                    events.push(decode(value)?);
-                    Ok::<_, StoreError>(())
-                },
-            )?;
+            for (_, value) in self
+                .backend
+                .scan(
+                    "events",
+                    Some(&(revision + 1).to_be_bytes()),
+                    Some(&flushed.to_be_bytes()),
+                )
+                .await?
+            {
+                events.push(decode(&value)?);
+            }
         }
         Ok((events, receiver))
     }

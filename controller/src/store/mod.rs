@@ -38,7 +38,9 @@ use tokio::sync::{broadcast, Mutex};
 
 mod allocations;
 mod allocator;
+mod backend;
 mod bindings;
+pub mod etcd;
 mod identities;
 mod log;
 mod model;
@@ -124,7 +126,7 @@ struct State {
 /// The store.
 #[derive(Debug)]
 pub struct Store {
-    disk: Disk,
+    backend: backend::Backend,
     state: Mutex<State>,
     quarantine_time: Duration,
     /// Changes as they become durable.
@@ -156,19 +158,45 @@ const TABLES: &[&str] = &[
 const CACHE_BYTES: usize = 64 << 20;
 
 /// Decodes every record of a table.
-fn load_all<T: for<'a> Deserialize<'a>>(disk: &Disk, table: &str) -> Result<Vec<T>, StoreError> {
-    let mut out = Vec::new();
-    disk.for_each(table, None, None, |_, value| {
-        out.push(decode(value)?);
-        Ok::<_, StoreError>(())
-    })?;
-    Ok(out)
+async fn load_all<T: for<'a> Deserialize<'a>>(
+    backend: &backend::Backend,
+    table: &str,
+) -> Result<Vec<T>, StoreError> {
+    backend
+        .scan(table, None, None)
+        .await?
+        .iter()
+        .map(|(_, value)| decode(value))
+        .collect()
 }
 
 impl Store {
-    /// Opens (or creates) the store and loads it into memory.
-    pub fn open(path: &Path, quarantine_time: Duration) -> Result<Store, StoreError> {
-        let disk = Disk::open(path, FILE, TABLES, CACHE_BYTES)?;
+    /// Opens (or creates) the store in a directory of this machine and
+    /// loads it into memory.
+    pub async fn open(path: &Path, quarantine_time: Duration) -> Result<Store, StoreError> {
+        Store::load(backend::Backend::disk(path)?, quarantine_time).await
+    }
+
+    /// Opens the store kept in etcd and loads it into memory.
+    pub async fn open_etcd(
+        settings: &etcd::EtcdSettings,
+        quarantine_time: Duration,
+    ) -> Result<Store, StoreError> {
+        Store::load(backend::Backend::etcd(settings).await?, quarantine_time).await
+    }
+
+    /// Where the store is, for logs.
+    pub fn location(&self) -> String {
+        match &self.backend {
+            backend::Backend::Disk(disk) => format!("redb {}", disk.path().display()),
+            backend::Backend::Etcd(etcd) => format!("etcd {}", etcd.prefix()),
+        }
+    }
+
+    async fn load(
+        backend: backend::Backend,
+        quarantine_time: Duration,
+    ) -> Result<Store, StoreError> {
         let mut state = State {
             pools: BTreeMap::new(),
             tenants: BTreeMap::new(),
@@ -181,30 +209,30 @@ impl Store {
             last_sequence: HashMap::new(),
             revision: 0,
         };
-        for home_agent in load_all::<HomeAgentRecord>(&disk, "home_agents")? {
+        for home_agent in load_all::<HomeAgentRecord>(&backend, "home_agents").await? {
             state
                 .home_agents
                 .insert(home_agent.name.clone(), home_agent);
         }
-        for hypervisor in load_all::<Hypervisor>(&disk, "hypervisors")? {
+        for hypervisor in load_all::<Hypervisor>(&backend, "hypervisors").await? {
             state
                 .hypervisors
                 .insert(hypervisor.name.clone(), hypervisor);
         }
-        for mr in load_all::<MobileRouter>(&disk, "mobile_routers")? {
+        for mr in load_all::<MobileRouter>(&backend, "mobile_routers").await? {
             state.mobile_routers.insert(mr.tenant.clone(), mr);
         }
-        for placement in load_all::<Placement>(&disk, "placements")? {
+        for placement in load_all::<Placement>(&backend, "placements").await? {
             state.placements.insert(placement.tenant.clone(), placement);
         }
-        for pool in load_all::<Pool>(&disk, "pools")? {
+        for pool in load_all::<Pool>(&backend, "pools").await? {
             state.slots.insert(pool.name.clone(), Slots::default());
             state.pools.insert(pool.name.clone(), pool);
         }
-        for tenant in load_all::<Tenant>(&disk, "tenants")? {
+        for tenant in load_all::<Tenant>(&backend, "tenants").await? {
             state.tenants.insert(tenant.name.clone(), tenant);
         }
-        for allocation in load_all::<Allocation>(&disk, "allocations")? {
+        for allocation in load_all::<Allocation>(&backend, "allocations").await? {
             if let (Some(pool), Some(slots)) = (
                 state.pools.get(&allocation.pool),
                 state.slots.get_mut(&allocation.pool),
@@ -215,23 +243,21 @@ impl Store {
             }
             state.allocations.insert(allocation.prefix, allocation);
         }
-        disk.for_each("sequences", None, None, |key, value| {
-            if let Ok(octets) = <[u8; 16]>::try_from(key) {
+        for (key, value) in backend.scan("sequences", None, None).await? {
+            if let Ok(octets) = <[u8; 16]>::try_from(key.as_slice()) {
                 state
                     .last_sequence
-                    .insert(Ipv6Addr::from(octets), decode(value)?);
+                    .insert(Ipv6Addr::from(octets), decode(&value)?);
             }
-            Ok::<_, StoreError>(())
-        })?;
-        disk.for_each("quarantine", None, None, |key, value| {
-            let (pool_name, slot): (String, u64) = decode(key)?;
-            let until: i64 = decode(value)?;
+        }
+        for (key, value) in backend.scan("quarantine", None, None).await? {
+            let (pool_name, slot): (String, u64) = decode(&key)?;
+            let until: i64 = decode(&value)?;
             if let Some(slots) = state.slots.get_mut(&pool_name) {
                 slots.load_quarantine(slot, until);
             }
-            Ok::<_, StoreError>(())
-        })?;
-        state.revision = match disk.get("meta", REVISION_KEY)? {
+        }
+        state.revision = match backend.get("meta", REVISION_KEY).await? {
             Some(bytes) => decode(&bytes)?,
             None => 0,
         };
@@ -244,7 +270,7 @@ impl Store {
             pending: std::sync::Mutex::new(VecDeque::new()),
         };
         Ok(Store {
-            disk,
+            backend,
             state: Mutex::new(state),
             quarantine_time,
             changes,
@@ -259,7 +285,9 @@ mod tests {
 
     async fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), Duration::from_secs(3600)).unwrap();
+        let store = Store::open(dir.path(), Duration::from_secs(3600))
+            .await
+            .unwrap();
         (dir, store)
     }
 
@@ -372,7 +400,7 @@ mod tests {
     #[tokio::test]
     async fn quarantine_expires() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), Duration::ZERO).unwrap();
+        let store = Store::open(dir.path(), Duration::ZERO).await.unwrap();
         store
             .create_pool("p", "2001:db8:100::/55", 56)
             .await
@@ -388,7 +416,9 @@ mod tests {
     async fn state_and_history_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path(), Duration::from_secs(60)).unwrap();
+            let store = Store::open(dir.path(), Duration::from_secs(60))
+                .await
+                .unwrap();
             store
                 .create_pool("p", "2001:db8:100::/40", 56)
                 .await
@@ -398,7 +428,9 @@ mod tests {
             let released = store.allocate("acme", "p", 0).await.unwrap().prefix;
             store.release(&released.to_string()).await.unwrap();
         }
-        let store = Store::open(dir.path(), Duration::from_secs(60)).unwrap();
+        let store = Store::open(dir.path(), Duration::from_secs(60))
+            .await
+            .unwrap();
         assert_eq!(store.revision().await, 5);
         let (_, allocated, quarantined) = store.pool("p").await.unwrap();
         assert_eq!((allocated, quarantined), (1, 1));
@@ -415,7 +447,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = {
             // No quarantine: a released slot is free at once.
-            let store = Store::open(dir.path(), Duration::ZERO).unwrap();
+            let store = Store::open(dir.path(), Duration::ZERO).await.unwrap();
             store
                 .create_pool("p", "2001:db8:100::/40", 56)
                 .await
@@ -426,7 +458,7 @@ mod tests {
             store.release(&first.to_string()).await.unwrap();
             first
         };
-        let store = Store::open(dir.path(), Duration::ZERO).unwrap();
+        let store = Store::open(dir.path(), Duration::ZERO).await.unwrap();
         // As without the restart: the cursor is past the second slot, so the
         // freed first one is not reused yet.
         let next = store.allocate("acme", "p", 0).await.unwrap().prefix;

@@ -317,6 +317,10 @@ pub enum StoreError {
     /// The database failed.
     #[error("store: {0}")]
     Storage(String),
+    /// The store's backend cannot be reached (etcd: no member answers, or
+    /// no quorum).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl From<DiskError> for StoreError {

@@ -1,0 +1,378 @@
+//! The store's tables in etcd (the v3 API): for a controller whose state
+//! must outlive its machine. Each table is a key range under the
+//! configured prefix, `<prefix><table>/<key in hex>` (hex keeps the order
+//! of the binary keys, so the event history reads back in revision order).
+//!
+//! A batch is written as etcd transactions, each holding whole changes and
+//! guarded by compare-and-swap on the stored revision: the transaction
+//! applies only if the revision in etcd is the one this controller last
+//! wrote. Another controller writing under the same prefix therefore makes
+//! this one's next write fail instead of interleaving with it, and this
+//! one then stops acknowledging (`log`), as after any failed commit;
+//! restarted, it loads the current state. One writer per prefix at a time:
+//! several replicas serving at once (each following the others through a
+//! watch) are not built yet.
+//!
+//! etcd refuses a transaction of more than `--max-txn-ops` operations (128
+//! by default): a batch is cut between changes to stay under
+//! [`MAX_TXN_OPS`]; a single change larger than that (deleting a tenant
+//! with very many prefixes) needs an etcd started with a larger limit.
+
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
+
+use super::{decode, StoreError, Write, REVISION_KEY};
+
+/// Operations per transaction, under etcd's default `--max-txn-ops` (128).
+pub const MAX_TXN_OPS: usize = 120;
+/// Times a write etcd did not answer is sent again (each after a longer
+/// pause: 0.1 s, 0.2 s, ...).
+const TXN_ATTEMPTS: u32 = 5;
+/// Records per read (etcd answers a range in pages).
+const PAGE: i64 = 1000;
+
+/// How to reach etcd: `[etcd]` in `controller.toml`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdSettings {
+    /// Client URLs of the cluster's members, e.g. `http://[2001:db8::1]:2379`.
+    pub endpoints: Vec<String>,
+    /// Where nemo's keys live; ends with `/`.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// How long one request may take before the store counts etcd as
+    /// unavailable, in milliseconds.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_prefix() -> String {
+    "/nemo/".to_owned()
+}
+
+fn default_timeout_ms() -> u64 {
+    5000
+}
+
+impl EtcdSettings {
+    /// What is wrong with these settings, if anything (the field and why).
+    pub fn problem(&self) -> Option<(&'static str, String)> {
+        if self.endpoints.is_empty() {
+            return Some(("endpoints", "at least one etcd client URL".into()));
+        }
+        if let Some(bad) = self
+            .endpoints
+            .iter()
+            .find(|e| !(e.starts_with("http://") || e.starts_with("https://")))
+        {
+            return Some((
+                "endpoints",
+                format!("{bad:?} is not an http:// or https:// URL"),
+            ));
+        }
+        if !self.prefix.starts_with('/') || !self.prefix.ends_with('/') || self.prefix.len() > 256 {
+            return Some((
+                "prefix",
+                format!(
+                    "{:?} must start and end with '/' (at most 256 octets)",
+                    self.prefix
+                ),
+            ));
+        }
+        if self.timeout_ms == 0 {
+            return Some(("timeout_ms", "must be more than 0".into()));
+        }
+        None
+    }
+}
+
+/// The tables, in one etcd cluster, under one prefix.
+#[derive(Clone)]
+pub struct EtcdTables {
+    client: Client,
+    prefix: String,
+}
+
+impl std::fmt::Debug for EtcdTables {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdTables")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(what: &str, error: etcd_client::Error) -> StoreError {
+    StoreError::Unavailable(format!("etcd: {what}: {error}"))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &[u8]) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    text.chunks(2)
+        .map(|pair| {
+            std::str::from_utf8(pair)
+                .ok()
+                .and_then(|p| u8::from_str_radix(p, 16).ok())
+        })
+        .collect()
+}
+
+impl EtcdTables {
+    /// Connects to the cluster (any member that answers).
+    pub async fn connect(settings: &EtcdSettings) -> Result<EtcdTables, StoreError> {
+        let timeout = std::time::Duration::from_millis(settings.timeout_ms);
+        let options = ConnectOptions::new()
+            .with_connect_timeout(timeout)
+            .with_timeout(timeout)
+            .with_keep_alive(std::time::Duration::from_secs(10), timeout);
+        let client = Client::connect(&settings.endpoints, Some(options))
+            .await
+            .map_err(|e| unavailable("connecting", e))?;
+        Ok(EtcdTables {
+            client,
+            prefix: settings.prefix.clone(),
+        })
+    }
+
+    /// Where its keys live.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn key(&self, table: &str, key: &[u8]) -> String {
+        format!("{}{table}/{}", self.prefix, hex(key))
+    }
+
+    /// The first key after every key of `table`.
+    fn table_end(&self, table: &str) -> String {
+        // '0' follows '/'.
+        format!("{}{table}0", self.prefix)
+    }
+
+    /// Writes `batch` (whole changes, each ending with its revision) as
+    /// transactions guarded by the stored revision. Within a transaction
+    /// a key is written once (etcd refuses a key twice), with its last
+    /// value in the batch.
+    pub async fn write(&self, batch: Vec<Write>) -> Result<(), StoreError> {
+        let mut client = self.client.clone();
+        let revision_key = self.key("meta", REVISION_KEY);
+        // The batch as whole changes: each one's writes and the revision it
+        // ends at.
+        let mut changes: Vec<(Vec<Write>, u64)> = Vec::new();
+        let mut current = Vec::new();
+        for write in batch {
+            let ends_at = match &write {
+                Write::Put { table, key, value } if *table == "meta" && key == REVISION_KEY => {
+                    Some(decode::<u64>(value)?)
+                }
+                _ => None,
+            };
+            current.push(write);
+            if let Some(revision) = ends_at {
+                changes.push((std::mem::take(&mut current), revision));
+            }
+        }
+        if !current.is_empty() {
+            return Err(StoreError::Storage(
+                "a change without a revision: nothing would guard it".into(),
+            ));
+        }
+        // Whole changes packed into transactions of at most MAX_TXN_OPS
+        // keys (one change larger than that goes alone).
+        let Some(first) = changes.first() else {
+            return Ok(());
+        };
+        let mut before = first.1.saturating_sub(1);
+        let mut keys: std::collections::BTreeMap<String, Option<Vec<u8>>> = Default::default();
+        let mut through = before;
+        for (writes, revision) in changes {
+            let mut merged = keys.clone();
+            for write in writes {
+                match write {
+                    Write::Put { table, key, value } => {
+                        merged.insert(self.key(table, &key), Some(value));
+                    }
+                    Write::Delete { table, key } => {
+                        merged.insert(self.key(table, &key), None);
+                    }
+                }
+            }
+            if merged.len() > MAX_TXN_OPS && !keys.is_empty() {
+                // Without this change first, then this change on its own.
+                let this_change: std::collections::BTreeMap<_, _> = merged
+                    .into_iter()
+                    .filter(|(key, value)| keys.get(key) != Some(value))
+                    .collect();
+                self.transact(&mut client, &revision_key, before, through, keys)
+                    .await?;
+                before = through;
+                keys = this_change;
+            } else {
+                keys = merged;
+            }
+            through = revision;
+        }
+        self.transact(&mut client, &revision_key, before, through, keys)
+            .await
+    }
+
+    /// One transaction: these keys written, if etcd still holds revision
+    /// `expected`; it brings etcd to `through`. Sent again when etcd did
+    /// not answer (its member died, a leader changed): the guard makes
+    /// that safe, and a transaction that did apply before its answer was
+    /// lost is recognised by its own event at `through`.
+    async fn transact(
+        &self,
+        client: &mut Client,
+        revision_key: &str,
+        expected: u64,
+        through: u64,
+        keys: std::collections::BTreeMap<String, Option<Vec<u8>>>,
+    ) -> Result<(), StoreError> {
+        let event_key = self.key("events", &through.to_be_bytes());
+        let our_event = keys.get(&event_key).cloned().flatten();
+        let ops: Vec<TxnOp> = keys
+            .into_iter()
+            .map(|(key, value)| match value {
+                Some(value) => TxnOp::put(key, value, None),
+                None => TxnOp::delete(key, None),
+            })
+            .collect();
+        let guard = if expected == 0 {
+            Compare::version(revision_key, CompareOp::Equal, 0)
+        } else {
+            Compare::value(
+                revision_key,
+                CompareOp::Equal,
+                serde_json::to_vec(&expected).map_err(|e| StoreError::Storage(e.to_string()))?,
+            )
+        };
+        let txn = Txn::new().when([guard]).and_then(ops);
+        let mut attempt = 0u32;
+        loop {
+            match client.txn(txn.clone()).await {
+                Ok(response) if response.succeeded() => return Ok(()),
+                Ok(_) => {
+                    let held = client
+                        .get(event_key.clone(), None)
+                        .await
+                        .map_err(|e| unavailable("reading back", e))?
+                        .take_kvs()
+                        .into_iter()
+                        .next()
+                        .map(|kv| kv.into_key_value().1);
+                    if attempt > 0 && held.is_some() && held == our_event {
+                        // An earlier attempt applied; its answer was lost.
+                        return Ok(());
+                    }
+                    return Err(StoreError::Storage(format!(
+                        "etcd: the store under {:?} is no longer at revision {expected} (another controller wrote to it); writing through {through} refused",
+                        self.prefix
+                    )));
+                }
+                Err(error) if attempt < TXN_ATTEMPTS => {
+                    attempt += 1;
+                    tracing::warn!(%error, attempt, "etcd: a write went unanswered; sending it again");
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(attempt)))
+                        .await;
+                }
+                Err(error) => return Err(unavailable("writing", error)),
+            }
+        }
+    }
+
+    /// The records of `table` with keys in `from..=through` (all when both
+    /// are `None`), in key order.
+    pub async fn scan(
+        &self,
+        table: &str,
+        from: Option<&[u8]>,
+        through: Option<&[u8]>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let mut client = self.client.clone();
+        let mut start = match from {
+            Some(from) => self.key(table, from),
+            None => format!("{}{table}/", self.prefix),
+        }
+        .into_bytes();
+        let end = match through {
+            // Just after the last key wanted.
+            Some(through) => {
+                let mut end = self.key(table, through).into_bytes();
+                end.push(0);
+                end
+            }
+            None => self.table_end(table).into_bytes(),
+        };
+        let strip = format!("{}{table}/", self.prefix).len();
+        let mut records = Vec::new();
+        loop {
+            let mut page = client
+                .get(
+                    start.clone(),
+                    Some(GetOptions::new().with_range(end.clone()).with_limit(PAGE)),
+                )
+                .await
+                .map_err(|e| unavailable("reading", e))?;
+            let more = page.more();
+            let kvs = page.take_kvs();
+            let last = kvs.last().map(|kv| kv.key().to_vec());
+            for kv in kvs {
+                let (key, value) = kv.into_key_value();
+                let key = key.get(strip..).and_then(unhex).ok_or_else(|| {
+                    StoreError::Storage(format!("etcd: a foreign key in table {table}"))
+                })?;
+                records.push((key, value));
+            }
+            match (more, last) {
+                (true, Some(mut last)) => {
+                    last.push(0);
+                    start = last;
+                }
+                _ => return Ok(records),
+            }
+        }
+    }
+
+    /// The value of `key` in `table`.
+    pub async fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut client = self.client.clone();
+        let mut answer = client
+            .get(self.key(table, key), None)
+            .await
+            .map_err(|e| unavailable("reading", e))?;
+        Ok(answer
+            .take_kvs()
+            .into_iter()
+            .next()
+            .map(|kv| kv.into_key_value().1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_keep_their_order_in_hex() {
+        let mut keys: Vec<Vec<u8>> = vec![
+            5u64.to_be_bytes().to_vec(),
+            256u64.to_be_bytes().to_vec(),
+            1u64.to_be_bytes().to_vec(),
+        ];
+        let mut encoded: Vec<String> = keys.iter().map(|k| hex(k)).collect();
+        keys.sort();
+        encoded.sort();
+        let decoded: Vec<Vec<u8>> = encoded
+            .iter()
+            .map(|e| unhex(e.as_bytes()).unwrap())
+            .collect();
+        assert_eq!(decoded, keys);
+        assert_eq!(unhex(b"0g"), None);
+        assert_eq!(unhex(b"abc"), None);
+    }
+}

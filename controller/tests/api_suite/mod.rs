@@ -1,0 +1,1165 @@
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use ipnet::Ipv6Net;
+use nemo_proto::v1 as pb;
+use nemo_proto::v1::controller_client::ControllerClient;
+use nemo_testkit::daemons::{self, authed, TOKEN};
+use nemo_testkit::etcd::{self, Etcd};
+use nemo_testkit::{require, Process};
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+
+/// Where the controller under test keeps its state: its directory, or an
+/// etcd started for the test (stopped when the test ends).
+struct Backend(Option<Etcd>);
+
+impl Backend {
+    /// The backend of this suite's binary; `None` (the test skips) when
+    /// etcd is wanted and missing, unless NEMO_REQUIRE_ETCD says it must run.
+    fn start() -> Option<Backend> {
+        if !ON_ETCD {
+            return Some(Backend(None));
+        }
+        require(etcd::available(), "etcd missing (etcd-server)", "NEMO_REQUIRE_ETCD")
+            .then(|| Backend(Some(Etcd::start(1))))
+    }
+}
+
+fn start(dir: &Path, backend: &Backend) -> Process {
+    start_with(dir, backend, "")
+}
+
+/// Starts the controller with `extra` appended to its config file.
+fn start_with(dir: &Path, backend: &Backend, extra: &str) -> Process {
+    let settings = format!("quarantine_secs = 3600\n{extra}");
+    let (process, kept) = match &backend.0 {
+        None => (daemons::controller(dir, &settings), "store=redb"),
+        Some(etcd) => (
+            daemons::controller_with_tables(
+                dir,
+                &settings,
+                &format!(
+                    "[etcd]\nendpoints = {:?}\nprefix = \"/nemo-api/\"\n",
+                    etcd.endpoints()
+                ),
+            ),
+            "store=etcd /nemo-api/",
+        ),
+    };
+    assert!(process.log().contains(kept), "{}", process.log());
+    process
+}
+
+async fn client(process: &Process) -> ControllerClient<Channel> {
+    daemons::controller_client(process).await
+}
+
+async fn code<T>(result: Result<tonic::Response<T>, tonic::Status>) -> (Code, String) {
+    match result {
+        Ok(_) => (Code::Ok, String::new()),
+        Err(status) => (status.code(), status.message().to_owned()),
+    }
+}
+
+#[tokio::test]
+async fn every_call_and_its_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(backend) = Backend::start() else {
+        return;
+    };
+    let server = start(dir.path(), &backend);
+    let mut c = client(&server).await;
+
+    // Without the token, or with a wrong one: UNAUTHENTICATED.
+    let (status, message) = code(c.list_pools(pb::ListPoolsRequest {}).await).await;
+    assert_eq!(status, Code::Unauthenticated);
+    assert!(message.contains("authorization"), "{message}");
+    let mut wrong = Request::new(pb::ListPoolsRequest {});
+    wrong
+        .metadata_mut()
+        .insert("authorization", "Bearer nope".parse().unwrap());
+    assert_eq!(
+        code(c.list_pools(wrong).await).await.0,
+        Code::Unauthenticated
+    );
+
+    // Pools.
+    let pool = c
+        .create_pool(authed(pb::CreatePoolRequest {
+            name: "core".into(),
+            prefix: "2001:db8:100::/40".into(),
+            tenant_length: 56,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((pool.capacity, pool.allocated), (65536, 0));
+    for (request, expected, field) in [
+        (
+            ("core", "2001:db8:200::/40", 56),
+            Code::AlreadyExists,
+            "core",
+        ),
+        (
+            ("other", "2001:db8:100::/44", 56),
+            Code::FailedPrecondition,
+            "overlaps",
+        ),
+        (
+            ("other", "2001:db8:zz::/40", 56),
+            Code::InvalidArgument,
+            "prefix",
+        ),
+        (
+            ("other", "2001:db8:200::/40", 20),
+            Code::InvalidArgument,
+            "tenant_length",
+        ),
+        (
+            ("bad name!", "2001:db8:200::/40", 56),
+            Code::InvalidArgument,
+            "name",
+        ),
+    ] {
+        let (status, message) = code(
+            c.create_pool(authed(pb::CreatePoolRequest {
+                name: request.0.into(),
+                prefix: request.1.into(),
+                tenant_length: request.2,
+            }))
+            .await,
+        )
+        .await;
+        assert_eq!(status, expected, "{request:?}: {message}");
+        assert!(message.contains(field), "{request:?}: {message}");
+    }
+    assert_eq!(
+        code(
+            c.get_pool(authed(pb::GetPoolRequest {
+                name: "nope".into()
+            }))
+            .await
+        )
+        .await
+        .0,
+        Code::NotFound
+    );
+
+    // Tenants and prefixes.
+    c.create_tenant(authed(pb::CreateTenantRequest {
+        name: "acme".into(),
+    }))
+    .await
+    .unwrap();
+    assert_eq!(
+        code(
+            c.create_tenant(authed(pb::CreateTenantRequest {
+                name: "acme".into()
+            }))
+            .await
+        )
+        .await
+        .0,
+        Code::AlreadyExists
+    );
+    let allocation = c
+        .allocate_prefix(authed(pb::AllocatePrefixRequest {
+            tenant: "acme".into(),
+            pool: "core".into(),
+            length: 0,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(allocation.prefix, "2001:db8:100::/56");
+    for (tenant, pool, length, expected) in [
+        ("nobody", "core", 0, Code::NotFound),
+        ("acme", "nope", 0, Code::NotFound),
+        ("acme", "core", 30, Code::InvalidArgument),
+    ] {
+        let (status, message) = code(
+            c.allocate_prefix(authed(pb::AllocatePrefixRequest {
+                tenant: tenant.into(),
+                pool: pool.into(),
+                length,
+            }))
+            .await,
+        )
+        .await;
+        assert_eq!(status, expected, "{tenant} {pool} {length}: {message}");
+    }
+    let tenant = c
+        .get_tenant(authed(pb::GetTenantRequest {
+            name: "acme".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(tenant.prefixes, vec!["2001:db8:100::/56".to_owned()]);
+    assert_eq!(
+        c.list_tenants(authed(pb::ListTenantsRequest {}))
+            .await
+            .unwrap()
+            .into_inner()
+            .tenants
+            .len(),
+        1
+    );
+    let listed = c
+        .list_prefixes(authed(pb::ListPrefixesRequest {
+            tenant: "acme".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.allocations.len(), 1);
+    assert_eq!(
+        code(
+            c.delete_pool(authed(pb::DeletePoolRequest {
+                name: "core".into()
+            }))
+            .await
+        )
+        .await
+        .0,
+        Code::FailedPrecondition
+    );
+    assert_eq!(
+        code(
+            c.delete_tenant(authed(pb::DeleteTenantRequest {
+                name: "acme".into(),
+                cascade: false
+            }))
+            .await
+        )
+        .await
+        .0,
+        Code::FailedPrecondition
+    );
+    assert_eq!(
+        code(
+            c.release_prefix(authed(pb::ReleasePrefixRequest {
+                prefix: "2001:db8:999::/56".into()
+            }))
+            .await
+        )
+        .await
+        .0,
+        Code::NotFound
+    );
+    let released = c
+        .delete_tenant(authed(pb::DeleteTenantRequest {
+            name: "acme".into(),
+            cascade: true,
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .released;
+    assert_eq!(released, vec!["2001:db8:100::/56".to_owned()]);
+    let pool = c
+        .get_pool(authed(pb::GetPoolRequest {
+            name: "core".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((pool.allocated, pool.quarantined), (0, 1));
+    c.delete_pool(authed(pb::DeletePoolRequest {
+        name: "core".into(),
+    }))
+    .await
+    .unwrap();
+    assert!(c
+        .list_pools(authed(pb::ListPoolsRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .pools
+        .is_empty());
+}
+
+#[tokio::test]
+async fn concurrent_clients_get_disjoint_prefixes() {
+    const CLIENTS: usize = 8;
+    const EACH: usize = 25;
+    let dir = tempfile::tempdir().unwrap();
+    let Some(backend) = Backend::start() else {
+        return;
+    };
+    let server = start(dir.path(), &backend);
+    let mut c = client(&server).await;
+    c.create_pool(authed(pb::CreatePoolRequest {
+        name: "core".into(),
+        prefix: "2001:db8:100::/40".into(),
+        tenant_length: 56,
+    }))
+    .await
+    .unwrap();
+    for n in 0..CLIENTS {
+        c.create_tenant(authed(pb::CreateTenantRequest {
+            name: format!("t{n}"),
+        }))
+        .await
+        .unwrap();
+    }
+    let mut tasks = Vec::new();
+    for n in 0..CLIENTS {
+        let mut c = client(&server).await;
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for _ in 0..EACH {
+                let allocation = c
+                    .allocate_prefix(authed(pb::AllocatePrefixRequest {
+                        tenant: format!("t{n}"),
+                        pool: "core".into(),
+                        length: if n == 0 { 52 } else { 0 },
+                    }))
+                    .await
+                    .unwrap()
+                    .into_inner();
+                got.push(allocation.prefix.parse::<Ipv6Net>().unwrap());
+            }
+            got
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    assert_eq!(all.len(), CLIENTS * EACH);
+    for (i, a) in all.iter().enumerate() {
+        for b in &all[i + 1..] {
+            assert!(
+                !a.contains(&b.network()) && !b.contains(&a.network()),
+                "{a} overlaps {b}"
+            );
+        }
+    }
+    let pool = c
+        .get_pool(authed(pb::GetPoolRequest {
+            name: "core".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pool.allocated, (CLIENTS * EACH) as u64);
+}
+
+#[tokio::test]
+async fn acknowledged_allocations_survive_kill_9_and_watch_resumes_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(backend) = Backend::start() else {
+        return;
+    };
+    let mut server = start(dir.path(), &backend);
+    let mut c = client(&server).await;
+    c.create_pool(authed(pb::CreatePoolRequest {
+        name: "core".into(),
+        prefix: "2001:db8:100::/40".into(),
+        tenant_length: 56,
+    }))
+    .await
+    .unwrap();
+    c.create_tenant(authed(pb::CreateTenantRequest {
+        name: "acme".into(),
+    }))
+    .await
+    .unwrap();
+    // A burst from several clients; kill -9 while it runs.
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let mut c = client(&server).await;
+        tasks.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for _ in 0..200 {
+                match c
+                    .allocate_prefix(authed(pb::AllocatePrefixRequest {
+                        tenant: "acme".into(),
+                        pool: "core".into(),
+                        length: 0,
+                    }))
+                    .await
+                {
+                    Ok(response) => acknowledged.push(response.into_inner().prefix),
+                    Err(_) => break,
+                }
+            }
+            acknowledged
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    server.kill();
+    let mut acknowledged = BTreeSet::new();
+    for task in tasks {
+        acknowledged.extend(task.await.unwrap());
+    }
+    assert!(
+        !acknowledged.is_empty(),
+        "nothing was acknowledged before the kill"
+    );
+
+    let server = start(dir.path(), &backend);
+    let mut c = client(&server).await;
+    let on_disk: BTreeSet<String> = c
+        .list_prefixes(authed(pb::ListPrefixesRequest {
+            tenant: "acme".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .allocations
+        .into_iter()
+        .map(|a| a.prefix)
+        .collect();
+    // Nothing acknowledged was lost; anything else was whole or absent.
+    assert!(
+        acknowledged.is_subset(&on_disk),
+        "lost: {:?}",
+        acknowledged.difference(&on_disk).collect::<Vec<_>>()
+    );
+    let pool = c
+        .get_pool(authed(pb::GetPoolRequest {
+            name: "core".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pool.allocated, on_disk.len() as u64);
+
+    // The history: 2 setup changes and one per allocation on disk, with no
+    // gaps; resuming from the middle sees the rest exactly once, then live
+    // changes.
+    let total = 2 + on_disk.len() as u64;
+    let middle = total / 2;
+    let mut stream = c
+        .watch_events(authed(pb::WatchEventsRequest {
+            from_revision: middle,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut revisions = Vec::new();
+    while (revisions.len() as u64) < total - middle {
+        revisions.push(stream.message().await.unwrap().unwrap().revision);
+    }
+    assert_eq!(revisions, ((middle + 1)..=total).collect::<Vec<_>>());
+    c.create_tenant(authed(pb::CreateTenantRequest {
+        name: "late".into(),
+    }))
+    .await
+    .unwrap();
+    let live = stream.message().await.unwrap().unwrap();
+    assert_eq!(
+        (live.revision, live.kind.as_str(), live.subject.as_str()),
+        (total + 1, "tenant_created", "late")
+    );
+}
+
+#[tokio::test]
+async fn nemoctl_drives_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(backend) = Backend::start() else {
+        return;
+    };
+    let server = start(dir.path(), &backend);
+    let endpoint = format!("http://{}", server.field("grpc"));
+    let nemoctl = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_nemoctl"))
+            .args(["--endpoint", &endpoint])
+            .args(args)
+            .env("NEMO_TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = nemoctl(&[
+        "pool",
+        "create",
+        "core",
+        "2001:db8:100::/40",
+        "--tenant-length",
+        "56",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("NAME"), "{out}");
+    assert!(nemoctl(&["tenant", "create", "acme"]).0);
+    let (ok, out, err) = nemoctl(&[
+        "--output", "json", "prefix", "allocate", "acme", "--pool", "core",
+    ]);
+    assert!(ok, "{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json[0]["prefix"], "2001:db8:100::/56");
+    let (ok, out, _) = nemoctl(&["prefix", "list", "acme"]);
+    assert!(ok && out.contains("2001:db8:100::/56"), "{out}");
+    let (ok, out, _) = nemoctl(&["events"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("prefix_allocated"), "{out}");
+    // Errors come out as status code and message, exit 1.
+    let (ok, _, err) = nemoctl(&["tenant", "create", "acme"]);
+    assert!(!ok);
+    assert!(err.contains("AlreadyExists"), "{err}");
+}
+
+/// Runs `openssl` with `args` in `dir`; panics with its stderr on failure.
+fn openssl(dir: &Path, args: &[&str]) {
+    let output = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (apt-get install openssl)");
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn tls_serves_only_clients_that_trust_its_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(backend) = Backend::start() else {
+        return;
+    };
+    let d = dir.path();
+    // A CA and a server certificate for [::1], as an operator would issue.
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=nemo test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        d.join("server.ext"),
+        "subjectAltName=IP:::1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    );
+    // A key that is not the certificate's: refused at --check, naming the
+    // line, not at the first connection.
+    openssl(
+        d,
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "other.key",
+        ],
+    );
+    std::fs::write(d.join("token"), format!("{TOKEN}\n")).unwrap();
+    let config = d.join("mismatched.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"[::1]:0\"\nstore = \"{}\"\ntoken_file = \"{}\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+            d.join("store").display(),
+            d.join("token").display(),
+            d.join("server.pem").display(),
+            d.join("other.key").display()
+        ),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_nemo-controller"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--check")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "mismatched key accepted");
+    assert!(
+        stderr.contains("mismatched.toml:4: TLS certificate or key"),
+        "{stderr}"
+    );
+    // Half a TLS setup is refused, naming the line that is there.
+    for (line, expected) in [
+        (
+            "tls_cert_file",
+            "mismatched.toml:4: tls_cert_file needs tls_key_file",
+        ),
+        (
+            "tls_key_file",
+            "mismatched.toml:4: tls_key_file needs tls_cert_file",
+        ),
+    ] {
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"[::1]:0\"\nstore = \"{}\"\ntoken_file = \"{}\"\n{line} = \"{}\"\n",
+                d.join("store").display(),
+                d.join("token").display(),
+                d.join("server.pem").display()
+            ),
+        )
+        .unwrap();
+        let output = Command::new(env!("CARGO_BIN_EXE_nemo-controller"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--check")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{line} alone accepted");
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+    let server = start_with(
+        d,
+        &backend,
+        &format!(
+            "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+            d.join("server.pem").display(),
+            d.join("server.key").display()
+        ),
+    );
+    assert_eq!(server.field("tls"), "on");
+    let port = server.field("grpc").rsplit(':').next().unwrap().to_owned();
+    let nemoctl = |endpoint: &str, ca: Option<&Path>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_nemoctl"));
+        command.args(["--endpoint", endpoint]);
+        if let Some(ca) = ca {
+            command.arg("--ca").arg(ca);
+        }
+        let output = command
+            .args(["tenant", "create", "acme"])
+            .env("NEMO_TOKEN", TOKEN)
+            .env_remove("NEMO_CA")
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let https = format!("https://[::1]:{port}");
+    // Plain HTTP/2 to a TLS listener, and TLS without trusting the CA, fail.
+    let (ok, err) = nemoctl(&format!("http://[::1]:{port}"), None);
+    assert!(!ok, "plaintext accepted by a TLS listener");
+    assert!(!err.is_empty());
+    // (the leaf alone is not the issuer: a trust store without the CA)
+    let (ok, _) = nemoctl(&https, Some(&d.join("server.pem")));
+    assert!(!ok, "a client that does not trust the CA connected");
+    // Trusting the CA, the call goes through, once.
+    let (ok, err) = nemoctl(&https, Some(&d.join("ca.pem")));
+    assert!(ok, "{err}");
+    let (ok, err) = nemoctl(&https, Some(&d.join("ca.pem")));
+    assert!(!ok && err.contains("AlreadyExists"), "{err}");
+}
+
+/// Sets up a home agent, two hypervisors, a tenant with a prefix and a
+/// mobile router.
+async fn world(c: &mut ControllerClient<Channel>) -> pb::MobileRouter {
+    c.register_home_agent(authed(pb::RegisterHomeAgentRequest {
+        home_agent: Some(pb::HomeAgent {
+            name: "ha1".into(),
+            address: "2001:db8:1::1".into(),
+            home_prefix: "2001:db8:1::/64".into(),
+            udp_endpoint: "[2001:db8:1::1]:4191".into(),
+        }),
+    }))
+    .await
+    .unwrap();
+    for hv in ["hv-a", "hv-b"] {
+        c.register_hypervisor(authed(pb::RegisterHypervisorRequest { name: hv.into() }))
+            .await
+            .unwrap();
+    }
+    c.create_pool(authed(pb::CreatePoolRequest {
+        name: "core".into(),
+        prefix: "2001:db8:100::/40".into(),
+        tenant_length: 56,
+    }))
+    .await
+    .unwrap();
+    c.create_tenant(authed(pb::CreateTenantRequest {
+        name: "acme".into(),
+    }))
+    .await
+    .unwrap();
+    c.allocate_prefix(authed(pb::AllocatePrefixRequest {
+        tenant: "acme".into(),
+        pool: "core".into(),
+        length: 0,
+    }))
+    .await
+    .unwrap();
+    c.create_mobile_router(authed(pb::CreateMobileRouterRequest {
+        tenant: "acme".into(),
+        home_agent: "ha1".into(),
+        algorithm: String::new(),
+        explicit_mode: true,
+    }))
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+#[tokio::test]
+async fn identities_placements_and_the_daemons_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(backend) = Backend::start() else {
+        return;
+    };
+    let server = start(dir.path(), &backend);
+    let mut c = client(&server).await;
+    let mr = world(&mut c).await;
+    assert_eq!(mr.home_address, "2001:db8:1::100");
+    assert_eq!(mr.spi, 0x1000);
+    assert_eq!(mr.key.len(), 64, "a fresh 32-octet key, hex");
+    assert_eq!(mr.prefixes, vec!["2001:db8:100::/56".to_owned()]);
+    // The key is shown once: not by Get, never in the history.
+    let shown = c
+        .get_mobile_router(authed(pb::GetMobileRouterRequest {
+            tenant: "acme".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(shown.key.is_empty());
+    let mut events = c
+        .watch_events(authed(pb::WatchEventsRequest { from_revision: 0 }))
+        .await
+        .unwrap()
+        .into_inner();
+    // Home agent, two hypervisors, pool, tenant, prefix, mobile router.
+    for _ in 0..7 {
+        let event = events.message().await.unwrap().unwrap();
+        assert!(
+            !event.detail_json.contains(&mr.key),
+            "key leaked into the history"
+        );
+    }
+
+    // The home agent's stream: the current authorization, then changes.
+    let mut authorizations = c
+        .watch_authorizations(authed(pb::WatchAuthorizationsRequest {
+            home_agent: "ha1".into(),
+            from_revision: 0,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = authorizations.message().await.unwrap().unwrap();
+    let authorized = first.mobile_router.unwrap();
+    assert_eq!(
+        (authorized.home_address.as_str(), authorized.key.as_str()),
+        ("2001:db8:1::100", mr.key.as_str())
+    );
+    assert_eq!(authorized.prefixes, vec!["2001:db8:100::/56".to_owned()]);
+    let rotated = c
+        .rotate_key(authed(pb::RotateKeyRequest {
+            tenant: "acme".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(rotated.key, mr.key);
+    let update = authorizations.message().await.unwrap().unwrap();
+    assert_eq!(update.mobile_router.unwrap().key, rotated.key);
+
+    // The hypervisors' streams follow placement and migration.
+    let mut at_a = c
+        .watch_placements(authed(pb::WatchPlacementsRequest {
+            hypervisor: "hv-a".into(),
+            from_revision: 0,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut at_b = c
+        .watch_placements(authed(pb::WatchPlacementsRequest {
+            hypervisor: "hv-b".into(),
+            from_revision: 0,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    c.place_tenant(authed(pb::PlaceTenantRequest {
+        tenant: "acme".into(),
+        hypervisor: "hv-a".into(),
+        reason: "initial".into(),
+    }))
+    .await
+    .unwrap();
+    let placed = at_a.message().await.unwrap().unwrap();
+    assert_eq!(placed.tenant, "acme");
+    assert_eq!(placed.last_sequence, None, "no binding reported yet");
+    let placed_mr = placed.mobile_router.unwrap();
+    assert_eq!(placed_mr.key, rotated.key);
+    assert_eq!(
+        placed.home_agent.unwrap().udp_endpoint,
+        "[2001:db8:1::1]:4191"
+    );
+    // The home agent accepted sequence 4242 from hv-a; the instance on
+    // hv-b hears it with its placement and starts after it (one round trip
+    // of 135 saved). A number past 16 bits is refused, naming the field.
+    let report = |sequence: u32| pb::ReportBindingRequest {
+        home_agent: "ha1".into(),
+        home_address: "2001:db8:1::100".into(),
+        care_of_address: "2001:db8:2::10".into(),
+        prefixes: vec![],
+        removed: false,
+        reason: "registration".into(),
+        sequence,
+    };
+    let (status, message) = code(c.report_binding(authed(report(70_000))).await).await;
+    assert_eq!(status, Code::InvalidArgument);
+    assert!(message.starts_with("sequence:"), "{message}");
+    c.report_binding(authed(report(4242))).await.unwrap();
+    c.place_tenant(authed(pb::PlaceTenantRequest {
+        tenant: "acme".into(),
+        hypervisor: "hv-b".into(),
+        reason: "migration".into(),
+    }))
+    .await
+    .unwrap();
+    let left = at_a.message().await.unwrap().unwrap();
+    assert_eq!(
+        (left.tenant.as_str(), left.mobile_router.is_none()),
+        ("acme", true)
+    );
+    let arrived = at_b.message().await.unwrap().unwrap();
+    assert_eq!(arrived.last_sequence, Some(4242));
+    assert_eq!(
+        arrived.mobile_router.unwrap().home_address,
+        "2001:db8:1::100"
+    );
+
+    // Errors.
+    let (status, _) = code(
+        c.place_tenant(authed(pb::PlaceTenantRequest {
+            tenant: "acme".into(),
+            hypervisor: "hv-b".into(),
+            reason: String::new(),
+        }))
+        .await,
+    )
+    .await;
+    assert_eq!(status, Code::FailedPrecondition);
+    let (status, _) = code(
+        c.place_tenant(authed(pb::PlaceTenantRequest {
+            tenant: "acme".into(),
+            hypervisor: "hv-z".into(),
+            reason: String::new(),
+        }))
+        .await,
+    )
+    .await;
+    assert_eq!(status, Code::NotFound);
+    let (status, message) = code(
+        c.create_mobile_router(authed(pb::CreateMobileRouterRequest {
+            tenant: "acme".into(),
+            home_agent: "ha1".into(),
+            algorithm: "md5".into(),
+            explicit_mode: false,
+        }))
+        .await,
+    )
+    .await;
+    assert_eq!(status, Code::InvalidArgument, "{message}");
+    assert_eq!(
+        code(
+            c.delete_mobile_router(authed(pb::DeleteMobileRouterRequest {
+                tenant: "acme".into()
+            }))
+            .await
+        )
+        .await
+        .0,
+        Code::FailedPrecondition,
+        "placed tenants keep their mobile router"
+    );
+    c.unplace_tenant(authed(pb::UnplaceTenantRequest {
+        tenant: "acme".into(),
+        reason: "gone".into(),
+    }))
+    .await
+    .unwrap();
+    let gone = at_b.message().await.unwrap().unwrap();
+    assert!(gone.mobile_router.is_none());
+    assert!(!gone.moved_away, "unplaced: the mobile router deregisters");
+    c.delete_mobile_router(authed(pb::DeleteMobileRouterRequest {
+        tenant: "acme".into(),
+    }))
+    .await
+    .unwrap();
+    let revoked = authorizations.message().await.unwrap().unwrap();
+    assert_eq!(
+        (
+            revoked.home_address.as_str(),
+            revoked.mobile_router.is_none()
+        ),
+        ("2001:db8:1::100", true)
+    );
+}
+
+/// The allocation load generator still works (a smoke run, not a benchmark:
+/// no timing is asserted), and what it reports is what the controller holds.
+#[tokio::test]
+async fn load_generator_smoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(backend) = Backend::start() else {
+        return;
+    };
+    let process = start(dir.path(), &backend);
+    let output = tokio::task::spawn_blocking({
+        let endpoint = format!("http://{}", process.field("grpc"));
+        let token = dir.path().join("token");
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_controller-loadgen"))
+                .args(["--endpoint", &endpoint, "--clients", "4", "--seconds", "1"])
+                .arg("--token-file")
+                .arg(token)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let field = |name: &str| -> u64 { nemo_testkit::field(&report, name).parse().unwrap() };
+    assert_eq!(field("failed"), 0, "{report}");
+    let allocated = field("calls");
+    assert!(allocated > 0, "{report}");
+    let pool = client(&process)
+        .await
+        .get_pool(authed(pb::GetPoolRequest {
+            name: "bench".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    // Calls still in flight at the deadline are answered but not counted.
+    let held = pool.allocated;
+    assert!(
+        (allocated..=allocated + 4).contains(&held),
+        "{held} held, {allocated} reported"
+    );
+}
+
+/// Hostile input is refused with a bounded answer and stored nowhere: a
+/// 1 MiB reason, an endpoint that is no endpoint, a request past the size
+/// bound.
+#[tokio::test]
+async fn oversized_and_malformed_fields_are_refused_with_bounded_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(backend) = Backend::start() else {
+        return;
+    };
+    let process = start(dir.path(), &backend);
+    let mut c = client(&process).await;
+    world(&mut c).await;
+    let huge = "x".repeat(1 << 20);
+    let (status, message) = code(
+        c.place_tenant(authed(pb::PlaceTenantRequest {
+            tenant: "acme".into(),
+            hypervisor: "hv-a".into(),
+            reason: "r".repeat(300),
+        }))
+        .await,
+    )
+    .await;
+    assert_eq!(status, Code::InvalidArgument);
+    assert!(message.starts_with("reason:"), "{message}");
+    let (status, message) = code(
+        c.place_tenant(authed(pb::PlaceTenantRequest {
+            tenant: huge.clone(),
+            hypervisor: "hv-a".into(),
+            reason: String::new(),
+        }))
+        .await,
+    )
+    .await;
+    assert_ne!(status, Code::Ok);
+    assert!(message.len() <= 600, "{} octets echoed", message.len());
+    let (status, message) = code(
+        c.register_home_agent(authed(pb::RegisterHomeAgentRequest {
+            home_agent: Some(pb::HomeAgent {
+                name: "ha2".into(),
+                address: "2001:db8:1::2".into(),
+                home_prefix: "2001:db8:1::/64".into(),
+                udp_endpoint: "not a url".into(),
+            }),
+        }))
+        .await,
+    )
+    .await;
+    assert_eq!(status, Code::InvalidArgument);
+    assert!(message.starts_with("home_agent.udp_endpoint:"), "{message}");
+    let (status, message) = code(
+        c.report_binding(authed(pb::ReportBindingRequest {
+            home_agent: "ha1".into(),
+            home_address: "2001:db8:1::100".into(),
+            care_of_address: "2001:db8:2::10".into(),
+            prefixes: vec![],
+            removed: false,
+            reason: huge,
+            sequence: 1,
+        }))
+        .await,
+    )
+    .await;
+    assert!(
+        matches!(
+            status,
+            Code::InvalidArgument | Code::OutOfRange | Code::ResourceExhausted
+        ),
+        "{status:?} {message}"
+    );
+    assert!(message.len() <= 600, "{} octets echoed", message.len());
+    // Nothing of it entered the history.
+    let mut events = c
+        .watch_events(authed(pb::WatchEventsRequest { from_revision: 0 }))
+        .await
+        .unwrap()
+        .into_inner();
+    while let Ok(Ok(Some(event))) =
+        tokio::time::timeout(Duration::from_millis(300), events.message()).await
+    {
+        assert!(event.subject.len() < 100, "{event:?}");
+        assert_ne!(event.kind, "binding_reported", "{event:?}");
+        assert_ne!(event.kind, "tenant_placed", "{event:?}");
+    }
+}
+
+/// Idle connections past the descriptor limit neither take the controller
+/// down nor spin a core: with 128 descriptors, 300 silent connections are
+/// capped and closed after the handshake timeout, and calls still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_cannot_exhaust_the_controller() {
+    if ON_ETCD {
+        // The connection limits are the transport's, whatever the store:
+        // once is enough.
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let config = dir.path().join("controller.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"[::1]:0\"\nstore = \"{}\"\ntoken_file = \"{}\"\n\
+             max_connections = 64\nhandshake_timeout_ms = 400\n",
+            dir.path().join("store").display(),
+            token.display()
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new("prlimit");
+    command
+        .args(["--nofile=128:128", "--"])
+        .arg(env!("CARGO_BIN_EXE_nemo-controller"))
+        .arg("--config")
+        .arg(&config);
+    let process = Process::start(command, dir.path().join("controller.log"));
+    let address: std::net::SocketAddr = process.field("grpc").parse().unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        if let Ok(stream) = tokio::net::TcpStream::connect(address).await {
+            idle.push(stream);
+        }
+    }
+    let pid = process.pid();
+    let cpu = || -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    };
+    let before = cpu();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let spent = cpu() - before;
+    assert!(
+        spent < 30,
+        "{spent} ticks of CPU in 1 s with idle connections: spinning"
+    );
+    // The silent ones were closed (or refused): a real client is served
+    // while they are still held open on our side.
+    let pool = tokio::time::timeout(Duration::from_secs(5), async {
+        client(&process)
+            .await
+            .list_pools(authed(pb::ListPoolsRequest {}))
+            .await
+    })
+    .await
+    .expect("the controller answers again")
+    .unwrap();
+    assert!(pool.into_inner().pools.is_empty());
+    drop(idle);
+    let log = process.log();
+    assert!(log.contains("connection refused: too many open"), "{log}");
+}

@@ -1,0 +1,201 @@
+//! The controller's store on real etcd servers (Debian's `etcd-server`,
+//! started here on loopback ports): what it acknowledges is in etcd and
+//! comes back on reopen with its history; a burst of concurrent changes
+//! larger than one etcd transaction may hold is written whole; a second
+//! controller writing under the same prefix makes the first refuse instead
+//! of interleaving; a cluster that lost one member of three carries on, one
+//! that lost two refuses changes as unavailable and loses nothing.
+//!
+//! Needs `etcd` (CI installs it; NEMO_REQUIRE_ETCD makes a missing one a
+//! failure).
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::Ipv6Net;
+use nemo_controller::store::etcd::EtcdSettings;
+use nemo_controller::store::{Store, StoreError};
+use nemo_testkit::etcd::{self, Etcd};
+use nemo_testkit::require;
+
+const MUST_RUN: &str = "NEMO_REQUIRE_ETCD";
+const QUARANTINE: Duration = Duration::from_secs(3600);
+
+fn etcd_here() -> bool {
+    require(etcd::available(), "etcd missing (etcd-server)", MUST_RUN)
+}
+
+fn settings(etcd: &Etcd, prefix: &str) -> EtcdSettings {
+    EtcdSettings {
+        endpoints: etcd.endpoints(),
+        prefix: prefix.to_owned(),
+        timeout_ms: 2000,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_is_acknowledged_is_in_etcd_and_comes_back() {
+    if !etcd_here() {
+        return;
+    }
+    let etcd = Etcd::start(1);
+    let settings = settings(&etcd, "/nemo-test/");
+    let store = Arc::new(Store::open_etcd(&settings, QUARANTINE).await.unwrap());
+    store.create_pool("p", "2001:db8::/32", 56).await.unwrap();
+    store.create_tenant("acme").await.unwrap();
+    // 32 clients at once: group commit makes batches larger than one etcd
+    // transaction may hold (120 operations), cut between changes.
+    let mut clients = Vec::new();
+    for _ in 0..32 {
+        let store = store.clone();
+        clients.push(tokio::spawn(async move {
+            let mut prefixes = Vec::new();
+            for _ in 0..20 {
+                prefixes.push(store.allocate("acme", "p", 0).await.unwrap().prefix);
+            }
+            prefixes
+        }));
+    }
+    let mut acknowledged = BTreeSet::new();
+    for client in clients {
+        acknowledged.extend(client.await.unwrap());
+    }
+    assert_eq!(acknowledged.len(), 640, "allocations overlapped");
+    let released: Ipv6Net = *acknowledged.iter().next().unwrap();
+    store.release(&released.to_string()).await.unwrap();
+    let revision = store.revision().await;
+    drop(store);
+
+    // Another controller process would read exactly this.
+    let reopened = Store::open_etcd(&settings, QUARANTINE).await.unwrap();
+    assert_eq!(reopened.revision().await, revision);
+    let held: BTreeSet<Ipv6Net> = reopened
+        .allocations(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.prefix)
+        .collect();
+    let mut expected = acknowledged.clone();
+    expected.remove(&released);
+    assert_eq!(held, expected);
+    let (_, allocated, quarantined) = reopened.pool("p").await.unwrap();
+    assert_eq!((allocated, quarantined), (639, 1));
+    // The whole history, in order, each revision once.
+    let (events, _) = reopened.events_after(0).await.unwrap();
+    let revisions: Vec<u64> = events.iter().map(|e| e.revision).collect();
+    assert_eq!(revisions, (1..=revision).collect::<Vec<_>>());
+    // The next allocation is none of the held or quarantined ones.
+    let next = reopened.allocate("acme", "p", 0).await.unwrap().prefix;
+    assert!(!acknowledged.contains(&next));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_writer_under_the_same_prefix_is_refused_not_interleaved() {
+    if !etcd_here() {
+        return;
+    }
+    let etcd = Etcd::start(1);
+    let settings = settings(&etcd, "/nemo-two/");
+    let first = Store::open_etcd(&settings, QUARANTINE).await.unwrap();
+    first.create_tenant("a").await.unwrap();
+    // A second controller loads the same state, then writes.
+    let second = Store::open_etcd(&settings, QUARANTINE).await.unwrap();
+    second.create_tenant("b").await.unwrap();
+    // The first no longer holds the revision etcd has: its change is
+    // refused, and so is every later one (its memory is behind etcd).
+    let refused = first.create_tenant("c").await;
+    assert!(
+        matches!(&refused, Err(StoreError::Storage(reason)) if reason.contains("another controller")),
+        "{refused:?}"
+    );
+    assert!(first.create_tenant("d").await.is_err());
+    // What etcd holds: a and b, nothing of the refused changes.
+    let reopened = Store::open_etcd(&settings, QUARANTINE).await.unwrap();
+    let names = reopened.tenant_names().await;
+    assert_eq!(names, vec!["a".to_owned(), "b".to_owned()]);
+    assert_eq!(reopened.revision().await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_that_lost_its_quorum_refuses_changes_and_loses_nothing() {
+    if !etcd_here() {
+        return;
+    }
+    let mut etcd = Etcd::start(3);
+    let settings = settings(&etcd, "/nemo-quorum/");
+    let store = Store::open_etcd(&settings, QUARANTINE).await.unwrap();
+    store.create_tenant("before").await.unwrap();
+    // One member of three down: the others are a quorum.
+    etcd.kill(0);
+    store.create_tenant("one-down").await.unwrap();
+    // Two down: no quorum. The change is refused as unavailable.
+    etcd.kill(1);
+    let refused =
+        tokio::time::timeout(Duration::from_secs(30), store.create_tenant("no-quorum")).await;
+    assert!(
+        matches!(refused, Ok(Err(StoreError::Unavailable(_)))),
+        "{refused:?}"
+    );
+    // Back to a quorum: a controller that starts now reads every change
+    // acknowledged, and nothing of the refused one.
+    etcd.restart(0);
+    etcd.restart(1);
+    let reopened = Store::open_etcd(&settings, QUARANTINE).await.unwrap();
+    let names: BTreeSet<String> = reopened.tenant_names().await.into_iter().collect();
+    assert!(names.contains("before") && names.contains("one-down"));
+    // Whole changes only: every tenant has its event and the revision
+    // counts them (the refused one is either all there or not at all).
+    let revision = reopened.revision().await;
+    let (events, _) = reopened.events_after(0).await.unwrap();
+    assert_eq!(names.len() as u64, revision, "{names:?}");
+    assert_eq!(
+        events.iter().map(|e| e.revision).collect::<Vec<_>>(),
+        (1..=revision).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_config_names_what_is_wrong_with_its_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "0123456789abcdef0123\n").unwrap();
+    let top = format!(
+        "listen = \"[::1]:0\"\ntoken_file = \"{}\"\n",
+        token.display()
+    );
+    for (body, expected) in [
+        (
+            format!("{top}store = \"/var/lib/x\"\n[etcd]\nendpoints = [\"http://[::1]:2379\"]\n"),
+            "controller.toml:3: store and [etcd] exclude each other",
+        ),
+        (top.clone(), "store (a directory) or [etcd] is required"),
+        (
+            format!("{top}[etcd]\nendpoints = [\"[::1]:2379\"]\n"),
+            "controller.toml:3: etcd.endpoints: \"[::1]:2379\" is not an http:// or https:// URL",
+        ),
+        (
+            format!("{top}[etcd]\nendpoints = [\"http://[::1]:2379\"]\nprefix = \"nemo\"\n"),
+            "etcd.prefix: \"nemo\" must start and end with '/'",
+        ),
+        (
+            format!("{top}[etcd]\nendpoints = [\"http://[::1]:2379\"]\nprefixx = \"/n/\"\n"),
+            "unknown field `prefixx`",
+        ),
+    ] {
+        let config = dir.path().join("controller.toml");
+        std::fs::write(&config, &body).unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_nemo-controller"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--check")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "accepted:\n{body}");
+        assert!(stderr.contains(expected), "{body}\n{stderr}");
+    }
+}
