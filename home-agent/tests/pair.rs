@@ -452,7 +452,7 @@ fn a_planned_hand_over_loses_nothing_and_is_reported() {
     let again = pair.nemoctl("a", &["pair", "hand-over"]);
     assert_eq!(again.status.code(), Some(1));
     let said = String::from_utf8_lossy(&again.stderr);
-    assert!(said.contains("FailedPrecondition"), "{said}");
+    assert!(said.contains("FAILED_PRECONDITION"), "{said}");
 }
 
 #[test]

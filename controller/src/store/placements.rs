@@ -39,12 +39,16 @@ impl Store {
                 name: hypervisor.to_owned(),
             });
         }
-        let from = state.placements.get(tenant).map(|p| p.hypervisor.clone());
-        if from.as_deref() == Some(hypervisor) {
-            return Err(StoreError::Precondition(format!(
-                "hypervisor: {tenant:?} is already on {hypervisor:?}"
-            )));
+        // Already there: nothing changes, and the caller hears where it is
+        // (an orchestrator that retries a placement must not see it fail).
+        if let Some(placed) = state
+            .placements
+            .get(tenant)
+            .filter(|p| p.hypervisor == hypervisor)
+        {
+            return Ok(placed.clone());
         }
+        let from = state.placements.get(tenant).map(|p| p.hypervisor.clone());
         let placement = Placement {
             tenant: tenant.to_owned(),
             hypervisor: hypervisor.to_owned(),

@@ -502,10 +502,50 @@ async fn nemoctl_drives_it() {
     let (ok, out, _) = nemoctl(&["events"]);
     assert!(ok, "{out}");
     assert!(out.contains("prefix_allocated"), "{out}");
-    // Errors come out as status code and message, exit 1.
+    // Errors come out as gRPC's code name and the message, exit 1.
     let (ok, _, err) = nemoctl(&["tenant", "create", "acme"]);
     assert!(!ok);
-    assert!(err.contains("AlreadyExists"), "{err}");
+    assert!(err.contains("ALREADY_EXISTS: tenant \"acme\""), "{err}");
+    // Global flags after the subcommand, as before it.
+    let (ok, out, err) = nemoctl(&["prefix", "list", "acme", "--output", "json"]);
+    assert!(ok, "{err}");
+    assert!(serde_json::from_str::<serde_json::Value>(&out).is_ok(), "{out}");
+    // The token from a file instead of the environment or the command line.
+    let token_file = dir.path().join("operator.token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_nemoctl"))
+        .args(["tenant", "list", "--endpoint", &endpoint, "--token-file"])
+        .arg(&token_file)
+        .env_remove("NEMO_TOKEN")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("acme"));
+    // An endpoint without its scheme, one that refuses, one that never
+    // answers: each says what is wrong, within the timeout.
+    let unreachable = |endpoint: &str, extra: &[&str]| {
+        let started = std::time::Instant::now();
+        let output = Command::new(env!("CARGO_BIN_EXE_nemoctl"))
+            .args(["tenant", "list", "--endpoint", endpoint])
+            .args(extra)
+            .env("NEMO_TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        (
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+            started.elapsed(),
+        )
+    };
+    let (err, _) = unreachable("[::1]:1", &[]);
+    assert!(err.contains("needs http:// or https://"), "{err}");
+    let (err, _) = unreachable("http://[::1]:1", &[]);
+    assert!(err.to_lowercase().contains("connection refused"), "{err}");
+    let silent = std::net::TcpListener::bind("[::1]:0").unwrap();
+    let silent_endpoint = format!("http://{}", silent.local_addr().unwrap());
+    let (err, took) = unreachable(&silent_endpoint, &["--timeout", "1"]);
+    assert!(err.contains("no answer within 1 s"), "{err}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
 }
 
 /// Runs `openssl` with `args` in `dir`; panics with its stderr on failure.
@@ -707,7 +747,7 @@ async fn tls_serves_only_clients_that_trust_its_ca() {
     let (ok, err) = nemoctl(&https, Some(&d.join("ca.pem")));
     assert!(ok, "{err}");
     let (ok, err) = nemoctl(&https, Some(&d.join("ca.pem")));
-    assert!(!ok && err.contains("AlreadyExists"), "{err}");
+    assert!(!ok && err.contains("ALREADY_EXISTS"), "{err}");
 }
 
 /// Sets up a home agent, two hypervisors, a tenant with a prefix and a
@@ -889,17 +929,32 @@ async fn identities_placements_and_the_daemons_streams() {
         "2001:db8:1::100"
     );
 
-    // Errors.
-    let (status, _) = code(
-        c.place_tenant(authed(pb::PlaceTenantRequest {
+    // Placing it where it is (an orchestrator's retry) changes nothing:
+    // the same placement back, no event for the hypervisor.
+    let revision = c
+        .list_placements(authed(pb::ListPlacementsRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let again = c
+        .place_tenant(authed(pb::PlaceTenantRequest {
             tenant: "acme".into(),
             hypervisor: "hv-b".into(),
-            reason: String::new(),
+            reason: "retried".into(),
         }))
-        .await,
-    )
-    .await;
-    assert_eq!(status, Code::FailedPrecondition);
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(Some(&again), revision.placements.iter().find(|p| p.tenant == "acme"));
+    assert_eq!(again.reason, "migration");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), at_b.message())
+            .await
+            .is_err(),
+        "a placement that changed nothing was sent to the hypervisor"
+    );
+
+    // Errors.
     let (status, _) = code(
         c.place_tenant(authed(pb::PlaceTenantRequest {
             tenant: "acme".into(),

@@ -48,11 +48,8 @@ const BINDING: &[&str] = &[
 
 /// Runs `command` against the admin API at `endpoint`.
 pub async fn run(endpoint: &str, command: AdminCommand, out: Output) -> anyhow::Result<()> {
-    let channel: Channel = nemo_daemon::controller_channel(endpoint, None)
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!("cannot reach the home agent's admin API at {endpoint}: {e}")
-        })?;
+    crate::check_endpoint("--ha-admin", endpoint)?;
+    let channel: Channel = crate::connect("the home agent's admin API", endpoint, None).await?;
     let mut client = HomeAgentAdminClient::new(channel);
     match command {
         AdminCommand::Pair(PairCommand::Status) => {

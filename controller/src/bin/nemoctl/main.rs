@@ -34,22 +34,40 @@ use output::{print_rows, Output};
     about = "Drive nemo: the controller's API, and a home agent's admin API"
 )]
 struct Args {
-    /// The controller's address.
-    #[arg(long, env = "NEMO_ENDPOINT", default_value = "http://[::1]:50051")]
+    /// The controller's address (http:// or https://).
+    #[arg(
+        long,
+        global = true,
+        env = "NEMO_ENDPOINT",
+        default_value = "http://[::1]:50051"
+    )]
     endpoint: String,
-    /// The bearer token.
-    #[arg(long, env = "NEMO_TOKEN", hide_env_values = true)]
+    /// The bearer token (visible to other users in `ps`: prefer
+    /// --token-file).
+    #[arg(long, global = true, env = "NEMO_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A file holding the bearer token (as the daemons' token_file).
+    #[arg(long, global = true, env = "NEMO_TOKEN_FILE", conflicts_with = "token")]
+    token_file: Option<std::path::PathBuf>,
     /// CA certificate (PEM) that signed the controller's TLS certificate;
     /// use with an https:// endpoint.
-    #[arg(long, env = "NEMO_CA")]
+    #[arg(long, global = true, env = "NEMO_CA")]
     ca: Option<std::path::PathBuf>,
     /// A home agent's admin API (`[admin] listen` in its configuration),
     /// for `pair` and `bindings`.
-    #[arg(long, env = "NEMO_HA_ADMIN", default_value = "http://[::1]:50052")]
+    #[arg(
+        long,
+        global = true,
+        env = "NEMO_HA_ADMIN",
+        default_value = "http://[::1]:50052"
+    )]
     ha_admin: String,
+    /// Seconds a command may take, connecting included (`events --follow`:
+    /// connecting only).
+    #[arg(long, global = true, env = "NEMO_TIMEOUT", default_value_t = 10.0)]
+    timeout: f64,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = Output::Table)]
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
     #[command(subcommand)]
     command: Command,
@@ -300,7 +318,59 @@ fn tenant_rows(tenants: &[pb::Tenant]) -> (Vec<Vec<String>>, serde_json::Value) 
     (rows, json)
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+/// The gRPC status code as gRPC names it (`FAILED_PRECONDITION`).
+fn canonical(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// Refuses an endpoint without a scheme before trying it (the transport
+/// would only say "transport error").
+fn check_endpoint(flag: &str, endpoint: &str) -> anyhow::Result<()> {
+    if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
+        Ok(())
+    } else {
+        anyhow::bail!("{flag} {endpoint:?} needs http:// or https:// in front")
+    }
+}
+
+/// Connects to `endpoint`, saying why not (connection refused, no route,
+/// a certificate refused) instead of only "transport error".
+async fn connect(
+    what: &str,
+    endpoint: &str,
+    ca: Option<&std::path::Path>,
+) -> anyhow::Result<Channel> {
+    nemo_daemon::controller_channel(endpoint, ca)
+        .await
+        .map_err(|e| anyhow::Error::new(e).context(format!("cannot reach {what} at {endpoint}")))
+}
+
+async fn run(mut args: Args) -> anyhow::Result<()> {
+    if let Some(path) = &args.token_file {
+        args.token = Some(
+            nemo_daemon::read_token(path)
+                .map_err(|e| anyhow::anyhow!("--token-file {}: {e}", path.display()))?,
+        );
+    }
     let to_home_agent = match args.command {
         Command::Controller(command) => {
             return controller(
@@ -326,9 +396,8 @@ async fn controller(
     command: ControllerCommand,
     out: Output,
 ) -> anyhow::Result<()> {
-    let channel: Channel = nemo_daemon::controller_channel(endpoint, ca)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach the controller at {endpoint}: {e}"))?;
+    check_endpoint("--endpoint", endpoint)?;
+    let channel = connect("the controller", endpoint, ca).await?;
     let mut client = ControllerClient::new(channel);
     const POOL: &[&str] = &[
         "name",
@@ -720,11 +789,39 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(error) = runtime.block_on(run(args)) {
-        // A gRPC status prints as its code and message.
+    // A stream followed runs until interrupted; everything else, and the
+    // connection of a stream, within --timeout.
+    let follows = matches!(
+        args.command,
+        Command::Controller(ControllerCommand::Events { follow: true, .. })
+    );
+    let limit = std::time::Duration::try_from_secs_f64(args.timeout)
+        .unwrap_or(std::time::Duration::from_secs(10));
+    let endpoint = args.endpoint.clone();
+    let result = runtime.block_on(async move {
+        if follows {
+            run(args).await
+        } else {
+            tokio::time::timeout(limit, run(args))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(anyhow::anyhow!(
+                        "no answer within {} s (--timeout); is {endpoint} the controller?",
+                        limit.as_secs_f64()
+                    ))
+                })
+        }
+    });
+    if let Err(error) = result {
+        // A gRPC status prints as gRPC names its code, and its message;
+        // anything else with its causes ("connection refused").
         match error.downcast_ref::<tonic::Status>() {
-            Some(status) => eprintln!("nemoctl: {:?}: {}", status.code(), status.message()),
-            None => eprintln!("nemoctl: {error}"),
+            Some(status) => eprintln!(
+                "nemoctl: {}: {}",
+                canonical(status.code()),
+                status.message()
+            ),
+            None => eprintln!("nemoctl: {error:#}"),
         }
         std::process::exit(1);
     }
