@@ -6,26 +6,65 @@
 #
 #   bench/controller.sh [SECONDS] [CLIENTS...]
 #   bench/controller.sh 10 1 8 64
+#   STORE=etcd1 bench/controller.sh 10 1 8 64   # the store in a 1-member etcd
+#   STORE=etcd3 bench/controller.sh 10 1 8 64   # ... in a 3-member etcd
+#
+# etcd members run on loopback ports 23790-23795, their data beside the
+# store (a real disk, etcd's own fsync per commit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
 shift || true
 clients=("$@")
 [ ${#clients[@]} -gt 0 ] || clients=(1 8 64)
+store=${STORE:-redb}
+case "$store" in redb) members=0;; etcd1) members=1;; etcd3) members=3;; *) echo "STORE is redb, etcd1 or etcd3" >&2; exit 2;; esac
 
 cargo build --release -q -p controller --bin nemo-controller --bin controller-loadgen
 bin=target/release
 work=$(mktemp -d "${STORE_DIR:-/var/tmp}/nemo-controller-bench.XXXXXX")
 pid=
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+etcd_pids=()
+cleanup() {
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null
+  for p in "${etcd_pids[@]}"; do kill "$p" 2>/dev/null; done
+  wait 2>/dev/null; rm -rf "$work"
+}
 trap cleanup EXIT
+
+endpoints=""
+if [ "$members" -gt 0 ]; then
+  cluster=""
+  for i in $(seq 0 $((members - 1))); do cluster+="m$i=http://127.0.0.1:$((23791 + 2 * i)),"; done
+  for i in $(seq 0 $((members - 1))); do
+    c=http://127.0.0.1:$((23790 + 2 * i)); p=http://127.0.0.1:$((23791 + 2 * i))
+    etcd --name "m$i" --data-dir "$work/etcd-m$i" --listen-client-urls "$c" --advertise-client-urls "$c" \
+        --listen-peer-urls "$p" --initial-advertise-peer-urls "$p" --initial-cluster "${cluster%,}" \
+        --initial-cluster-token "bench-$$" --initial-cluster-state new 2>"$work/etcd-m$i.log" &
+    etcd_pids+=($!)
+    endpoints+="\"$c\","
+  done
+  endpoints="[${endpoints%,}]"
+  for i in $(seq 1 200); do
+    ETCDCTL_API=3 etcdctl --endpoints "http://127.0.0.1:23790" endpoint health >/dev/null 2>&1 && break
+    [ "$i" = 200 ] && { echo "etcd did not start" >&2; tail "$work/etcd-m0.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "store: etcd $(etcd --version | head -1 | cut -d' ' -f3), $members member(s) on loopback"
+fi
 
 echo "machine: $(nproc) cores, $(uname -r), $(date -u +%Y-%m-%d); store on $(df --output=source,fstype "$work" | tail -1)"
 head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/token"
 for n in "${clients[@]}"; do
   # A fresh controller and store per client count: each run starts equal.
   rm -rf "$work/store"
-  printf 'listen = "[::1]:0"\nstore = "%s"\ntoken_file = "%s"\n' "$work/store" "$work/token" > "$work/controller.toml"
+  if [ "$members" = 0 ]; then
+    printf 'listen = "[::1]:0"\nstore = "%s"\ntoken_file = "%s"\n' "$work/store" "$work/token" > "$work/controller.toml"
+  else
+    # A fresh prefix per client count.
+    printf 'listen = "[::1]:0"\ntoken_file = "%s"\n[etcd]\nendpoints = %s\nprefix = "/bench-%s/"\n' \
+        "$work/token" "$endpoints" "$n" > "$work/controller.toml"
+  fi
   coproc CONTROLLER { exec "$bin/nemo-controller" --config "$work/controller.toml" 2>"$work/controller.log"; }
   pid=$CONTROLLER_PID
   read -r ready <&"${CONTROLLER[0]}"

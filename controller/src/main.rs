@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use nemo_controller::store::Store;
+use nemo_controller::store::{Location, Store};
 use nemo_daemon::serving::Servers;
 use nemo_daemon::ConfigText;
 use serde::Deserialize;
@@ -40,6 +40,21 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Args {
     #[command(flatten)]
     daemon: nemo_daemon::DaemonArgs,
+    #[command(subcommand)]
+    tool: Option<Tool>,
+}
+
+/// What the controller does instead of serving.
+#[derive(Debug, clap::Subcommand)]
+enum Tool {
+    /// Copies the store another config names (`store` or `[etcd]`) into the
+    /// empty store this config names, then reads both back and compares
+    /// them: moving a deployment from a directory to etcd, or back. Stop
+    /// the controller using the source first.
+    CopyFrom {
+        /// The source controller's config file.
+        source: PathBuf,
+    },
 }
 
 /// The configuration file.
@@ -79,13 +94,25 @@ struct Config {
     handshake_timeout_ms: u64,
 }
 
-/// Where the controller keeps its state.
-#[derive(Debug)]
-enum StoreLocation {
-    /// A redb file in this directory.
-    Directory(PathBuf),
-    /// An etcd cluster.
-    Etcd(nemo_controller::store::etcd::EtcdSettings),
+/// Where a config says the store is: `store` (a directory) or `[etcd]`.
+fn store_location(
+    file: &ConfigText,
+    config: &Config,
+) -> Result<Location, nemo_daemon::ConfigError> {
+    match (&config.store, &config.etcd) {
+        (Some(path), None) => Ok(Location::Directory(path.get_ref().clone())),
+        (None, Some(etcd)) => match etcd.get_ref().problem() {
+            Some((field, reason)) => {
+                Err(file.invalid(etcd.span(), format!("etcd.{field}: {reason}")))
+            }
+            None => Ok(Location::Etcd(etcd.get_ref().clone())),
+        },
+        (Some(path), Some(_)) => Err(file.invalid(
+            path.span(),
+            "store and [etcd] exclude each other: choose one",
+        )),
+        (None, None) => Err(file.invalid(0..0, "store (a directory) or [etcd] is required")),
+    }
 }
 
 fn default_max_connections() -> usize {
@@ -101,7 +128,7 @@ fn default_quarantine() -> u64 {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse().daemon;
+    let Args { daemon: args, tool } = Args::parse();
     nemo_daemon::init_logging(args.log_json);
     let file = ConfigText::read(&args.config)?;
     let config: Config = file.parse()?;
@@ -137,30 +164,7 @@ fn main() -> anyhow::Result<()> {
                 .into())
         }
     };
-    let location = match (&config.store, &config.etcd) {
-        (Some(path), None) => StoreLocation::Directory(path.get_ref().clone()),
-        (None, Some(etcd)) => {
-            if let Some((field, reason)) = etcd.get_ref().problem() {
-                return Err(file
-                    .invalid(etcd.span(), format!("etcd.{field}: {reason}"))
-                    .into());
-            }
-            StoreLocation::Etcd(etcd.get_ref().clone())
-        }
-        (Some(path), Some(_)) => {
-            return Err(file
-                .invalid(
-                    path.span(),
-                    "store and [etcd] exclude each other: choose one",
-                )
-                .into())
-        }
-        (None, None) => {
-            return Err(file
-                .invalid(0..0, "store (a directory) or [etcd] is required")
-                .into())
-        }
-    };
+    let location = store_location(&file, &config)?;
     let tls =
         match (&config.tls_cert_file, &config.tls_key_file) {
             (Some(cert), Some(key)) => {
@@ -202,6 +206,30 @@ fn main() -> anyhow::Result<()> {
         println!("{}: ok", args.config.display());
         return Ok(());
     }
+    if let Some(Tool::CopyFrom { source }) = tool {
+        let text = ConfigText::read(&source)?;
+        let from = store_location(&text, &text.parse()?)?;
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the runtime")?
+            .block_on(async {
+                let copied = nemo_controller::store::copy(&from, &location)
+                    .await
+                    .with_context(|| format!("copying {from} into {location}"))?;
+                let records: Vec<String> = copied
+                    .records
+                    .iter()
+                    .map(|(table, n)| format!("{table}={n}"))
+                    .collect();
+                println!(
+                    "copied {from} into {location}: revision {}, {}; read back and equal",
+                    copied.revision,
+                    records.join(" ")
+                );
+                Ok(())
+            });
+    }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -211,20 +239,13 @@ fn main() -> anyhow::Result<()> {
                 tracing::warn!("insecure_no_token: every call is accepted without a token");
             }
             let quarantine = Duration::from_secs(config.quarantine_secs);
-            let store = Arc::new(match &location {
-                StoreLocation::Directory(path) => Store::open(path, quarantine)
-                    .await
-                    .with_context(|| format!("opening store {}", path.display()))?,
-                StoreLocation::Etcd(settings) => Store::open_etcd(settings, quarantine)
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "opening the store in etcd at {} under {}",
-                            settings.endpoints.join(","),
-                            settings.prefix
-                        )
-                    })?,
-            });
+            let store = Arc::new(
+                match &location {
+                    Location::Directory(path) => Store::open(path, quarantine).await,
+                    Location::Etcd(settings) => Store::open_etcd(settings, quarantine).await,
+                }
+                .with_context(|| format!("opening the store in {location}"))?,
+            );
             tracing::info!(store = %store.location(), revision = store.revision().await, "store loaded");
             let mut servers = Servers::new("nemo-controller ready");
             let listener = servers.bind("grpc", config.listen).await?;

@@ -199,3 +199,145 @@ fn a_config_names_what_is_wrong_with_its_store() {
         assert!(stderr.contains(expected), "{body}\n{stderr}");
     }
 }
+
+/// A store holding every kind of object: pools, tenants, allocations, a
+/// quarantined prefix, a home agent, hypervisors, a mobile router, a
+/// placement, a reported binding (its sequence).
+async fn every_kind_of_object(store: &Store) {
+    use nemo_controller::store::{HomeAgentRecord, StoreChange};
+    store
+        .create_pool("core", "2001:db8:100::/40", 56)
+        .await
+        .unwrap();
+    store.create_tenant("acme").await.unwrap();
+    store.create_tenant("umbrella").await.unwrap();
+    let first = store.allocate("acme", "core", 0).await.unwrap().prefix;
+    store.allocate("acme", "core", 0).await.unwrap();
+    store.allocate("umbrella", "core", 52).await.unwrap();
+    store.release(&first.to_string()).await.unwrap();
+    store
+        .register_home_agent(HomeAgentRecord {
+            name: "ha1".into(),
+            address: "2001:db8:1::1".parse().unwrap(),
+            home_prefix: "2001:db8:1::/64".parse().unwrap(),
+            udp_endpoint: "[2001:db8:1::1]:4191".into(),
+        })
+        .await
+        .unwrap();
+    store.register_hypervisor("hva").await.unwrap();
+    store.register_hypervisor("hvb").await.unwrap();
+    let router = store
+        .create_mobile_router("acme", "ha1", nemo::auth::Algorithm::HmacSha256, true)
+        .await
+        .unwrap();
+    store.place("acme", "hva", "initial").await.unwrap();
+    store
+        .report_binding(StoreChange::BindingReported {
+            home_agent: "ha1".into(),
+            home_address: router.home_address,
+            care_of: "2001:db8:2::10".parse().unwrap(),
+            prefixes: vec![],
+            removed: false,
+            reason: "registration".into(),
+            sequence: Some(4242),
+        })
+        .await
+        .unwrap();
+}
+
+/// What a controller serves from a store, for comparing two.
+async fn contents(store: &Store) -> String {
+    let (events, _) = store.events_after(0).await.unwrap();
+    format!(
+        "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{}",
+        store.allocations(None).await.unwrap(),
+        store.pool("core").await.unwrap(),
+        store.tenant_names().await,
+        store.home_agents().await,
+        store.hypervisors().await,
+        store.placements().await,
+        store.tenant_view("acme").await,
+        events,
+        store.revision().await,
+    )
+}
+
+#[test]
+fn a_store_moves_to_etcd_and_back_whole() {
+    if !etcd_here() {
+        return;
+    }
+    let etcd = Etcd::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "0123456789abcdef0123\n").unwrap();
+    let config = |name: &str, store: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "listen = \"[::1]:0\"\ntoken_file = \"{}\"\n{store}",
+                token.display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let on_disk = config(
+        "disk.toml",
+        &format!("store = \"{}\"\n", dir.path().join("disk").display()),
+    );
+    let in_etcd = config(
+        "etcd.toml",
+        &format!(
+            "[etcd]\nendpoints = {:?}\nprefix = \"/moved/\"\n",
+            etcd.endpoints()
+        ),
+    );
+    let back = config(
+        "back.toml",
+        &format!("store = \"{}\"\n", dir.path().join("back").display()),
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let original = runtime.block_on(async {
+        let store = Store::open(&dir.path().join("disk"), QUARANTINE)
+            .await
+            .unwrap();
+        every_kind_of_object(&store).await;
+        contents(&store).await
+    });
+    let copy = |target: &std::path::Path, source: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_nemo-controller"))
+            .arg("--config")
+            .arg(target)
+            .arg("copy-from")
+            .arg(source)
+            .output()
+            .unwrap()
+    };
+    let output = copy(&in_etcd, &on_disk);
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(said.contains("read back and equal"), "{said}");
+    let in_etcd_contents = runtime.block_on(async {
+        let settings = settings(&etcd, "/moved/");
+        contents(&Store::open_etcd(&settings, QUARANTINE).await.unwrap()).await
+    });
+    assert_eq!(in_etcd_contents, original);
+    // And back into a directory.
+    assert!(copy(&back, &in_etcd).status.success());
+    let back_contents = runtime.block_on(async {
+        contents(
+            &Store::open(&dir.path().join("back"), QUARANTINE)
+                .await
+                .unwrap(),
+        )
+        .await
+    });
+    assert_eq!(back_contents, original);
+    // A target that holds anything is refused, and left as it was.
+    let again = copy(&in_etcd, &on_disk);
+    assert!(!again.status.success());
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(said.contains("is not empty"), "{said}");
+}

@@ -65,6 +65,25 @@ impl Backend {
         }
     }
 
+    /// Writes records as they are, without the revision guard (copying a
+    /// store into an empty one); durable when this returns Ok.
+    pub(super) async fn write_records(
+        &self,
+        records: Vec<(&'static str, Vec<u8>, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
+        match self {
+            Backend::Disk(disk) => Ok(disk
+                .write_async(
+                    records
+                        .into_iter()
+                        .map(|(table, key, value)| Write::Put { table, key, value })
+                        .collect(),
+                )
+                .await?),
+            Backend::Etcd(etcd) => etcd.put_records(records).await,
+        }
+    }
+
     /// The value of `key` in `table`.
     pub(super) async fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         match self {

@@ -338,6 +338,28 @@ impl EtcdTables {
         }
     }
 
+    /// Puts records as they are, in transactions of at most
+    /// [`MAX_TXN_OPS`] keys, without the revision guard (a copy into an
+    /// empty prefix; the caller writes the revision last).
+    pub async fn put_records(
+        &self,
+        records: Vec<(&'static str, Vec<u8>, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client.clone();
+        let mut ops = Vec::with_capacity(MAX_TXN_OPS);
+        let mut records = records.into_iter().peekable();
+        while let Some((table, key, value)) = records.next() {
+            ops.push(TxnOp::put(self.key(table, &key), value, None));
+            if ops.len() == MAX_TXN_OPS || records.peek().is_none() {
+                client
+                    .txn(Txn::new().and_then(std::mem::take(&mut ops)))
+                    .await
+                    .map_err(|e| unavailable("copying", e))?;
+            }
+        }
+        Ok(())
+    }
+
     /// The value of `key` in `table`.
     pub async fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let mut client = self.client.clone();

@@ -40,6 +40,7 @@ mod allocations;
 mod allocator;
 mod backend;
 mod bindings;
+mod copy;
 pub mod etcd;
 mod identities;
 mod log;
@@ -49,6 +50,7 @@ mod pools;
 mod tenants;
 
 use allocator::Slots;
+pub use copy::{copy, Copied, Location};
 use log::DurableLog;
 pub use model::*;
 pub use placements::TenantView;
