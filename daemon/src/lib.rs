@@ -3,6 +3,7 @@
 //! scrapes, and the durable tables they keep their state in ([`disk`]).
 
 pub mod disk;
+pub mod exposition;
 pub mod incoming;
 pub mod serving;
 
@@ -487,9 +488,13 @@ async fn serve_metrics_within(
                 return;
             }
             let response = if request.starts_with(b"GET /metrics ") {
-                let body = render();
+                let (content_type, body) = if exposition::wants_openmetrics(&request) {
+                    (exposition::OPENMETRICS, render())
+                } else {
+                    (exposition::CLASSIC, exposition::classic(&render()))
+                };
                 format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
                 )
             } else {

@@ -181,6 +181,30 @@ impl Metrics {
             "Tunnelled packets that reached this host and no decapsulation rule took (kernel Ip6InUnknownProtos): a peer encapsulating from an address it did not register",
             metrics.decapsulation_misses.clone(),
         );
+        // Every labelled series an operator is told to watch exists from
+        // the start, at zero: an alert on its rate needs it there.
+        for reason in nemo::ha::DropReason::ALL
+            .iter()
+            .map(|r| r.name())
+            .chain(["standby"])
+        {
+            let _ = metrics.dropped.get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            });
+        }
+        for reason in nemo::ha::Malformed::REASONS {
+            let _ = metrics.malformed.get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            });
+        }
+        for why in [
+            crate::replication::Unreplicated::NoStandby,
+            crate::replication::Unreplicated::TimedOut,
+        ] {
+            let _ = metrics.unreplicated_batches.get_or_create(&ReasonLabel {
+                reason: why.name().to_owned(),
+            });
+        }
         Metrics {
             registry,
             ..metrics

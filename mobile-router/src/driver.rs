@@ -17,7 +17,7 @@ use nemo_proto::v1 as pb;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Instance;
-use crate::status::{InstanceLabel, Metrics, RejectionLabel, Trigger};
+use crate::status::{Metrics, RejectionLabel, TenantLabel, Trigger};
 use crate::transport::Transport;
 
 /// How long a shutdown waits for deregistrations to be acknowledged.
@@ -195,8 +195,8 @@ impl<D: MobileRouterDataPlane> Driver<D> {
             if total > tenant.host.counted_retransmissions {
                 self.metrics
                     .retransmissions
-                    .get_or_create(&InstanceLabel {
-                        instance: tenant.name.clone(),
+                    .get_or_create(&TenantLabel {
+                        tenant: tenant.name.clone(),
                     })
                     .inc_by(total - tenant.host.counted_retransmissions);
                 tenant.host.counted_retransmissions = total;
@@ -476,8 +476,8 @@ impl<D: MobileRouterDataPlane> Driver<D> {
                         );
                         self.metrics
                             .registrations
-                            .get_or_create(&InstanceLabel {
-                                instance: tenant.name.clone(),
+                            .get_or_create(&TenantLabel {
+                                tenant: tenant.name.clone(),
                             })
                             .inc();
                         self.metrics
@@ -489,7 +489,7 @@ impl<D: MobileRouterDataPlane> Driver<D> {
                         self.metrics
                             .rejections
                             .get_or_create(&RejectionLabel {
-                                instance: tenant.name.clone(),
+                                tenant: tenant.name.clone(),
                                 status: status.0.to_string(),
                             })
                             .inc();

@@ -16,18 +16,19 @@ use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, oneshot};
 use tonic::{Request, Response, Status};
 
-/// Labels naming an instance.
+/// Labels naming an instance: `tenant`, its tenant's name (not
+/// `instance`, which Prometheus reserves for the scrape target).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct InstanceLabel {
-    /// The instance's name.
-    pub instance: String,
+pub struct TenantLabel {
+    /// The instance's tenant.
+    pub tenant: String,
 }
 
 /// Labels naming a status.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RejectionLabel {
-    /// The instance's name.
-    pub instance: String,
+    /// The instance's tenant.
+    pub tenant: String,
     /// The Binding Acknowledgement status.
     pub status: String,
 }
@@ -37,9 +38,9 @@ pub struct RejectionLabel {
 pub struct Metrics {
     registry: Registry,
     /// Registrations acknowledged, per instance.
-    pub registrations: Family<InstanceLabel, Counter>,
+    pub registrations: Family<TenantLabel, Counter>,
     /// Retransmitted Binding Updates, per instance.
-    pub retransmissions: Family<InstanceLabel, Counter>,
+    pub retransmissions: Family<TenantLabel, Counter>,
     /// Rejections, per instance and status.
     pub rejections: Family<RejectionLabel, Counter>,
     /// Changes of the care-of address.
@@ -56,8 +57,8 @@ impl Metrics {
     /// A fresh set.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("nemo_mr");
-        let registrations = Family::<InstanceLabel, Counter>::default();
-        let retransmissions = Family::<InstanceLabel, Counter>::default();
+        let registrations = Family::<TenantLabel, Counter>::default();
+        let retransmissions = Family::<TenantLabel, Counter>::default();
         let rejections = Family::<RejectionLabel, Counter>::default();
         let care_of_changes = Counter::default();
         let registration_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 20));

@@ -216,7 +216,7 @@ async fn status_api_and_reregistration_trigger() {
 
     let metrics = scrape(mr.field("metrics")).await;
     assert!(
-        metrics.contains("nemo_mr_registrations_total{instance=\"acme\"} 2"),
+        metrics.contains("nemo_mr_registrations_total{tenant=\"acme\"} 2"),
         "{metrics}"
     );
     assert!(

@@ -81,7 +81,7 @@ pub fn field(line: &str, name: &str) -> String {
 }
 
 /// The text a daemon's Prometheus endpoint (`GET /metrics`) answers at
-/// `address`. Blocking.
+/// `address`, its body checked by [`promtool_check`]. Blocking.
 pub fn scrape_metrics(address: impl std::net::ToSocketAddrs) -> String {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(address).expect("metrics endpoint");
@@ -90,7 +90,48 @@ pub fn scrape_metrics(address: impl std::net::ToSocketAddrs) -> String {
         .expect("metrics request");
     let mut text = String::new();
     stream.read_to_string(&mut text).expect("metrics response");
+    if let Some((_, body)) = text.split_once("\r\n\r\n") {
+        promtool_check(body);
+    }
     text
+}
+
+/// Runs Prometheus' linter (`promtool check metrics`, from Debian's
+/// `prometheus`) on a metrics body and panics with what it says, if
+/// anything. Without promtool it skips loudly, unless NEMO_REQUIRE_PROMTOOL
+/// is set (CI sets it).
+pub fn promtool_check(body: &str) {
+    use std::io::Write;
+    if !require(
+        runs("promtool", &["--version"]),
+        "promtool missing (Debian's prometheus)",
+        "NEMO_REQUIRE_PROMTOOL",
+    ) {
+        return;
+    }
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting promtool");
+    child
+        .stdin
+        .take()
+        .expect("promtool's stdin")
+        .write_all(body.as_bytes())
+        .expect("writing to promtool");
+    let output = child.wait_with_output().expect("promtool's answer");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {said}\n{body}"
+    );
 }
 
 /// A daemon started for a test: its stdout's first line is its ready line,

@@ -182,6 +182,17 @@ pub enum DropReason {
 }
 
 impl DropReason {
+    /// Every reason, for counters exported at zero from the start.
+    pub const ALL: [DropReason; 7] = [
+        DropReason::NotForHomeAgent,
+        DropReason::PayloadProto,
+        DropReason::BadHomeAddress,
+        DropReason::BadCareOfAddress,
+        DropReason::NoAuthentication,
+        DropReason::UnknownSpi,
+        DropReason::MalformedAuthentication,
+    ];
+
     /// A short name for counters and logs.
     pub fn name(self) -> &'static str {
         match self {

@@ -52,6 +52,20 @@ pub enum Malformed {
 }
 
 impl Malformed {
+    /// Every name [`Malformed::reason`] gives, for counters exported at
+    /// zero from the start.
+    pub const REASONS: [&'static str; 9] = [
+        "truncated",
+        "trailing_bytes",
+        "length_mismatch",
+        "message_too_short",
+        "option_overrun",
+        "bad_option_length",
+        "not_mobility",
+        "bad_extension_header",
+        "checksum",
+    ];
+
     /// A short name for counters and logs.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -420,4 +434,52 @@ fn frame(reply: &Reply, local: Ipv6Addr, addressing: Addressing) -> Vec<u8> {
         home_address_option: None,
     };
     build_packet(&repr, &reply.mh)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::DecodeError;
+
+    #[test]
+    fn every_malformed_reason_is_listed() {
+        let every = [
+            Malformed::Checksum,
+            Malformed::Decode(DecodeError::Truncated {
+                what: "x",
+                needed: 1,
+                available: 0,
+            }),
+            Malformed::Decode(DecodeError::TrailingBytes {
+                declared: 1,
+                extra: 1,
+            }),
+            Malformed::Decode(DecodeError::LengthMismatch {
+                declared: 1,
+                available: 0,
+            }),
+            Malformed::Decode(DecodeError::MessageTooShort {
+                message: "x",
+                needed: 1,
+                declared: 0,
+            }),
+            Malformed::Decode(DecodeError::OptionOverrun {
+                option_type: 1,
+                offset: 0,
+            }),
+            Malformed::Decode(DecodeError::BadOptionLength {
+                option: "x",
+                length: 0,
+                expected: "1",
+            }),
+            Malformed::Decode(DecodeError::NotMobility("x")),
+            Malformed::Decode(DecodeError::BadExtensionHeader {
+                header: "x",
+                reason: "y",
+            }),
+        ];
+        let named: std::collections::BTreeSet<&str> = every.iter().map(Malformed::reason).collect();
+        let listed: std::collections::BTreeSet<&str> = Malformed::REASONS.into_iter().collect();
+        assert_eq!(named, listed);
+    }
 }
