@@ -501,7 +501,13 @@ async fn nemoctl_drives_it() {
     assert!(ok && out.contains("2001:db8:100::/56"), "{out}");
     let (ok, out, _) = nemoctl(&["events"]);
     assert!(ok, "{out}");
-    assert!(out.contains("prefix_allocated"), "{out}");
+    // Each event with its time (UTC) and what it did.
+    let allocated = out
+        .lines()
+        .find(|l| l.contains("prefix_allocated"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(allocated.contains("Z  prefix_allocated"), "{allocated}");
+    assert!(allocated.contains("\"pool\":\"core\""), "{allocated}");
     // Errors come out as gRPC's code name and the message, exit 1.
     let (ok, _, err) = nemoctl(&["tenant", "create", "acme"]);
     assert!(!ok);
@@ -546,6 +552,25 @@ async fn nemoctl_drives_it() {
     let (err, took) = unreachable(&silent_endpoint, &["--timeout", "1"]);
     assert!(err.contains("no answer within 1 s"), "{err}");
     assert!(took < Duration::from_secs(5), "{took:?}");
+    // Shell completion that bash takes, naming the commands.
+    let (ok, script, err) = nemoctl(&["completions", "bash"]);
+    assert!(ok, "{err}");
+    assert!(script.contains("bindings") && script.contains("hand-over"));
+    let sourced = Command::new("bash")
+        .args(["-c", "source /dev/stdin && complete -p nemoctl"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut bash| {
+            use std::io::Write;
+            bash.stdin.take().unwrap().write_all(script.as_bytes())?;
+            bash.wait_with_output()
+        })
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&sourced.stdout).contains("-F _nemoctl nemoctl"),
+        "{sourced:?}"
+    );
 }
 
 /// Runs `openssl` with `args` in `dir`; panics with its stderr on failure.

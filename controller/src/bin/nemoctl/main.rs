@@ -83,6 +83,12 @@ enum Command {
     /// The bindings in a home agent's cache (its admin API, --ha-admin).
     #[command(subcommand)]
     Bindings(BindingsCommand),
+    /// Prints nemoctl's shell completion script, e.g.
+    /// `nemoctl completions bash > /etc/bash_completion.d/nemoctl`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// What the controller is asked.
@@ -106,16 +112,22 @@ enum ControllerCommand {
     /// Mobile-router identities.
     #[command(subcommand, name = "mr")]
     MobileRouter(MobileRouterCommand),
-    /// Places (or moves) a tenant on a hypervisor.
+    /// Places (or moves) a tenant on a hypervisor; placing it where it is
+    /// changes nothing.
     Place {
+        /// The tenant.
         tenant: String,
+        /// The hypervisor it runs on now (registered: `nemoctl hv list`).
         hypervisor: String,
+        /// Why, for the event history (at most 256 octets).
         #[arg(long, default_value = "")]
         reason: String,
     },
     /// Takes a tenant off its hypervisor.
     Unplace {
+        /// The tenant.
         tenant: String,
+        /// Why, for the event history (at most 256 octets).
         #[arg(long, default_value = "")]
         reason: String,
     },
@@ -136,29 +148,45 @@ enum ControllerCommand {
 enum PoolCommand {
     /// Creates a pool.
     Create {
+        /// Its name (letters, digits, '-', '_', '.').
         name: String,
+        /// The prefix tenants' prefixes come from, e.g. 2001:db8:100::/40.
         prefix: String,
+        /// The length of each tenant's prefix, e.g. 56.
         #[arg(long)]
         tenant_length: u32,
     },
     /// Shows a pool and its usage.
-    Show { name: String },
+    Show {
+        /// The pool.
+        name: String,
+    },
     /// Lists pools.
     List,
     /// Deletes an empty pool.
-    Delete { name: String },
+    Delete {
+        /// The pool.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 enum TenantCommand {
     /// Creates a tenant.
-    Create { name: String },
+    Create {
+        /// Its name (letters, digits, '-', '_', '.').
+        name: String,
+    },
     /// Shows a tenant.
-    Show { name: String },
+    Show {
+        /// The tenant.
+        name: String,
+    },
     /// Lists tenants.
     List,
     /// Deletes a tenant.
     Delete {
+        /// The tenant.
         name: String,
         /// Release its prefixes too.
         #[arg(long)]
@@ -170,6 +198,7 @@ enum TenantCommand {
 enum HomeAgentCommand {
     /// Registers (or updates) a home agent.
     Register {
+        /// Its name, as its nemo-ha config's [controller] home_agent.
         name: String,
         /// The address Binding Updates go to.
         #[arg(long)]
@@ -188,7 +217,10 @@ enum HomeAgentCommand {
 #[derive(Debug, Subcommand)]
 enum HypervisorCommand {
     /// Registers a hypervisor.
-    Register { name: String },
+    Register {
+        /// Its name, as its nemo-mr config's [controller] hypervisor.
+        name: String,
+    },
     /// Lists hypervisors.
     List,
 }
@@ -197,7 +229,9 @@ enum HypervisorCommand {
 enum MobileRouterCommand {
     /// Creates a tenant's mobile-router identity; prints its key once.
     Create {
+        /// The tenant.
         tenant: String,
+        /// The home agent that serves it (registered: `nemoctl ha list`).
         #[arg(long)]
         home_agent: String,
         /// hmac-sha256 (default) or hmac-sha1-96.
@@ -208,28 +242,46 @@ enum MobileRouterCommand {
         explicit: bool,
     },
     /// Shows a tenant's mobile router (without its key).
-    Show { tenant: String },
+    Show {
+        /// The tenant.
+        tenant: String,
+    },
     /// Gives it a new key; prints the key once.
-    RotateKey { tenant: String },
+    RotateKey {
+        /// The tenant.
+        tenant: String,
+    },
     /// Deletes it.
-    Delete { tenant: String },
+    Delete {
+        /// The tenant.
+        tenant: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 enum PrefixCommand {
     /// Allocates a prefix for a tenant.
     Allocate {
+        /// The tenant.
         tenant: String,
+        /// The pool it comes from.
         #[arg(long)]
         pool: String,
-        /// A shorter (larger) prefix than the pool's tenant length.
+        /// A shorter (larger) prefix than the pool's tenant length; 0, the
+        /// default, means the pool's tenant length.
         #[arg(long, default_value_t = 0)]
         length: u32,
     },
-    /// Releases a prefix.
-    Release { prefix: String },
+    /// Releases a prefix (held back from reuse for the quarantine time).
+    Release {
+        /// The prefix, e.g. 2001:db8:100::/56.
+        prefix: String,
+    },
     /// Lists prefixes (of one tenant, or all).
-    List { tenant: Option<String> },
+    List {
+        /// Only this tenant's.
+        tenant: Option<String>,
+    },
 }
 
 fn request<T>(message: T, token: &Option<String>) -> anyhow::Result<Request<T>> {
@@ -384,6 +436,21 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         }
         Command::Pair(command) => home_agent::AdminCommand::Pair(command),
         Command::Bindings(command) => home_agent::AdminCommand::Bindings(command),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            use std::io::Write;
+            // Into memory first: clap_complete panics on a closed pipe.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Args::command(), "nemoctl", &mut script);
+            let mut stdout = std::io::stdout();
+            match stdout.write_all(&script).and_then(|()| stdout.flush()) {
+                Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+                    return Err(error.into())
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
     };
     home_agent::run(&args.ha_admin, to_home_agent, args.output).await
 }
@@ -767,8 +834,12 @@ async fn controller(
                             "kind": event.kind, "subject": event.subject, "detail": serde_json::from_str::<serde_json::Value>(&event.detail_json).unwrap_or_default()})
                     ),
                     Output::Table => println!(
-                        "{:>6}  {:<16}  {}",
-                        event.revision, event.kind, event.subject
+                        "{:>6}  {}  {:<18}  {:<16}  {}",
+                        event.revision,
+                        output::utc(event.at_unix_ms),
+                        event.kind,
+                        event.subject,
+                        output::detail(&event.detail_json)
                     ),
                 }
             }

@@ -48,3 +48,60 @@ pub fn print_rows(
         }
     }
 }
+
+/// Milliseconds since the Unix epoch as UTC, `2026-11-27T21:34:41.123Z`.
+pub fn utc(unix_ms: i64) -> String {
+    let days = unix_ms.div_euclid(86_400_000);
+    let in_day = unix_ms.rem_euclid(86_400_000);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        in_day / 3_600_000,
+        in_day / 60_000 % 60,
+        in_day / 1000 % 60,
+        in_day % 1000
+    )
+}
+
+/// An event's detail (JSON) on one line, at most 120 characters.
+pub fn detail(json: &str) -> String {
+    let compact = serde_json::from_str::<serde_json::Value>(json)
+        .map(|value| value.to_string())
+        .unwrap_or_else(|_| json.to_owned());
+    if compact.chars().count() > 120 {
+        format!("{}...", compact.chars().take(117).collect::<String>())
+    } else {
+        compact
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_is_the_calendar_date_and_time() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00.000Z");
+        // date -u -d @1795815281.123 +%FT%T.%3NZ
+        assert_eq!(utc(1_795_815_281_123), "2026-11-27T21:34:41.123Z");
+        assert_eq!(utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn details_fit_a_line() {
+        assert_eq!(detail("{ \"a\": 1 }"), "{\"a\":1}");
+        assert_eq!(
+            detail(&format!("\"{}\"", "x".repeat(300))).chars().count(),
+            120
+        );
+    }
+}
