@@ -429,7 +429,24 @@ impl Controller for Service {
         request: Request<pb::AllocatePrefixRequest>,
     ) -> Result<Response<pb::Allocation>, Status> {
         let r = request.into_inner();
-        let allocated = self.store.allocate(&r.tenant, &r.pool, r.length).await?;
+        let allocated = if r.prefix.is_empty() {
+            self.store.allocate(&r.tenant, &r.pool, r.length).await?
+        } else {
+            if r.prefix.len() > 64 {
+                return Err(Status::invalid_argument(
+                    "prefix: longer than any IPv6 prefix",
+                ));
+            }
+            let wanted: Option<ipnet::Ipv6Net> = r.prefix.parse().ok();
+            if r.length != 0 && wanted.is_some_and(|p| u32::from(p.prefix_len()) != r.length) {
+                return Err(Status::invalid_argument(
+                    "length: with prefix, 0 or the prefix's own length",
+                ));
+            }
+            self.store
+                .allocate_exact(&r.tenant, &r.pool, &r.prefix)
+                .await?
+        };
         tracing::info!(tenant = %allocated.tenant, prefix = %allocated.prefix, "prefix allocated");
         Ok(Response::new(allocation(&allocated)))
     }

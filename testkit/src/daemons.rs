@@ -175,6 +175,7 @@ pub async fn provision_tenant(
             tenant: "acme".into(),
             pool: "core".into(),
             length: 0,
+            prefix: String::new(),
         }))
         .await
         .expect("allocate_prefix");

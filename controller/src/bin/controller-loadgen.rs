@@ -122,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
                         tenant: tenant.clone(),
                         pool: pool.clone(),
                         length: 0,
+                        prefix: String::new(),
                     };
                     connection
                         .allocate_prefix(request(call, &token)?)

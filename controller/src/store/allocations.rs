@@ -2,7 +2,17 @@
 //! start) find a free block; the allocation and the quarantine it ends are
 //! written in one change. Released prefixes are held in quarantine.
 
+use super::allocator::Occupied;
 use super::*;
+
+/// What an allocation asks for.
+#[derive(Debug, Clone, Copy)]
+enum Wanted {
+    /// Any free block of this length (0: the pool's tenant length).
+    Any { length: u32 },
+    /// This block.
+    Exact(Ipv6Net),
+}
 
 impl Store {
     /// Allocates a prefix for a tenant from a pool: `length` 0 for the
@@ -12,6 +22,33 @@ impl Store {
         tenant: &str,
         pool: &str,
         length: u32,
+    ) -> Result<Allocation, StoreError> {
+        self.allocate_block(tenant, pool, Wanted::Any { length })
+            .await
+    }
+
+    /// Allocates this very prefix for a tenant (moving a tenant that has
+    /// its addresses already): inside the pool, aligned, between the pool's
+    /// length and its tenant length, free and out of quarantine.
+    pub async fn allocate_exact(
+        &self,
+        tenant: &str,
+        pool: &str,
+        prefix: &str,
+    ) -> Result<Allocation, StoreError> {
+        let prefix: Ipv6Net = prefix.parse().map_err(|_| StoreError::Invalid {
+            field: "prefix",
+            reason: format!("{prefix:?} is not an IPv6 prefix"),
+        })?;
+        self.allocate_block(tenant, pool, Wanted::Exact(prefix))
+            .await
+    }
+
+    async fn allocate_block(
+        &self,
+        tenant: &str,
+        pool: &str,
+        wanted: Wanted,
     ) -> Result<Allocation, StoreError> {
         let mut state = self.state.lock().await;
         if !state.tenants.contains_key(tenant) {
@@ -28,10 +65,9 @@ impl Store {
                 what: "pool",
                 name: pool.to_owned(),
             })?;
-        let length = if length == 0 {
-            pool_record.tenant_length
-        } else {
-            u8::try_from(length)
+        let length = match wanted {
+            Wanted::Any { length: 0 } => pool_record.tenant_length,
+            Wanted::Any { length } => u8::try_from(length)
                 .ok()
                 .filter(|l| {
                     *l <= pool_record.tenant_length && *l >= pool_record.prefix.prefix_len()
@@ -43,20 +79,61 @@ impl Store {
                         pool_record.prefix.prefix_len(),
                         pool_record.tenant_length
                     ),
-                })?
+                })?,
+            Wanted::Exact(prefix) => {
+                if prefix != prefix.trunc() {
+                    return Err(StoreError::Invalid {
+                        field: "prefix",
+                        reason: format!(
+                            "{prefix} has host bits set (did you mean {}?)",
+                            prefix.trunc()
+                        ),
+                    });
+                }
+                if !pool_record.prefix.contains(&prefix)
+                    || prefix.prefix_len() > pool_record.tenant_length
+                {
+                    return Err(StoreError::Invalid {
+                        field: "prefix",
+                        reason: format!(
+                            "{prefix} is not a block of pool {pool:?} ({}, tenants /{})",
+                            pool_record.prefix, pool_record.tenant_length
+                        ),
+                    });
+                }
+                prefix.prefix_len()
+            }
         };
         let now = unix_ms(SystemTime::now());
         let block = 1u64 << (pool_record.tenant_length - length);
         let capacity = pool_record.capacity();
-        let found = state
-            .slots
-            .entry(pool.to_owned())
-            .or_default()
-            .find_free(block, capacity, now)
-            .ok_or_else(|| StoreError::Exhausted {
-                pool: pool.to_owned(),
-                length,
-            })?;
+        let slots = state.slots.entry(pool.to_owned()).or_default();
+        let found = match wanted {
+            Wanted::Any { .. } => {
+                slots
+                    .find_free(block, capacity, now)
+                    .ok_or_else(|| StoreError::Exhausted {
+                        pool: pool.to_owned(),
+                        length,
+                    })?
+            }
+            Wanted::Exact(prefix) => {
+                let first = pool_record.slot_of(&prefix);
+                slots.exact(first..first + block, now).map_err(|occupied| {
+                    StoreError::Precondition(match occupied {
+                        Occupied::Used(slot) => format!(
+                            "prefix: {} is allocated",
+                            pool_record.slot_prefix(slot, pool_record.tenant_length)
+                        ),
+                        Occupied::Quarantined(slot, until) => format!(
+                            "prefix: {} was released and is held back until {} (unix ms)",
+                            pool_record.slot_prefix(slot, pool_record.tenant_length),
+                            until
+                        ),
+                    })
+                })?
+            }
+        };
         let allocation = Allocation {
             prefix: pool_record.slot_prefix(found.slots.start, length),
             tenant: tenant.to_owned(),

@@ -19,6 +19,15 @@ pub struct Slots {
     cursor_revision: u64,
 }
 
+/// Why a block asked for by its place is not free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Occupied {
+    /// This slot is allocated.
+    Used(u64),
+    /// This slot is held in quarantine until then (unix ms).
+    Quarantined(u64, i64),
+}
+
 /// A free block found: its slots, and the quarantine entries that ran out
 /// on the way (to forget with it).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,16 +83,38 @@ impl Slots {
                 self.used.range(range.clone()).next().is_none()
                     && !self.quarantine.range(range).any(|(_, until)| *until > now)
             })?;
-        let expired = self
+        Some(Found {
+            slots: first..first + block,
+            expired: self.expired(now),
+        })
+    }
+
+    /// The block `slots` itself, if it is free at `now`; else the first
+    /// of its slots in use, or held in quarantine and until when.
+    pub fn exact(&self, slots: Range<u64>, now: i64) -> Result<Found, Occupied> {
+        if let Some(slot) = self.used.range(slots.clone()).next() {
+            return Err(Occupied::Used(*slot));
+        }
+        if let Some((slot, until)) = self
             .quarantine
+            .range(slots.clone())
+            .find(|(_, until)| **until > now)
+        {
+            return Err(Occupied::Quarantined(*slot, *until));
+        }
+        Ok(Found {
+            slots,
+            expired: self.expired(now),
+        })
+    }
+
+    /// Quarantined slots whose time is up at `now`.
+    fn expired(&self, now: i64) -> Vec<u64> {
+        self.quarantine
             .iter()
             .filter(|(_, until)| **until <= now)
             .map(|(slot, _)| *slot)
-            .collect();
-        Some(Found {
-            slots: first..first + block,
-            expired,
-        })
+            .collect()
     }
 
     /// Takes a block [`Slots::find_free`] found.

@@ -170,6 +170,7 @@ async fn every_call_and_its_errors() {
             tenant: "acme".into(),
             pool: "core".into(),
             length: 0,
+            prefix: String::new(),
         }))
         .await
         .unwrap()
@@ -185,12 +186,52 @@ async fn every_call_and_its_errors() {
                 tenant: tenant.into(),
                 pool: pool.into(),
                 length,
+                prefix: String::new(),
             }))
             .await,
         )
         .await;
         assert_eq!(status, expected, "{tenant} {pool} {length}: {message}");
     }
+    // A tenant moving in with its addresses asks for its prefix itself.
+    let exact = |prefix: &str, length: u32| pb::AllocatePrefixRequest {
+        tenant: "acme".into(),
+        pool: "core".into(),
+        length,
+        prefix: prefix.into(),
+    };
+    let kept = c
+        .allocate_prefix(authed(exact("2001:db8:100:4200::/56", 0)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(kept.prefix, "2001:db8:100:4200::/56");
+    for (prefix, length, expected, field) in [
+        ("2001:db8:100:4200::/56", 0, Code::FailedPrecondition, "is allocated"),
+        ("2001:db8:100::/56", 0, Code::FailedPrecondition, "is allocated"),
+        ("2001:db8:100:4201::/56", 0, Code::InvalidArgument, "host bits"),
+        ("2001:db8:200::/56", 0, Code::InvalidArgument, "not a block of pool"),
+        ("2001:db8:100:4200::/64", 0, Code::InvalidArgument, "not a block of pool"),
+        ("2001:db8:100:4300::/56", 52, Code::InvalidArgument, "length"),
+        ("not a prefix", 0, Code::InvalidArgument, "prefix"),
+    ] {
+        let (status, message) = code(c.allocate_prefix(authed(exact(prefix, length))).await).await;
+        assert_eq!(status, expected, "{prefix}: {message}");
+        assert!(message.contains(field), "{prefix}: {message}");
+    }
+    // Released, it is held back: not even asked for by name.
+    c.release_prefix(authed(pb::ReleasePrefixRequest {
+        prefix: "2001:db8:100:4200::/56".into(),
+    }))
+    .await
+    .unwrap();
+    let (status, message) = code(
+        c.allocate_prefix(authed(exact("2001:db8:100:4200::/56", 0)))
+            .await,
+    )
+    .await;
+    assert_eq!(status, Code::FailedPrecondition, "{message}");
+    assert!(message.contains("held back until"), "{message}");
     let tenant = c
         .get_tenant(authed(pb::GetTenantRequest {
             name: "acme".into(),
@@ -267,7 +308,7 @@ async fn every_call_and_its_errors() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((pool.allocated, pool.quarantined), (0, 1));
+    assert_eq!((pool.allocated, pool.quarantined), (0, 2));
     c.delete_pool(authed(pb::DeletePoolRequest {
         name: "core".into(),
     }))
@@ -317,6 +358,7 @@ async fn concurrent_clients_get_disjoint_prefixes() {
                         tenant: format!("t{n}"),
                         pool: "core".into(),
                         length: if n == 0 { 52 } else { 0 },
+                        prefix: String::new(),
                     }))
                     .await
                     .unwrap()
@@ -381,6 +423,7 @@ async fn acknowledged_allocations_survive_kill_9_and_watch_resumes_exactly_once(
                         tenant: "acme".into(),
                         pool: "core".into(),
                         length: 0,
+                        prefix: String::new(),
                     }))
                     .await
                 {
@@ -497,6 +540,16 @@ async fn nemoctl_drives_it() {
     assert!(ok, "{err}");
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(json[0]["prefix"], "2001:db8:100::/56");
+    let (ok, out, err) = nemoctl(&[
+        "prefix",
+        "allocate",
+        "acme",
+        "--pool",
+        "core",
+        "--prefix",
+        "2001:db8:100:8800::/56",
+    ]);
+    assert!(ok && out.contains("2001:db8:100:8800::/56"), "{out}{err}");
     let (ok, out, _) = nemoctl(&["prefix", "list", "acme"]);
     assert!(ok && out.contains("2001:db8:100::/56"), "{out}");
     let (ok, out, _) = nemoctl(&["events"]);
@@ -809,6 +862,7 @@ async fn world(c: &mut ControllerClient<Channel>) -> pb::MobileRouter {
         tenant: "acme".into(),
         pool: "core".into(),
         length: 0,
+        prefix: String::new(),
     }))
     .await
     .unwrap();

@@ -271,6 +271,10 @@ enum PrefixCommand {
         /// default, means the pool's tenant length.
         #[arg(long, default_value_t = 0)]
         length: u32,
+        /// This very prefix instead of one the pool picks (a tenant that
+        /// keeps its addresses), e.g. 2001:db8:100:300::/56.
+        #[arg(long, conflicts_with = "length")]
+        prefix: Option<String>,
     },
     /// Releases a prefix (held back from reuse for the quarantine time).
     Release {
@@ -575,6 +579,7 @@ async fn controller(
             tenant,
             pool,
             length,
+            prefix,
         }) => {
             let allocation = client
                 .allocate_prefix(request(
@@ -582,6 +587,7 @@ async fn controller(
                         tenant,
                         pool,
                         length,
+                        prefix: prefix.unwrap_or_default(),
                     },
                     token,
                 )?)
