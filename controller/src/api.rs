@@ -846,11 +846,15 @@ pub fn api(
     store: Arc<Store>,
     token: Option<String>,
     tls: Option<tonic::transport::Server>,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> GrpcApi {
     GrpcApi {
-        routes: tonic::service::Routes::new(tonic::service::interceptor::InterceptedService::new(
-            ControllerServer::new(Service::new(store)).max_decoding_message_size(MAX_REQUEST),
-            TokenCheck::new(token),
+        routes: tonic::service::Routes::new(crate::metrics::Measured::new(
+            tonic::service::interceptor::InterceptedService::new(
+                ControllerServer::new(Service::new(store)).max_decoding_message_size(MAX_REQUEST),
+                TokenCheck::new(token),
+            ),
+            metrics,
         )),
         name: <ControllerServer<Service> as tonic::server::NamedService>::NAME,
         server: tls.unwrap_or_else(tonic::transport::Server::builder),

@@ -2,4 +2,5 @@
 //! binaries `nemo-controller` and `nemoctl` wrap it.
 
 pub mod api;
+pub mod metrics;
 pub mod store;

@@ -88,6 +88,9 @@ struct Config {
     /// it below the descriptor limit (the unit sets LimitNOFILE=65536).
     #[serde(default = "default_max_connections")]
     max_connections: usize,
+    /// Prometheus metrics over HTTP (`GET /metrics`).
+    #[serde(default)]
+    metrics: Option<nemo_daemon::ListenSection>,
     /// Time a new connection has to send its first octets (the HTTP/2
     /// preface or a TLS ClientHello) before it is closed, in milliseconds.
     #[serde(default = "default_handshake_timeout_ms")]
@@ -251,11 +254,17 @@ fn main() -> anyhow::Result<()> {
             let listener = servers.bind("grpc", config.listen).await?;
             servers.note("tls", if tls.is_some() { "on" } else { "off" });
             servers.note("revision", store.revision().await);
+            let metrics = Arc::new(nemo_controller::metrics::Metrics::new(store.clone()));
             servers.grpc(
                 listener,
-                nemo_controller::api::api(store, token, tls),
+                nemo_controller::api::api(store, token, tls, metrics.clone()),
                 limits,
             );
+            if let Some(section) = &config.metrics {
+                servers
+                    .metrics(section.listen, Arc::new(move || metrics.render()))
+                    .await?;
+            }
             let mut serving = servers.ready()?;
             let stop = serving.stopped().await;
             serving.shutdown().await;

@@ -180,7 +180,17 @@ impl Store {
 
     /// The newest revision on disk.
     pub async fn revision(&self) -> u64 {
+        self.revision_now()
+    }
+
+    /// The newest revision on disk (no wait: for metrics).
+    pub fn revision_now(&self) -> u64 {
         self.log.flushed.load(Ordering::Acquire)
+    }
+
+    /// Watch streams following the history now.
+    pub fn watchers(&self) -> usize {
+        self.changes.receiver_count()
     }
 }
 

@@ -1297,3 +1297,48 @@ async fn idle_connections_cannot_exhaust_the_controller() {
     let log = process.log();
     assert!(log.contains("connection refused: too many open"), "{log}");
 }
+
+#[tokio::test]
+async fn calls_are_counted_by_method_and_code_in_the_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(backend) = Backend::start() else {
+        return;
+    };
+    let server = start_with(dir.path(), &backend, "[metrics]\nlisten = \"[::1]:0\"\n");
+    let mut c = client(&server).await;
+    c.create_pool(authed(pb::CreatePoolRequest {
+        name: "core".into(),
+        prefix: "2001:db8:100::/40".into(),
+        tenant_length: 56,
+    }))
+    .await
+    .unwrap();
+    let missing = c
+        .get_pool(authed(pb::GetPoolRequest {
+            name: "nope".into(),
+        }))
+        .await;
+    assert_eq!(missing.unwrap_err().code(), Code::NotFound);
+    let unauthenticated = c.list_pools(pb::ListPoolsRequest {}).await;
+    assert_eq!(unauthenticated.unwrap_err().code(), Code::Unauthenticated);
+    let _watch = c
+        .watch_events(authed(pb::WatchEventsRequest { from_revision: 0 }))
+        .await
+        .unwrap()
+        .into_inner();
+    let address = server.field("metrics");
+    let metrics = tokio::task::spawn_blocking(move || nemo_testkit::scrape_metrics(address))
+        .await
+        .unwrap();
+    for line in [
+        "nemo_controller_calls_total{method=\"CreatePool\",code=\"0\"} 1",
+        "nemo_controller_calls_total{method=\"GetPool\",code=\"5\"} 1",
+        "nemo_controller_calls_total{method=\"ListPools\",code=\"16\"} 1",
+        "nemo_controller_calls_total{method=\"WatchEvents\",code=\"0\"} 1",
+        "nemo_controller_revision 1",
+        "nemo_controller_watchers 1",
+        "nemo_controller_call_seconds_count{method=\"CreatePool\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+}
