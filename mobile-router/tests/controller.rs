@@ -149,6 +149,27 @@ async fn a_tenant_follows_its_placement_between_hypervisors() {
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(care_of(&mut admin).await.as_deref(), Some("2001:db8:3::10"));
+    // The operator's overview says the same: placed on hv-b, bound to hv-b's
+    // care-of address (from the home agent's admin API).
+    let status = std::process::Command::new(nemo_testkit::workspace_binary("nemoctl"))
+        .args(["status", "--output", "json", "--endpoint", &endpoint])
+        .arg("--ha-admin")
+        .arg(format!("http://{}", ha.field("admin")))
+        .env("NEMO_TOKEN", daemons::TOKEN)
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{status:?}");
+    let overview: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let acme = &overview["tenants"][0];
+    assert_eq!(
+        (&acme["hypervisor"], &acme["care_of_address"]),
+        (&"hv-b".into(), &"2001:db8:3::10".into()),
+        "{overview}"
+    );
+    assert!(
+        acme["expires_at_unix_ms"].as_i64().unwrap() > 0,
+        "{overview}"
+    );
     assert!(
         routers[0].log().contains("moved to another hypervisor"),
         "{}",

@@ -1026,6 +1026,30 @@ async fn identities_placements_and_the_daemons_streams() {
         .into_inner();
     assert_eq!(Some(&again), revision.placements.iter().find(|p| p.tenant == "acme"));
     assert_eq!(again.reason, "migration");
+    // The operator's overview: where the tenant is, its home agent; no
+    // binding column without a home agent's admin API to ask.
+    let endpoint = format!("http://{}", server.field("grpc"));
+    let status = Command::new(env!("CARGO_BIN_EXE_nemoctl"))
+        .args(["status", "--output", "json", "--endpoint", &endpoint])
+        .args(["--ha-admin", "http://[::1]:1"])
+        .env("NEMO_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{status:?}");
+    let overview: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let acme = &overview["tenants"][0];
+    assert_eq!(acme["name"], "acme", "{overview}");
+    assert_eq!(acme["hypervisor"], "hv-b", "{overview}");
+    assert_eq!(acme["home_agent"], "ha1", "{overview}");
+    assert_eq!(acme["home_address"], "2001:db8:1::100", "{overview}");
+    assert_eq!(acme["prefixes"][0], "2001:db8:100::/56", "{overview}");
+    assert!(acme["care_of_address"].is_null(), "{overview}");
+    assert!(
+        overview["bindings_from"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("none (")),
+        "{overview}"
+    );
     assert!(
         tokio::time::timeout(Duration::from_millis(300), at_b.message())
             .await

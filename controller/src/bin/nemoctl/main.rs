@@ -17,6 +17,7 @@
 
 mod home_agent;
 mod output;
+mod status;
 
 use clap::{Parser, Subcommand};
 use nemo_proto::v1 as pb;
@@ -133,6 +134,11 @@ enum ControllerCommand {
     },
     /// Lists placements.
     Placements,
+    /// Where every tenant is, at a glance: its prefixes, its hypervisor and
+    /// since when, its home agent and home address, and its binding (care-of
+    /// address, lifetime left) when the home agent's admin API answers
+    /// (--ha-admin).
+    Status,
     /// The history of changes.
     Events {
         /// Start after this revision.
@@ -433,6 +439,7 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
                 &args.endpoint,
                 args.ca.as_deref(),
                 &args.token,
+                &args.ha_admin,
                 command,
                 args.output,
             )
@@ -464,6 +471,7 @@ async fn controller(
     endpoint: &str,
     ca: Option<&std::path::Path>,
     token: &Option<String>,
+    ha_admin: &str,
     command: ControllerCommand,
     out: Output,
 ) -> anyhow::Result<()> {
@@ -797,6 +805,9 @@ async fn controller(
                 vec![vec![tenant.clone()]],
                 serde_json::json!({"unplaced": tenant}),
             );
+        }
+        ControllerCommand::Status => {
+            status::run(&mut client, token, ha_admin, out).await?;
         }
         ControllerCommand::Placements => {
             let list = client

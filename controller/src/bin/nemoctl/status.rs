@@ -1,0 +1,180 @@
+//! `nemoctl status`: where every tenant is, at a glance (what Cisco's
+//! `show ipv6 mobile binding` and `birdc show route` give their
+//! operators): the controller's view of each tenant, and the home agent's
+//! binding for it when its admin API answers.
+
+use std::collections::BTreeMap;
+
+use nemo_proto::v1 as pb;
+use nemo_proto::v1::controller_client::ControllerClient;
+use nemo_proto::v1::home_agent_admin_client::HomeAgentAdminClient;
+use tonic::transport::Channel;
+
+use crate::output::{print_rows, utc, Output};
+use crate::request;
+
+/// How long the home agent's admin API has to answer before the overview
+/// goes without bindings.
+const ADMIN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+const COLUMNS: &[&str] = &[
+    "tenant",
+    "prefixes",
+    "hypervisor",
+    "since",
+    "home agent",
+    "home address",
+    "care-of",
+    "lifetime left",
+];
+
+/// Prints the overview.
+pub async fn run(
+    client: &mut ControllerClient<Channel>,
+    token: &Option<String>,
+    ha_admin: &str,
+    out: Output,
+) -> anyhow::Result<()> {
+    let home_agents = client
+        .list_home_agents(request(pb::ListHomeAgentsRequest {}, token)?)
+        .await?
+        .into_inner()
+        .home_agents;
+    let hypervisors = client
+        .list_hypervisors(request(pb::ListHypervisorsRequest {}, token)?)
+        .await?
+        .into_inner()
+        .hypervisors;
+    let tenants = client
+        .list_tenants(request(pb::ListTenantsRequest {}, token)?)
+        .await?
+        .into_inner()
+        .tenants;
+    let placements: BTreeMap<String, pb::Placement> = client
+        .list_placements(request(pb::ListPlacementsRequest {}, token)?)
+        .await?
+        .into_inner()
+        .placements
+        .into_iter()
+        .map(|p| (p.tenant.clone(), p))
+        .collect();
+    let mut routers = BTreeMap::new();
+    for tenant in &tenants {
+        match client
+            .get_mobile_router(request(
+                pb::GetMobileRouterRequest {
+                    tenant: tenant.name.clone(),
+                },
+                token,
+            )?)
+            .await
+        {
+            Ok(router) => {
+                routers.insert(tenant.name.clone(), router.into_inner());
+            }
+            Err(status) if status.code() == tonic::Code::NotFound => {}
+            Err(status) => return Err(status.into()),
+        }
+    }
+    let (bindings, bindings_from) = bindings(ha_admin).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let dash = || "-".to_owned();
+    let rows: Vec<Vec<String>> = tenants
+        .iter()
+        .map(|tenant| {
+            let placement = placements.get(&tenant.name);
+            let router = routers.get(&tenant.name);
+            let binding = router.and_then(|r| bindings.get(&r.home_address));
+            vec![
+                tenant.name.clone(),
+                if tenant.prefixes.is_empty() {
+                    dash()
+                } else {
+                    tenant.prefixes.join(",")
+                },
+                placement.map_or_else(dash, |p| p.hypervisor.clone()),
+                placement.map_or_else(dash, |p| utc(p.since_unix_ms)),
+                router.map_or_else(dash, |r| r.home_agent.clone()),
+                router.map_or_else(dash, |r| r.home_address.clone()),
+                binding.map_or_else(dash, |b| b.care_of_address.clone()),
+                binding.map_or_else(dash, |b| {
+                    format!("{} s", (b.expires_at_unix_ms - now).max(0) / 1000)
+                }),
+            ]
+        })
+        .collect();
+    let json = serde_json::json!({
+        "home_agents": home_agents.iter().map(|h| serde_json::json!({
+            "name": h.name, "address": h.address, "home_prefix": h.home_prefix,
+        })).collect::<Vec<_>>(),
+        "hypervisors": hypervisors.iter().map(|h| h.name.clone()).collect::<Vec<_>>(),
+        "bindings_from": bindings_from,
+        "tenants": tenants.iter().map(|tenant| {
+            let placement = placements.get(&tenant.name);
+            let router = routers.get(&tenant.name);
+            let binding = router.and_then(|r| bindings.get(&r.home_address));
+            serde_json::json!({
+                "name": tenant.name,
+                "prefixes": tenant.prefixes,
+                "hypervisor": placement.map(|p| p.hypervisor.clone()),
+                "placed_since_unix_ms": placement.map(|p| p.since_unix_ms),
+                "home_agent": router.map(|r| r.home_agent.clone()),
+                "home_address": router.map(|r| r.home_address.clone()),
+                "care_of_address": binding.map(|b| b.care_of_address.clone()),
+                "expires_at_unix_ms": binding.map(|b| b.expires_at_unix_ms),
+            })
+        }).collect::<Vec<_>>(),
+    });
+    if out == Output::Table {
+        let home_agents: Vec<String> = home_agents
+            .iter()
+            .map(|h| format!("{} ({})", h.name, h.address))
+            .collect();
+        let hypervisors: Vec<String> = hypervisors.iter().map(|h| h.name.clone()).collect();
+        println!(
+            "home agents: {}; hypervisors: {}; bindings: {bindings_from}",
+            if home_agents.is_empty() {
+                "none".to_owned()
+            } else {
+                home_agents.join(", ")
+            },
+            if hypervisors.is_empty() {
+                "none".to_owned()
+            } else {
+                hypervisors.join(", ")
+            },
+        );
+    }
+    print_rows(out, COLUMNS, rows, json);
+    Ok(())
+}
+
+/// The home agent's bindings by home address, and where they came from
+/// (or why there are none).
+async fn bindings(ha_admin: &str) -> (BTreeMap<String, pb::Binding>, String) {
+    let fetch = async {
+        crate::check_endpoint("--ha-admin", ha_admin)?;
+        let channel = crate::connect("the home agent's admin API", ha_admin, None).await?;
+        let list = HomeAgentAdminClient::new(channel)
+            .list_bindings(pb::ListBindingsRequest {})
+            .await?
+            .into_inner();
+        anyhow::Ok(list.bindings)
+    };
+    match tokio::time::timeout(ADMIN_WAIT, fetch).await {
+        Ok(Ok(bindings)) => (
+            bindings
+                .into_iter()
+                .map(|b| (b.home_address.clone(), b))
+                .collect(),
+            ha_admin.to_owned(),
+        ),
+        Ok(Err(error)) => (BTreeMap::new(), format!("none ({error:#})")),
+        Err(_) => (
+            BTreeMap::new(),
+            format!("none ({ha_admin} did not answer within {ADMIN_WAIT:?})"),
+        ),
+    }
+}
