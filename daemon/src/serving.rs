@@ -201,6 +201,7 @@ impl Servers {
             tasks.spawn(async move { (what, task.await) });
         }
         println!("{}", self.ready);
+        notify_service_manager(&format!("READY=1\nSTATUS={}", self.ready));
         Ok(Serving {
             tasks,
             stop: self.stop,
@@ -265,5 +266,61 @@ impl Serving {
         {
             self.tasks.abort_all();
         }
+    }
+}
+
+/// Tells the service manager (systemd, `Type=notify`) `message`, when it
+/// gave this process a socket for that (`NOTIFY_SOCKET`); a failure is
+/// logged, never fatal: the daemon serves whether or not anyone listens.
+pub fn notify_service_manager(message: &str) {
+    if let Some(socket) = std::env::var_os("NOTIFY_SOCKET") {
+        if let Err(error) = notify(&socket, message) {
+            tracing::warn!(%error, "telling the service manager failed");
+        }
+    }
+}
+
+/// Sends `message` to the datagram socket `socket` names: a path, or an
+/// abstract name after `@` (sd_notify(3)).
+pub fn notify(socket: &std::ffi::OsStr, message: &str) -> std::io::Result<()> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let name = socket.as_bytes();
+    let address = match name.strip_prefix(b"@") {
+        Some(abstract_name) => SocketAddr::from_abstract_name(abstract_name)?,
+        None => SocketAddr::from_pathname(std::path::Path::new(socket))?,
+    };
+    UnixDatagram::unbound()?.send_to_addr(message.as_bytes(), &address)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod notify_tests {
+    use super::*;
+
+    #[test]
+    fn the_service_manager_hears_ready_on_a_path_or_an_abstract_socket() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("notify");
+        let listener =
+            std::os::unix::net::UnixDatagram::bind(&path).unwrap_or_else(|e| panic!("{e}"));
+        notify(path.as_os_str(), "READY=1\nSTATUS=up").unwrap_or_else(|e| panic!("{e}"));
+        let mut buffer = [0u8; 64];
+        let n = listener.recv(&mut buffer).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(&buffer[..n], b"READY=1\nSTATUS=up");
+
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("nemo-notify-test-{}", std::process::id());
+        let address = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let listener =
+            std::os::unix::net::UnixDatagram::bind_addr(&address).unwrap_or_else(|e| panic!("{e}"));
+        notify(std::ffi::OsStr::new(&format!("@{name}")), "READY=1")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let n = listener.recv(&mut buffer).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(&buffer[..n], b"READY=1");
+        // Nobody listening: an error to log, not a panic.
+        assert!(notify(dir.path().join("absent").as_os_str(), "READY=1").is_err());
     }
 }

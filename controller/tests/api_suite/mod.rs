@@ -1366,3 +1366,41 @@ async fn calls_are_counted_by_method_and_code_in_the_metrics() {
         assert!(metrics.contains(line), "{line} missing:\n{metrics}");
     }
 }
+
+/// Under systemd (`Type=notify`), the controller says it is ready once it
+/// serves: READY=1 on the socket NOTIFY_SOCKET names, with its ready line.
+#[test]
+fn the_service_manager_hears_when_it_serves() {
+    if ON_ETCD {
+        // The same with any store: once is enough.
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("notify");
+    let manager = std::os::unix::net::UnixDatagram::bind(&socket).unwrap();
+    manager
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    std::fs::write(dir.path().join("token"), format!("{TOKEN}\n")).unwrap();
+    let config = dir.path().join("controller.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"[::1]:0\"\nstore = \"{}\"\ntoken_file = \"{}\"\n",
+            dir.path().join("store").display(),
+            dir.path().join("token").display()
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_nemo-controller"));
+    command
+        .arg("--config")
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &socket);
+    let process = Process::start(command, dir.path().join("controller.log"));
+    let mut buffer = [0u8; 512];
+    let n = manager.recv(&mut buffer).unwrap();
+    let said = String::from_utf8_lossy(&buffer[..n]);
+    assert!(said.starts_with("READY=1\nSTATUS=nemo-controller ready"), "{said}");
+    assert!(said.contains(&format!("grpc={}", process.field("grpc"))), "{said}");
+}
