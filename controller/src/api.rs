@@ -480,11 +480,15 @@ impl Controller for Service {
         &self,
         request: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let from = request.into_inner().from_revision;
+        let request = request.into_inner();
+        let from = request.from_revision;
         let (history, live) = self.store.events_after(from).await?;
         let last = history.last().map_or(from, |e| e.revision);
         let history: Vec<Result<pb::Event, Status>> =
             history.iter().map(|e| Ok(event(e))).collect();
+        if request.history_only {
+            return Ok(Response::new(Box::pin(tokio_stream::iter(history))));
+        }
         // The live stream starts exactly after the history (the store held
         // its lock between the two); skip anything not newer, to be sure.
         let live = BroadcastStream::new(live).filter_map(move |item| match item {

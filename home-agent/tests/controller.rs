@@ -90,7 +90,10 @@ async fn authorizations_follow_the_controller_and_survive_its_absence() {
 
     // The home agent reported the binding to the controller's history.
     let mut events = c
-        .watch_events(authed(pb::WatchEventsRequest { from_revision: 0 }))
+        .watch_events(authed(pb::WatchEventsRequest {
+            from_revision: 0,
+            history_only: false,
+        }))
         .await
         .unwrap()
         .into_inner();

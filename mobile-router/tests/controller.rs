@@ -104,7 +104,10 @@ async fn a_tenant_follows_its_placement_between_hypervisors() {
     // The home agent's report of that registration, with its sequence
     // number, reached the controller before the migration is told.
     let mut events = c
-        .watch_events(authed(pb::WatchEventsRequest { from_revision: 0 }))
+        .watch_events(authed(pb::WatchEventsRequest {
+            from_revision: 0,
+            history_only: false,
+        }))
         .await
         .unwrap()
         .into_inner();

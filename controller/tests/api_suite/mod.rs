@@ -481,6 +481,7 @@ async fn acknowledged_allocations_survive_kill_9_and_watch_resumes_exactly_once(
     let mut stream = c
         .watch_events(authed(pb::WatchEventsRequest {
             from_revision: middle,
+            history_only: false,
         }))
         .await
         .unwrap()
@@ -552,8 +553,13 @@ async fn nemoctl_drives_it() {
     assert!(ok && out.contains("2001:db8:100:8800::/56"), "{out}{err}");
     let (ok, out, _) = nemoctl(&["prefix", "list", "acme"]);
     assert!(ok && out.contains("2001:db8:100::/56"), "{out}");
+    let started = std::time::Instant::now();
     let (ok, out, _) = nemoctl(&["events"]);
     assert!(ok, "{out}");
+    // The whole history (four changes so far), ended by the controller
+    // where it stands, not by a silence.
+    assert_eq!(out.lines().count(), 4, "{out}");
+    assert!(started.elapsed() < Duration::from_secs(2));
     // Each event with its time (UTC) and what it did.
     let allocated = out
         .lines()
@@ -900,7 +906,7 @@ async fn identities_placements_and_the_daemons_streams() {
         .into_inner();
     assert!(shown.key.is_empty());
     let mut events = c
-        .watch_events(authed(pb::WatchEventsRequest { from_revision: 0 }))
+        .watch_events(authed(pb::WatchEventsRequest { from_revision: 0, history_only: false }))
         .await
         .unwrap()
         .into_inner();
@@ -1236,7 +1242,7 @@ async fn oversized_and_malformed_fields_are_refused_with_bounded_messages() {
     assert!(message.len() <= 600, "{} octets echoed", message.len());
     // Nothing of it entered the history.
     let mut events = c
-        .watch_events(authed(pb::WatchEventsRequest { from_revision: 0 }))
+        .watch_events(authed(pb::WatchEventsRequest { from_revision: 0, history_only: false }))
         .await
         .unwrap()
         .into_inner();
@@ -1346,7 +1352,7 @@ async fn calls_are_counted_by_method_and_code_in_the_metrics() {
     let unauthenticated = c.list_pools(pb::ListPoolsRequest {}).await;
     assert_eq!(unauthenticated.unwrap_err().code(), Code::Unauthenticated);
     let _watch = c
-        .watch_events(authed(pb::WatchEventsRequest { from_revision: 0 }))
+        .watch_events(authed(pb::WatchEventsRequest { from_revision: 0, history_only: false }))
         .await
         .unwrap()
         .into_inner();

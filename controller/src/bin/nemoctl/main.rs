@@ -827,23 +827,15 @@ async fn controller(
                 .watch_events(request(
                     pb::WatchEventsRequest {
                         from_revision: from,
+                        // Without --follow: the history up to now; the
+                        // controller ends the stream there.
+                        history_only: !follow,
                     },
                     token,
                 )?)
                 .await?
                 .into_inner();
-            // Without --follow: the history, until the stream is quiet.
-            let quiet = std::time::Duration::from_millis(300);
-            loop {
-                let next = if follow {
-                    stream.message().await?
-                } else {
-                    match tokio::time::timeout(quiet, stream.message()).await {
-                        Ok(message) => message?,
-                        Err(_) => None,
-                    }
-                };
-                let Some(event) = next else { break };
+            while let Some(event) = stream.message().await? {
                 match out {
                     Output::Json => println!(
                         "{}",
