@@ -35,6 +35,23 @@ pub async fn address_messages(
         .map_err(|e| unavailable(format!("listing addresses: {e}")))
 }
 
+/// Whether the kernel delivers packets for `address` locally: its route
+/// lookup ends in a local route. An address just added is the host's at
+/// once, but its local route comes later, from the kernel's address worker
+/// (`addrconf_dad_work`, even without DAD); until then a packet for it is
+/// forwarded as if to a neighbour (`vrrp::take_addresses` says what that
+/// cost a takeover).
+pub async fn delivered_locally(handle: &Handle, address: Ipv6Addr) -> bool {
+    use netlink_packet_route::route::RouteType;
+    // With a destination, RTM_GETROUTE is a lookup (one answer), not a dump.
+    let lookup = rtnetlink::RouteMessageBuilder::<Ipv6Addr>::new()
+        .destination_prefix(address, 128)
+        .build();
+    // A failed lookup (no route at all yet) is "not yet".
+    let answer = handle.route().get(lookup).execute().try_next().await;
+    matches!(answer, Ok(Some(route)) if route.header.kind == RouteType::Local)
+}
+
 /// The interface's usable global addresses: universe scope, not tentative,
 /// not failed duplicate address detection, not deprecated. Sorted.
 pub async fn usable_addresses(

@@ -168,7 +168,7 @@ async fn wait_until_local(
     let started = std::time::Instant::now();
     for address in addresses {
         let mut pause = std::time::Duration::from_micros(200);
-        while !is_local(handle, *address).await {
+        while !crate::addresses::delivered_locally(handle, *address).await {
             if started.elapsed() >= ADDRESS_LOCAL_WITHIN {
                 return Err(crate::DataPlaneError::Refused {
                     action: "take",
@@ -183,19 +183,6 @@ async fn wait_until_local(
         }
     }
     Ok(())
-}
-
-/// Whether the kernel's route lookup for `address` ends in a local route.
-async fn is_local(handle: &rtnetlink::Handle, address: Ipv6Addr) -> bool {
-    use futures::TryStreamExt;
-    use netlink_packet_route::route::RouteType;
-    // With a destination, RTM_GETROUTE is a lookup (one answer), not a dump.
-    let lookup = rtnetlink::RouteMessageBuilder::<Ipv6Addr>::new()
-        .destination_prefix(address, 128)
-        .build();
-    // A failed lookup (no route at all yet) is "not yet".
-    let answer = handle.route().get(lookup).execute().try_next().await;
-    matches!(answer, Ok(Some(route)) if route.header.kind == RouteType::Local)
 }
 
 /// Gives the virtual addresses up. Absent is fine.

@@ -462,3 +462,82 @@ fn tunnel_carries_full_size_traffic_and_follows_the_binding() {
         );
     }
 }
+
+#[test]
+fn a_tenant_attaches_only_once_its_gateway_address_is_live() {
+    // A port that is up but does not yet hold the tenant's gateway address
+    // (inside its prefix), or holds it before the kernel receives for it,
+    // cannot answer for the tenant: attaching (and so registering) waits.
+    if !netns_available(MUST_RUN) {
+        return;
+    }
+    let mr = Netns::new("dp-gw-mr");
+    let wan = Netns::new("dp-gw-wan");
+    let vm = Netns::new("dp-gw-vm");
+    nemo_testkit::veth(
+        &mr,
+        "u0",
+        &format!("{COA_A}/64"),
+        &wan,
+        "w0",
+        "2001:db8:2::fe/64",
+    );
+    nemo_testkit::ip(&[
+        "link",
+        "add",
+        "t0",
+        "netns",
+        mr.name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "v0",
+        "netns",
+        vm.name(),
+    ]);
+    mr.ip(&["link", "set", "t0", "up"]);
+    vm.ip(&["link", "set", "v0", "up"]);
+    let _ = mr
+        .command("sysctl")
+        .args(["-qw", "net.ipv6.conf.all.forwarding=1"])
+        .status();
+    let (without, with) = mr.block_on(move || async move {
+        let (connection, handle, _) = rtnetlink::new_connection().unwrap();
+        tokio::spawn(connection);
+        let plane = Seg6MobileRouter::new(handle, Seg6Config::new("u0", addr(COA_A)))
+            .await
+            .unwrap();
+        let without = plane
+            .attach(&tenant(), None)
+            .await
+            .map_err(|e| e.to_string());
+        let added = std::process::Command::new("ip")
+            .args(["addr", "add", "2001:db8:100::1/64", "dev", "t0", "nodad"])
+            .status()
+            .unwrap();
+        assert!(added.success());
+        // The address is there; once the kernel receives for it (within
+        // its address worker's delay), the tenant attaches.
+        let mut with = Err(String::new());
+        for _ in 0..100 {
+            with = plane
+                .attach(&tenant(), None)
+                .await
+                .map_err(|e| e.to_string());
+            if with.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        MobileRouterDataPlane::remove_all(&plane).await.unwrap();
+        (without, with)
+    });
+    assert!(
+        without
+            .as_ref()
+            .is_err_and(|e| e.contains("no gateway address")),
+        "{without:?}"
+    );
+    assert_eq!(with, Ok(()));
+}
