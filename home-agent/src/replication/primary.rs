@@ -25,6 +25,10 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a standby has to send its offer (its whole cache: 100,000
 /// bindings take about a second here).
 const OFFER_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most bindings an offer may hold: four times the million bindings one
+/// home agent is sized for (docs/BENCHMARKS.md), so that even the pair's
+/// own authenticated peer cannot make this member hold unbounded memory.
+const MAX_OFFERED: usize = 4 << 20;
 
 /// What the writer asks of replication.
 #[derive(Debug)]
@@ -330,6 +334,9 @@ async fn hello(
         loop {
             match Frame::read(&mut reader).await? {
                 Frame::Offer { bindings, last } => {
+                    if offered.len() + bindings.len() > MAX_OFFERED {
+                        return Err(WireError::Malformed("an offer larger than any cache"));
+                    }
                     offered.extend(bindings);
                     if last {
                         return Ok(offered);
