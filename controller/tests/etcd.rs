@@ -33,6 +33,9 @@ fn settings(etcd: &Etcd, prefix: &str) -> EtcdSettings {
         endpoints: etcd.endpoints(),
         prefix: prefix.to_owned(),
         timeout_ms: 2000,
+        ca_file: None,
+        cert_file: None,
+        key_file: None,
     }
 }
 
@@ -340,4 +343,156 @@ fn a_store_moves_to_etcd_and_back_whole() {
     assert!(!again.status.success());
     let said = String::from_utf8_lossy(&again.stderr);
     assert!(said.contains("is not empty"), "{said}");
+}
+
+/// Runs `openssl` with `args` in `dir`; panics with its stderr on failure.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let output = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_speaks_tls_to_etcd_and_proves_who_it_is() {
+    // etcd with TLS on its client port and client certificates required:
+    // the store connects with the CA and its own certificate; without its
+    // certificate, or with a CA that did not sign etcd's, it does not.
+    if !etcd_here()
+        || !require(
+            nemo_testkit::runs("openssl", &["version"]),
+            "openssl missing",
+            MUST_RUN,
+        )
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    for (name, subject) in [("ca", "/CN=nemo test CA"), ("other-ca", "/CN=another CA")] {
+        openssl(
+            d,
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    &format!("{name}.key"),
+                    "-out",
+                    &format!("{name}.pem"),
+                    "-subj",
+                    subject,
+                    "-days",
+                    "2",
+                ],
+            ]
+            .concat(),
+        );
+    }
+    for (name, extension) in [
+        (
+            "server",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth",
+        ),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ] {
+        openssl(
+            d,
+            &[
+                &["req"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    &format!("{name}.key"),
+                    "-out",
+                    &format!("{name}.csr"),
+                    "-subj",
+                    &format!("/CN={name}"),
+                ],
+            ]
+            .concat(),
+        );
+        std::fs::write(
+            d.join(format!("{name}.ext")),
+            extension.replace("\\n", "\n"),
+        )
+        .unwrap();
+        openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.pem"),
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
+            ],
+        );
+    }
+    let etcd = Etcd::start_tls(
+        1,
+        nemo_testkit::etcd::EtcdTls {
+            ca: d.join("ca.pem"),
+            cert: d.join("server.pem"),
+            key: d.join("server.key"),
+        },
+    );
+    let mut with_tls = settings(&etcd, "/tls/");
+    assert!(with_tls.endpoints[0].starts_with("https://"));
+    with_tls.ca_file = Some(d.join("ca.pem"));
+    with_tls.cert_file = Some(d.join("client.pem"));
+    with_tls.key_file = Some(d.join("client.key"));
+    assert_eq!(with_tls.problem(), None);
+    // The member takes a moment to serve after its port opens.
+    let mut opened = Err(StoreError::Unavailable(String::new()));
+    for _ in 0..100 {
+        opened = Store::open_etcd(&with_tls, QUARANTINE).await;
+        if opened.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let store = opened.unwrap();
+    store.create_tenant("over-tls").await.unwrap();
+    drop(store);
+    let reopened = Store::open_etcd(&with_tls, QUARANTINE).await.unwrap();
+    assert_eq!(reopened.tenant_names().await, vec!["over-tls".to_owned()]);
+    // Without a client certificate, etcd refuses the session.
+    let mut anonymous = with_tls.clone();
+    anonymous.cert_file = None;
+    anonymous.key_file = None;
+    assert!(Store::open_etcd(&anonymous, QUARANTINE).await.is_err());
+    // Trusting another CA, the store refuses etcd's certificate.
+    let mut wrong_ca = with_tls.clone();
+    wrong_ca.ca_file = Some(d.join("other-ca.pem"));
+    assert!(Store::open_etcd(&wrong_ca, QUARANTINE).await.is_err());
+    // Half a TLS set-up is named before anything connects.
+    let mut half = with_tls.clone();
+    half.key_file = None;
+    assert_eq!(half.problem().map(|(field, _)| field), Some("cert_file"));
+    let mut no_ca = with_tls;
+    no_ca.ca_file = None;
+    assert_eq!(no_ca.problem().map(|(field, _)| field), Some("ca_file"));
 }

@@ -29,12 +29,26 @@ struct Member {
     process: Option<Child>,
 }
 
+/// The files of a TLS set-up for etcd's client port: the CA, the members'
+/// certificate and key (PEM), and clients must present a certificate the
+/// CA signed (`--client-cert-auth`).
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    /// The CA certificate.
+    pub ca: std::path::PathBuf,
+    /// The members' certificate (subjectAltName IP:127.0.0.1).
+    pub cert: std::path::PathBuf,
+    /// Its key.
+    pub key: std::path::PathBuf,
+}
+
 /// An etcd cluster for one test.
 #[derive(Debug)]
 pub struct Etcd {
     members: Vec<Member>,
     initial_cluster: String,
     token: String,
+    tls: Option<EtcdTls>,
     dir: tempfile::TempDir,
 }
 
@@ -48,6 +62,17 @@ fn free_port() -> SocketAddr {
 impl Etcd {
     /// Starts a cluster of `size` members and waits until each answers.
     pub fn start(size: usize) -> Etcd {
+        Etcd::start_with(size, None)
+    }
+
+    /// Starts a cluster whose client port speaks TLS with `tls`, and waits
+    /// until each member's client port accepts connections (whether it
+    /// serves is for the client to find out).
+    pub fn start_tls(size: usize, tls: EtcdTls) -> Etcd {
+        Etcd::start_with(size, Some(tls))
+    }
+
+    fn start_with(size: usize, tls: Option<EtcdTls>) -> Etcd {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let members: Vec<Member> = (0..size)
             .map(|i| Member {
@@ -68,6 +93,7 @@ impl Etcd {
             members,
             initial_cluster,
             token: format!("nemo-test-{}", std::process::id()),
+            tls,
             dir,
         };
         for index in 0..size {
@@ -86,15 +112,27 @@ impl Etcd {
             .append(true)
             .open(&member.log)
             .expect("the member's log");
-        let child = Command::new("etcd")
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut command = Command::new("etcd");
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.cert)
+                .arg("--key-file")
+                .arg(&tls.key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .arg("--name")
             .arg(&member.name)
             .arg("--data-dir")
             .arg(&member.data)
             .arg("--listen-client-urls")
-            .arg(format!("http://{}", member.client))
+            .arg(format!("{scheme}://{}", member.client))
             .arg("--advertise-client-urls")
-            .arg(format!("http://{}", member.client))
+            .arg(format!("{scheme}://{}", member.client))
             .arg("--listen-peer-urls")
             .arg(format!("http://{}", member.peer))
             .arg("--initial-advertise-peer-urls")
@@ -117,7 +155,13 @@ impl Etcd {
         let member = &self.members[index];
         let started = Instant::now();
         while started.elapsed() < READY_WITHIN {
-            if healthy(member.client) {
+            let ready = match self.tls {
+                Some(_) => {
+                    TcpStream::connect_timeout(&member.client, Duration::from_millis(500)).is_ok()
+                }
+                None => healthy(member.client),
+            };
+            if ready {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -129,17 +173,26 @@ impl Etcd {
         );
     }
 
-    /// The members' client URLs, `http://127.0.0.1:port`.
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The members' client URLs, `http://127.0.0.1:port` (`https://` with
+    /// TLS).
     pub fn endpoints(&self) -> Vec<String> {
         self.members
             .iter()
-            .map(|m| format!("http://{}", m.client))
+            .map(|m| format!("{}://{}", self.scheme(), m.client))
             .collect()
     }
 
     /// Member `index`'s client URL.
     pub fn endpoint(&self, index: usize) -> String {
-        format!("http://{}", self.members[index].client)
+        format!("{}://{}", self.scheme(), self.members[index].client)
     }
 
     /// Kills member `index` (`kill -9`: no clean shutdown).

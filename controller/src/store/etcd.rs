@@ -43,6 +43,17 @@ pub struct EtcdSettings {
     /// unavailable, in milliseconds.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// TLS (https:// endpoints): the CA certificate (PEM) that signed the
+    /// members' certificates.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// TLS client authentication (etcd's --client-cert-auth): this
+    /// controller's certificate (PEM), with `key_file`.
+    #[serde(default)]
+    pub cert_file: Option<std::path::PathBuf>,
+    /// The key of `cert_file` (PEM).
+    #[serde(default)]
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 fn default_prefix() -> String {
@@ -80,6 +91,31 @@ impl EtcdSettings {
         }
         if self.timeout_ms == 0 {
             return Some(("timeout_ms", "must be more than 0".into()));
+        }
+        let https = self
+            .endpoints
+            .iter()
+            .filter(|e| e.starts_with("https://"))
+            .count();
+        if https != 0 && https != self.endpoints.len() {
+            return Some(("endpoints", "all http:// or all https://, not both".into()));
+        }
+        if https != 0 && self.ca_file.is_none() {
+            return Some((
+                "ca_file",
+                "https:// endpoints need the CA that signed the members' certificates".into(),
+            ));
+        }
+        if https == 0 && (self.ca_file.is_some() || self.cert_file.is_some()) {
+            return Some((
+                "endpoints",
+                "TLS files are set: the endpoints must be https://".into(),
+            ));
+        }
+        match (&self.cert_file, &self.key_file) {
+            (Some(_), None) => return Some(("cert_file", "needs key_file".into())),
+            (None, Some(_)) => return Some(("key_file", "needs cert_file".into())),
+            _ => {}
         }
         None
     }
@@ -125,10 +161,23 @@ impl EtcdTables {
     /// Connects to the cluster (any member that answers).
     pub async fn connect(settings: &EtcdSettings) -> Result<EtcdTables, StoreError> {
         let timeout = std::time::Duration::from_millis(settings.timeout_ms);
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(timeout)
             .with_timeout(timeout)
             .with_keep_alive(std::time::Duration::from_secs(10), timeout);
+        if let Some(ca_file) = &settings.ca_file {
+            let read = |path: &std::path::Path| {
+                std::fs::read(path).map_err(|e| {
+                    StoreError::Unavailable(format!("etcd: reading {}: {e}", path.display()))
+                })
+            };
+            let mut tls = etcd_client::TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(read(ca_file)?));
+            if let (Some(cert), Some(key)) = (&settings.cert_file, &settings.key_file) {
+                tls = tls.identity(etcd_client::Identity::from_pem(read(cert)?, read(key)?));
+            }
+            options = options.with_tls(tls);
+        }
         let client = Client::connect(&settings.endpoints, Some(options))
             .await
             .map_err(|e| unavailable("connecting", e))?;
