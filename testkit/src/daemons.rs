@@ -60,16 +60,13 @@ pub fn start(binary: &str, config: &Path, log: PathBuf) -> Process {
 /// its config.
 pub fn controller(dir: &Path, extra: &str) -> Process {
     let store = format!("store = \"{}\"\n", dir.join("controller-store").display());
-    controller_config(dir, &format!("{store}{extra}"), "")
+    controller_with_tables(dir, &format!("{store}{extra}"), "")
 }
 
-/// Starts `nemo-controller` as [`controller`] does, its store where
-/// `tables` (TOML tables after the top-level keys, e.g. `[etcd]`) says.
-pub fn controller_with_tables(dir: &Path, extra: &str, tables: &str) -> Process {
-    controller_config(dir, extra, tables)
-}
-
-fn controller_config(dir: &Path, top: &str, tables: &str) -> Process {
+/// Starts `nemo-controller` as [`controller`] does, with `top` (top-level
+/// keys, the store's among them unless `tables` names it) and `tables`
+/// (TOML tables after the keys, e.g. `[etcd]`).
+pub fn controller_with_tables(dir: &Path, top: &str, tables: &str) -> Process {
     let token = token_file(dir);
     let config = write(
         dir,

@@ -239,30 +239,30 @@ impl EtcdTables {
         let mut keys: std::collections::BTreeMap<String, Option<Vec<u8>>> = Default::default();
         let mut through = before;
         for (writes, revision) in changes {
-            let mut merged = keys.clone();
+            let mut own: std::collections::BTreeMap<String, Option<Vec<u8>>> = Default::default();
             for write in writes {
                 match write {
                     Write::Put { table, key, value } => {
-                        merged.insert(self.key(table, &key), Some(value));
+                        own.insert(self.key(table, &key), Some(value))
                     }
-                    Write::Delete { table, key } => {
-                        merged.insert(self.key(table, &key), None);
-                    }
-                }
+                    Write::Delete { table, key } => own.insert(self.key(table, &key), None),
+                };
             }
-            if merged.len() > MAX_TXN_OPS && !keys.is_empty() {
-                // Without this change first, then this change on its own.
-                let this_change: std::collections::BTreeMap<_, _> = merged
-                    .into_iter()
-                    .filter(|(key, value)| keys.get(key) != Some(value))
-                    .collect();
-                self.transact(&mut client, &revision_key, before, through, keys)
-                    .await?;
+            let added = own.keys().filter(|key| !keys.contains_key(*key)).count();
+            if keys.len() + added > MAX_TXN_OPS && !keys.is_empty() {
+                // This change does not fit beside the ones before it: they
+                // go first, on their own.
+                self.transact(
+                    &mut client,
+                    &revision_key,
+                    before,
+                    through,
+                    std::mem::take(&mut keys),
+                )
+                .await?;
                 before = through;
-                keys = this_change;
-            } else {
-                keys = merged;
             }
+            keys.extend(own);
             through = revision;
         }
         self.transact(&mut client, &revision_key, before, through, keys)

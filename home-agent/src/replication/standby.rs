@@ -94,8 +94,10 @@ async fn session(
     .await?;
     // What this member holds, offered before it takes the active's: if
     // both were active, the active takes what is newer (`nemo::ha::merge`).
-    let offered = store.load()?;
-    Frame::write_parts(&mut writer, &offered, |bindings, last| Frame::Offer {
+    // Only this session writes this member's store while it stands by, so
+    // what is read here is also what the snapshot replaces below.
+    let on_disk = store.load()?;
+    Frame::write_parts(&mut writer, &on_disk, |bindings, last| Frame::Offer {
         bindings,
         last,
     })
@@ -113,7 +115,7 @@ async fn session(
             _ => return Err(WireError::Malformed("expected a snapshot").into()),
         }
     }
-    let held: BTreeSet<Ipv6Addr> = store.load()?.iter().map(|b| b.home_address).collect();
+    let held: BTreeSet<Ipv6Addr> = on_disk.iter().map(|b| b.home_address).collect();
     let kept: BTreeSet<Ipv6Addr> = snapshot.iter().map(|b| b.home_address).collect();
     let mut changes: Vec<Change> = held
         .difference(&kept)

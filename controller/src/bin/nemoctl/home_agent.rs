@@ -7,7 +7,7 @@ use nemo_proto::v1 as pb;
 use nemo_proto::v1::home_agent_admin_client::HomeAgentAdminClient;
 use tonic::transport::Channel;
 
-use crate::output::{print_rows, Output};
+use crate::output::{now_unix_ms, print_rows, seconds_until, Output};
 
 #[derive(Debug, Subcommand)]
 pub enum PairCommand {
@@ -98,15 +98,7 @@ pub async fn run(endpoint: &str, command: AdminCommand, out: Output) -> anyhow::
     Ok(())
 }
 
-/// Milliseconds since the Unix epoch, now.
-fn now_unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 fn print_bindings(bindings: &[pb::Binding], out: Output) {
-    let now = now_unix_ms();
     let rows = bindings
         .iter()
         .map(|b| {
@@ -116,7 +108,7 @@ fn print_bindings(bindings: &[pb::Binding], out: Output) {
                 b.prefixes.join(","),
                 b.sequence.to_string(),
                 format!("{} s", b.lifetime_seconds),
-                format!("{} s", (b.expires_at_unix_ms - now).max(0) / 1000),
+                seconds_until(b.expires_at_unix_ms),
             ]
         })
         .collect();

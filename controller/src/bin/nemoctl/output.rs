@@ -49,6 +49,18 @@ pub fn print_rows(
     }
 }
 
+/// Milliseconds since the Unix epoch, now.
+pub fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Whole seconds from now until `unix_ms` (0 once past), as `"N s"`.
+pub fn seconds_until(unix_ms: i64) -> String {
+    format!("{} s", (unix_ms - now_unix_ms()).max(0) / 1000)
+}
+
 /// Milliseconds since the Unix epoch as UTC, `2026-11-27T21:34:41.123Z`.
 pub fn utc(unix_ms: i64) -> String {
     let days = unix_ms.div_euclid(86_400_000);

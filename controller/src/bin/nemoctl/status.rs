@@ -10,7 +10,7 @@ use nemo_proto::v1::controller_client::ControllerClient;
 use nemo_proto::v1::home_agent_admin_client::HomeAgentAdminClient;
 use tonic::transport::Channel;
 
-use crate::output::{print_rows, utc, Output};
+use crate::output::{print_rows, seconds_until, utc, Output};
 use crate::request;
 
 /// How long the home agent's admin API has to answer before the overview
@@ -77,9 +77,6 @@ pub async fn run(
         }
     }
     let (bindings, bindings_from) = bindings(ha_admin).await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     let dash = || "-".to_owned();
     let rows: Vec<Vec<String>> = tenants
         .iter()
@@ -99,9 +96,7 @@ pub async fn run(
                 router.map_or_else(dash, |r| r.home_agent.clone()),
                 router.map_or_else(dash, |r| r.home_address.clone()),
                 binding.map_or_else(dash, |b| b.care_of_address.clone()),
-                binding.map_or_else(dash, |b| {
-                    format!("{} s", (b.expires_at_unix_ms - now).max(0) / 1000)
-                }),
+                binding.map_or_else(dash, |b| seconds_until(b.expires_at_unix_ms)),
             ]
         })
         .collect();
