@@ -43,6 +43,7 @@ impl From<StoreError> for Status {
             StoreError::Exhausted { .. } => Status::resource_exhausted(message),
             StoreError::Storage(_) => Status::internal(message),
             StoreError::Unavailable(_) => Status::unavailable(message),
+            StoreError::Conflict { .. } => Status::aborted(message),
         }
     }
 }

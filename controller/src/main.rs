@@ -242,13 +242,11 @@ fn main() -> anyhow::Result<()> {
                 tracing::warn!("insecure_no_token: every call is accepted without a token");
             }
             let quarantine = Duration::from_secs(config.quarantine_secs);
-            let store = Arc::new(
-                match &location {
-                    Location::Directory(path) => Store::open(path, quarantine).await,
-                    Location::Etcd(settings) => Store::open_etcd(settings, quarantine).await,
-                }
-                .with_context(|| format!("opening the store in {location}"))?,
-            );
+            let store = match &location {
+                Location::Directory(path) => Store::open(path, quarantine).await.map(Arc::new),
+                Location::Etcd(settings) => Store::open_etcd(settings, quarantine).await,
+            }
+            .with_context(|| format!("opening the store in {location}"))?;
             tracing::info!(store = %store.location(), revision = store.revision().await, "store loaded");
             let mut servers = Servers::new("nemo-controller ready");
             let listener = servers.bind("grpc", config.listen).await?;

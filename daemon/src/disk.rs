@@ -74,6 +74,15 @@ pub enum Write {
     },
 }
 
+impl Write {
+    /// The table and key this write touches.
+    pub fn record(&self) -> (&'static str, Vec<u8>) {
+        match self {
+            Write::Put { table, key, .. } | Write::Delete { table, key } => (table, key.clone()),
+        }
+    }
+}
+
 /// A database file of named byte tables.
 #[derive(Debug, Clone)]
 pub struct Disk {

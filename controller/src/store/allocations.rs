@@ -50,6 +50,16 @@ impl Store {
         pool: &str,
         wanted: Wanted,
     ) -> Result<Allocation, StoreError> {
+        self.retrying(|| self.allocate_block_once(tenant, pool, wanted))
+            .await
+    }
+
+    async fn allocate_block_once(
+        &self,
+        tenant: &str,
+        pool: &str,
+        wanted: Wanted,
+    ) -> Result<Allocation, StoreError> {
         let mut state = self.state.lock().await;
         if !state.tenants.contains_key(tenant) {
             return Err(StoreError::NotFound {
@@ -177,6 +187,10 @@ impl Store {
 
     /// Releases a prefix into quarantine.
     pub async fn release(&self, prefix: &str) -> Result<Allocation, StoreError> {
+        self.retrying(|| self.release_once(prefix)).await
+    }
+
+    async fn release_once(&self, prefix: &str) -> Result<Allocation, StoreError> {
         let parsed: Ipv6Net = prefix.parse().map_err(|_| StoreError::Invalid {
             field: "prefix",
             reason: format!("{prefix:?} is not an IPv6 prefix"),

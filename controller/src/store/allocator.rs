@@ -57,6 +57,19 @@ impl Slots {
         self.quarantine.insert(slot, until);
     }
 
+    /// Forgets an allocation's slots (another replica released or deleted
+    /// it; its quarantine comes as records of its own).
+    pub fn forget_allocation(&mut self, slots: Range<u64>) {
+        for slot in slots {
+            self.used.remove(&slot);
+        }
+    }
+
+    /// Ends a slot's quarantine (another replica reused or dropped it).
+    pub fn forget_quarantine(&mut self, slot: u64) {
+        self.quarantine.remove(&slot);
+    }
+
     /// Number of slots held in quarantine.
     pub fn quarantined(&self) -> usize {
         self.quarantine.len()

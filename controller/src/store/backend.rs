@@ -4,7 +4,7 @@
 //! store sees only this: write a batch durably, read a table's range, read
 //! one key.
 
-use super::etcd::{EtcdSettings, EtcdTables};
+use super::etcd::{EtcdSettings, EtcdTables, Written};
 use super::{Disk, StoreError, Write};
 
 /// The store's tables, on one backend.
@@ -35,12 +35,46 @@ impl Backend {
         )))
     }
 
-    /// Writes a batch of whole changes; durable when this returns Ok. On an
-    /// error nothing of the batch may be assumed written or not.
-    pub(super) async fn write(&self, batch: Vec<Write>) -> Result<(), StoreError> {
+    /// Writes a batch of whole changes after revision `before` through
+    /// revision `through`; what it says is written is durable. Of what it
+    /// refused with an error nothing may be assumed written or not (the
+    /// file: the whole batch; etcd: the transactions from the failed one
+    /// on).
+    pub(super) async fn write(&self, batch: Vec<Write>, before: u64, through: u64) -> Written {
         match self {
-            Backend::Disk(disk) => Ok(disk.write_async(batch).await?),
-            Backend::Etcd(etcd) => etcd.write(batch).await,
+            Backend::Disk(disk) => match disk.write_async(batch).await {
+                Ok(()) => Written {
+                    through,
+                    etcd_revisions: Vec::new(),
+                    refused: None,
+                },
+                Err(error) => Written {
+                    through: before,
+                    etcd_revisions: Vec::new(),
+                    refused: Some((error.into(), Vec::new())),
+                },
+            },
+            Backend::Etcd(etcd) => etcd.write(batch, before).await,
+        }
+    }
+
+    /// Every record of `tables`, as of one moment, and etcd's revision of
+    /// that moment (0 for the file, which has one writer: this process).
+    pub(super) async fn snapshot(
+        &self,
+        tables: &[&'static str],
+    ) -> Result<(Vec<(&'static str, Vec<u8>, Vec<u8>)>, i64), StoreError> {
+        match self {
+            Backend::Disk(_) => {
+                let mut records = Vec::new();
+                for table in tables {
+                    for (key, value) in self.scan(table, None, None).await? {
+                        records.push((*table, key, value));
+                    }
+                }
+                Ok((records, 0))
+            }
+            Backend::Etcd(etcd) => etcd.snapshot(tables).await,
         }
     }
 
@@ -81,14 +115,6 @@ impl Backend {
                 )
                 .await?),
             Backend::Etcd(etcd) => etcd.put_records(records).await,
-        }
-    }
-
-    /// The value of `key` in `table`.
-    pub(super) async fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        match self {
-            Backend::Disk(disk) => Ok(disk.get(table, key)?),
-            Backend::Etcd(etcd) => etcd.get(table, key).await,
         }
     }
 }

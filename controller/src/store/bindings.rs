@@ -5,6 +5,11 @@ use super::*;
 impl Store {
     /// Records a binding change a home agent reported (history only).
     pub async fn report_binding(&self, change: StoreChange) -> Result<u64, StoreError> {
+        self.retrying(|| self.report_binding_once(change.clone()))
+            .await
+    }
+
+    async fn report_binding_once(&self, change: StoreChange) -> Result<u64, StoreError> {
         let StoreChange::BindingReported {
             home_agent,
             home_address,

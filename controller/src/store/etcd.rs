@@ -6,21 +6,71 @@
 //! A batch is written as etcd transactions, each holding whole changes and
 //! guarded by compare-and-swap on the stored revision: the transaction
 //! applies only if the revision in etcd is the one this controller last
-//! wrote. Another controller writing under the same prefix therefore makes
-//! this one's next write fail instead of interleaving with it, and this
-//! one then stops acknowledging (`log`), as after any failed commit;
-//! restarted, it loads the current state. One writer per prefix at a time:
-//! several replicas serving at once (each following the others through a
-//! watch) are not built yet.
+//! knew of. Several replicas write under one prefix at once: each follows
+//! the others through a watch (`follow`), and a write based on a state
+//! another replica changed meanwhile is refused as a conflict, put back in
+//! memory and done again on the newer state (`log`).
 //!
 //! etcd refuses a transaction of more than `--max-txn-ops` operations (128
 //! by default): a batch is cut between changes to stay under
 //! [`MAX_TXN_OPS`]; a single change larger than that (deleting a tenant
 //! with very many prefixes) needs an etcd started with a larger limit.
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
+use std::collections::BTreeMap;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp, TxnOpResponse,
+    WatchOptions, WatchStream,
+};
 
 use super::{decode, StoreError, Write, REVISION_KEY};
+
+/// A record as read or followed: table, key, value (`None`: absent).
+pub type Record = (&'static str, Vec<u8>, Option<Vec<u8>>);
+/// A record's place: table and key.
+pub type RecordKey = (&'static str, Vec<u8>);
+/// Why writes were refused, and the records they would have touched.
+pub type Refusal = (StoreError, Vec<RecordKey>);
+
+/// What writing a batch did.
+#[derive(Debug)]
+pub struct Written {
+    /// The newest of our revisions now in etcd (the one before the batch
+    /// when none of it applied).
+    pub through: u64,
+    /// etcd's revision of each transaction that applied, in order.
+    pub etcd_revisions: Vec<i64>,
+    /// Why the rest was not written, and the records it would have
+    /// touched (their memory must be put back).
+    pub refused: Option<Refusal>,
+}
+
+/// A batch as whole changes: each one's writes and the revision it ends
+/// at (its write of the revision key closes it).
+fn split_changes(batch: Vec<Write>) -> Result<Vec<(Vec<Write>, u64)>, Refusal> {
+    let mut changes = Vec::new();
+    let mut current = Vec::new();
+    let keys = |batch: &[Write]| batch.iter().map(Write::record).collect::<Vec<_>>();
+    for write in &batch {
+        let ends_at = match write {
+            Write::Put { table, key, value } if *table == "meta" && key == REVISION_KEY => {
+                Some(decode::<u64>(value).map_err(|e| (e, keys(&batch)))?)
+            }
+            _ => None,
+        };
+        current.push(write.clone());
+        if let Some(revision) = ends_at {
+            changes.push((std::mem::take(&mut current), revision));
+        }
+    }
+    if !current.is_empty() {
+        return Err((
+            StoreError::Storage("a change without a revision: nothing would guard it".into()),
+            keys(&batch),
+        ));
+    }
+    Ok(changes)
+}
 
 /// Operations per transaction, under etcd's default `--max-txn-ops` (128).
 pub const MAX_TXN_OPS: usize = 120;
@@ -203,85 +253,93 @@ impl EtcdTables {
     }
 
     /// Writes `batch` (whole changes, each ending with its revision) as
-    /// transactions guarded by the stored revision. Within a transaction
-    /// a key is written once (etcd refuses a key twice), with its last
-    /// value in the batch.
-    pub async fn write(&self, batch: Vec<Write>) -> Result<(), StoreError> {
+    /// transactions guarded by the stored revision: the first must find
+    /// `before` there. Within a transaction a key is written once (etcd
+    /// refuses a key twice), with its last value in the batch. Says how far
+    /// it got: a batch cut into several transactions may stop part way.
+    pub async fn write(&self, batch: Vec<Write>, before: u64) -> Written {
+        let mut written = Written {
+            through: before,
+            etcd_revisions: Vec::new(),
+            refused: None,
+        };
+        let changes = match split_changes(batch) {
+            Ok(changes) => changes,
+            Err((error, keys)) => {
+                written.refused = Some((error, keys));
+                return written;
+            }
+        };
         let mut client = self.client.clone();
         let revision_key = self.key("meta", REVISION_KEY);
-        // The batch as whole changes: each one's writes and the revision it
-        // ends at.
-        let mut changes: Vec<(Vec<Write>, u64)> = Vec::new();
-        let mut current = Vec::new();
-        for write in batch {
-            let ends_at = match &write {
-                Write::Put { table, key, value } if *table == "meta" && key == REVISION_KEY => {
-                    Some(decode::<u64>(value)?)
-                }
-                _ => None,
-            };
-            current.push(write);
-            if let Some(revision) = ends_at {
-                changes.push((std::mem::take(&mut current), revision));
-            }
-        }
-        if !current.is_empty() {
-            return Err(StoreError::Storage(
-                "a change without a revision: nothing would guard it".into(),
-            ));
-        }
         // Whole changes packed into transactions of at most MAX_TXN_OPS
-        // keys (one change larger than that goes alone).
-        let Some(first) = changes.first() else {
-            return Ok(());
-        };
-        let mut before = first.1.saturating_sub(1);
-        let mut keys: std::collections::BTreeMap<String, Option<Vec<u8>>> = Default::default();
-        let mut through = before;
-        for (writes, revision) in changes {
-            let mut own: std::collections::BTreeMap<String, Option<Vec<u8>>> = Default::default();
-            for write in writes {
-                match write {
-                    Write::Put { table, key, value } => {
-                        own.insert(self.key(table, &key), Some(value))
-                    }
-                    Write::Delete { table, key } => own.insert(self.key(table, &key), None),
-                };
-            }
+        // keys (one change larger than that goes alone): `first..next` are
+        // the changes of the transaction being filled.
+        let mut first = 0;
+        let mut keys: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
+        for next in 0..=changes.len() {
+            let own: BTreeMap<String, Option<Vec<u8>>> = match changes.get(next) {
+                Some((writes, _)) => writes
+                    .iter()
+                    .map(|write| match write {
+                        Write::Put { table, key, value } => {
+                            (self.key(table, key), Some(value.clone()))
+                        }
+                        Write::Delete { table, key } => (self.key(table, key), None),
+                    })
+                    .collect(),
+                None => BTreeMap::new(),
+            };
             let added = own.keys().filter(|key| !keys.contains_key(*key)).count();
-            if keys.len() + added > MAX_TXN_OPS && !keys.is_empty() {
-                // This change does not fit beside the ones before it: they
-                // go first, on their own.
-                self.transact(
-                    &mut client,
-                    &revision_key,
-                    before,
-                    through,
-                    std::mem::take(&mut keys),
-                )
-                .await?;
-                before = through;
+            let last = next == changes.len();
+            if (last || keys.len() + added > MAX_TXN_OPS) && !keys.is_empty() {
+                // The changes before this one go first, on their own.
+                let through = changes[next - 1].1;
+                match self
+                    .transact(
+                        &mut client,
+                        &revision_key,
+                        written.through,
+                        through,
+                        std::mem::take(&mut keys),
+                    )
+                    .await
+                {
+                    Ok(etcd_revision) => {
+                        written.through = through;
+                        written.etcd_revisions.push(etcd_revision);
+                        first = next;
+                    }
+                    Err(error) => {
+                        let unapplied = changes[first..]
+                            .iter()
+                            .flat_map(|(writes, _)| writes.iter().map(Write::record))
+                            .collect();
+                        written.refused = Some((error, unapplied));
+                        return written;
+                    }
+                }
             }
             keys.extend(own);
-            through = revision;
         }
-        self.transact(&mut client, &revision_key, before, through, keys)
-            .await
+        written
     }
 
     /// One transaction: these keys written, if etcd still holds revision
-    /// `expected`; it brings etcd to `through`. Sent again when etcd did
-    /// not answer (its member died, a leader changed): the guard makes
-    /// that safe, and a transaction that did apply before its answer was
-    /// lost is recognised by its own event at `through`.
+    /// `expected`; it brings etcd to `through`. Returns etcd's revision of
+    /// it. Sent again when etcd did not answer (its member died, a leader
+    /// changed): the guard makes that safe, and a transaction that did
+    /// apply before its answer was lost is recognised by its own event at
+    /// `through`. Refused with [`StoreError::Conflict`] when another
+    /// replica wrote first.
     async fn transact(
         &self,
         client: &mut Client,
         revision_key: &str,
         expected: u64,
         through: u64,
-        keys: std::collections::BTreeMap<String, Option<Vec<u8>>>,
-    ) -> Result<(), StoreError> {
+        keys: BTreeMap<String, Option<Vec<u8>>>,
+    ) -> Result<i64, StoreError> {
         let event_key = self.key("events", &through.to_be_bytes());
         let our_event = keys.get(&event_key).cloned().flatten();
         let ops: Vec<TxnOp> = keys
@@ -300,28 +358,34 @@ impl EtcdTables {
                 serde_json::to_vec(&expected).map_err(|e| StoreError::Storage(e.to_string()))?,
             )
         };
-        let txn = Txn::new().when([guard]).and_then(ops);
+        let txn = Txn::new()
+            .when([guard])
+            .and_then(ops)
+            .or_else([TxnOp::get(revision_key, None), TxnOp::get(event_key, None)]);
         let mut attempt = 0u32;
         loop {
             match client.txn(txn.clone()).await {
-                Ok(response) if response.succeeded() => return Ok(()),
-                Ok(_) => {
-                    let held = client
-                        .get(event_key.clone(), None)
-                        .await
-                        .map_err(|e| unavailable("reading back", e))?
-                        .take_kvs()
-                        .into_iter()
-                        .next()
-                        .map(|kv| kv.into_key_value().1);
-                    if attempt > 0 && held.is_some() && held == our_event {
-                        // An earlier attempt applied; its answer was lost.
-                        return Ok(());
+                Ok(response) if response.succeeded() => {
+                    return Ok(response.header().map_or(0, |h| h.revision()))
+                }
+                Ok(response) => {
+                    let mut found = response.op_responses().into_iter().map(|op| match op {
+                        TxnOpResponse::Get(mut get) => get.take_kvs().into_iter().next(),
+                        _ => None,
+                    });
+                    let (held_revision, held_event) =
+                        (found.next().flatten(), found.next().flatten());
+                    if let Some(event) = held_event {
+                        if attempt > 0 && Some(event.value()) == our_event.as_deref() {
+                            // An earlier attempt applied; its answer was lost.
+                            return Ok(event.mod_revision());
+                        }
                     }
-                    return Err(StoreError::Storage(format!(
-                        "etcd: the store under {:?} is no longer at revision {expected} (another controller wrote to it); writing through {through} refused",
-                        self.prefix
-                    )));
+                    let at = match held_revision {
+                        Some(kv) => decode::<u64>(kv.value())?,
+                        None => 0,
+                    };
+                    return Err(StoreError::Conflict { at });
                 }
                 Err(error) if attempt < TXN_ATTEMPTS => {
                     attempt += 1;
@@ -334,6 +398,135 @@ impl EtcdTables {
         }
     }
 
+    /// The values these records had at etcd revision `revision` (`None`:
+    /// absent then): what a replica puts back when changes it applied in
+    /// memory were refused.
+    pub async fn read_at(
+        &self,
+        records: &[RecordKey],
+        revision: i64,
+    ) -> Result<Vec<Record>, StoreError> {
+        let mut client = self.client.clone();
+        let mut values = Vec::with_capacity(records.len());
+        for chunk in records.chunks(MAX_TXN_OPS) {
+            let gets: Vec<TxnOp> = chunk
+                .iter()
+                .map(|(table, key)| {
+                    TxnOp::get(
+                        self.key(table, key),
+                        Some(GetOptions::new().with_revision(revision)),
+                    )
+                })
+                .collect();
+            let response = client
+                .txn(Txn::new().and_then(gets))
+                .await
+                .map_err(|e| unavailable("reading back", e))?;
+            for ((table, key), op) in chunk.iter().zip(response.op_responses()) {
+                let value = match op {
+                    TxnOpResponse::Get(mut get) => get
+                        .take_kvs()
+                        .into_iter()
+                        .next()
+                        .map(|kv| kv.into_key_value().1),
+                    _ => None,
+                };
+                values.push((*table, key.clone(), value));
+            }
+        }
+        Ok(values)
+    }
+
+    /// Every record of `tables` as etcd held them at one revision, and
+    /// that revision: a consistent state to load while other replicas
+    /// write.
+    pub async fn snapshot(
+        &self,
+        tables: &[&'static str],
+    ) -> Result<(Vec<(&'static str, Vec<u8>, Vec<u8>)>, i64), StoreError> {
+        let mut client = self.client.clone();
+        let revision = client
+            .get(self.key("meta", REVISION_KEY), None)
+            .await
+            .map_err(|e| unavailable("reading", e))?
+            .header()
+            .map_or(0, |h| h.revision());
+        let mut records = Vec::new();
+        for table in tables {
+            for (key, value) in self.scan_at(table, None, None, revision).await? {
+                records.push((*table, key, value));
+            }
+        }
+        Ok((records, revision))
+    }
+
+    /// Follows every change under the prefix after etcd revision `after`.
+    pub async fn watch(&self, after: i64) -> Result<WatchStream, StoreError> {
+        let mut client = self.client.clone();
+        client
+            .watch(
+                self.prefix.clone(),
+                Some(
+                    WatchOptions::new()
+                        .with_prefix()
+                        .with_start_revision(after + 1),
+                ),
+            )
+            .await
+            .map_err(|e| unavailable("watching", e))
+    }
+
+    /// The next transactions another writer made, each as its etcd
+    /// revision and records (`None`: deleted), in order. `Ok(None)` when
+    /// the stream ended; `Storage` when etcd compacted what it would have
+    /// sent (the follower then loads anew), `Unavailable` when it failed.
+    pub async fn next_transactions(
+        &self,
+        stream: &mut WatchStream,
+    ) -> Result<Option<Vec<(i64, Vec<Record>)>>, StoreError> {
+        let Some(response) = stream
+            .message()
+            .await
+            .map_err(|e| unavailable("watching", e))?
+        else {
+            return Ok(None);
+        };
+        if response.canceled() || response.compact_revision() > 0 {
+            // Storage, not Unavailable: watching again from there cannot
+            // work, the follower loads anew.
+            return Err(StoreError::Storage(format!(
+                "etcd: the watch was cancelled (compacted through {}): {}",
+                response.compact_revision(),
+                response.cancel_reason()
+            )));
+        }
+        let mut transactions: Vec<(i64, Vec<Record>)> = Vec::new();
+        for event in response.events() {
+            let Some(kv) = event.kv() else { continue };
+            let Some((table, key)) = self.record_of(kv.key()) else {
+                continue;
+            };
+            let value = match event.event_type() {
+                EventType::Put => Some(kv.value().to_vec()),
+                EventType::Delete => None,
+            };
+            let revision = kv.mod_revision();
+            match transactions.last_mut() {
+                Some((at, records)) if *at == revision => records.push((table, key, value)),
+                _ => transactions.push((revision, vec![(table, key, value)])),
+            }
+        }
+        Ok(Some(transactions))
+    }
+
+    /// The table and key an etcd key under the prefix names.
+    fn record_of(&self, etcd_key: &[u8]) -> Option<(&'static str, Vec<u8>)> {
+        let rest = etcd_key.strip_prefix(self.prefix.as_bytes())?;
+        let slash = rest.iter().position(|b| *b == b'/')?;
+        let table = super::records::table_named(std::str::from_utf8(&rest[..slash]).ok()?)?;
+        Some((table, unhex(&rest[slash + 1..])?))
+    }
+
     /// The records of `table` with keys in `from..=through` (all when both
     /// are `None`), in key order.
     pub async fn scan(
@@ -341,6 +534,17 @@ impl EtcdTables {
         table: &str,
         from: Option<&[u8]>,
         through: Option<&[u8]>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        self.scan_at(table, from, through, 0).await
+    }
+
+    /// As [`EtcdTables::scan`], at etcd revision `revision` (0: the newest).
+    async fn scan_at(
+        &self,
+        table: &str,
+        from: Option<&[u8]>,
+        through: Option<&[u8]>,
+        revision: i64,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
         let mut client = self.client.clone();
         let mut start = match from {
@@ -363,7 +567,12 @@ impl EtcdTables {
             let mut page = client
                 .get(
                     start.clone(),
-                    Some(GetOptions::new().with_range(end.clone()).with_limit(PAGE)),
+                    Some(
+                        GetOptions::new()
+                            .with_range(end.clone())
+                            .with_limit(PAGE)
+                            .with_revision(revision),
+                    ),
                 )
                 .await
                 .map_err(|e| unavailable("reading", e))?;
@@ -407,20 +616,6 @@ impl EtcdTables {
             }
         }
         Ok(())
-    }
-
-    /// The value of `key` in `table`.
-    pub async fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut client = self.client.clone();
-        let mut answer = client
-            .get(self.key(table, key), None)
-            .await
-            .map_err(|e| unavailable("reading", e))?;
-        Ok(answer
-            .take_kvs()
-            .into_iter()
-            .next()
-            .map(|kv| kv.into_key_value().1))
     }
 }
 

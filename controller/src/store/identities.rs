@@ -18,6 +18,14 @@ impl Store {
         &self,
         home_agent: HomeAgentRecord,
     ) -> Result<HomeAgentRecord, StoreError> {
+        self.retrying(|| self.register_home_agent_once(home_agent.clone()))
+            .await
+    }
+
+    async fn register_home_agent_once(
+        &self,
+        home_agent: HomeAgentRecord,
+    ) -> Result<HomeAgentRecord, StoreError> {
         check_name("home_agent.name", &home_agent.name)?;
         // Empty: the home agent serves the native transport only.
         if !home_agent.udp_endpoint.is_empty()
@@ -92,14 +100,18 @@ impl Store {
 
     /// Registers a hypervisor (registering again is fine).
     pub async fn register_hypervisor(&self, name: &str) -> Result<Hypervisor, StoreError> {
+        self.retrying(|| self.register_hypervisor_once(name)).await
+    }
+
+    async fn register_hypervisor_once(&self, name: &str) -> Result<Hypervisor, StoreError> {
         check_name("name", name)?;
         let state = self.state.lock().await;
         if let Some(existing) = state.hypervisors.get(name).cloned() {
             // Registered by a change that may still wait for its flush: the
             // answer waits too.
-            let revision = state.revision;
+            let generation = self.log.generation.load(Ordering::Acquire);
             drop(state);
-            self.durable(revision).await?;
+            self.settled(generation).await?;
             return Ok(existing);
         }
         let hypervisor = Hypervisor {
@@ -138,6 +150,19 @@ impl Store {
     /// of the home agent's home prefix (from ::100), the next SPI, a fresh
     /// key.
     pub async fn create_mobile_router(
+        &self,
+        tenant: &str,
+        home_agent: &str,
+        algorithm: Algorithm,
+        explicit_mode: bool,
+    ) -> Result<MobileRouter, StoreError> {
+        self.retrying(|| {
+            self.create_mobile_router_once(tenant, home_agent, algorithm, explicit_mode)
+        })
+        .await
+    }
+
+    async fn create_mobile_router_once(
         &self,
         tenant: &str,
         home_agent: &str,
@@ -235,6 +260,10 @@ impl Store {
 
     /// Gives a tenant's mobile router a new key.
     pub async fn rotate_key(&self, tenant: &str) -> Result<MobileRouter, StoreError> {
+        self.retrying(|| self.rotate_key_once(tenant)).await
+    }
+
+    async fn rotate_key_once(&self, tenant: &str) -> Result<MobileRouter, StoreError> {
         let state = self.state.lock().await;
         let mut mr =
             state
@@ -264,6 +293,11 @@ impl Store {
 
     /// Deletes a tenant's mobile router (not while it is placed).
     pub async fn delete_mobile_router(&self, tenant: &str) -> Result<(), StoreError> {
+        self.retrying(|| self.delete_mobile_router_once(tenant))
+            .await
+    }
+
+    async fn delete_mobile_router_once(&self, tenant: &str) -> Result<(), StoreError> {
         let state = self.state.lock().await;
         let mr = state
             .mobile_routers

@@ -1,77 +1,344 @@
 //! The revision log and group commit: a change is applied in memory under
-//! the state lock and its writes queued; `durable` commits everything
-//! queued in one transaction (one fdatasync) and only then announces the
-//! events, so a watcher never hears of a change that is not on disk.
+//! the state lock and its writes queued; a commit writes everything queued
+//! at once (one fdatasync, or one etcd transaction per 120 keys) and only
+//! then announces the events and answers the callers, so a watcher never
+//! hears of a change that is not durable.
+//!
+//! With etcd, other replicas write too. A commit refused because another
+//! replica wrote first (or left unanswered) puts back in memory what the
+//! refused changes touched, as etcd held it, and tells their callers
+//! [`StoreError::Conflict`]; the store's operations then run again on the
+//! newer state ([`Store::retrying`]). The follower (`follow`) applies the
+//! other replicas' changes.
 
 use super::*;
+use tokio::sync::oneshot;
 
 /// Group commit. A change is applied (memory, and its writes queued) under
 /// the state lock, which is then released; the caller waits in `durable`
-/// until a commit covers its revision. While one commit runs, the changes of
-/// other callers are queued, and the next commit writes them all: one
-/// fdatasync for many acknowledgements, none before its change is on disk.
+/// until a commit decided its change's fate. While one commit runs, the
+/// changes of other callers are queued, and the next commit writes them
+/// all: one fdatasync for many acknowledgements, none before its change is
+/// durable.
 #[derive(Debug)]
 pub(super) struct DurableLog {
-    /// One commit at a time.
+    /// One commit at a time; the follower applies another replica's
+    /// change under it too, so the two never interleave.
     pub(super) flushing: Mutex<()>,
-    /// Writes applied in memory, not yet committed, in revision order, and
-    /// the newest revision among them: taken together, so that a commit
-    /// knows exactly which revisions it covers.
-    pub(super) unwritten: std::sync::Mutex<(Vec<Write>, u64)>,
-    /// Set when a commit failed: memory is then ahead of the disk, and no
-    /// change may be acknowledged any more (restart to recover from disk).
+    /// Changes applied in memory, not yet committed, in revision order.
+    pub(super) unwritten: std::sync::Mutex<Unwritten>,
+    /// Set when a commit to the file failed (memory is then ahead of the
+    /// disk: no change may be acknowledged any more, restart to recover),
+    /// or while a replica's memory could not be put back after a refused
+    /// commit (until the follower loads it anew).
     pub(super) failed: std::sync::atomic::AtomicBool,
-    /// The newest revision on disk.
+    /// The newest revision durable (ours or another replica's).
     pub(super) flushed: AtomicU64,
     /// Applied events not yet announced, in revision order. Also the lock
     /// under which `flushed` moves and events are announced, so that a
     /// watcher subscribing under it misses nothing and sees nothing twice.
     pub(super) pending: std::sync::Mutex<VecDeque<Event>>,
+    /// Counts the times changes applied in memory were put back: a read
+    /// that waits for what it saw to be durable checks it did not move.
+    pub(super) generation: AtomicU64,
+    /// etcd's revision of the state `flushed` names (0 for the file).
+    pub(super) etcd_revision: std::sync::atomic::AtomicI64,
+    /// etcd revisions of our own transactions the follower has not seen
+    /// yet (it skips them: they are in memory already).
+    pub(super) own: std::sync::Mutex<BTreeSet<i64>>,
+    /// Woken whenever `flushed` moves.
+    pub(super) advanced: tokio::sync::Notify,
+}
+
+/// Changes applied in memory and not yet committed.
+#[derive(Debug, Default)]
+pub(super) struct Unwritten {
+    /// Their writes, in order.
+    pub(super) writes: Vec<Write>,
+    /// The newest revision among them.
+    pub(super) through: u64,
+    /// Each one's revision and the caller waiting for its fate.
+    pub(super) fates: Vec<(u64, oneshot::Sender<Result<(), StoreError>>)>,
+}
+
+/// A change waiting for its commit.
+#[derive(Debug)]
+pub(super) struct Fate(oneshot::Receiver<Result<(), StoreError>>);
+
+/// How often an operation is done again after a conflict before its caller
+/// is told (other replicas keep winning).
+const CONFLICT_ATTEMPTS: u32 = 16;
+/// The longest random pause before an operation runs again after a
+/// conflict: replicas that collided do not collide again in step.
+const MOST_JITTER_MS: u64 = 64;
+/// How long an operation waits for the follower to bring in the change it
+/// conflicted with before it runs again anyway.
+const CATCH_UP: Duration = Duration::from_secs(2);
+
+impl DurableLog {
+    pub(super) fn new(revision: u64, etcd_revision: i64) -> DurableLog {
+        DurableLog {
+            flushing: Mutex::new(()),
+            unwritten: std::sync::Mutex::new(Unwritten {
+                through: revision,
+                ..Unwritten::default()
+            }),
+            failed: std::sync::atomic::AtomicBool::new(false),
+            flushed: AtomicU64::new(revision),
+            pending: std::sync::Mutex::new(VecDeque::new()),
+            generation: AtomicU64::new(0),
+            etcd_revision: std::sync::atomic::AtomicI64::new(etcd_revision),
+            own: std::sync::Mutex::new(BTreeSet::new()),
+            advanced: tokio::sync::Notify::new(),
+        }
+    }
+
+    pub(super) fn take_unwritten(&self) -> Unwritten {
+        let mut unwritten = lock(&self.unwritten);
+        let through = unwritten.through;
+        std::mem::replace(
+            &mut *unwritten,
+            Unwritten {
+                through,
+                ..Unwritten::default()
+            },
+        )
+    }
+}
+
+/// A random pause of up to 2^attempt ms (at most [`MOST_JITTER_MS`]).
+fn jitter(attempt: u32) -> Duration {
+    use std::hash::BuildHasher;
+    let random = std::collections::hash_map::RandomState::new().hash_one(attempt);
+    let bound = 1u64
+        .checked_shl(attempt)
+        .unwrap_or(u64::MAX)
+        .min(MOST_JITTER_MS);
+    Duration::from_millis(random % bound.max(1))
+}
+
+/// A std mutex's guard, also after a panic elsewhere (the data are plain
+/// queues, whole after every step).
+pub(super) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Store {
-    /// Waits until `revision` is on disk, flushing if nobody else is; then
-    /// announces every event the flush covered.
-    pub(super) async fn durable(&self, revision: u64) -> Result<(), StoreError> {
-        if self.log.flushed.load(Ordering::Acquire) >= revision {
-            return Ok(());
+    /// Waits until a commit decided `fate`, committing if nobody else is.
+    pub(super) async fn durable(&self, fate: Fate) -> Result<(), StoreError> {
+        let Fate(mut fate) = fate;
+        loop {
+            match fate.try_recv() {
+                Ok(result) => return result,
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    return Err(StoreError::Storage(
+                        "a change was lost before its commit".into(),
+                    ))
+                }
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            let _flushing = self.log.flushing.lock().await;
+            if let Ok(result) = fate.try_recv() {
+                // The commit we waited for decided it.
+                return result;
+            }
+            // Every change queued so far, ours among them: this commit
+            // decides them all.
+            self.commit_queued().await;
         }
-        let _flushing = self.log.flushing.lock().await;
-        if self.log.flushed.load(Ordering::Acquire) >= revision {
-            // The flush we waited for covered it.
-            return Ok(());
+    }
+
+    /// Waits until everything applied in memory so far is durable: for an
+    /// answer read from memory (a registration already there) that must
+    /// not be given before the change that made it. `Conflict` if what
+    /// was read was put back meanwhile.
+    pub(super) async fn settled(&self, generation: u64) -> Result<(), StoreError> {
+        {
+            let _flushing = self.log.flushing.lock().await;
+            self.commit_queued().await;
         }
-        // Every change up to `through` is queued: this commit covers it.
-        let (batch, through) = {
-            let mut unwritten = self
-                .log
-                .unwritten
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            (std::mem::take(&mut unwritten.0), unwritten.1)
+        if self.log.generation.load(Ordering::Acquire) != generation {
+            return Err(StoreError::Conflict {
+                at: self.log.flushed.load(Ordering::Acquire),
+            });
+        }
+        if self.log.failed.load(Ordering::Acquire) {
+            return Err(self.refusal());
+        }
+        Ok(())
+    }
+
+    /// Commits every queued change (the caller holds `flushing`), then
+    /// announces and answers what is durable, and puts back and refuses
+    /// what is not.
+    pub(super) async fn commit_queued(&self) {
+        let Unwritten {
+            writes,
+            through,
+            fates,
+        } = self.log.take_unwritten();
+        if fates.is_empty() {
+            return;
+        }
+        if self.log.failed.load(Ordering::Acquire) {
+            let refusal = self.refusal();
+            for (_, fate) in fates {
+                let _ = fate.send(Err(refusal.clone()));
+            }
+            return;
+        }
+        let before = self.log.flushed.load(Ordering::Acquire);
+        let written = self.backend.write(writes, before, through).await;
+        if let Some(last) = written.etcd_revisions.last() {
+            lock(&self.log.own).extend(written.etcd_revisions.iter().copied());
+            self.log.etcd_revision.store(*last, Ordering::Release);
+        }
+        self.announce_through(written.through, Vec::new());
+        let (done, refused): (Vec<_>, Vec<_>) = fates
+            .into_iter()
+            .partition(|(revision, _)| *revision <= written.through);
+        for (_, fate) in done {
+            let _ = fate.send(Ok(()));
+        }
+        let Some((error, records)) = written.refused else {
+            return;
         };
-        if let Err(error) = self.backend.write(batch).await {
+        if matches!(self.backend, backend::Backend::Disk(_)) {
             self.log.failed.store(true, Ordering::Release);
             tracing::error!(%error, "store commit failed; no change is acknowledged any more, restart to recover from disk");
-            return Err(error);
+            for (_, fate) in refused {
+                let _ = fate.send(Err(error.clone()));
+            }
+            return;
         }
-        let mut pending = self
-            .log
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !matches!(error, StoreError::Conflict { .. }) {
+            tracing::warn!(%error, "etcd refused or did not answer a commit; its changes are put back in memory");
+        }
+        let mut state = self.state.lock().await;
+        let at = match &error {
+            StoreError::Conflict { at } => *at,
+            _ => written.through,
+        };
+        // What the refused batch touched, and what changes queued behind
+        // it (applied on top of it) touched.
+        self.put_back(&mut state, records, error, refused, at).await;
+    }
+
+    /// Puts back in memory, as etcd held them at the state `flushed`
+    /// names, the records of changes that will not be committed: those of
+    /// `refused` (told `error`: they may have applied unseen, which the
+    /// follower will then bring) and every change queued after them (told
+    /// `Conflict`: never sent). The caller holds `flushing` and the state.
+    pub(super) async fn put_back(
+        &self,
+        state: &mut State,
+        mut records: Vec<super::etcd::RecordKey>,
+        error: StoreError,
+        refused: Vec<(u64, oneshot::Sender<Result<(), StoreError>>)>,
+        at: u64,
+    ) {
+        let later = self.log.take_unwritten();
+        records.extend(later.writes.iter().map(Write::record));
+        records.sort_unstable();
+        records.dedup();
+        let flushed = self.log.flushed.load(Ordering::Acquire);
+        let backend::Backend::Etcd(etcd) = &self.backend else {
+            return;
+        };
+        let etcd_revision = self.log.etcd_revision.load(Ordering::Acquire);
+        match etcd.read_at(&records, etcd_revision).await {
+            Ok(values) => {
+                for (table, key, value) in values {
+                    if let Err(error) = state.apply(table, &key, value.as_deref()) {
+                        tracing::error!(%error, table, "a record put back is unreadable");
+                    }
+                }
+                state.revision = flushed;
+            }
+            Err(error) => {
+                // Memory is ahead of etcd and cannot be put back now: no
+                // change is made until the follower loaded it anew.
+                tracing::error!(%error, "memory could not be put back after a refused commit; changes are refused until the store is loaded anew");
+                self.log.failed.store(true, Ordering::Release);
+            }
+        }
+        lock(&self.log.pending).retain(|event| event.revision <= flushed);
+        self.log.generation.fetch_add(1, Ordering::AcqRel);
+        for (_, fate) in refused {
+            let _ = fate.send(Err(error.clone()));
+        }
+        for (_, fate) in later.fates {
+            let _ = fate.send(Err(StoreError::Conflict { at }));
+        }
+    }
+
+    /// Marks `through` durable and announces every event up to it, first
+    /// `extra` (another replica's, in order), then our own pending ones.
+    pub(super) fn announce_through(&self, through: u64, extra: Vec<Event>) {
+        let mut pending = lock(&self.log.pending);
+        if through <= self.log.flushed.load(Ordering::Acquire) && extra.is_empty() {
+            return;
+        }
         self.log.flushed.store(through, Ordering::Release);
+        for event in extra {
+            let _ = self.changes.send(event);
+        }
         while pending.front().is_some_and(|e| e.revision <= through) {
             if let Some(event) = pending.pop_front() {
                 let _ = self.changes.send(event);
             }
         }
-        Ok(())
+        drop(pending);
+        self.log.advanced.notify_waiters();
+    }
+
+    /// Why changes are refused after a failure.
+    fn refusal(&self) -> StoreError {
+        match self.backend {
+            backend::Backend::Disk(_) => {
+                StoreError::Storage("an earlier commit failed; restart the controller".into())
+            }
+            backend::Backend::Etcd(_) => StoreError::Unavailable(
+                "etcd: this replica is reloading the store after etcd failed it".into(),
+            ),
+        }
+    }
+
+    /// Runs an operation, and again on the newer state when another
+    /// replica changed the store first (once this replica's follower
+    /// brought that change in, or after [`CATCH_UP`]).
+    pub(super) async fn retrying<T, F, Fut>(&self, mut operation: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match operation().await {
+                Err(StoreError::Conflict { at }) if attempt < CONFLICT_ATTEMPTS => {
+                    attempt += 1;
+                    let deadline = tokio::time::Instant::now() + CATCH_UP;
+                    loop {
+                        let advanced = self.log.advanced.notified();
+                        if self.log.flushed.load(Ordering::Acquire) >= at {
+                            break;
+                        }
+                        if tokio::time::timeout_at(deadline, advanced).await.is_err() {
+                            break;
+                        }
+                    }
+                    tokio::time::sleep(jitter(attempt)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// The one way a change is made: its writes and event queued
     /// ([`Store::commit`]), memory mirrored by `mirror` under the same lock,
-    /// the lock released, and the caller held until the change is on disk
+    /// the lock released, and the caller held until the change is durable
     /// ([`Store::durable`]). Returns the event.
     pub(super) async fn change(
         &self,
@@ -80,10 +347,10 @@ impl Store {
         writes: impl Fn(&Trees<'_>) -> Result<(), StoreError>,
         mirror: impl FnOnce(&mut State),
     ) -> Result<Event, StoreError> {
-        let event = self.commit(&mut state, change, writes)?;
+        let (event, fate) = self.commit(&mut state, change, writes)?;
         mirror(&mut state);
         drop(state);
-        self.durable(event.revision).await?;
+        self.durable(fate).await?;
         Ok(event)
     }
 
@@ -95,11 +362,9 @@ impl Store {
         state: &mut State,
         change: StoreChange,
         writes: impl Fn(&Trees<'_>) -> Result<(), StoreError>,
-    ) -> Result<Event, StoreError> {
+    ) -> Result<(Event, Fate), StoreError> {
         if self.log.failed.load(Ordering::Acquire) {
-            return Err(StoreError::Storage(
-                "an earlier commit failed; restart the controller".into(),
-            ));
+            return Err(self.refusal());
         }
         let event = Event {
             revision: state.revision + 1,
@@ -125,19 +390,13 @@ impl Store {
         table("events").insert(&event.revision.to_be_bytes(), encode(&event)?)?;
         table("meta").insert(REVISION_KEY, encode(&event.revision)?)?;
         state.revision = event.revision;
-        self.log
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push_back(event.clone());
-        let mut unwritten = self
-            .log
-            .unwritten
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        unwritten.0.extend(queued.into_inner());
-        unwritten.1 = event.revision;
-        Ok(event)
+        lock(&self.log.pending).push_back(event.clone());
+        let (decided, fate) = oneshot::channel();
+        let mut unwritten = lock(&self.log.unwritten);
+        unwritten.writes.extend(queued.into_inner());
+        unwritten.through = event.revision;
+        unwritten.fates.push((event.revision, decided));
+        Ok((event, Fate(fate)))
     }
 
     /// Events after `revision`, from the history, and a receiver for later
@@ -151,11 +410,7 @@ impl Store {
         // (after it). The history is read up to `flushed` only: an event
         // applied but not yet on disk is not told to anyone.
         let (receiver, flushed) = {
-            let _announcing = self
-                .log
-                .pending
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let _announcing = lock(&self.log.pending);
             (
                 self.changes.subscribe(),
                 self.log.flushed.load(Ordering::Acquire),

@@ -42,11 +42,13 @@ mod backend;
 mod bindings;
 mod copy;
 pub mod etcd;
+mod follow;
 mod identities;
 mod log;
 mod model;
 mod placements;
 mod pools;
+mod records;
 mod tenants;
 
 use allocator::Slots;
@@ -136,6 +138,18 @@ pub struct Store {
     /// Group commit: how far the history is applied and how far it is on
     /// disk.
     log: DurableLog,
+    /// The task following the other replicas (etcd), ended with the store.
+    follower: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
+    /// Whether that task follows them now.
+    following: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Some(task) = log::lock(&self.follower).take() {
+            task.abort();
+        }
+    }
 }
 
 const REVISION_KEY: &[u8] = b"revision";
@@ -159,19 +173,6 @@ const TABLES: &[&str] = &[
 /// the cache serves the event history of resuming watchers.
 const CACHE_BYTES: usize = 64 << 20;
 
-/// Decodes every record of a table.
-async fn load_all<T: for<'a> Deserialize<'a>>(
-    backend: &backend::Backend,
-    table: &str,
-) -> Result<Vec<T>, StoreError> {
-    backend
-        .scan(table, None, None)
-        .await?
-        .iter()
-        .map(|(_, value)| decode(value))
-        .collect()
-}
-
 impl Store {
     /// Opens (or creates) the store in a directory of this machine and
     /// loads it into memory.
@@ -179,12 +180,19 @@ impl Store {
         Store::load(backend::Backend::disk(path)?, quarantine_time).await
     }
 
-    /// Opens the store kept in etcd and loads it into memory.
+    /// Opens the store kept in etcd, loads it into memory and follows
+    /// what other controller replicas write to it.
     pub async fn open_etcd(
         settings: &etcd::EtcdSettings,
         quarantine_time: Duration,
-    ) -> Result<Store, StoreError> {
-        Store::load(backend::Backend::etcd(settings).await?, quarantine_time).await
+    ) -> Result<std::sync::Arc<Store>, StoreError> {
+        let store = std::sync::Arc::new(
+            Store::load(backend::Backend::etcd(settings).await?, quarantine_time).await?,
+        );
+        if let backend::Backend::Etcd(etcd) = &store.backend {
+            store.start_following(etcd.as_ref().clone());
+        }
+        Ok(store)
     }
 
     /// Where the store is, for logs.
@@ -199,84 +207,17 @@ impl Store {
         backend: backend::Backend,
         quarantine_time: Duration,
     ) -> Result<Store, StoreError> {
-        let mut state = State {
-            pools: BTreeMap::new(),
-            tenants: BTreeMap::new(),
-            allocations: BTreeMap::new(),
-            slots: HashMap::new(),
-            home_agents: BTreeMap::new(),
-            hypervisors: BTreeMap::new(),
-            mobile_routers: BTreeMap::new(),
-            placements: BTreeMap::new(),
-            last_sequence: HashMap::new(),
-            revision: 0,
-        };
-        for home_agent in load_all::<HomeAgentRecord>(&backend, "home_agents").await? {
-            state
-                .home_agents
-                .insert(home_agent.name.clone(), home_agent);
-        }
-        for hypervisor in load_all::<Hypervisor>(&backend, "hypervisors").await? {
-            state
-                .hypervisors
-                .insert(hypervisor.name.clone(), hypervisor);
-        }
-        for mr in load_all::<MobileRouter>(&backend, "mobile_routers").await? {
-            state.mobile_routers.insert(mr.tenant.clone(), mr);
-        }
-        for placement in load_all::<Placement>(&backend, "placements").await? {
-            state.placements.insert(placement.tenant.clone(), placement);
-        }
-        for pool in load_all::<Pool>(&backend, "pools").await? {
-            state.slots.insert(pool.name.clone(), Slots::default());
-            state.pools.insert(pool.name.clone(), pool);
-        }
-        for tenant in load_all::<Tenant>(&backend, "tenants").await? {
-            state.tenants.insert(tenant.name.clone(), tenant);
-        }
-        for allocation in load_all::<Allocation>(&backend, "allocations").await? {
-            if let (Some(pool), Some(slots)) = (
-                state.pools.get(&allocation.pool),
-                state.slots.get_mut(&allocation.pool),
-            ) {
-                let first = pool.slot_of(&allocation.prefix);
-                let count = 1u64 << (pool.tenant_length - allocation.prefix.prefix_len());
-                slots.load_allocation(first..first + count, allocation.revision, pool.capacity());
-            }
-            state.allocations.insert(allocation.prefix, allocation);
-        }
-        for (key, value) in backend.scan("sequences", None, None).await? {
-            if let Ok(octets) = <[u8; 16]>::try_from(key.as_slice()) {
-                state
-                    .last_sequence
-                    .insert(Ipv6Addr::from(octets), decode(&value)?);
-            }
-        }
-        for (key, value) in backend.scan("quarantine", None, None).await? {
-            let (pool_name, slot): (String, u64) = decode(&key)?;
-            let until: i64 = decode(&value)?;
-            if let Some(slots) = state.slots.get_mut(&pool_name) {
-                slots.load_quarantine(slot, until);
-            }
-        }
-        state.revision = match backend.get("meta", REVISION_KEY).await? {
-            Some(bytes) => decode(&bytes)?,
-            None => 0,
-        };
+        let (records, etcd_revision) = backend.snapshot(records::STATE_TABLES).await?;
+        let state = State::loaded(records)?;
         let (changes, _) = broadcast::channel(4096);
-        let log = DurableLog {
-            flushing: Mutex::new(()),
-            unwritten: std::sync::Mutex::new((Vec::new(), state.revision)),
-            failed: std::sync::atomic::AtomicBool::new(false),
-            flushed: AtomicU64::new(state.revision),
-            pending: std::sync::Mutex::new(VecDeque::new()),
-        };
         Ok(Store {
             backend,
+            log: DurableLog::new(state.revision, etcd_revision),
             state: Mutex::new(state),
             quarantine_time,
             changes,
-            log,
+            follower: std::sync::Mutex::new(None),
+            following: std::sync::atomic::AtomicBool::new(false),
         })
     }
 }

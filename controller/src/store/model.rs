@@ -317,6 +317,17 @@ pub enum StoreError {
     /// The database failed.
     #[error("store: {0}")]
     Storage(String),
+    /// Another controller replica changed the store first (it is at
+    /// revision `at`): the change was not made, and may be made again on
+    /// the newer state. The store does that itself a few times before it
+    /// gives up with this.
+    #[error(
+        "another controller replica changed the store first (it is at revision {at}); try again"
+    )]
+    Conflict {
+        /// The revision the store was at.
+        at: u64,
+    },
     /// The store's backend cannot be reached (etcd: no member answers, or
     /// no quorum).
     #[error("store unavailable: {0}")]

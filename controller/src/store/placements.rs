@@ -25,6 +25,16 @@ impl Store {
         hypervisor: &str,
         reason: &str,
     ) -> Result<Placement, StoreError> {
+        self.retrying(|| self.place_once(tenant, hypervisor, reason))
+            .await
+    }
+
+    async fn place_once(
+        &self,
+        tenant: &str,
+        hypervisor: &str,
+        reason: &str,
+    ) -> Result<Placement, StoreError> {
         check_reason("reason", reason)?;
         let state = self.state.lock().await;
         if !state.tenants.contains_key(tenant) {
@@ -78,6 +88,10 @@ impl Store {
 
     /// Takes a tenant off its hypervisor.
     pub async fn unplace(&self, tenant: &str, reason: &str) -> Result<(), StoreError> {
+        self.retrying(|| self.unplace_once(tenant, reason)).await
+    }
+
+    async fn unplace_once(&self, tenant: &str, reason: &str) -> Result<(), StoreError> {
         check_reason("reason", reason)?;
         let state = self.state.lock().await;
         let placement =

@@ -10,6 +10,16 @@ impl Store {
         prefix: &str,
         tenant_length: u32,
     ) -> Result<Pool, StoreError> {
+        self.retrying(|| self.create_pool_once(name, prefix, tenant_length))
+            .await
+    }
+
+    async fn create_pool_once(
+        &self,
+        name: &str,
+        prefix: &str,
+        tenant_length: u32,
+    ) -> Result<Pool, StoreError> {
         check_name("name", name)?;
         let prefix: Ipv6Net = prefix.parse().map_err(|_| StoreError::Invalid {
             field: "prefix",
@@ -100,6 +110,10 @@ impl Store {
 
     /// Deletes an empty pool.
     pub async fn delete_pool(&self, name: &str) -> Result<(), StoreError> {
+        self.retrying(|| self.delete_pool_once(name)).await
+    }
+
+    async fn delete_pool_once(&self, name: &str) -> Result<(), StoreError> {
         let state = self.state.lock().await;
         let pool = state
             .pools

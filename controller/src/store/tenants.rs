@@ -5,6 +5,10 @@ use super::*;
 impl Store {
     /// Creates a tenant.
     pub async fn create_tenant(&self, name: &str) -> Result<Tenant, StoreError> {
+        self.retrying(|| self.create_tenant_once(name)).await
+    }
+
+    async fn create_tenant_once(&self, name: &str) -> Result<Tenant, StoreError> {
         check_name("name", name)?;
         let state = self.state.lock().await;
         if state.tenants.contains_key(name) {
@@ -60,6 +64,15 @@ impl Store {
 
     /// Deletes a tenant; with `cascade` its prefixes are released first.
     pub async fn delete_tenant(
+        &self,
+        name: &str,
+        cascade: bool,
+    ) -> Result<Vec<Ipv6Net>, StoreError> {
+        self.retrying(|| self.delete_tenant_once(name, cascade))
+            .await
+    }
+
+    async fn delete_tenant_once(
         &self,
         name: &str,
         cascade: bool,

@@ -1,0 +1,232 @@
+//! Memory as a function of the records: the state in memory is what the
+//! tables hold, record by record. Loading applies every record; a replica
+//! following another (etcd) applies each record the other wrote, and one
+//! whose own changes were refused puts back the records they touched. One
+//! function, so the three cannot disagree.
+
+use super::*;
+
+/// The tables whose records make the state, in the order a load applies
+/// them: pools before the allocations and quarantine that fill their slots.
+/// The event history is not state (read on demand, for watchers).
+pub(super) const STATE_TABLES: &[&str] = &[
+    "pools",
+    "tenants",
+    "allocations",
+    "quarantine",
+    "meta",
+    "home_agents",
+    "hypervisors",
+    "mobile_routers",
+    "placements",
+    "sequences",
+];
+
+/// The name of a table as the store spells it (`Write` holds `'static`
+/// names), or `None` for a name that is no table of ours.
+pub(super) fn table_named(name: &str) -> Option<&'static str> {
+    TABLES.iter().copied().find(|table| *table == name)
+}
+
+impl State {
+    /// No pools, no tenants, revision 0.
+    pub(super) fn empty() -> State {
+        State {
+            pools: BTreeMap::new(),
+            tenants: BTreeMap::new(),
+            allocations: BTreeMap::new(),
+            slots: HashMap::new(),
+            home_agents: BTreeMap::new(),
+            hypervisors: BTreeMap::new(),
+            mobile_routers: BTreeMap::new(),
+            placements: BTreeMap::new(),
+            last_sequence: HashMap::new(),
+            revision: 0,
+        }
+    }
+
+    /// The state these records make (a snapshot, in [`STATE_TABLES`]
+    /// order).
+    pub(super) fn loaded(
+        records: Vec<(&'static str, Vec<u8>, Vec<u8>)>,
+    ) -> Result<State, StoreError> {
+        let mut state = State::empty();
+        for (table, key, value) in records {
+            state.apply(table, &key, Some(&value))?;
+        }
+        Ok(state)
+    }
+
+    /// Applies one record: `Some(value)` written, `None` deleted. An event
+    /// record is history, not state: it is decoded and returned (for the
+    /// caller to announce), nothing else changes.
+    pub(super) fn apply(
+        &mut self,
+        table: &str,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<Option<Event>, StoreError> {
+        let name = || String::from_utf8_lossy(key).into_owned();
+        match (table, value) {
+            ("events", Some(value)) => return Ok(Some(decode(value)?)),
+            ("events", None) => {}
+            ("meta", Some(value)) if key == REVISION_KEY => self.revision = decode(value)?,
+            ("meta", _) => {}
+            ("pools", Some(value)) => {
+                let pool: Pool = decode(value)?;
+                self.slots.entry(pool.name.clone()).or_default();
+                self.pools.insert(pool.name.clone(), pool);
+            }
+            ("pools", None) => {
+                self.pools.remove(&name());
+                self.slots.remove(&name());
+            }
+            ("tenants", Some(value)) => {
+                let tenant: Tenant = decode(value)?;
+                self.tenants.insert(tenant.name.clone(), tenant);
+            }
+            ("tenants", None) => {
+                self.tenants.remove(&name());
+            }
+            ("allocations", Some(value)) => {
+                let allocation: Allocation = decode(value)?;
+                if let Some((range, capacity)) = self.slots_of(&allocation) {
+                    if let Some(pool_slots) = self.slots.get_mut(&allocation.pool) {
+                        pool_slots.load_allocation(range, allocation.revision, capacity);
+                    }
+                }
+                self.allocations.insert(allocation.prefix, allocation);
+            }
+            ("allocations", None) => {
+                let prefix: Ipv6Net = decode(key)?;
+                if let Some(allocation) = self.allocations.remove(&prefix) {
+                    if let Some((range, _)) = self.slots_of(&allocation) {
+                        if let Some(pool_slots) = self.slots.get_mut(&allocation.pool) {
+                            pool_slots.forget_allocation(range);
+                        }
+                    }
+                }
+            }
+            ("quarantine", value) => {
+                let (pool, slot): (String, u64) = decode(key)?;
+                let until: Option<i64> = value.map(decode).transpose()?;
+                if let Some(slots) = self.slots.get_mut(&pool) {
+                    match until {
+                        Some(until) => slots.load_quarantine(slot, until),
+                        None => slots.forget_quarantine(slot),
+                    }
+                }
+            }
+            ("home_agents", Some(value)) => {
+                let home_agent: HomeAgentRecord = decode(value)?;
+                self.home_agents.insert(home_agent.name.clone(), home_agent);
+            }
+            ("home_agents", None) => {
+                self.home_agents.remove(&name());
+            }
+            ("hypervisors", Some(value)) => {
+                let hypervisor: Hypervisor = decode(value)?;
+                self.hypervisors.insert(hypervisor.name.clone(), hypervisor);
+            }
+            ("hypervisors", None) => {
+                self.hypervisors.remove(&name());
+            }
+            ("mobile_routers", Some(value)) => {
+                let mobile_router: MobileRouter = decode(value)?;
+                self.mobile_routers
+                    .insert(mobile_router.tenant.clone(), mobile_router);
+            }
+            ("mobile_routers", None) => {
+                self.mobile_routers.remove(&name());
+            }
+            ("placements", Some(value)) => {
+                let placement: Placement = decode(value)?;
+                self.placements.insert(placement.tenant.clone(), placement);
+            }
+            ("placements", None) => {
+                self.placements.remove(&name());
+            }
+            ("sequences", value) => {
+                let octets = <[u8; 16]>::try_from(key).map_err(|_| {
+                    StoreError::Storage("corrupt record: a sequence key is not an address".into())
+                })?;
+                let address = Ipv6Addr::from(octets);
+                match value.map(decode::<u16>).transpose()? {
+                    Some(sequence) => self.last_sequence.insert(address, sequence),
+                    None => self.last_sequence.remove(&address),
+                };
+            }
+            (other, _) => {
+                return Err(StoreError::Storage(format!(
+                    "corrupt record: no table {other:?}"
+                )))
+            }
+        }
+        Ok(None)
+    }
+
+    /// The slots an allocation covers in its pool, and the pool's capacity
+    /// (`None` if the pool is not known).
+    fn slots_of(&self, allocation: &Allocation) -> Option<(std::ops::Range<u64>, u64)> {
+        let pool = self.pools.get(&allocation.pool)?;
+        let first = pool.slot_of(&allocation.prefix);
+        let count = 1u64
+            .checked_shl(u32::from(
+                pool.tenant_length
+                    .checked_sub(allocation.prefix.prefix_len())?,
+            ))
+            .unwrap_or(u64::MAX);
+        Some((first..first.saturating_add(count), pool.capacity()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state changed by the store's own operations, and one rebuilt by
+    /// applying the records those operations wrote, agree.
+    #[tokio::test]
+    async fn records_rebuild_what_the_operations_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Duration::from_secs(60))
+            .await
+            .unwrap();
+        store
+            .create_pool("p", "2001:db8:100::/48", 56)
+            .await
+            .unwrap();
+        store.create_tenant("acme").await.unwrap();
+        let first = store.allocate("acme", "p", 0).await.unwrap().prefix;
+        store.allocate("acme", "p", 52).await.unwrap();
+        store.release(&first.to_string()).await.unwrap();
+        store.register_hypervisor("hv1").await.unwrap();
+        store.place("acme", "hv1", "test").await.unwrap();
+        let mut rebuilt = State::empty();
+        for table in STATE_TABLES {
+            for (key, value) in store.backend.scan(table, None, None).await.unwrap() {
+                rebuilt.apply(table, &key, Some(&value)).unwrap();
+            }
+        }
+        let state = store.state.lock().await;
+        assert_eq!(rebuilt.revision, state.revision);
+        assert_eq!(rebuilt.pools, state.pools);
+        assert_eq!(rebuilt.allocations, state.allocations);
+        assert_eq!(rebuilt.placements, state.placements);
+        let (built, loaded) = (&state.slots["p"], &rebuilt.slots["p"]);
+        assert_eq!(built.quarantined(), loaded.quarantined());
+        assert_eq!(
+            built.find_free(16, 256, 0).map(|f| f.slots),
+            loaded.find_free(16, 256, 0).map(|f| f.slots)
+        );
+        // Deleting the records takes it all away again.
+        drop(state);
+        for table in STATE_TABLES {
+            for (key, _) in store.backend.scan(table, None, None).await.unwrap() {
+                rebuilt.apply(table, &key, None).unwrap();
+            }
+        }
+        assert!(rebuilt.pools.is_empty() && rebuilt.allocations.is_empty());
+        assert!(rebuilt.tenants.is_empty() && rebuilt.placements.is_empty());
+    }
+}
