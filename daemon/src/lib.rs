@@ -137,11 +137,49 @@ pub enum DataPlaneBackend {
     Seg6,
 }
 
-/// How a daemon reaches the controller: its endpoint, the CA that signs an
+/// `endpoint` in a daemon's `[controller]`: one controller, or the
+/// replicas of one (on one etcd), tried in order.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Endpoints {
+    /// `endpoint = "http://[2001:db8::1]:50051"`.
+    One(String),
+    /// `endpoint = ["http://[2001:db8::1]:50051", "http://[2001:db8::2]:50051"]`.
+    Several(Vec<String>),
+}
+
+/// Most controller endpoints a daemon is given.
+pub const MOST_ENDPOINTS: usize = 16;
+
+impl Endpoints {
+    /// The endpoints, in order.
+    pub fn list(&self) -> Vec<String> {
+        match self {
+            Endpoints::One(one) => vec![one.clone()],
+            Endpoints::Several(several) => several.clone(),
+        }
+    }
+
+    /// Checks every endpoint ([`check_endpoint`]), and that there are 1 to
+    /// [`MOST_ENDPOINTS`].
+    pub fn check(&self) -> Result<(), SettingError> {
+        let list = self.list();
+        if list.is_empty() || list.len() > MOST_ENDPOINTS {
+            return Err(SettingError::EndpointCount(list.len()));
+        }
+        list.iter()
+            .try_for_each(|endpoint| check_endpoint(endpoint))
+    }
+}
+
+/// How a daemon reaches the controller: its endpoints (replicas, tried in
+/// order from the one that answered last), the CA that signs an
 /// `https://` endpoint's certificate, and the bearer token.
 #[derive(Clone)]
 pub struct ControllerLink {
-    endpoint: String,
+    endpoints: Vec<String>,
+    /// The endpoint that answered last (shared by the link's clones).
+    current: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     ca_file: Option<std::path::PathBuf>,
     token: String,
 }
@@ -150,7 +188,7 @@ impl std::fmt::Debug for ControllerLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the token.
         f.debug_struct("ControllerLink")
-            .field("endpoint", &self.endpoint)
+            .field("endpoints", &self.endpoints)
             .field("ca_file", &self.ca_file)
             .finish_non_exhaustive()
     }
@@ -160,7 +198,7 @@ impl ControllerLink {
     /// A link from a `[controller]` section: the token read from
     /// `token_file` now.
     pub fn new(
-        endpoint: &str,
+        endpoints: &Endpoints,
         ca_file: Option<&Path>,
         token_file: &Path,
     ) -> Result<ControllerLink, SettingError> {
@@ -168,29 +206,58 @@ impl ControllerLink {
             path: token_file.to_owned(),
             source,
         })?;
+        endpoints.check()?;
         Ok(ControllerLink {
-            endpoint: endpoint.to_owned(),
+            endpoints: endpoints.list(),
+            current: Default::default(),
             ca_file: ca_file.map(Path::to_owned),
             token,
         })
     }
 
-    /// The endpoint, for logs.
+    /// The endpoint in use (the one that answered last), for logs.
     pub fn endpoint(&self) -> &str {
-        &self.endpoint
+        let current = self.current.load(std::sync::atomic::Ordering::Relaxed);
+        self.endpoints
+            .get(current)
+            .or(self.endpoints.first())
+            .map_or("", String::as_str)
     }
 
-    /// A client over a new channel ([`controller_channel`]).
+    /// A client over a new channel ([`controller_channel`]) to the first
+    /// endpoint that answers, from the one that answered last: a replica
+    /// that died is passed over for the next.
     pub async fn connect(
         &self,
     ) -> Result<
         nemo_proto::v1::controller_client::ControllerClient<tonic::transport::Channel>,
         ChannelError,
     > {
-        let channel = controller_channel(&self.endpoint, self.ca_file.as_deref()).await?;
-        Ok(nemo_proto::v1::controller_client::ControllerClient::new(
-            channel,
-        ))
+        let start = self.current.load(std::sync::atomic::Ordering::Relaxed);
+        let mut failure = None;
+        for step in 0..self.endpoints.len() {
+            let index = (start + step) % self.endpoints.len();
+            let endpoint = &self.endpoints[index];
+            match controller_channel(endpoint, self.ca_file.as_deref()).await {
+                Ok(channel) => {
+                    if index != start {
+                        tracing::info!(%endpoint, "controller: moved to another endpoint");
+                    }
+                    self.current
+                        .store(index, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(nemo_proto::v1::controller_client::ControllerClient::new(
+                        channel,
+                    ));
+                }
+                Err(error) => {
+                    if self.endpoints.len() > 1 {
+                        tracing::warn!(%endpoint, %error, "controller endpoint unreachable; trying the next");
+                    }
+                    failure = Some(error);
+                }
+            }
+        }
+        Err(failure.unwrap_or(ChannelError::Setting(SettingError::EndpointCount(0))))
     }
 
     /// `message` as a request carrying the token ([`authorized`]).
@@ -291,6 +358,9 @@ pub enum SettingError {
     /// A key that is not hex.
     #[error("key must be hex digits, two per octet")]
     NotHex,
+    /// No endpoints, or too many.
+    #[error("{0} endpoints; give 1 to 16")]
+    EndpointCount(usize),
 }
 
 /// Checks a controller endpoint: an `http://` or `https://` URL with a
@@ -398,6 +468,9 @@ pub enum ChannelError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// How long connecting to one controller endpoint may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A gRPC channel to the controller: plain for `http://` endpoints; for
 /// `https://`, TLS verified against the CA certificate in `ca_file` (PEM).
 pub async fn controller_channel(
@@ -405,7 +478,10 @@ pub async fn controller_channel(
     ca_file: Option<&Path>,
 ) -> Result<tonic::transport::Channel, ChannelError> {
     let mut builder = tonic::transport::Channel::from_shared(endpoint.to_owned())
-        .map_err(|_| SettingError::NotAUrl(endpoint.to_owned()))?;
+        .map_err(|_| SettingError::NotAUrl(endpoint.to_owned()))?
+        // A replica whose host is gone (no answer at all) is given up on,
+        // so that the next one is tried.
+        .connect_timeout(CONNECT_TIMEOUT);
     if let Some(ca_file) = ca_file {
         let ca = std::fs::read(ca_file).map_err(|source| SettingError::Unreadable {
             path: ca_file.to_owned(),

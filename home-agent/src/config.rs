@@ -144,8 +144,9 @@ fn default_udp_receive_buffer() -> usize {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ControllerSection {
-    /// The controller's gRPC endpoint, e.g. `http://[2001:db8::1]:50051`.
-    pub endpoint: Spanned<String>,
+    /// The controller's gRPC endpoint, e.g. `http://[2001:db8::1]:50051`,
+    /// or a list of its replicas, tried in order.
+    pub endpoint: Spanned<nemo_daemon::Endpoints>,
     /// CA certificate (PEM) for an `https://` endpoint.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
@@ -463,7 +464,7 @@ impl Config {
             ));
         }
         if let Some(controller) = &config.controller {
-            nemo_daemon::check_endpoint(controller.endpoint.get_ref()).map_err(|e| {
+            controller.endpoint.get_ref().check().map_err(|e| {
                 invalid(
                     controller.endpoint.span(),
                     format!("controller: endpoint: {e}"),

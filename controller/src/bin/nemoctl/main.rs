@@ -35,7 +35,8 @@ use output::{print_rows, Output};
     about = "Drive nemo: the controller's API, and a home agent's admin API"
 )]
 struct Args {
-    /// The controller's address (http:// or https://).
+    /// The controller's address (http:// or https://); replicas as a
+    /// comma-separated list, tried in order until one answers.
     #[arg(
         long,
         global = true,
@@ -426,6 +427,23 @@ async fn connect(
         .map_err(|e| anyhow::Error::new(e).context(format!("cannot reach {what} at {endpoint}")))
 }
 
+/// Connects to the first of `endpoints` that answers (controller
+/// replicas), saying why each did not when none does.
+async fn connect_first(
+    what: &str,
+    endpoints: &[&str],
+    ca: Option<&std::path::Path>,
+) -> anyhow::Result<Channel> {
+    let mut failures = Vec::new();
+    for endpoint in endpoints {
+        match connect(what, endpoint, ca).await {
+            Ok(channel) => return Ok(channel),
+            Err(error) => failures.push(format!("{error:#}")),
+        }
+    }
+    anyhow::bail!("{}", failures.join("; "))
+}
+
 async fn run(mut args: Args) -> anyhow::Result<()> {
     if let Some(path) = &args.token_file {
         args.token = Some(
@@ -475,8 +493,11 @@ async fn controller(
     command: ControllerCommand,
     out: Output,
 ) -> anyhow::Result<()> {
-    check_endpoint("--endpoint", endpoint)?;
-    let channel = connect("the controller", endpoint, ca).await?;
+    let endpoints: Vec<&str> = endpoint.split(',').map(str::trim).collect();
+    for endpoint in &endpoints {
+        check_endpoint("--endpoint", endpoint)?;
+    }
+    let channel = connect_first("the controller", &endpoints, ca).await?;
     let mut client = ControllerClient::new(channel);
     const POOL: &[&str] = &[
         "name",

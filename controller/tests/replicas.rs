@@ -1,0 +1,213 @@
+//! Controller replicas: two `nemo-controller` processes on one
+//! three-member etcd serve at once. Clients allocate through both; one
+//! replica is killed with SIGKILL mid-burst and its clients carry on
+//! through the other; nothing acknowledged is lost, no prefix is given
+//! twice, a watcher on the surviving replica hears every change once;
+//! one etcd member of three down, service goes on; nemoctl given both
+//! endpoints passes over the dead one.
+//!
+//! Needs `etcd` (CI installs it; NEMO_REQUIRE_ETCD makes a missing one a
+//! failure).
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use nemo_proto::v1 as pb;
+use nemo_proto::v1::controller_client::ControllerClient;
+use nemo_testkit::daemons::{self, authed};
+use nemo_testkit::etcd::{self, Etcd};
+use nemo_testkit::{require, workspace_binary, Process};
+use tonic::transport::Channel;
+
+fn replica(dir: &Path, etcd: &Etcd) -> Process {
+    let process = daemons::controller_with_tables(
+        dir,
+        "quarantine_secs = 3600\n",
+        &format!(
+            "[etcd]\nendpoints = {:?}\nprefix = \"/nemo-replicas/\"\ntimeout_ms = 2000\n",
+            etcd.endpoints()
+        ),
+    );
+    assert!(process.log().contains("store=etcd"), "{}", process.log());
+    process
+}
+
+fn endpoint(process: &Process) -> String {
+    format!("http://{}", process.field("grpc"))
+}
+
+async fn connect(endpoint: &str) -> Option<ControllerClient<Channel>> {
+    ControllerClient::connect(endpoint.to_owned()).await.ok()
+}
+
+fn allocate() -> tonic::Request<pb::AllocatePrefixRequest> {
+    authed(pb::AllocatePrefixRequest {
+        tenant: "acme".into(),
+        pool: "core".into(),
+        length: 0,
+        prefix: String::new(),
+    })
+}
+
+/// A client as an orchestrator runs one: `count` allocations, through the
+/// first endpoint until it stops answering, then through the next. Returns
+/// what was acknowledged and how many calls failed (outcome unknown).
+async fn orchestrator(endpoints: Vec<String>, count: usize) -> (Vec<String>, usize) {
+    let mut acknowledged = Vec::new();
+    let mut failed = 0;
+    let mut current = 0;
+    let mut client = connect(&endpoints[current]).await;
+    while acknowledged.len() < count {
+        let answer = match client.as_mut() {
+            Some(c) => c.allocate_prefix(allocate()).await.map_err(|s| s.code()),
+            None => Err(tonic::Code::Unavailable),
+        };
+        match answer {
+            Ok(response) => acknowledged.push(response.into_inner().prefix),
+            Err(code) => {
+                assert!(
+                    matches!(code, tonic::Code::Unavailable | tonic::Code::Unknown),
+                    "{code:?}"
+                );
+                failed += 1;
+                assert!(failed < 50, "no replica answers");
+                current = (current + 1) % endpoints.len();
+                client = connect(&endpoints[current]).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    (acknowledged, failed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_serve_at_once_and_survive_one_killed_mid_burst() {
+    if !require(
+        etcd::available(),
+        "etcd missing (etcd-server)",
+        "NEMO_REQUIRE_ETCD",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut etcd = Etcd::start(3);
+    let mut a = replica(dir.path(), &etcd);
+    let b = replica(dir.path(), &etcd);
+    let (a_endpoint, b_endpoint) = (endpoint(&a), endpoint(&b));
+    let mut to_a = connect(&a_endpoint).await.unwrap();
+    to_a.create_pool(authed(pb::CreatePoolRequest {
+        name: "core".into(),
+        prefix: "2001:db8:100::/40".into(),
+        tenant_length: 56,
+    }))
+    .await
+    .unwrap();
+    // Made on a, read on b: b follows.
+    let mut to_b = connect(&b_endpoint).await.unwrap();
+    to_b.create_tenant(authed(pb::CreateTenantRequest {
+        name: "acme".into(),
+    }))
+    .await
+    .unwrap();
+    let mut events = to_b
+        .watch_events(authed(pb::WatchEventsRequest {
+            from_revision: 2,
+            history_only: false,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // Four orchestrators on each replica; a is killed while they run.
+    let mut tasks = Vec::new();
+    for first in [&a_endpoint, &b_endpoint] {
+        for _ in 0..4 {
+            let endpoints = vec![
+                first.clone(),
+                [&a_endpoint, &b_endpoint]
+                    .into_iter()
+                    .find(|e| *e != first)
+                    .unwrap()
+                    .clone(),
+            ];
+            tasks.push(tokio::spawn(orchestrator(endpoints, 100)));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.kill();
+    let mut acknowledged = BTreeSet::new();
+    let mut failed = 0;
+    for task in tasks {
+        let (prefixes, failures) = task.await.unwrap();
+        failed += failures;
+        for prefix in prefixes {
+            assert!(acknowledged.insert(prefix.clone()), "{prefix} given twice");
+        }
+    }
+    assert_eq!(acknowledged.len(), 800);
+    assert!(
+        failed > 0,
+        "a was killed after the burst: the test proves nothing"
+    );
+
+    // Everything acknowledged is held; what failed mid-kill is whole or
+    // absent.
+    let held: BTreeSet<String> = to_b
+        .list_prefixes(authed(pb::ListPrefixesRequest {
+            tenant: "acme".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .allocations
+        .into_iter()
+        .map(|a| a.prefix)
+        .collect();
+    assert!(
+        acknowledged.is_subset(&held),
+        "lost: {:?}",
+        acknowledged.difference(&held).collect::<Vec<_>>()
+    );
+    let total = 2 + held.len() as u64;
+    // b's watcher heard every change, a's and its own, once, in order.
+    let mut revisions = Vec::new();
+    while revisions.last().copied().unwrap_or(2) < total {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        revisions.push(event.revision);
+    }
+    assert_eq!(revisions, (3..=total).collect::<Vec<_>>());
+
+    // One etcd member of three down: the survivor still changes things.
+    etcd.kill(0);
+    to_b.create_tenant(authed(pb::CreateTenantRequest {
+        name: "one-member-down".into(),
+    }))
+    .await
+    .unwrap();
+
+    // nemoctl given both endpoints passes over the dead one.
+    let output = std::process::Command::new(workspace_binary("nemoctl"))
+        .args([
+            "--endpoint",
+            &format!("{a_endpoint},{b_endpoint}"),
+            "--token",
+            daemons::TOKEN,
+            "tenant",
+            "list",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("one-member-down"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
