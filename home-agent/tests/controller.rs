@@ -157,3 +157,72 @@ async fn authorizations_follow_the_controller_and_survive_its_absence() {
         ha.log()
     );
 }
+
+/// A home agent given two controller replicas (on one etcd) follows the
+/// first; killed, it moves to the second and goes on following: a key
+/// rotated there takes effect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_home_agent_moves_to_another_controller_replica() {
+    if !nemo_testkit::require(
+        nemo_testkit::etcd::available(),
+        "etcd missing (etcd-server)",
+        "NEMO_REQUIRE_ETCD",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = nemo_testkit::etcd::Etcd::start(1);
+    let replica = || {
+        daemons::controller_with_tables(
+            dir.path(),
+            "",
+            &format!(
+                "[etcd]\nendpoints = {:?}\nprefix = \"/nemo-ha-replicas/\"\n",
+                etcd.endpoints()
+            ),
+        )
+    };
+    let (mut first, second) = (replica(), replica());
+    let endpoints = [&first, &second].map(|p| format!("http://{}", p.field("grpc")));
+    let mut c = daemons::controller_client(&first).await;
+    let mr = daemons::provision_tenant(&mut c, "").await;
+    let ha = daemons::home_agent(
+        dir.path(),
+        &format!(
+            "[controller]\nendpoint = {endpoints:?}\ntoken_file = \"{}\"\nhome_agent = \"ha1\"\n",
+            dir.path().join("token").display()
+        ),
+    );
+    let udp: SocketAddr = ha.field("udp").parse().unwrap();
+    let mut sequence = 1;
+    assert!(
+        eventually(|| {
+            sequence += 1;
+            let (mr, s) = (mr.clone(), sequence);
+            async move { register(udp, &mr, s).await == Some(BaStatus::ACCEPTED) }
+        })
+        .await,
+        "{}",
+        ha.log()
+    );
+    first.kill();
+    let mut c = daemons::controller_client(&second).await;
+    let rotated = c
+        .rotate_key(authed(pb::RotateKeyRequest {
+            tenant: "acme".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        eventually(|| {
+            sequence += 1;
+            let (rotated, s) = (rotated.clone(), sequence);
+            async move { register(udp, &rotated, s).await == Some(BaStatus::ACCEPTED) }
+        })
+        .await,
+        "the home agent never took the key rotated at the second replica: {}",
+        ha.log()
+    );
+    assert!(ha.log().contains("moved to another endpoint"), "{}", ha.log());
+}
