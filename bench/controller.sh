@@ -8,6 +8,8 @@
 #   bench/controller.sh 10 1 8 64
 #   STORE=etcd1 bench/controller.sh 10 1 8 64   # the store in a 1-member etcd
 #   STORE=etcd3 bench/controller.sh 10 1 8 64   # ... in a 3-member etcd
+#   STORE=etcd3 REPLICAS=2 bench/controller.sh 10 64  # two controller
+#       replicas on it, the clients spread over both
 #
 # etcd members run on loopback ports 23790-23795, their data beside the
 # store (a real disk, etcd's own fsync per commit).
@@ -18,15 +20,17 @@ shift || true
 clients=("$@")
 [ ${#clients[@]} -gt 0 ] || clients=(1 8 64)
 store=${STORE:-redb}
+replicas=${REPLICAS:-1}
+[ "$replicas" = 1 ] || [ "$store" != redb ] || { echo "REPLICAS needs STORE=etcd1 or etcd3" >&2; exit 2; }
 case "$store" in redb) members=0;; etcd1) members=1;; etcd3) members=3;; *) echo "STORE is redb, etcd1 or etcd3" >&2; exit 2;; esac
 
 cargo build --release -q -p controller --bin nemo-controller --bin controller-loadgen
 bin=target/release
 work=$(mktemp -d "${STORE_DIR:-/var/tmp}/nemo-controller-bench.XXXXXX")
-pid=
+pids=()
 etcd_pids=()
 cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
   for p in "${etcd_pids[@]}"; do kill "$p" 2>/dev/null; done
   wait 2>/dev/null; rm -rf "$work"
 }
@@ -65,11 +69,15 @@ for n in "${clients[@]}"; do
     printf 'listen = "[::1]:0"\ntoken_file = "%s"\n[etcd]\nendpoints = %s\nprefix = "/bench-%s/"\n' \
         "$work/token" "$endpoints" "$n" > "$work/controller.toml"
   fi
-  coproc CONTROLLER { exec "$bin/nemo-controller" --config "$work/controller.toml" 2>"$work/controller.log"; }
-  pid=$CONTROLLER_PID
-  read -r ready <&"${CONTROLLER[0]}"
-  listen=$(sed -n "s/.*grpc=\([^ ]*\).*/\1/p" <<<"$ready")
-  "$bin/controller-loadgen" --endpoint "http://$listen" --token-file "$work/token" \
+  listens=""
+  for r in $(seq 1 "$replicas"); do
+    "$bin/nemo-controller" --config "$work/controller.toml" >"$work/ready-$r" 2>"$work/controller-$r.log" &
+    pids+=($!)
+    for i in $(seq 1 200); do grep -q ready "$work/ready-$r" 2>/dev/null && break; sleep 0.05; done
+    listens+="http://$(sed -n "s/.*grpc=\([^ ]*\).*/\1/p" "$work/ready-$r"),"
+  done
+  "$bin/controller-loadgen" --endpoint "${listens%,}" --token-file "$work/token" \
       --clients "$n" --seconds "$seconds"
-  kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
+  for p in "${pids[@]}"; do kill "$p"; wait "$p" 2>/dev/null || true; done
+  pids=()
 done

@@ -285,13 +285,24 @@ async fn a_cluster_that_lost_its_quorum_refuses_changes_and_loses_nothing() {
         matches!(refused, Ok(Err(StoreError::Unavailable(_)))),
         "{refused:?}"
     );
-    // Back to a quorum: a controller that starts now reads every change
+    // Back to a quorum: the same controller takes changes again by itself
+    // (it reloads from etcd), and one that starts now reads every change
     // acknowledged, and nothing of the refused one.
     etcd.restart(0);
     etcd.restart(1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match store.create_tenant("quorum-back").await {
+            Ok(_) | Err(StoreError::Exists { .. }) => break,
+            Err(error) => {
+                assert!(tokio::time::Instant::now() < deadline, "{error}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
     let reopened = Store::open_etcd(&settings, QUARANTINE).await.unwrap();
     let names: BTreeSet<String> = reopened.tenant_names().await.into_iter().collect();
-    assert!(names.contains("before") && names.contains("one-down"));
+    assert!(names.contains("before") && names.contains("one-down") && names.contains("quorum-back"));
     // Whole changes only: every tenant has its event and the revision
     // counts them (the refused one is either all there or not at all).
     let revision = reopened.revision().await;

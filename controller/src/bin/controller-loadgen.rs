@@ -23,7 +23,8 @@ use tonic::Request;
 #[derive(Debug, Parser)]
 #[command(name = "controller-loadgen", version)]
 struct Args {
-    /// The controller's gRPC endpoint.
+    /// The controller's gRPC endpoint; replicas as a comma-separated
+    /// list, the clients spread over them in turn.
     #[arg(long)]
     endpoint: String,
     /// File holding the bearer token.
@@ -80,7 +81,8 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("token file {}", args.token_file.display()))?
         .trim()
         .to_owned();
-    let mut admin = client(&args.endpoint).await?;
+    let endpoints: Vec<&str> = args.endpoint.split(',').map(str::trim).collect();
+    let mut admin = client(endpoints[0]).await?;
     let run = std::process::id();
     admin
         .create_pool(request(
@@ -93,8 +95,8 @@ async fn main() -> anyhow::Result<()> {
         )?)
         .await
         .context("creating the pool")?;
-    let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let mut tasks = Vec::new();
+    let mut tenants = Vec::new();
     for n in 0..args.clients {
         let tenant = format!("load-{run}-{n}");
         admin
@@ -106,7 +108,16 @@ async fn main() -> anyhow::Result<()> {
             )?)
             .await
             .context("creating a tenant")?;
-        let mut connection = client(&args.endpoint).await?;
+        tenants.push(tenant);
+    }
+    if endpoints.len() > 1 {
+        // The other replicas follow the first: let them catch up with the
+        // pool and tenants before their clients allocate.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    for (n, tenant) in tenants.into_iter().enumerate() {
+        let mut connection = client(endpoints[n % endpoints.len()]).await?;
         let (token, pool, read_only) = (token.clone(), args.pool.clone(), args.read_only);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
