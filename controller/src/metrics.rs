@@ -42,6 +42,7 @@ pub struct Metrics {
     calls: Family<CallLabel, Counter>,
     call_seconds: Family<MethodLabel, Histogram>,
     revision: Gauge,
+    stale: Gauge,
     watchers: Gauge,
     store: Arc<Store>,
 }
@@ -61,6 +62,12 @@ impl Metrics {
             Histogram::new(exponential_buckets(0.000_1, 2.0, 16))
         });
         let revision = Gauge::default();
+        let stale = Gauge::default();
+        registry.register(
+            "store_may_be_stale",
+            "1 while this replica does not follow the others through etcd (its reads may miss their changes), else 0",
+            stale.clone(),
+        );
         let watchers = Gauge::default();
         registry.register(
             "calls",
@@ -87,6 +94,7 @@ impl Metrics {
             calls,
             call_seconds,
             revision,
+            stale,
             watchers,
             store,
         }
@@ -98,6 +106,7 @@ impl Metrics {
             .set(i64::try_from(self.store.revision_now()).unwrap_or(i64::MAX));
         self.watchers
             .set(i64::try_from(self.store.watchers()).unwrap_or(i64::MAX));
+        self.stale.set(i64::from(self.store.may_be_stale()));
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut text, &self.registry);

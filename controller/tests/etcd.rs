@@ -285,6 +285,12 @@ async fn a_cluster_that_lost_its_quorum_refuses_changes_and_loses_nothing() {
         matches!(refused, Ok(Err(StoreError::Unavailable(_)))),
         "{refused:?}"
     );
+    // Its reads may be stale now, and it says so.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !store.may_be_stale() {
+        assert!(tokio::time::Instant::now() < deadline, "never said stale");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // Back to a quorum: the same controller takes changes again by itself
     // (it reloads from etcd), and one that starts now reads every change
     // acknowledged, and nothing of the refused one.
@@ -302,7 +308,14 @@ async fn a_cluster_that_lost_its_quorum_refuses_changes_and_loses_nothing() {
     }
     let reopened = Store::open_etcd(&settings, QUARANTINE).await.unwrap();
     let names: BTreeSet<String> = reopened.tenant_names().await.into_iter().collect();
-    assert!(names.contains("before") && names.contains("one-down") && names.contains("quorum-back"));
+    assert!(
+        names.contains("before") && names.contains("one-down") && names.contains("quorum-back")
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while store.may_be_stale() {
+        assert!(tokio::time::Instant::now() < deadline, "stale for good");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // Whole changes only: every tenant has its event and the revision
     // counts them (the refused one is either all there or not at all).
     let revision = reopened.revision().await;

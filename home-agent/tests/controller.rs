@@ -224,5 +224,9 @@ async fn a_home_agent_moves_to_another_controller_replica() {
         "the home agent never took the key rotated at the second replica: {}",
         ha.log()
     );
-    assert!(ha.log().contains("moved to another endpoint"), "{}", ha.log());
+    assert!(
+        ha.log().contains("moved to another endpoint"),
+        "{}",
+        ha.log()
+    );
 }

@@ -214,7 +214,11 @@ impl EtcdTables {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(timeout)
             .with_timeout(timeout)
-            .with_keep_alive(std::time::Duration::from_secs(10), timeout);
+            .with_keep_alive(std::time::Duration::from_secs(10), timeout)
+            // A member that lost its leader fails requests and ends watches
+            // at once instead of holding them: the follower then knows it
+            // may be stale, and a change is refused without waiting.
+            .with_require_leader(true);
         if let Some(ca_file) = &settings.ca_file {
             let read = |path: &std::path::Path| {
                 std::fs::read(path).map_err(|e| {
