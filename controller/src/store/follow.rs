@@ -121,20 +121,7 @@ impl Store {
         self.log.generation.fetch_add(1, Ordering::AcqRel);
         self.log.failed.store(false, Ordering::Release);
         drop(state);
-        let mut between = Vec::new();
-        if through > old {
-            for (_, value) in self
-                .backend
-                .scan(
-                    "events",
-                    Some(&(old + 1).to_be_bytes()),
-                    Some(&through.to_be_bytes()),
-                )
-                .await?
-            {
-                between.push(decode(&value)?);
-            }
-        }
+        let between = self.history(old, through).await?;
         tracing::info!(
             revision = through,
             etcd_revision,

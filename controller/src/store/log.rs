@@ -416,21 +416,24 @@ impl Store {
                 self.log.flushed.load(Ordering::Acquire),
             )
         };
-        let mut events = Vec::new();
-        if flushed > revision {
-            for (_, value) in self
-                .backend
-                .scan(
-                    "events",
-                    Some(&(revision + 1).to_be_bytes()),
-                    Some(&flushed.to_be_bytes()),
-                )
-                .await?
-            {
-                events.push(decode(&value)?);
-            }
+        Ok((self.history(revision, flushed).await?, receiver))
+    }
+
+    /// The events after `after` through `through`, from the history.
+    pub(super) async fn history(&self, after: u64, through: u64) -> Result<Vec<Event>, StoreError> {
+        if through <= after {
+            return Ok(Vec::new());
         }
-        Ok((events, receiver))
+        self.backend
+            .scan(
+                "events",
+                Some(&(after + 1).to_be_bytes()),
+                Some(&through.to_be_bytes()),
+            )
+            .await?
+            .iter()
+            .map(|(_, value)| decode(value))
+            .collect()
     }
 
     /// The newest revision on disk.
