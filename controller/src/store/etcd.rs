@@ -441,6 +441,19 @@ impl EtcdTables {
         Ok(values)
     }
 
+    /// The revision of our history etcd holds now (0: none yet).
+    pub async fn current_revision(&self) -> Result<u64, StoreError> {
+        let mut client = self.client.clone();
+        let mut answer = client
+            .get(self.key("meta", REVISION_KEY), None)
+            .await
+            .map_err(|e| unavailable("reading", e))?;
+        match answer.take_kvs().into_iter().next() {
+            Some(kv) => decode(kv.value()),
+            None => Ok(0),
+        }
+    }
+
     /// Every record of `tables` as etcd held them at one revision, and
     /// that revision: a consistent state to load while other replicas
     /// write.

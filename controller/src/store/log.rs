@@ -308,30 +308,62 @@ impl Store {
 
     /// Runs an operation, and again on the newer state when another
     /// replica changed the store first (once this replica's follower
-    /// brought that change in, or after [`CATCH_UP`]).
+    /// brought that change in, or after [`CATCH_UP`]). A refusal that
+    /// rests on what memory holds (not found, exists, precondition, pool
+    /// full) is given only once memory is as new as etcd was when it was
+    /// made: a client that made a change on one replica and asks another
+    /// gets the same answer.
     pub(super) async fn retrying<T, F, Fut>(&self, mut operation: F) -> Result<T, StoreError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, StoreError>>,
     {
         let mut attempt = 1;
+        let mut checked_fresh = false;
         loop {
+            // What memory held when the operation looked.
+            let seen = self.log.flushed.load(Ordering::Acquire);
             match operation().await {
                 Err(StoreError::Conflict { at }) if attempt < CONFLICT_ATTEMPTS => {
                     attempt += 1;
-                    let deadline = tokio::time::Instant::now() + CATCH_UP;
-                    loop {
-                        let advanced = self.log.advanced.notified();
-                        if self.log.flushed.load(Ordering::Acquire) >= at {
-                            break;
-                        }
-                        if tokio::time::timeout_at(deadline, advanced).await.is_err() {
-                            break;
-                        }
-                    }
+                    self.caught_up(at).await;
                     tokio::time::sleep(jitter(attempt)).await;
                 }
+                Err(
+                    refusal @ (StoreError::NotFound { .. }
+                    | StoreError::Exists { .. }
+                    | StoreError::Precondition(_)
+                    | StoreError::Exhausted { .. }),
+                ) if !checked_fresh => {
+                    checked_fresh = true;
+                    let backend::Backend::Etcd(etcd) = &self.backend else {
+                        return Err(refusal);
+                    };
+                    let now = etcd.current_revision().await?;
+                    if now <= seen {
+                        return Err(refusal);
+                    }
+                    self.caught_up(now).await;
+                }
                 other => return other,
+            }
+        }
+    }
+
+    /// Waits until memory holds revision `at` (the follower brought it
+    /// in), at most [`CATCH_UP`].
+    async fn caught_up(&self, at: u64) {
+        let deadline = tokio::time::Instant::now() + CATCH_UP;
+        loop {
+            let advanced = self.log.advanced.notified();
+            tokio::pin!(advanced);
+            // Registered before the check: a move in between still wakes it.
+            advanced.as_mut().enable();
+            if self.log.flushed.load(Ordering::Acquire) >= at {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, advanced).await.is_err() {
+                return;
             }
         }
     }
