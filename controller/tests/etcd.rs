@@ -114,6 +114,26 @@ async fn all_at(stores: &[Arc<Store>], revision: u64) {
     }
 }
 
+/// Appends the revisions `live` announces to `heard` until it reaches
+/// `through`, skipping any at or before the last heard, as the API does (a
+/// replica resumed from a revision it has not followed to yet announces
+/// what it brings in up to there too).
+async fn hear_through(
+    heard: &mut Vec<u64>,
+    live: &mut tokio::sync::broadcast::Receiver<nemo_controller::store::Event>,
+    through: u64,
+) {
+    while heard.last().copied().unwrap_or(0) < through {
+        let event = tokio::time::timeout(Duration::from_secs(10), live.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if event.revision > heard.last().copied().unwrap_or(0) {
+            heard.push(event.revision);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_replica_follows_the_first_and_both_write() {
     if !etcd_here() {
@@ -210,13 +230,7 @@ async fn three_replicas_allocate_at_once_disjoint_and_agree() {
     // The watcher heard every revision once, in order, whichever replica
     // made it.
     let mut heard: Vec<u64> = history.iter().map(|e| e.revision).collect();
-    while heard.last().copied().unwrap_or(0) < revision {
-        let event = tokio::time::timeout(Duration::from_secs(10), live.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        heard.push(event.revision);
-    }
+    hear_through(&mut heard, &mut live, revision).await;
     assert_eq!(heard, (1..=revision).collect::<Vec<_>>());
 }
 
@@ -260,17 +274,7 @@ async fn a_watch_resumed_on_another_replica_misses_nothing_and_repeats_nothing()
         writer.await.unwrap();
     }
     let total = 2 + 200;
-    while heard.last().copied().unwrap_or(0) < total {
-        let event = tokio::time::timeout(Duration::from_secs(10), live.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        // As the API does: b may not have followed as far as `last` yet,
-        // and announces what it brings in up to there too.
-        if event.revision > *heard.last().unwrap() {
-            heard.push(event.revision);
-        }
-    }
+    hear_through(&mut heard, &mut live, total).await;
     assert_eq!(heard, (1..=total).collect::<Vec<_>>());
 }
 

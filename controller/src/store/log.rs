@@ -244,11 +244,17 @@ impl Store {
         records.sort_unstable();
         records.dedup();
         let flushed = self.log.flushed.load(Ordering::Acquire);
-        let backend::Backend::Etcd(etcd) = &self.backend else {
-            return;
-        };
         let etcd_revision = self.log.etcd_revision.load(Ordering::Acquire);
-        match etcd.read_at(&records, etcd_revision).await {
+        let read = match &self.backend {
+            backend::Backend::Etcd(etcd) => etcd.read_at(&records, etcd_revision).await,
+            // The file has no other writer to put back from: memory stays
+            // ahead of it, so nothing more is acknowledged (as after a
+            // failed commit).
+            backend::Backend::Disk(_) => Err(StoreError::Storage(
+                "the file store cannot put memory back".into(),
+            )),
+        };
+        match read {
             Ok(values) => {
                 for (table, key, value) in values {
                     if let Err(error) = state.apply(table, &key, value.as_deref()) {
