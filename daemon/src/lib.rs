@@ -586,6 +586,23 @@ async fn serve_metrics_within(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_endpoint_list_is_checked_whole() {
+        let list = |n: usize| Endpoints::Several(vec!["http://[::1]:50051".to_owned(); n]);
+        assert!(list(1).check().is_ok() && list(MOST_ENDPOINTS).check().is_ok());
+        assert!(matches!(
+            list(0).check(),
+            Err(SettingError::EndpointCount(0))
+        ));
+        assert!(matches!(
+            list(MOST_ENDPOINTS + 1).check(),
+            Err(SettingError::EndpointCount(17))
+        ));
+        let one_bad = Endpoints::Several(vec!["http://[::1]:1".into(), "[::1]:2".into()]);
+        assert!(matches!(one_bad.check(), Err(SettingError::NoScheme(_))));
+    }
+
     use super::*;
 
     #[tokio::test]
