@@ -129,12 +129,14 @@ async fn authorization_updates(
             revision,
             home_address: m.home_address.to_string(),
             mobile_router: Some(mobile_router_proto(&m, &view.prefixes)),
+            snapshot_end: false,
         }],
         _ => touched
             .map(|address| pb::AuthorizationUpdate {
                 revision,
                 home_address: address.to_string(),
                 mobile_router: None,
+                snapshot_end: false,
             })
             .into_iter()
             .collect(),
@@ -161,6 +163,7 @@ async fn placement_update(
             home_agent: Some(home_agent_proto(&h)),
             moved_away: false,
             last_sequence: view.last_sequence.map(u32::from),
+            snapshot_end: false,
         },
         _ => pb::PlacementUpdate {
             revision,
@@ -169,11 +172,37 @@ async fn placement_update(
             home_agent: None,
             moved_away: !here && view.placement.is_some(),
             last_sequence: None,
+            snapshot_end: false,
         },
     }
 }
 
 type Updates<U> = Pin<Box<dyn std::future::Future<Output = Vec<U>> + Send>>;
+
+/// A watch resumes after `from_revision` only if the history still holds
+/// the change right after it: the upkeep trims the oldest changes, and a
+/// watcher resuming before them would miss them.
+fn resumable(history: &[store::Event], from_revision: u64) -> Result<(), Status> {
+    match history.first() {
+        Some(first) if from_revision > 0 && first.revision > from_revision + 1 => {
+            Err(Status::out_of_range(format!(
+                "from_revision: the history now starts at revision {}, the changes after {from_revision} \
+                 were trimmed; watch again from 0 (the current state first)",
+                first.revision
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A live change must follow the last one told: a gap means this replica
+/// loaded anew past changes it could no longer tell.
+fn missed(last: u64, revision: u64) -> Status {
+    Status::out_of_range(format!(
+        "changes after revision {last} up to {revision} could not be told (the history was \
+         trimmed meanwhile); watch again from {last}"
+    ))
+}
 
 /// Feeds a daemon's watch: the current state (`snapshot`) for a fresh
 /// watcher, or the history after its revision mapped by `map`, then every
@@ -206,7 +235,12 @@ async fn follow<U: Send + 'static>(
     }
     loop {
         match live.recv().await {
+            Ok(e) if e.revision > last + 1 => {
+                let _ = tx.send(Err(missed(last, e.revision))).await;
+                return;
+            }
             Ok(e) if e.revision > last => {
+                last = e.revision;
                 for update in map(store.clone(), e.revision, e.change).await {
                     if tx.send(Ok(update)).await.is_err() {
                         return;
@@ -309,6 +343,7 @@ impl Service {
         snapshot: impl Fn(Arc<Store>, u64) -> Updates<U> + Send + 'static,
     ) -> Result<Response<UpdateStream<U>>, Status> {
         let (history, live) = self.store.events_after(from_revision).await?;
+        resumable(&history, from_revision)?;
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         tokio::spawn(follow(
             history,
@@ -484,7 +519,8 @@ impl Controller for Service {
         let request = request.into_inner();
         let from = request.from_revision;
         let (history, live) = self.store.events_after(from).await?;
-        let last = history.last().map_or(from, |e| e.revision);
+        resumable(&history, from)?;
+        let mut last = history.last().map_or(from, |e| e.revision);
         let history: Vec<Result<pb::Event, Status>> =
             history.iter().map(|e| Ok(event(e))).collect();
         if request.history_only {
@@ -493,7 +529,13 @@ impl Controller for Service {
         // The live stream starts exactly after the history (the store held
         // its lock between the two); skip anything not newer, to be sure.
         let live = BroadcastStream::new(live).filter_map(move |item| match item {
-            Ok(e) if e.revision > last => Some(Ok(event(&e))),
+            // The first live change follows the history, or the watcher's
+            // revision when the history after it is empty.
+            Ok(e) if last > 0 && e.revision > last + 1 => Some(Err(missed(last, e.revision))),
+            Ok(e) if e.revision > last => {
+                last = e.revision;
+                Some(Ok(event(&e)))
+            }
             Ok(_) => None,
             Err(_) => Some(Err(Status::resource_exhausted(
                 "watcher fell behind and missed changes; watch again from the last revision seen",
@@ -705,6 +747,11 @@ impl Controller for Service {
                                 );
                             }
                         }
+                        updates.push(pb::AuthorizationUpdate {
+                            revision,
+                            snapshot_end: true,
+                            ..Default::default()
+                        });
                         updates
                     })
                 }
@@ -780,6 +827,11 @@ impl Controller for Service {
                                 placement_update(&store, &hypervisor, revision, &tenant).await,
                             );
                         }
+                        updates.push(pb::PlacementUpdate {
+                            revision,
+                            snapshot_end: true,
+                            ..Default::default()
+                        });
                         updates
                     })
                 }

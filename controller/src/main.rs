@@ -8,13 +8,21 @@
 //! quarantine_secs = 3600
 //! ```
 //!
-//! Or, with its state in etcd instead of `store` (one controller per prefix
-//! at a time for now):
+//! Or, with its state in etcd instead of `store` (any number of replicas
+//! on one prefix, all serving):
 //!
 //! ```toml
 //! [etcd]
 //! endpoints = ["http://[2001:db8::e1]:2379", "http://[2001:db8::e2]:2379"]
 //! prefix = "/nemo/"
+//! ```
+//!
+//! The history watchers resume from (optional; the defaults):
+//!
+//! ```toml
+//! [history]
+//! keep = 1000000
+//! trim_every_secs = 300
 //! ```
 
 use std::net::SocketAddr;
@@ -95,6 +103,39 @@ struct Config {
     /// preface or a TLS ClientHello) before it is closed, in milliseconds.
     #[serde(default = "default_handshake_timeout_ms")]
     handshake_timeout_ms: u64,
+    /// How far back the event history reaches.
+    #[serde(default)]
+    history: HistorySection,
+}
+
+/// `[history]`: the newest `keep` changes are kept for watchers that
+/// resume (a daemon after a restart); older ones are trimmed every
+/// `trim_every_secs` (with etcd, by one replica, which also compacts
+/// etcd). A watcher resuming from before them takes the whole state again.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistorySection {
+    #[serde(default = "default_history_keep")]
+    keep: u64,
+    #[serde(default = "default_trim_every")]
+    trim_every_secs: u64,
+}
+
+impl Default for HistorySection {
+    fn default() -> HistorySection {
+        HistorySection {
+            keep: default_history_keep(),
+            trim_every_secs: default_trim_every(),
+        }
+    }
+}
+
+fn default_history_keep() -> u64 {
+    1_000_000
+}
+
+fn default_trim_every() -> u64 {
+    300
 }
 
 /// Where a config says the store is: `store` (a directory) or `[etcd]`.
@@ -116,6 +157,14 @@ fn store_location(
         )),
         (None, None) => Err(file.invalid(0..0, "store (a directory) or [etcd] is required")),
     }
+}
+
+/// This replica's name among others: its host and gRPC address.
+fn replica_name(listen: SocketAddr) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    format!("{host} {listen} pid {}", std::process::id())
 }
 
 fn default_max_connections() -> usize {
@@ -201,6 +250,14 @@ fn main() -> anyhow::Result<()> {
             )
             .into());
     }
+    if config.history.keep == 0 || config.history.trim_every_secs == 0 {
+        return Err(file
+            .invalid(
+                0..0,
+                "history.keep and history.trim_every_secs must be above 0",
+            )
+            .into());
+    }
     let limits = nemo_daemon::incoming::ConnectionLimits {
         max_connections: config.max_connections,
         handshake_timeout: Duration::from_millis(config.handshake_timeout_ms),
@@ -248,6 +305,11 @@ fn main() -> anyhow::Result<()> {
             }
             .with_context(|| format!("opening the store in {location}"))?;
             tracing::info!(store = %store.location(), revision = store.revision().await, "store loaded");
+            store.start_upkeep(nemo_controller::store::Upkeep {
+                keep: config.history.keep,
+                every: Duration::from_secs(config.history.trim_every_secs),
+                who: replica_name(config.listen),
+            });
             let mut servers = Servers::new("nemo-controller ready");
             let listener = servers.bind("grpc", config.listen).await?;
             servers.note("tls", if tls.is_some() { "on" } else { "off" });

@@ -43,6 +43,7 @@ pub struct Metrics {
     call_seconds: Family<MethodLabel, Histogram>,
     revision: Gauge,
     stale: Gauge,
+    maintainer: Gauge,
     watchers: Gauge,
     store: Arc<Store>,
 }
@@ -67,6 +68,12 @@ impl Metrics {
             "store_may_be_stale",
             "1 while this replica does not follow the others through etcd (its reads may miss their changes), else 0",
             stale.clone(),
+        );
+        let maintainer = Gauge::default();
+        registry.register(
+            "maintainer",
+            "1 while this replica keeps the event history (trims it; with etcd, compacts etcd): one replica at a time, elected with an etcd lease",
+            maintainer.clone(),
         );
         let watchers = Gauge::default();
         registry.register(
@@ -95,6 +102,7 @@ impl Metrics {
             call_seconds,
             revision,
             stale,
+            maintainer,
             watchers,
             store,
         }
@@ -107,6 +115,7 @@ impl Metrics {
         self.watchers
             .set(i64::try_from(self.store.watchers()).unwrap_or(i64::MAX));
         self.stale.set(i64::from(self.store.may_be_stale()));
+        self.maintainer.set(i64::from(self.store.is_maintainer()));
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut text, &self.registry);

@@ -6,7 +6,8 @@
 //! names unique, every replica's memory and watchers see every change
 //! once, and a watch resumes on another replica without gap or repeat; a
 //! cluster that lost one member of three carries on, one that lost two
-//! refuses changes as unavailable and loses nothing.
+//! refuses changes as unavailable and loses nothing; one replica at a time
+//! trims the history and compacts etcd, another takes over when it dies.
 //!
 //! Needs `etcd` (CI installs it; NEMO_REQUIRE_ETCD makes a missing one a
 //! failure).
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use ipnet::Ipv6Net;
 use nemo_controller::store::etcd::EtcdSettings;
-use nemo_controller::store::{Store, StoreError};
+use nemo_controller::store::{Store, StoreError, Upkeep};
 use nemo_testkit::etcd::{self, Etcd};
 use nemo_testkit::require;
 
@@ -276,6 +277,121 @@ async fn a_watch_resumed_on_another_replica_misses_nothing_and_repeats_nothing()
     let total = 2 + 200;
     hear_through(&mut heard, &mut live, total).await;
     assert_eq!(heard, (1..=total).collect::<Vec<_>>());
+}
+
+/// The oldest event either replica's history holds.
+async fn oldest_event(store: &Store) -> Option<u64> {
+    store
+        .events_after(0)
+        .await
+        .unwrap()
+        .0
+        .first()
+        .map(|e| e.revision)
+}
+
+/// Waits until `store`'s history starts at `revision`.
+async fn history_starts_at(store: &Store, revision: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while oldest_event(store).await != Some(revision) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the history starts at {:?}, not {revision}",
+            oldest_event(store).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether etcd still answers a read at etcd revision `revision` (it does
+/// not once compacted past it).
+fn etcd_answers_at(etcd: &Etcd, revision: i64) -> Result<(), String> {
+    let output = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([
+            "--endpoints",
+            &etcd.endpoint(0),
+            "get",
+            "/nemo-upkeep/",
+            "--prefix",
+            "--keys-only",
+            &format!("--rev={revision}"),
+        ])
+        .output()
+        .unwrap();
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_at_a_time_keeps_the_history_and_another_takes_over() {
+    if !etcd_here() {
+        return;
+    }
+    let etcd = Etcd::start(1);
+    let settings = settings(&etcd, "/nemo-upkeep/");
+    let (a, b) = (
+        Store::open_etcd(&settings, QUARANTINE).await.unwrap(),
+        Store::open_etcd(&settings, QUARANTINE).await.unwrap(),
+    );
+    for (store, who) in [(&a, "a"), (&b, "b")] {
+        store.start_upkeep(Upkeep {
+            keep: 10,
+            every: Duration::from_millis(200),
+            who: who.into(),
+        });
+    }
+    // Both replicas write while the history is trimmed under them.
+    let writers: Vec<_> = [a.clone(), b.clone()]
+        .into_iter()
+        .enumerate()
+        .map(|(n, replica)| {
+            tokio::spawn(async move {
+                for i in 0..50 {
+                    replica.create_tenant(&format!("t{n}-{i}")).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    all_at(&[a.clone(), b.clone()], 100).await;
+    history_starts_at(&a, 91).await;
+    assert_eq!(oldest_event(&b).await, Some(91));
+    assert!(
+        a.is_maintainer() != b.is_maintainer(),
+        "maintainers: a {}, b {}",
+        a.is_maintainer(),
+        b.is_maintainer()
+    );
+    // Trimming the history changed no state.
+    assert_eq!(a.tenant_names().await.len(), 100);
+    assert_eq!(a.tenant_names().await, b.tenant_names().await);
+    // etcd's own history is compacted too (up to the trim before the last).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while etcd_answers_at(&etcd, 2).is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "etcd never compacted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(etcd_answers_at(&etcd, 2).unwrap_err().contains("compacted"));
+
+    // The maintainer goes away: the other takes over once its lease has
+    // expired, and trims what is written since.
+    let (gone, survivor) = if a.is_maintainer() { (a, b) } else { (b, a) };
+    drop(gone);
+    for i in 0..20 {
+        survivor.create_tenant(&format!("late{i}")).await.unwrap();
+    }
+    history_starts_at(&survivor, 111).await;
+    assert!(survivor.is_maintainer());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

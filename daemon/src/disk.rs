@@ -233,6 +233,19 @@ impl Disk {
         &self.path
     }
 
+    /// The first (smallest) key of `table`, if it holds any.
+    pub fn first_key(&self, table: &str) -> Result<Option<Vec<u8>>, DiskError> {
+        let txn = self.db.begin_read().map_err(|e| self.error(e))?;
+        let table = txn
+            .open_table(self.table(table)?)
+            .map_err(|e| self.error(e))?;
+        let first = table
+            .first()
+            .map_err(|e| self.error(e))?
+            .map(|(key, _)| key.value().to_vec());
+        Ok(first)
+    }
+
     /// The value of `key` in `table`.
     pub fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, DiskError> {
         let txn = self.db.begin_read().map_err(|e| self.error(e))?;

@@ -3,7 +3,7 @@
 //! and keeps the latest state on disk so that it keeps working, and starts,
 //! while the controller is down.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
 
@@ -118,7 +118,7 @@ pub async fn follow(settings: ControllerSettings, core: mpsc::Sender<CoreEvent>)
     let mut backoff = nemo_daemon::Backoff::default();
     loop {
         match watch(&settings, &core, &mut cache).await {
-            Ok(()) => return,
+            Ok(Watched::StartOver) => continue,
             Err(error) => {
                 backoff
                     .wait(
@@ -136,26 +136,48 @@ async fn watch(
     settings: &ControllerSettings,
     core: &mpsc::Sender<CoreEvent>,
     cache: &mut Cache,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Watched> {
     let mut client = settings.link.connect().await?;
     let request = settings.link.request(pb::WatchAuthorizationsRequest {
         home_agent: settings.home_agent.clone(),
         from_revision: cache.revision,
     })?;
-    let mut stream = client.watch_authorizations(request).await?.into_inner();
-    tracing::info!(from_revision = cache.revision, "watching authorizations");
-    if cache.revision == 0 {
-        // A fresh watch starts with the whole current state: what the cache
-        // held and the controller no longer has must go.
-        for home_address in std::mem::take(&mut cache.entries).into_keys() {
-            core.send(CoreEvent::Authorize {
-                home_address,
-                authorization: None,
-            })
-            .await?;
+    let mut stream = match client.watch_authorizations(request).await {
+        Ok(stream) => stream.into_inner(),
+        Err(status) if status.code() == tonic::Code::OutOfRange => {
+            return start_over(settings, cache, &status);
         }
-    }
-    while let Some(update) = stream.message().await? {
+        Err(status) => return Err(status.into()),
+    };
+    tracing::info!(from_revision = cache.revision, "watching authorizations");
+    // A watch from 0 starts with the whole current state: what the cache
+    // holds and the snapshot does not name must go, once it has ended (not
+    // before: a mobile router authorized all along stays so meanwhile).
+    let mut unconfirmed: Option<BTreeSet<Ipv6Addr>> =
+        (cache.revision == 0).then(|| cache.entries.keys().copied().collect());
+    loop {
+        let update = match stream.message().await {
+            Ok(Some(update)) => update,
+            Ok(None) => break,
+            Err(status) if status.code() == tonic::Code::OutOfRange => {
+                return start_over(settings, cache, &status);
+            }
+            Err(status) => return Err(status.into()),
+        };
+        if update.snapshot_end {
+            for home_address in unconfirmed.take().unwrap_or_default() {
+                tracing::info!(%home_address, "no longer authorized (not in the controller's state)");
+                core.send(CoreEvent::Authorize {
+                    home_address,
+                    authorization: None,
+                })
+                .await?;
+                cache.entries.remove(&home_address);
+            }
+            cache.revision = cache.revision.max(update.revision);
+            save(&settings.cache, cache)?;
+            continue;
+        }
         let home_address: Ipv6Addr = match update.home_address.parse() {
             Ok(address) => address,
             Err(_) => {
@@ -171,6 +193,9 @@ async fn watch(
             }
             None => None,
         };
+        if let Some(unconfirmed) = unconfirmed.as_mut() {
+            unconfirmed.remove(&home_address);
+        }
         let authorization = entry.as_ref().map(authorization).transpose()?;
         core.send(CoreEvent::Authorize {
             home_address,
@@ -181,10 +206,38 @@ async fn watch(
             Some(entry) => cache.entries.insert(home_address, entry),
             None => cache.entries.remove(&home_address),
         };
-        cache.revision = cache.revision.max(update.revision);
+        if unconfirmed.is_none() {
+            // Within a snapshot the revision stays 0 until its end: a
+            // restart half way takes the whole state again.
+            cache.revision = cache.revision.max(update.revision);
+        }
         save(&settings.cache, cache)?;
     }
     anyhow::bail!("the controller ended the watch")
+}
+
+/// Our revision's successors were trimmed from the controller's history:
+/// start over from its current state, at once.
+fn start_over(
+    settings: &ControllerSettings,
+    cache: &mut Cache,
+    status: &tonic::Status,
+) -> anyhow::Result<Watched> {
+    tracing::warn!(
+        from_revision = cache.revision,
+        reason = status.message(),
+        "the controller's history moved past us; taking its whole state again"
+    );
+    cache.revision = 0;
+    save(&settings.cache, cache)?;
+    Ok(Watched::StartOver)
+}
+
+/// How a watch ended without an error.
+enum Watched {
+    /// The controller's history no longer reaches our revision: watch
+    /// again from 0 at once.
+    StartOver,
 }
 
 /// Reports every durable binding change to the controller, best effort:

@@ -230,3 +230,78 @@ async fn a_home_agent_moves_to_another_controller_replica() {
         ha.log()
     );
 }
+
+/// A home agent away while the controller's history moved past its
+/// revision (trimmed) takes the whole state again when it comes back: a
+/// mobile router deleted meanwhile is no longer authorized, though the
+/// home agent's own copy still held it.
+#[tokio::test]
+async fn a_home_agent_whose_revision_was_trimmed_takes_the_whole_state_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = daemons::controller(dir.path(), "[history]\nkeep = 3\ntrim_every_secs = 1\n");
+    let endpoint = format!("http://{}", ctl.field("grpc"));
+    let mut c = daemons::controller_client(&ctl).await;
+    let mr = daemons::provision_tenant(&mut c, "").await;
+    let ha = home_agent(dir.path(), &endpoint);
+    let udp: SocketAddr = ha.field("udp").parse().unwrap();
+    let mut sequence = 1;
+    assert!(
+        eventually(|| {
+            sequence += 1;
+            let (mr, s) = (mr.clone(), sequence);
+            async move { register(udp, &mr, s).await == Some(BaStatus::ACCEPTED) }
+        })
+        .await,
+        "{}",
+        ha.log()
+    );
+    drop(ha);
+    // Meanwhile: the mobile router is deleted, and enough happens after
+    // that the history no longer holds the deletion.
+    c.delete_mobile_router(authed(pb::DeleteMobileRouterRequest {
+        tenant: "acme".into(),
+    }))
+    .await
+    .unwrap();
+    for n in 0..10 {
+        c.create_tenant(authed(pb::CreateTenantRequest {
+            name: format!("t{n}"),
+        }))
+        .await
+        .unwrap();
+    }
+    assert!(
+        eventually(|| {
+            let mut c = c.clone();
+            async move {
+                let mut history = c
+                    .watch_events(authed(pb::WatchEventsRequest {
+                        from_revision: 0,
+                        history_only: true,
+                    }))
+                    .await
+                    .unwrap()
+                    .into_inner();
+                let first = history.message().await.unwrap().unwrap();
+                first.kind == "tenant_created" && first.subject != "acme"
+            }
+        })
+        .await,
+        "the history was not trimmed past the deletion: {}",
+        ctl.log()
+    );
+    let ha = home_agent(dir.path(), &endpoint);
+    let udp: SocketAddr = ha.field("udp").parse().unwrap();
+    assert!(
+        eventually(|| {
+            let logged = ha.log().contains("no longer authorized");
+            async move { logged }
+        })
+        .await,
+        "{}",
+        ha.log()
+    );
+    assert!(ha.log().contains("history moved past us"), "{}", ha.log());
+    sequence += 1;
+    assert_eq!(register(udp, &mr, sequence).await, None, "{}", ha.log());
+}

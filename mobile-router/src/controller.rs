@@ -2,7 +2,7 @@
 //! follows the tenants placed on it (`WatchPlacements`), turning each update
 //! into an instance to host, change or let go.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -81,7 +81,10 @@ pub async fn follow(settings: ControllerSettings, commands: mpsc::Sender<Instanc
     let mut backoff = nemo_daemon::Backoff::default();
     loop {
         match watch(&settings, &commands, &mut revision, &mut tables).await {
-            Ok(()) => return,
+            Ok(Watched::StartOver) => {
+                revision = 0;
+                continue;
+            }
             Err(error) => {
                 backoff
                     .wait(
@@ -100,23 +103,61 @@ async fn watch(
     commands: &mpsc::Sender<InstanceCommand>,
     revision: &mut u64,
     tables: &mut BTreeMap<String, u32>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Watched> {
     let mut client = settings.link.connect().await?;
     client
         .register_hypervisor(settings.link.request(pb::RegisterHypervisorRequest {
             name: settings.hypervisor.clone(),
         })?)
         .await?;
-    let mut stream = client
+    let mut stream = match client
         .watch_placements(settings.link.request(pb::WatchPlacementsRequest {
             hypervisor: settings.hypervisor.clone(),
             from_revision: *revision,
         })?)
-        .await?
-        .into_inner();
+        .await
+    {
+        Ok(stream) => stream.into_inner(),
+        Err(status) if status.code() == tonic::Code::OutOfRange => {
+            return Ok(start_over(*revision, &status));
+        }
+        Err(status) => return Err(status.into()),
+    };
     tracing::info!(hypervisor = %settings.hypervisor, from_revision = *revision, "watching placements");
-    while let Some(update) = stream.message().await? {
-        *revision = (*revision).max(update.revision);
+    // A watch from 0 starts with every tenant placed here: an instance
+    // running for a tenant the snapshot does not name goes once it ended.
+    let mut unconfirmed: Option<BTreeSet<String>> =
+        (*revision == 0).then(|| tables.keys().cloned().collect());
+    loop {
+        let update = match stream.message().await {
+            Ok(Some(update)) => update,
+            Ok(None) => break,
+            Err(status) if status.code() == tonic::Code::OutOfRange => {
+                return Ok(start_over(*revision, &status));
+            }
+            Err(status) => return Err(status.into()),
+        };
+        if update.snapshot_end {
+            for tenant in unconfirmed.take().unwrap_or_default() {
+                tracing::info!(%tenant, "no longer placed here (not in the controller's state)");
+                tables.remove(&tenant);
+                // Not deregistered: it may have moved to another
+                // hypervisor, whose registration must stand.
+                commands
+                    .send(InstanceCommand::Remove {
+                        name: tenant,
+                        deregister: false,
+                    })
+                    .await?;
+            }
+            *revision = (*revision).max(update.revision);
+            continue;
+        }
+        if let Some(unconfirmed) = unconfirmed.as_mut() {
+            unconfirmed.remove(&update.tenant);
+        } else {
+            *revision = (*revision).max(update.revision);
+        }
         let command = match (&update.mobile_router, &update.home_agent) {
             (Some(mobile_router), Some(home_agent)) => {
                 let next_table = (settings.table_base..)
@@ -142,4 +183,22 @@ async fn watch(
         commands.send(command).await?;
     }
     anyhow::bail!("the controller ended the watch")
+}
+
+/// Our revision's successors were trimmed from the controller's history:
+/// start over from its current state, at once.
+fn start_over(revision: u64, status: &tonic::Status) -> Watched {
+    tracing::warn!(
+        from_revision = revision,
+        reason = status.message(),
+        "the controller's history moved past us; taking its whole state again"
+    );
+    Watched::StartOver
+}
+
+/// How a watch ended without an error.
+enum Watched {
+    /// The controller's history no longer reaches our revision: watch
+    /// again from 0 at once.
+    StartOver,
 }

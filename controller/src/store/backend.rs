@@ -4,7 +4,7 @@
 //! store sees only this: write a batch durably, read a table's range, read
 //! one key.
 
-use super::etcd::{EtcdSettings, EtcdTables, Written};
+use super::etcd::{EtcdSettings, EtcdTables, Leadership, Written};
 use super::{Disk, StoreError, Write};
 
 /// The store's tables, on one backend.
@@ -115,6 +115,45 @@ impl Backend {
                 )
                 .await?),
             Backend::Etcd(etcd) => etcd.put_records(records).await,
+        }
+    }
+
+    /// The revision of the oldest event the history holds.
+    pub(super) async fn first_event(&self) -> Result<Option<u64>, StoreError> {
+        match self {
+            Backend::Disk(disk) => Ok(disk
+                .first_key("events")?
+                .and_then(|key| <[u8; 8]>::try_from(key).ok())
+                .map(u64::from_be_bytes)),
+            Backend::Etcd(etcd) => etcd.first_event().await,
+        }
+    }
+
+    /// Deletes the events `from..=through` (etcd: only while `holding` the
+    /// maintainer's key; `false` when not, and nothing is deleted).
+    pub(super) async fn delete_events(
+        &self,
+        from: u64,
+        through: u64,
+        holding: Option<&Leadership>,
+    ) -> Result<bool, StoreError> {
+        match (self, holding) {
+            (Backend::Disk(disk), _) => {
+                disk.write_async(
+                    (from..=through)
+                        .map(|revision| Write::Delete {
+                            table: "events",
+                            key: revision.to_be_bytes().to_vec(),
+                        })
+                        .collect(),
+                )
+                .await?;
+                Ok(true)
+            }
+            (Backend::Etcd(etcd), Some(leadership)) => {
+                etcd.delete_events(leadership, from, through).await
+            }
+            (Backend::Etcd(_), None) => Ok(false),
         }
     }
 }

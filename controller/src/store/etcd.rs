@@ -25,6 +25,9 @@ use etcd_client::{
 
 use super::{decode, StoreError, Write, REVISION_KEY};
 
+mod upkeep;
+pub use upkeep::{Candidacy, Leadership};
+
 /// A record as read or followed: table, key, value (`None`: absent).
 pub type Record = (&'static str, Vec<u8>, Option<Vec<u8>>);
 /// A record's place: table and key.

@@ -24,7 +24,7 @@ impl Store {
     /// Starts following the other replicas; the task ends with the store.
     pub(super) fn start_following(self: &Arc<Store>, etcd: EtcdTables) {
         let task = tokio::spawn(follow(Arc::downgrade(self), etcd));
-        *lock(&self.follower) = Some(task.abort_handle());
+        lock(&self.tasks).push(task.abort_handle());
     }
 
     /// Whether reads may miss what other replicas wrote: this replica is
@@ -56,10 +56,13 @@ impl Store {
                 .flatten()
         });
         let mut state = self.state.lock().await;
-        if state.revision > self.log.flushed.load(Ordering::Acquire) {
+        // A transaction without a revision (the maintainer trimming the
+        // history) changes no state: our changes stand.
+        if let Some(at) =
+            theirs.filter(|_| state.revision > self.log.flushed.load(Ordering::Acquire))
+        {
             // Our changes not yet committed were made on the state before
             // theirs: their commit would be refused. Put them back now.
-            let at = theirs.unwrap_or(state.revision);
             self.put_back(
                 &mut state,
                 Vec::new(),

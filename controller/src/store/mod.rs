@@ -50,12 +50,14 @@ mod placements;
 mod pools;
 mod records;
 mod tenants;
+mod upkeep;
 
 use allocator::Slots;
 pub use copy::{copy, Copied, Location};
 use log::DurableLog;
 pub use model::*;
 pub use placements::TenantView;
+pub use upkeep::{Trimmed, Upkeep};
 
 fn unix_ms(time: SystemTime) -> i64 {
     time.duration_since(UNIX_EPOCH)
@@ -138,15 +140,17 @@ pub struct Store {
     /// Group commit: how far the history is applied and how far it is on
     /// disk.
     log: DurableLog,
-    /// The task following the other replicas (etcd), ended with the store.
-    follower: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
-    /// Whether that task follows them now.
+    /// Its tasks (following the other replicas, upkeep), ended with it.
+    tasks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Whether the follower follows the other replicas now.
     following: std::sync::atomic::AtomicBool,
+    /// Whether this replica keeps the history now (`upkeep`).
+    maintainer: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for Store {
     fn drop(&mut self) {
-        if let Some(task) = log::lock(&self.follower).take() {
+        for task in log::lock(&self.tasks).drain(..) {
             task.abort();
         }
     }
@@ -216,8 +220,9 @@ impl Store {
             state: Mutex::new(state),
             quarantine_time,
             changes,
-            follower: std::sync::Mutex::new(None),
+            tasks: std::sync::Mutex::new(Vec::new()),
             following: std::sync::atomic::AtomicBool::new(false),
+            maintainer: std::sync::atomic::AtomicBool::new(false),
         })
     }
 }

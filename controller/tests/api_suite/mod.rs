@@ -935,6 +935,9 @@ async fn identities_placements_and_the_daemons_streams() {
         ("2001:db8:1::100", mr.key.as_str())
     );
     assert_eq!(authorized.prefixes, vec!["2001:db8:100::/56".to_owned()]);
+    // The snapshot (one authorization) ends with its mark.
+    let end = authorizations.message().await.unwrap().unwrap();
+    assert!(end.snapshot_end && end.home_address.is_empty(), "{end:?}");
     let rotated = c
         .rotate_key(authed(pb::RotateKeyRequest {
             tenant: "acme".into(),
@@ -963,6 +966,10 @@ async fn identities_placements_and_the_daemons_streams() {
         .await
         .unwrap()
         .into_inner();
+    // Nothing is placed yet: each snapshot is only its end.
+    for stream in [&mut at_a, &mut at_b] {
+        assert!(stream.message().await.unwrap().unwrap().snapshot_end);
+    }
     c.place_tenant(authed(pb::PlaceTenantRequest {
         tenant: "acme".into(),
         hypervisor: "hv-a".into(),
@@ -1371,6 +1378,114 @@ async fn calls_are_counted_by_method_and_code_in_the_metrics() {
     ] {
         assert!(metrics.contains(line), "{line} missing:\n{metrics}");
     }
+}
+
+/// The history keeps its newest `keep` changes: the upkeep trims older
+/// ones (with etcd, the replica elected to); a watch resuming before them
+/// is refused OUT_OF_RANGE and names where the history starts, a daemon's
+/// watch from 0 takes the whole state and hears where it ends.
+#[tokio::test]
+async fn the_history_is_trimmed_and_a_watch_from_before_it_is_told_to_start_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(backend) = Backend::start() else {
+        return;
+    };
+    let server = start_with(
+        dir.path(),
+        &backend,
+        "[metrics]\nlisten = \"[::1]:0\"\n[history]\nkeep = 5\ntrim_every_secs = 1\n",
+    );
+    let mut c = client(&server).await;
+    for n in 0..20 {
+        c.create_tenant(authed(pb::CreateTenantRequest {
+            name: format!("t{n}"),
+        }))
+        .await
+        .unwrap();
+    }
+    c.register_hypervisor(authed(pb::RegisterHypervisorRequest {
+        name: "hv1".into(),
+    }))
+    .await
+    .unwrap();
+    // 21 changes: the newest 5 (17..=21) stay once the upkeep has run.
+    let oldest = || {
+        let mut c = c.clone();
+        async move {
+            let mut history = c
+                .watch_events(authed(pb::WatchEventsRequest {
+                    from_revision: 0,
+                    history_only: true,
+                }))
+                .await
+                .unwrap()
+                .into_inner();
+            history.message().await.unwrap().map(|e| e.revision)
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while oldest().await != Some(17) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the history still starts at {:?}:\n{}",
+            oldest().await,
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, message) = code(
+        c.watch_events(authed(pb::WatchEventsRequest {
+            from_revision: 3,
+            history_only: false,
+        }))
+        .await,
+    )
+    .await;
+    assert_eq!(status, Code::OutOfRange, "{message}");
+    assert!(message.contains("starts at revision 17"), "{message}");
+    // From just before the oldest kept: all of them, exactly once.
+    let mut kept = c
+        .watch_events(authed(pb::WatchEventsRequest {
+            from_revision: 16,
+            history_only: true,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut revisions = Vec::new();
+    while let Some(event) = kept.message().await.unwrap() {
+        revisions.push(event.revision);
+    }
+    assert_eq!(revisions, (17..=21).collect::<Vec<_>>());
+    let (status, message) = code(
+        c.watch_placements(authed(pb::WatchPlacementsRequest {
+            hypervisor: "hv1".into(),
+            from_revision: 2,
+        }))
+        .await,
+    )
+    .await;
+    assert_eq!(status, Code::OutOfRange, "{message}");
+    // Watching again from 0: the state (nothing placed here), then its end.
+    let mut fresh = c
+        .watch_placements(authed(pb::WatchPlacementsRequest {
+            hypervisor: "hv1".into(),
+            from_revision: 0,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let end = fresh.message().await.unwrap().unwrap();
+    assert!(end.snapshot_end && end.tenant.is_empty(), "{end:?}");
+    assert_eq!(end.revision, 21);
+    let address = server.field("metrics");
+    let metrics = tokio::task::spawn_blocking(move || nemo_testkit::scrape_metrics(address))
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("nemo_controller_maintainer 1"),
+        "{metrics}"
+    );
 }
 
 /// Under systemd (`Type=notify`), the controller says it is ready once it
