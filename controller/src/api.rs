@@ -301,6 +301,35 @@ async fn placement_updates(
     updates
 }
 
+/// The metadata key on an answer read from a replica that could not check
+/// it was up to date; its value says why.
+pub const MAY_BE_STALE: &str = "nemo-may-be-stale";
+
+/// Whether a read is known to be as new as etcd.
+enum Freshness {
+    Fresh,
+    /// Why it may not be.
+    MayBeStale(String),
+}
+
+impl Freshness {
+    /// The answer, marked [`MAY_BE_STALE`] when it may be.
+    fn answer<T>(&self, message: T) -> Response<T> {
+        let mut response = Response::new(message);
+        if let Freshness::MayBeStale(why) = self {
+            let why: String = why
+                .chars()
+                .filter(|c| c.is_ascii() && !c.is_ascii_control())
+                .take(200)
+                .collect();
+            if let Ok(value) = why.parse() {
+                response.metadata_mut().insert(MAY_BE_STALE, value);
+            }
+        }
+        response
+    }
+}
+
 /// The service.
 #[derive(Debug, Clone)]
 pub struct Service {
@@ -311,6 +340,16 @@ impl Service {
     /// A service over a store.
     pub fn new(store: Arc<Store>) -> Service {
         Service { store }
+    }
+
+    /// Waits, before a read, until this replica holds what etcd held when
+    /// the read came (`Store::read_barrier`). When etcd cannot say (no
+    /// quorum), the read is answered from memory, marked as possibly stale.
+    async fn freshness(&self) -> Freshness {
+        match self.store.read_barrier().await {
+            Ok(()) => Freshness::Fresh,
+            Err(error) => Freshness::MayBeStale(error.to_string()),
+        }
     }
 
     async fn pool(&self, name: &str) -> Result<pb::Pool, Status> {
@@ -390,13 +429,15 @@ impl Controller for Service {
         &self,
         request: Request<pb::GetPoolRequest>,
     ) -> Result<Response<pb::Pool>, Status> {
-        Ok(Response::new(self.pool(&request.into_inner().name).await?))
+        let freshness = self.freshness().await;
+        Ok(freshness.answer(self.pool(&request.into_inner().name).await?))
     }
 
     async fn list_pools(
         &self,
         _request: Request<pb::ListPoolsRequest>,
     ) -> Result<Response<pb::ListPoolsResponse>, Status> {
+        let freshness = self.freshness().await;
         let mut pools = Vec::new();
         for name in self.store.pool_names().await {
             // A pool deleted meanwhile is simply not listed.
@@ -404,7 +445,7 @@ impl Controller for Service {
                 pools.push(pool);
             }
         }
-        Ok(Response::new(pb::ListPoolsResponse { pools }))
+        Ok(freshness.answer(pb::ListPoolsResponse { pools }))
     }
 
     async fn delete_pool(
@@ -430,22 +471,22 @@ impl Controller for Service {
         &self,
         request: Request<pb::GetTenantRequest>,
     ) -> Result<Response<pb::Tenant>, Status> {
-        Ok(Response::new(
-            self.tenant(&request.into_inner().name).await?,
-        ))
+        let freshness = self.freshness().await;
+        Ok(freshness.answer(self.tenant(&request.into_inner().name).await?))
     }
 
     async fn list_tenants(
         &self,
         _request: Request<pb::ListTenantsRequest>,
     ) -> Result<Response<pb::ListTenantsResponse>, Status> {
+        let freshness = self.freshness().await;
         let mut tenants = Vec::new();
         for name in self.store.tenant_names().await {
             if let Ok(tenant) = self.tenant(&name).await {
                 tenants.push(tenant);
             }
         }
-        Ok(Response::new(pb::ListTenantsResponse { tenants }))
+        Ok(freshness.answer(pb::ListTenantsResponse { tenants }))
     }
 
     async fn delete_tenant(
@@ -502,10 +543,11 @@ impl Controller for Service {
         &self,
         request: Request<pb::ListPrefixesRequest>,
     ) -> Result<Response<pb::ListPrefixesResponse>, Status> {
+        let freshness = self.freshness().await;
         let tenant = request.into_inner().tenant;
         let tenant = (!tenant.is_empty()).then_some(tenant);
         let allocations = self.store.allocations(tenant.as_deref()).await?;
-        Ok(Response::new(pb::ListPrefixesResponse {
+        Ok(freshness.answer(pb::ListPrefixesResponse {
             allocations: allocations.iter().map(allocation).collect(),
         }))
     }
@@ -570,7 +612,8 @@ impl Controller for Service {
         &self,
         _request: Request<pb::ListHomeAgentsRequest>,
     ) -> Result<Response<pb::ListHomeAgentsResponse>, Status> {
-        Ok(Response::new(pb::ListHomeAgentsResponse {
+        let freshness = self.freshness().await;
+        Ok(freshness.answer(pb::ListHomeAgentsResponse {
             home_agents: self
                 .store
                 .home_agents()
@@ -598,7 +641,8 @@ impl Controller for Service {
         &self,
         _request: Request<pb::ListHypervisorsRequest>,
     ) -> Result<Response<pb::ListHypervisorsResponse>, Status> {
-        Ok(Response::new(pb::ListHypervisorsResponse {
+        let freshness = self.freshness().await;
+        Ok(freshness.answer(pb::ListHypervisorsResponse {
             hypervisors: self
                 .store
                 .hypervisors()
@@ -635,10 +679,11 @@ impl Controller for Service {
         &self,
         request: Request<pb::GetMobileRouterRequest>,
     ) -> Result<Response<pb::MobileRouter>, Status> {
+        let freshness = self.freshness().await;
         let tenant = request.into_inner().tenant;
         let mr = self.store.mobile_router(&tenant, false).await?;
         let prefixes = self.store.tenant_view(&tenant).await.prefixes;
-        Ok(Response::new(mobile_router_proto(&mr, &prefixes)))
+        Ok(freshness.answer(mobile_router_proto(&mr, &prefixes)))
     }
 
     async fn rotate_key(
@@ -688,7 +733,8 @@ impl Controller for Service {
         &self,
         _request: Request<pb::ListPlacementsRequest>,
     ) -> Result<Response<pb::ListPlacementsResponse>, Status> {
-        Ok(Response::new(pb::ListPlacementsResponse {
+        let freshness = self.freshness().await;
+        Ok(freshness.answer(pb::ListPlacementsResponse {
             placements: self
                 .store
                 .placements()
@@ -705,6 +751,9 @@ impl Controller for Service {
         &self,
         request: Request<pb::WatchAuthorizationsRequest>,
     ) -> Result<Response<AuthorizationStream>, Status> {
+        // A stale replica still serves the daemons (they resume elsewhere
+        // or catch up as it does).
+        self.freshness().await;
         let r = request.into_inner();
         if !self
             .store
@@ -793,6 +842,9 @@ impl Controller for Service {
         &self,
         request: Request<pb::WatchPlacementsRequest>,
     ) -> Result<Response<PlacementStream>, Status> {
+        // A stale replica still serves the daemons (they resume elsewhere
+        // or catch up as it does).
+        self.freshness().await;
         let r = request.into_inner();
         if !self
             .store

@@ -356,6 +356,24 @@ impl Store {
         }
     }
 
+    /// Before a read: memory holds every change etcd held when the read
+    /// came (one quorum read of etcd's revision), so that a read on one
+    /// replica sees what another acknowledged before it was asked. Nothing
+    /// to wait for on the file store (one writer: this process).
+    pub async fn read_barrier(&self) -> Result<(), StoreError> {
+        let backend::Backend::Etcd(etcd) = &self.backend else {
+            return Ok(());
+        };
+        let now = etcd.current_revision().await?;
+        self.caught_up(now).await;
+        if self.log.flushed.load(Ordering::Acquire) < now {
+            return Err(StoreError::Unavailable(format!(
+                "this replica has not caught up with etcd's revision {now} yet; ask again or ask another"
+            )));
+        }
+        Ok(())
+    }
+
     /// Waits until memory holds revision `at` (the follower brought it
     /// in), at most [`CATCH_UP`].
     async fn caught_up(&self, at: u64) {

@@ -295,6 +295,19 @@ enum PrefixCommand {
     },
 }
 
+/// An answer's message; says on stderr when the replica that answered a
+/// read could not check it was up to date (its etcd has no quorum).
+fn answer<T>(response: tonic::Response<T>) -> T {
+    if let Some(why) = response
+        .metadata()
+        .get(nemo_controller::api::MAY_BE_STALE)
+        .and_then(|v| v.to_str().ok())
+    {
+        eprintln!("nemoctl: warning: this answer may be stale: {why}");
+    }
+    response.into_inner()
+}
+
 fn request<T>(message: T, token: &Option<String>) -> anyhow::Result<Request<T>> {
     Ok(match token {
         Some(token) => nemo_daemon::authorized(message, token)?,
@@ -524,24 +537,24 @@ async fn controller(
                     },
                     token,
                 )?)
-                .await?
-                .into_inner();
+                .await
+                .map(answer)?;
             let (rows, json) = pool_rows(&[pool]);
             print_rows(out, POOL, rows, json);
         }
         ControllerCommand::Pool(PoolCommand::Show { name }) => {
             let pool = client
                 .get_pool(request(pb::GetPoolRequest { name }, token)?)
-                .await?
-                .into_inner();
+                .await
+                .map(answer)?;
             let (rows, json) = pool_rows(&[pool]);
             print_rows(out, POOL, rows, json);
         }
         ControllerCommand::Pool(PoolCommand::List) => {
             let pools = client
                 .list_pools(request(pb::ListPoolsRequest {}, token)?)
-                .await?
-                .into_inner()
+                .await
+                .map(answer)?
                 .pools;
             let (rows, json) = pool_rows(&pools);
             print_rows(out, POOL, rows, json);
@@ -563,24 +576,24 @@ async fn controller(
         ControllerCommand::Tenant(TenantCommand::Create { name }) => {
             let tenant = client
                 .create_tenant(request(pb::CreateTenantRequest { name }, token)?)
-                .await?
-                .into_inner();
+                .await
+                .map(answer)?;
             let (rows, json) = tenant_rows(&[tenant]);
             print_rows(out, TENANT, rows, json);
         }
         ControllerCommand::Tenant(TenantCommand::Show { name }) => {
             let tenant = client
                 .get_tenant(request(pb::GetTenantRequest { name }, token)?)
-                .await?
-                .into_inner();
+                .await
+                .map(answer)?;
             let (rows, json) = tenant_rows(&[tenant]);
             print_rows(out, TENANT, rows, json);
         }
         ControllerCommand::Tenant(TenantCommand::List) => {
             let tenants = client
                 .list_tenants(request(pb::ListTenantsRequest {}, token)?)
-                .await?
-                .into_inner()
+                .await
+                .map(answer)?
                 .tenants;
             let (rows, json) = tenant_rows(&tenants);
             print_rows(out, TENANT, rows, json);
@@ -594,8 +607,8 @@ async fn controller(
                     },
                     token,
                 )?)
-                .await?
-                .into_inner()
+                .await
+                .map(answer)?
                 .released;
             print_rows(
                 out,
@@ -620,16 +633,16 @@ async fn controller(
                     },
                     token,
                 )?)
-                .await?
-                .into_inner();
+                .await
+                .map(answer)?;
             let (rows, json) = allocation_rows(&[allocation]);
             print_rows(out, PREFIX, rows, json);
         }
         ControllerCommand::Prefix(PrefixCommand::Release { prefix }) => {
             let released = client
                 .release_prefix(request(pb::ReleasePrefixRequest { prefix }, token)?)
-                .await?
-                .into_inner()
+                .await
+                .map(answer)?
                 .released
                 .into_iter()
                 .collect::<Vec<_>>();
@@ -644,8 +657,8 @@ async fn controller(
                     },
                     token,
                 )?)
-                .await?
-                .into_inner()
+                .await
+                .map(answer)?
                 .allocations;
             let (rows, json) = allocation_rows(&allocations);
             print_rows(out, PREFIX, rows, json);
@@ -668,8 +681,8 @@ async fn controller(
                     },
                     token,
                 )?)
-                .await?
-                .into_inner();
+                .await
+                .map(answer)?;
             print_rows(
                 out,
                 &["name", "address", "home_prefix", "udp"],
@@ -685,8 +698,8 @@ async fn controller(
         ControllerCommand::HomeAgent(HomeAgentCommand::List) => {
             let list = client
                 .list_home_agents(request(pb::ListHomeAgentsRequest {}, token)?)
-                .await?
-                .into_inner();
+                .await
+                .map(answer)?;
             let rows = list
                 .home_agents
                 .iter()
@@ -705,8 +718,8 @@ async fn controller(
         ControllerCommand::Hypervisor(HypervisorCommand::Register { name }) => {
             let h = client
                 .register_hypervisor(request(pb::RegisterHypervisorRequest { name }, token)?)
-                .await?
-                .into_inner();
+                .await
+                .map(answer)?;
             print_rows(
                 out,
                 &["name"],
@@ -717,8 +730,8 @@ async fn controller(
         ControllerCommand::Hypervisor(HypervisorCommand::List) => {
             let list = client
                 .list_hypervisors(request(pb::ListHypervisorsRequest {}, token)?)
-                .await?
-                .into_inner();
+                .await
+                .map(answer)?;
             let names: Vec<String> = list.hypervisors.into_iter().map(|h| h.name).collect();
             print_rows(
                 out,
@@ -752,16 +765,16 @@ async fn controller(
                         },
                         token,
                     )?)
-                    .await?
-                    .into_inner(),
+                    .await
+                    .map(answer)?,
                 MobileRouterCommand::Show { tenant } => client
                     .get_mobile_router(request(pb::GetMobileRouterRequest { tenant }, token)?)
-                    .await?
-                    .into_inner(),
+                    .await
+                    .map(answer)?,
                 MobileRouterCommand::RotateKey { tenant } => client
                     .rotate_key(request(pb::RotateKeyRequest { tenant }, token)?)
-                    .await?
-                    .into_inner(),
+                    .await
+                    .map(answer)?,
                 MobileRouterCommand::Delete { tenant } => {
                     client
                         .delete_mobile_router(request(
@@ -797,8 +810,8 @@ async fn controller(
                     },
                     token,
                 )?)
-                .await?
-                .into_inner();
+                .await
+                .map(answer)?;
             print_rows(
                 out,
                 &["tenant", "hypervisor", "reason"],
@@ -833,8 +846,8 @@ async fn controller(
         ControllerCommand::Placements => {
             let list = client
                 .list_placements(request(pb::ListPlacementsRequest {}, token)?)
-                .await?
-                .into_inner();
+                .await
+                .map(answer)?;
             let rows = list
                 .placements
                 .iter()
@@ -854,8 +867,8 @@ async fn controller(
                     },
                     token,
                 )?)
-                .await?
-                .into_inner();
+                .await
+                .map(answer)?;
             while let Some(event) = stream.message().await? {
                 match out {
                     Output::Json => println!(

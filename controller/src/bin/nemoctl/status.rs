@@ -37,23 +37,23 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let home_agents = client
         .list_home_agents(request(pb::ListHomeAgentsRequest {}, token)?)
-        .await?
-        .into_inner()
+        .await
+        .map(super::answer)?
         .home_agents;
     let hypervisors = client
         .list_hypervisors(request(pb::ListHypervisorsRequest {}, token)?)
-        .await?
-        .into_inner()
+        .await
+        .map(super::answer)?
         .hypervisors;
     let tenants = client
         .list_tenants(request(pb::ListTenantsRequest {}, token)?)
-        .await?
-        .into_inner()
+        .await
+        .map(super::answer)?
         .tenants;
     let placements: BTreeMap<String, pb::Placement> = client
         .list_placements(request(pb::ListPlacementsRequest {}, token)?)
-        .await?
-        .into_inner()
+        .await
+        .map(super::answer)?
         .placements
         .into_iter()
         .map(|p| (p.tenant.clone(), p))
