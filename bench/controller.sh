@@ -10,6 +10,11 @@
 #   STORE=etcd3 bench/controller.sh 10 1 8 64   # ... in a 3-member etcd
 #   STORE=etcd3 REPLICAS=2 bench/controller.sh 10 64  # two controller
 #       replicas on it, the clients spread over both
+#   STORE=etcd3 REPLICAS=2 KILL_AFTER=3 bench/controller.sh 6 64  # the first
+#       replica SIGKILLed 3 s into the run: its clients move to the other;
+#       longest_failover is the failover time they saw
+#   PREFER_FIRST=1 ...   # every client on the first replica until it fails
+#       (the deployment OPERATIONS.md advises) instead of spread over all
 #
 # etcd members run on loopback ports 23790-23795, their data beside the
 # store (a real disk, etcd's own fsync per commit).
@@ -22,6 +27,7 @@ clients=("$@")
 store=${STORE:-redb}
 replicas=${REPLICAS:-1}
 [ "$replicas" = 1 ] || [ "$store" != redb ] || { echo "REPLICAS needs STORE=etcd1 or etcd3" >&2; exit 2; }
+[ -z "${KILL_AFTER:-}" ] || [ "$replicas" -gt 1 ] || { echo "KILL_AFTER needs REPLICAS=2 or more" >&2; exit 2; }
 case "$store" in redb) members=0;; etcd1) members=1;; etcd3) members=3;; *) echo "STORE is redb, etcd1 or etcd3" >&2; exit 2;; esac
 
 cargo build --release -q -p controller --bin nemo-controller --bin controller-loadgen
@@ -76,8 +82,14 @@ for n in "${clients[@]}"; do
     for i in $(seq 1 200); do grep -q ready "$work/ready-$r" 2>/dev/null && break; sleep 0.05; done
     listens+="http://$(sed -n "s/.*grpc=\([^ ]*\).*/\1/p" "$work/ready-$r"),"
   done
+  if [ -n "${KILL_AFTER:-}" ]; then
+    first=${pids[0]}
+    (sleep "$KILL_AFTER"; kill -9 "$first"; echo "killed replica 1 (pid $first) at ${KILL_AFTER} s") &
+    killer=$!
+  fi
   "$bin/controller-loadgen" --endpoint "${listens%,}" --token-file "$work/token" \
-      --clients "$n" --seconds "$seconds"
-  for p in "${pids[@]}"; do kill "$p"; wait "$p" 2>/dev/null || true; done
+      --clients "$n" --seconds "$seconds" ${PREFER_FIRST:+--prefer-first}
+  [ -z "${KILL_AFTER:-}" ] || wait "$killer"
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   pids=()
 done

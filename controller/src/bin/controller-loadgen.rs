@@ -9,7 +9,11 @@
 //!
 //! It creates a pool (`--pool`, a /32 carved in /56s: 16M prefixes) and one
 //! tenant per client, then each client allocates in a loop, one call in
-//! flight, over its own HTTP/2 connection.
+//! flight, over its own HTTP/2 connection. Given several replicas, a client
+//! whose call fails moves to the next; `longest_wait` is the longest time a
+//! client went without an answer, `longest_failover` the longest from a
+//! client's last answer before a failed call to its first answer after it
+//! (with a replica killed during the run: the failover time clients saw).
 
 use std::time::{Duration, Instant};
 
@@ -51,6 +55,11 @@ struct Args {
     /// controller against).
     #[arg(long)]
     acknowledged: Option<std::path::PathBuf>,
+    /// Every client starts on the first endpoint and moves on only when it
+    /// fails (the deployment OPERATIONS.md advises), instead of spreading
+    /// the clients over the endpoints.
+    #[arg(long)]
+    prefer_first: bool,
 }
 
 fn request<T>(message: T, token: &str) -> anyhow::Result<Request<T>> {
@@ -116,13 +125,28 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let endpoints: Vec<String> = endpoints.into_iter().map(str::to_owned).collect();
     for (n, tenant) in tenants.into_iter().enumerate() {
-        let mut connection = client(endpoints[n % endpoints.len()]).await?;
+        let mut at = if args.prefer_first {
+            0
+        } else {
+            n % endpoints.len()
+        };
+        let mut connection = client(&endpoints[at]).await?;
         let (token, pool, read_only) = (token.clone(), args.pool.clone(), args.read_only);
+        let endpoints = endpoints.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut allocated = Vec::new();
             let mut failures = 0u64;
+            // The longest time this client went without an answer: with a
+            // replica killed, the failover time it saw.
+            let mut last_answer = Instant::now();
+            let mut longest_wait = Duration::ZERO;
+            // From the last answer before a failed call to the first answer
+            // after it: the failover time.
+            let mut failing_over = false;
+            let mut longest_failover = Duration::ZERO;
             while Instant::now() < deadline {
                 let started = Instant::now();
                 let answer = if read_only {
@@ -141,25 +165,48 @@ async fn main() -> anyhow::Result<()> {
                         .map(|answer| allocated.push(answer.into_inner().prefix))
                 };
                 match answer {
-                    Ok(()) => latencies
-                        .push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32),
+                    Ok(()) => {
+                        latencies
+                            .push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                        longest_wait = longest_wait.max(last_answer.elapsed());
+                        if std::mem::take(&mut failing_over) {
+                            longest_failover = longest_failover.max(last_answer.elapsed());
+                        }
+                        last_answer = Instant::now();
+                    }
                     Err(_) => {
-                        // A controller that went away: do not spin on it.
+                        // As an orchestrator given the replicas does: on to
+                        // the next one (the same one again when alone).
                         failures += 1;
-                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        failing_over = true;
+                        at = (at + 1) % endpoints.len();
+                        match client(&endpoints[at]).await {
+                            Ok(next) => connection = next,
+                            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                        }
                     }
                 }
             }
-            anyhow::Ok((latencies, failures, allocated))
+            anyhow::Ok((
+                latencies,
+                failures,
+                allocated,
+                longest_wait,
+                longest_failover,
+            ))
         }));
     }
     let mut latencies = Vec::new();
     let mut failures = 0;
     let mut allocated = String::new();
+    let mut longest_wait = Duration::ZERO;
+    let mut longest_failover = Duration::ZERO;
     for task in tasks {
-        let (mut some, failed, prefixes) = task.await??;
+        let (mut some, failed, prefixes, waited, failed_over) = task.await??;
         latencies.append(&mut some);
         failures += failed;
+        longest_wait = longest_wait.max(waited);
+        longest_failover = longest_failover.max(failed_over);
         for prefix in prefixes {
             allocated.push_str(&prefix);
             allocated.push('\n');
@@ -170,7 +217,7 @@ async fn main() -> anyhow::Result<()> {
     }
     latencies.sort_unstable();
     println!(
-        "call={} clients={} calls={} failed={failures} rate={:.0}/s p50={:.3}ms p99={:.3}ms p99.9={:.3}ms max={:.3}ms",
+        "call={} clients={} calls={} failed={failures} rate={:.0}/s p50={:.3}ms p99={:.3}ms p99.9={:.3}ms max={:.3}ms longest_wait={:.1}ms longest_failover={:.1}ms",
         if args.read_only {
             "GetPool"
         } else {
@@ -183,6 +230,8 @@ async fn main() -> anyhow::Result<()> {
         percentile(&latencies, 0.99),
         percentile(&latencies, 0.999),
         percentile(&latencies, 1.0),
+        longest_wait.as_secs_f64() * 1000.0,
+        longest_failover.as_secs_f64() * 1000.0,
     );
     Ok(())
 }
