@@ -44,23 +44,8 @@ trap cleanup EXIT
 
 endpoints=""
 if [ "$members" -gt 0 ]; then
-  cluster=""
-  for i in $(seq 0 $((members - 1))); do cluster+="m$i=http://127.0.0.1:$((23791 + 2 * i)),"; done
-  for i in $(seq 0 $((members - 1))); do
-    c=http://127.0.0.1:$((23790 + 2 * i)); p=http://127.0.0.1:$((23791 + 2 * i))
-    etcd --name "m$i" --data-dir "$work/etcd-m$i" --listen-client-urls "$c" --advertise-client-urls "$c" \
-        --listen-peer-urls "$p" --initial-advertise-peer-urls "$p" --initial-cluster "${cluster%,}" \
-        --initial-cluster-token "bench-$$" --initial-cluster-state new 2>"$work/etcd-m$i.log" &
-    etcd_pids+=($!)
-    endpoints+="\"$c\","
-  done
-  endpoints="[${endpoints%,}]"
-  for i in $(seq 1 200); do
-    ETCDCTL_API=3 etcdctl --endpoints "http://127.0.0.1:23790" endpoint health >/dev/null 2>&1 && break
-    [ "$i" = 200 ] && { echo "etcd did not start" >&2; tail "$work/etcd-m0.log" >&2; exit 1; }
-    sleep 0.1
-  done
-  echo "store: etcd $(etcd --version | head -1 | cut -d' ' -f3), $members member(s) on loopback"
+  . bench/etcd-cluster.sh
+  start_etcd_cluster "$members" "$work"
 fi
 
 echo "machine: $(nproc) cores, $(uname -r), $(date -u +%Y-%m-%d); store on $(df --output=source,fstype "$work" | tail -1)"
