@@ -640,6 +640,106 @@ fn a_store_moves_to_etcd_and_back_whole() {
     assert!(said.contains("is not empty"), "{said}");
 }
 
+/// A store of an earlier nemo, on sled (the same tables, keys and values),
+/// moves into etcd with `copy-from`: read back equal, loaded whole.
+#[test]
+fn a_sled_store_of_an_earlier_version_moves_into_etcd_whole() {
+    if !etcd_here() {
+        return;
+    }
+    const TABLES: &[&str] = &[
+        "pools",
+        "tenants",
+        "allocations",
+        "quarantine",
+        "events",
+        "meta",
+        "home_agents",
+        "hypervisors",
+        "mobile_routers",
+        "placements",
+        "sequences",
+    ];
+    let etcd = Etcd::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let original = runtime.block_on(async {
+        let store = Store::open(&dir.path().join("redb"), QUARANTINE)
+            .await
+            .unwrap();
+        every_kind_of_object(&store).await;
+        contents(&store).await
+    });
+    // The same records, as the earlier version kept them: a sled tree per
+    // table.
+    let disk =
+        nemo_daemon::disk::Disk::open(&dir.path().join("redb"), "controller.redb", TABLES, 1 << 20)
+            .unwrap();
+    let sled_dir = dir.path().join("sled");
+    {
+        let db = sled::open(&sled_dir).unwrap();
+        for table in TABLES {
+            let tree = db.open_tree(table).unwrap();
+            disk.for_each(table, None, None, |key, value| {
+                tree.insert(key, value).unwrap();
+                Ok::<_, nemo_daemon::disk::DiskError>(())
+            })
+            .unwrap();
+        }
+        db.flush().unwrap();
+    }
+    drop(disk);
+    let token = dir.path().join("token");
+    std::fs::write(&token, "0123456789abcdef0123\n").unwrap();
+    let top = format!(
+        "listen = \"[::1]:0\"\ntoken_file = \"{}\"\n",
+        token.display()
+    );
+    let old = dir.path().join("old.toml");
+    std::fs::write(&old, format!("{top}store = \"{}\"\n", sled_dir.display())).unwrap();
+    let new = dir.path().join("new.toml");
+    std::fs::write(
+        &new,
+        format!(
+            "{top}[etcd]\nendpoints = {:?}\nprefix = \"/from-sled/\"\n",
+            etcd.endpoints()
+        ),
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_nemo-controller"))
+        .arg("--config")
+        .arg(&new)
+        .arg("copy-from")
+        .arg(&old)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("read back and equal"),
+        "{output:?}"
+    );
+    let moved = runtime.block_on(async {
+        contents(
+            &Store::open_etcd(&settings(&etcd, "/from-sled/"), QUARANTINE)
+                .await
+                .unwrap(),
+        )
+        .await
+    });
+    assert_eq!(moved, original);
+    // The sled directory itself is still refused as a store.
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_nemo-controller"))
+        .arg("--config")
+        .arg(&old)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("holds a sled store"),
+        "{refused:?}"
+    );
+}
+
 /// Runs `openssl` with `args` in `dir`; panics with its stderr on failure.
 fn openssl(dir: &std::path::Path, args: &[&str]) {
     let output = std::process::Command::new("openssl")

@@ -93,6 +93,11 @@ pub struct Disk {
 
 type Table = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
+/// Whether `directory` holds a sled store (an earlier nemo's).
+pub fn holds_sled_store(directory: &Path) -> bool {
+    directory.join("conf").exists() && directory.join("db").exists()
+}
+
 impl Disk {
     /// Opens (or creates) `file_name` in `directory` with these tables. The
     /// page cache redb may keep is bounded by `cache_bytes`.
@@ -108,7 +113,7 @@ impl Disk {
         };
         std::fs::create_dir_all(directory).map_err(io(directory))?;
         let path = directory.join(file_name);
-        if !path.exists() && directory.join("conf").exists() && directory.join("db").exists() {
+        if !path.exists() && holds_sled_store(directory) {
             return Err(DiskError::Legacy {
                 path: directory.to_owned(),
             });

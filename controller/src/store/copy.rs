@@ -1,8 +1,10 @@
 //! Moving a deployment between backends: every record of every table
 //! copied from one store (a directory, or a prefix in etcd) into an empty
 //! one, the revision last, then both read back and compared record by
-//! record. Revisions keep their meaning: a watcher resumes from the same
-//! revision against the copy.
+//! record, and the copy loaded as a controller would load it. Revisions
+//! keep their meaning: a watcher resumes from the same revision against
+//! the copy. A directory holding an earlier nemo's sled store (same
+//! tables, keys and values) is read as a source.
 
 use std::path::PathBuf;
 
@@ -42,6 +44,57 @@ impl std::fmt::Display for Location {
     }
 }
 
+/// Where records are read from.
+enum Source {
+    /// This version's store.
+    Tables(Backend),
+    /// An earlier nemo's sled store: its trees are our tables.
+    Sled(sled::Db),
+}
+
+impl Source {
+    async fn open(location: &Location) -> Result<Source, StoreError> {
+        match location {
+            Location::Directory(path)
+                if !path.join(super::FILE).exists()
+                    && nemo_daemon::disk::holds_sled_store(path) =>
+            {
+                let db = sled::Config::new().path(path).open().map_err(|e| {
+                    StoreError::Storage(format!(
+                        "reading the sled store in {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                Ok(Source::Sled(db))
+            }
+            other => Ok(Source::Tables(other.open().await?)),
+        }
+    }
+
+    async fn scan(&self, table: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        match self {
+            Source::Tables(backend) => backend.scan(table, None, None).await,
+            Source::Sled(db) => {
+                // A tree the earlier version did not have: no records (and
+                // not created by asking).
+                if !db.tree_names().iter().any(|name| name == table.as_bytes()) {
+                    return Ok(Vec::new());
+                }
+                let sled_error = |e: sled::Error| StoreError::Storage(format!("sled: {e}"));
+                db.open_tree(table)
+                    .map_err(sled_error)?
+                    .iter()
+                    .map(|record| {
+                        record
+                            .map(|(key, value)| (key.to_vec(), value.to_vec()))
+                            .map_err(sled_error)
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
 /// What a copy moved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Copied {
@@ -57,7 +110,7 @@ pub struct Copied {
 /// controller using `from` first (a change made during the copy would be
 /// missing from it; the check would then fail).
 pub async fn copy(from: &Location, to: &Location) -> Result<Copied, StoreError> {
-    let source = from.open().await?;
+    let source = Source::open(from).await?;
     let target = to.open().await?;
     for table in TABLES {
         if !target.scan(table, None, None).await?.is_empty() {
@@ -69,7 +122,7 @@ pub async fn copy(from: &Location, to: &Location) -> Result<Copied, StoreError> 
     let mut revision_record = None;
     for table in TABLES {
         let mut records = Vec::new();
-        for (key, value) in source.scan(table, None, None).await? {
+        for (key, value) in source.scan(table).await? {
             // The revision goes last: a store without it is not a store yet.
             if *table == "meta" && key == REVISION_KEY {
                 revision_record = Some((*table, key, value));
@@ -92,13 +145,18 @@ pub async fn copy(from: &Location, to: &Location) -> Result<Copied, StoreError> 
     let mut counts = Vec::new();
     for table in TABLES {
         let copied = target.scan(table, None, None).await?;
-        if source.scan(table, None, None).await? != copied {
+        if source.scan(table).await? != copied {
             return Err(StoreError::Storage(format!(
                 "the copy's table {table} differs from the source's (was {from} changed during the copy?)"
             )));
         }
         counts.push((*table, copied.len()));
     }
+    // Loads as a controller would load it: every record decodes.
+    let (records, _) = target.snapshot(super::records::STATE_TABLES).await?;
+    super::State::loaded(records).map_err(|e| {
+        StoreError::Storage(format!("the copy in {to} does not load as a store: {e}"))
+    })?;
     Ok(Copied {
         records: counts,
         revision,
