@@ -193,3 +193,149 @@ async fn a_tenant_follows_its_placement_between_hypervisors() {
         routers[1].log()
     );
 }
+
+/// Sends `signal` (STOP, CONT) to a test daemon.
+fn signal(process: &nemo_testkit::Process, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &process.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A mobile-router daemon that lost the controller while its history moved
+/// past the daemon's revision (trimmed) takes the whole state again when it
+/// is back: the instance of a tenant that left this hypervisor meanwhile
+/// goes (not deregistered: it may be registered from elsewhere).
+#[tokio::test]
+async fn a_mobile_router_whose_revision_was_trimmed_takes_the_whole_state_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The controller restarts on the same port (the daemon's endpoint).
+    let port = std::net::TcpListener::bind("[::1]:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = daemons::write(
+        d,
+        "controller.toml",
+        format!(
+            "listen = \"[::1]:{port}\"\ntoken_file = \"{}\"\nstore = \"{}\"\n[history]\nkeep = 3\ntrim_every_secs = 1\n",
+            daemons::token_file(d).display(),
+            d.join("controller-store").display()
+        ),
+    );
+    let mut ctl = daemons::start(
+        "nemo-controller",
+        &config,
+        daemons::next_log(d, "controller"),
+    );
+    let endpoint = format!("http://[::1]:{port}");
+    let mut c = daemons::controller_client(&ctl).await;
+    daemons::provision_tenant(&mut c, "[::1]:9").await;
+    let mr = daemons::mobile_router(
+        d,
+        "hv-a",
+        "2001:db8:2::10",
+        "[::1]:9",
+        &format!(
+            "[admin]\nlisten = \"[::1]:0\"\n\n[controller]\nendpoint = \"{endpoint}\"\ntoken_file = \"{}\"\nhypervisor = \"hv-a\"\n",
+            d.join("token").display()
+        ),
+    );
+    let instances = || async {
+        let mut status =
+            nemo_proto::v1::mobile_router_status_client::MobileRouterStatusClient::connect(
+                format!("http://{}", mr.field("admin")),
+            )
+            .await
+            .unwrap();
+        status
+            .list_instances(pb::ListInstancesRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .instances
+            .into_iter()
+            .map(|i| i.name)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        daemons::eventually(|| {
+            let mut c = c.clone();
+            async move {
+                c.place_tenant(authed(pb::PlaceTenantRequest {
+                    tenant: "acme".into(),
+                    hypervisor: "hv-a".into(),
+                    reason: "initial".into(),
+                }))
+                .await
+                .is_ok()
+            }
+        })
+        .await,
+        "hv-a never registered: {}",
+        mr.log()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while instances().await != ["acme"] {
+        assert!(Instant::now() < deadline, "{}", mr.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The daemon is paused, the controller restarts, the tenant moves to
+    // hv-b and enough happens after that the history no longer holds it.
+    signal(&mr, "STOP");
+    ctl.kill();
+    let ctl = daemons::start(
+        "nemo-controller",
+        &config,
+        daemons::next_log(d, "controller"),
+    );
+    let mut c = daemons::controller_client(&ctl).await;
+    c.register_hypervisor(authed(pb::RegisterHypervisorRequest {
+        name: "hv-b".into(),
+    }))
+    .await
+    .unwrap();
+    c.place_tenant(authed(pb::PlaceTenantRequest {
+        tenant: "acme".into(),
+        hypervisor: "hv-b".into(),
+        reason: "migration".into(),
+    }))
+    .await
+    .unwrap();
+    for n in 0..10 {
+        c.create_tenant(authed(pb::CreateTenantRequest {
+            name: format!("t{n}"),
+        }))
+        .await
+        .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut history = c
+            .watch_events(authed(pb::WatchEventsRequest {
+                from_revision: 0,
+                history_only: true,
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        let first = history.message().await.unwrap().unwrap();
+        if first.kind == "tenant_created" && first.subject.starts_with('t') {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never trimmed: {}", ctl.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    signal(&mr, "CONT");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !instances().await.is_empty() {
+        assert!(Instant::now() < deadline, "{}", mr.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = mr.log();
+    assert!(log.contains("history moved past us"), "{log}");
+    assert!(log.contains("no longer placed here"), "{log}");
+}
