@@ -4,6 +4,7 @@
 #
 #   sudo deploy/lab/migrate.sh            # builds (release) and runs
 #   NEMO_BIN=target/debug deploy/lab/migrate.sh   # uses built binaries
+#   MODE=veth deploy/lab/migrate.sh       # a veth stands in for the VM (quick)
 #   MODE=seed deploy/lab/migrate.sh       # the seed's variant (below)
 #   WAN_DELAY_MS=20 deploy/lab/migrate.sh # control traffic 20 ms each way
 #
@@ -13,9 +14,27 @@
 #   wan   the WAN between sites (a router)
 #   hva   hypervisor in datacenter A, nemo-mr      2001:db8:2::10
 #   hvb   hypervisor in datacenter B, nemo-mr      2001:db8:3::10
-#   vm    the tenant's VM, at its MNP address      2001:db8:100::2
-# The VM's link starts on hva; the migration moves it to hvb (as a live
-# migration moves a VM's tap) and tells the controller.
+#   the tenant's VM, at its MNP address            2001:db8:100::2
+#
+# MODE=vm (default): the VM is a real QEMU guest (deploy/lab/vm.sh: a
+# Debian kernel and a busybox initramfs answering the probe and the TCP
+# stream), on a tap port of hva. The orchestrator prepares the same port
+# on hvb, starts QEMU there with -incoming, and migrates over QMP
+# (max-bandwidth 2 GB/s, downtime-limit 300 ms); the migration stream
+# crosses the lab's WAN, the same links as the tenant's traffic (hva to
+# hvb through the WAN router). HOOK says how nemo learns of the move:
+#   resume (default)  `nemoctl place --when-qmp` on the destination's
+#                     monitor: placed when QEMU reports RESUME there
+#   stop              the same on the source's monitor: placed when the VM
+#                     pauses for the migration's last copy (the binding
+#                     moves during QEMU's downtime)
+#   after             the orchestrator places once `migrate` completed
+# ACCEL=auto|kvm|tcg picks QEMU's accelerator (auto: KVM when a guest
+# really runs under it, else TCG; said in the output).
+#
+# MODE=veth: a veth stands in for the VM; the migration moves it to hvb
+# (as a live migration moves a VM's tap) and tells the controller
+# (MODE=orchestrated is the same).
 #
 # MODE=seed is the WIDE Cloud design: the mobile router is itself a VM
 # (namespace mrvm, 2001:db8:2::20) that migrates with the tenant. Its uplink
@@ -24,7 +43,7 @@
 # new care-of address through netlink and re-registers. Nobody tells the
 # controller anything.
 #
-# ORDER (orchestrated mode) is the orchestrator's order: port-first (default:
+# ORDER (MODE=veth) is the orchestrator's order: port-first (default:
 # the VM's port exists on hvb, then the controller is told) or place-first
 # (the controller is told, and the port appears on hvb 300 ms later). Either
 # way the tenant must be reachable once both exist: nemo-mr registers only
@@ -35,28 +54,41 @@
 # take that long each way (20 for the seed's 40 ms round trip between sites).
 # Only the control traffic is delayed; the tenant's packets are not.
 #
-# Prints the binding before and after, the handover (address change or
-# placement to Binding Acknowledgement, and move to the first packet answered
-# through the new care-of address), packets lost, the outage, whether the
-# TCP connection survived; exits non-zero when the migration did not work.
-# Cleans up everything it created, also on failure or Ctrl-C.
+# Prints the binding before and after (the home agent's admin API), the
+# handover (address change or placement to Binding Acknowledgement, and move
+# to the first packet answered through the new care-of address), packets
+# lost, the outage, whether the TCP connection survived, and for the VM
+# QEMU's total time and downtime and the network's share of the outage
+# (outage less QEMU's downtime); exits non-zero when the migration did not
+# work. Cleans up everything it created, also on failure or Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 . deploy/lab/lib.sh
-lab_prepare migrate.sh ip ping iperf3
+MODE=${MODE:-vm}
+[ "$MODE" != orchestrated ] || MODE=veth
+case "$MODE" in
+  vm) lab_prepare migrate.sh ip ping iperf3 qemu-system-x86_64 busybox cpio python3;;
+  veth|seed) lab_prepare migrate.sh ip ping iperf3;;
+  *) echo "migrate.sh: MODE is vm, veth or seed" >&2; exit 2;;
+esac
+. deploy/lab/vm.sh
 MAX_OUTAGE_MS=${MAX_OUTAGE_MS:-1000}   # longest silence the tenant may see
-MODE=${MODE:-orchestrated}
 WAN_DELAY_MS=${WAN_DELAY_MS:-0}
 ORDER=${ORDER:-port-first}
-case "$MODE" in orchestrated|seed) ;; *) echo "migrate.sh: MODE is orchestrated or seed" >&2; exit 2;; esac
+HOOK=${HOOK:-resume}
 case "$ORDER" in port-first|place-first) ;; *) echo "migrate.sh: ORDER is port-first or place-first" >&2; exit 2;; esac
+case "$HOOK" in resume|stop|after) ;; *) echo "migrate.sh: HOOK is resume, stop or after" >&2; exit 2;; esac
 
 lab_begin "nemo-lab-$$-" cn home wan hva hvb mrvm vm
 
 echo "== building the lab ($MODE)"
-NAMESPACES="cn home wan vm"
-if [ "$MODE" = seed ]; then NAMESPACES="$NAMESPACES mrvm"; else NAMESPACES="$NAMESPACES hva hvb"; fi
+NAMESPACES="cn home wan"
+case "$MODE" in
+  seed) NAMESPACES="$NAMESPACES vm mrvm";;
+  veth) NAMESPACES="$NAMESPACES vm hva hvb";;
+  vm) NAMESPACES="$NAMESPACES hva hvb";;
+esac
 for n in $NAMESPACES; do ip netns add "$P$n"; ip -n "$P$n" link set lo up; done
 link cn c0 home h0
 link home h1 wan w1
@@ -90,11 +122,19 @@ else
   addr wan w3 2001:db8:3::fe/64
   addr hva u0 2001:db8:2::10/64; ip -n "${P}hva" -6 route add default via 2001:db8:2::fe
   addr hvb u0 2001:db8:3::10/64; ip -n "${P}hvb" -6 route add default via 2001:db8:3::fe
-  link vm v0 hva t-acme
-  addr hva t-acme 2001:db8:100::1/64
+  if [ "$MODE" = vm ]; then
+    # The VM's port on both hypervisors: hvb's prepared before the move.
+    vm_port hva
+    vm_port hvb
+  else
+    link vm v0 hva t-acme
+    addr hva t-acme 2001:db8:100::1/64
+  fi
   ROUTERS="wan hva hvb"
 fi
-addr vm v0 2001:db8:100::2/64; ip -n "${P}vm" -6 route add default via 2001:db8:100::1
+if [ "$MODE" != vm ]; then
+  addr vm v0 2001:db8:100::2/64; ip -n "${P}vm" -6 route add default via 2001:db8:100::1
+fi
 for n in home $ROUTERS; do x "$n" sysctl -qw net.ipv6.conf.all.forwarding=1; done
 
 echo "== starting the control plane"
@@ -127,7 +167,7 @@ endpoint = "http://[2001:db8:1::1]:50051"
 token_file = "$WORK/token"
 home_agent = "ha1"
 EOF
-if [ "$MODE" = orchestrated ]; then
+if [ "$MODE" != seed ]; then
 for hv in hva hvb; do
 cat > "$WORK/$hv.toml" <<EOF
 [mobile_router]
@@ -205,26 +245,54 @@ else
 fi
 # The correspondent reaches the tenant prefix through the home site.
 ip -n "${P}cn" -6 route replace 2001:db8:100::/48 via 2001:db8:f::1
+HOA=$(grep -o '"home_address":"[^"]*"' "$WORK/mr.json" | cut -d'"' -f4)
+# The binding as the home agent's admin API shows it.
+binding() {
+  x home "$BIN/nemoctl" --ha-admin 'http://[::1]:50052' --output json bindings show "$HOA" 2>/dev/null | tr -d '\n' || echo '[]'
+}
+
+if [ "$MODE" = vm ]; then
+  echo "== the tenant's VM on QEMU in datacenter A"
+  vm_prepare
+  vm_start hva vm-a
+  for i in $(seq 1 240); do
+    grep -q "nemo-guest ready" "$WORK/vm-a.console" 2>/dev/null && break
+    [ "$i" = 240 ] && { echo "FAIL: the VM did not boot within 120 s"; tail -20 "$WORK/vm-a.console" "$WORK"/vm-a.qemu.err; exit 1; }
+    sleep 0.5
+  done
+  echo "   VM booted in about $((i / 2)) s ($(grep -o 'nemo-guest ready.*' "$WORK/vm-a.console"))"
+  # The destination, waiting for the migration on hvb's uplink address.
+  vm_start hvb vm-b "tcp:[2001:db8:3::10]:4444"
+  python3 deploy/lab/qmp.py ready "$WORK/vm-b.qmp" inmigrate 30 \
+    || { echo "FAIL: the destination QEMU did not start"; cat "$WORK"/vm-b.qemu.err; exit 1; }
+fi
 
 for i in $(seq 1 100); do
   x cn ping -c 1 -W 1 2001:db8:100::2 >/dev/null 2>&1 && break
   [ "$i" = 100 ] && { echo "FAIL: the VM never answered at 2001:db8:100::2 before the migration"; tail -5 "$WORK"/*.log; exit 1; }
   sleep 0.1
 done
-BEFORE=$(grep -o 'care_of=[^ ]* status=0' "$WORK/ha.log" | tail -1)
-echo "   VM answers at its MNP address through datacenter A ($BEFORE)"
+BEFORE=$(binding)
+echo "   VM answers at its MNP address through datacenter A"
 
 echo "== traffic: a UDP probe every 2 ms and a TCP stream, then the migration"
-# In the foreground of its own process (not -D, which would fork away from
-# the PID the clean-up ends).
-spawn vm "$WORK/iperf-server.log" "$WORK/iperf-server.err" iperf3 -s -1
-spawn vm /dev/null /dev/null "$BIN/nemo-probe" echo --listen '[2001:db8:100::2]:7007'
+IPERF_RATE=()
+if [ "$MODE" = vm ]; then
+  # The guest answers both itself; a paced stream, as a tenant's service
+  # sends, keeps the guest's dirty pages within what the migration copies.
+  IPERF_RATE=(-b 20M)
+else
+  # In the foreground of its own process (not -D, which would fork away
+  # from the PID the clean-up ends).
+  spawn vm "$WORK/iperf-server.log" "$WORK/iperf-server.err" iperf3 -s -1
+  spawn vm /dev/null /dev/null "$BIN/nemo-probe" echo --listen '[2001:db8:100::2]:7007'
+fi
 sleep 0.3
 # Probes on a fixed 2 ms schedule for 8 s, covering the whole stream and the
 # migration (ping would slow down while unanswered and hide the outage).
 spawn cn "$WORK/probe.log" "$WORK/probe.err" "$BIN/nemo-probe" send --target '[2001:db8:100::2]:7007' --interval-ms 2 --seconds 8
 PROBE=$LAST_PID
-spawn cn "$WORK/iperf.log" "$WORK/iperf.err" timeout 20 iperf3 -c 2001:db8:100::2 -t 6 --connect-timeout 3000
+spawn cn "$WORK/iperf.log" "$WORK/iperf.err" timeout 20 iperf3 -c 2001:db8:100::2 -t 6 --connect-timeout 3000 "${IPERF_RATE[@]}"
 IPERF=$LAST_PID
 sleep 2
 
@@ -238,6 +306,27 @@ if [ "$MODE" = seed ]; then
   addr mrvm u0 2001:db8:3::20/64
   ip -n "${P}mrvm" -6 route replace default via 2001:db8:3::fe
   echo "   mobile-router VM moved to datacenter B (new uplink address, nobody told)"
+elif [ "$MODE" = vm ]; then
+  # nemo's hook, as an orchestrator installs it: connected to the
+  # controller beforehand, it places the tenant at the VM's moment.
+  case "$HOOK" in
+    resume) spawn home "$WORK/hook.out" "$WORK/hook.err" "$BIN/nemoctl" place acme hvb --reason migration \
+              --when-qmp "$WORK/vm-b-hook.qmp" --qmp-event resume; HOOK_PID=$LAST_PID;;
+    stop)   spawn home "$WORK/hook.out" "$WORK/hook.err" "$BIN/nemoctl" place acme hvb --reason migration \
+              --when-qmp "$WORK/vm-a-hook.qmp" --qmp-event stop; HOOK_PID=$LAST_PID;;
+  esac
+  spawn home /dev/null "$WORK/record.err" python3 deploy/lab/qmp.py record "$WORK/vm-b.qmp" "$WORK/destination-events.json"
+  RECORDER=$LAST_PID
+  sleep 0.2
+  MOVED_AT=$(date +%s.%N)
+  python3 deploy/lab/qmp.py migrate "$WORK/vm-a.qmp" "tcp:[2001:db8:3::10]:4444" "$WORK/migration.json" \
+    || { echo "FAIL: the migration did not complete"; cat "$WORK/migration.json" "$WORK"/vm-*.qemu.err; exit 1; }
+  if [ "$HOOK" = after ]; then
+    ctl place acme hvb --reason migration >/dev/null
+  else
+    wait "$HOOK_PID" || { echo "FAIL: the hook did not place the tenant"; cat "$WORK/hook.err"; exit 1; }
+  fi
+  echo "   VM migrated to datacenter B over the WAN; nemo told on $HOOK"
 else
   move_port() {
     ip -n "${P}hva" link set dev t-acme netns "${P}hvb"
@@ -259,7 +348,7 @@ fi
 TCP=survived
 wait "$IPERF" || TCP=broken
 wait "$PROBE" || true
-AFTER=$(grep -o 'care_of=[^ ]* status=0' "$WORK/ha.log" | tail -1)
+AFTER=$(binding)
 
 field() { grep -o " $1=[^ ]*" "$WORK/probe.log" | cut -d= -f2; }
 SENT=$(field sent); RECEIVED=$(field received); LOST=$(field lost)
@@ -281,6 +370,14 @@ echo "   outage:          $OUTAGE ms (longest silence seen by the probes)"
 echo "   handover:        trigger to BA ${TOOK_MS:-n/a} ms; move to first answer via the new care-of ${FIRST_MS} ms (WAN delay ${WAN_DELAY_MS} ms each way)"
 echo "   TCP connection:  $TCP ($(grep -E 'receiver' "$WORK/iperf.log" | awk '{print $7, $8}'))"
 echo "   VM answers after: $AFTER_OK"
+if [ "$MODE" = vm ]; then
+  kill "$RECORDER" 2>/dev/null; wait "$RECORDER" 2>/dev/null || true
+  QEMU_TOTAL=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["total_time_ms"])' "$WORK/migration.json")
+  QEMU_DOWN=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["downtime_ms"])' "$WORK/migration.json")
+  SHARE=$(awk -v o="$OUTAGE" -v d="$QEMU_DOWN" 'BEGIN { if (o == "n/a") print "n/a"; else printf "%.1f", o - d }')
+  echo "   QEMU:            total $QEMU_TOTAL ms, downtime $QEMU_DOWN ms ($ACCEL_USED)"
+  echo "   network's share: $SHARE ms (outage less QEMU's downtime; hook: $HOOK)"
+fi
 OUTAGE_OK=$(awk -v o="$OUTAGE" -v max="$MAX_OUTAGE_MS" 'BEGIN { print (o != "n/a" && o <= max) ? "yes" : "no" }')
 if [ "$AFTER_OK" = yes ] && [ "$TCP" = survived ] && [ "$OUTAGE_OK" = yes ] && [[ "$AFTER" == *"$NEW_CARE_OF"* ]]; then
   echo "PASS: the tenant's network followed its VM from datacenter A to B"

@@ -17,6 +17,7 @@
 
 mod home_agent;
 mod output;
+mod qmp;
 mod status;
 
 use clap::{Parser, Subcommand};
@@ -124,6 +125,19 @@ enum ControllerCommand {
         /// Why, for the event history (at most 256 octets).
         #[arg(long, default_value = "")]
         reason: String,
+        /// A live migration's hook: connect to the controller, then wait
+        /// on this QEMU monitor socket (QMP) for --qmp-event and place at
+        /// that moment.
+        #[arg(long)]
+        when_qmp: Option<std::path::PathBuf>,
+        /// The moment: `resume` (the destination's monitor: the VM runs
+        /// there) or `stop` (the source's: the VM paused for the
+        /// migration's last copy, about its downtime before it resumes).
+        #[arg(long, value_enum, default_value_t = qmp::Moment::Resume)]
+        qmp_event: qmp::Moment,
+        /// Longest wait for the moment, in seconds.
+        #[arg(long, default_value_t = 600.0)]
+        qmp_timeout: f64,
     },
     /// Takes a tenant off its hypervisor.
     Unplace {
@@ -800,7 +814,16 @@ async fn controller(
             tenant,
             hypervisor,
             reason,
+            when_qmp,
+            qmp_event,
+            qmp_timeout,
         } => {
+            if let Some(socket) = &when_qmp {
+                let limit = std::time::Duration::try_from_secs_f64(qmp_timeout).map_err(|_| {
+                    anyhow::anyhow!("--qmp-timeout: {qmp_timeout} is not a duration")
+                })?;
+                qmp::wait_for(socket, qmp_event, limit).await?;
+            }
             let p = client
                 .place_tenant(request(
                     pb::PlaceTenantRequest {
@@ -905,9 +928,17 @@ fn main() {
     };
     // A stream followed runs until interrupted; everything else, and the
     // connection of a stream, within --timeout.
+    // A placement waiting for a VM's moment (--when-qmp) bounds its own
+    // wait (--qmp-timeout).
     let follows = matches!(
         args.command,
-        Command::Controller(ControllerCommand::Events { follow: true, .. })
+        Command::Controller(
+            ControllerCommand::Events { follow: true, .. }
+                | ControllerCommand::Place {
+                    when_qmp: Some(_),
+                    ..
+                }
+        )
     );
     let limit = std::time::Duration::try_from_secs_f64(args.timeout)
         .unwrap_or(std::time::Duration::from_secs(10));
