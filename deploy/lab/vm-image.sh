@@ -22,7 +22,7 @@ cache=${NEMO_VM_CACHE:-/var/cache/nemo-lab}
 # virtio-net and what it depends on, in the order they load.
 modules="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net"
 
-for tool in apt-get apt-cache dpkg-deb cpio gzip; do
+for tool in apt-get apt-cache dpkg-deb cpio gzip flock; do
   command -v "$tool" >/dev/null || { echo "vm-image.sh: $tool missing" >&2; exit 2; }
 done
 busybox=$(command -v busybox) || { echo "vm-image.sh: busybox missing (apt-get install busybox-static)" >&2; exit 2; }
@@ -32,11 +32,14 @@ if ldd "$busybox" >/dev/null 2>&1; then
 fi
 
 kernel_dir=$cache/guest-kernel
+mkdir -p "$cache"
+# One lab at a time fetches (labs may run side by side).
+exec 9>"$cache/.lock"
+flock 9
 if [ ! -f "$kernel_dir/vmlinuz" ] || [ ! -f "$kernel_dir/virtio_net.ko" ]; then
   package=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
   [ -n "$package" ] || { echo "vm-image.sh: no linux-image-<version>-amd64 known to apt (apt-get update?)" >&2; exit 2; }
   echo "   fetching $package (once; kept in $cache)"
-  mkdir -p "$cache"
   unpacked=$(mktemp -d "$cache/unpack.XXXXXX")
   trap 'rm -rf "$unpacked"' EXIT
   (cd "$unpacked" && apt-get download -q "$package" >/dev/null 2>&1) \
@@ -53,6 +56,7 @@ if [ ! -f "$kernel_dir/vmlinuz" ] || [ ! -f "$kernel_dir/virtio_net.ko" ]; then
   rm -rf "$kernel_dir"; mv "$kernel_dir.new" "$kernel_dir"
   rm -rf "$unpacked"; trap - EXIT
 fi
+flock -u 9
 
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT

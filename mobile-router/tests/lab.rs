@@ -6,7 +6,9 @@
 //! clean-up (it lists what still runs in its namespaces before deleting
 //! them); this test also checks that it left no namespace behind.
 //!
-//! Needs root, iproute2, ping and iperf3; skips loudly without them unless
+//! Needs root, iproute2, ping and iperf3, and for the real VM
+//! qemu-system-x86, busybox-static, cpio and python3 (its kernel is fetched
+//! once with apt-get download); skips loudly without them unless
 //! NEMO_REQUIRE_NETNS is set (CI sets it).
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
@@ -41,9 +43,40 @@ fn lab(mode: &str, order: &str, wan_delay_ms: u32) {
     );
 }
 
+/// Runs the lab with a real QEMU guest, nemo told by `hook`, and checks
+/// what it reports of QEMU besides the verdict.
+fn vm_lab(hook: &str, wan_delay_ms: u32) {
+    if !require(
+        runs("qemu-system-x86_64", &["--version"]),
+        "qemu-system-x86_64 missing (qemu-system-x86)",
+        MUST_RUN,
+    ) || !require(
+        runs("busybox", &["true"]),
+        "busybox missing (busybox-static)",
+        MUST_RUN,
+    ) {
+        return;
+    }
+    let text = run(
+        "migrate.sh",
+        &format!("vm-{hook}-{wan_delay_ms}"),
+        &[
+            ("MODE", "vm".to_owned()),
+            ("HOOK", hook.to_owned()),
+            ("WAN_DELAY_MS", wan_delay_ms.to_string()),
+        ],
+    );
+    assert!(text.contains("migration completed"), "{text}");
+    assert!(text.contains("network's share:"), "{text}");
+    assert!(
+        text.contains("\"care_of_address\":\"2001:db8:3::10\""),
+        "{text}"
+    );
+}
+
 /// Runs a lab script with these settings and checks its verdict and its
-/// cleanup.
-fn run(script: &str, tag: &str, settings: &[(&str, String)]) {
+/// cleanup; returns what it printed (empty when skipped).
+fn run(script: &str, tag: &str, settings: &[(&str, String)]) -> String {
     if !netns_available(MUST_RUN)
         || !require(
             runs("ping", &["-V"]),
@@ -52,7 +85,7 @@ fn run(script: &str, tag: &str, settings: &[(&str, String)]) {
         )
         || !require(runs("iperf3", &["--version"]), "iperf3 missing", MUST_RUN)
     {
-        return;
+        return String::new();
     }
     let binaries = workspace_binary("nemo-controller")
         .parent()
@@ -93,11 +126,23 @@ fn run(script: &str, tag: &str, settings: &[(&str, String)]) {
     assert!(text.contains("PASS"), "{text}");
     assert!(text.contains("TCP connection:  survived"), "{text}");
     assert_eq!(namespaces(&prefix), 0, "the lab left namespaces behind");
+    text
+}
+
+#[test]
+fn live_migration_lab_a_real_vm() {
+    // A QEMU guest migrated over QMP; nemo told when it resumes.
+    vm_lab("resume", 0);
+}
+
+#[test]
+fn live_migration_lab_a_real_vm_over_a_40_ms_wan() {
+    vm_lab("resume", 20);
 }
 
 #[test]
 fn live_migration_lab_orchestrated() {
-    lab("orchestrated", "port-first", 0);
+    lab("veth", "port-first", 0);
 }
 
 #[test]
