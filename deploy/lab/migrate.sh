@@ -59,8 +59,11 @@
 # to the first packet answered through the new care-of address), packets
 # lost, the outage, whether the TCP connection survived, and for the VM
 # QEMU's total time and downtime and the network's share of the outage
-# (outage less QEMU's downtime); exits non-zero when the migration did not
-# work. Cleans up everything it created, also on failure or Ctrl-C.
+# (outage less QEMU's downtime), and the path of a results folder
+# (RESULTS_DIR, default /var/tmp/nemo-lab-results; kept) with summary.json,
+# timeline.svg (round trip of every probe, the outage shaded, the moments
+# marked) and probes.csv; exits non-zero when the migration did not work.
+# Cleans up everything it created, also on failure or Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -250,6 +253,7 @@ HOA=$(grep -o '"home_address":"[^"]*"' "$WORK/mr.json" | cut -d'"' -f4)
 binding() {
   x home "$BIN/nemoctl" --ha-admin 'http://[::1]:50052' --output json bindings show "$HOA" 2>/dev/null | tr -d '\n' || echo '[]'
 }
+RESULTS_DIR=${RESULTS_DIR:-/var/tmp/nemo-lab-results}
 
 if [ "$MODE" = vm ]; then
   echo "== the tenant's VM on QEMU in datacenter A"
@@ -272,7 +276,7 @@ for i in $(seq 1 100); do
   [ "$i" = 100 ] && { echo "FAIL: the VM never answered at 2001:db8:100::2 before the migration"; tail -5 "$WORK"/*.log; exit 1; }
   sleep 0.1
 done
-BEFORE=$(binding)
+BEFORE=$(binding); echo "$BEFORE" > "$WORK/binding-before.json"
 echo "   VM answers at its MNP address through datacenter A"
 
 echo "== traffic: a UDP probe every 2 ms and a TCP stream, then the migration"
@@ -290,7 +294,7 @@ fi
 sleep 0.3
 # Probes on a fixed 2 ms schedule for 8 s, covering the whole stream and the
 # migration (ping would slow down while unanswered and hide the outage).
-spawn cn "$WORK/probe.log" "$WORK/probe.err" "$BIN/nemo-probe" send --target '[2001:db8:100::2]:7007' --interval-ms 2 --seconds 8
+spawn cn "$WORK/probe.log" "$WORK/probe.err" "$BIN/nemo-probe" send --target '[2001:db8:100::2]:7007' --interval-ms 2 --seconds 8 --csv "$WORK/probes.csv"
 PROBE=$LAST_PID
 spawn cn "$WORK/iperf.log" "$WORK/iperf.err" timeout 20 iperf3 -c 2001:db8:100::2 -t 6 --connect-timeout 3000 "${IPERF_RATE[@]}"
 IPERF=$LAST_PID
@@ -310,9 +314,9 @@ elif [ "$MODE" = vm ]; then
   # nemo's hook, as an orchestrator installs it: connected to the
   # controller beforehand, it places the tenant at the VM's moment.
   case "$HOOK" in
-    resume) spawn home "$WORK/hook.out" "$WORK/hook.err" "$BIN/nemoctl" place acme hvb --reason migration \
+    resume) spawn home "$WORK/hook.out" "$WORK/hook.err" "$BIN/nemoctl" --output json place acme hvb --reason migration \
               --when-qmp "$WORK/vm-b-hook.qmp" --qmp-event resume; HOOK_PID=$LAST_PID;;
-    stop)   spawn home "$WORK/hook.out" "$WORK/hook.err" "$BIN/nemoctl" place acme hvb --reason migration \
+    stop)   spawn home "$WORK/hook.out" "$WORK/hook.err" "$BIN/nemoctl" --output json place acme hvb --reason migration \
               --when-qmp "$WORK/vm-a-hook.qmp" --qmp-event stop; HOOK_PID=$LAST_PID;;
   esac
   spawn home /dev/null "$WORK/record.err" python3 deploy/lab/qmp.py record "$WORK/vm-b.qmp" "$WORK/destination-events.json"
@@ -322,7 +326,7 @@ elif [ "$MODE" = vm ]; then
   python3 deploy/lab/qmp.py migrate "$WORK/vm-a.qmp" "tcp:[2001:db8:3::10]:4444" "$WORK/migration.json" \
     || { echo "FAIL: the migration did not complete"; cat "$WORK/migration.json" "$WORK"/vm-*.qemu.err; exit 1; }
   if [ "$HOOK" = after ]; then
-    ctl place acme hvb --reason migration >/dev/null
+    ctl --output json place acme hvb --reason migration >"$WORK/hook.out"
   else
     wait "$HOOK_PID" || { echo "FAIL: the hook did not place the tenant"; cat "$WORK/hook.err"; exit 1; }
   fi
@@ -348,7 +352,7 @@ fi
 TCP=survived
 wait "$IPERF" || TCP=broken
 wait "$PROBE" || true
-AFTER=$(binding)
+AFTER=$(binding); echo "$AFTER" > "$WORK/binding-after.json"
 
 field() { grep -o " $1=[^ ]*" "$WORK/probe.log" | cut -d= -f2; }
 SENT=$(field sent); RECEIVED=$(field received); LOST=$(field lost)
@@ -372,11 +376,9 @@ echo "   TCP connection:  $TCP ($(grep -E 'receiver' "$WORK/iperf.log" | awk '{p
 echo "   VM answers after: $AFTER_OK"
 if [ "$MODE" = vm ]; then
   kill "$RECORDER" 2>/dev/null; wait "$RECORDER" 2>/dev/null || true
-  QEMU_TOTAL=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["total_time_ms"])' "$WORK/migration.json")
-  QEMU_DOWN=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["downtime_ms"])' "$WORK/migration.json")
-  SHARE=$(awk -v o="$OUTAGE" -v d="$QEMU_DOWN" 'BEGIN { if (o == "n/a") print "n/a"; else printf "%.1f", o - d }')
-  echo "   QEMU:            total $QEMU_TOTAL ms, downtime $QEMU_DOWN ms ($ACCEL_USED)"
-  echo "   network's share: $SHARE ms (outage less QEMU's downtime; hook: $HOOK)"
+  RESULTS="$RESULTS_DIR/migrate-$(date -u +%Y%m%dT%H%M%SZ)-vm-$HOOK-wan${WAN_DELAY_MS}ms-$$"
+  MODE=$MODE HOOK=$HOOK WAN_DELAY_MS=$WAN_DELAY_MS ACCEL_USED=$ACCEL_USED TCP=$TCP \
+    python3 deploy/lab/results.py "$WORK" "$RESULTS" "$BIN" || echo "   (the results could not be gathered)"
 fi
 OUTAGE_OK=$(awk -v o="$OUTAGE" -v max="$MAX_OUTAGE_MS" 'BEGIN { print (o != "n/a" && o <= max) ? "yes" : "no" }')
 if [ "$AFTER_OK" = yes ] && [ "$TCP" = survived ] && [ "$OUTAGE_OK" = yes ] && [[ "$AFTER" == *"$NEW_CARE_OF"* ]]; then

@@ -66,6 +66,11 @@ vm_port() { # ns
   ip -n "$P$1" link set t-acme address "$GATEWAY_MAC"
   ip -n "$P$1" link set t-acme up
   addr "$1" t-acme "$VM_GW/64"
+  if [ "${VM_NEIGHBOUR:-static}" = static ]; then
+    # The hypervisor knows its VM's MAC and address (the port's binding):
+    # no Neighbor Solicitation to a guest that has just resumed.
+    ip -n "$P$1" neigh replace "$VM_ADDR" lladdr "$VM_MAC" dev t-acme nud permanent
+  fi
 }
 
 vm_start() { # ns tag [incoming uri]

@@ -57,6 +57,9 @@ fn vm_lab(hook: &str, wan_delay_ms: u32) {
     ) {
         return;
     }
+    // The results folder outlives the lab by design; this test's goes
+    // with the test.
+    let results = tempfile::tempdir().unwrap();
     let text = run(
         "migrate.sh",
         &format!("vm-{hook}-{wan_delay_ms}"),
@@ -64,14 +67,38 @@ fn vm_lab(hook: &str, wan_delay_ms: u32) {
             ("MODE", "vm".to_owned()),
             ("HOOK", hook.to_owned()),
             ("WAN_DELAY_MS", wan_delay_ms.to_string()),
+            ("RESULTS_DIR", results.path().display().to_string()),
         ],
     );
     assert!(text.contains("migration completed"), "{text}");
     assert!(text.contains("network's share:"), "{text}");
+    let folder = std::fs::read_dir(results.path())
+        .unwrap()
+        .next()
+        .expect("no results folder")
+        .unwrap()
+        .path();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(folder.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["qemu"]["status"], "completed", "{summary}");
     assert!(
-        text.contains("\"care_of_address\":\"2001:db8:3::10\""),
-        "{text}"
+        summary["qemu"]["downtime_ms"].as_f64().unwrap() > 0.0,
+        "{summary}"
     );
+    assert_eq!(summary["tcp"]["survived"], true, "{summary}");
+    assert_eq!(
+        summary["binding_after"][0]["care_of_address"], "2001:db8:3::10",
+        "{summary}"
+    );
+    let picture = std::fs::read_to_string(folder.join("timeline.svg")).unwrap();
+    for moment in [
+        "VM paused",
+        "VM resumed",
+        "Binding Ack received",
+        "first reply",
+    ] {
+        assert!(picture.contains(moment), "{moment} not in the picture");
+    }
 }
 
 /// Runs a lab script with these settings and checks its verdict and its
@@ -97,6 +124,7 @@ fn run(script: &str, tag: &str, settings: &[(&str, String)]) -> String {
         "nemo-mr",
         "nemo-probe",
         "nemo-delay-relay",
+        "nemo-timeline",
     ] {
         workspace_binary(binary);
     }

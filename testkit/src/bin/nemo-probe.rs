@@ -7,7 +7,7 @@
 //!
 //! ```sh
 //! nemo-probe echo --listen '[2001:db8:100::2]:7007'          # in the VM
-//! nemo-probe send --target '[2001:db8:100::2]:7007' --interval-ms 2 --seconds 8
+//! nemo-probe send --target '[2001:db8:100::2]:7007' --interval-ms 2 --seconds 8 --csv probes.csv
 //! ```
 //!
 //! `send` prints one line: `probe sent=.. received=.. lost=.. longest_gap_ms=..
@@ -43,6 +43,11 @@ enum Command {
         interval_ms: u64,
         #[arg(long, default_value_t = 8)]
         seconds: u64,
+        /// Also write every probe to this CSV file: sequence, its send
+        /// time and its answer's arrival (Unix seconds; empty when lost),
+        /// and the round trip in milliseconds.
+        #[arg(long)]
+        csv: Option<std::path::PathBuf>,
     },
 }
 
@@ -62,7 +67,12 @@ fn echo(listen: SocketAddr) -> std::io::Result<()> {
     }
 }
 
-fn send(target: SocketAddr, interval: Duration, seconds: u64) -> std::io::Result<()> {
+fn send(
+    target: SocketAddr,
+    interval: Duration,
+    seconds: u64,
+    csv: Option<&std::path::Path>,
+) -> std::io::Result<()> {
     let bind: SocketAddr = if target.is_ipv6() {
         "[::]:0"
     } else {
@@ -120,6 +130,25 @@ fn send(target: SocketAddr, interval: Duration, seconds: u64) -> std::io::Result
         .lock()
         .map_err(|_| std::io::Error::other("receiver panicked"))?
         .clone();
+    if let Some(path) = csv {
+        let mut text = String::from("sequence,sent_unix,answered_unix,rtt_ms\n");
+        for (sequence, (sent, arrival)) in sent_at.iter().zip(&arrivals).enumerate() {
+            match arrival {
+                Some(arrival) => text.push_str(&format!(
+                    "{sequence},{:.6},{:.6},{:.3}\n",
+                    unix(*sent),
+                    unix(*arrival),
+                    arrival
+                        .duration_since(*sent)
+                        .unwrap_or_default()
+                        .as_secs_f64()
+                        * 1000.0
+                )),
+                None => text.push_str(&format!("{sequence},{:.6},,\n", unix(*sent))),
+            }
+        }
+        std::fs::write(path, text)?;
+    }
     let received = arrivals.iter().filter(|a| a.is_some()).count();
     // The longest silence: from the send time of an answered probe to the
     // arrival of the next answer.
@@ -156,6 +185,12 @@ fn main() -> std::io::Result<()> {
             target,
             interval_ms,
             seconds,
-        } => send(target, Duration::from_millis(interval_ms.max(1)), seconds),
+            csv,
+        } => send(
+            target,
+            Duration::from_millis(interval_ms.max(1)),
+            seconds,
+            csv.as_deref(),
+        ),
     }
 }
