@@ -284,7 +284,9 @@ IPERF_RATE=()
 if [ "$MODE" = vm ]; then
   # The guest answers both itself; a paced stream, as a tenant's service
   # sends, keeps the guest's dirty pages within what the migration copies.
-  IPERF_RATE=(-b 20M)
+  # The guest sends (-R), so that the correspondent's 100 ms reports (iperf3
+  # goes no finer) show what arrived: the stream's stall, measured.
+  IPERF_RATE=(-b 20M -i 0.1 -R)
 else
   # In the foreground of its own process (not -D, which would fork away
   # from the PID the clean-up ends).

@@ -82,6 +82,12 @@ def migrate(path, uri, out):
         info = monitor.execute("query-migrate")
         status = info.get("status")
         if status in ("completed", "failed", "cancelled"):
+            # QEMU may say completed a moment before it has set the times.
+            for _ in range(100):
+                if status != "completed" or info.get("total-time"):
+                    break
+                time.sleep(0.01)
+                info = monitor.execute("query-migrate")
             break
         if time.time() - started > 120:
             monitor.execute("migrate_cancel")

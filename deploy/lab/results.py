@@ -94,10 +94,25 @@ def main(work, results, bin_dir):
     def between(a, b):
         return round((b - a) * 1000, 1) if a and b else None
 
-    iperf = ""
+    iperf, stall_ms = "", None
     try:
         with open(f"{work}/iperf.log") as f:
-            iperf = " ".join(" ".join(l.split()[6:8]) for l in f if "receiver" in l)
+            lines = f.read().splitlines()
+        iperf = " ".join(" ".join(l.split()[6:8]) for l in lines if "receiver" in l)
+        # The longest run of 100 ms reports in which nothing arrived (the
+        # guest sends, -R): the TCP stream's stall, to 100 ms.
+        run_start, longest = None, 0.0
+        for line in lines:
+            report = re.match(r"\[\s*\d+\]\s+([\d.]+)-([\d.]+)\s+sec\s+([\d.]+)\s+\w*Bytes", line)
+            if not report or "sender" in line or "receiver" in line:
+                continue
+            begin, end, moved = (float(g) for g in report.groups())
+            if moved == 0:
+                run_start = begin if run_start is None else run_start
+                longest = max(longest, end - run_start)
+            else:
+                run_start = None
+        stall_ms = round(longest * 1000)
     except OSError:
         pass
     summary = {
@@ -117,7 +132,7 @@ def main(work, results, bin_dir):
             "answered": int(field(probe, "received") or 0),
             "lost": int(field(probe, "lost") or 0),
         },
-        "tcp": {"survived": os.environ.get("TCP") == "survived", "receiver": iperf},
+        "tcp": {"survived": os.environ.get("TCP") == "survived", "receiver": iperf, "stall_ms": stall_ms},
         "moments_ms_from_migration_start": {m["label"]: between(started, m["unix"]) for m in marks},
         "paused_to_resumed_ms": between(paused, resumed),
         "resumed_to_first_reply_ms": between(resumed, first_reply),
@@ -156,6 +171,7 @@ def main(work, results, bin_dir):
     )
     print(f"   QEMU:            total {migration.get('total_time_ms')} ms, downtime {downtime} ms ({settings['accelerator']})")
     print(f"   network's share: {share} ms (outage less QEMU's downtime; nemo told on {settings['hook']})")
+    print(f"   TCP stall:       {stall_ms} ms (longest run of 100 ms reports with nothing received)")
     print(
         f"   moments:         paused to resumed {summary['paused_to_resumed_ms']} ms, resumed to first reply "
         f"{summary['resumed_to_first_reply_ms']} ms, placed to Binding Ack {summary['placed_to_binding_ack_ms']} ms"
