@@ -271,20 +271,10 @@ async fn a_home_agent_whose_revision_was_trimmed_takes_the_whole_state_again() {
         .unwrap();
     }
     assert!(
-        eventually(|| {
-            let mut c = c.clone();
-            async move {
-                let mut history = c
-                    .watch_events(authed(pb::WatchEventsRequest {
-                        from_revision: 0,
-                        history_only: true,
-                    }))
-                    .await
-                    .unwrap()
-                    .into_inner();
-                let first = history.message().await.unwrap().unwrap();
-                first.kind == "tenant_created" && first.subject != "acme"
-            }
+        eventually(|| async {
+            daemons::oldest_event(&c)
+                .await
+                .is_some_and(|first| first.kind == "tenant_created" && first.subject != "acme")
         })
         .await,
         "the history was not trimmed past the deletion: {}",

@@ -188,6 +188,21 @@ pub async fn provision_tenant(
         .into_inner()
 }
 
+/// The oldest change the controller's history still holds (its upkeep
+/// trims older ones).
+pub async fn oldest_event(client: &ControllerClient<Channel>) -> Option<pb::Event> {
+    let mut history = client
+        .clone()
+        .watch_events(authed(pb::WatchEventsRequest {
+            from_revision: 0,
+            history_only: true,
+        }))
+        .await
+        .expect("watch_events")
+        .into_inner();
+    history.message().await.expect("the history")
+}
+
 /// Waits until `check` holds, polling every 50 ms for up to 10 s; false
 /// when it never did.
 pub async fn eventually<F: std::future::Future<Output = bool>>(

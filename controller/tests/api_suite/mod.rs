@@ -1409,20 +1409,7 @@ async fn the_history_is_trimmed_and_a_watch_from_before_it_is_told_to_start_over
     .await
     .unwrap();
     // 21 changes: the newest 5 (17..=21) stay once the upkeep has run.
-    let oldest = || {
-        let mut c = c.clone();
-        async move {
-            let mut history = c
-                .watch_events(authed(pb::WatchEventsRequest {
-                    from_revision: 0,
-                    history_only: true,
-                }))
-                .await
-                .unwrap()
-                .into_inner();
-            history.message().await.unwrap().map(|e| e.revision)
-        }
-    };
+    let oldest = || async { daemons::oldest_event(&c).await.map(|e| e.revision) };
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while oldest().await != Some(17) {
         assert!(
