@@ -205,6 +205,11 @@ impl Metrics {
                 reason: why.name().to_owned(),
             });
         }
+        for verdict in nemo::ha::Verdict::ALL {
+            let _ = metrics.merge_offered.get_or_create(&ReasonLabel {
+                reason: verdict.name().to_owned(),
+            });
+        }
         Metrics {
             registry,
             ..metrics

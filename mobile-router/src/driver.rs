@@ -312,6 +312,11 @@ impl<D: MobileRouterDataPlane> Driver<D> {
                 let mut tenant = new_tenant(instance, self.first_registration_timeout);
                 let Some(old) = self.tenants.get(&tenant.name) else {
                     tracing::info!(instance = %tenant.name, "instance added");
+                    // The tenant's retransmission series exists from the
+                    // start, at zero: an alert on its rate needs it there.
+                    let _ = self.metrics.retransmissions.get_or_create(&TenantLabel {
+                        tenant: tenant.name.clone(),
+                    });
                     attach_then_register(&*self.dataplane, &mut tenant, None, self.care_of).await;
                     self.tenants.insert(tenant);
                     return;

@@ -46,6 +46,16 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// Every verdict (for counters that exist from the start).
+    pub const ALL: [Verdict; 6] = [
+        Verdict::Taken,
+        Verdict::Older,
+        Verdict::Expired,
+        Verdict::RemovedHere,
+        Verdict::Unauthorized,
+        Verdict::PrefixBoundElsewhere,
+    ];
+
     /// A short name for logs and counters.
     pub fn name(self) -> &'static str {
         match self {
