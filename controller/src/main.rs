@@ -180,6 +180,13 @@ fn default_quarantine() -> u64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    if nemo_daemon::wants_man_page() {
+        use clap::CommandFactory;
+        return Ok(nemo_daemon::print_man_page(
+            Args::command(),
+            nemo_daemon::ManSection::Administration,
+        )?);
+    }
     let Args { daemon: args, tool } = Args::parse();
     nemo_daemon::init_logging(args.log_json);
     let file = ConfigText::read(&args.config)?;

@@ -115,6 +115,45 @@ pub struct DaemonArgs {
     /// exit.
     #[arg(long)]
     pub check: bool,
+    /// Print this daemon's manual page (roff, for man(1)) and exit.
+    /// Handled before the rest of the command line is read
+    /// ([`wants_man_page`]): it needs no --config.
+    #[arg(long, exclusive = true)]
+    pub man_page: bool,
+}
+
+/// Where a manual page belongs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManSection {
+    /// User commands, man(1): nemoctl.
+    Commands,
+    /// System administration, man(8): the daemons.
+    Administration,
+}
+
+/// Whether the command line asks for the manual page (`--man-page`), which
+/// a daemon answers before it parses the rest (whose --config is required).
+pub fn wants_man_page() -> bool {
+    std::env::args_os().skip(1).any(|arg| arg == "--man-page")
+}
+
+/// Writes the manual page of `command` (a binary's whole clap definition)
+/// to stdout, as roff: what `--man-page` and `nemoctl man` print, and the
+/// packages install.
+pub fn print_man_page(command: clap::Command, section: ManSection) -> std::io::Result<()> {
+    use std::io::Write;
+    // Into memory first: a closed pipe is an error, not a panic.
+    let mut page = Vec::new();
+    let section = match section {
+        ManSection::Commands => "1",
+        ManSection::Administration => "8",
+    };
+    clap_mangen::Man::new(command)
+        .section(section)
+        .render(&mut page)?;
+    let mut stdout = std::io::stdout();
+    stdout.write_all(&page)?;
+    stdout.flush()
 }
 
 /// A config section with one listen address (`[admin]`, `[metrics]`).

@@ -25,6 +25,13 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    if nemo_daemon::wants_man_page() {
+        use clap::CommandFactory;
+        return Ok(nemo_daemon::print_man_page(
+            Args::command(),
+            nemo_daemon::ManSection::Administration,
+        )?);
+    }
     let args = Args::parse().daemon;
     nemo_daemon::init_logging(args.log_json);
     let (config, instances) = Config::load(&args.config)?;

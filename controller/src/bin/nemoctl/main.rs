@@ -92,6 +92,9 @@ enum Command {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+    /// Prints nemoctl's manual page (roff, for man(1)); each daemon prints
+    /// its own with --man-page.
+    Man,
 }
 
 /// What the controller is asked.
@@ -492,6 +495,13 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         }
         Command::Pair(command) => home_agent::AdminCommand::Pair(command),
         Command::Bindings(command) => home_agent::AdminCommand::Bindings(command),
+        Command::Man => {
+            use clap::CommandFactory;
+            return Ok(nemo_daemon::print_man_page(
+                Args::command(),
+                nemo_daemon::ManSection::Commands,
+            )?);
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             use std::io::Write;
