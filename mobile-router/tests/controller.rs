@@ -178,6 +178,36 @@ async fn a_tenant_follows_its_placement_between_hypervisors() {
         "{}",
         routers[0].log()
     );
+    // The handovers view: registered at hv-a, then moved to hv-b, some
+    // milliseconds after the placement.
+    let view = std::process::Command::new(nemo_testkit::workspace_binary("nemoctl"))
+        .args(["--output", "json", "handovers", "--endpoint", &endpoint])
+        .env("NEMO_TOKEN", daemons::TOKEN)
+        .output()
+        .unwrap();
+    assert!(view.status.success(), "{view:?}");
+    let handovers: serde_json::Value = serde_json::from_slice(&view.stdout).unwrap();
+    let moves: Vec<(&str, &str)> = handovers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["what"].as_str().unwrap(), h["care_of"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        moves,
+        [
+            ("registered", "2001:db8:2::10"),
+            ("moved", "2001:db8:3::10")
+        ],
+        "{handovers}"
+    );
+    let moved = &handovers[1];
+    assert_eq!(moved["tenant"], "acme");
+    assert_eq!(moved["from_care_of"], "2001:db8:2::10");
+    assert!(
+        moved["after_placement_ms"].as_i64().unwrap() >= 0,
+        "{moved}"
+    );
 
     // The tenant leaves: hv-b deregisters it.
     c.unplace_tenant(authed(pb::UnplaceTenantRequest {

@@ -15,6 +15,7 @@
 //! API from `--ha-admin` or NEMO_HA_ADMIN. Output is a table, or
 //! JSON with `--output json`.
 
+mod handovers;
 mod home_agent;
 mod output;
 mod qmp;
@@ -163,6 +164,15 @@ enum ControllerCommand {
         #[arg(long, default_value_t = 0)]
         from: u64,
         /// Keep watching for new changes.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// The tenants' moves as the home agents reported them, one line each:
+    /// when, tenant, home address, registered/moved/left, from which
+    /// care-of address to which, sequence, and the time from the placement
+    /// to the report.
+    Handovers {
+        /// Keep watching for new ones.
         #[arg(long)]
         follow: bool,
     },
@@ -889,6 +899,44 @@ async fn controller(
             let json = serde_json::json!(list.placements.iter().map(|p| serde_json::json!({"tenant": p.tenant, "hypervisor": p.hypervisor, "reason": p.reason, "since_unix_ms": p.since_unix_ms})).collect::<Vec<_>>());
             print_rows(out, &["tenant", "hypervisor", "reason"], rows, json);
         }
+        ControllerCommand::Handovers { follow } => {
+            let mut stream = client
+                .watch_events(request(
+                    pb::WatchEventsRequest {
+                        from_revision: 0,
+                        history_only: !follow,
+                    },
+                    token,
+                )?)
+                .await
+                .map(answer)?;
+            let mut view = handovers::Handovers::default();
+            let mut rows = Vec::new();
+            let mut json = Vec::new();
+            while let Some(event) = stream.message().await? {
+                let Some(handover) = view.hear(&event) else {
+                    continue;
+                };
+                if follow {
+                    // As they come: a JSON line, or a table line.
+                    match out {
+                        Output::Json => println!("{}", handover.json()),
+                        Output::Table => println!("{}", handover.row().join("  ")),
+                    }
+                } else {
+                    json.push(handover.json());
+                    rows.push(handover.row());
+                }
+            }
+            if !follow {
+                print_rows(
+                    out,
+                    handovers::COLUMNS,
+                    rows,
+                    serde_json::Value::Array(json),
+                );
+            }
+        }
         ControllerCommand::Events { from, follow } => {
             let mut stream = client
                 .watch_events(request(
@@ -944,6 +992,7 @@ fn main() {
         args.command,
         Command::Controller(
             ControllerCommand::Events { follow: true, .. }
+                | ControllerCommand::Handovers { follow: true }
                 | ControllerCommand::Place {
                     when_qmp: Some(_),
                     ..
