@@ -292,19 +292,7 @@ async fn a_mobile_router_whose_revision_was_trimmed_takes_the_whole_state_again(
             .collect::<Vec<_>>()
     };
     assert!(
-        daemons::eventually(|| {
-            let mut c = c.clone();
-            async move {
-                c.place_tenant(authed(pb::PlaceTenantRequest {
-                    tenant: "acme".into(),
-                    hypervisor: "hv-a".into(),
-                    reason: "initial".into(),
-                }))
-                .await
-                .is_ok()
-            }
-        })
-        .await,
+        daemons::place_once_registered(&c, "acme", "hv-a").await,
         "hv-a never registered: {}",
         mr.log()
     );

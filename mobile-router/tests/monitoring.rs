@@ -11,8 +11,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
 
-use nemo_proto::v1 as pb;
-use nemo_testkit::daemons::{self, authed};
+use nemo_testkit::daemons;
 use nemo_testkit::{require, runs, scrape_metrics};
 
 fn deploy(path: &str) -> PathBuf {
@@ -103,19 +102,7 @@ async fn the_alerts_and_the_dashboard_name_only_metrics_the_daemons_export() {
         ),
     );
     assert!(
-        daemons::eventually(|| {
-            let mut c = c.clone();
-            async move {
-                c.place_tenant(authed(pb::PlaceTenantRequest {
-                    tenant: "acme".into(),
-                    hypervisor: "hv-a".into(),
-                    reason: "initial".into(),
-                }))
-                .await
-                .is_ok()
-            }
-        })
-        .await,
+        daemons::place_once_registered(&c, "acme", "hv-a").await,
         "{}",
         mr.log()
     );

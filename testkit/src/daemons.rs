@@ -188,6 +188,30 @@ pub async fn provision_tenant(
         .into_inner()
 }
 
+/// Places `tenant` on `hypervisor` once the hypervisor's nemo-mr has
+/// registered it (a placement on an unknown hypervisor is refused); false
+/// when that never happened.
+pub async fn place_once_registered(
+    client: &ControllerClient<Channel>,
+    tenant: &str,
+    hypervisor: &str,
+) -> bool {
+    eventually(|| {
+        let mut client = client.clone();
+        async move {
+            client
+                .place_tenant(authed(pb::PlaceTenantRequest {
+                    tenant: tenant.into(),
+                    hypervisor: hypervisor.into(),
+                    reason: "initial".into(),
+                }))
+                .await
+                .is_ok()
+        }
+    })
+    .await
+}
+
 /// The oldest change the controller's history still holds (its upkeep
 /// trims older ones).
 pub async fn oldest_event(client: &ControllerClient<Channel>) -> Option<pb::Event> {
