@@ -162,7 +162,7 @@ async fn keep_etcd(store: Weak<Store>, etcd: EtcdTables, upkeep: Upkeep) {
             }
             let wait = renew_every.min(next_trim.saturating_duration_since(now));
             tokio::time::sleep(wait).await;
-            if !etcd.renew(&mut leadership).await {
+            if !etcd.renew(&mut leadership, renew_every).await {
                 break;
             }
         }

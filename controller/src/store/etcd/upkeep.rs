@@ -109,12 +109,16 @@ impl EtcdTables {
     }
 
     /// Renews the lease; `false` when it has expired (another replica may
-    /// lead now) or etcd did not answer.
-    pub async fn renew(&self, leadership: &mut Leadership) -> bool {
+    /// lead now) or etcd did not answer within `wait` (a member that went
+    /// silent must not keep this replica believing it leads).
+    pub async fn renew(&self, leadership: &mut Leadership, wait: Duration) -> bool {
         if leadership.keeper.keep_alive().await.is_err() {
             return false;
         }
-        matches!(leadership.answers.message().await, Ok(Some(answer)) if answer.ttl() > 0)
+        matches!(
+            tokio::time::timeout(wait, leadership.answers.message()).await,
+            Ok(Ok(Some(answer))) if answer.ttl() > 0
+        )
     }
 
     /// The revision of the oldest event etcd holds (`None`: none).
