@@ -179,20 +179,25 @@ async fn placement_update(
 
 type Updates<U> = Pin<Box<dyn std::future::Future<Output = Vec<U>> + Send>>;
 
-/// A watch resumes after `from_revision` only if the history still holds
-/// the change right after it: the upkeep trims the oldest changes, and a
-/// watcher resuming before them would miss them.
-fn resumable(history: &[store::Event], from_revision: u64) -> Result<(), Status> {
-    match history.first() {
-        Some(first) if from_revision > 0 && first.revision > from_revision + 1 => {
-            Err(Status::out_of_range(format!(
-                "from_revision: the history now starts at revision {}, the changes after {from_revision} \
-                 were trimmed; watch again from 0 (the current state first)",
-                first.revision
-            )))
-        }
-        _ => Ok(()),
+/// A watch resumes after `from_revision` only if the history, read
+/// through `through`, still holds the change right after it: the upkeep
+/// trims the oldest changes, and a watcher resuming before them would miss
+/// them.
+fn resumable(history: &[store::Event], from_revision: u64, through: u64) -> Result<(), Status> {
+    let starts = match history.first() {
+        Some(first) => first.revision,
+        // Nothing read where changes were due: all trimmed (this replica
+        // lags the one that trimmed).
+        None if from_revision < through => through + 1,
+        None => return Ok(()),
+    };
+    if from_revision > 0 && starts > from_revision + 1 {
+        return Err(Status::out_of_range(format!(
+            "from_revision: the history now starts at revision {starts}, the changes after \
+             {from_revision} were trimmed; watch again from 0 (the current state first)"
+        )));
     }
+    Ok(())
 }
 
 /// A live change must follow the last one told: a gap means this replica
@@ -381,8 +386,8 @@ impl Service {
         map: impl Fn(Arc<Store>, u64, StoreChange) -> Updates<U> + Send + 'static,
         snapshot: impl Fn(Arc<Store>, u64) -> Updates<U> + Send + 'static,
     ) -> Result<Response<UpdateStream<U>>, Status> {
-        let (history, live) = self.store.events_after(from_revision).await?;
-        resumable(&history, from_revision)?;
+        let (history, live, through) = self.store.events_through(from_revision).await?;
+        resumable(&history, from_revision, through)?;
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         tokio::spawn(follow(
             history,
@@ -560,8 +565,8 @@ impl Controller for Service {
     ) -> Result<Response<EventStream>, Status> {
         let request = request.into_inner();
         let from = request.from_revision;
-        let (history, live) = self.store.events_after(from).await?;
-        resumable(&history, from)?;
+        let (history, live, through) = self.store.events_through(from).await?;
+        resumable(&history, from, through)?;
         let mut last = history.last().map_or(from, |e| e.revision);
         let history: Vec<Result<pb::Event, Status>> =
             history.iter().map(|e| Ok(event(e))).collect();
@@ -967,5 +972,41 @@ pub fn api(
         )),
         name: <ControllerServer<Service> as tonic::server::NamedService>::NAME,
         server: tls.unwrap_or_else(tonic::transport::Server::builder),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn history(revisions: std::ops::RangeInclusive<u64>) -> Vec<store::Event> {
+        revisions
+            .map(|revision| store::Event {
+                revision,
+                at_unix_ms: 0,
+                change: StoreChange::TenantCreated(store::Tenant {
+                    name: format!("t{revision}"),
+                    created_at_unix_ms: 0,
+                }),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_watch_resumes_only_where_the_history_still_reaches() {
+        // Kept from 6: resuming after 5 is whole, after 3 misses 4 and 5.
+        assert!(resumable(&history(6..=10), 5, 10).is_ok());
+        let refused = resumable(&history(6..=10), 3, 10).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::OutOfRange);
+        assert!(
+            refused.message().contains("starts at revision 6"),
+            "{refused:?}"
+        );
+        // Up to date, or from the oldest kept (0): nothing to miss.
+        assert!(resumable(&[], 10, 10).is_ok());
+        assert!(resumable(&history(6..=10), 0, 10).is_ok());
+        // Changes due through 10 and none left: trimmed past them all.
+        let refused = resumable(&[], 5, 10).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::OutOfRange);
     }
 }

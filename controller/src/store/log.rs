@@ -461,6 +461,18 @@ impl Store {
         &self,
         revision: u64,
     ) -> Result<(Vec<Event>, broadcast::Receiver<Event>), StoreError> {
+        let (history, live, _) = self.events_through(revision).await?;
+        Ok((history, live))
+    }
+
+    /// As [`Store::events_after`], and the revision the history was read
+    /// through: the receiver starts right after it. A history that should
+    /// hold changes up to there and holds none (or starts later than
+    /// `revision` + 1) was trimmed.
+    pub async fn events_through(
+        &self,
+        revision: u64,
+    ) -> Result<(Vec<Event>, broadcast::Receiver<Event>, u64), StoreError> {
         // Under the announcement lock: every event up to `flushed` has been
         // announced (before this subscription), every later one will be
         // (after it). The history is read up to `flushed` only: an event
@@ -472,7 +484,7 @@ impl Store {
                 self.log.flushed.load(Ordering::Acquire),
             )
         };
-        Ok((self.history(revision, flushed).await?, receiver))
+        Ok((self.history(revision, flushed).await?, receiver, flushed))
     }
 
     /// The events after `after` through `through`, from the history.
