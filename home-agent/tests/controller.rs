@@ -66,6 +66,22 @@ async fn register(ha: SocketAddr, mr: &pb::MobileRouter, sequence: u16) -> Optio
     }
 }
 
+/// Registers with `mr` again and again, each time with the next sequence
+/// number, until the home agent answers `wanted`; false when it never does.
+async fn answered_eventually(
+    ha: SocketAddr,
+    mr: &pb::MobileRouter,
+    sequence: &mut u16,
+    wanted: BaStatus,
+) -> bool {
+    eventually(|| {
+        *sequence += 1;
+        let (mr, s) = (mr.clone(), *sequence);
+        async move { register(ha, &mr, s).await == Some(wanted) }
+    })
+    .await
+}
+
 #[tokio::test]
 async fn authorizations_follow_the_controller_and_survive_its_absence() {
     let dir = tempfile::tempdir().unwrap();
@@ -78,12 +94,7 @@ async fn authorizations_follow_the_controller_and_survive_its_absence() {
     let udp: SocketAddr = ha.field("udp").parse().unwrap();
     let mut sequence = 1;
     assert!(
-        eventually(|| {
-            sequence += 1;
-            let (mr, s) = (mr.clone(), sequence);
-            async move { register(udp, &mr, s).await == Some(BaStatus::ACCEPTED) }
-        })
-        .await,
+        answered_eventually(udp, &mr, &mut sequence, BaStatus::ACCEPTED).await,
         "the controller's mobile router never got accepted: {}",
         ha.log()
     );
@@ -122,14 +133,7 @@ async fn authorizations_follow_the_controller_and_survive_its_absence() {
         .await
         .unwrap()
         .into_inner();
-    assert!(
-        eventually(|| {
-            sequence += 1;
-            let (mr, s) = (mr.clone(), sequence);
-            async move { register(udp, &mr, s).await == Some(BaStatus::AUTH_FAIL) }
-        })
-        .await
-    );
+    assert!(answered_eventually(udp, &mr, &mut sequence, BaStatus::AUTH_FAIL).await);
     sequence += 1;
     assert_eq!(
         register(udp, &rotated, sequence).await,
@@ -196,12 +200,7 @@ async fn a_home_agent_moves_to_another_controller_replica() {
     let udp: SocketAddr = ha.field("udp").parse().unwrap();
     let mut sequence = 1;
     assert!(
-        eventually(|| {
-            sequence += 1;
-            let (mr, s) = (mr.clone(), sequence);
-            async move { register(udp, &mr, s).await == Some(BaStatus::ACCEPTED) }
-        })
-        .await,
+        answered_eventually(udp, &mr, &mut sequence, BaStatus::ACCEPTED).await,
         "{}",
         ha.log()
     );
@@ -215,12 +214,7 @@ async fn a_home_agent_moves_to_another_controller_replica() {
         .unwrap()
         .into_inner();
     assert!(
-        eventually(|| {
-            sequence += 1;
-            let (rotated, s) = (rotated.clone(), sequence);
-            async move { register(udp, &rotated, s).await == Some(BaStatus::ACCEPTED) }
-        })
-        .await,
+        answered_eventually(udp, &rotated, &mut sequence, BaStatus::ACCEPTED).await,
         "the home agent never took the key rotated at the second replica: {}",
         ha.log()
     );
@@ -246,12 +240,7 @@ async fn a_home_agent_whose_revision_was_trimmed_takes_the_whole_state_again() {
     let udp: SocketAddr = ha.field("udp").parse().unwrap();
     let mut sequence = 1;
     assert!(
-        eventually(|| {
-            sequence += 1;
-            let (mr, s) = (mr.clone(), sequence);
-            async move { register(udp, &mr, s).await == Some(BaStatus::ACCEPTED) }
-        })
-        .await,
+        answered_eventually(udp, &mr, &mut sequence, BaStatus::ACCEPTED).await,
         "{}",
         ha.log()
     );
