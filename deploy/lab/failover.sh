@@ -171,7 +171,7 @@ ctl mr create acme --home-agent ha1 --explicit >/dev/null
 start hva mr-a nemo-mr hva.toml
 start hvb mr-b nemo-mr hvb.toml
 for i in $(seq 1 100); do
-  [ "$(ctl --output json hv list)" = '["hva","hvb"]' ] && break
+  [ "$(ctl --output json hv list)" = '[{"name":"hva"},{"name":"hvb"}]' ] && break
   [ "$i" = 100 ] && { echo "FAIL: hypervisor never registered"; exit 1; }
   sleep 0.1
 done

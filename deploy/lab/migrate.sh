@@ -239,7 +239,7 @@ else
   start hva mr-a nemo-mr hva.toml
   start hvb mr-b nemo-mr hvb.toml
   for i in $(seq 1 100); do  # the daemons register their hypervisors as they start
-    [ "$(ctl --output json hv list)" = '["hva","hvb"]' ] && break
+    [ "$(ctl --output json hv list)" = '[{"name":"hva"},{"name":"hvb"}]' ] && break
     [ "$i" = 100 ] && { echo "FAIL: hypervisors never registered: $(ctl --output json hv list)"; exit 1; }
     sleep 0.1
   done

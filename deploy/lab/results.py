@@ -69,7 +69,8 @@ def main(work, results, bin_dir):
         next((e["unix"] for e in destination if e["event"] == "RESUME"), None),
     )
     placed = None
-    hook = load(f"{work}/hook.out")
+    # nemoctl's JSON answer is an array of records, here one placement.
+    hook = (load(f"{work}/hook.out") or [None])[0]
     if isinstance(hook, dict) and hook.get("since_unix_ms"):
         placed = mark(f"nemo told (hook: {settings['hook']})", hook["since_unix_ms"] / 1000)
     bu_sent = ba_received = None

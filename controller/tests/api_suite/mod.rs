@@ -556,9 +556,10 @@ async fn nemoctl_drives_it() {
     let started = std::time::Instant::now();
     let (ok, out, _) = nemoctl(&["events"]);
     assert!(ok, "{out}");
-    // The whole history (four changes so far), ended by the controller
-    // where it stands, not by a silence.
-    assert_eq!(out.lines().count(), 4, "{out}");
+    // The whole history (four changes so far, under a header), ended by
+    // the controller where it stands, not by a silence.
+    assert!(out.starts_with("REVISION"), "{out}");
+    assert_eq!(out.lines().count(), 1 + 4, "{out}");
     assert!(started.elapsed() < Duration::from_secs(2));
     // Each event with its time (UTC) and what it did.
     let allocated = out
@@ -567,6 +568,34 @@ async fn nemoctl_drives_it() {
         .unwrap_or_else(|| panic!("{out}"));
     assert!(allocated.contains("Z  prefix_allocated"), "{allocated}");
     assert!(allocated.contains("\"pool\":\"core\""), "{allocated}");
+    // One JSON shape per kind of answer (OPERATIONS.md, "Inspect"):
+    // records are an array of objects, even one record.
+    for (args, records) in [
+        (&["pool", "show", "core"][..], 1),
+        (&["tenant", "show", "acme"], 1),
+        (&["tenant", "list"], 1),
+        (&["prefix", "list", "acme"], 2),
+        (&["hv", "register", "hv-json"], 1),
+        (&["hv", "list"], 1),
+        (&["ha", "list"], 0),
+        (&["placements"], 0),
+        (&["events"], 5),
+        (&["tenant", "create", "json-shape"], 1),
+        (&["tenant", "delete", "json-shape"], 1),
+    ] {
+        let (ok, out, err) = nemoctl(&[&["-o", "json"], args].concat());
+        assert!(ok, "{args:?}: {err}");
+        let answer: Vec<serde_json::Map<String, serde_json::Value>> = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("{args:?} is not an array of objects ({e}): {out}"));
+        assert_eq!(answer.len(), records, "{args:?}: {out}");
+    }
+    let (_, out, _) = nemoctl(&["-o", "json", "events"]);
+    let events: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(events[0]["detail"].is_object(), "{out}");
+    let (ok, out, err) = nemoctl(&["-o", "json", "status"]);
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["hypervisors"][0]["name"], "hv-json", "{out}");
     // Errors come out as gRPC's code name and the message, exit 1.
     let (ok, _, err) = nemoctl(&["tenant", "create", "acme"]);
     assert!(!ok);

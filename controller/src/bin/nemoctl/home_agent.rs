@@ -7,7 +7,8 @@ use nemo_proto::v1 as pb;
 use nemo_proto::v1::home_agent_admin_client::HomeAgentAdminClient;
 use tonic::transport::Channel;
 
-use crate::output::{now_unix_ms, print_rows, seconds_until, Output};
+use crate::output::{now_unix_ms, print_records, print_report, report, seconds_until, Output};
+use serde_json::json;
 
 #[derive(Debug, Subcommand)]
 pub enum PairCommand {
@@ -112,21 +113,23 @@ fn print_bindings(bindings: &[pb::Binding], out: Output) {
             ]
         })
         .collect();
-    let json = serde_json::json!(bindings
+    let json = bindings
         .iter()
-        .map(|b| serde_json::json!({
-            "home_address": b.home_address,
-            "care_of_address": b.care_of_address,
-            "prefixes": b.prefixes,
-            "mobile_router": b.mobile_router,
-            "sequence": b.sequence,
-            "spi": b.spi,
-            "lifetime_seconds": b.lifetime_seconds,
-            "registered_at_unix_ms": b.registered_at_unix_ms,
-            "expires_at_unix_ms": b.expires_at_unix_ms,
-        }))
-        .collect::<Vec<_>>());
-    print_rows(out, BINDING, rows, json);
+        .map(|b| {
+            serde_json::json!({
+                "home_address": b.home_address,
+                "care_of_address": b.care_of_address,
+                "prefixes": b.prefixes,
+                "mobile_router": b.mobile_router,
+                "sequence": b.sequence,
+                "spi": b.spi,
+                "lifetime_seconds": b.lifetime_seconds,
+                "registered_at_unix_ms": b.registered_at_unix_ms,
+                "expires_at_unix_ms": b.expires_at_unix_ms,
+            })
+        })
+        .collect();
+    print_records(out, BINDING, rows, json);
 }
 
 fn print_pair_status(status: &pb::PairStatus, out: Output) {
@@ -155,16 +158,16 @@ fn print_pair_status(status: &pb::PairStatus, out: Output) {
     .into_iter()
     .map(|(field, value)| vec![field.to_owned(), value])
     .collect();
-    let json = serde_json::json!({
-        "role": status.role,
-        "vrid": status.vrid,
-        "priority": status.priority,
-        "standby_attached": status.standby_attached,
-        "replicated_batches": status.replicated_batches,
-        "unreplicated_batches": status.unreplicated_batches,
-        "takeovers": status.takeovers,
-        "last_takeover_unix_ms": status.last_takeover_unix_ms,
-        "last_takeover_reason": status.last_takeover_reason,
-    });
-    print_rows(out, &["field", "value"], rows, json);
+    let json = report([
+        ("role", json!(status.role)),
+        ("vrid", json!(status.vrid)),
+        ("priority", json!(status.priority)),
+        ("standby_attached", json!(status.standby_attached)),
+        ("replicated_batches", json!(status.replicated_batches)),
+        ("unreplicated_batches", json!(status.unreplicated_batches)),
+        ("takeovers", json!(status.takeovers)),
+        ("last_takeover_unix_ms", json!(status.last_takeover_unix_ms)),
+        ("last_takeover_reason", json!(status.last_takeover_reason)),
+    ]);
+    print_report(out, &["field", "value"], rows, json);
 }

@@ -28,7 +28,7 @@ use tonic::transport::Channel;
 use tonic::Request;
 
 use home_agent::{BindingsCommand, PairCommand};
-use output::{print_rows, Output};
+use output::{print_records, print_streamed, Output};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -70,8 +70,9 @@ struct Args {
     /// connecting only).
     #[arg(long, global = true, env = "NEMO_TIMEOUT", default_value_t = 10.0)]
     timeout: f64,
-    /// Output format.
-    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    /// Output format: a table, or JSON (records as an array of objects,
+    /// `--follow` streams as JSON Lines, `status` reports as one object).
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
     #[command(subcommand)]
     command: Command,
@@ -342,7 +343,7 @@ fn request<T>(message: T, token: &Option<String>) -> anyhow::Result<Request<T>> 
     })
 }
 
-fn pool_rows(pools: &[pb::Pool]) -> (Vec<Vec<String>>, serde_json::Value) {
+fn pool_rows(pools: &[pb::Pool]) -> (Vec<Vec<String>>, Vec<serde_json::Value>) {
     let rows = pools
         .iter()
         .map(|p| {
@@ -356,17 +357,19 @@ fn pool_rows(pools: &[pb::Pool]) -> (Vec<Vec<String>>, serde_json::Value) {
             ]
         })
         .collect();
-    let json = serde_json::json!(pools
+    let json = pools
         .iter()
-        .map(|p| serde_json::json!({
-            "name": p.name, "prefix": p.prefix, "tenant_length": p.tenant_length,
-            "allocated": p.allocated, "quarantined": p.quarantined, "capacity": p.capacity,
-        }))
-        .collect::<Vec<_>>());
+        .map(|p| {
+            serde_json::json!({
+                "name": p.name, "prefix": p.prefix, "tenant_length": p.tenant_length,
+                "allocated": p.allocated, "quarantined": p.quarantined, "capacity": p.capacity,
+            })
+        })
+        .collect();
     (rows, json)
 }
 
-fn allocation_rows(allocations: &[pb::Allocation]) -> (Vec<Vec<String>>, serde_json::Value) {
+fn allocation_rows(allocations: &[pb::Allocation]) -> (Vec<Vec<String>>, Vec<serde_json::Value>) {
     let rows = allocations
         .iter()
         .map(|a| {
@@ -378,17 +381,19 @@ fn allocation_rows(allocations: &[pb::Allocation]) -> (Vec<Vec<String>>, serde_j
             ]
         })
         .collect();
-    let json = serde_json::json!(allocations
+    let json = allocations
         .iter()
-        .map(|a| serde_json::json!({
-            "prefix": a.prefix, "tenant": a.tenant, "pool": a.pool,
-            "allocated_at_unix_ms": a.allocated_at_unix_ms, "revision": a.revision,
-        }))
-        .collect::<Vec<_>>());
+        .map(|a| {
+            serde_json::json!({
+                "prefix": a.prefix, "tenant": a.tenant, "pool": a.pool,
+                "allocated_at_unix_ms": a.allocated_at_unix_ms, "revision": a.revision,
+            })
+        })
+        .collect();
     (rows, json)
 }
 
-fn mobile_router_rows(m: &pb::MobileRouter) -> (Vec<Vec<String>>, serde_json::Value) {
+fn mobile_router_rows(m: &pb::MobileRouter) -> (Vec<Vec<String>>, Vec<serde_json::Value>) {
     let rows = vec![vec![
         m.tenant.clone(),
         m.home_agent.clone(),
@@ -401,24 +406,50 @@ fn mobile_router_rows(m: &pb::MobileRouter) -> (Vec<Vec<String>>, serde_json::Va
             m.key.clone()
         },
     ]];
-    let json = serde_json::json!({
+    let json = vec![serde_json::json!({
         "tenant": m.tenant, "home_agent": m.home_agent, "home_address": m.home_address,
         "spi": m.spi, "algorithm": m.algorithm, "key": m.key, "explicit_mode": m.explicit_mode,
         "prefixes": m.prefixes,
-    });
+    })];
     (rows, json)
 }
 
-fn tenant_rows(tenants: &[pb::Tenant]) -> (Vec<Vec<String>>, serde_json::Value) {
+fn tenant_rows(tenants: &[pb::Tenant]) -> (Vec<Vec<String>>, Vec<serde_json::Value>) {
     let rows = tenants
         .iter()
         .map(|t| vec![t.name.clone(), t.prefixes.join(",")])
         .collect();
-    let json = serde_json::json!(tenants
+    let json = tenants
         .iter()
         .map(|t| serde_json::json!({"name": t.name, "prefixes": t.prefixes, "created_at_unix_ms": t.created_at_unix_ms}))
-        .collect::<Vec<_>>());
+        .collect();
     (rows, json)
+}
+
+fn home_agent_record(h: &pb::HomeAgent) -> serde_json::Value {
+    serde_json::json!({"name": h.name, "address": h.address, "home_prefix": h.home_prefix, "udp": h.udp_endpoint})
+}
+
+fn placement_record(p: &pb::Placement) -> serde_json::Value {
+    serde_json::json!({"tenant": p.tenant, "hypervisor": p.hypervisor, "reason": p.reason, "since_unix_ms": p.since_unix_ms})
+}
+
+/// An event's table row and its JSON object (the detail parsed, so that
+/// scripts read it as JSON, not as a string holding JSON).
+fn event_record(event: &pb::Event) -> (Vec<String>, serde_json::Value) {
+    let row = vec![
+        event.revision.to_string(),
+        output::utc(event.at_unix_ms),
+        event.kind.clone(),
+        event.subject.clone(),
+        output::detail(&event.detail_json),
+    ];
+    let record = serde_json::json!({
+        "revision": event.revision, "at_unix_ms": event.at_unix_ms,
+        "kind": event.kind, "subject": event.subject,
+        "detail": serde_json::from_str::<serde_json::Value>(&event.detail_json).unwrap_or_default(),
+    });
+    (row, record)
 }
 
 /// The gRPC status code as gRPC names it (`FAILED_PRECONDITION`).
@@ -574,7 +605,7 @@ async fn controller(
                 .await
                 .map(answer)?;
             let (rows, json) = pool_rows(&[pool]);
-            print_rows(out, POOL, rows, json);
+            print_records(out, POOL, rows, json);
         }
         ControllerCommand::Pool(PoolCommand::Show { name }) => {
             let pool = client
@@ -582,7 +613,7 @@ async fn controller(
                 .await
                 .map(answer)?;
             let (rows, json) = pool_rows(&[pool]);
-            print_rows(out, POOL, rows, json);
+            print_records(out, POOL, rows, json);
         }
         ControllerCommand::Pool(PoolCommand::List) => {
             let pools = client
@@ -591,7 +622,7 @@ async fn controller(
                 .map(answer)?
                 .pools;
             let (rows, json) = pool_rows(&pools);
-            print_rows(out, POOL, rows, json);
+            print_records(out, POOL, rows, json);
         }
         ControllerCommand::Pool(PoolCommand::Delete { name }) => {
             client
@@ -600,11 +631,11 @@ async fn controller(
                     token,
                 )?)
                 .await?;
-            print_rows(
+            print_records(
                 out,
                 &["deleted"],
                 vec![vec![name.clone()]],
-                serde_json::json!({"deleted": name}),
+                vec![serde_json::json!({"deleted": name})],
             );
         }
         ControllerCommand::Tenant(TenantCommand::Create { name }) => {
@@ -613,7 +644,7 @@ async fn controller(
                 .await
                 .map(answer)?;
             let (rows, json) = tenant_rows(&[tenant]);
-            print_rows(out, TENANT, rows, json);
+            print_records(out, TENANT, rows, json);
         }
         ControllerCommand::Tenant(TenantCommand::Show { name }) => {
             let tenant = client
@@ -621,7 +652,7 @@ async fn controller(
                 .await
                 .map(answer)?;
             let (rows, json) = tenant_rows(&[tenant]);
-            print_rows(out, TENANT, rows, json);
+            print_records(out, TENANT, rows, json);
         }
         ControllerCommand::Tenant(TenantCommand::List) => {
             let tenants = client
@@ -630,7 +661,7 @@ async fn controller(
                 .map(answer)?
                 .tenants;
             let (rows, json) = tenant_rows(&tenants);
-            print_rows(out, TENANT, rows, json);
+            print_records(out, TENANT, rows, json);
         }
         ControllerCommand::Tenant(TenantCommand::Delete { name, cascade }) => {
             let released = client
@@ -644,11 +675,11 @@ async fn controller(
                 .await
                 .map(answer)?
                 .released;
-            print_rows(
+            print_records(
                 out,
                 &["deleted", "released"],
                 vec![vec![name.clone(), released.join(",")]],
-                serde_json::json!({"deleted": name, "released": released}),
+                vec![serde_json::json!({"deleted": name, "released": released})],
             );
         }
         ControllerCommand::Prefix(PrefixCommand::Allocate {
@@ -670,7 +701,7 @@ async fn controller(
                 .await
                 .map(answer)?;
             let (rows, json) = allocation_rows(&[allocation]);
-            print_rows(out, PREFIX, rows, json);
+            print_records(out, PREFIX, rows, json);
         }
         ControllerCommand::Prefix(PrefixCommand::Release { prefix }) => {
             let released = client
@@ -681,7 +712,7 @@ async fn controller(
                 .into_iter()
                 .collect::<Vec<_>>();
             let (rows, json) = allocation_rows(&released);
-            print_rows(out, PREFIX, rows, json);
+            print_records(out, PREFIX, rows, json);
         }
         ControllerCommand::Prefix(PrefixCommand::List { tenant }) => {
             let allocations = client
@@ -695,7 +726,7 @@ async fn controller(
                 .map(answer)?
                 .allocations;
             let (rows, json) = allocation_rows(&allocations);
-            print_rows(out, PREFIX, rows, json);
+            print_records(out, PREFIX, rows, json);
         }
         ControllerCommand::HomeAgent(HomeAgentCommand::Register {
             name,
@@ -717,7 +748,7 @@ async fn controller(
                 )?)
                 .await
                 .map(answer)?;
-            print_rows(
+            print_records(
                 out,
                 &["name", "address", "home_prefix", "udp"],
                 vec![vec![
@@ -726,7 +757,7 @@ async fn controller(
                     h.home_prefix.clone(),
                     h.udp_endpoint.clone(),
                 ]],
-                serde_json::json!({"name": h.name, "address": h.address, "home_prefix": h.home_prefix, "udp": h.udp_endpoint}),
+                vec![home_agent_record(&h)],
             );
         }
         ControllerCommand::HomeAgent(HomeAgentCommand::List) => {
@@ -746,19 +777,19 @@ async fn controller(
                     ]
                 })
                 .collect();
-            let json = serde_json::json!(list.home_agents.iter().map(|h| serde_json::json!({"name": h.name, "address": h.address, "home_prefix": h.home_prefix, "udp": h.udp_endpoint})).collect::<Vec<_>>());
-            print_rows(out, &["name", "address", "home_prefix", "udp"], rows, json);
+            let json = list.home_agents.iter().map(home_agent_record).collect();
+            print_records(out, &["name", "address", "home_prefix", "udp"], rows, json);
         }
         ControllerCommand::Hypervisor(HypervisorCommand::Register { name }) => {
             let h = client
                 .register_hypervisor(request(pb::RegisterHypervisorRequest { name }, token)?)
                 .await
                 .map(answer)?;
-            print_rows(
+            print_records(
                 out,
                 &["name"],
                 vec![vec![h.name.clone()]],
-                serde_json::json!({"name": h.name}),
+                vec![serde_json::json!({"name": h.name})],
             );
         }
         ControllerCommand::Hypervisor(HypervisorCommand::List) => {
@@ -767,11 +798,14 @@ async fn controller(
                 .await
                 .map(answer)?;
             let names: Vec<String> = list.hypervisors.into_iter().map(|h| h.name).collect();
-            print_rows(
+            print_records(
                 out,
                 &["name"],
                 names.iter().map(|n| vec![n.clone()]).collect(),
-                serde_json::json!(names),
+                names
+                    .iter()
+                    .map(|n| serde_json::json!({"name": n}))
+                    .collect(),
             );
         }
         ControllerCommand::MobileRouter(command) => {
@@ -818,17 +852,17 @@ async fn controller(
                             token,
                         )?)
                         .await?;
-                    print_rows(
+                    print_records(
                         out,
                         &["deleted"],
                         vec![vec![tenant.clone()]],
-                        serde_json::json!({"deleted": tenant}),
+                        vec![serde_json::json!({"deleted": tenant})],
                     );
                     return Ok(());
                 }
             };
             let (rows, json) = mobile_router_rows(&mr);
-            print_rows(out, MR, rows, json);
+            print_records(out, MR, rows, json);
         }
         ControllerCommand::Place {
             tenant,
@@ -855,7 +889,7 @@ async fn controller(
                 )?)
                 .await
                 .map(answer)?;
-            print_rows(
+            print_records(
                 out,
                 &["tenant", "hypervisor", "reason"],
                 vec![vec![
@@ -863,7 +897,7 @@ async fn controller(
                     p.hypervisor.clone(),
                     p.reason.clone(),
                 ]],
-                serde_json::json!({"tenant": p.tenant, "hypervisor": p.hypervisor, "reason": p.reason, "since_unix_ms": p.since_unix_ms}),
+                vec![placement_record(&p)],
             );
         }
         ControllerCommand::Unplace { tenant, reason } => {
@@ -876,11 +910,11 @@ async fn controller(
                     token,
                 )?)
                 .await?;
-            print_rows(
+            print_records(
                 out,
                 &["unplaced"],
                 vec![vec![tenant.clone()]],
-                serde_json::json!({"unplaced": tenant}),
+                vec![serde_json::json!({"unplaced": tenant})],
             );
         }
         ControllerCommand::Status => {
@@ -896,8 +930,8 @@ async fn controller(
                 .iter()
                 .map(|p| vec![p.tenant.clone(), p.hypervisor.clone(), p.reason.clone()])
                 .collect();
-            let json = serde_json::json!(list.placements.iter().map(|p| serde_json::json!({"tenant": p.tenant, "hypervisor": p.hypervisor, "reason": p.reason, "since_unix_ms": p.since_unix_ms})).collect::<Vec<_>>());
-            print_rows(out, &["tenant", "hypervisor", "reason"], rows, json);
+            let json = list.placements.iter().map(placement_record).collect();
+            print_records(out, &["tenant", "hypervisor", "reason"], rows, json);
         }
         ControllerCommand::Handovers { follow } => {
             let mut stream = client
@@ -918,23 +952,14 @@ async fn controller(
                     continue;
                 };
                 if follow {
-                    // As they come: a JSON line, or a table line.
-                    match out {
-                        Output::Json => println!("{}", handover.json()),
-                        Output::Table => println!("{}", handover.row().join("  ")),
-                    }
+                    print_streamed(out, handover.row(), &handover.json());
                 } else {
                     json.push(handover.json());
                     rows.push(handover.row());
                 }
             }
             if !follow {
-                print_rows(
-                    out,
-                    handovers::COLUMNS,
-                    rows,
-                    serde_json::Value::Array(json),
-                );
+                print_records(out, handovers::COLUMNS, rows, json);
             }
         }
         ControllerCommand::Events { from, follow } => {
@@ -950,22 +975,24 @@ async fn controller(
                 )?)
                 .await
                 .map(answer)?;
+            let mut rows = Vec::new();
+            let mut json = Vec::new();
             while let Some(event) = stream.message().await? {
-                match out {
-                    Output::Json => println!(
-                        "{}",
-                        serde_json::json!({"revision": event.revision, "at_unix_ms": event.at_unix_ms,
-                            "kind": event.kind, "subject": event.subject, "detail": serde_json::from_str::<serde_json::Value>(&event.detail_json).unwrap_or_default()})
-                    ),
-                    Output::Table => println!(
-                        "{:>6}  {}  {:<18}  {:<16}  {}",
-                        event.revision,
-                        output::utc(event.at_unix_ms),
-                        event.kind,
-                        event.subject,
-                        output::detail(&event.detail_json)
-                    ),
+                let (row, record) = event_record(&event);
+                if follow {
+                    print_streamed(out, row, &record);
+                } else {
+                    rows.push(row);
+                    json.push(record);
                 }
+            }
+            if !follow {
+                print_records(
+                    out,
+                    &["revision", "at", "kind", "subject", "detail"],
+                    rows,
+                    json,
+                );
             }
         }
     }

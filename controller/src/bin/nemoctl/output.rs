@@ -9,8 +9,49 @@ pub enum Output {
     Json,
 }
 
-/// Prints `rows` under `header` as a table, or `json`.
-pub fn print_rows(
+/// Prints records (what a command created, changed, showed or listed):
+/// `rows` under `header` as a table, or with `--output json` an array of
+/// one object per record, an array even for one record or none.
+pub fn print_records(
+    output: Output,
+    header: &[&str],
+    rows: Vec<Vec<String>>,
+    records: Vec<serde_json::Value>,
+) {
+    print_table_or(output, header, rows, serde_json::Value::Array(records));
+}
+
+/// Prints a report (an overview of one thing, `status` or `pair status`):
+/// `rows` under `header` as a table, or with `--output json` one object.
+pub fn print_report(
+    output: Output,
+    header: &[&str],
+    rows: Vec<Vec<String>>,
+    report: serde_json::Map<String, serde_json::Value>,
+) {
+    print_table_or(output, header, rows, serde_json::Value::Object(report));
+}
+
+/// Prints one record of a stream (`--follow`) as it comes: a table line,
+/// or with `--output json` its object on a line of its own (JSON Lines).
+pub fn print_streamed(output: Output, row: Vec<String>, record: &serde_json::Value) {
+    match output {
+        Output::Json => println!("{record}"),
+        Output::Table => println!("{}", row.join("  ")),
+    }
+}
+
+/// A report's object from its fields, in order.
+pub fn report<const N: usize>(
+    fields: [(&str, serde_json::Value); N],
+) -> serde_json::Map<String, serde_json::Value> {
+    fields
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect()
+}
+
+fn print_table_or(
     output: Output,
     header: &[&str],
     rows: Vec<Vec<String>>,

@@ -10,7 +10,7 @@ use nemo_proto::v1::controller_client::ControllerClient;
 use nemo_proto::v1::home_agent_admin_client::HomeAgentAdminClient;
 use tonic::transport::Channel;
 
-use crate::output::{print_rows, seconds_until, utc, Output};
+use crate::output::{print_report, report, seconds_until, utc, Output};
 use crate::request;
 
 /// How long the home agent's admin API has to answer before the overview
@@ -100,28 +100,46 @@ pub async fn run(
             ]
         })
         .collect();
-    let json = serde_json::json!({
-        "home_agents": home_agents.iter().map(|h| serde_json::json!({
-            "name": h.name, "address": h.address, "home_prefix": h.home_prefix,
-        })).collect::<Vec<_>>(),
-        "hypervisors": hypervisors.iter().map(|h| h.name.clone()).collect::<Vec<_>>(),
-        "bindings_from": bindings_from,
-        "tenants": tenants.iter().map(|tenant| {
-            let placement = placements.get(&tenant.name);
-            let router = routers.get(&tenant.name);
-            let binding = router.and_then(|r| bindings.get(&r.home_address));
-            serde_json::json!({
-                "name": tenant.name,
-                "prefixes": tenant.prefixes,
-                "hypervisor": placement.map(|p| p.hypervisor.clone()),
-                "placed_since_unix_ms": placement.map(|p| p.since_unix_ms),
-                "home_agent": router.map(|r| r.home_agent.clone()),
-                "home_address": router.map(|r| r.home_address.clone()),
-                "care_of_address": binding.map(|b| b.care_of_address.clone()),
-                "expires_at_unix_ms": binding.map(|b| b.expires_at_unix_ms),
-            })
-        }).collect::<Vec<_>>(),
-    });
+    let json = report([
+        (
+            "home_agents",
+            serde_json::json!(home_agents
+                .iter()
+                .map(|h| serde_json::json!({
+                    "name": h.name, "address": h.address, "home_prefix": h.home_prefix,
+                }))
+                .collect::<Vec<_>>()),
+        ),
+        (
+            "hypervisors",
+            serde_json::json!(hypervisors
+                .iter()
+                .map(|h| serde_json::json!({"name": h.name}))
+                .collect::<Vec<_>>()),
+        ),
+        ("bindings_from", serde_json::json!(bindings_from)),
+        (
+            "tenants",
+            serde_json::json!(tenants
+                .iter()
+                .map(|tenant| {
+                    let placement = placements.get(&tenant.name);
+                    let router = routers.get(&tenant.name);
+                    let binding = router.and_then(|r| bindings.get(&r.home_address));
+                    serde_json::json!({
+                        "name": tenant.name,
+                        "prefixes": tenant.prefixes,
+                        "hypervisor": placement.map(|p| p.hypervisor.clone()),
+                        "placed_since_unix_ms": placement.map(|p| p.since_unix_ms),
+                        "home_agent": router.map(|r| r.home_agent.clone()),
+                        "home_address": router.map(|r| r.home_address.clone()),
+                        "care_of_address": binding.map(|b| b.care_of_address.clone()),
+                        "expires_at_unix_ms": binding.map(|b| b.expires_at_unix_ms),
+                    })
+                })
+                .collect::<Vec<_>>()),
+        ),
+    ]);
     if out == Output::Table {
         let home_agents: Vec<String> = home_agents
             .iter()
@@ -142,7 +160,7 @@ pub async fn run(
             },
         );
     }
-    print_rows(out, COLUMNS, rows, json);
+    print_report(out, COLUMNS, rows, json);
     Ok(())
 }
 
