@@ -7,5 +7,6 @@ pub mod controller;
 pub mod driver;
 pub mod election;
 pub mod metrics;
+pub mod reload;
 pub mod replication;
 pub mod store;

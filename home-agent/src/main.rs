@@ -25,7 +25,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The nemo home agent.
 #[derive(Debug, Parser)]
-#[command(name = "nemo-ha", version)]
+#[command(
+    name = "nemo-ha",
+    version,
+    after_long_help = "Signals: SIGTERM stops cleanly. SIGHUP re-reads the static authorizations ([[mobile_router]]) and applies what changed, without touching the controller's; a file that does not load, or whose entries collide with the controller's, is refused whole and the running ones stay. Every other setting takes effect at the next start."
+)]
 struct Args {
     #[command(flatten)]
     daemon: nemo_daemon::DaemonArgs,
@@ -54,10 +58,13 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?
-        .block_on(run(validated))
+        .block_on(run(validated, args.config))
 }
 
-async fn run(validated: nemo_ha::config::Validated) -> anyhow::Result<()> {
+async fn run(
+    validated: nemo_ha::config::Validated,
+    config_path: std::path::PathBuf,
+) -> anyhow::Result<()> {
     let nemo_ha::config::Validated {
         mut config,
         engine,
@@ -79,7 +86,7 @@ async fn run(validated: nemo_ha::config::Validated) -> anyhow::Result<()> {
                  tenant traffic is not forwarded"
             );
             serve(
-                config,
+                (config, config_path),
                 engine,
                 authorizations,
                 store,
@@ -107,7 +114,7 @@ async fn run(validated: nemo_ha::config::Validated) -> anyhow::Result<()> {
                 .await
                 .context("dataplane backend seg6 unavailable")?;
             serve(
-                config,
+                (config, config_path),
                 engine,
                 authorizations,
                 store,
@@ -120,7 +127,7 @@ async fn run(validated: nemo_ha::config::Validated) -> anyhow::Result<()> {
 }
 
 async fn serve<D: HomeAgentDataPlane>(
-    config: Config,
+    (config, config_path): (Config, std::path::PathBuf),
     engine: nemo::ha::HomeAgentConfig,
     authorizations: nemo::ha::AuthorizationTable,
     store: Store,
@@ -136,20 +143,27 @@ async fn serve<D: HomeAgentDataPlane>(
             },
         ));
     }
+    let controller_cache = config.controller.as_ref().map(|section| {
+        section
+            .cache
+            .clone()
+            .unwrap_or_else(|| config.store.path.join("authorizations.json"))
+    });
+    // SIGHUP re-reads the static authorizations; installed now, before
+    // anybody may send it (its default action ends the daemon).
+    let hangups =
+        nemo_ha::reload::Hangups::install(config_path, &authorizations, controller_cache.clone())
+            .context("installing the SIGHUP handler")?;
     // From the controller: what the last run cached, then its watch.
     let mut authorizations = authorizations;
-    let controller = match &config.controller {
-        Some(section) => {
+    let controller = match (&config.controller, controller_cache) {
+        (Some(section), Some(cache)) => {
             let link = nemo_daemon::ControllerLink::new(
                 section.endpoint.get_ref(),
                 section.ca_file.as_deref(),
                 section.token_file.get_ref(),
             )
             .context("controller token_file")?;
-            let cache = section
-                .cache
-                .clone()
-                .unwrap_or_else(|| config.store.path.join("authorizations.json"));
             for entry in nemo_ha::controller::cached_authorizations(&cache)? {
                 authorizations
                     .insert(entry)
@@ -161,7 +175,7 @@ async fn serve<D: HomeAgentDataPlane>(
                 cache,
             })
         }
-        None => None,
+        _ => None,
     };
     // A member of a pair: the election decides the role; the driver
     // replicates (active) or follows (standby).
@@ -200,6 +214,7 @@ async fn serve<D: HomeAgentDataPlane>(
         pair,
     })
     .await?;
+    tokio::spawn(hangups.run(running.core.clone()));
     // Authorizations in, binding changes out.
     let _controller_tasks = controller.map(|settings| {
         (

@@ -3,5 +3,6 @@
 pub mod config;
 pub mod controller;
 pub mod driver;
+pub mod reload;
 pub mod status;
 pub mod transport;

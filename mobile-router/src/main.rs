@@ -18,7 +18,11 @@ use tokio::sync::{mpsc, watch};
 
 /// The nemo mobile-router daemon.
 #[derive(Debug, Parser)]
-#[command(name = "nemo-mr", version)]
+#[command(
+    name = "nemo-mr",
+    version,
+    after_long_help = "Signals: SIGTERM stops cleanly. SIGHUP re-reads the static instances ([[instance]]): new ones register, changed ones register again, ones no longer named deregister; a file that does not load is refused whole and the running ones stay. Every other setting takes effect at the next start."
+)]
 struct Args {
     #[command(flatten)]
     daemon: nemo_daemon::DaemonArgs,
@@ -47,10 +51,18 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?
-        .block_on(run(config, instances))
+        .block_on(run(config, instances, args.config))
 }
 
-async fn run(config: Config, instances: Vec<Instance>) -> anyhow::Result<()> {
+async fn run(
+    config: Config,
+    instances: Vec<Instance>,
+    config_path: std::path::PathBuf,
+) -> anyhow::Result<()> {
+    // SIGHUP re-reads the static instances; installed now, before anybody
+    // may send it (its default action ends the daemon).
+    let hangups = nemo_mr::reload::Hangups::install(config_path, &instances)
+        .context("installing the SIGHUP handler")?;
     let uplink = config.mobile_router.uplink.get_ref().clone();
     // The care-of address: fixed, or the uplink's, watched through netlink.
     // A fixed address keeps its sender alive for the daemon's lifetime; a
@@ -79,7 +91,7 @@ async fn run(config: Config, instances: Vec<Instance>) -> anyhow::Result<()> {
             );
             serve(
                 config,
-                instances,
+                (instances, hangups),
                 care_of,
                 netlink,
                 Arc::new(MemoryDataPlane::new()),
@@ -93,14 +105,21 @@ async fn run(config: Config, instances: Vec<Instance>) -> anyhow::Result<()> {
             let dataplane = Seg6MobileRouter::new(netlink.clone(), Seg6Config::new(&uplink, local))
                 .await
                 .context("dataplane backend seg6 unavailable")?;
-            serve(config, instances, care_of, netlink, Arc::new(dataplane)).await
+            serve(
+                config,
+                (instances, hangups),
+                care_of,
+                netlink,
+                Arc::new(dataplane),
+            )
+            .await
         }
     }
 }
 
 async fn serve<D: MobileRouterDataPlane>(
     config: Config,
-    instances: Vec<Instance>,
+    (instances, hangups): (Vec<Instance>, nemo_mr::reload::Hangups),
     care_of: watch::Receiver<Option<std::net::Ipv6Addr>>,
     netlink: rtnetlink::Handle,
     dataplane: Arc<D>,
@@ -164,6 +183,7 @@ async fn serve<D: MobileRouterDataPlane>(
         }
     };
     let (commands, command_rx) = mpsc::channel(64);
+    tokio::spawn(hangups.run(commands.clone()));
     let _controller_task = match &config.controller {
         Some(section) => {
             let link = nemo_daemon::ControllerLink::new(

@@ -224,3 +224,84 @@ async fn status_api_and_reregistration_trigger() {
         "{metrics}"
     );
 }
+
+/// `kill -HUP`, as systemd's `ExecReload` does.
+fn hang_up(process: &Process) {
+    let sent = std::process::Command::new("kill")
+        .args(["-HUP", &process.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_static_entries_of_both_daemons() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = "[[mobile_router]]\nhome_address = \"2001:db8:1::200\"\nspi = 4097\n\
+                 key = \"22222222222222222222222222222222\"\nprefixes = [\"2001:db8:200::/56\"]\n";
+    let ha = daemons::home_agent(
+        dir.path(),
+        &format!("[admin]\nlisten = \"[::1]:0\"\n\n{other}"),
+    );
+    let ha_config = dir.path().join("ha.toml");
+    let without = std::fs::read_to_string(&ha_config).unwrap();
+    let mut admin = Admin::connect(format!("http://{}", ha.field("admin")))
+        .await
+        .unwrap();
+    // The home agent does not know this mobile router yet: its Binding
+    // Updates go unanswered.
+    let mr = mobile_router(dir.path(), &ha.field("udp"), KEY, "reload");
+    let mr_config = dir.path().join("mr-reload.toml");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(binding(&mut admin).await.is_none());
+
+    // Authorized by a reload: the next retransmission is accepted.
+    let with = format!(
+        "{without}\n[[mobile_router]]\nhome_address = \"{HOA}\"\nspi = 4096\nkey = \"{KEY}\"\n\
+         prefixes = [\"2001:db8:100::/56\"]\n"
+    );
+    std::fs::write(&ha_config, &with).unwrap();
+    hang_up(&ha);
+    let log = ha.wait_for("reloaded the static authorizations", 1);
+    assert!(log.contains("authorized=2 withdrawn=0"), "{log}");
+    assert!(wait_for(&mut admin, true).await.is_some(), "{}", mr.log());
+
+    // A file that does not load is refused, naming its line; nothing
+    // changes.
+    std::fs::write(
+        &ha_config,
+        format!("{with}\n[[mobile_router]]\nspi = \"x\"\n"),
+    )
+    .unwrap();
+    hang_up(&ha);
+    let log = ha.wait_for("reload refused", 1);
+    assert!(log.contains("ha.toml:"), "{log}");
+    assert!(binding(&mut admin).await.is_some());
+
+    // The mobile router's reload: the instance no longer named
+    // deregisters and goes; a new one starts.
+    let mr_text = std::fs::read_to_string(&mr_config).unwrap();
+    let kept = &mr_text[..mr_text.find("[[instance]]").unwrap()];
+    std::fs::write(
+        &mr_config,
+        format!(
+            "{kept}[[instance]]\nname = \"other\"\nhome_address = \"2001:db8:1::200\"\n\
+             home_agent = \"2001:db8:1::1\"\nspi = 4097\nkey = \"22222222222222222222222222222222\"\n\
+             prefixes = [\"2001:db8:200::/56\"]\ntenant_interface = \"t-other\"\ntable = 101\n"
+        ),
+    )
+    .unwrap();
+    hang_up(&mr);
+    let log = mr.wait_for("reloaded the static instances", 1);
+    assert!(log.contains("instances=1 removed=1"), "{log}");
+    assert!(wait_for(&mut admin, false).await.is_none(), "{}", mr.log());
+    let log = mr.wait_for("instance added", 1);
+    assert!(log.contains("other"), "{log}");
+
+    // Withdrawn on the home agent: revoked, the other entry kept.
+    std::fs::write(&ha_config, &without).unwrap();
+    hang_up(&ha);
+    let log = ha.wait_for("authorized=1 withdrawn=1", 1);
+    assert!(log.contains("authorization revoked"), "{log}");
+    assert!(ha.log().contains(HOA), "{log}");
+}

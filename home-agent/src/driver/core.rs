@@ -311,6 +311,8 @@ impl<D: HomeAgentDataPlane> Core<D> {
         authorization: Option<nemo::ha::Authorization>,
     ) {
         match authorization {
+            // A reload names every static entry; most did not change.
+            Some(entry) if self.engine.authorization(home_address) == Some(&entry) => {}
             Some(entry) => match self.engine.authorize(entry) {
                 Ok(()) => tracing::info!(%home_address, "authorization updated"),
                 Err(error) => tracing::error!(%home_address, %error, "authorization refused"),

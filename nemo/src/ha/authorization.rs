@@ -132,6 +132,11 @@ impl AuthorizationTable {
         Some(entry)
     }
 
+    /// Every entry, in no particular order.
+    pub fn entries(&self) -> impl Iterator<Item = &Authorization> {
+        self.by_home.values()
+    }
+
     /// The entry for a home address.
     pub fn get(&self, home_address: Ipv6Addr) -> Option<&Authorization> {
         self.by_home.get(&home_address)

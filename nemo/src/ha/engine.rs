@@ -238,6 +238,11 @@ impl<P: Clone> HomeAgent<P> {
         &self.cache
     }
 
+    /// The authorization of a home address.
+    pub fn authorization(&self, home_address: Ipv6Addr) -> Option<&Authorization> {
+        self.authorizations.get(home_address)
+    }
+
     /// Adds or replaces the authorization of a home address.
     pub fn authorize(&mut self, authorization: Authorization) -> Result<(), AuthorizationError> {
         self.authorizations.insert(authorization)
