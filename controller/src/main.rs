@@ -116,9 +116,9 @@ struct Config {
 #[serde(deny_unknown_fields)]
 struct HistorySection {
     #[serde(default = "default_history_keep")]
-    keep: u64,
+    keep: toml::Spanned<u64>,
     #[serde(default = "default_trim_every")]
-    trim_every_secs: u64,
+    trim_every_secs: toml::Spanned<u64>,
 }
 
 impl Default for HistorySection {
@@ -130,12 +130,12 @@ impl Default for HistorySection {
     }
 }
 
-fn default_history_keep() -> u64 {
-    1_000_000
+fn default_history_keep() -> toml::Spanned<u64> {
+    toml::Spanned::new(0..0, 1_000_000)
 }
 
-fn default_trim_every() -> u64 {
-    300
+fn default_trim_every() -> toml::Spanned<u64> {
+    toml::Spanned::new(0..0, 300)
 }
 
 /// Where a config says the store is: `store` (a directory) or `[etcd]`.
@@ -257,13 +257,15 @@ fn main() -> anyhow::Result<()> {
             )
             .into());
     }
-    if config.history.keep == 0 || config.history.trim_every_secs == 0 {
-        return Err(file
-            .invalid(
-                0..0,
-                "history.keep and history.trim_every_secs must be above 0",
-            )
-            .into());
+    for (field, name) in [
+        (&config.history.keep, "history.keep"),
+        (&config.history.trim_every_secs, "history.trim_every_secs"),
+    ] {
+        if *field.get_ref() == 0 {
+            return Err(file
+                .invalid(field.span(), format!("{name} must be above 0"))
+                .into());
+        }
     }
     let limits = nemo_daemon::incoming::ConnectionLimits {
         max_connections: config.max_connections,
@@ -313,8 +315,8 @@ fn main() -> anyhow::Result<()> {
             .with_context(|| format!("opening the store in {location}"))?;
             tracing::info!(store = %store.location(), revision = store.revision().await, "store loaded");
             store.start_upkeep(nemo_controller::store::Upkeep {
-                keep: config.history.keep,
-                every: Duration::from_secs(config.history.trim_every_secs),
+                keep: *config.history.keep.get_ref(),
+                every: Duration::from_secs(*config.history.trim_every_secs.get_ref()),
                 who: replica_name(config.listen),
             });
             let mut servers = Servers::new("nemo-controller ready");

@@ -483,6 +483,14 @@ fn a_config_names_what_is_wrong_with_its_store() {
             format!("{top}[etcd]\nendpoints = [\"http://[::1]:2379\"]\nprefixx = \"/n/\"\n"),
             "unknown field `prefixx`",
         ),
+        (
+            format!("{top}store = \"/var/lib/x\"\n[history]\nkeep = 0\n"),
+            "controller.toml:5: history.keep must be above 0",
+        ),
+        (
+            format!("{top}store = \"/var/lib/x\"\n[history]\ntrim_every_secs = 0\n"),
+            "controller.toml:5: history.trim_every_secs must be above 0",
+        ),
     ] {
         let config = dir.path().join("controller.toml");
         std::fs::write(&config, &body).unwrap();

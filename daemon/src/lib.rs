@@ -321,6 +321,14 @@ pub fn authorized<T>(
     Ok(request)
 }
 
+/// How a daemon's watch of the controller ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watched {
+    /// The controller's history no longer reaches our revision
+    /// (`OUT_OF_RANGE`): watch again from 0 at once, taking its whole state.
+    StartOver,
+}
+
 /// The wait between attempts to reach the controller (or a pair's other
 /// member): 200 ms, doubling to 30 s. One policy for every follower.
 #[derive(Debug)]

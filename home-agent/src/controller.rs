@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use nemo::auth::{Algorithm, SecurityAssociation};
 use nemo::ha::Authorization;
+use nemo_daemon::Watched;
 use nemo_proto::v1 as pb;
 use nemo_proto::v1::controller_client::ControllerClient;
 use serde::{Deserialize, Serialize};
@@ -231,13 +232,6 @@ fn start_over(
     cache.revision = 0;
     save(&settings.cache, cache)?;
     Ok(Watched::StartOver)
-}
-
-/// How a watch ended without an error.
-enum Watched {
-    /// The controller's history no longer reaches our revision: watch
-    /// again from 0 at once.
-    StartOver,
 }
 
 /// Reports every durable binding change to the controller, best effort:

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use nemo::auth::SecurityAssociation;
 use nemo::registration::InstanceConfig;
+use nemo_daemon::Watched;
 use nemo_proto::v1 as pb;
 use tokio::sync::mpsc;
 
@@ -194,11 +195,4 @@ fn start_over(revision: u64, status: &tonic::Status) -> Watched {
         "the controller's history moved past us; taking its whole state again"
     );
     Watched::StartOver
-}
-
-/// How a watch ended without an error.
-enum Watched {
-    /// The controller's history no longer reaches our revision: watch
-    /// again from 0 at once.
-    StartOver,
 }

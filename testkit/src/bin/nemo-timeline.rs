@@ -287,3 +287,42 @@ fn main() -> anyhow::Result<()> {
     println!("timeline written to {}", args.out.display());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+    use super::*;
+
+    const HEADER: &str = "sequence,sent_unix,answered_unix,rtt_ms\n";
+
+    #[test]
+    fn a_malformed_probes_line_is_refused_naming_it() {
+        for (body, expected) in [
+            ("1,2.0,2.1\n", "probes line 2: 4 fields expected"),
+            ("1,2.0,2.1,0.5\n2,soon,,\n", "probes line 3: sent_unix"),
+            ("1,2.0,2.1,fast\n", "probes line 2"),
+        ] {
+            let error = probes(&format!("{HEADER}{body}")).err().unwrap();
+            assert!(error.to_string().contains(expected), "{body}: {error}");
+        }
+    }
+
+    #[test]
+    fn lost_probes_are_drawn_apart_from_answered_ones() {
+        let read = probes(&format!("{HEADER}1,10.000,10.001,1.0\n2,10.002,,\n")).unwrap();
+        assert_eq!(read.len(), 2);
+        assert_eq!(read[1].rtt_ms, None);
+        let marks = Marks {
+            marks: vec![Mark {
+                label: "VM resumed".into(),
+                unix: 10.001,
+            }],
+            gap: Some((10.002, 10.003)),
+        };
+        let svg = render(&read, &marks, "a <title>", "", 10.0);
+        assert!(svg.contains("1 lost"), "{svg}");
+        assert!(svg.contains("VM resumed"), "{svg}");
+        // Text is escaped: the picture stays well-formed.
+        assert!(svg.contains("a &lt;title&gt;"), "{svg}");
+    }
+}
