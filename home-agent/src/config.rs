@@ -154,7 +154,9 @@ pub struct ControllerSection {
     pub token_file: Spanned<PathBuf>,
     /// This home agent's name at the controller.
     pub home_agent: String,
-    /// The on-disk copy of the authorizations (default: beside the store).
+    /// The on-disk copy of the authorizations, a redb file (default:
+    /// `authorizations.redb` in the store's directory; another extension
+    /// is made `.redb`, and an earlier version's `.json` there is taken in).
     #[serde(default)]
     pub cache: Option<PathBuf>,
 }

@@ -1,7 +1,7 @@
 //! Authorizations from the controller: the home agent watches its
 //! mobile routers' identities (`WatchAuthorizations`), applies each change,
-//! and keeps the latest state on disk so that it keeps working, and starts,
-//! while the controller is down.
+//! and keeps them on disk ([`AuthorizationCache`]) so that it keeps
+//! working, and starts, while the controller is down.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv6Addr;
@@ -13,9 +13,10 @@ use nemo::ha::Authorization;
 use nemo_daemon::Watched;
 use nemo_proto::v1 as pb;
 use nemo_proto::v1::controller_client::ControllerClient;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::mpsc;
 
+use crate::authorization_cache::{AuthorizationCache, CacheChange};
 use crate::driver::CoreEvent;
 
 /// Where the controller is and who this home agent is to it.
@@ -26,12 +27,48 @@ pub struct ControllerSettings {
     /// This home agent's name at the controller.
     pub home_agent: String,
     /// The on-disk copy of the authorizations.
-    pub cache: PathBuf,
+    pub cache: AuthorizationCache,
 }
 
-/// One authorization as cached.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Cached {
+/// Changes written to the cache in one transaction at most; a snapshot of
+/// a million entries is written in bursts of this many.
+const MOST_CHANGES_A_WRITE: usize = 4096;
+
+fn security_association(
+    spi: u32,
+    algorithm: &str,
+    key: &str,
+) -> anyhow::Result<SecurityAssociation> {
+    let algorithm: Algorithm = algorithm.parse()?;
+    let key = nemo_daemon::parse_hex_key(key).map_err(anyhow::Error::msg)?;
+    Ok(SecurityAssociation::new(spi, algorithm, key)?)
+}
+
+/// A mobile router's authorization as the controller sends it, checked.
+fn authorization(
+    home_address: Ipv6Addr,
+    mobile_router: &pb::MobileRouter,
+) -> anyhow::Result<Authorization> {
+    Ok(Authorization {
+        home_address,
+        security_associations: vec![security_association(
+            mobile_router.spi,
+            &mobile_router.algorithm,
+            &mobile_router.key,
+        )?],
+        mobile_router: true,
+        prefixes: mobile_router
+            .prefixes
+            .iter()
+            .map(|p| p.parse())
+            .collect::<Result<_, _>>()
+            .context("prefixes")?,
+    })
+}
+
+/// One authorization in the JSON file of earlier versions.
+#[derive(Debug, Deserialize)]
+struct LegacyEntry {
     home_address: Ipv6Addr,
     spi: u32,
     algorithm: String,
@@ -39,86 +76,59 @@ struct Cached {
     prefixes: Vec<ipnet::Ipv6Net>,
 }
 
-/// The cache file.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Cache {
+/// The JSON file of earlier versions.
+#[derive(Debug, Deserialize)]
+struct LegacyFile {
     revision: u64,
-    entries: BTreeMap<Ipv6Addr, Cached>,
+    entries: BTreeMap<Ipv6Addr, LegacyEntry>,
 }
 
-fn authorization(entry: &Cached) -> anyhow::Result<Authorization> {
-    let algorithm: Algorithm = entry.algorithm.parse()?;
-    let key = nemo_daemon::parse_hex_key(&entry.key).map_err(anyhow::Error::msg)?;
-    Ok(Authorization {
-        home_address: entry.home_address,
-        security_associations: vec![SecurityAssociation::new(entry.spi, algorithm, key)?],
-        mobile_router: true,
-        prefixes: entry.prefixes.clone(),
-    })
-}
-
-fn cached(mobile_router: &pb::MobileRouter) -> anyhow::Result<Cached> {
-    let entry = Cached {
-        home_address: mobile_router.home_address.parse().context("home_address")?,
-        spi: mobile_router.spi,
-        algorithm: mobile_router.algorithm.clone(),
-        key: mobile_router.key.clone(),
-        prefixes: mobile_router
-            .prefixes
-            .iter()
-            .map(|p| p.parse())
-            .collect::<Result<_, _>>()
-            .context("prefixes")?,
+/// Opens the cache at `path` (its extension made `.redb`); the JSON file
+/// of an earlier version at the same path with `.json` is taken in once,
+/// then renamed `.json.imported`.
+pub async fn open_cache(path: &Path) -> anyhow::Result<AuthorizationCache> {
+    let cache = AuthorizationCache::open(&path.with_extension("redb"))?;
+    let legacy = path.with_extension("json");
+    let bytes = match std::fs::read(&legacy) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(cache),
+        Err(error) => return Err(error).with_context(|| format!("reading {}", legacy.display())),
     };
-    authorization(&entry)?;
-    Ok(entry)
-}
-
-fn load(path: &Path) -> anyhow::Result<Cache> {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            serde_json::from_slice(&bytes).with_context(|| format!("{}: corrupt", path.display()))
-        }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Cache::default()),
-        Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
-    }
-}
-
-/// Writes the cache so that a crash leaves the old or the new file, never a
-/// half-written one: a temporary file, fsync, rename, fsync of the folder.
-fn save(path: &Path, cache: &Cache) -> anyhow::Result<()> {
-    use std::io::Write;
-    let temporary = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temporary)?;
-    file.write_all(&serde_json::to_vec_pretty(cache)?)?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, path)?;
-    if let Some(folder) = path.parent() {
-        std::fs::File::open(folder)?.sync_all()?;
-    }
-    Ok(())
-}
-
-/// The cached authorizations, to start from.
-pub fn cached_authorizations(path: &Path) -> anyhow::Result<Vec<Authorization>> {
-    let cache = load(path)?;
-    cache.entries.values().map(authorization).collect()
+    let file: LegacyFile =
+        serde_json::from_slice(&bytes).with_context(|| format!("{}: corrupt", legacy.display()))?;
+    let changes = file
+        .entries
+        .values()
+        .map(|e| {
+            Ok(CacheChange::Put(Authorization {
+                home_address: e.home_address,
+                security_associations: vec![security_association(e.spi, &e.algorithm, &e.key)?],
+                mobile_router: true,
+                prefixes: e.prefixes.clone(),
+            }))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()
+        .with_context(|| format!("{}", legacy.display()))?;
+    cache.write(&changes, Some(file.revision)).await?;
+    let imported = PathBuf::from(format!("{}.imported", legacy.display()));
+    std::fs::rename(&legacy, &imported)
+        .with_context(|| format!("renaming {}", legacy.display()))?;
+    tracing::info!(
+        entries = changes.len(),
+        revision = file.revision,
+        from = %imported.display(),
+        "authorization cache taken in from an earlier version's file"
+    );
+    Ok(cache)
 }
 
 /// Follows the controller until the task is dropped: applies each update
 /// (through the core) and saves it; reconnects with back-off when the
 /// controller is away.
 pub async fn follow(settings: ControllerSettings, core: mpsc::Sender<CoreEvent>) {
-    let mut cache = match load(&settings.cache) {
-        Ok(cache) => cache,
-        Err(error) => {
-            tracing::error!(%error, "authorization cache unreadable; starting over from the controller");
-            Cache::default()
-        }
-    };
     let mut backoff = nemo_daemon::Backoff::default();
     loop {
-        match watch(&settings, &core, &mut cache).await {
+        match watch(&settings, &core).await {
             Ok(Watched::StartOver) => continue,
             Err(error) => {
                 backoff
@@ -133,37 +143,72 @@ pub async fn follow(settings: ControllerSettings, core: mpsc::Sender<CoreEvent>)
     }
 }
 
+/// Changes applied to the core, not yet in the cache.
+#[derive(Default)]
+struct Unwritten {
+    changes: Vec<CacheChange>,
+    /// The revision the cache is complete through once they are written.
+    revision: Option<u64>,
+}
+
+impl Unwritten {
+    async fn write(&mut self, cache: &AuthorizationCache) -> anyhow::Result<()> {
+        cache.write(&self.changes, self.revision.take()).await?;
+        self.changes.clear();
+        Ok(())
+    }
+}
+
 async fn watch(
     settings: &ControllerSettings,
     core: &mpsc::Sender<CoreEvent>,
-    cache: &mut Cache,
 ) -> anyhow::Result<Watched> {
+    let cache = &settings.cache;
+    let from_revision = cache.revision()?;
     let mut client = settings.link.connect().await?;
     let request = settings.link.request(pb::WatchAuthorizationsRequest {
         home_agent: settings.home_agent.clone(),
-        from_revision: cache.revision,
+        from_revision,
     })?;
     let mut stream = match client.watch_authorizations(request).await {
         Ok(stream) => stream.into_inner(),
         Err(status) if status.code() == tonic::Code::OutOfRange => {
-            return start_over(settings, cache, &status);
+            return start_over(cache, from_revision, &status).await;
         }
         Err(status) => return Err(status.into()),
     };
-    tracing::info!(from_revision = cache.revision, "watching authorizations");
+    tracing::info!(from_revision, "watching authorizations");
     // A watch from 0 starts with the whole current state: what the cache
     // holds and the snapshot does not name must go, once it has ended (not
     // before: a mobile router authorized all along stays so meanwhile).
-    let mut unconfirmed: Option<BTreeSet<Ipv6Addr>> =
-        (cache.revision == 0).then(|| cache.entries.keys().copied().collect());
+    let mut unconfirmed: Option<BTreeSet<Ipv6Addr>> = if from_revision == 0 {
+        Some(cache.home_addresses()?)
+    } else {
+        None
+    };
+    let mut unwritten = Unwritten::default();
     loop {
-        let update = match stream.message().await {
+        // Updates already received are written together: one transaction
+        // (one fdatasync) for a burst, not one each.
+        let received = tokio::select! {
+            biased;
+            received = stream.message() => received,
+            () = std::future::ready(()), if !unwritten.changes.is_empty() || unwritten.revision.is_some() => {
+                unwritten.write(cache).await?;
+                continue;
+            }
+        };
+        let update = match received {
             Ok(Some(update)) => update,
             Ok(None) => break,
             Err(status) if status.code() == tonic::Code::OutOfRange => {
-                return start_over(settings, cache, &status);
+                unwritten.write(cache).await?;
+                return start_over(cache, from_revision, &status).await;
             }
-            Err(status) => return Err(status.into()),
+            Err(status) => {
+                unwritten.write(cache).await?;
+                return Err(status.into());
+            }
         };
         if update.snapshot_end {
             for home_address in unconfirmed.take().unwrap_or_default() {
@@ -173,10 +218,13 @@ async fn watch(
                     authorization: None,
                 })
                 .await?;
-                cache.entries.remove(&home_address);
+                unwritten.changes.push(CacheChange::Remove(home_address));
+                if unwritten.changes.len() >= MOST_CHANGES_A_WRITE {
+                    unwritten.write(cache).await?;
+                }
             }
-            cache.revision = cache.revision.max(update.revision);
-            save(&settings.cache, cache)?;
+            unwritten.revision = Some(update.revision);
+            unwritten.write(cache).await?;
             continue;
         }
         let home_address: Ipv6Addr = match update.home_address.parse() {
@@ -186,10 +234,14 @@ async fn watch(
                 continue;
             }
         };
-        let entry = match update.mobile_router.as_ref().map(cached) {
+        let authorization = match update
+            .mobile_router
+            .as_ref()
+            .map(|m| authorization(home_address, m))
+        {
             Some(Ok(entry)) => Some(entry),
             Some(Err(error)) => {
-                tracing::error!(%home_address, %error, "controller sent an unusable authorization; skipped");
+                tracing::error!(%home_address, error = format!("{error:#}"), "controller sent an unusable authorization; skipped");
                 continue;
             }
             None => None,
@@ -197,40 +249,41 @@ async fn watch(
         if let Some(unconfirmed) = unconfirmed.as_mut() {
             unconfirmed.remove(&home_address);
         }
-        let authorization = entry.as_ref().map(authorization).transpose()?;
+        unwritten.changes.push(match &authorization {
+            Some(entry) => CacheChange::Put(entry.clone()),
+            None => CacheChange::Remove(home_address),
+        });
         core.send(CoreEvent::Authorize {
             home_address,
             authorization,
         })
         .await?;
-        match entry {
-            Some(entry) => cache.entries.insert(home_address, entry),
-            None => cache.entries.remove(&home_address),
-        };
         if unconfirmed.is_none() {
             // Within a snapshot the revision stays 0 until its end: a
             // restart half way takes the whole state again.
-            cache.revision = cache.revision.max(update.revision);
+            unwritten.revision = Some(update.revision);
         }
-        save(&settings.cache, cache)?;
+        if unwritten.changes.len() >= MOST_CHANGES_A_WRITE {
+            unwritten.write(cache).await?;
+        }
     }
+    unwritten.write(cache).await?;
     anyhow::bail!("the controller ended the watch")
 }
 
 /// Our revision's successors were trimmed from the controller's history:
 /// start over from its current state, at once.
-fn start_over(
-    settings: &ControllerSettings,
-    cache: &mut Cache,
+async fn start_over(
+    cache: &AuthorizationCache,
+    from_revision: u64,
     status: &tonic::Status,
 ) -> anyhow::Result<Watched> {
     tracing::warn!(
-        from_revision = cache.revision,
+        from_revision,
         reason = status.message(),
         "the controller's history moved past us; taking its whole state again"
     );
-    cache.revision = 0;
-    save(&settings.cache, cache)?;
+    cache.write(&[], Some(0)).await?;
     Ok(Watched::StartOver)
 }
 
@@ -284,5 +337,47 @@ pub async fn report(
                 client = None;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+    use super::*;
+
+    #[tokio::test]
+    async fn an_earlier_versions_json_file_is_taken_in_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let legacy = serde_json::json!({"revision": 42, "entries": {"2001:db8:1::100": {
+            "home_address": "2001:db8:1::100", "spi": 4096, "algorithm": "hmac-sha256",
+            "key": "6d6f62696c652d726f757465722d746573742d6b65792d33322d6f6374657473",
+            "prefixes": ["2001:db8:100::/56"]}}});
+        std::fs::write(dir.path().join("authorizations.json"), legacy.to_string()).unwrap();
+        let cache = open_cache(&dir.path().join("authorizations.redb"))
+            .await
+            .unwrap();
+        assert_eq!(cache.revision().unwrap(), 42);
+        let entries = cache.load().unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].security_associations[0].spi(), 4096);
+        assert_eq!(entries[0].prefixes[0].to_string(), "2001:db8:100::/56");
+        assert!(!dir.path().join("authorizations.json").exists());
+        assert!(dir.path().join("authorizations.json.imported").exists());
+        drop(cache);
+        // Opened again: the records stay, nothing is taken in twice.
+        let again = open_cache(&dir.path().join("authorizations.redb"))
+            .await
+            .unwrap();
+        assert_eq!(again.load().unwrap().len(), 1);
+        // A damaged file is named, not skipped.
+        std::fs::write(dir.path().join("authorizations.json"), "{").unwrap();
+        drop(again);
+        let error = open_cache(&dir.path().join("authorizations.redb"))
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{error:#}").contains("authorizations.json"),
+            "{error:#}"
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! run it in-process; the binary in `main.rs` is a thin wrapper.
 
 pub mod admin;
+pub mod authorization_cache;
 pub mod config;
 pub mod controller;
 pub mod driver;

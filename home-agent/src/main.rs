@@ -143,12 +143,17 @@ async fn serve<D: HomeAgentDataPlane>(
             },
         ));
     }
-    let controller_cache = config.controller.as_ref().map(|section| {
-        section
-            .cache
-            .clone()
-            .unwrap_or_else(|| config.store.path.join("authorizations.json"))
-    });
+    // The controller's authorizations as the last run kept them.
+    let controller_cache = match &config.controller {
+        Some(section) => {
+            let path = section
+                .cache
+                .clone()
+                .unwrap_or_else(|| config.store.path.join("authorizations.redb"));
+            Some(nemo_ha::controller::open_cache(&path).await?)
+        }
+        None => None,
+    };
     // SIGHUP re-reads the static authorizations; installed now, before
     // anybody may send it (its default action ends the daemon).
     let hangups =
@@ -164,11 +169,19 @@ async fn serve<D: HomeAgentDataPlane>(
                 section.token_file.get_ref(),
             )
             .context("controller token_file")?;
-            for entry in nemo_ha::controller::cached_authorizations(&cache)? {
+            let started = std::time::Instant::now();
+            let cached = cache.load()?;
+            let count = cached.len();
+            for entry in cached {
                 authorizations
                     .insert(entry)
                     .context("cached authorization conflicts with the configuration")?;
             }
+            tracing::info!(
+                authorizations = count,
+                took_ms = started.elapsed().as_millis() as u64,
+                "the controller's authorizations loaded from the cache"
+            );
             Some(nemo_ha::controller::ControllerSettings {
                 link,
                 home_agent: section.home_agent.clone(),

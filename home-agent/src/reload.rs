@@ -16,6 +16,7 @@ use nemo::ha::{Authorization, AuthorizationTable};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 
+use crate::authorization_cache::AuthorizationCache;
 use crate::config::Config;
 use crate::driver::CoreEvent;
 
@@ -35,12 +36,12 @@ pub struct Reload {
 pub fn plan(
     config: &Path,
     running: &BTreeSet<Ipv6Addr>,
-    controller_cache: Option<&Path>,
+    controller_cache: Option<&AuthorizationCache>,
 ) -> anyhow::Result<Reload> {
     let mut table = Config::load(config)?.authorizations;
     let authorized: Vec<Authorization> = table.entries().cloned().collect();
     if let Some(cache) = controller_cache {
-        for entry in crate::controller::cached_authorizations(cache)? {
+        for entry in cache.load()? {
             if table.get(entry.home_address).is_some() {
                 anyhow::bail!(
                     "home address {} is the controller's; a static entry may not name it",
@@ -66,7 +67,7 @@ pub struct Hangups {
     signal: Signal,
     config: PathBuf,
     running: BTreeSet<Ipv6Addr>,
-    controller_cache: Option<PathBuf>,
+    controller_cache: Option<AuthorizationCache>,
 }
 
 impl Hangups {
@@ -75,7 +76,7 @@ impl Hangups {
     pub fn install(
         config: PathBuf,
         statics: &AuthorizationTable,
-        controller_cache: Option<PathBuf>,
+        controller_cache: Option<AuthorizationCache>,
     ) -> std::io::Result<Hangups> {
         Ok(Hangups {
             signal: signal(SignalKind::hangup())?,
@@ -93,7 +94,7 @@ impl Hangups {
             let cache = self.controller_cache.clone();
             // A million entries take seconds to parse: off the runtime.
             let planned =
-                tokio::task::spawn_blocking(move || plan(&config, &running, cache.as_deref()))
+                tokio::task::spawn_blocking(move || plan(&config, &running, cache.as_ref()))
                     .await
                     .unwrap_or_else(|error| Err(anyhow::anyhow!("reload task failed: {error}")));
             let reload = match planned {
@@ -163,13 +164,34 @@ mod tests {
         path
     }
 
-    fn controller_cache(dir: &Path, home_address: &str, spi: u32, prefix: &str) -> PathBuf {
-        let path = dir.join("authorizations.json");
-        let cache = serde_json::json!({"revision": 7, "entries": {home_address: {
-            "home_address": home_address, "spi": spi, "algorithm": "hmac-sha256",
-            "key": KEY, "prefixes": [prefix]}}});
-        std::fs::write(&path, cache.to_string()).unwrap();
-        path
+    fn controller_cache(
+        dir: &Path,
+        home_address: &str,
+        spi: u32,
+        prefix: &str,
+    ) -> AuthorizationCache {
+        let path = dir.join(format!("authorizations-{home_address}-{spi}.redb"));
+        let cache = AuthorizationCache::open(&path).unwrap();
+        let entry = Authorization {
+            home_address: home_address.parse().unwrap(),
+            security_associations: vec![nemo::auth::SecurityAssociation::new(
+                spi,
+                nemo::auth::Algorithm::HmacSha256,
+                vec![7; 32],
+            )
+            .unwrap()],
+            mobile_router: true,
+            prefixes: vec![prefix.parse().unwrap()],
+        };
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(cache.write(
+                &[crate::authorization_cache::CacheChange::Put(entry)],
+                Some(7),
+            ))
+            .unwrap();
+        cache
     }
 
     #[test]

@@ -179,6 +179,11 @@ impl SecurityAssociation {
         self.algorithm
     }
 
+    /// The key, for storing the association (it stays out of logs).
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
     /// The option to put last in a message before [`sign`]ing it: MN-HA,
     /// this SPI, and zeroed Authentication Data of the right length.
     pub fn unsigned_option(&self) -> MobilityOption {
