@@ -174,7 +174,8 @@ pub struct HomeAgent<P> {
     cache: BindingCache,
     authorizations: AuthorizationTable,
     /// Where each binding was last acknowledged from and by which path, for
-    /// its Binding Refresh Requests.
+    /// its Binding Refresh Requests; kept only when they are configured (a
+    /// path per binding is about 150 octets at a million).
     last_path: HashMap<Ipv6Addr, (P, Ipv6Addr)>,
 }
 
@@ -318,10 +319,13 @@ impl<P: Clone> HomeAgent<P> {
             Forwarding::Installed => {
                 let home_address = change.binding().home_address;
                 match change {
-                    Change::Upsert { .. } => {
+                    Change::Upsert { .. }
+                        if self.cache.config().refresh_request_before.is_some() =>
+                    {
                         self.last_path
                             .insert(home_address, (accepted.transmit.path.clone(), local));
                     }
+                    Change::Upsert { .. } => {}
                     Change::Remove { .. } => {
                         self.last_path.remove(&home_address);
                     }
