@@ -8,6 +8,13 @@
 #   bench/ha-scale.sh [ROUTERS] [WINDOW] [REFRESH_SECONDS]
 #   bench/ha-scale.sh 1000000 2000 30
 #
+# SOURCE=controller (the default, the production path): the authorizations
+# come from a controller's watch stream (`ha-loadgen controller`, a stand-in
+# serving the same identities) and the home agent keeps them in its redb
+# cache; the time from start until every one is applied and cached, and a
+# restart's load from that cache, are measured. SOURCE=config writes them
+# into the config as a million [[mobile_router]] tables instead.
+#
 # STORE_DIR (default /var/tmp) holds the home agent's store: a real disk, so
 # the flushes are real fsyncs.
 set -euo pipefail
@@ -18,9 +25,15 @@ refresh=${3:-30}
 
 cargo build --release -q -p home-agent --bin nemo-ha --bin ha-loadgen
 bin=target/release
+source=${SOURCE:-controller}
 work=$(mktemp -d "${STORE_DIR:-/var/tmp}/nemo-ha-scale.XXXXXX")
 pid=
-cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+controller_pid=
+cleanup() {
+  [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null
+  [ -n "$controller_pid" ] && kill "$controller_pid" 2>/dev/null
+  wait 2>/dev/null; rm -rf "$work"
+}
 trap cleanup EXIT
 
 rss() { awk '/^VmRSS/ {printf "%.0f MiB", $2/1024}' "/proc/$pid/status"; }
@@ -42,15 +55,43 @@ start_ha() { # prints seconds until the ready line
 now() { date +%s.%N; }
 
 echo "machine: $(nproc) cores, $(uname -r), $(date -u +%Y-%m-%d); store on $(df --output=source,fstype "$work" | tail -1)"
-"$bin/ha-loadgen" config --routers "$routers" --store "$work/store" \
-    --listen '[::1]:0' --flush group > "$work/ha.toml"
+case $source in
+  controller)
+    "$bin/ha-loadgen" controller --routers "$routers" --listen '[::1]:0' >"$work/controller.ready" &
+    controller_pid=$!
+    until [ -s "$work/controller.ready" ]; do
+      kill -0 "$controller_pid" 2>/dev/null || { echo "stand-in controller exited" >&2; exit 1; }
+      sleep 0.02
+    done
+    endpoint="http://$(sed -n 's/.*grpc=\([^ ]*\).*/\1/p' "$work/controller.ready")"
+    echo "stand-in-controller-token" > "$work/token"
+    "$bin/ha-loadgen" config --routers "$routers" --store "$work/store" \
+        --listen '[::1]:0' --flush group --controller "$endpoint" --token-file "$work/token" > "$work/ha.toml" ;;
+  config)
+    "$bin/ha-loadgen" config --routers "$routers" --store "$work/store" \
+        --listen '[::1]:0' --flush group > "$work/ha.toml" ;;
+  *) echo "SOURCE: controller or config" >&2; exit 2 ;;
+esac
 port=$((20000 + RANDOM % 20000))
 metrics="127.0.0.1:$port"
 printf '\n[metrics]\nlisten = "%s"\n' "$metrics" >> "$work/ha.toml"
-echo "config: $routers mobile routers, $(du -h "$work/ha.toml" | cut -f1)"
+echo "config: $routers mobile routers from the $source, $(du -h "$work/ha.toml" | cut -f1)"
+# The home agent's log line that says the controller's state is in, and when.
+applied() {
+  local line
+  until line=$(grep -m1 "whole state applied" "$work/ha.log"); do
+    kill -0 "$pid" 2>/dev/null || { echo "nemo-ha exited; log:" >&2; tail "$work/ha.log" >&2; exit 1; }
+    sleep 0.05
+  done
+  echo "$line" | sed -n 's/.*took_ms=\([0-9]*\).*/\1 ms/p'
+}
 
 t0=$(now); start_ha; t1=$(now)
-echo "start (config, empty store): $(echo "$t1 - $t0" | bc) s, RSS $(rss)"
+echo "start (empty store): ready in $(echo "$t1 - $t0" | bc) s, RSS $(rss)"
+if [ "$source" = controller ]; then
+  took=$(applied); t2=$(now)
+  echo "every authorization from the controller applied and cached: $(echo "$t2 - $t0" | bc) s after the start (watch: $took), RSS $(rss), peak $(hwm)"
+fi
 
 # Fill: long enough for every router to have registered at least once.
 fill=$(( routers / 20000 + 20 ))
@@ -65,4 +106,6 @@ echo "store on disk: $(du -sh "$work/store" | cut -f1)"
 
 kill -9 "$pid"; wait "$pid" 2>/dev/null || true
 t0=$(now); start_ha; t1=$(now)
-echo "restart after SIGKILL: ready in $(echo "$t1 - $t0" | bc) s with $(bindings) bindings, RSS $(rss)"
+echo "restart after SIGKILL: ready in $(echo "$t1 - $t0" | bc) s with $(bindings) bindings, RSS $(rss), peak $(hwm)"
+grep -o 'authorizations loaded from the cache.*' "$work/ha.log" | tail -1 | sed 's/^/restart: /' || true
+grep -o 'binding cache loaded.*' "$work/ha.log" | tail -1 | sed 's/^/restart: /' || true

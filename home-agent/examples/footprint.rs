@@ -151,6 +151,46 @@ fn main() {
                 })
                 .collect()
         });
+    println!("the parts, each built alone:");
+    let parts = (
+        measure("  HashMap<Ipv6Addr, Binding> (the bindings)", count, || {
+            (0..entries)
+                .map(|n| (home(n), binding(n, now)))
+                .collect::<std::collections::HashMap<_, _>>()
+        }),
+        measure(
+            "  BTreeSet<(SystemTime, Ipv6Addr)> (expiry order)",
+            count,
+            || {
+                (0..entries)
+                    .map(|n| (now + Duration::from_millis(u64::from(n)), home(n)))
+                    .collect::<std::collections::BTreeSet<_>>()
+            },
+        ),
+        measure("  HashMap<Ipv6Addr, NtpTimestamp> (replay)", count, || {
+            (0..entries)
+                .map(|n| (home(n), NtpTimestamp(u64::from(n))))
+                .collect::<std::collections::HashMap<_, _>>()
+        }),
+        measure("  PrefixIndex<Ipv6Addr> (one prefix each)", count, || {
+            let mut index = nemo::prefix_index::PrefixIndex::default();
+            for n in 0..entries {
+                index.insert(prefix(n), home(n));
+            }
+            index
+        }),
+        measure("  HashMap<Ipv6Addr, Authorization>", count, || {
+            (0..entries)
+                .map(|n| (home(n), authorization(n)))
+                .collect::<std::collections::HashMap<_, _>>()
+        }),
+        measure("  HashMap<u32, Ipv6Addr> (by SPI)", count, || {
+            (0..entries)
+                .map(|n| (0x1_0000 + n, home(n)))
+                .collect::<std::collections::HashMap<_, _>>()
+        }),
+    );
+    drop(parts);
     println!(
         "total live heap: {:.1} MiB ({} B per mobile router)",
         live() as f64 / f64::from(1 << 20),

@@ -187,6 +187,7 @@ async fn watch(
         None
     };
     let mut unwritten = Unwritten::default();
+    let (watched_at, mut in_snapshot) = (std::time::Instant::now(), 0u64);
     loop {
         // Updates already received are written together: one transaction
         // (one fdatasync) for a burst, not one each.
@@ -211,7 +212,9 @@ async fn watch(
             }
         };
         if update.snapshot_end {
-            for home_address in unconfirmed.take().unwrap_or_default() {
+            let gone = unconfirmed.take().unwrap_or_default();
+            let removed = gone.len();
+            for home_address in gone {
                 tracing::info!(%home_address, "no longer authorized (not in the controller's state)");
                 core.send(CoreEvent::Authorize {
                     home_address,
@@ -225,6 +228,13 @@ async fn watch(
             }
             unwritten.revision = Some(update.revision);
             unwritten.write(cache).await?;
+            tracing::info!(
+                authorizations = in_snapshot,
+                removed,
+                revision = update.revision,
+                took_ms = watched_at.elapsed().as_millis() as u64,
+                "the controller's whole state applied and cached"
+            );
             continue;
         }
         let home_address: Ipv6Addr = match update.home_address.parse() {
@@ -248,6 +258,7 @@ async fn watch(
         };
         if let Some(unconfirmed) = unconfirmed.as_mut() {
             unconfirmed.remove(&home_address);
+            in_snapshot += 1;
         }
         unwritten.changes.push(match &authorization {
             Some(entry) => CacheChange::Put(entry.clone()),

@@ -7,7 +7,14 @@
 //! ha-loadgen run --target '[::1]:4191' --routers 1000 --seconds 10            # saturation
 //! ha-loadgen run --target '[::1]:4191' --routers 1000 --seconds 10 --rate 10000
 //! ha-loadgen run --native lg0 --routers 1000 --seconds 10   # raw IPv6, root
+//! ha-loadgen controller --routers 1000000 --listen '[::1]:50051' &   # a stand-in
+//! ha-loadgen config --routers 1000000 --store /tmp/ha-bench \
+//!     --controller 'http://[::1]:50051' --token-file /tmp/token > ha.toml
 //! ```
+//!
+//! `controller` serves the same identities as `WatchAuthorizations`, and
+//! `config --controller` writes a home agent that takes them from there:
+//! the production path at a million, without a controller holding them.
 //!
 //! `--native IFACE` speaks RFC 6275's own form instead of UDP: Binding
 //! Updates with a Home Address option out of a raw IPv6 socket, from the
@@ -39,6 +46,8 @@ use nemo_dataplane::transport::{self, RawSender};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, Mutex};
 
+mod controller;
+
 #[derive(Debug, Parser)]
 #[command(name = "ha-loadgen", version)]
 struct Args {
@@ -66,6 +75,23 @@ enum Command {
         /// instead of UDP.
         #[arg(long)]
         native_interface: Option<String>,
+        /// Take the authorizations from this controller (`ha-loadgen
+        /// controller`) instead of writing them into the config.
+        #[arg(long, requires = "token_file")]
+        controller: Option<String>,
+        /// The controller's token file (any readable file for the stand-in).
+        #[arg(long)]
+        token_file: Option<String>,
+    },
+    /// Stands in for nemo-controller: streams the routers' authorizations
+    /// to a home agent that watches them, accepts its binding reports.
+    Controller {
+        /// Number of mobile routers.
+        #[arg(long, default_value_t = 1000)]
+        routers: u32,
+        /// gRPC listen address (port 0: any; the ready line names it).
+        #[arg(long, default_value = "[::1]:0")]
+        listen: SocketAddr,
     },
     /// Sends load and reports.
     Run {
@@ -132,12 +158,24 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Where the home agent's authorizations come from.
+enum Authorizations<'a> {
+    /// `[[mobile_router]]` tables in the config.
+    Static,
+    /// A controller: its endpoint and token file.
+    Controller {
+        endpoint: &'a str,
+        token_file: &'a str,
+    },
+}
+
 fn config(
     routers: u32,
     store: &str,
     listen: &str,
     flush: &str,
     native_interface: Option<&str>,
+    authorizations: Authorizations,
 ) -> String {
     let transport = match native_interface {
         Some(interface) => {
@@ -149,6 +187,16 @@ fn config(
         "[home_agent]\nhome_prefixes = [\"2001:db8:1::/64\"]\nmax_lifetime_secs = 600\n\n\
          [store]\npath = \"{store}\"\nflush = \"{flush}\"\n\n{transport}"
     );
+    if let Authorizations::Controller {
+        endpoint,
+        token_file,
+    } = authorizations
+    {
+        text.push_str(&format!(
+            "\n[controller]\nendpoint = \"{endpoint}\"\ntoken_file = \"{token_file}\"\nhome_agent = \"ha1\"\n"
+        ));
+        return text;
+    }
     for n in 0..routers {
         text.push_str(&format!(
             "\n[[mobile_router]]\nhome_address = \"{}\"\nspi = {}\nkey = \"{}\"\nprefixes = [\"{}\"]\n",
@@ -519,7 +567,16 @@ fn main() -> anyhow::Result<()> {
             listen,
             flush,
             native_interface,
+            controller,
+            token_file,
         } => {
+            let authorizations = match (&controller, &token_file) {
+                (Some(endpoint), Some(token_file)) => Authorizations::Controller {
+                    endpoint,
+                    token_file,
+                },
+                _ => Authorizations::Static,
+            };
             print!(
                 "{}",
                 config(
@@ -527,11 +584,16 @@ fn main() -> anyhow::Result<()> {
                     &store,
                     &listen,
                     &flush,
-                    native_interface.as_deref()
+                    native_interface.as_deref(),
+                    authorizations,
                 )
             );
             Ok(())
         }
+        Command::Controller { routers, listen } => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(controller::serve(listen, routers)),
         Command::Run {
             target,
             native,
