@@ -118,27 +118,32 @@ fn main() {
     let stored: Vec<Binding> = measure("bindings, as read from the store (a Vec)", count, || {
         (0..entries).map(|n| binding(n, now)).collect()
     });
-    let view_source = stored.clone();
     measure(
         "engine: binding cache (bindings, expiry, prefixes)",
         count,
         || engine.load(stored, now),
     );
-    let view: BTreeMap<Ipv6Addr, Binding> = measure("admin view (durable copy)", count, || {
-        view_source
-            .into_iter()
-            .map(|b| (b.home_address, b))
-            .collect()
-    });
+    // The durable view shares each binding with the engine (an Arc).
+    let view: BTreeMap<Ipv6Addr, Arc<Binding>> =
+        measure("admin view (the durable state, shared)", count, || {
+            engine
+                .cache()
+                .shared_bindings()
+                .map(|b| (b.home_address, b.clone()))
+                .collect()
+        });
     // The daemon's reply paths hold a socket's Arc: a value of the same
     // size stands in for one.
     type ReplyPathSized = std::mem::MaybeUninit<nemo_ha::driver::ReplyPath>;
-    let paths: std::collections::HashMap<Ipv6Addr, (ReplyPathSized, Ipv6Addr)> =
-        measure("reply paths (one per acknowledged binding)", count, || {
+    let paths: std::collections::HashMap<Ipv6Addr, (ReplyPathSized, Ipv6Addr)> = measure(
+        "reply paths (kept only with refresh requests on)",
+        count,
+        || {
             (0..entries)
                 .map(|n| (home(n), (ReplyPathSized::uninit(), home(n))))
                 .collect()
-        });
+        },
+    );
     let routes: BTreeMap<Ipv6Net, Ipv6Addr> =
         measure("memory data plane routes (/128 + MNP)", count, || {
             (0..entries)
@@ -153,11 +158,15 @@ fn main() {
         });
     println!("the parts, each built alone:");
     let parts = (
-        measure("  HashMap<Ipv6Addr, Binding> (the bindings)", count, || {
-            (0..entries)
-                .map(|n| (home(n), binding(n, now)))
-                .collect::<std::collections::HashMap<_, _>>()
-        }),
+        measure(
+            "  HashMap<Ipv6Addr, Arc<Binding>> (the bindings)",
+            count,
+            || {
+                (0..entries)
+                    .map(|n| (home(n), Arc::new(binding(n, now))))
+                    .collect::<std::collections::HashMap<_, _>>()
+            },
+        ),
         measure(
             "  BTreeSet<(SystemTime, Ipv6Addr)> (expiry order)",
             count,
@@ -179,9 +188,9 @@ fn main() {
             }
             index
         }),
-        measure("  HashMap<Ipv6Addr, Authorization>", count, || {
+        measure("  HashMap<Ipv6Addr, Box<Authorization>>", count, || {
             (0..entries)
-                .map(|n| (home(n), authorization(n)))
+                .map(|n| (home(n), Box::new(authorization(n))))
                 .collect::<std::collections::HashMap<_, _>>()
         }),
         measure("  HashMap<u32, Ipv6Addr> (by SPI)", count, || {

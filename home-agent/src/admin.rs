@@ -89,7 +89,7 @@ impl Admin {
         Admin { shared, core, pair }
     }
 
-    fn snapshot(&self) -> Result<Vec<Binding>, Status> {
+    fn snapshot(&self) -> Result<Vec<Arc<Binding>>, Status> {
         self.shared
             .view
             .read()
@@ -107,7 +107,7 @@ impl HomeAgentAdmin for Admin {
         _request: Request<pb::ListBindingsRequest>,
     ) -> Result<Response<pb::ListBindingsResponse>, Status> {
         Ok(Response::new(pb::ListBindingsResponse {
-            bindings: self.snapshot()?.iter().map(to_proto).collect(),
+            bindings: self.snapshot()?.iter().map(|b| to_proto(b)).collect(),
         }))
     }
 

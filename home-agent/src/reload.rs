@@ -39,7 +39,7 @@ pub fn plan(
     controller_cache: Option<&AuthorizationCache>,
 ) -> anyhow::Result<Reload> {
     let mut table = Config::load(config)?.authorizations;
-    let authorized: Vec<Authorization> = table.entries().cloned().collect();
+    let authorized: Vec<Authorization> = table.iter().cloned().collect();
     if let Some(cache) = controller_cache {
         for entry in cache.load()? {
             if table.get(entry.home_address).is_some() {
@@ -81,7 +81,7 @@ impl Hangups {
         Ok(Hangups {
             signal: signal(SignalKind::hangup())?,
             config,
-            running: statics.entries().map(|a| a.home_address).collect(),
+            running: statics.iter().map(|a| a.home_address).collect(),
             controller_cache,
         })
     }

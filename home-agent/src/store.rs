@@ -267,18 +267,20 @@ mod tests {
             store
                 .commit(&[
                     Change::Upsert {
-                        binding: binding(),
+                        binding: binding().into(),
                         previous: None,
                     },
                     Change::Upsert {
-                        binding: other.clone(),
+                        binding: other.clone().into(),
                         previous: None,
                     },
                 ])
                 .await
                 .unwrap();
             store
-                .commit(&[Change::Remove { binding: other }])
+                .commit(&[Change::Remove {
+                    binding: other.into(),
+                }])
                 .await
                 .unwrap();
         }

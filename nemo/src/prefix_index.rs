@@ -15,9 +15,9 @@ use ipnet::Ipv6Net;
 /// Prefixes mapped to values, with overlap queries.
 #[derive(Debug, Clone)]
 pub struct PrefixIndex<V> {
-    /// Keyed by (network, length): networks sort in address order, so the
-    /// prefixes inside a range are one contiguous run.
-    entries: BTreeMap<(u128, u8), V>,
+    /// Keyed by network then length: networks sort in address order, so
+    /// the prefixes inside a range are one contiguous run.
+    entries: BTreeMap<Key, V>,
     /// How many stored prefixes have each length (index 0..=128).
     lengths: [u32; 129],
 }
@@ -31,14 +31,32 @@ impl<V> Default for PrefixIndex<V> {
     }
 }
 
-fn key(net: &Ipv6Net) -> (u128, u8) {
-    let net = net.trunc();
-    (u128::from(net.network()), net.prefix_len())
+/// A prefix as a key: the network's 16 octets, then the length. Ordered
+/// as (network, length) is, in 17 octets where `(u128, u8)` takes 32 (its
+/// alignment): a million prefixes in about 30 MB less.
+type Key = [u8; 17];
+
+fn packed(network: u128, length: u8) -> Key {
+    let mut key = [0; 17];
+    key[..16].copy_from_slice(&network.to_be_bytes());
+    key[16] = length;
+    key
 }
 
-fn net((network, length): (u128, u8)) -> Ipv6Net {
+fn key(net: &Ipv6Net) -> Key {
+    let net = net.trunc();
+    packed(u128::from(net.network()), net.prefix_len())
+}
+
+fn key_length(key: &Key) -> u8 {
+    key[16]
+}
+
+fn net(key: &Key) -> Ipv6Net {
+    let mut network = [0; 16];
+    network.copy_from_slice(&key[..16]);
     // Keys are built from valid prefixes only.
-    Ipv6Net::new(network.into(), length).unwrap_or_default()
+    Ipv6Net::new(network.into(), key_length(key)).unwrap_or_default()
 }
 
 impl<V> PrefixIndex<V> {
@@ -52,7 +70,7 @@ impl<V> PrefixIndex<V> {
         let key = key(&prefix);
         let previous = self.entries.insert(key, value);
         if previous.is_none() {
-            self.lengths[usize::from(key.1)] += 1;
+            self.lengths[usize::from(key_length(&key))] += 1;
         }
         previous
     }
@@ -62,7 +80,7 @@ impl<V> PrefixIndex<V> {
         let key = key(prefix);
         let removed = self.entries.remove(&key);
         if removed.is_some() {
-            self.lengths[usize::from(key.1)] -= 1;
+            self.lengths[usize::from(key_length(&key))] -= 1;
         }
         removed
     }
@@ -97,21 +115,21 @@ impl<V> PrefixIndex<V> {
             .filter(|&l| self.lengths[usize::from(l)] > 0)
             .filter_map(move |l| {
                 let key = key(&Ipv6Net::new(query.network(), l).ok()?);
-                self.entries.get(&key).map(|value| (net(key), value))
+                self.entries.get(&key).map(|value| (net(&key), value))
             });
         // Inside the range, a stored network shorter than `length` would start
         // at `first` and be an ancestor already reported: skip it.
         let inside = self
             .entries
-            .range((first, 0)..=(last, 128))
-            .filter(move |((_, l), _)| *l >= length)
-            .map(|(key, value)| (net(*key), value));
+            .range(packed(first, 0)..=packed(last, 128))
+            .filter(move |(key, _)| key_length(key) >= length)
+            .map(|(key, value)| (net(key), value));
         ancestors.chain(inside)
     }
 
     /// Every prefix and its value, in address order.
     pub fn iter(&self) -> impl Iterator<Item = (Ipv6Net, &V)> {
-        self.entries.iter().map(|(key, value)| (net(*key), value))
+        self.entries.iter().map(|(key, value)| (net(key), value))
     }
 }
 

@@ -199,7 +199,7 @@ fn explicit_registration_is_accepted_and_cached() {
     assert_eq!(binding.care_of, addr(COA));
     assert_eq!(binding.prefixes, vec![net("2001:db8:100::/56")]);
     assert_eq!(binding.expires_at, now + Duration::from_secs(400));
-    assert_eq!(ha.binding(addr(HOA_A)), Some(&binding));
+    assert_eq!(ha.binding(addr(HOA_A)), Some(&*binding));
 }
 
 #[test]

@@ -163,7 +163,7 @@ impl<D: HomeAgentDataPlane> Core<D> {
         match change {
             Change::Upsert { binding, previous } => {
                 let wanted = routes(binding);
-                let previous = previous.as_ref().map(routes);
+                let previous = previous.as_deref().map(routes);
                 // A refresh from the same care-of address with the same
                 // prefixes changes no route: the kernel is left alone (two
                 // netlink route replacements per prefix otherwise, which
@@ -208,7 +208,7 @@ impl<D: HomeAgentDataPlane> Core<D> {
         for change in changes {
             let previous = match change {
                 Change::Upsert { binding, .. } => {
-                    self.engine.cache().binding(binding.home_address).cloned()
+                    self.engine.cache().shared_binding(binding.home_address)
                 }
                 Change::Remove { .. } => None,
             };
@@ -218,10 +218,8 @@ impl<D: HomeAgentDataPlane> Core<D> {
                     previous,
                 },
                 Change::Remove { binding } => {
-                    match self.engine.cache().binding(binding.home_address) {
-                        Some(held) => Change::Remove {
-                            binding: held.clone(),
-                        },
+                    match self.engine.cache().shared_binding(binding.home_address) {
+                        Some(held) => Change::Remove { binding: held },
                         None => continue,
                     }
                 }
@@ -233,7 +231,7 @@ impl<D: HomeAgentDataPlane> Core<D> {
 
     /// Takes the active's whole cache (on this standby's disk already) and
     /// makes the kernel's routes match it.
-    async fn resync(&mut self, bindings: Vec<Binding>) {
+    async fn resync(&mut self, bindings: Vec<Arc<Binding>>) {
         let expired = self.engine.replace(bindings, SystemTime::now());
         let live: Vec<BindingRoutes> = self.engine.cache().bindings().map(routes).collect();
         match self.dataplane.reconcile(&live).await {
@@ -325,7 +323,11 @@ impl<D: HomeAgentDataPlane> Core<D> {
         }
     }
 
-    async fn delete(&mut self, home_address: Ipv6Addr, respond: oneshot::Sender<Option<Binding>>) {
+    async fn delete(
+        &mut self,
+        home_address: Ipv6Addr,
+        respond: oneshot::Sender<Option<Arc<Binding>>>,
+    ) {
         let Some(change) = self.engine.remove(home_address) else {
             let _ = respond.send(None);
             return;

@@ -56,7 +56,7 @@ pub struct BindingEvent {
     /// What happened.
     pub change: BindingChange,
     /// The binding.
-    pub binding: Binding,
+    pub binding: Arc<Binding>,
     /// Why: registration, deregistration, expiry, admin, snapshot.
     pub reason: &'static str,
 }
@@ -76,7 +76,7 @@ pub enum Role {
 pub struct Shared {
     /// Bindings on disk, or in the batch being written (a failed write
     /// stops the daemon).
-    pub view: RwLock<BTreeMap<Ipv6Addr, Binding>>,
+    pub view: RwLock<BTreeMap<Ipv6Addr, Arc<Binding>>>,
     /// Durable changes, as they happen.
     pub events: broadcast::Sender<BindingEvent>,
     /// Counters.
@@ -139,7 +139,7 @@ impl Shared {
     }
 
     /// Replaces the view with a whole cache (a standby's resynchronisation).
-    pub fn replace_view(&self, bindings: &[Binding]) {
+    pub fn replace_view(&self, bindings: &[Arc<Binding>]) {
         if let Ok(mut view) = self.view.write() {
             *view = bindings
                 .iter()
@@ -192,7 +192,7 @@ pub enum CoreEvent {
     /// Changes the active replicated, already on this standby's disk.
     Replicated(Vec<Change>),
     /// The active's whole cache, already on this standby's disk.
-    Resync(Vec<Binding>),
+    Resync(Vec<Arc<Binding>>),
     /// The bindings a returning member offers (its whole cache) before it
     /// follows this active, after both were active: the newer ones are
     /// taken (`nemo::ha::merge`); answered once they are durable.
@@ -209,7 +209,7 @@ pub enum CoreEvent {
         /// The home address.
         home_address: Ipv6Addr,
         /// The removed binding, or `None` when there was none.
-        respond: oneshot::Sender<Option<Binding>>,
+        respond: oneshot::Sender<Option<Arc<Binding>>>,
     },
 }
 
@@ -296,10 +296,15 @@ pub async fn start<D: HomeAgentDataPlane>(setup: Setup<D>) -> anyhow::Result<Run
         .commit(&removals)
         .await
         .context("removing expired bindings")?;
-    let live: Vec<Binding> = engine.cache().bindings().cloned().collect();
+    let live: Vec<Arc<Binding>> = engine.cache().shared_bindings().cloned().collect();
     let report = setup
         .dataplane
-        .reconcile(&live.iter().map(routes).collect::<Vec<_>>())
+        .reconcile(
+            &live
+                .iter()
+                .map(|binding| routes(binding))
+                .collect::<Vec<_>>(),
+        )
         .await
         .context("reconciling forwarding")?;
     tracing::info!(

@@ -29,7 +29,7 @@ pub(super) enum Pending {
     /// An operator removed a binding: made durable, then the operator told.
     Remove {
         change: Change,
-        respond: oneshot::Sender<Option<Binding>>,
+        respond: oneshot::Sender<Option<Arc<Binding>>>,
     },
 }
 

@@ -211,7 +211,7 @@ async fn serve(
                 // The snapshot's cut is here, between two batches: the view
                 // holds every batch before this point, and every batch
                 // after it is kept for this standby.
-                let bindings: Vec<Binding> = shared
+                let bindings: Vec<Arc<Binding>> = shared
                     .view
                     .read()
                     .map(|view| view.values().cloned().collect())
@@ -362,7 +362,7 @@ async fn hello(
 async fn send_snapshot(
     reader: OwnedReadHalf,
     mut writer: OwnedWriteHalf,
-    bindings: Vec<Binding>,
+    bindings: Vec<Arc<Binding>>,
 ) -> Result<(OwnedWriteHalf, OwnedReadHalf), WireError> {
     Frame::write_parts(&mut writer, &bindings, |bindings, last| Frame::Snapshot {
         bindings,

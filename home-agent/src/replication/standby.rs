@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-use nemo::ha::Change;
+use nemo::ha::{Binding, Change};
 use tokio::net::TcpSocket;
 use tokio::sync::{mpsc, watch};
 
@@ -103,11 +103,11 @@ async fn session(
     })
     .await?;
     // The whole cache first.
-    let mut snapshot = Vec::new();
+    let mut snapshot: Vec<Arc<Binding>> = Vec::new();
     loop {
         match Frame::read(&mut reader).await? {
             Frame::Snapshot { bindings, last } => {
-                snapshot.extend(bindings);
+                snapshot.extend(bindings.into_iter().map(Arc::new));
                 if last {
                     break;
                 }
@@ -120,7 +120,7 @@ async fn session(
     let mut changes: Vec<Change> = held
         .difference(&kept)
         .map(|home| Change::Remove {
-            binding: removed(*home),
+            binding: Arc::new(removed(*home)),
         })
         .collect();
     changes.extend(snapshot.iter().map(|binding| Change::Upsert {

@@ -18,6 +18,7 @@
 //! keeps is byte for byte what the active keeps.
 
 use std::net::Ipv6Addr;
+use std::sync::Arc;
 
 use nemo::ha::{Binding, Change};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -195,11 +196,11 @@ impl Frame {
                 for _ in 0..count {
                     changes.push(match reader.u8()? {
                         1 => Change::Upsert {
-                            binding: reader.record()?,
+                            binding: Arc::new(reader.record()?),
                             previous: None,
                         },
                         2 => Change::Remove {
-                            binding: removed(reader.address()?),
+                            binding: Arc::new(removed(reader.address()?)),
                         },
                         _ => return Err(WireError::Malformed("unknown change")),
                     });
@@ -226,7 +227,7 @@ impl Frame {
     /// empty last frame when there are none.
     pub async fn write_parts(
         stream: &mut (impl AsyncWriteExt + Unpin),
-        bindings: &[Binding],
+        bindings: &[impl std::borrow::Borrow<Binding>],
         part: impl Fn(Vec<Binding>, bool) -> Frame,
     ) -> Result<(), WireError> {
         let mut chunks = bindings.chunks(SNAPSHOT_CHUNK).peekable();
@@ -234,9 +235,8 @@ impl Frame {
             return part(Vec::new(), true).write(stream).await;
         }
         while let Some(chunk) = chunks.next() {
-            part(chunk.to_vec(), chunks.peek().is_none())
-                .write(stream)
-                .await?;
+            let chunk = chunk.iter().map(|b| b.borrow().clone()).collect();
+            part(chunk, chunks.peek().is_none()).write(stream).await?;
         }
         Ok(())
     }
@@ -361,11 +361,11 @@ mod tests {
                 id: 9,
                 changes: vec![
                     Change::Upsert {
-                        binding: binding(3),
+                        binding: binding(3).into(),
                         previous: None,
                     },
                     Change::Remove {
-                        binding: removed(binding(4).home_address),
+                        binding: removed(binding(4).home_address).into(),
                     },
                 ],
             },
@@ -390,7 +390,7 @@ mod tests {
         let good = Frame::Batch {
             id: 1,
             changes: vec![Change::Upsert {
-                binding: binding(1),
+                binding: binding(1).into(),
                 previous: None,
             }],
         }

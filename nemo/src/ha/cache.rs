@@ -35,6 +35,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv6Addr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::Ipv6Net;
@@ -108,20 +109,22 @@ impl Binding {
 }
 
 /// A change to the binding cache that the driver must persist and apply to
-/// forwarding before acknowledging.
+/// forwarding before acknowledging. The bindings are shared (`Arc`) with
+/// the cache and with whatever keeps the durable state (the daemon's view):
+/// one copy of each binding in memory, however many hold it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     /// A binding created or updated; `previous` is what it replaced.
     Upsert {
         /// The binding now.
-        binding: Binding,
+        binding: Arc<Binding>,
         /// The binding before, if any.
-        previous: Option<Binding>,
+        previous: Option<Arc<Binding>>,
     },
     /// A binding removed (deregistration, expiry, or by an operator).
     Remove {
         /// The binding removed.
-        binding: Binding,
+        binding: Arc<Binding>,
     },
 }
 
@@ -275,7 +278,7 @@ pub struct Refusal {
 #[derive(Debug)]
 pub struct BindingCache {
     config: HomeAgentConfig,
-    bindings: HashMap<Ipv6Addr, Binding>,
+    bindings: HashMap<Ipv6Addr, Arc<Binding>>,
     /// Which home address each bound prefix belongs to.
     prefix_owner: PrefixIndex<Ipv6Addr>,
     /// Expiry order.
@@ -401,11 +404,12 @@ impl BindingCache {
     /// bounds.
     pub fn load(
         &mut self,
-        bindings: impl IntoIterator<Item = Binding>,
+        bindings: impl IntoIterator<Item = impl Into<Arc<Binding>>>,
         now: SystemTime,
-    ) -> Vec<Binding> {
+    ) -> Vec<Arc<Binding>> {
         let mut expired = Vec::new();
         for binding in bindings {
+            let binding: Arc<Binding> = binding.into();
             if let Some(timestamp) = binding.timestamp {
                 let newest = self.replay.entry(binding.home_address).or_insert(timestamp);
                 *newest = (*newest).max(timestamp);
@@ -421,11 +425,21 @@ impl BindingCache {
 
     /// The binding for a home address.
     pub fn binding(&self, home_address: Ipv6Addr) -> Option<&Binding> {
-        self.bindings.get(&home_address)
+        self.bindings.get(&home_address).map(|binding| &**binding)
+    }
+
+    /// The binding for a home address, shared.
+    pub fn shared_binding(&self, home_address: Ipv6Addr) -> Option<Arc<Binding>> {
+        self.bindings.get(&home_address).cloned()
     }
 
     /// Every binding, in no particular order.
     pub fn bindings(&self) -> impl Iterator<Item = &Binding> {
+        self.bindings.values().map(|binding| &**binding)
+    }
+
+    /// Every binding, shared, in no particular order.
+    pub fn shared_bindings(&self) -> impl Iterator<Item = &Arc<Binding>> {
         self.bindings.values()
     }
 
@@ -444,7 +458,7 @@ impl BindingCache {
         self.replay.get(&home_address).copied()
     }
 
-    fn insert(&mut self, binding: Binding) -> Option<Binding> {
+    fn insert(&mut self, binding: Arc<Binding>) -> Option<Arc<Binding>> {
         let previous = self.take(binding.home_address);
         for prefix in &binding.prefixes {
             self.prefix_owner.insert(*prefix, binding.home_address);
@@ -455,7 +469,7 @@ impl BindingCache {
         previous
     }
 
-    fn take(&mut self, home_address: Ipv6Addr) -> Option<Binding> {
+    fn take(&mut self, home_address: Ipv6Addr) -> Option<Arc<Binding>> {
         let binding = self.bindings.remove(&home_address)?;
         for prefix in &binding.prefixes {
             if self.prefix_owner.get(prefix) == Some(&home_address) {
@@ -741,7 +755,7 @@ impl BindingCache {
             .lifetime
             .min(Lifetime::from_duration_floor(self.config.max_lifetime))
             .max(Lifetime(1));
-        let binding = Binding {
+        let binding = Arc::new(Binding {
             home_address,
             care_of,
             prefixes,
@@ -752,7 +766,7 @@ impl BindingCache {
             lifetime: granted,
             registered_at: now,
             expires_at: now + granted.as_duration(),
-        };
+        });
         self.deregistered.remove(&home_address);
         let previous = self.insert(binding.clone());
         let change = Change::Upsert { binding, previous };

@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::net::Ipv6Addr;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::{
@@ -193,9 +194,9 @@ impl<P: Clone> HomeAgent<P> {
     /// whose removal must be made durable (and forwarding removed).
     pub fn load(
         &mut self,
-        bindings: impl IntoIterator<Item = Binding>,
+        bindings: impl IntoIterator<Item = impl Into<Arc<Binding>>>,
         now: SystemTime,
-    ) -> Vec<Binding> {
+    ) -> Vec<Arc<Binding>> {
         self.cache.load(bindings, now)
     }
 
@@ -210,7 +211,7 @@ impl<P: Clone> HomeAgent<P> {
 
     /// Replaces the whole cache with the active member's (a standby's
     /// resynchronisation); returns the bindings already expired at `now`.
-    pub fn replace(&mut self, bindings: Vec<Binding>, now: SystemTime) -> Vec<Binding> {
+    pub fn replace(&mut self, bindings: Vec<Arc<Binding>>, now: SystemTime) -> Vec<Arc<Binding>> {
         self.cache = BindingCache::new(self.cache.config().clone());
         self.last_path.clear();
         self.cache.load(bindings, now)

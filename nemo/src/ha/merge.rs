@@ -20,6 +20,7 @@
 //! and bound to no other home address.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::authorization::AuthorizationTable;
@@ -98,8 +99,11 @@ impl BindingCache {
             let verdict = self.judge(&binding, authorizations, in_step_until, now);
             *merged.verdicts.entry(verdict).or_default() += 1;
             if verdict == Verdict::Taken {
-                let previous = self.binding(binding.home_address).cloned();
-                let change = Change::Upsert { binding, previous };
+                let previous = self.shared_binding(binding.home_address);
+                let change = Change::Upsert {
+                    binding: Arc::new(binding),
+                    previous,
+                };
                 self.apply(&change);
                 merged.changes.push(change);
             }
