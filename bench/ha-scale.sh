@@ -15,6 +15,9 @@
 # restart's load from that cache, are measured. SOURCE=config writes them
 # into the config as a million [[mobile_router]] tables instead.
 #
+# HA_BIN runs another nemo-ha build (the glibc one bench/ha-heap.sh makes,
+# target/heaptrack/release/nemo-ha, to compare allocators).
+#
 # STORE_DIR (default /var/tmp) holds the home agent's store: a real disk, so
 # the flushes are real fsyncs.
 set -euo pipefail
@@ -25,6 +28,7 @@ refresh=${3:-30}
 
 cargo build --release -q -p home-agent --bin nemo-ha --bin ha-loadgen
 bin=target/release
+ha_bin=${HA_BIN:-$bin/nemo-ha}
 source=${SOURCE:-controller}
 work=$(mktemp -d "${STORE_DIR:-/var/tmp}/nemo-ha-scale.XXXXXX")
 pid=
@@ -44,7 +48,7 @@ bindings() { # the home agent's own count, from its metrics endpoint
 start_ha() { # prints seconds until the ready line
   local started=$SECONDS.$(date +%N) out="$work/ready"
   rm -f "$out"
-  "$bin/nemo-ha" --config "$work/ha.toml" >"$out" 2>>"$work/ha.log" &
+  "$ha_bin" --config "$work/ha.toml" >"$out" 2>>"$work/ha.log" &
   pid=$!
   until [ -s "$out" ]; do
     kill -0 "$pid" 2>/dev/null || { echo "nemo-ha exited; log:" >&2; tail "$work/ha.log" >&2; exit 1; }

@@ -19,7 +19,10 @@ use nemo_ha::store::Store;
 // mimalloc: 20% more registrations per second than glibc's allocator at
 // saturation (52.8-53.8k/s against 43.1-45.2k/s, 8-second runs of
 // ha-loadgen with 2000 routers) and about the same memory (231 against 222
-// MiB with 100,000 bindings); docs/BENCHMARKS.md.
+// MiB with 100,000 bindings); docs/BENCHMARKS.md. The feature
+// `system-allocator` keeps glibc's, for heap profilers that interpose
+// malloc (heaptrack: bench/ha-heap.sh).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -170,13 +173,13 @@ async fn serve<D: HomeAgentDataPlane>(
             )
             .context("controller token_file")?;
             let started = std::time::Instant::now();
-            let cached = cache.load()?;
-            let count = cached.len();
-            for entry in cached {
+            let mut count = 0u64;
+            cache.for_each(|entry| {
+                count += 1;
                 authorizations
                     .insert(entry)
-                    .context("cached authorization conflicts with the configuration")?;
-            }
+                    .context("cached authorization conflicts with the configuration")
+            })?;
             tracing::info!(
                 authorizations = count,
                 took_ms = started.elapsed().as_millis() as u64,

@@ -162,11 +162,23 @@ impl Store {
     /// promise of its acknowledgements.
     pub fn load(&self) -> Result<Vec<Binding>, StoreError> {
         let mut bindings = Vec::new();
-        self.disk.for_each(BINDINGS, None, None, |key, value| {
-            bindings.push(decode(key, value)?);
+        self.for_each(|binding| {
+            bindings.push(binding);
             Ok::<_, StoreError>(())
         })?;
         Ok(bindings)
+    }
+
+    /// Calls `each` with every binding on disk, one record decoded at a
+    /// time (a restart with a million holds no second copy of them all);
+    /// stops at the first error, a record that does not decode included.
+    pub fn for_each<E: From<StoreError> + From<DiskError>>(
+        &self,
+        mut each: impl FnMut(Binding) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.disk.for_each(BINDINGS, None, None, |key, value| {
+            each(decode(key, value).map_err(E::from)?)
+        })
     }
 
     /// Writes a batch of changes in one transaction; when this returns, the

@@ -282,9 +282,15 @@ pub struct PairSetup {
 /// core and the writer.
 pub async fn start<D: HomeAgentDataPlane>(setup: Setup<D>) -> anyhow::Result<Running> {
     let now = SystemTime::now();
-    let stored = setup.store.load().context("loading bindings")?;
     let mut engine = HomeAgent::new(setup.engine, setup.authorizations);
-    let expired = engine.load(stored, now);
+    let mut expired = Vec::new();
+    setup
+        .store
+        .for_each(|binding| {
+            expired.extend(engine.load([binding], now));
+            Ok::<_, crate::store::StoreError>(())
+        })
+        .context("loading bindings")?;
     let removals: Vec<Change> = expired
         .iter()
         .map(|binding| Change::Remove {

@@ -80,7 +80,12 @@ impl AuthorizationTable {
     }
 
     /// Adds or replaces the entry for a home address.
-    pub fn insert(&mut self, entry: Authorization) -> Result<(), AuthorizationError> {
+    pub fn insert(&mut self, mut entry: Authorization) -> Result<(), AuthorizationError> {
+        // Kept for long, by the million: no spare capacity (a prefix list
+        // collected from an iterator that does not know its length has
+        // room for four, 51 octets wasted on the usual one).
+        entry.prefixes.shrink_to_fit();
+        entry.security_associations.shrink_to_fit();
         if entry.security_associations.is_empty() {
             return Err(AuthorizationError::NoSecurityAssociation(
                 entry.home_address,
