@@ -162,8 +162,10 @@ async fn serve<D: HomeAgentDataPlane>(
     let hangups =
         nemo_ha::reload::Hangups::install(config_path, &authorizations, controller_cache.clone())
             .context("installing the SIGHUP handler")?;
-    // From the controller: what the last run cached, then its watch.
+    // From the controller: what the last run cached (loaded beside the
+    // store's bindings, on the other core), then its watch.
     let mut authorizations = authorizations;
+    let mut cached = None;
     let controller = match (&config.controller, controller_cache) {
         (Some(section), Some(cache)) => {
             let link = nemo_daemon::ControllerLink::new(
@@ -172,19 +174,7 @@ async fn serve<D: HomeAgentDataPlane>(
                 section.token_file.get_ref(),
             )
             .context("controller token_file")?;
-            let started = std::time::Instant::now();
-            let mut count = 0u64;
-            cache.for_each(|entry| {
-                count += 1;
-                authorizations
-                    .insert(entry)
-                    .context("cached authorization conflicts with the configuration")
-            })?;
-            tracing::info!(
-                authorizations = count,
-                took_ms = started.elapsed().as_millis() as u64,
-                "the controller's authorizations loaded from the cache"
-            );
+            cached = Some(cache.clone());
             Some(nemo_ha::controller::ControllerSettings {
                 link,
                 home_agent: section.home_agent.clone(),
@@ -202,6 +192,24 @@ async fn serve<D: HomeAgentDataPlane>(
         }
         None => (None, None),
     };
+    let authorizations = tokio::task::spawn_blocking(move || {
+        if let Some(cache) = cached {
+            let started = std::time::Instant::now();
+            let mut count = 0u64;
+            cache.for_each(|entry| {
+                count += 1;
+                authorizations
+                    .insert(entry)
+                    .context("cached authorization conflicts with the configuration")
+            })?;
+            tracing::info!(
+                authorizations = count,
+                took_ms = started.elapsed().as_millis() as u64,
+                "the controller's authorizations loaded from the cache"
+            );
+        }
+        Ok(authorizations)
+    });
     let mut running = driver::start(Setup {
         engine,
         authorizations,

@@ -19,8 +19,8 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::Context;
 use nemo::ha::{
-    AuthorizationTable, Binding, Change, ChangeKind, Decision, Forwarding, Handled, HomeAgent,
-    Transmit,
+    AuthorizationTable, Binding, BindingCache, Change, ChangeKind, Decision, Forwarding, Handled,
+    HomeAgent, Transmit,
 };
 use nemo::wire::BaStatus;
 use nemo_dataplane::{BindingRoutes, HomeAgentDataPlane};
@@ -238,8 +238,9 @@ pub struct Running {
 pub struct Setup<D> {
     /// The engine's settings.
     pub engine: nemo::ha::HomeAgentConfig,
-    /// The authorizations.
-    pub authorizations: AuthorizationTable,
+    /// The authorizations, being loaded (the controller's cache) while the
+    /// store's bindings load: a million of each in about the time of one.
+    pub authorizations: tokio::task::JoinHandle<anyhow::Result<AuthorizationTable>>,
     /// The open store.
     pub store: Store,
     /// Group commit or not.
@@ -282,15 +283,22 @@ pub struct PairSetup {
 /// core and the writer.
 pub async fn start<D: HomeAgentDataPlane>(setup: Setup<D>) -> anyhow::Result<Running> {
     let now = SystemTime::now();
-    let mut engine = HomeAgent::new(setup.engine, setup.authorizations);
-    let mut expired = Vec::new();
-    setup
-        .store
-        .for_each(|binding| {
-            expired.extend(engine.load([binding], now));
+    let (store, engine_config) = (setup.store.clone(), setup.engine);
+    let loading = tokio::task::spawn_blocking(move || {
+        let mut cache = BindingCache::new(engine_config);
+        let mut expired = Vec::new();
+        store.for_each(|binding| {
+            expired.extend(cache.load([binding], now));
             Ok::<_, crate::store::StoreError>(())
-        })
+        })?;
+        Ok::<_, crate::store::StoreError>((cache, expired))
+    });
+    let (bindings, authorizations) = tokio::join!(loading, setup.authorizations);
+    let (cache, expired) = bindings
+        .context("loading bindings")?
         .context("loading bindings")?;
+    let authorizations = authorizations.context("loading authorizations")??;
+    let engine = HomeAgent::with_cache(cache, authorizations);
     let removals: Vec<Change> = expired
         .iter()
         .map(|binding| Change::Remove {

@@ -190,6 +190,16 @@ impl<P: Clone> HomeAgent<P> {
         }
     }
 
+    /// A home agent with a cache already loaded (a restart loads the
+    /// cache and the authorizations side by side).
+    pub fn with_cache(cache: BindingCache, authorizations: AuthorizationTable) -> HomeAgent<P> {
+        HomeAgent {
+            cache,
+            authorizations,
+            last_path: HashMap::new(),
+        }
+    }
+
     /// Loads stored bindings at start-up; returns those expired at `now`,
     /// whose removal must be made durable (and forwarding removed).
     pub fn load(
