@@ -18,7 +18,7 @@
 
 use std::path::{Path, PathBuf};
 
-use redb::{Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 /// Why the disk failed.
 #[derive(Debug, thiserror::Error)]
@@ -236,6 +236,15 @@ impl Disk {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// How many records `table` holds (to size what a load fills).
+    pub fn len(&self, table: &str) -> Result<u64, DiskError> {
+        let txn = self.db.begin_read().map_err(|e| self.error(e))?;
+        let table = txn
+            .open_table(self.table(table)?)
+            .map_err(|e| self.error(e))?;
+        table.len().map_err(|e| self.error(e))
     }
 
     /// The first (smallest) key of `table`, if it holds any.

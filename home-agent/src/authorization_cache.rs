@@ -107,6 +107,11 @@ impl AuthorizationCache {
         Ok(entries)
     }
 
+    /// How many authorizations are cached.
+    pub fn count(&self) -> Result<u64, CacheError> {
+        Ok(self.disk.len(ENTRIES)?)
+    }
+
     /// Calls `each` with every cached authorization, one record decoded at
     /// a time (a million load without a second copy of them all); stops at
     /// the first error.

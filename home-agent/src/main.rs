@@ -195,6 +195,7 @@ async fn serve<D: HomeAgentDataPlane>(
     let authorizations = tokio::task::spawn_blocking(move || {
         if let Some(cache) = cached {
             let started = std::time::Instant::now();
+            authorizations.reserve(usize::try_from(cache.count()?).unwrap_or(0));
             let mut count = 0u64;
             cache.for_each(|entry| {
                 count += 1;

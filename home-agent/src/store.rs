@@ -169,6 +169,11 @@ impl Store {
         Ok(bindings)
     }
 
+    /// How many bindings are on disk.
+    pub fn count(&self) -> Result<u64, StoreError> {
+        Ok(self.disk.len(BINDINGS)?)
+    }
+
     /// Calls `each` with every binding on disk, one record decoded at a
     /// time (a restart with a million holds no second copy of them all);
     /// stops at the first error, a record that does not decode included.

@@ -286,6 +286,7 @@ pub async fn start<D: HomeAgentDataPlane>(setup: Setup<D>) -> anyhow::Result<Run
     let (store, engine_config) = (setup.store.clone(), setup.engine);
     let loading = tokio::task::spawn_blocking(move || {
         let mut cache = BindingCache::new(engine_config);
+        cache.reserve(usize::try_from(store.count()?).unwrap_or(0));
         let mut expired = Vec::new();
         store.for_each(|binding| {
             expired.extend(cache.load([binding], now));

@@ -79,6 +79,14 @@ impl AuthorizationTable {
         Ok(table)
     }
 
+    /// Makes room for `additional` more entries at once (a load that knows
+    /// its count): the tables do not grow by doubling through a million,
+    /// each step leaving the previous one's memory behind.
+    pub fn reserve(&mut self, additional: usize) {
+        self.by_home.reserve(additional);
+        self.by_spi.reserve(additional);
+    }
+
     /// Adds or replaces the entry for a home address.
     pub fn insert(&mut self, mut entry: Authorization) -> Result<(), AuthorizationError> {
         // Kept for long, by the million: no spare capacity (a prefix list

@@ -423,6 +423,13 @@ impl BindingCache {
         expired
     }
 
+    /// Makes room for `additional` more bindings at once (a load that
+    /// knows its count).
+    pub fn reserve(&mut self, additional: usize) {
+        self.bindings.reserve(additional);
+        self.replay.reserve(additional);
+    }
+
     /// The binding for a home address.
     pub fn binding(&self, home_address: Ipv6Addr) -> Option<&Binding> {
         self.bindings.get(&home_address).map(|binding| &**binding)
