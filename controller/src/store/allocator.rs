@@ -13,6 +13,9 @@ pub struct Slots {
     used: BTreeSet<u64>,
     /// Slot -> until (unix ms): released, not yet reusable.
     quarantine: BTreeMap<u64, i64>,
+    /// The same, ordered by until: the ones run out are a range, found
+    /// without reading every quarantined slot on each allocation.
+    quarantine_ends: BTreeSet<(i64, u64)>,
     /// Where the search for a free block starts: after the last allocation.
     cursor: u64,
     /// The revision of the allocation that set the cursor at load.
@@ -54,7 +57,22 @@ impl Slots {
 
     /// Holds a slot in quarantine until `until` (unix ms), at load.
     pub fn load_quarantine(&mut self, slot: u64, until: i64) {
-        self.quarantine.insert(slot, until);
+        self.hold(slot, until);
+    }
+
+    /// Holds a slot until `until`, replacing an earlier hold.
+    fn hold(&mut self, slot: u64, until: i64) {
+        if let Some(earlier) = self.quarantine.insert(slot, until) {
+            self.quarantine_ends.remove(&(earlier, slot));
+        }
+        self.quarantine_ends.insert((until, slot));
+    }
+
+    /// Ends a slot's hold, if it has one.
+    fn unhold(&mut self, slot: u64) {
+        if let Some(until) = self.quarantine.remove(&slot) {
+            self.quarantine_ends.remove(&(until, slot));
+        }
     }
 
     /// Forgets an allocation's slots (another replica released or deleted
@@ -67,7 +85,7 @@ impl Slots {
 
     /// Ends a slot's quarantine (another replica reused or dropped it).
     pub fn forget_quarantine(&mut self, slot: u64) {
-        self.quarantine.remove(&slot);
+        self.unhold(slot);
     }
 
     /// Number of slots held in quarantine.
@@ -123,20 +141,19 @@ impl Slots {
 
     /// Quarantined slots whose time is up at `now`.
     fn expired(&self, now: i64) -> Vec<u64> {
-        self.quarantine
-            .iter()
-            .filter(|(_, until)| **until <= now)
-            .map(|(slot, _)| *slot)
+        self.quarantine_ends
+            .range(..=(now, u64::MAX))
+            .map(|(_, slot)| *slot)
             .collect()
     }
 
     /// Takes a block [`Slots::find_free`] found.
     pub fn take(&mut self, found: &Found, capacity: u64) {
         for slot in &found.expired {
-            self.quarantine.remove(slot);
+            self.unhold(*slot);
         }
         for slot in found.slots.clone() {
-            self.quarantine.remove(&slot);
+            self.unhold(slot);
             self.used.insert(slot);
         }
         self.cursor = found.slots.end % capacity.max(1);
@@ -146,7 +163,7 @@ impl Slots {
     pub fn release(&mut self, slots: Range<u64>, until: i64) {
         for slot in slots {
             self.used.remove(&slot);
-            self.quarantine.insert(slot, until);
+            self.hold(slot, until);
         }
     }
 }
@@ -154,6 +171,36 @@ impl Slots {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quarantine_ends_are_those_a_scan_finds_whatever_came_before() {
+        let mut slots = Slots::default();
+        // Held, held again later, forgotten, taken: a mix of every change.
+        for slot in 0..1000u64 {
+            slots.release(slot..slot + 1, (slot as i64 * 7919) % 500);
+        }
+        for slot in (0..1000u64).step_by(3) {
+            slots.release(slot..slot + 1, 1000 + slot as i64);
+        }
+        for slot in (0..1000u64).step_by(5) {
+            slots.forget_quarantine(slot);
+        }
+        let found = slots.exact(2000..2001, 250).unwrap();
+        slots.take(&found, 4096);
+        for now in [-1, 0, 100, 250, 499, 500, 1500, 2500] {
+            let mut scanned: Vec<u64> = slots
+                .quarantine
+                .iter()
+                .filter(|(_, until)| **until <= now)
+                .map(|(slot, _)| *slot)
+                .collect();
+            scanned.sort_unstable();
+            let mut ended = slots.expired(now);
+            ended.sort_unstable();
+            assert_eq!(ended, scanned, "at {now}");
+        }
+        assert_eq!(slots.quarantine.len(), slots.quarantine_ends.len());
+    }
 
     #[test]
     fn blocks_come_in_order_after_the_cursor_and_wrap() {
