@@ -691,3 +691,65 @@ fn load_generator_smoke() {
     assert!(field("acknowledged") > 20, "{report}");
     assert_eq!(field("rejected"), 0, "{report}");
 }
+
+#[test]
+fn load_generator_smoke_with_the_authorizations_from_a_controller() {
+    // The stand-in controller (the benchmark's production path), the
+    // home agent's redb copy of what it sent, and a restart from that copy
+    // with the controller gone.
+    let dir = tempfile::tempdir().unwrap();
+    let loadgen = env!("CARGO_BIN_EXE_ha-loadgen");
+    let mut controller = nemo_testkit::Process::start(
+        {
+            let mut command = Command::new(loadgen);
+            command.args(["controller", "--routers", "30", "--listen", "[::1]:0"]);
+            command
+        },
+        dir.path().join("controller.log"),
+    );
+    let token = dir.path().join("token");
+    std::fs::write(&token, "stand-in\n").unwrap();
+    let config = Command::new(loadgen)
+        .args([
+            "config",
+            "--routers",
+            "30",
+            "--listen",
+            "[::1]:0",
+            "--store",
+        ])
+        .arg(dir.path().join("store"))
+        .arg("--controller")
+        .arg(format!("http://{}", controller.field("grpc")))
+        .arg("--token-file")
+        .arg(&token)
+        .output()
+        .unwrap();
+    assert!(config.status.success());
+    let config = String::from_utf8(config.stdout).unwrap()
+        + "\n[admin]\nlisten = \"[::1]:0\"\n\n[metrics]\nlisten = \"[::1]:0\"\n";
+    let mut daemon = Daemon::start_with(dir.path(), &config);
+    let log = nemo_testkit::wait_for_text(&daemon.log, "whole state applied", 1);
+    assert!(log.contains("authorizations=30"), "{log}");
+    let run = |daemon: &Daemon| {
+        let run = Command::new(loadgen)
+            .args(["run", "--routers", "30", "--seconds", "1", "--target"])
+            .arg(daemon.udp.to_string())
+            .output()
+            .unwrap();
+        let report = String::from_utf8(run.stdout).unwrap();
+        let field = |name: &str| -> u64 { nemo_testkit::field(&report, name).parse().unwrap() };
+        assert!(field("acknowledged") > 30, "{report}");
+        assert_eq!(field("rejected"), 0, "{report}");
+    };
+    run(&daemon);
+    assert!(dir.path().join("store/authorizations.redb").exists());
+
+    // Killed, and the controller gone: the copy serves the restart.
+    daemon.kill();
+    controller.kill();
+    let restarted = Daemon::start_with(dir.path(), &config);
+    let log = nemo_testkit::wait_for_text(&restarted.log, "loaded from the cache", 1);
+    assert!(log.contains("authorizations=30"), "{log}");
+    run(&restarted);
+}

@@ -185,14 +185,7 @@ impl Process {
     /// Waits up to 15 s until the log holds `text` `count` times, and
     /// returns the log.
     pub fn wait_for(&self, text: &str, count: usize) -> String {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-        loop {
-            let log = self.log();
-            if log.matches(text).count() >= count || std::time::Instant::now() > deadline {
-                return log;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+        wait_for_text(&self.log, text, count)
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -213,6 +206,19 @@ impl Process {
 impl Drop for Process {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Waits up to 15 s until the file at `path` (a daemon's log) holds
+/// `text` `count` times, and returns what it holds.
+pub fn wait_for_text(path: &std::path::Path, text: &str, count: usize) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let log = std::fs::read_to_string(path).unwrap_or_default();
+        if log.matches(text).count() >= count || std::time::Instant::now() > deadline {
+            return log;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 
