@@ -176,9 +176,7 @@ impl Store {
                     .entry(pool.to_owned())
                     .or_default()
                     .take(&found, capacity);
-                state
-                    .allocations
-                    .insert(allocation.prefix, allocation.clone());
+                state.allocations.insert(allocation.clone());
             },
         )
         .await?;

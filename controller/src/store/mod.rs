@@ -36,6 +36,7 @@ use nemo_daemon::disk::{Disk, DiskError, Write};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, Mutex};
 
+mod allocation_table;
 mod allocations;
 mod allocator;
 mod backend;
@@ -117,7 +118,7 @@ fn check_name(field: &'static str, name: &str) -> Result<(), StoreError> {
 struct State {
     pools: BTreeMap<String, Pool>,
     tenants: BTreeMap<String, Tenant>,
-    allocations: BTreeMap<Ipv6Net, Allocation>,
+    allocations: allocation_table::AllocationTable,
     slots: HashMap<String, Slots>,
     home_agents: BTreeMap<String, HomeAgentRecord>,
     hypervisors: BTreeMap<String, Hypervisor>,

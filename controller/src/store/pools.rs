@@ -94,11 +94,7 @@ impl Store {
                 what: "pool",
                 name: name.to_owned(),
             })?;
-        let allocated = state
-            .allocations
-            .values()
-            .filter(|a| a.pool == name)
-            .count() as u64;
+        let allocated = state.allocations.in_pool(name);
         let quarantined = state.slots.get(name).map_or(0, |s| s.quarantined() as u64);
         Ok((pool, allocated, quarantined))
     }
@@ -123,11 +119,7 @@ impl Store {
                 what: "pool",
                 name: name.to_owned(),
             })?;
-        let in_use = state
-            .allocations
-            .values()
-            .filter(|a| a.pool == name)
-            .count();
+        let in_use = state.allocations.in_pool(name);
         if in_use > 0 {
             return Err(StoreError::Precondition(format!(
                 "name: pool {name:?} still has {in_use} prefixes allocated"

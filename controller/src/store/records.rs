@@ -34,7 +34,7 @@ impl State {
         State {
             pools: BTreeMap::new(),
             tenants: BTreeMap::new(),
-            allocations: BTreeMap::new(),
+            allocations: Default::default(),
             slots: HashMap::new(),
             home_agents: BTreeMap::new(),
             hypervisors: BTreeMap::new(),
@@ -95,7 +95,7 @@ impl State {
                         pool_slots.load_allocation(range, allocation.revision, capacity);
                     }
                 }
-                self.allocations.insert(allocation.prefix, allocation);
+                self.allocations.insert(allocation);
             }
             ("allocations", None) => {
                 let prefix: Ipv6Net = decode(key)?;
