@@ -19,7 +19,7 @@ pub mod transport;
 pub mod tunsrc;
 pub mod vrrp;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::Ipv6Addr;
 use std::sync::Mutex;
@@ -111,6 +111,21 @@ pub trait HomeAgentDataPlane: Send + Sync + 'static {
     /// Removes everything this data plane created (shutdown with
     /// forwarding removed).
     fn remove_all(&self) -> impl Future<Output = Result<(), DataPlaneError>> + Send;
+
+    /// Ends a [`HomeAgentDataPlane::reconcile`] that ran beside `set` and
+    /// `clear` calls (a restart that serves before its data plane caught
+    /// up): the reconcile worked from an older list, so the bindings that
+    /// changed meanwhile are made what they are now: `now` installed,
+    /// the destinations of `gone` (what they were before) removed unless
+    /// `now` holds them; and the decapsulation state is made exactly
+    /// `users` (care-of address -> bindings using it, over every binding),
+    /// counted anew rather than from what each call added or released.
+    fn settle(
+        &self,
+        now: &[BindingRoutes],
+        gone: &[BindingRoutes],
+        users: HashMap<Ipv6Addr, usize>,
+    ) -> impl Future<Output = Result<(), DataPlaneError>> + Send;
 }
 
 /// What one tenant instance of a mobile router needs from the data plane:
@@ -299,6 +314,36 @@ impl HomeAgentDataPlane for MemoryDataPlane {
         }
         Ok(report)
     }
+
+    async fn settle(
+        &self,
+        now: &[BindingRoutes],
+        gone: &[BindingRoutes],
+        _users: HashMap<Ipv6Addr, usize>,
+    ) -> Result<(), DataPlaneError> {
+        let mut table = self
+            .routes
+            .lock()
+            .map_err(|_| DataPlaneError::Unavailable {
+                backend: "memory",
+                reason: "poisoned".into(),
+            })?;
+        let held = settled_destinations(now);
+        for destination in gone.iter().flat_map(BindingRoutes::destinations) {
+            if !held.contains_key(&destination) {
+                table.remove(&destination);
+            }
+        }
+        table.extend(held);
+        Ok(())
+    }
+}
+
+/// The destinations `now` holds, and the care-of address of each.
+pub(crate) fn settled_destinations(now: &[BindingRoutes]) -> HashMap<Ipv6Net, Ipv6Addr> {
+    now.iter()
+        .flat_map(|routes| routes.destinations().map(move |d| (d, routes.care_of)))
+        .collect()
 }
 
 impl MobileRouterDataPlane for MemoryDataPlane {
@@ -398,6 +443,35 @@ mod tests {
                 removed: 2
             }
         );
+    }
+
+    #[tokio::test]
+    async fn settling_undoes_what_a_late_reconcile_put_back() {
+        let plane = MemoryDataPlane::new();
+        // The binding moved to 2001:db8:3::10 and lost a prefix while a
+        // reconcile worked from the list made before.
+        let before = routes(
+            "2001:db8:2::10",
+            &["2001:db8:100::/56", "2001:db8:101::/56"],
+        );
+        let now = routes("2001:db8:3::10", &["2001:db8:100::/56"]);
+        plane.set(&now, Some(&before)).await.unwrap();
+        plane
+            .reconcile(std::slice::from_ref(&before))
+            .await
+            .unwrap();
+        plane
+            .settle(
+                std::slice::from_ref(&now),
+                std::slice::from_ref(&before),
+                HashMap::new(),
+            )
+            .await
+            .unwrap();
+        let care_of: Ipv6Addr = "2001:db8:3::10".parse().unwrap();
+        let expected: BTreeMap<Ipv6Net, Ipv6Addr> =
+            now.destinations().map(|d| (d, care_of)).collect();
+        assert_eq!(plane.routes(), expected);
     }
 
     #[tokio::test]

@@ -714,6 +714,25 @@ impl Seg6HomeAgent {
             .await
     }
 
+    /// Makes the decapsulation rules exactly one per care-of address of
+    /// `users`, and the count of each what `users` says; returns how many
+    /// stale rules went.
+    async fn set_decapsulation(
+        &self,
+        users: HashMap<Ipv6Addr, usize>,
+    ) -> Result<usize, DataPlaneError> {
+        let mut counts = self.care_of_users.lock().await;
+        let removed = remove_rules(&self.host.handle, |m| {
+            is_decap_rule(m) && rule_source(m).is_none_or(|s| !users.contains_key(&s))
+        })
+        .await?;
+        for care_of in users.keys() {
+            add_rule(&self.host.handle, &Host::decap_rule(*care_of)).await?;
+        }
+        *counts = users;
+        Ok(removed)
+    }
+
     async fn uninstall(&self, destination: Ipv6Net) -> Result<(), DataPlaneError> {
         self.host.delete_route(TABLE_ROUTE, destination).await?;
         self.host.delete_route(TABLE_ENCAP, destination).await
@@ -830,15 +849,27 @@ impl HomeAgentDataPlane for Seg6HomeAgent {
         for routes in all {
             *users.entry(routes.care_of).or_insert(0) += 1;
         }
-        report.removed += remove_rules(&self.host.handle, |m| {
-            is_decap_rule(m) && rule_source(m).is_none_or(|s| !users.contains_key(&s))
-        })
-        .await?;
-        for care_of in users.keys() {
-            add_rule(&self.host.handle, &Host::decap_rule(*care_of)).await?;
-        }
-        *self.care_of_users.lock().await = users;
+        report.removed += self.set_decapsulation(users).await?;
         Ok(report)
+    }
+
+    async fn settle(
+        &self,
+        now: &[BindingRoutes],
+        gone: &[BindingRoutes],
+        users: HashMap<Ipv6Addr, usize>,
+    ) -> Result<(), DataPlaneError> {
+        let held = crate::settled_destinations(now);
+        for destination in gone.iter().flat_map(BindingRoutes::destinations) {
+            if !held.contains_key(&destination) {
+                self.uninstall(destination).await?;
+            }
+        }
+        for (destination, care_of) in &held {
+            self.install(*destination, *care_of).await?;
+        }
+        self.set_decapsulation(users).await?;
+        Ok(())
     }
 
     async fn remove_all(&self) -> Result<(), DataPlaneError> {

@@ -49,6 +49,11 @@ enum Step {
     Set(BindingRoutes, Option<BindingRoutes>),
     Clear(BindingRoutes),
     Reconcile(Vec<BindingRoutes>),
+    Settle(
+        Vec<BindingRoutes>,
+        Vec<BindingRoutes>,
+        Vec<(Ipv6Addr, usize)>,
+    ),
     Attach(TenantRoutes),
     Detach(TenantRoutes),
     RemoveAll,
@@ -93,6 +98,10 @@ fn data_plane(ns: &Netns, home_agent: bool, local: &str) -> (Steps, std::thread:
                     (Plane::HomeAgent(p), Step::Reconcile(all)) => {
                         p.reconcile(&all).await.map(Some)
                     }
+                    (Plane::HomeAgent(p), Step::Settle(now, gone, users)) => p
+                        .settle(&now, &gone, users.into_iter().collect())
+                        .await
+                        .map(|()| None),
                     (Plane::HomeAgent(p), Step::RemoveAll) => p.teardown().await.map(|()| None),
                     (Plane::MobileRouter(p), Step::Attach(tenant)) => {
                         p.attach(&tenant, None).await.map(|()| None)
@@ -407,6 +416,25 @@ fn tunnel_carries_full_size_traffic_and_follows_the_binding() {
     let tables = ok(&ha.ip(&["-6", "route", "show", "table", "all"]));
     assert!(!tables.contains("2001:db8:900::"), "{tables}");
     assert!(ping(&cn, VM, 56), "reconcile kept the live binding");
+
+    // A restart's reconcile works from a list made before the binding
+    // moved (here to A's care-of address, as if it ran late): settling
+    // makes it what it is now, and the decapsulation rules follow the
+    // counts given, not what each call added.
+    let stale_move = routes(COA_A, &[MNP]);
+    step(&plane, Step::Reconcile(vec![stale_move.clone()]));
+    let rules = ok(&ha.ip(&["-6", "rule"]));
+    assert!(rules.contains(COA_A), "the stale list's rule: {rules}");
+    step(
+        &plane,
+        Step::Settle(vec![at_b.clone()], vec![stale_move], vec![(addr(COA_B), 1)]),
+    );
+    assert!(ping(&cn, VM, 1412), "settled: traffic back to B");
+    let rules = ok(&ha.ip(&["-6", "rule"]));
+    assert!(
+        rules.contains(COA_B) && !rules.contains(COA_A),
+        "settled decap rules: {rules}"
+    );
 
     // Clearing the binding stops the traffic.
     step(&plane, Step::Clear(at_b));

@@ -565,14 +565,20 @@ async fn acknowledged_bindings_survive_kill_9() {
     let client = Client::new(&daemon).await;
     let ba = client.register(&registration(0, 1), 0).await;
     assert_eq!(ba.status, BaStatus::SEQUENCE_OUT_OF_WINDOW);
-    // And forwarding was reinstalled for every one of them at start-up (the
-    // memory data plane starts empty in a new process, so all are new).
-    let log = daemon.log();
+    // And forwarding was reinstalled for every one of them once the data
+    // plane caught up (the memory data plane starts empty in a new process,
+    // so all are new).
+    let log = nemo_testkit::wait_for_text(&daemon.log, "data plane caught up", 1);
     assert!(
-        log.contains(&format!(
-            "bindings={COUNT} expired=0 installed={}",
-            COUNT * 2
-        )),
+        log.contains(&format!("bindings={COUNT} expired=0")),
+        "{log}"
+    );
+    let caught_up = log
+        .lines()
+        .find(|l| l.contains("data plane caught up"))
+        .unwrap_or_default();
+    assert!(
+        caught_up.contains(&format!("installed={}", COUNT * 2)),
         "{log}"
     );
 }

@@ -318,6 +318,12 @@ fn seg6_forwarding_follows_bindings_across_kill_9() {
     ha.ip(&["-6", "route", "flush", "table", "4192"]);
     assert!(encapsulation_routes(&ha).is_empty());
     let (_daemon, _) = start_seg6_daemon(&ha, &config);
+    // It serves at once; the routes follow within seconds (the reconcile
+    // runs beside the core).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while encapsulation_routes(&ha).len() < 2 * ROUTERS && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert_eq!(
         encapsulation_routes(&ha).len(),
         2 * ROUTERS,

@@ -2,6 +2,8 @@
 //! sets up the forwarding the engine asks for and reports the result back,
 //! and queues the answer for the writer. No protocol decision is made here.
 
+use std::collections::HashMap;
+
 use super::*;
 
 pub(super) fn routes(binding: &Binding) -> BindingRoutes {
@@ -20,6 +22,31 @@ pub struct Core<D> {
     pub(super) metrics: Arc<Metrics>,
     /// Active or standby (a home agent alone is always active).
     pub(super) role: watch::Receiver<Role>,
+    /// While the start's reconcile runs beside the core (`None` after).
+    /// A lock only because `forward` takes `&self`; the core alone uses it.
+    pub(super) catching_up: std::sync::Mutex<Option<CatchingUp>>,
+}
+
+/// What the core changed in the data plane while the start's reconcile
+/// ran from the list it was given before: settled when it is done.
+#[derive(Debug)]
+pub(super) struct CatchingUp {
+    /// Each binding changed meanwhile, with its routes before its first
+    /// change (what the reconcile may have installed again).
+    touched: HashMap<Ipv6Addr, Option<BindingRoutes>>,
+    /// The active's whole cache replaced this one meanwhile.
+    resynced: bool,
+    since: Instant,
+}
+
+impl CatchingUp {
+    pub(super) fn new() -> CatchingUp {
+        CatchingUp {
+            touched: HashMap::new(),
+            resynced: false,
+            since: Instant::now(),
+        }
+    }
 }
 
 impl<D> std::fmt::Debug for Core<D> {
@@ -69,6 +96,7 @@ impl<D: HomeAgentDataPlane> Core<D> {
                     Some(CoreEvent::Replicated(changes)) => self.replicated(&changes).await,
                     Some(CoreEvent::Drain(respond)) => self.queue(Pending::Drain(respond)).await,
                     Some(CoreEvent::Resync(bindings)) => self.resync(bindings).await,
+                    Some(CoreEvent::Reconciled(reconciled)) => self.caught_up(reconciled).await,
                     Some(CoreEvent::Merge { offered, in_step_until, respond }) => {
                         self.merge(offered, in_step_until, respond).await;
                     }
@@ -160,6 +188,7 @@ impl<D: HomeAgentDataPlane> Core<D> {
     }
 
     async fn forward(&self, change: &Change) -> Result<(), nemo_dataplane::DataPlaneError> {
+        self.note_while_catching_up(change);
         match change {
             Change::Upsert { binding, previous } => {
                 let wanted = routes(binding);
@@ -174,6 +203,77 @@ impl<D: HomeAgentDataPlane> Core<D> {
                 self.dataplane.set(&wanted, previous.as_ref()).await
             }
             Change::Remove { binding } => self.dataplane.clear(&routes(binding)).await,
+        }
+    }
+
+    /// Notes a binding's routes before its first change while the start's
+    /// reconcile runs.
+    fn note_while_catching_up(&self, change: &Change) {
+        if let Ok(mut catching_up) = self.catching_up.lock() {
+            if let Some(catching_up) = catching_up.as_mut() {
+                let before = match change {
+                    Change::Upsert { previous, .. } => previous.as_deref().map(routes),
+                    Change::Remove { binding } => Some(routes(binding)),
+                };
+                catching_up
+                    .touched
+                    .entry(change.binding().home_address)
+                    .or_insert(before);
+            }
+        }
+    }
+
+    /// The start's reconcile is done: the bindings changed meanwhile are
+    /// made what they are now, the decapsulation state counted anew from
+    /// the whole cache. After a failed reconcile, or a standby's
+    /// resynchronisation meanwhile, a whole reconcile from the cache as it
+    /// is now instead.
+    async fn caught_up(
+        &mut self,
+        reconciled: Result<nemo_dataplane::ReconcileReport, nemo_dataplane::DataPlaneError>,
+    ) {
+        let Some(catching_up) = self.catching_up.lock().ok().and_then(|mut c| c.take()) else {
+            return;
+        };
+        let cache = self.engine.cache();
+        let settled = match (reconciled, catching_up.resynced) {
+            (Ok(report), false) => {
+                let mut now = Vec::new();
+                let mut gone = Vec::new();
+                for (home_address, before) in &catching_up.touched {
+                    now.extend(cache.binding(*home_address).map(routes));
+                    gone.extend(before.clone());
+                }
+                let mut users: HashMap<Ipv6Addr, usize> = HashMap::new();
+                for binding in cache.bindings() {
+                    *users.entry(binding.care_of).or_default() += 1;
+                }
+                self.dataplane
+                    .settle(&now, &gone, users)
+                    .await
+                    .map(|()| report)
+            }
+            (reconciled, _) => {
+                if let Err(error) = reconciled {
+                    tracing::error!(%error, "reconciling the data plane failed; once more, from the cache as it is now");
+                }
+                let all: Vec<BindingRoutes> = cache.bindings().map(routes).collect();
+                self.dataplane.reconcile(&all).await
+            }
+        };
+        match settled {
+            Ok(report) => tracing::info!(
+                installed = report.installed,
+                kept = report.kept,
+                removed = report.removed,
+                changed_meanwhile = catching_up.touched.len(),
+                took_ms = catching_up.since.elapsed().as_millis() as u64,
+                "data plane caught up with the binding cache"
+            ),
+            Err(error) => {
+                self.metrics.forwarding_failures.inc();
+                tracing::error!(%error, "the data plane did not catch up with the binding cache; each new registration still sets its own routes");
+            }
         }
     }
 
@@ -232,6 +332,11 @@ impl<D: HomeAgentDataPlane> Core<D> {
     /// Takes the active's whole cache (on this standby's disk already) and
     /// makes the kernel's routes match it.
     async fn resync(&mut self, bindings: Vec<Arc<Binding>>) {
+        if let Ok(mut catching_up) = self.catching_up.lock() {
+            if let Some(catching_up) = catching_up.as_mut() {
+                catching_up.resynced = true;
+            }
+        }
         let expired = self.engine.replace(bindings, SystemTime::now());
         let live: Vec<BindingRoutes> = self.engine.cache().bindings().map(routes).collect();
         match self.dataplane.reconcile(&live).await {

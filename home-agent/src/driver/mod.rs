@@ -193,6 +193,9 @@ pub enum CoreEvent {
     Replicated(Vec<Change>),
     /// The active's whole cache, already on this standby's disk.
     Resync(Vec<Arc<Binding>>),
+    /// The start's reconcile of the data plane, run beside the core, is
+    /// done.
+    Reconciled(Result<nemo_dataplane::ReconcileReport, nemo_dataplane::DataPlaneError>),
     /// The bindings a returning member offers (its whole cache) before it
     /// follows this active, after both were active: the newer ones are
     /// taken (`nemo::ha::merge`); answered once they are durable.
@@ -312,24 +315,16 @@ pub async fn start<D: HomeAgentDataPlane>(setup: Setup<D>) -> anyhow::Result<Run
         .await
         .context("removing expired bindings")?;
     let live: Vec<Arc<Binding>> = engine.cache().shared_bindings().cloned().collect();
-    let report = setup
-        .dataplane
-        .reconcile(
-            &live
-                .iter()
-                .map(|binding| routes(binding))
-                .collect::<Vec<_>>(),
-        )
-        .await
-        .context("reconciling forwarding")?;
+    // The kernel's routes are checked against the cache beside the core,
+    // which serves at once: a million bindings kept in the kernel take
+    // seconds to verify. What the core changes meanwhile it notes, and
+    // settles when the reconcile is done (`Core::caught_up`).
+    let wanted: Vec<BindingRoutes> = live.iter().map(|binding| routes(binding)).collect();
     tracing::info!(
         bindings = live.len(),
         expired = expired.len(),
-        installed = report.installed,
-        kept = report.kept,
-        removed = report.removed,
         dataplane = setup.dataplane.name(),
-        "binding cache loaded"
+        "binding cache loaded; serving while the data plane catches up"
     );
 
     let (events, _) = broadcast::channel(4096);
@@ -382,12 +377,19 @@ pub async fn start<D: HomeAgentDataPlane>(setup: Setup<D>) -> anyhow::Result<Run
     let (shutdown, shutdown_rx) = watch::channel(false);
     let core = Core {
         engine,
-        dataplane: setup.dataplane,
+        dataplane: setup.dataplane.clone(),
         writer: writer_tx,
         metrics: setup.metrics,
         role,
+        catching_up: std::sync::Mutex::new(Some(core::CatchingUp::new())),
     };
     let core_task = tokio::spawn(core.run(core_rx, shutdown_rx));
+    let reconciled_to = core_tx.clone();
+    tokio::spawn(async move {
+        let reconciled = setup.dataplane.reconcile(&wanted).await;
+        drop(wanted);
+        let _ = reconciled_to.send(CoreEvent::Reconciled(reconciled)).await;
+    });
 
     let mut receivers = Vec::new();
     let mut udp_addresses = Vec::new();
