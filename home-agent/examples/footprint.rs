@@ -58,7 +58,7 @@ fn binding(n: u32, now: SystemTime) -> Binding {
     Binding {
         home_address: home(n),
         care_of: Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x10),
-        prefixes: vec![prefix(n)],
+        prefixes: vec![prefix(n)].into(),
         mobile_router: true,
         sequence: SequenceNumber(7),
         spi: 0x1_0000 + n,

@@ -138,7 +138,7 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<Binding, StoreError> {
     Ok(Binding {
         home_address,
         care_of,
-        prefixes,
+        prefixes: prefixes.into(),
         mobile_router: flags & 1 != 0,
         sequence: SequenceNumber(sequence),
         spi,
@@ -225,7 +225,8 @@ mod tests {
             prefixes: vec![
                 "2001:db8:100::/56".parse().unwrap(),
                 "2001:db8:200:1::/64".parse().unwrap(),
-            ],
+            ]
+            .into(),
             mobile_router: true,
             sequence: SequenceNumber(4242),
             spi: 0x1000,
@@ -243,7 +244,7 @@ mod tests {
         assert_eq!(decode(&b.home_address.octets(), &record).unwrap(), b);
         let plain = Binding {
             timestamp: None,
-            prefixes: vec![],
+            prefixes: Box::default(),
             mobile_router: false,
             ..binding()
         };

@@ -115,7 +115,7 @@ fn an_accepted_update_waits_for_its_forwarding_then_is_acknowledged() {
         panic!("not an upsert: {:?}", forward.change());
     };
     assert_eq!(binding.care_of, addr(COA));
-    assert_eq!(binding.prefixes, vec![net(MNP)]);
+    assert_eq!(*binding.prefixes, [net(MNP)]);
     assert_eq!(previous, &None);
     assert_eq!(forward.change().kind(), ChangeKind::Created);
     assert_eq!(ha.cache().binding(addr(HOA)).unwrap().care_of, addr(COA));

@@ -197,7 +197,7 @@ fn explicit_registration_is_accepted_and_cached() {
     };
     assert_eq!(previous, None);
     assert_eq!(binding.care_of, addr(COA));
-    assert_eq!(binding.prefixes, vec![net("2001:db8:100::/56")]);
+    assert_eq!(*binding.prefixes, [net("2001:db8:100::/56")]);
     assert_eq!(binding.expires_at, now + Duration::from_secs(400));
     assert_eq!(ha.binding(addr(HOA_A)), Some(&*binding));
 }
@@ -210,8 +210,8 @@ fn implicit_registration_uses_the_configured_prefixes() {
     let (ba, _) = ack(&bu.send(&mut ha, now), &bu);
     assert_eq!(ba.status, BaStatus::ACCEPTED);
     assert_eq!(
-        ha.binding(addr(HOA_A)).unwrap().prefixes,
-        vec![net("2001:db8:100::/56")]
+        *ha.binding(addr(HOA_A)).unwrap().prefixes,
+        [net("2001:db8:100::/56")]
     );
 }
 

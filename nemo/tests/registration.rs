@@ -182,7 +182,7 @@ fn registers_and_refreshes_before_the_lifetime_ends() {
         "{events:?}"
     );
     let binding = world.ha.binding(addr(HOA)).unwrap().clone();
-    assert_eq!(binding.prefixes, vec![net("2001:db8:100::/56")]);
+    assert_eq!(*binding.prefixes, [net("2001:db8:100::/56")]);
     // Refresh at three quarters of the lifetime: 300 s.
     assert_eq!(
         world.mr.poll_timeout(),
@@ -207,8 +207,8 @@ fn implicit_mode_sends_no_prefixes_and_gets_the_configured_ones() {
     let mut world = World::new(7, &[]);
     world.attach(COA);
     assert_eq!(
-        world.ha.binding(addr(HOA)).unwrap().prefixes,
-        vec![net("2001:db8:100::/56")]
+        *world.ha.binding(addr(HOA)).unwrap().prefixes,
+        [net("2001:db8:100::/56")]
     );
 }
 

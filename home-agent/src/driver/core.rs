@@ -10,7 +10,7 @@ pub(super) fn routes(binding: &Binding) -> BindingRoutes {
     BindingRoutes {
         home_address: binding.home_address,
         care_of: binding.care_of,
-        prefixes: binding.prefixes.clone(),
+        prefixes: binding.prefixes.to_vec(),
     }
 }
 

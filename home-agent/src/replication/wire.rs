@@ -266,7 +266,7 @@ pub fn removed(home_address: Ipv6Addr) -> Binding {
     Binding {
         home_address,
         care_of: Ipv6Addr::UNSPECIFIED,
-        prefixes: Vec::new(),
+        prefixes: Box::default(),
         mobile_router: false,
         sequence: nemo::wire::SequenceNumber(0),
         spi: 0,
@@ -335,7 +335,7 @@ mod tests {
         Binding {
             home_address: Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, u16::from(last)),
             care_of: Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x10),
-            prefixes: vec!["2001:db8:100::/56".parse().unwrap_or_default()],
+            prefixes: vec!["2001:db8:100::/56".parse().unwrap_or_default()].into(),
             mobile_router: true,
             sequence: nemo::wire::SequenceNumber(7),
             spi: 0x1000,

@@ -82,8 +82,10 @@ pub struct Binding {
     /// Where it is now.
     pub care_of: Ipv6Addr,
     /// The Mobile Network Prefixes forwarded to it (empty for a plain mobile
-    /// node binding, R clear).
-    pub prefixes: Vec<Ipv6Net>,
+    /// node binding, R clear). A boxed slice, not a `Vec`: 8 octets less,
+    /// which brings an `Arc<Binding>` to 128 octets, an allocator size
+    /// class of its own instead of 160 (32 MB at a million).
+    pub prefixes: Box<[Ipv6Net]>,
     /// R flag of the registration.
     pub mobile_router: bool,
     /// The last accepted sequence number.
@@ -765,7 +767,7 @@ impl BindingCache {
         let binding = Arc::new(Binding {
             home_address,
             care_of,
-            prefixes,
+            prefixes: prefixes.into(),
             mobile_router: bu.flags.mobile_router,
             sequence: bu.sequence,
             spi: sa.spi(),

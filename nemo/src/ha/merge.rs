@@ -186,7 +186,7 @@ mod tests {
         Binding {
             home_address: home(n),
             care_of: Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, care_of),
-            prefixes: vec![prefix(n)],
+            prefixes: vec![prefix(n)].into(),
             mobile_router: true,
             sequence: SequenceNumber(sequence),
             spi: 1000 + u32::from(n),
@@ -304,11 +304,11 @@ mod tests {
         // Home 3 holds the prefix home 4's offered binding names (the
         // prefix was home 3's when it registered; it is home 4's now).
         let mut held = binding(3, 1, 0xa, 100);
-        held.prefixes = vec![prefix(4)];
+        held.prefixes = vec![prefix(4)].into();
         let authorized = authorizations(&[1, 3, 4]);
         let mut here = cache(vec![held]);
         let mut foreign_prefix = binding(1, 5, 0xb, 100);
-        foreign_prefix.prefixes = vec![prefix(9)];
+        foreign_prefix.prefixes = vec![prefix(9)].into();
         let merged = here.merge(
             vec![
                 binding(1, 5, 0xb, 0),   // expired at 600
