@@ -50,7 +50,7 @@ fn authorization(n: u32) -> Authorization {
         )
         .expect("a 32-octet key")],
         mobile_router: true,
-        prefixes: vec![prefix(n)],
+        prefixes: vec![prefix(n)].into(),
     }
 }
 

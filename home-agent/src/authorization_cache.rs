@@ -256,7 +256,7 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<Authorization, CacheError> {
         home_address,
         security_associations: vec![sa],
         mobile_router,
-        prefixes,
+        prefixes: prefixes.into(),
     })
 }
 
@@ -292,7 +292,8 @@ mod tests {
             prefixes: vec![
                 format!("2001:db8:{n:x}::/56").parse().unwrap(),
                 format!("2001:db8:{n:x}:8000::/64").parse().unwrap(),
-            ],
+            ]
+            .into(),
         }
     }
 

@@ -515,7 +515,7 @@ impl Config {
                     home_address: entry.home_address,
                     security_associations: vec![sa],
                     mobile_router: entry.mobile_router,
-                    prefixes: entry.prefixes.clone(),
+                    prefixes: entry.prefixes.clone().into(),
                 },
             ));
         }
@@ -643,8 +643,8 @@ prefixes = ["2001:db8:100::/56"]
         let (entry, sa) = validated.authorizations.by_spi(4096).unwrap();
         assert_eq!(sa.algorithm(), Algorithm::HmacSha256);
         assert_eq!(
-            entry.prefixes,
-            vec!["2001:db8:100::/56".parse::<Ipv6Net>().unwrap()]
+            *entry.prefixes,
+            ["2001:db8:100::/56".parse::<Ipv6Net>().unwrap()]
         );
     }
 

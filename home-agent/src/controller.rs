@@ -104,7 +104,7 @@ pub async fn open_cache(path: &Path) -> anyhow::Result<AuthorizationCache> {
                 home_address: e.home_address,
                 security_associations: vec![security_association(e.spi, &e.algorithm, &e.key)?],
                 mobile_router: true,
-                prefixes: e.prefixes.clone(),
+                prefixes: e.prefixes.clone().into(),
             }))
         })
         .collect::<anyhow::Result<Vec<_>>>()

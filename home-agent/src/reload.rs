@@ -181,7 +181,7 @@ mod tests {
             )
             .unwrap()],
             mobile_router: true,
-            prefixes: vec![prefix.parse().unwrap()],
+            prefixes: vec![prefix.parse().unwrap()].into(),
         };
         tokio::runtime::Builder::new_current_thread()
             .build()

@@ -39,7 +39,7 @@ fn home_agent() -> HomeAgent<Path> {
         home_address: addr(HOA),
         security_associations: vec![sa()],
         mobile_router: true,
-        prefixes: vec![net(MNP)],
+        prefixes: vec![net(MNP)].into(),
     }])
     .unwrap();
     HomeAgent::new(

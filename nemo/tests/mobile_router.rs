@@ -45,7 +45,7 @@ fn home_agent() -> HomeAgent<()> {
         home_address: addr(&format!("2001:db8:1::{name}")),
         security_associations: vec![sa(spi)],
         mobile_router: true,
-        prefixes: vec![net(prefix)],
+        prefixes: vec![net(prefix)].into(),
     };
     HomeAgent::new(
         HomeAgentConfig {

@@ -720,10 +720,10 @@ impl BindingCache {
         if bu.flags.mobile_router && !authorization.mobile_router {
             return self.reject(&context, BaStatus::MOBILE_ROUTER_NOT_PERMITTED, now);
         }
-        let prefixes = if !bu.flags.mobile_router {
+        let prefixes: Box<[Ipv6Net]> = if !bu.flags.mobile_router {
             // A mobile node registration: RFC 3963 §4.1 forbids forwarding
             // the mobile network to it.
-            Vec::new()
+            Box::default()
         } else if options.prefixes.is_empty() {
             // Implicit mode (RFC 3963 §5.2, §6.2).
             if authorization.prefixes.is_empty() {
@@ -751,7 +751,7 @@ impl BindingCache {
                     prefixes.push(net);
                 }
             }
-            prefixes
+            prefixes.into()
         };
         // A prefix is bound to at most one home address at a time.
         if prefixes
@@ -767,7 +767,7 @@ impl BindingCache {
         let binding = Arc::new(Binding {
             home_address,
             care_of,
-            prefixes: prefixes.into(),
+            prefixes,
             mobile_router: bu.flags.mobile_router,
             sequence: bu.sequence,
             spi: sa.spi(),

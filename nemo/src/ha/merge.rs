@@ -210,7 +210,7 @@ mod tests {
                     )
                     .unwrap()],
                     mobile_router: true,
-                    prefixes: vec![prefix(*n)],
+                    prefixes: vec![prefix(*n)].into(),
                 })
                 .collect(),
         )
