@@ -214,36 +214,36 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<Authorization, CacheError> {
         reason,
     };
     let mut reader = Reader(value);
-    if reader.take(1).ok_or(corrupt("empty"))?[0] != FORMAT {
+    if reader.take(1).ok_or_else(|| corrupt("empty"))?[0] != FORMAT {
         return Err(corrupt("unknown format version"));
     }
     let spi = u32::from_be_bytes(
         reader
             .take(4)
             .and_then(|s| s.try_into().ok())
-            .ok_or(corrupt("short SPI"))?,
+            .ok_or_else(|| corrupt("short SPI"))?,
     );
-    let algorithm = match reader.take(1).ok_or(corrupt("no algorithm"))?[0] {
+    let algorithm = match reader.take(1).ok_or_else(|| corrupt("no algorithm"))?[0] {
         0 => Algorithm::HmacSha256,
         1 => Algorithm::HmacSha1_96,
         _ => return Err(corrupt("unknown algorithm")),
     };
-    let key_len = reader.take(1).ok_or(corrupt("no key length"))?[0];
+    let key_len = reader.take(1).ok_or_else(|| corrupt("no key length"))?[0];
     let key = reader
         .take(usize::from(key_len))
-        .ok_or(corrupt("short key"))?
+        .ok_or_else(|| corrupt("short key"))?
         .to_vec();
     let sa = SecurityAssociation::new(spi, algorithm, key)
         .map_err(|_| corrupt("invalid association"))?;
-    let mobile_router = reader.take(1).ok_or(corrupt("no R flag"))?[0] != 0;
-    let count = reader.take(1).ok_or(corrupt("no prefix count"))?[0];
+    let mobile_router = reader.take(1).ok_or_else(|| corrupt("no R flag"))?[0] != 0;
+    let count = reader.take(1).ok_or_else(|| corrupt("no prefix count"))?[0];
     let mut prefixes = Vec::with_capacity(usize::from(count));
     for _ in 0..count {
-        let length = reader.take(1).ok_or(corrupt("short prefix"))?[0];
+        let length = reader.take(1).ok_or_else(|| corrupt("short prefix"))?[0];
         let network: [u8; 16] = reader
             .take(16)
             .and_then(|s| s.try_into().ok())
-            .ok_or(corrupt("short prefix"))?;
+            .ok_or_else(|| corrupt("short prefix"))?;
         prefixes.push(
             Ipv6Net::new(Ipv6Addr::from(network), length)
                 .map_err(|_| corrupt("prefix length above 128"))?,
