@@ -434,16 +434,28 @@ fn placement_record(p: &pb::Placement) -> serde_json::Value {
     serde_json::json!({"tenant": p.tenant, "hypervisor": p.hypervisor, "reason": p.reason, "since_unix_ms": p.since_unix_ms})
 }
 
+/// An event's table cells, padded to fixed widths (rows print as they
+/// arrive, so widths cannot be measured first).
+fn event_cells(revision: &str, at: &str, kind: &str, subject: &str, detail: &str) -> Vec<String> {
+    vec![
+        format!("{revision:>8}"),
+        format!("{at:<24}"),
+        format!("{kind:<18}"),
+        format!("{subject:<16}"),
+        detail.to_owned(),
+    ]
+}
+
 /// An event's table row and its JSON object (the detail parsed, so that
 /// scripts read it as JSON, not as a string holding JSON).
 fn event_record(event: &pb::Event) -> (Vec<String>, serde_json::Value) {
-    let row = vec![
-        event.revision.to_string(),
-        output::utc(event.at_unix_ms),
-        event.kind.clone(),
-        event.subject.clone(),
-        output::detail(&event.detail_json),
-    ];
+    let row = event_cells(
+        &event.revision.to_string(),
+        &output::utc(event.at_unix_ms),
+        &event.kind,
+        &event.subject,
+        &output::detail(&event.detail_json),
+    );
     let record = serde_json::json!({
         "revision": event.revision, "at_unix_ms": event.at_unix_ms,
         "kind": event.kind, "subject": event.subject,
@@ -975,24 +987,23 @@ async fn controller(
                 )?)
                 .await
                 .map(answer)?;
-            let mut rows = Vec::new();
-            let mut json = Vec::new();
+            // Without --follow, the history's records as they arrive (it
+            // may hold a million): one array, not one held in memory first.
+            let mut history = (!follow).then(|| {
+                output::RecordArray::start(
+                    out,
+                    &event_cells("revision", "at", "kind", "subject", "detail"),
+                )
+            });
             while let Some(event) = stream.message().await? {
                 let (row, record) = event_record(&event);
-                if follow {
-                    print_streamed(out, row, &record);
-                } else {
-                    rows.push(row);
-                    json.push(record);
+                match history.as_mut() {
+                    Some(history) => history.push(row, &record),
+                    None => print_streamed(out, row, &record),
                 }
             }
-            if !follow {
-                print_records(
-                    out,
-                    &["revision", "at", "kind", "subject", "detail"],
-                    rows,
-                    json,
-                );
+            if let Some(history) = history {
+                history.end();
             }
         }
     }

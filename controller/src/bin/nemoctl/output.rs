@@ -41,6 +41,47 @@ pub fn print_streamed(output: Output, row: Vec<String>, record: &serde_json::Val
     }
 }
 
+/// Records printed as they arrive, for a history that can be long (a
+/// million events kept): the same shapes as [`print_records`] (a header
+/// then rows; a JSON array) without holding them all first. The rows'
+/// cells come padded by the caller, since widths cannot be measured ahead.
+#[derive(Debug)]
+pub struct RecordArray {
+    output: Output,
+    empty: bool,
+}
+
+impl RecordArray {
+    /// Starts it: the header, or the array's opening bracket.
+    pub fn start(output: Output, header: &[String]) -> RecordArray {
+        match output {
+            Output::Json => println!("["),
+            Output::Table => println!("{}", header.join("  ").to_uppercase().trim_end()),
+        }
+        RecordArray {
+            output,
+            empty: true,
+        }
+    }
+
+    /// One record.
+    pub fn push(&mut self, row: Vec<String>, record: &serde_json::Value) {
+        match self.output {
+            Output::Json if self.empty => print!("{record}"),
+            Output::Json => print!(",\n{record}"),
+            Output::Table => println!("{}", row.join("  ").trim_end()),
+        }
+        self.empty = false;
+    }
+
+    /// Ends it: the array's closing bracket.
+    pub fn end(self) {
+        if self.output == Output::Json {
+            println!("{}]", if self.empty { "" } else { "\n" });
+        }
+    }
+}
+
 /// A report's object from its fields, in order.
 pub fn report<const N: usize>(
     fields: [(&str, serde_json::Value); N],
