@@ -165,7 +165,6 @@ async fn serve<D: HomeAgentDataPlane>(
     // From the controller: what the last run cached (loaded beside the
     // store's bindings, on the other core), then its watch.
     let mut authorizations = authorizations;
-    let mut cached = None;
     let controller = match (&config.controller, controller_cache) {
         (Some(section), Some(cache)) => {
             let link = nemo_daemon::ControllerLink::new(
@@ -174,7 +173,6 @@ async fn serve<D: HomeAgentDataPlane>(
                 section.token_file.get_ref(),
             )
             .context("controller token_file")?;
-            cached = Some(cache.clone());
             Some(nemo_ha::controller::ControllerSettings {
                 link,
                 home_agent: section.home_agent.clone(),
@@ -192,6 +190,7 @@ async fn serve<D: HomeAgentDataPlane>(
         }
         None => (None, None),
     };
+    let cached = controller.as_ref().map(|settings| settings.cache.clone());
     let authorizations = tokio::task::spawn_blocking(move || {
         if let Some(cache) = cached {
             let started = std::time::Instant::now();

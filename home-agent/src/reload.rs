@@ -41,7 +41,7 @@ pub fn plan(
     let mut table = Config::load(config)?.authorizations;
     let authorized: Vec<Authorization> = table.iter().cloned().collect();
     if let Some(cache) = controller_cache {
-        for entry in cache.load()? {
+        cache.for_each(|entry| {
             if table.get(entry.home_address).is_some() {
                 anyhow::bail!(
                     "home address {} is the controller's; a static entry may not name it",
@@ -50,8 +50,8 @@ pub fn plan(
             }
             table
                 .insert(entry)
-                .context("a static entry collides with the controller's")?;
-        }
+                .context("a static entry collides with the controller's")
+        })?;
     }
     let named: BTreeSet<Ipv6Addr> = authorized.iter().map(|a| a.home_address).collect();
     Ok(Reload {
