@@ -89,9 +89,7 @@ impl AuthorizationTable {
     }
 
     /// Adds or replaces the entry for a home address.
-    pub fn insert(&mut self, mut entry: Authorization) -> Result<(), AuthorizationError> {
-        // Kept for long, by the million: no spare capacity.
-        entry.security_associations.shrink_to_fit();
+    pub fn insert(&mut self, entry: Authorization) -> Result<(), AuthorizationError> {
         if entry.security_associations.is_empty() {
             return Err(AuthorizationError::NoSecurityAssociation(
                 entry.home_address,
