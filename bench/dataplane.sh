@@ -4,16 +4,20 @@
 # namespaces routed without a tunnel, in one run. Root; iproute2, iperf3.
 #
 #   bench/dataplane.sh [ROUNDS]      # modes alternate, ROUNDS times (default 2)
+#   MODES="tunnel nogate bpf plain" TESTS=udp bench/dataplane.sh 2
 #
 # The tunnel is deploy/lab/dataplane-recipe.sh's: the routes the seg6 backend
-# of nemo-dataplane installs (tables, encap.red, End.DT6, the gate), set by
-# hand so that both modes share everything else.
+# of nemo-dataplane installs (tables, encap.red, End.DT6, the gate, the tunnel
+# source pinned), set by hand so that all modes share everything else. MODES
+# may add the recipe's `nogate` (seg6 alone: the bound of any MTU gate) and
+# `bpf` (the gate as an lwt BPF program); TESTS and TUNSRC pass through.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-2}
+modes=${MODES:-tunnel plain}
 echo "machine: $(nproc) cores, $(uname -r), $(date -u +%Y-%m-%d)"
 for round in $(seq 1 "$rounds"); do
-  for mode in tunnel plain; do
+  for mode in $modes; do
     MODE=$mode bash deploy/lab/dataplane-recipe.sh 2>&1 | sed -n "s/^result /round $round $mode /p"
   done
 done

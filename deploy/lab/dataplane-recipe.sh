@@ -14,14 +14,27 @@
 #
 #   deploy/lab/dataplane-recipe.sh          # tunnel with MTU gate
 #   MODE=plain deploy/lab/dataplane-recipe.sh   # same topology, routed, no tunnel
+#   MODE=nogate ...   # the tunnel without its gate: what seg6 alone costs, the
+#                     # bound of any gate; full-size packets vanish (no PTB)
+#   MODE=bpf ...      # experiment: the gate as an lwt BPF program instead of a
+#                     # veth hop (deploy/lab/lwt-gate.py; a bpffs is mounted)
+#   TUNSRC=0 ...      # the outer source chosen per packet (the daemons pin it
+#                     # with `ip sr tunsrc`, nemo_dataplane::tunsrc; default 1)
+#   TESTS=udp ...     # only the packet rate; PERF=FILE records the kernel
+#                     # (perf record -a -g, 3 s) during the cn -> vm UDP run
 #
 # Namespaces: cn (correspondent) -- ha -- "WAN" -- mr -- vm (tenant VM).
 # Addresses: only 2001:db8::/32. Needs root, iproute2, iputils-ping, iperf3.
 set -euo pipefail
 MODE=${MODE:-tunnel}
+TUNSRC=${TUNSRC:-1}
 P=nemo-recipe-$$-
+bpffs=
 for n in cn ha mr vm; do ip netns add "$P$n"; ip -n "$P$n" link set lo up; done
-cleanup() { for n in cn ha mr vm; do ip netns del "$P$n" 2>/dev/null || true; done; }
+cleanup() {
+  for n in cn ha mr vm; do ip netns del "$P$n" 2>/dev/null || true; done
+  if [ -n "$bpffs" ]; then umount "$bpffs" 2>/dev/null || true; rmdir "$bpffs"; fi
+}
 trap cleanup EXIT
 link() { # ns1 if1 ns2 if2: veth up before addresses (GUIDE.md lab tip)
   ip link add "$2" netns "$P$1" type veth peer name "$4" netns "$P$3"
@@ -42,9 +55,46 @@ ip -n "${P}vm" addr add 2001:db8:100::2/64 dev v0 nodad
 ip -n "${P}vm" -6 route add default via 2001:db8:100::1
 for n in ha mr; do ip netns exec "$P$n" sysctl -qw net.ipv6.conf.all.forwarding=1; done
 
+# Both tunnel ends take tunnelled packets out (End.DT6) before the local
+# table would deliver them: the decapsulation rules, the local table behind.
+decapsulation() {
+  for n in ha mr; do
+    ip -n "$P$n" -6 rule add pref 1000 lookup local
+    ip -n "$P$n" -6 rule del pref 0 lookup local
+  done
+  ip -n "${P}ha" -6 rule add from 2001:db8:2::10 ipproto 41 lookup 101 pref 500
+  ip -n "${P}ha" -6 route add 2001:db8:1::1/128 encap seg6local action End.DT6 table main dev h1 table 101
+  ip -n "${P}mr" -6 rule add from 2001:db8:1::1 ipproto 41 lookup 202 pref 500
+  ip -n "${P}mr" -6 route add 2001:db8:2::10/128 encap seg6local action End.DT6 table main dev m0 table 202
+}
+# Encapsulation routes: HA -> care-of address in table 100, MR -> HA in 200.
+encapsulation() {
+  ip -n "${P}ha" -6 route add 2001:db8:100::/64 encap seg6 mode encap.red segs 2001:db8:2::10 dev h1 table 100
+  ip -n "${P}mr" -6 route add default encap seg6 mode encap.red segs 2001:db8:1::1 dev m0 table 200
+  ip -n "${P}mr" -6 route add throw 2001:db8:1::1/128 table 200
+}
 if [ "$MODE" = plain ]; then
   ip -n "${P}ha" -6 route add 2001:db8:100::/64 via 2001:db8:2::10
   ip -n "${P}mr" -6 route add default via 2001:db8:1::1
+elif [ "$MODE" = nogate ]; then
+  decapsulation; encapsulation
+  ip -n "${P}ha" -6 rule add iif h0 lookup 100 pref 900
+  ip -n "${P}mr" -6 rule add iif m1 from 2001:db8:100::/64 lookup 200 pref 800
+elif [ "$MODE" = bpf ]; then
+  # The forwarding path checks the MTU of a route whose lwt BPF program runs
+  # at transmit (the uplink's minus the 40 of headroom declared), so a packet
+  # that would not fit gets its Packet Too Big before the program; the
+  # program marks the packet and has it routed again (BPF_LWT_REROUTE), an
+  # output lookup that the mark sends to the encapsulation route.
+  bpffs=$(mktemp -d /tmp/nemo-recipe-bpf.XXXXXX)
+  mount -t bpf bpf "$bpffs"
+  python3 "$(dirname "$0")/lwt-gate.py" "$bpffs/gate" 0x4e454d4f
+  decapsulation; encapsulation
+  ip -n "${P}ha" -6 route add 2001:db8:100::/64 encap bpf xmit pinned "$bpffs/gate" headroom 40 dev h1
+  ip -n "${P}ha" -6 rule add fwmark 0x4e454d4f lookup 100 pref 900
+  ip -n "${P}mr" -6 rule add iif m1 from 2001:db8:100::/64 lookup 201 pref 800
+  ip -n "${P}mr" -6 route add default encap bpf xmit pinned "$bpffs/gate" headroom 40 dev m0 table 201
+  ip -n "${P}mr" -6 rule add fwmark 0x4e454d4f from 2001:db8:100::/64 lookup 200 pref 900
 else
   for n in ha mr; do
     # The MTU gate: g0 -> g1, MTU 1460, fixed link-local next hop fe80::2.
@@ -52,40 +102,31 @@ else
     ip -n "$P$n" link set g0 up; ip -n "$P$n" link set g1 up
     ip -n "$P$n" addr add fe80::1/64 dev g0 nodad
     ip -n "$P$n" addr add fe80::2/64 dev g1 nodad
-    # Decapsulation needs the local table behind the decap rules.
-    ip -n "$P$n" -6 rule add pref 1000 lookup local
-    ip -n "$P$n" -6 rule del pref 0 lookup local
   done
+  decapsulation; encapsulation
   # Home agent: MNP -> gate; out of the gate -> encap to the care-of address.
   ip -n "${P}ha" -6 route add 2001:db8:100::/64 via fe80::2 dev g0
   ip -n "${P}ha" -6 rule add iif g1 lookup 100 pref 900
-  ip -n "${P}ha" -6 route add 2001:db8:100::/64 encap seg6 mode encap.red segs 2001:db8:2::10 dev h1 table 100
-  # Home agent: reverse tunnel from the care-of address -> decap.
-  ip -n "${P}ha" -6 rule add from 2001:db8:2::10 ipproto 41 lookup 101 pref 500
-  ip -n "${P}ha" -6 route add 2001:db8:1::1/128 encap seg6local action End.DT6 table main dev h1 table 101
-  # Mobile router: from the tenant link -> gate (source-specific per tenant).
+  # Mobile router: from the tenant link -> gate (source-specific per tenant);
+  # out of the gate -> encap to the home agent, whose own address table 200
+  # throws back to the main table, or the outer packet would loop.
   ip -n "${P}mr" -6 rule add iif m1 from 2001:db8:100::/64 lookup 201 pref 800
   ip -n "${P}mr" -6 route add default via fe80::2 dev g0 table 201
-  # Out of the gate -> encap to the home agent; the home agent's own address
-  # is thrown back to the main table, or the outer packet would loop.
   ip -n "${P}mr" -6 rule add iif g1 lookup 200 pref 900
-  ip -n "${P}mr" -6 route add default encap seg6 mode encap.red segs 2001:db8:1::1 dev m0 table 200
-  ip -n "${P}mr" -6 route add throw 2001:db8:1::1/128 table 200
-  # Mobile router: tunnel from the home agent -> decap.
-  ip -n "${P}mr" -6 rule add from 2001:db8:1::1 ipproto 41 lookup 202 pref 500
-  ip -n "${P}mr" -6 route add 2001:db8:2::10/128 encap seg6local action End.DT6 table main dev m0 table 202
-  if [ -n "${TUNSRC:-}" ]; then
-    # The outer source set once per namespace instead of chosen per packet.
-    ip -n "${P}ha" sr tunsrc set 2001:db8:1::1
-    ip -n "${P}mr" sr tunsrc set 2001:db8:2::10
-  fi
+fi
+if [ "$MODE" != plain ] && [ "$TUNSRC" = 1 ]; then
+  # The outer source set once per namespace instead of chosen per packet.
+  ip -n "${P}ha" sr tunsrc set 2001:db8:1::1
+  ip -n "${P}mr" sr tunsrc set 2001:db8:2::10
 fi
 
 x() { ip netns exec "$P$1" "${@:2}"; }
-echo "mode=$MODE"
+echo "mode=$MODE tunsrc=$TUNSRC"
 echo "--- ping cn -> vm"; x cn ping -c 3 -i 0.2 -W 2 2001:db8:100::2 | tail -2
 echo "--- ping -M do -s 1452 cn -> vm (must fail with a Packet Too Big when tunnelled)"
 x cn ping -c 2 -i 0.2 -W 1 -M do -s 1452 2001:db8:100::2 2>&1 | grep -E "mtu|received" || true
+echo "--- ping -M do -s 1452 vm -> cn (must fail with a Packet Too Big when tunnelled)"
+x vm ping -c 2 -i 0.2 -W 1 -M do -s 1452 2001:db8:f::2 2>&1 | grep -E "mtu|received" || true
 echo "--- ping -M do -s 1400 vm -> cn"; x vm ping -c 2 -i 0.2 -W 1 -M do -s 1400 2001:db8:f::2 | tail -2
 # Throughput: one TCP stream each way. Packet rate: UDP datagrams of 64
 # bytes, sent as fast as iperf3 can; the rate is what the receiver got.
@@ -96,6 +137,9 @@ tcp() { # from-ns to-ns to-address
 }
 udp() { # from-ns to-ns to-address
   x "$2" iperf3 -s -1 -D; sleep 0.5
+  if [ -n "${PERF:-}" ] && [ "$1" = cn ]; then
+    (sleep 1; perf record -q -a -g -o "$PERF" -- sleep 3 >/dev/null 2>&1) &
+  fi
   x "$1" timeout 20 iperf3 -c "$3" -t 5 -u -b 0 -l 64 | awk -v d="$1->$2" '
     /receiver/ { split($0, a, "("); n = split(a[1], f, " "); split(f[n], lt, "/"); sub(/\).*/, "", a[2]);
                  printf "result udp64 %s %.0f packets/s (%s lost)\n", d, (lt[2] - lt[1]) / 5, a[2] }'

@@ -23,6 +23,17 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// The kernel's own memory that routes take: slab and per-CPU, in KiB
+/// (host-wide: run it on an otherwise idle machine).
+fn kernel_kib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("Slab:") || l.starts_with("Percpu:"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
 fn binding(n: u32) -> BindingRoutes {
     let home = u128::from(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 1, 0)) + u128::from(n);
     let prefix =
@@ -45,11 +56,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::spawn(connection);
     let plane = Seg6HomeAgent::new(handle, Seg6Config::new(uplink, local.parse()?)).await?;
     let before = rss_kib();
+    let kernel_before = kernel_kib();
     let started = Instant::now();
     for n in 0..count {
         plane.set(&binding(n), None).await?;
     }
     let install = started.elapsed();
+    let kernel_installed = kernel_kib();
     let all: Vec<BindingRoutes> = (0..count).map(binding).collect();
     let started = Instant::now();
     let report = plane.reconcile(&all).await?;
@@ -63,7 +76,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let repoint = started.elapsed();
     println!(
         "bindings={count} mnp_routes={count} kernel_routes={} install={:.2}s ({:.0} bindings/s) \
-         reconcile_unchanged={:.2}s kept={} repoint_all={:.2}s rss_before={}KiB rss_after={}KiB",
+         reconcile_unchanged={:.2}s kept={} repoint_all={:.2}s rss_before={}KiB rss_after={}KiB \
+         kernel_slab_percpu_added={}KiB",
         count * 4,
         install.as_secs_f64(),
         f64::from(count) / install.as_secs_f64(),
@@ -72,6 +86,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         repoint.as_secs_f64(),
         before,
         rss_kib(),
+        kernel_installed.saturating_sub(kernel_before),
     );
     plane.teardown().await?;
     Ok(())
