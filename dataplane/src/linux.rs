@@ -11,8 +11,9 @@
 //!   table 4192 (ENCAP):  dst encap seg6 mode encap.red segs CoA dev UPLINK
 //!   rule  950:           lookup 4191
 //! reverse tunnel (RFC 3963 §6.4)
-//!   rule  500:           from CoA ipproto ipv6 lookup 4193  (one per care-of address)
-//!   table 4193 (DECAP):  HA/128 encap seg6local action End.DT6 table main
+//!   rule  500:           ipproto ipv6 lookup 4193
+//!   table 4193 (DECAP):  HA/128 from CoA/128 encap seg6local action End.DT6 table main
+//!                        (one per care-of address in use)
 //! ```
 //! Mobile router ([`Seg6MobileRouter`]), per tenant with its own table T:
 //! ```text
@@ -21,20 +22,31 @@
 //!   rule  900:           iif nemo-g1 from MNP lookup T
 //!   table T:             default encap seg6 mode encap.red segs HA dev UPLINK
 //!                        throw HA/128                          (outer packet: main)
-//!   rule  500:           from HA ipproto ipv6 lookup 4193     (one per home agent)
-//!   table 4193 (DECAP):  CoA/128 encap seg6local action End.DT6 table main
+//!   rule  500:           ipproto ipv6 lookup 4193
+//!   table 4193 (DECAP):  CoA/128 from HA/128 encap seg6local action End.DT6 table main
+//!                        (one per home agent)
 //!   main:                MNP dev TENANT_IF
 //! ```
 //! Both: `rule 1000: lookup local`, moved from 0 so that tunnelled packets to
-//! the host's own address meet the decapsulation rules first; and the seg6
+//! the host's own address meet the decapsulation rule first; and the seg6
 //! tunnel source (`ip sr tunsrc`, [`crate::tunsrc`]) pinned to the local
-//! tunnel address, the source the peer's decapsulation rule matches.
+//! tunnel address, the source the peer's decapsulation route matches.
 //!
 //! The gate is a veth pair whose MTU is the uplink's minus the 40 octets of
 //! encapsulation. Packets that would not fit in the tunnel meet it while
 //! still being forwarded, so the kernel answers the real sender with an
 //! ICMPv6 Packet Too Big and path MTU discovery works; seg6 alone
 //! encapsulates on input and drops them silently (GUIDE.md).
+//!
+//! Decapsulation takes a packet only from a peer the table names (the
+//! reverse tunnel's outer source must be the registered care-of address,
+//! RFC 3963 §6.4): a source-specific route per peer, not a rule per peer,
+//! because every rule added or removed makes the kernel walk every route of
+//! every table (`fib6_clean_all`; measured 0.1 s per rule at a million
+//! routes, under the RTNL lock that every other route change waits for),
+//! where a route costs microseconds. A tunnelled packet from any other
+//! source finds no route there, falls through to the local table and is
+//! counted as an unknown protocol ([`crate::tunsrc::decapsulation_misses`]).
 //!
 //! Everything created carries protocol [`PROTOCOL`] (routes and rules) in
 //! nemo's own tables, so reconciliation can tell what is ours. A move to a
@@ -76,7 +88,7 @@ pub const TABLE_ENCAP: u32 = 4192;
 pub const TABLE_DECAP: u32 = 4193;
 /// Mobile router: tenant traffic into the gate.
 pub const TABLE_TENANT_GATE: u32 = 4194;
-/// Rule preference of the decapsulation rules.
+/// Rule preference of the decapsulation rule.
 pub const PREF_DECAP: u32 = 500;
 /// Rule preference of "tenant traffic into the gate" (mobile router).
 pub const PREF_TENANT: u32 = 800;
@@ -84,7 +96,7 @@ pub const PREF_TENANT: u32 = 800;
 pub const PREF_ENCAP: u32 = 900;
 /// Rule preference of "look up nemo's destinations" (home agent).
 pub const PREF_ROUTE: u32 = 950;
-/// Where the local table's rule moves, behind the decapsulation rules.
+/// Where the local table's rule moves, behind the decapsulation rule.
 pub const PREF_LOCAL: u32 = 1000;
 /// Octets IPv6-in-IPv6 adds (RFC 2473 §4.1 without options).
 pub const ENCAPSULATION_OVERHEAD: u32 = 40;
@@ -309,6 +321,14 @@ fn route_segment(message: &RouteMessage) -> Option<Ipv6Addr> {
     })
 }
 
+/// A source-specific route's source (decapsulation routes: the peer).
+fn route_source(message: &RouteMessage) -> Option<Ipv6Addr> {
+    message.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Source(RouteAddress::Inet6(address)) => Some(*address),
+        _ => None,
+    })
+}
+
 /// An interface's netlink description, by name.
 async fn link_message(
     handle: &Handle,
@@ -403,6 +423,9 @@ struct Host {
     /// instead of every route of every table per dump). Separate because
     /// strict checking also applies to the other requests' dumps.
     dumps: Handle,
+    /// This host's tunnel address: the destination of its decapsulation
+    /// routes (a mobile router's changes when it moves).
+    local: std::sync::Mutex<Ipv6Addr>,
     uplink: u32,
     gate: (String, String),
     gate_in: u32,
@@ -438,6 +461,7 @@ impl Host {
         Ok(Host {
             handle,
             dumps,
+            local: std::sync::Mutex::new(Ipv6Addr::UNSPECIFIED),
             uplink,
             gate,
             gate_in,
@@ -476,10 +500,25 @@ impl Host {
 
     /// Deletes nemo's route to `destination` in `table`.
     async fn delete_route(&self, table: u32, destination: Ipv6Net) -> Result<(), DataPlaneError> {
-        let mut message = RouteMessageBuilder::<Ipv6Addr>::new()
+        self.delete_route_from(table, destination, None).await
+    }
+
+    /// Deletes nemo's route to `destination` in `table`, the one for
+    /// packets from `source` when it is source-specific (the kernel finds
+    /// those only by both).
+    async fn delete_route_from(
+        &self,
+        table: u32,
+        destination: Ipv6Net,
+        source: Option<Ipv6Addr>,
+    ) -> Result<(), DataPlaneError> {
+        let mut builder = RouteMessageBuilder::<Ipv6Addr>::new()
             .destination_prefix(destination.network(), destination.prefix_len())
-            .table_id(table)
-            .build();
+            .table_id(table);
+        if let Some(source) = source {
+            builder = builder.source_prefix(source, 128);
+        }
+        let mut message = builder.build();
         message.header.protocol = RouteProtocol::Other(PROTOCOL);
         tolerate_missing(self.handle.route().del(message).execute().await)
             .map_err(|e| refused("remove route for", destination, e))
@@ -492,6 +531,30 @@ impl Host {
         &self,
         table: u32,
     ) -> Result<Vec<(Ipv6Net, Option<Ipv6Addr>)>, DataPlaneError> {
+        self.owned_route_messages(table, |m| {
+            route_destination(m).map(|d| (d, route_segment(m)))
+        })
+        .await
+    }
+
+    /// Destination and source (for source-specific routes) of nemo's routes
+    /// in a table: what deleting each takes.
+    async fn owned_route_keys(
+        &self,
+        table: u32,
+    ) -> Result<Vec<(Ipv6Net, Option<Ipv6Addr>)>, DataPlaneError> {
+        self.owned_route_messages(table, |m| {
+            route_destination(m).map(|d| (d, route_source(m)))
+        })
+        .await
+    }
+
+    /// What `keep` takes of each of nemo's routes in a table.
+    async fn owned_route_messages<T>(
+        &self,
+        table: u32,
+        keep: impl Fn(&RouteMessage) -> Option<T> + Copy,
+    ) -> Result<Vec<T>, DataPlaneError> {
         // Filters the kernel applies under strict checking (RTA_TABLE,
         // rtm_protocol; rtm_type unspecified keeps the throw routes). The
         // same test again below, for what the kernel sends regardless.
@@ -508,9 +571,7 @@ impl Host {
             .try_filter_map(|m| async move {
                 let ours =
                     route_table(&m) == table && m.header.protocol == RouteProtocol::Other(PROTOCOL);
-                Ok(ours
-                    .then(|| route_destination(&m).map(|d| (d, route_segment(&m))))
-                    .flatten())
+                Ok(ours.then(|| keep(&m)).flatten())
             })
             .try_collect()
             .await;
@@ -546,17 +607,12 @@ impl Host {
             .build()
     }
 
-    /// `local/128 encap seg6local action End.DT6 table main`: takes the
-    /// inner packet out and routes it.
-    async fn set_decap_address(&self, local: Ipv6Addr) -> Result<(), DataPlaneError> {
-        let destination = Ipv6Net::from(local);
-        for (stale, _) in self.owned_routes(TABLE_DECAP).await? {
-            if stale != destination {
-                self.delete_route(TABLE_DECAP, stale).await?;
-            }
-        }
-        let decap = RouteMessageBuilder::<Ipv6Addr>::new()
+    /// `local/128 from peer/128 encap seg6local action End.DT6 table main`:
+    /// takes the inner packet out of what `peer` tunnelled and routes it.
+    fn decap_route(&self, local: Ipv6Addr, peer: Ipv6Addr) -> RouteMessage {
+        RouteMessageBuilder::<Ipv6Addr>::new()
             .destination_prefix(local, 128)
+            .source_prefix(peer, 128)
             .output_interface(self.uplink)
             .table_id(TABLE_DECAP)
             .protocol(RouteProtocol::Other(PROTOCOL))
@@ -564,10 +620,98 @@ impl Host {
                 RouteSeg6LocalTunnel::Action(Seg6LocalAction::EndDt6),
                 RouteSeg6LocalTunnel::Table(RT_TABLE_MAIN),
             ])
-            .build();
-        self.install(decap, destination).await?;
+            .build()
+    }
+
+    fn local(&self) -> Ipv6Addr {
+        *self
+            .local
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Decapsulates what `peer` tunnels to this host.
+    async fn add_decap_peer(&self, peer: Ipv6Addr) -> Result<(), DataPlaneError> {
+        let local = self.local();
+        self.install(self.decap_route(local, peer), Ipv6Net::from(local))
+            .await
+    }
+
+    /// Stops decapsulating what `peer` tunnels.
+    async fn remove_decap_peer(&self, peer: Ipv6Addr) -> Result<(), DataPlaneError> {
+        let local = Ipv6Net::from(self.local());
+        self.delete_route_from(TABLE_DECAP, local, Some(peer)).await
+    }
+
+    /// Makes the peers decapsulated exactly `peers`; returns how many went.
+    async fn set_decap_peers(
+        &self,
+        peers: impl Iterator<Item = Ipv6Addr>,
+    ) -> Result<usize, DataPlaneError> {
+        let peers: HashSet<Ipv6Addr> = peers.collect();
+        let local = Ipv6Net::from(self.local());
+        let mut removed = 0;
+        for (destination, source) in self.owned_route_keys(TABLE_DECAP).await? {
+            if destination != local || source.is_none_or(|s| !peers.contains(&s)) {
+                self.delete_route_from(TABLE_DECAP, destination, source)
+                    .await?;
+                removed += 1;
+            }
+        }
+        for peer in peers {
+            self.add_decap_peer(peer).await?;
+        }
+        Ok(removed)
+    }
+
+    /// Sets this host's tunnel address: the decapsulation routes follow it
+    /// (each peer's new route before its old one goes, so a peer's tunnel
+    /// is never without one), and so does the seg6 tunnel source. At start,
+    /// also takes an earlier version's decapsulation rules per peer over as
+    /// routes, and drops a route that took every source.
+    async fn set_decap_address(&self, local: Ipv6Addr) -> Result<(), DataPlaneError> {
+        let destination = Ipv6Net::from(local);
+        *self
+            .local
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = local;
+        let mut peers: BTreeSet<Ipv6Addr> = dump_rules(&self.handle)
+            .await?
+            .iter()
+            .filter(|m| is_decap_rule(m))
+            .filter_map(rule_source)
+            .collect();
+        let routes = self.owned_route_keys(TABLE_DECAP).await?;
+        peers.extend(routes.iter().filter_map(|(_, source)| *source));
+        for peer in &peers {
+            self.add_decap_peer(*peer).await?;
+        }
+        for (stale, source) in routes {
+            if stale != destination || source.is_none() {
+                self.delete_route_from(TABLE_DECAP, stale, source).await?;
+            }
+        }
+        // The kernel takes a rule at the same preference as existing when
+        // the new one names fewer selectors: the earlier rules go first (a
+        // round trip without decapsulation, on the first start after the
+        // upgrade only).
+        remove_rules(&self.handle, |m| {
+            is_decap_rule(m) && rule_source(m).is_some()
+        })
+        .await?;
+        add_rule(
+            &self.handle,
+            &Rule {
+                preference: PREF_DECAP,
+                table: TABLE_DECAP,
+                input: None,
+                source: None,
+                tunnelled: true,
+            },
+        )
+        .await?;
         // Our tunnel address is also the outer source of what we
-        // encapsulate: the peer's decapsulation rule matches on it.
+        // encapsulate: the peer's decapsulation route matches on it.
         let pinned = tokio::task::spawn_blocking(move || crate::tunsrc::set(local))
             .await
             .map_err(|e| unavailable(format!("setting the seg6 tunnel source: {e}")))?;
@@ -578,30 +722,12 @@ impl Host {
         })
     }
 
-    fn decap_rule(peer: Ipv6Addr) -> Rule {
-        Rule {
-            preference: PREF_DECAP,
-            table: TABLE_DECAP,
-            input: None,
-            source: Some(Ipv6Net::from(peer)),
-            tunnelled: true,
-        }
-    }
-
-    async fn remove_decap_rule(&self, peer: Ipv6Addr) -> Result<(), DataPlaneError> {
-        remove_rules(&self.handle, |m| {
-            is_decap_rule(m) && rule_source(m) == Some(peer)
-        })
-        .await?;
-        Ok(())
-    }
-
     /// Removes every route in `tables` and rule of nemo's, the gate, and
     /// puts the local table's rule back at 0.
     async fn teardown(&self, tables: &[u32]) -> Result<(), DataPlaneError> {
         for table in tables {
-            for (destination, _) in self.owned_routes(*table).await? {
-                self.delete_route(*table, destination).await?;
+            for (destination, source) in self.owned_route_keys(*table).await? {
+                self.delete_route_from(*table, destination, source).await?;
             }
         }
         add_local_rule(&self.handle, 0).await?;
@@ -683,7 +809,7 @@ impl Seg6Config {
 #[derive(Debug)]
 pub struct Seg6HomeAgent {
     host: Host,
-    /// Bindings per care-of address: the decapsulation rule lives while one
+    /// Bindings per care-of address: the decapsulation route lives while one
     /// remains.
     care_of_users: Mutex<HashMap<Ipv6Addr, usize>>,
 }
@@ -737,21 +863,15 @@ impl Seg6HomeAgent {
             .await
     }
 
-    /// Makes the decapsulation rules exactly one per care-of address of
+    /// Makes the decapsulation routes exactly one per care-of address of
     /// `users`, and the count of each what `users` says; returns how many
-    /// stale rules went.
+    /// stale routes went.
     async fn set_decapsulation(
         &self,
         users: HashMap<Ipv6Addr, usize>,
     ) -> Result<usize, DataPlaneError> {
         let mut counts = self.care_of_users.lock().await;
-        let removed = remove_rules(&self.host.handle, |m| {
-            is_decap_rule(m) && rule_source(m).is_none_or(|s| !users.contains_key(&s))
-        })
-        .await?;
-        for care_of in users.keys() {
-            add_rule(&self.host.handle, &Host::decap_rule(*care_of)).await?;
-        }
+        let removed = self.host.set_decap_peers(users.keys().copied()).await?;
         *counts = users;
         Ok(removed)
     }
@@ -765,7 +885,7 @@ impl Seg6HomeAgent {
         let mut users = self.care_of_users.lock().await;
         let count = users.entry(care_of).or_insert(0);
         if *count == 0 {
-            add_rule(&self.host.handle, &Host::decap_rule(care_of)).await?;
+            self.host.add_decap_peer(care_of).await?;
         }
         *count += 1;
         Ok(())
@@ -779,7 +899,7 @@ impl Seg6HomeAgent {
         *count -= 1;
         if *count == 0 {
             users.remove(&care_of);
-            self.host.remove_decap_rule(care_of).await?;
+            self.host.remove_decap_peer(care_of).await?;
         }
         Ok(())
     }
@@ -854,7 +974,9 @@ impl HomeAgentDataPlane for Seg6HomeAgent {
             .map(|(destination, _)| destination)
             .collect();
         // Each stale destination once, whichever tables still hold it.
-        let stale = encap.keys().chain(gated.iter().filter(|d| !encap.contains_key(d)));
+        let stale = encap
+            .keys()
+            .chain(gated.iter().filter(|d| !encap.contains_key(d)));
         for destination in stale.filter(|d| !wanted.contains_key(d)) {
             self.uninstall(*destination).await?;
             report.removed += 1;
@@ -905,7 +1027,7 @@ impl HomeAgentDataPlane for Seg6HomeAgent {
 #[derive(Debug)]
 pub struct Seg6MobileRouter {
     host: Host,
-    /// Tenants per home agent: the decapsulation rule for a home agent
+    /// Tenants per home agent: the decapsulation route for a home agent
     /// lives while one of its tenants remains.
     home_agent_users: Mutex<HashMap<Ipv6Addr, usize>>,
 }
@@ -988,7 +1110,7 @@ impl Seg6MobileRouter {
             *count -= 1;
             if *count == 0 {
                 users.remove(&tenant.home_agent);
-                self.host.remove_decap_rule(tenant.home_agent).await?;
+                self.host.remove_decap_peer(tenant.home_agent).await?;
             }
         }
         Ok(())
@@ -1020,7 +1142,7 @@ impl MobileRouterDataPlane for Seg6MobileRouter {
             let mut users = self.home_agent_users.lock().await;
             let count = users.entry(tenant.home_agent).or_insert(0);
             if *count == 0 {
-                add_rule(&host.handle, &Host::decap_rule(tenant.home_agent)).await?;
+                host.add_decap_peer(tenant.home_agent).await?;
             }
             *count += 1;
         }

@@ -4,7 +4,7 @@
 //! Without it the kernel picks the outer source of every seg6
 //! encapsulation by source-address selection towards the far end; with a
 //! second global address on the uplink it may pick that one, and the far
-//! end's decapsulation rule (`from <our tunnel address> ipproto ipv6`)
+//! end's decapsulation route (`<its address> from <our tunnel address>`)
 //! never matches: every tenant packet is dropped. Pinning it to the
 //! configured tunnel address makes the outer source what the peer expects.
 //! It is one setting per network namespace (`seg6_pernet_data.tun_src`), so
@@ -181,10 +181,10 @@ pub fn get() -> Result<Ipv6Addr, TunsrcError> {
 }
 
 /// Tunnelled packets that reached this network namespace and that no
-/// decapsulation rule took: the kernel's `Ip6InUnknownProtos` (from
+/// decapsulation route took: the kernel's `Ip6InUnknownProtos` (from
 /// snmp6 of the calling thread's network namespace). nemo's hosts have no ip6_tunnel
 /// module, so an IPv6-in-IPv6 packet to the tunnel address from a source no
-/// rule names (the peer encapsulating from another address than it
+/// route names (the peer encapsulating from another address than it
 /// registered) ends there. Other unknown protocols count too, which on a
 /// nemo host are rare. `None` when the file cannot be read.
 pub fn decapsulation_misses() -> Option<u64> {
@@ -205,7 +205,7 @@ pub const DECAPSULATION_CHECK: std::time::Duration = std::time::Duration::from_s
 /// Every [`DECAPSULATION_CHECK`], reads [`decapsulation_misses`], hands the
 /// value to `record` (a metric's setter), and logs a warning when it rose:
 /// the sign of a peer whose outer source is not the address its
-/// decapsulation rule names.
+/// decapsulation route names.
 pub async fn watch_decapsulation_misses(record: impl Fn(i64)) {
     let mut last = decapsulation_misses();
     let mut tick = tokio::time::interval(DECAPSULATION_CHECK);
@@ -216,7 +216,7 @@ pub async fn watch_decapsulation_misses(record: impl Fn(i64)) {
             if after > before {
                 tracing::warn!(
                     packets = after - before,
-                    "tunnelled packets reached this host that no decapsulation rule took: \
+                    "tunnelled packets reached this host that no decapsulation route took: \
                      a peer encapsulates from another address than the one it registered \
                      (check its seg6 tunnel source and its uplink addresses), or still \
                      tunnels to a tenant no longer attached here (during a migration)"

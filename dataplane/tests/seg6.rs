@@ -35,6 +35,8 @@ const CN: &str = "2001:db8:f::2";
 /// Second uplink addresses, preferred by source selection towards the peer.
 const HA_SECOND: &str = "2001:db8:2:ffff::1";
 const COA_A_SECOND: &str = "2001:db8:1:ffff::1";
+/// A care-of address an earlier version's rule named.
+const OLD_PEER: &str = "2001:db8:2::77";
 
 fn routes(care_of: &str, prefixes: &[&str]) -> BindingRoutes {
     BindingRoutes {
@@ -119,6 +121,22 @@ fn data_plane(ns: &Netns, home_agent: bool, local: &str) -> (Steps, std::thread:
         });
     });
     (tx, thread)
+}
+
+/// The decapsulation routes of a namespace, as "destination from source",
+/// sorted.
+fn decap_routes(ns: &Netns) -> Vec<String> {
+    let mut routes: Vec<String> = ok(&ns.ip(&["-6", "route", "show", "table", "4193"]))
+        .lines()
+        .map(|line| {
+            line.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    routes.sort();
+    routes
 }
 
 fn step(plane: &Steps, step: Step) -> Option<ReconcileReport> {
@@ -247,7 +265,7 @@ fn tunnel_carries_full_size_traffic_and_follows_the_binding() {
     // A second global address on each uplink, which the kernel's source
     // selection prefers towards the peer (longer common prefix, RFC 6724
     // rule 8): unless nemo pins the tunnel source, the outer packets leave
-    // from it and the peer's decapsulation rule never matches.
+    // from it and the peer's decapsulation route never matches.
     for (ns, uplink, second) in [
         (&ha, "h1", HA_SECOND),
         (&mr_a, "u0", COA_A_SECOND),
@@ -302,12 +320,57 @@ fn tunnel_carries_full_size_traffic_and_follows_the_binding() {
         mr.ip(&["addr", "add", "2001:db8:100::1/64", "dev", "t0", "nodad"]);
         let (steps, thread) = data_plane(mr, false, care_of);
         step(&steps, Step::Attach(tenant()));
+        assert_eq!(
+            decap_routes(mr),
+            vec![format!("{care_of} from {HA}")],
+            "the mobile router decapsulates from its home agent"
+        );
         mobile_routers.push((steps, thread));
     }
 
+    // What an earlier version left on the home agent: a decapsulation rule
+    // per care-of address and a route that decapsulated from any source.
+    // Starting takes the rule over as a source-specific route and drops
+    // the catch-all.
+    ha.ip(&[
+        "-6", "rule", "add", "from", OLD_PEER, "ipproto", "ipv6", "lookup", "4193", "pref", "500",
+        "proto", "78",
+    ]);
+    ha.ip(&[
+        "-6",
+        "route",
+        "add",
+        HA,
+        "encap",
+        "seg6local",
+        "action",
+        "End.DT6",
+        "table",
+        "main",
+        "dev",
+        "h1",
+        "table",
+        "4193",
+        "proto",
+        "78",
+    ]);
     let (plane, thread) = data_plane(&ha, true, HA);
     let at_a = routes(COA_A, &[MNP]);
     step(&plane, Step::Set(at_a.clone(), None));
+    let rules = ok(&ha.ip(&["-6", "rule"]));
+    assert!(
+        !rules.contains(OLD_PEER) && rules.contains("500:\tfrom all ipproto ipv6 lookup 4193"),
+        "one decapsulation rule: {rules}"
+    );
+    let decap = decap_routes(&ha);
+    assert_eq!(
+        decap,
+        vec![
+            format!("{HA} from {COA_A}"),
+            format!("{HA} from {OLD_PEER}")
+        ],
+        "the earlier rule as a route, the catch-all gone, A's care-of address added"
+    );
 
     // Both directions, full-size packets on 1500-byte links: the largest
     // that fits the tunnel passes, a larger one gets a Packet Too Big.
@@ -395,10 +458,10 @@ fn tunnel_carries_full_size_traffic_and_follows_the_binding() {
     drop(vm_a);
     assert!(ping(&cn, VM, 1412), "traffic follows the binding to B");
     assert!(ping(&vm_b, CN, 1412), "reverse tunnel from B");
-    let rules = ok(&ha.ip(&["-6", "rule"]));
-    assert!(
-        rules.contains(COA_B) && !rules.contains(COA_A),
-        "decap rules: {rules}"
+    assert_eq!(
+        decap_routes(&ha),
+        vec![format!("{HA} from {OLD_PEER}"), format!("{HA} from {COA_B}")],
+        "decapsulation from B's care-of address only (and the unknown earlier peer until a reconcile)"
     );
 
     // Reconciliation: a stale binding the daemon no longer has goes, the
@@ -416,24 +479,31 @@ fn tunnel_carries_full_size_traffic_and_follows_the_binding() {
     let tables = ok(&ha.ip(&["-6", "route", "show", "table", "all"]));
     assert!(!tables.contains("2001:db8:900::"), "{tables}");
     assert!(ping(&cn, VM, 56), "reconcile kept the live binding");
+    assert_eq!(
+        decap_routes(&ha),
+        vec![format!("{HA} from {COA_B}")],
+        "reconciled decapsulation"
+    );
 
     // A restart's reconcile works from a list made before the binding
     // moved (here to A's care-of address, as if it ran late): settling
-    // makes it what it is now, and the decapsulation rules follow the
+    // makes it what it is now, and the decapsulation routes follow the
     // counts given, not what each call added.
     let stale_move = routes(COA_A, &[MNP]);
     step(&plane, Step::Reconcile(vec![stale_move.clone()]));
-    let rules = ok(&ha.ip(&["-6", "rule"]));
-    assert!(rules.contains(COA_A), "the stale list's rule: {rules}");
+    assert!(
+        decap_routes(&ha).contains(&format!("{HA} from {COA_A}")),
+        "the stale list's decapsulation"
+    );
     step(
         &plane,
         Step::Settle(vec![at_b.clone()], vec![stale_move], vec![(addr(COA_B), 1)]),
     );
     assert!(ping(&cn, VM, 1412), "settled: traffic back to B");
-    let rules = ok(&ha.ip(&["-6", "rule"]));
-    assert!(
-        rules.contains(COA_B) && !rules.contains(COA_A),
-        "settled decap rules: {rules}"
+    assert_eq!(
+        decap_routes(&ha),
+        vec![format!("{HA} from {COA_B}")],
+        "settled decapsulation"
     );
 
     // Clearing the binding stops the traffic.
@@ -530,7 +600,7 @@ fn a_tenant_attaches_only_once_its_gateway_address_is_live() {
         .command("sysctl")
         .args(["-qw", "net.ipv6.conf.all.forwarding=1"])
         .status();
-    let (without, with) = mr.block_on(move || async move {
+    let (without, with, moved) = mr.block_on(move || async move {
         let (connection, handle, _) = rtnetlink::new_connection().unwrap();
         tokio::spawn(connection);
         let plane = Seg6MobileRouter::new(handle, Seg6Config::new("u0", addr(COA_A)))
@@ -558,9 +628,32 @@ fn a_tenant_attaches_only_once_its_gateway_address_is_live() {
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+        // The mobile router moves: its decapsulation route follows its new
+        // care-of address.
+        let decap = || {
+            let output = std::process::Command::new("ip")
+                .args(["-6", "route", "show", "table", "4193"])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        };
+        let before = decap();
+        plane.set_care_of(addr(COA_B)).await.unwrap();
+        let after = decap();
         MobileRouterDataPlane::remove_all(&plane).await.unwrap();
-        (without, with)
+        let removed = decap();
+        (without, with, [before, after, removed])
     });
+    let [before, after, removed] = moved;
+    assert!(
+        before.starts_with(&format!("{COA_A} from {HA} ")),
+        "{before}"
+    );
+    assert!(
+        after.starts_with(&format!("{COA_B} from {HA} ")) && after.lines().count() == 1,
+        "{after}"
+    );
+    assert!(removed.is_empty(), "{removed}");
     assert!(
         without
             .as_ref()

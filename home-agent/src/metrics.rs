@@ -49,7 +49,7 @@ pub struct Metrics {
     pub flush_batch: Histogram,
     /// Failures to program forwarding.
     pub forwarding_failures: Counter,
-    /// Tunnelled packets no decapsulation rule took (the kernel's count,
+    /// Tunnelled packets no decapsulation route took (the kernel's count,
     /// `nemo_dataplane::tunsrc::decapsulation_misses`).
     pub decapsulation_misses: Gauge,
     /// This member's role in a pair: 1 active, 0 standby.
@@ -178,7 +178,7 @@ impl Metrics {
         );
         registry.register(
             "decapsulation_misses",
-            "Tunnelled packets that reached this host and no decapsulation rule took (kernel Ip6InUnknownProtos): a peer encapsulating from an address it did not register",
+            "Tunnelled packets that reached this host and no decapsulation route took (kernel Ip6InUnknownProtos): a peer encapsulating from an address it did not register",
             metrics.decapsulation_misses.clone(),
         );
         // Every labelled series an operator is told to watch exists from

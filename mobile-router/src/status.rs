@@ -48,7 +48,7 @@ pub struct Metrics {
     /// Time from the start of a registration (a care-of address change, a
     /// refresh, a trigger) to its acknowledgement.
     pub registration_seconds: Histogram,
-    /// Tunnelled packets no decapsulation rule took (the kernel's count,
+    /// Tunnelled packets no decapsulation route took (the kernel's count,
     /// `nemo_dataplane::tunsrc::decapsulation_misses`).
     pub decapsulation_misses: Gauge,
 }
@@ -65,7 +65,7 @@ impl Metrics {
         let decapsulation_misses = Gauge::default();
         registry.register(
             "decapsulation_misses",
-            "Tunnelled packets that reached this host and no decapsulation rule took (kernel Ip6InUnknownProtos): the home agent encapsulating from another address than its own",
+            "Tunnelled packets that reached this host and no decapsulation route took (kernel Ip6InUnknownProtos): the home agent encapsulating from another address than its own",
             decapsulation_misses.clone(),
         );
         registry.register(
