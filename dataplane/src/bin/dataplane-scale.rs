@@ -1,5 +1,7 @@
 //! `dataplane-scale`: installs many bindings through the seg6 home-agent data
-//! plane and reports time and memory. Run it in a throwaway network
+//! plane one by one (as registrations arrive), reconciles them unchanged,
+//! re-points them all, then has a new data plane's reconcile put them back
+//! after the kernel lost them (a reboot); reports time and memory. Run it in a throwaway network
 //! namespace (bench/dataplane-scale.sh does): it programs the kernel.
 //!
 //! usage: dataplane-scale UPLINK LOCAL_ADDRESS BINDINGS
@@ -45,7 +47,8 @@ fn binding(n: u32) -> BindingRoutes {
     }
 }
 
-#[tokio::main(flavor = "current_thread")]
+// Two workers, as the daemons run (nemo-ha's runtime is multi-threaded).
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let [_, uplink, local, count] = args.as_slice() else {
@@ -74,10 +77,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         plane.set(&moved, Some(&binding(n))).await?;
     }
     let repoint = started.elapsed();
+    // The kernel loses them all (a reboot): a new data plane's reconcile
+    // puts every binding back, as a restarted nemo-ha does.
+    plane.teardown().await?;
+    let moved: Vec<BindingRoutes> = all
+        .into_iter()
+        .map(|mut routes| {
+            routes.care_of = Ipv6Addr::new(0x2001, 0xdb8, 3, 0, 0, 0, 0, 0x10);
+            routes
+        })
+        .collect();
+    let (connection, handle, _) = rtnetlink::new_connection()?;
+    tokio::spawn(connection);
+    let plane = Seg6HomeAgent::new(handle, Seg6Config::new(uplink, local.parse()?)).await?;
+    let started = Instant::now();
+    let reinstalled = plane.reconcile(&moved).await?;
+    let reinstall = started.elapsed();
     println!(
         "bindings={count} mnp_routes={count} kernel_routes={} install={:.2}s ({:.0} bindings/s) \
          reconcile_unchanged={:.2}s kept={} repoint_all={:.2}s rss_before={}KiB rss_after={}KiB \
-         kernel_slab_percpu_added={}KiB",
+         kernel_slab_percpu_added={}KiB reinstall_after_loss={:.2}s ({:.0} bindings/s, installed={})",
         count * 4,
         install.as_secs_f64(),
         f64::from(count) / install.as_secs_f64(),
@@ -87,6 +106,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         before,
         rss_kib(),
         kernel_installed.saturating_sub(kernel_before),
+        reinstall.as_secs_f64(),
+        f64::from(count) / reinstall.as_secs_f64(),
+        reinstalled.installed,
     );
     plane.teardown().await?;
     Ok(())
