@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs BINDINGS bindings (one MNP each, plus the home address: four
 # kernel routes per binding) through the seg6 home-agent data plane in a
-# throwaway namespace, then reconciles them unchanged and re-points them all.
+# throwaway namespace, then reconciles them unchanged, re-points them all, and
+# has a new data plane's reconcile reinstall them after a teardown (a reboot's
+# loss). Two tokio workers, as the daemons run.
 #   bench/dataplane-scale.sh [BINDINGS]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -804,23 +804,20 @@ impl Seg6Config {
     }
 }
 
-/// Route changes a reconcile keeps in flight at once. One at a time, each
+/// Route changes kept in flight at once. One at a time, each
 /// waits for the connection task's wake-up on another worker thread: 5,250
 /// bindings/s at a million (measured, two workers) against 21,900/s on one
 /// thread; a window of requests hides the round trips.
-const RECONCILE_WINDOW: usize = 64;
+const WINDOW: usize = 64;
 
-/// Runs `change` for every item, [`RECONCILE_WINDOW`] at a time; the first
-/// error ends it.
-async fn concurrently<T, F>(
-    items: Vec<T>,
-    change: impl Fn(T) -> F,
-) -> Result<(), DataPlaneError>
+/// Runs `change` for every item, [`WINDOW`] at a time; the first error
+/// ends it.
+async fn concurrently<T, F>(items: Vec<T>, change: impl Fn(T) -> F) -> Result<(), DataPlaneError>
 where
     F: std::future::Future<Output = Result<(), DataPlaneError>>,
 {
     futures::stream::iter(items.into_iter().map(change))
-        .buffer_unordered(RECONCILE_WINDOW)
+        .buffer_unordered(WINDOW)
         .try_collect()
         .await
 }
@@ -950,16 +947,20 @@ impl HomeAgentDataPlane for Seg6HomeAgent {
         if previous.is_none() || moved {
             self.use_care_of(routes.care_of).await?;
         }
+        // The destinations side by side: a round trip to the kernel waits
+        // for a wake-up on another worker, so one at a time would multiply
+        // that wait by the number of destinations.
         let wanted: BTreeSet<Ipv6Net> = routes.destinations().collect();
-        for destination in &wanted {
-            self.install(*destination, routes.care_of).await?;
-        }
+        concurrently(wanted.iter().copied().collect(), |destination| {
+            self.install(destination, routes.care_of)
+        })
+        .await?;
         if let Some(previous) = previous {
-            for destination in previous.destinations() {
-                if !wanted.contains(&destination) {
-                    self.uninstall(destination).await?;
-                }
-            }
+            let gone = previous
+                .destinations()
+                .filter(|destination| !wanted.contains(destination))
+                .collect();
+            concurrently(gone, |destination| self.uninstall(destination)).await?;
             if moved {
                 self.release_care_of(previous.care_of).await?;
             }
@@ -968,9 +969,10 @@ impl HomeAgentDataPlane for Seg6HomeAgent {
     }
 
     async fn clear(&self, routes: &BindingRoutes) -> Result<(), DataPlaneError> {
-        for destination in routes.destinations() {
-            self.uninstall(destination).await?;
-        }
+        concurrently(routes.destinations().collect(), |destination| {
+            self.uninstall(destination)
+        })
+        .await?;
         self.release_care_of(routes.care_of).await
     }
 

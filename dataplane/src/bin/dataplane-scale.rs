@@ -1,8 +1,9 @@
 //! `dataplane-scale`: installs many bindings through the seg6 home-agent data
 //! plane one by one (as registrations arrive), reconciles them unchanged,
 //! re-points them all, then has a new data plane's reconcile put them back
-//! after the kernel lost them (a reboot); reports time and memory. Run it in a throwaway network
-//! namespace (bench/dataplane-scale.sh does): it programs the kernel.
+//! after the kernel lost them (a reboot); reports time and memory. Run it in
+//! a throwaway network namespace (bench/dataplane-scale.sh does): it
+//! programs the kernel.
 //!
 //! usage: dataplane-scale UPLINK LOCAL_ADDRESS BINDINGS
 
