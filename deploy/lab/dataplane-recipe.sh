@@ -56,16 +56,19 @@ ip -n "${P}vm" -6 route add default via 2001:db8:100::1
 for n in ha mr; do ip netns exec "$P$n" sysctl -qw net.ipv6.conf.all.forwarding=1; done
 
 # Both tunnel ends take tunnelled packets out (End.DT6) before the local
-# table would deliver them: the decapsulation rules, the local table behind.
+# table would deliver them: the decapsulation rule, the local table behind;
+# a source-specific route per peer, so that only the peer's tunnel is taken
+# (nemo-dataplane's layout: a rule per peer would cost a walk of every route
+# at each change).
 decapsulation() {
   for n in ha mr; do
     ip -n "$P$n" -6 rule add pref 1000 lookup local
     ip -n "$P$n" -6 rule del pref 0 lookup local
   done
-  ip -n "${P}ha" -6 rule add from 2001:db8:2::10 ipproto 41 lookup 101 pref 500
-  ip -n "${P}ha" -6 route add 2001:db8:1::1/128 encap seg6local action End.DT6 table main dev h1 table 101
-  ip -n "${P}mr" -6 rule add from 2001:db8:1::1 ipproto 41 lookup 202 pref 500
-  ip -n "${P}mr" -6 route add 2001:db8:2::10/128 encap seg6local action End.DT6 table main dev m0 table 202
+  ip -n "${P}ha" -6 rule add ipproto 41 lookup 101 pref 500
+  ip -n "${P}ha" -6 route add 2001:db8:1::1/128 from 2001:db8:2::10/128 encap seg6local action End.DT6 table main dev h1 table 101
+  ip -n "${P}mr" -6 rule add ipproto 41 lookup 202 pref 500
+  ip -n "${P}mr" -6 route add 2001:db8:2::10/128 from 2001:db8:1::1/128 encap seg6local action End.DT6 table main dev m0 table 202
 }
 # Encapsulation routes: HA -> care-of address in table 100, MR -> HA in 200.
 encapsulation() {
