@@ -1,0 +1,229 @@
+//! The home agent's seg6 data plane: a binding's destinations tunnelled to
+//! its care-of address, the reverse tunnel taken out.
+
+use super::*;
+
+/// The home agent's data plane on a Linux kernel with seg6.
+#[derive(Debug)]
+pub struct Seg6HomeAgent {
+    host: Host,
+    /// Bindings per care-of address: the decapsulation route lives while one
+    /// remains.
+    care_of_users: Mutex<HashMap<Ipv6Addr, usize>>,
+}
+
+impl Seg6HomeAgent {
+    /// Sets up what does not depend on bindings: the gate, the rules, the
+    /// decapsulation route. Idempotent; fails with a clear reason when the
+    /// kernel cannot do it (no seg6, forwarding off, no uplink).
+    pub async fn new(handle: Handle, config: Seg6Config) -> Result<Seg6HomeAgent, DataPlaneError> {
+        let host = Host::prepare(handle, &config.uplink, config.gate.clone()).await?;
+        for rule in [
+            Rule {
+                preference: PREF_ENCAP,
+                table: TABLE_ENCAP,
+                input: Some(host.gate.1.clone()),
+                source: None,
+                tunnelled: false,
+            },
+            Rule {
+                preference: PREF_ROUTE,
+                table: TABLE_ROUTE,
+                input: None,
+                source: None,
+                tunnelled: false,
+            },
+        ] {
+            add_rule(&host.handle, &rule).await?;
+        }
+        host.set_decap_address(config.local_address).await?;
+        tracing::info!(
+            uplink = %config.uplink,
+            gate_mtu = host.gate_mtu,
+            local = %config.local_address,
+            "seg6 home-agent data plane ready"
+        );
+        Ok(Seg6HomeAgent {
+            host,
+            care_of_users: Mutex::new(HashMap::new()),
+        })
+    }
+
+    async fn install(&self, destination: Ipv6Net, care_of: Ipv6Addr) -> Result<(), DataPlaneError> {
+        // Encapsulation first: the gate route then never leads nowhere.
+        let host = &self.host;
+        host.install(
+            host.encap_route(destination, care_of, TABLE_ENCAP),
+            destination,
+        )
+        .await?;
+        host.install(host.gate_route(destination, TABLE_ROUTE), destination)
+            .await
+    }
+
+    /// Makes the decapsulation routes exactly one per care-of address of
+    /// `users`, and the count of each what `users` says; returns how many
+    /// stale routes went.
+    async fn set_decapsulation(
+        &self,
+        users: HashMap<Ipv6Addr, usize>,
+    ) -> Result<usize, DataPlaneError> {
+        let mut counts = self.care_of_users.lock().await;
+        let removed = self.host.set_decap_peers(users.keys().copied()).await?;
+        *counts = users;
+        Ok(removed)
+    }
+
+    async fn uninstall(&self, destination: Ipv6Net) -> Result<(), DataPlaneError> {
+        self.host.delete_route(TABLE_ROUTE, destination).await?;
+        self.host.delete_route(TABLE_ENCAP, destination).await
+    }
+
+    async fn use_care_of(&self, care_of: Ipv6Addr) -> Result<(), DataPlaneError> {
+        let mut users = self.care_of_users.lock().await;
+        let count = users.entry(care_of).or_insert(0);
+        if *count == 0 {
+            self.host.add_decap_peer(care_of).await?;
+        }
+        *count += 1;
+        Ok(())
+    }
+
+    async fn release_care_of(&self, care_of: Ipv6Addr) -> Result<(), DataPlaneError> {
+        let mut users = self.care_of_users.lock().await;
+        let Some(count) = users.get_mut(&care_of) else {
+            return Ok(());
+        };
+        *count -= 1;
+        if *count == 0 {
+            users.remove(&care_of);
+            self.host.remove_decap_peer(care_of).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes everything this data plane installed and puts the local
+    /// table's rule back at 0. For shutdown.
+    pub async fn teardown(&self) -> Result<(), DataPlaneError> {
+        self.host
+            .teardown(&[TABLE_ROUTE, TABLE_ENCAP, TABLE_DECAP])
+            .await?;
+        self.care_of_users.lock().await.clear();
+        Ok(())
+    }
+}
+
+impl HomeAgentDataPlane for Seg6HomeAgent {
+    fn name(&self) -> &'static str {
+        "seg6 encap.red with MTU gate"
+    }
+
+    async fn set(
+        &self,
+        routes: &BindingRoutes,
+        previous: Option<&BindingRoutes>,
+    ) -> Result<(), DataPlaneError> {
+        // The new care-of address can send into the reverse tunnel first.
+        let moved = previous.is_some_and(|p| p.care_of != routes.care_of);
+        if previous.is_none() || moved {
+            self.use_care_of(routes.care_of).await?;
+        }
+        // The destinations side by side: a round trip to the kernel waits
+        // for a wake-up on another worker, so one at a time would multiply
+        // that wait by the number of destinations.
+        let wanted: BTreeSet<Ipv6Net> = routes.destinations().collect();
+        concurrently(wanted.iter().copied().collect(), |destination| {
+            self.install(destination, routes.care_of)
+        })
+        .await?;
+        if let Some(previous) = previous {
+            let gone = previous
+                .destinations()
+                .filter(|destination| !wanted.contains(destination))
+                .collect();
+            concurrently(gone, |destination| self.uninstall(destination)).await?;
+            if moved {
+                self.release_care_of(previous.care_of).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn clear(&self, routes: &BindingRoutes) -> Result<(), DataPlaneError> {
+        concurrently(routes.destinations().collect(), |destination| {
+            self.uninstall(destination)
+        })
+        .await?;
+        self.release_care_of(routes.care_of).await
+    }
+
+    async fn reconcile(&self, all: &[BindingRoutes]) -> Result<ReconcileReport, DataPlaneError> {
+        let wanted: HashMap<Ipv6Net, Ipv6Addr> = all
+            .iter()
+            .flat_map(|r| r.destinations().map(move |d| (d, r.care_of)))
+            .collect();
+        let mut report = ReconcileReport::default();
+        // Both tables listed at once, on two sockets.
+        let (encap, gated) = futures::try_join!(
+            self.host.owned_routes(TABLE_ENCAP),
+            self.host.owned_routes(TABLE_ROUTE)
+        )?;
+        let encap: HashMap<Ipv6Net, Option<Ipv6Addr>> = encap.into_iter().collect();
+        let gated: HashSet<Ipv6Net> = gated
+            .into_iter()
+            .map(|(destination, _)| destination)
+            .collect();
+        // Each stale destination once, whichever tables still hold it.
+        let stale: Vec<Ipv6Net> = encap
+            .keys()
+            .chain(gated.iter().filter(|d| !encap.contains_key(d)))
+            .filter(|d| !wanted.contains_key(d))
+            .copied()
+            .collect();
+        report.removed = stale.len();
+        concurrently(stale, |destination| self.uninstall(destination)).await?;
+        let missing: Vec<(Ipv6Net, Ipv6Addr)> = wanted
+            .iter()
+            .filter(|(destination, care_of)| {
+                encap.get(*destination) != Some(&Some(**care_of)) || !gated.contains(*destination)
+            })
+            .map(|(destination, care_of)| (*destination, *care_of))
+            .collect();
+        report.installed = missing.len();
+        report.kept = wanted.len() - missing.len();
+        concurrently(missing, |(destination, care_of)| {
+            self.install(destination, care_of)
+        })
+        .await?;
+        // Decapsulation: exactly one route per care-of address in use.
+        let mut users: HashMap<Ipv6Addr, usize> = HashMap::new();
+        for routes in all {
+            *users.entry(routes.care_of).or_insert(0) += 1;
+        }
+        report.removed += self.set_decapsulation(users).await?;
+        Ok(report)
+    }
+
+    async fn settle(
+        &self,
+        now: &[BindingRoutes],
+        gone: &[BindingRoutes],
+        users: HashMap<Ipv6Addr, usize>,
+    ) -> Result<(), DataPlaneError> {
+        let held = crate::settled_destinations(now);
+        for destination in gone.iter().flat_map(BindingRoutes::destinations) {
+            if !held.contains_key(&destination) {
+                self.uninstall(destination).await?;
+            }
+        }
+        for (destination, care_of) in &held {
+            self.install(*destination, *care_of).await?;
+        }
+        self.set_decapsulation(users).await?;
+        Ok(())
+    }
+
+    async fn remove_all(&self) -> Result<(), DataPlaneError> {
+        self.teardown().await
+    }
+}
