@@ -243,14 +243,19 @@ fn encapsulation_routes(ns: &Netns) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn seg6_forwarding_follows_bindings_across_kill_9() {
-    const ROUTERS: usize = 50;
-    if !netns_available(MUST_RUN) {
-        return;
-    }
-    let ha = Netns::new("seg6-ha");
-    let peer = Netns::new("seg6-peer");
+/// A home agent's namespace with the seg6 data plane on `h1`, a peer
+/// namespace holding the care-of address, and a config (in `dir`) for
+/// `routers` of ha-loadgen's mobile routers.
+struct Seg6Site {
+    ha: Netns,
+    _peer: Netns,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+fn seg6_site(name: &str, routers: usize) -> Seg6Site {
+    let ha = Netns::new(name);
+    let peer = Netns::new(&format!("{name}-peer"));
     veth(
         &ha,
         "h1",
@@ -264,12 +269,11 @@ fn seg6_forwarding_follows_bindings_across_kill_9() {
         .args(["-qw", "net.ipv6.conf.all.forwarding=1"])
         .status();
     let dir = tempfile::tempdir().unwrap();
-    let loadgen = env!("CARGO_BIN_EXE_ha-loadgen");
-    let generated = std::process::Command::new(loadgen)
+    let generated = std::process::Command::new(env!("CARGO_BIN_EXE_ha-loadgen"))
         .args([
             "config",
             "--routers",
-            &ROUTERS.to_string(),
+            &routers.to_string(),
             "--listen",
             "[::1]:0",
             "--store",
@@ -286,27 +290,64 @@ fn seg6_forwarding_follows_bindings_across_kill_9() {
             ),
     )
     .unwrap();
+    Seg6Site {
+        ha,
+        _peer: peer,
+        dir,
+        config,
+    }
+}
 
-    let (mut daemon, udp) = start_seg6_daemon(&ha, &config);
-    let run = ha
-        .command(loadgen)
+/// Runs ha-loadgen against `udp` from inside the home agent's namespace;
+/// returns its report.
+fn load(ns: &Netns, udp: &str, routers: usize, seconds: u64, first_sequence: u16) -> String {
+    let run = ns
+        .command(env!("CARGO_BIN_EXE_ha-loadgen"))
         .args([
             "run",
             "--routers",
-            &ROUTERS.to_string(),
+            &routers.to_string(),
             "--seconds",
-            "1",
+            &seconds.to_string(),
+            "--window",
+            "256",
+            "--first-sequence",
+            &first_sequence.to_string(),
             "--target",
-            &udp,
+            udp,
         ])
         .output()
         .unwrap();
-    let report = String::from_utf8_lossy(&run.stdout).into_owned();
+    String::from_utf8_lossy(&run.stdout).into_owned()
+}
+
+/// Waits up to `seconds` for `count` encapsulation routes.
+fn wait_for_routes(ns: &Netns, count: usize, seconds: u64) -> usize {
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+    loop {
+        let found = encapsulation_routes(ns).len();
+        if found >= count || std::time::Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn seg6_forwarding_follows_bindings_across_kill_9() {
+    const ROUTERS: usize = 50;
+    if !netns_available(MUST_RUN) {
+        return;
+    }
+    let site = seg6_site("seg6-ha", ROUTERS);
+    let ha = &site.ha;
+    let (mut daemon, udp) = start_seg6_daemon(ha, &site.config);
+    let report = load(ha, &udp, ROUTERS, 1, 0);
     assert!(report.contains("rejected=0"), "{report}");
     // Each binding: its home address and its MNP, tunnelled to the care-of
     // address.
     assert_eq!(
-        encapsulation_routes(&ha).len(),
+        encapsulation_routes(ha).len(),
         2 * ROUTERS,
         "after registration"
     );
@@ -316,16 +357,12 @@ fn seg6_forwarding_follows_bindings_across_kill_9() {
     let _ = daemon.0.kill();
     let _ = daemon.0.wait();
     ha.ip(&["-6", "route", "flush", "table", "4192"]);
-    assert!(encapsulation_routes(&ha).is_empty());
-    let (_daemon, _) = start_seg6_daemon(&ha, &config);
+    assert!(encapsulation_routes(ha).is_empty());
+    let (_daemon, _) = start_seg6_daemon(ha, &site.config);
     // It serves at once; the routes follow within seconds (the reconcile
     // runs beside the core).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while encapsulation_routes(&ha).len() < 2 * ROUTERS && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
     assert_eq!(
-        encapsulation_routes(&ha).len(),
+        wait_for_routes(ha, 2 * ROUTERS, 10),
         2 * ROUTERS,
         "after restart"
     );
@@ -333,6 +370,69 @@ fn seg6_forwarding_follows_bindings_across_kill_9() {
     let decap = String::from_utf8_lossy(&ha.ip(&["-6", "route", "show", "table", "4193"]).stdout)
         .into_owned();
     assert!(decap.starts_with(&format!("{HA} from {COA} ")), "{decap}");
+}
+
+/// A restarted home agent serves before its kernel routes are back: the
+/// registrations it accepts while the reconcile still works (refreshes of
+/// every router, the routes flushed as after a reboot) are noted and
+/// settled, and when it says it caught up every binding is forwarded.
+#[test]
+fn a_restart_serves_registrations_while_the_kernel_catches_up() {
+    const ROUTERS: usize = 4_000;
+    if !netns_available(MUST_RUN) {
+        return;
+    }
+    let site = seg6_site("seg6-late", ROUTERS);
+    let ha = &site.ha;
+    let (mut daemon, udp) = start_seg6_daemon(ha, &site.config);
+    let report = load(ha, &udp, ROUTERS, 5, 0);
+    assert!(report.contains("rejected=0"), "{report}");
+    assert_eq!(
+        wait_for_routes(ha, 2 * ROUTERS, 5),
+        2 * ROUTERS,
+        "after registration: {report}"
+    );
+    let _ = daemon.0.kill();
+    let _ = daemon.0.wait();
+    for table in ["4191", "4192"] {
+        ha.ip(&["-6", "route", "flush", "table", table]);
+    }
+    // Restarted with its log kept; the load starts at the ready line, its
+    // sequence numbers past the first run's (every update a refresh).
+    let log = site.dir.path().join("restart.log");
+    let mut child = ha
+        .command(env!("CARGO_BIN_EXE_nemo-ha"))
+        .arg("--config")
+        .arg(&site.config)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _daemon = Killed(child);
+    let mut ready = String::new();
+    BufReader::new(stdout).read_line(&mut ready).unwrap();
+    let udp = nemo_testkit::field(&ready, "udp");
+    let report = load(ha, &udp, ROUTERS, 2, 1000);
+    assert!(report.contains("rejected=0"), "{report}");
+    let log = nemo_testkit::wait_for_text(&log, "data plane caught up", 1);
+    let caught_up = log
+        .lines()
+        .find(|l| l.contains("data plane caught up"))
+        .unwrap_or_default();
+    eprintln!("{caught_up}");
+    let meanwhile: usize = nemo_testkit::field(caught_up, "changed_meanwhile")
+        .parse()
+        .unwrap_or(0);
+    assert!(
+        meanwhile > 0,
+        "no registration landed while the reconcile ran: {caught_up}"
+    );
+    assert_eq!(
+        wait_for_routes(ha, 2 * ROUTERS, 5),
+        2 * ROUTERS,
+        "after catching up: {caught_up}"
+    );
 }
 
 /// The native-transport load generator (`bench/ha-native.sh`) still works:
