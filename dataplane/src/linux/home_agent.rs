@@ -128,20 +128,16 @@ impl HomeAgentDataPlane for Seg6HomeAgent {
         if previous.is_none() || moved {
             self.use_care_of(routes.care_of).await?;
         }
-        // The destinations side by side: a round trip to the kernel waits
-        // for a wake-up on another worker, so one at a time would multiply
-        // that wait by the number of destinations.
         let wanted: BTreeSet<Ipv6Net> = routes.destinations().collect();
-        concurrently(wanted.iter().copied().collect(), |destination| {
-            self.install(destination, routes.care_of)
-        })
-        .await?;
+        for destination in &wanted {
+            self.install(*destination, routes.care_of).await?;
+        }
         if let Some(previous) = previous {
-            let gone = previous
-                .destinations()
-                .filter(|destination| !wanted.contains(destination))
-                .collect();
-            concurrently(gone, |destination| self.uninstall(destination)).await?;
+            for destination in previous.destinations() {
+                if !wanted.contains(&destination) {
+                    self.uninstall(destination).await?;
+                }
+            }
             if moved {
                 self.release_care_of(previous.care_of).await?;
             }
@@ -150,10 +146,9 @@ impl HomeAgentDataPlane for Seg6HomeAgent {
     }
 
     async fn clear(&self, routes: &BindingRoutes) -> Result<(), DataPlaneError> {
-        concurrently(routes.destinations().collect(), |destination| {
-            self.uninstall(destination)
-        })
-        .await?;
+        for destination in routes.destinations() {
+            self.uninstall(destination).await?;
+        }
         self.release_care_of(routes.care_of).await
     }
 
@@ -181,7 +176,9 @@ impl HomeAgentDataPlane for Seg6HomeAgent {
             .copied()
             .collect();
         report.removed = stale.len();
-        concurrently(stale, |destination| self.uninstall(destination)).await?;
+        for destination in stale {
+            self.uninstall(destination).await?;
+        }
         let missing: Vec<(Ipv6Net, Ipv6Addr)> = wanted
             .iter()
             .filter(|(destination, care_of)| {
@@ -191,10 +188,9 @@ impl HomeAgentDataPlane for Seg6HomeAgent {
             .collect();
         report.installed = missing.len();
         report.kept = wanted.len() - missing.len();
-        concurrently(missing, |(destination, care_of)| {
-            self.install(destination, care_of)
-        })
-        .await?;
+        for (destination, care_of) in missing {
+            self.install(destination, care_of).await?;
+        }
         // Decapsulation: exactly one route per care-of address in use.
         let mut users: HashMap<Ipv6Addr, usize> = HashMap::new();
         for routes in all {

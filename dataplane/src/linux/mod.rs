@@ -60,7 +60,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::Ipv6Addr;
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use ipnet::Ipv6Net;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags};
 use netlink_packet_route::link::LinkAttribute;
@@ -442,22 +442,4 @@ impl Seg6Config {
             gate: ("nemo-g0".into(), "nemo-g1".into()),
         }
     }
-}
-
-/// Route changes kept in flight at once. One at a time, each
-/// waits for the connection task's wake-up on another worker thread: 5,250
-/// bindings/s at a million (measured, two workers) against 21,900/s on one
-/// thread; a window of requests hides the round trips.
-const WINDOW: usize = 64;
-
-/// Runs `change` for every item, [`WINDOW`] at a time; the first error
-/// ends it.
-async fn concurrently<T, F>(items: Vec<T>, change: impl Fn(T) -> F) -> Result<(), DataPlaneError>
-where
-    F: std::future::Future<Output = Result<(), DataPlaneError>>,
-{
-    futures::stream::iter(items.into_iter().map(change))
-        .buffer_unordered(WINDOW)
-        .try_collect()
-        .await
 }
