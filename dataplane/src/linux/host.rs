@@ -111,12 +111,13 @@ impl Host {
     }
 
     /// The destinations (and, for encapsulation routes, the far end) of
-    /// nemo's routes in a table. Streams the dump and keeps only these
+    /// nemo's routes in a table, collected as the caller wants them (a list,
+    /// or straight into a map). Streams the dump and keeps only these
     /// pairs, so memory follows nemo's routes, not the kernel's.
-    pub(super) async fn owned_routes(
-        &self,
-        table: u32,
-    ) -> Result<Vec<(Ipv6Net, Option<Ipv6Addr>)>, DataPlaneError> {
+    pub(super) async fn owned_routes<C>(&self, table: u32) -> Result<C, DataPlaneError>
+    where
+        C: Default + Extend<(Ipv6Net, Option<Ipv6Addr>)>,
+    {
         self.owned_route_messages(table, |m| {
             route_destination(m).map(|d| (d, route_segment(m)))
         })
@@ -136,11 +137,14 @@ impl Host {
     }
 
     /// What `keep` takes of each of nemo's routes in a table.
-    pub(super) async fn owned_route_messages<T>(
+    pub(super) async fn owned_route_messages<T, C>(
         &self,
         table: u32,
         keep: impl Fn(&RouteMessage) -> Option<T> + Copy,
-    ) -> Result<Vec<T>, DataPlaneError> {
+    ) -> Result<C, DataPlaneError>
+    where
+        C: Default + Extend<T>,
+    {
         // Filters the kernel applies under strict checking (RTA_TABLE,
         // rtm_protocol; rtm_type unspecified keeps the throw routes). The
         // same test again below, for what the kernel sends regardless.
@@ -172,7 +176,7 @@ impl Host {
         connection.abort();
         match listed {
             // A table that holds no route does not exist: nothing of ours.
-            Err(error) if errno(&error) == Some(ENOENT) => Ok(Vec::new()),
+            Err(error) if errno(&error) == Some(ENOENT) => Ok(C::default()),
             other => other.map_err(|e| unavailable(format!("listing routes: {e}"))),
         }
     }
