@@ -153,21 +153,22 @@ impl HomeAgentDataPlane for Seg6HomeAgent {
     }
 
     async fn reconcile(&self, all: &[BindingRoutes]) -> Result<ReconcileReport, DataPlaneError> {
-        // Both tables listed at once, on two sockets, straight into maps;
-        // each destination a binding wants is taken out of them as it is
-        // checked, so what remains is stale, and no third map of what is
-        // wanted is built (at a million bindings each map holds 2 million
-        // destinations: the reconcile's memory is a restart's peak).
-        type Listed = HashMap<Ipv6Net, Option<Ipv6Addr>>;
-        let (mut encap, mut gated) = futures::try_join!(
-            self.host.owned_routes::<Listed>(TABLE_ENCAP),
-            self.host.owned_routes::<Listed>(TABLE_ROUTE)
+        // Both tables listed at once, on two sockets, each into a sorted
+        // list with a mark per route for "a binding wants it"; what stays
+        // unmarked is stale. Lists, not maps: at a million bindings each
+        // holds 2 million destinations, and the reconcile is a restart's
+        // memory peak (a hash map of them is twice a list's size).
+        let (encap, gated) = futures::try_join!(
+            self.host.owned_routes::<Vec<_>>(TABLE_ENCAP),
+            self.host.owned_routes::<Vec<_>>(TABLE_ROUTE)
         )?;
+        let mut encap = Listed::new(encap);
+        let mut gated = Listed::new(gated);
         let mut report = ReconcileReport::default();
         for routes in all {
             for destination in routes.destinations() {
-                let encapsulated = encap.remove(&destination);
-                let into_gate = gated.remove(&destination).is_some();
+                let encapsulated = encap.take(destination);
+                let into_gate = gated.take(destination).is_some();
                 if encapsulated == Some(Some(routes.care_of)) && into_gate {
                     report.kept += 1;
                 } else {
@@ -177,7 +178,7 @@ impl HomeAgentDataPlane for Seg6HomeAgent {
             }
         }
         // Each stale destination once, whichever tables still hold it.
-        let stale: HashSet<Ipv6Net> = encap.into_keys().chain(gated.into_keys()).collect();
+        let stale: BTreeSet<Ipv6Net> = encap.unwanted().chain(gated.unwanted()).collect();
         report.removed = stale.len();
         for destination in stale {
             self.uninstall(destination).await?;
@@ -212,5 +213,39 @@ impl HomeAgentDataPlane for Seg6HomeAgent {
 
     async fn remove_all(&self) -> Result<(), DataPlaneError> {
         self.teardown().await
+    }
+}
+
+/// One table's routes as listed at the start of a reconcile, sorted by
+/// destination, each marked once a binding wants it.
+struct Listed {
+    routes: Vec<(Ipv6Net, Option<Ipv6Addr>)>,
+    wanted: Vec<bool>,
+}
+
+impl Listed {
+    fn new(mut routes: Vec<(Ipv6Net, Option<Ipv6Addr>)>) -> Listed {
+        routes.sort_unstable_by_key(|(destination, _)| *destination);
+        let wanted = vec![false; routes.len()];
+        Listed { routes, wanted }
+    }
+
+    /// Marks `destination` wanted; its far end if the table holds it.
+    fn take(&mut self, destination: Ipv6Net) -> Option<Option<Ipv6Addr>> {
+        let at = self
+            .routes
+            .binary_search_by_key(&destination, |(listed, _)| *listed)
+            .ok()?;
+        self.wanted[at] = true;
+        Some(self.routes[at].1)
+    }
+
+    /// The destinations no binding wanted.
+    fn unwanted(&self) -> impl Iterator<Item = Ipv6Net> + '_ {
+        self.routes
+            .iter()
+            .zip(&self.wanted)
+            .filter(|(_, wanted)| !**wanted)
+            .map(|((destination, _), _)| *destination)
     }
 }
