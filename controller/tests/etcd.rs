@@ -304,26 +304,21 @@ async fn history_starts_at(store: &Store, revision: u64) {
 }
 
 /// Whether etcd still answers a read at etcd revision `revision` (it does
-/// not once compacted past it).
-fn etcd_answers_at(etcd: &Etcd, revision: i64) -> Result<(), String> {
-    let output = std::process::Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .args([
-            "--endpoints",
-            &etcd.endpoint(0),
-            "get",
-            "/nemo-upkeep/",
-            "--prefix",
-            "--keys-only",
-            &format!("--rev={revision}"),
-        ])
-        .output()
-        .unwrap();
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).into_owned())
-    }
+/// not once compacted past it). Asked through the client crate the store
+/// links, not `etcdctl`: one tool less for a machine to have.
+async fn etcd_answers_at(etcd: &Etcd, revision: i64) -> Result<(), String> {
+    let mut client = etcd_client::Client::connect([etcd.endpoint(0)], None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let options = etcd_client::GetOptions::new()
+        .with_prefix()
+        .with_keys_only()
+        .with_revision(revision);
+    client
+        .get("/nemo-upkeep/", Some(options))
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -374,14 +369,17 @@ async fn one_replica_at_a_time_keeps_the_history_and_another_takes_over() {
     assert_eq!(a.tenant_names().await, b.tenant_names().await);
     // etcd's own history is compacted too (up to the trim before the last).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while etcd_answers_at(&etcd, 2).is_ok() {
+    while etcd_answers_at(&etcd, 2).await.is_ok() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "etcd never compacted"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(etcd_answers_at(&etcd, 2).unwrap_err().contains("compacted"));
+    assert!(etcd_answers_at(&etcd, 2)
+        .await
+        .unwrap_err()
+        .contains("compacted"));
 
     // The maintainer goes away: the other takes over once its lease has
     // expired, and trims what is written since.

@@ -207,6 +207,10 @@ fn tcp(server: &Netns, server_address: &str, client: &Netns) -> f64 {
 #[test]
 fn tunnel_carries_full_size_traffic_and_follows_the_binding() {
     if !netns_available(MUST_RUN)
+        || !nemo_testkit::require_kernel(
+            nemo_dataplane::linux::probe_seg6(),
+            "seg6 tunnel carries full-size traffic",
+        )
         || !require(
             runs("ping", &["-V"]),
             "ping missing (iputils-ping)",
@@ -566,7 +570,12 @@ fn a_tenant_attaches_only_once_its_gateway_address_is_live() {
     // A port that is up but does not yet hold the tenant's gateway address
     // (inside its prefix), or holds it before the kernel receives for it,
     // cannot answer for the tenant: attaching (and so registering) waits.
-    if !netns_available(MUST_RUN) {
+    if !netns_available(MUST_RUN)
+        || !nemo_testkit::require_kernel(
+            nemo_dataplane::linux::probe_seg6(),
+            "seg6 tenant attaches once its gateway is live",
+        )
+    {
         return;
     }
     let mr = Netns::new("dp-gw-mr");

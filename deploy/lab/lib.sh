@@ -71,3 +71,15 @@ link() { # ns1 if1 ns2 if2 (up before addresses: GUIDE.md lab tip)
   ip -n "$P$1" link set "$2" up; ip -n "$P$3" link set "$4" up
 }
 addr() { ip -n "$P$1" addr add "$3" dev "$2" nodad; }
+# After a failure: what the daemons said that explains it (their warnings
+# and errors, the kernel's refusals among them), then each log's last lines.
+lab_daemon_errors() {
+  local log
+  echo "--- what the daemons logged as warnings or errors:"
+  grep -h -E ' (WARN|ERROR) ' "$WORK"/*.log 2>/dev/null | tail -n 20 | sed 's/^/   | /'
+  for log in "$WORK"/*.log; do
+    [ -e "$log" ] || continue
+    echo "--- ${log##*/} (last lines)"
+    tail -n 5 "$log" | sed 's/^/   | /'
+  done
+}

@@ -261,7 +261,7 @@ if [ "$MODE" = vm ]; then
   vm_start hva vm-a
   for i in $(seq 1 240); do
     grep -q "nemo-guest ready" "$WORK/vm-a.console" 2>/dev/null && break
-    [ "$i" = 240 ] && { echo "FAIL: the VM did not boot within 120 s"; tail -20 "$WORK/vm-a.console" "$WORK"/vm-a.qemu.err; exit 1; }
+    [ "$i" = 240 ] && { echo "FAIL: the VM did not boot within 120 s"; tail -n 20 "$WORK/vm-a.console" "$WORK"/vm-a.qemu.err; exit 1; }
     sleep 0.5
   done
   echo "   VM booted in about $((i / 2)) s ($(grep -o 'nemo-guest ready.*' "$WORK/vm-a.console"))"
@@ -273,7 +273,7 @@ fi
 
 for i in $(seq 1 100); do
   x cn ping -c 1 -W 1 2001:db8:100::2 >/dev/null 2>&1 && break
-  [ "$i" = 100 ] && { echo "FAIL: the VM never answered at 2001:db8:100::2 before the migration"; tail -5 "$WORK"/*.log; exit 1; }
+  [ "$i" = 100 ] && { echo "FAIL: the VM never answered at 2001:db8:100::2 before the migration"; lab_daemon_errors; exit 1; }
   sleep 0.1
 done
 BEFORE=$(binding); echo "$BEFORE" > "$WORK/binding-before.json"

@@ -336,7 +336,12 @@ fn wait_for_routes(ns: &Netns, count: usize, seconds: u64) -> usize {
 #[test]
 fn seg6_forwarding_follows_bindings_across_kill_9() {
     const ROUTERS: usize = 50;
-    if !netns_available(MUST_RUN) {
+    if !netns_available(MUST_RUN)
+        || !nemo_testkit::require_kernel(
+            nemo_dataplane::linux::probe_seg6(),
+            "nemo-ha seg6 forwarding across kill -9",
+        )
+    {
         return;
     }
     let site = seg6_site("seg6-ha", ROUTERS);
@@ -379,7 +384,12 @@ fn seg6_forwarding_follows_bindings_across_kill_9() {
 #[test]
 fn a_restart_serves_registrations_while_the_kernel_catches_up() {
     const ROUTERS: usize = 4_000;
-    if !netns_available(MUST_RUN) {
+    if !netns_available(MUST_RUN)
+        || !nemo_testkit::require_kernel(
+            nemo_dataplane::linux::probe_seg6(),
+            "nemo-ha seg6 restart catches up",
+        )
+    {
         return;
     }
     let site = seg6_site("seg6-late", ROUTERS);

@@ -38,16 +38,51 @@ pub fn net(text: &str) -> ipnet::Ipv6Net {
 
 /// Checks a prerequisite. Returns true when it holds. When it does not:
 /// panics if `must_run_var` is set in the environment, otherwise prints a
-/// loud SKIPPED line and returns false.
+/// loud SKIPPED line (and records it, see [`record_skip`]) and returns false.
 pub fn require(ok: bool, what: &str, must_run_var: &str) -> bool {
     if !ok {
         assert!(
             std::env::var_os(must_run_var).is_none(),
             "{what}, and {must_run_var} is set: this test must run here"
         );
-        eprintln!("SKIPPED: {what} (set {must_run_var}=1 to make this a failure)");
+        record_skip(&format!(
+            "{what} (set {must_run_var}=1 to make this a failure)"
+        ));
     }
     ok
+}
+
+/// Checks what the running kernel offers. Unlike [`require`] no variable
+/// makes a missing kernel feature a failure (no set-up can install a
+/// kernel option), but the skip is loud and recorded: `test` names the
+/// test, `missing` what the kernel lacks, in the words of its config
+/// (`CONFIG_IPV6_SEG6_LWTUNNEL`) and of the probe that found out.
+pub fn require_kernel(supported: Result<(), String>, test: &str) -> bool {
+    match supported {
+        Ok(()) => true,
+        Err(missing) => {
+            record_skip(&format!("{test}: not on this kernel: {missing}"));
+            false
+        }
+    }
+}
+
+/// Prints a skip on stderr as `SKIPPED: what`, and appends it to the file
+/// `NEMO_SKIP_LOG` names, if set: cargo test shows a passing test's output
+/// only with --nocapture, so deploy/test.sh gathers the skips from there and
+/// prints them after the run.
+pub fn record_skip(what: &str) {
+    eprintln!("SKIPPED: {what}");
+    if let Some(path) = std::env::var_os("NEMO_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut log) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(log, "SKIPPED: {what}");
+        }
+    }
 }
 
 /// A binary of another workspace package, from the target directory this

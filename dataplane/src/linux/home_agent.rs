@@ -159,8 +159,8 @@ impl HomeAgentDataPlane for Seg6HomeAgent {
         // holds 2 million destinations, and the reconcile is a restart's
         // memory peak (a hash map of them is twice a list's size).
         let (encap, gated) = futures::try_join!(
-            self.host.owned_routes::<Vec<_>>(TABLE_ENCAP),
-            self.host.owned_routes::<Vec<_>>(TABLE_ROUTE)
+            self.host.owned_routes(TABLE_ENCAP),
+            self.host.owned_routes(TABLE_ROUTE)
         )?;
         let mut encap = Listed::new(encap);
         let mut gated = Listed::new(gated);

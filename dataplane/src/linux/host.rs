@@ -24,7 +24,7 @@ impl Host {
         uplink: &str,
         gate: (String, String),
     ) -> Result<Host, DataPlaneError> {
-        if let Err(reason) = probe().seg6 {
+        if let Err(reason) = probe_seg6() {
             return Err(unavailable(reason));
         }
         let forwarding = std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/forwarding")
@@ -111,13 +111,12 @@ impl Host {
     }
 
     /// The destinations (and, for encapsulation routes, the far end) of
-    /// nemo's routes in a table, collected as the caller wants them (a list,
-    /// or straight into a map). Streams the dump and keeps only these
+    /// nemo's routes in a table. Streams the dump and keeps only these
     /// pairs, so memory follows nemo's routes, not the kernel's.
-    pub(super) async fn owned_routes<C>(&self, table: u32) -> Result<C, DataPlaneError>
-    where
-        C: Default + Extend<(Ipv6Net, Option<Ipv6Addr>)>,
-    {
+    pub(super) async fn owned_routes(
+        &self,
+        table: u32,
+    ) -> Result<Vec<(Ipv6Net, Option<Ipv6Addr>)>, DataPlaneError> {
         self.owned_route_messages(table, |m| {
             route_destination(m).map(|d| (d, route_segment(m)))
         })
@@ -137,14 +136,11 @@ impl Host {
     }
 
     /// What `keep` takes of each of nemo's routes in a table.
-    pub(super) async fn owned_route_messages<T, C>(
+    pub(super) async fn owned_route_messages<T>(
         &self,
         table: u32,
         keep: impl Fn(&RouteMessage) -> Option<T> + Copy,
-    ) -> Result<C, DataPlaneError>
-    where
-        C: Default + Extend<T>,
-    {
+    ) -> Result<Vec<T>, DataPlaneError> {
         // Filters the kernel applies under strict checking (RTA_TABLE,
         // rtm_protocol; rtm_type unspecified keeps the throw routes). The
         // same test again below, for what the kernel sends regardless.
@@ -176,7 +172,7 @@ impl Host {
         connection.abort();
         match listed {
             // A table that holds no route does not exist: nothing of ours.
-            Err(error) if errno(&error) == Some(ENOENT) => Ok(C::default()),
+            Err(error) if errno(&error) == Some(ENOENT) => Ok(Vec::new()),
             other => other.map_err(|e| unavailable(format!("listing routes: {e}"))),
         }
     }
@@ -247,12 +243,19 @@ impl Host {
         self.delete_route_from(TABLE_DECAP, local, Some(peer)).await
     }
 
-    /// Makes the peers decapsulated exactly `peers`; returns how many went.
+    /// Makes the peers decapsulated at this host's tunnel address exactly
+    /// `peers`: each one's route installed before any other goes (a peer's
+    /// tunnel is never without one, also when the address changed), then
+    /// routes to another address, of another peer or taking every source
+    /// removed. Returns how many went.
     pub(super) async fn set_decap_peers(
         &self,
         peers: impl Iterator<Item = Ipv6Addr>,
     ) -> Result<usize, DataPlaneError> {
         let peers: HashSet<Ipv6Addr> = peers.collect();
+        for peer in &peers {
+            self.add_decap_peer(*peer).await?;
+        }
         let local = Ipv6Net::from(self.local());
         let mut removed = 0;
         for (destination, source) in self.owned_route_keys(TABLE_DECAP).await? {
@@ -261,9 +264,6 @@ impl Host {
                     .await?;
                 removed += 1;
             }
-        }
-        for peer in peers {
-            self.add_decap_peer(peer).await?;
         }
         Ok(removed)
     }
@@ -279,22 +279,21 @@ impl Host {
             .local
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = local;
+        // The peers: those of the routes there are, and of an earlier
+        // version's rules.
         let mut peers: BTreeSet<Ipv6Addr> = dump_rules(&self.handle)
             .await?
             .iter()
             .filter(|m| is_decap_rule(m))
             .filter_map(rule_source)
             .collect();
-        let routes = self.owned_route_keys(TABLE_DECAP).await?;
-        peers.extend(routes.iter().filter_map(|(_, source)| *source));
-        for peer in &peers {
-            self.add_decap_peer(*peer).await?;
-        }
-        for (stale, source) in routes {
-            if stale != destination || source.is_none() {
-                self.delete_route_from(TABLE_DECAP, stale, source).await?;
-            }
-        }
+        peers.extend(
+            self.owned_route_keys(TABLE_DECAP)
+                .await?
+                .into_iter()
+                .filter_map(|(_, source)| source),
+        );
+        self.set_decap_peers(peers.into_iter()).await?;
         // The kernel takes a rule at the same preference as existing when
         // the new one names fewer selectors: the earlier rules go first (a
         // round trip without decapsulation, on the first start after the

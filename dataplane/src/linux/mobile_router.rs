@@ -83,7 +83,7 @@ impl Seg6MobileRouter {
             .await?;
             self.host.delete_route(RT_TABLE_MAIN, *prefix).await?;
         }
-        for (destination, _) in self.host.owned_routes::<Vec<_>>(tenant.table).await? {
+        for (destination, _) in self.host.owned_routes(tenant.table).await? {
             self.host.delete_route(tenant.table, destination).await?;
         }
         let mut users = self.home_agent_users.lock().await;

@@ -81,10 +81,12 @@ use crate::{
 mod home_agent;
 mod host;
 mod mobile_router;
+mod probe;
 
 pub use home_agent::Seg6HomeAgent;
 use host::Host;
 pub use mobile_router::Seg6MobileRouter;
+pub use probe::{kernel_option, probe, probe_seg6, KernelOption, Probe};
 
 /// Route and rule protocol number marking what nemo installed ("N").
 pub const PROTOCOL: u8 = 78;
@@ -118,34 +120,6 @@ const ENOMEM: i32 = 12;
 const EEXIST: i32 = 17;
 /// Longest single wait for the kernel's per-CPU pool before giving up.
 const MAX_ENOMEM_WAIT: Duration = Duration::from_millis(1024);
-
-/// What this kernel offers, for the start-up report.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Probe {
-    /// seg6 lightweight tunnels (the backend built here).
-    pub seg6: Result<(), String>,
-    /// ip6tnl devices.
-    pub ip6tnl: Result<(), String>,
-}
-
-/// Looks at what the kernel offers, without changing anything.
-pub fn probe() -> Probe {
-    let seg6 = if std::path::Path::new("/proc/sys/net/ipv6/conf/all/seg6_enabled").exists() {
-        Ok(())
-    } else {
-        Err("kernel without IPv6 segment routing (no seg6_enabled sysctl)".into())
-    };
-    let ip6tnl = if std::path::Path::new("/sys/module/ip6_tunnel").exists() {
-        Err(
-            "ip6_tunnel is present, but nemo has no ip6tnl backend yet (never verified: \
-             the kernels it was built on lack ip6_tunnel)"
-                .into(),
-        )
-    } else {
-        Err("kernel without ip6_tunnel (ip6tnl devices unavailable)".into())
-    };
-    Probe { seg6, ip6tnl }
-}
 
 fn refused(action: &'static str, destination: Ipv6Net, error: rtnetlink::Error) -> DataPlaneError {
     DataPlaneError::Refused {
