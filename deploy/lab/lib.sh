@@ -13,8 +13,10 @@
 lab_prepare() { # name tools...
   local name=$1; shift
   if [ "$(id -u)" != 0 ]; then echo "$name: needs root (network namespaces)" >&2; exit 2; fi
+  # What a fresh machine lacks, installed first (deploy/tools.txt).
+  bash deploy/setup.sh >&2 || { echo "$name: the set-up failed (above)" >&2; exit 2; }
   for tool in "$@"; do
-    command -v "$tool" >/dev/null || { echo "$name: $tool missing (apt-get install iproute2 iputils-ping iperf3 python3; for the VM: qemu-system-x86 busybox-static cpio)" >&2; exit 2; }
+    command -v "$tool" >/dev/null || { echo "$name: $tool missing after deploy/setup.sh: add it to deploy/tools.txt" >&2; exit 2; }
   done
   if [ -z "${NEMO_BIN:-}" ]; then
     cargo build --release -q --bins
