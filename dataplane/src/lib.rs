@@ -13,6 +13,7 @@
 //!   has no ip6tnl to verify it on.
 
 pub mod addresses;
+pub mod bpf;
 pub mod linux;
 pub mod quiet;
 pub mod transport;

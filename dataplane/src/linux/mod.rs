@@ -82,11 +82,13 @@ mod home_agent;
 mod host;
 mod mobile_router;
 mod probe;
+mod routes;
 
 pub use home_agent::Seg6HomeAgent;
 use host::Host;
 pub use mobile_router::Seg6MobileRouter;
 pub use probe::{kernel_option, probe, probe_seg6, KernelOption, Probe};
+pub(crate) use routes::{delete_route_from, install_route, owned_route_messages};
 
 /// Route and rule protocol number marking what nemo installed ("N").
 pub const PROTOCOL: u8 = 78;
@@ -162,16 +164,16 @@ fn tolerate_missing(result: Result<(), rtnetlink::Error>) -> Result<(), rtnetlin
 
 /// A policy rule of nemo's.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Rule {
-    preference: u32,
-    table: u32,
-    input: Option<String>,
-    source: Option<Ipv6Net>,
+pub(crate) struct Rule {
+    pub(crate) preference: u32,
+    pub(crate) table: u32,
+    pub(crate) input: Option<String>,
+    pub(crate) source: Option<Ipv6Net>,
     /// Only IPv6-in-IPv6 packets (ipproto 41).
-    tunnelled: bool,
+    pub(crate) tunnelled: bool,
 }
 
-async fn add_rule(handle: &Handle, rule: &Rule) -> Result<(), DataPlaneError> {
+pub(crate) async fn add_rule(handle: &Handle, rule: &Rule) -> Result<(), DataPlaneError> {
     let mut request = handle
         .rule()
         .add()
@@ -194,7 +196,7 @@ async fn add_rule(handle: &Handle, rule: &Rule) -> Result<(), DataPlaneError> {
         .map_err(|e| unavailable(format!("adding rule {rule:?}: {e}")))
 }
 
-async fn dump_rules(handle: &Handle) -> Result<Vec<RuleMessage>, DataPlaneError> {
+pub(crate) async fn dump_rules(handle: &Handle) -> Result<Vec<RuleMessage>, DataPlaneError> {
     handle
         .rule()
         .get(IpVersion::V6)
@@ -205,7 +207,7 @@ async fn dump_rules(handle: &Handle) -> Result<Vec<RuleMessage>, DataPlaneError>
 }
 
 /// Removes the rules `select` picks.
-async fn remove_rules(
+pub(crate) async fn remove_rules(
     handle: &Handle,
     select: impl Fn(&RuleMessage) -> bool,
 ) -> Result<usize, DataPlaneError> {
@@ -221,7 +223,7 @@ async fn remove_rules(
 }
 
 /// A rule's preference; the kernel leaves the attribute out for 0.
-fn priority(message: &RuleMessage) -> u32 {
+pub(crate) fn priority(message: &RuleMessage) -> u32 {
     message
         .attributes
         .iter()
@@ -232,14 +234,14 @@ fn priority(message: &RuleMessage) -> u32 {
         .unwrap_or(0)
 }
 
-fn rule_source(message: &RuleMessage) -> Option<Ipv6Addr> {
+pub(crate) fn rule_source(message: &RuleMessage) -> Option<Ipv6Addr> {
     message.attributes.iter().find_map(|a| match a {
         RuleAttribute::Source(std::net::IpAddr::V6(address)) => Some(*address),
         _ => None,
     })
 }
 
-fn is_ours(message: &RuleMessage) -> bool {
+pub(crate) fn is_ours(message: &RuleMessage) -> bool {
     message
         .attributes
         .contains(&RuleAttribute::Protocol(RouteProtocol::Other(PROTOCOL)))
@@ -278,7 +280,7 @@ fn route_table(message: &RouteMessage) -> u32 {
         .unwrap_or(u32::from(message.header.table))
 }
 
-fn route_destination(message: &RouteMessage) -> Option<Ipv6Net> {
+pub(crate) fn route_destination(message: &RouteMessage) -> Option<Ipv6Net> {
     let address = message.attributes.iter().find_map(|a| match a {
         RouteAttribute::Destination(RouteAddress::Inet6(address)) => Some(*address),
         _ => None,
@@ -325,7 +327,7 @@ async fn link_message(
 }
 
 /// Index and MTU of an interface.
-async fn link(handle: &Handle, name: &str) -> Result<(u32, u32), DataPlaneError> {
+pub(crate) async fn link(handle: &Handle, name: &str) -> Result<(u32, u32), DataPlaneError> {
     let link = link_message(handle, name).await?;
     let mtu = link
         .attributes
@@ -352,7 +354,7 @@ async fn link(handle: &Handle, name: &str) -> Result<(u32, u32), DataPlaneError>
 /// Advertisement sent to a gateway address not yet local is forwarded
 /// away, and the kernel solicits again only a second later (seen in the
 /// place-first migration lab on a loaded machine: 1.35-1.4 s outages).
-async fn usable_port(
+pub(crate) async fn usable_port(
     handle: &Handle,
     name: &str,
     prefixes: &[Ipv6Net],

@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: Apache-2.0 OR BSD-2-Clause
+ *
+ * The layout of nemo's BPF maps: the one place both the programs
+ * (tunnel.bpf.c) and Rust (dataplane/src/bpf/maps.rs) take it from. Rust
+ * checks its mirror against this object's BTF in a unit test
+ * (`map_layouts_match_the_programs`): change a struct here and that test
+ * names what moved.
+ */
+#ifndef NEMO_MAPS_H
+#define NEMO_MAPS_H
+
+#include <linux/types.h>
+
+/* Key of the LPM tries: an IPv6 prefix (BPF_MAP_TYPE_LPM_TRIE wants the
+ * length first, in bits, then the address in network order). */
+struct nemo_prefix {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+/* Where a tunnelled packet goes: the outer header's source (this host's
+ * tunnel address: the home agent's address, or the mobile router's care-of
+ * address) and destination (the peer). RFC 2473 §3: the tunnel entry and
+ * exit points. */
+struct nemo_tunnel {
+	__u8 local[16];
+	__u8 remote[16];
+};
+
+/* The one tunnel peer allowed to send packets from an inner source
+ * (RFC 3963 §6.4: the home agent takes a reverse-tunnelled packet only
+ * from the care-of address registered for the prefix its source is in;
+ * a mobile router only from its home agent). */
+struct nemo_peer {
+	__u8 remote[16];
+};
+
+/* Index 0 of nemo_local: the address tunnelled packets must be sent to. */
+struct nemo_local {
+	__u8 addr[16];
+};
+
+/* Slots of the per-CPU counter array (Rust: Counter). */
+enum nemo_counter {
+	NEMO_ENCAPSULATED = 0,
+	NEMO_ENCAP_NO_TUNNEL = 1, /* destination (or source) not bound */
+	NEMO_ENCAP_FAILED = 2,    /* bpf_lwt_push_encap refused */
+	NEMO_DECAPSULATED = 3,
+	NEMO_DECAP_SPOOFED = 4,   /* outer source not the inner source's peer */
+	NEMO_DECAP_MALFORMED = 5, /* truncated or not IPv6 inside */
+	NEMO_DECAP_FAILED = 6,    /* bpf_skb_adjust_room refused */
+	NEMO_MALFORMED = 7,       /* encap side: not an IPv6 packet */
+	NEMO_COUNTERS = 8,
+};
+
+/* Most entries per map; a full map refuses an update (ENOSPC / E2BIG),
+ * which the daemon answers as insufficient resources. */
+#define NEMO_MAX_TUNNELS 4194304
+#define NEMO_MAX_PEERS 4194304
+
+#endif

@@ -1,0 +1,191 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-2-Clause
+//
+// nemo's BPF data plane: IPv6-in-IPv6 tunnels (RFC 2473) whose endpoints
+// are looked up in maps the daemons update in place, so that a binding
+// costs one map entry and no route.
+//
+// - nemo_encap_dst (lwt_xmit, home agent): a route per home prefix or
+//   aggregate carries it; the packet's destination (a home address or an
+//   address in a Mobile Network Prefix) finds its care-of address in
+//   nemo_tunnels, and the packet leaves IPv6-in-IPv6 to it.
+// - nemo_encap_src (lwt_xmit, mobile router): the tenant's routing table
+//   carries it; the packet's source (an address in the tenant's prefix)
+//   finds the home agent in nemo_tunnels (reverse tunnelling, RFC 3963
+//   §5.5).
+// - nemo_decap_src (tc ingress, clsact direct action, on the uplink; home
+//   agent): a packet IPv6-in-IPv6 to this host's tunnel address is taken
+//   out of the tunnel only when its outer source is the care-of address
+//   nemo_peers holds for its inner source (RFC 3963 §6.4), else dropped
+//   and counted.
+// - nemo_decap_dst (the same, mobile router): the peer allowed is the home
+//   agent nemo_peers holds for the inner destination (the tenant's
+//   prefix), so tenants of different home agents stay apart.
+//
+// Packets too big for the tunnel: the route's headroom (40) lowers the
+// path MTU the kernel checks before the program runs, so senders get an
+// ICMPv6 Packet Too Big (RFC 8201) instead of a silent drop.
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ipv6.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "nemo_maps.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* RFC 2473 §6.3: the tunnel entry point's hop limit, a default of its own. */
+#define TUNNEL_HOP_LIMIT 64
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct nemo_prefix);
+	__type(value, struct nemo_tunnel);
+	__uint(max_entries, NEMO_MAX_TUNNELS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} nemo_tunnels SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct nemo_prefix);
+	__type(value, struct nemo_peer);
+	__uint(max_entries, NEMO_MAX_PEERS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} nemo_peers SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct nemo_local);
+	__uint(max_entries, 1);
+} nemo_local SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, NEMO_COUNTERS);
+} nemo_counters SEC(".maps");
+
+static __always_inline void count(__u32 counter)
+{
+	__u64 *value = bpf_map_lookup_elem(&nemo_counters, &counter);
+	if (value)
+		*value += 1;
+}
+
+static __always_inline int same_address(const __u8 *a, const struct in6_addr *b)
+{
+	const __u32 *x = (const __u32 *)a;
+	return x[0] == b->in6_u.u6_addr32[0] && x[1] == b->in6_u.u6_addr32[1] &&
+	       x[2] == b->in6_u.u6_addr32[2] && x[3] == b->in6_u.u6_addr32[3];
+}
+
+/* Puts the outer header in front of the packet (its IPv6 header at
+ * skb->data, as LWT programs see it) and hands it back to routing. */
+static __always_inline int encapsulate(struct __sk_buff *skb, int by_source)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ipv6hdr *inner = data;
+
+	if ((void *)(inner + 1) > data_end || inner->version != 6) {
+		count(NEMO_MALFORMED);
+		return BPF_DROP;
+	}
+	struct nemo_prefix key = { .prefixlen = 128 };
+	__builtin_memcpy(key.addr, by_source ? &inner->saddr : &inner->daddr, 16);
+	struct nemo_tunnel *tunnel = bpf_map_lookup_elem(&nemo_tunnels, &key);
+	if (!tunnel) {
+		count(NEMO_ENCAP_NO_TUNNEL);
+		return BPF_DROP;
+	}
+
+	/* RFC 2473 §5.1: a new IPv6 header, next header 41; the traffic class
+	 * and flow label copied from the inner packet (§6.5, §6.6 allow it and
+	 * it keeps ECMP and QoS working on the underlay). */
+	struct ipv6hdr outer = {};
+	outer.version = 6;
+	outer.priority = inner->priority;
+	outer.flow_lbl[0] = inner->flow_lbl[0];
+	outer.flow_lbl[1] = inner->flow_lbl[1];
+	outer.flow_lbl[2] = inner->flow_lbl[2];
+	outer.payload_len = bpf_htons((__u16)skb->len);
+	outer.nexthdr = IPPROTO_IPV6;
+	outer.hop_limit = TUNNEL_HOP_LIMIT;
+	__builtin_memcpy(&outer.saddr, tunnel->local, 16);
+	__builtin_memcpy(&outer.daddr, tunnel->remote, 16);
+
+	if (bpf_lwt_push_encap(skb, BPF_LWT_ENCAP_IP, &outer, sizeof(outer))) {
+		count(NEMO_ENCAP_FAILED);
+		return BPF_DROP;
+	}
+	count(NEMO_ENCAPSULATED);
+	return BPF_LWT_REROUTE;
+}
+
+SEC("lwt_xmit")
+int nemo_encap_dst(struct __sk_buff *skb)
+{
+	return encapsulate(skb, 0);
+}
+
+SEC("lwt_xmit")
+int nemo_encap_src(struct __sk_buff *skb)
+{
+	return encapsulate(skb, 1);
+}
+
+/* Takes a packet out of the tunnel when it is IPv6-in-IPv6 to our tunnel
+ * address from the peer nemo_peers holds for its inner source (home agent)
+ * or inner destination (mobile router). */
+static __always_inline int decapsulate(struct __sk_buff *skb, int by_source)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IPV6))
+		return TC_ACT_OK;
+	struct ipv6hdr *outer = (void *)(eth + 1);
+	if ((void *)(outer + 1) > data_end || outer->nexthdr != IPPROTO_IPV6)
+		return TC_ACT_OK; /* not IPv6-in-IPv6 (or options first): not ours */
+	__u32 zero = 0;
+	struct nemo_local *local = bpf_map_lookup_elem(&nemo_local, &zero);
+	if (!local || !same_address(local->addr, &outer->daddr))
+		return TC_ACT_OK; /* tunnelled, but not to our tunnel address */
+
+	struct ipv6hdr *inner = (void *)(outer + 1);
+	if ((void *)(inner + 1) > data_end || inner->version != 6) {
+		count(NEMO_DECAP_MALFORMED);
+		return TC_ACT_SHOT;
+	}
+	struct nemo_prefix key = { .prefixlen = 128 };
+	__builtin_memcpy(key.addr, by_source ? &inner->saddr : &inner->daddr, 16);
+	struct nemo_peer *peer = bpf_map_lookup_elem(&nemo_peers, &key);
+	if (!peer || !same_address(peer->remote, &outer->saddr)) {
+		count(NEMO_DECAP_SPOOFED);
+		return TC_ACT_SHOT;
+	}
+	if (bpf_skb_adjust_room(skb, -(__s32)sizeof(struct ipv6hdr), BPF_ADJ_ROOM_MAC, 0)) {
+		count(NEMO_DECAP_FAILED);
+		return TC_ACT_SHOT;
+	}
+	count(NEMO_DECAPSULATED);
+	return TC_ACT_OK;
+}
+
+SEC("tc")
+int nemo_decap_src(struct __sk_buff *skb)
+{
+	return decapsulate(skb, 1);
+}
+
+SEC("tc")
+int nemo_decap_dst(struct __sk_buff *skb)
+{
+	return decapsulate(skb, 0);
+}

@@ -1,0 +1,342 @@
+//! The home agent's BPF data plane: a binding is one entry per destination
+//! in `nemo_tunnels` (its home address and each Mobile Network Prefix, to
+//! its care-of address) and the same in `nemo_peers` (the reverse tunnel
+//! takes packets from those prefixes only from that care-of address,
+//! RFC 3963 §6.4). Routes carry the program: one per configured aggregate
+//! (a pool the controller allocates prefixes from), and one per
+//! destination that no aggregate covers.
+//!
+//! ```text
+//!   rule  950:          lookup 4191
+//!   table 4191:         AGGREGATE encap bpf xmit nemo_encap_dst headroom 40 dev UPLINK
+//!                       (and DESTINATION ... for what no aggregate covers)
+//!   tc ingress UPLINK:  nemo_decap_src (nemo_local = the home agent's address)
+//! ```
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::Ipv6Addr;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+
+use ipnet::Ipv6Net;
+use libbpf_rs::{MapCore, MapFlags};
+use rtnetlink::Handle;
+
+use super::maps::{self, Counter};
+use super::routes::{attach_decap, detach_decap, encap_route};
+use super::{Program, Programs};
+use crate::linux::{
+    add_rule, delete_route_from, install_route, link, owned_route_messages, remove_rules,
+    route_destination, Rule, PREF_ROUTE, TABLE_ROUTE,
+};
+use crate::{BindingRoutes, DataPlaneError, HomeAgentDataPlane, ReconcileReport};
+
+/// What the home agent's BPF data plane needs.
+#[derive(Debug, Clone)]
+pub struct BpfHomeAgentConfig {
+    /// The interface towards the care-of addresses (tunnelled packets
+    /// arrive on it).
+    pub uplink: String,
+    /// The home agent's address: the tunnels' source here, and where
+    /// reverse-tunnelled packets must be sent.
+    pub local_address: Ipv6Addr,
+    /// Where the maps are pinned (a folder on a bpf filesystem); `None`
+    /// keeps them unpinned (a restart then starts from empty maps).
+    pub pin_dir: Option<PathBuf>,
+    /// Prefixes whose every address is a tenant's (the controller's
+    /// pools): one route each carries the program. A destination outside
+    /// them gets a route of its own.
+    pub aggregates: Vec<Ipv6Net>,
+}
+
+/// The home agent's data plane in BPF.
+#[derive(Debug)]
+pub struct BpfHomeAgent {
+    handle: Handle,
+    programs: Programs,
+    uplink: u32,
+    local: Ipv6Addr,
+    aggregates: Vec<Ipv6Net>,
+}
+
+fn refused(action: &'static str, destination: Ipv6Net, error: libbpf_rs::Error) -> DataPlaneError {
+    DataPlaneError::Refused {
+        action,
+        destination,
+        reason: error.to_string(),
+    }
+}
+
+impl BpfHomeAgent {
+    /// Loads the programs (over the pinned maps, if an earlier run left
+    /// them), attaches decapsulation at the uplink and the aggregates'
+    /// routes, replacing what an earlier run attached: forwarding goes on
+    /// through a restart. Fails with the reason when the kernel cannot.
+    pub async fn new(
+        handle: Handle,
+        config: BpfHomeAgentConfig,
+    ) -> Result<BpfHomeAgent, DataPlaneError> {
+        super::require_forwarding()?;
+        let programs = Programs::load(config.pin_dir.as_deref())?;
+        let (uplink, _mtu) = link(&handle, &config.uplink).await?;
+        programs.set_local(config.local_address)?;
+        attach_decap(uplink, programs.fd(Program::DecapBySource)?.as_fd())?;
+        add_rule(
+            &handle,
+            &Rule {
+                preference: PREF_ROUTE,
+                table: TABLE_ROUTE,
+                input: None,
+                source: None,
+                tunnelled: false,
+            },
+        )
+        .await?;
+        let plane = BpfHomeAgent {
+            handle,
+            programs,
+            uplink,
+            local: config.local_address,
+            aggregates: config.aggregates,
+        };
+        for aggregate in &plane.aggregates {
+            plane.route(*aggregate).await?;
+        }
+        tracing::info!(
+            uplink = %config.uplink,
+            local = %config.local_address,
+            aggregates = ?plane.aggregates,
+            pinned = ?plane.programs.pin_dir(),
+            "bpf home-agent data plane ready"
+        );
+        Ok(plane)
+    }
+
+    /// The programs and maps (for tests and metrics).
+    pub fn programs(&self) -> &Programs {
+        &self.programs
+    }
+
+    /// A counter of the programs.
+    pub fn counter(&self, counter: Counter) -> u64 {
+        self.programs.counter(counter)
+    }
+
+    fn covered(&self, destination: Ipv6Net) -> bool {
+        self.aggregates.iter().any(|a| a.contains(&destination))
+    }
+
+    async fn route(&self, destination: Ipv6Net) -> Result<(), DataPlaneError> {
+        let fd = self.programs.fd(Program::EncapByDestination)?;
+        let message = encap_route(
+            destination,
+            self.uplink,
+            TABLE_ROUTE,
+            Program::EncapByDestination,
+            fd.as_fd(),
+        );
+        install_route(&self.handle, message, destination).await
+    }
+
+    /// Points `destination` at `care_of`: the peer first (the care-of
+    /// address may send from it), then the tunnel, then the route if no
+    /// aggregate covers it.
+    async fn install(&self, destination: Ipv6Net, care_of: Ipv6Addr) -> Result<(), DataPlaneError> {
+        let key = maps::prefix_key(destination);
+        self.programs
+            .peers
+            .update(&key, &maps::address_value(care_of), MapFlags::ANY)
+            .map_err(|e| refused("install peer for", destination, e))?;
+        self.programs
+            .tunnels
+            .update(
+                &key,
+                &maps::tunnel_value(self.local, care_of),
+                MapFlags::ANY,
+            )
+            .map_err(|e| refused("install tunnel for", destination, e))?;
+        if !self.covered(destination) {
+            self.route(destination).await?;
+        }
+        Ok(())
+    }
+
+    async fn uninstall(&self, destination: Ipv6Net) -> Result<(), DataPlaneError> {
+        if !self.covered(destination) {
+            delete_route_from(&self.handle, TABLE_ROUTE, destination, None).await?;
+        }
+        let key = maps::prefix_key(destination);
+        for (map, what) in [
+            (&self.programs.tunnels, "tunnel"),
+            (&self.programs.peers, "peer"),
+        ] {
+            if let Err(error) = map.delete(&key) {
+                if error.kind() != libbpf_rs::ErrorKind::NotFound {
+                    return Err(refused(
+                        if what == "tunnel" {
+                            "remove tunnel for"
+                        } else {
+                            "remove peer for"
+                        },
+                        destination,
+                        error,
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes everything: routes, rule, the tc filter, the map entries and
+    /// their pins.
+    pub async fn teardown(&self) -> Result<(), DataPlaneError> {
+        for destination in self.listed_routes().await? {
+            delete_route_from(&self.handle, TABLE_ROUTE, destination, None).await?;
+        }
+        remove_rules(&self.handle, |m| {
+            crate::linux::is_ours(m) && crate::linux::priority(m) == PREF_ROUTE
+        })
+        .await?;
+        detach_decap(
+            self.uplink,
+            self.programs.fd(Program::DecapBySource)?.as_fd(),
+        )?;
+        for map in [&self.programs.tunnels, &self.programs.peers] {
+            for key in map.keys().collect::<Vec<_>>() {
+                let _ = map.delete(&key);
+            }
+        }
+        self.programs.unpin()
+    }
+
+    async fn listed_routes(&self) -> Result<Vec<Ipv6Net>, DataPlaneError> {
+        owned_route_messages(TABLE_ROUTE, |m| {
+            super::routes::is_bpf_route(m)
+                .then(|| route_destination(m))
+                .flatten()
+        })
+        .await
+    }
+
+    /// Every (destination, care-of address) in the tunnels map.
+    fn listed_tunnels(&self) -> HashMap<Ipv6Net, Ipv6Addr> {
+        self.programs
+            .tunnels
+            .keys()
+            .filter_map(|key| {
+                let destination = maps::key_prefix(&key)?;
+                let value = self.programs.tunnels.lookup(&key, MapFlags::ANY).ok()??;
+                let (_, care_of) = maps::tunnel_ends(&value)?;
+                Some((destination, care_of))
+            })
+            .collect()
+    }
+
+    fn listed_peers(&self) -> HashMap<Ipv6Net, Ipv6Addr> {
+        self.programs
+            .peers
+            .keys()
+            .filter_map(|key| {
+                let destination = maps::key_prefix(&key)?;
+                let value = self.programs.peers.lookup(&key, MapFlags::ANY).ok()??;
+                Some((destination, maps::value_address(&value)?))
+            })
+            .collect()
+    }
+}
+
+impl HomeAgentDataPlane for BpfHomeAgent {
+    fn name(&self) -> &'static str {
+        "bpf (lwt xmit encapsulation, tc ingress decapsulation)"
+    }
+
+    async fn set(
+        &self,
+        routes: &BindingRoutes,
+        previous: Option<&BindingRoutes>,
+    ) -> Result<(), DataPlaneError> {
+        let wanted: BTreeSet<Ipv6Net> = routes.destinations().collect();
+        for destination in &wanted {
+            self.install(*destination, routes.care_of).await?;
+        }
+        if let Some(previous) = previous {
+            for destination in previous.destinations() {
+                if !wanted.contains(&destination) {
+                    self.uninstall(destination).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn clear(&self, routes: &BindingRoutes) -> Result<(), DataPlaneError> {
+        for destination in routes.destinations() {
+            self.uninstall(destination).await?;
+        }
+        Ok(())
+    }
+
+    async fn reconcile(&self, all: &[BindingRoutes]) -> Result<ReconcileReport, DataPlaneError> {
+        let mut tunnels = self.listed_tunnels();
+        let mut peers = self.listed_peers();
+        let mut report = ReconcileReport::default();
+        // Routes are installed again whatever they hold: after a restart
+        // they still carry the last run's program, and a replace points
+        // them at this run's (the old one goes once nothing holds it).
+        let mut routes: BTreeSet<Ipv6Net> = self.listed_routes().await?.into_iter().collect();
+        for aggregate in &self.aggregates {
+            routes.remove(aggregate);
+            self.route(*aggregate).await?;
+        }
+        for binding in all {
+            for destination in binding.destinations() {
+                let right = tunnels.remove(&destination) == Some(binding.care_of)
+                    && peers.remove(&destination) == Some(binding.care_of);
+                if right && self.covered(destination) {
+                    report.kept += 1;
+                } else {
+                    routes.remove(&destination);
+                    self.install(destination, binding.care_of).await?;
+                    if right {
+                        report.kept += 1;
+                    } else {
+                        report.installed += 1;
+                    }
+                }
+            }
+        }
+        let stale: BTreeSet<Ipv6Net> = tunnels.into_keys().chain(peers.into_keys()).collect();
+        report.removed = stale.len();
+        for destination in stale {
+            self.uninstall(destination).await?;
+        }
+        for destination in routes {
+            delete_route_from(&self.handle, TABLE_ROUTE, destination, None).await?;
+        }
+        Ok(report)
+    }
+
+    async fn settle(
+        &self,
+        now: &[BindingRoutes],
+        gone: &[BindingRoutes],
+        _users: HashMap<Ipv6Addr, usize>,
+    ) -> Result<(), DataPlaneError> {
+        // Peers are per destination here, not counted per care-of address:
+        // installing `now` and removing what only `gone` held is all.
+        let held = crate::settled_destinations(now);
+        for destination in gone.iter().flat_map(BindingRoutes::destinations) {
+            if !held.contains_key(&destination) {
+                self.uninstall(destination).await?;
+            }
+        }
+        for (destination, care_of) in &held {
+            self.install(*destination, *care_of).await?;
+        }
+        Ok(())
+    }
+
+    async fn remove_all(&self) -> Result<(), DataPlaneError> {
+        self.teardown().await
+    }
+}

@@ -1,0 +1,152 @@
+//! The Rust side of nemo's BPF map layouts. The layouts themselves live in
+//! one place, `dataplane/bpf/nemo_maps.h`; this module mirrors them as
+//! byte encodings, and [`super::Programs::load`] checks every map's key
+//! and value size against these before it uses a map, so a header changed
+//! without this file is refused at load with the map's name.
+
+use std::net::Ipv6Addr;
+
+use ipnet::Ipv6Net;
+
+/// `struct nemo_prefix`: the LPM tries' key (length in bits, then the
+/// address in network order).
+pub const PREFIX_SIZE: usize = 4 + 16;
+/// `struct nemo_tunnel`: outer source, outer destination.
+pub const TUNNEL_SIZE: usize = 32;
+/// `struct nemo_peer`: the one outer source allowed.
+pub const PEER_SIZE: usize = 16;
+/// `struct nemo_local`: the address tunnelled packets must be sent to.
+pub const LOCAL_SIZE: usize = 16;
+
+/// The maps, by their names in the object.
+pub const TUNNELS: &str = "nemo_tunnels";
+/// Inner source (or destination) prefix to the peer allowed to send it.
+pub const PEERS: &str = "nemo_peers";
+/// This host's tunnel address.
+pub const LOCAL: &str = "nemo_local";
+/// Per-CPU counters, one slot per [`Counter`].
+pub const COUNTERS: &str = "nemo_counters";
+
+/// `enum nemo_counter`: what the programs count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Counter {
+    /// Packets put into a tunnel.
+    Encapsulated = 0,
+    /// Packets whose destination (home agent) or source (mobile router)
+    /// no binding holds: dropped.
+    EncapNoTunnel = 1,
+    /// Packets the kernel would not encapsulate (`bpf_lwt_push_encap`).
+    EncapFailed = 2,
+    /// Packets taken out of a tunnel.
+    Decapsulated = 3,
+    /// Tunnelled packets from a peer other than the one their inner
+    /// source is bound to (RFC 3963 §6.4): dropped.
+    DecapSpoofed = 4,
+    /// Tunnelled packets to us whose inner packet is truncated or not
+    /// IPv6: dropped.
+    DecapMalformed = 5,
+    /// Packets the kernel would not shrink (`bpf_skb_adjust_room`).
+    DecapFailed = 6,
+    /// Packets routed into the tunnel that are not IPv6: dropped.
+    Malformed = 7,
+}
+
+impl Counter {
+    /// Every counter, in slot order.
+    pub const ALL: [Counter; 8] = [
+        Counter::Encapsulated,
+        Counter::EncapNoTunnel,
+        Counter::EncapFailed,
+        Counter::Decapsulated,
+        Counter::DecapSpoofed,
+        Counter::DecapMalformed,
+        Counter::DecapFailed,
+        Counter::Malformed,
+    ];
+
+    /// Its name in metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::Encapsulated => "encapsulated",
+            Counter::EncapNoTunnel => "encap_no_tunnel",
+            Counter::EncapFailed => "encap_failed",
+            Counter::Decapsulated => "decapsulated",
+            Counter::DecapSpoofed => "decap_spoofed",
+            Counter::DecapMalformed => "decap_malformed",
+            Counter::DecapFailed => "decap_failed",
+            Counter::Malformed => "malformed",
+        }
+    }
+}
+
+/// The key of `prefix` in an LPM trie.
+pub fn prefix_key(prefix: Ipv6Net) -> [u8; PREFIX_SIZE] {
+    let mut key = [0u8; PREFIX_SIZE];
+    // The trie compares prefixlen as a host-order u32.
+    key[..4].copy_from_slice(&u32::from(prefix.prefix_len()).to_ne_bytes());
+    key[4..].copy_from_slice(&prefix.trunc().network().octets());
+    key
+}
+
+/// The prefix an LPM key holds (`None`: a length over 128).
+pub fn key_prefix(key: &[u8]) -> Option<Ipv6Net> {
+    let length = u32::from_ne_bytes(key.get(..4)?.try_into().ok()?);
+    let octets: [u8; 16] = key.get(4..PREFIX_SIZE)?.try_into().ok()?;
+    Ipv6Net::new(Ipv6Addr::from(octets), u8::try_from(length).ok()?).ok()
+}
+
+/// `struct nemo_tunnel` for a tunnel from `local` to `remote`.
+pub fn tunnel_value(local: Ipv6Addr, remote: Ipv6Addr) -> [u8; TUNNEL_SIZE] {
+    let mut value = [0u8; TUNNEL_SIZE];
+    value[..16].copy_from_slice(&local.octets());
+    value[16..].copy_from_slice(&remote.octets());
+    value
+}
+
+/// The (local, remote) of a `struct nemo_tunnel`.
+pub fn tunnel_ends(value: &[u8]) -> Option<(Ipv6Addr, Ipv6Addr)> {
+    let local: [u8; 16] = value.get(..16)?.try_into().ok()?;
+    let remote: [u8; 16] = value.get(16..TUNNEL_SIZE)?.try_into().ok()?;
+    Some((Ipv6Addr::from(local), Ipv6Addr::from(remote)))
+}
+
+/// `struct nemo_peer` (and `struct nemo_local`): one address.
+pub fn address_value(address: Ipv6Addr) -> [u8; 16] {
+    address.octets()
+}
+
+/// The address of a `struct nemo_peer` or `struct nemo_local`.
+pub fn value_address(value: &[u8]) -> Option<Ipv6Addr> {
+    let octets: [u8; 16] = value.get(..16)?.try_into().ok()?;
+    Some(Ipv6Addr::from(octets))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_values_round_trip() {
+        let prefix: Ipv6Net = "2001:db8:100::/56".parse().unwrap();
+        assert_eq!(key_prefix(&prefix_key(prefix)), Some(prefix));
+        // Host bits are not part of a key.
+        let sloppy: Ipv6Net = "2001:db8:100::1/56".parse().unwrap();
+        assert_eq!(prefix_key(sloppy), prefix_key(prefix));
+        let (a, b): (Ipv6Addr, Ipv6Addr) = (
+            "2001:db8:1::1".parse().unwrap(),
+            "2001:db8:2::10".parse().unwrap(),
+        );
+        assert_eq!(tunnel_ends(&tunnel_value(a, b)), Some((a, b)));
+        assert_eq!(value_address(&address_value(a)), Some(a));
+        assert_eq!(key_prefix(&[0xff; PREFIX_SIZE]), None);
+        assert_eq!(tunnel_ends(&[0; 31]), None);
+    }
+
+    #[test]
+    fn counters_are_in_slot_order() {
+        for (slot, counter) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*counter as usize, slot);
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! The mobile router's BPF data plane: per tenant, its prefixes in
+//! `nemo_tunnels` (source prefix to the tunnel from the care-of address to
+//! its home agent) and in `nemo_peers` (tunnelled packets to the prefix are
+//! taken only from that home agent), a rule sending the tenant's traffic
+//! into its own table, whose default route carries the program.
+//!
+//! ```text
+//!   rule  900:          iif TENANT_IF from MNP lookup T
+//!   table T:            default encap bpf xmit nemo_encap_src headroom 40 dev UPLINK
+//!   main:               MNP dev TENANT_IF
+//!   tc ingress UPLINK:  nemo_decap_dst (nemo_local = the care-of address)
+//! ```
+
+use std::net::Ipv6Addr;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use ipnet::Ipv6Net;
+use libbpf_rs::{MapCore, MapFlags};
+use netlink_packet_route::route::RouteProtocol;
+use netlink_packet_route::rule::RuleAttribute;
+use rtnetlink::{Handle, RouteMessageBuilder};
+
+use super::maps;
+use super::routes::{attach_decap, detach_decap, encap_route};
+use super::{Program, Programs};
+use crate::linux::{
+    add_rule, delete_route_from, dump_rules, install_route, is_ours, link, owned_route_messages,
+    priority, remove_rules, route_destination, rule_source, usable_port, Rule, PREF_ENCAP,
+    PROTOCOL,
+};
+use crate::{DataPlaneError, MobileRouterDataPlane, TenantRoutes};
+
+const RT_TABLE_MAIN: u32 = 254;
+
+/// What the mobile router's BPF data plane needs.
+#[derive(Debug, Clone)]
+pub struct BpfMobileRouterConfig {
+    /// The interface towards the home agents (the care-of address is on it).
+    pub uplink: String,
+    /// The care-of address at start (`set_care_of` changes it).
+    pub local_address: Ipv6Addr,
+    /// Where the maps are pinned (a folder on a bpf filesystem).
+    pub pin_dir: Option<PathBuf>,
+}
+
+/// The mobile router's data plane in BPF.
+#[derive(Debug)]
+pub struct BpfMobileRouter {
+    handle: Handle,
+    programs: Programs,
+    uplink: u32,
+    care_of: Mutex<Ipv6Addr>,
+}
+
+fn refused(action: &'static str, destination: Ipv6Net, error: libbpf_rs::Error) -> DataPlaneError {
+    DataPlaneError::Refused {
+        action,
+        destination,
+        reason: error.to_string(),
+    }
+}
+
+impl BpfMobileRouter {
+    /// Loads the programs (over the pinned maps of an earlier run, if any)
+    /// and attaches decapsulation at the uplink.
+    pub async fn new(
+        handle: Handle,
+        config: BpfMobileRouterConfig,
+    ) -> Result<BpfMobileRouter, DataPlaneError> {
+        super::require_forwarding()?;
+        let programs = Programs::load(config.pin_dir.as_deref())?;
+        let (uplink, _mtu) = link(&handle, &config.uplink).await?;
+        attach_decap(uplink, programs.fd(Program::DecapByDestination)?.as_fd())?;
+        let plane = BpfMobileRouter {
+            handle,
+            programs,
+            uplink,
+            care_of: Mutex::new(Ipv6Addr::UNSPECIFIED),
+        };
+        plane.set_care_of_now(config.local_address)?;
+        tracing::info!(
+            uplink = %config.uplink,
+            care_of = %config.local_address,
+            pinned = ?plane.programs.pin_dir(),
+            "bpf mobile-router data plane ready"
+        );
+        Ok(plane)
+    }
+
+    /// The programs and maps (for tests and metrics).
+    pub fn programs(&self) -> &Programs {
+        &self.programs
+    }
+
+    fn care_of(&self) -> Ipv6Addr {
+        *self.care_of.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The care-of address: where tunnelled packets must arrive, and every
+    /// tenant tunnel's source.
+    fn set_care_of_now(&self, care_of: Ipv6Addr) -> Result<(), DataPlaneError> {
+        self.programs.set_local(care_of)?;
+        *self.care_of.lock().unwrap_or_else(|e| e.into_inner()) = care_of;
+        let tunnels = &self.programs.tunnels;
+        for key in tunnels.keys().collect::<Vec<_>>() {
+            let Some(prefix) = maps::key_prefix(&key) else {
+                continue;
+            };
+            let Some((_, home_agent)) = tunnels
+                .lookup(&key, MapFlags::ANY)
+                .ok()
+                .flatten()
+                .and_then(|v| maps::tunnel_ends(&v))
+            else {
+                continue;
+            };
+            tunnels
+                .update(
+                    &key,
+                    &maps::tunnel_value(care_of, home_agent),
+                    MapFlags::EXIST,
+                )
+                .map_err(|e| refused("move tunnel for", prefix, e))?;
+        }
+        Ok(())
+    }
+
+    fn rules(tenant: &TenantRoutes) -> impl Iterator<Item = Rule> + '_ {
+        tenant.prefixes.iter().map(|prefix| Rule {
+            preference: PREF_ENCAP,
+            table: tenant.table,
+            input: Some(tenant.interface.clone()),
+            source: Some(*prefix),
+            tunnelled: false,
+        })
+    }
+
+    async fn remove_tenant(&self, tenant: &TenantRoutes) -> Result<(), DataPlaneError> {
+        for prefix in &tenant.prefixes {
+            let source = Some(prefix.network());
+            remove_rules(&self.handle, |m| {
+                is_ours(m)
+                    && priority(m) == PREF_ENCAP
+                    && rule_source(m) == source
+                    && m.header.src_len == prefix.prefix_len()
+            })
+            .await?;
+            delete_route_from(&self.handle, RT_TABLE_MAIN, *prefix, None).await?;
+            let key = maps::prefix_key(*prefix);
+            for map in [&self.programs.tunnels, &self.programs.peers] {
+                if let Err(error) = map.delete(&key) {
+                    if error.kind() != libbpf_rs::ErrorKind::NotFound {
+                        return Err(refused("remove tunnel for", *prefix, error));
+                    }
+                }
+            }
+        }
+        for destination in owned_route_messages(tenant.table, route_destination).await? {
+            delete_route_from(&self.handle, tenant.table, destination, None).await?;
+        }
+        Ok(())
+    }
+}
+
+impl MobileRouterDataPlane for BpfMobileRouter {
+    fn name(&self) -> &'static str {
+        "bpf (lwt xmit encapsulation, tc ingress decapsulation)"
+    }
+
+    async fn set_care_of(&self, care_of: Ipv6Addr) -> Result<(), DataPlaneError> {
+        self.set_care_of_now(care_of)
+    }
+
+    async fn attach(
+        &self,
+        tenant: &TenantRoutes,
+        previous: Option<&TenantRoutes>,
+    ) -> Result<(), DataPlaneError> {
+        if let Some(previous) = previous {
+            if previous != tenant {
+                self.remove_tenant(previous).await?;
+            }
+        }
+        let interface = usable_port(&self.handle, &tenant.interface, &tenant.prefixes).await?;
+        let care_of = self.care_of();
+        for prefix in &tenant.prefixes {
+            let key = maps::prefix_key(*prefix);
+            self.programs
+                .peers
+                .update(&key, &maps::address_value(tenant.home_agent), MapFlags::ANY)
+                .map_err(|e| refused("install peer for", *prefix, e))?;
+            self.programs
+                .tunnels
+                .update(
+                    &key,
+                    &maps::tunnel_value(care_of, tenant.home_agent),
+                    MapFlags::ANY,
+                )
+                .map_err(|e| refused("install tunnel for", *prefix, e))?;
+            let onlink = RouteMessageBuilder::<Ipv6Addr>::new()
+                .destination_prefix(prefix.network(), prefix.prefix_len())
+                .output_interface(interface)
+                .table_id(RT_TABLE_MAIN)
+                .protocol(RouteProtocol::Other(PROTOCOL))
+                .build();
+            install_route(&self.handle, onlink, *prefix).await?;
+        }
+        let default = Ipv6Net::default();
+        let fd = self.programs.fd(Program::EncapBySource)?;
+        install_route(
+            &self.handle,
+            encap_route(
+                default,
+                self.uplink,
+                tenant.table,
+                Program::EncapBySource,
+                fd.as_fd(),
+            ),
+            default,
+        )
+        .await?;
+        for rule in Self::rules(tenant) {
+            add_rule(&self.handle, &rule).await?;
+        }
+        Ok(())
+    }
+
+    async fn detach(&self, tenant: &TenantRoutes) -> Result<(), DataPlaneError> {
+        self.remove_tenant(tenant).await
+    }
+
+    async fn remove_all(&self) -> Result<(), DataPlaneError> {
+        // Tenant tables are whatever tables hold nemo's rules at PREF_ENCAP.
+        let mut tables = vec![RT_TABLE_MAIN];
+        for message in dump_rules(&self.handle).await? {
+            if is_ours(&message) && priority(&message) == PREF_ENCAP {
+                let table = message
+                    .attributes
+                    .iter()
+                    .find_map(|a| match a {
+                        RuleAttribute::Table(t) => Some(*t),
+                        _ => None,
+                    })
+                    .unwrap_or(u32::from(message.header.table));
+                if !tables.contains(&table) {
+                    tables.push(table);
+                }
+            }
+        }
+        remove_rules(&self.handle, |m| is_ours(m) && priority(m) == PREF_ENCAP).await?;
+        for table in tables {
+            for destination in owned_route_messages(table, route_destination).await? {
+                delete_route_from(&self.handle, table, destination, None).await?;
+            }
+        }
+        detach_decap(
+            self.uplink,
+            self.programs.fd(Program::DecapByDestination)?.as_fd(),
+        )?;
+        for map in [&self.programs.tunnels, &self.programs.peers] {
+            for key in map.keys().collect::<Vec<_>>() {
+                let _ = map.delete(&key);
+            }
+        }
+        self.programs.unpin()
+    }
+}

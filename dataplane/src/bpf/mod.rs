@@ -1,0 +1,296 @@
+//! nemo's BPF data plane: IPv6-in-IPv6 tunnels (RFC 2473) encapsulated by
+//! an LWT program and taken out by a tc ingress program, with the bindings
+//! in BPF maps the daemon updates in place (`dataplane/bpf/tunnel.bpf.c`,
+//! compiled by clang at build time and loaded through libbpf).
+//!
+//! Why libbpf (libbpf-rs) and not aya: the encapsulation is an `lwt_xmit`
+//! program, and aya loads no LWT program types (0.13 and 0.14 list them only
+//! as program info); libbpf loads any section type, reuses pinned maps, and
+//! attaches tc programs over netlink itself. Rust-to-BPF (aya-ebpf) needs a
+//! nightly toolchain and bpf-linker, which these machines cannot fetch.
+//!
+//! Maps are pinned in a bpf filesystem folder of the daemon's own
+//! (`pin_dir`): a restarted daemon, `kill -9` included, loads its programs
+//! again over the same maps, replaces them where they are attached (a route
+//! replace and a tc filter replace are each one step), and forwarding never
+//! stops. After a reboot the pins are gone and the maps are filled again
+//! from the daemon's store.
+
+pub mod maps;
+mod routes;
+
+mod home_agent;
+mod mobile_router;
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use libbpf_rs::{MapCore, MapFlags, MapHandle, Object, ObjectBuilder};
+
+pub use home_agent::{BpfHomeAgent, BpfHomeAgentConfig};
+pub use mobile_router::{BpfMobileRouter, BpfMobileRouterConfig};
+
+use crate::DataPlaneError;
+use maps::Counter;
+
+/// The compiled programs (clang, at build time).
+static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tunnel.bpf.o"));
+
+/// The magic number of a bpf filesystem (`BPF_FS_MAGIC`).
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// What libbpf said during the last load: the verifier's log among it.
+static LIBBPF_LOG: Mutex<String> = Mutex::new(String::new());
+/// Most of libbpf's log kept for an error (the verifier's last lines are
+/// the ones that say what it refused).
+const MAX_LOG: usize = 16 * 1024;
+
+fn keep_libbpf_log(_level: libbpf_rs::PrintLevel, message: String) {
+    let mut log = LIBBPF_LOG.lock().unwrap_or_else(|e| e.into_inner());
+    log.push_str(&message);
+    if log.len() > 4 * MAX_LOG {
+        let cut = log.len() - MAX_LOG;
+        let cut = (cut..log.len())
+            .find(|at| log.is_char_boundary(*at))
+            .unwrap_or(log.len());
+        log.drain(..cut);
+    }
+}
+
+fn unavailable(reason: String) -> DataPlaneError {
+    DataPlaneError::Unavailable {
+        backend: "bpf",
+        reason,
+    }
+}
+
+/// The program kinds in the object, by the role that attaches them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Program {
+    /// Home agent: encapsulate by destination (`lwt_xmit`).
+    EncapByDestination,
+    /// Mobile router: encapsulate by source (`lwt_xmit`).
+    EncapBySource,
+    /// Home agent: decapsulate, the peer looked up by inner source (tc).
+    DecapBySource,
+    /// Mobile router: decapsulate, the peer looked up by inner
+    /// destination (tc).
+    DecapByDestination,
+}
+
+impl Program {
+    /// Its function name in the object.
+    pub fn name(self) -> &'static str {
+        match self {
+            Program::EncapByDestination => "nemo_encap_dst",
+            Program::EncapBySource => "nemo_encap_src",
+            Program::DecapBySource => "nemo_decap_src",
+            Program::DecapByDestination => "nemo_decap_dst",
+        }
+    }
+}
+
+/// The loaded programs and their maps.
+#[derive(Debug)]
+pub struct Programs {
+    object: Object,
+    /// Prefix (destination or source) to tunnel ends.
+    pub tunnels: MapHandle,
+    /// Inner source (or destination) prefix to the one peer allowed.
+    pub peers: MapHandle,
+    /// This host's tunnel address (one entry).
+    pub local: MapHandle,
+    counters: MapHandle,
+    pin_dir: Option<PathBuf>,
+}
+
+impl Programs {
+    /// Loads the programs. With `pin_dir` (a folder on a bpf filesystem,
+    /// created if missing) the maps are pinned there, and maps already
+    /// pinned there by an earlier run are used as they are (a restart keeps
+    /// every binding). Without it the maps live as long as what uses them
+    /// (tests of the programs alone). A refused load says why, with the
+    /// verifier's log.
+    pub fn load(pin_dir: Option<&Path>) -> Result<Programs, DataPlaneError> {
+        static PRINT: std::sync::Once = std::sync::Once::new();
+        PRINT.call_once(|| {
+            libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Info, keep_libbpf_log)));
+        });
+        if let Some(dir) = pin_dir {
+            check_pin_dir(dir)?;
+        }
+        LIBBPF_LOG.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        let loaded = (|| {
+            let mut open = ObjectBuilder::default().open_memory(OBJECT)?;
+            if let Some(dir) = pin_dir {
+                for mut map in open.maps_mut() {
+                    let name = map.name().to_string_lossy().into_owned();
+                    // .rodata and friends are the object's own, never pinned.
+                    if name.starts_with("nemo_") {
+                        map.set_pin_path(dir.join(&name))?;
+                    }
+                }
+            }
+            open.load()
+        })();
+        let object = loaded.map_err(|error| {
+            let log = std::mem::take(&mut *LIBBPF_LOG.lock().unwrap_or_else(|e| e.into_inner()));
+            let tail = &log[log.len().saturating_sub(MAX_LOG)..];
+            tracing::error!(%error, log = %tail, "the kernel refused nemo's BPF programs");
+            unavailable(format!(
+                "loading the BPF programs: {error}; libbpf and the verifier said:\n{tail}"
+            ))
+        })?;
+        let map = |name: &str, key: usize, value: usize| -> Result<MapHandle, DataPlaneError> {
+            let map = object
+                .maps()
+                .find(|m| m.name() == name)
+                .ok_or_else(|| unavailable(format!("the BPF object has no map {name}")))?;
+            let (key_size, value_size) = (map.key_size() as usize, map.value_size() as usize);
+            if key_size != key || value_size != value {
+                return Err(unavailable(format!(
+                    "map {name}: key {key_size} and value {value_size} octets in the object, \
+                     {key} and {value} in dataplane/src/bpf/maps.rs: nemo_maps.h and maps.rs disagree"
+                )));
+            }
+            MapHandle::try_from(&map).map_err(|e| unavailable(format!("map {name}: {e}")))
+        };
+        let tunnels = map(maps::TUNNELS, maps::PREFIX_SIZE, maps::TUNNEL_SIZE)?;
+        let peers = map(maps::PEERS, maps::PREFIX_SIZE, maps::PEER_SIZE)?;
+        let local = map(maps::LOCAL, 4, maps::LOCAL_SIZE)?;
+        let counters = map(maps::COUNTERS, 4, 8)?;
+        if counters.max_entries() as usize != Counter::ALL.len() {
+            return Err(unavailable(format!(
+                "map {}: {} counters in the object, {} in maps.rs",
+                maps::COUNTERS,
+                counters.max_entries(),
+                Counter::ALL.len()
+            )));
+        }
+        Ok(Programs {
+            object,
+            tunnels,
+            peers,
+            local,
+            counters,
+            pin_dir: pin_dir.map(Path::to_owned),
+        })
+    }
+
+    /// A program's file descriptor, to attach it (a duplicate: keep it
+    /// open until the attachment's netlink request is answered).
+    pub fn fd(&self, program: Program) -> Result<OwnedFd, DataPlaneError> {
+        self.object
+            .progs()
+            .find(|p| p.name() == program.name())
+            .ok_or_else(|| {
+                unavailable(format!("the BPF object has no program {}", program.name()))
+            })?
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| unavailable(format!("program {}: {e}", program.name())))
+    }
+
+    /// Runs `program` once on `packet` (BPF_PROG_TEST_RUN: no interface,
+    /// no namespace); its return code and the packet as it left.
+    pub fn test_run(
+        &self,
+        program: Program,
+        packet: &[u8],
+    ) -> Result<(u32, Vec<u8>), DataPlaneError> {
+        let prog = self
+            .object
+            .progs_mut()
+            .find(|p| p.name() == program.name())
+            .ok_or_else(|| unavailable(format!("no program {}", program.name())))?;
+        let mut out = vec![0u8; packet.len() + 256];
+        let input = libbpf_rs::ProgramInput {
+            data_in: Some(packet),
+            data_out: Some(&mut out),
+            ..Default::default()
+        };
+        let output = prog
+            .test_run(input)
+            .map_err(|e| unavailable(format!("test run of {}: {e}", program.name())))?;
+        let data = output.data.map(|d| d.to_vec()).unwrap_or_default();
+        Ok((output.return_value, data))
+    }
+
+    /// Sets the address tunnelled packets must be sent to.
+    pub fn set_local(&self, address: std::net::Ipv6Addr) -> Result<(), DataPlaneError> {
+        self.local
+            .update(
+                &0u32.to_ne_bytes(),
+                &maps::address_value(address),
+                MapFlags::ANY,
+            )
+            .map_err(|e| unavailable(format!("setting the tunnel address: {e}")))
+    }
+
+    /// A counter, summed over the CPUs.
+    pub fn counter(&self, counter: Counter) -> u64 {
+        self.counters
+            .lookup_percpu(&(counter as u32).to_ne_bytes(), MapFlags::ANY)
+            .ok()
+            .flatten()
+            .map(|per_cpu| {
+                per_cpu
+                    .iter()
+                    .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()))
+                    .map(u64::from_ne_bytes)
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Where the maps are pinned, if they are.
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self.pin_dir.as_deref()
+    }
+
+    /// Removes the pins (the maps then live only as long as what uses them).
+    pub fn unpin(&self) -> Result<(), DataPlaneError> {
+        let Some(dir) = &self.pin_dir else {
+            return Ok(());
+        };
+        for name in [maps::TUNNELS, maps::PEERS, maps::LOCAL, maps::COUNTERS] {
+            match std::fs::remove_file(dir.join(name)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(unavailable(format!("unpinning {name}: {e}"))),
+            }
+        }
+        let _ = std::fs::remove_dir(dir);
+        Ok(())
+    }
+}
+
+/// IPv6 forwarding is on (the home agent forwards correspondents' packets
+/// into the tunnel; the mobile router its tenants').
+pub(crate) fn require_forwarding() -> Result<(), DataPlaneError> {
+    let forwarding = std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/forwarding")
+        .map_err(|e| unavailable(format!("reading the forwarding sysctl: {e}")))?;
+    if forwarding.trim() != "1" {
+        return Err(unavailable(
+            "IPv6 forwarding is off (net.ipv6.conf.all.forwarding=0)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The pin folder exists (created if missing) on a bpf filesystem.
+fn check_pin_dir(dir: &Path) -> Result<(), DataPlaneError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| unavailable(format!("pin_dir {}: {e}", dir.display())))?;
+    let stat = nix::sys::statfs::statfs(dir)
+        .map_err(|e| unavailable(format!("pin_dir {}: {e}", dir.display())))?;
+    if stat.filesystem_type().0 as i64 != BPF_FS_MAGIC {
+        return Err(unavailable(format!(
+            "pin_dir {} is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf; \
+             `ip netns exec` hides the host's /sys/fs/bpf, so use a folder elsewhere there)",
+            dir.display()
+        )));
+    }
+    Ok(())
+}

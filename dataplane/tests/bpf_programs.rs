@@ -1,0 +1,258 @@
+//! nemo's BPF programs run on crafted packets with BPF_PROG_TEST_RUN: no
+//! interface, no namespace, each test its own maps. Needs root (CAP_BPF);
+//! skips loudly without it unless NEMO_REQUIRE_BPF is set (deploy/test.sh
+//! sets it).
+//!
+//! The encapsulation itself is not run here: `bpf_lwt_push_encap` reads
+//! the packet's route (`skb_dst(skb)->dev`), which a test run does not
+//! set, and kernels before upstream commit 972787479ee7 dereference it
+//! and crash. The programs' encapsulation paths are run by
+//! tests/bpf_forwarding.rs on real routes in namespaces instead; here the
+//! encapsulation programs run only where they drop before encapsulating.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::net::Ipv6Addr;
+
+use ipnet::Ipv6Net;
+use libbpf_rs::{MapCore, MapFlags};
+use nemo_dataplane::bpf::maps::{self, Counter};
+use nemo_dataplane::bpf::{Program, Programs};
+use nemo_testkit::{addr, net, require};
+
+const TC_ACT_OK: u32 = 0;
+const TC_ACT_SHOT: u32 = 2;
+const BPF_DROP: u32 = 2;
+const ETHERNET: usize = 14;
+
+fn programs() -> Option<Programs> {
+    if !require(
+        nemo_testkit::is_root(),
+        "not root: loading BPF programs needs CAP_BPF",
+        "NEMO_REQUIRE_BPF",
+    ) {
+        return None;
+    }
+    Some(Programs::load(None).unwrap())
+}
+
+/// An IPv6 header: payload length, next header, source, destination.
+fn ipv6(payload: usize, next_header: u8, source: Ipv6Addr, destination: Ipv6Addr) -> Vec<u8> {
+    let mut header = vec![0x60, 0, 0, 0];
+    header.extend_from_slice(&(payload as u16).to_be_bytes());
+    header.push(next_header);
+    header.push(64);
+    header.extend_from_slice(&source.octets());
+    header.extend_from_slice(&destination.octets());
+    header
+}
+
+/// An IPv6 UDP packet (checksum left zero: nothing here checks it).
+fn udp(source: Ipv6Addr, destination: Ipv6Addr) -> Vec<u8> {
+    let payload = b"nemo";
+    let mut packet = ipv6(8 + payload.len(), 17, source, destination);
+    packet.extend_from_slice(&[0x12, 0x34, 0x12, 0x35]);
+    packet.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    packet.extend_from_slice(&[0, 0]);
+    packet.extend_from_slice(payload);
+    packet
+}
+
+/// `inner` IPv6-in-IPv6 (RFC 2473) from `outer_source` to `outer_destination`.
+fn tunnelled(inner: &[u8], outer_source: Ipv6Addr, outer_destination: Ipv6Addr) -> Vec<u8> {
+    let mut packet = ipv6(inner.len(), 41, outer_source, outer_destination);
+    packet.extend_from_slice(inner);
+    packet
+}
+
+/// An Ethernet frame around an IPv6 packet.
+fn frame(packet: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x86, 0xdd];
+    frame.extend_from_slice(packet);
+    frame
+}
+
+fn set_peer(programs: &Programs, prefix: Ipv6Net, peer: Ipv6Addr) {
+    programs
+        .peers
+        .update(
+            &maps::prefix_key(prefix),
+            &maps::address_value(peer),
+            MapFlags::ANY,
+        )
+        .unwrap();
+}
+
+fn set_tunnel(programs: &Programs, prefix: Ipv6Net, local: Ipv6Addr, remote: Ipv6Addr) {
+    programs
+        .tunnels
+        .update(
+            &maps::prefix_key(prefix),
+            &maps::tunnel_value(local, remote),
+            MapFlags::ANY,
+        )
+        .unwrap();
+}
+
+const HA: &str = "2001:db8:1::1";
+const CARE_OF: &str = "2001:db8:2::10";
+const MNP: &str = "2001:db8:100::/56";
+const VM: &str = "2001:db8:100::2";
+const CN: &str = "2001:db8:f::2";
+
+/// A home agent's maps: its address, one binding (MNP via CARE_OF).
+fn home_agent() -> Option<Programs> {
+    let programs = programs()?;
+    programs.set_local(addr(HA)).unwrap();
+    set_peer(&programs, net(MNP), addr(CARE_OF));
+    set_tunnel(&programs, net(MNP), addr(HA), addr(CARE_OF));
+    Some(programs)
+}
+
+#[test]
+fn decapsulation_takes_a_packet_from_the_bound_care_of_address() {
+    let Some(programs) = home_agent() else { return };
+    let inner = udp(addr(VM), addr(CN));
+    let packet = frame(&tunnelled(&inner, addr(CARE_OF), addr(HA)));
+    let (verdict, out) = programs.test_run(Program::DecapBySource, &packet).unwrap();
+    assert_eq!(verdict, TC_ACT_OK);
+    // The outer header is gone: Ethernet, then the inner packet as sent.
+    assert_eq!(&out[..ETHERNET], &packet[..ETHERNET]);
+    assert_eq!(&out[ETHERNET..], &inner[..]);
+    assert_eq!(programs.counter(Counter::Decapsulated), 1);
+    assert_eq!(programs.counter(Counter::DecapSpoofed), 0);
+}
+
+#[test]
+fn a_spoofed_reverse_tunnel_is_dropped_and_counted() {
+    let Some(programs) = home_agent() else { return };
+    // The tenant's source, tunnelled from an address that is not its
+    // care-of address (RFC 3963 §6.4).
+    let inner = udp(addr(VM), addr(CN));
+    let packet = frame(&tunnelled(&inner, addr("2001:db8:66::66"), addr(HA)));
+    let (verdict, _) = programs.test_run(Program::DecapBySource, &packet).unwrap();
+    assert_eq!(verdict, TC_ACT_SHOT);
+    // From the right care-of address, but an inner source no binding holds.
+    let foreign = udp(addr("2001:db8:999::1"), addr(CN));
+    let packet = frame(&tunnelled(&foreign, addr(CARE_OF), addr(HA)));
+    let (verdict, _) = programs.test_run(Program::DecapBySource, &packet).unwrap();
+    assert_eq!(verdict, TC_ACT_SHOT);
+    assert_eq!(programs.counter(Counter::DecapSpoofed), 2);
+    assert_eq!(programs.counter(Counter::Decapsulated), 0);
+}
+
+#[test]
+fn packets_not_tunnelled_to_us_pass_untouched() {
+    let Some(programs) = home_agent() else { return };
+    for packet in [
+        // Plain traffic.
+        frame(&udp(addr(CN), addr(VM))),
+        // Tunnelled, but to another address (a router on the path).
+        frame(&tunnelled(
+            &udp(addr(VM), addr(CN)),
+            addr(CARE_OF),
+            addr("2001:db8:1::9"),
+        )),
+    ] {
+        let (verdict, out) = programs.test_run(Program::DecapBySource, &packet).unwrap();
+        assert_eq!(verdict, TC_ACT_OK);
+        assert_eq!(out, packet);
+    }
+    assert_eq!(programs.counter(Counter::Decapsulated), 0);
+    assert_eq!(programs.counter(Counter::DecapSpoofed), 0);
+}
+
+#[test]
+fn a_truncated_inner_packet_is_dropped_and_counted() {
+    let Some(programs) = home_agent() else { return };
+    let inner = udp(addr(VM), addr(CN));
+    let mut packet = frame(&tunnelled(&inner, addr(CARE_OF), addr(HA)));
+    packet.truncate(ETHERNET + 40 + 20);
+    let (verdict, _) = programs.test_run(Program::DecapBySource, &packet).unwrap();
+    assert_eq!(verdict, TC_ACT_SHOT);
+    // Not IPv6 inside (version 4 in the first nibble).
+    let mut packet = frame(&tunnelled(&inner, addr(CARE_OF), addr(HA)));
+    packet[ETHERNET + 40] = 0x45;
+    let (verdict, _) = programs.test_run(Program::DecapBySource, &packet).unwrap();
+    assert_eq!(verdict, TC_ACT_SHOT);
+    assert_eq!(programs.counter(Counter::DecapMalformed), 2);
+}
+
+#[test]
+fn a_mobile_router_takes_its_tenants_packets_only_from_their_home_agent() {
+    let Some(programs) = programs() else { return };
+    programs.set_local(addr(CARE_OF)).unwrap();
+    // Keyed by the inner destination: the tenant's prefix, whose home
+    // agent is HA.
+    set_peer(&programs, net(MNP), addr(HA));
+    let inner = udp(addr(CN), addr(VM));
+    let packet = frame(&tunnelled(&inner, addr(HA), addr(CARE_OF)));
+    let (verdict, out) = programs
+        .test_run(Program::DecapByDestination, &packet)
+        .unwrap();
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(&out[ETHERNET..], &inner[..]);
+    let spoofed = frame(&tunnelled(&inner, addr("2001:db8:1::2"), addr(CARE_OF)));
+    let (verdict, _) = programs
+        .test_run(Program::DecapByDestination, &spoofed)
+        .unwrap();
+    assert_eq!(verdict, TC_ACT_SHOT);
+    assert_eq!(programs.counter(Counter::Decapsulated), 1);
+    assert_eq!(programs.counter(Counter::DecapSpoofed), 1);
+}
+
+#[test]
+fn encapsulation_drops_what_no_binding_holds_and_what_is_not_ipv6() {
+    let Some(programs) = home_agent() else { return };
+    // A destination outside every binding (an aggregate's route led here).
+    let packet = frame(&udp(addr(CN), addr("2001:db8:200::1")));
+    let (verdict, _) = programs
+        .test_run(Program::EncapByDestination, &packet)
+        .unwrap();
+    assert_eq!(verdict, BPF_DROP);
+    assert_eq!(programs.counter(Counter::EncapNoTunnel), 1);
+    // A mobile router: a source outside its tenants' prefixes.
+    let packet = frame(&udp(addr("2001:db8:200::1"), addr(CN)));
+    let (verdict, _) = programs.test_run(Program::EncapBySource, &packet).unwrap();
+    assert_eq!(verdict, BPF_DROP);
+    assert_eq!(programs.counter(Counter::EncapNoTunnel), 2);
+    // Not an IPv6 packet (version 4 in the first nibble; a test run
+    // refuses packets shorter than an IPv6 header itself, with EINVAL).
+    let mut packet = frame(&udp(addr(CN), addr(VM)));
+    packet[ETHERNET] = 0x45;
+    let (verdict, _) = programs
+        .test_run(Program::EncapByDestination, &packet)
+        .unwrap();
+    assert_eq!(verdict, BPF_DROP);
+    assert_eq!(programs.counter(Counter::Malformed), 1);
+    assert_eq!(programs.counter(Counter::Encapsulated), 0);
+}
+
+#[test]
+fn the_lpm_trie_finds_the_longest_prefix() {
+    let Some(programs) = home_agent() else { return };
+    // A longer prefix inside MNP bound elsewhere: a packet from it comes
+    // only from there.
+    set_peer(
+        &programs,
+        net("2001:db8:100:1::/64"),
+        addr("2001:db8:3::10"),
+    );
+    let inner = udp(addr("2001:db8:100:1::5"), addr(CN));
+    let from_old = frame(&tunnelled(&inner, addr(CARE_OF), addr(HA)));
+    let from_new = frame(&tunnelled(&inner, addr("2001:db8:3::10"), addr(HA)));
+    assert_eq!(
+        programs
+            .test_run(Program::DecapBySource, &from_old)
+            .unwrap()
+            .0,
+        TC_ACT_SHOT
+    );
+    assert_eq!(
+        programs
+            .test_run(Program::DecapBySource, &from_new)
+            .unwrap()
+            .0,
+        TC_ACT_OK
+    );
+}
