@@ -414,3 +414,41 @@ pub fn veth(a: &Netns, a_if: &str, a_addr: &str, b: &Netns, b_if: &str, b_addr: 
     a.ip(&["addr", "add", a_addr, "dev", a_if, "nodad"]);
     b.ip(&["addr", "add", b_addr, "dev", b_if, "nodad"]);
 }
+
+/// A bpf filesystem mounted on a temporary folder for one test (pinned BPF
+/// maps live there), unmounted and removed when dropped. Its own mount,
+/// not /sys/fs/bpf: `ip netns exec` mounts a fresh /sys, where the host's
+/// bpffs is not, but other mounts stay visible.
+#[derive(Debug)]
+pub struct BpfFs {
+    dir: tempfile::TempDir,
+}
+
+impl BpfFs {
+    /// Mounts one (needs root).
+    pub fn new() -> BpfFs {
+        let dir = tempfile::Builder::new()
+            .prefix("nemo-bpffs-")
+            .tempdir()
+            .expect("a temporary folder");
+        let path = dir.path().to_str().expect("a UTF-8 path").to_owned();
+        run("mount", &["-t", "bpf", "bpf", &path]);
+        BpfFs { dir }
+    }
+
+    /// A folder in it (not created: the daemon creates its pin folder).
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Drop for BpfFs {
+    fn drop(&mut self) {
+        // Lazy: a pinned map still open elsewhere does not keep the
+        // folder; the filesystem goes once nothing uses it.
+        let _ = Command::new("umount")
+            .args(["-l"])
+            .arg(self.dir.path())
+            .status();
+    }
+}

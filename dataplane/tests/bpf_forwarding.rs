@@ -1,0 +1,440 @@
+//! nemo's BPF data plane, programmed through the crate's API in network
+//! namespaces, carrying real traffic: a home agent (`BpfHomeAgent`) and two
+//! mobile routers (`BpfMobileRouter`), a correspondent and the same tenant
+//! VM address behind each router; 1500-byte links.
+//!
+//! Checked: ping and TCP both ways with full-size packets, an ICMPv6
+//! Packet Too Big for a packet too large for the tunnel, both ways; the
+//! binding moved to the other care-of address; a reverse-tunnelled packet
+//! from the old care-of address dropped and counted as spoofed; a restart
+//! over the pinned maps that keeps forwarding; reconcile; teardown leaving
+//! nothing behind.
+//!
+//! Needs root, iproute2, ping and iperf3: skips loudly without them unless
+//! NEMO_REQUIRE_NETNS is set (deploy/test.sh sets it).
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::sync::mpsc;
+
+use nemo_dataplane::bpf::maps::Counter;
+use nemo_dataplane::bpf::{
+    BpfHomeAgent, BpfHomeAgentConfig, BpfMobileRouter, BpfMobileRouterConfig,
+};
+use nemo_dataplane::{
+    BindingRoutes, HomeAgentDataPlane, MobileRouterDataPlane, ReconcileReport, TenantRoutes,
+};
+use nemo_testkit::{addr, net, netns_available, require, runs, BpfFs, Netns};
+
+const MUST_RUN: &str = "NEMO_REQUIRE_NETNS";
+const HA: &str = "2001:db8:1::1";
+const COA_A: &str = "2001:db8:2::10";
+const COA_B: &str = "2001:db8:3::10";
+const HOA: &str = "2001:db8:1::100";
+const MNP: &str = "2001:db8:100::/64";
+const POOL: &str = "2001:db8:100::/40";
+const VM: &str = "2001:db8:100::2";
+const CN: &str = "2001:db8:f::2";
+
+fn binding(care_of: &str) -> BindingRoutes {
+    BindingRoutes {
+        home_address: addr(HOA),
+        care_of: addr(care_of),
+        prefixes: vec![net(MNP)],
+    }
+}
+
+fn tenant() -> TenantRoutes {
+    TenantRoutes {
+        interface: "t0".into(),
+        prefixes: vec![net(MNP)],
+        home_agent: addr(HA),
+        table: 100,
+    }
+}
+
+/// Work for the thread that owns a data plane inside a namespace.
+enum Step {
+    Set(BindingRoutes, Option<BindingRoutes>),
+    Reconcile(Vec<BindingRoutes>),
+    Attach(TenantRoutes),
+    Counter(Counter),
+    RemoveAll,
+}
+
+enum Answer {
+    Done,
+    Report(ReconcileReport),
+    Count(u64),
+}
+
+type Steps = mpsc::Sender<(Step, mpsc::Sender<Result<Answer, String>>)>;
+
+enum Plane {
+    HomeAgent(BpfHomeAgent),
+    MobileRouter(BpfMobileRouter),
+}
+
+/// Starts a data plane in `ns`; dropping the returned sender ends it
+/// without a teardown (what `kill -9` leaves: routes, filter and pins).
+fn data_plane(
+    ns: &Netns,
+    home_agent: bool,
+    local: &str,
+    pin_dir: PathBuf,
+) -> (Steps, std::thread::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel::<(Step, mpsc::Sender<Result<Answer, String>>)>();
+    let local = addr(local);
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let thread = ns.spawn_in(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let (connection, handle, _) = rtnetlink::new_connection().unwrap();
+            tokio::spawn(connection);
+            let plane = if home_agent {
+                BpfHomeAgent::new(
+                    handle,
+                    BpfHomeAgentConfig {
+                        uplink: "h1".into(),
+                        local_address: local,
+                        pin_dir: Some(pin_dir),
+                        aggregates: vec![net(POOL)],
+                    },
+                )
+                .await
+                .map(Plane::HomeAgent)
+            } else {
+                BpfMobileRouter::new(
+                    handle,
+                    BpfMobileRouterConfig {
+                        uplink: "u0".into(),
+                        local_address: local,
+                        pin_dir: Some(pin_dir),
+                    },
+                )
+                .await
+                .map(Plane::MobileRouter)
+            };
+            let plane = match plane {
+                Ok(plane) => {
+                    ready_tx.send(Ok(())).unwrap();
+                    plane
+                }
+                Err(error) => {
+                    ready_tx.send(Err(error.to_string())).unwrap();
+                    return;
+                }
+            };
+            while let Ok((step, reply)) = rx.recv() {
+                let result = match (&plane, step) {
+                    (Plane::HomeAgent(p), Step::Set(routes, previous)) => p
+                        .set(&routes, previous.as_ref())
+                        .await
+                        .map(|()| Answer::Done),
+                    (Plane::HomeAgent(p), Step::Reconcile(all)) => {
+                        p.reconcile(&all).await.map(Answer::Report)
+                    }
+                    (Plane::HomeAgent(p), Step::Counter(c)) => Ok(Answer::Count(p.counter(c))),
+                    (Plane::HomeAgent(p), Step::RemoveAll) => {
+                        p.teardown().await.map(|()| Answer::Done)
+                    }
+                    (Plane::MobileRouter(p), Step::Attach(tenant)) => {
+                        p.attach(&tenant, None).await.map(|()| Answer::Done)
+                    }
+                    (Plane::MobileRouter(p), Step::Counter(c)) => {
+                        Ok(Answer::Count(p.programs().counter(c)))
+                    }
+                    (Plane::MobileRouter(p), Step::RemoveAll) => {
+                        MobileRouterDataPlane::remove_all(p)
+                            .await
+                            .map(|()| Answer::Done)
+                    }
+                    _ => panic!("step not for this data plane"),
+                };
+                reply.send(result.map_err(|e| e.to_string())).unwrap();
+            }
+        });
+    });
+    ready_rx.recv().unwrap().unwrap();
+    (tx, thread)
+}
+
+fn step(plane: &Steps, step: Step) -> Answer {
+    let (tx, rx) = mpsc::channel();
+    plane.send((step, tx)).unwrap();
+    rx.recv().unwrap().unwrap()
+}
+
+fn count(plane: &Steps, counter: Counter) -> u64 {
+    match step(plane, Step::Counter(counter)) {
+        Answer::Count(n) => n,
+        _ => unreachable!(),
+    }
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Pings with `size` octets of payload, fragmentation forbidden.
+fn ping(from: &Netns, to: &str, size: u32) -> Output {
+    from.command("ping")
+        .args([
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "-M",
+            "do",
+            "-s",
+            &size.to_string(),
+            to,
+        ])
+        .output()
+        .unwrap()
+}
+
+fn pings(from: &Netns, to: &str, size: u32) -> bool {
+    ping(from, to, size).status.success()
+}
+
+/// TCP with iperf3 from `client` to `server_address` in `server` for a
+/// second; the receiver's bits per second.
+fn tcp(server: &Netns, server_address: &str, client: &Netns) -> f64 {
+    let mut daemon = server
+        .command("iperf3")
+        .args(["-s", "-1"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let output = client
+        .command("iperf3")
+        .args(["-c", server_address, "-t", "1", "-J"])
+        .output()
+        .unwrap();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert!(output.status.success(), "iperf3 failed: {}", text(&output));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    json["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap()
+}
+
+#[test]
+fn bpf_tunnels_carry_full_size_traffic_follow_the_binding_and_survive_a_restart() {
+    if !netns_available(MUST_RUN)
+        || !require(
+            runs("ping", &["-V"]),
+            "ping missing (iputils-ping)",
+            MUST_RUN,
+        )
+        || !require(runs("iperf3", &["--version"]), "iperf3 missing", MUST_RUN)
+    {
+        return;
+    }
+    let bpffs = BpfFs::new();
+    let cn = Netns::new("bpf-cn");
+    let ha = Netns::new("bpf-ha");
+    let wan = Netns::new("bpf-wan");
+    let mr_a = Netns::new("bpf-mra");
+    let mr_b = Netns::new("bpf-mrb");
+    let vm_a = Netns::new("bpf-vma");
+    let vm_b = Netns::new("bpf-vmb");
+
+    nemo_testkit::veth(
+        &cn,
+        "c0",
+        &format!("{CN}/64"),
+        &ha,
+        "h0",
+        "2001:db8:f::1/64",
+    );
+    cn.ip(&["-6", "route", "add", "default", "via", "2001:db8:f::1"]);
+    // The WAN: a bridge joining the home agent and both mobile routers.
+    wan.ip(&["link", "add", "br0", "type", "bridge"]);
+    wan.ip(&["link", "set", "br0", "up"]);
+    for (ns, inside, outside, address) in [
+        (&ha, "h1", "w0", format!("{HA}/64")),
+        (&mr_a, "u0", "w1", format!("{COA_A}/64")),
+        (&mr_b, "u0", "w2", format!("{COA_B}/64")),
+    ] {
+        nemo_testkit::ip(&[
+            "link",
+            "add",
+            outside,
+            "netns",
+            wan.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            inside,
+            "netns",
+            ns.name(),
+        ]);
+        wan.ip(&["link", "set", outside, "master", "br0"]);
+        wan.ip(&["link", "set", outside, "up"]);
+        ns.ip(&["link", "set", inside, "up"]);
+        ns.ip(&["addr", "add", &address, "dev", inside, "nodad"]);
+    }
+    for prefix in ["2001:db8:2::/64", "2001:db8:3::/64"] {
+        ha.ip(&["-6", "route", "add", prefix, "dev", "h1"]);
+    }
+    for mr in [&mr_a, &mr_b] {
+        mr.ip(&["-6", "route", "add", "2001:db8:1::/64", "dev", "u0"]);
+    }
+    for (mr, vm) in [(&mr_a, &vm_a), (&mr_b, &vm_b)] {
+        nemo_testkit::veth(
+            mr,
+            "t0",
+            "2001:db8:100::1/64",
+            vm,
+            "v0",
+            &format!("{VM}/64"),
+        );
+        vm.ip(&["-6", "route", "add", "default", "via", "2001:db8:100::1"]);
+    }
+    for ns in [&ha, &mr_a, &mr_b] {
+        ns.command("sysctl")
+            .args(["-qw", "net.ipv6.conf.all.forwarding=1"])
+            .status()
+            .unwrap();
+    }
+    let mut mobile_routers = Vec::new();
+    for (mr, care_of, name) in [(&mr_a, COA_A, "mr-a"), (&mr_b, COA_B, "mr-b")] {
+        let (steps, thread) = data_plane(mr, false, care_of, bpffs.path(name));
+        step(&steps, Step::Attach(tenant()));
+        mobile_routers.push((steps, thread));
+    }
+    let (plane, thread) = data_plane(&ha, true, HA, bpffs.path("ha"));
+    step(&plane, Step::Set(binding(COA_A), None));
+
+    // Both directions, full-size packets: 1412 octets of ICMP payload make
+    // a 1460-octet packet, which fits the tunnel on 1500-octet links.
+    let routes = || text(&ha.ip(&["-6", "route", "show", "table", "all"]));
+    assert!(
+        pings(&cn, VM, 56),
+        "small ping correspondent -> VM\n{}",
+        routes()
+    );
+    assert!(
+        pings(&cn, VM, 1412),
+        "1460-byte packets correspondent -> VM"
+    );
+    assert!(
+        pings(&vm_a, CN, 1412),
+        "1460-byte packets VM -> correspondent"
+    );
+    // One octet more: a Packet Too Big from the encapsulating side, each way.
+    for (from, to) in [(&cn, VM), (&vm_a, CN)] {
+        let answer = text(&ping(from, to, 1413));
+        assert!(
+            answer.contains("mtu") && answer.contains("1460"),
+            "{} -> {to}: no Packet Too Big with mtu 1460: {answer}",
+            from.name()
+        );
+    }
+    let down = tcp(&vm_a, VM, &cn);
+    let up = tcp(&cn, CN, &vm_a);
+    assert!(
+        down > 1e6 && up > 1e6,
+        "TCP through the tunnel: {down} and {up} bit/s"
+    );
+    let (mr_a_plane, _) = &mobile_routers[0];
+    assert!(count(&plane, Counter::Encapsulated) > 0);
+    assert!(count(&plane, Counter::Decapsulated) > 0);
+    assert!(count(mr_a_plane, Counter::Decapsulated) > 0);
+
+    // The binding moves to B: the VM there answers; what A's router still
+    // tunnels is refused by the home agent as spoofed.
+    step(&plane, Step::Set(binding(COA_B), Some(binding(COA_A))));
+    let (mr_b_plane, _) = &mobile_routers[1];
+    let before = count(mr_b_plane, Counter::Decapsulated);
+    assert!(pings(&cn, VM, 1412), "correspondent -> VM behind B");
+    assert!(
+        count(mr_b_plane, Counter::Decapsulated) > before,
+        "B's router took the tunnel"
+    );
+    let spoofed = count(&plane, Counter::DecapSpoofed);
+    assert!(
+        !pings(&vm_a, CN, 56),
+        "A's VM still reached the correspondent"
+    );
+    assert!(
+        count(&plane, Counter::DecapSpoofed) > spoofed,
+        "spoofed packets not counted"
+    );
+
+    // A restart (the process gone without a teardown, as after kill -9):
+    // routes, filter and pinned maps stay, and forwarding goes on.
+    drop(plane);
+    thread.join().unwrap();
+    assert!(
+        pings(&cn, VM, 56),
+        "forwarding stopped with the home agent's process"
+    );
+    let (plane, thread) = data_plane(&ha, true, HA, bpffs.path("ha"));
+    assert!(pings(&cn, VM, 56), "forwarding stopped with the restart");
+    let Answer::Report(report) = step(&plane, Step::Reconcile(vec![binding(COA_B)])) else {
+        unreachable!()
+    };
+    assert_eq!(
+        report,
+        ReconcileReport {
+            installed: 0,
+            kept: 2,
+            removed: 0
+        },
+        "the pinned maps held the binding"
+    );
+    // A reconcile against an empty store removes it.
+    let Answer::Report(report) = step(&plane, Step::Reconcile(Vec::new())) else {
+        unreachable!()
+    };
+    assert_eq!(report.removed, 2);
+    assert!(!pings(&cn, VM, 56), "a removed binding still forwards");
+    step(&plane, Step::Set(binding(COA_B), None));
+    assert!(pings(&cn, VM, 56), "a binding set again does not forward");
+
+    // Teardown leaves nothing: no route in nemo's table, no rule, no tc
+    // filter, no pins.
+    step(&plane, Step::RemoveAll);
+    drop(plane);
+    thread.join().unwrap();
+    for (steps, thread) in mobile_routers {
+        step(&steps, Step::RemoveAll);
+        drop(steps);
+        thread.join().unwrap();
+    }
+    assert_eq!(
+        text(&ha.ip(&["-6", "route", "show", "table", "4191"])).trim(),
+        ""
+    );
+    assert!(!text(&ha.ip(&["-6", "rule"])).contains("4191"));
+    let filters = text(
+        &ha.command("tc")
+            .args(["filter", "show", "dev", "h1", "ingress"])
+            .output()
+            .unwrap(),
+    );
+    assert!(!filters.contains("nemo_decap"), "{filters}");
+    for name in ["ha", "mr-a", "mr-b"] {
+        assert!(!bpffs.path(name).exists(), "{name}'s pins are left");
+    }
+    for mr in [&mr_a, &mr_b] {
+        assert!(!text(&mr.ip(&["-6", "rule"])).contains("lookup 100"));
+    }
+}
