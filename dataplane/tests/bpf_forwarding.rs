@@ -245,7 +245,7 @@ fn bpf_tunnels_carry_full_size_traffic_follow_the_binding_and_survive_a_restart(
     {
         return;
     }
-    let bpffs = BpfFs::new();
+    let bpffs = BpfFs::mount();
     let cn = Netns::new("bpf-cn");
     let ha = Netns::new("bpf-ha");
     let wan = Netns::new("bpf-wan");

@@ -426,7 +426,7 @@ pub struct BpfFs {
 
 impl BpfFs {
     /// Mounts one (needs root).
-    pub fn new() -> BpfFs {
+    pub fn mount() -> BpfFs {
         let dir = tempfile::Builder::new()
             .prefix("nemo-bpffs-")
             .tempdir()
