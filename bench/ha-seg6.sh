@@ -38,7 +38,7 @@ ip -n "${P}peer" addr add 2001:db8:2::10/64 dev p0 nodad
 ip netns exec "${P}ha" sysctl -qw net.ipv6.conf.all.forwarding=1
 
 "$bin/ha-loadgen" config --routers "$routers" --listen '[::1]:0' --store "$work/store" > "$work/ha.toml"
-printf '\n[dataplane]\nbackend = "seg6"\nuplink = "h1"\nlocal_address = "2001:db8:1::1"\n' >> "$work/ha.toml"
+sed -i 's/^backend = "memory"$/backend = "seg6"\nuplink = "h1"\nlocal_address = "2001:db8:1::1"/' "$work/ha.toml"
 start_ha() { # LOG
   log=$work/$1
   rm -f "$work/ready"

@@ -9,6 +9,9 @@
 //!   tests, and for running the control plane alone (it says so at start).
 //! - [`linux::Seg6HomeAgent`]: seg6 encap.red / End.DT6 with an MTU gate,
 //!   over rtnetlink (kernels without ip6tnl, like this one).
+//! - [`bpf::BpfHomeAgent`], [`bpf::BpfMobileRouter`]: LWT and tc BPF
+//!   programs with the bindings in maps (kernels with `CONFIG_LWTUNNEL_BPF`
+//!   and `CONFIG_NET_CLS_BPF`; no seg6 needed).
 //! - ip6tnl for kernels that have it: not built yet (issue #3); this kernel
 //!   has no ip6tnl to verify it on.
 
@@ -26,6 +29,62 @@ use std::net::Ipv6Addr;
 use std::sync::Mutex;
 
 use ipnet::Ipv6Net;
+
+/// The backends that program a kernel, in the order `auto` tries them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelBackend {
+    /// BPF programs with the bindings in maps ([`bpf`]).
+    Bpf,
+    /// seg6 lightweight tunnels with an MTU gate ([`linux`]).
+    Seg6,
+}
+
+impl KernelBackend {
+    /// Its name in configs, logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelBackend::Bpf => "bpf",
+            KernelBackend::Seg6 => "seg6",
+        }
+    }
+
+    /// Whether this kernel runs it (a real install in a scratch namespace).
+    pub fn probe(self) -> Result<(), String> {
+        match self {
+            KernelBackend::Bpf => bpf::probe_bpf(),
+            KernelBackend::Seg6 => linux::probe_seg6(),
+        }
+    }
+
+    /// The first backend this kernel really runs, BPF first; when none
+    /// does, why each failed (the kernel options they need, named).
+    pub fn choose() -> Result<KernelBackend, String> {
+        let mut reasons = Vec::new();
+        for backend in [KernelBackend::Bpf, KernelBackend::Seg6] {
+            match backend.probe() {
+                Ok(()) => return Ok(backend),
+                Err(reason) => reasons.push(format!("{}: {reason}", backend.name())),
+            }
+        }
+        Err(format!(
+            "this kernel runs no data plane backend nemo has ({})",
+            reasons.join("; ")
+        ))
+    }
+}
+
+/// Publishes what `read` counts every second while it counts anything
+/// (a data plane that counts nothing ends this at once).
+pub async fn watch_refused_tunnelled(read: impl Fn() -> Option<u64>, publish: impl Fn(u64)) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        match read() {
+            Some(count) => publish(count),
+            None => return,
+        }
+    }
+}
 
 /// What one binding needs from the data plane: its home address and
 /// prefixes, tunnelled to its care-of address.
@@ -85,6 +144,14 @@ pub struct ReconcileReport {
 pub trait HomeAgentDataPlane: Send + Sync + 'static {
     /// A name for logs.
     fn name(&self) -> &'static str;
+
+    /// Tunnelled packets refused so far (from a peer not bound to them, or
+    /// malformed), where the data plane counts them itself (the BPF
+    /// programs do); `None` where it cannot (seg6: the kernel's own
+    /// counter, [`tunsrc::watch_decapsulation_misses`], is read instead).
+    fn refused_tunnelled(&self) -> Option<u64> {
+        None
+    }
 
     /// Points the binding's destinations at its care-of address, replacing
     /// any route to another care-of address in one step (no window without
@@ -149,6 +216,14 @@ pub struct TenantRoutes {
 pub trait MobileRouterDataPlane: Send + Sync + 'static {
     /// A name for logs.
     fn name(&self) -> &'static str;
+
+    /// Tunnelled packets refused so far (from a peer not bound to them, or
+    /// malformed), where the data plane counts them itself (the BPF
+    /// programs do); `None` where it cannot (seg6: the kernel's own
+    /// counter, [`tunsrc::watch_decapsulation_misses`], is read instead).
+    fn refused_tunnelled(&self) -> Option<u64> {
+        None
+    }
 
     /// Sets the host's care-of address, where tunnelled packets arrive
     /// (the uplink's address; it changes when the host moves).

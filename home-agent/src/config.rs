@@ -242,13 +242,22 @@ pub struct DataPlaneSection {
     /// Which backend programs forwarding.
     #[serde(default = "default_backend")]
     pub backend: Spanned<DataPlaneBackend>,
-    /// seg6: the interface towards the care-of addresses.
+    /// Kernel backends: the interface towards the care-of addresses.
     #[serde(default)]
     pub uplink: Option<Spanned<String>>,
-    /// seg6: the home agent's address, where reverse-tunnelled packets
-    /// arrive.
+    /// Kernel backends: the home agent's address, the tunnels' source and
+    /// where reverse-tunnelled packets arrive.
     #[serde(default)]
     pub local_address: Option<Ipv6Addr>,
+    /// bpf: where its maps are pinned (a folder on a bpf filesystem), so
+    /// that a restart keeps forwarding.
+    #[serde(default = "default_pin_dir")]
+    pub pin_dir: std::path::PathBuf,
+    /// bpf: prefixes every address of which belongs to some tenant (the
+    /// controller's pools): one route each carries every binding in them.
+    /// A home address or prefix outside them gets a route of its own.
+    #[serde(default)]
+    pub aggregates: Vec<ipnet::Ipv6Net>,
     /// What happens to forwarding when the daemon stops.
     #[serde(default)]
     pub on_shutdown: OnShutdown,
@@ -260,13 +269,19 @@ impl Default for DataPlaneSection {
             backend: default_backend(),
             uplink: None,
             local_address: None,
+            pin_dir: default_pin_dir(),
+            aggregates: Vec::new(),
             on_shutdown: OnShutdown::default(),
         }
     }
 }
 
 fn default_backend() -> Spanned<DataPlaneBackend> {
-    Spanned::new(0..0, DataPlaneBackend::Memory)
+    Spanned::new(0..0, DataPlaneBackend::Auto)
+}
+
+fn default_pin_dir() -> std::path::PathBuf {
+    "/sys/fs/bpf/nemo-ha".into()
 }
 
 /// Forwarding at shutdown.
@@ -390,7 +405,7 @@ impl Config {
 
     /// The checks that depend on the host rather than the file.
     fn check_host(&self, file: &ConfigText) -> Result<(), ConfigError> {
-        if *self.dataplane.backend.get_ref() == DataPlaneBackend::Seg6 {
+        if self.dataplane.backend.get_ref().programs_the_kernel() {
             if let Some(uplink) = &self.dataplane.uplink {
                 nemo_daemon::check_interface(uplink.get_ref())
                     .map_err(|e| file.invalid(uplink.span(), format!("dataplane: uplink: {e}")))?;
@@ -457,12 +472,22 @@ impl Config {
             ));
         }
         let dataplane = &config.dataplane;
-        if *dataplane.backend.get_ref() == DataPlaneBackend::Seg6
+        let backend = *dataplane.backend.get_ref();
+        if backend.programs_the_kernel()
             && (dataplane.uplink.is_none() || dataplane.local_address.is_none())
         {
             return Err(invalid(
                 dataplane.backend.span(),
-                "dataplane: backend \"seg6\" needs uplink and local_address".into(),
+                format!(
+                    "dataplane: backend \"{}\"{} needs uplink and local_address \
+                     (backend = \"memory\" runs the control plane without forwarding)",
+                    backend.name(),
+                    if dataplane.backend.span().is_empty() {
+                        " (the default)"
+                    } else {
+                        ""
+                    }
+                ),
             ));
         }
         if let Some(controller) = &config.controller {
@@ -567,7 +592,13 @@ home_address = "2001:db8:1::100"
 spi = 4096
 key = "000102030405060708090a0b0c0d0e0f"
 prefixes = ["2001:db8:100::/56"]
+
+[dataplane]
+backend = "memory"
 "#;
+
+    /// GOOD's data plane section, for tests that replace it.
+    const MEMORY: &str = "[dataplane]\nbackend = \"memory\"\n";
 
     fn error(text: &str) -> String {
         Config::from_text(text, Path::new("ha.toml"))
@@ -624,8 +655,8 @@ prefixes = ["2001:db8:100::/56"]
         let message = load(missing).unwrap_err();
         assert!(message.contains(":7: controller: token_file:"), "{message}");
         let no_uplink = good.replace(
-            "[store]",
-            "[dataplane]\nbackend = \"seg6\"\nuplink = \"nemo-none0\"\nlocal_address = \"2001:db8:1::1\"\n\n[store]",
+            MEMORY,
+            "[dataplane]\nbackend = \"seg6\"\nuplink = \"nemo-none0\"\nlocal_address = \"2001:db8:1::1\"\n",
         );
         let message = load(no_uplink).unwrap_err();
         assert!(
@@ -695,24 +726,36 @@ prefixes = ["2001:db8:100::/56"]
             "{GOOD}\n[[mobile_router]]\nhome_address = \"2001:db8:1::200\"\nspi = 4097\nkey = \"000102030405060708090a0b0c0d0e0f\"\nprefixes = [\"2001:db8:100:1::/64\"]\n"
         );
         let message = error(&overlap);
-        assert!(message.starts_with("ha.toml:17:"), "{message}");
+        assert!(message.starts_with("ha.toml:20:"), "{message}");
         assert!(message.contains("overlaps"), "{message}");
     }
 
     #[test]
     fn seg6_needs_its_settings() {
-        let text = GOOD.replace("[store]", "[dataplane]\nbackend = \"seg6\"\n\n[store]");
-        assert_eq!(
-            error(&text),
-            "ha.toml:6: dataplane: backend \"seg6\" needs uplink and local_address"
+        for backend in ["seg6", "bpf", "auto"] {
+            let text = GOOD.replace(MEMORY, &format!("[dataplane]\nbackend = \"{backend}\"\n"));
+            assert_eq!(
+                error(&text),
+                format!(
+                    "ha.toml:18: dataplane: backend \"{backend}\" needs uplink and local_address \
+                     (backend = \"memory\" runs the control plane without forwarding)"
+                )
+            );
+            let text = GOOD.replace(
+                MEMORY,
+                &format!("[dataplane]\nbackend = \"{backend}\"\nuplink = \"eth0\"\nlocal_address = \"2001:db8:1::1\"\n"),
+            );
+            assert!(Config::from_text(&text, Path::new("ha.toml")).is_ok());
+        }
+        // No [dataplane] at all: "auto", the default, says so.
+        let text = GOOD.replace(MEMORY, "");
+        assert!(
+            error(&text).contains("backend \"auto\" (the default) needs uplink"),
+            "{}",
+            error(&text)
         );
-        let text = GOOD.replace(
-            "[store]",
-            "[dataplane]\nbackend = \"seg6\"\nuplink = \"eth0\"\nlocal_address = \"2001:db8:1::1\"\n\n[store]",
-        );
-        assert!(Config::from_text(&text, Path::new("ha.toml")).is_ok());
-        let text = GOOD.replace("[store]", "[dataplane]\nbackend = \"ip6tnl\"\n\n[store]");
-        assert!(error(&text).contains("line 6"), "{}", error(&text));
+        let text = GOOD.replace(MEMORY, "[dataplane]\nbackend = \"ip6tnl\"\n");
+        assert!(error(&text).contains("line 18"), "{}", error(&text));
     }
 
     #[test]
@@ -746,28 +789,28 @@ peer = \"[2001:db8:ff::b]:4192\"\ntoken_file = \"/etc/nemo/pair.token\"\n";
     #[test]
     fn a_pair_section_names_what_is_wrong() {
         let pair = format!("{GOOD}{PAIR}");
-        // The [pair] section starts on line 17 of GOOD + PAIR.
+        // The [pair] section starts on line 20 of GOOD + PAIR.
         for (from, to, expected) in [
             (
                 "priority = 200",
                 "priority = 255",
-                "ha.toml:21: pair: priority: 1-254",
+                "ha.toml:24: pair: priority: 1-254",
             ),
             (
                 "link_local = \"fe80::a\"",
                 "link_local = \"2001:db8::a\"",
-                "ha.toml:19: pair: link_local",
+                "ha.toml:22: pair: link_local",
             ),
-            ("vrid = 12", "vrid = 0", "ha.toml:20: pair: vrid"),
+            ("vrid = 12", "vrid = 0", "ha.toml:23: pair: vrid"),
             (
                 "\"[2001:db8:ff::b]:4192\"",
                 "\"[2001:db8:ff::a]:4192\"",
-                "ha.toml:24: pair: peer",
+                "ha.toml:27: pair: peer",
             ),
             (
                 "addresses = [\"2001:db8:1::1\"]",
                 "addresses = [\"fe80::1\"]",
-                "ha.toml:22: pair: addresses",
+                "ha.toml:25: pair: addresses",
             ),
             (
                 "vrid = 12\n",

@@ -8,8 +8,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use nemo_daemon::serving::Servers;
+use nemo_daemon::BackendLabel;
+use nemo_dataplane::bpf::{BpfHomeAgent, BpfHomeAgentConfig};
 use nemo_dataplane::linux::{Seg6Config, Seg6HomeAgent};
-use nemo_dataplane::{HomeAgentDataPlane, MemoryDataPlane};
+use nemo_dataplane::{HomeAgentDataPlane, KernelBackend, MemoryDataPlane};
 use nemo_ha::admin::{self, Admin};
 use nemo_ha::config::{Config, DataPlaneBackend, OnShutdown};
 use nemo_ha::driver::{self, Setup};
@@ -82,8 +84,28 @@ async fn run(
     // native transport's tc filter.
     let (connection, netlink, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
     tokio::spawn(connection);
-    match config.dataplane.backend.get_ref() {
-        DataPlaneBackend::Memory => {
+    let requested = *config.dataplane.backend.get_ref();
+    let backend = match requested {
+        DataPlaneBackend::Memory => None,
+        DataPlaneBackend::Bpf => Some(KernelBackend::Bpf),
+        DataPlaneBackend::Seg6 => Some(KernelBackend::Seg6),
+        DataPlaneBackend::Auto => Some(KernelBackend::choose().map_err(|reason| {
+            tracing::error!(%reason, "no data plane backend runs on this kernel");
+            anyhow::anyhow!("dataplane backend \"auto\": {reason}")
+        })?),
+    };
+    let uplink = config
+        .dataplane
+        .uplink
+        .as_ref()
+        .map(|u| u.get_ref().clone())
+        .unwrap_or_default();
+    let local = config
+        .dataplane
+        .local_address
+        .unwrap_or(Ipv6Addr::UNSPECIFIED);
+    match backend {
+        None => {
             tracing::warn!(
                 "dataplane backend \"memory\": bindings are kept but the kernel is NOT programmed; \
                  tenant traffic is not forwarded"
@@ -94,26 +116,42 @@ async fn run(
                 authorizations,
                 store,
                 netlink,
-                Arc::new(MemoryDataPlane::new()),
+                (Arc::new(MemoryDataPlane::new()), backend),
             )
             .await
         }
-        DataPlaneBackend::Seg6 => {
-            let probe = nemo_dataplane::linux::probe();
-            tracing::info!(seg6 = ?probe.seg6, ip6tnl = ?probe.ip6tnl, "data plane backends on this kernel");
-            let settings = Seg6Config::new(
-                config
-                    .dataplane
-                    .uplink
-                    .as_ref()
-                    .map(|u| u.get_ref().as_str())
-                    .unwrap_or_default(),
-                config
-                    .dataplane
-                    .local_address
-                    .unwrap_or(Ipv6Addr::UNSPECIFIED),
+        Some(KernelBackend::Bpf) => {
+            tracing::info!(
+                backend = "bpf",
+                requested = requested.name(),
+                "data plane backend chosen"
             );
-            let dataplane = Seg6HomeAgent::new(netlink.clone(), settings)
+            let settings = BpfHomeAgentConfig {
+                uplink,
+                local_address: local,
+                pin_dir: Some(config.dataplane.pin_dir.clone()),
+                aggregates: config.dataplane.aggregates.clone(),
+            };
+            let dataplane = BpfHomeAgent::new(netlink.clone(), settings)
+                .await
+                .context("dataplane backend bpf unavailable")?;
+            serve(
+                (config, config_path),
+                engine,
+                authorizations,
+                store,
+                netlink,
+                (Arc::new(dataplane), backend),
+            )
+            .await
+        }
+        Some(KernelBackend::Seg6) => {
+            tracing::info!(
+                backend = "seg6",
+                requested = requested.name(),
+                "data plane backend chosen"
+            );
+            let dataplane = Seg6HomeAgent::new(netlink.clone(), Seg6Config::new(&uplink, local))
                 .await
                 .context("dataplane backend seg6 unavailable")?;
             serve(
@@ -122,7 +160,7 @@ async fn run(
                 authorizations,
                 store,
                 netlink,
-                Arc::new(dataplane),
+                (Arc::new(dataplane), backend),
             )
             .await
         }
@@ -135,14 +173,28 @@ async fn serve<D: HomeAgentDataPlane>(
     authorizations: nemo::ha::AuthorizationTable,
     store: Store,
     netlink: rtnetlink::Handle,
-    dataplane: Arc<D>,
+    (dataplane, backend): (Arc<D>, Option<KernelBackend>),
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
-    if matches!(config.dataplane.backend.get_ref(), DataPlaneBackend::Seg6) {
-        let gauge = metrics.decapsulation_misses.clone();
+    metrics
+        .dataplane_backend
+        .get_or_create(&BackendLabel {
+            backend: backend.map_or("memory", KernelBackend::name).into(),
+        })
+        .set(1);
+    let gauge = metrics.decapsulation_misses.clone();
+    if backend == Some(KernelBackend::Seg6) {
         tokio::spawn(nemo_dataplane::tunsrc::watch_decapsulation_misses(
             move |misses| {
                 gauge.set(misses);
+            },
+        ));
+    } else {
+        let counted = dataplane.clone();
+        tokio::spawn(nemo_dataplane::watch_refused_tunnelled(
+            move || counted.refused_tunnelled(),
+            move |refused| {
+                gauge.set(refused as i64);
             },
         ));
     }

@@ -1,6 +1,7 @@
 //! Prometheus metrics of the home agent, served over HTTP (`GET /metrics`,
 //! by `nemo_daemon::serve_metrics`).
 
+use nemo_daemon::BackendLabel;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -49,6 +50,8 @@ pub struct Metrics {
     pub flush_batch: Histogram,
     /// Failures to program forwarding.
     pub forwarding_failures: Counter,
+    /// The data plane backend running: 1 for its name.
+    pub dataplane_backend: Family<BackendLabel, Gauge>,
     /// Tunnelled packets no decapsulation route took (the kernel's count,
     /// `nemo_dataplane::tunsrc::decapsulation_misses`).
     pub decapsulation_misses: Gauge,
@@ -87,6 +90,7 @@ impl Metrics {
             flush_batch: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             forwarding_failures: Counter::default(),
             decapsulation_misses: Gauge::default(),
+            dataplane_backend: Family::default(),
             active: Gauge::default(),
             takeovers: Counter::default(),
             replicated_batches: Counter::default(),
@@ -95,6 +99,11 @@ impl Metrics {
             merge_offered: Family::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "dataplane_backend",
+            "The data plane backend this daemon runs (1 for its name: bpf, seg6 or memory)",
+            metrics.dataplane_backend.clone(),
+        );
         registry.register(
             "active",
             "1 when this member of a pair is active, 0 on standby",
@@ -178,7 +187,7 @@ impl Metrics {
         );
         registry.register(
             "decapsulation_misses",
-            "Tunnelled packets that reached this host and no decapsulation route took (kernel Ip6InUnknownProtos): a peer encapsulating from an address it did not register",
+            "Tunnelled packets to this host refused: from a peer not bound to them or malformed (bpf: its programs' count; seg6: kernel Ip6InUnknownProtos)",
             metrics.decapsulation_misses.clone(),
         );
         // Every labelled series an operator is told to watch exists from

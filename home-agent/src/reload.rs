@@ -150,7 +150,8 @@ mod tests {
 
     fn config(dir: &Path, entries: &[(&str, u32, &str)]) -> PathBuf {
         let mut text = format!(
-            "[home_agent]\nhome_prefixes = [\"2001:db8:1::/64\"]\n\n[store]\npath = \"{}\"\n",
+            "[home_agent]\nhome_prefixes = [\"2001:db8:1::/64\"]\n\n[store]\npath = \"{}\"\n\n\
+             [dataplane]\nbackend = \"memory\"\n",
             dir.join("store").display()
         );
         for (home_address, spi, prefix) in entries {

@@ -51,6 +51,7 @@ fn config(store: &std::path::Path, count: u16) -> String {
     let mut text = format!(
         "[home_agent]\nhome_prefixes = [\"2001:db8:1::/64\"]\nmax_lifetime_secs = 600\n\n\
          [store]\npath = \"{}\"\n\n[udp]\nlisten = [\"[::1]:0\"]\n\n\
+         [dataplane]\nbackend = \"memory\"\n\n\
          [admin]\nlisten = \"[::1]:0\"\n\n[metrics]\nlisten = \"[::1]:0\"\n",
         store.display()
     );

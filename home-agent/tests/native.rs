@@ -111,6 +111,7 @@ fn scapy_binding_update_over_raw_ipv6() {
         format!(
             "[home_agent]\nhome_prefixes = [\"2001:db8:1::/64\"]\n\n\
              [store]\npath = \"{}\"\n\n\
+             [dataplane]\nbackend = \"memory\"\n\n\
              [native]\ninterfaces = [\"va\"]\naddresses = [\"{HA}\"]\n\n\
              [[mobile_router]]\nhome_address = \"{HOA}\"\nspi = {SPI}\nkey = \"{KEY}\"\n\
              prefixes = [\"{MNP}\"]\n",
@@ -284,10 +285,10 @@ fn seg6_site(name: &str, routers: usize) -> Seg6Site {
     let config = dir.path().join("ha.toml");
     std::fs::write(
         &config,
-        String::from_utf8(generated.stdout).unwrap()
-            + &format!(
-                "\n[dataplane]\nbackend = \"seg6\"\nuplink = \"h1\"\nlocal_address = \"{HA}\"\n"
-            ),
+        String::from_utf8(generated.stdout).unwrap().replace(
+            "backend = \"memory\"",
+            &format!("backend = \"seg6\"\nuplink = \"h1\"\nlocal_address = \"{HA}\""),
+        ),
     )
     .unwrap();
     Seg6Site {

@@ -8,7 +8,7 @@
 //! home_agent_udp = "[2001:db8:1::1]:4191"
 //!
 //! [dataplane]
-//! backend = "seg6"
+//! backend = "auto"                      # bpf where the kernel runs it, else seg6
 //!
 //! [[instance]]
 //! name = "acme"
@@ -150,12 +150,30 @@ fn default_bind() -> SocketAddr {
 }
 
 /// `[dataplane]`.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataPlaneSection {
-    /// Which backend programs forwarding.
+    /// Which backend programs forwarding (`auto`: BPF if this kernel runs
+    /// it, else seg6).
     #[serde(default)]
     pub backend: DataPlaneBackend,
+    /// bpf: where its maps are pinned (a folder on a bpf filesystem), so
+    /// that a restart keeps forwarding.
+    #[serde(default = "default_pin_dir")]
+    pub pin_dir: PathBuf,
+}
+
+impl Default for DataPlaneSection {
+    fn default() -> DataPlaneSection {
+        DataPlaneSection {
+            backend: DataPlaneBackend::default(),
+            pin_dir: default_pin_dir(),
+        }
+    }
+}
+
+fn default_pin_dir() -> PathBuf {
+    "/sys/fs/bpf/nemo-mr".into()
 }
 
 /// `[[instance]]`: one tenant's mobile router.

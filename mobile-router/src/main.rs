@@ -8,8 +8,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use nemo_daemon::serving::Servers;
+use nemo_dataplane::bpf::{BpfMobileRouter, BpfMobileRouterConfig};
 use nemo_dataplane::linux::{Seg6Config, Seg6MobileRouter};
-use nemo_dataplane::{MemoryDataPlane, MobileRouterDataPlane};
+use nemo_dataplane::{KernelBackend, MemoryDataPlane, MobileRouterDataPlane};
 use nemo_mr::config::{Config, DataPlaneBackend, Instance, TransportKind};
 use nemo_mr::driver::Driver;
 use nemo_mr::status::{self, Metrics, StatusService};
@@ -84,8 +85,18 @@ async fn run(
     // (the care-of watcher has its own, subscribed to address events).
     let (connection, netlink, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
     tokio::spawn(connection);
-    match config.dataplane.backend {
-        DataPlaneBackend::Memory => {
+    let requested = config.dataplane.backend;
+    let backend = match requested {
+        DataPlaneBackend::Memory => None,
+        DataPlaneBackend::Bpf => Some(KernelBackend::Bpf),
+        DataPlaneBackend::Seg6 => Some(KernelBackend::Seg6),
+        DataPlaneBackend::Auto => Some(KernelBackend::choose().map_err(|reason| {
+            tracing::error!(%reason, "no data plane backend runs on this kernel");
+            anyhow::anyhow!("dataplane backend \"auto\": {reason}")
+        })?),
+    };
+    match backend {
+        None => {
             tracing::warn!(
                 "dataplane backend \"memory\": registrations run but the kernel is NOT programmed"
             );
@@ -94,13 +105,40 @@ async fn run(
                 (instances, hangups),
                 care_of,
                 netlink,
-                Arc::new(MemoryDataPlane::new()),
+                (Arc::new(MemoryDataPlane::new()), backend),
             )
             .await
         }
-        DataPlaneBackend::Seg6 => {
-            let probe = nemo_dataplane::linux::probe();
-            tracing::info!(seg6 = ?probe.seg6, ip6tnl = ?probe.ip6tnl, "data plane backends on this kernel");
+        Some(KernelBackend::Bpf) => {
+            tracing::info!(
+                backend = "bpf",
+                requested = requested.name(),
+                "data plane backend chosen"
+            );
+            let local = initial.context("the bpf data plane needs a care-of address at start")?;
+            let settings = BpfMobileRouterConfig {
+                uplink: uplink.clone(),
+                local_address: local,
+                pin_dir: Some(config.dataplane.pin_dir.clone()),
+            };
+            let dataplane = BpfMobileRouter::new(netlink.clone(), settings)
+                .await
+                .context("dataplane backend bpf unavailable")?;
+            serve(
+                config,
+                (instances, hangups),
+                care_of,
+                netlink,
+                (Arc::new(dataplane), backend),
+            )
+            .await
+        }
+        Some(KernelBackend::Seg6) => {
+            tracing::info!(
+                backend = "seg6",
+                requested = requested.name(),
+                "data plane backend chosen"
+            );
             let local = initial.context("seg6 needs a care-of address at start")?;
             let dataplane = Seg6MobileRouter::new(netlink.clone(), Seg6Config::new(&uplink, local))
                 .await
@@ -110,7 +148,7 @@ async fn run(
                 (instances, hangups),
                 care_of,
                 netlink,
-                Arc::new(dataplane),
+                (Arc::new(dataplane), backend),
             )
             .await
         }
@@ -122,7 +160,7 @@ async fn serve<D: MobileRouterDataPlane>(
     (instances, hangups): (Vec<Instance>, nemo_mr::reload::Hangups),
     care_of: watch::Receiver<Option<std::net::Ipv6Addr>>,
     netlink: rtnetlink::Handle,
-    dataplane: Arc<D>,
+    (dataplane, backend): (Arc<D>, Option<KernelBackend>),
 ) -> anyhow::Result<()> {
     let transport = match (
         config.transport.get_ref().kind,
@@ -139,11 +177,25 @@ async fn serve<D: MobileRouterDataPlane>(
         }
     };
     let metrics = Arc::new(Metrics::new());
-    if matches!(config.dataplane.backend, DataPlaneBackend::Seg6) {
-        let gauge = metrics.decapsulation_misses.clone();
+    metrics
+        .dataplane_backend
+        .get_or_create(&nemo_daemon::BackendLabel {
+            backend: backend.map_or("memory", KernelBackend::name).into(),
+        })
+        .set(1);
+    let gauge = metrics.decapsulation_misses.clone();
+    if backend == Some(KernelBackend::Seg6) {
         tokio::spawn(nemo_dataplane::tunsrc::watch_decapsulation_misses(
             move |misses| {
                 gauge.set(misses);
+            },
+        ));
+    } else {
+        let counted = dataplane.clone();
+        tokio::spawn(nemo_dataplane::watch_refused_tunnelled(
+            move || counted.refused_tunnelled(),
+            move |refused| {
+                gauge.set(refused as i64);
             },
         ));
     }

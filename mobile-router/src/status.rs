@@ -51,6 +51,8 @@ pub struct Metrics {
     /// Tunnelled packets no decapsulation route took (the kernel's count,
     /// `nemo_dataplane::tunsrc::decapsulation_misses`).
     pub decapsulation_misses: Gauge,
+    /// The data plane backend running: 1 for its name.
+    pub dataplane_backend: Family<nemo_daemon::BackendLabel, Gauge>,
 }
 
 impl Metrics {
@@ -65,8 +67,14 @@ impl Metrics {
         let decapsulation_misses = Gauge::default();
         registry.register(
             "decapsulation_misses",
-            "Tunnelled packets that reached this host and no decapsulation route took (kernel Ip6InUnknownProtos): the home agent encapsulating from another address than its own",
+            "Tunnelled packets to this host refused: not from the tenant's home agent or malformed (bpf: its programs' count; seg6: kernel Ip6InUnknownProtos)",
             decapsulation_misses.clone(),
+        );
+        let dataplane_backend = Family::default();
+        registry.register(
+            "dataplane_backend",
+            "The data plane backend this daemon runs (1 for its name: bpf, seg6 or memory)",
+            dataplane_backend.clone(),
         );
         registry.register(
             "registrations",
@@ -101,6 +109,7 @@ impl Metrics {
             care_of_changes,
             registration_seconds,
             decapsulation_misses,
+            dataplane_backend,
         }
     }
 

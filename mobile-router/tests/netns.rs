@@ -48,6 +48,7 @@ fn binding_follows_a_new_uplink_address_within_milliseconds() {
         &ha_config,
         format!(
             "[home_agent]\nhome_prefixes = [\"2001:db8:1::/64\"]\n\n[store]\npath = \"{}\"\n\n\
+             [dataplane]\nbackend = \"memory\"\n\n\
              [udp]\nlisten = [\"[{HA}]:4191\"]\n\n\
              [[mobile_router]]\nhome_address = \"{HOA}\"\nspi = 4096\nkey = \"{KEY}\"\n\
              prefixes = [\"2001:db8:100::/56\"]\n",
@@ -65,7 +66,7 @@ fn binding_follows_a_new_uplink_address_within_milliseconds() {
     std::fs::write(
         &mr_config,
         format!(
-            "[mobile_router]\nuplink = \"u0\"\n\n[transport]\nhome_agent_udp = \"[{HA}]:4191\"\n\n\
+            "[mobile_router]\nuplink = \"u0\"\n\n[dataplane]\nbackend = \"memory\"\n\n[transport]\nhome_agent_udp = \"[{HA}]:4191\"\n\n\
              [[instance]]\nname = \"acme\"\nhome_address = \"{HOA}\"\nhome_agent = \"{HA}\"\n\
              spi = 4096\nkey = \"{KEY}\"\nprefixes = [\"2001:db8:100::/56\"]\n\
              tenant_interface = \"t-acme\"\ntable = 100\n"
@@ -145,6 +146,7 @@ fn native_transport_end_to_end_as_rfc_6275_puts_it_on_the_wire() {
         &ha_config,
         format!(
             "[home_agent]\nhome_prefixes = [\"2001:db8:1::/64\"]\n\n[store]\npath = \"{}\"\n\n\
+             [dataplane]\nbackend = \"memory\"\n\n\
              [native]\ninterfaces = [\"h1\"]\naddresses = [\"{HA}\"]\n\n\
              [[mobile_router]]\nhome_address = \"{HOA}\"\nspi = 4096\nkey = \"{KEY}\"\n\
              prefixes = [\"2001:db8:100::/56\"]\n",
@@ -162,7 +164,7 @@ fn native_transport_end_to_end_as_rfc_6275_puts_it_on_the_wire() {
     std::fs::write(
         &mr_config,
         format!(
-            "[mobile_router]\nuplink = \"u0\"\n\n[transport]\nkind = \"native\"\n\n\
+            "[mobile_router]\nuplink = \"u0\"\n\n[dataplane]\nbackend = \"memory\"\n\n[transport]\nkind = \"native\"\n\n\
              [[instance]]\nname = \"acme\"\nhome_address = \"{HOA}\"\nhome_agent = \"{HA}\"\n\
              spi = 4096\nkey = \"{KEY}\"\nprefixes = [\"2001:db8:100::/56\"]\n\
              tenant_interface = \"t-acme\"\ntable = 100\n"

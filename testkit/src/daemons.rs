@@ -88,7 +88,7 @@ pub fn home_agent(dir: &Path, sections: &str) -> Process {
         "ha.toml",
         format!(
             "[home_agent]\nhome_prefixes = [\"2001:db8:1::/64\"]\n\n[store]\npath = \"{}\"\n\n\
-             [udp]\nlisten = [\"[::1]:0\"]\n\n{sections}",
+             [udp]\nlisten = [\"[::1]:0\"]\n\n[dataplane]\nbackend = \"memory\"\n\n{sections}",
             dir.join("ha-store").display()
         ),
     );
@@ -111,7 +111,8 @@ pub fn mobile_router(
         &format!("{tag}.toml"),
         format!(
             "[mobile_router]\nuplink = \"lo\"\ncare_of = \"{care_of}\"\n\n\
-             [transport]\nhome_agent_udp = \"{home_agent_udp}\"\nbind = \"[::1]:0\"\n\n{sections}"
+             [transport]\nhome_agent_udp = \"{home_agent_udp}\"\nbind = \"[::1]:0\"\n\n\
+             [dataplane]\nbackend = \"memory\"\n\n{sections}"
         ),
     );
     start("nemo-mr", &config, next_log(dir, tag))

@@ -250,6 +250,10 @@ impl HomeAgentDataPlane for BpfHomeAgent {
         "bpf (lwt xmit encapsulation, tc ingress decapsulation)"
     }
 
+    fn refused_tunnelled(&self) -> Option<u64> {
+        Some(self.programs.refused_tunnelled())
+    }
+
     async fn set(
         &self,
         routes: &BindingRoutes,

@@ -169,6 +169,10 @@ impl MobileRouterDataPlane for BpfMobileRouter {
         "bpf (lwt xmit encapsulation, tc ingress decapsulation)"
     }
 
+    fn refused_tunnelled(&self) -> Option<u64> {
+        Some(self.programs.refused_tunnelled())
+    }
+
     async fn set_care_of(&self, care_of: Ipv6Addr) -> Result<(), DataPlaneError> {
         self.set_care_of_now(care_of)
     }

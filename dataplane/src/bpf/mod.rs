@@ -244,6 +244,11 @@ impl Programs {
             .unwrap_or(0)
     }
 
+    /// Tunnelled packets the decapsulation refused: spoofed or malformed.
+    pub fn refused_tunnelled(&self) -> u64 {
+        self.counter(Counter::DecapSpoofed) + self.counter(Counter::DecapMalformed)
+    }
+
     /// Where the maps are pinned, if they are.
     pub fn pin_dir(&self) -> Option<&Path> {
         self.pin_dir.as_deref()
@@ -293,4 +298,35 @@ fn check_pin_dir(dir: &Path) -> Result<(), DataPlaneError> {
         )));
     }
     Ok(())
+}
+
+/// Whether this kernel runs the BPF data plane, found out by really doing
+/// it in a scratch network namespace: the programs loaded (the verifier
+/// accepts them), a route carrying the encapsulation program installed on
+/// loopback, and the decapsulation program attached at its tc ingress.
+pub fn probe_bpf() -> Result<(), String> {
+    use crate::linux::probe::{in_scratch_namespace, missing};
+    in_scratch_namespace(|handle| async move {
+        let programs = Programs::load(None)
+            .map_err(|e| missing("BPF programs", &e.to_string(), "CONFIG_BPF_SYSCALL"))?;
+        let fd = programs
+            .fd(Program::EncapByDestination)
+            .map_err(|e| e.to_string())?;
+        let destination: ipnet::Ipv6Net =
+            "2001:db8:ffff::/64".parse().map_err(|_| "probe prefix")?;
+        let route =
+            routes::encap_route(destination, 1, 254, Program::EncapByDestination, fd.as_fd());
+        handle.route().add(route).execute().await.map_err(|e| {
+            missing(
+                "BPF lightweight tunnels",
+                &format!("the kernel refused an `encap bpf xmit` route ({e})"),
+                "CONFIG_LWTUNNEL_BPF",
+            )
+        })?;
+        let decap = programs
+            .fd(Program::DecapBySource)
+            .map_err(|e| e.to_string())?;
+        routes::attach_decap(1, decap.as_fd())
+            .map_err(|e| missing("tc BPF filters", &e.to_string(), "CONFIG_NET_CLS_BPF"))
+    })
 }

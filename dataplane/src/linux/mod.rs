@@ -81,7 +81,7 @@ use crate::{
 mod home_agent;
 mod host;
 mod mobile_router;
-mod probe;
+pub(crate) mod probe;
 mod routes;
 
 pub use home_agent::Seg6HomeAgent;

@@ -185,7 +185,8 @@ fn config(
     };
     let mut text = format!(
         "[home_agent]\nhome_prefixes = [\"2001:db8:1::/64\"]\nmax_lifetime_secs = 600\n\n\
-         [store]\npath = \"{store}\"\nflush = \"{flush}\"\n\n{transport}"
+         [store]\npath = \"{store}\"\nflush = \"{flush}\"\n\n\
+         [dataplane]\nbackend = \"memory\"\n\n{transport}"
     );
     if let Authorizations::Controller {
         endpoint,
