@@ -119,6 +119,17 @@ pub enum DataPlaneError {
         /// What the kernel said.
         reason: String,
     },
+    /// The data plane has no room left for the change (a BPF map full,
+    /// the kernel out of memory).
+    #[error("no room to {action} {destination}: {reason}")]
+    Exhausted {
+        /// What was attempted.
+        action: &'static str,
+        /// The destination concerned.
+        destination: Ipv6Net,
+        /// What the kernel said.
+        reason: String,
+    },
     /// The backend is not available on this kernel.
     #[error("data plane backend {backend} unavailable: {reason}")]
     Unavailable {

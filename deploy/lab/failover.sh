@@ -108,9 +108,11 @@ listen = ["[2001:db8:1::1]:4191"]
 [metrics]
 listen = "[::1]:9464"
 [dataplane]
-backend = "seg6"
+backend = "$BACKEND"
 uplink = "hl"
 local_address = "2001:db8:1::1"
+pin_dir = "$WORK/bpf/ha$m"
+aggregates = ["2001:db8:100::/48"]
 [controller]
 endpoint = "http://[2001:db8:1::c]:50051"
 token_file = "$WORK/token"
@@ -135,7 +137,8 @@ first_registration_timeout_ms = $FIRST_REG_MS
 [transport]
 home_agent_udp = "[2001:db8:1::1]:4191"
 [dataplane]
-backend = "seg6"
+backend = "$BACKEND"
+pin_dir = "$WORK/bpf/$hv"
 [controller]
 endpoint = "http://[2001:db8:1::c]:50051"
 token_file = "$WORK/token"
@@ -158,6 +161,7 @@ export NEMO_ENDPOINT=http://[2001:db8:1::c]:50051 NEMO_TOKEN=$TOKEN
 ctl() { x home "$BIN/nemoctl" "$@"; }
 ctl ha register ha1 --address 2001:db8:1::1 --home-prefix 2001:db8:1::/64 --udp '[2001:db8:1::1]:4191' >/dev/null
 start ha1 ha1 nemo-ha ha1.toml
+echo "   data plane: $(lab_backend "$WORK/ha1.log") (BACKEND=$BACKEND)"
 wait_log ha1 "election: active"
 start ha2 ha2 nemo-ha ha2.toml
 wait_log ha1 "standby attached and in sync"

@@ -32,6 +32,17 @@ lab_begin() { # prefix namespaces...
   PIDS=()
   trap cleanup EXIT
   trap 'exit 130' INT TERM
+  # The daemons' data plane: BACKEND=auto (bpf where the kernel runs it,
+  # else seg6), bpf or seg6. The bpf backend pins its maps in a bpf
+  # filesystem of the lab's own: `ip netns exec` hides /sys/fs/bpf.
+  BACKEND=${BACKEND:-auto}
+  mkdir "$WORK/bpf"
+  mount -t bpf bpf "$WORK/bpf"
+}
+
+# The backend a daemon chose, from its log.
+lab_backend() { # log
+  grep -o 'data plane backend chosen backend="[a-z0-9]*"' "$1" 2>/dev/null | cut -d'"' -f2 | tail -n 1
 }
 
 cleanup() {
@@ -49,6 +60,8 @@ cleanup() {
     done
     ip netns del "$P$n" 2>/dev/null
   done
+  # Lazy: a map a leftover program still holds does not keep the mount.
+  umount -l "$WORK/bpf" 2>/dev/null
   rm -rf "$WORK"
   if [ -n "$left" ]; then
     echo "CLEANUP FAILED: processes left behind:$left" >&2

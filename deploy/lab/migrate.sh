@@ -7,6 +7,8 @@
 #   MODE=veth deploy/lab/migrate.sh       # a veth stands in for the VM (quick)
 #   MODE=seed deploy/lab/migrate.sh       # the seed's variant (below)
 #   WAN_DELAY_MS=20 deploy/lab/migrate.sh # control traffic 20 ms each way
+#   BACKEND=seg6 deploy/lab/migrate.sh    # the data plane (default auto:
+#                                         # bpf where the kernel runs it)
 #
 # Namespaces (all addresses from 2001:db8::/32, all links 1500 bytes):
 #   cn    correspondent on the Internet            2001:db8:f::2
@@ -162,9 +164,11 @@ listen = ["[2001:db8:1::1]:4191"]
 [admin]
 listen = "[::1]:50052"
 [dataplane]
-backend = "seg6"
+backend = "$BACKEND"
 uplink = "h1"
 local_address = "2001:db8:1::1"
+pin_dir = "$WORK/bpf/ha"
+aggregates = ["2001:db8:100::/48"]
 [controller]
 endpoint = "http://[2001:db8:1::1]:50051"
 token_file = "$WORK/token"
@@ -178,7 +182,8 @@ uplink = "u0"
 [transport]
 home_agent_udp = "$HA_UDP"
 [dataplane]
-backend = "seg6"
+backend = "$BACKEND"
+pin_dir = "$WORK/bpf/$hv"
 [controller]
 endpoint = "http://[2001:db8:1::1]:50051"
 token_file = "$WORK/token"
@@ -197,6 +202,7 @@ export NEMO_ENDPOINT=http://[2001:db8:1::1]:50051 NEMO_TOKEN=$TOKEN
 ctl() { x home "$BIN/nemoctl" "$@"; }
 ctl ha register ha1 --address 2001:db8:1::1 --home-prefix 2001:db8:1::/64 --udp '[2001:db8:1::1]:4191' >/dev/null
 start home ha nemo-ha ha.toml
+echo "   data plane: $(lab_backend "$WORK/ha.log") (BACKEND=$BACKEND)"
 if [ "$WAN_DELAY_MS" != 0 ]; then
   fifo="$WORK/relay.ready"; mkfifo "$fifo"
   spawn wan "$fifo" "$WORK/relay.log" "$BIN/nemo-delay-relay" --listen "$HA_UDP" \
@@ -222,7 +228,8 @@ uplink = "u0"
 [transport]
 home_agent_udp = "$HA_UDP"
 [dataplane]
-backend = "seg6"
+backend = "$BACKEND"
+pin_dir = "$WORK/bpf/mrvm"
 [[instance]]
 name = "acme"
 home_address = "$HOA"

@@ -108,8 +108,8 @@ fn vm_lab(hook: &str, wan_delay_ms: u32) {
 fn run(script: &str, tag: &str, settings: &[(&str, String)]) -> Option<String> {
     if !netns_available(MUST_RUN)
         || !nemo_testkit::require_kernel(
-            nemo_dataplane::linux::probe_seg6(),
-            &format!("lab {script} ({tag}) forwards with seg6"),
+            nemo_dataplane::KernelBackend::choose().map(drop),
+            &format!("lab {script} ({tag}) forwards (bpf or seg6)"),
         )
         || !require(
             runs("ping", &["-V"]),

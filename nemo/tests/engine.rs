@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use nemo::auth::{Algorithm, ReplayPolicy, SecurityAssociation};
 use nemo::ha::{
     ntp_time, Acknowledgement, Authorization, AuthorizationTable, Change, ChangeKind, Decision,
-    DropReason, Forwarding, Handled, HomeAgent, HomeAgentConfig, Malformed,
+    DropReason, Forwarding, ForwardingFailure, Handled, HomeAgent, HomeAgentConfig, Malformed,
 };
 use nemo::mr::{check_binding_ack, Registration};
 use nemo::wire::{
@@ -141,8 +141,14 @@ fn forwarding_failure_reverts_and_answers_141() {
         panic!("not accepted");
     };
     assert_eq!(forward.change().kind(), ChangeKind::Moved);
-    let (acknowledgement, ba) =
-        acknowledgement(ha.forwarded(forward, Forwarding::Failed, later), COA_NEW);
+    let (acknowledgement, ba) = acknowledgement(
+        ha.forwarded(
+            forward,
+            Forwarding::Failed(ForwardingFailure::PrefixRefused),
+            later,
+        ),
+        COA_NEW,
+    );
     assert_eq!(ba.status, BaStatus::INVALID_PREFIX);
     assert_eq!(ba.sequence, SequenceNumber(2));
     assert_eq!(acknowledgement.change, None);
@@ -318,10 +324,42 @@ fn a_binding_whose_forwarding_failed_gets_no_refresh_request() {
     let Decision::Forward(forward) = ha.handle(&update(1, COA, 100, now), "udp", now) else {
         panic!("not accepted");
     };
-    let (acknowledgement, _) = acknowledgement(ha.forwarded(forward, Forwarding::Failed, now), COA);
+    let (acknowledgement, _) = acknowledgement(
+        ha.forwarded(
+            forward,
+            Forwarding::Failed(ForwardingFailure::PrefixRefused),
+            now,
+        ),
+        COA,
+    );
     assert_eq!(acknowledgement.status, BaStatus::INVALID_PREFIX);
     assert!(ha.cache().is_empty());
     assert_eq!(ha.poll_timeout(), None);
+}
+
+#[test]
+fn a_data_plane_out_of_room_or_out_of_order_says_so() {
+    // RFC 6275 §6.1.8: 130 when the home agent has no resources left, 128
+    // when nothing about the registration is wrong; 141 stays for a
+    // prefix the kernel refused (RFC 3963 §6.2).
+    for (failure, status) in [
+        (
+            ForwardingFailure::NoResources,
+            BaStatus::INSUFFICIENT_RESOURCES,
+        ),
+        (ForwardingFailure::Unavailable, BaStatus::REASON_UNSPECIFIED),
+        (ForwardingFailure::PrefixRefused, BaStatus::INVALID_PREFIX),
+    ] {
+        let mut ha = home_agent();
+        let now = start();
+        let Decision::Forward(forward) = ha.handle(&update(1, COA, 100, now), "udp", now) else {
+            panic!("not accepted");
+        };
+        let (acknowledgement, _) =
+            acknowledgement(ha.forwarded(forward, Forwarding::Failed(failure), now), COA);
+        assert_eq!(acknowledgement.status, status, "{failure:?}");
+        assert!(ha.cache().is_empty(), "{failure:?} left a binding");
+    }
 }
 
 #[test]

@@ -59,13 +59,7 @@ pub struct BpfHomeAgent {
     aggregates: Vec<Ipv6Net>,
 }
 
-fn refused(action: &'static str, destination: Ipv6Net, error: libbpf_rs::Error) -> DataPlaneError {
-    DataPlaneError::Refused {
-        action,
-        destination,
-        reason: error.to_string(),
-    }
-}
+use super::refused;
 
 impl BpfHomeAgent {
     /// Loads the programs (over the pinned maps, if an earlier run left

@@ -54,13 +54,7 @@ pub struct BpfMobileRouter {
     care_of: Mutex<Ipv6Addr>,
 }
 
-fn refused(action: &'static str, destination: Ipv6Net, error: libbpf_rs::Error) -> DataPlaneError {
-    DataPlaneError::Refused {
-        action,
-        destination,
-        reason: error.to_string(),
-    }
-}
+use super::refused;
 
 impl BpfMobileRouter {
     /// Loads the programs (over the pinned maps of an earlier run, if any)

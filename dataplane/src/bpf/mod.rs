@@ -58,6 +58,33 @@ fn keep_libbpf_log(_level: libbpf_rs::PrintLevel, message: String) {
     }
 }
 
+/// A map update or delete the kernel refused: no room (a full map: the
+/// LPM trie answers ENOSPC, a hash E2BIG; or ENOMEM) or another reason.
+pub(crate) fn refused(
+    action: &'static str,
+    destination: ipnet::Ipv6Net,
+    error: libbpf_rs::Error,
+) -> DataPlaneError {
+    let reason = error.to_string();
+    let full = matches!(
+        error.kind(),
+        libbpf_rs::ErrorKind::OutOfMemory | libbpf_rs::ErrorKind::TooBig
+    ) || reason.contains("os error 28");
+    if full {
+        DataPlaneError::Exhausted {
+            action,
+            destination,
+            reason,
+        }
+    } else {
+        DataPlaneError::Refused {
+            action,
+            destination,
+            reason,
+        }
+    }
+}
+
 fn unavailable(reason: String) -> DataPlaneError {
     DataPlaneError::Unavailable {
         backend: "bpf",
@@ -329,4 +356,13 @@ pub fn probe_bpf() -> Result<(), String> {
         routes::attach_decap(1, decap.as_fd())
             .map_err(|e| missing("tc BPF filters", &e.to_string(), "CONFIG_NET_CLS_BPF"))
     })
+}
+
+/// How many entries a pinned map of a running (or killed) daemon holds:
+/// `pin_dir` is its `[dataplane] pin_dir`, `map` one of [`maps`]' names.
+/// For operators' checks and tests; opens the map read-only.
+pub fn pinned_entries(pin_dir: &Path, map: &str) -> Result<usize, DataPlaneError> {
+    let handle = MapHandle::from_pinned_path(pin_dir.join(map))
+        .map_err(|e| unavailable(format!("{}: {e}", pin_dir.join(map).display())))?;
+    Ok(handle.keys().count())
 }

@@ -28,6 +28,13 @@ pub(crate) async fn install_route(
                 tokio::time::sleep(wait).await;
                 wait *= 2;
             }
+            Err(error) if errno(&error) == Some(ENOMEM) => {
+                return Err(DataPlaneError::Exhausted {
+                    action: "install route for",
+                    destination,
+                    reason: error.to_string(),
+                })
+            }
             other => return other.map_err(|e| refused("install route for", destination, e)),
         }
     }

@@ -130,8 +130,17 @@ impl<D: HomeAgentDataPlane> Core<D> {
                     Ok(()) => Forwarding::Installed,
                     Err(error) => {
                         self.metrics.forwarding_failures.inc();
-                        tracing::error!(%error, "forwarding failed; refusing the registration");
-                        Forwarding::Failed
+                        let failure = match error {
+                            DataPlaneError::Refused { .. } => ForwardingFailure::PrefixRefused,
+                            DataPlaneError::Exhausted { .. } => ForwardingFailure::NoResources,
+                            DataPlaneError::Unavailable { .. } => ForwardingFailure::Unavailable,
+                        };
+                        tracing::error!(
+                            %error,
+                            status = failure.status().0,
+                            "forwarding failed; refusing the registration"
+                        );
+                        Forwarding::Failed(failure)
                     }
                 };
                 self.engine.forwarded(forward, forwarding, now)

@@ -19,11 +19,11 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::Context;
 use nemo::ha::{
-    AuthorizationTable, Binding, BindingCache, Change, ChangeKind, Decision, Forwarding, Handled,
-    HomeAgent, Transmit,
+    AuthorizationTable, Binding, BindingCache, Change, ChangeKind, Decision, Forwarding,
+    ForwardingFailure, Handled, HomeAgent, Transmit,
 };
 use nemo::wire::BaStatus;
-use nemo_dataplane::{BindingRoutes, HomeAgentDataPlane};
+use nemo_dataplane::{BindingRoutes, DataPlaneError, HomeAgentDataPlane};
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 

@@ -820,12 +820,15 @@ impl BindingCache {
     }
 
     /// Undoes an accepted change whose forwarding could not be set up, and
-    /// answers 141 instead (RFC 3963 §6.2: "If the Home Agent fails to set
-    /// up forwarding to all the prefixes ... reject ... 141").
+    /// answers `status` instead (RFC 3963 §6.2: "If the Home Agent fails to
+    /// set up forwarding to all the prefixes ... reject ... 141"; a data
+    /// plane out of room or out of order answers 130 or 128, RFC 6275
+    /// §6.1.8).
     pub fn refuse(
         &mut self,
         change: &Change,
         refusal: &Refusal,
+        status: BaStatus,
         now: SystemTime,
         authorizations: &AuthorizationTable,
     ) -> Outcome {
@@ -841,7 +844,7 @@ impl BindingCache {
             sa,
             timestamp: refusal.timestamp,
         };
-        self.reject(&context, BaStatus::INVALID_PREFIX, now)
+        self.reject(&context, status, now)
     }
 
     /// The sequence number that orders the next registration of a home

@@ -116,8 +116,36 @@ impl<P> Forward<P> {
 pub enum Forwarding {
     /// The kernel has it.
     Installed,
-    /// It could not be set up.
-    Failed,
+    /// It could not be set up, for this reason.
+    Failed(ForwardingFailure),
+}
+
+/// Why forwarding could not be set up: each has its own answer, so that
+/// the mobile router (and its operator) learn what went wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardingFailure {
+    /// The kernel refused forwarding to one of the prefixes: RFC 3963 §6.2
+    /// "fails to set up forwarding to all the prefixes ... 141 (Invalid
+    /// Prefix)".
+    PrefixRefused,
+    /// The data plane has no room left (a map full, the kernel out of
+    /// memory): RFC 6275 §6.1.8, 130 Insufficient resources.
+    NoResources,
+    /// The data plane does not work at all (its backend gone from under
+    /// the daemon): nothing about this registration; RFC 6275 §6.1.8, 128
+    /// Reason unspecified.
+    Unavailable,
+}
+
+impl ForwardingFailure {
+    /// The Binding Acknowledgement status that says so.
+    pub fn status(self) -> BaStatus {
+        match self {
+            ForwardingFailure::PrefixRefused => BaStatus::INVALID_PREFIX,
+            ForwardingFailure::NoResources => BaStatus::INSUFFICIENT_RESOURCES,
+            ForwardingFailure::Unavailable => BaStatus::REASON_UNSPECIFIED,
+        }
+    }
 }
 
 /// What [`HomeAgent::handle`] decided.
@@ -313,7 +341,8 @@ impl<P: Clone> HomeAgent<P> {
 
     /// Takes the result of setting up a [`Forward`]'s change: the
     /// acknowledgement to make durable and send, or, when the forwarding
-    /// failed, the change undone and a 141 to send instead.
+    /// failed, the change undone and the failure's status to send instead
+    /// ([`ForwardingFailure::status`]).
     pub fn forwarded(
         &mut self,
         forward: Forward<P>,
@@ -344,10 +373,14 @@ impl<P: Clone> HomeAgent<P> {
                 accepted.change = Some(change);
                 Handled::Acknowledge(accepted)
             }
-            Forwarding::Failed => {
-                let outcome = self
-                    .cache
-                    .refuse(&change, &refusal, now, &self.authorizations);
+            Forwarding::Failed(failure) => {
+                let outcome = self.cache.refuse(
+                    &change,
+                    &refusal,
+                    failure.status(),
+                    now,
+                    &self.authorizations,
+                );
                 self.outcome(outcome, accepted.transmit.path, local, accepted.care_of)
             }
         }

@@ -24,7 +24,7 @@ pub use cache::{
     MAX_DELETE_BCE_TIMEOUT,
 };
 pub use engine::{
-    Acknowledgement, Decision, Forward, Forwarding, Handled, HomeAgent, Malformed, Timeouts,
-    Transmit,
+    Acknowledgement, Decision, Forward, Forwarding, ForwardingFailure, Handled, HomeAgent,
+    Malformed, Timeouts, Transmit,
 };
 pub use merge::{Merged, Verdict};
