@@ -72,6 +72,7 @@ pub struct Admin {
     shared: Arc<Shared>,
     core: mpsc::Sender<CoreEvent>,
     pair: Option<PairHandle>,
+    dataplane_backend: &'static str,
 }
 
 /// How long a hand-over waits for the answered registrations to reach the
@@ -80,13 +81,20 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Admin {
     /// A service over the daemon's durable state; `pair` for a member of a
-    /// pair.
+    /// pair; `dataplane_backend` the backend's name (`bpf`, `seg6`,
+    /// `memory`).
     pub fn new(
         shared: Arc<Shared>,
         core: mpsc::Sender<CoreEvent>,
         pair: Option<PairHandle>,
+        dataplane_backend: &'static str,
     ) -> Admin {
-        Admin { shared, core, pair }
+        Admin {
+            shared,
+            core,
+            pair,
+            dataplane_backend,
+        }
     }
 
     fn snapshot(&self) -> Result<Vec<Arc<Binding>>, Status> {
@@ -108,6 +116,7 @@ impl HomeAgentAdmin for Admin {
     ) -> Result<Response<pb::ListBindingsResponse>, Status> {
         Ok(Response::new(pb::ListBindingsResponse {
             bindings: self.snapshot()?.iter().map(|b| to_proto(b)).collect(),
+            dataplane_backend: self.dataplane_backend.into(),
         }))
     }
 

@@ -176,10 +176,11 @@ async fn serve<D: HomeAgentDataPlane>(
     (dataplane, backend): (Arc<D>, Option<KernelBackend>),
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
+    let backend_name = backend.map_or("memory", KernelBackend::name);
     metrics
         .dataplane_backend
         .get_or_create(&BackendLabel {
-            backend: backend.map_or("memory", KernelBackend::name).into(),
+            backend: backend_name.into(),
         })
         .set(1);
     let gauge = metrics.decapsulation_misses.clone();
@@ -316,6 +317,7 @@ async fn serve<D: HomeAgentDataPlane>(
             running.shared.clone(),
             running.core.clone(),
             election.as_ref().map(|e| e.handle.clone()),
+            backend_name,
         );
         servers.grpc(listener, admin::api(admin), Default::default());
     }

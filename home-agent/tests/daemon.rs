@@ -299,6 +299,8 @@ async fn registration_statuses_and_the_admin_api() {
         .into_inner();
     assert_eq!(listed.bindings.len(), 1);
     assert_eq!(listed.bindings[0].care_of_address, COA_NEW);
+    // The data plane that forwards them, as configured ("memory" here).
+    assert_eq!(listed.dataplane_backend, "memory");
 
     // Deregistration removes it.
     let mut leave = registration(0, 14);

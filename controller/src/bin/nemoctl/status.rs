@@ -174,15 +174,15 @@ async fn bindings(ha_admin: &str) -> (BTreeMap<String, pb::Binding>, String) {
             .list_bindings(pb::ListBindingsRequest {})
             .await?
             .into_inner();
-        anyhow::Ok(list.bindings)
+        anyhow::Ok(list)
     };
     match tokio::time::timeout(ADMIN_WAIT, fetch).await {
-        Ok(Ok(bindings)) => (
-            bindings
+        Ok(Ok(list)) => (
+            list.bindings
                 .into_iter()
                 .map(|b| (b.home_address.clone(), b))
                 .collect(),
-            ha_admin.to_owned(),
+            format!("{ha_admin} (data plane: {})", list.dataplane_backend),
         ),
         Ok(Err(error)) => (BTreeMap::new(), format!("none ({error:#})")),
         Err(_) => (
