@@ -30,6 +30,7 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle, Object, ObjectBuilder};
 
 pub use home_agent::{BpfHomeAgent, BpfHomeAgentConfig};
 pub use mobile_router::{BpfMobileRouter, BpfMobileRouterConfig};
+pub(crate) use routes::encap_route;
 
 use crate::DataPlaneError;
 use maps::Counter;
@@ -328,41 +329,45 @@ fn check_pin_dir(dir: &Path) -> Result<(), DataPlaneError> {
 }
 
 /// Whether this kernel runs the BPF data plane, found out by really doing
-/// it in a scratch network namespace: the programs loaded (the verifier
-/// accepts them), a route carrying the encapsulation program installed on
-/// loopback, and the decapsulation program attached at its tc ingress.
+/// it: the programs loaded (the verifier accepts them), a route carrying
+/// the encapsulation program installed, and (in a scratch namespace) the
+/// decapsulation program attached at a tc ingress.
 pub fn probe_bpf() -> Result<(), String> {
-    use crate::linux::probe::{in_scratch_namespace, missing};
-    in_scratch_namespace(|handle| async move {
-        let programs = Programs::load(None)
-            .map_err(|e| missing("BPF programs", &e.to_string(), "CONFIG_BPF_SYSCALL"))?;
-        let fd = programs
-            .fd(Program::EncapByDestination)
-            .map_err(|e| e.to_string())?;
-        let destination: ipnet::Ipv6Net =
-            "2001:db8:ffff::/64".parse().map_err(|_| "probe prefix")?;
-        let route =
-            routes::encap_route(destination, 1, 254, Program::EncapByDestination, fd.as_fd());
-        handle.route().add(route).execute().await.map_err(|e| {
-            missing(
-                "BPF lightweight tunnels",
-                &format!("the kernel refused an `encap bpf xmit` route ({e})"),
-                "CONFIG_LWTUNNEL_BPF",
-            )
-        })?;
-        let decap = programs
-            .fd(Program::DecapBySource)
-            .map_err(|e| e.to_string())?;
-        routes::attach_decap(1, decap.as_fd())
-            .map_err(|e| missing("tc BPF filters", &e.to_string(), "CONFIG_NET_CLS_BPF"))
-    })
-}
-
-/// How many entries a pinned map of a running (or killed) daemon holds:
-/// `pin_dir` is its `[dataplane] pin_dir`, `map` one of [`maps`]' names.
-/// For operators' checks and tests; opens the map read-only.
-pub fn pinned_entries(pin_dir: &Path, map: &str) -> Result<usize, DataPlaneError> {
-    let handle = MapHandle::from_pinned_path(pin_dir.join(map))
-        .map_err(|e| unavailable(format!("{}: {e}", pin_dir.join(map).display())))?;
-    Ok(handle.keys().count())
+    use crate::linux::probe::{
+        missing, probe_routes, ProbeRoute, LOOPBACK, PROBE_DESTINATION, PROBE_TABLE,
+    };
+    let programs = std::sync::Arc::new(
+        Programs::load(None)
+            .map_err(|e| missing("BPF programs", &e.to_string(), "CONFIG_BPF_SYSCALL"))?,
+    );
+    let fd = programs
+        .fd(Program::EncapByDestination)
+        .map_err(|e| e.to_string())?;
+    let destination = ipnet::Ipv6Net::new(PROBE_DESTINATION, 64).map_err(|e| e.to_string())?;
+    let route = routes::encap_route(
+        destination,
+        LOOPBACK,
+        PROBE_TABLE,
+        Program::EncapByDestination,
+        fd.as_fd(),
+    );
+    let attach = programs.clone();
+    let result = probe_routes(
+        vec![ProbeRoute {
+            message: route,
+            what: "BPF lightweight tunnels",
+            refused: "an `encap bpf xmit` route",
+            option: "CONFIG_LWTUNNEL_BPF",
+        }],
+        Some(Box::new(move || {
+            let decap = attach
+                .fd(Program::DecapBySource)
+                .map_err(|e| e.to_string())?;
+            routes::attach_decap(LOOPBACK, decap.as_fd())
+                .map_err(|e| missing("tc BPF filters", &e.to_string(), "CONFIG_NET_CLS_BPF"))
+        })),
+    );
+    // The route held the descriptor's number only until it was installed.
+    drop(fd);
+    result
 }
