@@ -30,6 +30,7 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle, Object, ObjectBuilder};
 
 pub use home_agent::{BpfHomeAgent, BpfHomeAgentConfig};
 pub use mobile_router::{BpfMobileRouter, BpfMobileRouterConfig};
+#[cfg(test)]
 pub(crate) use routes::encap_route;
 
 use crate::DataPlaneError;
