@@ -372,3 +372,12 @@ pub fn probe_bpf() -> Result<(), String> {
     drop(fd);
     result
 }
+
+/// How many entries a pinned map of a running (or killed) daemon holds:
+/// `pin_dir` is its `[dataplane] pin_dir`, `map` one of [`maps`]' names.
+/// For operators' checks and tests.
+pub fn pinned_entries(pin_dir: &Path, map: &str) -> Result<usize, DataPlaneError> {
+    let handle = MapHandle::from_pinned_path(pin_dir.join(map))
+        .map_err(|e| unavailable(format!("{}: {e}", pin_dir.join(map).display())))?;
+    Ok(handle.keys().count())
+}
