@@ -18,24 +18,21 @@ struct nemo_prefix {
 	__u8 addr[16];
 };
 
-/* Where a tunnelled packet goes: the outer header's source (this host's
- * tunnel address: the home agent's address, or the mobile router's care-of
- * address) and destination (the peer). RFC 2473 §3: the tunnel entry and
- * exit points. */
-struct nemo_tunnel {
-	__u8 local[16];
-	__u8 remote[16];
-};
-
-/* The one tunnel peer allowed to send packets from an inner source
- * (RFC 3963 §6.4: the home agent takes a reverse-tunnelled packet only
- * from the care-of address registered for the prefix its source is in;
- * a mobile router only from its home agent). */
+/* The value of nemo_bindings: a binding's tunnel peer. On the home agent a
+ * home address or Mobile Network Prefix maps to its care-of address; on a
+ * mobile router a tenant's prefix maps to its home agent. One entry serves
+ * both directions: encapsulation sends packets for (home agent: to; mobile
+ * router: from) the prefix to the peer (RFC 2473 §3: the tunnel exit
+ * point), and decapsulation takes a tunnelled packet whose inner source
+ * (home agent) or destination (mobile router) is in the prefix only from
+ * that peer (RFC 3963 §6.4). */
 struct nemo_peer {
-	__u8 remote[16];
+	__u8 addr[16];
 };
 
-/* Index 0 of nemo_local: the address tunnelled packets must be sent to. */
+/* Index 0 of nemo_local: this host's tunnel address, the outer source of
+ * what it encapsulates (the home agent's address; the mobile router's
+ * care-of address) and the outer destination of what it takes. */
 struct nemo_local {
 	__u8 addr[16];
 };
@@ -55,7 +52,6 @@ enum nemo_counter {
 
 /* Most entries per map; a full map refuses an update (ENOSPC / E2BIG),
  * which the daemon answers as insufficient resources. */
-#define NEMO_MAX_TUNNELS 4194304
-#define NEMO_MAX_PEERS 4194304
+#define NEMO_MAX_BINDINGS 4194304
 
 #endif

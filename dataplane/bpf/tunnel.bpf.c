@@ -7,18 +7,19 @@
 // - nemo_encap_dst (lwt_xmit, home agent): a route per home prefix or
 //   aggregate carries it; the packet's destination (a home address or an
 //   address in a Mobile Network Prefix) finds its care-of address in
-//   nemo_tunnels, and the packet leaves IPv6-in-IPv6 to it.
+//   nemo_bindings, and the packet leaves IPv6-in-IPv6 to it, from the
+//   address in nemo_local.
 // - nemo_encap_src (lwt_xmit, mobile router): the tenant's routing table
 //   carries it; the packet's source (an address in the tenant's prefix)
-//   finds the home agent in nemo_tunnels (reverse tunnelling, RFC 3963
+//   finds the home agent in nemo_bindings (reverse tunnelling, RFC 3963
 //   §5.5).
 // - nemo_decap_src (tc ingress, clsact direct action, on the uplink; home
 //   agent): a packet IPv6-in-IPv6 to this host's tunnel address is taken
 //   out of the tunnel only when its outer source is the care-of address
-//   nemo_peers holds for its inner source (RFC 3963 §6.4), else dropped
+//   nemo_bindings holds for its inner source (RFC 3963 §6.4), else dropped
 //   and counted.
 // - nemo_decap_dst (the same, mobile router): the peer allowed is the home
-//   agent nemo_peers holds for the inner destination (the tenant's
+//   agent nemo_bindings holds for the inner destination (the tenant's
 //   prefix), so tenants of different home agents stay apart.
 //
 // Packets too big for the tunnel: the route's headroom (40) lowers the
@@ -43,18 +44,10 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__type(key, struct nemo_prefix);
-	__type(value, struct nemo_tunnel);
-	__uint(max_entries, NEMO_MAX_TUNNELS);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-} nemo_tunnels SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__type(key, struct nemo_prefix);
 	__type(value, struct nemo_peer);
-	__uint(max_entries, NEMO_MAX_PEERS);
+	__uint(max_entries, NEMO_MAX_BINDINGS);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-} nemo_peers SEC(".maps");
+} nemo_bindings SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -98,8 +91,10 @@ static __always_inline int encapsulate(struct __sk_buff *skb, int by_source)
 	}
 	struct nemo_prefix key = { .prefixlen = 128 };
 	__builtin_memcpy(key.addr, by_source ? &inner->saddr : &inner->daddr, 16);
-	struct nemo_tunnel *tunnel = bpf_map_lookup_elem(&nemo_tunnels, &key);
-	if (!tunnel) {
+	struct nemo_peer *peer = bpf_map_lookup_elem(&nemo_bindings, &key);
+	__u32 zero = 0;
+	struct nemo_local *local = bpf_map_lookup_elem(&nemo_local, &zero);
+	if (!peer || !local) {
 		count(NEMO_ENCAP_NO_TUNNEL);
 		return BPF_DROP;
 	}
@@ -116,8 +111,8 @@ static __always_inline int encapsulate(struct __sk_buff *skb, int by_source)
 	outer.payload_len = bpf_htons((__u16)skb->len);
 	outer.nexthdr = IPPROTO_IPV6;
 	outer.hop_limit = TUNNEL_HOP_LIMIT;
-	__builtin_memcpy(&outer.saddr, tunnel->local, 16);
-	__builtin_memcpy(&outer.daddr, tunnel->remote, 16);
+	__builtin_memcpy(&outer.saddr, local->addr, 16);
+	__builtin_memcpy(&outer.daddr, peer->addr, 16);
 
 	if (bpf_lwt_push_encap(skb, BPF_LWT_ENCAP_IP, &outer, sizeof(outer))) {
 		count(NEMO_ENCAP_FAILED);
@@ -140,7 +135,7 @@ int nemo_encap_src(struct __sk_buff *skb)
 }
 
 /* Takes a packet out of the tunnel when it is IPv6-in-IPv6 to our tunnel
- * address from the peer nemo_peers holds for its inner source (home agent)
+ * address from the peer nemo_bindings holds for its inner source (home agent)
  * or inner destination (mobile router). */
 static __always_inline int decapsulate(struct __sk_buff *skb, int by_source)
 {
@@ -165,8 +160,8 @@ static __always_inline int decapsulate(struct __sk_buff *skb, int by_source)
 	}
 	struct nemo_prefix key = { .prefixlen = 128 };
 	__builtin_memcpy(key.addr, by_source ? &inner->saddr : &inner->daddr, 16);
-	struct nemo_peer *peer = bpf_map_lookup_elem(&nemo_peers, &key);
-	if (!peer || !same_address(peer->remote, &outer->saddr)) {
+	struct nemo_peer *peer = bpf_map_lookup_elem(&nemo_bindings, &key);
+	if (!peer || !same_address(peer->addr, &outer->saddr)) {
 		count(NEMO_DECAP_SPOOFED);
 		return TC_ACT_SHOT;
 	}

@@ -72,23 +72,14 @@ fn frame(packet: &[u8]) -> Vec<u8> {
     frame
 }
 
-fn set_peer(programs: &Programs, prefix: Ipv6Net, peer: Ipv6Addr) {
+/// Binds `prefix` to `peer` (its care-of address on a home agent, its home
+/// agent on a mobile router).
+fn bind(programs: &Programs, prefix: Ipv6Net, peer: Ipv6Addr) {
     programs
-        .peers
+        .bindings
         .update(
             &maps::prefix_key(prefix),
             &maps::address_value(peer),
-            MapFlags::ANY,
-        )
-        .unwrap();
-}
-
-fn set_tunnel(programs: &Programs, prefix: Ipv6Net, local: Ipv6Addr, remote: Ipv6Addr) {
-    programs
-        .tunnels
-        .update(
-            &maps::prefix_key(prefix),
-            &maps::tunnel_value(local, remote),
             MapFlags::ANY,
         )
         .unwrap();
@@ -104,8 +95,7 @@ const CN: &str = "2001:db8:f::2";
 fn home_agent() -> Option<Programs> {
     let programs = programs()?;
     programs.set_local(addr(HA)).unwrap();
-    set_peer(&programs, net(MNP), addr(CARE_OF));
-    set_tunnel(&programs, net(MNP), addr(HA), addr(CARE_OF));
+    bind(&programs, net(MNP), addr(CARE_OF));
     Some(programs)
 }
 
@@ -184,7 +174,7 @@ fn a_mobile_router_takes_its_tenants_packets_only_from_their_home_agent() {
     programs.set_local(addr(CARE_OF)).unwrap();
     // Keyed by the inner destination: the tenant's prefix, whose home
     // agent is HA.
-    set_peer(&programs, net(MNP), addr(HA));
+    bind(&programs, net(MNP), addr(HA));
     let inner = udp(addr(CN), addr(VM));
     let packet = frame(&tunnelled(&inner, addr(HA), addr(CARE_OF)));
     let (verdict, out) = programs
@@ -233,7 +223,7 @@ fn the_lpm_trie_finds_the_longest_prefix() {
     let Some(programs) = home_agent() else { return };
     // A longer prefix inside MNP bound elsewhere: a packet from it comes
     // only from there.
-    set_peer(
+    bind(
         &programs,
         net("2001:db8:100:1::/64"),
         addr("2001:db8:3::10"),

@@ -1,16 +1,22 @@
-//! `dataplane-scale`: installs many bindings through the seg6 home-agent data
-//! plane one by one (as registrations arrive), reconciles them unchanged,
-//! re-points them all, then has a new data plane's reconcile put them back
-//! after the kernel lost them (a reboot); reports time and memory. Run it in
-//! a throwaway network namespace (bench/dataplane-scale.sh does): it
-//! programs the kernel.
+//! `dataplane-scale`: installs many bindings through a home-agent data plane
+//! (seg6 or bpf) one by one (as registrations arrive), reconciles them
+//! unchanged, re-points them all, then has a new data plane's reconcile put
+//! them back after the kernel lost them (a reboot); reports time and memory.
+//! Run it in a throwaway network namespace (bench/dataplane-scale.sh does):
+//! it programs the kernel.
 //!
-//! usage: dataplane-scale UPLINK LOCAL_ADDRESS BINDINGS
+//! usage: dataplane-scale seg6|bpf UPLINK LOCAL_ADDRESS BINDINGS [PIN_DIR]
+//!
+//! bpf: the maps pinned in PIN_DIR (a folder on a bpf filesystem); the
+//! bindings' prefixes (2001:db8:8000::/33) and home addresses
+//! (2001:db8:1::1:0 on, inside 2001:db8:1::/107) covered by two aggregates,
+//! so no route per binding.
 
 use std::net::Ipv6Addr;
 use std::time::Instant;
 
 use ipnet::Ipv6Net;
+use nemo_dataplane::bpf::{BpfHomeAgent, BpfHomeAgentConfig};
 use nemo_dataplane::linux::{Seg6Config, Seg6HomeAgent};
 use nemo_dataplane::{BindingRoutes, HomeAgentDataPlane};
 
@@ -59,13 +65,52 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 
 async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, uplink, local, count] = args.as_slice() else {
-        return Err("usage: dataplane-scale UPLINK LOCAL_ADDRESS BINDINGS".into());
+    let usage = "usage: dataplane-scale seg6|bpf UPLINK LOCAL_ADDRESS BINDINGS [PIN_DIR]";
+    let (backend, uplink, local, count, pin_dir) = match args.as_slice() {
+        [_, backend, uplink, local, count] => (backend, uplink, local, count, None),
+        [_, backend, uplink, local, count, pin_dir] => {
+            (backend, uplink, local, count, Some(pin_dir.into()))
+        }
+        _ => return Err(usage.into()),
     };
     let count: u32 = count.parse()?;
-    let (connection, handle, _) = rtnetlink::new_connection()?;
-    tokio::spawn(connection);
-    let plane = Seg6HomeAgent::new(handle, Seg6Config::new(uplink, local.parse()?)).await?;
+    let local: Ipv6Addr = local.parse()?;
+    match backend.as_str() {
+        "seg6" => {
+            let make = || async {
+                let (connection, handle, _) = rtnetlink::new_connection()?;
+                tokio::spawn(connection);
+                Ok(Seg6HomeAgent::new(handle, Seg6Config::new(uplink, local)).await?)
+            };
+            measure(backend, count, make).await
+        }
+        "bpf" => {
+            let make = || async {
+                let (connection, handle, _) = rtnetlink::new_connection()?;
+                tokio::spawn(connection);
+                let config = BpfHomeAgentConfig {
+                    uplink: uplink.clone(),
+                    local_address: local,
+                    pin_dir: pin_dir.clone(),
+                    aggregates: vec!["2001:db8:8000::/33".parse()?, "2001:db8:1::/107".parse()?],
+                };
+                Ok(BpfHomeAgent::new(handle, config).await?)
+            };
+            measure(backend, count, make).await
+        }
+        _ => Err(usage.into()),
+    }
+}
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+async fn measure<D, F, M>(backend: &str, count: u32, make: M) -> Result<(), Error>
+where
+    D: HomeAgentDataPlane,
+    F: std::future::Future<Output = Result<D, Error>>,
+    M: Fn() -> F,
+{
+    let plane = make().await?;
     let before = rss_kib();
     let kernel_before = kernel_kib();
     let started = Instant::now();
@@ -87,7 +132,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let repoint = started.elapsed();
     // The kernel loses them all (a reboot): a new data plane's reconcile
     // puts every binding back, as a restarted nemo-ha does.
-    plane.teardown().await?;
+    plane.remove_all().await?;
+    drop(plane);
     let moved: Vec<BindingRoutes> = all
         .into_iter()
         .map(|mut routes| {
@@ -95,17 +141,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             routes
         })
         .collect();
-    let (connection, handle, _) = rtnetlink::new_connection()?;
-    tokio::spawn(connection);
-    let plane = Seg6HomeAgent::new(handle, Seg6Config::new(uplink, local.parse()?)).await?;
+    let plane = make().await?;
     let started = Instant::now();
     let reinstalled = plane.reconcile(&moved).await?;
     let reinstall = started.elapsed();
     println!(
-        "bindings={count} mnp_routes={count} kernel_routes={} install={:.2}s ({:.0} bindings/s) \
+        "backend={backend} bindings={count} install={:.2}s ({:.0} bindings/s) \
          reconcile_unchanged={:.2}s kept={} repoint_all={:.2}s rss_before={}KiB rss_after={}KiB \
-         kernel_slab_percpu_added={}KiB reinstall_after_loss={:.2}s ({:.0} bindings/s, installed={})",
-        count * 4,
+         kernel_slab_percpu_added={}KiB ({:.0} B/binding) reinstall_after_loss={:.2}s ({:.0} bindings/s, installed={})",
         install.as_secs_f64(),
         f64::from(count) / install.as_secs_f64(),
         reconcile.as_secs_f64(),
@@ -114,10 +157,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         before,
         rss_kib(),
         kernel_installed.saturating_sub(kernel_before),
+        kernel_installed.saturating_sub(kernel_before) as f64 * 1024.0 / f64::from(count.max(1)),
         reinstall.as_secs_f64(),
         f64::from(count) / reinstall.as_secs_f64(),
         reinstalled.installed,
     );
-    plane.teardown().await?;
+    plane.remove_all().await?;
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! The home agent's BPF data plane: a binding is one entry per destination
-//! in `nemo_tunnels` (its home address and each Mobile Network Prefix, to
-//! its care-of address) and the same in `nemo_peers` (the reverse tunnel
-//! takes packets from those prefixes only from that care-of address,
-//! RFC 3963 §6.4). Routes carry the program: one per configured aggregate
+//! in `nemo_bindings` (its home address and each Mobile Network Prefix, to
+//! its care-of address), which serves both directions: packets to those
+//! prefixes are tunnelled there, and the reverse tunnel takes packets from
+//! them only from there (RFC 3963 §6.4). Routes carry the program: one per
+//! configured aggregate
 //! (a pool the controller allocates prefixes from), and one per
 //! destination that no aggregate covers.
 //!
@@ -55,7 +56,6 @@ pub struct BpfHomeAgent {
     handle: Handle,
     programs: Programs,
     uplink: u32,
-    local: Ipv6Addr,
     aggregates: Vec<Ipv6Net>,
 }
 
@@ -90,7 +90,6 @@ impl BpfHomeAgent {
             handle,
             programs,
             uplink,
-            local: config.local_address,
             aggregates: config.aggregates,
         };
         for aggregate in &plane.aggregates {
@@ -132,23 +131,18 @@ impl BpfHomeAgent {
         install_route(&self.handle, message, destination).await
     }
 
-    /// Points `destination` at `care_of`: the peer first (the care-of
-    /// address may send from it), then the tunnel, then the route if no
+    /// Points `destination` at `care_of` (one map entry, replaced in
+    /// place: both directions move at once), then its route if no
     /// aggregate covers it.
     async fn install(&self, destination: Ipv6Net, care_of: Ipv6Addr) -> Result<(), DataPlaneError> {
-        let key = maps::prefix_key(destination);
         self.programs
-            .peers
-            .update(&key, &maps::address_value(care_of), MapFlags::ANY)
-            .map_err(|e| refused("install peer for", destination, e))?;
-        self.programs
-            .tunnels
+            .bindings
             .update(
-                &key,
-                &maps::tunnel_value(self.local, care_of),
+                &maps::prefix_key(destination),
+                &maps::address_value(care_of),
                 MapFlags::ANY,
             )
-            .map_err(|e| refused("install tunnel for", destination, e))?;
+            .map_err(|e| refused("install binding for", destination, e))?;
         if !self.covered(destination) {
             self.route(destination).await?;
         }
@@ -159,26 +153,16 @@ impl BpfHomeAgent {
         if !self.covered(destination) {
             delete_route_from(&self.handle, TABLE_ROUTE, destination, None).await?;
         }
-        let key = maps::prefix_key(destination);
-        for (map, what) in [
-            (&self.programs.tunnels, "tunnel"),
-            (&self.programs.peers, "peer"),
-        ] {
-            if let Err(error) = map.delete(&key) {
-                if error.kind() != libbpf_rs::ErrorKind::NotFound {
-                    return Err(refused(
-                        if what == "tunnel" {
-                            "remove tunnel for"
-                        } else {
-                            "remove peer for"
-                        },
-                        destination,
-                        error,
-                    ));
-                }
+        match self
+            .programs
+            .bindings
+            .delete(&maps::prefix_key(destination))
+        {
+            Err(error) if error.kind() != libbpf_rs::ErrorKind::NotFound => {
+                Err(refused("remove binding for", destination, error))
             }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Removes everything: routes, rule, the tc filter, the map entries and
@@ -195,11 +179,7 @@ impl BpfHomeAgent {
             self.uplink,
             self.programs.fd(Program::DecapBySource)?.as_fd(),
         )?;
-        for map in [&self.programs.tunnels, &self.programs.peers] {
-            for key in map.keys().collect::<Vec<_>>() {
-                let _ = map.delete(&key);
-            }
-        }
+        self.programs.clear_bindings();
         self.programs.unpin()
     }
 
@@ -210,32 +190,6 @@ impl BpfHomeAgent {
                 .flatten()
         })
         .await
-    }
-
-    /// Every (destination, care-of address) in the tunnels map.
-    fn listed_tunnels(&self) -> HashMap<Ipv6Net, Ipv6Addr> {
-        self.programs
-            .tunnels
-            .keys()
-            .filter_map(|key| {
-                let destination = maps::key_prefix(&key)?;
-                let value = self.programs.tunnels.lookup(&key, MapFlags::ANY).ok()??;
-                let (_, care_of) = maps::tunnel_ends(&value)?;
-                Some((destination, care_of))
-            })
-            .collect()
-    }
-
-    fn listed_peers(&self) -> HashMap<Ipv6Net, Ipv6Addr> {
-        self.programs
-            .peers
-            .keys()
-            .filter_map(|key| {
-                let destination = maps::key_prefix(&key)?;
-                let value = self.programs.peers.lookup(&key, MapFlags::ANY).ok()??;
-                Some((destination, maps::value_address(&value)?))
-            })
-            .collect()
     }
 }
 
@@ -275,8 +229,7 @@ impl HomeAgentDataPlane for BpfHomeAgent {
     }
 
     async fn reconcile(&self, all: &[BindingRoutes]) -> Result<ReconcileReport, DataPlaneError> {
-        let mut tunnels = self.listed_tunnels();
-        let mut peers = self.listed_peers();
+        let mut listed = self.programs.listed_bindings();
         let mut report = ReconcileReport::default();
         // Routes are installed again whatever they hold: after a restart
         // they still carry the last run's program, and a replace points
@@ -288,8 +241,7 @@ impl HomeAgentDataPlane for BpfHomeAgent {
         }
         for binding in all {
             for destination in binding.destinations() {
-                let right = tunnels.remove(&destination) == Some(binding.care_of)
-                    && peers.remove(&destination) == Some(binding.care_of);
+                let right = listed.remove(&destination) == Some(binding.care_of);
                 if right && self.covered(destination) {
                     report.kept += 1;
                 } else {
@@ -303,7 +255,7 @@ impl HomeAgentDataPlane for BpfHomeAgent {
                 }
             }
         }
-        let stale: BTreeSet<Ipv6Net> = tunnels.into_keys().chain(peers.into_keys()).collect();
+        let stale: BTreeSet<Ipv6Net> = listed.into_keys().collect();
         report.removed = stale.len();
         for destination in stale {
             self.uninstall(destination).await?;

@@ -11,17 +11,14 @@ use ipnet::Ipv6Net;
 /// `struct nemo_prefix`: the LPM tries' key (length in bits, then the
 /// address in network order).
 pub const PREFIX_SIZE: usize = 4 + 16;
-/// `struct nemo_tunnel`: outer source, outer destination.
-pub const TUNNEL_SIZE: usize = 32;
-/// `struct nemo_peer`: the one outer source allowed.
+/// `struct nemo_peer`: a binding's tunnel peer.
 pub const PEER_SIZE: usize = 16;
 /// `struct nemo_local`: the address tunnelled packets must be sent to.
 pub const LOCAL_SIZE: usize = 16;
 
-/// The maps, by their names in the object.
-pub const TUNNELS: &str = "nemo_tunnels";
-/// Inner source (or destination) prefix to the peer allowed to send it.
-pub const PEERS: &str = "nemo_peers";
+/// The maps, by their names in the object: a prefix (home address, Mobile
+/// Network Prefix) to its binding's tunnel peer, for both directions.
+pub const BINDINGS: &str = "nemo_bindings";
 /// This host's tunnel address.
 pub const LOCAL: &str = "nemo_local";
 /// Per-CPU counters, one slot per [`Counter`].
@@ -96,21 +93,6 @@ pub fn key_prefix(key: &[u8]) -> Option<Ipv6Net> {
     Ipv6Net::new(Ipv6Addr::from(octets), u8::try_from(length).ok()?).ok()
 }
 
-/// `struct nemo_tunnel` for a tunnel from `local` to `remote`.
-pub fn tunnel_value(local: Ipv6Addr, remote: Ipv6Addr) -> [u8; TUNNEL_SIZE] {
-    let mut value = [0u8; TUNNEL_SIZE];
-    value[..16].copy_from_slice(&local.octets());
-    value[16..].copy_from_slice(&remote.octets());
-    value
-}
-
-/// The (local, remote) of a `struct nemo_tunnel`.
-pub fn tunnel_ends(value: &[u8]) -> Option<(Ipv6Addr, Ipv6Addr)> {
-    let local: [u8; 16] = value.get(..16)?.try_into().ok()?;
-    let remote: [u8; 16] = value.get(16..TUNNEL_SIZE)?.try_into().ok()?;
-    Some((Ipv6Addr::from(local), Ipv6Addr::from(remote)))
-}
-
 /// `struct nemo_peer` (and `struct nemo_local`): one address.
 pub fn address_value(address: Ipv6Addr) -> [u8; 16] {
     address.octets()
@@ -133,14 +115,10 @@ mod tests {
         // Host bits are not part of a key.
         let sloppy: Ipv6Net = "2001:db8:100::1/56".parse().unwrap();
         assert_eq!(prefix_key(sloppy), prefix_key(prefix));
-        let (a, b): (Ipv6Addr, Ipv6Addr) = (
-            "2001:db8:1::1".parse().unwrap(),
-            "2001:db8:2::10".parse().unwrap(),
-        );
-        assert_eq!(tunnel_ends(&tunnel_value(a, b)), Some((a, b)));
+        let a: Ipv6Addr = "2001:db8:2::10".parse().unwrap();
         assert_eq!(value_address(&address_value(a)), Some(a));
         assert_eq!(key_prefix(&[0xff; PREFIX_SIZE]), None);
-        assert_eq!(tunnel_ends(&[0; 31]), None);
+        assert_eq!(value_address(&[0; 15]), None);
     }
 
     #[test]

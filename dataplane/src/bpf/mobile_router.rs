@@ -1,8 +1,8 @@
 //! The mobile router's BPF data plane: per tenant, its prefixes in
-//! `nemo_tunnels` (source prefix to the tunnel from the care-of address to
-//! its home agent) and in `nemo_peers` (tunnelled packets to the prefix are
-//! taken only from that home agent), a rule sending the tenant's traffic
-//! into its own table, whose default route carries the program.
+//! `nemo_bindings` to its home agent (traffic from the prefix is tunnelled
+//! there from the care-of address in `nemo_local`, and tunnelled packets to
+//! the prefix are taken only from there), a rule sending the tenant's
+//! traffic into its own table, whose default route carries the program.
 //!
 //! ```text
 //!   rule  900:          iif TENANT_IF from MNP lookup T
@@ -14,7 +14,6 @@
 use std::net::Ipv6Addr;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::sync::Mutex;
 
 use ipnet::Ipv6Net;
 use libbpf_rs::{MapCore, MapFlags};
@@ -51,7 +50,6 @@ pub struct BpfMobileRouter {
     handle: Handle,
     programs: Programs,
     uplink: u32,
-    care_of: Mutex<Ipv6Addr>,
 }
 
 use super::refused;
@@ -71,7 +69,6 @@ impl BpfMobileRouter {
             handle,
             programs,
             uplink,
-            care_of: Mutex::new(Ipv6Addr::UNSPECIFIED),
         };
         plane.set_care_of_now(config.local_address)?;
         tracing::info!(
@@ -88,37 +85,10 @@ impl BpfMobileRouter {
         &self.programs
     }
 
-    fn care_of(&self) -> Ipv6Addr {
-        *self.care_of.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// The care-of address: where tunnelled packets must arrive, and every
-    /// tenant tunnel's source.
+    /// tenant tunnel's source (one entry: a move re-points every tenant).
     fn set_care_of_now(&self, care_of: Ipv6Addr) -> Result<(), DataPlaneError> {
-        self.programs.set_local(care_of)?;
-        *self.care_of.lock().unwrap_or_else(|e| e.into_inner()) = care_of;
-        let tunnels = &self.programs.tunnels;
-        for key in tunnels.keys().collect::<Vec<_>>() {
-            let Some(prefix) = maps::key_prefix(&key) else {
-                continue;
-            };
-            let Some((_, home_agent)) = tunnels
-                .lookup(&key, MapFlags::ANY)
-                .ok()
-                .flatten()
-                .and_then(|v| maps::tunnel_ends(&v))
-            else {
-                continue;
-            };
-            tunnels
-                .update(
-                    &key,
-                    &maps::tunnel_value(care_of, home_agent),
-                    MapFlags::EXIST,
-                )
-                .map_err(|e| refused("move tunnel for", prefix, e))?;
-        }
-        Ok(())
+        self.programs.set_local(care_of)
     }
 
     fn rules(tenant: &TenantRoutes) -> impl Iterator<Item = Rule> + '_ {
@@ -142,12 +112,9 @@ impl BpfMobileRouter {
             })
             .await?;
             delete_route_from(&self.handle, RT_TABLE_MAIN, *prefix, None).await?;
-            let key = maps::prefix_key(*prefix);
-            for map in [&self.programs.tunnels, &self.programs.peers] {
-                if let Err(error) = map.delete(&key) {
-                    if error.kind() != libbpf_rs::ErrorKind::NotFound {
-                        return Err(refused("remove tunnel for", *prefix, error));
-                    }
+            if let Err(error) = self.programs.bindings.delete(&maps::prefix_key(*prefix)) {
+                if error.kind() != libbpf_rs::ErrorKind::NotFound {
+                    return Err(refused("remove binding for", *prefix, error));
                 }
             }
         }
@@ -182,21 +149,15 @@ impl MobileRouterDataPlane for BpfMobileRouter {
             }
         }
         let interface = usable_port(&self.handle, &tenant.interface, &tenant.prefixes).await?;
-        let care_of = self.care_of();
         for prefix in &tenant.prefixes {
-            let key = maps::prefix_key(*prefix);
             self.programs
-                .peers
-                .update(&key, &maps::address_value(tenant.home_agent), MapFlags::ANY)
-                .map_err(|e| refused("install peer for", *prefix, e))?;
-            self.programs
-                .tunnels
+                .bindings
                 .update(
-                    &key,
-                    &maps::tunnel_value(care_of, tenant.home_agent),
+                    &maps::prefix_key(*prefix),
+                    &maps::address_value(tenant.home_agent),
                     MapFlags::ANY,
                 )
-                .map_err(|e| refused("install tunnel for", *prefix, e))?;
+                .map_err(|e| refused("install binding for", *prefix, e))?;
             let onlink = RouteMessageBuilder::<Ipv6Addr>::new()
                 .destination_prefix(prefix.network(), prefix.prefix_len())
                 .output_interface(interface)
@@ -257,11 +218,7 @@ impl MobileRouterDataPlane for BpfMobileRouter {
             self.uplink,
             self.programs.fd(Program::DecapByDestination)?.as_fd(),
         )?;
-        for map in [&self.programs.tunnels, &self.programs.peers] {
-            for key in map.keys().collect::<Vec<_>>() {
-                let _ = map.delete(&key);
-            }
-        }
+        self.programs.clear_bindings();
         self.programs.unpin()
     }
 }

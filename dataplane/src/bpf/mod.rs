@@ -124,10 +124,9 @@ impl Program {
 #[derive(Debug)]
 pub struct Programs {
     object: Object,
-    /// Prefix (destination or source) to tunnel ends.
-    pub tunnels: MapHandle,
-    /// Inner source (or destination) prefix to the one peer allowed.
-    pub peers: MapHandle,
+    /// A prefix (home address, Mobile Network Prefix) to its binding's
+    /// tunnel peer.
+    pub bindings: MapHandle,
     /// This host's tunnel address (one entry).
     pub local: MapHandle,
     counters: MapHandle,
@@ -185,8 +184,7 @@ impl Programs {
             }
             MapHandle::try_from(&map).map_err(|e| unavailable(format!("map {name}: {e}")))
         };
-        let tunnels = map(maps::TUNNELS, maps::PREFIX_SIZE, maps::TUNNEL_SIZE)?;
-        let peers = map(maps::PEERS, maps::PREFIX_SIZE, maps::PEER_SIZE)?;
+        let bindings = map(maps::BINDINGS, maps::PREFIX_SIZE, maps::PEER_SIZE)?;
         let local = map(maps::LOCAL, 4, maps::LOCAL_SIZE)?;
         let counters = map(maps::COUNTERS, 4, 8)?;
         if counters.max_entries() as usize != Counter::ALL.len() {
@@ -199,8 +197,7 @@ impl Programs {
         }
         Ok(Programs {
             object,
-            tunnels,
-            peers,
+            bindings,
             local,
             counters,
             pin_dir: pin_dir.map(Path::to_owned),
@@ -278,6 +275,25 @@ impl Programs {
         self.counter(Counter::DecapSpoofed) + self.counter(Counter::DecapMalformed)
     }
 
+    /// Every (prefix, peer) in the bindings map.
+    pub fn listed_bindings(&self) -> std::collections::HashMap<ipnet::Ipv6Net, std::net::Ipv6Addr> {
+        self.bindings
+            .keys()
+            .filter_map(|key| {
+                let prefix = maps::key_prefix(&key)?;
+                let value = self.bindings.lookup(&key, MapFlags::ANY).ok()??;
+                Some((prefix, maps::value_address(&value)?))
+            })
+            .collect()
+    }
+
+    /// Empties the bindings map.
+    pub fn clear_bindings(&self) {
+        for key in self.bindings.keys().collect::<Vec<_>>() {
+            let _ = self.bindings.delete(&key);
+        }
+    }
+
     /// Where the maps are pinned, if they are.
     pub fn pin_dir(&self) -> Option<&Path> {
         self.pin_dir.as_deref()
@@ -288,7 +304,7 @@ impl Programs {
         let Some(dir) = &self.pin_dir else {
             return Ok(());
         };
-        for name in [maps::TUNNELS, maps::PEERS, maps::LOCAL, maps::COUNTERS] {
+        for name in [maps::BINDINGS, maps::LOCAL, maps::COUNTERS] {
             match std::fs::remove_file(dir.join(name)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
