@@ -18,6 +18,10 @@
 #                     # bound of any gate; full-size packets vanish (no PTB)
 #   MODE=bpf ...      # experiment: the gate as an lwt BPF program instead of a
 #                     # veth hop (deploy/lab/lwt-gate.py; a bpffs is mounted)
+#   MODE=nemo ...     # nemo's bpf backend, programmed by its own code
+#                     # (dataplane-set, from NEMO_BIN, default target/release;
+#                     # no seg6 needed): what the daemons run on kernels
+#                     # without seg6
 #   TUNSRC=0 ...      # the outer source chosen per packet (the daemons pin it
 #                     # with `ip sr tunsrc`, nemo_dataplane::tunsrc; default 1)
 #   TESTS=udp ...     # only the packet rate; PERF=FILE records the kernel
@@ -33,7 +37,7 @@ bpffs=
 for n in cn ha mr vm; do ip netns add "$P$n"; ip -n "$P$n" link set lo up; done
 cleanup() {
   for n in cn ha mr vm; do ip netns del "$P$n" 2>/dev/null || true; done
-  if [ -n "$bpffs" ]; then umount "$bpffs" 2>/dev/null || true; rmdir "$bpffs"; fi
+  if [ -n "$bpffs" ]; then umount -l "$bpffs" 2>/dev/null || true; rmdir "$bpffs"; fi
 }
 trap cleanup EXIT
 link() { # ns1 if1 ns2 if2: veth up before addresses (GUIDE.md lab tip)
@@ -76,7 +80,15 @@ encapsulation() {
   ip -n "${P}mr" -6 route add default encap seg6 mode encap.red segs 2001:db8:1::1 dev m0 table 200
   ip -n "${P}mr" -6 route add throw 2001:db8:1::1/128 table 200
 }
-if [ "$MODE" = plain ]; then
+if [ "$MODE" = nemo ]; then
+  bin=${NEMO_BIN:-target/release}
+  bpffs=$(mktemp -d /tmp/nemo-recipe-bpf.XXXXXX)
+  mount -t bpf bpf "$bpffs"
+  ip netns exec "${P}ha" "$bin/dataplane-set" ha h1 2001:db8:1::1 "$bpffs/ha" \
+    2001:db8:100::/48 2001:db8:1::100 2001:db8:2::10 2001:db8:100::/64
+  ip netns exec "${P}mr" "$bin/dataplane-set" mr m0 2001:db8:2::10 "$bpffs/mr" \
+    m1 2001:db8:100::/64 2001:db8:1::1 100
+elif [ "$MODE" = plain ]; then
   ip -n "${P}ha" -6 route add 2001:db8:100::/64 via 2001:db8:2::10
   ip -n "${P}mr" -6 route add default via 2001:db8:1::1
 elif [ "$MODE" = nogate ]; then
@@ -117,7 +129,7 @@ else
   ip -n "${P}mr" -6 route add default via fe80::2 dev g0 table 201
   ip -n "${P}mr" -6 rule add iif g1 lookup 200 pref 900
 fi
-if [ "$MODE" != plain ] && [ "$TUNSRC" = 1 ]; then
+if [ "$MODE" != plain ] && [ "$MODE" != nemo ] && [ "$TUNSRC" = 1 ]; then
   # The outer source set once per namespace instead of chosen per packet.
   ip -n "${P}ha" sr tunsrc set 2001:db8:1::1
   ip -n "${P}mr" sr tunsrc set 2001:db8:2::10
