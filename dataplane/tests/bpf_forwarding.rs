@@ -438,3 +438,104 @@ fn bpf_tunnels_carry_full_size_traffic_follow_the_binding_and_survive_a_restart(
         assert!(!text(&mr.ip(&["-6", "rule"])).contains("lookup 100"));
     }
 }
+
+#[test]
+fn a_tenant_attaches_only_once_its_gateway_address_is_live() {
+    // A port that is up but does not yet hold the tenant's gateway address
+    // (inside its prefix), or holds it before the kernel receives for it,
+    // cannot answer for the tenant: attaching (and so registering) waits.
+    // Then the mobile router moves: its tunnels' source and the address
+    // decapsulation accepts follow the new care-of address.
+    if !netns_available(MUST_RUN) {
+        return;
+    }
+    let bpffs = BpfFs::mount();
+    let mr = Netns::new("bpf-gw-mr");
+    let wan = Netns::new("bpf-gw-wan");
+    let vm = Netns::new("bpf-gw-vm");
+    nemo_testkit::veth(
+        &mr,
+        "u0",
+        &format!("{COA_A}/64"),
+        &wan,
+        "w0",
+        "2001:db8:2::fe/64",
+    );
+    nemo_testkit::ip(&[
+        "link",
+        "add",
+        "t0",
+        "netns",
+        mr.name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "v0",
+        "netns",
+        vm.name(),
+    ]);
+    mr.ip(&["link", "set", "t0", "up"]);
+    vm.ip(&["link", "set", "v0", "up"]);
+    mr.command("sysctl")
+        .args(["-qw", "net.ipv6.conf.all.forwarding=1"])
+        .status()
+        .unwrap();
+    let pin_dir = bpffs.path("mr");
+    let (without, with, locals) = mr.block_on(move || async move {
+        let (connection, handle, _) = rtnetlink::new_connection().unwrap();
+        tokio::spawn(connection);
+        let plane = BpfMobileRouter::new(
+            handle,
+            BpfMobileRouterConfig {
+                uplink: "u0".into(),
+                local_address: addr(COA_A),
+                pin_dir: Some(pin_dir),
+            },
+        )
+        .await
+        .unwrap();
+        let without = plane
+            .attach(&tenant(), None)
+            .await
+            .map_err(|e| e.to_string());
+        let added = std::process::Command::new("ip")
+            .args(["addr", "add", "2001:db8:100::1/64", "dev", "t0", "nodad"])
+            .status()
+            .unwrap();
+        assert!(added.success());
+        // The address is there; once the kernel receives for it (within
+        // its address worker's delay), the tenant attaches.
+        let mut with = Err(String::new());
+        for _ in 0..100 {
+            with = plane
+                .attach(&tenant(), None)
+                .await
+                .map_err(|e| e.to_string());
+            if with.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let local = |plane: &BpfMobileRouter| plane.programs().local_address();
+        let before = local(&plane);
+        plane.set_care_of(addr(COA_B)).await.unwrap();
+        let after = local(&plane);
+        let bound = plane.programs().listed_bindings();
+        MobileRouterDataPlane::remove_all(&plane).await.unwrap();
+        (without, with, (before, after, bound))
+    });
+    let (before, after, bound) = locals;
+    assert_eq!(before, Some(addr(COA_A)));
+    assert_eq!(after, Some(addr(COA_B)));
+    // The tenant's prefix stays bound to its home agent through the move.
+    assert_eq!(bound.get(&net(MNP)), Some(&addr(HA)));
+    assert!(
+        without
+            .as_ref()
+            .is_err_and(|e| e.contains("no gateway address")),
+        "{without:?}"
+    );
+    assert_eq!(with, Ok(()));
+    assert!(!bpffs.path("mr").exists(), "the pins are left");
+}

@@ -254,6 +254,15 @@ impl Programs {
             .map_err(|e| unavailable(format!("setting the tunnel address: {e}")))
     }
 
+    /// The tunnel address set (`None`: not set yet, or unreadable).
+    pub fn local_address(&self) -> Option<std::net::Ipv6Addr> {
+        let value = self
+            .local
+            .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .ok()??;
+        maps::value_address(&value).filter(|a| !a.is_unspecified())
+    }
+
     /// A counter, summed over the CPUs.
     pub fn counter(&self, counter: Counter) -> u64 {
         self.counters
