@@ -18,15 +18,14 @@ use std::path::PathBuf;
 use ipnet::Ipv6Net;
 use libbpf_rs::{MapCore, MapFlags};
 use netlink_packet_route::route::RouteProtocol;
-use netlink_packet_route::rule::RuleAttribute;
 use rtnetlink::{Handle, RouteMessageBuilder};
 
 use super::maps;
 use super::routes::{attach_decap, detach_decap, encap_route};
 use super::{Program, Programs};
 use crate::linux::{
-    add_rule, delete_route_from, dump_rules, install_route, is_ours, link, owned_route_messages,
-    priority, remove_rules, route_destination, rule_source, usable_port, Rule, PREF_ENCAP,
+    add_rule, delete_route_from, install_route, is_ours, link, owned_route_messages, priority,
+    remove_rules, route_destination, rule_source, tenant_tables, usable_port, Rule, PREF_ENCAP,
     PROTOCOL,
 };
 use crate::{DataPlaneError, MobileRouterDataPlane, TenantRoutes};
@@ -191,23 +190,8 @@ impl MobileRouterDataPlane for BpfMobileRouter {
     }
 
     async fn remove_all(&self) -> Result<(), DataPlaneError> {
-        // Tenant tables are whatever tables hold nemo's rules at PREF_ENCAP.
         let mut tables = vec![RT_TABLE_MAIN];
-        for message in dump_rules(&self.handle).await? {
-            if is_ours(&message) && priority(&message) == PREF_ENCAP {
-                let table = message
-                    .attributes
-                    .iter()
-                    .find_map(|a| match a {
-                        RuleAttribute::Table(t) => Some(*t),
-                        _ => None,
-                    })
-                    .unwrap_or(u32::from(message.header.table));
-                if !tables.contains(&table) {
-                    tables.push(table);
-                }
-            }
-        }
+        tables.extend(tenant_tables(&self.handle).await?);
         remove_rules(&self.handle, |m| is_ours(m) && priority(m) == PREF_ENCAP).await?;
         for table in tables {
             for destination in owned_route_messages(table, route_destination).await? {

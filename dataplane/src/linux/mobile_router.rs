@@ -160,22 +160,7 @@ impl MobileRouterDataPlane for Seg6MobileRouter {
 
     async fn remove_all(&self) -> Result<(), DataPlaneError> {
         let mut tables = vec![TABLE_DECAP, TABLE_TENANT_GATE, RT_TABLE_MAIN];
-        // Tenant tables are whatever tables hold nemo's rules at PREF_ENCAP.
-        for message in dump_rules(&self.host.handle).await? {
-            if is_ours(&message) && priority(&message) == PREF_ENCAP {
-                let table = message
-                    .attributes
-                    .iter()
-                    .find_map(|a| match a {
-                        RuleAttribute::Table(t) => Some(*t),
-                        _ => None,
-                    })
-                    .unwrap_or(u32::from(message.header.table));
-                if !tables.contains(&table) {
-                    tables.push(table);
-                }
-            }
-        }
+        tables.extend(tenant_tables(&self.host.handle).await?);
         self.host.teardown(&tables).await?;
         self.home_agent_users.lock().await.clear();
         Ok(())

@@ -196,6 +196,26 @@ pub(crate) async fn add_rule(handle: &Handle, rule: &Rule) -> Result<(), DataPla
         .map_err(|e| unavailable(format!("adding rule {rule:?}: {e}")))
 }
 
+/// The tenants' own tables: whatever tables nemo's rules at
+/// [`PREF_ENCAP`] look up (a mobile router's, whichever backend).
+pub(crate) async fn tenant_tables(handle: &Handle) -> Result<BTreeSet<u32>, DataPlaneError> {
+    Ok(dump_rules(handle)
+        .await?
+        .iter()
+        .filter(|m| is_ours(m) && priority(m) == PREF_ENCAP)
+        .map(|m| {
+            m.attributes
+                .iter()
+                .find_map(|a| match a {
+                    RuleAttribute::Table(t) => Some(*t),
+                    _ => None,
+                })
+                .unwrap_or(u32::from(m.header.table))
+        })
+        .filter(|t| *t != RT_TABLE_MAIN)
+        .collect())
+}
+
 pub(crate) async fn dump_rules(handle: &Handle) -> Result<Vec<RuleMessage>, DataPlaneError> {
     handle
         .rule()
