@@ -16,7 +16,6 @@
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::path::PathBuf;
-use std::process::Output;
 use std::sync::mpsc;
 
 use nemo_dataplane::bpf::maps::Counter;
@@ -28,15 +27,11 @@ use nemo_dataplane::{
 };
 use nemo_testkit::{addr, net, netns_available, require, runs, BpfFs, Netns};
 
+mod common;
+use common::{ping, pings, sites, tcp, text, Sites, CN, COA_A, COA_B, HA, HOA, MNP, VM};
+
 const MUST_RUN: &str = "NEMO_REQUIRE_NETNS";
-const HA: &str = "2001:db8:1::1";
-const COA_A: &str = "2001:db8:2::10";
-const COA_B: &str = "2001:db8:3::10";
-const HOA: &str = "2001:db8:1::100";
-const MNP: &str = "2001:db8:100::/64";
 const POOL: &str = "2001:db8:100::/40";
-const VM: &str = "2001:db8:100::2";
-const CN: &str = "2001:db8:f::2";
 
 fn binding(care_of: &str) -> BindingRoutes {
     BindingRoutes {
@@ -177,62 +172,6 @@ fn count(plane: &Steps, counter: Counter) -> u64 {
     }
 }
 
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-/// Pings with `size` octets of payload, fragmentation forbidden.
-fn ping(from: &Netns, to: &str, size: u32) -> Output {
-    from.command("ping")
-        .args([
-            "-c",
-            "3",
-            "-i",
-            "0.2",
-            "-W",
-            "2",
-            "-M",
-            "do",
-            "-s",
-            &size.to_string(),
-            to,
-        ])
-        .output()
-        .unwrap()
-}
-
-fn pings(from: &Netns, to: &str, size: u32) -> bool {
-    ping(from, to, size).status.success()
-}
-
-/// TCP with iperf3 from `client` to `server_address` in `server` for a
-/// second; the receiver's bits per second.
-fn tcp(server: &Netns, server_address: &str, client: &Netns) -> f64 {
-    let mut daemon = server
-        .command("iperf3")
-        .args(["-s", "-1"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let output = client
-        .command("iperf3")
-        .args(["-c", server_address, "-t", "1", "-J"])
-        .output()
-        .unwrap();
-    let _ = daemon.kill();
-    let _ = daemon.wait();
-    assert!(output.status.success(), "iperf3 failed: {}", text(&output));
-    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    json["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .unwrap()
-}
-
 #[test]
 fn bpf_tunnels_carry_full_size_traffic_follow_the_binding_and_survive_a_restart() {
     if !netns_available(MUST_RUN)
@@ -246,73 +185,15 @@ fn bpf_tunnels_carry_full_size_traffic_follow_the_binding_and_survive_a_restart(
         return;
     }
     let bpffs = BpfFs::mount();
-    let cn = Netns::new("bpf-cn");
-    let ha = Netns::new("bpf-ha");
-    let wan = Netns::new("bpf-wan");
-    let mr_a = Netns::new("bpf-mra");
-    let mr_b = Netns::new("bpf-mrb");
-    let vm_a = Netns::new("bpf-vma");
-    let vm_b = Netns::new("bpf-vmb");
-
-    nemo_testkit::veth(
-        &cn,
-        "c0",
-        &format!("{CN}/64"),
-        &ha,
-        "h0",
-        "2001:db8:f::1/64",
-    );
-    cn.ip(&["-6", "route", "add", "default", "via", "2001:db8:f::1"]);
-    // The WAN: a bridge joining the home agent and both mobile routers.
-    wan.ip(&["link", "add", "br0", "type", "bridge"]);
-    wan.ip(&["link", "set", "br0", "up"]);
-    for (ns, inside, outside, address) in [
-        (&ha, "h1", "w0", format!("{HA}/64")),
-        (&mr_a, "u0", "w1", format!("{COA_A}/64")),
-        (&mr_b, "u0", "w2", format!("{COA_B}/64")),
-    ] {
-        nemo_testkit::ip(&[
-            "link",
-            "add",
-            outside,
-            "netns",
-            wan.name(),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            inside,
-            "netns",
-            ns.name(),
-        ]);
-        wan.ip(&["link", "set", outside, "master", "br0"]);
-        wan.ip(&["link", "set", outside, "up"]);
-        ns.ip(&["link", "set", inside, "up"]);
-        ns.ip(&["addr", "add", &address, "dev", inside, "nodad"]);
-    }
-    for prefix in ["2001:db8:2::/64", "2001:db8:3::/64"] {
-        ha.ip(&["-6", "route", "add", prefix, "dev", "h1"]);
-    }
-    for mr in [&mr_a, &mr_b] {
-        mr.ip(&["-6", "route", "add", "2001:db8:1::/64", "dev", "u0"]);
-    }
-    for (mr, vm) in [(&mr_a, &vm_a), (&mr_b, &vm_b)] {
-        nemo_testkit::veth(
-            mr,
-            "t0",
-            "2001:db8:100::1/64",
-            vm,
-            "v0",
-            &format!("{VM}/64"),
-        );
-        vm.ip(&["-6", "route", "add", "default", "via", "2001:db8:100::1"]);
-    }
-    for ns in [&ha, &mr_a, &mr_b] {
-        ns.command("sysctl")
-            .args(["-qw", "net.ipv6.conf.all.forwarding=1"])
-            .status()
-            .unwrap();
-    }
+    let Sites {
+        cn,
+        ha,
+        wan: _wan,
+        mr_a,
+        mr_b,
+        vm_a,
+        vm_b,
+    } = sites("bpf");
     let mut mobile_routers = Vec::new();
     for (mr, care_of, name) in [(&mr_a, COA_A, "mr-a"), (&mr_b, COA_B, "mr-b")] {
         let (steps, thread) = data_plane(mr, false, care_of, bpffs.path(name));
@@ -364,6 +245,7 @@ fn bpf_tunnels_carry_full_size_traffic_follow_the_binding_and_survive_a_restart(
     let (mr_b_plane, _) = &mobile_routers[1];
     let before = count(mr_b_plane, Counter::Decapsulated);
     assert!(pings(&cn, VM, 1412), "correspondent -> VM behind B");
+    assert!(pings(&vm_b, CN, 1412), "reverse tunnel from B");
     assert!(
         count(mr_b_plane, Counter::Decapsulated) > before,
         "B's router took the tunnel"

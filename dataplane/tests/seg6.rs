@@ -24,14 +24,10 @@ use nemo_dataplane::{
 use nemo_testkit::addr;
 use nemo_testkit::{netns_available, require, runs, Netns};
 
+mod common;
+use common::{pings, sites, tcp, Sites, CN, COA_A, COA_B, HA, HOA, MNP, VM};
+
 const MUST_RUN: &str = "NEMO_REQUIRE_NETNS";
-const HA: &str = "2001:db8:1::1";
-const COA_A: &str = "2001:db8:2::10";
-const COA_B: &str = "2001:db8:3::10";
-const HOA: &str = "2001:db8:1::100";
-const MNP: &str = "2001:db8:100::/64";
-const VM: &str = "2001:db8:100::2";
-const CN: &str = "2001:db8:f::2";
 /// Second uplink addresses, preferred by source selection towards the peer.
 const HA_SECOND: &str = "2001:db8:2:ffff::1";
 const COA_A_SECOND: &str = "2001:db8:1:ffff::1";
@@ -158,52 +154,6 @@ fn ok(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn ping(from: &Netns, to: &str, size: u32) -> bool {
-    from.command("ping")
-        .args([
-            "-c",
-            "3",
-            "-i",
-            "0.2",
-            "-W",
-            "2",
-            "-M",
-            "do",
-            "-s",
-            &size.to_string(),
-            to,
-        ])
-        .output()
-        .unwrap()
-        .status
-        .success()
-}
-
-/// Moves `bytes` over TCP with iperf3 from `client` to `server_address` in
-/// `server`; returns the receiver's bits per second.
-fn tcp(server: &Netns, server_address: &str, client: &Netns) -> f64 {
-    let mut daemon = server.command("iperf3").args(["-s", "-1"]).spawn().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let output = client
-        .command("iperf3")
-        .args(["-c", server_address, "-t", "2", "-J"])
-        .output()
-        .unwrap();
-    let _ = daemon.wait();
-    assert!(output.status.success(), "iperf3 failed: {}", ok(&output));
-    let json = ok(&output);
-    let key = "\"bits_per_second\":";
-    // The receiver summary is the last "bits_per_second" in the report.
-    let value = json.rsplit(key).next().unwrap();
-    value
-        .trim_start()
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn tunnel_carries_full_size_traffic_and_follows_the_binding() {
     if !netns_available(MUST_RUN)
@@ -220,52 +170,15 @@ fn tunnel_carries_full_size_traffic_and_follows_the_binding() {
     {
         return;
     }
-    let cn = Netns::new("dp-cn");
-    let ha = Netns::new("dp-ha");
-    let wan = Netns::new("dp-wan");
-    let mr_a = Netns::new("dp-mra");
-    let mr_b = Netns::new("dp-mrb");
-    let vm_a = Netns::new("dp-vma");
-    let vm_b = Netns::new("dp-vmb");
-
-    // Correspondent -- home agent.
-    nemo_testkit::veth(
-        &cn,
-        "c0",
-        &format!("{CN}/64"),
-        &ha,
-        "h0",
-        "2001:db8:f::1/64",
-    );
-    cn.ip(&["-6", "route", "add", "default", "via", "2001:db8:f::1"]);
-    // The WAN: a bridge joining the home agent and both mobile routers,
-    // 1500-byte links.
-    wan.ip(&["link", "add", "br0", "type", "bridge"]);
-    wan.ip(&["link", "set", "br0", "up"]);
-    for (ns, inside, outside, address) in [
-        (&ha, "h1", "w0", format!("{HA}/64")),
-        (&mr_a, "u0", "w1", format!("{COA_A}/64")),
-        (&mr_b, "u0", "w2", format!("{COA_B}/64")),
-    ] {
-        nemo_testkit::ip(&[
-            "link",
-            "add",
-            outside,
-            "netns",
-            wan.name(),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            inside,
-            "netns",
-            ns.name(),
-        ]);
-        wan.ip(&["link", "set", outside, "master", "br0"]);
-        wan.ip(&["link", "set", outside, "up"]);
-        ns.ip(&["link", "set", inside, "up"]);
-        ns.ip(&["addr", "add", &address, "dev", inside, "nodad"]);
-    }
+    let Sites {
+        cn,
+        ha,
+        wan: _wan,
+        mr_a,
+        mr_b,
+        vm_a,
+        vm_b,
+    } = sites("dp");
     // A second global address on each uplink, which the kernel's source
     // selection prefers towards the peer (longer common prefix, RFC 6724
     // rule 8): unless nemo pins the tunnel source, the outer packets leave
@@ -284,44 +197,10 @@ fn tunnel_carries_full_size_traffic_and_follows_the_binding() {
             "nodad",
         ]);
     }
-    for prefix in ["2001:db8:2::/64", "2001:db8:3::/64"] {
-        ha.ip(&["-6", "route", "add", prefix, "dev", "h1"]);
-    }
-    for mr in [&mr_a, &mr_b] {
-        mr.ip(&["-6", "route", "add", "2001:db8:1::/64", "dev", "u0"]);
-    }
-    // The same tenant VM address behind each mobile router.
-    for (mr, vm) in [(&mr_a, &vm_a), (&mr_b, &vm_b)] {
-        nemo_testkit::ip(&[
-            "link",
-            "add",
-            "t0",
-            "netns",
-            mr.name(),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "v0",
-            "netns",
-            vm.name(),
-        ]);
-        mr.ip(&["link", "set", "t0", "up"]);
-        vm.ip(&["link", "set", "v0", "up"]);
-        vm.ip(&["addr", "add", &format!("{VM}/64"), "dev", "v0", "nodad"]);
-        vm.ip(&["-6", "route", "add", "default", "via", "2001:db8:100::1"]);
-    }
-    for ns in [&ha, &mr_a, &mr_b] {
-        let _ = ns
-            .command("sysctl")
-            .args(["-qw", "net.ipv6.conf.all.forwarding=1"])
-            .status();
-    }
-    // Each mobile router: the tenant's gateway address on its link, and the
+    // Each mobile router (the tenant's gateway address on its link): the
     // tenant attached through the crate's API.
     let mut mobile_routers = Vec::new();
     for (mr, care_of) in [(&mr_a, COA_A), (&mr_b, COA_B)] {
-        mr.ip(&["addr", "add", "2001:db8:100::1/64", "dev", "t0", "nodad"]);
         let (steps, thread) = data_plane(mr, false, care_of);
         step(&steps, Step::Attach(tenant()));
         assert_eq!(
@@ -379,15 +258,18 @@ fn tunnel_carries_full_size_traffic_and_follows_the_binding() {
     // Both directions, full-size packets on 1500-byte links: the largest
     // that fits the tunnel passes, a larger one gets a Packet Too Big.
     assert!(
-        ping(&cn, VM, 56),
+        pings(&cn, VM, 56),
         "small ping correspondent -> VM\nrules:\n{}\nroutes:\n{}\nlinks:\n{}",
         ok(&ha.ip(&["-6", "rule"])),
         ok(&ha.ip(&["-6", "route", "show", "table", "all"])),
         ok(&ha.ip(&["-br", "addr"]))
     );
-    assert!(ping(&cn, VM, 1412), "1460-byte packets correspondent -> VM");
     assert!(
-        ping(&vm_a, CN, 1412),
+        pings(&cn, VM, 1412),
+        "1460-byte packets correspondent -> VM"
+    );
+    assert!(
+        pings(&vm_a, CN, 1412),
         "1460-byte packets VM -> correspondent"
     );
     for (ns, local) in [(&ha, HA), (&mr_a, COA_A), (&mr_b, COA_B)] {
@@ -446,22 +328,22 @@ fn tunnel_carries_full_size_traffic_and_follows_the_binding() {
     };
     let before = misses();
     mr_a.ip(&["sr", "tunsrc", "set", COA_A_SECOND]);
-    assert!(!ping(&vm_a, CN, 56), "a wrong outer source must not pass");
+    assert!(!pings(&vm_a, CN, 56), "a wrong outer source must not pass");
     let after = misses();
     assert!(
         after >= before + 3,
         "decapsulation misses {before} -> {after}"
     );
     mr_a.ip(&["sr", "tunsrc", "set", COA_A]);
-    assert!(ping(&vm_a, CN, 56), "the pinned source again");
+    assert!(pings(&vm_a, CN, 56), "the pinned source again");
 
     // The tenant moves: re-point the binding to mobile router B. Without
     // the VM behind A, only B can answer.
     let at_b = routes(COA_B, &[MNP]);
     step(&plane, Step::Set(at_b.clone(), Some(at_a)));
     drop(vm_a);
-    assert!(ping(&cn, VM, 1412), "traffic follows the binding to B");
-    assert!(ping(&vm_b, CN, 1412), "reverse tunnel from B");
+    assert!(pings(&cn, VM, 1412), "traffic follows the binding to B");
+    assert!(pings(&vm_b, CN, 1412), "reverse tunnel from B");
     assert_eq!(
         decap_routes(&ha),
         vec![format!("{HA} from {OLD_PEER}"), format!("{HA} from {COA_B}")],
@@ -482,7 +364,7 @@ fn tunnel_carries_full_size_traffic_and_follows_the_binding() {
     assert!(report.removed >= 2, "{report:?}");
     let tables = ok(&ha.ip(&["-6", "route", "show", "table", "all"]));
     assert!(!tables.contains("2001:db8:900::"), "{tables}");
-    assert!(ping(&cn, VM, 56), "reconcile kept the live binding");
+    assert!(pings(&cn, VM, 56), "reconcile kept the live binding");
     assert_eq!(
         decap_routes(&ha),
         vec![format!("{HA} from {COA_B}")],
@@ -503,7 +385,7 @@ fn tunnel_carries_full_size_traffic_and_follows_the_binding() {
         &plane,
         Step::Settle(vec![at_b.clone()], vec![stale_move], vec![(addr(COA_B), 1)]),
     );
-    assert!(ping(&cn, VM, 1412), "settled: traffic back to B");
+    assert!(pings(&cn, VM, 1412), "settled: traffic back to B");
     assert_eq!(
         decap_routes(&ha),
         vec![format!("{HA} from {COA_B}")],
@@ -512,7 +394,7 @@ fn tunnel_carries_full_size_traffic_and_follows_the_binding() {
 
     // Clearing the binding stops the traffic.
     step(&plane, Step::Clear(at_b));
-    assert!(!ping(&cn, VM, 56), "traffic must stop after clear");
+    assert!(!pings(&cn, VM, 56), "traffic must stop after clear");
 
     // Detaching the tenant on B takes its rules and table away.
     let (mr_b_steps, _) = &mobile_routers[1];
