@@ -5,7 +5,7 @@
 //! Run it in a throwaway network namespace (bench/dataplane-scale.sh does):
 //! it programs the kernel.
 //!
-//! usage: dataplane-scale seg6|bpf UPLINK LOCAL_ADDRESS BINDINGS [PIN_DIR]
+//! usage: `dataplane-scale seg6|bpf UPLINK LOCAL_ADDRESS BINDINGS [PIN_DIR]`
 //!
 //! bpf: the maps pinned in PIN_DIR (a folder on a bpf filesystem); the
 //! bindings' prefixes (2001:db8:8000::/33) and home addresses
