@@ -48,6 +48,14 @@ impl KernelBackend {
         }
     }
 
+    /// The other kernel backend.
+    pub fn other(self) -> KernelBackend {
+        match self {
+            KernelBackend::Bpf => KernelBackend::Seg6,
+            KernelBackend::Seg6 => KernelBackend::Bpf,
+        }
+    }
+
     /// Whether this kernel runs it (a real install in a scratch namespace).
     pub fn probe(self) -> Result<(), String> {
         match self {

@@ -175,6 +175,10 @@ fn count(plane: &Steps, counter: Counter) -> u64 {
 #[test]
 fn bpf_tunnels_carry_full_size_traffic_follow_the_binding_and_survive_a_restart() {
     if !netns_available(MUST_RUN)
+        || !common::backend_here(
+            nemo_dataplane::KernelBackend::Bpf,
+            "bpf tunnels carry full-size traffic",
+        )
         || !require(
             runs("ping", &["-V"]),
             "ping missing (iputils-ping)",
@@ -328,7 +332,12 @@ fn a_tenant_attaches_only_once_its_gateway_address_is_live() {
     // cannot answer for the tenant: attaching (and so registering) waits.
     // Then the mobile router moves: its tunnels' source and the address
     // decapsulation accepts follow the new care-of address.
-    if !netns_available(MUST_RUN) {
+    if !netns_available(MUST_RUN)
+        || !common::backend_here(
+            nemo_dataplane::KernelBackend::Bpf,
+            "bpf tenant attaches once its gateway is live",
+        )
+    {
         return;
     }
     let bpffs = BpfFs::mount();

@@ -18,6 +18,7 @@ use std::sync::mpsc;
 
 use nemo_dataplane::linux::{Seg6Config, Seg6HomeAgent, Seg6MobileRouter};
 use nemo_dataplane::tunsrc;
+use nemo_dataplane::KernelBackend;
 use nemo_dataplane::{
     BindingRoutes, HomeAgentDataPlane, MobileRouterDataPlane, ReconcileReport, TenantRoutes,
 };
@@ -157,10 +158,7 @@ fn ok(output: &Output) -> String {
 #[test]
 fn tunnel_carries_full_size_traffic_and_follows_the_binding() {
     if !netns_available(MUST_RUN)
-        || !nemo_testkit::require_kernel(
-            nemo_dataplane::linux::probe_seg6(),
-            "seg6 tunnel carries full-size traffic",
-        )
+        || !common::backend_here(KernelBackend::Seg6, "seg6 tunnel carries full-size traffic")
         || !require(
             runs("ping", &["-V"]),
             "ping missing (iputils-ping)",
@@ -453,8 +451,8 @@ fn a_tenant_attaches_only_once_its_gateway_address_is_live() {
     // (inside its prefix), or holds it before the kernel receives for it,
     // cannot answer for the tenant: attaching (and so registering) waits.
     if !netns_available(MUST_RUN)
-        || !nemo_testkit::require_kernel(
-            nemo_dataplane::linux::probe_seg6(),
+        || !common::backend_here(
+            KernelBackend::Seg6,
             "seg6 tenant attaches once its gateway is live",
         )
     {

@@ -250,9 +250,16 @@ impl Backend {
         }
     }
 
-    /// Whether this kernel runs it; a loud skip when it does not.
+    /// Whether this kernel runs it; a loud skip when it does not, a
+    /// failure when it runs neither backend (NEMO_REQUIRE_DATAPLANE).
     fn here(kernel: nemo_dataplane::KernelBackend, test: &str) -> bool {
-        netns_available(MUST_RUN) && nemo_testkit::require_kernel(kernel.probe(), test)
+        netns_available(MUST_RUN)
+            && nemo_testkit::require_backend(
+                kernel.probe(),
+                kernel.other().probe(),
+                test,
+                "NEMO_REQUIRE_DATAPLANE",
+            )
     }
 
     fn config_lines(&self) -> String {

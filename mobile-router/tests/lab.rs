@@ -107,9 +107,11 @@ fn vm_lab(hook: &str, wan_delay_ms: u32) {
 /// cleanup; returns what it printed (`None` when skipped).
 fn run(script: &str, tag: &str, settings: &[(&str, String)]) -> Option<String> {
     if !netns_available(MUST_RUN)
-        || !nemo_testkit::require_kernel(
+        || !nemo_testkit::require_backend(
             nemo_dataplane::KernelBackend::choose().map(drop),
+            Err("no other backend".into()),
             &format!("lab {script} ({tag}) forwards (bpf or seg6)"),
+            "NEMO_REQUIRE_DATAPLANE",
         )
         || !require(
             runs("ping", &["-V"]),

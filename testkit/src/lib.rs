@@ -3,7 +3,8 @@
 //! - [`Netns`]: a network namespace made for one test and deleted when the
 //!   value is dropped, also when the test panics.
 //! - [`require`]: skip a test loudly when a prerequisite is missing, or fail
-//!   it when the environment variable named says it must run (CI sets them).
+//!   it when the environment variable named says it must run (CI sets them);
+//!   [`require_backend`] the same for what the kernel forwards with.
 //! - [`power_loss`]: an ext4 disk on a loop device whose copy, taken without
 //!   `sync`, is what a power loss would leave.
 //! - [`daemons`]: the controller, home agent and mobile router as processes
@@ -52,19 +53,30 @@ pub fn require(ok: bool, what: &str, must_run_var: &str) -> bool {
     ok
 }
 
-/// Checks what the running kernel offers. Unlike [`require`] no variable
-/// makes a missing kernel feature a failure (no set-up can install a
-/// kernel option), but the skip is loud and recorded: `test` names the
-/// test, `missing` what the kernel lacks, in the words of its config
-/// (`CONFIG_IPV6_SEG6_LWTUNNEL`) and of the probe that found out.
-pub fn require_kernel(supported: Result<(), String>, test: &str) -> bool {
-    match supported {
-        Ok(()) => true,
-        Err(missing) => {
-            record_skip(&format!("{test}: not on this kernel: {missing}"));
-            false
-        }
+/// Checks that the kernel runs the data plane backend a test is for
+/// (`this`, a probe's answer). When it does not, the test skips loudly,
+/// provided the kernel runs the other backend (`other`), whose tests then
+/// cover it; a kernel that runs neither fails the test when `must_run_var`
+/// is set (deploy/test.sh sets NEMO_REQUIRE_DATAPLANE): nemo forwards
+/// nothing there, and CI must not pass over it quietly.
+pub fn require_backend(
+    this: Result<(), String>,
+    other: Result<(), String>,
+    test: &str,
+    must_run_var: &str,
+) -> bool {
+    let Err(missing) = this else {
+        return true;
+    };
+    if let Err(neither) = other {
+        assert!(
+            std::env::var_os(must_run_var).is_none(),
+            "{test}: this kernel runs no data plane backend ({missing}; the other: {neither}), \
+             and {must_run_var} is set"
+        );
     }
+    record_skip(&format!("{test}: not on this kernel: {missing}"));
+    false
 }
 
 /// Prints a skip on stderr as `SKIPPED: what`, and appends it to the file
@@ -450,5 +462,29 @@ impl Drop for BpfFs {
             .args(["-l"])
             .arg(self.dir.path())
             .status();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backend_the_kernel_lacks_skips_when_the_other_runs() {
+        // PATH is always set: were it asked, the call would fail.
+        assert!(require_backend(Ok(()), Err("x".into()), "t", "PATH"));
+        assert!(!require_backend(Err("x".into()), Ok(()), "t", "PATH"));
+        assert!(!require_backend(
+            Err("x".into()),
+            Err("y".into()),
+            "t",
+            "NEMO_TEST_NEVER_SET"
+        ));
+    }
+
+    #[test]
+    #[should_panic(expected = "runs no data plane backend")]
+    fn a_kernel_that_runs_neither_backend_fails_when_required() {
+        require_backend(Err("x".into()), Err("y".into()), "t", "PATH");
     }
 }

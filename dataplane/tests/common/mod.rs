@@ -8,6 +8,7 @@
 
 use std::process::Output;
 
+use nemo_dataplane::KernelBackend;
 use nemo_testkit::Netns;
 
 pub const HA: &str = "2001:db8:1::1";
@@ -17,6 +18,18 @@ pub const HOA: &str = "2001:db8:1::100";
 pub const MNP: &str = "2001:db8:100::/64";
 pub const VM: &str = "2001:db8:100::2";
 pub const CN: &str = "2001:db8:f::2";
+
+/// Whether this kernel runs `backend`: a loud skip when not, a failure
+/// when it runs neither backend and NEMO_REQUIRE_DATAPLANE is set
+/// ([`nemo_testkit::require_backend`]).
+pub fn backend_here(backend: KernelBackend, test: &str) -> bool {
+    nemo_testkit::require_backend(
+        backend.probe(),
+        backend.other().probe(),
+        test,
+        "NEMO_REQUIRE_DATAPLANE",
+    )
+}
 
 /// The namespaces of one test.
 pub struct Sites {
