@@ -6,7 +6,9 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const PROGRAMS: &[&str] = &["tunnel"];
+// `rejected` is a test fixture the verifier must refuse (never loaded by
+// the daemons).
+const PROGRAMS: &[&str] = &["tunnel", "rejected"];
 
 fn main() {
     println!("cargo:rerun-if-changed=bpf");

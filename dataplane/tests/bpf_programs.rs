@@ -246,3 +246,20 @@ fn the_lpm_trie_finds_the_longest_prefix() {
         TC_ACT_OK
     );
 }
+
+#[test]
+fn a_program_the_verifier_refuses_is_reported_with_the_verifiers_words() {
+    if !require(
+        nemo_testkit::is_root(),
+        "not root: loading BPF programs needs CAP_BPF",
+        "NEMO_REQUIRE_BPF",
+    ) {
+        return;
+    }
+    // dataplane/bpf/rejected.bpf.c reads the packet without a bounds check.
+    let object = include_bytes!(concat!(env!("OUT_DIR"), "/rejected.bpf.o"));
+    let error = Programs::load_object(object, None).unwrap_err().to_string();
+    assert!(error.contains("loading the BPF programs"), "{error}");
+    // The verifier's own log, not only libbpf's summary.
+    assert!(error.contains("invalid access to packet"), "{error}");
+}

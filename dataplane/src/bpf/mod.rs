@@ -141,6 +141,12 @@ impl Programs {
     /// (tests of the programs alone). A refused load says why, with the
     /// verifier's log.
     pub fn load(pin_dir: Option<&Path>) -> Result<Programs, DataPlaneError> {
+        Self::load_object(OBJECT, pin_dir)
+    }
+
+    /// [`Programs::load`] from another compiled object: for tests of the
+    /// loader's failure paths (an object the verifier refuses).
+    pub fn load_object(object: &[u8], pin_dir: Option<&Path>) -> Result<Programs, DataPlaneError> {
         static PRINT: std::sync::Once = std::sync::Once::new();
         PRINT.call_once(|| {
             libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Info, keep_libbpf_log)));
@@ -150,7 +156,7 @@ impl Programs {
         }
         LIBBPF_LOG.lock().unwrap_or_else(|e| e.into_inner()).clear();
         let loaded = (|| {
-            let mut open = ObjectBuilder::default().open_memory(OBJECT)?;
+            let mut open = ObjectBuilder::default().open_memory(object)?;
             if let Some(dir) = pin_dir {
                 for mut map in open.maps_mut() {
                     let name = map.name().to_string_lossy().into_owned();
