@@ -81,17 +81,43 @@ impl KernelBackend {
     }
 }
 
-/// Publishes what `read` counts every second while it counts anything
-/// (a data plane that counts nothing ends this at once).
-pub async fn watch_refused_tunnelled(read: impl Fn() -> Option<u64>, publish: impl Fn(u64)) {
+/// Publishes the tunnelled packets refused so far, for the daemons'
+/// `decapsulation_misses` gauge: with seg6 the kernel's own counter
+/// ([`tunsrc::watch_decapsulation_misses`]), otherwise what `read` (the data
+/// plane's [`HomeAgentDataPlane::refused_tunnelled`] or
+/// [`MobileRouterDataPlane::refused_tunnelled`]) counts, every second while
+/// it counts anything (the memory backend counts nothing: this ends).
+pub async fn watch_refused_tunnelled(
+    backend: Option<KernelBackend>,
+    read: impl Fn() -> Option<u64>,
+    publish: impl Fn(i64),
+) {
+    if backend == Some(KernelBackend::Seg6) {
+        return tunsrc::watch_decapsulation_misses(publish).await;
+    }
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tick.tick().await;
         match read() {
-            Some(count) => publish(count),
+            Some(count) => publish(i64::try_from(count).unwrap_or(i64::MAX)),
             None => return,
         }
     }
+}
+
+/// IPv6 forwarding is on, or why a kernel backend (`backend`) cannot run:
+/// the home agent forwards correspondents' packets into the tunnel, the
+/// mobile router its tenants'.
+pub(crate) fn require_forwarding(backend: &'static str) -> Result<(), DataPlaneError> {
+    let unavailable = |reason: String| DataPlaneError::Unavailable { backend, reason };
+    let forwarding = std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/forwarding")
+        .map_err(|e| unavailable(format!("reading the forwarding sysctl: {e}")))?;
+    if forwarding.trim() != "1" {
+        return Err(unavailable(
+            "IPv6 forwarding is off (net.ipv6.conf.all.forwarding=0)".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// What one binding needs from the data plane: its home address and

@@ -184,21 +184,14 @@ async fn serve<D: MobileRouterDataPlane>(
         })
         .set(1);
     let gauge = metrics.decapsulation_misses.clone();
-    if backend == Some(KernelBackend::Seg6) {
-        tokio::spawn(nemo_dataplane::tunsrc::watch_decapsulation_misses(
-            move |misses| {
-                gauge.set(misses);
-            },
-        ));
-    } else {
-        let counted = dataplane.clone();
-        tokio::spawn(nemo_dataplane::watch_refused_tunnelled(
-            move || counted.refused_tunnelled(),
-            move |refused| {
-                gauge.set(refused as i64);
-            },
-        ));
-    }
+    let counted = dataplane.clone();
+    tokio::spawn(nemo_dataplane::watch_refused_tunnelled(
+        backend,
+        move || counted.refused_tunnelled(),
+        move |refused| {
+            gauge.set(refused);
+        },
+    ));
     let driver = Driver::new(
         instances,
         transport,

@@ -70,7 +70,7 @@ impl BpfHomeAgent {
         handle: Handle,
         config: BpfHomeAgentConfig,
     ) -> Result<BpfHomeAgent, DataPlaneError> {
-        super::require_forwarding()?;
+        crate::require_forwarding("bpf")?;
         let programs = Programs::load(config.pin_dir.as_deref())?;
         let (uplink, _mtu) = link(&handle, &config.uplink).await?;
         programs.set_local(config.local_address)?;

@@ -61,20 +61,6 @@ impl Counter {
         Counter::DecapFailed,
         Counter::Malformed,
     ];
-
-    /// Its name in metrics and logs.
-    pub fn name(self) -> &'static str {
-        match self {
-            Counter::Encapsulated => "encapsulated",
-            Counter::EncapNoTunnel => "encap_no_tunnel",
-            Counter::EncapFailed => "encap_failed",
-            Counter::Decapsulated => "decapsulated",
-            Counter::DecapSpoofed => "decap_spoofed",
-            Counter::DecapMalformed => "decap_malformed",
-            Counter::DecapFailed => "decap_failed",
-            Counter::Malformed => "malformed",
-        }
-    }
 }
 
 /// The key of `prefix` in an LPM trie.

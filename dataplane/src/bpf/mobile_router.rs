@@ -60,7 +60,7 @@ impl BpfMobileRouter {
         handle: Handle,
         config: BpfMobileRouterConfig,
     ) -> Result<BpfMobileRouter, DataPlaneError> {
-        super::require_forwarding()?;
+        crate::require_forwarding("bpf")?;
         let programs = Programs::load(config.pin_dir.as_deref())?;
         let (uplink, _mtu) = link(&handle, &config.uplink).await?;
         attach_decap(uplink, programs.fd(Program::DecapByDestination)?.as_fd())?;

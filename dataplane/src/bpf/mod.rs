@@ -331,19 +331,6 @@ impl Programs {
     }
 }
 
-/// IPv6 forwarding is on (the home agent forwards correspondents' packets
-/// into the tunnel; the mobile router its tenants').
-pub(crate) fn require_forwarding() -> Result<(), DataPlaneError> {
-    let forwarding = std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/forwarding")
-        .map_err(|e| unavailable(format!("reading the forwarding sysctl: {e}")))?;
-    if forwarding.trim() != "1" {
-        return Err(unavailable(
-            "IPv6 forwarding is off (net.ipv6.conf.all.forwarding=0)".into(),
-        ));
-    }
-    Ok(())
-}
-
 /// The pin folder exists (created if missing) on a bpf filesystem.
 fn check_pin_dir(dir: &Path) -> Result<(), DataPlaneError> {
     std::fs::create_dir_all(dir)

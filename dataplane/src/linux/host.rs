@@ -27,13 +27,7 @@ impl Host {
         if let Err(reason) = probe_seg6() {
             return Err(unavailable(reason));
         }
-        let forwarding = std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/forwarding")
-            .map_err(|e| unavailable(format!("reading the forwarding sysctl: {e}")))?;
-        if forwarding.trim() != "1" {
-            return Err(unavailable(
-                "IPv6 forwarding is off (net.ipv6.conf.all.forwarding=0)".into(),
-            ));
-        }
+        crate::require_forwarding("seg6")?;
         let (uplink, uplink_mtu) = link(&handle, uplink).await?;
         let gate_mtu = uplink_mtu.saturating_sub(ENCAPSULATION_OVERHEAD);
         let gate_in = create_gate(&handle, &gate, gate_mtu).await?;
