@@ -163,15 +163,20 @@ impl<D: HomeAgentDataPlane> Core<D> {
             }
             Handled::Acknowledge(acknowledgement) => {
                 let kind = acknowledgement.change.as_ref().map(Change::kind);
-                // A refresh is routine: at tens of thousands a second, an
-                // info line each would flood the log. New bindings, moves,
-                // removals and rejections stay at info.
-                if kind == Some(ChangeKind::Refreshed) {
+                // Refreshes and new bindings are routine: at tens of
+                // thousands a second (a fill after a restart of every
+                // router, a region coming up), an info line each floods the
+                // log and costs the daemon an eighth of its time (formatting
+                // and a write each, measured in docs/BENCHMARKS.md); the
+                // watch API and the metrics count them. Moves, removals and
+                // rejections stay at info: those are what an operator reads.
+                if matches!(kind, Some(ChangeKind::Refreshed | ChangeKind::Created)) {
                     tracing::debug!(
                         home_address = %acknowledgement.home_address,
                         care_of = %acknowledgement.care_of,
                         status = %acknowledgement.status,
-                        "binding refreshed"
+                        ?kind,
+                        "binding registered"
                     );
                 } else {
                     tracing::info!(
