@@ -22,8 +22,12 @@ routers=${1:-20000}
 window=${2:-256}
 seconds=${3:-20}
 
-cargo build --release -q -p home-agent --bin nemo-ha --bin ha-loadgen
-bin=$(pwd)/target/release
+# NEMO_BIN: a folder with nemo-ha and ha-loadgen already built (an A/B of
+# two builds); by default this tree's release build.
+if [ -n "${NEMO_BIN:-}" ]; then bin=$NEMO_BIN; else
+  cargo build --release -q -p home-agent --bin nemo-ha --bin ha-loadgen
+  bin=$(pwd)/target/release
+fi
 work=$(mktemp -d "${STORE_DIR:-/var/tmp}/nemo-ha-dataplane.XXXXXX")
 P=nemo-hadp-$$-
 pid=
@@ -79,9 +83,16 @@ lose_forwarding() {
 echo "machine: $(nproc) cores, $(uname -r), $(date -u +%Y-%m-%d); store on $(df --output=source,fstype "$work" | tail -1)"
 start_ha first.log
 echo "routers=$routers window=$window seconds=$seconds dataplane=$backend"
+read -r -a stat < "/proc/$pid/stat"; cpu_before=$((stat[13] + stat[14]))
 ip netns exec "${P}ha" "$bin/ha-loadgen" run --target "$target" --routers "$routers" \
-    --window "$window" --seconds "$seconds" --passes 2>&1 | sed 's/^/fill: /'
+    --window "$window" --seconds "$seconds" --passes 2>&1 | tee "$work/fill.out" | sed 's/^/fill: /'
 echo "destinations forwarded: $(forwarded) (2 per binding)"
+# nemo-ha's own CPU time during the load (user + system), per message
+# answered: what the rate costs, whatever the waits between.
+read -r -a stat < "/proc/$pid/stat"
+answered=$(sed -n 's/.* acknowledged=\([0-9]*\).*/\1/p' "$work/fill.out")
+awk -v t=$((stat[13] + stat[14] - cpu_before)) -v hz="$(getconf CLK_TCK)" -v n="$answered" \
+  'BEGIN { printf "nemo-ha cpu during the load: %.2f s, %.1f us per answer (%d answered)\n", t / hz, t / hz * 1e6 / n, n }'
 kill -9 "$pid"; wait "$pid" 2>/dev/null || true; pid=
 lose_forwarding
 start_ha restart.log

@@ -12,6 +12,7 @@
 //! (2001:db8:1::1:0 on, inside 2001:db8:1::/107) covered by two aggregates,
 //! so no route per binding.
 
+use std::collections::HashMap;
 use std::net::Ipv6Addr;
 use std::time::Instant;
 
@@ -41,6 +42,54 @@ fn kernel_kib() -> u64 {
         .filter(|l| l.starts_with("Slab:") || l.starts_with("Percpu:"))
         .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         .sum()
+}
+
+/// Objects in use and object size of each slab cache (/proc/slabinfo, root
+/// only; empty otherwise): which caches a run's kernel memory went to, and
+/// how many objects, explain its size (an LPM trie node is one
+/// `kmalloc-cg-64` object, memory-cgroup accounted).
+fn slab_objects() -> HashMap<String, (u64, u64)> {
+    std::fs::read_to_string("/proc/slabinfo")
+        .unwrap_or_default()
+        .lines()
+        .skip(2)
+        .filter_map(|l| {
+            let mut fields = l.split_whitespace();
+            let name = fields.next()?.to_owned();
+            let active = fields.next()?.parse().ok()?;
+            let _total = fields.next()?;
+            let size = fields.next()?.parse().ok()?;
+            Some((name, (active, size)))
+        })
+        .collect()
+}
+
+/// The caches that grew by more than a hundredth of an object per binding,
+/// largest first: "name +objects (size B)".
+fn slab_growth(
+    before: &HashMap<String, (u64, u64)>,
+    after: &HashMap<String, (u64, u64)>,
+    count: u32,
+) -> String {
+    let mut grown: Vec<(u64, &str, u64)> = after
+        .iter()
+        .filter_map(|(name, (active, size))| {
+            let added = active.saturating_sub(before.get(name).map_or(0, |b| b.0));
+            (added * 100 > u64::from(count)).then_some((added * size, name.as_str(), added))
+        })
+        .collect();
+    grown.sort_unstable_by(|a, b| b.cmp(a));
+    grown
+        .iter()
+        .map(|(bytes, name, added)| {
+            format!(
+                "{name} +{added} ({:.2} per binding, {:.0} B per binding)",
+                *added as f64 / f64::from(count.max(1)),
+                *bytes as f64 / f64::from(count.max(1))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn binding(n: u32) -> BindingRoutes {
@@ -113,12 +162,14 @@ where
     let plane = make().await?;
     let before = rss_kib();
     let kernel_before = kernel_kib();
+    let slabs_before = slab_objects();
     let started = Instant::now();
     for n in 0..count {
         plane.set(&binding(n), None).await?;
     }
     let install = started.elapsed();
     let kernel_installed = kernel_kib();
+    let slabs_installed = slab_objects();
     let all: Vec<BindingRoutes> = (0..count).map(binding).collect();
     let started = Instant::now();
     let report = plane.reconcile(&all).await?;
@@ -161,6 +212,10 @@ where
         reinstall.as_secs_f64(),
         f64::from(count) / reinstall.as_secs_f64(),
         reinstalled.installed,
+    );
+    println!(
+        "slab caches grown by the install: {}",
+        slab_growth(&slabs_before, &slabs_installed, count)
     );
     plane.remove_all().await?;
     Ok(())
