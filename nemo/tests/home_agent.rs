@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod common;
+use common::AnswerAtOnce;
 use std::net::Ipv6Addr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -134,7 +136,7 @@ impl Bu {
 
     fn send(&self, ha: &mut BindingCache, now: SystemTime) -> Outcome {
         let (mh, header) = self.encode();
-        ha.process(
+        ha.answer_now(
             Received {
                 mh: &mh,
                 source: self.source,
@@ -337,7 +339,7 @@ fn authentication_option_not_last_is_dropped() {
         ],
     }));
     let mh = header.encode().unwrap();
-    let outcome = ha.process(
+    let outcome = ha.answer_now(
         Received {
             mh: &mh,
             source: addr(COA),
@@ -526,7 +528,7 @@ fn a_prefix_is_bound_to_one_home_address_at_a_time() {
         .unwrap();
     let b = Bu::new(HOA_B, 0x2000, 1, now).prefix("2001:db8:100:1::/64");
     let (mh, header) = b.encode();
-    let outcome = ha.process(
+    let outcome = ha.answer_now(
         Received {
             mh: &mh,
             source: b.source,
@@ -782,7 +784,7 @@ fn other_message_types_get_a_binding_error_or_nothing() {
             data: vec![0; 10],
         });
         let mh = header.encode().unwrap();
-        let outcome = ha.process(
+        let outcome = ha.answer_now(
             Received {
                 mh: &mh,
                 source: addr(COA),
@@ -811,7 +813,7 @@ fn other_message_types_get_a_binding_error_or_nothing() {
         options: vec![],
     }));
     let mh = header.encode().unwrap();
-    let outcome = ha.process(
+    let outcome = ha.answer_now(
         Received {
             mh: &mh,
             source: addr(COA),

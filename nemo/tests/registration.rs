@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod common;
+use common::AnswerAtOnce;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nemo::auth::{Algorithm, ReplayPolicy, SecurityAssociation};
@@ -113,7 +115,7 @@ impl World {
             let parsed = parse_packet(&packet).unwrap();
             assert!(parsed.checksum_ok());
             let header = MobilityHeader::decode(parsed.mh).unwrap();
-            let outcome = self.ha.process(
+            let outcome = self.ha.answer_now(
                 Received {
                     mh: parsed.mh,
                     source: parsed.repr.source,
@@ -290,7 +292,7 @@ fn a_late_answer_to_an_earlier_transmission_still_counts() {
     let first = world.mr.poll_transmit().unwrap();
     let parsed = parse_packet(&first).unwrap();
     let header = MobilityHeader::decode(parsed.mh).unwrap();
-    let Outcome::Acknowledge { reply, .. } = world.ha.process(
+    let Outcome::Acknowledge { reply, .. } = world.ha.answer_now(
         Received {
             mh: parsed.mh,
             source: parsed.repr.source,
@@ -396,7 +398,7 @@ fn a_verified_auth_failure_stops_registration() {
     packet[last] ^= 1;
     let parsed = parse_packet(&packet).unwrap();
     let header = MobilityHeader::decode(parsed.mh).unwrap();
-    let Outcome::Acknowledge { reply, status, .. } = world.ha.process(
+    let Outcome::Acknowledge { reply, status, .. } = world.ha.answer_now(
         Received {
             mh: parsed.mh,
             source: parsed.repr.source,

@@ -265,15 +265,42 @@ pub struct Received<'a> {
     pub home_address: Option<Ipv6Addr>,
 }
 
-/// What answering an accepted Binding Update with a rejection instead
-/// takes, kept while its forwarding is set up.
+/// An accepted Binding Update whose answer waits for its forwarding: the
+/// change (applied in memory already) and what its one acknowledgement
+/// needs, built by [`BindingCache::conclude`] once the outcome is known.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    care_of: Ipv6Addr,
-    home_address: Ipv6Addr,
-    spi: u32,
+#[must_use = "an accepted change must be concluded: forwarded and answered, or undone"]
+pub struct Accepted {
+    pub(super) change: Change,
+    /// The R flag the acknowledgement echoes (RFC 3963 §6.2; clear for a
+    /// deregistration).
+    mobile_router: bool,
     sequence: SequenceNumber,
+    /// Where the answer goes.
+    pub(super) care_of: Ipv6Addr,
+    home_address: Ipv6Addr,
     timestamp: Option<NtpTimestamp>,
+    /// Owned: the answer is signed after the forwarding is set up, when the
+    /// table's borrow is long gone.
+    sa: SecurityAssociation,
+}
+
+impl Accepted {
+    /// The change whose forwarding must be set up.
+    pub fn change(&self) -> &Change {
+        &self.change
+    }
+}
+
+/// What [`BindingCache::process`] made of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum Processed {
+    /// Accepted, changing the cache: set up the change's forwarding, then
+    /// [`BindingCache::conclude`] answers.
+    Accepted(Accepted),
+    /// Answered (or dropped) at once; nothing changed.
+    Answered(Outcome),
 }
 
 /// The binding cache of a home agent and the decisions that change it.
@@ -378,6 +405,21 @@ struct AnswerContext<'a> {
     home_address: Ipv6Addr,
     sa: &'a SecurityAssociation,
     timestamp: Option<NtpTimestamp>,
+}
+
+impl AnswerContext<'_> {
+    /// The change accepted, kept with what its answer will need.
+    fn accepted(&self, change: Change, mobile_router: bool) -> Accepted {
+        Accepted {
+            change,
+            mobile_router,
+            sequence: self.sequence,
+            care_of: self.care_of,
+            home_address: self.home_address,
+            timestamp: self.timestamp,
+            sa: self.sa.clone(),
+        }
+    }
 }
 
 impl BindingCache {
@@ -611,40 +653,56 @@ impl BindingCache {
     }
 
     /// Processes a received Mobility Header: a Binding Update, or another
-    /// type that gets a Binding Error.
+    /// type that gets a Binding Error. An accepted change comes back
+    /// unanswered: its answer depends on its forwarding.
     pub fn process(
         &mut self,
         received: Received<'_>,
         header: &MobilityHeader,
         now: SystemTime,
         authorizations: &AuthorizationTable,
-    ) -> Outcome {
+    ) -> Processed {
+        Processed::Answered(match self.check(received, header, now, authorizations) {
+            Ok(accepted) => return Processed::Accepted(accepted),
+            Err(outcome) => outcome,
+        })
+    }
+
+    /// The checks of a Binding Update in RFC order: the accepted change,
+    /// or the answer that refuses it.
+    fn check(
+        &mut self,
+        received: Received<'_>,
+        header: &MobilityHeader,
+        now: SystemTime,
+        authorizations: &AuthorizationTable,
+    ) -> Result<Accepted, Outcome> {
         let home_address = received.home_address.unwrap_or(received.source);
         let bu = match &header.message {
             Message::BindingUpdate(bu) => bu,
             Message::Other { .. } => {
                 // RFC 6275 §9.2: an unrecognized MH Type gets a Binding
                 // Error with status 2, to the source of the packet.
-                return self.binding_error(received.source, home_address);
+                return Err(self.binding_error(received.source, home_address));
             }
-            _ => return Outcome::Drop(DropReason::NotForHomeAgent),
+            _ => return Err(Outcome::Drop(DropReason::NotForHomeAgent)),
         };
         // RFC 6275 §9.2: Payload Proto must be IPPROTO_NONE.
         if header.payload_proto != crate::wire::IPPROTO_NONE {
-            return Outcome::Drop(DropReason::PayloadProto);
+            return Err(Outcome::Drop(DropReason::PayloadProto));
         }
         let (context, authorization) = match prepare(received, bu, authorizations) {
             Ok(prepared) => prepared,
-            Err(reason) => return Outcome::Drop(reason),
+            Err(reason) => return Err(Outcome::Drop(reason)),
         };
         let (care_of, home_address, sa) = (context.care_of, context.home_address, context.sa);
         let options = BuOptions::of(bu);
         if auth::verify(received.mh, care_of, home_address, sa).is_err() {
-            return self.reject(&context, BaStatus::AUTH_FAIL, now);
+            return Err(self.reject(&context, BaStatus::AUTH_FAIL, now));
         }
         // RFC 6275 §10.3.1: the home address identifies the association.
         if authorization.home_address != home_address {
-            return self.reject(&context, BaStatus::NOT_HOME_AGENT, now);
+            return Err(self.reject(&context, BaStatus::NOT_HOME_AGENT, now));
         }
         if !bu.flags.home_registration {
             let status = if bu.flags.mobile_router {
@@ -652,7 +710,7 @@ impl BindingCache {
             } else {
                 BaStatus::HOME_REGISTRATION_NOT_SUPPORTED
             };
-            return self.reject(&context, status, now);
+            return Err(self.reject(&context, status, now));
         }
         if !self
             .config
@@ -660,7 +718,7 @@ impl BindingCache {
             .iter()
             .any(|prefix| prefix.contains(&home_address))
         {
-            return self.reject(&context, BaStatus::NOT_HOME_SUBNET, now);
+            return Err(self.reject(&context, BaStatus::NOT_HOME_SUBNET, now));
         }
         match self.config.replay.check(
             options.timestamp,
@@ -669,23 +727,23 @@ impl BindingCache {
         ) {
             Ok(()) => {}
             Err(ReplayError::Missing) => {
-                return self.reject(&context, BaStatus::MESG_ID_REQUIRED, now)
+                return Err(self.reject(&context, BaStatus::MESG_ID_REQUIRED, now))
             }
             Err(ReplayError::Stale { .. } | ReplayError::Replayed) => {
-                return self.reject(&context, BaStatus::ID_MISMATCH, now)
+                return Err(self.reject(&context, BaStatus::ID_MISMATCH, now))
             }
         }
         let existing = self.bindings.get(&home_address);
         if let Some(last) = self.last_sequence(home_address, now) {
             if !bu.sequence.is_newer_than(last) {
-                return self.answer(
+                return Err(self.answer(
                     &context,
                     BaStatus::SEQUENCE_OUT_OF_WINDOW,
                     last,
                     false,
                     None,
                     now,
-                );
+                ));
             }
         }
         if let Some(timestamp) = options.timestamp {
@@ -699,26 +757,23 @@ impl BindingCache {
             // RFC 6275 §10.3.2: no home registration here, nothing to
             // deregister: 133.
             let Some(change) = self.remove(home_address) else {
-                return self.reject(&context, BaStatus::NOT_HOME_AGENT, now);
+                return Err(self.reject(&context, BaStatus::NOT_HOME_AGENT, now));
             };
             self.deregistered
                 .insert(home_address, (bu.sequence, now + MAX_DELETE_BCE_TIMEOUT));
-            return self.answer(
-                &context,
-                BaStatus::ACCEPTED,
-                bu.sequence,
-                false,
-                Some(change),
-                now,
-            );
+            return Ok(context.accepted(change, false));
         }
         if let Some(existing) = existing {
             if existing.mobile_router != bu.flags.mobile_router {
-                return self.reject(&context, BaStatus::REGISTRATION_TYPE_CHANGE_DISALLOWED, now);
+                return Err(self.reject(
+                    &context,
+                    BaStatus::REGISTRATION_TYPE_CHANGE_DISALLOWED,
+                    now,
+                ));
             }
         }
         if bu.flags.mobile_router && !authorization.mobile_router {
-            return self.reject(&context, BaStatus::MOBILE_ROUTER_NOT_PERMITTED, now);
+            return Err(self.reject(&context, BaStatus::MOBILE_ROUTER_NOT_PERMITTED, now));
         }
         let prefixes: Box<[Ipv6Net]> = if !bu.flags.mobile_router {
             // A mobile node registration: RFC 3963 §4.1 forbids forwarding
@@ -727,7 +782,7 @@ impl BindingCache {
         } else if options.prefixes.is_empty() {
             // Implicit mode (RFC 3963 §5.2, §6.2).
             if authorization.prefixes.is_empty() {
-                return self.reject(&context, BaStatus::FORWARDING_SETUP_FAILED, now);
+                return Err(self.reject(&context, BaStatus::FORWARDING_SETUP_FAILED, now));
             }
             authorization.prefixes.clone()
         } else {
@@ -735,17 +790,17 @@ impl BindingCache {
             let mut prefixes: Vec<Ipv6Net> = Vec::with_capacity(options.prefixes.len());
             for option in &options.prefixes {
                 let Some(net) = option.to_net() else {
-                    return self.reject(&context, BaStatus::INVALID_PREFIX, now);
+                    return Err(self.reject(&context, BaStatus::INVALID_PREFIX, now));
                 };
                 if invalid_prefix_reason(&net, &self.config.home_prefixes).is_some() {
-                    return self.reject(&context, BaStatus::INVALID_PREFIX, now);
+                    return Err(self.reject(&context, BaStatus::INVALID_PREFIX, now));
                 }
                 if !authorization
                     .prefixes
                     .iter()
                     .any(|allowed| allowed.contains(&net))
                 {
-                    return self.reject(&context, BaStatus::NOT_AUTHORIZED_FOR_PREFIX, now);
+                    return Err(self.reject(&context, BaStatus::NOT_AUTHORIZED_FOR_PREFIX, now));
                 }
                 if !prefixes.contains(&net) {
                     prefixes.push(net);
@@ -758,7 +813,7 @@ impl BindingCache {
             .iter()
             .any(|net| self.bound_elsewhere(net, home_address))
         {
-            return self.reject(&context, BaStatus::NOT_AUTHORIZED_FOR_PREFIX, now);
+            return Err(self.reject(&context, BaStatus::NOT_AUTHORIZED_FOR_PREFIX, now));
         }
         let granted = bu
             .lifetime
@@ -779,72 +834,51 @@ impl BindingCache {
         self.deregistered.remove(&home_address);
         let previous = self.insert(binding.clone());
         let change = Change::Upsert { binding, previous };
-        self.answer(
-            &context,
-            BaStatus::ACCEPTED,
-            bu.sequence,
-            bu.flags.mobile_router,
-            Some(change),
-            now,
-        )
+        Ok(context.accepted(change, bu.flags.mobile_router))
     }
 
-    /// [`BindingCache::process`], and for an answer that changes the cache,
-    /// what refusing that change instead would take.
-    pub fn decide(
+    /// The one answer to an accepted Binding Update, once its forwarding is
+    /// known: the acknowledgement carrying its change, or, when the
+    /// forwarding failed, the change undone and `failed` answered instead
+    /// (RFC 3963 §6.2: "If the Home Agent fails to set up forwarding to all
+    /// the prefixes ... reject ... 141"; a data plane out of room or out of
+    /// order answers 130 or 128, RFC 6275 §6.1.8).
+    pub fn conclude(
         &mut self,
-        received: Received<'_>,
-        header: &MobilityHeader,
+        accepted: Accepted,
+        forwarding: Result<(), BaStatus>,
         now: SystemTime,
-        authorizations: &AuthorizationTable,
-    ) -> (Outcome, Option<Refusal>) {
-        let outcome = self.process(received, header, now, authorizations);
-        let refusal = match (&outcome, &header.message) {
-            (
-                Outcome::Acknowledge {
-                    change: Some(_), ..
-                },
-                Message::BindingUpdate(bu),
-            ) => prepare(received, bu, authorizations)
-                .ok()
-                .map(|(context, _)| Refusal {
-                    care_of: context.care_of,
-                    home_address: context.home_address,
-                    spi: context.sa.spi(),
-                    sequence: context.sequence,
-                    timestamp: context.timestamp,
-                }),
-            _ => None,
-        };
-        (outcome, refusal)
-    }
-
-    /// Undoes an accepted change whose forwarding could not be set up, and
-    /// answers `status` instead (RFC 3963 §6.2: "If the Home Agent fails to
-    /// set up forwarding to all the prefixes ... reject ... 141"; a data
-    /// plane out of room or out of order answers 130 or 128, RFC 6275
-    /// §6.1.8).
-    pub fn refuse(
-        &mut self,
-        change: &Change,
-        refusal: &Refusal,
-        status: BaStatus,
-        now: SystemTime,
-        authorizations: &AuthorizationTable,
     ) -> Outcome {
-        self.revert(change);
-        let Some((_, sa)) = authorizations.by_spi(refusal.spi) else {
-            // The association went away in between: nothing can sign.
-            return Outcome::Drop(DropReason::UnknownSpi);
-        };
-        let context = AnswerContext {
-            sequence: refusal.sequence,
-            care_of: refusal.care_of,
-            home_address: refusal.home_address,
+        let Accepted {
+            change,
+            mobile_router,
+            sequence,
+            care_of,
+            home_address,
+            timestamp,
             sa,
-            timestamp: refusal.timestamp,
+        } = accepted;
+        let context = AnswerContext {
+            sequence,
+            care_of,
+            home_address,
+            sa: &sa,
+            timestamp,
         };
-        self.reject(&context, status, now)
+        match forwarding {
+            Ok(()) => self.answer(
+                &context,
+                BaStatus::ACCEPTED,
+                sequence,
+                mobile_router,
+                Some(change),
+                now,
+            ),
+            Err(failed) => {
+                self.revert(&change);
+                self.reject(&context, failed, now)
+            }
+        }
     }
 
     /// The sequence number that orders the next registration of a home

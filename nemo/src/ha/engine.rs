@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::{
-    merge::Merged, Authorization, AuthorizationError, AuthorizationTable, Binding, BindingCache,
-    Change, DropReason, HomeAgentConfig, Outcome, Received, Refusal, Reply,
+    merge::Merged, Accepted, Authorization, AuthorizationError, AuthorizationTable, Binding,
+    BindingCache, Change, DropReason, HomeAgentConfig, Outcome, Processed, Received, Reply,
 };
 use crate::wire::{
     build_packet, parse_packet, BaStatus, BeStatus, DecodeError, MobilityHeader, PacketRepr,
@@ -93,13 +93,14 @@ pub struct Acknowledgement<P> {
 }
 
 /// An accepted change waiting for its forwarding: set up
-/// [`Forward::change`], then report to [`HomeAgent::forwarded`].
+/// [`Forward::change`], then report to [`HomeAgent::forwarded`], which
+/// builds the one answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "a Forward must be reported to HomeAgent::forwarded, or its change stays unanswered"]
 pub struct Forward<P> {
-    change: Change,
-    /// The acknowledgement, without its change.
-    accepted: Acknowledgement<P>,
-    refusal: Refusal,
+    accepted: Accepted,
+    /// The path the answer leaves by.
+    path: P,
     /// The address the Binding Update was sent to.
     local: Ipv6Addr,
 }
@@ -107,7 +108,7 @@ pub struct Forward<P> {
 impl<P> Forward<P> {
     /// The change whose forwarding must be set up.
     pub fn change(&self) -> &Change {
-        &self.change
+        self.accepted.change()
     }
 }
 
@@ -152,6 +153,7 @@ impl ForwardingFailure {
 // Returned once per packet and consumed at once, never stored.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
 pub enum Decision<P> {
     /// Set up forwarding for a change, then report to
     /// [`HomeAgent::forwarded`].
@@ -318,24 +320,18 @@ impl<P: Clone> HomeAgent<P> {
         };
         // The answer leaves from the address the message was sent to.
         let local = parsed.repr.destination;
-        let (outcome, refusal) = self
+        match self
             .cache
-            .decide(received, &header, now, &self.authorizations);
-        match (outcome, refusal) {
-            (
-                Outcome::Acknowledge {
-                    reply,
-                    status,
-                    change: Some(change),
-                },
-                Some(refusal),
-            ) => Decision::Forward(Forward {
-                change,
-                accepted: self.answer(reply, status, None, path, local),
-                refusal,
+            .process(received, &header, now, &self.authorizations)
+        {
+            Processed::Accepted(accepted) => Decision::Forward(Forward {
+                accepted,
+                path,
                 local,
             }),
-            (outcome, _) => Decision::Handled(self.outcome(outcome, path, local, received.source)),
+            Processed::Answered(outcome) => {
+                Decision::Handled(self.outcome(outcome, path, local, received.source))
+            }
         }
     }
 
@@ -350,40 +346,31 @@ impl<P: Clone> HomeAgent<P> {
         now: SystemTime,
     ) -> Handled<P> {
         let Forward {
-            change,
-            mut accepted,
-            refusal,
+            accepted,
+            path,
             local,
         } = forward;
-        match forwarding {
+        let source = accepted.care_of;
+        let result = match forwarding {
             Forwarding::Installed => {
-                let home_address = change.binding().home_address;
-                match change {
+                let home_address = accepted.change().binding().home_address;
+                match accepted.change() {
                     Change::Upsert { .. }
                         if self.cache.config().refresh_request_before.is_some() =>
                     {
-                        self.last_path
-                            .insert(home_address, (accepted.transmit.path.clone(), local));
+                        self.last_path.insert(home_address, (path.clone(), local));
                     }
                     Change::Upsert { .. } => {}
                     Change::Remove { .. } => {
                         self.last_path.remove(&home_address);
                     }
                 }
-                accepted.change = Some(change);
-                Handled::Acknowledge(accepted)
+                Ok(())
             }
-            Forwarding::Failed(failure) => {
-                let outcome = self.cache.refuse(
-                    &change,
-                    &refusal,
-                    failure.status(),
-                    now,
-                    &self.authorizations,
-                );
-                self.outcome(outcome, accepted.transmit.path, local, accepted.care_of)
-            }
-        }
+            Forwarding::Failed(failure) => Err(failure.status()),
+        };
+        let outcome = self.cache.conclude(accepted, result, now);
+        self.outcome(outcome, path, local, source)
     }
 
     /// The next time [`HomeAgent::handle_timeout`] has work.

@@ -2,9 +2,10 @@
 //!
 //! One Binding Update, from the socket to the kernel route and back:
 //! 1. the driver hands the received packet and its path to [`HomeAgent::handle`];
-//! 2. which parses, decides ([`BindingCache`]) and frames, and returns a [`Forward`];
+//! 2. which parses and decides ([`BindingCache`]) once, and returns a [`Forward`];
 //! 3. the driver sets up the forwarding of [`Forward::change`] in the data plane;
-//! 4. [`HomeAgent::forwarded`] turns the result into an [`Acknowledgement`] (141 on failure);
+//! 4. [`HomeAgent::forwarded`] builds the one answer: an [`Acknowledgement`]
+//!    carrying the change, or the failure's status with the change undone;
 //! 5. the driver makes its change durable, then sends its packet.
 //!
 //! - [`engine`]: that entry point, and the timers (refresh requests, expiry);
@@ -19,8 +20,8 @@ pub mod merge;
 
 pub use authorization::{overlaps, Authorization, AuthorizationError, AuthorizationTable};
 pub use cache::{
-    invalid_prefix_reason, is_unicast_routable, ntp_time, Binding, BindingCache, Change,
-    ChangeKind, DropReason, HomeAgentConfig, Outcome, Received, Refusal, Reply,
+    invalid_prefix_reason, is_unicast_routable, ntp_time, Accepted, Binding, BindingCache, Change,
+    ChangeKind, DropReason, HomeAgentConfig, Outcome, Processed, Received, Reply,
     MAX_DELETE_BCE_TIMEOUT,
 };
 pub use engine::{
