@@ -925,17 +925,17 @@ impl tonic::service::Interceptor for TokenCheck {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         match given {
-            Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(request),
+            Some(token)
+                if nemo_daemon::secret::same_secret(token.as_bytes(), expected.as_bytes()) =>
+            {
+                Ok(request)
+            }
             Some(_) => Err(Status::unauthenticated("authorization: wrong token")),
             None => Err(Status::unauthenticated(
                 "authorization: missing \"Bearer <token>\" metadata",
             )),
         }
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A server over TLS with a PEM certificate chain and key (`pem`); fails
@@ -947,8 +947,6 @@ pub fn tls(pem: (Vec<u8>, Vec<u8>)) -> Result<tonic::transport::Server, tonic::t
     )
 }
 
-/// Serves the controller API (behind the token check), health and
-/// reflection on a bound listener; over TLS with a server from [`tls`].
 /// Largest request a client may send (the biggest real one, a binding
 /// report with its prefixes, is a few hundred octets).
 pub const MAX_REQUEST: usize = 64 * 1024;

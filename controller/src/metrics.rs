@@ -36,9 +36,15 @@ pub struct MethodLabel {
     pub method: String,
 }
 
+/// The label a path that is none of the service's methods is counted
+/// under: a client's made-up paths must not each become a series.
+const UNKNOWN_METHOD: &str = "unknown";
+
 /// The controller's metrics.
 pub struct Metrics {
     registry: Registry,
+    /// The service's methods: counted by name, from zero.
+    methods: std::collections::HashSet<String>,
     calls: Family<CallLabel, Counter>,
     call_seconds: Family<MethodLabel, Histogram>,
     revision: Gauge,
@@ -96,8 +102,24 @@ impl Metrics {
             "Watch streams following the change history now",
             watchers.clone(),
         );
+        let methods: std::collections::HashSet<String> =
+            nemo_proto::service_methods("nemo.v1.Controller")
+                .into_iter()
+                .collect();
+        // Every method's OK count and latency exist from the start, at
+        // zero: a rate or an alert on them needs the series there.
+        for method in &methods {
+            let _ = calls.get_or_create(&CallLabel {
+                method: method.clone(),
+                code: "0".to_owned(),
+            });
+            let _ = call_seconds.get_or_create(&MethodLabel {
+                method: method.clone(),
+            });
+        }
         Metrics {
             registry,
+            methods,
             calls,
             call_seconds,
             revision,
@@ -123,6 +145,11 @@ impl Metrics {
     }
 
     fn answered(&self, method: &str, code: &str, started: Instant) {
+        let method = if self.methods.contains(method) {
+            method
+        } else {
+            UNKNOWN_METHOD
+        };
         self.calls
             .get_or_create(&CallLabel {
                 method: method.to_owned(),
@@ -171,8 +198,8 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        // "/nemo.v1.Controller/AllocatePrefix" -> "AllocatePrefix"; an
-        // unknown path is counted as such, with a bounded name.
+        // "/nemo.v1.Controller/AllocatePrefix" -> "AllocatePrefix"; a
+        // path that names no method is counted as "unknown".
         let method: String = request
             .uri()
             .path()
@@ -198,5 +225,46 @@ where
             }
             answered
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn every_method_starts_at_zero_and_made_up_paths_count_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(
+            Store::open(dir.path(), Duration::from_secs(60))
+                .await
+                .unwrap(),
+        );
+        let metrics = Metrics::new(store);
+        let fresh = metrics.render();
+        for method in ["AllocatePrefix", "WatchEvents", "PlaceTenant"] {
+            assert!(
+                fresh.contains(&format!(
+                    "nemo_controller_calls_total{{method=\"{method}\",code=\"0\"}} 0"
+                )),
+                "{method} missing at zero:\n{fresh}"
+            );
+        }
+        let started = Instant::now();
+        metrics.answered("AllocatePrefix", "0", started);
+        for path in ["NoSuchMethod", "AnotherOne", "x"] {
+            metrics.answered(path, "12", started);
+        }
+        let counted = metrics.render();
+        assert!(
+            counted.contains("nemo_controller_calls_total{method=\"AllocatePrefix\",code=\"0\"} 1")
+        );
+        assert!(
+            counted.contains("nemo_controller_calls_total{method=\"unknown\",code=\"12\"} 3"),
+            "{counted}"
+        );
+        assert!(!counted.contains("NoSuchMethod"), "{counted}");
     }
 }

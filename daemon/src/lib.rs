@@ -2,9 +2,11 @@
 //! line, logging set up the same way, and the HTTP endpoint Prometheus
 //! scrapes, and the durable tables they keep their state in ([`disk`]).
 
+pub mod clock;
 pub mod disk;
 pub mod exposition;
 pub mod incoming;
+pub mod secret;
 pub mod serving;
 
 use std::io::IsTerminal;
@@ -115,9 +117,8 @@ pub struct DaemonArgs {
     /// exit.
     #[arg(long)]
     pub check: bool,
-    /// Print this daemon's manual page (roff, for man(1)) and exit.
-    /// Handled before the rest of the command line is read
-    /// ([`wants_man_page`]): it needs no --config.
+    /// Print this daemon's manual page (roff, for man(1)) and exit; needs
+    /// no --config.
     #[arg(long, exclusive = true)]
     pub man_page: bool,
 }

@@ -4,7 +4,7 @@
 use std::net::Ipv6Addr;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use nemo::ha::Binding;
 use nemo_daemon::serving::GrpcApi;
@@ -18,11 +18,7 @@ use tonic::{Request, Response, Status};
 use crate::driver::{BindingChange, BindingEvent, CoreEvent, Role, Shared};
 use crate::election::{ElectionCommand, PairState};
 
-fn unix_ms(time: SystemTime) -> i64 {
-    time.duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+use nemo_daemon::clock::unix_ms;
 
 /// A binding as the API shows it.
 pub fn to_proto(binding: &Binding) -> pb::Binding {

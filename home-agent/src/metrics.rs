@@ -201,6 +201,11 @@ impl Metrics {
                 reason: reason.to_owned(),
             });
         }
+        for status in nemo::wire::BaStatus::ALL {
+            let _ = metrics.acknowledgements.get_or_create(&StatusLabel {
+                status: status.0.to_string(),
+            });
+        }
         for reason in nemo::ha::Malformed::REASONS {
             let _ = metrics.malformed.get_or_create(&ReasonLabel {
                 reason: reason.to_owned(),

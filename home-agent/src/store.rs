@@ -50,11 +50,9 @@ const BINDINGS: &str = "bindings";
 const CACHE_BYTES: usize = 32 << 20;
 
 /// Milliseconds since the Unix epoch, as records (and the replication
-/// stream) keep times.
+/// stream) keep times: [`nemo_daemon::clock::unix_ms`], never negative.
 pub fn unix_millis(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+    nemo_daemon::clock::unix_ms(time).unsigned_abs()
 }
 
 /// Encodes a binding record (the key is the home address).

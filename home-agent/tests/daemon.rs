@@ -248,6 +248,9 @@ async fn registration_statuses_and_the_admin_api() {
         "nemo_ha_dropped_total{reason=\"standby\"} 0",
         "nemo_ha_malformed_total{reason=\"checksum\"} 0",
         "nemo_ha_unreplicated_batches_total{reason=\"no_standby\"} 0",
+        "nemo_ha_binding_acks_total{status=\"0\"} 0",
+        "nemo_ha_binding_acks_total{status=\"130\"} 0",
+        "nemo_ha_binding_acks_total{status=\"141\"} 0",
     ] {
         assert!(fresh.contains(series), "{series} missing: {fresh}");
     }

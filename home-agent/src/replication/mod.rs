@@ -59,11 +59,6 @@ where
     })
 }
 
-/// Compares two secrets in time independent of where they differ.
-pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Low latency, and a dead peer noticed within seconds even when no batch
 /// is flowing (TCP keepalive: 2 s idle, then 3 probes 1 s apart).
 pub fn keep_alive(stream: &tokio::net::TcpStream) {

@@ -326,7 +326,7 @@ async fn hello(
     else {
         return Err(WireError::Malformed("expected a hello"));
     };
-    if !super::same_secret(presented.as_bytes(), token.as_bytes()) {
+    if !nemo_daemon::secret::same_secret(presented.as_bytes(), token.as_bytes()) {
         return Err(WireError::Malformed("wrong token"));
     }
     let offer = async {

@@ -423,7 +423,7 @@ impl AnswerContext<'_> {
 }
 
 impl BindingCache {
-    /// An engine with an empty cache.
+    /// An empty binding cache.
     pub fn new(config: HomeAgentConfig) -> BindingCache {
         BindingCache {
             config,

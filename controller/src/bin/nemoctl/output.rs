@@ -131,12 +131,7 @@ fn print_table_or(
     }
 }
 
-/// Milliseconds since the Unix epoch, now.
-pub fn now_unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+pub use nemo_daemon::clock::now_unix_ms;
 
 /// Whole seconds from now until `unix_ms` (0 once past), as `"N s"`.
 pub fn seconds_until(unix_ms: i64) -> String {
