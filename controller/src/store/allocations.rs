@@ -2,8 +2,13 @@
 //! start) find a free block; the allocation and the quarantine it ends are
 //! written in one change. Released prefixes are held in quarantine.
 
+use std::time::SystemTime;
+
+use ipnet::Ipv6Net;
+use nemo_daemon::clock::unix_ms;
+
 use super::allocator::Occupied;
-use super::*;
+use super::{encode, Allocation, Store, StoreChange, StoreError};
 
 /// What an allocation asks for.
 #[derive(Debug, Clone, Copy)]

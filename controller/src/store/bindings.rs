@@ -1,6 +1,8 @@
 //! Binding reports from the home agents.
 
-use super::*;
+use super::{
+    check_name, check_reason, encode, Store, StoreChange, StoreError, MAX_REPORTED_PREFIXES,
+};
 
 impl Store {
     /// Records a binding change a home agent reported (history only).

@@ -9,11 +9,13 @@
 //! commit, the store is loaded anew from a snapshot, and the events in
 //! between are announced from the history.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use super::etcd::{EtcdTables, Record};
 use super::log::lock;
-use super::*;
+use super::{backend, decode, records, State, Store, StoreError, REVISION_KEY};
 
 /// Pause before watching again after etcd failed the watch (doubles up to
 /// [`MOST_BACKOFF`]).

@@ -1,6 +1,14 @@
 //! Home agents, hypervisors and mobile-router identities.
 
-use super::*;
+use std::collections::BTreeSet;
+use std::net::Ipv6Addr;
+use std::sync::atomic::Ordering;
+
+use nemo::auth::Algorithm;
+
+use super::{
+    check_name, encode, HomeAgentRecord, Hypervisor, MobileRouter, Store, StoreChange, StoreError,
+};
 
 /// 32 random octets from the kernel, hex.
 pub(super) fn fresh_key() -> Result<String, StoreError> {

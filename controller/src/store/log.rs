@@ -11,8 +11,15 @@
 //! newer state ([`Store::retrying`]). The follower (`follow`) applies the
 //! other replicas' changes.
 
-use super::*;
-use tokio::sync::oneshot;
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use nemo_daemon::clock::unix_ms;
+use nemo_daemon::disk::Write;
+use tokio::sync::{broadcast, oneshot, Mutex};
+
+use super::{backend, decode, encode, Event, State, Store, StoreChange, StoreError, REVISION_KEY};
 
 /// Group commit. A change is applied (memory, and its writes queued) under
 /// the state lock, which is then released; the caller waits in `durable`

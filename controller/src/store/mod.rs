@@ -24,15 +24,12 @@
 //! disk behind it is `nemo_daemon::disk`; a second backend replaces `log`'s
 //! commit and `open`'s load.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv6Addr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use ipnet::Ipv6Net;
-use nemo::auth::Algorithm;
-use nemo_daemon::disk::{Disk, DiskError, Write};
+use nemo_daemon::disk::{Disk, Write};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, Mutex};
 
@@ -59,8 +56,6 @@ use log::DurableLog;
 pub use model::*;
 pub use placements::TenantView;
 pub use upkeep::{Trimmed, Upkeep};
-
-use nemo_daemon::clock::unix_ms;
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(value).map_err(|e| StoreError::Storage(e.to_string()))
@@ -226,6 +221,8 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use ipnet::Ipv6Net;
+
     use super::*;
 
     async fn store() -> (tempfile::TempDir, Store) {

@@ -1,9 +1,14 @@
 //! The data model: what the controller keeps, the history's events, and
 //! why a request is refused.
 
-use super::*;
-
 /// A prefix pool.
+use std::net::Ipv6Addr;
+
+use ipnet::Ipv6Net;
+use nemo::auth::Algorithm;
+use nemo_daemon::disk::DiskError;
+use serde::{Deserialize, Serialize};
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pool {
     /// Its name.

@@ -1,6 +1,13 @@
 //! Where tenants run, and the per-tenant view the watch streams send.
 
-use super::*;
+use std::time::SystemTime;
+
+use ipnet::Ipv6Net;
+use nemo_daemon::clock::unix_ms;
+
+use super::{
+    check_reason, encode, HomeAgentRecord, MobileRouter, Placement, Store, StoreChange, StoreError,
+};
 
 /// A tenant as the watch streams see it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,6 +1,9 @@
 //! Prefix pools.
 
-use super::*;
+use ipnet::Ipv6Net;
+
+use super::allocator::Slots;
+use super::{check_name, encode, Pool, Store, StoreChange, StoreError};
 
 impl Store {
     /// Creates a pool.

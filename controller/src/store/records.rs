@@ -4,7 +4,15 @@
 //! whose own changes were refused puts back the records they touched. One
 //! function, so the three cannot disagree.
 
-use super::*;
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv6Addr;
+
+use ipnet::Ipv6Net;
+
+use super::{
+    decode, Allocation, Event, HomeAgentRecord, Hypervisor, MobileRouter, Placement, Pool, State,
+    StoreError, Tenant, REVISION_KEY, TABLES,
+};
 
 /// The tables whose records make the state, in the order a load applies
 /// them: pools before the allocations and quarantine that fill their slots.
@@ -182,7 +190,10 @@ impl State {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::store::Store;
 
     /// A state changed by the store's own operations, and one rebuilt by
     /// applying the records those operations wrote, agree.

@@ -1,6 +1,11 @@
 //! Tenants.
 
-use super::*;
+use std::time::SystemTime;
+
+use ipnet::Ipv6Net;
+use nemo_daemon::clock::unix_ms;
+
+use super::{check_name, encode, Store, StoreChange, StoreError, Tenant};
 
 impl Store {
     /// Creates a tenant.

@@ -5,11 +5,13 @@
 //! its quota is full. With etcd, one replica at a time does this, elected
 //! with a lease (`etcd::upkeep`); a file store has one controller.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use super::etcd::{Candidacy, EtcdTables, Leadership};
 use super::log::lock;
-use super::*;
+use super::{backend, Store, StoreError};
 
 /// How the history is kept.
 #[derive(Debug, Clone)]

@@ -1,7 +1,18 @@
 //! The home agent's seg6 data plane: a binding's destinations tunnelled to
 //! its care-of address, the reverse tunnel taken out.
 
-use super::*;
+use std::collections::{BTreeSet, HashMap};
+use std::net::Ipv6Addr;
+
+use ipnet::Ipv6Net;
+use rtnetlink::Handle;
+use tokio::sync::Mutex;
+
+use super::host::Host;
+use super::{
+    add_rule, Rule, Seg6Config, PREF_ENCAP, PREF_ROUTE, TABLE_DECAP, TABLE_ENCAP, TABLE_ROUTE,
+};
+use crate::{BindingRoutes, DataPlaneError, HomeAgentDataPlane, ReconcileReport};
 
 /// The home agent's data plane on a Linux kernel with seg6.
 #[derive(Debug)]

@@ -2,7 +2,26 @@
 //! gate, the rules, the decapsulation routes, and route changes over
 //! netlink.
 
-use super::*;
+use std::collections::{BTreeSet, HashSet};
+use std::net::Ipv6Addr;
+
+use ipnet::Ipv6Net;
+use netlink_packet_route::address::{AddressAttribute, AddressFlags};
+use netlink_packet_route::route::{
+    RouteMessage, RouteProtocol, RouteSeg6IpTunnel, RouteSeg6LocalTunnel, Seg6Header,
+    Seg6LocalAction, Seg6Mode,
+};
+use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+use super::probe::probe_seg6;
+use super::routes::{delete_route_from, install_route, owned_route_messages};
+use super::{
+    add_local_rule, add_rule, dump_rules, is_decap_rule, is_local_rule, is_ours, link,
+    remove_rules, route_destination, route_segment, route_source, rule_source, tolerate_exists,
+    tolerate_missing, unavailable, Rule, ENCAPSULATION_OVERHEAD, GATE_IN_ADDRESS, GATE_OUT_ADDRESS,
+    PREF_DECAP, PREF_LOCAL, PROTOCOL, RT_TABLE_MAIN, TABLE_DECAP,
+};
+use crate::DataPlaneError;
 
 /// The host-wide part both sides share: the gate, the local rule moved, and
 /// the uplink found.

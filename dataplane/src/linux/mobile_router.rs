@@ -1,7 +1,20 @@
 //! The mobile router's seg6 data plane: each tenant's traffic tunnelled to
 //! its home agent, the home agent's tunnel taken out.
 
-use super::*;
+use std::collections::HashMap;
+use std::net::Ipv6Addr;
+
+use ipnet::Ipv6Net;
+use netlink_packet_route::route::{RouteMessage, RouteProtocol, RouteType};
+use rtnetlink::{Handle, RouteMessageBuilder};
+use tokio::sync::Mutex;
+
+use super::host::Host;
+use super::{
+    add_rule, is_ours, priority, remove_rules, rule_source, tenant_tables, usable_port, Rule,
+    Seg6Config, PREF_ENCAP, PREF_TENANT, PROTOCOL, RT_TABLE_MAIN, TABLE_DECAP, TABLE_TENANT_GATE,
+};
+use crate::{DataPlaneError, MobileRouterDataPlane, TenantRoutes};
 
 /// The mobile router's data plane on a Linux kernel with seg6: one host
 /// hosting any number of tenant instances, each with its own table.

@@ -56,27 +56,23 @@
 //! Not built: an ip6tnl backend. This kernel has no ip6_tunnel, so nothing
 //! could verify it; [`probe`] says so.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::net::Ipv6Addr;
 use std::time::Duration;
 
 use futures::TryStreamExt;
 use ipnet::Ipv6Net;
-use netlink_packet_route::address::{AddressAttribute, AddressFlags};
+use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::LinkAttribute;
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteLwTunnelEncap, RouteMessage, RouteProtocol,
-    RouteSeg6IpTunnel, RouteSeg6LocalTunnel, RouteType, Seg6Header, Seg6LocalAction, Seg6Mode,
+    RouteSeg6IpTunnel,
 };
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use netlink_packet_route::IpProtocol;
-use rtnetlink::{Handle, IpVersion, LinkUnspec, LinkVeth, RouteMessageBuilder};
-use tokio::sync::Mutex;
+use rtnetlink::{Handle, IpVersion};
 
-use crate::{
-    BindingRoutes, DataPlaneError, HomeAgentDataPlane, MobileRouterDataPlane, ReconcileReport,
-    TenantRoutes,
-};
+use crate::DataPlaneError;
 
 mod home_agent;
 mod host;
@@ -85,7 +81,6 @@ pub(crate) mod probe;
 mod routes;
 
 pub use home_agent::Seg6HomeAgent;
-use host::Host;
 pub use mobile_router::Seg6MobileRouter;
 pub use probe::{kernel_option, probe, probe_seg6, KernelOption, Probe};
 pub(crate) use routes::{delete_route_from, install_route, owned_route_messages};
@@ -422,7 +417,7 @@ pub struct Seg6Config {
     /// The interface towards the tunnel's far ends.
     pub uplink: String,
     /// This host's tunnel address: the home agent's address, or the mobile
-    /// router's care-of address (which [`Seg6MobileRouter::set_care_of`]
+    /// router's care-of address (which [`crate::MobileRouterDataPlane::set_care_of`]
     /// changes).
     pub local_address: Ipv6Addr,
     /// The gate's two ends.

@@ -2,7 +2,18 @@
 //! what was there, in one step), deleted, listed by table. Everything
 //! carries protocol [`PROTOCOL`], so a listing tells what is nemo's.
 
-use super::*;
+use std::net::Ipv6Addr;
+use std::time::Duration;
+
+use ipnet::Ipv6Net;
+use netlink_packet_route::route::{RouteMessage, RouteProtocol, RouteType};
+use rtnetlink::{Handle, RouteMessageBuilder};
+
+use super::{
+    errno, refused, route_table, tolerate_missing, unavailable, ENOENT, ENOMEM, MAX_ENOMEM_WAIT,
+    PROTOCOL,
+};
+use crate::DataPlaneError;
 
 /// Installs a route, replacing any route to the same destination, waiting
 /// out the kernel's per-CPU ENOMEM. Each lightweight-tunnel route takes a
@@ -10,6 +21,7 @@ use super::*;
 /// the background; a burst of routes empties it (measured with seg6: after
 /// about 12,500 routes at full speed, "percpu: atomic alloc failed" in the
 /// kernel log). Waiting lets the pool refill.
+use futures::TryStreamExt;
 pub(crate) async fn install_route(
     handle: &Handle,
     message: RouteMessage,

@@ -3,8 +3,18 @@
 //! and queues the answer for the writer. No protocol decision is made here.
 
 use std::collections::HashMap;
+use std::net::Ipv6Addr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
-use super::*;
+use nemo::ha::{
+    Binding, Change, ChangeKind, Decision, Forwarding, ForwardingFailure, Handled, HomeAgent,
+};
+use nemo_dataplane::{BindingRoutes, DataPlaneError, HomeAgentDataPlane};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{CoreEvent, Pending, ReplyPath, Role};
+use crate::metrics::Metrics;
 
 pub(super) fn routes(binding: &Binding) -> BindingRoutes {
     BindingRoutes {

@@ -18,12 +18,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Instant, SystemTime};
 
 use anyhow::Context;
-use nemo::ha::{
-    AuthorizationTable, Binding, BindingCache, Change, ChangeKind, Decision, Forwarding,
-    ForwardingFailure, Handled, HomeAgent, Transmit,
-};
-use nemo::wire::BaStatus;
-use nemo_dataplane::{BindingRoutes, DataPlaneError, HomeAgentDataPlane};
+use nemo::ha::{AuthorizationTable, Binding, BindingCache, Change, HomeAgent};
+use nemo_dataplane::{BindingRoutes, HomeAgentDataPlane};
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 

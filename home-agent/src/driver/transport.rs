@@ -1,7 +1,13 @@
 //! The UDP receive task (the native transport's receivers are
 //! `nemo_dataplane::transport`'s threads).
 
-use super::*;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use super::{CoreEvent, ReplyPath};
 
 /// Largest datagram read: a Mobility Header is at most 2048 octets, plus
 /// IPv6 and extension headers.

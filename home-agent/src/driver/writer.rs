@@ -2,7 +2,18 @@
 //! member's disk and, in a pair, on the standby's at the same time, and only
 //! then sends the answers and publishes each change to watchers.
 
-use super::*;
+use std::sync::Arc;
+use std::time::Instant;
+
+use nemo::ha::{Binding, Change, Transmit};
+use nemo::wire::BaStatus;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{BindingChange, BindingEvent, ReplyPath, Shared};
+use crate::config::FlushMode;
+use crate::metrics::Metrics;
+use crate::replication::Primary;
+use crate::store::{Store, StoreError};
 
 /// Work for the writer, done in order: what to make durable first, then
 /// what to send or whom to tell.
