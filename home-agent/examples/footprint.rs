@@ -102,7 +102,7 @@ fn main() {
         std::mem::size_of::<Authorization>(),
         std::mem::size_of::<Binding>(),
         std::mem::size_of::<SecurityAssociation>(),
-        std::mem::size_of::<nemo_ha::driver::ReplyPath>()
+        std::mem::size_of::<nemo_ha::messages::ReplyPath>()
     );
     let parsed: Vec<Authorization> = measure("authorizations, parsed (a Vec)", count, || {
         (0..entries).map(authorization).collect()
@@ -134,7 +134,7 @@ fn main() {
         });
     // The daemon's reply paths hold a socket's Arc: a value of the same
     // size stands in for one.
-    type ReplyPathSized = std::mem::MaybeUninit<nemo_ha::driver::ReplyPath>;
+    type ReplyPathSized = std::mem::MaybeUninit<nemo_ha::messages::ReplyPath>;
     let paths: std::collections::HashMap<Ipv6Addr, (ReplyPathSized, Ipv6Addr)> = measure(
         "reply paths (kept only with refresh requests on)",
         count,

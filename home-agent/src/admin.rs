@@ -15,8 +15,8 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use crate::driver::{BindingChange, BindingEvent, CoreEvent, Role, Shared};
 use crate::election::{ElectionCommand, PairState};
+use crate::messages::{BindingChange, BindingEvent, CoreEvent, Role, Shared};
 
 use nemo_daemon::clock::unix_ms;
 

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use crate::authorization_cache::{AuthorizationCache, CacheChange};
-use crate::driver::CoreEvent;
+use crate::messages::CoreEvent;
 
 /// Where the controller is and who this home agent is to it.
 #[derive(Debug, Clone)]
@@ -303,7 +303,7 @@ async fn start_over(
 /// itself is unaffected), and the connection is retried.
 pub async fn report(
     settings: ControllerSettings,
-    mut events: tokio::sync::broadcast::Receiver<crate::driver::BindingEvent>,
+    mut events: tokio::sync::broadcast::Receiver<crate::messages::BindingEvent>,
 ) {
     let mut client: Option<ControllerClient<tonic::transport::Channel>> = None;
     tracing::info!("reporting binding changes to the controller");
@@ -333,7 +333,7 @@ pub async fn report(
             home_address: binding.home_address.to_string(),
             care_of_address: binding.care_of.to_string(),
             prefixes: binding.prefixes.iter().map(ToString::to_string).collect(),
-            removed: event.change == crate::driver::BindingChange::Removed,
+            removed: event.change == crate::messages::BindingChange::Removed,
             reason: event.reason.to_owned(),
             sequence: u32::from(binding.sequence.0),
         };

@@ -16,7 +16,7 @@ use nemo_dataplane::vrrp::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::driver::Role;
+use crate::messages::Role;
 use crate::metrics::Metrics;
 
 /// How often an active member announces the home-agent address again

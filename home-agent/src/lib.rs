@@ -7,6 +7,7 @@ pub mod config;
 pub mod controller;
 pub mod driver;
 pub mod election;
+pub mod messages;
 pub mod metrics;
 pub mod reload;
 pub mod replication;

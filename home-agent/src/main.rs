@@ -447,7 +447,7 @@ async fn pair(
         router.priority,
         listener.local_addr()?
     );
-    let (role_tx, role) = tokio::sync::watch::channel(driver::Role::Standby);
+    let (role_tx, role) = tokio::sync::watch::channel(nemo_ha::messages::Role::Standby);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let (commands, command_rx) = tokio::sync::mpsc::channel(4);
     let state = Arc::new(std::sync::RwLock::new(

@@ -24,6 +24,28 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+/// Why a batch was answered without the standby.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreplicated {
+    /// No standby attached.
+    NoStandby,
+    /// The standby did not acknowledge within the timeout.
+    TimedOut,
+}
+
+impl Unreplicated {
+    /// Every reason, for counters exported at zero from the start.
+    pub const ALL: [Unreplicated; 2] = [Unreplicated::NoStandby, Unreplicated::TimedOut];
+
+    /// A short name for counters.
+    pub fn name(self) -> &'static str {
+        match self {
+            Unreplicated::NoStandby => "no_standby",
+            Unreplicated::TimedOut => "timed_out",
+        }
+    }
+}
+
 /// Every metric the home agent keeps.
 #[derive(Debug)]
 pub struct Metrics {
@@ -211,10 +233,7 @@ impl Metrics {
                 reason: reason.to_owned(),
             });
         }
-        for why in [
-            crate::replication::Unreplicated::NoStandby,
-            crate::replication::Unreplicated::TimedOut,
-        ] {
+        for why in Unreplicated::ALL {
             let _ = metrics.unreplicated_batches.get_or_create(&ReasonLabel {
                 reason: why.name().to_owned(),
             });

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::authorization_cache::AuthorizationCache;
 use crate::config::Config;
-use crate::driver::CoreEvent;
+use crate::messages::CoreEvent;
 
 /// What a reload applies: every static entry of the file (the core keeps
 /// an identical one as it is), and the home addresses no longer in it.

@@ -13,7 +13,8 @@ use nemo::ha::{
 use nemo_dataplane::{BindingRoutes, DataPlaneError, HomeAgentDataPlane};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{CoreEvent, Pending, ReplyPath, Role};
+use super::Pending;
+use crate::messages::{CoreEvent, ReplyPath, Role};
 use crate::metrics::Metrics;
 
 pub(super) fn routes(binding: &Binding) -> BindingRoutes {

@@ -7,7 +7,7 @@ use std::time::Instant;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use super::{CoreEvent, ReplyPath};
+use crate::messages::{CoreEvent, ReplyPath};
 
 /// Largest datagram read: a Mobility Header is at most 2048 octets, plus
 /// IPv6 and extension headers.

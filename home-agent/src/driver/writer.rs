@@ -9,8 +9,8 @@ use nemo::ha::{Binding, Change, Transmit};
 use nemo::wire::BaStatus;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{BindingChange, BindingEvent, ReplyPath, Shared};
 use crate::config::FlushMode;
+use crate::messages::{BindingChange, BindingEvent, ReplyPath, Shared};
 use crate::metrics::Metrics;
 use crate::replication::Primary;
 use crate::store::{Store, StoreError};

@@ -29,25 +29,6 @@ pub enum Mode {
     Asynchronous,
 }
 
-/// Why a batch was answered without the standby.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unreplicated {
-    /// No standby attached.
-    NoStandby,
-    /// The standby did not acknowledge within the timeout.
-    TimedOut,
-}
-
-impl Unreplicated {
-    /// A short name for counters.
-    pub fn name(self) -> &'static str {
-        match self {
-            Unreplicated::NoStandby => "no_standby",
-            Unreplicated::TimedOut => "timed_out",
-        }
-    }
-}
-
 /// When each upsert among `changes` was registered.
 pub fn registered<'a, I>(changes: I) -> impl Iterator<Item = std::time::SystemTime> + use<'a, I>
 where

@@ -16,9 +16,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::wire::{Frame, WireError};
-use super::{Mode, Unreplicated};
-use crate::driver::{CoreEvent, Role, Shared};
+use super::Mode;
+use crate::messages::{CoreEvent, Role, Shared};
 use crate::metrics::ReasonLabel;
+use crate::metrics::Unreplicated;
 
 /// How long a standby has to introduce itself.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);

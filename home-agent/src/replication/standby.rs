@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::registered;
 use super::wire::{removed, Frame, WireError};
-use crate::driver::{CoreEvent, Role, Shared};
+use crate::messages::{CoreEvent, Role, Shared};
 use crate::store::Store;
 
 /// Follows the active at `peer` whenever `role` is standby, until the task
