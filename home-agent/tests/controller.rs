@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nemo::auth::{Algorithm, SecurityAssociation};
-use nemo::mr::{check_binding_ack, Registration};
+use nemo::registration::{check_binding_ack, Registration};
 use nemo::wire::{BaStatus, Lifetime, NtpTimestamp, SequenceNumber};
 use nemo_proto::v1 as pb;
 use nemo_testkit::daemons::{self, authed, eventually};

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::Ipv6Net;
 use nemo::auth::{Algorithm, SecurityAssociation};
-use nemo::mr::{check_binding_ack, Registration};
+use nemo::registration::{check_binding_ack, Registration};
 use nemo::wire::{
     build_packet, parse_packet, set_mh_checksum, BaStatus, BeStatus, BindingAck, Lifetime, Message,
     MhType, MobilityHeader, NtpTimestamp, PacketRepr, SequenceNumber,

@@ -14,7 +14,7 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use nemo::auth::{Algorithm, SecurityAssociation};
-use nemo::mr::check_binding_ack;
+use nemo::registration::check_binding_ack;
 use nemo::wire::BaStatus;
 use nemo_testkit::addr;
 use nemo_testkit::{netns_available, require, runs, veth, Netns};

@@ -1,160 +1,11 @@
-//! The mobile router's side of the wire: building authenticated Binding
-//! Updates and checking the Binding Acknowledgements that answer them.
-//! Shared by `nemo-mr`, the tests and the load generator.
+//! A mobile router's tenant instances, each with its registrar
+//! ([`crate::registration`]): which tenant a packet from the home-agent
+//! side is for, parsed once and handed to that tenant's registrar.
 
 use std::net::Ipv6Addr;
 
-use ipnet::Ipv6Net;
-
-use crate::auth::{self, AuthError, SecurityAssociation};
-use crate::wire::{
-    build_packet, parse_packet, BindingAck, BindingUpdate, BuFlags, DecodeError, EncodeError,
-    HomeAddressOption, Lifetime, Message, MobileNetworkPrefix, MobilityHeader, MobilityOption,
-    NtpTimestamp, PacketRepr, SequenceNumber, MN_ID_SUBTYPE_NAI,
-};
-
-/// What a mobile router asks its home agent for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Registration {
-    /// The mobile router's home address.
-    pub home_address: Ipv6Addr,
-    /// The home agent's address.
-    pub home_agent: Ipv6Addr,
-    /// The care-of address to register (the packet's source).
-    pub care_of: Ipv6Addr,
-    /// Mobile Network Prefixes for explicit mode; empty for implicit mode.
-    pub prefixes: Vec<Ipv6Net>,
-    /// Requested lifetime; zero deregisters.
-    pub lifetime: Lifetime,
-    /// Sequence number.
-    pub sequence: SequenceNumber,
-    /// Replay protection timestamp (RFC 4285 §6).
-    pub timestamp: NtpTimestamp,
-    /// R flag: register as a mobile router.
-    pub mobile_router: bool,
-    /// Network Access Identifier (RFC 4283), sent when present.
-    pub nai: Option<String>,
-}
-
-impl Registration {
-    /// The Binding Update message: A and H set, R as asked, the prefixes,
-    /// the identifier, the timestamp, and an unsigned authentication option
-    /// last.
-    pub fn message(&self, sa: &SecurityAssociation) -> Message {
-        let mut options: Vec<MobilityOption> = self
-            .prefixes
-            .iter()
-            .map(|net| MobilityOption::MobileNetworkPrefix(MobileNetworkPrefix::new(*net)))
-            .collect();
-        if let Some(nai) = &self.nai {
-            // RFC 4283 §3.2: before any authentication option.
-            options.push(MobilityOption::MobileNodeIdentifier {
-                subtype: MN_ID_SUBTYPE_NAI,
-                identifier: nai.as_bytes().to_vec(),
-            });
-        }
-        options.push(MobilityOption::ReplayProtection(self.timestamp));
-        options.push(sa.unsigned_option());
-        Message::BindingUpdate(BindingUpdate {
-            sequence: self.sequence,
-            flags: BuFlags {
-                mobile_router: self.mobile_router,
-                ..BuFlags::mobile_router_home_registration()
-            },
-            lifetime: self.lifetime,
-            options,
-        })
-    }
-
-    /// The signed Mobility Header (checksum zero).
-    pub fn mobility_header(&self, sa: &SecurityAssociation) -> Result<Vec<u8>, BuildError> {
-        let mut mh = MobilityHeader::new(self.message(sa)).encode()?;
-        auth::sign(&mut mh, self.care_of, self.home_address, sa)?;
-        Ok(mh)
-    }
-
-    /// The whole IPv6 packet as RFC 6275 §11.7.1 sends it: from the care-of
-    /// address, with a Home Address option, checksum filled in.
-    pub fn packet(&self, sa: &SecurityAssociation) -> Result<Vec<u8>, BuildError> {
-        let mh = self.mobility_header(sa)?;
-        Ok(build_packet(
-            &PacketRepr {
-                source: self.care_of,
-                destination: self.home_agent,
-                hop_limit: 64,
-                type2_routing: None,
-                home_address_option: Some(HomeAddressOption {
-                    home_address: self.home_address,
-                }),
-            },
-            &mh,
-        ))
-    }
-}
-
-/// Why a Binding Update could not be built.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BuildError {
-    /// Encoding failed.
-    #[error(transparent)]
-    Encode(#[from] EncodeError),
-    /// Signing failed.
-    #[error(transparent)]
-    Auth(#[from] AuthError),
-}
-
-/// Why a received packet is not an acceptable answer.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AckError {
-    /// It does not parse.
-    #[error(transparent)]
-    Decode(#[from] DecodeError),
-    /// The Mobility Header checksum is wrong.
-    #[error("bad Mobility Header checksum")]
-    Checksum,
-    /// It is not a Binding Acknowledgement.
-    #[error("not a Binding Acknowledgement: MH type {0}")]
-    NotAck(u8),
-    /// The routing header names another home address.
-    #[error("type 2 routing header names {found}, expected {expected}")]
-    WrongHomeAddress {
-        /// Found.
-        found: Ipv6Addr,
-        /// Ours.
-        expected: Ipv6Addr,
-    },
-    /// The authenticator does not verify (RFC 4285 §5.1.1).
-    #[error("authentication: {0}")]
-    Auth(#[from] AuthError),
-}
-
-/// Parses and checks a Binding Acknowledgement packet sent to `care_of`
-/// for `home_address`: checksum, type 2 routing header, authenticator.
-pub fn check_binding_ack(
-    packet: &[u8],
-    care_of: Ipv6Addr,
-    home_address: Ipv6Addr,
-    sa: &SecurityAssociation,
-) -> Result<BindingAck, AckError> {
-    let parsed = parse_packet(packet)?;
-    if !parsed.checksum_ok() {
-        return Err(AckError::Checksum);
-    }
-    if let Some(rh) = parsed.repr.type2_routing {
-        if rh.home_address != home_address {
-            return Err(AckError::WrongHomeAddress {
-                found: rh.home_address,
-                expected: home_address,
-            });
-        }
-    }
-    let header = MobilityHeader::decode(parsed.mh)?;
-    let Message::BindingAck(ba) = header.message else {
-        return Err(AckError::NotAck(header.message.mh_type().0));
-    };
-    auth::verify(parsed.mh, care_of, home_address, sa)?;
-    Ok(ba)
-}
+use crate::registration::{AckError, Registrar};
+use crate::wire::{parse_packet, DecodeError, Message, MobilityHeader};
 
 /// One tenant instance of a mobile router: its registrar, and what the
 /// driver keeps beside it (`T`: its data path, its counters).
@@ -163,7 +14,7 @@ pub struct Tenant<T> {
     /// The instance's name, unique on this mobile router.
     pub name: String,
     /// Its registration with its home agent.
-    pub registrar: crate::registration::Registrar,
+    pub registrar: Registrar,
     /// The driver's own state for it.
     pub host: T,
 }
@@ -340,10 +191,15 @@ impl<T> MobileRouter<T> {
                         Receipt::UnauthenticatedRefreshRequest
                     }
                 }
-                Message::BindingAck(_) => match tenant.registrar.handle_ack(packet, now, wall) {
-                    Ok(()) => Receipt::Acknowledgement,
-                    Err(error) => Receipt::IgnoredAcknowledgement(error),
-                },
+                message @ Message::BindingAck(_) => {
+                    match tenant
+                        .registrar
+                        .handle_parsed_ack(&parsed, message, now, wall)
+                    {
+                        Ok(()) => Receipt::Acknowledgement,
+                        Err(error) => Receipt::IgnoredAcknowledgement(error),
+                    }
+                }
                 other => Receipt::Other(other.mh_type()),
             },
         };

@@ -10,7 +10,7 @@ use nemo::ha::{
     ntp_time, Acknowledgement, Authorization, AuthorizationTable, Change, ChangeKind, Decision,
     DropReason, Forwarding, ForwardingFailure, Handled, HomeAgent, HomeAgentConfig, Malformed,
 };
-use nemo::mr::{check_binding_ack, Registration};
+use nemo::registration::{check_binding_ack, Registration};
 use nemo::wire::{
     build_packet, parse_packet, BaStatus, BeStatus, BindingAck, DecodeError, Lifetime, Message,
     MobilityHeader, PacketRepr, SequenceNumber,

@@ -9,7 +9,8 @@ use nemo::auth::{Algorithm, ReplayPolicy, SecurityAssociation};
 use nemo::ha::{
     Authorization, AuthorizationTable, Decision, Forwarding, Handled, HomeAgent, HomeAgentConfig,
 };
-use nemo::mr::{AckError, Delivery, MobileRouter, Receipt, Tenant};
+use nemo::mr::{Delivery, MobileRouter, Receipt, Tenant};
+use nemo::registration::AckError;
 use nemo::registration::{InstanceConfig, Registrar, State};
 use nemo::wire::SequenceNumber;
 use nemo_testkit::{addr, net};

@@ -39,7 +39,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ipnet::Ipv6Net;
 use nemo::auth::{Algorithm, SecurityAssociation};
-use nemo::mr::{check_binding_ack, Registration};
+use nemo::registration::{check_binding_ack, Registration};
 use nemo::wire::{parse_packet, BaStatus, Lifetime, NtpTimestamp, SequenceNumber};
 use nemo_dataplane::quiet;
 use nemo_dataplane::transport::{self, RawSender};

@@ -33,10 +33,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use ipnet::Ipv6Net;
 
 use crate::auth::SecurityAssociation;
-use crate::mr::{check_binding_ack, AckError, Registration};
 use crate::wire::{
-    BaStatus, Lifetime, Message, MobilityHeader, MobilityOption, NtpTimestamp, SequenceNumber,
+    parse_packet, BaStatus, Lifetime, Message, MobilityHeader, MobilityOption, NtpTimestamp,
+    ParsedPacket, SequenceNumber,
 };
+
+mod messages;
+pub use messages::{check_ack, check_binding_ack, AckError, BuildError, Registration};
 
 /// InitialBindackTimeoutFirstReg (RFC 6275 §13).
 pub const INITIAL_BINDACK_TIMEOUT_FIRST_REG: Duration = Duration::from_millis(1500);
@@ -374,31 +377,52 @@ impl Registrar {
         valid
     }
 
-    /// A Binding Acknowledgement packet (IPv6, type 2 routing header).
-    /// Returns an error, and changes nothing, when it is not a valid answer
-    /// to what is in flight.
+    /// A Binding Acknowledgement packet (IPv6, type 2 routing header):
+    /// [`Registrar::handle_parsed_ack`] on it parsed and decoded here.
     pub fn handle_ack(
         &mut self,
         packet: &[u8],
         now: Instant,
         wall: SystemTime,
     ) -> Result<(), AckError> {
+        let parsed = parse_packet(packet)?;
+        if !parsed.checksum_ok() {
+            return Err(AckError::Checksum);
+        }
+        let header = MobilityHeader::decode(parsed.mh)?;
+        self.handle_parsed_ack(&parsed, header.message, now, wall)
+    }
+
+    /// A Binding Acknowledgement, parsed and decoded once by the caller.
+    /// Returns an error, and changes nothing, when it is not a valid answer
+    /// to what is in flight.
+    pub fn handle_parsed_ack(
+        &mut self,
+        parsed: &ParsedPacket<'_>,
+        message: Message,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<(), AckError> {
         let Some(care_of) = self.care_of else {
-            return Err(AckError::NotAck(0));
+            return Err(AckError::NoCareOf);
         };
-        let ba = match check_binding_ack(packet, care_of, self.config.home_address, &self.config.sa)
-        {
+        // What it claims, kept for the operator when it does not verify;
+        // nothing is acted on.
+        let claimed = match &message {
+            Message::BindingAck(ba) => Some(ba.status),
+            _ => None,
+        };
+        let ba = match check_ack(
+            parsed,
+            message,
+            care_of,
+            self.config.home_address,
+            &self.config.sa,
+        ) {
             Ok(ba) => ba,
-            Err(AckError::Auth(error)) => {
-                // Keep what it claims for the operator; act on nothing.
-                self.last_unauthenticated_status = crate::wire::parse_packet(packet)
-                    .ok()
-                    .and_then(|p| MobilityHeader::decode(p.mh).ok())
-                    .and_then(|h| match h.message {
-                        Message::BindingAck(ba) => Some(ba.status),
-                        _ => None,
-                    });
-                return Err(AckError::Auth(error));
+            Err(error @ AckError::Auth(_)) => {
+                self.last_unauthenticated_status = claimed;
+                return Err(error);
             }
             Err(error) => return Err(error),
         };
