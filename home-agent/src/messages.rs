@@ -13,6 +13,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, oneshot};
 
 use crate::metrics::Metrics;
+use crate::store::BindingWrite;
 
 /// What happened to a binding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,14 +82,14 @@ pub enum ReplyPath {
 
 impl Shared {
     /// Mirrors a durable change in the view the admin API reads.
-    pub fn mirror(&self, change: &Change) {
+    pub fn mirror(&self, change: &impl BindingWrite) {
         if let Ok(mut view) = self.view.write() {
-            match change {
-                Change::Upsert { binding, .. } => {
+            match change.upserted() {
+                Some(binding) => {
                     view.insert(binding.home_address, binding.clone());
                 }
-                Change::Remove { binding } => {
-                    view.remove(&binding.home_address);
+                None => {
+                    view.remove(&change.home_address());
                 }
             }
             self.metrics.bindings.set(view.len() as i64);
@@ -142,6 +143,42 @@ impl ReplyPath {
     }
 }
 
+/// A change as replicated: the binding upserted (its record), or the home
+/// address of a binding removed (nothing else of it is needed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replicated {
+    /// This binding, created or updated.
+    Upsert(Arc<Binding>),
+    /// The binding of this home address, removed.
+    Removed(Ipv6Addr),
+}
+
+impl Replicated {
+    /// What the active replicates of one of its changes.
+    pub fn of(change: &Change) -> Replicated {
+        match change {
+            Change::Upsert { binding, .. } => Replicated::Upsert(binding.clone()),
+            Change::Remove { binding } => Replicated::Removed(binding.home_address),
+        }
+    }
+}
+
+impl BindingWrite for Replicated {
+    fn home_address(&self) -> Ipv6Addr {
+        match self {
+            Replicated::Upsert(binding) => binding.home_address,
+            Replicated::Removed(home_address) => *home_address,
+        }
+    }
+
+    fn upserted(&self) -> Option<&Arc<Binding>> {
+        match self {
+            Replicated::Upsert(binding) => Some(binding),
+            Replicated::Removed(_) => None,
+        }
+    }
+}
+
 /// Work for the core.
 #[derive(Debug)]
 pub enum CoreEvent {
@@ -165,7 +202,7 @@ pub enum CoreEvent {
     /// standby).
     Drain(oneshot::Sender<()>),
     /// Changes the active replicated, already on this standby's disk.
-    Replicated(Vec<Change>),
+    Replicated(Vec<Replicated>),
     /// The active's whole cache, already on this standby's disk.
     Resync(Vec<Arc<Binding>>),
     /// The start's reconcile of the data plane, run beside the core, is

@@ -11,6 +11,8 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::Ipv6Net;
+use std::sync::Arc;
+
 use nemo::ha::{Binding, Change};
 use nemo::wire::{Lifetime, NtpTimestamp, SequenceNumber};
 use nemo_daemon::disk::{Disk, DiskError, Write};
@@ -48,6 +50,31 @@ const BINDINGS: &str = "bindings";
 /// the store's cache only needs to hold the tree's upper levels and the
 /// pages a batch touches.
 const CACHE_BYTES: usize = 32 << 20;
+
+/// A change as the bindings table (and the admin view) takes it: the
+/// binding upserted, or a removal, by home address. The active's own
+/// [`Change`]s, and those a standby takes from it
+/// (`crate::replication::wire::Replicated`, which carry no more than the
+/// address for a removal).
+pub trait BindingWrite {
+    /// The home address: the table's key.
+    fn home_address(&self) -> Ipv6Addr;
+    /// The binding written, or `None` for a removal.
+    fn upserted(&self) -> Option<&Arc<Binding>>;
+}
+
+impl BindingWrite for Change {
+    fn home_address(&self) -> Ipv6Addr {
+        self.binding().home_address
+    }
+
+    fn upserted(&self) -> Option<&Arc<Binding>> {
+        match self {
+            Change::Upsert { binding, .. } => Some(binding),
+            Change::Remove { .. } => None,
+        }
+    }
+}
 
 /// Milliseconds since the Unix epoch, as records (and the replication
 /// stream) keep times: [`nemo_daemon::clock::unix_ms`], never negative.
@@ -185,23 +212,28 @@ impl Store {
     }
 
     /// Writes a batch of changes in one transaction; when this returns, the
-    /// batch survives a power loss.
-    pub async fn commit<'a>(
+    /// batch survives a power loss. The one way bindings reach the disk,
+    /// whatever the role: the active's own changes and those a standby
+    /// takes from it.
+    pub async fn commit<'a, C: BindingWrite + 'a>(
         &self,
-        changes: impl IntoIterator<Item = &'a Change>,
+        changes: impl IntoIterator<Item = &'a C>,
     ) -> Result<(), StoreError> {
         let batch: Vec<Write> = changes
             .into_iter()
-            .map(|change| match change {
-                Change::Upsert { binding, .. } => Write::Put {
-                    table: BINDINGS,
-                    key: binding.home_address.octets().to_vec(),
-                    value: encode(binding),
-                },
-                Change::Remove { binding } => Write::Delete {
-                    table: BINDINGS,
-                    key: binding.home_address.octets().to_vec(),
-                },
+            .map(|change| {
+                let key = change.home_address().octets().to_vec();
+                match change.upserted() {
+                    Some(binding) => Write::Put {
+                        table: BINDINGS,
+                        key,
+                        value: encode(binding),
+                    },
+                    None => Write::Delete {
+                        table: BINDINGS,
+                        key,
+                    },
+                }
             })
             .collect();
         if batch.is_empty() {

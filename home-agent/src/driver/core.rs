@@ -14,7 +14,7 @@ use nemo_dataplane::{BindingRoutes, DataPlaneError, HomeAgentDataPlane};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::Pending;
-use crate::messages::{CoreEvent, ReplyPath, Role};
+use crate::messages::{CoreEvent, Replicated, ReplyPath, Role};
 use crate::metrics::Metrics;
 
 pub(super) fn routes(binding: &Binding) -> BindingRoutes {
@@ -329,28 +329,25 @@ impl<D: HomeAgentDataPlane> Core<D> {
     /// Follows a batch the active replicated (on this standby's disk
     /// already): the engine and the kernel's routes keep in step, so a
     /// takeover has nothing to install.
-    async fn replicated(&mut self, changes: &[Change]) {
+    /// Applies changes the active replicated (on this standby's disk
+    /// already) to the cache and the forwarding: a removal names only its
+    /// home address, and removes the binding held for it, if any.
+    async fn replicated(&mut self, changes: &[Replicated]) {
         for change in changes {
-            let previous = match change {
-                Change::Upsert { binding, .. } => {
-                    self.engine.cache().shared_binding(binding.home_address)
-                }
-                Change::Remove { .. } => None,
-            };
-            let forwarded = match change {
-                Change::Upsert { binding, .. } => Change::Upsert {
+            let change = match change {
+                Replicated::Upsert(binding) => Change::Upsert {
                     binding: binding.clone(),
-                    previous,
+                    previous: self.engine.cache().shared_binding(binding.home_address),
                 },
-                Change::Remove { binding } => {
-                    match self.engine.cache().shared_binding(binding.home_address) {
+                Replicated::Removed(home_address) => {
+                    match self.engine.cache().shared_binding(*home_address) {
                         Some(held) => Change::Remove { binding: held },
                         None => continue,
                     }
                 }
             };
-            self.engine.apply(change);
-            self.follow(&forwarded).await;
+            self.engine.apply(&change);
+            self.follow(&change).await;
         }
     }
 

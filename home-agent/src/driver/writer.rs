@@ -84,7 +84,7 @@ pub(super) async fn writer(
         // and the stream), then this member's disk and the standby's take
         // it at once, then the answers leave.
         for change in &changes {
-            shared.mirror(change);
+            shared.mirror(*change);
         }
         let local = async {
             match flush_mode {

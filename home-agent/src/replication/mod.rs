@@ -30,14 +30,16 @@ pub enum Mode {
 }
 
 /// When each upsert among `changes` was registered.
-pub fn registered<'a, I>(changes: I) -> impl Iterator<Item = std::time::SystemTime> + use<'a, I>
+pub fn registered<'a, C, I>(
+    changes: I,
+) -> impl Iterator<Item = std::time::SystemTime> + use<'a, C, I>
 where
-    I: IntoIterator<Item = &'a nemo::ha::Change>,
+    C: crate::store::BindingWrite + 'a,
+    I: IntoIterator<Item = &'a C>,
 {
-    changes.into_iter().filter_map(|change| match change {
-        nemo::ha::Change::Upsert { binding, .. } => Some(binding.registered_at),
-        nemo::ha::Change::Remove { .. } => None,
-    })
+    changes
+        .into_iter()
+        .filter_map(|change| change.upserted().map(|binding| binding.registered_at))
 }
 
 /// Low latency, and a dead peer noticed within seconds even when no batch

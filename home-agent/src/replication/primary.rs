@@ -17,9 +17,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::wire::{Frame, WireError};
 use super::Mode;
+use crate::messages::Replicated;
 use crate::messages::{CoreEvent, Role, Shared};
-use crate::metrics::ReasonLabel;
-use crate::metrics::Unreplicated;
+use crate::metrics::{ReasonLabel, Unreplicated};
 
 /// How long a standby has to introduce itself.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -34,7 +34,7 @@ const MAX_OFFERED: usize = 4 << 20;
 /// What the writer asks of replication.
 #[derive(Debug)]
 struct Request {
-    changes: Vec<Change>,
+    changes: Vec<Replicated>,
     done: oneshot::Sender<Result<(), Unreplicated>>,
 }
 
@@ -79,7 +79,7 @@ impl Primary {
         }
         let (done, answer) = oneshot::channel();
         let request = Request {
-            changes: changes.iter().map(|c| (*c).clone()).collect(),
+            changes: changes.iter().map(|c| Replicated::of(c)).collect(),
             done,
         };
         let outcome = if self.requests.send(request).await.is_err() {

@@ -8,12 +8,13 @@ use std::collections::BTreeSet;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-use nemo::ha::{Binding, Change};
+use nemo::ha::Binding;
 use tokio::net::TcpSocket;
 use tokio::sync::{mpsc, watch};
 
 use super::registered;
-use super::wire::{removed, Frame, WireError};
+use super::wire::{Frame, WireError};
+use crate::messages::Replicated;
 use crate::messages::{CoreEvent, Role, Shared};
 use crate::store::Store;
 
@@ -117,16 +118,11 @@ async fn session(
     }
     let held: BTreeSet<Ipv6Addr> = on_disk.iter().map(|b| b.home_address).collect();
     let kept: BTreeSet<Ipv6Addr> = snapshot.iter().map(|b| b.home_address).collect();
-    let mut changes: Vec<Change> = held
+    let mut changes: Vec<Replicated> = held
         .difference(&kept)
-        .map(|home| Change::Remove {
-            binding: Arc::new(removed(*home)),
-        })
+        .map(|home| Replicated::Removed(*home))
         .collect();
-    changes.extend(snapshot.iter().map(|binding| Change::Upsert {
-        binding: binding.clone(),
-        previous: None,
-    }));
+    changes.extend(snapshot.iter().cloned().map(Replicated::Upsert));
     store.commit(&changes).await?;
     shared.replace_view(&snapshot);
     shared.mark_in_step(snapshot.iter().map(|binding| binding.registered_at));

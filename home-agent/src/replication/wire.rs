@@ -20,9 +20,10 @@
 use std::net::Ipv6Addr;
 use std::sync::Arc;
 
-use nemo::ha::{Binding, Change};
+use nemo::ha::Binding;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::messages::Replicated;
 use crate::store;
 
 /// Largest frame accepted, in octets: a snapshot frame holds at most
@@ -32,6 +33,35 @@ pub const MAX_FRAME: usize = 8 << 20;
 pub const SNAPSHOT_CHUNK: usize = 4096;
 /// Longest token.
 const MAX_TOKEN: usize = 1024;
+
+/// The kind octet of each frame (the diagram above).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Kind {
+    Hello = 1,
+    Snapshot = 2,
+    Batch = 3,
+    Ack = 4,
+    Offer = 5,
+}
+
+impl Kind {
+    fn of(octet: u8) -> Option<Kind> {
+        [
+            Kind::Hello,
+            Kind::Snapshot,
+            Kind::Batch,
+            Kind::Ack,
+            Kind::Offer,
+        ]
+        .into_iter()
+        .find(|kind| *kind as u8 == octet)
+    }
+}
+
+/// The tag octet of each change in a batch.
+const UPSERT: u8 = 1;
+const REMOVAL: u8 = 2;
 
 /// One frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +96,7 @@ pub enum Frame {
         /// The batch's number.
         id: u64,
         /// Its changes.
-        changes: Vec<Change>,
+        changes: Vec<Replicated>,
     },
     /// The standby has a batch on its disk.
     Ack {
@@ -113,7 +143,7 @@ impl Frame {
                 body.extend_from_slice(&(token.len() as u16).to_be_bytes());
                 body.extend_from_slice(token);
                 body.extend_from_slice(&store::unix_millis(*in_step_until).to_be_bytes());
-                1
+                Kind::Hello
             }
             Frame::Snapshot { bindings, last } | Frame::Offer { bindings, last } => {
                 body.push(u8::from(*last));
@@ -122,9 +152,9 @@ impl Frame {
                     put_record(&mut body, binding);
                 }
                 if matches!(self, Frame::Snapshot { .. }) {
-                    2
+                    Kind::Snapshot
                 } else {
-                    5
+                    Kind::Offer
                 }
             }
             Frame::Batch { id, changes } => {
@@ -132,26 +162,26 @@ impl Frame {
                 body.extend_from_slice(&(changes.len() as u32).to_be_bytes());
                 for change in changes {
                     match change {
-                        Change::Upsert { binding, .. } => {
-                            body.push(1);
+                        Replicated::Upsert(binding) => {
+                            body.push(UPSERT);
                             put_record(&mut body, binding);
                         }
-                        Change::Remove { binding } => {
-                            body.push(2);
-                            body.extend_from_slice(&binding.home_address.octets());
+                        Replicated::Removed(home_address) => {
+                            body.push(REMOVAL);
+                            body.extend_from_slice(&home_address.octets());
                         }
                     }
                 }
-                3
+                Kind::Batch
             }
             Frame::Ack { id } => {
                 body.extend_from_slice(&id.to_be_bytes());
-                4
+                Kind::Ack
             }
         };
         let mut frame = Vec::with_capacity(5 + body.len());
         frame.extend_from_slice(&((body.len() + 1) as u32).to_be_bytes());
-        frame.push(kind);
+        frame.push(kind as u8);
         frame.extend_from_slice(&body);
         frame
     }
@@ -162,9 +192,9 @@ impl Frame {
             bytes: frame,
             at: 0,
         };
-        let kind = reader.u8()?;
+        let kind = Kind::of(reader.u8()?).ok_or(WireError::Malformed("unknown frame kind"))?;
         let frame = match kind {
-            1 => {
+            Kind::Hello => {
                 let len = usize::from(reader.u16()?);
                 let token = std::str::from_utf8(reader.take(len)?)
                     .map_err(|_| WireError::Malformed("token is not UTF-8"))?
@@ -176,39 +206,33 @@ impl Frame {
                     in_step_until,
                 }
             }
-            2 | 5 => {
+            Kind::Snapshot | Kind::Offer => {
                 let last = reader.u8()? != 0;
                 let count = reader.u32()?;
                 let mut bindings = Vec::new();
                 for _ in 0..count {
                     bindings.push(reader.record()?);
                 }
-                if kind == 2 {
+                if kind == Kind::Snapshot {
                     Frame::Snapshot { bindings, last }
                 } else {
                     Frame::Offer { bindings, last }
                 }
             }
-            3 => {
+            Kind::Batch => {
                 let id = reader.u64()?;
                 let count = reader.u32()?;
                 let mut changes = Vec::new();
                 for _ in 0..count {
                     changes.push(match reader.u8()? {
-                        1 => Change::Upsert {
-                            binding: Arc::new(reader.record()?),
-                            previous: None,
-                        },
-                        2 => Change::Remove {
-                            binding: Arc::new(removed(reader.address()?)),
-                        },
+                        UPSERT => Replicated::Upsert(Arc::new(reader.record()?)),
+                        REMOVAL => Replicated::Removed(reader.address()?),
                         _ => return Err(WireError::Malformed("unknown change")),
                     });
                 }
                 Frame::Batch { id, changes }
             }
-            4 => Frame::Ack { id: reader.u64()? },
-            _ => return Err(WireError::Malformed("unknown frame kind")),
+            Kind::Ack => Frame::Ack { id: reader.u64()? },
         };
         if reader.at != frame_len(&reader) {
             return Err(WireError::Malformed("trailing octets"));
@@ -258,23 +282,6 @@ impl Frame {
 
 fn frame_len(reader: &Reader<'_>) -> usize {
     reader.bytes.len()
-}
-
-/// A removal carries only its home address; the rest of the binding is not
-/// needed to remove it.
-pub fn removed(home_address: Ipv6Addr) -> Binding {
-    Binding {
-        home_address,
-        care_of: Ipv6Addr::UNSPECIFIED,
-        prefixes: Box::default(),
-        mobile_router: false,
-        sequence: nemo::wire::SequenceNumber(0),
-        spi: 0,
-        timestamp: None,
-        lifetime: nemo::wire::Lifetime::ZERO,
-        registered_at: std::time::UNIX_EPOCH,
-        expires_at: std::time::UNIX_EPOCH,
-    }
 }
 
 struct Reader<'a> {
@@ -360,13 +367,8 @@ mod tests {
             Frame::Batch {
                 id: 9,
                 changes: vec![
-                    Change::Upsert {
-                        binding: binding(3).into(),
-                        previous: None,
-                    },
-                    Change::Remove {
-                        binding: removed(binding(4).home_address).into(),
-                    },
+                    Replicated::Upsert(binding(3).into()),
+                    Replicated::Removed(binding(4).home_address),
                 ],
             },
             Frame::Ack { id: 9 },
@@ -389,10 +391,7 @@ mod tests {
     fn malformed_frames_are_errors_not_panics() {
         let good = Frame::Batch {
             id: 1,
-            changes: vec![Change::Upsert {
-                binding: binding(1).into(),
-                previous: None,
-            }],
+            changes: vec![Replicated::Upsert(binding(1).into())],
         }
         .encode();
         for cut in 0..good.len() - 4 {
