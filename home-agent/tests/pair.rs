@@ -286,6 +286,25 @@ fn the_standby_takes_over_with_every_acknowledged_binding() {
         "only {} routers registered: the test did not load the pair",
         acknowledged.len()
     );
+    // A removal on the active (an operator's delete) is replicated: the
+    // standby, which lists what is on its disk, lists the binding no
+    // longer (its router registers again in the second load below).
+    let deleted = *acknowledged.iter().next().unwrap();
+    pair.admin("a", move |mut admin| async move {
+        admin
+            .delete_binding(nemo_proto::v1::DeleteBindingRequest {
+                home_address: deleted.to_string(),
+            })
+            .await
+            .unwrap();
+    });
+    within(Duration::from_secs(3), || {
+        !pair.bindings_of("b").contains(&deleted)
+    })
+    .unwrap_or_else(|| panic!("the removal never reached the standby: {}", standby.log()));
+    let acknowledged: BTreeSet<Ipv6Addr> =
+        acknowledged.into_iter().filter(|h| *h != deleted).collect();
+
     active.kill();
     pair.a.ip(&["link", "set", "home", "down"]);
     let moved = within(Duration::from_secs(3), || pair.holds("b"))
