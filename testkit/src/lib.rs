@@ -143,6 +143,17 @@ pub fn scrape_metrics(address: impl std::net::ToSocketAddrs) -> String {
     text
 }
 
+/// The value of one series (`name{labels}` exactly as exposed) in a
+/// metrics text, 0 when it is not there: series that are exported at zero
+/// from the start and those created at first use read alike.
+pub fn metric_value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Runs Prometheus' linter (`promtool check metrics`, from Debian's
 /// `prometheus`) on a metrics body and panics with what it says, if
 /// anything. Without promtool it skips loudly, unless NEMO_REQUIRE_PROMTOOL
