@@ -17,9 +17,13 @@
 
 mod handovers;
 mod home_agent;
+mod identities;
 mod output;
+mod pools;
+mod prefixes;
 mod qmp;
 mod status;
+mod tenants;
 
 use clap::{Parser, Subcommand};
 use nemo_proto::v1 as pb;
@@ -28,7 +32,11 @@ use tonic::transport::Channel;
 use tonic::Request;
 
 use home_agent::{BindingsCommand, PairCommand};
+use identities::{HomeAgentCommand, HypervisorCommand, MobileRouterCommand};
 use output::{print_records, print_streamed, Output};
+use pools::PoolCommand;
+use prefixes::PrefixCommand;
+use tenants::TenantCommand;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -179,150 +187,6 @@ enum ControllerCommand {
     },
 }
 
-#[derive(Debug, Subcommand)]
-enum PoolCommand {
-    /// Creates a pool.
-    Create {
-        /// Its name (letters, digits, '-', '_', '.').
-        name: String,
-        /// The prefix tenants' prefixes come from, e.g. 2001:db8:100::/40.
-        prefix: String,
-        /// The length of each tenant's prefix, e.g. 56.
-        #[arg(long)]
-        tenant_length: u32,
-    },
-    /// Shows a pool and its usage.
-    Show {
-        /// The pool.
-        name: String,
-    },
-    /// Lists pools.
-    List,
-    /// Deletes an empty pool.
-    Delete {
-        /// The pool.
-        name: String,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum TenantCommand {
-    /// Creates a tenant.
-    Create {
-        /// Its name (letters, digits, '-', '_', '.').
-        name: String,
-    },
-    /// Shows a tenant.
-    Show {
-        /// The tenant.
-        name: String,
-    },
-    /// Lists tenants.
-    List,
-    /// Deletes a tenant.
-    Delete {
-        /// The tenant.
-        name: String,
-        /// Release its prefixes too.
-        #[arg(long)]
-        cascade: bool,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum HomeAgentCommand {
-    /// Registers (or updates) a home agent.
-    Register {
-        /// Its name, as its nemo-ha config's [controller] home_agent.
-        name: String,
-        /// The address Binding Updates go to.
-        #[arg(long)]
-        address: String,
-        /// The home prefix home addresses come from.
-        #[arg(long)]
-        home_prefix: String,
-        /// Its UDP transport, `[address]:port`.
-        #[arg(long, default_value = "")]
-        udp: String,
-    },
-    /// Lists home agents.
-    List,
-}
-
-#[derive(Debug, Subcommand)]
-enum HypervisorCommand {
-    /// Registers a hypervisor.
-    Register {
-        /// Its name, as its nemo-mr config's [controller] hypervisor.
-        name: String,
-    },
-    /// Lists hypervisors.
-    List,
-}
-
-#[derive(Debug, Subcommand)]
-enum MobileRouterCommand {
-    /// Creates a tenant's mobile-router identity; prints its key once.
-    Create {
-        /// The tenant.
-        tenant: String,
-        /// The home agent that serves it (registered: `nemoctl ha list`).
-        #[arg(long)]
-        home_agent: String,
-        /// hmac-sha256 (default) or hmac-sha1-96.
-        #[arg(long, default_value = "")]
-        algorithm: String,
-        /// Send the prefixes in the Binding Updates (explicit mode).
-        #[arg(long)]
-        explicit: bool,
-    },
-    /// Shows a tenant's mobile router (without its key).
-    Show {
-        /// The tenant.
-        tenant: String,
-    },
-    /// Gives it a new key; prints the key once.
-    RotateKey {
-        /// The tenant.
-        tenant: String,
-    },
-    /// Deletes it.
-    Delete {
-        /// The tenant.
-        tenant: String,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum PrefixCommand {
-    /// Allocates a prefix for a tenant.
-    Allocate {
-        /// The tenant.
-        tenant: String,
-        /// The pool it comes from.
-        #[arg(long)]
-        pool: String,
-        /// A shorter (larger) prefix than the pool's tenant length; 0, the
-        /// default, means the pool's tenant length.
-        #[arg(long, default_value_t = 0)]
-        length: u32,
-        /// This very prefix instead of one the pool picks (a tenant that
-        /// keeps its addresses), e.g. 2001:db8:100:300::/56.
-        #[arg(long, conflicts_with = "length")]
-        prefix: Option<String>,
-    },
-    /// Releases a prefix (held back from reuse for the quarantine time).
-    Release {
-        /// The prefix, e.g. 2001:db8:100::/56.
-        prefix: String,
-    },
-    /// Lists prefixes (of one tenant, or all).
-    List {
-        /// Only this tenant's.
-        tenant: Option<String>,
-    },
-}
-
 /// An answer's message; says on stderr when the replica that answered a
 /// read could not check it was up to date (its etcd has no quorum).
 fn answer<T>(response: tonic::Response<T>) -> T {
@@ -341,93 +205,6 @@ fn request<T>(message: T, token: &Option<String>) -> anyhow::Result<Request<T>> 
         Some(token) => nemo_daemon::authorized(message, token)?,
         None => Request::new(message),
     })
-}
-
-fn pool_rows(pools: &[pb::Pool]) -> (Vec<Vec<String>>, Vec<serde_json::Value>) {
-    let rows = pools
-        .iter()
-        .map(|p| {
-            vec![
-                p.name.clone(),
-                p.prefix.clone(),
-                format!("/{}", p.tenant_length),
-                p.allocated.to_string(),
-                p.quarantined.to_string(),
-                p.capacity.to_string(),
-            ]
-        })
-        .collect();
-    let json = pools
-        .iter()
-        .map(|p| {
-            serde_json::json!({
-                "name": p.name, "prefix": p.prefix, "tenant_length": p.tenant_length,
-                "allocated": p.allocated, "quarantined": p.quarantined, "capacity": p.capacity,
-            })
-        })
-        .collect();
-    (rows, json)
-}
-
-fn allocation_rows(allocations: &[pb::Allocation]) -> (Vec<Vec<String>>, Vec<serde_json::Value>) {
-    let rows = allocations
-        .iter()
-        .map(|a| {
-            vec![
-                a.prefix.clone(),
-                a.tenant.clone(),
-                a.pool.clone(),
-                a.revision.to_string(),
-            ]
-        })
-        .collect();
-    let json = allocations
-        .iter()
-        .map(|a| {
-            serde_json::json!({
-                "prefix": a.prefix, "tenant": a.tenant, "pool": a.pool,
-                "allocated_at_unix_ms": a.allocated_at_unix_ms, "revision": a.revision,
-            })
-        })
-        .collect();
-    (rows, json)
-}
-
-fn mobile_router_rows(m: &pb::MobileRouter) -> (Vec<Vec<String>>, Vec<serde_json::Value>) {
-    let rows = vec![vec![
-        m.tenant.clone(),
-        m.home_agent.clone(),
-        m.home_address.clone(),
-        m.spi.to_string(),
-        m.algorithm.clone(),
-        if m.key.is_empty() {
-            "-".into()
-        } else {
-            m.key.clone()
-        },
-    ]];
-    let json = vec![serde_json::json!({
-        "tenant": m.tenant, "home_agent": m.home_agent, "home_address": m.home_address,
-        "spi": m.spi, "algorithm": m.algorithm, "key": m.key, "explicit_mode": m.explicit_mode,
-        "prefixes": m.prefixes,
-    })];
-    (rows, json)
-}
-
-fn tenant_rows(tenants: &[pb::Tenant]) -> (Vec<Vec<String>>, Vec<serde_json::Value>) {
-    let rows = tenants
-        .iter()
-        .map(|t| vec![t.name.clone(), t.prefixes.join(",")])
-        .collect();
-    let json = tenants
-        .iter()
-        .map(|t| serde_json::json!({"name": t.name, "prefixes": t.prefixes, "created_at_unix_ms": t.created_at_unix_ms}))
-        .collect();
-    (rows, json)
-}
-
-fn home_agent_record(h: &pb::HomeAgent) -> serde_json::Value {
-    serde_json::json!({"name": h.name, "address": h.address, "home_prefix": h.home_prefix, "udp": h.udp_endpoint})
 }
 
 fn placement_record(p: &pb::Placement) -> serde_json::Value {
@@ -589,292 +366,22 @@ async fn controller(
     }
     let channel = connect_first("the controller", &endpoints, ca).await?;
     let mut client = ControllerClient::new(channel);
-    const POOL: &[&str] = &[
-        "name",
-        "prefix",
-        "length",
-        "allocated",
-        "quarantined",
-        "capacity",
-    ];
-    const PREFIX: &[&str] = &["prefix", "tenant", "pool", "revision"];
-    const TENANT: &[&str] = &["name", "prefixes"];
     match command {
-        ControllerCommand::Pool(PoolCommand::Create {
-            name,
-            prefix,
-            tenant_length,
-        }) => {
-            let pool = client
-                .create_pool(request(
-                    pb::CreatePoolRequest {
-                        name,
-                        prefix,
-                        tenant_length,
-                    },
-                    token,
-                )?)
-                .await
-                .map(answer)?;
-            let (rows, json) = pool_rows(&[pool]);
-            print_records(out, POOL, rows, json);
+        ControllerCommand::Pool(command) => pools::pool(&mut client, token, command, out).await?,
+        ControllerCommand::Tenant(command) => {
+            tenants::tenant(&mut client, token, command, out).await?
         }
-        ControllerCommand::Pool(PoolCommand::Show { name }) => {
-            let pool = client
-                .get_pool(request(pb::GetPoolRequest { name }, token)?)
-                .await
-                .map(answer)?;
-            let (rows, json) = pool_rows(&[pool]);
-            print_records(out, POOL, rows, json);
+        ControllerCommand::Prefix(command) => {
+            prefixes::prefix(&mut client, token, command, out).await?
         }
-        ControllerCommand::Pool(PoolCommand::List) => {
-            let pools = client
-                .list_pools(request(pb::ListPoolsRequest {}, token)?)
-                .await
-                .map(answer)?
-                .pools;
-            let (rows, json) = pool_rows(&pools);
-            print_records(out, POOL, rows, json);
+        ControllerCommand::HomeAgent(command) => {
+            identities::home_agent(&mut client, token, command, out).await?
         }
-        ControllerCommand::Pool(PoolCommand::Delete { name }) => {
-            client
-                .delete_pool(request(
-                    pb::DeletePoolRequest { name: name.clone() },
-                    token,
-                )?)
-                .await?;
-            print_records(
-                out,
-                &["deleted"],
-                vec![vec![name.clone()]],
-                vec![serde_json::json!({"deleted": name})],
-            );
-        }
-        ControllerCommand::Tenant(TenantCommand::Create { name }) => {
-            let tenant = client
-                .create_tenant(request(pb::CreateTenantRequest { name }, token)?)
-                .await
-                .map(answer)?;
-            let (rows, json) = tenant_rows(&[tenant]);
-            print_records(out, TENANT, rows, json);
-        }
-        ControllerCommand::Tenant(TenantCommand::Show { name }) => {
-            let tenant = client
-                .get_tenant(request(pb::GetTenantRequest { name }, token)?)
-                .await
-                .map(answer)?;
-            let (rows, json) = tenant_rows(&[tenant]);
-            print_records(out, TENANT, rows, json);
-        }
-        ControllerCommand::Tenant(TenantCommand::List) => {
-            let tenants = client
-                .list_tenants(request(pb::ListTenantsRequest {}, token)?)
-                .await
-                .map(answer)?
-                .tenants;
-            let (rows, json) = tenant_rows(&tenants);
-            print_records(out, TENANT, rows, json);
-        }
-        ControllerCommand::Tenant(TenantCommand::Delete { name, cascade }) => {
-            let released = client
-                .delete_tenant(request(
-                    pb::DeleteTenantRequest {
-                        name: name.clone(),
-                        cascade,
-                    },
-                    token,
-                )?)
-                .await
-                .map(answer)?
-                .released;
-            print_records(
-                out,
-                &["deleted", "released"],
-                vec![vec![name.clone(), released.join(",")]],
-                vec![serde_json::json!({"deleted": name, "released": released})],
-            );
-        }
-        ControllerCommand::Prefix(PrefixCommand::Allocate {
-            tenant,
-            pool,
-            length,
-            prefix,
-        }) => {
-            let allocation = client
-                .allocate_prefix(request(
-                    pb::AllocatePrefixRequest {
-                        tenant,
-                        pool,
-                        length,
-                        prefix: prefix.unwrap_or_default(),
-                    },
-                    token,
-                )?)
-                .await
-                .map(answer)?;
-            let (rows, json) = allocation_rows(&[allocation]);
-            print_records(out, PREFIX, rows, json);
-        }
-        ControllerCommand::Prefix(PrefixCommand::Release { prefix }) => {
-            let released = client
-                .release_prefix(request(pb::ReleasePrefixRequest { prefix }, token)?)
-                .await
-                .map(answer)?
-                .released
-                .into_iter()
-                .collect::<Vec<_>>();
-            let (rows, json) = allocation_rows(&released);
-            print_records(out, PREFIX, rows, json);
-        }
-        ControllerCommand::Prefix(PrefixCommand::List { tenant }) => {
-            let allocations = client
-                .list_prefixes(request(
-                    pb::ListPrefixesRequest {
-                        tenant: tenant.unwrap_or_default(),
-                    },
-                    token,
-                )?)
-                .await
-                .map(answer)?
-                .allocations;
-            let (rows, json) = allocation_rows(&allocations);
-            print_records(out, PREFIX, rows, json);
-        }
-        ControllerCommand::HomeAgent(HomeAgentCommand::Register {
-            name,
-            address,
-            home_prefix,
-            udp,
-        }) => {
-            let h = client
-                .register_home_agent(request(
-                    pb::RegisterHomeAgentRequest {
-                        home_agent: Some(pb::HomeAgent {
-                            name,
-                            address,
-                            home_prefix,
-                            udp_endpoint: udp,
-                        }),
-                    },
-                    token,
-                )?)
-                .await
-                .map(answer)?;
-            print_records(
-                out,
-                &["name", "address", "home_prefix", "udp"],
-                vec![vec![
-                    h.name.clone(),
-                    h.address.clone(),
-                    h.home_prefix.clone(),
-                    h.udp_endpoint.clone(),
-                ]],
-                vec![home_agent_record(&h)],
-            );
-        }
-        ControllerCommand::HomeAgent(HomeAgentCommand::List) => {
-            let list = client
-                .list_home_agents(request(pb::ListHomeAgentsRequest {}, token)?)
-                .await
-                .map(answer)?;
-            let rows = list
-                .home_agents
-                .iter()
-                .map(|h| {
-                    vec![
-                        h.name.clone(),
-                        h.address.clone(),
-                        h.home_prefix.clone(),
-                        h.udp_endpoint.clone(),
-                    ]
-                })
-                .collect();
-            let json = list.home_agents.iter().map(home_agent_record).collect();
-            print_records(out, &["name", "address", "home_prefix", "udp"], rows, json);
-        }
-        ControllerCommand::Hypervisor(HypervisorCommand::Register { name }) => {
-            let h = client
-                .register_hypervisor(request(pb::RegisterHypervisorRequest { name }, token)?)
-                .await
-                .map(answer)?;
-            print_records(
-                out,
-                &["name"],
-                vec![vec![h.name.clone()]],
-                vec![serde_json::json!({"name": h.name})],
-            );
-        }
-        ControllerCommand::Hypervisor(HypervisorCommand::List) => {
-            let list = client
-                .list_hypervisors(request(pb::ListHypervisorsRequest {}, token)?)
-                .await
-                .map(answer)?;
-            let names: Vec<String> = list.hypervisors.into_iter().map(|h| h.name).collect();
-            print_records(
-                out,
-                &["name"],
-                names.iter().map(|n| vec![n.clone()]).collect(),
-                names
-                    .iter()
-                    .map(|n| serde_json::json!({"name": n}))
-                    .collect(),
-            );
+        ControllerCommand::Hypervisor(command) => {
+            identities::hypervisor(&mut client, token, command, out).await?
         }
         ControllerCommand::MobileRouter(command) => {
-            const MR: &[&str] = &[
-                "tenant",
-                "home_agent",
-                "home_address",
-                "spi",
-                "algorithm",
-                "key",
-            ];
-            let mr = match command {
-                MobileRouterCommand::Create {
-                    tenant,
-                    home_agent,
-                    algorithm,
-                    explicit,
-                } => client
-                    .create_mobile_router(request(
-                        pb::CreateMobileRouterRequest {
-                            tenant,
-                            home_agent,
-                            algorithm,
-                            explicit_mode: explicit,
-                        },
-                        token,
-                    )?)
-                    .await
-                    .map(answer)?,
-                MobileRouterCommand::Show { tenant } => client
-                    .get_mobile_router(request(pb::GetMobileRouterRequest { tenant }, token)?)
-                    .await
-                    .map(answer)?,
-                MobileRouterCommand::RotateKey { tenant } => client
-                    .rotate_key(request(pb::RotateKeyRequest { tenant }, token)?)
-                    .await
-                    .map(answer)?,
-                MobileRouterCommand::Delete { tenant } => {
-                    client
-                        .delete_mobile_router(request(
-                            pb::DeleteMobileRouterRequest {
-                                tenant: tenant.clone(),
-                            },
-                            token,
-                        )?)
-                        .await?;
-                    print_records(
-                        out,
-                        &["deleted"],
-                        vec![vec![tenant.clone()]],
-                        vec![serde_json::json!({"deleted": tenant})],
-                    );
-                    return Ok(());
-                }
-            };
-            let (rows, json) = mobile_router_rows(&mr);
-            print_records(out, MR, rows, json);
+            identities::mobile_router(&mut client, token, command, out).await?
         }
         ControllerCommand::Place {
             tenant,

@@ -9,6 +9,16 @@ pub enum Output {
     Json,
 }
 
+/// Prints what a delete removed: its name, as the one record `deleted`.
+pub fn print_deleted(out: Output, name: &str) {
+    print_records(
+        out,
+        &["deleted"],
+        vec![vec![name.to_owned()]],
+        vec![serde_json::json!({ "deleted": name })],
+    );
+}
+
 /// Prints records (what a command created, changed, showed or listed):
 /// `rows` under `header` as a table, or with `--output json` an array of
 /// one object per record, an array even for one record or none.
