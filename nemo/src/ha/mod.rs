@@ -9,20 +9,24 @@
 //! 5. the driver makes its change durable, then sends its packet.
 //!
 //! - [`engine`]: that entry point, and the timers (refresh requests, expiry);
-//! - [`cache`]: the binding cache and the checks, in RFC order;
+//! - [`cache`]: the binding cache and the changes that keep it;
+//! - [`decide`]: the checks of a Binding Update, in RFC order, and its one answer;
 //! - [`authorization`]: what each home address may register;
 //! - [`merge`]: a pair's two caches made one again after both were active.
 
 pub mod authorization;
 pub mod cache;
+pub mod decide;
 pub mod engine;
 pub mod merge;
 
 pub use authorization::{overlaps, Authorization, AuthorizationError, AuthorizationTable};
 pub use cache::{
-    invalid_prefix_reason, is_unicast_routable, ntp_time, Accepted, Binding, BindingCache, Change,
-    ChangeKind, DropReason, HomeAgentConfig, Outcome, Processed, Received, Reply,
-    MAX_DELETE_BCE_TIMEOUT,
+    Binding, BindingCache, Change, ChangeKind, HomeAgentConfig, MAX_DELETE_BCE_TIMEOUT,
+};
+pub use decide::{
+    invalid_prefix_reason, is_unicast_routable, ntp_time, Accepted, DropReason, Outcome, Processed,
+    Received, Reply,
 };
 pub use engine::{
     Acknowledgement, Decision, Forward, Forwarding, ForwardingFailure, Handled, HomeAgent,

@@ -14,7 +14,7 @@ use crate::{answer, request};
 pub enum HomeAgentCommand {
     /// Registers (or updates) a home agent.
     Register {
-        /// Its name, as its nemo-ha config's [controller] home_agent.
+        /// Its name, as its nemo-ha config's `[controller]` home_agent.
         name: String,
         /// The address Binding Updates go to.
         #[arg(long)]
@@ -35,7 +35,7 @@ pub enum HomeAgentCommand {
 pub enum HypervisorCommand {
     /// Registers a hypervisor.
     Register {
-        /// Its name, as its nemo-mr config's [controller] hypervisor.
+        /// Its name, as its nemo-mr config's `[controller]` hypervisor.
         name: String,
     },
     /// Lists hypervisors.
