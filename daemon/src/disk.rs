@@ -93,6 +93,21 @@ pub struct Disk {
 
 type Table = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
+/// One table's kind of record: the table, and how a record decodes. The
+/// stores built on [`Disk`] read their tables through it
+/// ([`Disk::load`], [`Disk::for_each_record`]), so that each says only
+/// what its records are.
+pub trait RecordKind {
+    /// What a record decodes to.
+    type Record;
+    /// Why a record does not decode, or the disk failed.
+    type Error: From<DiskError>;
+    /// The table.
+    const TABLE: &'static str;
+    /// Decodes one record.
+    fn decode(key: &[u8], value: &[u8]) -> Result<Self::Record, Self::Error>;
+}
+
 /// Whether `directory` holds a sled store (an earlier nemo's).
 pub fn holds_sled_store(directory: &Path) -> bool {
     directory.join("conf").exists() && directory.join("db").exists()
@@ -236,6 +251,30 @@ impl Disk {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Every record of `K`'s table, in key order. The first that does not
+    /// decode stops the load, naming it: a store that silently forgot a
+    /// record would break the promise of what it acknowledged.
+    pub fn load<K: RecordKind>(&self) -> Result<Vec<K::Record>, K::Error> {
+        let mut records = Vec::new();
+        self.for_each_record::<K, K::Error>(|record| {
+            records.push(record);
+            Ok(())
+        })?;
+        Ok(records)
+    }
+
+    /// Calls `each` with every record of `K`'s table, decoded one at a time
+    /// (a million load without a second copy of them all); stops at the
+    /// first error, a record that does not decode included.
+    pub fn for_each_record<K: RecordKind, E: From<K::Error> + From<DiskError>>(
+        &self,
+        mut each: impl FnMut(K::Record) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.for_each(K::TABLE, None, None, |key, value| {
+            each(K::decode(key, value).map_err(E::from)?)
+        })
     }
 
     /// How many records `table` holds (to size what a load fills).

@@ -26,7 +26,7 @@ use std::path::Path;
 use ipnet::Ipv6Net;
 use nemo::auth::{Algorithm, SecurityAssociation};
 use nemo::ha::Authorization;
-use nemo_daemon::disk::{Disk, DiskError, Write};
+use nemo_daemon::disk::{Disk, DiskError, RecordKind, Write};
 
 /// The record format's version.
 const FORMAT: u8 = 1;
@@ -59,6 +59,18 @@ pub enum CacheChange {
     Put(Authorization),
     /// No longer authorized.
     Remove(Ipv6Addr),
+}
+
+/// The authorizations table's records.
+struct Entries;
+
+impl RecordKind for Entries {
+    type Record = Authorization;
+    type Error = CacheError;
+    const TABLE: &'static str = ENTRIES;
+    fn decode(key: &[u8], value: &[u8]) -> Result<Authorization, CacheError> {
+        decode(key, value)
+    }
 }
 
 /// The on-disk copy of the controller's authorizations.
@@ -99,12 +111,7 @@ impl AuthorizationCache {
     /// Every cached authorization. A record that does not decode stops the
     /// load, naming it.
     pub fn load(&self) -> Result<Vec<Authorization>, CacheError> {
-        let mut entries = Vec::new();
-        self.for_each(|entry| {
-            entries.push(entry);
-            Ok::<_, CacheError>(())
-        })?;
-        Ok(entries)
+        self.disk.load::<Entries>()
     }
 
     /// How many authorizations are cached.
@@ -117,11 +124,9 @@ impl AuthorizationCache {
     /// the first error.
     pub fn for_each<E: From<CacheError> + From<DiskError>>(
         &self,
-        mut each: impl FnMut(Authorization) -> Result<(), E>,
+        each: impl FnMut(Authorization) -> Result<(), E>,
     ) -> Result<(), E> {
-        self.disk.for_each(ENTRIES, None, None, |key, value| {
-            each(decode(key, value).map_err(E::from)?)
-        })
+        self.disk.for_each_record::<Entries, E>(each)
     }
 
     /// The cached home addresses.

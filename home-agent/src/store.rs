@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use nemo::ha::{Binding, Change};
 use nemo::wire::{Lifetime, NtpTimestamp, SequenceNumber};
-use nemo_daemon::disk::{Disk, DiskError, Write};
+use nemo_daemon::disk::{Disk, DiskError, RecordKind, Write};
 
 /// Record format version.
 const FORMAT: u8 = 1;
@@ -174,6 +174,18 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<Binding, StoreError> {
     })
 }
 
+/// The bindings table's records.
+struct Bindings;
+
+impl RecordKind for Bindings {
+    type Record = Binding;
+    type Error = StoreError;
+    const TABLE: &'static str = BINDINGS;
+    fn decode(key: &[u8], value: &[u8]) -> Result<Binding, StoreError> {
+        decode(key, value)
+    }
+}
+
 impl Store {
     /// Opens (or creates) the store in a directory.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
@@ -186,12 +198,7 @@ impl Store {
     /// load: a home agent that silently forgot bindings would break the
     /// promise of its acknowledgements.
     pub fn load(&self) -> Result<Vec<Binding>, StoreError> {
-        let mut bindings = Vec::new();
-        self.for_each(|binding| {
-            bindings.push(binding);
-            Ok::<_, StoreError>(())
-        })?;
-        Ok(bindings)
+        self.disk.load::<Bindings>()
     }
 
     /// How many bindings are on disk.
@@ -204,11 +211,9 @@ impl Store {
     /// stops at the first error, a record that does not decode included.
     pub fn for_each<E: From<StoreError> + From<DiskError>>(
         &self,
-        mut each: impl FnMut(Binding) -> Result<(), E>,
+        each: impl FnMut(Binding) -> Result<(), E>,
     ) -> Result<(), E> {
-        self.disk.for_each(BINDINGS, None, None, |key, value| {
-            each(decode(key, value).map_err(E::from)?)
-        })
+        self.disk.for_each_record::<Bindings, E>(each)
     }
 
     /// Writes a batch of changes in one transaction; when this returns, the
