@@ -169,9 +169,9 @@ impl Store {
             state,
             StoreChange::PrefixAllocated(allocation.clone()),
             |t| {
-                t.allocations.insert(key.as_slice(), record.clone())?;
+                t.allocations.insert(key.as_slice(), record.clone());
                 for slot_key in &released {
-                    t.quarantine.remove(slot_key.as_slice())?;
+                    t.quarantine.remove(slot_key.as_slice());
                 }
                 Ok(())
             },
@@ -232,9 +232,9 @@ impl Store {
             state,
             change,
             |t| {
-                t.allocations.remove(key.as_slice())?;
+                t.allocations.remove(key.as_slice());
                 for (slot_key, until) in &held {
-                    t.quarantine.insert(slot_key.as_slice(), until.clone())?;
+                    t.quarantine.insert(slot_key.as_slice(), until.clone());
                 }
                 Ok(())
             },

@@ -55,7 +55,7 @@ impl Store {
                 change,
                 |t| {
                     if let Some(record) = &record {
-                        t.sequences.insert(&home_address.octets(), record.clone())?;
+                        t.sequences.insert(&home_address.octets(), record.clone());
                     }
                     Ok(())
                 },

@@ -82,7 +82,7 @@ impl Store {
             StoreChange::HomeAgentRegistered(home_agent.clone()),
             |t| {
                 t.home_agents
-                    .insert(home_agent.name.as_bytes(), record.clone())?;
+                    .insert(home_agent.name.as_bytes(), record.clone());
                 Ok(())
             },
             |state| {
@@ -130,7 +130,7 @@ impl Store {
             state,
             StoreChange::HypervisorRegistered(hypervisor.clone()),
             |t| {
-                t.hypervisors.insert(name.as_bytes(), record.clone())?;
+                t.hypervisors.insert(name.as_bytes(), record.clone());
                 Ok(())
             },
             |state| {
@@ -235,7 +235,7 @@ impl Store {
             state,
             StoreChange::MobileRouterCreated(mobile_router.redacted()),
             |t| {
-                t.mobile_routers.insert(tenant.as_bytes(), record.clone())?;
+                t.mobile_routers.insert(tenant.as_bytes(), record.clone());
                 Ok(())
             },
             |state| {
@@ -288,7 +288,7 @@ impl Store {
             state,
             StoreChange::KeyRotated(mr.redacted()),
             |t| {
-                t.mobile_routers.insert(tenant.as_bytes(), record.clone())?;
+                t.mobile_routers.insert(tenant.as_bytes(), record.clone());
                 Ok(())
             },
             |state| {
@@ -324,7 +324,7 @@ impl Store {
             state,
             StoreChange::MobileRouterDeleted(mr.redacted()),
             |t| {
-                t.mobile_routers.remove(tenant.as_bytes())?;
+                t.mobile_routers.remove(tenant.as_bytes());
                 Ok(())
             },
             |state| {

@@ -407,7 +407,7 @@ impl Store {
         &self,
         mut state: tokio::sync::MutexGuard<'_, State>,
         change: StoreChange,
-        writes: impl Fn(&Trees<'_>) -> Result<(), StoreError>,
+        writes: impl Fn(&ChangeTables<'_>) -> Result<(), StoreError>,
         mirror: impl FnOnce(&mut State),
     ) -> Result<Event, StoreError> {
         let (event, fate) = self.commit(&mut state, change, writes)?;
@@ -424,7 +424,7 @@ impl Store {
         &self,
         state: &mut State,
         change: StoreChange,
-        writes: impl Fn(&Trees<'_>) -> Result<(), StoreError>,
+        writes: impl Fn(&ChangeTables<'_>) -> Result<(), StoreError>,
     ) -> Result<(Event, Fate), StoreError> {
         if self.log.failed.load(Ordering::Acquire) {
             return Err(self.refusal());
@@ -439,7 +439,7 @@ impl Store {
             name,
             queued: &queued,
         };
-        writes(&Trees {
+        writes(&ChangeTables {
             pools: table("pools"),
             tenants: table("tenants"),
             allocations: table("allocations"),
@@ -450,8 +450,8 @@ impl Store {
             placements: table("placements"),
             sequences: table("sequences"),
         })?;
-        table("events").insert(&event.revision.to_be_bytes(), encode(&event)?)?;
-        table("meta").insert(REVISION_KEY, encode(&event.revision)?)?;
+        table("events").insert(&event.revision.to_be_bytes(), encode(&event)?);
+        table("meta").insert(REVISION_KEY, encode(&event.revision)?);
         state.revision = event.revision;
         lock(&self.log.pending).push_back(event.clone());
         let (decided, fate) = oneshot::channel();
@@ -529,7 +529,7 @@ impl Store {
 
 /// The tables a change writes; each write is queued for the commit.
 #[derive(Debug)]
-pub(super) struct Trees<'a> {
+pub(super) struct ChangeTables<'a> {
     pub(super) pools: Table<'a>,
     pub(super) tenants: Table<'a>,
     pub(super) allocations: Table<'a>,
@@ -549,20 +549,20 @@ pub(super) struct Table<'a> {
 }
 
 impl Table<'_> {
-    pub(super) fn insert(&self, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
+    /// Queues `key` set to `value` (written with the change's event).
+    pub(super) fn insert(&self, key: &[u8], value: Vec<u8>) {
         self.queued.borrow_mut().push(Write::Put {
             table: self.name,
             key: key.to_vec(),
             value,
         });
-        Ok(())
     }
 
-    pub(super) fn remove(&self, key: &[u8]) -> Result<(), StoreError> {
+    /// Queues `key` removed (with the change's event).
+    pub(super) fn remove(&self, key: &[u8]) {
         self.queued.borrow_mut().push(Write::Delete {
             table: self.name,
             key: key.to_vec(),
         });
-        Ok(())
     }
 }

@@ -80,7 +80,7 @@ impl Store {
                 from,
             },
             |t| {
-                t.placements.insert(tenant.as_bytes(), record.clone())?;
+                t.placements.insert(tenant.as_bytes(), record.clone());
                 Ok(())
             },
             |state| {
@@ -117,7 +117,7 @@ impl Store {
                 reason: reason.to_owned(),
             },
             |t| {
-                t.placements.remove(tenant.as_bytes())?;
+                t.placements.remove(tenant.as_bytes());
                 Ok(())
             },
             |state| {

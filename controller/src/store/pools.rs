@@ -74,7 +74,7 @@ impl Store {
             state,
             StoreChange::PoolCreated(pool.clone()),
             |t| {
-                t.pools.insert(pool.name.as_bytes(), record.clone())?;
+                t.pools.insert(pool.name.as_bytes(), record.clone());
                 Ok(())
             },
             |state| {
@@ -141,9 +141,9 @@ impl Store {
             state,
             StoreChange::PoolDeleted(pool),
             |t| {
-                t.pools.remove(name.as_bytes())?;
+                t.pools.remove(name.as_bytes());
                 for key in &keys {
-                    t.quarantine.remove(key.as_slice())?;
+                    t.quarantine.remove(key.as_slice());
                 }
                 Ok(())
             },

@@ -31,7 +31,7 @@ impl Store {
             state,
             StoreChange::TenantCreated(tenant.clone()),
             |t| {
-                t.tenants.insert(tenant.name.as_bytes(), record.clone())?;
+                t.tenants.insert(tenant.name.as_bytes(), record.clone());
                 Ok(())
             },
             |state| {
@@ -107,7 +107,7 @@ impl Store {
             state,
             StoreChange::TenantDeleted(tenant),
             |t| {
-                t.tenants.remove(name.as_bytes())?;
+                t.tenants.remove(name.as_bytes());
                 Ok(())
             },
             |state| {
