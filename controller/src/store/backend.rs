@@ -17,6 +17,15 @@ pub(super) enum Backend {
     Etcd(Box<EtcdTables>),
 }
 
+/// What a refused commit leaves the store to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AfterRefusal {
+    /// Acknowledge nothing more until restarted (and loaded from disk).
+    StopAcknowledging,
+    /// Put memory back as the shared store holds it, and go on.
+    PutBack,
+}
+
 impl Backend {
     /// Opens the file store in `directory`.
     pub(super) fn disk(directory: &std::path::Path) -> Result<Backend, StoreError> {
@@ -26,6 +35,55 @@ impl Backend {
             super::TABLES,
             super::CACHE_BYTES,
         )?))
+    }
+
+    /// What a refused commit leaves (the questions the log asks of its
+    /// backend, answered here instead of by the log matching on the kind).
+    pub(super) fn after_refusal(&self) -> AfterRefusal {
+        match self {
+            // One writer (this process), and a write that failed may or may
+            // not be on the file: nothing more can be acknowledged.
+            Backend::Disk(_) => AfterRefusal::StopAcknowledging,
+            // Other replicas write too: memory is put back as etcd holds it.
+            Backend::Etcd(_) => AfterRefusal::PutBack,
+        }
+    }
+
+    /// Why changes are refused after a failure that stopped them.
+    pub(super) fn refusal(&self) -> StoreError {
+        match self {
+            Backend::Disk(_) => {
+                StoreError::Storage("an earlier commit failed; restart the controller".into())
+            }
+            Backend::Etcd(_) => StoreError::Unavailable(
+                "etcd: this replica is reloading the store after etcd failed it".into(),
+            ),
+        }
+    }
+
+    /// The newest revision another writer may have made, when there can be
+    /// another writer (etcd: one quorum read); `None` for the file, whose
+    /// only writer is this process, so memory is always the newest.
+    pub(super) async fn newest_elsewhere(&self) -> Result<Option<u64>, StoreError> {
+        match self {
+            Backend::Disk(_) => Ok(None),
+            Backend::Etcd(etcd) => etcd.current_revision().await.map(Some),
+        }
+    }
+
+    /// The values `records` had at etcd revision `revision`, to put back in
+    /// memory; the file has no other writer to put back from.
+    pub(super) async fn read_at(
+        &self,
+        records: &[super::etcd::RecordKey],
+        revision: i64,
+    ) -> Result<Vec<super::etcd::Record>, StoreError> {
+        match self {
+            Backend::Disk(_) => Err(StoreError::Storage(
+                "the file store cannot put memory back".into(),
+            )),
+            Backend::Etcd(etcd) => etcd.read_at(records, revision).await,
+        }
     }
 
     /// Connects to etcd.

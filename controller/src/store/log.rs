@@ -212,7 +212,7 @@ impl Store {
         let Some((error, records)) = written.refused else {
             return;
         };
-        if matches!(self.backend, backend::Backend::Disk(_)) {
+        if self.backend.after_refusal() == backend::AfterRefusal::StopAcknowledging {
             self.log.failed.store(true, Ordering::Release);
             tracing::error!(%error, "store commit failed; no change is acknowledged any more, restart to recover from disk");
             for (_, fate) in refused {
@@ -252,15 +252,9 @@ impl Store {
         records.dedup();
         let flushed = self.log.flushed.load(Ordering::Acquire);
         let etcd_revision = self.log.etcd_revision.load(Ordering::Acquire);
-        let read = match &self.backend {
-            backend::Backend::Etcd(etcd) => etcd.read_at(&records, etcd_revision).await,
-            // The file has no other writer to put back from: memory stays
-            // ahead of it, so nothing more is acknowledged (as after a
-            // failed commit).
-            backend::Backend::Disk(_) => Err(StoreError::Storage(
-                "the file store cannot put memory back".into(),
-            )),
-        };
+        // Without a store to put back from, memory stays ahead of it and
+        // nothing more is acknowledged (as after a failed commit).
+        let read = self.backend.read_at(&records, etcd_revision).await;
         match read {
             Ok(values) => {
                 for (table, key, value) in values {
@@ -309,14 +303,7 @@ impl Store {
 
     /// Why changes are refused after a failure.
     fn refusal(&self) -> StoreError {
-        match self.backend {
-            backend::Backend::Disk(_) => {
-                StoreError::Storage("an earlier commit failed; restart the controller".into())
-            }
-            backend::Backend::Etcd(_) => StoreError::Unavailable(
-                "etcd: this replica is reloading the store after etcd failed it".into(),
-            ),
-        }
+        self.backend.refusal()
     }
 
     /// Runs an operation, and again on the newer state when another
@@ -349,10 +336,9 @@ impl Store {
                     | StoreError::Exhausted { .. }),
                 ) if !checked_fresh => {
                     checked_fresh = true;
-                    let backend::Backend::Etcd(etcd) = &self.backend else {
+                    let Some(now) = self.backend.newest_elsewhere().await? else {
                         return Err(refusal);
                     };
-                    let now = etcd.current_revision().await?;
                     if now <= seen {
                         return Err(refusal);
                     }
@@ -368,10 +354,9 @@ impl Store {
     /// replica sees what another acknowledged before it was asked. Nothing
     /// to wait for on the file store (one writer: this process).
     pub async fn read_barrier(&self) -> Result<(), StoreError> {
-        let backend::Backend::Etcd(etcd) = &self.backend else {
+        let Some(now) = self.backend.newest_elsewhere().await? else {
             return Ok(());
         };
-        let now = etcd.current_revision().await?;
         self.caught_up(now).await;
         if self.log.flushed.load(Ordering::Acquire) < now {
             return Err(StoreError::Unavailable(format!(
