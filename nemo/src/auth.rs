@@ -29,7 +29,8 @@ use sha1::Sha1;
 use sha2::Sha256;
 
 use crate::wire::{
-    AuthSubtype, MhType, MobilityHeader, MobilityOption, NtpTimestamp, OptionType, RawOptions,
+    mh_field, AuthSubtype, MhType, MobilityHeader, MobilityOption, NtpTimestamp, OptionType,
+    RawOptions,
 };
 
 /// The MAC algorithm of a mobility security association.
@@ -259,10 +260,10 @@ pub struct AuthLocation {
 /// Finds the MN-HA authentication option of a Mobility Header, checking that
 /// only padding follows it (RFC 4285 §5.1). `Ok(None)` when there is none.
 pub fn find_mn_ha_option(mh: &[u8]) -> Result<Option<AuthLocation>, AuthError> {
-    if mh.len() < 8 {
+    if mh.len() < mh_field::MIN_LEN {
         return Ok(None);
     }
-    let Some(start) = MobilityHeader::options_offset(MhType(mh[2])) else {
+    let Some(start) = MobilityHeader::options_offset(MhType(mh[mh_field::MH_TYPE])) else {
         return Ok(None);
     };
     let mut found = None;

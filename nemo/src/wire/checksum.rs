@@ -13,7 +13,7 @@ use std::net::Ipv6Addr;
 use super::IPPROTO_MH;
 
 /// Offset of the checksum field inside the Mobility Header.
-const CHECKSUM_OFFSET: usize = 4;
+const CHECKSUM_OFFSET: usize = super::mh::field::CHECKSUM.start;
 
 fn sum_words(mut acc: u32, bytes: &[u8]) -> u32 {
     let mut chunks = bytes.chunks_exact(2);

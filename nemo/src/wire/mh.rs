@@ -21,8 +21,72 @@ use super::{addr_at, be16, DecodeError, EncodeError, IPPROTO_NONE};
 /// The longest Mobility Header: Header Len 255 means (255 + 1) * 8 octets.
 pub const MH_MAX_LEN: usize = 2048;
 
-/// Length of the common header (Payload Proto to Checksum).
-const COMMON_LEN: usize = 6;
+/// Where each field lies, in octets from the start of the Mobility Header:
+/// the one place encode and decode (and the checksum and the
+/// authenticator) take them from (RFC 6275 §6.1.1 - §6.1.9).
+pub mod field {
+    use std::ops::Range;
+
+    /// The common header (diagram above).
+    pub const PAYLOAD_PROTO: usize = 0;
+    /// Header Len: 8-octet units after the first 8.
+    pub const HEADER_LEN: usize = 1;
+    /// MH Type.
+    pub const MH_TYPE: usize = 2;
+    /// Checksum (RFC 6275 §6.1.1).
+    pub const CHECKSUM: Range<usize> = 4..6;
+    /// Where every message's data starts.
+    pub const MESSAGE: usize = 6;
+
+    /// Binding Refresh Request (RFC 6275 §6.1.2): 2 reserved octets, then
+    /// options.
+    pub mod brr {
+        /// The options.
+        pub const OPTIONS: usize = 8;
+    }
+
+    /// Binding Update (RFC 6275 §6.1.7, RFC 3963 §4.1).
+    pub mod bu {
+        use std::ops::Range;
+        /// Sequence #.
+        pub const SEQUENCE: Range<usize> = 6..8;
+        /// A|H|L|K|M|R|... and reserved bits.
+        pub const FLAGS: Range<usize> = 8..10;
+        /// Lifetime, in units of 4 seconds.
+        pub const LIFETIME: Range<usize> = 10..12;
+        /// The options.
+        pub const OPTIONS: usize = 12;
+    }
+
+    /// Binding Acknowledgement (RFC 6275 §6.1.8, RFC 3963 §4.2).
+    pub mod ba {
+        use std::ops::Range;
+        /// Status.
+        pub const STATUS: usize = 6;
+        /// K|R and reserved bits.
+        pub const FLAGS: usize = 7;
+        /// Sequence #.
+        pub const SEQUENCE: Range<usize> = 8..10;
+        /// Lifetime.
+        pub const LIFETIME: Range<usize> = 10..12;
+        /// The options.
+        pub const OPTIONS: usize = 12;
+    }
+
+    /// Binding Error (RFC 6275 §6.1.9).
+    pub mod be {
+        use std::ops::Range;
+        /// Status.
+        pub const STATUS: usize = 6;
+        /// Home Address.
+        pub const HOME_ADDRESS: Range<usize> = 8..24;
+        /// The options.
+        pub const OPTIONS: usize = 24;
+    }
+
+    /// The shortest Mobility Header: Header Len counts from 8.
+    pub const MIN_LEN: usize = 8;
+}
 
 /// An MH Type value (IANA "Mobility Header Types" registry).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -307,9 +371,10 @@ impl MobilityHeader {
     /// fixed part (RFC 6275 §6.1.2 - §6.1.9), `None` for types without one.
     pub fn options_offset(mh_type: MhType) -> Option<usize> {
         match mh_type {
-            MhType::BINDING_REFRESH_REQUEST => Some(8),
-            MhType::BINDING_UPDATE | MhType::BINDING_ACK => Some(12),
-            MhType::BINDING_ERROR => Some(24),
+            MhType::BINDING_REFRESH_REQUEST => Some(field::brr::OPTIONS),
+            MhType::BINDING_UPDATE => Some(field::bu::OPTIONS),
+            MhType::BINDING_ACK => Some(field::ba::OPTIONS),
+            MhType::BINDING_ERROR => Some(field::be::OPTIONS),
             _ => None,
         }
     }
@@ -317,23 +382,23 @@ impl MobilityHeader {
     /// Decodes a Mobility Header that fills `bytes` exactly (the upper-layer
     /// payload of the IPv6 packet). The checksum is not checked here.
     pub fn decode(bytes: &[u8]) -> Result<MobilityHeader, DecodeError> {
-        if bytes.len() < 8 {
+        if bytes.len() < field::MIN_LEN {
             return Err(DecodeError::Truncated {
                 what: "Mobility Header",
-                needed: 8,
+                needed: field::MIN_LEN,
                 available: bytes.len(),
             });
         }
         // RFC 6275 §6.1.1: Header Len counts 8-octet units after the first 8.
-        let declared = (usize::from(bytes[1]) + 1) * 8;
+        let declared = (usize::from(bytes[field::HEADER_LEN]) + 1) * 8;
         if declared != bytes.len() {
             return Err(DecodeError::LengthMismatch {
                 declared,
                 available: bytes.len(),
             });
         }
-        let payload_proto = bytes[0];
-        let mh_type = MhType(bytes[2]);
+        let payload_proto = bytes[field::PAYLOAD_PROTO];
+        let mh_type = MhType(bytes[field::MH_TYPE]);
         // RFC 6275 §9.2: a Header Len below the message's fixed length is
         // discarded.
         if let Some(needed) = Self::options_offset(mh_type) {
@@ -348,30 +413,30 @@ impl MobilityHeader {
         let message = match mh_type {
             MhType::BINDING_REFRESH_REQUEST => {
                 Message::BindingRefreshRequest(BindingRefreshRequest {
-                    options: decode_options(bytes, 8)?,
+                    options: decode_options(bytes, field::brr::OPTIONS)?,
                 })
             }
             MhType::BINDING_UPDATE => Message::BindingUpdate(BindingUpdate {
-                sequence: SequenceNumber(be16(bytes, 6)),
-                flags: BuFlags::from_bits(be16(bytes, 8)),
-                lifetime: Lifetime(be16(bytes, 10)),
-                options: decode_options(bytes, 12)?,
+                sequence: SequenceNumber(be16(bytes, field::bu::SEQUENCE.start)),
+                flags: BuFlags::from_bits(be16(bytes, field::bu::FLAGS.start)),
+                lifetime: Lifetime(be16(bytes, field::bu::LIFETIME.start)),
+                options: decode_options(bytes, field::bu::OPTIONS)?,
             }),
             MhType::BINDING_ACK => Message::BindingAck(BindingAck {
-                status: BaStatus(bytes[6]),
-                flags: BaFlags::from_bits(bytes[7]),
-                sequence: SequenceNumber(be16(bytes, 8)),
-                lifetime: Lifetime(be16(bytes, 10)),
-                options: decode_options(bytes, 12)?,
+                status: BaStatus(bytes[field::ba::STATUS]),
+                flags: BaFlags::from_bits(bytes[field::ba::FLAGS]),
+                sequence: SequenceNumber(be16(bytes, field::ba::SEQUENCE.start)),
+                lifetime: Lifetime(be16(bytes, field::ba::LIFETIME.start)),
+                options: decode_options(bytes, field::ba::OPTIONS)?,
             }),
             MhType::BINDING_ERROR => Message::BindingError(BindingError {
-                status: BeStatus(bytes[6]),
-                home_address: addr_at(bytes, 8),
-                options: decode_options(bytes, 24)?,
+                status: BeStatus(bytes[field::be::STATUS]),
+                home_address: addr_at(bytes, field::be::HOME_ADDRESS.start),
+                options: decode_options(bytes, field::be::OPTIONS)?,
             }),
             other => Message::Other {
                 mh_type: other,
-                data: bytes[COMMON_LEN..].to_vec(),
+                data: bytes[field::MESSAGE..].to_vec(),
             },
         };
         Ok(MobilityHeader {
@@ -385,33 +450,36 @@ impl MobilityHeader {
     /// [`crate::auth`] signed it, since the authenticator is computed with the
     /// checksum zero).
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
-        let mut out = Vec::with_capacity(64);
-        out.extend_from_slice(&[self.payload_proto, 0, self.message.mh_type().0, 0, 0, 0]);
+        // The fixed part of each message, its fields written where `field`
+        // puts them (reserved octets and the checksum left zero), then the
+        // options.
+        let fixed = Self::options_offset(self.message.mh_type()).unwrap_or(field::MESSAGE);
+        let mut out = vec![0u8; fixed];
+        out[field::PAYLOAD_PROTO] = self.payload_proto;
+        out[field::MH_TYPE] = self.message.mh_type().0;
         match &self.message {
-            Message::BindingRefreshRequest(brr) => {
-                out.extend_from_slice(&[0, 0]);
-                encode_options(&mut out, &brr.options)?;
-            }
+            Message::BindingRefreshRequest(brr) => encode_options(&mut out, &brr.options)?,
             Message::BindingUpdate(bu) => {
-                out.extend_from_slice(&bu.sequence.0.to_be_bytes());
-                out.extend_from_slice(&bu.flags.bits().to_be_bytes());
-                out.extend_from_slice(&bu.lifetime.0.to_be_bytes());
+                out[field::bu::SEQUENCE].copy_from_slice(&bu.sequence.0.to_be_bytes());
+                out[field::bu::FLAGS].copy_from_slice(&bu.flags.bits().to_be_bytes());
+                out[field::bu::LIFETIME].copy_from_slice(&bu.lifetime.0.to_be_bytes());
                 encode_options(&mut out, &bu.options)?;
             }
             Message::BindingAck(ba) => {
-                out.extend_from_slice(&[ba.status.0, ba.flags.bits()]);
-                out.extend_from_slice(&ba.sequence.0.to_be_bytes());
-                out.extend_from_slice(&ba.lifetime.0.to_be_bytes());
+                out[field::ba::STATUS] = ba.status.0;
+                out[field::ba::FLAGS] = ba.flags.bits();
+                out[field::ba::SEQUENCE].copy_from_slice(&ba.sequence.0.to_be_bytes());
+                out[field::ba::LIFETIME].copy_from_slice(&ba.lifetime.0.to_be_bytes());
                 encode_options(&mut out, &ba.options)?;
             }
             Message::BindingError(be) => {
-                out.extend_from_slice(&[be.status.0, 0]);
-                out.extend_from_slice(&be.home_address.octets());
+                out[field::be::STATUS] = be.status.0;
+                out[field::be::HOME_ADDRESS].copy_from_slice(&be.home_address.octets());
                 encode_options(&mut out, &be.options)?;
             }
             Message::Other { data, .. } => {
                 out.extend_from_slice(data);
-                if out.len() % 8 != 0 || out.len() < 8 {
+                if !out.len().is_multiple_of(8) || out.len() < 8 {
                     return Err(EncodeError::UnalignedData { length: out.len() });
                 }
             }
@@ -420,7 +488,7 @@ impl MobilityHeader {
             return Err(EncodeError::MessageTooLong { length: out.len() });
         }
         // The length is a multiple of 8 between 8 and 2048 here.
-        out[1] = (out.len() / 8 - 1) as u8;
+        out[field::HEADER_LEN] = (out.len() / 8 - 1) as u8;
         Ok(out)
     }
 }

@@ -22,8 +22,8 @@ pub use ipv6::{
     IPPROTO_DSTOPTS, IPPROTO_HOPOPTS, IPPROTO_MH, IPPROTO_NONE, IPPROTO_ROUTING,
 };
 pub use mh::{
-    BaFlags, BindingAck, BindingError, BindingRefreshRequest, BindingUpdate, BuFlags, Message,
-    MhType, MobilityHeader, MH_MAX_LEN,
+    field as mh_field, BaFlags, BindingAck, BindingError, BindingRefreshRequest, BindingUpdate,
+    BuFlags, Message, MhType, MobilityHeader, MH_MAX_LEN,
 };
 pub use option::{
     AuthSubtype, MobileNetworkPrefix, MobilityOption, OptionType, RawOption, RawOptions,
