@@ -73,17 +73,8 @@ for m in 1 2; do
   ip -n "${P}ha$m" -6 route add 2001:db8:2::/47 via 2001:db8:1::fe
   ip -n "${P}ha$m" -6 route add default via 2001:db8:1::f0
 done
-link hva u0 wan w2
-link hvb u0 wan w3
-# A migrating VM's port is prepared before the VM resumes (no DAD on it).
-x hvb sysctl -qw net.ipv6.conf.default.accept_dad=0
-addr wan w2 2001:db8:2::fe/64
-addr wan w3 2001:db8:3::fe/64
-addr hva u0 2001:db8:2::10/64; ip -n "${P}hva" -6 route add default via 2001:db8:2::fe
-addr hvb u0 2001:db8:3::10/64; ip -n "${P}hvb" -6 route add default via 2001:db8:3::fe
-link vm v0 hva t-acme
-addr hva t-acme 2001:db8:100::1/64
-addr vm v0 2001:db8:100::2/64; ip -n "${P}vm" -6 route add default via 2001:db8:100::1
+lab_hypervisors
+lab_vm_namespace
 for n in home wan hva hvb ha1 ha2; do x "$n" sysctl -qw net.ipv6.conf.all.forwarding=1; done
 
 echo "== starting the control plane"
@@ -145,25 +136,18 @@ token_file = "$WORK/token"
 hypervisor = "$hv"
 TOML
 done
-start() { # ns name binary config
-  local fifo="$WORK/$2.ready"; mkfifo "$fifo"
-  spawn "$1" "$fifo" "$WORK/$2.log" "$BIN/$3" --config "$WORK/$4"
-  eval "PID_${2//-/_}=$LAST_PID"
-  local line; read -r -t 20 line <"$fifo" || { echo "$2 did not start:"; cat "$WORK/$2.log"; exit 1; }
-  echo "   $line"
-}
 wait_log() { # name text
   for i in $(seq 1 200); do grep -q "$2" "$WORK/$1.log" && return 0; sleep 0.05; done
   echo "FAIL: $1 never logged \"$2\""; tail -20 "$WORK/$1.log"; exit 1
 }
-start home controller nemo-controller controller.toml
+lab_start home controller nemo-controller controller.toml
 export NEMO_ENDPOINT=http://[2001:db8:1::c]:50051 NEMO_TOKEN=$TOKEN
 ctl() { x home "$BIN/nemoctl" "$@"; }
 ctl ha register ha1 --address 2001:db8:1::1 --home-prefix 2001:db8:1::/64 --udp '[2001:db8:1::1]:4191' >/dev/null
-start ha1 ha1 nemo-ha ha1.toml
+lab_start ha1 ha1 nemo-ha ha1.toml
 echo "   data plane: $(lab_backend "$WORK/ha1.log") (BACKEND=$BACKEND)"
 wait_log ha1 "election: active"
-start ha2 ha2 nemo-ha ha2.toml
+lab_start ha2 ha2 nemo-ha ha2.toml
 wait_log ha1 "standby attached and in sync"
 echo "   ha1 active, ha2 standing by and in sync"
 
@@ -172,8 +156,8 @@ ctl pool create core 2001:db8:100::/48 --tenant-length 64 >/dev/null
 ctl tenant create acme >/dev/null
 ctl prefix allocate acme --pool core
 ctl mr create acme --home-agent ha1 --explicit >/dev/null
-start hva mr-a nemo-mr hva.toml
-start hvb mr-b nemo-mr hvb.toml
+lab_start hva mr-a nemo-mr hva.toml
+lab_start hvb mr-b nemo-mr hvb.toml
 for i in $(seq 1 100); do
   [ "$(ctl --output json hv list)" = '[{"name":"hva"},{"name":"hvb"}]' ] && break
   [ "$i" = 100 ] && { echo "FAIL: hypervisor never registered"; exit 1; }

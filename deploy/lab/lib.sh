@@ -86,6 +86,38 @@ link() { # ns1 if1 ns2 if2 (up before addresses: GUIDE.md lab tip)
   ip -n "$P$1" link set "$2" up; ip -n "$P$3" link set "$4" up
 }
 addr() { ip -n "$P$1" addr add "$3" dev "$2" nodad; }
+# The two hypervisors behind the WAN router, each on its own port and
+# prefix: hva 2001:db8:2::10, hvb 2001:db8:3::10. A hypervisor prepares a
+# migrating VM's port before the VM resumes, so its link-local address is
+# past Duplicate Address Detection: moving the veth re-creates the port at
+# the moment of the move, and with DAD on hvb could not resolve the VM's
+# address (no Neighbor Solicitation while the port's link-local is
+# tentative): a 2-second outage for the lab's sake. RFC 4862 §5.4 allows
+# DAD off where duplicates cannot happen: a point-to-point port to one VM.
+lab_hypervisors() {
+  link hva u0 wan w2
+  link hvb u0 wan w3
+  x hvb sysctl -qw net.ipv6.conf.default.accept_dad=0
+  addr wan w2 2001:db8:2::fe/64
+  addr wan w3 2001:db8:3::fe/64
+  addr hva u0 2001:db8:2::10/64; ip -n "${P}hva" -6 route add default via 2001:db8:2::fe
+  addr hvb u0 2001:db8:3::10/64; ip -n "${P}hvb" -6 route add default via 2001:db8:3::fe
+}
+# The tenant's VM as a namespace (vm, 2001:db8:100::2) on hva's tenant port.
+lab_vm_namespace() {
+  link vm v0 hva t-acme
+  addr hva t-acme 2001:db8:100::1/64
+  addr vm v0 2001:db8:100::2/64; ip -n "${P}vm" -6 route add default via 2001:db8:100::1
+}
+# Starts a daemon in a namespace and waits for its ready line (on a FIFO,
+# at most 20 s): NAME.log gets its stderr, PID_NAME its PID.
+lab_start() { # ns name binary config
+  local fifo="$WORK/$2.ready"; mkfifo "$fifo"
+  spawn "$1" "$fifo" "$WORK/$2.log" "$BIN/$3" --config "$WORK/$4"
+  eval "PID_${2//-/_}=$LAST_PID"
+  local line; read -r -t 20 line <"$fifo" || { echo "$2 did not start:"; cat "$WORK/$2.log"; exit 1; }
+  echo "   $line"
+}
 # After a failure: what the daemons said that explains it (their warnings
 # and errors, the kernel's refusals among them), then each log's last lines.
 lab_daemon_errors() {

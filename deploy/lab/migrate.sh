@@ -113,31 +113,17 @@ if [ "$MODE" = seed ]; then
   addr mrvm t-acme 2001:db8:100::1/64
   ROUTERS="wan mrvm"
 else
-  link hva u0 wan w2
-  link hvb u0 wan w3
-  # A hypervisor prepares a migrating VM's port before the VM resumes, so
-  # its link-local address is past Duplicate Address Detection. Moving the
-  # veth here re-creates the port at the moment of the move; with DAD on,
-  # hvb could not resolve the VM's address (the kernel sends no Neighbor
-  # Solicitation while the port's link-local is tentative) and the tenant
-  # saw a 2-second outage for the lab's sake. RFC 4862 §5.4 allows DAD off
-  # where duplicates cannot happen: a point-to-point port to one VM.
-  x hvb sysctl -qw net.ipv6.conf.default.accept_dad=0
-  addr wan w2 2001:db8:2::fe/64
-  addr wan w3 2001:db8:3::fe/64
-  addr hva u0 2001:db8:2::10/64; ip -n "${P}hva" -6 route add default via 2001:db8:2::fe
-  addr hvb u0 2001:db8:3::10/64; ip -n "${P}hvb" -6 route add default via 2001:db8:3::fe
+  lab_hypervisors
   if [ "$MODE" = vm ]; then
     # The VM's port on both hypervisors: hvb's prepared before the move.
     vm_port hva
     vm_port hvb
   else
-    link vm v0 hva t-acme
-    addr hva t-acme 2001:db8:100::1/64
+    lab_vm_namespace
   fi
   ROUTERS="wan hva hvb"
 fi
-if [ "$MODE" != vm ]; then
+if [ "$MODE" = seed ]; then
   addr vm v0 2001:db8:100::2/64; ip -n "${P}vm" -6 route add default via 2001:db8:100::1
 fi
 for n in home $ROUTERS; do x "$n" sysctl -qw net.ipv6.conf.all.forwarding=1; done
@@ -191,17 +177,11 @@ hypervisor = "$hv"
 EOF
 done
 fi
-start() { # ns name binary config
-  local fifo="$WORK/$2.ready"; mkfifo "$fifo"
-  spawn "$1" "$fifo" "$WORK/$2.log" "$BIN/$3" --config "$WORK/$4"
-  local line; read -r -t 20 line <"$fifo" || { echo "$2 did not start:"; cat "$WORK/$2.log"; exit 1; }
-  echo "   $line"
-}
-start home controller nemo-controller controller.toml
+lab_start home controller nemo-controller controller.toml
 export NEMO_ENDPOINT=http://[2001:db8:1::1]:50051 NEMO_TOKEN=$TOKEN
 ctl() { x home "$BIN/nemoctl" "$@"; }
 ctl ha register ha1 --address 2001:db8:1::1 --home-prefix 2001:db8:1::/64 --udp '[2001:db8:1::1]:4191' >/dev/null
-start home ha nemo-ha ha.toml
+lab_start home ha nemo-ha ha.toml
 echo "   data plane: $(lab_backend "$WORK/ha.log") (BACKEND=$BACKEND)"
 if [ "$WAN_DELAY_MS" != 0 ]; then
   fifo="$WORK/relay.ready"; mkfifo "$fifo"
@@ -240,11 +220,11 @@ prefixes = ["2001:db8:100::/64"]
 tenant_interface = "t-acme"
 table = 100
 EOF
-  start mrvm mr-vm nemo-mr mrvm.toml
+  lab_start mrvm mr-vm nemo-mr mrvm.toml
   NEW_CARE_OF=2001:db8:3::20
 else
-  start hva mr-a nemo-mr hva.toml
-  start hvb mr-b nemo-mr hvb.toml
+  lab_start hva mr-a nemo-mr hva.toml
+  lab_start hvb mr-b nemo-mr hvb.toml
   for i in $(seq 1 100); do  # the daemons register their hypervisors as they start
     [ "$(ctl --output json hv list)" = '[{"name":"hva"},{"name":"hvb"}]' ] && break
     [ "$i" = 100 ] && { echo "FAIL: hypervisors never registered: $(ctl --output json hv list)"; exit 1; }
