@@ -356,12 +356,13 @@ impl BindingCache {
         if header.payload_proto != crate::wire::IPPROTO_NONE {
             return Err(Outcome::Drop(DropReason::PayloadProto));
         }
-        let (context, authorization) = match prepare(received, bu, authorizations) {
+        // The options read once, for every check below.
+        let options = BuOptions::of(bu);
+        let (context, authorization) = match prepare(received, bu, &options, authorizations) {
             Ok(prepared) => prepared,
             Err(reason) => return Err(Outcome::Drop(reason)),
         };
         let (care_of, home_address, sa) = (context.care_of, context.home_address, context.sa);
-        let options = BuOptions::of(bu);
         if auth::verify(received.mh, care_of, home_address, sa).is_err() {
             return Err(self.reject(&context, BaStatus::AUTH_FAIL, now));
         }
@@ -626,13 +627,13 @@ impl BindingCache {
 fn prepare<'a>(
     received: Received<'_>,
     bu: &'a BindingUpdate,
+    options: &BuOptions,
     authorizations: &'a AuthorizationTable,
 ) -> Result<(AnswerContext<'a>, &'a Authorization), DropReason> {
     let home_address = received.home_address.unwrap_or(received.source);
     if !is_unicast_routable(home_address) {
         return Err(DropReason::BadHomeAddress);
     }
-    let options = BuOptions::of(bu);
     let care_of = options.alternate_care_of.unwrap_or(received.source);
     if !is_unicast_routable(care_of) {
         return Err(DropReason::BadCareOfAddress);
