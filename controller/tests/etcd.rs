@@ -490,17 +490,12 @@ fn a_config_names_what_is_wrong_with_its_store() {
             "controller.toml:5: history.trim_every_secs must be above 0",
         ),
     ] {
-        let config = dir.path().join("controller.toml");
-        std::fs::write(&config, &body).unwrap();
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_nemo-controller"))
-            .arg("--config")
-            .arg(&config)
-            .arg("--check")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "accepted:\n{body}");
-        assert!(stderr.contains(expected), "{body}\n{stderr}");
+        nemo_testkit::refused_at_check(
+            std::path::Path::new(env!("CARGO_BIN_EXE_nemo-controller")),
+            &dir.path().join("controller.toml"),
+            &body,
+            expected,
+        );
     }
 }
 

@@ -143,6 +143,27 @@ pub fn scrape_metrics(address: impl std::net::ToSocketAddrs) -> String {
     text
 }
 
+/// Writes `text` to `config` and has `program` check it (`--config CONFIG
+/// --check`): panics unless the check refuses it with `expected` in what it
+/// says (a bad config names its file and line).
+pub fn refused_at_check(
+    program: &std::path::Path,
+    config: &std::path::Path,
+    text: &str,
+    expected: &str,
+) {
+    std::fs::write(config, text).expect("write the config");
+    let output = Command::new(program)
+        .arg("--config")
+        .arg(config)
+        .arg("--check")
+        .output()
+        .expect("run the check");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "accepted:\n{text}");
+    assert!(stderr.contains(expected), "{text}\n{stderr}");
+}
+
 /// The value of one series (`name{labels}` exactly as exposed) in a
 /// metrics text, 0 when it is not there: series that are exported at zero
 /// from the start and those created at first use read alike.
