@@ -32,11 +32,40 @@ pub const IPPROTO_MH: u8 = 135;
 const IPV6_HEADER_LEN: usize = 40;
 /// Option type of the Home Address option (RFC 6275 §6.3): 201.
 const HOME_ADDRESS_OPTION_TYPE: u8 = 0xc9;
+/// PadN, the padding option of an options header (RFC 8200 §4.2).
+const PADN_OPTION_TYPE: u8 = 1;
 /// Routing type of the Mobile IPv6 routing header (RFC 6275 §6.4).
 const ROUTING_TYPE_2: u8 = 2;
 /// Most extension headers walked before the Mobility Header; more is not a
 /// packet anyone sends for mobility signalling.
 const MAX_EXTENSION_HEADERS: usize = 8;
+
+/// Where the fields of the extension headers built and read here lie, in
+/// octets from each header's start (RFC 8200 §4.2, §4.4; RFC 6275 §6.3,
+/// §6.4.1): the one place encode and parse take them from.
+mod field {
+    use std::ops::Range;
+
+    /// Every extension header: Next Header, then Hdr Ext Len (8-octet
+    /// units after the first 8).
+    pub const NEXT_HEADER: usize = 0;
+    /// See [`NEXT_HEADER`].
+    pub const HDR_EXT_LEN: usize = 1;
+    /// A routing header's Routing Type.
+    pub const ROUTING_TYPE: usize = 2;
+    /// A routing header's Segments Left.
+    pub const SEGMENTS_LEFT: usize = 3;
+    /// A Destination Options header's first option.
+    pub const OPTIONS: usize = 2;
+    /// In the Destination Options header built here: the PadN that puts
+    /// the Home Address option at its 8n+6 alignment (type, length).
+    pub const PADN: Range<usize> = 2..4;
+    /// In the same: the Home Address option's type and length.
+    pub const HOME_ADDRESS_OPTION: Range<usize> = 6..8;
+    /// The home address, in both headers built here (and in a type 2
+    /// routing header read).
+    pub const HOME_ADDRESS: Range<usize> = 8..24;
+}
 
 /// A Destination Options header that carries only the Home Address option
 /// (RFC 6275 §6.3), laid out with the option at its 8n+6 alignment:
@@ -63,13 +92,11 @@ impl HomeAddressOption {
     /// The header bytes, followed by `next_header`.
     pub fn encode(&self, next_header: u8) -> [u8; Self::LEN] {
         let mut out = [0u8; Self::LEN];
-        out[0] = next_header;
-        out[1] = 2;
-        out[2] = 1; // PadN
-        out[3] = 2;
-        out[6] = HOME_ADDRESS_OPTION_TYPE;
-        out[7] = 16;
-        out[8..24].copy_from_slice(&self.home_address.octets());
+        out[field::NEXT_HEADER] = next_header;
+        out[field::HDR_EXT_LEN] = (Self::LEN / 8 - 1) as u8;
+        out[field::PADN].copy_from_slice(&[PADN_OPTION_TYPE, 2]);
+        out[field::HOME_ADDRESS_OPTION].copy_from_slice(&[HOME_ADDRESS_OPTION_TYPE, 16]);
+        out[field::HOME_ADDRESS].copy_from_slice(&self.home_address.octets());
         out
     }
 }
@@ -98,11 +125,11 @@ impl Type2RoutingHeader {
     /// The header bytes, followed by `next_header`.
     pub fn encode(&self, next_header: u8) -> [u8; Self::LEN] {
         let mut out = [0u8; Self::LEN];
-        out[0] = next_header;
-        out[1] = 2;
-        out[2] = ROUTING_TYPE_2;
-        out[3] = 1;
-        out[8..24].copy_from_slice(&self.home_address.octets());
+        out[field::NEXT_HEADER] = next_header;
+        out[field::HDR_EXT_LEN] = (Self::LEN / 8 - 1) as u8;
+        out[field::ROUTING_TYPE] = ROUTING_TYPE_2;
+        out[field::SEGMENTS_LEFT] = 1;
+        out[field::HOME_ADDRESS].copy_from_slice(&self.home_address.octets());
         out
     }
 }
@@ -269,7 +296,7 @@ pub fn parse_packet(bytes: &[u8]) -> Result<ParsedPacket<'_>, DecodeError> {
         if offset + 2 > end {
             return Err(truncated("extension header", offset + 2, end));
         }
-        let header_len = (usize::from(bytes[offset + 1]) + 1) * 8;
+        let header_len = (usize::from(bytes[offset + field::HDR_EXT_LEN]) + 1) * 8;
         if offset + header_len > end {
             return Err(truncated("extension header", offset + header_len, end));
         }
@@ -301,7 +328,7 @@ pub fn parse_packet(bytes: &[u8]) -> Result<ParsedPacket<'_>, DecodeError> {
             // for us.
             _ => {}
         }
-        next = header[0];
+        next = header[field::NEXT_HEADER];
         offset += header_len;
     }
     Err(DecodeError::NotMobility("too many extension headers"))
@@ -313,8 +340,8 @@ fn parse_routing(
     header: &[u8],
     segments_left: &mut Option<u8>,
 ) -> Result<Option<Ipv6Addr>, DecodeError> {
-    let routing_type = header[2];
-    let left = header[3];
+    let routing_type = header[field::ROUTING_TYPE];
+    let left = header[field::SEGMENTS_LEFT];
     if routing_type != ROUTING_TYPE_2 {
         if left == 0 {
             return Ok(None);
@@ -339,14 +366,14 @@ fn parse_routing(
         });
     }
     *segments_left = Some(left);
-    Ok(Some(addr_at(header, 8)))
+    Ok(Some(addr_at(header, field::HOME_ADDRESS.start)))
 }
 
 /// The options of a Destination Options header (RFC 8200 §4.2): the home
 /// address of a Home Address option if there is one.
 fn parse_destination_options(header: &[u8]) -> Result<Option<Ipv6Addr>, DecodeError> {
     let mut home_address = None;
-    let mut offset = 2;
+    let mut offset = field::OPTIONS;
     while offset < header.len() {
         let option_type = header[offset];
         if option_type == 0 {
@@ -367,7 +394,7 @@ fn parse_destination_options(header: &[u8]) -> Result<Option<Ipv6Addr>, DecodeEr
             });
         }
         match option_type {
-            1 => {} // PadN
+            PADN_OPTION_TYPE => {}
             HOME_ADDRESS_OPTION_TYPE => {
                 // RFC 6275 §6.3: Option Length MUST be 16, at most once.
                 if len != 16 {
