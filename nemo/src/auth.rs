@@ -29,8 +29,8 @@ use sha1::Sha1;
 use sha2::Sha256;
 
 use crate::wire::{
-    mh_field, AuthSubtype, MhType, MobilityHeader, MobilityOption, NtpTimestamp, OptionType,
-    RawOptions,
+    mh_field, option_field, AuthSubtype, MhType, MobilityHeader, MobilityOption, NtpTimestamp,
+    OptionType, RawOptions,
 };
 
 /// The MAC algorithm of a mobility security association.
@@ -239,9 +239,11 @@ impl MobilityData<'_> {
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
         mac.update(&self.care_of.octets());
         mac.update(&self.home.octets());
-        mac.update(&self.mh[..4]);
+        // RFC 4285 §5.1: the Mobility Header up to the SPI, its checksum
+        // taken as zero.
+        mac.update(&self.mh[..mh_field::CHECKSUM.start]);
         mac.update(&[0, 0]);
-        mac.update(&self.mh[6..self.spi_end]);
+        mac.update(&self.mh[mh_field::CHECKSUM.end..self.spi_end]);
         mac
     }
 }
@@ -273,15 +275,21 @@ pub fn find_mn_ha_option(mh: &[u8]) -> Result<Option<AuthLocation>, AuthError> {
         if found.is_some() && option_type != OptionType::PAD1 && option_type != OptionType::PADN {
             return Err(AuthError::NotLast);
         }
-        if option_type == OptionType::AUTHENTICATION
-            && raw.data.len() >= 5
-            && AuthSubtype(raw.data[0]) == AuthSubtype::MN_HA
-        {
-            let spi = u32::from_be_bytes([raw.data[1], raw.data[2], raw.data[3], raw.data[4]]);
+        let spi_field = &option_field::authentication::SPI;
+        if option_type != OptionType::AUTHENTICATION {
+            continue;
+        }
+        let (Some(&subtype), Some(spi)) = (
+            raw.data.get(option_field::authentication::SUBTYPE),
+            raw.data.get(spi_field.clone()),
+        ) else {
+            continue;
+        };
+        if AuthSubtype(subtype) == AuthSubtype::MN_HA {
             found = Some(AuthLocation {
-                spi,
-                spi_end: raw.offset + 7,
-                data_end: raw.offset + 2 + raw.data.len(),
+                spi: u32::from_be_bytes([spi[0], spi[1], spi[2], spi[3]]),
+                spi_end: raw.offset + option_field::DATA + spi_field.end,
+                data_end: raw.offset + option_field::DATA + raw.data.len(),
             });
         }
     }

@@ -26,8 +26,8 @@ pub use mh::{
     BuFlags, Message, MhType, MobilityHeader, MH_MAX_LEN,
 };
 pub use option::{
-    AuthSubtype, MobileNetworkPrefix, MobilityOption, OptionType, RawOption, RawOptions,
-    MN_ID_SUBTYPE_NAI,
+    field as option_field, AuthSubtype, MobileNetworkPrefix, MobilityOption, OptionType, RawOption,
+    RawOptions, MN_ID_SUBTYPE_NAI,
 };
 pub use status::{BaStatus, BeStatus};
 

@@ -19,6 +19,79 @@ use ipnet::Ipv6Net;
 use super::fields::{Lifetime, NtpTimestamp};
 use super::{addr_at, be16, DecodeError, EncodeError};
 
+/// Where each option's fields lie, in octets from the start of its Option
+/// Data (after type and length): the one place `data_len`, `write_data`
+/// and `decode` take them from. `LEN` is a fixed-size option's data length;
+/// a field that runs to the end is a `RangeFrom`.
+pub mod field {
+    /// Where the Option Data starts, from the option's first octet (after
+    /// Option Type and Option Length; RFC 6275 §6.2.1).
+    pub const DATA: usize = 2;
+
+    /// Binding Refresh Advice (RFC 6275 §6.2.4).
+    pub mod refresh_advice {
+        use std::ops::Range;
+        /// Refresh Interval, in units of 4 seconds.
+        pub const INTERVAL: Range<usize> = 0..2;
+        /// Option Data length.
+        pub const LEN: usize = 2;
+    }
+    /// Alternate Care-of Address (RFC 6275 §6.2.5).
+    pub mod alternate_care_of {
+        use std::ops::Range;
+        /// The address.
+        pub const ADDRESS: Range<usize> = 0..16;
+        /// Option Data length.
+        pub const LEN: usize = 16;
+    }
+    /// Nonce Indices (RFC 6275 §6.2.6).
+    pub mod nonce_indices {
+        use std::ops::Range;
+        /// Home Nonce Index.
+        pub const HOME: Range<usize> = 0..2;
+        /// Care-of Nonce Index.
+        pub const CARE_OF: Range<usize> = 2..4;
+        /// Option Data length.
+        pub const LEN: usize = 4;
+    }
+    /// Mobile Network Prefix (RFC 3963 §4.3): a reserved octet first.
+    pub mod network_prefix {
+        use std::ops::Range;
+        /// Prefix Length.
+        pub const PREFIX_LEN: usize = 1;
+        /// Mobile Network Prefix.
+        pub const PREFIX: Range<usize> = 2..18;
+        /// Option Data length.
+        pub const LEN: usize = 18;
+    }
+    /// Mobile Node Identifier (RFC 4283 §3).
+    pub mod node_identifier {
+        use std::ops::RangeFrom;
+        /// Subtype.
+        pub const SUBTYPE: usize = 0;
+        /// Identifier.
+        pub const IDENTIFIER: RangeFrom<usize> = 1..;
+    }
+    /// Mobility Message Authentication (RFC 4285 §5).
+    pub mod authentication {
+        use std::ops::{Range, RangeFrom};
+        /// Subtype.
+        pub const SUBTYPE: usize = 0;
+        /// Mobility SPI.
+        pub const SPI: Range<usize> = 1..5;
+        /// Authentication Data.
+        pub const DATA: RangeFrom<usize> = 5..;
+    }
+    /// Mobility Message Replay Protection (RFC 4285 §6).
+    pub mod replay_protection {
+        use std::ops::Range;
+        /// Timestamp (NTP format).
+        pub const TIMESTAMP: Range<usize> = 0..8;
+        /// Option Data length.
+        pub const LEN: usize = 8;
+    }
+}
+
 /// A mobility option type (IANA "Mobility Options" registry).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct OptionType(pub u8);
@@ -277,49 +350,62 @@ impl MobilityOption {
     /// Length of the Option Data, the value of the Option Length field.
     fn data_len(&self) -> usize {
         match self {
-            MobilityOption::BindingRefreshAdvice { .. } => 2,
-            MobilityOption::AlternateCareOfAddress(_) => 16,
-            MobilityOption::NonceIndices { .. } => 4,
+            MobilityOption::BindingRefreshAdvice { .. } => field::refresh_advice::LEN,
+            MobilityOption::AlternateCareOfAddress(_) => field::alternate_care_of::LEN,
+            MobilityOption::NonceIndices { .. } => field::nonce_indices::LEN,
             MobilityOption::BindingAuthorizationData(data) => data.len(),
-            MobilityOption::MobileNetworkPrefix(_) => 18,
-            MobilityOption::MobileNodeIdentifier { identifier, .. } => 1 + identifier.len(),
-            MobilityOption::Authentication { data, .. } => 5 + data.len(),
-            MobilityOption::ReplayProtection(_) => 8,
+            MobilityOption::MobileNetworkPrefix(_) => field::network_prefix::LEN,
+            MobilityOption::MobileNodeIdentifier { identifier, .. } => {
+                field::node_identifier::IDENTIFIER.start + identifier.len()
+            }
+            MobilityOption::Authentication { data, .. } => {
+                field::authentication::DATA.start + data.len()
+            }
+            MobilityOption::ReplayProtection(_) => field::replay_protection::LEN,
         }
     }
 
+    /// Appends the Option Data, each field where [`field`] puts it.
     fn write_data(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.resize(start + self.data_len(), 0);
+        let data = &mut out[start..];
         match self {
             MobilityOption::BindingRefreshAdvice { refresh_interval } => {
-                out.extend_from_slice(&refresh_interval.0.to_be_bytes());
+                data[field::refresh_advice::INTERVAL]
+                    .copy_from_slice(&refresh_interval.0.to_be_bytes());
             }
             MobilityOption::AlternateCareOfAddress(address) => {
-                out.extend_from_slice(&address.octets());
+                data[field::alternate_care_of::ADDRESS].copy_from_slice(&address.octets());
             }
             MobilityOption::NonceIndices { home, care_of } => {
-                out.extend_from_slice(&home.to_be_bytes());
-                out.extend_from_slice(&care_of.to_be_bytes());
+                data[field::nonce_indices::HOME].copy_from_slice(&home.to_be_bytes());
+                data[field::nonce_indices::CARE_OF].copy_from_slice(&care_of.to_be_bytes());
             }
-            MobilityOption::BindingAuthorizationData(data) => out.extend_from_slice(data),
+            MobilityOption::BindingAuthorizationData(bytes) => data.copy_from_slice(bytes),
             MobilityOption::MobileNetworkPrefix(mnp) => {
-                out.push(0);
-                out.push(mnp.prefix_len);
-                out.extend_from_slice(&mnp.prefix.octets());
+                data[field::network_prefix::PREFIX_LEN] = mnp.prefix_len;
+                data[field::network_prefix::PREFIX].copy_from_slice(&mnp.prefix.octets());
             }
             MobilityOption::MobileNodeIdentifier {
                 subtype,
                 identifier,
             } => {
-                out.push(*subtype);
-                out.extend_from_slice(identifier);
+                data[field::node_identifier::SUBTYPE] = *subtype;
+                data[field::node_identifier::IDENTIFIER].copy_from_slice(identifier);
             }
-            MobilityOption::Authentication { subtype, spi, data } => {
-                out.push(subtype.0);
-                out.extend_from_slice(&spi.to_be_bytes());
-                out.extend_from_slice(data);
+            MobilityOption::Authentication {
+                subtype,
+                spi,
+                data: authenticator,
+            } => {
+                data[field::authentication::SUBTYPE] = subtype.0;
+                data[field::authentication::SPI].copy_from_slice(&spi.to_be_bytes());
+                data[field::authentication::DATA].copy_from_slice(authenticator);
             }
             MobilityOption::ReplayProtection(timestamp) => {
-                out.extend_from_slice(&timestamp.0.to_be_bytes());
+                data[field::replay_protection::TIMESTAMP]
+                    .copy_from_slice(&timestamp.0.to_be_bytes());
             }
         }
     }
@@ -342,30 +428,37 @@ impl MobilityOption {
         let option = match OptionType(raw.option_type) {
             OptionType::PAD1 | OptionType::PADN => return Ok(None),
             OptionType::BINDING_REFRESH_ADVICE => {
-                exact("Binding Refresh Advice", 2, "2")?;
+                exact("Binding Refresh Advice", field::refresh_advice::LEN, "2")?;
                 MobilityOption::BindingRefreshAdvice {
-                    refresh_interval: Lifetime(be16(data, 0)),
+                    refresh_interval: Lifetime(be16(data, field::refresh_advice::INTERVAL.start)),
                 }
             }
             OptionType::ALTERNATE_CARE_OF_ADDRESS => {
-                exact("Alternate Care-of Address", 16, "16")?;
-                MobilityOption::AlternateCareOfAddress(addr_at(data, 0))
+                exact(
+                    "Alternate Care-of Address",
+                    field::alternate_care_of::LEN,
+                    "16",
+                )?;
+                MobilityOption::AlternateCareOfAddress(addr_at(
+                    data,
+                    field::alternate_care_of::ADDRESS.start,
+                ))
             }
             OptionType::NONCE_INDICES => {
-                exact("Nonce Indices", 4, "4")?;
+                exact("Nonce Indices", field::nonce_indices::LEN, "4")?;
                 MobilityOption::NonceIndices {
-                    home: be16(data, 0),
-                    care_of: be16(data, 2),
+                    home: be16(data, field::nonce_indices::HOME.start),
+                    care_of: be16(data, field::nonce_indices::CARE_OF.start),
                 }
             }
             OptionType::BINDING_AUTHORIZATION_DATA => {
                 MobilityOption::BindingAuthorizationData(data.to_vec())
             }
             OptionType::MOBILE_NETWORK_PREFIX => {
-                exact("Mobile Network Prefix", 18, "18")?;
+                exact("Mobile Network Prefix", field::network_prefix::LEN, "18")?;
                 MobilityOption::MobileNetworkPrefix(MobileNetworkPrefix {
-                    prefix_len: data[1],
-                    prefix: addr_at(data, 2),
+                    prefix_len: data[field::network_prefix::PREFIX_LEN],
+                    prefix: addr_at(data, field::network_prefix::PREFIX.start),
                 })
             }
             OptionType::MOBILE_NODE_IDENTIFIER => {
@@ -382,21 +475,25 @@ impl MobilityOption {
                 }
             }
             OptionType::AUTHENTICATION => {
-                if data.len() < 5 {
+                let Some(spi) = data.get(field::authentication::SPI) else {
                     return Err(DecodeError::BadOptionLength {
                         option: "Mobility Message Authentication",
                         length: data.len(),
                         expected: "at least 5",
                     });
-                }
+                };
                 MobilityOption::Authentication {
-                    subtype: AuthSubtype(data[0]),
-                    spi: u32::from_be_bytes([data[1], data[2], data[3], data[4]]),
-                    data: data[5..].to_vec(),
+                    subtype: AuthSubtype(data[field::authentication::SUBTYPE]),
+                    spi: u32::from_be_bytes([spi[0], spi[1], spi[2], spi[3]]),
+                    data: data[field::authentication::DATA].to_vec(),
                 }
             }
             OptionType::REPLAY_PROTECTION => {
-                exact("Mobility Message Replay Protection", 8, "8")?;
+                exact(
+                    "Mobility Message Replay Protection",
+                    field::replay_protection::LEN,
+                    "8",
+                )?;
                 let mut octets = [0u8; 8];
                 octets.copy_from_slice(data);
                 MobilityOption::ReplayProtection(NtpTimestamp(u64::from_be_bytes(octets)))
@@ -456,7 +553,7 @@ impl<'a> Iterator for RawOptions<'a> {
                 data: &[],
             }));
         }
-        let data_start = offset + 2;
+        let data_start = offset + field::DATA;
         let data_end = self
             .mh
             .get(offset + 1)
