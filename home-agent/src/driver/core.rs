@@ -328,10 +328,8 @@ impl<D: HomeAgentDataPlane> Core<D> {
 
     /// Follows a batch the active replicated (on this standby's disk
     /// already): the engine and the kernel's routes keep in step, so a
-    /// takeover has nothing to install.
-    /// Applies changes the active replicated (on this standby's disk
-    /// already) to the cache and the forwarding: a removal names only its
-    /// home address, and removes the binding held for it, if any.
+    /// takeover has nothing to install. A removal names only its home
+    /// address, and removes the binding held for it, if any.
     async fn replicated(&mut self, changes: &[Replicated]) {
         for change in changes {
             let change = match change {

@@ -1,17 +1,19 @@
-//! The binding cache and the decision on one Binding Update, sans-IO.
+//! The decision on one Binding Update, and its one answer, sans-IO.
 //!
 //! [`BindingCache::process`] takes a decoded Mobility Header (checksum
 //! already verified), the time and the authorization table, and returns
-//! what to do: drop it silently (and count why), answer with a Binding
-//! Error, or answer with a Binding Acknowledgement, possibly with a change
-//! to the cache. It follows RFC 6275 §9.5.1 and §10.3, RFC 3963 §6 and
-//! RFC 4285. Drivers do not call it directly: [`super::HomeAgent`] wraps it
-//! with the parsing, the framing and the forwarding round trip.
+//! what to do: drop it silently (and count why), answer at once (a Binding
+//! Error, or a Binding Acknowledgement that refuses it), or an accepted
+//! change, unanswered ([`Processed::Accepted`]). It follows RFC 6275
+//! §9.5.1 and §10.3, RFC 3963 §6 and RFC 4285. Drivers do not call it
+//! directly: [`super::HomeAgent`] wraps it with the parsing, the framing
+//! and the forwarding round trip.
 //!
-//! The cache applies a change in memory at once, so the next Binding
-//! Update sees it; the change must be made durable (and the forwarding
-//! follow it) before the acknowledgement leaves, and is undone
-//! ([`BindingCache::revert`]) if the forwarding cannot be set up.
+//! The cache applies an accepted change in memory at once, so the next
+//! Binding Update sees it; once the forwarding is known,
+//! [`BindingCache::conclude`] builds the acknowledgement (which leaves only
+//! after the change is durable), or undoes the change and answers the
+//! failure when the forwarding could not be set up.
 //!
 //! Order of checks, each with its RFC:
 //! 1. home address unicast routable, care-of address unicast routable
