@@ -401,6 +401,14 @@ mod tests {
         tailed.push(0);
         assert!(Frame::decode(&tailed).is_err());
         assert!(Frame::decode(&[9]).is_err());
+        // A change tag that is neither an upsert nor a removal: kind 1,
+        // id 8, count 4, then the tag.
+        let mut unknown_change = good[4..].to_vec();
+        unknown_change[1 + 8 + 4] = 3;
+        assert!(matches!(
+            Frame::decode(&unknown_change),
+            Err(WireError::Malformed("unknown change"))
+        ));
     }
 
     #[test]
