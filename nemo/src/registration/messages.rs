@@ -131,20 +131,28 @@ pub enum AckError {
     Auth(#[from] AuthError),
 }
 
+/// A received packet parsed and its Mobility Header decoded, a bad
+/// checksum refused before the decode (RFC 6275 §6.1.1): what
+/// [`check_ack`] and `Registrar::handle_parsed_ack` take.
+pub fn parse_answer(packet: &[u8]) -> Result<(ParsedPacket<'_>, Message), AckError> {
+    let parsed = parse_packet(packet)?;
+    if !parsed.checksum_ok() {
+        return Err(AckError::Checksum);
+    }
+    let header = MobilityHeader::decode(parsed.mh)?;
+    Ok((parsed, header.message))
+}
+
 /// Parses and checks a Binding Acknowledgement packet sent to `care_of`
-/// for `home_address`: [`check_ack`] on the packet parsed and decoded here.
+/// for `home_address`: [`check_ack`] on [`parse_answer`]'s result.
 pub fn check_binding_ack(
     packet: &[u8],
     care_of: Ipv6Addr,
     home_address: Ipv6Addr,
     sa: &SecurityAssociation,
 ) -> Result<BindingAck, AckError> {
-    let parsed = parse_packet(packet)?;
-    if !parsed.checksum_ok() {
-        return Err(AckError::Checksum);
-    }
-    let header = MobilityHeader::decode(parsed.mh)?;
-    check_ack(&parsed, header.message, care_of, home_address, sa)
+    let (parsed, message) = parse_answer(packet)?;
+    check_ack(&parsed, message, care_of, home_address, sa)
 }
 
 /// The checks of a Binding Acknowledgement parsed and decoded once by the

@@ -34,12 +34,14 @@ use ipnet::Ipv6Net;
 
 use crate::auth::SecurityAssociation;
 use crate::wire::{
-    parse_packet, BaStatus, Lifetime, Message, MobilityHeader, MobilityOption, NtpTimestamp,
-    ParsedPacket, SequenceNumber,
+    BaStatus, Lifetime, Message, MobilityHeader, MobilityOption, NtpTimestamp, ParsedPacket,
+    SequenceNumber,
 };
 
 mod messages;
-pub use messages::{check_ack, check_binding_ack, AckError, BuildError, Registration};
+pub use messages::{
+    check_ack, check_binding_ack, parse_answer, AckError, BuildError, Registration,
+};
 
 /// InitialBindackTimeoutFirstReg (RFC 6275 §13).
 pub const INITIAL_BINDACK_TIMEOUT_FIRST_REG: Duration = Duration::from_millis(1500);
@@ -378,19 +380,15 @@ impl Registrar {
     }
 
     /// A Binding Acknowledgement packet (IPv6, type 2 routing header):
-    /// [`Registrar::handle_parsed_ack`] on it parsed and decoded here.
+    /// [`Registrar::handle_parsed_ack`] on [`parse_answer`]'s result.
     pub fn handle_ack(
         &mut self,
         packet: &[u8],
         now: Instant,
         wall: SystemTime,
     ) -> Result<(), AckError> {
-        let parsed = parse_packet(packet)?;
-        if !parsed.checksum_ok() {
-            return Err(AckError::Checksum);
-        }
-        let header = MobilityHeader::decode(parsed.mh)?;
-        self.handle_parsed_ack(&parsed, header.message, now, wall)
+        let (parsed, message) = parse_answer(packet)?;
+        self.handle_parsed_ack(&parsed, message, now, wall)
     }
 
     /// A Binding Acknowledgement, parsed and decoded once by the caller.
