@@ -180,15 +180,10 @@ fn default_quarantine() -> u64 {
 }
 
 fn main() -> anyhow::Result<()> {
-    if nemo_daemon::wants_man_page() {
-        use clap::CommandFactory;
-        return Ok(nemo_daemon::print_man_page(
-            Args::command(),
-            nemo_daemon::ManSection::Administration,
-        )?);
-    }
-    let Args { daemon: args, tool } = Args::parse();
-    nemo_daemon::init_logging(args.log_json);
+    let Args { daemon: args, tool } = match nemo_daemon::start(|args: &Args| &args.daemon)? {
+        nemo_daemon::Invocation::ManPagePrinted => return Ok(()),
+        nemo_daemon::Invocation::Run(args) => args,
+    };
     let file = ConfigText::read(&args.config)?;
     let config: Config = file.parse()?;
     let token = match (&config.token_file, config.insecure_no_token) {

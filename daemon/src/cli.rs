@@ -35,6 +35,30 @@ pub enum ManSection {
     Administration,
 }
 
+/// What a daemon's command line asked for.
+#[derive(Debug)]
+pub enum Invocation<A> {
+    /// `--man-page`: the page is printed, nothing else is to be done.
+    ManPagePrinted,
+    /// Run with these arguments; logging is set up.
+    Run(A),
+}
+
+/// How every daemon starts: `--man-page` answered before the rest is
+/// parsed (the rest requires --config), then the command line `A` parsed
+/// and logging set up as `daemon(&args).log_json` says.
+pub fn start<A: clap::Parser>(
+    daemon: impl Fn(&A) -> &DaemonArgs,
+) -> std::io::Result<Invocation<A>> {
+    if wants_man_page() {
+        print_man_page(A::command(), ManSection::Administration)?;
+        return Ok(Invocation::ManPagePrinted);
+    }
+    let args = A::parse();
+    init_logging(daemon(&args).log_json);
+    Ok(Invocation::Run(args))
+}
+
 /// Whether the command line asks for the manual page (`--man-page`), which
 /// a daemon answers before it parses the rest (whose --config is required).
 pub fn wants_man_page() -> bool {

@@ -97,42 +97,6 @@ pub struct ListenSection {
     pub listen: std::net::SocketAddr,
 }
 
-/// Data plane backends (`[dataplane] backend`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum DataPlaneBackend {
-    /// The first kernel backend this kernel really runs, BPF first, then
-    /// seg6 (probed by installing in a scratch namespace); with neither the
-    /// daemon refuses to start, naming the kernel options missing.
-    #[default]
-    Auto,
-    /// BPF programs (LWT encapsulation, tc ingress decapsulation) with the
-    /// bindings in pinned maps.
-    Bpf,
-    /// seg6 encap.red / End.DT6 with an MTU gate, over rtnetlink.
-    Seg6,
-    /// Keep routes in memory only: the kernel is not programmed. For
-    /// running the control plane alone; said loudly at start.
-    Memory,
-}
-
-impl DataPlaneBackend {
-    /// Its name in the config.
-    pub fn name(self) -> &'static str {
-        match self {
-            DataPlaneBackend::Auto => "auto",
-            DataPlaneBackend::Bpf => "bpf",
-            DataPlaneBackend::Seg6 => "seg6",
-            DataPlaneBackend::Memory => "memory",
-        }
-    }
-
-    /// True for the backends that program the kernel.
-    pub fn programs_the_kernel(self) -> bool {
-        self != DataPlaneBackend::Memory
-    }
-}
-
 /// The label of both daemons' `dataplane_backend` gauge: the backend that
 /// runs (`bpf`, `seg6` or `memory`), set to 1.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]

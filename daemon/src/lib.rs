@@ -19,10 +19,12 @@ pub mod secret;
 pub mod serving;
 mod udp;
 
-pub use cli::{init_logging, print_man_page, wants_man_page, DaemonArgs, ManSection};
+pub use cli::{
+    init_logging, print_man_page, start, wants_man_page, DaemonArgs, Invocation, ManSection,
+};
 pub use config::{
     check_endpoint, check_interface, check_readable, parse_hex_key, read_token, BackendLabel,
-    ConfigError, ConfigText, DataPlaneBackend, ListenSection, SettingError,
+    ConfigError, ConfigText, ListenSection, SettingError,
 };
 pub use controller_link::{
     authorized, controller_channel, Backoff, ChannelError, ControllerLink, Endpoints, Watched,

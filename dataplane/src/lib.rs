@@ -16,6 +16,7 @@
 //!   has no ip6tnl to verify it on.
 
 pub mod addresses;
+mod backend;
 pub mod bpf;
 pub mod linux;
 pub mod quiet;
@@ -30,80 +31,7 @@ use std::sync::Mutex;
 
 use ipnet::Ipv6Net;
 
-/// The backends that program a kernel, in the order `auto` tries them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KernelBackend {
-    /// BPF programs with the bindings in maps ([`bpf`]).
-    Bpf,
-    /// seg6 lightweight tunnels with an MTU gate ([`linux`]).
-    Seg6,
-}
-
-impl KernelBackend {
-    /// Its name in configs, logs and metrics.
-    pub fn name(self) -> &'static str {
-        match self {
-            KernelBackend::Bpf => "bpf",
-            KernelBackend::Seg6 => "seg6",
-        }
-    }
-
-    /// The other kernel backend.
-    pub fn other(self) -> KernelBackend {
-        match self {
-            KernelBackend::Bpf => KernelBackend::Seg6,
-            KernelBackend::Seg6 => KernelBackend::Bpf,
-        }
-    }
-
-    /// Whether this kernel runs it (a real install in a scratch namespace).
-    pub fn probe(self) -> Result<(), String> {
-        match self {
-            KernelBackend::Bpf => bpf::probe_bpf(),
-            KernelBackend::Seg6 => linux::probe_seg6(),
-        }
-    }
-
-    /// The first backend this kernel really runs, BPF first; when none
-    /// does, why each failed (the kernel options they need, named).
-    pub fn choose() -> Result<KernelBackend, String> {
-        let mut reasons = Vec::new();
-        for backend in [KernelBackend::Bpf, KernelBackend::Seg6] {
-            match backend.probe() {
-                Ok(()) => return Ok(backend),
-                Err(reason) => reasons.push(format!("{}: {reason}", backend.name())),
-            }
-        }
-        Err(format!(
-            "this kernel runs no data plane backend nemo has ({})",
-            reasons.join("; ")
-        ))
-    }
-}
-
-/// Publishes the tunnelled packets refused so far, for the daemons'
-/// `decapsulation_misses` gauge: with seg6 the kernel's own counter
-/// ([`tunsrc::watch_decapsulation_misses`]), otherwise what `read` (the data
-/// plane's [`HomeAgentDataPlane::refused_tunnelled`] or
-/// [`MobileRouterDataPlane::refused_tunnelled`]) counts, every second while
-/// it counts anything (the memory backend counts nothing: this ends).
-pub async fn watch_refused_tunnelled(
-    backend: Option<KernelBackend>,
-    read: impl Fn() -> Option<u64>,
-    publish: impl Fn(i64),
-) {
-    if backend == Some(KernelBackend::Seg6) {
-        return tunsrc::watch_decapsulation_misses(publish).await;
-    }
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    loop {
-        tick.tick().await;
-        match read() {
-            Some(count) => publish(i64::try_from(count).unwrap_or(i64::MAX)),
-            None => return,
-        }
-    }
-}
+pub use backend::{watch_refused_tunnelled, DataPlaneBackend, KernelBackend};
 
 /// IPv6 forwarding is on, or why a kernel backend (`backend`) cannot run:
 /// the home agent forwards correspondents' packets into the tunnel, the

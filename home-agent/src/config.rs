@@ -21,7 +21,8 @@
 //!
 //! Unknown keys are refused, and every error names the line it is about.
 
-pub use nemo_daemon::{DataPlaneBackend, ListenSection};
+pub use nemo_daemon::ListenSection;
+pub use nemo_dataplane::DataPlaneBackend;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};

@@ -13,7 +13,7 @@ use nemo_dataplane::bpf::{BpfHomeAgent, BpfHomeAgentConfig};
 use nemo_dataplane::linux::{Seg6Config, Seg6HomeAgent};
 use nemo_dataplane::{HomeAgentDataPlane, KernelBackend, MemoryDataPlane};
 use nemo_ha::admin::{self, Admin};
-use nemo_ha::config::{Config, DataPlaneBackend, OnShutdown};
+use nemo_ha::config::{Config, OnShutdown};
 use nemo_ha::driver::{self, Setup};
 use nemo_ha::metrics::Metrics;
 use nemo_ha::store::Store;
@@ -41,15 +41,10 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    if nemo_daemon::wants_man_page() {
-        use clap::CommandFactory;
-        return Ok(nemo_daemon::print_man_page(
-            Args::command(),
-            nemo_daemon::ManSection::Administration,
-        )?);
-    }
-    let args = Args::parse().daemon;
-    nemo_daemon::init_logging(args.log_json);
+    let args = match nemo_daemon::start(|args: &Args| &args.daemon)? {
+        nemo_daemon::Invocation::ManPagePrinted => return Ok(()),
+        nemo_daemon::Invocation::Run(args) => args.daemon,
+    };
     let validated = Config::load(&args.config)?;
     if args.check {
         println!(
@@ -85,15 +80,7 @@ async fn run(
     let (connection, netlink, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
     tokio::spawn(connection);
     let requested = *config.dataplane.backend.get_ref();
-    let backend = match requested {
-        DataPlaneBackend::Memory => None,
-        DataPlaneBackend::Bpf => Some(KernelBackend::Bpf),
-        DataPlaneBackend::Seg6 => Some(KernelBackend::Seg6),
-        DataPlaneBackend::Auto => Some(KernelBackend::choose().map_err(|reason| {
-            tracing::error!(%reason, "no data plane backend runs on this kernel");
-            anyhow::anyhow!("dataplane backend \"auto\": {reason}")
-        })?),
-    };
+    let backend = requested.resolve().map_err(anyhow::Error::msg)?;
     let uplink = config
         .dataplane
         .uplink
@@ -121,11 +108,6 @@ async fn run(
             .await
         }
         Some(KernelBackend::Bpf) => {
-            tracing::info!(
-                backend = "bpf",
-                requested = requested.name(),
-                "data plane backend chosen"
-            );
             let settings = BpfHomeAgentConfig {
                 uplink,
                 local_address: local,
@@ -146,11 +128,6 @@ async fn run(
             .await
         }
         Some(KernelBackend::Seg6) => {
-            tracing::info!(
-                backend = "seg6",
-                requested = requested.name(),
-                "data plane backend chosen"
-            );
             let dataplane = Seg6HomeAgent::new(netlink.clone(), Seg6Config::new(&uplink, local))
                 .await
                 .context("dataplane backend seg6 unavailable")?;

@@ -23,7 +23,8 @@
 //!
 //! Unknown keys are refused, and every error names the line it is about.
 
-pub use nemo_daemon::{DataPlaneBackend, ListenSection};
+pub use nemo_daemon::ListenSection;
+pub use nemo_dataplane::DataPlaneBackend;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -11,7 +11,7 @@ use nemo_daemon::serving::Servers;
 use nemo_dataplane::bpf::{BpfMobileRouter, BpfMobileRouterConfig};
 use nemo_dataplane::linux::{Seg6Config, Seg6MobileRouter};
 use nemo_dataplane::{KernelBackend, MemoryDataPlane, MobileRouterDataPlane};
-use nemo_mr::config::{Config, DataPlaneBackend, Instance, TransportKind};
+use nemo_mr::config::{Config, Instance, TransportKind};
 use nemo_mr::driver::Driver;
 use nemo_mr::status::{self, Metrics, StatusService};
 use nemo_mr::transport::{self, Transport};
@@ -30,15 +30,10 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    if nemo_daemon::wants_man_page() {
-        use clap::CommandFactory;
-        return Ok(nemo_daemon::print_man_page(
-            Args::command(),
-            nemo_daemon::ManSection::Administration,
-        )?);
-    }
-    let args = Args::parse().daemon;
-    nemo_daemon::init_logging(args.log_json);
+    let args = match nemo_daemon::start(|args: &Args| &args.daemon)? {
+        nemo_daemon::Invocation::ManPagePrinted => return Ok(()),
+        nemo_daemon::Invocation::Run(args) => args.daemon,
+    };
     let (config, instances) = Config::load(&args.config)?;
     if args.check {
         println!(
@@ -86,15 +81,7 @@ async fn run(
     let (connection, netlink, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
     tokio::spawn(connection);
     let requested = config.dataplane.backend;
-    let backend = match requested {
-        DataPlaneBackend::Memory => None,
-        DataPlaneBackend::Bpf => Some(KernelBackend::Bpf),
-        DataPlaneBackend::Seg6 => Some(KernelBackend::Seg6),
-        DataPlaneBackend::Auto => Some(KernelBackend::choose().map_err(|reason| {
-            tracing::error!(%reason, "no data plane backend runs on this kernel");
-            anyhow::anyhow!("dataplane backend \"auto\": {reason}")
-        })?),
-    };
+    let backend = requested.resolve().map_err(anyhow::Error::msg)?;
     match backend {
         None => {
             tracing::warn!(
@@ -110,11 +97,6 @@ async fn run(
             .await
         }
         Some(KernelBackend::Bpf) => {
-            tracing::info!(
-                backend = "bpf",
-                requested = requested.name(),
-                "data plane backend chosen"
-            );
             let local = initial.context("the bpf data plane needs a care-of address at start")?;
             let settings = BpfMobileRouterConfig {
                 uplink: uplink.clone(),
@@ -134,11 +116,6 @@ async fn run(
             .await
         }
         Some(KernelBackend::Seg6) => {
-            tracing::info!(
-                backend = "seg6",
-                requested = requested.name(),
-                "data plane backend chosen"
-            );
             let local = initial.context("seg6 needs a care-of address at start")?;
             let dataplane = Seg6MobileRouter::new(netlink.clone(), Seg6Config::new(&uplink, local))
                 .await

@@ -8,6 +8,7 @@ use ipnet::Ipv6Net;
 use nemo_daemon::clock::unix_ms;
 
 use super::allocator::Occupied;
+use super::model::OrNotFound;
 use super::{encode, Allocation, Store, StoreChange, StoreError};
 
 /// What an allocation asks for.
@@ -66,20 +67,8 @@ impl Store {
         wanted: Wanted,
     ) -> Result<Allocation, StoreError> {
         let mut state = self.state.lock().await;
-        if !state.tenants.contains_key(tenant) {
-            return Err(StoreError::NotFound {
-                what: "tenant",
-                name: tenant.to_owned(),
-            });
-        }
-        let pool_record = state
-            .pools
-            .get(pool)
-            .cloned()
-            .ok_or_else(|| StoreError::NotFound {
-                what: "pool",
-                name: pool.to_owned(),
-            })?;
+        state.tenants.get(tenant).or_not_found("tenant", tenant)?;
+        let pool_record = state.pools.get(pool).cloned().or_not_found("pool", pool)?;
         let length = match wanted {
             Wanted::Any { length: 0 } => pool_record.tenant_length,
             Wanted::Any { length } => u8::try_from(length)
@@ -199,24 +188,16 @@ impl Store {
             reason: format!("{prefix:?} is not an IPv6 prefix"),
         })?;
         let state = self.state.lock().await;
-        let allocation =
-            state
-                .allocations
-                .get(&parsed)
-                .cloned()
-                .ok_or_else(|| StoreError::NotFound {
-                    what: "allocation",
-                    name: parsed.to_string(),
-                })?;
-        let pool =
-            state
-                .pools
-                .get(&allocation.pool)
-                .cloned()
-                .ok_or_else(|| StoreError::NotFound {
-                    what: "pool",
-                    name: allocation.pool.clone(),
-                })?;
+        let allocation = state
+            .allocations
+            .get(&parsed)
+            .cloned()
+            .or_not_found("allocation", &parsed.to_string())?;
+        let pool = state
+            .pools
+            .get(&allocation.pool)
+            .cloned()
+            .or_not_found("pool", &allocation.pool)?;
         let until = unix_ms(SystemTime::now() + self.quarantine_time);
         let first = pool.slot_of(&allocation.prefix);
         let block = 1u64 << (pool.tenant_length - allocation.prefix.prefix_len());
@@ -255,12 +236,7 @@ impl Store {
     pub async fn allocations(&self, tenant: Option<&str>) -> Result<Vec<Allocation>, StoreError> {
         let state = self.state.lock().await;
         if let Some(tenant) = tenant {
-            if !state.tenants.contains_key(tenant) {
-                return Err(StoreError::NotFound {
-                    what: "tenant",
-                    name: tenant.to_owned(),
-                });
-            }
+            state.tenants.get(tenant).or_not_found("tenant", tenant)?;
         }
         Ok(state
             .allocations

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 
 use nemo::auth::Algorithm;
 
+use super::model::OrNotFound;
 use super::{
     check_name, encode, HomeAgentRecord, Hypervisor, MobileRouter, Store, StoreChange, StoreError,
 };
@@ -178,27 +179,18 @@ impl Store {
         explicit_mode: bool,
     ) -> Result<MobileRouter, StoreError> {
         let state = self.state.lock().await;
-        if !state.tenants.contains_key(tenant) {
-            return Err(StoreError::NotFound {
-                what: "tenant",
-                name: tenant.to_owned(),
-            });
-        }
+        state.tenants.get(tenant).or_not_found("tenant", tenant)?;
         if state.mobile_routers.contains_key(tenant) {
             return Err(StoreError::Exists {
                 what: "mobile router of tenant",
                 name: tenant.to_owned(),
             });
         }
-        let ha =
-            state
-                .home_agents
-                .get(home_agent)
-                .cloned()
-                .ok_or_else(|| StoreError::NotFound {
-                    what: "home agent",
-                    name: home_agent.to_owned(),
-                })?;
+        let ha = state
+            .home_agents
+            .get(home_agent)
+            .cloned()
+            .or_not_found("home agent", home_agent)?;
         let used: BTreeSet<Ipv6Addr> = state
             .mobile_routers
             .values()
@@ -259,10 +251,7 @@ impl Store {
         let mr = state
             .mobile_routers
             .get(tenant)
-            .ok_or_else(|| StoreError::NotFound {
-                what: "mobile router of tenant",
-                name: tenant.to_owned(),
-            })?;
+            .or_not_found("mobile router of tenant", tenant)?;
         Ok(if with_key { mr.clone() } else { mr.redacted() })
     }
 
@@ -273,15 +262,11 @@ impl Store {
 
     async fn rotate_key_once(&self, tenant: &str) -> Result<MobileRouter, StoreError> {
         let state = self.state.lock().await;
-        let mut mr =
-            state
-                .mobile_routers
-                .get(tenant)
-                .cloned()
-                .ok_or_else(|| StoreError::NotFound {
-                    what: "mobile router of tenant",
-                    name: tenant.to_owned(),
-                })?;
+        let mut mr = state
+            .mobile_routers
+            .get(tenant)
+            .cloned()
+            .or_not_found("mobile router of tenant", tenant)?;
         mr.key = fresh_key()?;
         let record = encode(&mr)?;
         self.change(
@@ -311,10 +296,7 @@ impl Store {
             .mobile_routers
             .get(tenant)
             .cloned()
-            .ok_or_else(|| StoreError::NotFound {
-                what: "mobile router of tenant",
-                name: tenant.to_owned(),
-            })?;
+            .or_not_found("mobile router of tenant", tenant)?;
         if state.placements.contains_key(tenant) {
             return Err(StoreError::Precondition(format!(
                 "tenant: {tenant:?} is placed; unplace it first"

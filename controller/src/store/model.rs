@@ -344,3 +344,19 @@ impl From<DiskError> for StoreError {
         StoreError::Storage(error.to_string())
     }
 }
+
+/// A lookup by name that answers [`StoreError::NotFound`] naming what was
+/// looked for, so that every "does not exist" reads the same.
+pub(crate) trait OrNotFound<T> {
+    /// The value, or `what` `name` does not exist.
+    fn or_not_found(self, what: &'static str, name: &str) -> Result<T, StoreError>;
+}
+
+impl<T> OrNotFound<T> for Option<T> {
+    fn or_not_found(self, what: &'static str, name: &str) -> Result<T, StoreError> {
+        self.ok_or_else(|| StoreError::NotFound {
+            what,
+            name: name.to_owned(),
+        })
+    }
+}

@@ -5,6 +5,7 @@ use std::time::SystemTime;
 use ipnet::Ipv6Net;
 use nemo_daemon::clock::unix_ms;
 
+use super::model::OrNotFound;
 use super::{
     check_reason, encode, HomeAgentRecord, MobileRouter, Placement, Store, StoreChange, StoreError,
 };
@@ -44,18 +45,11 @@ impl Store {
     ) -> Result<Placement, StoreError> {
         check_reason("reason", reason)?;
         let state = self.state.lock().await;
-        if !state.tenants.contains_key(tenant) {
-            return Err(StoreError::NotFound {
-                what: "tenant",
-                name: tenant.to_owned(),
-            });
-        }
-        if !state.hypervisors.contains_key(hypervisor) {
-            return Err(StoreError::NotFound {
-                what: "hypervisor",
-                name: hypervisor.to_owned(),
-            });
-        }
+        state.tenants.get(tenant).or_not_found("tenant", tenant)?;
+        state
+            .hypervisors
+            .get(hypervisor)
+            .or_not_found("hypervisor", hypervisor)?;
         // Already there: nothing changes, and the caller hears where it is
         // (an orchestrator that retries a placement must not see it fail).
         if let Some(placed) = state
@@ -101,15 +95,11 @@ impl Store {
     async fn unplace_once(&self, tenant: &str, reason: &str) -> Result<(), StoreError> {
         check_reason("reason", reason)?;
         let state = self.state.lock().await;
-        let placement =
-            state
-                .placements
-                .get(tenant)
-                .cloned()
-                .ok_or_else(|| StoreError::NotFound {
-                    what: "placement of tenant",
-                    name: tenant.to_owned(),
-                })?;
+        let placement = state
+            .placements
+            .get(tenant)
+            .cloned()
+            .or_not_found("placement of tenant", tenant)?;
         self.change(
             state,
             StoreChange::TenantUnplaced {

@@ -3,6 +3,7 @@
 use ipnet::Ipv6Net;
 
 use super::allocator::Slots;
+use super::model::OrNotFound;
 use super::{check_name, encode, Pool, Store, StoreChange, StoreError};
 
 impl Store {
@@ -89,14 +90,7 @@ impl Store {
     /// A pool and its usage: (pool, allocated prefixes, quarantined slots).
     pub async fn pool(&self, name: &str) -> Result<(Pool, u64, u64), StoreError> {
         let state = self.state.lock().await;
-        let pool = state
-            .pools
-            .get(name)
-            .cloned()
-            .ok_or_else(|| StoreError::NotFound {
-                what: "pool",
-                name: name.to_owned(),
-            })?;
+        let pool = state.pools.get(name).cloned().or_not_found("pool", name)?;
         let allocated = state.allocations.in_pool(name);
         let quarantined = state.slots.get(name).map_or(0, |s| s.quarantined() as u64);
         Ok((pool, allocated, quarantined))
@@ -114,14 +108,7 @@ impl Store {
 
     async fn delete_pool_once(&self, name: &str) -> Result<(), StoreError> {
         let state = self.state.lock().await;
-        let pool = state
-            .pools
-            .get(name)
-            .cloned()
-            .ok_or_else(|| StoreError::NotFound {
-                what: "pool",
-                name: name.to_owned(),
-            })?;
+        let pool = state.pools.get(name).cloned().or_not_found("pool", name)?;
         let in_use = state.allocations.in_pool(name);
         if in_use > 0 {
             return Err(StoreError::Precondition(format!(

@@ -5,6 +5,7 @@ use std::time::SystemTime;
 use ipnet::Ipv6Net;
 use nemo_daemon::clock::unix_ms;
 
+use super::model::OrNotFound;
 use super::{check_name, encode, Store, StoreChange, StoreError, Tenant};
 
 impl Store {
@@ -49,10 +50,7 @@ impl Store {
             .tenants
             .get(name)
             .cloned()
-            .ok_or_else(|| StoreError::NotFound {
-                what: "tenant",
-                name: name.to_owned(),
-            })?;
+            .or_not_found("tenant", name)?;
         let prefixes = state
             .allocations
             .values()
