@@ -67,30 +67,23 @@ async fn a_tenant_follows_its_placement_between_hypervisors() {
         ));
     }
     // Both daemons registered their hypervisors.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while c
-        .list_hypervisors(authed(pb::ListHypervisorsRequest {}))
-        .await
-        .unwrap()
-        .into_inner()
-        .hypervisors
-        .len()
-        < 2
-    {
-        assert!(Instant::now() < deadline, "hypervisors never registered");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert!(
+        daemons::eventually(|| {
+            let mut c = c.clone();
+            async move {
+                c.list_hypervisors(authed(pb::ListHypervisorsRequest {}))
+                    .await
+                    .is_ok_and(|list| list.into_inner().hypervisors.len() == 2)
+            }
+        })
+        .await,
+        "hypervisors never registered"
+    );
 
     let mut admin = HomeAgentAdminClient::connect(format!("http://{}", ha.field("admin")))
         .await
         .unwrap();
-    c.place_tenant(authed(pb::PlaceTenantRequest {
-        tenant: "acme".into(),
-        hypervisor: "hv-a".into(),
-        reason: "initial".into(),
-    }))
-    .await
-    .unwrap();
+    daemons::place(&c, "acme", "hv-a", "initial").await.unwrap();
     assert_eq!(
         wait_for_care_of(&mut admin, Some("2001:db8:2::10"))
             .await
@@ -123,13 +116,9 @@ async fn a_tenant_follows_its_placement_between_hypervisors() {
 
     // Migration: the binding moves to hv-b's care-of address and stays.
     let started = Instant::now();
-    c.place_tenant(authed(pb::PlaceTenantRequest {
-        tenant: "acme".into(),
-        hypervisor: "hv-b".into(),
-        reason: "migration".into(),
-    }))
-    .await
-    .unwrap();
+    daemons::place(&c, "acme", "hv-b", "migration")
+        .await
+        .unwrap();
     assert_eq!(
         wait_for_care_of(&mut admin, Some("2001:db8:3::10"))
             .await
@@ -320,13 +309,9 @@ async fn a_mobile_router_whose_revision_was_trimmed_takes_the_whole_state_again(
     }))
     .await
     .unwrap();
-    c.place_tenant(authed(pb::PlaceTenantRequest {
-        tenant: "acme".into(),
-        hypervisor: "hv-b".into(),
-        reason: "migration".into(),
-    }))
-    .await
-    .unwrap();
+    daemons::place(&c, "acme", "hv-b", "migration")
+        .await
+        .unwrap();
     for n in 0..10 {
         c.create_tenant(authed(pb::CreateTenantRequest {
             name: format!("t{n}"),

@@ -197,20 +197,25 @@ pub async fn place_once_registered(
     tenant: &str,
     hypervisor: &str,
 ) -> bool {
-    eventually(|| {
-        let mut client = client.clone();
-        async move {
-            client
-                .place_tenant(authed(pb::PlaceTenantRequest {
-                    tenant: tenant.into(),
-                    hypervisor: hypervisor.into(),
-                    reason: "initial".into(),
-                }))
-                .await
-                .is_ok()
-        }
-    })
-    .await
+    eventually(|| async move { place(client, tenant, hypervisor, "initial").await.is_ok() }).await
+}
+
+/// Places `tenant` on `hypervisor` for `reason`, as an orchestrator does.
+pub async fn place(
+    client: &ControllerClient<Channel>,
+    tenant: &str,
+    hypervisor: &str,
+    reason: &str,
+) -> Result<(), tonic::Status> {
+    client
+        .clone()
+        .place_tenant(authed(pb::PlaceTenantRequest {
+            tenant: tenant.into(),
+            hypervisor: hypervisor.into(),
+            reason: reason.into(),
+        }))
+        .await
+        .map(drop)
 }
 
 /// The oldest change the controller's history still holds (its upkeep
