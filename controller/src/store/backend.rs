@@ -37,6 +37,23 @@ impl Backend {
         )?))
     }
 
+    /// Where the store is, for logs.
+    pub(super) fn location(&self) -> String {
+        match self {
+            Backend::Disk(disk) => format!("redb {}", disk.path().display()),
+            Backend::Etcd(etcd) => format!("etcd {}", etcd.prefix()),
+        }
+    }
+
+    /// The other replicas' writes to follow, where there are other writers
+    /// (etcd); `None` for the file, whose only writer is this process.
+    pub(super) fn shared(&self) -> Option<&EtcdTables> {
+        match self {
+            Backend::Disk(_) => None,
+            Backend::Etcd(etcd) => Some(etcd),
+        }
+    }
+
     /// What a refused commit leaves (the questions the log asks of its
     /// backend, answered here instead of by the log matching on the kind).
     pub(super) fn after_refusal(&self) -> AfterRefusal {

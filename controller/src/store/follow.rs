@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use super::etcd::{EtcdTables, Record};
 use super::log::lock;
-use super::{backend, decode, records, State, Store, StoreError, REVISION_KEY};
+use super::{decode, records, State, Store, StoreError, REVISION_KEY};
 
 /// Pause before watching again after etcd failed the watch (doubles up to
 /// [`MOST_BACKOFF`]).
@@ -33,7 +33,7 @@ impl Store {
     /// not following them now (etcd unreachable), so its memory may be
     /// behind. Always false for the file store (one writer).
     pub fn may_be_stale(&self) -> bool {
-        matches!(self.backend, backend::Backend::Etcd(_)) && !self.following.load(Ordering::Acquire)
+        self.backend.shared().is_some() && !self.following.load(Ordering::Acquire)
     }
 
     /// Applies a transaction another replica wrote at etcd revision

@@ -185,18 +185,15 @@ impl Store {
         let store = std::sync::Arc::new(
             Store::load(backend::Backend::etcd(settings).await?, quarantine_time).await?,
         );
-        if let backend::Backend::Etcd(etcd) = &store.backend {
-            store.start_following(etcd.as_ref().clone());
+        if let Some(etcd) = store.backend.shared() {
+            store.start_following(etcd.clone());
         }
         Ok(store)
     }
 
     /// Where the store is, for logs.
     pub fn location(&self) -> String {
-        match &self.backend {
-            backend::Backend::Disk(disk) => format!("redb {}", disk.path().display()),
-            backend::Backend::Etcd(etcd) => format!("etcd {}", etcd.prefix()),
-        }
+        self.backend.location()
     }
 
     async fn load(

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::etcd::{Candidacy, EtcdTables, Leadership};
 use super::log::lock;
-use super::{backend, Store, StoreError};
+use super::{Store, StoreError};
 
 /// How the history is kept.
 #[derive(Debug, Clone)]
@@ -46,16 +46,12 @@ pub enum Trimmed {
 impl Store {
     /// Starts the upkeep; the task ends with the store.
     pub fn start_upkeep(self: &Arc<Store>, upkeep: Upkeep) {
-        let task = match &self.backend {
-            backend::Backend::Disk(_) => {
+        let task = match self.backend.shared() {
+            None => {
                 self.maintainer.store(true, Ordering::Release);
                 tokio::spawn(keep_file(Arc::downgrade(self), upkeep))
             }
-            backend::Backend::Etcd(etcd) => tokio::spawn(keep_etcd(
-                Arc::downgrade(self),
-                etcd.as_ref().clone(),
-                upkeep,
-            )),
+            Some(etcd) => tokio::spawn(keep_etcd(Arc::downgrade(self), etcd.clone(), upkeep)),
         };
         lock(&self.tasks).push(task.abort_handle());
     }
