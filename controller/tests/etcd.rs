@@ -892,3 +892,202 @@ async fn the_store_speaks_tls_to_etcd_and_proves_who_it_is() {
     no_ca.ca_file = None;
     assert_eq!(no_ca.problem().map(|(field, _)| field), Some("ca_file"));
 }
+
+/// What a change sent during an outage was answered, and so what must hold
+/// once the quorum is back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Outcome {
+    /// Acknowledged: it is there.
+    Made,
+    /// `UNAVAILABLE`: not made, and it never appears.
+    NotMade,
+    /// `OUTCOME_UNKNOWN`: either.
+    Unknown,
+}
+
+fn outcome<T: std::fmt::Debug>(answer: &Result<T, StoreError>) -> Outcome {
+    match answer {
+        Ok(_) => Outcome::Made,
+        Err(StoreError::Unavailable(_)) => Outcome::NotMade,
+        Err(StoreError::OutcomeUnknown(_)) => Outcome::Unknown,
+        Err(other) => panic!("an outage answered {other:?}"),
+    }
+}
+
+/// Waits until `store` is no longer stale and holds `revision`.
+async fn caught_up(store: &Store, revision: u64, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
+    while store.may_be_stale() || store.revision().await != revision {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} never caught up with etcd (at {}, etcd {revision}, stale {})",
+            store.revision().await,
+            store.may_be_stale()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every listed allocation has its `PrefixAllocated` event, not followed by
+/// its release, and the history counts every revision once.
+async fn history_is_whole(store: &Store, what: &str) {
+    use nemo_controller::store::StoreChange;
+    let revision = store.revision().await;
+    let (events, _) = store.events_after(0).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.revision).collect::<Vec<_>>(),
+        (1..=revision).collect::<Vec<_>>(),
+        "{what}: the history skips or repeats a revision"
+    );
+    let mut allocated = BTreeSet::new();
+    for event in &events {
+        match &event.change {
+            StoreChange::PrefixAllocated(a) => {
+                allocated.insert(a.prefix);
+            }
+            StoreChange::PrefixReleased { allocation, .. } => {
+                allocated.remove(&allocation.prefix);
+            }
+            _ => {}
+        }
+    }
+    let listed: BTreeSet<Ipv6Net> = store
+        .allocations(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.prefix)
+        .collect();
+    assert_eq!(
+        listed, allocated,
+        "{what}: the allocations listed and those the history tells differ"
+    );
+}
+
+/// Issue 33: two replicas on a 3-member cluster; again and again two
+/// members die (no quorum) while replica B is sent changes of every sort
+/// at once, then come back. A change answered "not made" never appears,
+/// one acknowledged is there, and on both replicas the objects listed and
+/// the history agree (no object without its event). NEMO_OUTAGE_CYCLES
+/// sets the number of cycles (default 3; the issue's goal is 20).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_quorum_losses_refused_stays_refused_and_the_history_stays_whole() {
+    if !etcd_here() {
+        return;
+    }
+    let cycles: usize = std::env::var("NEMO_OUTAGE_CYCLES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3);
+    let mut etcd = Etcd::start(3);
+    let settings = settings(&etcd, "/nemo-outage/");
+    let a = Store::open_etcd(&settings, QUARANTINE).await.unwrap();
+    let b = Store::open_etcd(&settings, QUARANTINE).await.unwrap();
+    b.create_pool("p", "2001:db8:1000::/40", 56).await.unwrap();
+    b.create_tenant("acme").await.unwrap();
+    let mut held: Vec<Ipv6Net> = Vec::new();
+    let mut tally = std::collections::BTreeMap::<Outcome, usize>::new();
+    for cycle in 0..cycles {
+        for _ in 0..3 {
+            held.push(b.allocate("acme", "p", 0).await.unwrap().prefix);
+        }
+        // The quorum goes (members 1 and 2; 0 may have been the leader).
+        etcd.kill(1);
+        etcd.kill(2);
+        let released = held.remove(0);
+        let tenant = format!("t{cycle}");
+        let pool = format!("p{cycle}");
+        let pool_range = format!("2001:db8:{:x}::/48", 0x2000 + cycle);
+        let released_text = released.to_string();
+        let (first, second, created, pooled, release) = tokio::join!(
+            b.allocate("acme", "p", 0),
+            b.allocate("acme", "p", 0),
+            b.create_tenant(&tenant),
+            b.create_pool(&pool, &pool_range, 56),
+            b.release(&released_text),
+        );
+        let answers = [
+            outcome(&first),
+            outcome(&second),
+            outcome(&created),
+            outcome(&pooled),
+            outcome(&release),
+        ];
+        for answer in answers {
+            *tally.entry(answer).or_default() += 1;
+        }
+        etcd.restart(1);
+        etcd.restart(2);
+        // The truth: a replica opened now reads etcd.
+        let truth = Store::open_etcd(&settings, QUARANTINE).await.unwrap();
+        let revision = truth.revision().await;
+        caught_up(&a, revision, "replica A").await;
+        caught_up(&b, revision, "replica B").await;
+        let what = format!("cycle {cycle} {answers:?}");
+        let tenants = truth.tenant_names().await;
+        let expect = |answer: Outcome, present: bool, change: &str| match answer {
+            Outcome::Made => assert!(present, "{what}: {change} acknowledged, not there"),
+            Outcome::NotMade => {
+                assert!(!present, "{what}: {change} refused as not made, made")
+            }
+            Outcome::Unknown => {}
+        };
+        expect(answers[2], tenants.contains(&tenant), "the tenant");
+        expect(answers[3], truth.pool(&pool).await.is_ok(), "the pool");
+        let listed: BTreeSet<Ipv6Net> = truth
+            .allocations(None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.prefix)
+            .collect();
+        expect(answers[4], !listed.contains(&released), "the release");
+        if listed.contains(&released) {
+            held.push(released);
+        }
+        let certain: BTreeSet<Ipv6Net> = held
+            .iter()
+            .copied()
+            .chain(first.iter().chain(second.iter()).map(|a| a.prefix))
+            .collect();
+        let unknown_allocations = answers[..2]
+            .iter()
+            .filter(|a| **a == Outcome::Unknown)
+            .count();
+        assert!(
+            certain.is_subset(&listed) && listed.len() <= certain.len() + unknown_allocations,
+            "{what}: allocations refused as not made were made: listed {listed:?}, acknowledged {certain:?}"
+        );
+        held = listed.into_iter().collect();
+        for (store, name) in [
+            (&a, "replica A"),
+            (&b, "replica B"),
+            (&truth, "a fresh replica"),
+        ] {
+            history_is_whole(store, &format!("{what}, {name}")).await;
+        }
+        assert_eq!(
+            contents_of(&a).await,
+            contents_of(&truth).await,
+            "{what}: replica A"
+        );
+        assert_eq!(
+            contents_of(&b).await,
+            contents_of(&truth).await,
+            "{what}: replica B"
+        );
+    }
+    eprintln!("outage answers over {cycles} cycles: {tally:?}");
+}
+
+/// What a replica lists and tells, for comparing two replicas.
+async fn contents_of(store: &Store) -> String {
+    let (events, _) = store.events_after(0).await.unwrap();
+    format!(
+        "{:?}\n{:?}\n{:?}\n{}",
+        store.allocations(None).await.unwrap(),
+        store.tenant_names().await,
+        events.len(),
+        store.revision().await,
+    )
+}

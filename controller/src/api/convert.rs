@@ -36,6 +36,9 @@ impl From<StoreError> for Status {
             StoreError::Exhausted { .. } => Status::resource_exhausted(message),
             StoreError::Storage(_) => Status::internal(message),
             StoreError::Unavailable(_) => Status::unavailable(message),
+            // gRPC's UNKNOWN: not UNAVAILABLE, which a client may retry
+            // blindly (gRPC's status code guide).
+            StoreError::OutcomeUnknown(_) => Status::unknown(message),
             StoreError::Conflict { .. } => Status::aborted(message),
         }
     }

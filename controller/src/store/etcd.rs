@@ -25,6 +25,7 @@ use etcd_client::{
 
 use super::{decode, StoreError, Write, REVISION_KEY};
 
+mod fence;
 mod upkeep;
 pub use upkeep::{Candidacy, Leadership};
 
@@ -338,7 +339,10 @@ impl EtcdTables {
     /// changed): the guard makes that safe, and a transaction that did
     /// apply before its answer was lost is recognised by its own event at
     /// `through`. Refused with [`StoreError::Conflict`] when another
-    /// replica wrote first.
+    /// replica wrote first. When every attempt went unanswered its fate is
+    /// settled (fence.rs): made, not made and fenced for good
+    /// ([`StoreError::Unavailable`]), or, when etcd answers nothing,
+    /// [`StoreError::OutcomeUnknown`].
     async fn transact(
         &self,
         client: &mut Client,
@@ -365,11 +369,15 @@ impl EtcdTables {
                 serde_json::to_vec(&expected).map_err(|e| StoreError::Storage(e.to_string()))?,
             )
         };
+        let fence = fence::Fence::new(&self.prefix)?;
         let txn = Txn::new()
-            .when([guard])
+            .when([guard, fence.guard()])
             .and_then(ops)
-            .or_else([TxnOp::get(revision_key, None), TxnOp::get(event_key, None)]);
+            .or_else([TxnOp::get(revision_key, None), TxnOp::get(&*event_key, None)]);
         let mut attempt = 0u32;
+        // Whether an attempt may have reached etcd's log (its fate is
+        // then unknown until settled).
+        let mut maybe_made = false;
         loop {
             match client.txn(txn.clone()).await {
                 Ok(response) if response.succeeded() => {
@@ -395,12 +403,21 @@ impl EtcdTables {
                     return Err(StoreError::Conflict { at });
                 }
                 Err(error) if attempt < TXN_ATTEMPTS => {
+                    maybe_made |= !fence::never_made(&error);
                     attempt += 1;
                     tracing::warn!(%error, attempt, "etcd: a write went unanswered; sending it again");
                     tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(attempt)))
                         .await;
                 }
-                Err(error) => return Err(unavailable("writing", error)),
+                Err(error) if !maybe_made && fence::never_made(&error) => {
+                    return Err(unavailable("writing", error))
+                }
+                // Sent, unanswered: made or not is decided now, for good
+                // (fence.rs), before the caller is told either.
+                Err(error) => {
+                    let ours = our_event.as_deref().unwrap_or_default();
+                    return fence.settle(client, &event_key, ours, &error).await;
+                }
             }
         }
     }

@@ -29,11 +29,14 @@ impl Store {
         lock(&self.tasks).push(task.abort_handle());
     }
 
-    /// Whether reads may miss what other replicas wrote: this replica is
-    /// not following them now (etcd unreachable), so its memory may be
-    /// behind. Always false for the file store (one writer).
+    /// Whether reads may not be what etcd holds: this replica is not
+    /// following the others now (etcd unreachable), so its memory may be
+    /// behind, or a commit whose fate etcd did not tell left memory ahead
+    /// until the store is loaded anew. Always false for the file store
+    /// (one writer; a failed commit there refuses every change instead).
     pub fn may_be_stale(&self) -> bool {
-        self.backend.shared().is_some() && !self.following.load(Ordering::Acquire)
+        self.backend.shared().is_some()
+            && (!self.following.load(Ordering::Acquire) || self.log.failed.load(Ordering::Acquire))
     }
 
     /// Applies a transaction another replica wrote at etcd revision
@@ -81,7 +84,7 @@ impl Store {
                 Ok(None) => {}
                 Err(error) => {
                     tracing::error!(%error, table, "another replica's record is unreadable; loading the store anew");
-                    self.log.failed.store(true, Ordering::Release);
+                    self.log.fail_until_reloaded();
                 }
             }
         }
@@ -142,6 +145,10 @@ impl Store {
 /// applies, so that dropping the store ends it.
 async fn follow(store: Weak<Store>, etcd: EtcdTables) {
     let mut backoff = FIRST_BACKOFF;
+    let reload_wanted = match store.upgrade() {
+        Some(store) => store.log.reload_wanted.clone(),
+        None => return,
+    };
     loop {
         let after = {
             let Some(store) = store.upgrade() else { return };
@@ -167,7 +174,11 @@ async fn follow(store: Weak<Store>, etcd: EtcdTables) {
             }
         };
         loop {
-            let next = etcd.next_transactions(&mut stream).await;
+            let next = tokio::select! {
+                next = etcd.next_transactions(&mut stream) => next,
+                // A commit left memory ahead of etcd: load anew now.
+                () = reload_wanted.notified() => break,
+            };
             let Some(store) = store.upgrade() else { return };
             match next {
                 Ok(Some(transactions)) => {
@@ -184,7 +195,7 @@ async fn follow(store: Weak<Store>, etcd: EtcdTables) {
                 Err(error) => {
                     tracing::warn!(%error, "etcd: following the other replicas stopped; loading anew");
                     if matches!(error, StoreError::Storage(_)) {
-                        store.log.failed.store(true, Ordering::Release);
+                        store.log.fail_until_reloaded();
                     }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MOST_BACKOFF);

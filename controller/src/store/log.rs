@@ -55,6 +55,11 @@ pub(super) struct DurableLog {
     pub(super) own: std::sync::Mutex<BTreeSet<i64>>,
     /// Woken whenever `flushed` moves.
     pub(super) advanced: tokio::sync::Notify,
+    /// Told when `failed` is set by a commit: the follower, which may be
+    /// waiting on a quiet watch, loads the store anew at once instead of
+    /// at the next change another replica makes (memory would stay ahead
+    /// of etcd until then, listing what etcd may not hold).
+    pub(super) reload_wanted: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// Changes applied in memory and not yet committed.
@@ -97,7 +102,16 @@ impl DurableLog {
             etcd_revision: std::sync::atomic::AtomicI64::new(etcd_revision),
             own: std::sync::Mutex::new(BTreeSet::new()),
             advanced: tokio::sync::Notify::new(),
+            reload_wanted: std::sync::Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Memory is ahead of etcd and cannot be put back now: no change is
+    /// acknowledged, reads say they may be stale, and the follower loads
+    /// the store anew as soon as etcd answers.
+    pub(super) fn fail_until_reloaded(&self) {
+        self.failed.store(true, Ordering::Release);
+        self.reload_wanted.notify_one();
     }
 
     pub(super) fn take_unwritten(&self) -> Unwritten {
@@ -268,7 +282,7 @@ impl Store {
                 // Memory is ahead of etcd and cannot be put back now: no
                 // change is made until the follower loaded it anew.
                 tracing::error!(%error, "memory could not be put back after a refused commit; changes are refused until the store is loaded anew");
-                self.log.failed.store(true, Ordering::Release);
+                self.log.fail_until_reloaded();
             }
         }
         lock(&self.log.pending).retain(|event| event.revision <= flushed);

@@ -334,9 +334,15 @@ pub enum StoreError {
         at: u64,
     },
     /// The store's backend cannot be reached (etcd: no member answers, or
-    /// no quorum).
+    /// no quorum), and the change was NOT made: it never will be, so it
+    /// may be sent again as it is.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The change was sent to etcd and no answer said whether it was
+    /// committed, and etcd could not be asked since: it may or may not be
+    /// made. Read before retrying a change that is not idempotent.
+    #[error("outcome unknown: {0}; read the state before retrying")]
+    OutcomeUnknown(String),
 }
 
 impl From<DiskError> for StoreError {
