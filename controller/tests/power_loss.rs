@@ -113,3 +113,84 @@ async fn acknowledged_allocations_survive_a_power_loss() {
         held.len()
     );
 }
+
+/// Issue 33, item 4: the file store on a disk that fills up. The commit
+/// that fails is answered "outcome unknown" (it may or may not be on the
+/// file), every change after it "not made" (nothing more is written), and
+/// on restart every acknowledged allocation is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_fails_is_answered_unknown_and_nothing_after_it_is_made() {
+    use nemo_controller::store::{Store, StoreError};
+    if !require(
+        power_loss::available(),
+        "the full-disk test needs root, losetup and mkfs.ext4",
+        "NEMO_REQUIRE_NETNS",
+    ) {
+        return;
+    }
+    let disk = LoopDisk::new("controller-full", 16);
+    let dir = disk.path().join("controller");
+    let quarantine = Duration::from_secs(3600);
+    let mut acknowledged = BTreeSet::new();
+    let failure = {
+        let store = Store::open(&dir, quarantine).await.unwrap();
+        store
+            .create_pool("p", "2001:db8:100::/40", 64)
+            .await
+            .unwrap();
+        store.create_tenant("acme").await.unwrap();
+        // Fill the file system, leaving the store only what it has.
+        let filler = disk.path().join("filler");
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let block = vec![0xa5u8; 64 << 10];
+        while std::io::Write::write_all(&mut file, &block).is_ok() {}
+        let _ = file.sync_all();
+        let mut failure = None;
+        for _ in 0..100_000 {
+            match store.allocate("acme", "p", 0).await {
+                Ok(allocation) => {
+                    acknowledged.insert(allocation.prefix);
+                }
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
+            }
+        }
+        let failure = failure.expect("a full disk never failed a commit");
+        let after = store.create_tenant("later").await;
+        assert!(
+            matches!(&after, Err(StoreError::Storage(why)) if why.starts_with("not made")),
+            "{after:?}"
+        );
+        std::fs::remove_file(&filler).unwrap();
+        failure
+    };
+    assert!(
+        matches!(failure, StoreError::OutcomeUnknown(_)),
+        "{failure:?}"
+    );
+    // The restart reads what the file holds: every acknowledged
+    // allocation, and not the change refused as not made.
+    let store = Store::open(&dir, quarantine).await.unwrap();
+    let held: BTreeSet<Ipv6Net> = store
+        .allocations(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.prefix)
+        .collect();
+    assert!(
+        acknowledged.is_subset(&held),
+        "acknowledged allocations lost"
+    );
+    assert!(
+        held.len() <= acknowledged.len() + 1,
+        "more than the one of unknown outcome"
+    );
+    assert!(!store.tenant_names().await.contains(&"later".to_owned()));
+    eprintln!(
+        "a full disk: {} allocations acknowledged, then {failure}",
+        acknowledged.len()
+    );
+}

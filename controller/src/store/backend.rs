@@ -69,9 +69,9 @@ impl Backend {
     /// Why changes are refused after a failure that stopped them.
     pub(super) fn refusal(&self) -> StoreError {
         match self {
-            Backend::Disk(_) => {
-                StoreError::Storage("an earlier commit failed; restart the controller".into())
-            }
+            Backend::Disk(_) => StoreError::Storage(
+                "not made: an earlier commit to the file failed; restart the controller".into(),
+            ),
             Backend::Etcd(_) => StoreError::Unavailable(
                 "etcd: this replica is reloading the store after etcd failed it".into(),
             ),

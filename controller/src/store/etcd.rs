@@ -194,6 +194,34 @@ fn unavailable(what: &str, error: etcd_client::Error) -> StoreError {
     StoreError::Unavailable(format!("etcd: {what}: {error}"))
 }
 
+/// Times a read that never reached a member (the connection to it was
+/// down: a balanced channel hands its first request after a member came
+/// back the old connect error) is sent again, 50 ms apart.
+const READ_ATTEMPTS: u32 = 3;
+
+/// Runs the read `attempt` (idempotent) on a clone of `client`, again when
+/// it never reached etcd.
+async fn read<T, F>(
+    what: &str,
+    client: &Client,
+    mut attempt: impl FnMut(Client) -> F,
+) -> Result<T, StoreError>
+where
+    F: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let mut tries = 1;
+    loop {
+        match attempt(client.clone()).await {
+            Ok(answer) => return Ok(answer),
+            Err(error) if tries < READ_ATTEMPTS && fence::never_made(&error) => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(error) => return Err(unavailable(what, error)),
+        }
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -373,7 +401,10 @@ impl EtcdTables {
         let txn = Txn::new()
             .when([guard, fence.guard()])
             .and_then(ops)
-            .or_else([TxnOp::get(revision_key, None), TxnOp::get(&*event_key, None)]);
+            .or_else([
+                TxnOp::get(revision_key, None),
+                TxnOp::get(&*event_key, None),
+            ]);
         let mut attempt = 0u32;
         // Whether an attempt may have reached etcd's log (its fate is
         // then unknown until settled).
@@ -430,7 +461,6 @@ impl EtcdTables {
         records: &[RecordKey],
         revision: i64,
     ) -> Result<Vec<Record>, StoreError> {
-        let mut client = self.client.clone();
         let mut values = Vec::with_capacity(records.len());
         for chunk in records.chunks(MAX_TXN_OPS) {
             let gets: Vec<TxnOp> = chunk
@@ -442,10 +472,12 @@ impl EtcdTables {
                     )
                 })
                 .collect();
-            let response = client
-                .txn(Txn::new().and_then(gets))
-                .await
-                .map_err(|e| unavailable("reading back", e))?;
+            let txn = Txn::new().and_then(gets);
+            let response = read("reading back", &self.client, |mut client| {
+                let txn = txn.clone();
+                async move { client.txn(txn).await }
+            })
+            .await?;
             for ((table, key), op) in chunk.iter().zip(response.op_responses()) {
                 let value = match op {
                     TxnOpResponse::Get(mut get) => get
@@ -463,11 +495,12 @@ impl EtcdTables {
 
     /// The revision of our history etcd holds now (0: none yet).
     pub async fn current_revision(&self) -> Result<u64, StoreError> {
-        let mut client = self.client.clone();
-        let mut answer = client
-            .get(self.key("meta", REVISION_KEY), None)
-            .await
-            .map_err(|e| unavailable("reading", e))?;
+        let key = self.key("meta", REVISION_KEY);
+        let mut answer = read("reading", &self.client, |mut client| {
+            let key = key.clone();
+            async move { client.get(key, None).await }
+        })
+        .await?;
         match answer.take_kvs().into_iter().next() {
             Some(kv) => decode(kv.value()),
             None => Ok(0),
@@ -481,13 +514,14 @@ impl EtcdTables {
         &self,
         tables: &[&'static str],
     ) -> Result<(Vec<(&'static str, Vec<u8>, Vec<u8>)>, i64), StoreError> {
-        let mut client = self.client.clone();
-        let revision = client
-            .get(self.key("meta", REVISION_KEY), None)
-            .await
-            .map_err(|e| unavailable("reading", e))?
-            .header()
-            .map_or(0, |h| h.revision());
+        let key = self.key("meta", REVISION_KEY);
+        let revision = read("reading", &self.client, |mut client| {
+            let key = key.clone();
+            async move { client.get(key, None).await }
+        })
+        .await?
+        .header()
+        .map_or(0, |h| h.revision());
         let mut records = Vec::new();
         for table in tables {
             for (key, value) in self.scan_at(table, None, None, revision).await? {
@@ -583,7 +617,6 @@ impl EtcdTables {
         through: Option<&[u8]>,
         revision: i64,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-        let mut client = self.client.clone();
         let mut start = match from {
             Some(from) => self.key(table, from),
             None => format!("{}{table}/", self.prefix),
@@ -601,18 +634,15 @@ impl EtcdTables {
         let strip = format!("{}{table}/", self.prefix).len();
         let mut records = Vec::new();
         loop {
-            let mut page = client
-                .get(
-                    start.clone(),
-                    Some(
-                        GetOptions::new()
-                            .with_range(end.clone())
-                            .with_limit(PAGE)
-                            .with_revision(revision),
-                    ),
-                )
-                .await
-                .map_err(|e| unavailable("reading", e))?;
+            let options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(PAGE)
+                .with_revision(revision);
+            let mut page = read("reading", &self.client, |mut client| {
+                let (start, options) = (start.clone(), options.clone());
+                async move { client.get(start, Some(options)).await }
+            })
+            .await?;
             let more = page.more();
             let kvs = page.take_kvs();
             let last = kvs.last().map(|kv| kv.key().to_vec());

@@ -229,8 +229,14 @@ impl Store {
         if self.backend.after_refusal() == backend::AfterRefusal::StopAcknowledging {
             self.log.failed.store(true, Ordering::Release);
             tracing::error!(%error, "store commit failed; no change is acknowledged any more, restart to recover from disk");
+            // A commit that failed part way (a write, or the fdatasync)
+            // may or may not be found on the file after a restart.
+            let unknown = StoreError::OutcomeUnknown(format!(
+                "the commit to the file failed ({error}): the change may or may not be there \
+                 after the controller restarts"
+            ));
             for (_, fate) in refused {
-                let _ = fate.send(Err(error.clone()));
+                let _ = fate.send(Err(unknown.clone()));
             }
             return;
         }
