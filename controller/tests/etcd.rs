@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use ipnet::Ipv6Net;
 use nemo_controller::store::etcd::EtcdSettings;
+use nemo_controller::store::requests::{as_request, RequestId};
 use nemo_controller::store::{Store, StoreError, Upkeep};
 use nemo_testkit::etcd::{self, Etcd};
 use nemo_testkit::require;
@@ -1007,9 +1008,12 @@ async fn through_quorum_losses_refused_stays_refused_and_the_history_stays_whole
         let pool = format!("p{cycle}");
         let pool_range = format!("2001:db8:{:x}::/48", 0x2000 + cycle);
         let released_text = released.to_string();
+        // The allocations carry request ids, as an orchestrator's would.
+        let ids = [format!("c{cycle}-first"), format!("c{cycle}-second")]
+            .map(|id| RequestId::new(&id, "AllocatePrefix", b"acme p 0").unwrap());
         let (first, second, created, pooled, release) = tokio::join!(
-            b.allocate("acme", "p", 0),
-            b.allocate("acme", "p", 0),
+            as_request(Some(ids[0].clone()), b.allocate("acme", "p", 0)),
+            as_request(Some(ids[1].clone()), b.allocate("acme", "p", 0)),
             b.create_tenant(&tenant),
             b.create_pool(&pool, &pool_range, 56),
             b.release(&released_text),
@@ -1067,6 +1071,42 @@ async fn through_quorum_losses_refused_stays_refused_and_the_history_stays_whole
             certain.is_subset(&listed) && listed.len() <= certain.len() + unknown_allocations,
             "{what}: allocations refused as not made were made: listed {listed:?}, acknowledged {certain:?}"
         );
+        // Each allocation sent again with its id, on the other replica: the
+        // first call's prefix where it was made, a new one where it was
+        // not; one allocation per id either way.
+        let before_retries: BTreeSet<Ipv6Net> = listed
+            .iter()
+            .copied()
+            .filter(|p| !first.iter().chain(second.iter()).any(|a| a.prefix == *p))
+            .collect();
+        let mut retried = BTreeSet::new();
+        for (id, answer) in ids.iter().zip([&first, &second]) {
+            let prefix = allocate_once(&a, id).await;
+            if let Ok(allocation) = answer {
+                assert_eq!(
+                    prefix, allocation.prefix,
+                    "{what}: a retry got another prefix"
+                );
+            }
+            assert!(retried.insert(prefix), "{what}: two ids, one prefix");
+        }
+        let truth = Store::open_etcd(&settings, QUARANTINE).await.unwrap();
+        let listed: BTreeSet<Ipv6Net> = truth
+            .allocations(None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.prefix)
+            .collect();
+        let made_once: BTreeSet<Ipv6Net> = before_retries.union(&retried).copied().collect();
+        assert!(
+            listed == made_once,
+            "{what}: retries with request ids made more than one allocation each: \
+             listed {listed:?}, expected {made_once:?}"
+        );
+        let revision = truth.revision().await;
+        caught_up(&a, revision, "replica A").await;
+        caught_up(&b, revision, "replica B").await;
         held = listed.into_iter().collect();
         for (store, name) in [
             (&a, "replica A"),
@@ -1087,6 +1127,30 @@ async fn through_quorum_losses_refused_stays_refused_and_the_history_stays_whole
         );
     }
     eprintln!("outage answers over {cycles} cycles: {tally:?}");
+}
+
+/// An allocation as a client with request id `id` gets it: the change the
+/// id made, if it made one, else made now under the id (what the API's
+/// calls do, api/requests.rs).
+async fn allocate_once(store: &Store, id: &RequestId) -> Ipv6Net {
+    use nemo_controller::store::StoreChange;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(event) = store.made_by(id).await.unwrap() {
+            match event.change {
+                StoreChange::PrefixAllocated(allocation) => return allocation.prefix,
+                other => panic!("{} made {other:?}", id.id()),
+            }
+        }
+        match as_request(Some(id.clone()), store.allocate("acme", "p", 0)).await {
+            Ok(allocation) => return allocation.prefix,
+            Err(StoreError::AlreadyMade { .. }) => continue,
+            Err(error) => {
+                assert!(tokio::time::Instant::now() < deadline, "{error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }
 
 /// What a replica lists and tells, for comparing two replicas.

@@ -39,6 +39,9 @@ impl From<StoreError> for Status {
             // gRPC's UNKNOWN: not UNAVAILABLE, which a client may retry
             // blindly (gRPC's status code guide).
             StoreError::OutcomeUnknown(_) => Status::unknown(message),
+            // Answered from the first call where the API knows how; a
+            // call that does not is told plainly.
+            StoreError::AlreadyMade { .. } => Status::already_exists(message),
             StoreError::Conflict { .. } => Status::aborted(message),
         }
     }

@@ -2,6 +2,7 @@
 //! check, and the server with health and reflection.
 
 mod convert;
+mod requests;
 mod token;
 mod watch;
 
@@ -19,12 +20,14 @@ use tonic::{Request, Response, Status};
 use self::convert::{
     allocation, bounded, event, home_agent_proto, mobile_router_proto, placement_proto,
 };
+pub use self::requests::REQUEST_ID;
+use self::requests::{request_id, Made};
 use self::token::TokenCheck;
 use self::watch::{
     authorization_updates, follow, missed, placement_update, placement_updates, resumable, Updates,
 };
 use crate::store;
-use crate::store::{Store, StoreChange, StoreError};
+use crate::store::{Event, Store, StoreChange, StoreError};
 
 /// The metadata key on an answer read from a replica that could not check
 /// it was up to date; its value says why.
@@ -130,6 +133,16 @@ type EventStream = UpdateStream<pb::Event>;
 type AuthorizationStream = UpdateStream<pb::AuthorizationUpdate>;
 type PlacementStream = UpdateStream<pb::PlacementUpdate>;
 
+/// A request id whose change is not of the kind its call makes (the
+/// fingerprint covers the method, so only a store written by hand can).
+fn not_this_call(event: &store::Event) -> Status {
+    Status::internal(format!(
+        "{REQUEST_ID}: recorded for the change at revision {} ({}), not this call's kind",
+        event.revision,
+        event.change.kind()
+    ))
+}
+
 fn field_address<T: std::str::FromStr>(field: &'static str, text: &str) -> Result<T, Status> {
     text.parse()
         .map_err(|_| Status::invalid_argument(bounded(format!("{field}: {text:?} is not valid"))))
@@ -141,13 +154,13 @@ impl Controller for Service {
         &self,
         request: Request<pb::CreatePoolRequest>,
     ) -> Result<Response<pb::Pool>, Status> {
+        let id = request_id(&request, "CreatePool")?;
         let r = request.into_inner();
-        let pool = self
-            .store
-            .create_pool(&r.name, &r.prefix, r.tenant_length)
-            .await?;
-        tracing::info!(pool = %pool.name, prefix = %pool.prefix, tenant_length = pool.tenant_length, "pool created");
-        Ok(Response::new(self.pool(&pool.name).await?))
+        let change = self.store.create_pool(&r.name, &r.prefix, r.tenant_length);
+        if let Made::Now(pool) = self.once(id, change).await? {
+            tracing::info!(pool = %pool.name, prefix = %pool.prefix, tenant_length = pool.tenant_length, "pool created");
+        }
+        Ok(Response::new(self.pool(&r.name).await?))
     }
 
     async fn get_pool(
@@ -177,9 +190,11 @@ impl Controller for Service {
         &self,
         request: Request<pb::DeletePoolRequest>,
     ) -> Result<Response<pb::DeletePoolResponse>, Status> {
+        let id = request_id(&request, "DeletePool")?;
         let name = request.into_inner().name;
-        self.store.delete_pool(&name).await?;
-        tracing::info!(pool = %name, "pool deleted");
+        if let Made::Now(()) = self.once(id, self.store.delete_pool(&name)).await? {
+            tracing::info!(pool = %name, "pool deleted");
+        }
         Ok(Response::new(pb::DeletePoolResponse {}))
     }
 
@@ -187,9 +202,12 @@ impl Controller for Service {
         &self,
         request: Request<pb::CreateTenantRequest>,
     ) -> Result<Response<pb::Tenant>, Status> {
-        let tenant = self.store.create_tenant(&request.into_inner().name).await?;
-        tracing::info!(tenant = %tenant.name, "tenant created");
-        Ok(Response::new(self.tenant(&tenant.name).await?))
+        let id = request_id(&request, "CreateTenant")?;
+        let name = request.into_inner().name;
+        if let Made::Now(tenant) = self.once(id, self.store.create_tenant(&name)).await? {
+            tracing::info!(tenant = %tenant.name, "tenant created");
+        }
+        Ok(Response::new(self.tenant(&name).await?))
     }
 
     async fn get_tenant(
@@ -218,21 +236,35 @@ impl Controller for Service {
         &self,
         request: Request<pb::DeleteTenantRequest>,
     ) -> Result<Response<pb::DeleteTenantResponse>, Status> {
+        let id = request_id(&request, "DeleteTenant")?;
         let r = request.into_inner();
-        let released = self.store.delete_tenant(&r.name, r.cascade).await?;
-        tracing::info!(tenant = %r.name, released = released.len(), "tenant deleted");
-        Ok(Response::new(pb::DeleteTenantResponse {
-            released: released.iter().map(ToString::to_string).collect(),
-        }))
+        match self
+            .once(id, self.store.delete_tenant(&r.name, r.cascade))
+            .await?
+        {
+            Made::Now(released) => {
+                tracing::info!(tenant = %r.name, released = released.len(), "tenant deleted");
+                Ok(Response::new(pb::DeleteTenantResponse {
+                    released: released.iter().map(ToString::to_string).collect(),
+                }))
+            }
+            // The change's event does not list what a cascade released.
+            Made::Earlier(event) => Err(StoreError::AlreadyMade {
+                revision: event.revision,
+            }
+            .into()),
+        }
     }
 
     async fn allocate_prefix(
         &self,
         request: Request<pb::AllocatePrefixRequest>,
     ) -> Result<Response<pb::Allocation>, Status> {
+        let id = request_id(&request, "AllocatePrefix")?;
         let r = request.into_inner();
         let allocated = if r.prefix.is_empty() {
-            self.store.allocate(&r.tenant, &r.pool, r.length).await?
+            self.once(id, self.store.allocate(&r.tenant, &r.pool, r.length))
+                .await?
         } else {
             if r.prefix.len() > 64 {
                 return Err(Status::invalid_argument(
@@ -245,11 +277,20 @@ impl Controller for Service {
                     "length: with prefix, 0 or the prefix's own length",
                 ));
             }
-            self.store
-                .allocate_exact(&r.tenant, &r.pool, &r.prefix)
+            self.once(id, self.store.allocate_exact(&r.tenant, &r.pool, &r.prefix))
                 .await?
         };
-        tracing::info!(tenant = %allocated.tenant, prefix = %allocated.prefix, "prefix allocated");
+        let allocated = match allocated {
+            Made::Now(allocated) => {
+                tracing::info!(tenant = %allocated.tenant, prefix = %allocated.prefix, "prefix allocated");
+                allocated
+            }
+            Made::Earlier(Event {
+                change: StoreChange::PrefixAllocated(allocated),
+                ..
+            }) => allocated,
+            Made::Earlier(event) => return Err(not_this_call(&event)),
+        };
         Ok(Response::new(allocation(&allocated)))
     }
 
@@ -257,8 +298,19 @@ impl Controller for Service {
         &self,
         request: Request<pb::ReleasePrefixRequest>,
     ) -> Result<Response<pb::ReleasePrefixResponse>, Status> {
-        let released = self.store.release(&request.into_inner().prefix).await?;
-        tracing::info!(tenant = %released.tenant, prefix = %released.prefix, "prefix released");
+        let id = request_id(&request, "ReleasePrefix")?;
+        let prefix = request.into_inner().prefix;
+        let released = match self.once(id, self.store.release(&prefix)).await? {
+            Made::Now(released) => {
+                tracing::info!(tenant = %released.tenant, prefix = %released.prefix, "prefix released");
+                released
+            }
+            Made::Earlier(Event {
+                change: StoreChange::PrefixReleased { allocation, .. },
+                ..
+            }) => allocation,
+            Made::Earlier(event) => return Err(not_this_call(&event)),
+        };
         Ok(Response::new(pb::ReleasePrefixResponse {
             released: Some(allocation(&released)),
         }))
@@ -316,20 +368,28 @@ impl Controller for Service {
         &self,
         request: Request<pb::RegisterHomeAgentRequest>,
     ) -> Result<Response<pb::HomeAgent>, Status> {
+        let id = request_id(&request, "RegisterHomeAgent")?;
         let h = request
             .into_inner()
             .home_agent
             .ok_or_else(|| Status::invalid_argument("home_agent: missing"))?;
-        let registered = self
-            .store
-            .register_home_agent(store::HomeAgentRecord {
-                name: h.name,
-                address: field_address("home_agent.address", &h.address)?,
-                home_prefix: field_address("home_agent.home_prefix", &h.home_prefix)?,
-                udp_endpoint: h.udp_endpoint,
-            })
-            .await?;
-        tracing::info!(home_agent = %registered.name, "home agent registered");
+        let change = self.store.register_home_agent(store::HomeAgentRecord {
+            name: h.name,
+            address: field_address("home_agent.address", &h.address)?,
+            home_prefix: field_address("home_agent.home_prefix", &h.home_prefix)?,
+            udp_endpoint: h.udp_endpoint,
+        });
+        let registered = match self.once(id, change).await? {
+            Made::Now(registered) => {
+                tracing::info!(home_agent = %registered.name, "home agent registered");
+                registered
+            }
+            Made::Earlier(Event {
+                change: StoreChange::HomeAgentRegistered(registered),
+                ..
+            }) => registered,
+            Made::Earlier(event) => return Err(not_this_call(&event)),
+        };
         Ok(Response::new(home_agent_proto(&registered)))
     }
 
@@ -353,13 +413,10 @@ impl Controller for Service {
         &self,
         request: Request<pb::RegisterHypervisorRequest>,
     ) -> Result<Response<pb::Hypervisor>, Status> {
-        let hypervisor = self
-            .store
-            .register_hypervisor(&request.into_inner().name)
-            .await?;
-        Ok(Response::new(pb::Hypervisor {
-            name: hypervisor.name,
-        }))
+        let id = request_id(&request, "RegisterHypervisor")?;
+        let name = request.into_inner().name;
+        self.once(id, self.store.register_hypervisor(&name)).await?;
+        Ok(Response::new(pb::Hypervisor { name }))
     }
 
     async fn list_hypervisors(
@@ -382,6 +439,7 @@ impl Controller for Service {
         &self,
         request: Request<pb::CreateMobileRouterRequest>,
     ) -> Result<Response<pb::MobileRouter>, Status> {
+        let id = request_id(&request, "CreateMobileRouter")?;
         let r = request.into_inner();
         let algorithm = match r.algorithm.as_str() {
             "" => Algorithm::default(),
@@ -391,11 +449,18 @@ impl Controller for Service {
                 ))
             })?,
         };
-        let mr = self
-            .store
-            .create_mobile_router(&r.tenant, &r.home_agent, algorithm, r.explicit_mode)
-            .await?;
-        tracing::info!(tenant = %mr.tenant, home_address = %mr.home_address, spi = mr.spi, "mobile router created");
+        let change =
+            self.store
+                .create_mobile_router(&r.tenant, &r.home_agent, algorithm, r.explicit_mode);
+        let mr = match self.once(id, change).await? {
+            Made::Now(mr) => {
+                tracing::info!(tenant = %mr.tenant, home_address = %mr.home_address, spi = mr.spi, "mobile router created");
+                mr
+            }
+            // The identity as it is now, key included, as the first call
+            // answered it.
+            Made::Earlier(_) => self.store.mobile_router(&r.tenant, true).await?,
+        };
         let prefixes = self.store.tenant_view(&mr.tenant).await.prefixes;
         Ok(Response::new(mobile_router_proto(&mr, &prefixes)))
     }
@@ -415,9 +480,15 @@ impl Controller for Service {
         &self,
         request: Request<pb::RotateKeyRequest>,
     ) -> Result<Response<pb::MobileRouter>, Status> {
+        let id = request_id(&request, "RotateKey")?;
         let tenant = request.into_inner().tenant;
-        let mr = self.store.rotate_key(&tenant).await?;
-        tracing::info!(%tenant, "key rotated");
+        let mr = match self.once(id, self.store.rotate_key(&tenant)).await? {
+            Made::Now(mr) => {
+                tracing::info!(%tenant, "key rotated");
+                mr
+            }
+            Made::Earlier(_) => self.store.mobile_router(&tenant, true).await?,
+        };
         let prefixes = self.store.tenant_view(&tenant).await.prefixes;
         Ok(Response::new(mobile_router_proto(&mr, &prefixes)))
     }
@@ -426,8 +497,9 @@ impl Controller for Service {
         &self,
         request: Request<pb::DeleteMobileRouterRequest>,
     ) -> Result<Response<pb::DeleteMobileRouterResponse>, Status> {
-        self.store
-            .delete_mobile_router(&request.into_inner().tenant)
+        let id = request_id(&request, "DeleteMobileRouter")?;
+        let tenant = request.into_inner().tenant;
+        self.once(id, self.store.delete_mobile_router(&tenant))
             .await?;
         Ok(Response::new(pb::DeleteMobileRouterResponse {}))
     }
@@ -436,12 +508,22 @@ impl Controller for Service {
         &self,
         request: Request<pb::PlaceTenantRequest>,
     ) -> Result<Response<pb::Placement>, Status> {
+        let id = request_id(&request, "PlaceTenant")?;
         let r = request.into_inner();
-        let placement = self
-            .store
-            .place(&r.tenant, &r.hypervisor, &r.reason)
-            .await?;
-        tracing::info!(tenant = %placement.tenant, hypervisor = %placement.hypervisor, reason = %placement.reason, "tenant placed");
+        let placement = match self
+            .once(id, self.store.place(&r.tenant, &r.hypervisor, &r.reason))
+            .await?
+        {
+            Made::Now(placement) => {
+                tracing::info!(tenant = %placement.tenant, hypervisor = %placement.hypervisor, reason = %placement.reason, "tenant placed");
+                placement
+            }
+            Made::Earlier(Event {
+                change: StoreChange::TenantPlaced { placement, .. },
+                ..
+            }) => placement,
+            Made::Earlier(event) => return Err(not_this_call(&event)),
+        };
         Ok(Response::new(placement_proto(&placement)))
     }
 
@@ -449,8 +531,10 @@ impl Controller for Service {
         &self,
         request: Request<pb::UnplaceTenantRequest>,
     ) -> Result<Response<pb::UnplaceTenantResponse>, Status> {
+        let id = request_id(&request, "UnplaceTenant")?;
         let r = request.into_inner();
-        self.store.unplace(&r.tenant, &r.reason).await?;
+        self.once(id, self.store.unplace(&r.tenant, &r.reason))
+            .await?;
         Ok(Response::new(pb::UnplaceTenantResponse {}))
     }
 
@@ -538,6 +622,7 @@ impl Controller for Service {
         &self,
         request: Request<pb::ReportBindingRequest>,
     ) -> Result<Response<pb::ReportBindingResponse>, Status> {
+        let id = request_id(&request, "ReportBinding")?;
         let r = request.into_inner();
         let change = StoreChange::BindingReported {
             home_agent: r.home_agent,
@@ -557,7 +642,10 @@ impl Controller for Service {
                 ))
             })?),
         };
-        let revision = self.store.report_binding(change).await?;
+        let revision = match self.once(id, self.store.report_binding(change)).await? {
+            Made::Now(revision) => revision,
+            Made::Earlier(event) => event.revision,
+        };
         Ok(Response::new(pb::ReportBindingResponse { revision }))
     }
 

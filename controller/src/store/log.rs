@@ -19,7 +19,9 @@ use nemo_daemon::clock::unix_ms;
 use nemo_daemon::disk::Write;
 use tokio::sync::{broadcast, oneshot, Mutex};
 
-use super::{backend, decode, encode, Event, State, Store, StoreChange, StoreError, REVISION_KEY};
+use super::{
+    backend, decode, encode, requests, Event, State, Store, StoreChange, StoreError, REVISION_KEY,
+};
 
 /// Group commit. A change is applied (memory, and its writes queued) under
 /// the state lock, which is then released; the caller waits in `durable`
@@ -434,6 +436,7 @@ impl Store {
         if self.log.failed.load(Ordering::Acquire) {
             return Err(self.refusal());
         }
+        let request = requests::check(&state.requests)?;
         let event = Event {
             revision: state.revision + 1,
             at_unix_ms: unix_ms(SystemTime::now()),
@@ -455,6 +458,21 @@ impl Store {
             placements: table("placements"),
             sequences: table("sequences"),
         })?;
+        if let Some(request) = request {
+            // The id goes in the change's own commit (requests.rs), and
+            // the oldest beyond the bound goes in the same one.
+            if let Some(oldest) = state.requests.beyond(requests::MAX_REQUEST_IDS - 1) {
+                let oldest = oldest.to_owned();
+                table("requests").remove(oldest.as_bytes());
+                state.requests.remove(&oldest);
+            }
+            let seen = requests::Seen {
+                fingerprint: request.fingerprint().to_owned(),
+                revision: event.revision,
+            };
+            table("requests").insert(request.id().as_bytes(), encode(&seen)?);
+            state.requests.insert(request.id().to_owned(), seen);
+        }
         table("events").insert(&event.revision.to_be_bytes(), encode(&event)?);
         table("meta").insert(REVISION_KEY, encode(&event.revision)?);
         state.revision = event.revision;

@@ -47,6 +47,7 @@ mod model;
 mod placements;
 mod pools;
 mod records;
+pub mod requests;
 mod tenants;
 mod upkeep;
 
@@ -118,6 +119,8 @@ struct State {
     /// Per home address, the last sequence number its home agent reported
     /// accepting: where a new mobile-router instance starts.
     last_sequence: HashMap<Ipv6Addr, u16>,
+    /// The request ids of recent changes (requests.rs).
+    requests: requests::SeenRequests,
     revision: u64,
 }
 
@@ -164,6 +167,7 @@ const TABLES: &[&str] = &[
     "mobile_routers",
     "placements",
     "sequences",
+    "requests",
 ];
 /// Bound of redb's page cache: the controller keeps its state in memory,
 /// the cache serves the event history of resuming watchers.

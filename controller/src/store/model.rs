@@ -338,6 +338,13 @@ pub enum StoreError {
     /// may be sent again as it is.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The call's request id is recorded: its change was made already, at
+    /// `revision` (the API answers the retry as the first call).
+    #[error("this request was made already, at revision {revision}")]
+    AlreadyMade {
+        /// The revision of the change the first call made.
+        revision: u64,
+    },
     /// The change was sent to etcd and no answer said whether it was
     /// committed, and etcd could not be asked since: it may or may not be
     /// made. Read before retrying a change that is not idempotent.

@@ -28,6 +28,7 @@ pub(super) const STATE_TABLES: &[&str] = &[
     "mobile_routers",
     "placements",
     "sequences",
+    "requests",
 ];
 
 /// The name of a table as the store spells it (`Write` holds `'static`
@@ -49,6 +50,7 @@ impl State {
             mobile_routers: BTreeMap::new(),
             placements: BTreeMap::new(),
             last_sequence: HashMap::new(),
+            requests: super::requests::SeenRequests::default(),
             revision: 0,
         }
     }
@@ -164,6 +166,10 @@ impl State {
                     None => self.last_sequence.remove(&address),
                 };
             }
+            ("requests", Some(value)) => {
+                self.requests.insert(name(), decode(value)?);
+            }
+            ("requests", None) => self.requests.remove(&name()),
             (other, _) => {
                 return Err(StoreError::Storage(format!(
                     "corrupt record: no table {other:?}"

@@ -1523,3 +1523,118 @@ fn the_service_manager_hears_when_it_serves() {
     assert!(said.starts_with("READY=1\nSTATUS=nemo-controller ready"), "{said}");
     assert!(said.contains(&format!("grpc={}", process.field("grpc"))), "{said}");
 }
+
+/// `request` with the request id `id` (gRPC metadata `nemo-request-id`).
+fn with_id<T>(id: &str, message: T) -> Request<T> {
+    let mut request = authed(message);
+    request
+        .metadata_mut()
+        .insert(nemo_controller::api::REQUEST_ID, id.parse().unwrap());
+    request
+}
+
+/// Issue 33: a call sent again with its request id is answered as the
+/// first was and made once, also across a kill -9; the same id on another
+/// call, and a malformed id, are refused naming the id.
+#[tokio::test]
+async fn a_call_sent_again_with_its_request_id_is_made_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(backend) = Backend::start() else {
+        return;
+    };
+    let mut server = start(dir.path(), &backend);
+    let mut c = client(&server).await;
+    let pool = || pb::CreatePoolRequest {
+        name: "core".into(),
+        prefix: "2001:db8:100::/40".into(),
+        tenant_length: 56,
+    };
+    let tenant = || pb::CreateTenantRequest {
+        name: "acme".into(),
+    };
+    let allocate = || pb::AllocatePrefixRequest {
+        tenant: "acme".into(),
+        pool: "core".into(),
+        length: 0,
+        prefix: String::new(),
+    };
+    // Sent twice, answered twice as the first call: no ALREADY_EXISTS.
+    for _ in 0..2 {
+        c.create_pool(with_id("pool-1", pool())).await.unwrap();
+        c.create_tenant(with_id("tenant-1", tenant())).await.unwrap();
+    }
+    let first = c
+        .allocate_prefix(with_id("alloc-1", allocate()))
+        .await
+        .unwrap()
+        .into_inner();
+    let again = c
+        .allocate_prefix(with_id("alloc-1", allocate()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first, again, "a retry was answered with another prefix");
+    let listed = |c: &mut ControllerClient<Channel>| {
+        let mut c = c.clone();
+        async move {
+            c.list_prefixes(authed(pb::ListPrefixesRequest {
+                tenant: "acme".into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .allocations
+            .len()
+        }
+    };
+    assert_eq!(listed(&mut c).await, 1);
+    // Without an id, a call is made each time.
+    c.allocate_prefix(authed(allocate())).await.unwrap();
+    assert_eq!(listed(&mut c).await, 2);
+    // The same id on another call, and malformed ids: refused, named.
+    let other = pb::AllocatePrefixRequest {
+        length: 60,
+        ..allocate()
+    };
+    let (code_of, message) = code(c.allocate_prefix(with_id("alloc-1", other)).await).await;
+    assert_eq!(code_of, Code::InvalidArgument, "{message}");
+    assert!(message.contains("nemo-request-id"), "{message}");
+    for bad in ["a b", &"x".repeat(65)] {
+        let (code_of, message) = code(c.allocate_prefix(with_id(bad, allocate())).await).await;
+        assert_eq!(code_of, Code::InvalidArgument, "{message}");
+        assert!(message.contains("nemo-request-id"), "{message}");
+    }
+    assert_eq!(listed(&mut c).await, 2);
+    // A release sent again: the first call's answer, not NOT_FOUND.
+    let release = || pb::ReleasePrefixRequest {
+        prefix: first.prefix.clone(),
+    };
+    let released = c
+        .release_prefix(with_id("release-1", release()))
+        .await
+        .unwrap()
+        .into_inner();
+    let released_again = c
+        .release_prefix(with_id("release-1", release()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(released, released_again);
+    // The ids are durable with their changes: after kill -9 and a
+    // restart, the retry is still the first call.
+    let again_id = c
+        .allocate_prefix(with_id("alloc-2", allocate()))
+        .await
+        .unwrap()
+        .into_inner();
+    server.kill();
+    let server = start(dir.path(), &backend);
+    let mut c = client(&server).await;
+    let after_restart = c
+        .allocate_prefix(with_id("alloc-2", allocate()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again_id, after_restart);
+    assert_eq!(listed(&mut c).await, 2, "{}", server.log());
+}

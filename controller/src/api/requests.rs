@@ -1,0 +1,69 @@
+//! Request ids on the API: a mutating call may carry gRPC metadata
+//! [`REQUEST_ID`]; a call sent again with the same id (after `UNKNOWN`, a
+//! lost connection, a replica that died) is answered as the first call was
+//! instead of being made twice (store/requests.rs).
+
+use std::future::Future;
+
+use prost::Message;
+use tonic::{Request, Status};
+
+use super::Service;
+use crate::store::requests::{as_request, RequestId};
+use crate::store::{Event, StoreError};
+
+/// The metadata key of a call's request id: 1 to 64 of letters, digits,
+/// `-`, `_`, `.`, `:`, chosen by the client, one per logical call.
+pub const REQUEST_ID: &str = "nemo-request-id";
+
+/// The request id a call gave, if any (the fingerprint covers `method` and
+/// the whole message, so the same id on another call is refused).
+pub(super) fn request_id<T: Message>(
+    request: &Request<T>,
+    method: &'static str,
+) -> Result<Option<RequestId>, Status> {
+    let Some(value) = request.metadata().get(REQUEST_ID) else {
+        return Ok(None);
+    };
+    let id = value
+        .to_str()
+        .map_err(|_| Status::invalid_argument(format!("{REQUEST_ID}: not printable ASCII")))?;
+    RequestId::new(id, method, &request.get_ref().encode_to_vec())
+        .map(Some)
+        .map_err(Status::from)
+}
+
+/// What a call with a request id came to.
+#[derive(Debug)]
+pub(super) enum Made<T> {
+    /// Made by this call.
+    Now(T),
+    /// Made by an earlier call with the same id: its change.
+    Earlier(Event),
+}
+
+impl Service {
+    /// Makes `change` once per request id: answered from the earlier call's
+    /// change when the id is recorded (checked first, and again when the
+    /// change is refused: a concurrent call with the same id may have made
+    /// it meanwhile, or the commit itself found the id).
+    pub(super) async fn once<T>(
+        &self,
+        request: Option<RequestId>,
+        change: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<Made<T>, Status> {
+        let Some(request) = request else {
+            return Ok(Made::Now(change.await?));
+        };
+        if let Some(event) = self.store.made_by(&request).await? {
+            return Ok(Made::Earlier(event));
+        }
+        match as_request(Some(request.clone()), change).await {
+            Ok(made) => Ok(Made::Now(made)),
+            Err(error) => match self.store.made_by(&request).await {
+                Ok(Some(event)) => Ok(Made::Earlier(event)),
+                _ => Err(error.into()),
+            },
+        }
+    }
+}
