@@ -1637,4 +1637,20 @@ async fn a_call_sent_again_with_its_request_id_is_made_once() {
         .into_inner();
     assert_eq!(again_id, after_restart);
     assert_eq!(listed(&mut c).await, 2, "{}", server.log());
+    // nemoctl run again with the --request-id of a first run: one
+    // allocation, the same prefix printed.
+    let endpoint = format!("http://{}", server.field("grpc"));
+    let run = || {
+        let output = Command::new(env!("CARGO_BIN_EXE_nemoctl"))
+            .args(["--endpoint", &endpoint, "--request-id", "op-7", "--output", "json"])
+            .args(["prefix", "allocate", "acme", "--pool", "core"])
+            .env("NEMO_TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        json[0]["prefix"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(run(), run());
+    assert_eq!(listed(&mut c).await, 3);
 }

@@ -22,6 +22,7 @@ mod output;
 mod pools;
 mod prefixes;
 mod qmp;
+mod request_ids;
 mod status;
 mod tenants;
 
@@ -82,6 +83,12 @@ struct Args {
     /// `--follow` streams as JSON Lines, `status` reports as one object).
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
+    /// The request id of this command's changes (gRPC metadata
+    /// nemo-request-id; its second call gets ID.2, and so on). A command
+    /// run again with the id a failed run printed is made at most once.
+    /// Default: a fresh one per run.
+    #[arg(long, global = true, env = "NEMO_REQUEST_ID")]
+    request_id: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -201,10 +208,17 @@ fn answer<T>(response: tonic::Response<T>) -> T {
 }
 
 fn request<T>(message: T, token: &Option<String>) -> anyhow::Result<Request<T>> {
-    Ok(match token {
+    let mut request = match token {
         Some(token) => nemo_daemon::authorized(message, token)?,
         None => Request::new(message),
-    })
+    };
+    let id = request_ids::next();
+    request.metadata_mut().insert(
+        nemo_controller::api::REQUEST_ID,
+        id.parse()
+            .map_err(|_| anyhow::anyhow!("--request-id {id:?}: not printable ASCII"))?,
+    );
+    Ok(request)
 }
 
 fn placement_record(p: &pb::Placement) -> serde_json::Value {
@@ -519,6 +533,7 @@ async fn controller(
 
 fn main() {
     let args = Args::parse();
+    request_ids::start(args.request_id.clone());
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -571,6 +586,22 @@ fn main() {
                 status.message()
             ),
             None => eprintln!("nemoctl: {error:#}"),
+        }
+        // Sent and unanswered: the change may have been made. The same
+        // command with this id is answered as the first call, not made
+        // again.
+        let unanswered = error.downcast_ref::<tonic::Status>().is_none_or(|status| {
+            matches!(
+                status.code(),
+                tonic::Code::Unknown | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+            )
+        });
+        if unanswered && request_ids::sent() {
+            eprintln!(
+                "nemoctl: whether the change was made is not known: run the same command with \
+                 --request-id {} to make it at most once",
+                request_ids::command_id()
+            );
         }
         std::process::exit(1);
     }
