@@ -13,6 +13,8 @@
 #   STORE=etcd3 REPLICAS=2 KILL_AFTER=3 bench/controller.sh 6 64  # the first
 #       replica SIGKILLed 3 s into the run: its clients move to the other;
 #       longest_failover is the failover time they saw
+#   REQUEST_IDS=1 ...    # every allocation with a request id, a failed one
+#       sent again under it (what ids cost; a retry allocates once)
 #   PREFER_FIRST=1 ...   # every client on the first replica until it fails
 #       (the deployment OPERATIONS.md advises) instead of spread over all
 #
@@ -73,7 +75,7 @@ for n in "${clients[@]}"; do
     killer=$!
   fi
   "$bin/controller-loadgen" --endpoint "${listens%,}" --token-file "$work/token" \
-      --clients "$n" --seconds "$seconds" ${PREFER_FIRST:+--prefer-first}
+      --clients "$n" --seconds "$seconds" ${PREFER_FIRST:+--prefer-first} ${REQUEST_IDS:+--request-ids}
   [ -z "${KILL_AFTER:-}" ] || wait "$killer"
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   pids=()

@@ -79,13 +79,7 @@ async fn what_is_acknowledged_is_in_etcd_and_comes_back() {
     // Another controller process would read exactly this.
     let reopened = Store::open_etcd(&settings, QUARANTINE).await.unwrap();
     assert_eq!(reopened.revision().await, revision);
-    let held: BTreeSet<Ipv6Net> = reopened
-        .allocations(None)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|a| a.prefix)
-        .collect();
+    let held: BTreeSet<Ipv6Net> = allocated_prefixes(&reopened).await;
     let mut expected = acknowledged.clone();
     expected.remove(&released);
     assert_eq!(held, expected);
@@ -219,13 +213,7 @@ async fn three_replicas_allocate_at_once_disjoint_and_agree() {
     let revision = 2 + 600;
     all_at(&replicas, revision).await;
     for replica in &replicas {
-        let held: BTreeSet<Ipv6Net> = replica
-            .allocations(None)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|a| a.prefix)
-            .collect();
+        let held: BTreeSet<Ipv6Net> = allocated_prefixes(replica).await;
         assert_eq!(held, acknowledged, "a replica's memory differs");
         assert_eq!(replica.pool("p").await.unwrap().1, 600);
     }
@@ -960,13 +948,7 @@ async fn history_is_whole(store: &Store, what: &str) {
             _ => {}
         }
     }
-    let listed: BTreeSet<Ipv6Net> = store
-        .allocations(None)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|a| a.prefix)
-        .collect();
+    let listed: BTreeSet<Ipv6Net> = allocated_prefixes(store).await;
     assert_eq!(
         listed, allocated,
         "{what}: the allocations listed and those the history tells differ"
@@ -1047,13 +1029,7 @@ async fn through_quorum_losses_refused_stays_refused_and_the_history_stays_whole
         };
         expect(answers[2], tenants.contains(&tenant), "the tenant");
         expect(answers[3], truth.pool(&pool).await.is_ok(), "the pool");
-        let listed: BTreeSet<Ipv6Net> = truth
-            .allocations(None)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|a| a.prefix)
-            .collect();
+        let listed: BTreeSet<Ipv6Net> = allocated_prefixes(&truth).await;
         expect(answers[4], !listed.contains(&released), "the release");
         if listed.contains(&released) {
             held.push(released);
@@ -1091,13 +1067,7 @@ async fn through_quorum_losses_refused_stays_refused_and_the_history_stays_whole
             assert!(retried.insert(prefix), "{what}: two ids, one prefix");
         }
         let truth = Store::open_etcd(&settings, QUARANTINE).await.unwrap();
-        let listed: BTreeSet<Ipv6Net> = truth
-            .allocations(None)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|a| a.prefix)
-            .collect();
+        let listed: BTreeSet<Ipv6Net> = allocated_prefixes(&truth).await;
         let made_once: BTreeSet<Ipv6Net> = before_retries.union(&retried).copied().collect();
         assert!(
             listed == made_once,
@@ -1163,4 +1133,15 @@ async fn contents_of(store: &Store) -> String {
         events.len(),
         store.revision().await,
     )
+}
+
+/// The prefixes a store lists as allocated.
+async fn allocated_prefixes(store: &nemo_controller::store::Store) -> BTreeSet<Ipv6Net> {
+    store
+        .allocations(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.prefix)
+        .collect()
 }

@@ -80,13 +80,7 @@ async fn acknowledged_allocations_survive_a_power_loss() {
         )
         .await
         .unwrap();
-        let held: BTreeSet<Ipv6Net> = reopened
-            .allocations(None)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|a| a.prefix)
-            .collect();
+        let held: BTreeSet<Ipv6Net> = allocated_prefixes(&reopened).await;
         let (history, _) = reopened.events_after(0).await.unwrap();
         assert_eq!(
             history.len() as u64,
@@ -173,13 +167,7 @@ async fn a_commit_that_fails_is_answered_unknown_and_nothing_after_it_is_made() 
     // The restart reads what the file holds: every acknowledged
     // allocation, and not the change refused as not made.
     let store = Store::open(&dir, quarantine).await.unwrap();
-    let held: BTreeSet<Ipv6Net> = store
-        .allocations(None)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|a| a.prefix)
-        .collect();
+    let held: BTreeSet<Ipv6Net> = allocated_prefixes(&store).await;
     assert!(
         acknowledged.is_subset(&held),
         "acknowledged allocations lost"
@@ -193,4 +181,15 @@ async fn a_commit_that_fails_is_answered_unknown_and_nothing_after_it_is_made() 
         "a full disk: {} allocations acknowledged, then {failure}",
         acknowledged.len()
     );
+}
+
+/// The prefixes a store lists as allocated.
+async fn allocated_prefixes(store: &nemo_controller::store::Store) -> BTreeSet<Ipv6Net> {
+    store
+        .allocations(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.prefix)
+        .collect()
 }

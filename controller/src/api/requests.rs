@@ -44,9 +44,10 @@ pub(super) enum Made<T> {
 
 impl Service {
     /// Makes `change` once per request id: answered from the earlier call's
-    /// change when the id is recorded (checked first, and again when the
-    /// change is refused: a concurrent call with the same id may have made
-    /// it meanwhile, or the commit itself found the id).
+    /// change when the id is recorded. Checked when the change is refused
+    /// (its commit found the id, or the operation's own checks refused what
+    /// the first call made, "exists already"), not before: a first call
+    /// pays nothing more for its id than the bytes in its event.
     pub(super) async fn once<T>(
         &self,
         request: Option<RequestId>,
@@ -55,13 +56,13 @@ impl Service {
         let Some(request) = request else {
             return Ok(Made::Now(change.await?));
         };
-        if let Some(event) = self.store.made_by(&request).await? {
-            return Ok(Made::Earlier(event));
-        }
         match as_request(Some(request.clone()), change).await {
             Ok(made) => Ok(Made::Now(made)),
             Err(error) => match self.store.made_by(&request).await {
                 Ok(Some(event)) => Ok(Made::Earlier(event)),
+                // The id names another call: that, not this call's own
+                // refusal, is what the client must hear.
+                Err(reused @ StoreError::Invalid { .. }) => Err(reused.into()),
                 _ => Err(error.into()),
             },
         }

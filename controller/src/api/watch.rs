@@ -229,6 +229,7 @@ mod tests {
     fn history(revisions: std::ops::RangeInclusive<u64>) -> Vec<store::Event> {
         revisions
             .map(|revision| store::Event {
+                request: None,
                 revision,
                 at_unix_ms: 0,
                 change: StoreChange::TenantCreated(store::Tenant {

@@ -60,6 +60,11 @@ struct Args {
     /// the clients over the endpoints.
     #[arg(long)]
     prefer_first: bool,
+    /// Give every allocation a request id (gRPC metadata nemo-request-id),
+    /// and send a failed one again with the same id, as an orchestrator
+    /// does: what request ids cost, and that a retry allocates once.
+    #[arg(long)]
+    request_ids: bool,
 }
 
 fn request<T>(message: T, token: &str) -> anyhow::Result<Request<T>> {
@@ -134,6 +139,7 @@ async fn main() -> anyhow::Result<()> {
         };
         let mut connection = client(&endpoints[at]).await?;
         let (token, pool, read_only) = (token.clone(), args.pool.clone(), args.read_only);
+        let request_ids = args.request_ids;
         let endpoints = endpoints.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
@@ -147,6 +153,10 @@ async fn main() -> anyhow::Result<()> {
             // after it: the failover time.
             let mut failing_over = false;
             let mut longest_failover = Duration::ZERO;
+            // The id of the allocation being made: kept until it is
+            // answered, so that a failed call is sent again under it.
+            let mut calls = 0u64;
+            let mut pending_id: Option<String> = None;
             while Instant::now() < deadline {
                 let started = Instant::now();
                 let answer = if read_only {
@@ -159,13 +169,23 @@ async fn main() -> anyhow::Result<()> {
                         length: 0,
                         prefix: String::new(),
                     };
+                    let mut call = request(call, &token)?;
+                    if request_ids {
+                        let id = pending_id.get_or_insert_with(|| {
+                            calls += 1;
+                            format!("loadgen-{n}-{calls}")
+                        });
+                        call.metadata_mut()
+                            .insert(nemo_controller::api::REQUEST_ID, id.parse()?);
+                    }
                     connection
-                        .allocate_prefix(request(call, &token)?)
+                        .allocate_prefix(call)
                         .await
                         .map(|answer| allocated.push(answer.into_inner().prefix))
                 };
                 match answer {
                     Ok(()) => {
+                        pending_id = None;
                         latencies
                             .push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
                         longest_wait = longest_wait.max(last_answer.elapsed());

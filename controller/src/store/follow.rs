@@ -109,7 +109,8 @@ impl Store {
     async fn reload(&self) -> Result<(), StoreError> {
         let _flushing = self.log.flushing.lock().await;
         let (records, etcd_revision) = self.backend.snapshot(records::STATE_TABLES).await?;
-        let loaded = State::loaded(records)?;
+        let mut loaded = State::loaded(records)?;
+        loaded.requests = super::requests::recorded(&self.backend, loaded.revision).await?;
         let mut state = self.state.lock().await;
         let old = self.log.flushed.load(Ordering::Acquire);
         let refusal = StoreError::Conflict {

@@ -441,6 +441,8 @@ impl Store {
             revision: state.revision + 1,
             at_unix_ms: unix_ms(SystemTime::now()),
             change,
+            // Recorded with its change (requests.rs).
+            request,
         };
         let queued = std::cell::RefCell::new(Vec::new());
         let table = |name| Table {
@@ -458,22 +460,8 @@ impl Store {
             placements: table("placements"),
             sequences: table("sequences"),
         })?;
-        if let Some(request) = request {
-            // The id goes in the change's own commit (requests.rs), and
-            // the oldest beyond the bound goes in the same one.
-            if let Some(oldest) = state.requests.beyond(requests::MAX_REQUEST_IDS - 1) {
-                let oldest = oldest.to_owned();
-                table("requests").remove(oldest.as_bytes());
-                state.requests.remove(&oldest);
-            }
-            let seen = requests::Seen {
-                fingerprint: request.fingerprint().to_owned(),
-                revision: event.revision,
-            };
-            table("requests").insert(request.id().as_bytes(), encode(&seen)?);
-            state.requests.insert(request.id().to_owned(), seen);
-        }
         table("events").insert(&event.revision.to_be_bytes(), encode(&event)?);
+        state.requests.record(&event);
         table("meta").insert(REVISION_KEY, encode(&event.revision)?);
         state.revision = event.revision;
         lock(&self.log.pending).push_back(event.clone());

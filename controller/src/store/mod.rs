@@ -167,7 +167,6 @@ const TABLES: &[&str] = &[
     "mobile_routers",
     "placements",
     "sequences",
-    "requests",
 ];
 /// Bound of redb's page cache: the controller keeps its state in memory,
 /// the cache serves the event history of resuming watchers.
@@ -205,7 +204,8 @@ impl Store {
         quarantine_time: Duration,
     ) -> Result<Store, StoreError> {
         let (records, etcd_revision) = backend.snapshot(records::STATE_TABLES).await?;
-        let state = State::loaded(records)?;
+        let mut state = State::loaded(records)?;
+        state.requests = requests::recorded(&backend, state.revision).await?;
         let (changes, _) = broadcast::channel(4096);
         Ok(Store {
             backend,

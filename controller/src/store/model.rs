@@ -155,6 +155,10 @@ pub struct Event {
     pub at_unix_ms: i64,
     /// What happened.
     pub change: StoreChange,
+    /// The request id of the call that made it, when it gave one
+    /// (requests.rs): kept with the change, so one write holds both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<super::requests::RequestId>,
 }
 
 /// What changed.

@@ -28,7 +28,6 @@ pub(super) const STATE_TABLES: &[&str] = &[
     "mobile_routers",
     "placements",
     "sequences",
-    "requests",
 ];
 
 /// The name of a table as the store spells it (`Write` holds `'static`
@@ -78,8 +77,17 @@ impl State {
     ) -> Result<Option<Event>, StoreError> {
         let name = || String::from_utf8_lossy(key).into_owned();
         match (table, value) {
-            ("events", Some(value)) => return Ok(Some(decode(value)?)),
-            ("events", None) => {}
+            ("events", Some(value)) => {
+                let event: Event = decode(value)?;
+                self.requests.record(&event);
+                return Ok(Some(event));
+            }
+            ("events", None) => {
+                // A change put back, or trimmed: its request id goes too.
+                if let Ok(revision) = <[u8; 8]>::try_from(key) {
+                    self.requests.forget(u64::from_be_bytes(revision));
+                }
+            }
             ("meta", Some(value)) if key == REVISION_KEY => self.revision = decode(value)?,
             ("meta", _) => {}
             ("pools", Some(value)) => {
@@ -166,10 +174,6 @@ impl State {
                     None => self.last_sequence.remove(&address),
                 };
             }
-            ("requests", Some(value)) => {
-                self.requests.insert(name(), decode(value)?);
-            }
-            ("requests", None) => self.requests.remove(&name()),
             (other, _) => {
                 return Err(StoreError::Storage(format!(
                     "corrupt record: no table {other:?}"

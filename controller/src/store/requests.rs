@@ -2,16 +2,16 @@
 //!
 //! A client that was told "outcome unknown" (or lost its connection before
 //! an answer) sends the same call again with the same request id. The
-//! change a call makes records its id in the same commit (the same etcd
-//! transaction, the same redb write), table `requests`: id -> the revision
-//! of the change and a fingerprint of the call. A call whose id is
-//! recorded is answered from that change instead of being made again
+//! change a call makes records its id, with a fingerprint of the call, in
+//! its own event (the history's record of the change, written in the same
+//! commit: no extra key, so no extra cost per transaction). A call whose id
+//! is recorded is answered from that change instead of being made again
 //! (AWS's client tokens, Stripe's Idempotency-Key); one whose id was
 //! recorded for a different call is refused, naming the id.
 //!
-//! The ids are bounded by count: the newest [`MAX_REQUEST_IDS`] are kept,
-//! the oldest removed in the commit that adds one more. They live in
-//! memory like the rest of the state (some 150 bytes each).
+//! Memory holds the ids of the newest [`MAX_REQUEST_IDS`] changes (read
+//! back from the history when the store loads; some 150 bytes each); an
+//! id older than that, or whose event the history trimmed, is forgotten.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -20,13 +20,13 @@ use serde::{Deserialize, Serialize};
 
 use super::{Event, Store, StoreError};
 
-/// Request ids kept (the newest).
-pub const MAX_REQUEST_IDS: usize = 100_000;
+/// Changes whose request ids are kept (the newest).
+pub const MAX_REQUEST_IDS: u64 = 100_000;
 /// The longest request id, in bytes.
 pub const MAX_REQUEST_ID_LEN: usize = 64;
 
 /// A call's request id and the fingerprint of the call it names.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestId {
     id: String,
     fingerprint: String,
@@ -60,10 +60,6 @@ impl RequestId {
     pub fn id(&self) -> &str {
         &self.id
     }
-
-    pub(super) fn fingerprint(&self) -> &str {
-        &self.fingerprint
-    }
 }
 
 /// FNV-1a, 128 bits, of the method and the message: tells one call from
@@ -80,8 +76,8 @@ fn fingerprint(method: &str, message: &[u8]) -> String {
     format!("{hash:032x}")
 }
 
-/// What the `requests` table holds for an id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What memory holds for an id.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Seen {
     /// The call's fingerprint.
     pub(super) fingerprint: String,
@@ -101,29 +97,67 @@ impl SeenRequests {
         self.by_id.get(id)
     }
 
-    pub(super) fn insert(&mut self, id: String, seen: Seen) {
-        self.by_revision.insert(seen.revision, id.clone());
-        if let Some(old) = self.by_id.insert(id, seen) {
-            self.by_revision.remove(&old.revision);
+    /// Keeps the request id of `event`, if it has one, and forgets those of
+    /// changes [`MAX_REQUEST_IDS`] or more older.
+    pub(super) fn record(&mut self, event: &Event) {
+        if let Some(request) = &event.request {
+            self.forget(event.revision);
+            if let Some(old) = self.by_id.insert(
+                request.id.clone(),
+                Seen {
+                    fingerprint: request.fingerprint.clone(),
+                    revision: event.revision,
+                },
+            ) {
+                self.by_revision.remove(&old.revision);
+            }
+            self.by_revision.insert(event.revision, request.id.clone());
+        }
+        let oldest_kept = event.revision.saturating_sub(MAX_REQUEST_IDS - 1);
+        while let Some(entry) = self.by_revision.first_entry() {
+            if *entry.key() >= oldest_kept {
+                break;
+            }
+            let id = entry.remove();
+            self.by_id.remove(&id);
         }
     }
 
-    pub(super) fn remove(&mut self, id: &str) {
-        if let Some(seen) = self.by_id.remove(id) {
-            self.by_revision.remove(&seen.revision);
+    /// Forgets the request id of the change at `revision` (put back, or
+    /// trimmed from the history).
+    pub(super) fn forget(&mut self, revision: u64) {
+        if let Some(id) = self.by_revision.remove(&revision) {
+            self.by_id.remove(&id);
         }
-    }
-
-    /// The oldest id, when more than `keep` are held.
-    pub(super) fn beyond(&self, keep: usize) -> Option<&str> {
-        (self.by_id.len() > keep)
-            .then(|| self.by_revision.values().next().map(String::as_str))
-            .flatten()
     }
 
     pub(super) fn len(&self) -> usize {
         self.by_id.len()
     }
+}
+
+/// The request ids of the newest [`MAX_REQUEST_IDS`] changes up to
+/// `revision`, read from the history (when the store loads).
+pub(super) async fn recorded(
+    backend: &super::backend::Backend,
+    revision: u64,
+) -> Result<SeenRequests, StoreError> {
+    let mut seen = SeenRequests::default();
+    if revision == 0 {
+        return Ok(seen);
+    }
+    let from = revision.saturating_sub(MAX_REQUEST_IDS - 1).max(1);
+    for (_, value) in backend
+        .scan(
+            "events",
+            Some(&from.to_be_bytes()),
+            Some(&revision.to_be_bytes()),
+        )
+        .await?
+    {
+        seen.record(&super::decode::<Event>(&value)?);
+    }
+    Ok(seen)
 }
 
 tokio::task_local! {
@@ -146,8 +180,8 @@ pub(super) fn current() -> Option<RequestId> {
 }
 
 /// What a commit does with the current request id: refuse it when its id
-/// is recorded (made already, or used for another call), or return what
-/// to record.
+/// is recorded (made already, or used for another call), or return it to
+/// record in the change's event.
 pub(super) fn check(seen: &SeenRequests) -> Result<Option<RequestId>, StoreError> {
     let Some(request) = current() else {
         return Ok(None);
@@ -233,20 +267,28 @@ mod tests {
     }
 
     #[test]
-    fn the_oldest_goes_first() {
+    fn ids_follow_their_changes_and_the_oldest_go() {
+        let event = |revision: u64, id: Option<&str>| Event {
+            revision,
+            at_unix_ms: 0,
+            change: super::super::StoreChange::TenantCreated(super::super::Tenant {
+                name: "t".into(),
+                created_at_unix_ms: 0,
+            }),
+            request: id.map(|id| RequestId::new(id, "CreateTenant", b"t").unwrap()),
+        };
         let mut seen = SeenRequests::default();
-        for (n, id) in ["a", "b", "c"].into_iter().enumerate() {
-            seen.insert(
-                id.into(),
-                Seen {
-                    fingerprint: String::new(),
-                    revision: n as u64 + 1,
-                },
-            );
-        }
-        assert_eq!(seen.beyond(3), None);
-        assert_eq!(seen.beyond(2), Some("a"));
-        seen.remove("a");
-        assert_eq!(seen.beyond(1), Some("b"));
+        seen.record(&event(1, Some("a")));
+        seen.record(&event(2, None));
+        seen.record(&event(3, Some("b")));
+        assert_eq!(seen.get("a").map(|s| s.revision), Some(1));
+        assert_eq!(seen.len(), 2);
+        // Put back: forgotten with its change.
+        seen.forget(3);
+        assert_eq!(seen.get("b"), None);
+        // MAX_REQUEST_IDS changes later, the first id is gone.
+        seen.record(&event(MAX_REQUEST_IDS + 1, Some("c")));
+        assert_eq!(seen.get("a"), None);
+        assert_eq!(seen.len(), 1);
     }
 }

@@ -1599,6 +1599,15 @@ async fn a_call_sent_again_with_its_request_id_is_made_once() {
     let (code_of, message) = code(c.allocate_prefix(with_id("alloc-1", other)).await).await;
     assert_eq!(code_of, Code::InvalidArgument, "{message}");
     assert!(message.contains("nemo-request-id"), "{message}");
+    // ... also when the other call would be made (it reaches the commit).
+    let valid_other = pb::AllocatePrefixRequest {
+        length: 56,
+        ..allocate()
+    };
+    let (code_of, message) =
+        code(c.allocate_prefix(with_id("alloc-1", valid_other)).await).await;
+    assert_eq!(code_of, Code::InvalidArgument, "{message}");
+    assert!(message.contains("nemo-request-id"), "{message}");
     for bad in ["a b", &"x".repeat(65)] {
         let (code_of, message) = code(c.allocate_prefix(with_id(bad, allocate())).await).await;
         assert_eq!(code_of, Code::InvalidArgument, "{message}");
