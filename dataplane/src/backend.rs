@@ -58,8 +58,8 @@ impl KernelBackend {
 /// Publishes the tunnelled packets refused so far, for the daemons'
 /// `decapsulation_misses` gauge: with seg6 the kernel's own counter
 /// ([`tunsrc::watch_decapsulation_misses`]), otherwise what `read` (the data
-/// plane's [`HomeAgentDataPlane::refused_tunnelled`] or
-/// [`MobileRouterDataPlane::refused_tunnelled`]) counts, every second while
+/// plane's [`crate::HomeAgentDataPlane::refused_tunnelled`] or
+/// [`crate::MobileRouterDataPlane::refused_tunnelled`]) counts, every second while
 /// it counts anything (the memory backend counts nothing: this ends).
 pub async fn watch_refused_tunnelled(
     backend: Option<KernelBackend>,
