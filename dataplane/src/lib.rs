@@ -377,22 +377,36 @@ impl HomeAgentDataPlane for MemoryDataPlane {
                 backend: "memory",
                 reason: "poisoned".into(),
             })?;
-        let held = settled_destinations(now);
-        for destination in gone.iter().flat_map(BindingRoutes::destinations) {
-            if !held.contains_key(&destination) {
-                table.remove(&destination);
-            }
+        let Settlement { remove, install } = settlement(now, gone);
+        for destination in remove {
+            table.remove(&destination);
         }
-        table.extend(held);
+        table.extend(install);
         Ok(())
     }
 }
 
-/// The destinations `now` holds, and the care-of address of each.
-pub(crate) fn settled_destinations(now: &[BindingRoutes]) -> HashMap<Ipv6Net, Ipv6Addr> {
-    now.iter()
+/// What a `settle` does with the routes: every backend the same.
+pub(crate) struct Settlement {
+    /// Destinations `gone` had that `now` does not hold: removed.
+    pub(crate) remove: Vec<Ipv6Net>,
+    /// Every destination `now` holds, with its care-of address: installed
+    /// (again, idempotently).
+    pub(crate) install: HashMap<Ipv6Net, Ipv6Addr>,
+}
+
+/// The settlement of `now` against `gone` ([`HomeAgentDataPlane::settle`]).
+pub(crate) fn settlement(now: &[BindingRoutes], gone: &[BindingRoutes]) -> Settlement {
+    let install: HashMap<Ipv6Net, Ipv6Addr> = now
+        .iter()
         .flat_map(|routes| routes.destinations().map(move |d| (d, routes.care_of)))
-        .collect()
+        .collect();
+    let remove = gone
+        .iter()
+        .flat_map(BindingRoutes::destinations)
+        .filter(|destination| !install.contains_key(destination))
+        .collect();
+    Settlement { remove, install }
 }
 
 impl MobileRouterDataPlane for MemoryDataPlane {

@@ -274,14 +274,12 @@ impl HomeAgentDataPlane for BpfHomeAgent {
     ) -> Result<(), DataPlaneError> {
         // Peers are per destination here, not counted per care-of address:
         // installing `now` and removing what only `gone` held is all.
-        let held = crate::settled_destinations(now);
-        for destination in gone.iter().flat_map(BindingRoutes::destinations) {
-            if !held.contains_key(&destination) {
-                self.uninstall(destination).await?;
-            }
+        let crate::Settlement { remove, install } = crate::settlement(now, gone);
+        for destination in remove {
+            self.uninstall(destination).await?;
         }
-        for (destination, care_of) in &held {
-            self.install(*destination, *care_of).await?;
+        for (destination, care_of) in install {
+            self.install(destination, care_of).await?;
         }
         Ok(())
     }

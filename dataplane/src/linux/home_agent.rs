@@ -209,14 +209,12 @@ impl HomeAgentDataPlane for Seg6HomeAgent {
         gone: &[BindingRoutes],
         users: HashMap<Ipv6Addr, usize>,
     ) -> Result<(), DataPlaneError> {
-        let held = crate::settled_destinations(now);
-        for destination in gone.iter().flat_map(BindingRoutes::destinations) {
-            if !held.contains_key(&destination) {
-                self.uninstall(destination).await?;
-            }
+        let crate::Settlement { remove, install } = crate::settlement(now, gone);
+        for destination in remove {
+            self.uninstall(destination).await?;
         }
-        for (destination, care_of) in &held {
-            self.install(*destination, *care_of).await?;
+        for (destination, care_of) in install {
+            self.install(destination, care_of).await?;
         }
         self.set_decapsulation(users).await?;
         Ok(())
