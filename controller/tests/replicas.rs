@@ -280,3 +280,161 @@ async fn a_read_on_one_replica_sees_what_another_acknowledged() {
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
 }
+
+/// An orchestrator that gives every allocation a request id (`{prefix}{k}`)
+/// and sends a failed one again under the same id, on the next replica,
+/// until it is answered: what issue 33's request ids are for. Returns id ->
+/// prefix, and how many calls failed.
+async fn orchestrator_with_ids(
+    endpoints: Vec<String>,
+    prefix: String,
+    count: usize,
+) -> (Vec<(String, String)>, usize) {
+    let mut answered = Vec::new();
+    let mut current = 0;
+    let mut client = connect(&endpoints[current]).await;
+    let mut failed = 0;
+    for k in 0..count {
+        let id = format!("{prefix}{k}");
+        loop {
+            let mut call = allocate();
+            call.metadata_mut()
+                .insert(nemo_controller::api::REQUEST_ID, id.parse().unwrap());
+            let answer = match client.as_mut() {
+                Some(c) => c.allocate_prefix(call).await.map_err(|s| s.code()),
+                None => Err(tonic::Code::Unavailable),
+            };
+            match answer {
+                Ok(response) => {
+                    answered.push((id, response.into_inner().prefix));
+                    break;
+                }
+                Err(code) => {
+                    assert!(
+                        matches!(
+                            code,
+                            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Aborted
+                        ),
+                        "{id}: {code:?}"
+                    );
+                    failed += 1;
+                    assert!(failed < 200, "no replica answers");
+                    current = (current + 1) % endpoints.len();
+                    client = connect(&endpoints[current]).await;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+    (answered, failed)
+}
+
+/// Issue 33: replica A is killed with SIGKILL mid-burst, again and again,
+/// while its clients allocate with request ids and send every failed call
+/// again, same id, through replica B. Each id ends with exactly one
+/// allocation (the killed replica's transactions in flight were made or
+/// not, never both), no prefix serves two ids, and the history tells every
+/// allocation once. NEMO_KILL_CYCLES sets the cycles (default 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_burst_again_and_again_makes_each_request_once() {
+    if !require(
+        etcd::available(),
+        "etcd missing (etcd-server)",
+        "NEMO_REQUIRE_ETCD",
+    ) {
+        return;
+    }
+    let cycles: usize = std::env::var("NEMO_KILL_CYCLES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3);
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(3);
+    let b = replica(dir.path(), &etcd);
+    let b_endpoint = endpoint(&b);
+    let mut to_b = connect(&b_endpoint).await.unwrap();
+    to_b.create_pool(authed(pb::CreatePoolRequest {
+        name: "core".into(),
+        prefix: "2001:db8:100::/40".into(),
+        tenant_length: 56,
+    }))
+    .await
+    .unwrap();
+    to_b.create_tenant(authed(pb::CreateTenantRequest {
+        name: "acme".into(),
+    }))
+    .await
+    .unwrap();
+    let mut issued = 0;
+    let mut by_id = std::collections::BTreeMap::new();
+    let mut failed = 0;
+    for cycle in 0..cycles {
+        let mut a = replica(dir.path(), &etcd);
+        let a_endpoint = endpoint(&a);
+        let mut tasks = Vec::new();
+        for n in 0..4 {
+            tasks.push(tokio::spawn(orchestrator_with_ids(
+                vec![a_endpoint.clone(), b_endpoint.clone()],
+                format!("c{cycle}-o{n}-"),
+                100,
+            )));
+            issued += 100;
+        }
+        // Mid-burst (a burst lasts some 200 ms here), at a different point
+        // each cycle.
+        tokio::time::sleep(Duration::from_millis(20 + 25 * (cycle % 6) as u64)).await;
+        a.kill();
+        for task in tasks {
+            let (answered, failures) = task.await.unwrap();
+            failed += failures;
+            for (id, prefix) in answered {
+                assert!(
+                    by_id.insert(id.clone(), prefix).is_none(),
+                    "{id} answered twice"
+                );
+            }
+        }
+    }
+    assert!(
+        failed > 0,
+        "A was killed after the bursts: the test proves nothing"
+    );
+    assert_eq!(by_id.len(), issued);
+    let answered: BTreeSet<&String> = by_id.values().collect();
+    assert_eq!(answered.len(), issued, "one prefix answered for two ids");
+    // What the store holds: exactly one allocation per id, those answered.
+    let held: BTreeSet<String> = to_b
+        .list_prefixes(authed(pb::ListPrefixesRequest {
+            tenant: "acme".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .allocations
+        .into_iter()
+        .map(|a| a.prefix)
+        .collect();
+    assert_eq!(
+        held.iter().collect::<BTreeSet<_>>(),
+        answered,
+        "the allocations held are not those answered, one per id"
+    );
+    // The history tells each allocation once, every revision in order.
+    let mut history = to_b
+        .watch_events(authed(pb::WatchEventsRequest {
+            from_revision: 0,
+            history_only: true,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut revisions = Vec::new();
+    let mut allocated = 0;
+    while let Some(event) = history.message().await.unwrap() {
+        revisions.push(event.revision);
+        allocated += usize::from(event.kind == "prefix_allocated");
+    }
+    assert_eq!(revisions, (1..=revisions.len() as u64).collect::<Vec<_>>());
+    assert_eq!(allocated, issued);
+    eprintln!("{cycles} kills, {issued} requests, each made once; {failed} calls sent again");
+}
