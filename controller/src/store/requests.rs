@@ -161,22 +161,27 @@ pub(super) async fn recorded(
 }
 
 tokio::task_local! {
-    static REQUEST: RequestId;
+    static REQUEST: Option<RequestId>;
 }
 
 /// Runs `operation` (one of the store's changes) as the call `request`
 /// names: its commit records the id, or, when the id is recorded already,
 /// it is refused with [`StoreError::AlreadyMade`] instead of made again.
 pub async fn as_request<F: Future>(request: Option<RequestId>, operation: F) -> F::Output {
-    match request {
-        Some(request) => REQUEST.scope(request, operation).await,
-        None => operation.await,
-    }
+    REQUEST.scope(request, operation).await
+}
+
+/// Runs the changes an operation makes on the way to its own (a cascade's
+/// releases) apart from its request id: the id is recorded with the
+/// operation's last change only, so a retry after a crash part way makes
+/// what is left and records the id then.
+pub(super) async fn apart<F: Future>(steps: F) -> F::Output {
+    REQUEST.scope(None, steps).await
 }
 
 /// The request the running change is made for, if any.
 pub(super) fn current() -> Option<RequestId> {
-    REQUEST.try_with(Clone::clone).ok()
+    REQUEST.try_with(Clone::clone).ok().flatten()
 }
 
 /// What a commit does with the current request id: refuse it when its id

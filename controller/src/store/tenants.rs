@@ -88,7 +88,7 @@ impl Store {
             )));
         }
         for prefix in &prefixes {
-            self.release(&prefix.to_string()).await?;
+            super::requests::apart(self.release(&prefix.to_string())).await?;
         }
         let state = self.state.lock().await;
         if state.mobile_routers.contains_key(name) || state.placements.contains_key(name) {

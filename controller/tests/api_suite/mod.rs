@@ -1646,6 +1646,34 @@ async fn a_call_sent_again_with_its_request_id_is_made_once() {
         .into_inner();
     assert_eq!(again_id, after_restart);
     assert_eq!(listed(&mut c).await, 2, "{}", server.log());
+    // A cascade's releases are steps of the one call: its id is recorded
+    // with the tenant's deletion, and the call sent again is told so.
+    c.create_tenant(authed(pb::CreateTenantRequest {
+        name: "gone".into(),
+    }))
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        c.allocate_prefix(authed(pb::AllocatePrefixRequest {
+            tenant: "gone".into(),
+            ..allocate()
+        }))
+        .await
+        .unwrap();
+    }
+    let delete = || pb::DeleteTenantRequest {
+        name: "gone".into(),
+        cascade: true,
+    };
+    let deleted = c
+        .delete_tenant(with_id("delete-1", delete()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(deleted.released.len(), 3);
+    let (code_of, message) = code(c.delete_tenant(with_id("delete-1", delete())).await).await;
+    assert_eq!(code_of, Code::AlreadyExists, "{message}");
+    assert!(message.contains("made already"), "{message}");
     // nemoctl run again with the --request-id of a first run: one
     // allocation, the same prefix printed.
     let endpoint = format!("http://{}", server.field("grpc"));
