@@ -53,27 +53,47 @@ fn allocate() -> tonic::Request<pb::AllocatePrefixRequest> {
 }
 
 /// A client as an orchestrator runs one: `count` allocations, through the
-/// first endpoint until it stops answering, then through the next. Returns
-/// what was acknowledged and how many calls failed (outcome unknown).
-async fn orchestrator(endpoints: Vec<String>, count: usize) -> (Vec<String>, usize) {
+/// first endpoint until it stops answering, then through the next. With
+/// `ids`, allocation `k` carries the request id `{ids}{k}` and a failed one
+/// is sent again under it until answered (issue 33); without, a failed call
+/// is simply not counted (its outcome is unknown). Returns (id or "",
+/// prefix) of what was acknowledged, and how many calls failed.
+async fn orchestrator(
+    endpoints: Vec<String>,
+    count: usize,
+    ids: Option<String>,
+) -> (Vec<(String, String)>, usize) {
     let mut acknowledged = Vec::new();
     let mut failed = 0;
     let mut current = 0;
     let mut client = connect(&endpoints[current]).await;
+    let mut k = 0;
     while acknowledged.len() < count {
+        let id = ids.as_ref().map(|prefix| format!("{prefix}{k}"));
+        let mut call = allocate();
+        if let Some(id) = &id {
+            call.metadata_mut()
+                .insert(nemo_controller::api::REQUEST_ID, id.parse().unwrap());
+        }
         let answer = match client.as_mut() {
-            Some(c) => c.allocate_prefix(allocate()).await.map_err(|s| s.code()),
+            Some(c) => c.allocate_prefix(call).await.map_err(|s| s.code()),
             None => Err(tonic::Code::Unavailable),
         };
         match answer {
-            Ok(response) => acknowledged.push(response.into_inner().prefix),
+            Ok(response) => {
+                acknowledged.push((id.unwrap_or_default(), response.into_inner().prefix));
+                k += 1;
+            }
             Err(code) => {
                 assert!(
-                    matches!(code, tonic::Code::Unavailable | tonic::Code::Unknown),
-                    "{code:?}"
+                    matches!(
+                        code,
+                        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Aborted
+                    ),
+                    "{id:?}: {code:?}"
                 );
                 failed += 1;
-                assert!(failed < 50, "no replica answers");
+                assert!(failed < 200, "no replica answers");
                 current = (current + 1) % endpoints.len();
                 client = connect(&endpoints[current]).await;
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -133,7 +153,7 @@ async fn replicas_serve_at_once_and_survive_one_killed_mid_burst() {
                     .unwrap()
                     .clone(),
             ];
-            tasks.push(tokio::spawn(orchestrator(endpoints, 100)));
+            tasks.push(tokio::spawn(orchestrator(endpoints, 100, None)));
         }
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -143,7 +163,7 @@ async fn replicas_serve_at_once_and_survive_one_killed_mid_burst() {
     for task in tasks {
         let (prefixes, failures) = task.await.unwrap();
         failed += failures;
-        for prefix in prefixes {
+        for (_, prefix) in prefixes {
             assert!(acknowledged.insert(prefix.clone()), "{prefix} given twice");
         }
     }
@@ -278,55 +298,15 @@ async fn a_read_on_one_replica_sees_what_another_acknowledged() {
         }))
         .await
         .unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
-}
-
-/// An orchestrator that gives every allocation a request id (`{prefix}{k}`)
-/// and sends a failed one again under the same id, on the next replica,
-/// until it is answered: what issue 33's request ids are for. Returns id ->
-/// prefix, and how many calls failed.
-async fn orchestrator_with_ids(
-    endpoints: Vec<String>,
-    prefix: String,
-    count: usize,
-) -> (Vec<(String, String)>, usize) {
-    let mut answered = Vec::new();
-    let mut current = 0;
-    let mut client = connect(&endpoints[current]).await;
-    let mut failed = 0;
-    for k in 0..count {
-        let id = format!("{prefix}{k}");
-        loop {
-            let mut call = allocate();
-            call.metadata_mut()
-                .insert(nemo_controller::api::REQUEST_ID, id.parse().unwrap());
-            let answer = match client.as_mut() {
-                Some(c) => c.allocate_prefix(call).await.map_err(|s| s.code()),
-                None => Err(tonic::Code::Unavailable),
-            };
-            match answer {
-                Ok(response) => {
-                    answered.push((id, response.into_inner().prefix));
-                    break;
-                }
-                Err(code) => {
-                    assert!(
-                        matches!(
-                            code,
-                            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Aborted
-                        ),
-                        "{id}: {code:?}"
-                    );
-                    failed += 1;
-                    assert!(failed < 200, "no replica answers");
-                    current = (current + 1) % endpoints.len();
-                    client = connect(&endpoints[current]).await;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        }
-    }
-    (answered, failed)
+    // Not made (UNAVAILABLE), or sent while the quorum went and not known
+    // to be made (UNKNOWN, when an attempt timed out inside etcd): never OK.
+    assert!(
+        matches!(
+            refused.code(),
+            tonic::Code::Unavailable | tonic::Code::Unknown
+        ),
+        "{refused:?}"
+    );
 }
 
 /// Issue 33: replica A is killed with SIGKILL mid-burst, again and again,
@@ -373,10 +353,10 @@ async fn a_replica_killed_mid_burst_again_and_again_makes_each_request_once() {
         let a_endpoint = endpoint(&a);
         let mut tasks = Vec::new();
         for n in 0..4 {
-            tasks.push(tokio::spawn(orchestrator_with_ids(
+            tasks.push(tokio::spawn(orchestrator(
                 vec![a_endpoint.clone(), b_endpoint.clone()],
-                format!("c{cycle}-o{n}-"),
                 100,
+                Some(format!("c{cycle}-o{n}-")),
             )));
             issued += 100;
         }
