@@ -551,12 +551,7 @@ async fn attach_then_register<D: MobileRouterDataPlane>(
     }
 }
 
-/// A random 16-bit number from the kernel (no RNG crate needed for this).
+/// A random 16-bit number from the kernel (0 if it cannot be read).
 fn random_u16() -> u16 {
-    let mut bytes = [0u8; 2];
-    if let Ok(mut file) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        let _ = file.read_exact(&mut bytes);
-    }
-    u16::from_ne_bytes(bytes)
+    u16::from_ne_bytes(nemo_daemon::secret::random_octets().unwrap_or_default())
 }

@@ -13,10 +13,7 @@ use super::{
 
 /// 32 random octets from the kernel, hex.
 pub(super) fn fresh_key() -> Result<String, StoreError> {
-    use std::io::Read;
-    let mut key = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut key))
+    let key = nemo_daemon::secret::random_octets::<32>()
         .map_err(|e| StoreError::Storage(format!("random key: {e}")))?;
     Ok(key.iter().map(|b| format!("{b:02x}")).collect())
 }

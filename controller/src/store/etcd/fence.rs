@@ -15,6 +15,9 @@
 //! Fences are bound to a lease and go by themselves after an hour; the
 //! follower ignores them (no table of the store is named `fences`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
 use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
 
 use crate::store::StoreError;
@@ -33,15 +36,23 @@ pub(super) struct Fence {
 }
 
 impl Fence {
-    /// A fence of its own for a transaction under `prefix`.
+    /// A fence of its own for a transaction under `prefix`: this process's
+    /// random id (read once; no other replica has it) and a count, so a
+    /// transaction costs no read of the kernel's randomness.
     pub(super) fn new(prefix: &str) -> Result<Fence, StoreError> {
-        use std::io::Read;
-        let mut id = [0u8; 16];
-        std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(&mut id))
-            .map_err(|e| StoreError::Storage(format!("random fence id: {e}")))?;
+        static PROCESS: OnceLock<String> = OnceLock::new();
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let process = match PROCESS.get() {
+            Some(process) => process,
+            None => {
+                let id = nemo_daemon::secret::random_octets::<16>()
+                    .map_err(|e| StoreError::Storage(format!("random fence id: {e}")))?;
+                PROCESS.get_or_init(|| super::hex(&id))
+            }
+        };
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
         Ok(Fence {
-            key: format!("{prefix}fences/{}", super::hex(&id)),
+            key: format!("{prefix}fences/{process}-{n:x}"),
         })
     }
 
