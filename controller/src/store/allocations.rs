@@ -192,7 +192,7 @@ impl Store {
             .allocations
             .get(&parsed)
             .cloned()
-            .or_not_found("allocation", &parsed.to_string())?;
+            .or_not_found("allocation", parsed)?;
         let pool = state
             .pools
             .get(&allocation.pool)

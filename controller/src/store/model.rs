@@ -365,15 +365,24 @@ impl From<DiskError> for StoreError {
 /// A lookup by name that answers [`StoreError::NotFound`] naming what was
 /// looked for, so that every "does not exist" reads the same.
 pub(crate) trait OrNotFound<T> {
-    /// The value, or `what` `name` does not exist.
-    fn or_not_found(self, what: &'static str, name: &str) -> Result<T, StoreError>;
+    /// The value, or `what` `name` does not exist (`name` spelled only
+    /// then).
+    fn or_not_found(
+        self,
+        what: &'static str,
+        name: impl std::fmt::Display,
+    ) -> Result<T, StoreError>;
 }
 
 impl<T> OrNotFound<T> for Option<T> {
-    fn or_not_found(self, what: &'static str, name: &str) -> Result<T, StoreError> {
+    fn or_not_found(
+        self,
+        what: &'static str,
+        name: impl std::fmt::Display,
+    ) -> Result<T, StoreError> {
         self.ok_or_else(|| StoreError::NotFound {
             what,
-            name: name.to_owned(),
+            name: name.to_string(),
         })
     }
 }
