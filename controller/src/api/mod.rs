@@ -27,7 +27,7 @@ use self::watch::{
     authorization_updates, follow, missed, placement_update, placement_updates, resumable, Updates,
 };
 use crate::store;
-use crate::store::{Event, Store, StoreChange, StoreError};
+use crate::store::{Store, StoreChange, StoreError};
 
 /// The metadata key on an answer read from a replica that could not check
 /// it was up to date; its value says why.
@@ -132,16 +132,6 @@ type UpdateStream<U> = Pin<Box<dyn Stream<Item = Result<U, Status>> + Send>>;
 type EventStream = UpdateStream<pb::Event>;
 type AuthorizationStream = UpdateStream<pb::AuthorizationUpdate>;
 type PlacementStream = UpdateStream<pb::PlacementUpdate>;
-
-/// A request id whose change is not of the kind its call makes (the
-/// fingerprint covers the method, so only a store written by hand can).
-fn not_this_call(event: &store::Event) -> Status {
-    Status::internal(format!(
-        "{REQUEST_ID}: recorded for the change at revision {} ({}), not this call's kind",
-        event.revision,
-        event.change.kind()
-    ))
-}
 
 fn field_address<T: std::str::FromStr>(field: &'static str, text: &str) -> Result<T, Status> {
     text.parse()
@@ -262,7 +252,7 @@ impl Controller for Service {
     ) -> Result<Response<pb::Allocation>, Status> {
         let id = request_id(&request, "AllocatePrefix")?;
         let r = request.into_inner();
-        let allocated = if r.prefix.is_empty() {
+        let made = if r.prefix.is_empty() {
             self.once(id, self.store.allocate(&r.tenant, &r.pool, r.length))
                 .await?
         } else {
@@ -280,17 +270,13 @@ impl Controller for Service {
             self.once(id, self.store.allocate_exact(&r.tenant, &r.pool, &r.prefix))
                 .await?
         };
-        let allocated = match allocated {
-            Made::Now(allocated) => {
-                tracing::info!(tenant = %allocated.tenant, prefix = %allocated.prefix, "prefix allocated");
-                allocated
-            }
-            Made::Earlier(Event {
-                change: StoreChange::PrefixAllocated(allocated),
-                ..
-            }) => allocated,
-            Made::Earlier(event) => return Err(not_this_call(&event)),
-        };
+        if let Made::Now(allocated) = &made {
+            tracing::info!(tenant = %allocated.tenant, prefix = %allocated.prefix, "prefix allocated");
+        }
+        let allocated = made.answer(|change| match change {
+            StoreChange::PrefixAllocated(allocated) => Some(allocated),
+            _ => None,
+        })?;
         Ok(Response::new(allocation(&allocated)))
     }
 
@@ -300,17 +286,14 @@ impl Controller for Service {
     ) -> Result<Response<pb::ReleasePrefixResponse>, Status> {
         let id = request_id(&request, "ReleasePrefix")?;
         let prefix = request.into_inner().prefix;
-        let released = match self.once(id, self.store.release(&prefix)).await? {
-            Made::Now(released) => {
-                tracing::info!(tenant = %released.tenant, prefix = %released.prefix, "prefix released");
-                released
-            }
-            Made::Earlier(Event {
-                change: StoreChange::PrefixReleased { allocation, .. },
-                ..
-            }) => allocation,
-            Made::Earlier(event) => return Err(not_this_call(&event)),
-        };
+        let made = self.once(id, self.store.release(&prefix)).await?;
+        if let Made::Now(released) = &made {
+            tracing::info!(tenant = %released.tenant, prefix = %released.prefix, "prefix released");
+        }
+        let released = made.answer(|change| match change {
+            StoreChange::PrefixReleased { allocation, .. } => Some(allocation),
+            _ => None,
+        })?;
         Ok(Response::new(pb::ReleasePrefixResponse {
             released: Some(allocation(&released)),
         }))
@@ -379,17 +362,14 @@ impl Controller for Service {
             home_prefix: field_address("home_agent.home_prefix", &h.home_prefix)?,
             udp_endpoint: h.udp_endpoint,
         });
-        let registered = match self.once(id, change).await? {
-            Made::Now(registered) => {
-                tracing::info!(home_agent = %registered.name, "home agent registered");
-                registered
-            }
-            Made::Earlier(Event {
-                change: StoreChange::HomeAgentRegistered(registered),
-                ..
-            }) => registered,
-            Made::Earlier(event) => return Err(not_this_call(&event)),
-        };
+        let made = self.once(id, change).await?;
+        if let Made::Now(registered) = &made {
+            tracing::info!(home_agent = %registered.name, "home agent registered");
+        }
+        let registered = made.answer(|change| match change {
+            StoreChange::HomeAgentRegistered(registered) => Some(registered),
+            _ => None,
+        })?;
         Ok(Response::new(home_agent_proto(&registered)))
     }
 
@@ -510,20 +490,16 @@ impl Controller for Service {
     ) -> Result<Response<pb::Placement>, Status> {
         let id = request_id(&request, "PlaceTenant")?;
         let r = request.into_inner();
-        let placement = match self
+        let made = self
             .once(id, self.store.place(&r.tenant, &r.hypervisor, &r.reason))
-            .await?
-        {
-            Made::Now(placement) => {
-                tracing::info!(tenant = %placement.tenant, hypervisor = %placement.hypervisor, reason = %placement.reason, "tenant placed");
-                placement
-            }
-            Made::Earlier(Event {
-                change: StoreChange::TenantPlaced { placement, .. },
-                ..
-            }) => placement,
-            Made::Earlier(event) => return Err(not_this_call(&event)),
-        };
+            .await?;
+        if let Made::Now(placement) = &made {
+            tracing::info!(tenant = %placement.tenant, hypervisor = %placement.hypervisor, reason = %placement.reason, "tenant placed");
+        }
+        let placement = made.answer(|change| match change {
+            StoreChange::TenantPlaced { placement, .. } => Some(placement),
+            _ => None,
+        })?;
         Ok(Response::new(placement_proto(&placement)))
     }
 

@@ -10,7 +10,7 @@ use tonic::{Request, Status};
 
 use super::Service;
 use crate::store::requests::{as_request, RequestId};
-use crate::store::{Event, StoreError};
+use crate::store::{Event, StoreChange, StoreError};
 
 /// The metadata key of a call's request id: 1 to 64 of letters, digits,
 /// `-`, `_`, `.`, `:`, chosen by the client, one per logical call.
@@ -40,6 +40,28 @@ pub(super) enum Made<T> {
     Now(T),
     /// Made by an earlier call with the same id: its change.
     Earlier(Event),
+}
+
+impl<T> Made<T> {
+    /// The call's answer: what it made now, or what the earlier call's
+    /// change holds (`pick` takes it from a change of the call's kind; any
+    /// other kind under the id means a store this API did not write).
+    pub(super) fn answer(self, pick: impl FnOnce(StoreChange) -> Option<T>) -> Result<T, Status> {
+        match self {
+            Made::Now(made) => Ok(made),
+            Made::Earlier(Event {
+                revision, change, ..
+            }) => {
+                let kind = change.kind();
+                pick(change).ok_or_else(|| {
+                    Status::internal(format!(
+                        "{REQUEST_ID}: recorded for the change at revision {revision} ({kind}), \
+                         not this call's kind"
+                    ))
+                })
+            }
+        }
+    }
 }
 
 impl Service {
