@@ -1106,10 +1106,18 @@ async fn allocate_once(store: &Store, id: &RequestId) -> Ipv6Net {
     use nemo_controller::store::StoreChange;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some(event) = store.made_by(id).await.unwrap() {
-            match event.change {
+        // As a client does: a transient refusal of the question (the
+        // replica putting memory back, etcd slow) is asked again.
+        match store.made_by(id).await {
+            Ok(Some(event)) => match event.change {
                 StoreChange::PrefixAllocated(allocation) => return allocation.prefix,
                 other => panic!("{} made {other:?}", id.id()),
+            },
+            Ok(None) => {}
+            Err(error) => {
+                assert!(tokio::time::Instant::now() < deadline, "{error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
             }
         }
         match as_request(Some(id.clone()), store.allocate("acme", "p", 0)).await {

@@ -52,6 +52,21 @@ fn allocate() -> tonic::Request<pb::AllocatePrefixRequest> {
     })
 }
 
+/// The prefixes acme holds, as a replica lists them.
+async fn held_prefixes(client: &mut ControllerClient<Channel>) -> BTreeSet<String> {
+    client
+        .list_prefixes(authed(pb::ListPrefixesRequest {
+            tenant: "acme".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .allocations
+        .into_iter()
+        .map(|a| a.prefix)
+        .collect()
+}
+
 /// A client as an orchestrator runs one: `count` allocations, through the
 /// first endpoint until it stops answering, then through the next. With
 /// `ids`, allocation `k` carries the request id `{ids}{k}` and a failed one
@@ -175,17 +190,7 @@ async fn replicas_serve_at_once_and_survive_one_killed_mid_burst() {
 
     // Everything acknowledged is held; what failed mid-kill is whole or
     // absent.
-    let held: BTreeSet<String> = to_b
-        .list_prefixes(authed(pb::ListPrefixesRequest {
-            tenant: "acme".into(),
-        }))
-        .await
-        .unwrap()
-        .into_inner()
-        .allocations
-        .into_iter()
-        .map(|a| a.prefix)
-        .collect();
+    let held = held_prefixes(&mut to_b).await;
     assert!(
         acknowledged.is_subset(&held),
         "lost: {:?}",
@@ -383,17 +388,7 @@ async fn a_replica_killed_mid_burst_again_and_again_makes_each_request_once() {
     let answered: BTreeSet<&String> = by_id.values().collect();
     assert_eq!(answered.len(), issued, "one prefix answered for two ids");
     // What the store holds: exactly one allocation per id, those answered.
-    let held: BTreeSet<String> = to_b
-        .list_prefixes(authed(pb::ListPrefixesRequest {
-            tenant: "acme".into(),
-        }))
-        .await
-        .unwrap()
-        .into_inner()
-        .allocations
-        .into_iter()
-        .map(|a| a.prefix)
-        .collect();
+    let held = held_prefixes(&mut to_b).await;
     assert_eq!(
         held.iter().collect::<BTreeSet<_>>(),
         answered,
