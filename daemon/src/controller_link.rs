@@ -129,6 +129,16 @@ impl ControllerLink {
         Err(failure.unwrap_or(ChannelError::Setting(SettingError::EndpointCount(0))))
     }
 
+    /// Makes the next [`connect`](Self::connect) start from the endpoint
+    /// after the current one: the current one answered but could not make
+    /// a change (its store unavailable), and another replica may.
+    pub fn pass_over_current(&self) {
+        let next = (self.current.load(std::sync::atomic::Ordering::Relaxed) + 1)
+            % self.endpoints.len().max(1);
+        self.current
+            .store(next, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// `message` as a request carrying the token ([`authorized`]).
     pub fn request<T>(
         &self,

@@ -1,7 +1,8 @@
 //! What nemo's daemons share, a concern a module: configuration files whose
 //! errors name the line and the checks of their settings (`config`), the
 //! command line, manual pages and logging (`cli`), the link to the
-//! controller (`controller_link`), the HTTP endpoint Prometheus scrapes
+//! controller (`controller_link`) and the daemons' changes made once
+//! through it (`request_ids`), the HTTP endpoint Prometheus scrapes
 //! (`metrics_server`, [`exposition`]), UDP sockets (`udp`), the gRPC
 //! servers ([`serving`], [`incoming`]), the durable tables they keep their
 //! state in ([`disk`]), times ([`clock`]) and secrets ([`secret`]). The
@@ -15,6 +16,7 @@ pub mod disk;
 pub mod exposition;
 pub mod incoming;
 mod metrics_server;
+mod request_ids;
 pub mod secret;
 pub mod serving;
 mod udp;
@@ -31,4 +33,5 @@ pub use controller_link::{
     CONNECT_TIMEOUT, MOST_ENDPOINTS,
 };
 pub use metrics_server::{serve_metrics, MAX_METRICS_CONNECTIONS};
+pub use request_ids::{fresh_request_id, worth_sending_again, CallError, MOST_ATTEMPTS};
 pub use udp::{udp_socket, DEFAULT_UDP_RECEIVE_BUFFER};

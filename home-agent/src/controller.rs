@@ -299,8 +299,10 @@ async fn start_over(
 }
 
 /// Reports every durable binding change to the controller, best effort:
-/// a change that cannot be delivered is logged and dropped (the binding
-/// itself is unaffected), and the connection is retried.
+/// each report is sent with its own request id, again to the next replica
+/// when unanswered ([`ControllerLink::call_once`](nemo_daemon::ControllerLink::call_once)),
+/// so that it is recorded once; one that cannot be delivered is logged and
+/// dropped (the binding itself is unaffected).
 pub async fn report(
     settings: ControllerSettings,
     mut events: tokio::sync::broadcast::Receiver<crate::messages::BindingEvent>,
@@ -319,14 +321,6 @@ pub async fn report(
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         };
-        if client.is_none() {
-            // The same channel as the watch: TLS with the configured CA.
-            client = settings.link.connect().await.ok();
-        }
-        let Some(connected) = client.as_mut() else {
-            tracing::warn!("controller unreachable; binding report dropped");
-            continue;
-        };
         let binding = &event.binding;
         let report = pb::ReportBindingRequest {
             home_agent: settings.home_agent.clone(),
@@ -337,14 +331,21 @@ pub async fn report(
             reason: event.reason.to_owned(),
             sequence: u32::from(binding.sequence.0),
         };
-        let Ok(request) = settings.link.request(report) else {
-            tracing::error!("the controller token is not valid metadata; binding report dropped");
-            continue;
-        };
-        match connected.report_binding(request).await {
-            Ok(_) => tracing::debug!(home_address = %binding.home_address, "binding reported"),
-            Err(status) => {
-                tracing::warn!(%status, "binding report failed");
+        // One id per report: sent again (to the next replica) when its
+        // outcome is unknown, it is recorded once.
+        let id = nemo_daemon::fresh_request_id("nemo-ha");
+        let reported = settings
+            .link
+            .call_once(&mut client, &id, report, |mut client, request| async move {
+                client.report_binding(request).await
+            })
+            .await;
+        match reported {
+            Ok(_) => {
+                tracing::debug!(home_address = %binding.home_address, request_id = id, "binding reported")
+            }
+            Err(error) => {
+                tracing::warn!(%error, home_address = %binding.home_address, request_id = id, "binding report dropped");
                 client = None;
             }
         }

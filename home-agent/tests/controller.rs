@@ -119,6 +119,8 @@ async fn authorizations_follow_the_controller_and_survive_its_absence() {
         }
     };
     assert_eq!(reported.subject, "2001:db8:1::100");
+    // Sent with its own request id (made once if sent again).
+    assert!(reported.request_id.starts_with("nemo-ha-"), "{reported:?}");
     assert!(
         reported.detail_json.contains("2001:db8:2::10"),
         "{}",

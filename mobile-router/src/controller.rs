@@ -105,12 +105,25 @@ async fn watch(
     revision: &mut u64,
     tables: &mut BTreeMap<String, u32>,
 ) -> anyhow::Result<Watched> {
-    let mut client = settings.link.connect().await?;
-    client
-        .register_hypervisor(settings.link.request(pb::RegisterHypervisorRequest {
-            name: settings.hypervisor.clone(),
-        })?)
+    // Registered with a request id, sent again (to the next replica) when
+    // unanswered: made once (registering again is harmless too).
+    let mut connected = None;
+    let registration = pb::RegisterHypervisorRequest {
+        name: settings.hypervisor.clone(),
+    };
+    settings
+        .link
+        .call_once(
+            &mut connected,
+            &nemo_daemon::fresh_request_id("nemo-mr"),
+            registration,
+            |mut client, request| async move { client.register_hypervisor(request).await },
+        )
         .await?;
+    let mut client = match connected {
+        Some(client) => client,
+        None => settings.link.connect().await?,
+    };
     let mut stream = match client
         .watch_placements(settings.link.request(pb::WatchPlacementsRequest {
             hypervisor: settings.hypervisor.clone(),

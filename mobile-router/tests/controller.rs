@@ -104,15 +104,27 @@ async fn a_tenant_follows_its_placement_between_hypervisors() {
         .await
         .unwrap()
         .into_inner();
+    // Each hypervisor's registration was made with its mobile router's
+    // request id (made once if sent again).
+    let mut registrations = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(event) = events.message().await.unwrap() {
-            if event.kind == "binding_reported" {
-                break;
+            match event.kind.as_str() {
+                "hypervisor_registered" => registrations.push(event),
+                "binding_reported" => break,
+                _ => {}
             }
         }
     })
     .await
     .expect("the home agent never reported the binding");
+    assert_eq!(registrations.len(), 2, "{registrations:?}");
+    assert!(
+        registrations
+            .iter()
+            .all(|event| event.request_id.starts_with("nemo-mr-")),
+        "{registrations:?}"
+    );
 
     // Migration: the binding moves to hv-b's care-of address and stays.
     let started = Instant::now();

@@ -7,6 +7,12 @@ pub mod v1 {
     tonic::include_proto!("nemo.v1");
 }
 
+/// The gRPC metadata key of a mutating call's request id: 1 to 64 of
+/// letters, digits, `-`, `_`, `.`, `:`, chosen by the client, one per
+/// logical call; the controller makes a call sent again with the same id
+/// once (see docs/OPERATIONS.md, "Request ids").
+pub const REQUEST_ID: &str = "nemo-request-id";
+
 /// The encoded file descriptor set of every nemo .proto file, for gRPC
 /// reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

@@ -65,6 +65,11 @@ pub(super) fn event(e: &store::Event) -> pb::Event {
         subject: e.change.subject(),
         // Keys never enter the history: mobile routers are logged redacted.
         detail_json: serde_json::to_string(&e.change).unwrap_or_default(),
+        request_id: e
+            .request
+            .as_ref()
+            .map(|r| r.id().to_owned())
+            .unwrap_or_default(),
     }
 }
 

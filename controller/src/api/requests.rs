@@ -12,9 +12,7 @@ use super::Service;
 use crate::store::requests::{as_request, RequestId};
 use crate::store::{Event, StoreChange, StoreError};
 
-/// The metadata key of a call's request id: 1 to 64 of letters, digits,
-/// `-`, `_`, `.`, `:`, chosen by the client, one per logical call.
-pub const REQUEST_ID: &str = "nemo-request-id";
+pub use nemo_proto::REQUEST_ID;
 
 /// The request id a call gave, if any (the fingerprint covers `method` and
 /// the whole message, so the same id on another call is refused).

@@ -1608,6 +1608,15 @@ async fn a_call_sent_again_with_its_request_id_is_made_once() {
         code(c.allocate_prefix(with_id("alloc-1", valid_other)).await).await;
     assert_eq!(code_of, Code::InvalidArgument, "{message}");
     assert!(message.contains("nemo-request-id"), "{message}");
+    // Not ASCII at all (a header may carry such octets; an id may not).
+    let mut not_ascii = authed(allocate());
+    not_ascii.metadata_mut().insert(
+        nemo_controller::api::REQUEST_ID,
+        tonic::metadata::AsciiMetadataValue::try_from(&b"caf\xc3\xa9"[..]).unwrap(),
+    );
+    let (code_of, message) = code(c.allocate_prefix(not_ascii).await).await;
+    assert_eq!(code_of, Code::InvalidArgument, "{message}");
+    assert!(message.contains("nemo-request-id"), "{message}");
     for bad in ["a b", &"x".repeat(65)] {
         let (code_of, message) = code(c.allocate_prefix(with_id(bad, allocate())).await).await;
         assert_eq!(code_of, Code::InvalidArgument, "{message}");
@@ -1646,6 +1655,29 @@ async fn a_call_sent_again_with_its_request_id_is_made_once() {
         .into_inner();
     assert_eq!(again_id, after_restart);
     assert_eq!(listed(&mut c).await, 2, "{}", server.log());
+    // The history names the call that made each change.
+    let mut events = c
+        .watch_events(authed(pb::WatchEventsRequest {
+            from_revision: 0,
+            history_only: true,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut made_by = Vec::new();
+    while let Some(event) = events.message().await.unwrap() {
+        made_by.push((event.kind, event.request_id));
+    }
+    let named = |id: &str| {
+        made_by
+            .iter()
+            .filter(|(_, made)| made == id)
+            .map(|(kind, _)| kind.as_str())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(named("alloc-2"), ["prefix_allocated"], "{made_by:?}");
+    assert_eq!(named("release-1"), ["prefix_released"], "{made_by:?}");
+    assert_eq!(named("pool-1"), ["pool_created"], "{made_by:?}");
     // A cascade's releases are steps of the one call: its id is recorded
     // with the tenant's deletion, and the call sent again is told so.
     c.create_tenant(authed(pb::CreateTenantRequest {

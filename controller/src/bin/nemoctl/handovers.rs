@@ -167,6 +167,7 @@ mod tests {
             kind: kind.into(),
             subject: String::new(),
             detail_json: detail.to_string(),
+            request_id: String::new(),
         }
     }
 

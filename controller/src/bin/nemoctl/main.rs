@@ -251,6 +251,7 @@ fn event_record(event: &pb::Event) -> (Vec<String>, serde_json::Value) {
         "revision": event.revision, "at_unix_ms": event.at_unix_ms,
         "kind": event.kind, "subject": event.subject,
         "detail": serde_json::from_str::<serde_json::Value>(&event.detail_json).unwrap_or_default(),
+        "request_id": event.request_id,
     });
     (row, record)
 }

@@ -11,17 +11,7 @@ static CALLS: AtomicU32 = AtomicU32::new(0);
 
 /// Sets the command's id: `given`, or a fresh random one.
 pub fn start(given: Option<String>) {
-    let id = given.unwrap_or_else(|| {
-        let bytes = nemo_daemon::secret::random_octets::<8>().unwrap_or_else(|_| {
-            // No randomness: the time and PID still tell runs apart.
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64);
-            (now ^ u64::from(std::process::id())).to_be_bytes()
-        });
-        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        format!("nemoctl-{hex}")
-    });
+    let id = given.unwrap_or_else(|| nemo_daemon::fresh_request_id("nemoctl"));
     let _ = COMMAND_ID.set(id);
 }
 
