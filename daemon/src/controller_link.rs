@@ -133,8 +133,15 @@ impl ControllerLink {
     /// after the current one: the current one answered but could not make
     /// a change (its store unavailable), and another replica may.
     pub fn pass_over_current(&self) {
-        let next = (self.current.load(std::sync::atomic::Ordering::Relaxed) + 1)
-            % self.endpoints.len().max(1);
+        let current = self.current.load(std::sync::atomic::Ordering::Relaxed);
+        let next = (current + 1) % self.endpoints.len().max(1);
+        if next != current {
+            tracing::info!(
+                from = self.endpoints.get(current).map_or("", String::as_str),
+                endpoint = self.endpoints.get(next).map_or("", String::as_str),
+                "controller: moved to another endpoint (the last did not answer a call)"
+            );
+        }
         self.current
             .store(next, std::sync::atomic::Ordering::Relaxed);
     }
