@@ -93,6 +93,9 @@ pub struct Metrics {
     /// Bindings a returning member offered after both were active, by
     /// verdict (`nemo::ha::Verdict`: taken, older, removed_here, ...).
     pub merge_offered: Family<ReasonLabel, Counter>,
+    /// Replication connections and sessions refused or ended by this
+    /// member, by reason (`WireError::reason`, and `not_the_peer`).
+    pub replication_refused: Family<ReasonLabel, Counter>,
 }
 
 impl Metrics {
@@ -119,6 +122,7 @@ impl Metrics {
             unreplicated_batches: Family::default(),
             standby_attached: Gauge::default(),
             merge_offered: Family::default(),
+            replication_refused: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -155,6 +159,11 @@ impl Metrics {
             "merge_offered",
             "Bindings the other member offered when it stepped down after both were active, by verdict (taken: newer than this member's)",
             metrics.merge_offered.clone(),
+        );
+        registry.register(
+            "replication_refused",
+            "Replication connections refused or sessions ended by this member, by reason (not_the_peer, unauthenticated, forged, malformed, ...)",
+            metrics.replication_refused.clone(),
         );
         registry.register(
             "binding_acks",
@@ -236,6 +245,11 @@ impl Metrics {
         for why in Unreplicated::ALL {
             let _ = metrics.unreplicated_batches.get_or_create(&ReasonLabel {
                 reason: why.name().to_owned(),
+            });
+        }
+        for reason in crate::replication::wire::WireError::REASONS {
+            let _ = metrics.replication_refused.get_or_create(&ReasonLabel {
+                reason: (*reason).to_owned(),
             });
         }
         for verdict in nemo::ha::Verdict::ALL {

@@ -580,3 +580,122 @@ fn a_healed_partition_keeps_what_each_side_acknowledged() {
         "b's cache differs from a's after the heal"
     );
 }
+
+/// What an impostor at `listen` in `netns` hears from up to `connections`
+/// connections within `limit`, answering each with `answer` (issue 32).
+fn impostor(
+    netns: &Netns,
+    listen: &'static str,
+    connections: usize,
+    limit: Duration,
+    answer: Vec<u8>,
+) -> std::thread::JoinHandle<Vec<Vec<u8>>> {
+    use std::io::{Read, Write};
+    netns.spawn_in(move || {
+        let listener = std::net::TcpListener::bind(listen).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let started = Instant::now();
+        let mut heard = Vec::new();
+        while heard.len() < connections && started.elapsed() < limit {
+            let Ok((mut stream, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            stream.set_nonblocking(false).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            let mut octets = [0u8; 4096];
+            let n = stream.read(&mut octets).unwrap_or(0);
+            heard.push(octets[..n].to_vec());
+            let _ = stream.write_all(&answer);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        heard
+    })
+}
+
+/// Issue 32, item 1: an impostor that answers at the active's replication
+/// address (any host on the home link can answer neighbour discovery for
+/// it) hears a nonce, not the token, and the empty snapshot it answers
+/// with (10 octets, which wiped a restarting standby's bindings, on disk
+/// too) is refused: the standby keeps every binding. A connection to the
+/// active from another address than its peer's is refused before it
+/// hears anything.
+#[test]
+fn an_impostor_at_the_peers_address_learns_nothing_and_wipes_nothing() {
+    if !netns_available(MUST_RUN) {
+        return;
+    }
+    let pair = Pair::new("pair-imp");
+    let (active, mut standby) = pair.start_both();
+    let (_, acknowledged) = pair.load("1", "0");
+    assert!(acknowledged.len() >= 200, "{}", acknowledged.len());
+    within(Duration::from_secs(3), || {
+        acknowledged.is_subset(&pair.bindings_of("b"))
+    })
+    .unwrap_or_else(|| panic!("the standby never had the bindings: {}", standby.log()));
+    let held = pair.bindings_of("b");
+
+    // Not the peer: the active closes at once, nothing sent.
+    let refused = impostor_client(&pair.link, "[2001:db8:1::a]:4192");
+    assert_eq!(refused, Vec::<u8>::new(), "the active answered a stranger");
+    active.wait_for("not from the pair's peer", 1);
+
+    // b restarts with its peer's address answered by the impostor (on the
+    // link, as if it won neighbour discovery for a's address).
+    assert_eq!(standby.terminate().code(), Some(0), "{}", standby.log());
+    let config = pair.dir.path().join("b.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "peer = \"[2001:db8:1::a]:4192\"",
+            "peer = \"[2001:db8:1::50]:4192\"",
+        ),
+    )
+    .unwrap();
+    let empty_snapshot = vec![0, 0, 0, 6, 2, 1, 0, 0, 0, 0];
+    let listening = impostor(
+        &pair.link,
+        "[2001:db8:1::50]:4192",
+        2,
+        Duration::from_secs(10),
+        empty_snapshot,
+    );
+    let standby = pair.start("b");
+    let heard = listening.join().unwrap();
+    assert_eq!(heard.len(), 2, "b did not try twice: {}", standby.log());
+    for octets in &heard {
+        assert!(
+            !octets.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
+            "b sent the token to the impostor"
+        );
+        // Its hello: a length, the kind, a nonce; nothing else.
+        assert_eq!(octets.len(), 4 + 1 + 32, "{octets:?}");
+    }
+    let log = standby.wait_for("expected a challenge", 1);
+    assert!(!pair.holds("b"), "{log}");
+    assert_eq!(pair.bindings_of("b"), held, "{log}");
+}
+
+/// Connects to `target` from `netns`, sends a hello, and returns what it
+/// hears before the connection closes (within a second).
+fn impostor_client(netns: &Netns, target: &'static str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    netns
+        .spawn_in(move || {
+            let mut stream = std::net::TcpStream::connect(target).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(1)))
+                .unwrap();
+            let mut hello = vec![0, 0, 0, 33, 6];
+            hello.extend_from_slice(&[7; 32]);
+            let _ = stream.write_all(&hello);
+            let mut heard = Vec::new();
+            let _ = stream.read_to_end(&mut heard);
+            heard
+        })
+        .join()
+        .unwrap()
+}

@@ -167,6 +167,7 @@ pub async fn start<D: HomeAgentDataPlane>(setup: Setup<D>) -> anyhow::Result<Run
             let local = pair.listener.local_addr()?.ip();
             let replica = Primary::start(
                 pair.listener,
+                pair.peer.ip(),
                 pair.token.clone(),
                 pair.mode,
                 pair.timeout,

@@ -1,7 +1,8 @@
 //! Replication between the members of a home-agent pair: the active sends
 //! every durable batch to the standby (`primary`), the standby makes it
 //! durable, acknowledges it and keeps its engine and kernel in step
-//! (`standby`); `wire` is the stream between them. A standby that attaches
+//! (`standby`); `wire` is the stream between them, `secure` its
+//! handshake and the MAC on every frame. A standby that attaches
 //! first offers its own cache, and the active takes what is newer
 //! (`nemo::ha::merge`: after a partition both were active).
 //!
@@ -14,10 +15,17 @@
 //! waits: a takeover may lose the last batches acknowledged.
 
 pub mod primary;
+pub mod secure;
 pub mod standby;
 pub mod wire;
 
 pub use primary::Primary;
+
+/// Most bindings an offer or a snapshot may hold: four times the million
+/// bindings one home agent is sized for (docs/BENCHMARKS.md), so that even
+/// the pair's own authenticated peer cannot make a member hold unbounded
+/// memory.
+pub const MOST_BINDINGS: usize = 4 << 20;
 
 /// Whether answers wait for the standby.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]

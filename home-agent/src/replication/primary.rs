@@ -10,26 +10,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nemo::ha::{Binding, Change};
-use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::secure::{self, SealedReader, SealedWriter};
 use super::wire::{Frame, WireError};
-use super::Mode;
+use super::{Mode, MOST_BINDINGS};
 use crate::messages::Replicated;
 use crate::messages::{CoreEvent, Role, Shared};
 use crate::metrics::{ReasonLabel, Unreplicated};
 
-/// How long a standby has to introduce itself.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a standby has for the handshake (hello and proof).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a standby has to send its offer (its whole cache: 100,000
 /// bindings take about a second here).
 const OFFER_TIMEOUT: Duration = Duration::from_secs(60);
-/// Most bindings an offer may hold: four times the million bindings one
-/// home agent is sized for (docs/BENCHMARKS.md), so that even the pair's
-/// own authenticated peer cannot make this member hold unbounded memory.
-const MAX_OFFERED: usize = 4 << 20;
 
 /// What the writer asks of replication.
 #[derive(Debug)]
@@ -48,9 +44,13 @@ pub struct Primary {
 }
 
 impl Primary {
-    /// Starts accepting standbys on `listener` while `role` is active.
+    /// Starts accepting standbys on `listener` while `role` is active:
+    /// connections from `peer` (the other member's address) only, which
+    /// must then prove the token.
+    #[allow(clippy::too_many_arguments)] // each is one of the pair's settings or channels
     pub fn start(
         listener: TcpListener,
+        peer: std::net::IpAddr,
         token: String,
         mode: Mode,
         timeout: Duration,
@@ -59,7 +59,15 @@ impl Primary {
         role: watch::Receiver<Role>,
     ) -> Primary {
         let (requests, queue) = mpsc::channel(1024);
-        tokio::spawn(serve(listener, token, shared.clone(), core, role, queue));
+        tokio::spawn(serve(
+            listener,
+            peer,
+            token,
+            shared.clone(),
+            core,
+            role,
+            queue,
+        ));
         Primary {
             requests,
             mode,
@@ -117,7 +125,7 @@ impl Primary {
 
 /// A standby attached: where batches go, and the acknowledgements awaited.
 struct Attached {
-    writer: OwnedWriteHalf,
+    writer: SealedWriter<OwnedWriteHalf>,
     acks: mpsc::Receiver<u64>,
     pending: std::collections::VecDeque<(u64, oneshot::Sender<Result<(), Unreplicated>>)>,
     next_id: u64,
@@ -127,25 +135,34 @@ struct Attached {
 /// order, after the snapshot's cut) and their answers do not wait for it,
 /// since it is not a copy yet.
 struct Syncing {
-    task: tokio::task::JoinHandle<Result<(OwnedWriteHalf, OwnedReadHalf), WireError>>,
+    task: tokio::task::JoinHandle<Result<Session, WireError>>,
     frames: Vec<Vec<u8>>,
     next_id: u64,
 }
 
-/// A standby that said hello with the right token, and made its offer.
+/// A session with a standby: its sealed halves.
+type Session = (SealedWriter<OwnedWriteHalf>, SealedReader<OwnedReadHalf>);
+
+/// A standby that proved the token, and made its offer.
+#[derive(Debug)]
 struct Greeted {
-    reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
+    reader: SealedReader<OwnedReadHalf>,
+    writer: SealedWriter<OwnedWriteHalf>,
     peer: std::net::SocketAddr,
     offered: Vec<Binding>,
     in_step_until: std::time::SystemTime,
 }
 
 /// A standby whose offer the core took what it needed from.
-type Merged = (OwnedReadHalf, OwnedWriteHalf, std::net::SocketAddr);
+type Merged = (
+    SealedReader<OwnedReadHalf>,
+    SealedWriter<OwnedWriteHalf>,
+    std::net::SocketAddr,
+);
 
 async fn serve(
     listener: TcpListener,
+    member: std::net::IpAddr,
     token: String,
     shared: Arc<Shared>,
     core: mpsc::Sender<CoreEvent>,
@@ -172,20 +189,32 @@ async fn serve(
         };
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, peer)) = accepted else { continue };
+                let Ok((stream, peer)) = accepted else {
+                    // Out of descriptors or memory: not a reason to spin.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                if !same_address(peer.ip(), member) {
+                    shared.metrics.replication_refused.get_or_create(&ReasonLabel { reason: "not_the_peer".to_owned() }).inc();
+                    tracing::warn!(%peer, configured = %member, "replication: a connection not from the pair's peer refused");
+                    continue;
+                }
                 if *role.borrow() != Role::Active {
                     tracing::debug!(%peer, "replication: not active; standby refused");
                     continue;
                 }
                 // The hello is awaited apart: a silent connection must not
                 // hold replication up.
-                let (token, greeted_tx) = (token.clone(), greeted_tx.clone());
+                let (token, greeted_tx, shared) = (token.clone(), greeted_tx.clone(), shared.clone());
                 tokio::spawn(async move {
                     match hello(stream, &token, peer).await {
                         Ok(greeted) => {
                             let _ = greeted_tx.send(greeted).await;
                         }
-                        Err(error) => tracing::warn!(%peer, %error, "replication: standby refused"),
+                        Err(error) => {
+                            shared.metrics.replication_refused.get_or_create(&ReasonLabel { reason: error.reason().to_owned() }).inc();
+                            tracing::warn!(%peer, %error, "replication: standby refused");
+                        }
                     }
                 });
             }
@@ -234,7 +263,7 @@ async fn serve(
                     Ok(Ok((mut writer, reader))) => {
                         let mut caught_up = Ok(());
                         for frame in &sync.frames {
-                            caught_up = writer.write_all(frame).await;
+                            caught_up = writer.send_encoded(frame).await;
                             if caught_up.is_err() {
                                 break;
                             }
@@ -273,7 +302,7 @@ async fn serve(
                 let id = standby.next_id;
                 standby.next_id += 1;
                 let frame = Frame::Batch { id, changes: request.changes }.encode();
-                if let Err(error) = standby.writer.write_all(&frame).await {
+                if let Err(error) = standby.writer.send_encoded(&frame).await {
                     tracing::warn!(%error, "replication: standby lost");
                     let _ = request.done.send(Err(Unreplicated::NoStandby));
                     detach(&mut attached, &shared);
@@ -309,33 +338,31 @@ fn detach(attached: &mut Option<Attached>, shared: &Shared) {
     shared.metrics.standby_attached.set(0);
 }
 
-/// Reads a standby's hello, checks its token, and reads its offer.
+/// Whether `peer` is the configured member's address (an IPv4 member may
+/// reach an IPv6 socket as a mapped address).
+fn same_address(peer: std::net::IpAddr, member: std::net::IpAddr) -> bool {
+    peer.to_canonical() == member.to_canonical()
+}
+
+/// Runs the handshake with a standby (it proves the token, and so does
+/// this member), then reads its offer.
 async fn hello(
     stream: TcpStream,
     token: &str,
     peer: std::net::SocketAddr,
 ) -> Result<Greeted, WireError> {
     super::keep_alive(&stream);
-    let (mut reader, writer) = stream.into_split();
-    let hello = tokio::time::timeout(HELLO_TIMEOUT, Frame::read(&mut reader))
-        .await
-        .map_err(|_| WireError::Malformed("no hello in time"))??;
-    let Frame::Hello {
-        token: presented,
-        in_step_until,
-    } = hello
-    else {
-        return Err(WireError::Malformed("expected a hello"));
-    };
-    if !nemo_daemon::secret::same_secret(presented.as_bytes(), token.as_bytes()) {
-        return Err(WireError::Malformed("wrong token"));
-    }
+    let (reader, writer) = stream.into_split();
+    let ((mut reader, writer), in_step_until) =
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, secure::as_active(reader, writer, token))
+            .await
+            .map_err(|_| WireError::Malformed("no hello in time"))??;
     let offer = async {
         let mut offered = Vec::new();
         loop {
-            match Frame::read(&mut reader).await? {
+            match reader.receive().await? {
                 Frame::Offer { bindings, last } => {
-                    if offered.len() + bindings.len() > MAX_OFFERED {
+                    if offered.len() + bindings.len() > MOST_BINDINGS {
                         return Err(WireError::Malformed("an offer larger than any cache"));
                     }
                     offered.extend(bindings);
@@ -361,30 +388,36 @@ async fn hello(
 
 /// Sends the whole cache as of the cut, in chunks.
 async fn send_snapshot(
-    reader: OwnedReadHalf,
-    mut writer: OwnedWriteHalf,
+    reader: SealedReader<OwnedReadHalf>,
+    mut writer: SealedWriter<OwnedWriteHalf>,
     bindings: Vec<Arc<Binding>>,
-) -> Result<(OwnedWriteHalf, OwnedReadHalf), WireError> {
-    Frame::write_parts(&mut writer, &bindings, |bindings, last| Frame::Snapshot {
-        bindings,
-        last,
-    })
-    .await?;
+) -> Result<Session, WireError> {
+    writer
+        .send_parts(&bindings, |bindings, last| Frame::Snapshot {
+            bindings,
+            last,
+        })
+        .await?;
     Ok((writer, reader))
 }
 
-/// The standby's acknowledgements, as they come.
-fn read_acks(mut reader: OwnedReadHalf) -> mpsc::Receiver<u64> {
+/// The standby's acknowledgements, as they come (a frame that fails its
+/// mac ends them: the standby is detached).
+fn read_acks(mut reader: SealedReader<OwnedReadHalf>) -> mpsc::Receiver<u64> {
     let (acks_tx, acks) = mpsc::channel(1024);
     tokio::spawn(async move {
         loop {
-            match Frame::read(&mut reader).await {
+            match reader.receive().await {
                 Ok(Frame::Ack { id }) => {
                     if acks_tx.send(id).await.is_err() {
                         return;
                     }
                 }
-                Ok(_) | Err(_) => return,
+                Ok(_) => return,
+                Err(error) => {
+                    tracing::warn!(%error, "replication: the standby's stream ended");
+                    return;
+                }
             }
         }
     });
@@ -394,62 +427,108 @@ fn read_acks(mut reader: OwnedReadHalf) -> mpsc::Receiver<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncWriteExt;
 
-    /// What `hello` makes of a standby that sends `frame` first.
-    async fn greet(frame: Vec<u8>) -> Result<(), WireError> {
+    const TOKEN: &str = "the-right-token-0123";
+
+    /// What `hello` makes of a standby that `standby` plays over a real
+    /// connection.
+    async fn greet<F, Fut>(standby: F) -> Result<Greeted, WireError>
+    where
+        F: FnOnce(TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
         let listener = TcpListener::bind("[::1]:0")
             .await
             .map_err(WireError::from)?;
         let address = listener.local_addr().map_err(WireError::from)?;
         let client = tokio::spawn(async move {
-            let mut stream = TcpStream::connect(address).await?;
-            stream.write_all(&frame).await?;
-            // Hold the connection until the server has decided.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            Ok::<_, std::io::Error>(())
+            if let Ok(stream) = TcpStream::connect(address).await {
+                standby(stream).await;
+            }
         });
         let (stream, peer) = listener.accept().await.map_err(WireError::from)?;
-        let result = hello(stream, "the-right-token-0123", peer).await.map(drop);
+        let result = hello(stream, TOKEN, peer).await;
         let _ = client.await;
         result
     }
 
+    /// A standby that runs the handshake with `token`, then sends `then`
+    /// sealed, then holds the connection until the active decided.
+    async fn standby(stream: TcpStream, token: &'static str, then: Vec<Frame>) {
+        let (reader, writer) = stream.into_split();
+        if let Ok((_reader, mut writer)) =
+            secure::as_standby(reader, writer, token, std::time::UNIX_EPOCH).await
+        {
+            for frame in &then {
+                let _ = writer.send(frame).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    /// A standby that sends `octets` as they are.
+    async fn raw(mut stream: TcpStream, octets: Vec<u8>) {
+        let _ = stream.write_all(&octets).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     #[tokio::test]
-    async fn only_the_pairs_token_opens_replication() {
-        let hello = |token: &str| Frame::Hello {
-            token: token.into(),
-            in_step_until: std::time::UNIX_EPOCH,
-        };
+    async fn only_a_standby_that_proves_the_token_opens_replication() {
         let offer = Frame::Offer {
             bindings: Vec::new(),
             last: true,
         };
-        let right = [hello("the-right-token-0123").encode(), offer.encode()].concat();
-        assert!(greet(right).await.is_ok());
+        let right = greet(move |s| standby(s, TOKEN, vec![offer])).await;
+        assert!(right.is_ok());
         // The right token, then something else than its offer.
-        let unoffered = [
-            hello("the-right-token-0123").encode(),
-            Frame::Ack { id: 1 }.encode(),
-        ]
-        .concat();
+        let unoffered = greet(|s| standby(s, TOKEN, vec![Frame::Ack { id: 1 }])).await;
         assert!(matches!(
-            greet(unoffered).await,
+            unoffered,
             Err(WireError::Malformed("expected an offer"))
         ));
-        let wrong = hello("the-wrong-token-0123");
-        assert!(matches!(
-            greet(wrong.encode()).await,
-            Err(WireError::Malformed("wrong token"))
-        ));
+        // A standby without the token refuses this member's challenge and
+        // goes: nothing was sent it but a nonce and a proof.
+        let wrong = greet(|s| standby(s, "the-wrong-token-0123", Vec::new())).await;
+        assert!(matches!(wrong, Err(WireError::Io(_))), "{wrong:?}");
+        // The hello of a nemo-ha before the handshake: its token in clear.
+        let mut clear = vec![0, 0, 0, 15, 1, 0, 4];
+        clear.extend_from_slice(b"toke");
+        clear.extend_from_slice(&[0; 8]);
+        let clear = greet(move |s| raw(s, clear)).await;
+        assert!(
+            matches!(clear, Err(WireError::Malformed(why)) if why.contains("upgrade")),
+            "{clear:?}"
+        );
         // Not a hello at all.
+        let not_hello = greet(|s| raw(s, Frame::Ack { id: 1 }.encode())).await;
         assert!(matches!(
-            greet(Frame::Ack { id: 1 }.encode()).await,
+            not_hello,
             Err(WireError::Malformed("expected a hello"))
         ));
-        // A frame claiming to be larger than any allowed.
-        assert!(matches!(
-            greet(u32::MAX.to_be_bytes().to_vec()).await,
-            Err(WireError::TooLarge(_))
-        ));
+        // Nothing large is read before the standby is authenticated.
+        let large = greet(|s| raw(s, 1000u32.to_be_bytes().to_vec())).await;
+        assert!(matches!(large, Err(WireError::TooLarge(1000))));
+        // A frame whose mac is not the session's (forged, or recorded from
+        // another session): refused.
+        let forged = greet(|s| async move {
+            let (reader, writer) = s.into_split();
+            if let Ok((_reader, mut writer)) =
+                secure::as_standby(reader, writer, TOKEN, std::time::UNIX_EPOCH).await
+            {
+                // An offer with a mac that is not this session's.
+                let mut bytes = Frame::Offer {
+                    bindings: Vec::new(),
+                    last: true,
+                }
+                .encode();
+                bytes[3] += secure::MAC_LEN as u8;
+                bytes.extend_from_slice(&[0u8; secure::MAC_LEN]);
+                let _ = writer.inner_mut().write_all(&bytes).await;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        })
+        .await;
+        assert!(matches!(forged, Err(WireError::Forged)), "{forged:?}");
     }
 }

@@ -12,11 +12,14 @@ use nemo::ha::Binding;
 use tokio::net::TcpSocket;
 use tokio::sync::{mpsc, watch};
 
-use super::registered;
 use super::wire::{Frame, WireError};
+use super::{registered, secure};
 use crate::messages::Replicated;
 use crate::messages::{CoreEvent, Role, Shared};
 use crate::store::Store;
+
+/// How long the active has to answer the hello.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Follows the active at `peer` whenever `role` is standby, until the task
 /// is dropped.
@@ -54,6 +57,15 @@ pub async fn follow(
         match result {
             Ok(()) => {}
             Err(error) => {
+                if let SessionError::Wire(wire) = &error {
+                    shared
+                        .metrics
+                        .replication_refused
+                        .get_or_create(&crate::metrics::ReasonLabel {
+                            reason: wire.reason().to_owned(),
+                        })
+                        .inc();
+                }
                 backoff
                     .wait(
                         &error,
@@ -86,28 +98,31 @@ async fn session(
         .map_err(WireError::from)?;
     let stream = socket.connect(peer).await.map_err(WireError::from)?;
     super::keep_alive(&stream);
-    let (mut reader, mut writer) = stream.into_split();
-    Frame::Hello {
-        token: token.to_owned(),
-        in_step_until: shared.in_step_until(),
-    }
-    .write(&mut writer)
-    .await?;
+    let (reader, writer) = stream.into_split();
+    // Both members prove the token; nothing else leaves before the active
+    // has (`secure`): an impostor at the peer's address learns a nonce.
+    let (mut reader, mut writer) = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        secure::as_standby(reader, writer, token, shared.in_step_until()),
+    )
+    .await
+    .map_err(|_| WireError::Malformed("no challenge in time"))??;
     // What this member holds, offered before it takes the active's: if
     // both were active, the active takes what is newer (`nemo::ha::merge`).
     // Only this session writes this member's store while it stands by, so
     // what is read here is also what the snapshot replaces below.
     let on_disk = store.load()?;
-    Frame::write_parts(&mut writer, &on_disk, |bindings, last| Frame::Offer {
-        bindings,
-        last,
-    })
-    .await?;
+    writer
+        .send_parts(&on_disk, |bindings, last| Frame::Offer { bindings, last })
+        .await?;
     // The whole cache first.
     let mut snapshot: Vec<Arc<Binding>> = Vec::new();
     loop {
-        match Frame::read(&mut reader).await? {
+        match reader.receive().await? {
             Frame::Snapshot { bindings, last } => {
+                if snapshot.len() + bindings.len() > super::MOST_BINDINGS {
+                    return Err(WireError::Malformed("a snapshot larger than any cache").into());
+                }
                 snapshot.extend(bindings.into_iter().map(Arc::new));
                 if last {
                     break;
@@ -136,10 +151,10 @@ async fn session(
         .map_err(|_| SessionError::Stopped)?;
     // Then every batch: on disk, acknowledged, applied.
     loop {
-        match Frame::read(&mut reader).await? {
+        match reader.receive().await? {
             Frame::Batch { id, changes } => {
                 store.commit(&changes).await?;
-                Frame::Ack { id }.write(&mut writer).await?;
+                writer.send(&Frame::Ack { id }).await?;
                 for change in &changes {
                     shared.mirror(change);
                 }

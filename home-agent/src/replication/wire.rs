@@ -1,21 +1,29 @@
 //! The replication stream between the members of a home-agent pair, over
-//! TCP: length-prefixed frames.
+//! TCP: length-prefixed frames. The first three authenticate both members
+//! to each other on the pair's token without sending it (`secure.rs`);
+//! every frame after them carries a MAC under a key of the session and
+//! its direction, over an implicit sequence number.
 //!
 //! ```text
-//! frame    = length:u32 (of kind and body) kind:u8 body
-//! Hello    (1) standby -> active: token:u16-prefixed bytes
-//!                                  in_step_until:u64 (ms since the Unix epoch)
-//! Snapshot (2) active -> standby: last:u8 count:u32 (key:16 record:u16-prefixed)*
-//! Batch    (3) active -> standby: id:u64 count:u32 change*
-//!          change = 1 key:16 record:u16-prefixed   (upsert)
-//!                 | 2 key:16                        (removal)
-//! Ack      (4) standby -> active: id:u64            (the batch is on its disk)
-//! Offer    (5) standby -> active: as Snapshot       (its own cache, after the
-//!                                                    hello, for a merge)
+//! frame     = length:u32 (of kind, body and mac) kind:u8 body [mac:16]
+//! Hello     (6) standby -> active: nonce:32
+//! Challenge (7) active -> standby: nonce:32 proof:32   (the active knows the token)
+//! Proof     (8) standby -> active: in_step_until:u64 (ms since the Unix epoch)
+//!                                  proof:32            (the standby knows it)
+//! -- every frame below carries its mac --
+//! Offer     (5) standby -> active: last:u8 count:u32 (key:16 record:u16-prefixed)*
+//!                                                      (its own cache, for a merge)
+//! Snapshot  (2) active -> standby: as Offer
+//! Batch     (3) active -> standby: id:u64 count:u32 change*
+//!           change = 1 key:16 record:u16-prefixed   (upsert)
+//!                  | 2 key:16                        (removal)
+//! Ack       (4) standby -> active: id:u64            (the batch is on its disk)
 //! ```
 //!
-//! A record is the store's (`crate::store::encode`), so what the standby
-//! keeps is byte for byte what the active keeps.
+//! Kind 1 was the hello of nemo-ha before the handshake (the token in
+//! clear): it is refused, named. A record is the store's
+//! (`crate::store::encode`), so what the standby keeps is byte for byte
+//! what the active keeps.
 
 use std::net::Ipv6Addr;
 use std::sync::Arc;
@@ -31,28 +39,34 @@ use crate::store;
 pub const MAX_FRAME: usize = 8 << 20;
 /// Bindings per snapshot frame.
 pub const SNAPSHOT_CHUNK: usize = 4096;
-/// Longest token.
-const MAX_TOKEN: usize = 1024;
+/// Octets of a handshake nonce and of a proof (HMAC-SHA256).
+pub const NONCE_LEN: usize = 32;
+/// The kind octet of the hello nemo-ha sent before the handshake.
+const CLEAR_TOKEN_HELLO: u8 = 1;
 
 /// The kind octet of each frame (the diagram above).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 enum Kind {
-    Hello = 1,
     Snapshot = 2,
     Batch = 3,
     Ack = 4,
     Offer = 5,
+    Hello = 6,
+    Challenge = 7,
+    Proof = 8,
 }
 
 impl Kind {
     fn of(octet: u8) -> Option<Kind> {
         [
-            Kind::Hello,
             Kind::Snapshot,
             Kind::Batch,
             Kind::Ack,
             Kind::Offer,
+            Kind::Hello,
+            Kind::Challenge,
+            Kind::Proof,
         ]
         .into_iter()
         .find(|kind| *kind as u8 == octet)
@@ -66,14 +80,26 @@ const REMOVAL: u8 = 2;
 /// One frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
-    /// The standby introduces itself with the shared token, and says
-    /// until when it was in step with the other member (its newest
-    /// registration known to be on both); its offer follows.
+    /// The standby opens the handshake with its nonce.
     Hello {
-        /// The pair's shared secret.
-        token: String,
+        /// Fresh random octets of the standby's.
+        nonce: [u8; NONCE_LEN],
+    },
+    /// The active's nonce, and its proof that it knows the token.
+    Challenge {
+        /// Fresh random octets of the active's.
+        nonce: [u8; NONCE_LEN],
+        /// HMAC of both nonces under the token (`secure::proof`).
+        proof: [u8; NONCE_LEN],
+    },
+    /// The standby's proof, and until when it was in step with the other
+    /// member (its newest registration known to be on both); its offer
+    /// follows.
+    Proof {
         /// Its newest registration known to be on both members.
         in_step_until: std::time::SystemTime,
+        /// HMAC of both nonces and `in_step_until` under the token.
+        proof: [u8; NONCE_LEN],
     },
     /// Part of the active's whole binding cache; `last` ends it.
     Snapshot {
@@ -117,9 +143,40 @@ pub enum WireError {
     /// A frame that does not decode.
     #[error("malformed frame: {0}")]
     Malformed(&'static str),
+    /// A frame whose MAC is not the session's next (forged, replayed,
+    /// reordered, or from another session).
+    #[error("a frame that fails its mac (forged, replayed or reordered)")]
+    Forged,
+    /// The handshake's proof failed.
+    #[error("not authenticated: {0}")]
+    Unauthenticated(&'static str),
     /// A binding record that does not decode.
     #[error("malformed record: {0}")]
     Record(#[from] store::StoreError),
+}
+
+impl WireError {
+    /// Every reason [`WireError::reason`] names, and `not_the_peer` (a
+    /// connection from another address than the pair's peer).
+    pub const REASONS: &'static [&'static str] = &[
+        "not_the_peer",
+        "unauthenticated",
+        "forged",
+        "malformed",
+        "too_large",
+        "connection",
+    ];
+
+    /// A short name for counters.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            WireError::Io(_) => "connection",
+            WireError::TooLarge(_) => "too_large",
+            WireError::Malformed(_) | WireError::Record(_) => "malformed",
+            WireError::Forged => "forged",
+            WireError::Unauthenticated(_) => "unauthenticated",
+        }
+    }
 }
 
 fn put_record(out: &mut Vec<u8>, binding: &Binding) {
@@ -135,15 +192,22 @@ impl Frame {
     pub fn encode(&self) -> Vec<u8> {
         let mut body = Vec::new();
         let kind = match self {
-            Frame::Hello {
-                token,
-                in_step_until,
-            } => {
-                let token = &token.as_bytes()[..token.len().min(MAX_TOKEN)];
-                body.extend_from_slice(&(token.len() as u16).to_be_bytes());
-                body.extend_from_slice(token);
-                body.extend_from_slice(&store::unix_millis(*in_step_until).to_be_bytes());
+            Frame::Hello { nonce } => {
+                body.extend_from_slice(nonce);
                 Kind::Hello
+            }
+            Frame::Challenge { nonce, proof } => {
+                body.extend_from_slice(nonce);
+                body.extend_from_slice(proof);
+                Kind::Challenge
+            }
+            Frame::Proof {
+                in_step_until,
+                proof,
+            } => {
+                body.extend_from_slice(&store::unix_millis(*in_step_until).to_be_bytes());
+                body.extend_from_slice(proof);
+                Kind::Proof
             }
             Frame::Snapshot { bindings, last } | Frame::Offer { bindings, last } => {
                 body.push(u8::from(*last));
@@ -192,20 +256,25 @@ impl Frame {
             bytes: frame,
             at: 0,
         };
-        let kind = Kind::of(reader.u8()?).ok_or(WireError::Malformed("unknown frame kind"))?;
+        let kind = match reader.u8()? {
+            CLEAR_TOKEN_HELLO => return Err(WireError::Malformed(
+                "a hello with the token in clear (a nemo-ha before the pair's handshake): upgrade that member",
+            )),
+            octet => Kind::of(octet).ok_or(WireError::Malformed("unknown frame kind"))?,
+        };
         let frame = match kind {
-            Kind::Hello => {
-                let len = usize::from(reader.u16()?);
-                let token = std::str::from_utf8(reader.take(len)?)
-                    .map_err(|_| WireError::Malformed("token is not UTF-8"))?
-                    .to_owned();
-                let in_step_until =
-                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(reader.u64()?);
-                Frame::Hello {
-                    token,
-                    in_step_until,
-                }
-            }
+            Kind::Hello => Frame::Hello {
+                nonce: reader.array()?,
+            },
+            Kind::Challenge => Frame::Challenge {
+                nonce: reader.array()?,
+                proof: reader.array()?,
+            },
+            Kind::Proof => Frame::Proof {
+                in_step_until: std::time::UNIX_EPOCH
+                    + std::time::Duration::from_millis(reader.u64()?),
+                proof: reader.array()?,
+            },
             Kind::Snapshot | Kind::Offer => {
                 let last = reader.u8()? != 0;
                 let count = reader.u32()?;
@@ -246,38 +315,34 @@ impl Frame {
         Ok(())
     }
 
-    /// Writes `bindings` as frames of at most [`SNAPSHOT_CHUNK`] each,
-    /// made by `part` (a snapshot or an offer), the last one marked; one
-    /// empty last frame when there are none.
-    pub async fn write_parts(
-        stream: &mut (impl AsyncWriteExt + Unpin),
-        bindings: &[impl std::borrow::Borrow<Binding>],
-        part: impl Fn(Vec<Binding>, bool) -> Frame,
-    ) -> Result<(), WireError> {
-        let mut chunks = bindings.chunks(SNAPSHOT_CHUNK).peekable();
-        if chunks.peek().is_none() {
-            return part(Vec::new(), true).write(stream).await;
-        }
-        while let Some(chunk) = chunks.next() {
-            let chunk = chunk.iter().map(|b| b.borrow().clone()).collect();
-            part(chunk, chunks.peek().is_none()).write(stream).await?;
-        }
-        Ok(())
+    /// Reads one frame of the handshake (plain, at most [`MAX_HANDSHAKE_FRAME`]
+    /// octets: nothing large is read before the peer is authenticated).
+    pub async fn read_handshake(
+        stream: &mut (impl AsyncReadExt + Unpin),
+    ) -> Result<Frame, WireError> {
+        Frame::decode(&read_frame(stream, MAX_HANDSHAKE_FRAME).await?)
     }
+}
 
-    /// Reads one frame.
-    pub async fn read(stream: &mut (impl AsyncReadExt + Unpin)) -> Result<Frame, WireError> {
-        let len = stream.read_u32().await? as usize;
-        if len > MAX_FRAME {
-            return Err(WireError::TooLarge(len));
-        }
-        if len == 0 {
-            return Err(WireError::Malformed("empty frame"));
-        }
-        let mut body = vec![0u8; len];
-        stream.read_exact(&mut body).await?;
-        Frame::decode(&body)
+/// Largest handshake frame: a kind, a time and two nonces' worth.
+pub const MAX_HANDSHAKE_FRAME: usize = 1 + 8 + 2 * NONCE_LEN;
+
+/// Reads one frame's octets after its length (kind, body and any mac),
+/// refusing a length over `max` before reading it.
+pub async fn read_frame(
+    stream: &mut (impl AsyncReadExt + Unpin),
+    max: usize,
+) -> Result<Vec<u8>, WireError> {
+    let len = stream.read_u32().await? as usize;
+    if len > max {
+        return Err(WireError::TooLarge(len));
     }
+    if len == 0 {
+        return Err(WireError::Malformed("empty frame"));
+    }
+    let mut frame = vec![0u8; len];
+    stream.read_exact(&mut frame).await?;
+    Ok(frame)
 }
 
 fn frame_len(reader: &Reader<'_>) -> usize {
@@ -356,9 +421,14 @@ mod tests {
     #[test]
     fn frames_round_trip() {
         let frames = [
-            Frame::Hello {
-                token: "secret".into(),
+            Frame::Hello { nonce: [3; 32] },
+            Frame::Challenge {
+                nonce: [4; 32],
+                proof: [5; 32],
+            },
+            Frame::Proof {
                 in_step_until: UNIX_EPOCH + Duration::from_millis(1_800_000_000_123),
+                proof: [6; 32],
             },
             Frame::Snapshot {
                 bindings: vec![binding(1), binding(2)],
@@ -401,6 +471,11 @@ mod tests {
         tailed.push(0);
         assert!(Frame::decode(&tailed).is_err());
         assert!(Frame::decode(&[9]).is_err());
+        // The hello of a nemo-ha before the handshake is named.
+        assert!(matches!(
+            Frame::decode(&[1, 0, 6, b's', b'e', b'c', b'r', b'e', b't']),
+            Err(WireError::Malformed(why)) if why.contains("upgrade")
+        ));
         // A change tag that is neither an upsert nor a removal: kind 1,
         // id 8, count 4, then the tag.
         let mut unknown_change = good[4..].to_vec();

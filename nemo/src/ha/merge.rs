@@ -17,7 +17,9 @@
 //! an expiry, an operator's delete), and it stays removed. The claim must
 //! also pass what a Binding Update would: an authorization for the home
 //! address here, its prefixes inside the authorized ones (RFC 3963 §6.1.2)
-//! and bound to no other home address.
+//! and bound to no other home address, under a security association it
+//! has here, with times this member could have granted (not registered in
+//! the future, not longer-lived than its maximum lifetime).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,6 +27,9 @@ use std::time::SystemTime;
 
 use super::authorization::AuthorizationTable;
 use super::cache::{Binding, BindingCache, Change};
+
+/// How far the other member's clock may be ahead of this one's.
+const CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What became of one binding another member offered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -44,17 +49,23 @@ pub enum Verdict {
     Unauthorized,
     /// One of its prefixes is bound to another home address here.
     PrefixBoundElsewhere,
+    /// Its times are not those of a registration this member could have
+    /// granted: registered in the future, or expiring later than the
+    /// longest lifetime allows (RFC 6275 §10.3.1: the home agent grants at
+    /// most its own maximum).
+    Implausible,
 }
 
 impl Verdict {
     /// Every verdict (for counters that exist from the start).
-    pub const ALL: [Verdict; 6] = [
+    pub const ALL: [Verdict; 7] = [
         Verdict::Taken,
         Verdict::Older,
         Verdict::Expired,
         Verdict::RemovedHere,
         Verdict::Unauthorized,
         Verdict::PrefixBoundElsewhere,
+        Verdict::Implausible,
     ];
 
     /// A short name for logs and counters.
@@ -66,6 +77,7 @@ impl Verdict {
             Verdict::RemovedHere => "removed_here",
             Verdict::Unauthorized => "unauthorized",
             Verdict::PrefixBoundElsewhere => "prefix_bound_elsewhere",
+            Verdict::Implausible => "implausible",
         }
     }
 }
@@ -121,10 +133,29 @@ impl BindingCache {
         if offered.expires_at <= now {
             return Verdict::Expired;
         }
+        // The members' clocks may differ a little; a binding from further
+        // ahead, or longer-lived than this member grants, was not granted
+        // by a member of this pair.
+        let latest_grant = now + CLOCK_SKEW;
+        if offered.registered_at > latest_grant
+            || offered.expires_at > latest_grant + self.config.max_lifetime
+            || offered
+                .registered_at
+                .checked_add(self.config.max_lifetime + CLOCK_SKEW)
+                .is_none_or(|longest| offered.expires_at > longest)
+        {
+            return Verdict::Implausible;
+        }
         let authorized = authorizations
             .get(offered.home_address)
             .is_some_and(|authorization| {
-                (authorization.mobile_router || !offered.mobile_router)
+                // Registered under a security association it has here (a
+                // Binding Update's SPI is checked so: RFC 4285 §5).
+                authorization
+                    .security_associations
+                    .iter()
+                    .any(|sa| sa.spi() == offered.spi)
+                    && (authorization.mobile_router || !offered.mobile_router)
                     && offered.prefixes.iter().all(|prefix| {
                         authorization
                             .prefixes
@@ -250,6 +281,42 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Issue 32: what a Binding Update would be refused for, an offer is
+    /// too: another SPI than the home address's, a registration from the
+    /// future, a lifetime longer than this member grants.
+    #[test]
+    fn an_offer_no_member_could_have_granted_is_refused() {
+        let offered = |change: fn(&mut Binding)| {
+            let mut binding = binding(1, 6, 0xb, 100);
+            change(&mut binding);
+            let mut here = cache(Vec::new());
+            let merged = here.merge(vec![binding], &authorizations(&[1]), at(50), at(120));
+            assert!(merged.changes.is_empty() || merged.verdicts.contains_key(&Verdict::Taken));
+            merged.verdicts.into_keys().collect::<Vec<_>>()
+        };
+        assert_eq!(offered(|_| {}), [Verdict::Taken]);
+        assert_eq!(offered(|b| b.spi = 4242), [Verdict::Unauthorized]);
+        assert_eq!(
+            offered(|b| b.expires_at = at(100 + 86_400)),
+            [Verdict::Implausible]
+        );
+        assert_eq!(
+            offered(|b| {
+                b.registered_at = at(3_600);
+                b.expires_at = at(3_600 + 600);
+            }),
+            [Verdict::Implausible]
+        );
+        // A few seconds of clock difference between the members is not.
+        assert_eq!(
+            offered(|b| {
+                b.registered_at = at(122);
+                b.expires_at = at(122 + 600);
+            }),
+            [Verdict::Taken]
+        );
     }
 
     #[test]
