@@ -67,6 +67,7 @@ config() { # member priority peer
 [pair]
 interface = "home"
 link_local = "fe80::$1"
+peer_link_local = "fe80::$3"
 vrid = 12
 priority = $2
 advert_interval_ms = 50

@@ -16,7 +16,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nemo::vrrp::{Action, Advertisement, Centiseconds, RouterConfig, State, VirtualRouter};
+use nemo::vrrp::{
+    Action, Advertisement, Advertisers, Centiseconds, RouterConfig, State, VirtualRouter,
+};
 use nemo_dataplane::vrrp::{VrrpSocket, MAX_ADVERTISEMENT};
 use nemo_testkit::{addr, netns_available, require, runs, veth, Netns};
 
@@ -276,6 +278,8 @@ fn config(priority: u8, addresses: Vec<Ipv6Addr>) -> RouterConfig {
         preempt: true,
         primary_address: addr("fe80::b"),
         addresses,
+        // keepalived, named: the filter a pair runs with interoperates.
+        advertisers: Advertisers::Only(vec![addr("fe80::a")]),
     }
 }
 

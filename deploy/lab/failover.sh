@@ -111,6 +111,7 @@ home_agent = "ha1"
 [pair]
 interface = "hl"
 link_local = "fe80::$id"
+peer_link_local = "fe80::$peer"
 vrid = 12
 priority = $priority
 advert_interval_ms = 100

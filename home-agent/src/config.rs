@@ -171,6 +171,7 @@ pub struct ControllerSection {
 /// [pair]
 /// interface = "eth1"                 # the home link
 /// link_local = "fe80::a"             # this member's address on it
+/// peer_link_local = "fe80::b"        # the other member's: only its advertisements count
 /// vrid = 12                          # the same on both members
 /// priority = 200                     # 1-254, higher is preferred
 /// addresses = ["2001:db8:1::1"]      # what moves with the active role
@@ -186,6 +187,11 @@ pub struct PairSection {
     /// This member's link-local address on the home link: the source of
     /// its advertisements, and the tie-breaker between equal priorities.
     pub link_local: Spanned<Ipv6Addr>,
+    /// The other member's link-local address on the home link: only its
+    /// advertisements count (VRRP has no authentication; without it, any
+    /// host on the link can depose the active, and a warning says so).
+    #[serde(default)]
+    pub peer_link_local: Option<Spanned<Ipv6Addr>>,
     /// The virtual router ID, 1-255, the same on both members.
     pub vrid: Spanned<u8>,
     /// This member's priority, 1-254.
@@ -338,6 +344,15 @@ fn validate_pair(
             pair.link_local.span(),
             "pair: link_local: a link-local address (fe80::/10)".into(),
         ));
+    }
+    if let Some(peer) = &pair.peer_link_local {
+        if !peer.get_ref().is_unicast_link_local() || peer.get_ref() == pair.link_local.get_ref() {
+            return Err(invalid(
+                peer.span(),
+                "pair: peer_link_local: the other member's link-local address (fe80::/10, not link_local)"
+                    .into(),
+            ));
+        }
     }
     if *pair.vrid.get_ref() == 0 {
         return Err(invalid(pair.vrid.span(), "pair: vrid: 1-255".into()));
@@ -803,6 +818,11 @@ peer = \"[2001:db8:ff::b]:4192\"\ntoken_file = \"/etc/nemo/pair.token\"\n";
                 "ha.toml:22: pair: link_local",
             ),
             ("vrid = 12", "vrid = 0", "ha.toml:23: pair: vrid"),
+            (
+                "vrid = 12",
+                "vrid = 12\npeer_link_local = \"fe80::a\"",
+                "ha.toml:24: pair: peer_link_local",
+            ),
             (
                 "\"[2001:db8:ff::b]:4192\"",
                 "\"[2001:db8:ff::a]:4192\"",

@@ -102,6 +102,7 @@ pub async fn run(
         state,
         took_over: None,
         announced: None,
+        warned: std::collections::HashMap::new(),
     };
     loop {
         while let Some(action) = router.poll_action() {
@@ -135,7 +136,7 @@ pub async fn run(
                             &advertisement,
                             Instant::now(),
                         ) {
-                            tracing::debug!(?discarded, from = %received.source, "election: advertisement discarded");
+                            member.discarded(discarded, received.source, &advertisement);
                         }
                     }
                     Err(error) => {
@@ -204,9 +205,48 @@ struct Member {
     took_over: Option<Instant>,
     /// When it last announced the addresses.
     announced: Option<Instant>,
+    /// When each kind of suspect advertisement was last warned about.
+    warned: std::collections::HashMap<&'static str, Instant>,
 }
 
+/// At most one warning per kind of suspect advertisement this often (a
+/// flood is counted, not logged line by line).
+const WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Member {
+    /// Counts an advertisement the router did not act on
+    /// (`nemo_ha_dropped_total{reason="vrrp_<why>"}`), and warns about a
+    /// suspect one (a stranger, a forged owner, other addresses) at most
+    /// every [`WARN_EVERY`] per kind.
+    fn discarded(
+        &mut self,
+        why: nemo::vrrp::Discarded,
+        source: Ipv6Addr,
+        advertisement: &Advertisement,
+    ) {
+        Metrics::count(&self.metrics.dropped, &format!("vrrp_{}", why.name()));
+        if !why.is_suspect() {
+            tracing::debug!(why = why.name(), from = %source, "election: advertisement discarded");
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .warned
+            .get(why.name())
+            .is_some_and(|at| now.duration_since(*at) < WARN_EVERY)
+        {
+            return;
+        }
+        self.warned.insert(why.name(), now);
+        tracing::warn!(
+            why = why.name(),
+            from = %source,
+            priority = advertisement.priority,
+            addresses = ?advertisement.addresses,
+            "election: advertisement discarded (counted in nemo_ha_dropped_total; further ones warned about every 10 s)"
+        );
+    }
+
     async fn act(&mut self, action: Action) {
         match action {
             Action::Send(advertisement) => {

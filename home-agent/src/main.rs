@@ -417,6 +417,16 @@ async fn pair(
         preempt: section.preempt,
         primary_address: *section.link_local.get_ref(),
         addresses: section.addresses.get_ref().clone(),
+        advertisers: match &section.peer_link_local {
+            Some(peer) => nemo::vrrp::Advertisers::Only(vec![*peer.get_ref()]),
+            None => {
+                tracing::warn!(
+                    "pair: no peer_link_local: VRRP advertisements from any host on the home \
+                     link are heard (one with priority 255 deposes the active); name the other member"
+                );
+                nemo::vrrp::Advertisers::Any
+            }
+        },
     };
     let summary = format!(
         "vrid{}/priority{}/{}",

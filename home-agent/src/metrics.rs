@@ -52,7 +52,8 @@ pub struct Metrics {
     registry: Registry,
     /// Binding Acknowledgements sent, by status.
     pub acknowledgements: Family<StatusLabel, Counter>,
-    /// Binding Updates dropped without an answer, by reason.
+    /// Binding Updates dropped without an answer, and VRRP advertisements
+    /// not acted on (`vrrp_<why>`), by reason.
     pub dropped: Family<ReasonLabel, Counter>,
     /// Packets that did not decode, by reason.
     pub malformed: Family<ReasonLabel, Counter>,
@@ -172,7 +173,7 @@ impl Metrics {
         );
         registry.register(
             "dropped",
-            "Binding Updates dropped without an answer, by reason",
+            "Binding Updates dropped without an answer, and VRRP advertisements not acted on (reason vrrp_*), by reason",
             metrics.dropped.clone(),
         );
         registry.register(

@@ -245,6 +245,7 @@ fn write_config(dir: &Path, name: &str, priority: u8, peer: &str) -> PathBuf {
     let mut config = String::from_utf8(made.stdout).unwrap();
     config.push_str(&format!(
         "\n[pair]\ninterface = \"home\"\nlink_local = \"fe80::{name}\"\nvrid = 12\n\
+         peer_link_local = \"fe80::{peer}\"\n\
          priority = {priority}\nadvert_interval_ms = 100\naddresses = [\"{HOME_AGENT}\"]\n\
          replication_listen = \"[2001:db8:1::{name}]:4192\"\npeer = \"[2001:db8:1::{peer}]:4192\"\n\
          token_file = \"{}\"\n\n[admin]\nlisten = \"[::1]:50051\"\n",
@@ -698,4 +699,61 @@ fn impostor_client(netns: &Netns, target: &'static str) -> Vec<u8> {
         })
         .join()
         .unwrap()
+}
+
+/// Sends `count` VRRP advertisements for the pair's virtual router from
+/// `source` (a link-local address of the link namespace's bridge), one
+/// every `every`.
+fn forge_advertisements(
+    pair: &Pair,
+    source: &'static str,
+    priority: u8,
+    centiseconds: u16,
+    count: usize,
+    every: Duration,
+) {
+    pair.link.block_on(move || async move {
+        let source: Ipv6Addr = source.parse().unwrap();
+        let socket = nemo_dataplane::vrrp::VrrpSocket::open("br0", source).unwrap();
+        let advertisement = nemo::vrrp::Advertisement {
+            vrid: 12,
+            priority,
+            max_advert_interval: nemo::vrrp::Centiseconds::new(centiseconds).unwrap(),
+            addresses: vec![HOME_AGENT.parse().unwrap()],
+        };
+        for _ in 0..count {
+            socket.send(&advertisement.encode(source)).await.unwrap();
+            tokio::time::sleep(every).await;
+        }
+    });
+}
+
+/// Issue 32, item 5: with each member naming the other
+/// (`peer_link_local`), forged advertisements from another host on the
+/// home link depose nobody (priority 255) and delay no takeover (a long
+/// interval); they are counted and warned about.
+#[test]
+fn forged_vrrp_from_the_link_deposes_nobody() {
+    if !netns_available(MUST_RUN) {
+        return;
+    }
+    let pair = Pair::new("pair-vrrp");
+    pair.link
+        .ip(&["addr", "add", "fe80::66/64", "dev", "br0", "nodad"]);
+    let (mut active, standby) = pair.start_both();
+    // 20 adverts with priority 255, 10 ms apart: the active stays.
+    forge_advertisements(&pair, "fe80::66", 255, 100, 20, Duration::from_millis(10));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(pair.holds("a") && !pair.holds("b"), "a: {}", active.log());
+    active.wait_for("not_an_advertiser", 1);
+    // The active dies; a stranger advertises a 40.95 s interval meanwhile:
+    // the standby still takes over within three of the active's intervals
+    // and a bit.
+    active.kill();
+    pair.a.ip(&["link", "set", "home", "down"]);
+    forge_advertisements(&pair, "fe80::66", 254, 4095, 3, Duration::from_millis(50));
+    let moved = within(Duration::from_secs(3), || pair.holds("b"))
+        .unwrap_or_else(|| panic!("b never took over: {}", standby.log()));
+    eprintln!("b took over {moved:?} after the forgeries");
+    standby.wait_for("not_an_advertiser", 1);
 }

@@ -8,8 +8,8 @@ use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
 use nemo::vrrp::{
-    Action, Advertisement, Centiseconds, Discarded, RouterConfig, State, Stepdown, Takeover,
-    VirtualRouter,
+    Action, Advertisement, Advertisers, Centiseconds, Discarded, RouterConfig, State, Stepdown,
+    Takeover, VirtualRouter,
 };
 use nemo_testkit::addr;
 
@@ -23,6 +23,7 @@ fn config(primary: &str, priority: u8, preempt: bool) -> RouterConfig {
         preempt,
         primary_address: addr(primary),
         addresses: vec![addr("fe80::12"), addr(VIRTUAL)],
+        advertisers: Advertisers::Any,
     }
 }
 
@@ -330,6 +331,61 @@ fn advertisements_not_for_this_router_are_discarded_and_named() {
         router.poll_timeout(),
         Some(later + Duration::from_millis(3600))
     );
+}
+
+/// Issue 32, item 5: with the other member named, an advertisement from
+/// anyone else, from a non-link-local source, or claiming to own the
+/// addresses (priority 255, or a long interval that would keep the
+/// members backup) deposes nobody and delays no takeover.
+#[test]
+fn only_the_named_member_is_heard() {
+    let mut named = config("fe80::a", 100, true);
+    named.advertisers = Advertisers::Only(vec![addr("fe80::b")]);
+    let ours = vec![addr("fe80::12"), addr(VIRTUAL)];
+    let advertisement = |priority: u8, centiseconds: u16| Advertisement {
+        vrid: 12,
+        priority,
+        max_advert_interval: Centiseconds::new(centiseconds).unwrap(),
+        addresses: ours.clone(),
+    };
+    // A lone member becomes master; the forgeries do not depose it.
+    let mut link = Link::new(vec![named.clone()]);
+    link.start_all();
+    link.run_for(Duration::from_secs(4));
+    assert_eq!(link.routers[0].state(), State::Master);
+    let now = link.now;
+    let router = &mut link.routers[0];
+    assert_eq!(
+        router.handle_advertisement(addr("fe80::66"), &advertisement(255, 100), now),
+        Err(Discarded::NotAnAdvertiser)
+    );
+    assert_eq!(
+        router.handle_advertisement(addr("2001:db8:1::66"), &advertisement(254, 100), now),
+        Err(Discarded::NotLinkLocal)
+    );
+    assert_eq!(
+        router.handle_advertisement(addr("fe80::b"), &advertisement(255, 100), now),
+        Err(Discarded::OwnerClaim)
+    );
+    assert!(Discarded::NotAnAdvertiser.is_suspect() && !Discarded::Own.is_suspect());
+    assert_eq!(router.state(), State::Master);
+    // The named member is heard: a higher priority deposes.
+    assert_eq!(
+        router.handle_advertisement(addr("fe80::b"), &advertisement(200, 100), now),
+        Ok(())
+    );
+    assert_eq!(router.state(), State::Backup);
+
+    // A backup ignores a stranger's long interval and takes over on time.
+    let mut backup = VirtualRouter::new(named);
+    let start = Instant::now();
+    backup.start(start);
+    let down = backup.poll_timeout().unwrap();
+    assert_eq!(
+        backup.handle_advertisement(addr("fe80::66"), &advertisement(254, 4095), start),
+        Err(Discarded::NotAnAdvertiser)
+    );
+    assert_eq!(backup.poll_timeout(), Some(down));
 }
 
 #[test]

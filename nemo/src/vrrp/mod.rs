@@ -1,6 +1,6 @@
 //! VRRPv3 for IPv6 (RFC 5798), sans-IO: the first-hop redundancy protocol
 //! that moves the home-agent address between the members of a home-agent
-//! pair. RFC 5798's text is not in `../shared/rfc/`; the rules here follow
+//! pair. The rules here follow
 //! its sections as cited, and are cross-checked against keepalived (a VRRP
 //! implementation nobody here wrote) in `dataplane/tests/vrrp.rs`.
 //!
@@ -14,6 +14,6 @@ pub use advertisement::{
     Advertisement, AdvertisementError, Centiseconds, ALL_VRRP_ROUTERS, HOP_LIMIT, IPPROTO_VRRP,
 };
 pub use router::{
-    Action, Discarded, RouterConfig, State, Stepdown, Takeover, VirtualRouter, OWNER_PRIORITY,
-    RESIGN_PRIORITY,
+    Action, Advertisers, Discarded, RouterConfig, State, Stepdown, Takeover, VirtualRouter,
+    OWNER_PRIORITY, RESIGN_PRIORITY,
 };

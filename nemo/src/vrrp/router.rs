@@ -32,6 +32,22 @@ pub struct RouterConfig {
     pub primary_address: Ipv6Addr,
     /// The virtual addresses, the link-local one first (§5.2.9).
     pub addresses: Vec<Ipv6Addr>,
+    /// Whose advertisements count.
+    pub advertisers: Advertisers,
+}
+
+/// Whose advertisements a router acts on. VRRPv3 has no authentication
+/// (RFC 5798 §9): any host on the link can advertise priority 255 and
+/// depose the master, or a long interval that keeps every router backup;
+/// naming the other routers' link-local addresses is the defence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Advertisers {
+    /// Any link-local source (the RFC's behaviour).
+    Any,
+    /// Only these link-local addresses (the other members'), none of
+    /// which may claim to own the addresses (priority 255): a pair has no
+    /// owner.
+    Only(Vec<Ipv6Addr>),
 }
 
 /// Where the router is (RFC 5798 §6.4).
@@ -104,6 +120,42 @@ pub enum Discarded {
     AddressMismatch,
     /// Not running.
     NotRunning,
+    /// Its source is not a link-local address (RFC 5798 §5.1.2.1: an
+    /// advertisement comes from the sender's link-local address).
+    NotLinkLocal,
+    /// Its source is not one of the configured advertisers.
+    NotAnAdvertiser,
+    /// A configured advertiser claims to own the addresses (priority 255),
+    /// which no member of a pair does.
+    OwnerClaim,
+}
+
+impl Discarded {
+    /// A short name for logs and counters.
+    pub fn name(self) -> &'static str {
+        match self {
+            Discarded::OtherVirtualRouter => "other_virtual_router",
+            Discarded::Own => "own",
+            Discarded::Owner => "owner",
+            Discarded::AddressMismatch => "address_mismatch",
+            Discarded::NotRunning => "not_running",
+            Discarded::NotLinkLocal => "not_link_local",
+            Discarded::NotAnAdvertiser => "not_an_advertiser",
+            Discarded::OwnerClaim => "owner_claim",
+        }
+    }
+
+    /// Whether it says something is wrong on the link (an attack or a
+    /// misconfiguration), worth a warning, not only a count.
+    pub fn is_suspect(self) -> bool {
+        matches!(
+            self,
+            Discarded::AddressMismatch
+                | Discarded::NotLinkLocal
+                | Discarded::NotAnAdvertiser
+                | Discarded::OwnerClaim
+        )
+    }
 }
 
 /// One virtual router.
@@ -230,6 +282,17 @@ impl VirtualRouter {
         }
         if self.config.priority == OWNER_PRIORITY {
             return Err(Discarded::Owner);
+        }
+        if !source.is_unicast_link_local() {
+            return Err(Discarded::NotLinkLocal);
+        }
+        if let Advertisers::Only(advertisers) = &self.config.advertisers {
+            if !advertisers.contains(&source) {
+                return Err(Discarded::NotAnAdvertiser);
+            }
+            if advertisement.priority == OWNER_PRIORITY {
+                return Err(Discarded::OwnerClaim);
+            }
         }
         if advertisement.addresses != self.config.addresses
             && advertisement.priority != OWNER_PRIORITY
