@@ -91,6 +91,10 @@ pub struct Metrics {
     pub unreplicated_batches: Family<ReasonLabel, Counter>,
     /// A standby attached to this active (1) or not (0).
     pub standby_attached: Gauge,
+    /// Standbys detached by this active, by reason
+    /// (`replication::attached::Detached`: not_reading, unacknowledged,
+    /// lost).
+    pub standby_detached: Family<ReasonLabel, Counter>,
     /// Bindings a returning member offered after both were active, by
     /// verdict (`nemo::ha::Verdict`: taken, older, removed_here, ...).
     pub merge_offered: Family<ReasonLabel, Counter>,
@@ -122,6 +126,7 @@ impl Metrics {
             replicated_batches: Counter::default(),
             unreplicated_batches: Family::default(),
             standby_attached: Gauge::default(),
+            standby_detached: Family::default(),
             merge_offered: Family::default(),
             replication_refused: Family::default(),
             registry: Registry::default(),
@@ -155,6 +160,11 @@ impl Metrics {
             "standby_attached",
             "1 while a standby follows this active",
             metrics.standby_attached.clone(),
+        );
+        registry.register(
+            "standby_detached",
+            "Standbys this active detached, by reason (not_reading: its queue filled; unacknowledged: a batch past replication_timeout_ms; lost: the connection failed)",
+            metrics.standby_detached.clone(),
         );
         registry.register(
             "merge_offered",
@@ -251,6 +261,11 @@ impl Metrics {
         for reason in crate::replication::wire::WireError::REASONS {
             let _ = metrics.replication_refused.get_or_create(&ReasonLabel {
                 reason: (*reason).to_owned(),
+            });
+        }
+        for why in crate::replication::attached::Detached::ALL {
+            let _ = metrics.standby_detached.get_or_create(&ReasonLabel {
+                reason: why.name().to_owned(),
             });
         }
         for verdict in nemo::ha::Verdict::ALL {

@@ -757,3 +757,60 @@ fn forged_vrrp_from_the_link_deposes_nobody() {
     eprintln!("b took over {moved:?} after the forgeries");
     standby.wait_for("not_an_advertiser", 1);
 }
+
+/// A field of ha-loadgen's report line as a number (`p99=1.234ms`).
+fn figure(report: &str, name: &str) -> f64 {
+    let line = report
+        .lines()
+        .find(|line| line.contains("offered="))
+        .unwrap_or(report);
+    nemo_testkit::field(line, name)
+        .trim_end_matches("ms")
+        .trim_end_matches("/s")
+        .parse()
+        .unwrap_or_else(|_| panic!("no {name} in {report}"))
+}
+
+/// Issue 32, item 2: a standby that stops reading (SIGSTOP) costs the
+/// active one stall of at most `replication_timeout_ms` (500 ms): its
+/// batch goes unacknowledged, it is detached (counted, logged), and the
+/// active answers alone at a lone member's rate; it attaches again once
+/// it runs.
+#[test]
+fn a_stopped_standby_does_not_stall_the_active() {
+    if !netns_available(MUST_RUN) {
+        return;
+    }
+    let pair = Pair::new("pair-stop");
+    let (active, mut standby) = pair.start_both();
+    pair.load("1", "0");
+    let stop = |signal: &str| {
+        let done = Command::new("kill")
+            .args([signal, &standby.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(done.success());
+    };
+    stop("-STOP");
+    let (stopped, _) = pair.load("3", "100");
+    let detached = active.wait_for("standby detached", 1);
+    assert!(detached.contains("why=\"unacknowledged\""), "{detached}");
+    // Then alone: the lone member's figures, on the same machine.
+    let (alone, _) = pair.load("3", "200");
+    eprintln!("standby stopped: {stopped}\nalone: {alone}");
+    assert!(
+        figure(&stopped, "rate") >= figure(&alone, "rate") / 2.0,
+        "stopped: {stopped}\nalone: {alone}"
+    );
+    // One stall, bounded by the replication timeout (and the batch's own
+    // time), not one per batch: the median is a lone member's.
+    assert!(figure(&stopped, "max") < 900.0, "{stopped}");
+    assert!(
+        figure(&stopped, "p50") <= 2.0 * figure(&alone, "p50") + 5.0,
+        "stopped: {stopped}\nalone: {alone}"
+    );
+    // Running again, it attaches again (a new session, a snapshot).
+    stop("-CONT");
+    active.wait_for("standby attached and in sync", 2);
+    assert_eq!(standby.terminate().code(), Some(0), "{}", standby.log());
+}

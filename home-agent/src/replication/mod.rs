@@ -14,6 +14,7 @@
 //! availability over the second copy, said loudly. Asynchronous mode never
 //! waits: a takeover may lose the last batches acknowledged.
 
+pub mod attached;
 pub mod primary;
 pub mod secure;
 pub mod standby;
@@ -51,12 +52,17 @@ where
 }
 
 /// Low latency, and a dead peer noticed within seconds even when no batch
-/// is flowing (TCP keepalive: 2 s idle, then 3 probes 1 s apart).
+/// is flowing (TCP keepalive: 2 s idle, then 3 probes 1 s apart) or when
+/// what was sent goes unacknowledged (TCP_USER_TIMEOUT, 5 s). A peer that
+/// is alive but stops reading is the active's to notice
+/// (`attached`: its batches go unacknowledged).
 pub fn keep_alive(stream: &tokio::net::TcpStream) {
     let _ = stream.set_nodelay(true);
     let keepalive = socket2::TcpKeepalive::new()
         .with_time(std::time::Duration::from_secs(2))
         .with_interval(std::time::Duration::from_secs(1))
         .with_retries(3);
-    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
+    let socket = socket2::SockRef::from(stream);
+    let _ = socket.set_tcp_keepalive(&keepalive);
+    let _ = socket.set_tcp_user_timeout(Some(std::time::Duration::from_secs(5)));
 }

@@ -14,6 +14,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::attached::{Attached, Detached};
 use super::secure::{self, SealedReader, SealedWriter};
 use super::wire::{Frame, WireError};
 use super::{Mode, MOST_BINDINGS};
@@ -26,6 +27,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a standby has to send its offer (its whole cache: 100,000
 /// bindings take about a second here).
 const OFFER_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a standby may take to read its snapshot (the same size as an
+/// offer, the other way).
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the writer asks of replication.
 #[derive(Debug)]
@@ -63,6 +67,7 @@ impl Primary {
             listener,
             peer,
             token,
+            timeout,
             shared.clone(),
             core,
             role,
@@ -123,22 +128,20 @@ impl Primary {
     }
 }
 
-/// A standby attached: where batches go, and the acknowledgements awaited.
-struct Attached {
-    writer: SealedWriter<OwnedWriteHalf>,
-    acks: mpsc::Receiver<u64>,
-    pending: std::collections::VecDeque<(u64, oneshot::Sender<Result<(), Unreplicated>>)>,
-    next_id: u64,
-}
-
 /// A standby taking its snapshot: the batches made meanwhile wait here (in
 /// order, after the snapshot's cut) and their answers do not wait for it,
 /// since it is not a copy yet.
 struct Syncing {
     task: tokio::task::JoinHandle<Result<Session, WireError>>,
     frames: Vec<Vec<u8>>,
+    /// Octets in `frames`: bounded by [`MOST_CATCH_UP_OCTETS`].
+    octets: usize,
     next_id: u64,
 }
+
+/// Most octets of batches kept for a standby taking its snapshot: one that
+/// takes it slower than batches come is given up on (it tries again).
+const MOST_CATCH_UP_OCTETS: usize = 256 << 20;
 
 /// A session with a standby: its sealed halves.
 type Session = (SealedWriter<OwnedWriteHalf>, SealedReader<OwnedReadHalf>);
@@ -160,10 +163,12 @@ type Merged = (
     std::net::SocketAddr,
 );
 
+#[allow(clippy::too_many_arguments)] // the pair's settings and channels
 async fn serve(
     listener: TcpListener,
     member: std::net::IpAddr,
     token: String,
+    deadline: Duration,
     shared: Arc<Shared>,
     core: mpsc::Sender<CoreEvent>,
     role: watch::Receiver<Role>,
@@ -175,9 +180,9 @@ async fn serve(
     let (greeted_tx, mut greeted) = mpsc::channel::<Greeted>(4);
     let (merged_tx, mut merged) = mpsc::channel::<Merged>(4);
     loop {
-        let ack = async {
+        let standby_event = async {
             match attached.as_mut() {
-                Some(standby) => standby.acks.recv().await,
+                Some(standby) => standby.next().await,
                 None => std::future::pending().await,
             }
         };
@@ -247,40 +252,24 @@ async fn serve(
                     .map(|view| view.values().cloned().collect())
                     .unwrap_or_default();
                 tracing::info!(%peer, bindings = bindings.len(), "replication: standby attaching");
-                detach(&mut attached, &shared);
+                detach(&mut attached, &shared, Detached::Lost);
                 if let Some(old) = syncing.take() {
                     old.task.abort();
                 }
                 syncing = Some(Syncing {
                     task: tokio::spawn(send_snapshot(reader, writer, bindings)),
                     frames: Vec::new(),
+                    octets: 0,
                     next_id: 1,
                 });
             }
             done = synced => {
                 let Some(sync) = syncing.take() else { continue };
                 match done {
-                    Ok(Ok((mut writer, reader))) => {
-                        let mut caught_up = Ok(());
-                        for frame in &sync.frames {
-                            caught_up = writer.send_encoded(frame).await;
-                            if caught_up.is_err() {
-                                break;
-                            }
-                        }
-                        match caught_up {
-                            Ok(()) => {
-                                tracing::info!(batches = sync.frames.len(), "replication: standby attached and in sync");
-                                shared.metrics.standby_attached.set(1);
-                                attached = Some(Attached {
-                                    writer,
-                                    acks: read_acks(reader),
-                                    pending: std::collections::VecDeque::new(),
-                                    next_id: sync.next_id,
-                                });
-                            }
-                            Err(error) => tracing::warn!(%error, "replication: standby lost while catching up"),
-                        }
+                    Ok(Ok((writer, reader))) => {
+                        tracing::info!(batches = sync.frames.len(), "replication: standby attached and in sync");
+                        shared.metrics.standby_attached.set(1);
+                        attached = Some(Attached::start(writer, reader, sync.frames, sync.next_id, deadline));
                     }
                     Ok(Err(error)) => tracing::warn!(%error, "replication: snapshot not delivered"),
                     Err(error) => tracing::warn!(%error, "replication: snapshot task"),
@@ -291,49 +280,52 @@ async fn serve(
                 if let Some(sync) = syncing.as_mut() {
                     let id = sync.next_id;
                     sync.next_id += 1;
-                    sync.frames.push(Frame::Batch { id, changes: request.changes }.encode());
+                    let frame = Frame::Batch { id, changes: request.changes }.encode();
+                    sync.octets += frame.len();
+                    sync.frames.push(frame);
                     let _ = request.done.send(Err(Unreplicated::NoStandby));
+                    if sync.octets > MOST_CATCH_UP_OCTETS {
+                        tracing::warn!(octets = sync.octets, "replication: the standby takes its snapshot slower than batches come; given up (it attaches again)");
+                        if let Some(sync) = syncing.take() {
+                            sync.task.abort();
+                        }
+                    }
                     continue;
                 }
                 let Some(standby) = attached.as_mut() else {
                     let _ = request.done.send(Err(Unreplicated::NoStandby));
                     continue;
                 };
-                let id = standby.next_id;
-                standby.next_id += 1;
-                let frame = Frame::Batch { id, changes: request.changes }.encode();
-                if let Err(error) = standby.writer.send_encoded(&frame).await {
-                    tracing::warn!(%error, "replication: standby lost");
-                    let _ = request.done.send(Err(Unreplicated::NoStandby));
-                    detach(&mut attached, &shared);
-                    continue;
+                if let Err((why, done)) = standby.send(request.changes, request.done) {
+                    let _ = done.send(Err(Unreplicated::NoStandby));
+                    detach(&mut attached, &shared, why);
                 }
-                standby.pending.push_back((id, request.done));
             }
-            ack = ack => match ack {
-                Some(id) => {
-                    if let Some(standby) = attached.as_mut() {
-                        while standby.pending.front().is_some_and(|(pending, _)| *pending <= id) {
-                            if let Some((_, done)) = standby.pending.pop_front() {
-                                let _ = done.send(Ok(()));
-                            }
-                        }
-                    }
+            event = standby_event => {
+                if let Err(why) = event {
+                    detach(&mut attached, &shared, why);
                 }
-                None => {
-                    tracing::warn!("replication: standby disconnected");
-                    detach(&mut attached, &shared);
-                }
-            },
+            }
         }
     }
 }
 
-fn detach(attached: &mut Option<Attached>, shared: &Shared) {
+/// Detaches the standby, if one is attached, saying why: the active
+/// answers alone until it attaches again.
+fn detach(attached: &mut Option<Attached>, shared: &Shared, why: Detached) {
     if let Some(standby) = attached.take() {
-        for (_, done) in standby.pending {
-            let _ = done.send(Err(Unreplicated::NoStandby));
-        }
+        tracing::warn!(
+            why = why.name(),
+            "replication: standby detached; answering alone until it attaches again"
+        );
+        shared
+            .metrics
+            .standby_detached
+            .get_or_create(&ReasonLabel {
+                reason: why.name().to_owned(),
+            })
+            .inc();
+        standby.detach();
     }
     shared.metrics.standby_attached.set(0);
 }
@@ -392,36 +384,14 @@ async fn send_snapshot(
     mut writer: SealedWriter<OwnedWriteHalf>,
     bindings: Vec<Arc<Binding>>,
 ) -> Result<Session, WireError> {
-    writer
-        .send_parts(&bindings, |bindings, last| Frame::Snapshot {
-            bindings,
-            last,
-        })
-        .await?;
-    Ok((writer, reader))
-}
-
-/// The standby's acknowledgements, as they come (a frame that fails its
-/// mac ends them: the standby is detached).
-fn read_acks(mut reader: SealedReader<OwnedReadHalf>) -> mpsc::Receiver<u64> {
-    let (acks_tx, acks) = mpsc::channel(1024);
-    tokio::spawn(async move {
-        loop {
-            match reader.receive().await {
-                Ok(Frame::Ack { id }) => {
-                    if acks_tx.send(id).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(_) => return,
-                Err(error) => {
-                    tracing::warn!(%error, "replication: the standby's stream ended");
-                    return;
-                }
-            }
-        }
+    let sent = writer.send_parts(&bindings, |bindings, last| Frame::Snapshot {
+        bindings,
+        last,
     });
-    acks
+    tokio::time::timeout(SNAPSHOT_TIMEOUT, sent)
+        .await
+        .map_err(|_| WireError::Malformed("the standby did not read its snapshot in time"))??;
+    Ok((writer, reader))
 }
 
 #[cfg(test)]
