@@ -258,16 +258,6 @@ impl Metrics {
                 reason: why.name().to_owned(),
             });
         }
-        for reason in crate::replication::wire::WireError::REASONS {
-            let _ = metrics.replication_refused.get_or_create(&ReasonLabel {
-                reason: (*reason).to_owned(),
-            });
-        }
-        for why in crate::replication::attached::Detached::ALL {
-            let _ = metrics.standby_detached.get_or_create(&ReasonLabel {
-                reason: why.name().to_owned(),
-            });
-        }
         for verdict in nemo::ha::Verdict::ALL {
             let _ = metrics.merge_offered.get_or_create(&ReasonLabel {
                 reason: verdict.name().to_owned(),

@@ -62,6 +62,20 @@ impl Primary {
         core: mpsc::Sender<CoreEvent>,
         role: watch::Receiver<Role>,
     ) -> Primary {
+        // The pair's counters, at zero from the start.
+        for reason in WireError::REASONS {
+            let _ = shared
+                .metrics
+                .replication_refused
+                .get_or_create(&ReasonLabel {
+                    reason: (*reason).to_owned(),
+                });
+        }
+        for why in Detached::ALL {
+            let _ = shared.metrics.standby_detached.get_or_create(&ReasonLabel {
+                reason: why.name().to_owned(),
+            });
+        }
         let (requests, queue) = mpsc::channel(1024);
         tokio::spawn(serve(
             listener,
