@@ -97,6 +97,56 @@ pub struct ListenSection {
     pub listen: std::net::SocketAddr,
 }
 
+/// `[admin]`: where a daemon's admin API listens, and the file holding
+/// the bearer token every call to it must carry. The API changes state
+/// (deletes bindings, hands the active role over, re-registers), so a
+/// listen address off loopback needs a token.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Address and port.
+    pub listen: toml::Spanned<std::net::SocketAddr>,
+    /// A file holding the token (16 characters or more).
+    #[serde(default)]
+    pub token_file: Option<toml::Spanned<PathBuf>>,
+}
+
+/// The shortest admin token accepted.
+pub const MIN_ADMIN_TOKEN: usize = 16;
+
+impl AdminSection {
+    /// Checks the section as written: off loopback, a token file is
+    /// needed.
+    pub fn validate(&self, file: &ConfigText) -> Result<(), ConfigError> {
+        if !self.listen.get_ref().ip().is_loopback() && self.token_file.is_none() {
+            return Err(file.invalid(
+                self.listen.span(),
+                "admin: listen: off loopback the admin API needs a token_file (it deletes \
+                 bindings and hands the active role over)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads the token, if one is configured (at start and `--check`).
+    pub fn token(&self, file: &ConfigText) -> Result<Option<String>, ConfigError> {
+        let Some(path) = &self.token_file else {
+            return Ok(None);
+        };
+        let token = read_token(path.get_ref())
+            .map_err(|e| file.invalid(path.span(), format!("admin: token_file: {e}")))?;
+        if token.len() < MIN_ADMIN_TOKEN {
+            return Err(file.invalid(
+                path.span(),
+                format!(
+                    "admin: token_file: the token must be at least {MIN_ADMIN_TOKEN} characters"
+                ),
+            ));
+        }
+        Ok(Some(token))
+    }
+}
+
 /// The label of both daemons' `dataplane_backend` gauge: the backend that
 /// runs (`bpf`, `seg6` or `memory`), set to 1.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]

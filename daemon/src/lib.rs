@@ -4,10 +4,11 @@
 //! controller (`controller_link`) and the daemons' changes made once
 //! through it (`request_ids`), the HTTP endpoint Prometheus scrapes
 //! (`metrics_server`, [`exposition`]), UDP sockets (`udp`), the gRPC
-//! servers ([`serving`], [`incoming`]), the durable tables they keep their
+//! servers ([`serving`], [`incoming`]) and their bearer tokens ([`bearer`]), the durable tables they keep their
 //! state in ([`disk`]), times ([`clock`]) and secrets ([`secret`]). The
 //! items of the private modules are re-exported here.
 
+pub mod bearer;
 mod cli;
 pub mod clock;
 mod config;
@@ -25,8 +26,8 @@ pub use cli::{
     init_logging, print_man_page, start, wants_man_page, DaemonArgs, Invocation, ManSection,
 };
 pub use config::{
-    check_endpoint, check_interface, check_readable, parse_hex_key, read_token, BackendLabel,
-    ConfigError, ConfigText, ListenSection, SettingError,
+    check_endpoint, check_interface, check_readable, parse_hex_key, read_token, AdminSection,
+    BackendLabel, ConfigError, ConfigText, ListenSection, SettingError, MIN_ADMIN_TOKEN,
 };
 pub use controller_link::{
     authorized, controller_channel, Backoff, ChannelError, ControllerLink, Endpoints, Watched,

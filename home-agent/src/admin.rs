@@ -16,7 +16,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::election::{ElectionCommand, PairState};
-use crate::messages::{BindingChange, BindingEvent, CoreEvent, Role, Shared};
+use crate::messages::{BindingChange, BindingEvent, CoreEvent, Deleted, Role, Shared};
 
 use nemo_daemon::clock::unix_ms;
 
@@ -145,12 +145,15 @@ impl HomeAgentAdmin for Admin {
             .await
             .map_err(|_| Status::unavailable("home agent is stopping"))?;
         match removed.await {
-            Ok(Some(binding)) => Ok(Response::new(pb::DeleteBindingResponse {
+            Ok(Deleted::Removed(binding)) => Ok(Response::new(pb::DeleteBindingResponse {
                 binding: Some(to_proto(&binding)),
             })),
-            Ok(None) => Err(Status::not_found(format!(
+            Ok(Deleted::NoBinding) => Err(Status::not_found(format!(
                 "no binding for home address {home}"
             ))),
+            Ok(Deleted::NotActive) => Err(Status::failed_precondition(
+                "this member is standby: delete on the active member (it replicates the removal here)",
+            )),
             Err(_) => Err(Status::unavailable("home agent is stopping")),
         }
     }
@@ -275,9 +278,12 @@ impl HomeAgentAdmin for Admin {
 
 /// The admin API, for `nemo_daemon::serving::Servers::grpc` (which adds
 /// health and reflection).
-pub fn api(admin: Admin) -> GrpcApi {
+pub fn api(admin: Admin, token: Option<String>) -> GrpcApi {
     GrpcApi {
-        routes: tonic::service::Routes::new(HomeAgentAdminServer::new(admin)),
+        routes: tonic::service::Routes::new(HomeAgentAdminServer::with_interceptor(
+            admin,
+            nemo_daemon::bearer::TokenCheck::new(token),
+        )),
         name: <HomeAgentAdminServer<Admin> as tonic::server::NamedService>::NAME,
         server: tonic::transport::Server::builder(),
     }

@@ -21,7 +21,7 @@
 //!
 //! Unknown keys are refused, and every error names the line it is about.
 
-pub use nemo_daemon::ListenSection;
+pub use nemo_daemon::{AdminSection, ListenSection};
 pub use nemo_dataplane::DataPlaneBackend;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::ops::Range;
@@ -52,7 +52,7 @@ pub struct Config {
     pub native: Option<NativeSection>,
     /// The admin gRPC API.
     #[serde(default)]
-    pub admin: Option<ListenSection>,
+    pub admin: Option<AdminSection>,
     /// Prometheus metrics over HTTP.
     #[serde(default)]
     pub metrics: Option<ListenSection>,
@@ -421,6 +421,9 @@ impl Config {
 
     /// The checks that depend on the host rather than the file.
     fn check_host(&self, file: &ConfigText) -> Result<(), ConfigError> {
+        if let Some(admin) = &self.admin {
+            admin.token(file)?;
+        }
         if self.dataplane.backend.get_ref().programs_the_kernel() {
             if let Some(uplink) = &self.dataplane.uplink {
                 nemo_daemon::check_interface(uplink.get_ref())
@@ -466,6 +469,9 @@ impl Config {
 
     fn validate(file: &ConfigText) -> Result<Validated, ConfigError> {
         let config: Config = file.parse()?;
+        if let Some(admin) = &config.admin {
+            admin.validate(file)?;
+        }
         let invalid = |span: Range<usize>, message: String| file.invalid(span, message);
         let section = &config.home_agent;
         let home_prefixes = section.home_prefixes.get_ref().clone();
@@ -786,6 +792,31 @@ backend = "memory"
             "home_prefixes = [\"2001:db8:1::/64\"]\nreplay_window_secs = 2",
         );
         assert!(error(&window).starts_with("ha.toml:4: replay_window_secs"));
+    }
+
+    #[test]
+    fn an_admin_api_off_loopback_needs_a_token() {
+        let with_admin = |admin: &str| format!("{GOOD}\n[admin]\n{admin}\n");
+        let error = Config::from_text(
+            &with_admin("listen = \"[2001:db8::1]:50052\""),
+            Path::new("ha.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("admin: listen") && error.contains("token_file"),
+            "{error}"
+        );
+        assert!(Config::from_text(
+            &with_admin("listen = \"[2001:db8::1]:50052\"\ntoken_file = \"/etc/nemo/admin.token\""),
+            Path::new("ha.toml"),
+        )
+        .is_ok());
+        assert!(Config::from_text(
+            &with_admin("listen = \"[::1]:50052\""),
+            Path::new("ha.toml")
+        )
+        .is_ok());
     }
 
     const PAIR: &str = "\n[pair]\ninterface = \"home\"\nlink_local = \"fe80::a\"\nvrid = 12\n\

@@ -182,9 +182,12 @@ async fn serve<D: HomeAgentDataPlane>(
     };
     // SIGHUP re-reads the static authorizations; installed now, before
     // anybody may send it (its default action ends the daemon).
-    let hangups =
-        nemo_ha::reload::Hangups::install(config_path, &authorizations, controller_cache.clone())
-            .context("installing the SIGHUP handler")?;
+    let hangups = nemo_ha::reload::Hangups::install(
+        config_path.clone(),
+        &authorizations,
+        controller_cache.clone(),
+    )
+    .context("installing the SIGHUP handler")?;
     // From the controller: what the last run cached (loaded beside the
     // store's bindings, on the other core), then its watch.
     let mut authorizations = authorizations;
@@ -282,14 +285,15 @@ async fn serve<D: HomeAgentDataPlane>(
         servers.note("udp", address);
     }
     if let Some(section) = &config.admin {
-        let listener = servers.bind("admin", section.listen).await?;
+        let token = section.token(&nemo_daemon::ConfigText::read(&config_path)?)?;
+        let listener = servers.bind("admin", *section.listen.get_ref()).await?;
         let admin = Admin::new(
             running.shared.clone(),
             running.core.clone(),
             election.as_ref().map(|e| e.handle.clone()),
             backend_name,
         );
-        servers.grpc(listener, admin::api(admin), Default::default());
+        servers.grpc(listener, admin::api(admin, token), Default::default());
     }
     if let Some(section) = &config.metrics {
         let metrics = metrics.clone();

@@ -223,7 +223,20 @@ pub enum CoreEvent {
     Delete {
         /// The home address.
         home_address: Ipv6Addr,
-        /// The removed binding, or `None` when there was none.
-        respond: oneshot::Sender<Option<Arc<Binding>>>,
+        /// What came of it.
+        respond: oneshot::Sender<Deleted>,
     },
+}
+
+/// What an operator's delete came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deleted {
+    /// The binding removed (on disk, and on the standby's as replication
+    /// promises, before this is answered).
+    Removed(Arc<Binding>),
+    /// No binding for that home address.
+    NoBinding,
+    /// This member is standby: bindings change on the active, which
+    /// replicates them; a delete here would make the members disagree.
+    NotActive,
 }

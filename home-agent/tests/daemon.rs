@@ -395,6 +395,65 @@ async fn operator_delete_and_watch() {
     assert_eq!(again.code(), tonic::Code::NotFound);
 }
 
+/// Issue 32, item 7: with `[admin] token_file`, every admin call must
+/// carry the token (a delete without it is refused and deletes nothing),
+/// and nemoctl sends it from `--ha-admin-token-file`.
+#[tokio::test]
+async fn the_admin_api_answers_only_its_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("admin.token");
+    std::fs::write(&token_file, "admin-token-0123456789\n").unwrap();
+    let text = config(&dir.path().join("store"), 1).replace(
+        "[admin]\nlisten = \"[::1]:0\"\n",
+        &format!(
+            "[admin]\nlisten = \"[::1]:0\"\ntoken_file = \"{}\"\n",
+            token_file.display()
+        ),
+    );
+    let daemon = Daemon::start_with(dir.path(), &text);
+    let client = Client::new(&daemon).await;
+    assert_eq!(
+        client.register(&registration(0, 1), 0).await.status,
+        BaStatus::ACCEPTED
+    );
+    let mut anonymous = daemon.admin().await;
+    let refused = anonymous
+        .delete_binding(pb::DeleteBindingRequest {
+            home_address: home(0).to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    let listed = anonymous
+        .list_bindings(pb::ListBindingsRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(listed.code(), tonic::Code::Unauthenticated);
+    // nemoctl with the token file: the binding is still there.
+    let nemoctl = |with_token: bool| {
+        let mut command = Command::new(nemo_testkit::workspace_binary("nemoctl"));
+        command
+            .args(["--ha-admin", &format!("http://{}", daemon.admin)])
+            .args(["--output", "json", "bindings", "list"]);
+        if with_token {
+            command.arg("--ha-admin-token-file").arg(&token_file);
+        }
+        command.output().unwrap()
+    };
+    let with_token = nemoctl(true);
+    assert!(with_token.status.success(), "{with_token:?}");
+    assert!(
+        String::from_utf8_lossy(&with_token.stdout).contains(&home(0).to_string()),
+        "{with_token:?}"
+    );
+    let without = nemoctl(false);
+    assert!(!without.status.success());
+    assert!(
+        String::from_utf8_lossy(&without.stderr).contains("token"),
+        "{without:?}"
+    );
+}
+
 /// A flood of idle connections to the metrics port, past the descriptor
 /// limit, neither ends the home agent (an accept error used to end the
 /// metrics server, and with it the daemon) nor stops registrations.

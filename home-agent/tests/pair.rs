@@ -305,6 +305,23 @@ fn the_standby_takes_over_with_every_acknowledged_binding() {
     .unwrap_or_else(|| panic!("the removal never reached the standby: {}", standby.log()));
     let acknowledged: BTreeSet<Ipv6Addr> =
         acknowledged.into_iter().filter(|h| *h != deleted).collect();
+    // A delete on the standby is refused: the members would disagree
+    // (issue 32, item 7). The binding stays on both.
+    let kept = *acknowledged.iter().next().unwrap();
+    let refused = pair.admin("b", move |mut admin| async move {
+        admin
+            .delete_binding(nemo_proto::v1::DeleteBindingRequest {
+                home_address: kept.to_string(),
+            })
+            .await
+            .unwrap_err()
+    });
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert!(pair.bindings_of("b").contains(&kept) && pair.bindings_of("a").contains(&kept));
 
     active.kill();
     pair.a.ip(&["link", "set", "home", "down"]);

@@ -23,7 +23,7 @@
 //!
 //! Unknown keys are refused, and every error names the line it is about.
 
-pub use nemo_daemon::ListenSection;
+pub use nemo_daemon::{AdminSection, ListenSection};
 pub use nemo_dataplane::DataPlaneBackend;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -53,7 +53,7 @@ pub struct Config {
     pub controller: Option<ControllerSection>,
     /// The status gRPC API.
     #[serde(default)]
-    pub admin: Option<ListenSection>,
+    pub admin: Option<AdminSection>,
     /// Prometheus metrics over HTTP.
     #[serde(default)]
     pub metrics: Option<ListenSection>,
@@ -249,6 +249,9 @@ impl Config {
                 )
             })?;
         }
+        if let Some(admin) = &config.admin {
+            admin.token(&file)?;
+        }
         Ok((config, instances))
     }
 
@@ -259,6 +262,9 @@ impl Config {
 
     fn validate(file: &ConfigText) -> Result<(Config, Vec<Instance>), ConfigError> {
         let config: Config = file.parse()?;
+        if let Some(admin) = &config.admin {
+            admin.validate(file)?;
+        }
         let transport = config.transport.get_ref();
         if transport.kind == TransportKind::Udp && transport.home_agent_udp.is_none() {
             return Err(file.invalid(

@@ -55,6 +55,10 @@ async fn run(
     instances: Vec<Instance>,
     config_path: std::path::PathBuf,
 ) -> anyhow::Result<()> {
+    let admin_token = match &config.admin {
+        Some(section) => section.token(&nemo_daemon::ConfigText::read(&config_path)?)?,
+        None => None,
+    };
     // SIGHUP re-reads the static instances; installed now, before anybody
     // may send it (its default action ends the daemon).
     let hangups = nemo_mr::reload::Hangups::install(config_path, &instances)
@@ -88,7 +92,7 @@ async fn run(
                 "dataplane backend \"memory\": registrations run but the kernel is NOT programmed"
             );
             serve(
-                config,
+                (config, admin_token),
                 (instances, hangups),
                 care_of,
                 netlink,
@@ -107,7 +111,7 @@ async fn run(
                 .await
                 .context("dataplane backend bpf unavailable")?;
             serve(
-                config,
+                (config, admin_token),
                 (instances, hangups),
                 care_of,
                 netlink,
@@ -121,7 +125,7 @@ async fn run(
                 .await
                 .context("dataplane backend seg6 unavailable")?;
             serve(
-                config,
+                (config, admin_token),
                 (instances, hangups),
                 care_of,
                 netlink,
@@ -133,7 +137,7 @@ async fn run(
 }
 
 async fn serve<D: MobileRouterDataPlane>(
-    config: Config,
+    (config, admin_token): (Config, Option<String>),
     (instances, hangups): (Vec<Instance>, nemo_mr::reload::Hangups),
     care_of: watch::Receiver<Option<std::net::Ipv6Addr>>,
     netlink: rtnetlink::Handle,
@@ -187,9 +191,13 @@ async fn serve<D: MobileRouterDataPlane>(
     );
     let (triggers, trigger_rx) = mpsc::channel(16);
     if let Some(section) = &config.admin {
-        let listener = servers.bind("admin", section.listen).await?;
+        let listener = servers.bind("admin", *section.listen.get_ref()).await?;
         let service = StatusService::new(driver.snapshot(), triggers.clone());
-        servers.grpc(listener, status::api(service), Default::default());
+        servers.grpc(
+            listener,
+            status::api(service, admin_token),
+            Default::default(),
+        );
     }
     if let Some(section) = &config.metrics {
         let metrics = metrics.clone();

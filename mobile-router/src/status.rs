@@ -183,9 +183,12 @@ impl MobileRouterStatus for StatusService {
 
 /// The status API, for `nemo_daemon::serving::Servers::grpc` (which adds
 /// health and reflection).
-pub fn api(service: StatusService) -> GrpcApi {
+pub fn api(service: StatusService, token: Option<String>) -> GrpcApi {
     GrpcApi {
-        routes: tonic::service::Routes::new(MobileRouterStatusServer::new(service)),
+        routes: tonic::service::Routes::new(MobileRouterStatusServer::with_interceptor(
+            service,
+            nemo_daemon::bearer::TokenCheck::new(token),
+        )),
         name: <MobileRouterStatusServer<StatusService> as tonic::server::NamedService>::NAME,
         server: tonic::transport::Server::builder(),
     }

@@ -3,7 +3,6 @@
 
 mod convert;
 mod requests;
-mod token;
 mod watch;
 
 use std::pin::Pin;
@@ -22,12 +21,12 @@ use self::convert::{
 };
 pub use self::requests::REQUEST_ID;
 use self::requests::{request_id, Made};
-use self::token::TokenCheck;
 use self::watch::{
     authorization_updates, follow, missed, placement_update, placement_updates, resumable, Updates,
 };
 use crate::store;
 use crate::store::{Store, StoreChange, StoreError};
+use nemo_daemon::bearer::TokenCheck;
 
 /// The metadata key on an answer read from a replica that could not check
 /// it was up to date; its value says why.

@@ -14,7 +14,7 @@ use nemo_dataplane::{BindingRoutes, DataPlaneError, HomeAgentDataPlane};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::Pending;
-use crate::messages::{CoreEvent, Replicated, ReplyPath, Role};
+use crate::messages::{CoreEvent, Deleted, Replicated, ReplyPath, Role};
 use crate::metrics::Metrics;
 
 pub(super) fn routes(binding: &Binding) -> BindingRoutes {
@@ -448,13 +448,13 @@ impl<D: HomeAgentDataPlane> Core<D> {
         }
     }
 
-    async fn delete(
-        &mut self,
-        home_address: Ipv6Addr,
-        respond: oneshot::Sender<Option<Arc<Binding>>>,
-    ) {
+    async fn delete(&mut self, home_address: Ipv6Addr, respond: oneshot::Sender<Deleted>) {
+        if *self.role.borrow() != Role::Active {
+            let _ = respond.send(Deleted::NotActive);
+            return;
+        }
         let Some(change) = self.engine.remove(home_address) else {
-            let _ = respond.send(None);
+            let _ = respond.send(Deleted::NoBinding);
             return;
         };
         tracing::info!(%home_address, "binding deleted by operator");

@@ -5,12 +5,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use nemo::ha::{Binding, Change, Transmit};
+use nemo::ha::{Change, Transmit};
 use nemo::wire::BaStatus;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::FlushMode;
-use crate::messages::{BindingChange, BindingEvent, ReplyPath, Shared};
+use crate::messages::{BindingChange, BindingEvent, Deleted, ReplyPath, Shared};
 use crate::metrics::Metrics;
 use crate::replication::Primary;
 use crate::store::{Store, StoreError};
@@ -40,7 +40,7 @@ pub(super) enum Pending {
     /// An operator removed a binding: made durable, then the operator told.
     Remove {
         change: Change,
-        respond: oneshot::Sender<Option<Arc<Binding>>>,
+        respond: oneshot::Sender<Deleted>,
     },
 }
 
@@ -138,8 +138,8 @@ pub(super) async fn writer(
                 }
                 Pending::Remove { change, respond } => {
                     let removed = match change {
-                        Change::Remove { binding } => Some(binding),
-                        Change::Upsert { .. } => None,
+                        Change::Remove { binding } => Deleted::Removed(binding),
+                        Change::Upsert { .. } => Deleted::NoBinding,
                     };
                     let _ = respond.send(removed);
                 }

@@ -3,8 +3,10 @@
 //! the controller: these commands go to `--ha-admin`.
 
 use clap::Subcommand;
+use nemo_daemon::bearer::BearerToken;
 use nemo_proto::v1 as pb;
 use nemo_proto::v1::home_agent_admin_client::HomeAgentAdminClient;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::output::{now_unix_ms, print_records, print_report, report, seconds_until, Output};
@@ -47,11 +49,34 @@ const BINDING: &[&str] = &[
     "expires in",
 ];
 
-/// Runs `command` against the admin API at `endpoint`.
-pub async fn run(endpoint: &str, command: AdminCommand, out: Output) -> anyhow::Result<()> {
-    crate::check_endpoint("--ha-admin", endpoint)?;
-    let channel: Channel = crate::connect("the home agent's admin API", endpoint, None).await?;
-    let mut client = HomeAgentAdminClient::new(channel);
+/// A home agent's admin API: where (`--ha-admin`), and the token its
+/// `[admin] token_file` holds, if any (`--ha-admin-token-file`).
+#[derive(Debug, Clone)]
+pub struct HaAdmin {
+    /// The endpoint.
+    pub endpoint: String,
+    /// The bearer token.
+    pub token: Option<String>,
+}
+
+/// A client of the admin API that sends the token with every call.
+pub type AdminClient = HomeAgentAdminClient<InterceptedService<Channel, BearerToken>>;
+
+impl HaAdmin {
+    /// A client connected to the admin API.
+    pub async fn connect(&self) -> anyhow::Result<AdminClient> {
+        crate::check_endpoint("--ha-admin", &self.endpoint)?;
+        let channel: Channel =
+            crate::connect("the home agent's admin API", &self.endpoint, None).await?;
+        let token = BearerToken::new(self.token.as_deref())
+            .map_err(|_| anyhow::anyhow!("--ha-admin-token-file: not a valid token"))?;
+        Ok(HomeAgentAdminClient::with_interceptor(channel, token))
+    }
+}
+
+/// Runs `command` against the admin API `admin`.
+pub async fn run(admin: &HaAdmin, command: AdminCommand, out: Output) -> anyhow::Result<()> {
+    let mut client = admin.connect().await?;
     match command {
         AdminCommand::Pair(PairCommand::Status) => {
             let status = client

@@ -75,6 +75,10 @@ struct Args {
         default_value = "http://[::1]:50052"
     )]
     ha_admin: String,
+    /// A file holding the token of the home agent's admin API (its
+    /// `[admin] token_file`).
+    #[arg(long, global = true, env = "NEMO_HA_ADMIN_TOKEN_FILE")]
+    ha_admin_token_file: Option<std::path::PathBuf>,
     /// Seconds a command may take, connecting included (`events --follow`:
     /// connecting only).
     #[arg(long, global = true, env = "NEMO_TIMEOUT", default_value_t = 10.0)]
@@ -326,13 +330,24 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("--token-file {}: {e}", path.display()))?,
         );
     }
+    let ha_admin = home_agent::HaAdmin {
+        endpoint: args.ha_admin.clone(),
+        token: args
+            .ha_admin_token_file
+            .as_deref()
+            .map(|path| {
+                nemo_daemon::read_token(path)
+                    .map_err(|e| anyhow::anyhow!("--ha-admin-token-file {}: {e}", path.display()))
+            })
+            .transpose()?,
+    };
     let to_home_agent = match args.command {
         Command::Controller(command) => {
             return controller(
                 &args.endpoint,
                 args.ca.as_deref(),
                 &args.token,
-                &args.ha_admin,
+                &ha_admin,
                 command,
                 args.output,
             )
@@ -363,7 +378,7 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    home_agent::run(&args.ha_admin, to_home_agent, args.output).await
+    home_agent::run(&ha_admin, to_home_agent, args.output).await
 }
 
 /// Runs `command` against the controller at `endpoint`.
@@ -371,7 +386,7 @@ async fn controller(
     endpoint: &str,
     ca: Option<&std::path::Path>,
     token: &Option<String>,
-    ha_admin: &str,
+    ha_admin: &home_agent::HaAdmin,
     command: ControllerCommand,
     out: Output,
 ) -> anyhow::Result<()> {

@@ -5,9 +5,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::home_agent::HaAdmin;
 use nemo_proto::v1 as pb;
 use nemo_proto::v1::controller_client::ControllerClient;
-use nemo_proto::v1::home_agent_admin_client::HomeAgentAdminClient;
 use tonic::transport::Channel;
 
 use crate::output::{print_report, report, seconds_until, utc, Output};
@@ -32,7 +32,7 @@ const COLUMNS: &[&str] = &[
 pub async fn run(
     client: &mut ControllerClient<Channel>,
     token: &Option<String>,
-    ha_admin: &str,
+    ha_admin: &HaAdmin,
     out: Output,
 ) -> anyhow::Result<()> {
     let home_agents = client
@@ -166,11 +166,12 @@ pub async fn run(
 
 /// The home agent's bindings by home address, and where they came from
 /// (or why there are none).
-async fn bindings(ha_admin: &str) -> (BTreeMap<String, pb::Binding>, String) {
+async fn bindings(admin: &HaAdmin) -> (BTreeMap<String, pb::Binding>, String) {
+    let ha_admin = &admin.endpoint;
     let fetch = async {
-        crate::check_endpoint("--ha-admin", ha_admin)?;
-        let channel = crate::connect("the home agent's admin API", ha_admin, None).await?;
-        let list = HomeAgentAdminClient::new(channel)
+        let list = admin
+            .connect()
+            .await?
             .list_bindings(pb::ListBindingsRequest {})
             .await?
             .into_inner();
