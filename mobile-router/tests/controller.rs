@@ -43,11 +43,33 @@ async fn a_tenant_follows_its_placement_between_hypervisors() {
     let ctl = daemons::controller(d, "");
     let endpoint = format!("http://{}", ctl.field("grpc"));
     let mut c = daemons::controller_client(&ctl).await;
+    // Each daemon with a credential of its own (issue 32): the home
+    // agent's may watch ha1's authorizations and report its bindings, a
+    // hypervisor's its own placements.
+    let issuer = c.clone();
+    let credential = |role: &'static str, name: &'static str| {
+        let mut c = issuer.clone();
+        async move {
+            let issued = c
+                .issue_credential(authed(pb::IssueCredentialRequest {
+                    role: role.into(),
+                    name: name.into(),
+                }))
+                .await
+                .unwrap()
+                .into_inner();
+            let file = d.join(format!("{name}.token"));
+            std::fs::write(&file, format!("{}\n", issued.token)).unwrap();
+            file
+        }
+    };
+    let ha_token = credential("home_agent", "ha1").await;
     let ha = daemons::home_agent(
         d,
         &format!(
-            "[admin]\nlisten = \"[::1]:0\"\n\n[metrics]\nlisten = \"[::1]:0\"\n\n{}",
-            daemons::controller_section(d, &endpoint, "ha1")
+            "[admin]\nlisten = \"[::1]:0\"\n\n[metrics]\nlisten = \"[::1]:0\"\n\n[controller]\n\
+             endpoint = \"{endpoint}\"\ntoken_file = \"{}\"\nhome_agent = \"ha1\"\n",
+            ha_token.display()
         ),
     );
     let ha_udp = ha.field("udp");
@@ -55,6 +77,7 @@ async fn a_tenant_follows_its_placement_between_hypervisors() {
 
     let mut routers = Vec::new();
     for (hypervisor, care_of) in [("hv-a", "2001:db8:2::10"), ("hv-b", "2001:db8:3::10")] {
+        let token = credential("hypervisor", hypervisor).await;
         routers.push(daemons::mobile_router(
             d,
             hypervisor,
@@ -62,7 +85,7 @@ async fn a_tenant_follows_its_placement_between_hypervisors() {
             &ha_udp,
             &format!(
                 "[controller]\nendpoint = \"{endpoint}\"\ntoken_file = \"{}\"\nhypervisor = \"{hypervisor}\"\n",
-                d.join("token").display()
+                token.display()
             ),
         ));
     }

@@ -106,3 +106,12 @@ pub(super) fn placement_proto(p: &store::Placement) -> pb::Placement {
         reason: p.reason.clone(),
     }
 }
+
+pub(super) fn credential_proto(c: &store::credentials::Credential) -> pb::Credential {
+    pb::Credential {
+        id: c.id.clone(),
+        role: c.principal.role().to_owned(),
+        name: c.principal.name().to_owned(),
+        issued_unix_ms: c.issued_unix_ms,
+    }
+}

@@ -1,6 +1,7 @@
 //! The controller's gRPC service (`nemo.v1.Controller`), the bearer-token
 //! check, and the server with health and reflection.
 
+mod callers;
 mod convert;
 mod requests;
 mod watch;
@@ -16,8 +17,10 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
+use self::callers::{Access, CallerCheck};
 use self::convert::{
-    allocation, bounded, event, home_agent_proto, mobile_router_proto, placement_proto,
+    allocation, bounded, credential_proto, event, home_agent_proto, mobile_router_proto,
+    placement_proto,
 };
 pub use self::requests::REQUEST_ID;
 use self::requests::{request_id, Made};
@@ -26,7 +29,6 @@ use self::watch::{
 };
 use crate::store;
 use crate::store::{Store, StoreChange, StoreError};
-use nemo_daemon::bearer::TokenCheck;
 
 /// The metadata key on an answer read from a replica that could not check
 /// it was up to date; its value says why.
@@ -61,12 +63,17 @@ impl Freshness {
 #[derive(Debug, Clone)]
 pub struct Service {
     store: Arc<Store>,
+    /// Daemons warned about for calling with the operator token.
+    warned: Arc<callers::Warned>,
 }
 
 impl Service {
     /// A service over a store.
     pub fn new(store: Arc<Store>) -> Service {
-        Service { store }
+        Service {
+            store,
+            warned: Arc::default(),
+        }
     }
 
     /// Waits, before a read, until this replica holds what etcd held when
@@ -143,6 +150,7 @@ impl Controller for Service {
         &self,
         request: Request<pb::CreatePoolRequest>,
     ) -> Result<Response<pb::Pool>, Status> {
+        self.allow(&request, "CreatePool", Access::Operator).await?;
         let id = request_id(&request, "CreatePool")?;
         let r = request.into_inner();
         let change = self.store.create_pool(&r.name, &r.prefix, r.tenant_length);
@@ -156,14 +164,16 @@ impl Controller for Service {
         &self,
         request: Request<pb::GetPoolRequest>,
     ) -> Result<Response<pb::Pool>, Status> {
+        self.allow(&request, "GetPool", Access::Operator).await?;
         let freshness = self.freshness().await;
         Ok(freshness.answer(self.pool(&request.into_inner().name).await?))
     }
 
     async fn list_pools(
         &self,
-        _request: Request<pb::ListPoolsRequest>,
+        request: Request<pb::ListPoolsRequest>,
     ) -> Result<Response<pb::ListPoolsResponse>, Status> {
+        self.allow(&request, "ListPools", Access::Operator).await?;
         let freshness = self.freshness().await;
         let mut pools = Vec::new();
         for name in self.store.pool_names().await {
@@ -179,6 +189,7 @@ impl Controller for Service {
         &self,
         request: Request<pb::DeletePoolRequest>,
     ) -> Result<Response<pb::DeletePoolResponse>, Status> {
+        self.allow(&request, "DeletePool", Access::Operator).await?;
         let id = request_id(&request, "DeletePool")?;
         let name = request.into_inner().name;
         if let Made::Now(()) = self.once(id, self.store.delete_pool(&name)).await? {
@@ -191,6 +202,8 @@ impl Controller for Service {
         &self,
         request: Request<pb::CreateTenantRequest>,
     ) -> Result<Response<pb::Tenant>, Status> {
+        self.allow(&request, "CreateTenant", Access::Operator)
+            .await?;
         let id = request_id(&request, "CreateTenant")?;
         let name = request.into_inner().name;
         if let Made::Now(tenant) = self.once(id, self.store.create_tenant(&name)).await? {
@@ -203,14 +216,17 @@ impl Controller for Service {
         &self,
         request: Request<pb::GetTenantRequest>,
     ) -> Result<Response<pb::Tenant>, Status> {
+        self.allow(&request, "GetTenant", Access::Operator).await?;
         let freshness = self.freshness().await;
         Ok(freshness.answer(self.tenant(&request.into_inner().name).await?))
     }
 
     async fn list_tenants(
         &self,
-        _request: Request<pb::ListTenantsRequest>,
+        request: Request<pb::ListTenantsRequest>,
     ) -> Result<Response<pb::ListTenantsResponse>, Status> {
+        self.allow(&request, "ListTenants", Access::Operator)
+            .await?;
         let freshness = self.freshness().await;
         let mut tenants = Vec::new();
         for name in self.store.tenant_names().await {
@@ -225,6 +241,8 @@ impl Controller for Service {
         &self,
         request: Request<pb::DeleteTenantRequest>,
     ) -> Result<Response<pb::DeleteTenantResponse>, Status> {
+        self.allow(&request, "DeleteTenant", Access::Operator)
+            .await?;
         let id = request_id(&request, "DeleteTenant")?;
         let r = request.into_inner();
         match self
@@ -249,6 +267,8 @@ impl Controller for Service {
         &self,
         request: Request<pb::AllocatePrefixRequest>,
     ) -> Result<Response<pb::Allocation>, Status> {
+        self.allow(&request, "AllocatePrefix", Access::Operator)
+            .await?;
         let id = request_id(&request, "AllocatePrefix")?;
         let r = request.into_inner();
         let made = if r.prefix.is_empty() {
@@ -283,6 +303,8 @@ impl Controller for Service {
         &self,
         request: Request<pb::ReleasePrefixRequest>,
     ) -> Result<Response<pb::ReleasePrefixResponse>, Status> {
+        self.allow(&request, "ReleasePrefix", Access::Operator)
+            .await?;
         let id = request_id(&request, "ReleasePrefix")?;
         let prefix = request.into_inner().prefix;
         let made = self.once(id, self.store.release(&prefix)).await?;
@@ -302,6 +324,8 @@ impl Controller for Service {
         &self,
         request: Request<pb::ListPrefixesRequest>,
     ) -> Result<Response<pb::ListPrefixesResponse>, Status> {
+        self.allow(&request, "ListPrefixes", Access::Operator)
+            .await?;
         let freshness = self.freshness().await;
         let tenant = request.into_inner().tenant;
         let tenant = (!tenant.is_empty()).then_some(tenant);
@@ -317,6 +341,8 @@ impl Controller for Service {
         &self,
         request: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        self.allow(&request, "WatchEvents", Access::Operator)
+            .await?;
         let request = request.into_inner();
         let from = request.from_revision;
         let (history, live, through) = self.store.events_through(from).await?;
@@ -350,6 +376,8 @@ impl Controller for Service {
         &self,
         request: Request<pb::RegisterHomeAgentRequest>,
     ) -> Result<Response<pb::HomeAgent>, Status> {
+        self.allow(&request, "RegisterHomeAgent", Access::Operator)
+            .await?;
         let id = request_id(&request, "RegisterHomeAgent")?;
         let h = request
             .into_inner()
@@ -374,8 +402,10 @@ impl Controller for Service {
 
     async fn list_home_agents(
         &self,
-        _request: Request<pb::ListHomeAgentsRequest>,
+        request: Request<pb::ListHomeAgentsRequest>,
     ) -> Result<Response<pb::ListHomeAgentsResponse>, Status> {
+        self.allow(&request, "ListHomeAgents", Access::Operator)
+            .await?;
         let freshness = self.freshness().await;
         Ok(freshness.answer(pb::ListHomeAgentsResponse {
             home_agents: self
@@ -392,6 +422,12 @@ impl Controller for Service {
         &self,
         request: Request<pb::RegisterHypervisorRequest>,
     ) -> Result<Response<pb::Hypervisor>, Status> {
+        self.allow(
+            &request,
+            "RegisterHypervisor",
+            Access::Hypervisor(&request.get_ref().name),
+        )
+        .await?;
         let id = request_id(&request, "RegisterHypervisor")?;
         let name = request.into_inner().name;
         self.once(id, self.store.register_hypervisor(&name)).await?;
@@ -400,8 +436,10 @@ impl Controller for Service {
 
     async fn list_hypervisors(
         &self,
-        _request: Request<pb::ListHypervisorsRequest>,
+        request: Request<pb::ListHypervisorsRequest>,
     ) -> Result<Response<pb::ListHypervisorsResponse>, Status> {
+        self.allow(&request, "ListHypervisors", Access::Operator)
+            .await?;
         let freshness = self.freshness().await;
         Ok(freshness.answer(pb::ListHypervisorsResponse {
             hypervisors: self
@@ -418,6 +456,8 @@ impl Controller for Service {
         &self,
         request: Request<pb::CreateMobileRouterRequest>,
     ) -> Result<Response<pb::MobileRouter>, Status> {
+        self.allow(&request, "CreateMobileRouter", Access::Operator)
+            .await?;
         let id = request_id(&request, "CreateMobileRouter")?;
         let r = request.into_inner();
         let algorithm = match r.algorithm.as_str() {
@@ -448,6 +488,8 @@ impl Controller for Service {
         &self,
         request: Request<pb::GetMobileRouterRequest>,
     ) -> Result<Response<pb::MobileRouter>, Status> {
+        self.allow(&request, "GetMobileRouter", Access::Operator)
+            .await?;
         let freshness = self.freshness().await;
         let tenant = request.into_inner().tenant;
         let mr = self.store.mobile_router(&tenant, false).await?;
@@ -459,6 +501,7 @@ impl Controller for Service {
         &self,
         request: Request<pb::RotateKeyRequest>,
     ) -> Result<Response<pb::MobileRouter>, Status> {
+        self.allow(&request, "RotateKey", Access::Operator).await?;
         let id = request_id(&request, "RotateKey")?;
         let tenant = request.into_inner().tenant;
         let mr = match self.once(id, self.store.rotate_key(&tenant)).await? {
@@ -476,6 +519,8 @@ impl Controller for Service {
         &self,
         request: Request<pb::DeleteMobileRouterRequest>,
     ) -> Result<Response<pb::DeleteMobileRouterResponse>, Status> {
+        self.allow(&request, "DeleteMobileRouter", Access::Operator)
+            .await?;
         let id = request_id(&request, "DeleteMobileRouter")?;
         let tenant = request.into_inner().tenant;
         self.once(id, self.store.delete_mobile_router(&tenant))
@@ -487,6 +532,8 @@ impl Controller for Service {
         &self,
         request: Request<pb::PlaceTenantRequest>,
     ) -> Result<Response<pb::Placement>, Status> {
+        self.allow(&request, "PlaceTenant", Access::Operator)
+            .await?;
         let id = request_id(&request, "PlaceTenant")?;
         let r = request.into_inner();
         let made = self
@@ -506,6 +553,8 @@ impl Controller for Service {
         &self,
         request: Request<pb::UnplaceTenantRequest>,
     ) -> Result<Response<pb::UnplaceTenantResponse>, Status> {
+        self.allow(&request, "UnplaceTenant", Access::Operator)
+            .await?;
         let id = request_id(&request, "UnplaceTenant")?;
         let r = request.into_inner();
         self.once(id, self.store.unplace(&r.tenant, &r.reason))
@@ -515,8 +564,10 @@ impl Controller for Service {
 
     async fn list_placements(
         &self,
-        _request: Request<pb::ListPlacementsRequest>,
+        request: Request<pb::ListPlacementsRequest>,
     ) -> Result<Response<pb::ListPlacementsResponse>, Status> {
+        self.allow(&request, "ListPlacements", Access::Operator)
+            .await?;
         let freshness = self.freshness().await;
         Ok(freshness.answer(pb::ListPlacementsResponse {
             placements: self
@@ -535,6 +586,12 @@ impl Controller for Service {
         &self,
         request: Request<pb::WatchAuthorizationsRequest>,
     ) -> Result<Response<AuthorizationStream>, Status> {
+        self.allow(
+            &request,
+            "WatchAuthorizations",
+            Access::HomeAgent(&request.get_ref().home_agent),
+        )
+        .await?;
         // A stale replica still serves the daemons (they resume elsewhere
         // or catch up as it does).
         self.freshness().await;
@@ -597,6 +654,12 @@ impl Controller for Service {
         &self,
         request: Request<pb::ReportBindingRequest>,
     ) -> Result<Response<pb::ReportBindingResponse>, Status> {
+        self.allow(
+            &request,
+            "ReportBinding",
+            Access::HomeAgent(&request.get_ref().home_agent),
+        )
+        .await?;
         let id = request_id(&request, "ReportBinding")?;
         let r = request.into_inner();
         let change = StoreChange::BindingReported {
@@ -624,12 +687,84 @@ impl Controller for Service {
         Ok(Response::new(pb::ReportBindingResponse { revision }))
     }
 
+    async fn issue_credential(
+        &self,
+        request: Request<pb::IssueCredentialRequest>,
+    ) -> Result<Response<pb::IssuedCredential>, Status> {
+        self.allow(&request, "IssueCredential", Access::Operator)
+            .await?;
+        let id = request_id(&request, "IssueCredential")?;
+        let r = request.into_inner();
+        let principal = store::credentials::Principal::from_role(&r.role, &r.name)?;
+        match self
+            .once(id, self.store.issue_credential(principal))
+            .await?
+        {
+            Made::Now((credential, token)) => {
+                tracing::info!(id = %credential.id, principal = %credential.principal, "credential issued");
+                Ok(Response::new(pb::IssuedCredential {
+                    credential: Some(credential_proto(&credential)),
+                    token,
+                }))
+            }
+            // The token is kept nowhere: the first call's answer cannot be
+            // given again (revoke that credential, issue another).
+            Made::Earlier(event) => Err(StoreError::AlreadyMade {
+                revision: event.revision,
+            }
+            .into()),
+        }
+    }
+
+    async fn list_credentials(
+        &self,
+        request: Request<pb::ListCredentialsRequest>,
+    ) -> Result<Response<pb::ListCredentialsResponse>, Status> {
+        self.allow(&request, "ListCredentials", Access::Operator)
+            .await?;
+        let freshness = self.freshness().await;
+        Ok(freshness.answer(pb::ListCredentialsResponse {
+            credentials: self
+                .store
+                .credentials()
+                .await
+                .iter()
+                .map(credential_proto)
+                .collect(),
+        }))
+    }
+
+    async fn revoke_credential(
+        &self,
+        request: Request<pb::RevokeCredentialRequest>,
+    ) -> Result<Response<pb::Credential>, Status> {
+        self.allow(&request, "RevokeCredential", Access::Operator)
+            .await?;
+        let id = request_id(&request, "RevokeCredential")?;
+        let r = request.into_inner();
+        let revoked = self
+            .once(id, self.store.revoke_credential(&r.id))
+            .await?
+            .answer(|change| match change {
+                StoreChange::CredentialRevoked(credential) => Some(credential),
+                _ => None,
+            })?;
+        tracing::info!(id = %revoked.id, principal = %revoked.principal, "credential revoked");
+        Ok(Response::new(credential_proto(&revoked)))
+    }
+
     type WatchPlacementsStream = PlacementStream;
 
     async fn watch_placements(
         &self,
         request: Request<pb::WatchPlacementsRequest>,
     ) -> Result<Response<PlacementStream>, Status> {
+        self.allow(
+            &request,
+            "WatchPlacements",
+            Access::Hypervisor(&request.get_ref().hypervisor),
+        )
+        .await?;
         // A stale replica still serves the daemons (they resume elsewhere
         // or catch up as it does).
         self.freshness().await;
@@ -707,7 +842,7 @@ pub fn api(
         routes: tonic::service::Routes::new(crate::metrics::Measured::new(
             tonic::service::interceptor::InterceptedService::new(
                 ControllerServer::new(Service::new(store)).max_decoding_message_size(MAX_REQUEST),
-                TokenCheck::new(token),
+                CallerCheck::new(token),
             ),
             metrics,
         )),

@@ -459,6 +459,7 @@ impl Store {
             mobile_routers: table("mobile_routers"),
             placements: table("placements"),
             sequences: table("sequences"),
+            credentials: table("credentials"),
         })?;
         table("events").insert(&event.revision.to_be_bytes(), encode(&event)?);
         state.requests.record(&event);
@@ -550,6 +551,7 @@ pub(super) struct ChangeTables<'a> {
     pub(super) mobile_routers: Table<'a>,
     pub(super) placements: Table<'a>,
     pub(super) sequences: Table<'a>,
+    pub(super) credentials: Table<'a>,
 }
 
 /// One table of a change.

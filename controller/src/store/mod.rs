@@ -39,6 +39,7 @@ mod allocator;
 mod backend;
 mod bindings;
 mod copy;
+pub mod credentials;
 pub mod etcd;
 mod follow;
 mod identities;
@@ -116,6 +117,8 @@ struct State {
     hypervisors: BTreeMap<String, Hypervisor>,
     mobile_routers: BTreeMap<String, MobileRouter>,
     placements: BTreeMap<String, Placement>,
+    /// Credentials by id (credentials.rs).
+    credentials: BTreeMap<String, credentials::Credential>,
     /// Per home address, the last sequence number its home agent reported
     /// accepting: where a new mobile-router instance starts.
     last_sequence: HashMap<Ipv6Addr, u16>,
@@ -167,6 +170,7 @@ const TABLES: &[&str] = &[
     "mobile_routers",
     "placements",
     "sequences",
+    "credentials",
 ];
 /// Bound of redb's page cache: the controller keeps its state in memory,
 /// the cache serves the event history of resuming watchers.

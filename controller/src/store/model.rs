@@ -218,6 +218,10 @@ pub enum StoreChange {
         #[serde(default)]
         sequence: Option<u16>,
     },
+    /// A credential was issued (its hash not logged).
+    CredentialIssued(super::credentials::Credential),
+    /// A credential was revoked.
+    CredentialRevoked(super::credentials::Credential),
     /// A tenant was taken off its hypervisor.
     TenantUnplaced {
         /// The placement that ended.
@@ -245,6 +249,8 @@ impl StoreChange {
             StoreChange::TenantPlaced { .. } => "tenant_placed",
             StoreChange::TenantUnplaced { .. } => "tenant_unplaced",
             StoreChange::BindingReported { .. } => "binding_reported",
+            StoreChange::CredentialIssued(_) => "credential_issued",
+            StoreChange::CredentialRevoked(_) => "credential_revoked",
         }
     }
 
@@ -265,6 +271,8 @@ impl StoreChange {
             StoreChange::TenantPlaced { placement, .. }
             | StoreChange::TenantUnplaced { placement, .. } => placement.tenant.clone(),
             StoreChange::BindingReported { home_address, .. } => home_address.to_string(),
+            StoreChange::CredentialIssued(credential)
+            | StoreChange::CredentialRevoked(credential) => credential.id.clone(),
         }
     }
 

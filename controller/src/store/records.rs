@@ -28,6 +28,7 @@ pub(super) const STATE_TABLES: &[&str] = &[
     "mobile_routers",
     "placements",
     "sequences",
+    "credentials",
 ];
 
 /// The name of a table as the store spells it (`Write` holds `'static`
@@ -48,6 +49,7 @@ impl State {
             hypervisors: BTreeMap::new(),
             mobile_routers: BTreeMap::new(),
             placements: BTreeMap::new(),
+            credentials: BTreeMap::new(),
             last_sequence: HashMap::new(),
             requests: super::requests::SeenRequests::default(),
             revision: 0,
@@ -163,6 +165,13 @@ impl State {
             }
             ("placements", None) => {
                 self.placements.remove(&name());
+            }
+            ("credentials", Some(value)) => {
+                let credential: super::credentials::Credential = decode(value)?;
+                self.credentials.insert(credential.id.clone(), credential);
+            }
+            ("credentials", None) => {
+                self.credentials.remove(&name());
             }
             ("sequences", value) => {
                 let octets = <[u8; 16]>::try_from(key).map_err(|_| {

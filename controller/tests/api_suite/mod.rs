@@ -1723,3 +1723,179 @@ async fn a_call_sent_again_with_its_request_id_is_made_once() {
     assert_eq!(run(), run());
     assert_eq!(listed(&mut c).await, 3);
 }
+
+/// `message` carrying the bearer token `token`.
+fn with_token<T>(token: &str, message: T) -> Request<T> {
+    nemo_daemon::authorized(message, token).unwrap()
+}
+
+/// Issue 32, item 3: a hypervisor's credential watches its own placements
+/// and registers itself, nothing else (not another hypervisor's
+/// placements, not a home agent's authorizations with every key, no
+/// change); a home agent's reports its own bindings only; a token that is
+/// nobody's, or revoked, is refused; credentials outlive a kill -9; the
+/// history holds no token.
+#[tokio::test]
+async fn a_credential_may_do_what_its_role_may_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(backend) = Backend::start() else {
+        return;
+    };
+    let mut server = start(dir.path(), &backend);
+    let mut c = client(&server).await;
+    c.register_home_agent(authed(pb::RegisterHomeAgentRequest {
+        home_agent: Some(pb::HomeAgent {
+            name: "ha1".into(),
+            address: "2001:db8:1::1".into(),
+            home_prefix: "2001:db8:1::/64".into(),
+            udp_endpoint: String::new(),
+        }),
+    }))
+    .await
+    .unwrap();
+    let issue = |role: &str, name: &str| pb::IssueCredentialRequest {
+        role: role.into(),
+        name: name.into(),
+    };
+    let hv_a = c
+        .issue_credential(authed(issue("hypervisor", "hv-a")))
+        .await
+        .unwrap()
+        .into_inner();
+    let ha1 = c
+        .issue_credential(authed(issue("home_agent", "ha1")))
+        .await
+        .unwrap()
+        .into_inner();
+    let (bad_role, message) = code(c.issue_credential(authed(issue("root", ""))).await).await;
+    assert_eq!(bad_role, Code::InvalidArgument, "{message}");
+    assert!(message.contains("role"), "{message}");
+    let placements = |hypervisor: &str| pb::WatchPlacementsRequest {
+        hypervisor: hypervisor.into(),
+        from_revision: 0,
+    };
+    let authorizations = |home_agent: &str| pb::WatchAuthorizationsRequest {
+        home_agent: home_agent.into(),
+        from_revision: 0,
+    };
+    let report = |home_agent: &str| pb::ReportBindingRequest {
+        home_agent: home_agent.into(),
+        home_address: "2001:db8:1::100".into(),
+        care_of_address: "2001:db8:2::10".into(),
+        prefixes: vec![],
+        removed: false,
+        reason: "registration".into(),
+        sequence: 1,
+    };
+    // The hypervisor's own: allowed.
+    c.register_hypervisor(with_token(
+        &hv_a.token,
+        pb::RegisterHypervisorRequest {
+            name: "hv-a".into(),
+        },
+    ))
+    .await
+    .unwrap();
+    c.watch_placements(with_token(&hv_a.token, placements("hv-a")))
+        .await
+        .unwrap();
+    // Anything else: PERMISSION_DENIED, naming the credential.
+    let denied = [
+        code(c.watch_placements(with_token(&hv_a.token, placements("hv-b"))).await).await,
+        code(
+            c.watch_authorizations(with_token(&hv_a.token, authorizations("ha1")))
+                .await,
+        )
+        .await,
+        code(
+            c.register_hypervisor(with_token(
+                &hv_a.token,
+                pb::RegisterHypervisorRequest {
+                    name: "hv-b".into(),
+                },
+            ))
+            .await,
+        )
+        .await,
+        code(
+            c.create_tenant(with_token(
+                &hv_a.token,
+                pb::CreateTenantRequest {
+                    name: "stolen".into(),
+                },
+            ))
+            .await,
+        )
+        .await,
+        code(
+            c.list_credentials(with_token(&hv_a.token, pb::ListCredentialsRequest {}))
+                .await,
+        )
+        .await,
+        code(c.report_binding(with_token(&ha1.token, report("ha2"))).await).await,
+        code(
+            c.watch_placements(with_token(&ha1.token, placements("hv-a")))
+                .await,
+        )
+        .await,
+    ];
+    for (code_of, message) in &denied {
+        assert_eq!(*code_of, Code::PermissionDenied, "{message}");
+        assert!(message.contains("cred-"), "{message}");
+    }
+    // The home agent's own: allowed.
+    c.report_binding(with_token(&ha1.token, report("ha1")))
+        .await
+        .unwrap();
+    c.watch_authorizations(with_token(&ha1.token, authorizations("ha1")))
+        .await
+        .unwrap();
+    // Nobody's token.
+    let (nobody, message) = code(
+        c.list_tenants(with_token("a-guessed-token", pb::ListTenantsRequest {}))
+            .await,
+    )
+    .await;
+    assert_eq!(nobody, Code::Unauthenticated, "{message}");
+    // Listed without tokens; after kill -9, still known.
+    let listed = c
+        .list_credentials(authed(pb::ListCredentialsRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .credentials;
+    assert_eq!(listed.len(), 2);
+    server.kill();
+    let server = start(dir.path(), &backend);
+    let mut c = client(&server).await;
+    c.watch_placements(with_token(&hv_a.token, placements("hv-a")))
+        .await
+        .unwrap();
+    // Revoked: refused from the next call.
+    let id = hv_a.credential.as_ref().unwrap().id.clone();
+    c.revoke_credential(authed(pb::RevokeCredentialRequest { id }))
+        .await
+        .unwrap();
+    let (revoked, message) =
+        code(c.watch_placements(with_token(&hv_a.token, placements("hv-a"))).await).await;
+    assert_eq!(revoked, Code::Unauthenticated, "{message}");
+    // The history names the credentials, never a token.
+    let mut events = c
+        .watch_events(authed(pb::WatchEventsRequest {
+            from_revision: 0,
+            history_only: true,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut kinds = Vec::new();
+    while let Some(event) = events.message().await.unwrap() {
+        assert!(
+            !event.detail_json.contains(&hv_a.token) && !event.detail_json.contains(&ha1.token),
+            "{event:?}"
+        );
+        kinds.push(event.kind);
+    }
+    assert!(kinds.contains(&"credential_issued".to_owned()), "{kinds:?}");
+    assert!(kinds.contains(&"credential_revoked".to_owned()), "{kinds:?}");
+}

@@ -15,6 +15,7 @@
 //! API from `--ha-admin` or NEMO_HA_ADMIN. Output is a table, or
 //! JSON with `--output json`.
 
+mod credentials;
 mod handovers;
 mod home_agent;
 mod identities;
@@ -139,6 +140,9 @@ enum ControllerCommand {
     /// Mobile-router identities.
     #[command(subcommand, name = "mr")]
     MobileRouter(MobileRouterCommand),
+    /// Credentials per role: an operator's, a home agent's, a hypervisor's.
+    #[command(subcommand)]
+    Credential(credentials::CredentialCommand),
     /// Places (or moves) a tenant on a hypervisor; placing it where it is
     /// changes nothing.
     Place {
@@ -412,6 +416,9 @@ async fn controller(
         }
         ControllerCommand::MobileRouter(command) => {
             identities::mobile_router(&mut client, token, command, out).await?
+        }
+        ControllerCommand::Credential(command) => {
+            credentials::credential(&mut client, token, command, out).await?
         }
         ControllerCommand::Place {
             tenant,

@@ -148,4 +148,7 @@ stand_in! {
     place_tenant(PlaceTenantRequest) -> Placement;
     unplace_tenant(UnplaceTenantRequest) -> UnplaceTenantResponse;
     list_placements(ListPlacementsRequest) -> ListPlacementsResponse;
+    issue_credential(IssueCredentialRequest) -> IssuedCredential;
+    list_credentials(ListCredentialsRequest) -> ListCredentialsResponse;
+    revoke_credential(RevokeCredentialRequest) -> Credential;
 }
