@@ -75,6 +75,63 @@ pub struct Admin {
 /// standby's disk.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Hands the active role over: stops answering, waits until everything
+/// answered is on the standby's disk and the standby confirms it is in
+/// step, then resigns. Any failure before the resignation makes this
+/// member answer again (if it is still master).
+async fn hand_over(
+    commands: mpsc::Sender<ElectionCommand>,
+    core: mpsc::Sender<CoreEvent>,
+) -> Result<(), Status> {
+    let stopping = || Status::unavailable("the home agent is stopping");
+    // 1. Stop answering.
+    let (respond, answer) = oneshot::channel();
+    commands
+        .send(ElectionCommand::Quiesce(respond))
+        .await
+        .map_err(|_| stopping())?;
+    if !answer.await.map_err(|_| stopping())? {
+        return Err(Status::failed_precondition(
+            "this member is not the active one",
+        ));
+    }
+    // 2. Everything answered so far durable on both members, and the
+    // standby answering.
+    let confirmed = async {
+        let (respond, confirmed) = oneshot::channel();
+        core.send(CoreEvent::Confirm(respond))
+            .await
+            .map_err(|_| stopping())?;
+        match tokio::time::timeout(DRAIN_TIMEOUT, confirmed).await {
+            Err(_) => Err(Status::deadline_exceeded(
+                "the writer did not drain in time",
+            )),
+            Ok(Err(_)) => Err(stopping()),
+            Ok(Ok(Err(why))) => Err(Status::failed_precondition(format!(
+                "the standby did not confirm it is in step ({}): not handed over",
+                why.name()
+            ))),
+            Ok(Ok(Ok(()))) => Ok(()),
+        }
+    }
+    .await;
+    if let Err(status) = confirmed {
+        let (respond, resumed) = oneshot::channel();
+        let _ = commands.send(ElectionCommand::Resume(respond)).await;
+        let resumed = resumed.await.unwrap_or(false);
+        tracing::warn!(%status, resumed, "hand-over failed; rolled back");
+        return Err(status);
+    }
+    // 3. Resign: the standby takes over within its Skew_Time.
+    let (respond, resigned) = oneshot::channel();
+    commands
+        .send(ElectionCommand::Resign(respond))
+        .await
+        .map_err(|_| stopping())?;
+    resigned.await.map_err(|_| stopping())?;
+    Ok(())
+}
+
 impl Admin {
     /// A service over the daemon's durable state; `pair` for a member of a
     /// pair; `dataplane_backend` the backend's name (`bpf`, `seg6`,
@@ -214,35 +271,18 @@ impl HomeAgentAdmin for Admin {
                 "this home agent is not a member of a pair",
             ));
         };
-        let stopping = || Status::unavailable("the home agent is stopping");
-        // 1. Stop answering.
-        let (respond, answer) = oneshot::channel();
-        pair.commands
-            .send(ElectionCommand::Quiesce(respond))
-            .await
-            .map_err(|_| stopping())?;
-        if !answer.await.map_err(|_| stopping())? {
+        if self.shared.metrics.standby_attached.get() == 0 {
             return Err(Status::failed_precondition(
-                "this member is not the active one",
+                "no standby is attached: handing over would leave no active member",
             ));
         }
-        // 2. Everything answered so far durable on both members.
-        let (respond, drained) = oneshot::channel();
-        self.core
-            .send(CoreEvent::Drain(respond))
+        // A task of its own: a client that goes away does not stop it
+        // half-way (quiesced, not resigned); any failure rolls it back.
+        let commands = pair.commands.clone();
+        let core = self.core.clone();
+        tokio::spawn(hand_over(commands, core))
             .await
-            .map_err(|_| stopping())?;
-        tokio::time::timeout(DRAIN_TIMEOUT, drained)
-            .await
-            .map_err(|_| Status::deadline_exceeded("the writer did not drain in time"))?
-            .map_err(|_| stopping())?;
-        // 3. Resign: the standby takes over within its Skew_Time.
-        let (respond, resigned) = oneshot::channel();
-        pair.commands
-            .send(ElectionCommand::Resign(respond))
-            .await
-            .map_err(|_| stopping())?;
-        resigned.await.map_err(|_| stopping())?;
+            .map_err(|_| Status::internal("the hand-over task failed"))??;
         tracing::warn!("handed the active role over");
         Ok(Response::new(pb::HandOverResponse {}))
     }

@@ -58,6 +58,9 @@ pub enum ElectionCommand {
     /// Resign, and stand by with priority 1 until restarted (so that it
     /// does not take the role back).
     Resign(oneshot::Sender<()>),
+    /// A hand-over failed after `Quiesce`: answer again if still master;
+    /// `false` when this member is no longer master.
+    Resume(oneshot::Sender<bool>),
 }
 
 /// Runs the election until `stop` turns true, then resigns.
@@ -153,6 +156,14 @@ pub async fn run(
                 if master {
                     let _ = member.role.send(Role::Standby);
                     tracing::warn!("election: handing over; no longer answering");
+                }
+                let _ = respond.send(master);
+            }
+            Wake::Command(ElectionCommand::Resume(respond)) => {
+                let master = router.state() == nemo::vrrp::State::Master;
+                if master {
+                    let _ = member.role.send(Role::Active);
+                    tracing::warn!("election: hand-over abandoned; answering again");
                 }
                 let _ = respond.send(master);
             }

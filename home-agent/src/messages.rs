@@ -201,6 +201,8 @@ pub enum CoreEvent {
     /// Answered once everything answered so far is durable (and on the
     /// standby).
     Drain(oneshot::Sender<()>),
+    /// As `Drain`, then the standby confirms it is in step.
+    Confirm(oneshot::Sender<Result<(), crate::metrics::Unreplicated>>),
     /// Changes the active replicated, already on this standby's disk.
     Replicated(Vec<Replicated>),
     /// The active's whole cache, already on this standby's disk.

@@ -831,3 +831,48 @@ fn a_stopped_standby_does_not_stall_the_active() {
     active.wait_for("standby attached and in sync", 2);
     assert_eq!(standby.terminate().code(), Some(0), "{}", standby.log());
 }
+
+/// Issue 32, item 4: a hand-over that cannot finish leaves the active
+/// member active. Refused without a standby attached; with a standby that
+/// stopped answering (SIGSTOP), the standby does not confirm, the
+/// hand-over is rolled back, and the active answers again.
+#[test]
+fn a_hand_over_that_cannot_finish_leaves_the_active_answering() {
+    if !netns_available(MUST_RUN) {
+        return;
+    }
+    let pair = Pair::new("pair-ho");
+    let active = pair.start("a");
+    active.wait_for("election: active", 1);
+    let alone = pair.nemoctl("a", &["pair", "hand-over"]);
+    assert!(!alone.status.success(), "{alone:?}");
+    assert!(
+        String::from_utf8_lossy(&alone.stderr).contains("no standby"),
+        "{alone:?}"
+    );
+    assert!(pair.holds("a"));
+    let mut standby = pair.start("b");
+    active.wait_for("standby attached and in sync", 1);
+    let signal = |signal: &str| {
+        assert!(Command::new("kill")
+            .args([signal, &standby.pid().to_string()])
+            .status()
+            .unwrap()
+            .success());
+    };
+    signal("-STOP");
+    let stuck = pair.nemoctl("a", &["pair", "hand-over"]);
+    signal("-CONT");
+    assert!(!stuck.status.success(), "{stuck:?}");
+    assert!(
+        String::from_utf8_lossy(&stuck.stderr).contains("did not confirm"),
+        "{stuck:?}\n{}",
+        active.log()
+    );
+    active.wait_for("hand-over abandoned; answering again", 1);
+    // Still the active member: it holds the address and answers.
+    assert!(pair.holds("a") && !pair.holds("b"));
+    let (report, acknowledged) = pair.load("1", "0");
+    assert!(acknowledged.len() >= 200, "{report}\n{}", active.log());
+    assert_eq!(standby.terminate().code(), Some(0), "{}", standby.log());
+}

@@ -106,6 +106,7 @@ impl<D: HomeAgentDataPlane> Core<D> {
                     }
                     Some(CoreEvent::Replicated(changes)) => self.replicated(&changes).await,
                     Some(CoreEvent::Drain(respond)) => self.queue(Pending::Drain(respond)).await,
+                    Some(CoreEvent::Confirm(respond)) => self.queue(Pending::Confirm(respond)).await,
                     Some(CoreEvent::Resync(bindings)) => self.resync(bindings).await,
                     Some(CoreEvent::Reconciled(reconciled)) => self.caught_up(reconciled).await,
                     Some(CoreEvent::Merge { offered, in_step_until, respond }) => {

@@ -37,6 +37,9 @@ pub(super) enum Pending {
     /// Answered once everything queued before it is durable (and on the
     /// standby): a hand-over waits for it.
     Drain(oneshot::Sender<()>),
+    /// As `Drain`, then the standby confirms it is in step (an empty batch
+    /// acknowledged): a hand-over resigns only to a standby that answers.
+    Confirm(oneshot::Sender<Result<(), crate::metrics::Unreplicated>>),
     /// An operator removed a binding: made durable, then the operator told.
     Remove {
         change: Change,
@@ -48,7 +51,7 @@ impl Pending {
     /// The change to make durable, and why.
     fn change(&self) -> Option<(&Change, &'static str)> {
         match self {
-            Pending::Send(_) | Pending::Drain(_) => None,
+            Pending::Send(_) | Pending::Drain(_) | Pending::Confirm(_) => None,
             Pending::Acknowledge { change, .. } => change.as_ref().map(|(c, why)| (c, *why)),
             Pending::Expire(change) => Some((change, "expiry")),
             Pending::Merge(change) => Some((change, "merge")),
@@ -135,6 +138,13 @@ pub(super) async fn writer(
                 Pending::Expire(_) | Pending::Merge(_) => {}
                 Pending::Drain(respond) => {
                     let _ = respond.send(());
+                }
+                Pending::Confirm(respond) => {
+                    let confirmed = match &replica {
+                        Some(replica) => replica.confirm().await,
+                        None => Err(crate::metrics::Unreplicated::NoStandby),
+                    };
+                    let _ = respond.send(confirmed);
                 }
                 Pending::Remove { change, respond } => {
                     let removed = match change {

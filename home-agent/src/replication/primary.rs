@@ -95,6 +95,24 @@ impl Primary {
         }
     }
 
+    /// Whether the standby is attached, in step and answering: an empty
+    /// batch it acknowledges within the replication timeout.
+    pub async fn confirm(&self) -> Result<(), Unreplicated> {
+        let (done, answer) = oneshot::channel();
+        let request = Request {
+            changes: Vec::new(),
+            done,
+        };
+        if self.requests.send(request).await.is_err() {
+            return Err(Unreplicated::NoStandby);
+        }
+        match tokio::time::timeout(self.timeout, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Unreplicated::NoStandby),
+            Err(_) => Err(Unreplicated::TimedOut),
+        }
+    }
+
     /// Sends a durable batch to the standby. Synchronous mode: returns once
     /// the standby has it on disk, or why not (no standby, or no answer
     /// within the timeout: the batch's answers then rest on this member's
