@@ -95,19 +95,20 @@ impl Service {
     /// Whether the call `method` in `request` may be made with what its
     /// caller presented: `UNAUTHENTICATED` for a token that is nobody's
     /// (or was revoked), `PERMISSION_DENIED` naming the credential for one
-    /// outside its role.
+    /// outside its role. Allowed: the credential's id, `None` for the
+    /// configured operator token.
     pub(super) async fn allow<T>(
         &self,
         request: &Request<T>,
         method: &str,
         access: Access<'_>,
-    ) -> Result<(), Status> {
+    ) -> Result<Option<String>, Status> {
         let (id, principal) = match request.extensions().get::<Caller>() {
             // A call that did not pass the interceptor (tests of the
             // service alone) is an operator's, as with no token configured.
             None | Some(Caller::Operator) => {
                 self.warn_operator_token(access);
-                return Ok(());
+                return Ok(None);
             }
             Some(Caller::Presented(token)) => {
                 self.store.principal_of(token).await.ok_or_else(|| {
@@ -124,7 +125,7 @@ impl Service {
             _ => false,
         };
         if allowed {
-            return Ok(());
+            return Ok(Some(id));
         }
         let asked = match access {
             Access::Operator => String::new(),
@@ -156,4 +157,40 @@ impl Service {
             );
         }
     }
+}
+
+/// Ends a watch opened with credential `id` when the credential is
+/// revoked: its stream gets `UNAUTHENTICATED` and ends. `changes` is
+/// subscribed before the credential is checked once more, so that a
+/// revocation in between is not missed.
+pub(super) async fn revoked_ends<U: Send + 'static>(
+    store: &crate::store::Store,
+    id: String,
+    stream: tokio::sync::mpsc::Sender<Result<U, Status>>,
+) -> Result<(), Status> {
+    use crate::store::StoreChange;
+    let mut changes = store.changes.subscribe();
+    let gone =
+        |id: &str| Status::unauthenticated(format!("authorization: credential {id} was revoked"));
+    if !store.credential_exists(&id).await {
+        return Err(gone(&id));
+    }
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = stream.closed() => return,
+                change = changes.recv() => match change {
+                    Ok(event) => {
+                        if matches!(&event.change, StoreChange::CredentialRevoked(c) if c.id == id) {
+                            let _ = stream.send(Err(gone(&id))).await;
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+            }
+        }
+    });
+    Ok(())
 }

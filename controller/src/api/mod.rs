@@ -112,12 +112,16 @@ impl Service {
     async fn watch<U: Send + 'static>(
         &self,
         from_revision: u64,
+        credential: Option<String>,
         map: impl Fn(Arc<Store>, u64, StoreChange) -> Updates<U> + Send + 'static,
         snapshot: impl Fn(Arc<Store>, u64) -> Updates<U> + Send + 'static,
     ) -> Result<Response<UpdateStream<U>>, Status> {
         let (history, live, through) = self.store.events_through(from_revision).await?;
         resumable(&history, from_revision, through)?;
         let (tx, rx) = tokio::sync::mpsc::channel(256);
+        if let Some(id) = credential {
+            callers::revoked_ends(&self.store, id, tx.clone()).await?;
+        }
         tokio::spawn(follow(
             history,
             live,
@@ -586,12 +590,13 @@ impl Controller for Service {
         &self,
         request: Request<pb::WatchAuthorizationsRequest>,
     ) -> Result<Response<AuthorizationStream>, Status> {
-        self.allow(
-            &request,
-            "WatchAuthorizations",
-            Access::HomeAgent(&request.get_ref().home_agent),
-        )
-        .await?;
+        let credential = self
+            .allow(
+                &request,
+                "WatchAuthorizations",
+                Access::HomeAgent(&request.get_ref().home_agent),
+            )
+            .await?;
         // A stale replica still serves the daemons (they resume elsewhere
         // or catch up as it does).
         self.freshness().await;
@@ -612,6 +617,7 @@ impl Controller for Service {
         let home_agent = r.home_agent.clone();
         self.watch(
             r.from_revision,
+            credential,
             move |store, revision, change| {
                 let home_agent = home_agent.clone();
                 Box::pin(async move {
@@ -759,12 +765,13 @@ impl Controller for Service {
         &self,
         request: Request<pb::WatchPlacementsRequest>,
     ) -> Result<Response<PlacementStream>, Status> {
-        self.allow(
-            &request,
-            "WatchPlacements",
-            Access::Hypervisor(&request.get_ref().hypervisor),
-        )
-        .await?;
+        let credential = self
+            .allow(
+                &request,
+                "WatchPlacements",
+                Access::Hypervisor(&request.get_ref().hypervisor),
+            )
+            .await?;
         // A stale replica still serves the daemons (they resume elsewhere
         // or catch up as it does).
         self.freshness().await;
@@ -785,6 +792,7 @@ impl Controller for Service {
         let hypervisor = r.hypervisor.clone();
         self.watch(
             r.from_revision,
+            credential,
             move |store, revision, change| {
                 let hypervisor = hypervisor.clone();
                 Box::pin(

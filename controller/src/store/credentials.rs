@@ -170,7 +170,7 @@ impl Store {
     }
 
     /// Revokes a credential: its token is refused from the next call on
-    /// (a watch it opened ends within its next update).
+    /// (the API ends the daemons' watches it opened: `api::callers`).
     pub async fn revoke_credential(&self, id: &str) -> Result<Credential, StoreError> {
         self.retrying(|| self.revoke_credential_once(id)).await
     }
@@ -206,6 +206,11 @@ impl Store {
             .values()
             .map(Credential::redacted)
             .collect()
+    }
+
+    /// Whether the credential `id` exists (is not revoked).
+    pub async fn credential_exists(&self, id: &str) -> bool {
+        self.state.lock().await.credentials.contains_key(id)
     }
 
     /// Whom `token` speaks for, if it is a credential's.

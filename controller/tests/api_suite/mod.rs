@@ -1868,14 +1868,28 @@ async fn a_credential_may_do_what_its_role_may_and_nothing_else() {
     server.kill();
     let server = start(dir.path(), &backend);
     let mut c = client(&server).await;
-    c.watch_placements(with_token(&hv_a.token, placements("hv-a")))
+    let mut open_watch = c
+        .watch_placements(with_token(&hv_a.token, placements("hv-a")))
         .await
-        .unwrap();
-    // Revoked: refused from the next call.
+        .unwrap()
+        .into_inner();
+    // Revoked: refused from the next call, and the watch it opened ends.
     let id = hv_a.credential.as_ref().unwrap().id.clone();
     c.revoke_credential(authed(pb::RevokeCredentialRequest { id }))
         .await
         .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match open_watch.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(status) => return Some(status.code()),
+            }
+        }
+    })
+    .await
+    .expect("the revoked credential's watch went on");
+    assert_eq!(ended, Some(Code::Unauthenticated));
     let (revoked, message) =
         code(c.watch_placements(with_token(&hv_a.token, placements("hv-a"))).await).await;
     assert_eq!(revoked, Code::Unauthenticated, "{message}");
