@@ -234,7 +234,10 @@ pub fn check_interface(name: &str) -> Result<(), SettingError> {
 }
 
 /// Reads a bearer-token file: its content without surrounding white space.
+/// A file that group or others may read is warned about
+/// ([`crate::secret::warn_if_exposed`]).
 pub fn read_token(path: &Path) -> std::io::Result<String> {
+    crate::secret::warn_if_exposed(path);
     Ok(std::fs::read_to_string(path)?.trim().to_owned())
 }
 

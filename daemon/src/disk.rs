@@ -137,6 +137,9 @@ impl Disk {
             .set_cache_size(cache_bytes)
             .create(&path)
             .map_err(|e| database(&path, e))?;
+        // The stores hold keys (the controller's, the home agent's copy of
+        // its authorizations): the owner's alone, whatever the umask.
+        crate::secret::owner_only(&path).map_err(io(&path))?;
         // A file just created is durable only once its directory entry is.
         std::fs::File::open(directory)
             .and_then(|d| d.sync_all())

@@ -18,6 +18,34 @@ pub fn random_octets<const N: usize>() -> std::io::Result<[u8; N]> {
     Ok(octets)
 }
 
+/// The permission bits of `path` that let its group or others read or
+/// write it (0 for a file only its owner may use), if it can be read.
+pub fn exposed_bits(path: &std::path::Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .ok()
+        .map(|meta| meta.permissions().mode() & 0o077)
+}
+
+/// Warns when a file holding a secret (a token, keys) may be read by its
+/// group or others: `chmod 600` it.
+pub fn warn_if_exposed(path: &std::path::Path) {
+    if let Some(bits) = exposed_bits(path).filter(|bits| *bits != 0) {
+        tracing::warn!(
+            path = %path.display(),
+            group_and_others = format!("{bits:03o}"),
+            "a file holding a secret that others may read: chmod 600 it"
+        );
+    }
+}
+
+/// Makes `path` (a file holding secrets: keys, a store with keys) readable
+/// and writable by its owner only, whatever the umask made it.
+pub fn owner_only(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -29,6 +57,19 @@ mod tests {
         assert!(!same_secret(b"token", b"token2"));
         assert!(!same_secret(b"", b"token"));
         assert!(same_secret(b"", b""));
+    }
+
+    #[test]
+    fn exposed_files_are_told_apart() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "t").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(exposed_bits(&path), Some(0o044));
+        owner_only(&path).unwrap();
+        assert_eq!(exposed_bits(&path), Some(0));
+        assert_eq!(exposed_bits(&dir.path().join("none")), None);
     }
 
     #[test]

@@ -416,6 +416,10 @@ impl Config {
         let file = ConfigText::read(path)?;
         let validated = Self::validate(&file)?;
         validated.config.check_host(&file)?;
+        if !validated.authorizations.is_empty() {
+            // [[mobile_router]] keys in the file.
+            nemo_daemon::secret::warn_if_exposed(path);
+        }
         Ok(validated)
     }
 

@@ -824,3 +824,46 @@ fn load_generator_smoke_with_the_authorizations_from_a_controller() {
     assert!(log.contains("authorizations=30"), "{log}");
     run(&restarted);
 }
+
+/// Issue 32, item 8: `--check` warns about a config file holding keys
+/// that others may read, and says nothing once it is the owner's alone;
+/// the store it creates is the owner's alone whatever the umask.
+#[test]
+fn files_holding_keys_are_the_owners_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ha.toml");
+    std::fs::write(&path, config(&dir.path().join("store"), 1)).unwrap();
+    let check = || {
+        Command::new(env!("CARGO_BIN_EXE_nemo-ha"))
+            .arg("--config")
+            .arg(&path)
+            .arg("--check")
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    };
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let loose = check();
+    assert!(loose.status.success(), "{loose:?}");
+    assert!(
+        String::from_utf8_lossy(&loose.stderr).contains("chmod 600"),
+        "{loose:?}"
+    );
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let tight = check();
+    assert!(
+        !String::from_utf8_lossy(&tight.stderr).contains("chmod 600"),
+        "{tight:?}"
+    );
+    // The store a start creates.
+    let mut daemon = Daemon::start_with(dir.path(), &config(&dir.path().join("store"), 1));
+    daemon.terminate();
+    for entry in std::fs::read_dir(dir.path().join("store")).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", entry.path().display());
+        }
+    }
+}

@@ -238,6 +238,10 @@ impl Config {
     pub fn load(path: &Path) -> Result<(Config, Vec<Instance>), ConfigError> {
         let file = ConfigText::read(path)?;
         let (config, instances) = Self::validate(&file)?;
+        if !instances.is_empty() {
+            // [[instance]] keys in the file.
+            nemo_daemon::secret::warn_if_exposed(path);
+        }
         let uplink = &config.mobile_router.uplink;
         nemo_daemon::check_interface(uplink.get_ref())
             .map_err(|e| file.invalid(uplink.span(), format!("mobile_router: uplink: {e}")))?;
