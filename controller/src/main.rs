@@ -149,7 +149,17 @@ fn store_location(
             Some((field, reason)) => {
                 Err(file.invalid(etcd.span(), format!("etcd.{field}: {reason}")))
             }
-            None => Ok(Location::Etcd(etcd.get_ref().clone())),
+            None => {
+                let plain = etcd.get_ref().plain_remote_endpoints();
+                if !plain.is_empty() {
+                    tracing::warn!(
+                        endpoints = ?plain,
+                        "etcd reached in clear beyond this host: it holds every mobile router's \
+                         key; use https:// with client certificates (cert_file, key_file)"
+                    );
+                }
+                Ok(Location::Etcd(etcd.get_ref().clone()))
+            }
         },
         (Some(path), Some(_)) => Err(file.invalid(
             path.span(),

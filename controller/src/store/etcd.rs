@@ -119,6 +119,29 @@ fn default_timeout_ms() -> u64 {
 }
 
 impl EtcdSettings {
+    /// The endpoints reached in clear beyond this host: etcd holds every
+    /// mobile router's key, so its members should require TLS client
+    /// certificates (OPERATIONS: "The controller's state in etcd").
+    pub fn plain_remote_endpoints(&self) -> Vec<&str> {
+        self.endpoints
+            .iter()
+            .filter_map(|e| e.strip_prefix("http://").map(|rest| (e, rest)))
+            .filter(|(_, rest)| {
+                let host = rest.split('/').next().unwrap_or_default();
+                let host = match host.rsplit_once(':') {
+                    Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+                    _ => host,
+                };
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                !(host == "localhost"
+                    || host
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback()))
+            })
+            .map(|(e, _)| e.as_str())
+            .collect()
+    }
+
     /// What is wrong with these settings, if anything (the field and why).
     pub fn problem(&self) -> Option<(&'static str, String)> {
         if self.endpoints.is_empty() {
@@ -707,5 +730,33 @@ mod tests {
         assert_eq!(decoded, keys);
         assert_eq!(unhex(b"0g"), None);
         assert_eq!(unhex(b"abc"), None);
+    }
+
+    /// Issue 32, item 10: plain http:// beyond this host is named (the
+    /// controller warns at start); loopback and https:// are not.
+    #[test]
+    fn plain_endpoints_beyond_this_host_are_named() {
+        let settings = |endpoints: &[&str]| EtcdSettings {
+            endpoints: endpoints.iter().map(|e| (*e).to_owned()).collect(),
+            prefix: default_prefix(),
+            timeout_ms: default_timeout_ms(),
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+        };
+        let mixed = settings(&[
+            "http://[::1]:2379",
+            "http://127.0.0.1:2379",
+            "http://localhost:2379",
+            "http://[2001:db8::1]:2379",
+            "http://192.0.2.1:2379",
+        ]);
+        assert_eq!(
+            mixed.plain_remote_endpoints(),
+            ["http://[2001:db8::1]:2379", "http://192.0.2.1:2379"]
+        );
+        assert!(settings(&["https://[2001:db8::1]:2379"])
+            .plain_remote_endpoints()
+            .is_empty());
     }
 }
