@@ -96,6 +96,10 @@ struct Config {
     /// it below the descriptor limit (the unit sets LimitNOFILE=65536).
     #[serde(default = "default_max_connections")]
     max_connections: usize,
+    /// Of those, open at once from one address (so that one host cannot
+    /// take every slot before any token is checked).
+    #[serde(default = "default_max_connections_per_source")]
+    max_connections_per_source: usize,
     /// Prometheus metrics over HTTP (`GET /metrics`).
     #[serde(default)]
     metrics: Option<nemo_daemon::ListenSection>,
@@ -181,6 +185,10 @@ fn default_max_connections() -> usize {
     nemo_daemon::incoming::ConnectionLimits::default().max_connections
 }
 
+fn default_max_connections_per_source() -> usize {
+    nemo_daemon::incoming::ConnectionLimits::default().max_per_source
+}
+
 fn default_handshake_timeout_ms() -> u64 {
     10_000
 }
@@ -254,11 +262,14 @@ fn main() -> anyhow::Result<()> {
                     .into())
             }
         };
-    if config.max_connections == 0 || config.handshake_timeout_ms == 0 {
+    if config.max_connections == 0
+        || config.max_connections_per_source == 0
+        || config.handshake_timeout_ms == 0
+    {
         return Err(file
             .invalid(
                 0..0,
-                "max_connections and handshake_timeout_ms must be above 0",
+                "max_connections, max_connections_per_source and handshake_timeout_ms must be above 0",
             )
             .into());
     }
@@ -274,6 +285,7 @@ fn main() -> anyhow::Result<()> {
     }
     let limits = nemo_daemon::incoming::ConnectionLimits {
         max_connections: config.max_connections,
+        max_per_source: config.max_connections_per_source,
         handshake_timeout: Duration::from_millis(config.handshake_timeout_ms),
     };
     if args.check {

@@ -6,8 +6,10 @@
 //! error, EMFILE, returned at once, forever). Here:
 //! - an accept error pauses the loop ([`ACCEPT_BACKOFF`]) instead of
 //!   spinning, and is logged once per pause;
-//! - at most `max_connections` are open at once; one more is closed at
-//!   once (counted and logged), so descriptors never run out;
+//! - at most `max_connections` are open at once, and at most
+//!   `max_per_source` from one address (so one host cannot take every
+//!   slot before any token is checked); one more is closed at once
+//!   (counted and logged), so descriptors never run out;
 //! - a connection must deliver its first [`HANDSHAKE_OCTETS`] octets (the
 //!   HTTP/2 client preface, or a TLS ClientHello) within
 //!   `handshake_timeout`, or it is closed.
@@ -15,8 +17,10 @@
 //! Idle connections past the handshake are the HTTP/2 layer's: the servers
 //! send keepalive pings and drop peers that do not answer.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -39,6 +43,8 @@ pub const HANDSHAKE_OCTETS: usize = 24;
 pub struct ConnectionLimits {
     /// Connections open at once.
     pub max_connections: usize,
+    /// Connections open at once from one address.
+    pub max_per_source: usize,
     /// Time for a new connection to send its first octets.
     pub handshake_timeout: Duration,
 }
@@ -47,6 +53,7 @@ impl Default for ConnectionLimits {
     fn default() -> Self {
         ConnectionLimits {
             max_connections: 4096,
+            max_per_source: 256,
             handshake_timeout: Duration::from_secs(10),
         }
     }
@@ -101,13 +108,28 @@ async fn accept(
     accepted: mpsc::Sender<io::Result<Guarded>>,
     refused: Arc<Refused>,
 ) {
+    let sources = Arc::new(std::sync::Mutex::new(HashMap::new()));
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => match open.clone().try_acquire_owned() {
                 Ok(permit) => {
+                    let Some(source) = SourceSlot::take(&sources, peer.ip(), limits.max_per_source)
+                    else {
+                        let before = refused.0.fetch_add(1, Ordering::Relaxed);
+                        if before.is_power_of_two() || before == 0 {
+                            tracing::warn!(
+                                %peer,
+                                max_per_source = limits.max_per_source,
+                                refused = before + 1,
+                                "connection refused: too many open from this address"
+                            );
+                        }
+                        continue;
+                    };
                     let guarded = Guarded {
                         stream,
                         _permit: permit,
+                        _source: source,
                         handshake: Some(Box::pin(tokio::time::sleep(limits.handshake_timeout))),
                         received: 0,
                     };
@@ -135,12 +157,54 @@ async fn accept(
     }
 }
 
+/// Connections open per source address.
+type Sources = Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>;
+
+/// A connection's place among those of its source address; given back
+/// when dropped.
+#[derive(Debug)]
+struct SourceSlot {
+    sources: Sources,
+    ip: IpAddr,
+}
+
+impl SourceSlot {
+    /// A place for one more connection from `ip`, if it has fewer than
+    /// `most` open.
+    fn take(sources: &Sources, ip: IpAddr, most: usize) -> Option<SourceSlot> {
+        let mut open = sources.lock().ok()?;
+        let count = open.entry(ip).or_insert(0);
+        if *count >= most {
+            return None;
+        }
+        *count += 1;
+        Some(SourceSlot {
+            sources: sources.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.sources.lock() {
+            if let Some(count) = open.get_mut(&self.ip) {
+                *count -= 1;
+                if *count == 0 {
+                    open.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
 /// An accepted connection: holds its place among `max_connections`, and
 /// fails its reads when the handshake octets do not arrive in time.
 #[derive(Debug)]
 pub struct Guarded {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
+    _source: SourceSlot,
     handshake: Option<Pin<Box<tokio::time::Sleep>>>,
     received: usize,
 }
@@ -219,6 +283,7 @@ mod tests {
         let address = listener.local_addr().unwrap();
         let limits = ConnectionLimits {
             max_connections: 2,
+            max_per_source: 2,
             handshake_timeout: Duration::from_millis(100),
         };
         let (mut incoming, refused) = guarded(listener, limits);
@@ -248,6 +313,35 @@ mod tests {
         drop((first, silent));
         // Its place is free again.
         let _fourth = TcpStream::connect(address).await.unwrap();
+        assert!(incoming.next().await.unwrap().is_ok());
+    }
+
+    /// Issue 32, item 9: one address holds at most `max_per_source`; the
+    /// others still get in.
+    #[tokio::test]
+    async fn one_source_cannot_take_every_slot() {
+        let listener = TcpListener::bind("[::]:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let limits = ConnectionLimits {
+            max_connections: 8,
+            max_per_source: 2,
+            handshake_timeout: Duration::from_secs(10),
+        };
+        let (mut incoming, refused) = guarded(listener, limits);
+        let loopback6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let client = TcpStream::connect(loopback6).await.unwrap();
+            held.push((client, incoming.next().await.unwrap().unwrap()));
+        }
+        let mut third = TcpStream::connect(loopback6).await.unwrap();
+        let mut byte = [0u8; 1];
+        let closed = tokio::time::timeout(Duration::from_secs(2), third.read(&mut byte)).await;
+        assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+        assert_eq!(refused.get(), 1);
+        // Another address (IPv4 loopback, mapped) still gets in.
+        let loopback4 = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port));
+        let _other = TcpStream::connect(loopback4).await.unwrap();
         assert!(incoming.next().await.unwrap().is_ok());
     }
 }

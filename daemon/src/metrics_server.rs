@@ -24,6 +24,7 @@ pub async fn serve_metrics(
         render,
         crate::incoming::ConnectionLimits {
             max_connections: MAX_METRICS_CONNECTIONS,
+            max_per_source: MAX_METRICS_CONNECTIONS,
             handshake_timeout: Duration::from_secs(5),
         },
     )
@@ -95,6 +96,7 @@ mod tests {
         let address = listener.local_addr().unwrap();
         let limits = crate::incoming::ConnectionLimits {
             max_connections: 4,
+            max_per_source: 4,
             handshake_timeout: Duration::from_millis(200),
         };
         tokio::spawn(serve_metrics_within(
