@@ -95,8 +95,10 @@ pub fn encode(binding: &Binding) -> Vec<u8> {
     out.extend_from_slice(&binding.lifetime.0.to_be_bytes());
     out.extend_from_slice(&unix_millis(binding.registered_at).to_be_bytes());
     out.extend_from_slice(&unix_millis(binding.expires_at).to_be_bytes());
-    // A binding has at most a few prefixes (the engine takes them from one
-    // Mobility Header, at most 2048 octets / 20 per option).
+    // A binding has at most nemo::ha::MAX_PREFIXES (255) prefixes: an
+    // authorization with more is refused, and one Mobility Header holds
+    // fewer options (2048 octets / 20 per option); the cut below never
+    // happens.
     out.push(u8::try_from(binding.prefixes.len()).unwrap_or(u8::MAX));
     for prefix in binding.prefixes.iter().take(usize::from(u8::MAX)) {
         out.push(prefix.prefix_len());

@@ -875,6 +875,23 @@ fn authorization_table_refuses_conflicts() {
         overlapping,
         Err(AuthorizationError::OverlappingPrefix { .. })
     ));
+    // More prefixes than a binding holds: refused, not cut (issue 32).
+    let many: Vec<String> = (0..=nemo::ha::MAX_PREFIXES)
+        .map(|n| format!("2001:db8:{:x}::/64", 0x1000 + n))
+        .collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let too_many = AuthorizationTable::new(vec![authorization(HOA_A, 0x1000, true, &many)]);
+    assert!(matches!(
+        too_many,
+        Err(AuthorizationError::TooManyPrefixes { count: 256, .. })
+    ));
+    assert!(AuthorizationTable::new(vec![authorization(
+        HOA_A,
+        0x1000,
+        true,
+        &many[..nemo::ha::MAX_PREFIXES]
+    )])
+    .is_ok());
     let mut table = table();
     // Replacing an entry (a rotated key) frees its old SPI.
     let mut rotated = authorization(HOA_A, 0x1001, true, &["2001:db8:100::/56"]);

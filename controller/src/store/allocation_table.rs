@@ -1,4 +1,5 @@
-//! The allocations in memory: by prefix, and how many each pool holds, so
+//! The allocations in memory: by prefix, and how many each pool (and each
+//! tenant) holds, so
 //! that a pool's usage (`GetPool`, a pool's deletion) is a lookup, not a
 //! read of every allocation of every pool.
 
@@ -16,15 +17,20 @@ use super::model::Allocation;
 pub(super) struct AllocationTable {
     by_prefix: BTreeMap<Ipv6Net, Allocation>,
     per_pool: HashMap<String, u64>,
+    per_tenant: HashMap<String, u64>,
 }
 
 impl AllocationTable {
     /// Adds (or replaces) an allocation; returns the one it replaced.
     pub(super) fn insert(&mut self, allocation: Allocation) -> Option<Allocation> {
         *self.per_pool.entry(allocation.pool.clone()).or_default() += 1;
+        *self
+            .per_tenant
+            .entry(allocation.tenant.clone())
+            .or_default() += 1;
         let replaced = self.by_prefix.insert(allocation.prefix, allocation);
         if let Some(old) = &replaced {
-            self.uncount(&old.pool);
+            self.uncount(&old.pool, &old.tenant);
         }
         replaced
     }
@@ -32,7 +38,7 @@ impl AllocationTable {
     /// Removes the allocation of a prefix.
     pub(super) fn remove(&mut self, prefix: &Ipv6Net) -> Option<Allocation> {
         let removed = self.by_prefix.remove(prefix)?;
-        self.uncount(&removed.pool);
+        self.uncount(&removed.pool, &removed.tenant);
         Some(removed)
     }
 
@@ -41,11 +47,18 @@ impl AllocationTable {
         self.per_pool.get(pool).copied().unwrap_or(0)
     }
 
-    fn uncount(&mut self, pool: &str) {
-        if let Some(count) = self.per_pool.get_mut(pool) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                self.per_pool.remove(pool);
+    /// How many allocations a tenant holds.
+    pub(super) fn of_tenant(&self, tenant: &str) -> u64 {
+        self.per_tenant.get(tenant).copied().unwrap_or(0)
+    }
+
+    fn uncount(&mut self, pool: &str, tenant: &str) {
+        for (counts, name) in [(&mut self.per_pool, pool), (&mut self.per_tenant, tenant)] {
+            if let Some(count) = counts.get_mut(name) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    counts.remove(name);
+                }
             }
         }
     }

@@ -68,6 +68,15 @@ impl Store {
     ) -> Result<Allocation, StoreError> {
         let mut state = self.state.lock().await;
         state.tenants.get(tenant).or_not_found("tenant", tenant)?;
+        // Every prefix of a tenant goes into its mobile router's binding,
+        // which holds at most so many (nemo-ha would refuse the
+        // authorization, not cut it).
+        let held = state.allocations.of_tenant(tenant);
+        if held >= nemo::ha::MAX_PREFIXES as u64 {
+            return Err(StoreError::Precondition(format!(
+                "tenant: {tenant:?} holds {held} prefixes, the most one mobile router's binding carries"
+            )));
+        }
         let pool_record = state.pools.get(pool).cloned().or_not_found("pool", pool)?;
         let length = match wanted {
             Wanted::Any { length: 0 } => pool_record.tenant_length,
@@ -244,5 +253,38 @@ impl Store {
             .filter(|a| tenant.is_none_or(|t| a.tenant == t))
             .cloned()
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+    use super::*;
+
+    /// A tenant holds at most as many prefixes as one binding carries
+    /// (issue 32, item 6): the next allocation is refused, naming why.
+    #[tokio::test]
+    async fn a_tenant_holds_at_most_what_a_binding_carries() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), std::time::Duration::from_secs(60))
+            .await
+            .unwrap();
+        store
+            .create_pool("p", "2001:db8:100::/48", 64)
+            .await
+            .unwrap();
+        store.create_tenant("acme").await.unwrap();
+        for _ in 0..nemo::ha::MAX_PREFIXES {
+            store.allocate("acme", "p", 0).await.unwrap();
+        }
+        let refused = store.allocate("acme", "p", 0).await.unwrap_err();
+        assert!(
+            matches!(&refused, StoreError::Precondition(why) if why.contains("binding")),
+            "{refused:?}"
+        );
+        // Released, one more fits again.
+        let first = store.allocations(Some("acme")).await.unwrap()[0].prefix;
+        store.release(&first.to_string()).await.unwrap();
+        store.allocate("acme", "p", 0).await.unwrap();
     }
 }

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::secure::{SealedReader, SealedWriter};
-use super::wire::Frame;
+use super::wire::{change_octets, runs, Frame};
 use crate::metrics::Unreplicated;
 
 /// Batches queued for a standby before it counts as not reading.
@@ -99,17 +99,27 @@ impl Attached {
         changes: Vec<crate::messages::Replicated>,
         done: Done,
     ) -> Result<(), (Detached, Done)> {
-        let id = self.next_id;
-        let frame = Frame::Batch { id, changes }.encode();
-        match self.frames.try_send(frame) {
-            Ok(()) => {
-                self.next_id += 1;
-                self.pending.push_back((id, Instant::now(), done));
-                Ok(())
+        // A large batch goes as several frames (each within the frame
+        // budget); acknowledgements are cumulative, so its answer waits for
+        // the last one's.
+        let mut last = self.next_id;
+        for run in runs(changes, usize::MAX, change_octets) {
+            last = self.next_id;
+            let frame = Frame::Batch {
+                id: last,
+                changes: run,
             }
-            Err(mpsc::error::TrySendError::Full(_)) => Err((Detached::NotReading, done)),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err((Detached::Lost, done)),
+            .encode();
+            match self.frames.try_send(frame) {
+                Ok(()) => self.next_id += 1,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    return Err((Detached::NotReading, done))
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err((Detached::Lost, done)),
+            }
         }
+        self.pending.push_back((last, Instant::now(), done));
+        Ok(())
     }
 
     /// The next event of this standby's: an acknowledgement answered (its

@@ -16,12 +16,15 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::attached::{Attached, Detached};
 use super::secure::{self, SealedReader, SealedWriter};
-use super::wire::{Frame, WireError};
+use super::wire::{change_octets, runs, Frame, WireError};
 use super::{Mode, MOST_BINDINGS};
 use crate::messages::Replicated;
 use crate::messages::{CoreEvent, Role, Shared};
 use crate::metrics::{ReasonLabel, Unreplicated};
 
+/// Handshakes in progress at once (a pair has one standby; a few more
+/// cover its reconnections).
+const MOST_HANDSHAKES: usize = 4;
 /// How long a standby has for the handshake (hello and proof).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a standby has to send its offer (its whole cache: 100,000
@@ -207,6 +210,7 @@ async fn serve(
     mut queue: mpsc::Receiver<Request>,
 ) {
     let token = Arc::new(token);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MOST_HANDSHAKES));
     let mut attached: Option<Attached> = None;
     let mut syncing: Option<Syncing> = None;
     let (greeted_tx, mut greeted) = mpsc::channel::<Greeted>(4);
@@ -240,10 +244,18 @@ async fn serve(
                     tracing::debug!(%peer, "replication: not active; standby refused");
                     continue;
                 }
+                // At most a few handshakes at once: each holds a task and a
+                // descriptor until its deadline.
+                let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                    shared.metrics.replication_refused.get_or_create(&ReasonLabel { reason: "too_many_handshakes".to_owned() }).inc();
+                    tracing::warn!(%peer, "replication: too many handshakes at once; connection refused");
+                    continue;
+                };
                 // The hello is awaited apart: a silent connection must not
                 // hold replication up.
                 let (token, greeted_tx, shared) = (token.clone(), greeted_tx.clone(), shared.clone());
                 tokio::spawn(async move {
+                    let _permit = permit;
                     match hello(stream, &token, peer).await {
                         Ok(greeted) => {
                             let _ = greeted_tx.send(greeted).await;
@@ -310,11 +322,12 @@ async fn serve(
             request = queue.recv() => {
                 let Some(request) = request else { return };
                 if let Some(sync) = syncing.as_mut() {
-                    let id = sync.next_id;
-                    sync.next_id += 1;
-                    let frame = Frame::Batch { id, changes: request.changes }.encode();
-                    sync.octets += frame.len();
-                    sync.frames.push(frame);
+                    for run in runs(request.changes, usize::MAX, change_octets) {
+                        let frame = Frame::Batch { id: sync.next_id, changes: run }.encode();
+                        sync.next_id += 1;
+                        sync.octets += frame.len();
+                        sync.frames.push(frame);
+                    }
                     let _ = request.done.send(Err(Unreplicated::NoStandby));
                     if sync.octets > MOST_CATCH_UP_OCTETS {
                         tracing::warn!(octets = sync.octets, "replication: the standby takes its snapshot slower than batches come; given up (it attaches again)");

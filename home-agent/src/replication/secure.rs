@@ -31,7 +31,9 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::wire::{read_frame, Frame, WireError, MAX_FRAME, NONCE_LEN, SNAPSHOT_CHUNK};
+use super::wire::{
+    binding_octets, read_frame, runs, Frame, WireError, MAX_FRAME, NONCE_LEN, SNAPSHOT_CHUNK,
+};
 use nemo::ha::Binding;
 
 /// Octets of the MAC each frame carries.
@@ -147,21 +149,22 @@ impl<W: AsyncWrite + Unpin> SealedWriter<W> {
         self.send_encoded(&frame.encode()).await
     }
 
-    /// Sends `bindings` as frames of at most [`SNAPSHOT_CHUNK`] each, made
-    /// by `part` (a snapshot or an offer), the last one marked; one empty
-    /// last frame when there are none.
+    /// Sends `bindings` as frames of at most [`SNAPSHOT_CHUNK`] bindings
+    /// and [`FRAME_BUDGET`](super::wire::FRAME_BUDGET) octets each, made by
+    /// `part` (a snapshot or an offer), the last one marked; one empty last
+    /// frame when there are none.
     pub async fn send_parts(
         &mut self,
         bindings: &[impl std::borrow::Borrow<Binding>],
         part: impl Fn(Vec<Binding>, bool) -> Frame,
     ) -> Result<(), WireError> {
-        let mut chunks = bindings.chunks(SNAPSHOT_CHUNK).peekable();
-        if chunks.peek().is_none() {
-            return self.send(&part(Vec::new(), true)).await;
-        }
-        while let Some(chunk) = chunks.next() {
-            let chunk = chunk.iter().map(|b| b.borrow().clone()).collect();
-            self.send(&part(chunk, chunks.peek().is_none())).await?;
+        let owned: Vec<&Binding> = bindings.iter().map(std::borrow::Borrow::borrow).collect();
+        let mut runs = runs(owned, SNAPSHOT_CHUNK, |b| binding_octets(b))
+            .into_iter()
+            .peekable();
+        while let Some(run) = runs.next() {
+            let run = run.into_iter().cloned().collect();
+            self.send(&part(run, runs.peek().is_none())).await?;
         }
         Ok(())
     }

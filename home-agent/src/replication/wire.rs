@@ -37,8 +37,53 @@ use crate::store;
 /// Largest frame accepted, in octets: a snapshot frame holds at most
 /// [`SNAPSHOT_CHUNK`] bindings of a few hundred octets each.
 pub const MAX_FRAME: usize = 8 << 20;
-/// Bindings per snapshot frame.
+/// Bindings per snapshot frame, at most.
 pub const SNAPSHOT_CHUNK: usize = 4096;
+/// Octets of bindings or changes an encoder puts in one frame, at most: a
+/// frame then stays well under [`MAX_FRAME`] whatever the bindings hold
+/// (up to `nemo::ha::MAX_PREFIXES` prefixes each, some 4.4 KB).
+pub const FRAME_BUDGET: usize = MAX_FRAME / 2;
+
+/// Octets a binding takes in a frame (its key, its record's length and
+/// the record).
+fn record_octets(binding: &Binding) -> usize {
+    16 + 2 + store::encode(binding).len()
+}
+
+/// Splits `items` into runs that each fit [`FRAME_BUDGET`] (and hold at
+/// most `most` items), by `octets` each; an empty list gives one empty run.
+pub fn runs<T>(items: Vec<T>, most: usize, octets: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+    let mut runs = vec![Vec::new()];
+    let mut size = 0;
+    for item in items {
+        let item_octets = octets(&item);
+        let full = runs.last().is_some_and(|run: &Vec<T>| {
+            !run.is_empty() && (run.len() >= most || size + item_octets > FRAME_BUDGET)
+        });
+        if full {
+            runs.push(Vec::new());
+            size = 0;
+        }
+        size += item_octets;
+        if let Some(run) = runs.last_mut() {
+            run.push(item);
+        }
+    }
+    runs
+}
+
+/// Octets a binding takes in a snapshot or an offer.
+pub fn binding_octets(binding: &Binding) -> usize {
+    record_octets(binding)
+}
+
+/// Octets a change takes in a batch.
+pub fn change_octets(change: &Replicated) -> usize {
+    match change {
+        Replicated::Upsert(binding) => 1 + record_octets(binding),
+        Replicated::Removed(_) => 1 + 16,
+    }
+}
 /// Octets of a handshake nonce and of a proof (HMAC-SHA256).
 pub const NONCE_LEN: usize = 32;
 /// The kind octet of the hello nemo-ha sent before the handshake.
@@ -156,10 +201,12 @@ pub enum WireError {
 }
 
 impl WireError {
-    /// Every reason [`WireError::reason`] names, and `not_the_peer` (a
-    /// connection from another address than the pair's peer).
+    /// Every reason [`WireError::reason`] names, `not_the_peer` (a
+    /// connection from another address than the pair's peer) and
+    /// `too_many_handshakes`.
     pub const REASONS: &'static [&'static str] = &[
         "not_the_peer",
+        "too_many_handshakes",
         "unauthenticated",
         "forged",
         "malformed",
@@ -182,7 +229,7 @@ impl WireError {
 fn put_record(out: &mut Vec<u8>, binding: &Binding) {
     out.extend_from_slice(&binding.home_address.octets());
     let record = store::encode(binding);
-    // A record is well under 64 KiB: a few prefixes at 17 octets each.
+    // A record is well under 64 KiB: at most 255 prefixes at 17 octets.
     out.extend_from_slice(&(record.len().min(usize::from(u16::MAX)) as u16).to_be_bytes());
     out.extend_from_slice(&record);
 }
@@ -484,6 +531,40 @@ mod tests {
             Frame::decode(&unknown_change),
             Err(WireError::Malformed("unknown change"))
         ));
+    }
+
+    /// Encoders never make a frame the other side refuses: bindings with
+    /// the most prefixes are split by octets, not only by count.
+    #[test]
+    fn large_bindings_are_split_into_frames_the_reader_takes() {
+        let mut big = binding(1);
+        big.prefixes = (0..nemo::ha::MAX_PREFIXES)
+            .map(|n| {
+                ipnet::Ipv6Net::new(
+                    Ipv6Addr::new(0x2001, 0xdb8, 0x100, n as u16, 0, 0, 0, 0),
+                    64,
+                )
+                .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .into();
+        let bindings: Vec<Binding> = (0..SNAPSHOT_CHUNK).map(|_| big.clone()).collect();
+        let parts = runs(bindings, SNAPSHOT_CHUNK, binding_octets);
+        assert!(
+            parts.len() > 1,
+            "one frame of {} octets",
+            SNAPSHOT_CHUNK * 4400
+        );
+        assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), SNAPSHOT_CHUNK);
+        for part in parts {
+            let frame = Frame::Snapshot {
+                bindings: part,
+                last: false,
+            }
+            .encode();
+            assert!(frame.len() - 4 <= MAX_FRAME, "{}", frame.len());
+        }
+        assert_eq!(runs(Vec::<Binding>::new(), 8, binding_octets).len(), 1);
     }
 
     #[test]

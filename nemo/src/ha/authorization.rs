@@ -55,7 +55,20 @@ pub enum AuthorizationError {
     /// An entry without any security association.
     #[error("{0} has no security association")]
     NoSecurityAssociation(Ipv6Addr),
+    /// More prefixes than one binding holds.
+    #[error("{home_address} has {count} prefixes, more than the {MAX_PREFIXES} a binding holds")]
+    TooManyPrefixes {
+        /// The home address.
+        home_address: Ipv6Addr,
+        /// How many it was given.
+        count: usize,
+    },
 }
+
+/// The most prefixes one mobile router's authorization (and so one
+/// binding) holds: what a binding record stores (one octet counts them),
+/// and what the controller allocates to one tenant.
+pub const MAX_PREFIXES: usize = 255;
 
 /// The authorizations a home agent works from, indexed by home address and
 /// by SPI.
@@ -94,6 +107,12 @@ impl AuthorizationTable {
             return Err(AuthorizationError::NoSecurityAssociation(
                 entry.home_address,
             ));
+        }
+        if entry.prefixes.len() > MAX_PREFIXES {
+            return Err(AuthorizationError::TooManyPrefixes {
+                home_address: entry.home_address,
+                count: entry.prefixes.len(),
+            });
         }
         for sa in &entry.security_associations {
             if let Some(&first) = self.by_spi.get(&sa.spi()) {

@@ -20,7 +20,9 @@ pub mod decide;
 pub mod engine;
 pub mod merge;
 
-pub use authorization::{overlaps, Authorization, AuthorizationError, AuthorizationTable};
+pub use authorization::{
+    overlaps, Authorization, AuthorizationError, AuthorizationTable, MAX_PREFIXES,
+};
 pub use cache::{
     Binding, BindingCache, Change, ChangeKind, HomeAgentConfig, MAX_DELETE_BCE_TIMEOUT,
 };
