@@ -18,23 +18,25 @@ pub fn random_octets<const N: usize>() -> std::io::Result<[u8; N]> {
     Ok(octets)
 }
 
-/// The permission bits of `path` that let its group or others read or
-/// write it (0 for a file only its owner may use), if it can be read.
+/// The permission bits of `path` that expose it: any access by others, or
+/// write access by its group (0 for a file only its owner, and read-only
+/// its group, may use: the packaged `/etc/nemo` files are 0640 root:nemo,
+/// read by the controller's user), if it can be read.
 pub fn exposed_bits(path: &std::path::Path) -> Option<u32> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path)
         .ok()
-        .map(|meta| meta.permissions().mode() & 0o077)
+        .map(|meta| meta.permissions().mode() & 0o027)
 }
 
-/// Warns when a file holding a secret (a token, keys) may be read by its
-/// group or others: `chmod 600` it.
+/// Warns when a file holding a secret (a token, keys) is exposed
+/// ([`exposed_bits`]): `chmod 600` (or 640 for a daemon's group) it.
 pub fn warn_if_exposed(path: &std::path::Path) {
     if let Some(bits) = exposed_bits(path).filter(|bits| *bits != 0) {
         tracing::warn!(
             path = %path.display(),
-            group_and_others = format!("{bits:03o}"),
-            "a file holding a secret that others may read: chmod 600 it"
+            exposed = format!("{bits:03o}"),
+            "a file holding a secret that others may read (or its group write): chmod 600 it"
         );
     }
 }
@@ -66,7 +68,11 @@ mod tests {
         let path = dir.path().join("token");
         std::fs::write(&path, "t").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert_eq!(exposed_bits(&path), Some(0o044));
+        assert_eq!(exposed_bits(&path), Some(0o004));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert_eq!(exposed_bits(&path), Some(0));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660)).unwrap();
+        assert_eq!(exposed_bits(&path), Some(0o020));
         owner_only(&path).unwrap();
         assert_eq!(exposed_bits(&path), Some(0));
         assert_eq!(exposed_bits(&dir.path().join("none")), None);
