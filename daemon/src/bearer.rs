@@ -7,6 +7,14 @@ use std::sync::Arc;
 
 use tonic::{Request, Status};
 
+/// The bearer token a call presents (`authorization: Bearer <token>`).
+pub fn presented(metadata: &tonic::metadata::MetadataMap) -> Option<&str> {
+    metadata
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
 /// Checks the bearer token on every call (RFC 6750 form, in the
 /// `authorization` metadata). `None` disables the check (lab use only).
 #[derive(Debug, Clone)]
@@ -28,12 +36,7 @@ impl tonic::service::Interceptor for TokenCheck {
         let Some(expected) = &self.expected else {
             return Ok(request);
         };
-        let given = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match given {
+        match presented(request.metadata()) {
             Some(token) if crate::secret::same_secret(token.as_bytes(), expected.as_bytes()) => {
                 Ok(request)
             }

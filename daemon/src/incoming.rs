@@ -83,6 +83,15 @@ impl Refused {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+
+    /// Counts a connection from `peer` refused at `limit` because of
+    /// `why`, and warns about the first and then every power of two.
+    fn count(&self, peer: std::net::SocketAddr, limit: usize, why: &str) {
+        let before = self.0.fetch_add(1, Ordering::Relaxed);
+        if before.is_power_of_two() || before == 0 {
+            tracing::warn!(%peer, limit, refused = before + 1, "connection refused: {why}");
+        }
+    }
 }
 
 /// Accepts on `listener` in a task of its own, under `limits`; the stream
@@ -115,15 +124,11 @@ async fn accept(
                 Ok(permit) => {
                     let Some(source) = SourceSlot::take(&sources, peer.ip(), limits.max_per_source)
                     else {
-                        let before = refused.0.fetch_add(1, Ordering::Relaxed);
-                        if before.is_power_of_two() || before == 0 {
-                            tracing::warn!(
-                                %peer,
-                                max_per_source = limits.max_per_source,
-                                refused = before + 1,
-                                "connection refused: too many open from this address"
-                            );
-                        }
+                        refused.count(
+                            peer,
+                            limits.max_per_source,
+                            "too many open from this address",
+                        );
                         continue;
                     };
                     let guarded = Guarded {
@@ -137,17 +142,7 @@ async fn accept(
                         return;
                     }
                 }
-                Err(_) => {
-                    let before = refused.0.fetch_add(1, Ordering::Relaxed);
-                    if before.is_power_of_two() || before == 0 {
-                        tracing::warn!(
-                            %peer,
-                            max_connections = limits.max_connections,
-                            refused = before + 1,
-                            "connection refused: too many open"
-                        );
-                    }
-                }
+                Err(_) => refused.count(peer, limits.max_connections, "too many open"),
             },
             Err(error) => {
                 tracing::warn!(%error, pause_ms = ACCEPT_BACKOFF.as_millis(), "accept failed; pausing");

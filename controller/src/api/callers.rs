@@ -46,30 +46,20 @@ impl tonic::service::Interceptor for CallerCheck {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         let caller = match &self.operator {
             None => Caller::Operator,
-            Some(operator) => {
-                let given = request
-                    .metadata()
-                    .get("authorization")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "));
-                match given {
-                    Some(token)
-                        if nemo_daemon::secret::same_secret(
-                            token.as_bytes(),
-                            operator.as_bytes(),
-                        ) =>
-                    {
-                        Caller::Operator
-                    }
-                    Some(token) if token.len() <= 256 => Caller::Presented(token.to_owned()),
-                    Some(_) => return Err(Status::unauthenticated("authorization: wrong token")),
-                    None => {
-                        return Err(Status::unauthenticated(
-                            "authorization: missing \"Bearer <token>\" metadata",
-                        ))
-                    }
+            Some(operator) => match nemo_daemon::bearer::presented(request.metadata()) {
+                Some(token)
+                    if nemo_daemon::secret::same_secret(token.as_bytes(), operator.as_bytes()) =>
+                {
+                    Caller::Operator
                 }
-            }
+                Some(token) if token.len() <= 256 => Caller::Presented(token.to_owned()),
+                Some(_) => return Err(Status::unauthenticated("authorization: wrong token")),
+                None => {
+                    return Err(Status::unauthenticated(
+                        "authorization: missing \"Bearer <token>\" metadata",
+                    ))
+                }
+            },
         };
         request.extensions_mut().insert(caller);
         Ok(request)
