@@ -2,8 +2,10 @@
 # A home-agent pair (root: three network namespaces on one bridge, the home
 # link), measured in one run:
 #   1. registrations/s and BU->BA latency with synchronous replication to
-#      the standby, then the same load on the same active with the standby
-#      stopped (answered alone): the ratio is the cost of the second copy;
+#      the standby, with the standby SIGSTOPped (it stops reading: detached
+#      after one replication timeout), then the same load on the same
+#      active with the standby gone (answered alone): the ratio is the cost
+#      of the second copy;
 #   2. time for a standby holding nothing to resynchronise from an active
 #      holding every router's binding;
 #   3. failover: the active's machine dies (process killed, its port taken
@@ -37,6 +39,8 @@ cleanup() {
   for pid in $pid_a $pid_b; do kill -9 "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   for ns in $link $a $b; do ip netns del "$ns" 2>/dev/null || true; done
+  # LOGS_TO=dir keeps the members' logs.
+  [ -z "${LOGS_TO:-}" ] || { mkdir -p "$LOGS_TO"; cp "$work"/*.log "$LOGS_TO"/ 2>/dev/null || true; }
   rm -rf "$work"
   left=$(ip netns list | grep -c "^$tag-" || true)
   [ "$left" = 0 ] || { echo "CLEANUP FAILED: $left namespaces left" >&2; exit 1; }
@@ -122,6 +126,14 @@ fill=$(( routers / 5000 + 5 ))
 load --seconds "$fill" --window 2000 --passes > /dev/null 2>&1
 echo "replicated: $(load --seconds "$seconds" --first-sequence 10000)"
 echo "replicated: $(load --seconds "$seconds" --rate "$rate" --first-sequence 20000)"
+# The standby stops reading (SIGSTOP): one stall of replication_timeout_ms
+# (500 ms), then the active answers alone (issue 32); it attaches again
+# once it runs.
+kill -STOP "$pid_b"
+echo "stopped:    $(load --seconds "$seconds" --first-sequence 25000)"
+echo "stopped:    $(load --seconds "$seconds" --rate "$rate" --first-sequence 27000)"
+attached=$(grep -c "standby attached and in sync" "$work/a.log" || true)
+kill -CONT "$pid_b"; wait_log a "standby attached and in sync" $((attached + 1))
 kill "$pid_b"; wait "$pid_b" 2>/dev/null || true; pid_b=
 echo "alone:      $(load --seconds "$seconds" --first-sequence 30000)"
 echo "alone:      $(load --seconds "$seconds" --rate "$rate" --first-sequence 40000)"
