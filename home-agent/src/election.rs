@@ -113,6 +113,11 @@ pub async fn run(
         }
         let wake = router.poll_timeout();
         let event = tokio::select! {
+            // Advertisements already queued first: a member that was
+            // paused (SIGSTOP, a stalled host) must hear the master it
+            // missed before its overdue Master_Down_Timer makes it take
+            // the address for a moment.
+            biased;
             received = member.socket.receive(&mut buffer) => Wake::Received(received),
             () = async {
                 match wake {
