@@ -23,6 +23,10 @@ use crate::metrics::Metrics;
 /// (unsolicited Neighbor Advertisements), beyond the takeover itself.
 const ANNOUNCE_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Advertisements read in a row before the timers and commands are looked
+/// at again.
+const MOST_RECEIVED_IN_A_ROW: usize = 64;
+
 /// After a takeover, the address is announced with every advertisement for
 /// this long: the old member's kernel may still hold the address (its
 /// process died, the address had not lapsed yet) and answer a neighbour's
@@ -93,6 +97,7 @@ pub async fn run(
         "election: standing by"
     );
     let mut buffer = vec![0u8; MAX_ADVERTISEMENT];
+    let mut received_in_a_row = 0usize;
     let mut member = Member {
         socket,
         netlink,
@@ -112,13 +117,16 @@ pub async fn run(
             member.act(action).await;
         }
         let wake = router.poll_timeout();
+        // Advertisements already queued first: a member that was paused
+        // (SIGSTOP, a stalled host) must hear the master it missed before
+        // its overdue Master_Down_Timer makes it take the address for a
+        // moment. Not forever: after a run of them the timers and commands
+        // get their turn, so that a flood cannot starve this member's own
+        // advertisements.
+        let receive_first = received_in_a_row < MOST_RECEIVED_IN_A_ROW;
         let event = tokio::select! {
-            // Advertisements already queued first: a member that was
-            // paused (SIGSTOP, a stalled host) must hear the master it
-            // missed before its overdue Master_Down_Timer makes it take
-            // the address for a moment.
             biased;
-            received = member.socket.receive(&mut buffer) => Wake::Received(received),
+            received = member.socket.receive(&mut buffer), if receive_first => Wake::Received(received),
             () = async {
                 match wake {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -127,6 +135,13 @@ pub async fn run(
             } => Wake::Timer,
             Some(command) = commands.recv() => Wake::Command(command),
             _ = stop.wait_for(|stopping| *stopping) => Wake::Stop,
+            // The turn of the timers after a run of advertisements (a
+            // timer not yet due is left as it is).
+            () = std::future::ready(()), if !receive_first => Wake::Timer,
+        };
+        received_in_a_row = match event {
+            Wake::Received(_) => received_in_a_row + 1,
+            _ => 0,
         };
         match event {
             Wake::Received(Err(error)) => {
