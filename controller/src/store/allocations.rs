@@ -68,13 +68,14 @@ impl Store {
     ) -> Result<Allocation, StoreError> {
         let mut state = self.state.lock().await;
         state.tenants.get(tenant).or_not_found("tenant", tenant)?;
-        // Every prefix of a tenant goes into its mobile router's binding,
-        // which holds at most so many (nemo-ha would refuse the
-        // authorization, not cut it).
+        // Every prefix of a tenant with a mobile router goes into its
+        // binding, which holds at most so many (nemo-ha would refuse the
+        // authorization, not cut it). A tenant without one (an address
+        // plan, a load generator) is not bound by it.
         let held = state.allocations.of_tenant(tenant);
-        if held >= nemo::ha::MAX_PREFIXES as u64 {
+        if state.mobile_routers.contains_key(tenant) && held >= nemo::ha::MAX_PREFIXES as u64 {
             return Err(StoreError::Precondition(format!(
-                "tenant: {tenant:?} holds {held} prefixes, the most one mobile router's binding carries"
+                "tenant: {tenant:?} holds {held} prefixes, the most its mobile router's binding carries"
             )));
         }
         let pool_record = state.pools.get(pool).cloned().or_not_found("pool", pool)?;
@@ -260,9 +261,12 @@ impl Store {
 mod tests {
     #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
     use super::*;
+    use crate::store::HomeAgentRecord;
 
-    /// A tenant holds at most as many prefixes as one binding carries
-    /// (issue 32, item 6): the next allocation is refused, naming why.
+    /// A tenant with a mobile router holds at most as many prefixes as one
+    /// binding carries (issue 32, item 6): the next allocation is refused,
+    /// naming why; and a mobile router is not made for a tenant holding
+    /// more.
     #[tokio::test]
     async fn a_tenant_holds_at_most_what_a_binding_carries() {
         let dir = tempfile::tempdir().unwrap();
@@ -274,6 +278,24 @@ mod tests {
             .await
             .unwrap();
         store.create_tenant("acme").await.unwrap();
+        store
+            .register_home_agent(HomeAgentRecord {
+                name: "ha1".into(),
+                address: "2001:db8:1::1".parse().unwrap(),
+                home_prefix: "2001:db8:1::/64".parse().unwrap(),
+                udp_endpoint: String::new(),
+            })
+            .await
+            .unwrap();
+        store
+            .create_mobile_router("acme", "ha1", nemo::auth::Algorithm::default(), false)
+            .await
+            .unwrap();
+        // A tenant without a mobile router is not bound.
+        store.create_tenant("plan").await.unwrap();
+        for _ in 0..=nemo::ha::MAX_PREFIXES {
+            store.allocate("plan", "p", 0).await.unwrap();
+        }
         for _ in 0..nemo::ha::MAX_PREFIXES {
             store.allocate("acme", "p", 0).await.unwrap();
         }
@@ -286,5 +308,13 @@ mod tests {
         let first = store.allocations(Some("acme")).await.unwrap()[0].prefix;
         store.release(&first.to_string()).await.unwrap();
         store.allocate("acme", "p", 0).await.unwrap();
+        let too_many = store
+            .create_mobile_router("plan", "ha1", nemo::auth::Algorithm::default(), false)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(too_many, StoreError::Precondition(_)),
+            "{too_many:?}"
+        );
     }
 }

@@ -183,6 +183,13 @@ impl Store {
                 name: tenant.to_owned(),
             });
         }
+        let held = state.allocations.of_tenant(tenant);
+        if held > nemo::ha::MAX_PREFIXES as u64 {
+            return Err(StoreError::Precondition(format!(
+                "tenant: {tenant:?} holds {held} prefixes, more than one mobile router's binding carries ({})",
+                nemo::ha::MAX_PREFIXES
+            )));
+        }
         let ha = state
             .home_agents
             .get(home_agent)
