@@ -48,7 +48,10 @@ cleanup() {
 trap cleanup EXIT
 
 for ns in $link $a $b; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
-ip -n "$link" link add br0 type bridge mcast_snooping 0
+# A fixed address: a bridge otherwise takes its lowest port's, and changes
+# it when that port leaves (the dead member's, at the failover), and the
+# members' neighbour entries for the load generator go stale with it.
+ip -n "$link" link add br0 address 02:00:00:00:00:50 type bridge mcast_snooping 0
 for m in a b; do
   ns=${!m}
   ip link add "p$m" netns "$link" type veth peer name home netns "$ns"

@@ -50,10 +50,16 @@ impl Pair {
         let link = Netns::new(&format!("{tag}-l"));
         let a = Netns::new(&format!("{tag}-a"));
         let b = Netns::new(&format!("{tag}-b"));
+        // A fixed address: a bridge otherwise takes its lowest port's and
+        // changes it when that port leaves (a dying member's), leaving the
+        // members' neighbour entries for the load generator pointing
+        // nowhere.
         link.ip(&[
             "link",
             "add",
             "br0",
+            "address",
+            "02:00:00:00:00:50",
             "type",
             "bridge",
             "mcast_snooping",
