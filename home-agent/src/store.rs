@@ -82,6 +82,15 @@ pub fn unix_millis(time: SystemTime) -> u64 {
     nemo_daemon::clock::unix_ms(time).unsigned_abs()
 }
 
+/// Octets of a binding's record, as [`encode`] makes it, without making it
+/// (replication sizes its frames by this, for every change it sends).
+pub fn encoded_len(binding: &Binding) -> usize {
+    // Format, care-of, flags, sequence, SPI, timestamp, lifetime,
+    // registered, expires, prefix count; then 17 octets a prefix.
+    const FIXED: usize = 1 + 16 + 1 + 2 + 4 + 8 + 2 + 8 + 8 + 1;
+    FIXED + 17 * binding.prefixes.len().min(usize::from(u8::MAX))
+}
+
 /// Encodes a binding record (the key is the home address).
 pub fn encode(binding: &Binding) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + 17 * binding.prefixes.len());
@@ -271,6 +280,25 @@ mod tests {
             lifetime: Lifetime(150),
             registered_at: now,
             expires_at: now + Duration::from_secs(600),
+        }
+    }
+
+    #[test]
+    fn encoded_len_is_the_records_length() {
+        let mut binding = binding();
+        for prefixes in [0usize, 2, 255] {
+            binding.prefixes = (0..prefixes)
+                .map(|n| {
+                    ipnet::Ipv6Net::new(
+                        std::net::Ipv6Addr::new(0x2001, 0xdb8, 0x100, n as u16, 0, 0, 0, 0),
+                        64,
+                    )
+                    .unwrap()
+                })
+                .collect::<Vec<_>>()
+                .into();
+            binding.timestamp = None;
+            assert_eq!(encoded_len(&binding), encode(&binding).len(), "{prefixes}");
         }
     }
 

@@ -47,7 +47,7 @@ pub const FRAME_BUDGET: usize = MAX_FRAME / 2;
 /// Octets a binding takes in a frame (its key, its record's length and
 /// the record).
 fn record_octets(binding: &Binding) -> usize {
-    16 + 2 + store::encode(binding).len()
+    16 + 2 + store::encoded_len(binding)
 }
 
 /// Splits `items` into runs that each fit [`FRAME_BUDGET`] (and hold at
