@@ -109,6 +109,14 @@ impl Primary {
         if self.requests.send(request).await.is_err() {
             return Err(Unreplicated::NoStandby);
         }
+        self.acknowledged(answer).await
+    }
+
+    /// The standby's answer to a request, within the replication timeout.
+    async fn acknowledged(
+        &self,
+        answer: oneshot::Receiver<Result<(), Unreplicated>>,
+    ) -> Result<(), Unreplicated> {
         match tokio::time::timeout(self.timeout, answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(Unreplicated::NoStandby),
@@ -135,11 +143,7 @@ impl Primary {
         } else {
             match self.mode {
                 Mode::Asynchronous => Ok(()),
-                Mode::Synchronous => match tokio::time::timeout(self.timeout, answer).await {
-                    Ok(Ok(result)) => result,
-                    Ok(Err(_)) => Err(Unreplicated::NoStandby),
-                    Err(_) => Err(Unreplicated::TimedOut),
-                },
+                Mode::Synchronous => self.acknowledged(answer).await,
             }
         };
         let metrics = &self.shared.metrics;
