@@ -17,7 +17,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nemo::vrrp::{
-    Action, Advertisement, Advertisers, Centiseconds, RouterConfig, State, VirtualRouter,
+    default_virtual_link_local, virtual_addresses, Action, Advertisement, Advertisers,
+    Centiseconds, RouterConfig, State, VirtualRouter,
 };
 use nemo_dataplane::vrrp::{VrrpSocket, MAX_ADVERTISEMENT};
 use nemo_testkit::{addr, netns_available, require, runs, veth, Netns};
@@ -41,7 +42,8 @@ impl Keepalived {
                 "global_defs {{\n  vrrp_version 3\n}}\n\
                  vrrp_instance nemo {{\n  state BACKUP\n  interface {interface}\n  \
                  virtual_router_id 12\n  priority {priority}\n  advert_int 0.1\n  native_ipv6\n  \
-                 virtual_ipaddress {{\n    {VIRTUAL}/64\n  }}\n}}\n"
+                 virtual_ipaddress {{\n    {link_local}/64\n    {VIRTUAL}/64\n  }}\n}}\n",
+                link_local = default_virtual_link_local(12),
             ),
         )
         .unwrap();
@@ -199,13 +201,9 @@ fn keepalived_and_nemo_agree_on_vrrpv3() {
                         received.hop_limit,
                     ),
                 );
-                let addresses = match &heard.2 {
-                    Ok(advertisement) => advertisement.addresses.clone(),
-                    Err(_) => vec![addr(VIRTUAL)],
-                };
                 let loser = run_router(
                     &socket,
-                    VirtualRouter::new(config(50, addresses)),
+                    VirtualRouter::new(config(50)),
                     Instant::now() + Duration::from_millis(1500),
                     false,
                 )
@@ -225,11 +223,11 @@ fn keepalived_and_nemo_agree_on_vrrpv3() {
         advertisement.max_advert_interval,
         Centiseconds::new(10).unwrap()
     );
-    assert!(
-        advertisement.addresses.contains(&addr(VIRTUAL)),
-        "{:?}",
-        advertisement.addresses
-    );
+    // Configured the RFC's way (its link-local address first, §5.2.9),
+    // keepalived advertises the list nemo sends: before nemo sent its
+    // link-local address first, each discarded the other's advertisements
+    // ("unexpected ip number count" there) and both held the address.
+    assert_eq!(advertisement.addresses, config(50).addresses);
     assert_eq!(loser, State::Backup, "priority 50 under keepalived's 100");
     assert!(
         holds_virtual(&theirs, "vk"),
@@ -238,13 +236,12 @@ fn keepalived_and_nemo_agree_on_vrrpv3() {
 
     // Ours parse there: a higher priority that preempts takes over, and
     // keepalived gives the address up; our resignation hands it back.
-    let addresses = advertisement.addresses.clone();
     let winner = ours.spawn_in(move || {
         runtime().block_on(async move {
             let socket = open();
             run_router(
                 &socket,
-                VirtualRouter::new(config(200, addresses)),
+                VirtualRouter::new(config(200)),
                 Instant::now() + Duration::from_secs(3),
                 true,
             )
@@ -270,14 +267,15 @@ fn keepalived_and_nemo_agree_on_vrrpv3() {
     drop(keepalived);
 }
 
-fn config(priority: u8, addresses: Vec<Ipv6Addr>) -> RouterConfig {
+/// A nemo router as `nemo-ha` configures it from `addresses = [VIRTUAL]`.
+fn config(priority: u8) -> RouterConfig {
     RouterConfig {
         vrid: 12,
         priority,
         advert_interval: Centiseconds::new(10).unwrap(),
         preempt: true,
         primary_address: addr("fe80::b"),
-        addresses,
+        addresses: virtual_addresses(12, &[addr(VIRTUAL)]),
         // keepalived, named: the filter a pair runs with interoperates.
         advertisers: Advertisers::Only(vec![addr("fe80::a")]),
     }

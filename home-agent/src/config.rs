@@ -175,6 +175,7 @@ pub struct ControllerSection {
 /// vrid = 12                          # the same on both members
 /// priority = 200                     # 1-254, higher is preferred
 /// addresses = ["2001:db8:1::1"]      # what moves with the active role
+///                                    # (after fe80::5e:2:VRID, or a link-local named first)
 /// replication_listen = "[2001:db8:ff::a]:4192"
 /// peer = "[2001:db8:ff::b]:4192"     # the other member's replication_listen
 /// token_file = "/etc/nemo/pair.token"
@@ -203,7 +204,9 @@ pub struct PairSection {
     #[serde(default)]
     pub preempt: bool,
     /// The addresses that move with the active role (the home-agent
-    /// address).
+    /// address): first the virtual router's link-local address when named
+    /// (RFC 5798 §5.2.9; else `fe80::5e:2:VRID`,
+    /// [`nemo::vrrp::default_virtual_link_local`]), then routable ones.
     pub addresses: Spanned<Vec<Ipv6Addr>>,
     /// Where the standby attaches to this member when it is active.
     pub replication_listen: Spanned<SocketAddr>,
@@ -378,13 +381,34 @@ fn validate_pair(
             "pair: addresses: 1-255 addresses".into(),
         ));
     }
-    if let Some(bad) = addresses
+    // RFC 5798 §5.2.9: the virtual router's link-local address first (one
+    // is derived from the VRID when none is named), then the routable ones.
+    let routable = match addresses.first() {
+        Some(first) if first.is_unicast_link_local() => &addresses[1..],
+        _ => &addresses[..],
+    };
+    if let Some(bad) = routable
         .iter()
         .find(|a| !nemo::ha::is_unicast_routable(**a))
     {
         return Err(invalid(
             pair.addresses.span(),
-            format!("pair: addresses: {bad} is not a routable unicast address"),
+            format!(
+                "pair: addresses: {bad} is not a routable unicast address (only the first may be \
+                 link-local: the virtual router's, RFC 5798 §5.2.9)"
+            ),
+        ));
+    }
+    if routable.is_empty() {
+        return Err(invalid(
+            pair.addresses.span(),
+            "pair: addresses: the home-agent address, after the link-local one".into(),
+        ));
+    }
+    if addresses.len() > 254 && !addresses[0].is_unicast_link_local() {
+        return Err(invalid(
+            pair.addresses.span(),
+            "pair: addresses: at most 254 besides the virtual link-local address".into(),
         ));
     }
     if pair.replication_listen.get_ref().ip().is_unspecified() {
@@ -835,6 +859,13 @@ peer = \"[2001:db8:ff::b]:4192\"\ntoken_file = \"/etc/nemo/pair.token\"\n";
         assert_eq!(pair.replication, crate::replication::Mode::Synchronous);
         assert_eq!(*pair.replication_timeout_ms.get_ref(), 500);
         assert!(!pair.preempt);
+        // The virtual router's link-local address may be named first, as
+        // keepalived's configurations do (RFC 5798 §5.2.9).
+        let named = format!("{GOOD}{PAIR}").replace(
+            "addresses = [\"2001:db8:1::1\"]",
+            "addresses = [\"fe80::12\", \"2001:db8:1::1\"]",
+        );
+        assert!(Config::from_text(&named, Path::new("ha.toml")).is_ok());
     }
 
     #[test]
@@ -866,7 +897,12 @@ peer = \"[2001:db8:ff::b]:4192\"\ntoken_file = \"/etc/nemo/pair.token\"\n";
             (
                 "addresses = [\"2001:db8:1::1\"]",
                 "addresses = [\"fe80::1\"]",
-                "ha.toml:25: pair: addresses",
+                "ha.toml:25: pair: addresses: the home-agent address",
+            ),
+            (
+                "addresses = [\"2001:db8:1::1\"]",
+                "addresses = [\"2001:db8:1::1\", \"fe80::1\"]",
+                "ha.toml:25: pair: addresses: fe80::1 is not a routable unicast address (only the first",
             ),
             (
                 "vrid = 12\n",

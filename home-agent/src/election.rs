@@ -10,7 +10,7 @@ use std::net::Ipv6Addr;
 use std::sync::{Arc, RwLock};
 use std::time::{Instant, SystemTime};
 
-use nemo::vrrp::{Action, Advertisement, RouterConfig, VirtualRouter};
+use nemo::vrrp::{Action, Advertisement, Heard, RouterConfig, VirtualRouter};
 use nemo_dataplane::vrrp::{
     announce, release_addresses, take_addresses, VrrpSocket, MAX_ADVERTISEMENT,
 };
@@ -153,15 +153,27 @@ pub async fn run(
                     received.source,
                     received.hop_limit,
                 ) {
-                    Ok(advertisement) => {
-                        if let Err(discarded) = router.handle_advertisement(
-                            received.source,
-                            &advertisement,
-                            Instant::now(),
-                        ) {
+                    Ok(advertisement) => match router.handle_advertisement(
+                        received.source,
+                        &advertisement,
+                        Instant::now(),
+                    ) {
+                        Ok(Heard::Agreeing) => {}
+                        Ok(Heard::AddressesDiffer) => {
+                            member.metrics.vrrp_addresses_differ.inc();
+                            member.warn_suspect(
+                                "addresses_differ",
+                                received.source,
+                                &advertisement,
+                                "election: the peer advertises other addresses than this member \
+                                 (acted on; counted in nemo_ha_vrrp_addresses_differ_total): \
+                                 make [pair] addresses the same on both",
+                            );
+                        }
+                        Err(discarded) => {
                             member.discarded(discarded, received.source, &advertisement);
                         }
-                    }
+                    },
                     Err(error) => {
                         Metrics::count(
                             &member.metrics.dropped,
@@ -260,21 +272,39 @@ impl Member {
             tracing::debug!(why = why.name(), from = %source, "election: advertisement discarded");
             return;
         }
+        self.warn_suspect(
+            why.name(),
+            source,
+            advertisement,
+            "election: advertisement discarded (counted in nemo_ha_dropped_total)",
+        );
+    }
+
+    /// Warns about a suspect advertisement, at most every [`WARN_EVERY`]
+    /// per kind.
+    fn warn_suspect(
+        &mut self,
+        kind: &'static str,
+        source: Ipv6Addr,
+        advertisement: &Advertisement,
+        message: &str,
+    ) {
         let now = Instant::now();
         if self
             .warned
-            .get(why.name())
+            .get(kind)
             .is_some_and(|at| now.duration_since(*at) < WARN_EVERY)
         {
             return;
         }
-        self.warned.insert(why.name(), now);
+        self.warned.insert(kind, now);
         tracing::warn!(
-            why = why.name(),
+            why = kind,
             from = %source,
             priority = advertisement.priority,
             addresses = ?advertisement.addresses,
-            "election: advertisement discarded (counted in nemo_ha_dropped_total; further ones warned about every 10 s)"
+            ours = ?self.addresses,
+            "{message}; further ones warned about every 10 s"
         );
     }
 

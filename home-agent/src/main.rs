@@ -420,7 +420,10 @@ async fn pair(
         advert_interval: interval,
         preempt: section.preempt,
         primary_address: *section.link_local.get_ref(),
-        addresses: section.addresses.get_ref().clone(),
+        addresses: nemo::vrrp::virtual_addresses(
+            *section.vrid.get_ref(),
+            section.addresses.get_ref(),
+        ),
         advertisers: match &section.peer_link_local {
             Some(peer) => nemo::vrrp::Advertisers::Only(vec![*peer.get_ref()]),
             None => {

@@ -82,6 +82,10 @@ pub struct Metrics {
     pub active: Gauge,
     /// Times this member became active.
     pub takeovers: Counter,
+    /// Advertisements from the named peer acted on although their address
+    /// list differs from this member's (RFC 5798 §7.1: a misconfiguration,
+    /// or an earlier nemo without the virtual link-local address first).
+    pub vrrp_addresses_differ: Counter,
     /// Batches the standby acknowledged (on its disk before the answers
     /// left).
     pub replicated_batches: Counter,
@@ -123,6 +127,7 @@ impl Metrics {
             dataplane_backend: Family::default(),
             active: Gauge::default(),
             takeovers: Counter::default(),
+            vrrp_addresses_differ: Counter::default(),
             replicated_batches: Counter::default(),
             unreplicated_batches: Family::default(),
             standby_attached: Gauge::default(),
@@ -145,6 +150,11 @@ impl Metrics {
             "takeovers",
             "Times this member became active",
             metrics.takeovers.clone(),
+        );
+        registry.register(
+            "vrrp_addresses_differ",
+            "VRRP advertisements from the peer acted on although their address list differs from this member's (a misconfiguration to fix)",
+            metrics.vrrp_addresses_differ.clone(),
         );
         registry.register(
             "replicated_batches",

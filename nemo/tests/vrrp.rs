@@ -8,8 +8,8 @@ use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
 use nemo::vrrp::{
-    Action, Advertisement, Advertisers, Centiseconds, Discarded, RouterConfig, State, Stepdown,
-    Takeover, VirtualRouter,
+    default_virtual_link_local, virtual_addresses, Action, Advertisement, Advertisers,
+    Centiseconds, Discarded, Heard, RouterConfig, State, Stepdown, Takeover, VirtualRouter,
 };
 use nemo_testkit::addr;
 
@@ -325,7 +325,7 @@ fn advertisements_not_for_this_router_are_discarded_and_named() {
     let later = now + Duration::from_secs(2);
     assert_eq!(
         router.handle_advertisement(addr("fe80::b"), &advertisement(12, ours), later),
-        Ok(())
+        Ok(Heard::Agreeing)
     );
     assert_eq!(
         router.poll_timeout(),
@@ -372,7 +372,7 @@ fn only_the_named_member_is_heard() {
     // The named member is heard: a higher priority deposes.
     assert_eq!(
         router.handle_advertisement(addr("fe80::b"), &advertisement(200, 100), now),
-        Ok(())
+        Ok(Heard::Agreeing)
     );
     assert_eq!(router.state(), State::Backup);
 
@@ -386,6 +386,58 @@ fn only_the_named_member_is_heard() {
         Err(Discarded::NotAnAdvertiser)
     );
     assert_eq!(backup.poll_timeout(), Some(down));
+}
+
+/// Issue 32, item 5 (RFC 5798 §5.2.9, §7.1): the virtual link-local
+/// address goes first, derived from the VRID when the configuration names
+/// none; the named member is heard even when its list differs (counted by
+/// the driver), since two members ignoring each other both hold the
+/// address; a stranger with another list is not (another virtual router
+/// with the same VRID).
+#[test]
+fn the_link_local_goes_first_and_a_named_member_is_heard_whatever_its_list() {
+    let global = addr(VIRTUAL);
+    assert_eq!(default_virtual_link_local(12), addr("fe80::5e:2:c"));
+    assert_eq!(
+        virtual_addresses(12, &[global]),
+        vec![addr("fe80::5e:2:c"), global]
+    );
+    assert_eq!(
+        virtual_addresses(12, &[addr("fe80::12"), global]),
+        vec![addr("fe80::12"), global]
+    );
+
+    let mut named = config("fe80::a", 100, true);
+    named.advertisers = Advertisers::Only(vec![addr("fe80::b")]);
+    let mut router = VirtualRouter::new(named);
+    let start = Instant::now();
+    router.start(start);
+    let down = router.poll_timeout().unwrap();
+    // An earlier nemo's list (the global address alone) from the member.
+    let earlier = Advertisement {
+        vrid: 12,
+        priority: 200,
+        max_advert_interval: Centiseconds::new(100).unwrap(),
+        addresses: vec![global],
+    };
+    let heard_at = start + Duration::from_secs(2);
+    assert_eq!(
+        router.handle_advertisement(addr("fe80::b"), &earlier, heard_at),
+        Ok(Heard::AddressesDiffer)
+    );
+    assert!(
+        router.poll_timeout().unwrap() > down,
+        "the master down timer moved"
+    );
+
+    let mut anyone = VirtualRouter::new(config("fe80::a", 100, true));
+    anyone.start(start);
+    let down = anyone.poll_timeout().unwrap();
+    assert_eq!(
+        anyone.handle_advertisement(addr("fe80::b"), &earlier, heard_at),
+        Err(Discarded::AddressMismatch)
+    );
+    assert_eq!(anyone.poll_timeout(), Some(down));
 }
 
 #[test]

@@ -14,6 +14,6 @@ pub use advertisement::{
     Advertisement, AdvertisementError, Centiseconds, ALL_VRRP_ROUTERS, HOP_LIMIT, IPPROTO_VRRP,
 };
 pub use router::{
-    Action, Advertisers, Discarded, RouterConfig, State, Stepdown, Takeover, VirtualRouter,
-    OWNER_PRIORITY, RESIGN_PRIORITY,
+    default_virtual_link_local, virtual_addresses, Action, Advertisers, Discarded, Heard,
+    RouterConfig, State, Stepdown, Takeover, VirtualRouter, OWNER_PRIORITY, RESIGN_PRIORITY,
 };

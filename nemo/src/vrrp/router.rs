@@ -15,6 +15,28 @@ pub const OWNER_PRIORITY: u8 = 255;
 /// The priority a master sends when it stops (RFC 5798 §5.2.4).
 pub const RESIGN_PRIORITY: u8 = 0;
 
+/// The virtual router's link-local address when the configuration names
+/// none: `fe80::5e:2:VRID`, the same on every member that runs `vrid`
+/// (RFC 5798 §5.2.9: an IPv6 advertisement's first address is the
+/// virtual router's link-local address). Not the EUI-64 of the virtual MAC
+/// 00-00-5E-00-02-VRID (§7.4 keeps that out of interface identifiers); a
+/// standard peer such as keepalived is configured with this address first.
+pub fn default_virtual_link_local(vrid: u8) -> Ipv6Addr {
+    Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0x5e, 0x2, u16::from(vrid))
+}
+
+/// The addresses a virtual router advertises, in the order of RFC 5798
+/// §5.2.9: `configured` as it is when it starts with a link-local address,
+/// else [`default_virtual_link_local`] first.
+pub fn virtual_addresses(vrid: u8, configured: &[Ipv6Addr]) -> Vec<Ipv6Addr> {
+    match configured.first() {
+        Some(first) if first.is_unicast_link_local() => configured.to_vec(),
+        _ => std::iter::once(default_virtual_link_local(vrid))
+            .chain(configured.iter().copied())
+            .collect(),
+    }
+}
+
 /// One virtual router's settings (RFC 5798 §6.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouterConfig {
@@ -46,8 +68,22 @@ pub enum Advertisers {
     Any,
     /// Only these link-local addresses (the other members'), none of
     /// which may claim to own the addresses (priority 255): a pair has no
-    /// owner.
+    /// owner. Their advertisements count even when their address list
+    /// differs from this router's (RFC 5798 §7.1 asks only that it be
+    /// logged): two members that disagree on the list and ignore each
+    /// other both hold the address.
     Only(Vec<Ipv6Addr>),
+}
+
+/// What a router made of an advertisement it acted on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heard {
+    /// Its addresses are this router's.
+    Agreeing,
+    /// A configured advertiser's address list differs from this router's
+    /// (RFC 5798 §7.1: a misconfiguration, to log and report): acted on
+    /// all the same.
+    AddressesDiffer,
 }
 
 /// Where the router is (RFC 5798 §6.4).
@@ -115,8 +151,9 @@ pub enum Discarded {
     Own,
     /// This router owns the addresses: nobody else's advertisement counts.
     Owner,
-    /// The addresses differ from the configured ones and the sender is not
-    /// their owner: a misconfiguration, to log.
+    /// The addresses differ from the configured ones, the sender is not
+    /// their owner, and advertisers are not named ([`Advertisers::Any`]):
+    /// perhaps another virtual router with the same VRID, to log.
     AddressMismatch,
     /// Not running.
     NotRunning,
@@ -270,7 +307,7 @@ impl VirtualRouter {
         source: Ipv6Addr,
         advertisement: &Advertisement,
         now: Instant,
-    ) -> Result<(), Discarded> {
+    ) -> Result<Heard, Discarded> {
         if self.state == State::Initialize {
             return Err(Discarded::NotRunning);
         }
@@ -294,11 +331,15 @@ impl VirtualRouter {
                 return Err(Discarded::OwnerClaim);
             }
         }
-        if advertisement.addresses != self.config.addresses
-            && advertisement.priority != OWNER_PRIORITY
+        let heard = if advertisement.addresses == self.config.addresses {
+            Heard::Agreeing
+        } else if advertisement.priority == OWNER_PRIORITY
+            || matches!(self.config.advertisers, Advertisers::Only(_))
         {
+            Heard::AddressesDiffer
+        } else {
             return Err(Discarded::AddressMismatch);
-        }
+        };
         match self.state {
             State::Backup => {
                 if advertisement.priority == RESIGN_PRIORITY {
@@ -336,7 +377,7 @@ impl VirtualRouter {
             }
             State::Initialize => {}
         }
-        Ok(())
+        Ok(heard)
     }
 
     fn become_master(&mut self, why: Takeover, now: Instant) {
