@@ -103,8 +103,10 @@ struct Config {
     /// Prometheus metrics over HTTP (`GET /metrics`).
     #[serde(default)]
     metrics: Option<nemo_daemon::ListenSection>,
-    /// Time a new connection has to send its first octets (the HTTP/2
-    /// preface or a TLS ClientHello) before it is closed, in milliseconds.
+    /// Time a new connection has to make its first call with a valid token
+    /// (or, with no token configured, any call to the API) before it is
+    /// closed, in milliseconds: a client that connects and calls nothing,
+    /// or only with a wrong token, holds no slot for longer.
     #[serde(default = "default_handshake_timeout_ms")]
     handshake_timeout_ms: u64,
     /// How far back the event history reaches.
@@ -287,6 +289,7 @@ fn main() -> anyhow::Result<()> {
         max_connections: config.max_connections,
         max_per_source: config.max_connections_per_source,
         handshake_timeout: Duration::from_millis(config.handshake_timeout_ms),
+        ..Default::default()
     };
     if args.check {
         println!("{}: ok", args.config.display());

@@ -34,10 +34,12 @@ impl TokenCheck {
 impl tonic::service::Interceptor for TokenCheck {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
         let Some(expected) = &self.expected else {
+            crate::incoming::authenticated(request.extensions());
             return Ok(request);
         };
         match presented(request.metadata()) {
             Some(token) if crate::secret::same_secret(token.as_bytes(), expected.as_bytes()) => {
+                crate::incoming::authenticated(request.extensions());
                 Ok(request)
             }
             Some(_) => Err(Status::unauthenticated("authorization: wrong token")),

@@ -12,17 +12,21 @@
 //!   (counted and logged), so descriptors never run out;
 //! - a connection must deliver its first [`HANDSHAKE_OCTETS`] octets (the
 //!   HTTP/2 client preface, or a TLS ClientHello) within
-//!   `handshake_timeout`, or it is closed.
+//!   `handshake_timeout`, or it is closed; on a gRPC server
+//!   ([`FirstSign::AuthenticatedCall`]) it must by then have made a call
+//!   its server's token check passed ([`authenticated`]), so that a client
+//!   without a token cannot hold a slot by speaking HTTP/2 and calling
+//!   nothing (or only what needs no token: health, reflection).
 //!
-//! Idle connections past the handshake are the HTTP/2 layer's: the servers
-//! send keepalive pings and drop peers that do not answer.
+//! Idle connections past that are the HTTP/2 layer's: the servers send
+//! keepalive pings and drop peers that do not answer.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -30,7 +34,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::{Connected, TcpConnectInfo, TlsConnectInfo};
 
 /// Pause after an accept error.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -45,8 +49,10 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// Connections open at once from one address.
     pub max_per_source: usize,
-    /// Time for a new connection to send its first octets.
+    /// Time for a new connection to show its [`FirstSign`].
     pub handshake_timeout: Duration,
+    /// What a new connection must do within `handshake_timeout`.
+    pub first_sign: FirstSign,
 }
 
 impl Default for ConnectionLimits {
@@ -55,7 +61,54 @@ impl Default for ConnectionLimits {
             max_connections: 4096,
             max_per_source: 256,
             handshake_timeout: Duration::from_secs(10),
+            first_sign: FirstSign::Octets,
         }
+    }
+}
+
+/// What a new connection must do within `handshake_timeout` to stay open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstSign {
+    /// Send [`HANDSHAKE_OCTETS`] octets (any server).
+    Octets,
+    /// Make a call that passes its server's token check: the server's
+    /// interceptor says so with [`authenticated`] (gRPC servers).
+    AuthenticatedCall,
+}
+
+/// Set once a call on the connection passed its server's token check.
+#[derive(Debug, Clone, Default)]
+pub struct Authenticated(Arc<AtomicBool>);
+
+impl Authenticated {
+    fn mark(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    fn is_marked(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// What a server learns of a guarded connection with each call (its
+/// request extensions; wrapped in `TlsConnectInfo` over TLS).
+#[derive(Debug, Clone)]
+pub struct GuardedInfo {
+    /// The TCP connection's addresses.
+    pub tcp: TcpConnectInfo,
+    /// Whether a call on it passed the server's token check.
+    pub authenticated: Authenticated,
+}
+
+/// Marks the connection a call came on (found in its request
+/// `extensions`) as having made an authenticated call: the server's token
+/// check calls this when the call passes. Calls on other connections (a
+/// test's in-process service) are left as they are.
+pub fn authenticated(extensions: &tonic::Extensions) {
+    if let Some(info) = extensions.get::<GuardedInfo>() {
+        info.authenticated.mark();
+    } else if let Some(info) = extensions.get::<TlsConnectInfo<GuardedInfo>>() {
+        info.get_ref().authenticated.mark();
     }
 }
 
@@ -136,7 +189,9 @@ async fn accept(
                         _permit: permit,
                         _source: source,
                         handshake: Some(Box::pin(tokio::time::sleep(limits.handshake_timeout))),
+                        first_sign: limits.first_sign,
                         received: 0,
+                        authenticated: Authenticated::default(),
                     };
                     if accepted.send(Ok(guarded)).await.is_err() {
                         return;
@@ -194,14 +249,17 @@ impl Drop for SourceSlot {
 }
 
 /// An accepted connection: holds its place among `max_connections`, and
-/// fails its reads when the handshake octets do not arrive in time.
+/// fails its reads when its [`FirstSign`] does not come in time.
 #[derive(Debug)]
 pub struct Guarded {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
     _source: SourceSlot,
+    /// The deadline for the first sign; `None` once shown.
     handshake: Option<Pin<Box<tokio::time::Sleep>>>,
+    first_sign: FirstSign,
     received: usize,
+    authenticated: Authenticated,
 }
 
 impl AsyncRead for Guarded {
@@ -215,12 +273,21 @@ impl AsyncRead for Guarded {
         let result = Pin::new(&mut this.stream).poll_read(cx, buf);
         if let Some(deadline) = this.handshake.as_mut() {
             this.received += buf.filled().len() - before;
-            if this.received >= HANDSHAKE_OCTETS {
+            let shown = match this.first_sign {
+                FirstSign::Octets => this.received >= HANDSHAKE_OCTETS,
+                FirstSign::AuthenticatedCall => this.authenticated.is_marked(),
+            };
+            if shown {
                 this.handshake = None;
-            } else if result.is_pending() && deadline.as_mut().poll(cx).is_ready() {
+            } else if deadline.as_mut().poll(cx).is_ready() {
+                // Also when octets keep coming: requests that all fail the
+                // token check do not keep a connection.
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    "no handshake in time",
+                    match this.first_sign {
+                        FirstSign::Octets => "no handshake in time",
+                        FirstSign::AuthenticatedCall => "no authenticated call in time",
+                    },
                 )));
             }
         }
@@ -259,10 +326,13 @@ impl AsyncWrite for Guarded {
 }
 
 impl Connected for Guarded {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = GuardedInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
+        GuardedInfo {
+            tcp: self.stream.connect_info(),
+            authenticated: self.authenticated.clone(),
+        }
     }
 }
 
@@ -280,6 +350,7 @@ mod tests {
             max_connections: 2,
             max_per_source: 2,
             handshake_timeout: Duration::from_millis(100),
+            first_sign: FirstSign::Octets,
         };
         let (mut incoming, refused) = guarded(listener, limits);
         let silent = TcpStream::connect(address).await.unwrap();
@@ -321,6 +392,7 @@ mod tests {
             max_connections: 8,
             max_per_source: 2,
             handshake_timeout: Duration::from_secs(10),
+            first_sign: FirstSign::Octets,
         };
         let (mut incoming, refused) = guarded(listener, limits);
         let loopback6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));

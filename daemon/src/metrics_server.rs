@@ -26,6 +26,7 @@ pub async fn serve_metrics(
             max_connections: MAX_METRICS_CONNECTIONS,
             max_per_source: MAX_METRICS_CONNECTIONS,
             handshake_timeout: Duration::from_secs(5),
+            first_sign: crate::incoming::FirstSign::Octets,
         },
     )
     .await
@@ -41,7 +42,9 @@ async fn serve_metrics_within(
     let (mut accepted, _refused) = crate::incoming::guarded(listener, limits);
     while let Some(connection) = accepted.next().await {
         let Ok(mut stream) = connection else { continue };
-        let peer = tonic::transport::server::Connected::connect_info(&stream).remote_addr;
+        let peer = tonic::transport::server::Connected::connect_info(&stream)
+            .tcp
+            .remote_addr;
         let render = render.clone();
         tokio::spawn(async move {
             let mut request = Vec::with_capacity(1024);
@@ -98,6 +101,7 @@ mod tests {
             max_connections: 4,
             max_per_source: 4,
             handshake_timeout: Duration::from_millis(200),
+            first_sign: crate::incoming::FirstSign::Octets,
         };
         tokio::spawn(serve_metrics_within(
             listener,

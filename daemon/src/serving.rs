@@ -134,10 +134,17 @@ impl Servers {
     }
 
     /// Serves a gRPC API, with health and reflection, on a bound listener:
-    /// connections accepted through [`incoming::guarded`] within `limits`,
-    /// streams bounded by [`incoming::bounded_server`]; stopped gracefully
-    /// by [`Serving::shutdown`].
+    /// connections accepted through [`incoming::guarded`] within `limits`
+    /// (each must make a call its token check passes within
+    /// `handshake_timeout`: the API's interceptor calls
+    /// [`incoming::authenticated`]), streams bounded by
+    /// [`incoming::bounded_server`]; stopped gracefully by
+    /// [`Serving::shutdown`].
     pub fn grpc(&mut self, listener: TcpListener, api: GrpcApi, limits: ConnectionLimits) {
+        let limits = ConnectionLimits {
+            first_sign: incoming::FirstSign::AuthenticatedCall,
+            ..limits
+        };
         let mut stop = self.stop.subscribe();
         let task = async move {
             let (health_reporter, health) = tonic_health::server::health_reporter();

@@ -61,6 +61,9 @@ impl tonic::service::Interceptor for CallerCheck {
                 }
             },
         };
+        if matches!(caller, Caller::Operator) {
+            nemo_daemon::incoming::authenticated(request.extensions());
+        }
         request.extensions_mut().insert(caller);
         Ok(request)
     }
@@ -108,6 +111,10 @@ impl Service {
                 })?
             }
         };
+        // The credential is someone's: the connection may stay
+        // (`nemo_daemon::incoming`'s deadline), even if this call is
+        // outside its role.
+        nemo_daemon::incoming::authenticated(request.extensions());
         let allowed = match (&principal, access) {
             (Principal::Operator, _) => true,
             (Principal::HomeAgent(name), Access::HomeAgent(wanted)) => name == wanted,

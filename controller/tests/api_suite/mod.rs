@@ -1346,6 +1346,84 @@ async fn idle_connections_cannot_exhaust_the_controller() {
     assert!(log.contains("connection refused: too many open"), "{log}");
 }
 
+/// Client-side TCP connections of this process to `port` that are still
+/// established (`/proc/net/tcp6`, state 01): one the server closed is in
+/// CLOSE_WAIT on this side.
+fn established_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp6").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let remote_port = fields[2].rsplit(':').next().unwrap();
+            u16::from_str_radix(remote_port, 16).unwrap() == port && fields[3] == "01"
+        })
+        .count()
+}
+
+/// Issue 32, item 9: a connection that makes no call with a valid token
+/// within `handshake_timeout_ms` (none, one with a wrong token, or only
+/// health checks, which need none) is closed; one that made such a call
+/// stays open past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_without_an_authenticated_call_is_closed() {
+    if ON_ETCD {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(backend) = Backend::start() else {
+        return;
+    };
+    let server = start_with(dir.path(), &backend, "handshake_timeout_ms = 500
+");
+    let address: std::net::SocketAddr = server.field("grpc").parse().unwrap();
+    let channel = || async {
+        Channel::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    };
+    let mut good = ControllerClient::new(channel().await);
+    good.list_pools(authed(pb::ListPoolsRequest {})).await.unwrap();
+    let mut wrong = ControllerClient::new(channel().await);
+    let mut request = Request::new(pb::ListPoolsRequest {});
+    request.metadata_mut().insert(
+        "authorization",
+        "Bearer not-the-token-0123456789".parse().unwrap(),
+    );
+    assert_eq!(
+        wrong.list_pools(request).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel().await);
+    health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .unwrap();
+    let _silent = channel().await;
+    assert_eq!(established_to(address.port()), 4);
+    let closed = async {
+        while established_to(address.port()) > 1 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), closed)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} connections open 5 s after the 500 ms deadline",
+                established_to(address.port())
+            )
+        });
+    // The one that is left is the authenticated one: it still works,
+    // on the same connection, past the deadline.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    good.list_pools(authed(pb::ListPoolsRequest {})).await.unwrap();
+    assert_eq!(established_to(address.port()), 1);
+}
+
 #[tokio::test]
 async fn calls_are_counted_by_method_and_code_in_the_metrics() {
     let dir = tempfile::tempdir().unwrap();
