@@ -156,6 +156,17 @@ impl Service {
     }
 }
 
+/// What a call made with credential `id` gets once it is revoked.
+pub(super) fn revoked(id: &str) -> Status {
+    Status::unauthenticated(format!("authorization: credential {id} was revoked"))
+}
+
+/// Whether `change` revokes `credential` (`None`: the configured operator
+/// token, which only a restart with another file revokes).
+pub(super) fn revokes(change: &crate::store::StoreChange, credential: Option<&str>) -> bool {
+    matches!((change, credential), (crate::store::StoreChange::CredentialRevoked(c), Some(id)) if c.id == id)
+}
+
 /// Ends a watch opened with credential `id` when the credential is
 /// revoked: its stream gets `UNAUTHENTICATED` and ends. `changes` is
 /// subscribed before the credential is checked once more, so that a
@@ -165,12 +176,9 @@ pub(super) async fn revoked_ends<U: Send + 'static>(
     id: String,
     stream: tokio::sync::mpsc::Sender<Result<U, Status>>,
 ) -> Result<(), Status> {
-    use crate::store::StoreChange;
     let mut changes = store.changes.subscribe();
-    let gone =
-        |id: &str| Status::unauthenticated(format!("authorization: credential {id} was revoked"));
     if !store.credential_exists(&id).await {
-        return Err(gone(&id));
+        return Err(revoked(&id));
     }
     tokio::spawn(async move {
         loop {
@@ -178,8 +186,8 @@ pub(super) async fn revoked_ends<U: Send + 'static>(
                 () = stream.closed() => return,
                 change = changes.recv() => match change {
                     Ok(event) => {
-                        if matches!(&event.change, StoreChange::CredentialRevoked(c) if c.id == id) {
-                            let _ = stream.send(Err(gone(&id))).await;
+                        if revokes(&event.change, Some(&id)) {
+                            let _ = stream.send(Err(revoked(&id))).await;
                             return;
                         }
                     }

@@ -345,12 +345,20 @@ impl Controller for Service {
         &self,
         request: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        self.allow(&request, "WatchEvents", Access::Operator)
+        let credential = self
+            .allow(&request, "WatchEvents", Access::Operator)
             .await?;
         let request = request.into_inner();
         let from = request.from_revision;
         let (history, live, through) = self.store.events_through(from).await?;
         resumable(&history, from, through)?;
+        // Revoked between the check and the subscription: the live stream
+        // would not carry it.
+        if let Some(id) = &credential {
+            if !self.store.credential_exists(id).await {
+                return Err(callers::revoked(id));
+            }
+        }
         let mut last = history.last().map_or(from, |e| e.revision);
         let history: Vec<Result<pb::Event, Status>> =
             history.iter().map(|e| Ok(event(e))).collect();
@@ -360,6 +368,11 @@ impl Controller for Service {
         // The live stream starts exactly after the history (the store held
         // its lock between the two); skip anything not newer, to be sure.
         let live = BroadcastStream::new(live).filter_map(move |item| match item {
+            // The watcher's credential revoked: the stream ends with that
+            // (tonic ends a response stream at its first error).
+            Ok(e) if callers::revokes(&e.change, credential.as_deref()) => Some(Err(
+                callers::revoked(credential.as_deref().unwrap_or_default()),
+            )),
             // The first live change follows the history, or the watcher's
             // revision when the history after it is empty.
             Ok(e) if last > 0 && e.revision > last + 1 => Some(Err(missed(last, e.revision))),

@@ -1971,6 +1971,39 @@ async fn a_credential_may_do_what_its_role_may_and_nothing_else() {
     let (revoked, message) =
         code(c.watch_placements(with_token(&hv_a.token, placements("hv-a"))).await).await;
     assert_eq!(revoked, Code::Unauthenticated, "{message}");
+    // An operator credential's event watch ends with its revocation too.
+    let operator = c
+        .issue_credential(authed(issue("operator", "")))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut operator_watch = c
+        .watch_events(with_token(
+            &operator.token,
+            pb::WatchEventsRequest {
+                from_revision: 0,
+                history_only: false,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let id = operator.credential.as_ref().unwrap().id.clone();
+    c.revoke_credential(authed(pb::RevokeCredentialRequest { id }))
+        .await
+        .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match operator_watch.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(status) => return Some(status.code()),
+            }
+        }
+    })
+    .await
+    .expect("the revoked operator credential's event watch went on");
+    assert_eq!(ended, Some(Code::Unauthenticated));
     // The history names the credentials, never a token.
     let mut events = c
         .watch_events(authed(pb::WatchEventsRequest {
