@@ -7,6 +7,10 @@
 #   - nemo-controller --check accepts the installed example config
 #   - the manual pages, completions, docs, rules and dashboard are there
 #   - the token is root:nemo 0640, made once (a reinstall keeps it)
+#   - each daemon has its user (nemo, nemo-ha, nemo-mr), its config is
+#     root:<user> 0640, and the bpf pin folders are nemo-ha's and nemo-mr's
+#     (the mode of /sys/fs/bpf, which the tmpfiles entry opens to 0711, is
+#     put back afterwards, and the folders removed)
 #
 #   deploy/deb/check.sh [PACKAGE.deb]
 set -euo pipefail
@@ -18,10 +22,17 @@ if dpkg -s nemo >/dev/null 2>&1; then
 fi
 status=0
 fail() { echo "FAIL: $*"; status=1; }
+bpffs_mode=$(stat -c %a /sys/fs/bpf 2>/dev/null || true)
+# Users the package makes, removed afterwards unless they were here before.
+new_users=()
+for user in nemo nemo-ha nemo-mr; do getent passwd "$user" >/dev/null || new_users+=("$user"); done
 cleanup() {
   dpkg --purge nemo >/dev/null 2>&1 || echo "FAIL: dpkg --purge nemo"
   rm -f /etc/nemo/controller.token
   rmdir /etc/nemo 2>/dev/null || true
+  rmdir /sys/fs/bpf/nemo-ha /sys/fs/bpf/nemo-mr 2>/dev/null || true
+  [ -z "$bpffs_mode" ] || chmod "$bpffs_mode" /sys/fs/bpf
+  for user in "${new_users[@]}"; do userdel "$user" 2>/dev/null || true; done
 }
 trap cleanup EXIT
 dpkg -i "$deb" >/dev/null || { echo "FAIL: dpkg -i $deb"; exit 1; }
@@ -35,7 +46,20 @@ for file in /usr/share/bash-completion/completions/nemoctl /usr/share/doc/nemo/O
     /usr/share/nemo/prometheus/nemo-alerts.yml /usr/share/nemo/grafana/nemo.json; do
   [ -s "$file" ] || fail "$file missing"
 done
-getent passwd nemo >/dev/null || fail "no user nemo"
+for user in nemo nemo-ha nemo-mr; do
+  getent passwd "$user" >/dev/null || fail "no user $user"
+done
+for pair in ha.toml:nemo-ha mr.toml:nemo-mr controller.toml:nemo; do
+  file=/etc/nemo/${pair%%:*} group=${pair#*:}
+  [ "$(stat -c '%U:%G %a' "$file")" = "root:$group 640" ] \
+    || fail "$file is $(stat -c '%U:%G %a' "$file"), not root:$group 640"
+done
+if mountpoint -q /sys/fs/bpf; then
+  for daemon in nemo-ha nemo-mr; do
+    [ "$(stat -c '%U %a' "/sys/fs/bpf/$daemon")" = "$daemon 700" ] \
+      || fail "/sys/fs/bpf/$daemon is $(stat -c '%U %a' "/sys/fs/bpf/$daemon" 2>&1), not $daemon's 700"
+  done
+fi
 [ "$(stat -c '%U:%G %a' /etc/nemo/controller.token)" = "root:nemo 640" ] \
   || fail "token is $(stat -c '%U:%G %a' /etc/nemo/controller.token), not root:nemo 640"
 nemo-controller --config /etc/nemo/controller.toml --check >/dev/null \

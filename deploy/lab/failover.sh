@@ -31,7 +31,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 . deploy/lab/lib.sh
-lab_prepare failover.sh ip iperf3 python3
+lab_prepare failover.sh ip setpriv iperf3 python3
 MAX_OUTAGE_MS=${MAX_OUTAGE_MS:-1000}
 DEATH=${DEATH:-machine}
 case "$DEATH" in machine|process) ;; *) echo "failover.sh: DEATH is machine or process" >&2; exit 2;; esac

@@ -109,13 +109,46 @@ lab_vm_namespace() {
   addr hva t-acme 2001:db8:100::1/64
   addr vm v0 2001:db8:100::2/64; ip -n "${P}vm" -6 route add default via 2001:db8:100::1
 }
+# The daemons run as their units run them (deploy/systemd/): as a user
+# that is not root (uid LAB_UID, default 65534) with only the capabilities
+# the unit gives (AmbientCapabilities=; none for the controller) and no
+# new privileges. What their config names (the store and pin folders, the
+# token files) and the config itself are made theirs to use; the binary is
+# linked into WORK, since the build folder may be one only root enters.
+# LAB_AS_ROOT=1 runs them as root. Sets UNIT_USER (the command's prefix).
+LAB_UID=${LAB_UID:-65534}
+lab_as_unit_user() { # binary config
+  local binary=$1 config=$2 caps only="-all" path
+  UNIT_USER=()
+  [ -n "${LAB_AS_ROOT:-}" ] && return
+  caps=$(sed -n 's/^AmbientCapabilities=//p' "deploy/systemd/$binary.service")
+  for cap in $caps; do only+=",+$(echo "${cap#CAP_}" | tr 'A-Z' 'a-z')"; done
+  chmod 711 "$WORK"; mkdir -p "$WORK/bin"; chmod 711 "$WORK/bin"
+  [ -e "$WORK/bin/$binary" ] || ln "$BIN/$binary" "$WORK/bin/$binary" 2>/dev/null \
+    || cp "$BIN/$binary" "$WORK/bin/$binary"
+  chgrp "$LAB_UID" "$config"; chmod 640 "$config"
+  for path in $(sed -n 's/^\(path\|pin_dir\|store\) = "\(.*\)"$/\2/p' "$config"); do
+    mkdir -p "$path"; chown "$LAB_UID:$LAB_UID" "$path"
+  done
+  for path in $(sed -n 's/^token_file = "\(.*\)"$/\1/p' "$config"); do
+    chgrp "$LAB_UID" "$path"; chmod 640 "$path"
+  done
+  UNIT_USER=(setpriv --reuid="$LAB_UID" --regid="$LAB_UID" --clear-groups --no-new-privs
+    --inh-caps="$only" --ambient-caps="$only" --bounding-set="$only" --)
+}
 # Starts a daemon in a namespace and waits for its ready line (on a FIFO,
-# at most 20 s): NAME.log gets its stderr, PID_NAME its PID.
+# at most 20 s): NAME.log gets its stderr, PID_NAME its PID. The daemons
+# run as their units would (lab_as_unit_user).
 lab_start() { # ns name binary config
-  local fifo="$WORK/$2.ready"; mkfifo "$fifo"
-  spawn "$1" "$fifo" "$WORK/$2.log" "$BIN/$3" --config "$WORK/$4"
+  local fifo="$WORK/$2.ready" binary="$BIN/$3"; mkfifo "$fifo"
+  lab_as_unit_user "$3" "$WORK/$4"
+  [ -n "${LAB_AS_ROOT:-}" ] || binary="$WORK/bin/$3"
+  spawn "$1" "$fifo" "$WORK/$2.log" "${UNIT_USER[@]}" "$binary" --config "$WORK/$4"
   eval "PID_${2//-/_}=$LAST_PID"
   local line; read -r -t 20 line <"$fifo" || { echo "$2 did not start:"; cat "$WORK/$2.log"; exit 1; }
+  if [ -z "${LAB_AS_ROOT:-}" ] && ! grep -Eq "^Uid:\s+$LAB_UID\s" "/proc/$LAST_PID/status"; then
+    echo "FAIL: $2 is not running as uid $LAB_UID: $(grep ^Uid: "/proc/$LAST_PID/status")"; exit 1
+  fi
   echo "   $line"
 }
 # After a failure: what the daemons said that explains it (their warnings

@@ -73,8 +73,8 @@ cd "$(dirname "$0")/../.."
 MODE=${MODE:-vm}
 [ "$MODE" != orchestrated ] || MODE=veth
 case "$MODE" in
-  vm) lab_prepare migrate.sh ip ping iperf3 qemu-system-x86_64 busybox cpio python3;;
-  veth|seed) lab_prepare migrate.sh ip ping iperf3;;
+  vm) lab_prepare migrate.sh ip setpriv ping iperf3 qemu-system-x86_64 busybox cpio python3;;
+  veth|seed) lab_prepare migrate.sh ip setpriv ping iperf3;;
   *) echo "migrate.sh: MODE is vm, veth or seed" >&2; exit 2;;
 esac
 . deploy/lab/vm.sh

@@ -468,6 +468,112 @@ fn forwarding_follows_bindings_across_kill_9(backend: Backend) {
     }
 }
 
+/// The capabilities `deploy/systemd/<unit>` gives its daemon
+/// (`AmbientCapabilities=`), as setpriv names them (`net_admin`, ...).
+fn unit_capabilities(unit: &str) -> Vec<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/systemd/");
+    let text = std::fs::read_to_string(format!("{path}{unit}")).unwrap();
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("AmbientCapabilities="))
+        .unwrap_or_else(|| panic!("{unit} has no AmbientCapabilities="));
+    line.split_whitespace()
+        .map(|c| c.trim_start_matches("CAP_").to_ascii_lowercase())
+        .collect()
+}
+
+/// Issue 32, item 8: `nemo-ha` runs as a user of its own with only the
+/// capabilities its unit gives (here uid 65534, `setpriv` dropping every
+/// other one, no new privileges): it loads the bpf data plane, binds,
+/// answers and forwards as root does.
+#[test]
+fn bpf_forwarding_as_a_user_with_only_the_units_capabilities() {
+    use nemo_dataplane::KernelBackend;
+    use std::os::unix::fs::PermissionsExt;
+    const ROUTERS: usize = 50;
+    const NOBODY: u32 = 65534;
+    if !Backend::here(KernelBackend::Bpf, "nemo-ha bpf as an unprivileged user")
+        || !require(
+            runs("setpriv", &["--version"]),
+            "setpriv missing (util-linux)",
+            MUST_RUN,
+        )
+    {
+        return;
+    }
+    let backend = Backend::Bpf(nemo_testkit::BpfFs::mount());
+    let site = forwarding_site("bpf-user", ROUTERS, &backend);
+    // What the unit's StateDirectory= and the pin folder's owner give it;
+    // the config readable, as the package's 0640 root:nemo-ha is.
+    std::fs::set_permissions(site.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&site.config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let Backend::Bpf(fs) = &backend else {
+        unreachable!()
+    };
+    for owned in [site.dir.path().join("store"), fs.path("ha")] {
+        std::fs::create_dir_all(&owned).unwrap();
+        std::os::unix::fs::chown(&owned, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    let capabilities = unit_capabilities("nemo-ha.service");
+    let only: String = std::iter::once("-all".to_owned())
+        .chain(capabilities.iter().map(|c| format!("+{c}")))
+        .collect::<Vec<_>>()
+        .join(",");
+    // The binary where that user can reach it (the build's folder may
+    // sit under one only root may enter).
+    let binary = site.dir.path().join("nemo-ha");
+    std::fs::hard_link(env!("CARGO_BIN_EXE_nemo-ha"), &binary)
+        .or_else(|_| std::fs::copy(env!("CARGO_BIN_EXE_nemo-ha"), &binary).map(drop))
+        .unwrap();
+    let mut child = site
+        .ha
+        .command("setpriv")
+        .args([
+            &format!("--reuid={NOBODY}"),
+            &format!("--regid={NOBODY}"),
+            "--clear-groups",
+            "--no-new-privs",
+            &format!("--inh-caps={only}"),
+            &format!("--ambient-caps={only}"),
+            &format!("--bounding-set={only}"),
+            "--",
+            binary.to_str().unwrap(),
+            "--config",
+        ])
+        .arg(&site.config)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(site.dir.path().join("ha.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let daemon = Killed(child);
+    let mut ready = String::new();
+    BufReader::new(stdout).read_line(&mut ready).unwrap();
+    let log = || std::fs::read_to_string(site.dir.path().join("ha.log")).unwrap_or_default();
+    assert!(
+        ready.starts_with("nemo-ha ready"),
+        "{ready:?} with {capabilities:?}: {}",
+        log()
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.0.id())).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.contains(&NOBODY.to_string())),
+        "{status}"
+    );
+    let udp = nemo_testkit::field(&ready, "udp");
+    let report = load(&site.ha, &udp, ROUTERS, 1, 0);
+    assert!(report.contains("rejected=0"), "{report}");
+    assert_eq!(
+        wait_for_forwarding(&backend, &site.ha, 2 * ROUTERS, 5),
+        2 * ROUTERS,
+        "forwarded as uid {NOBODY} with {capabilities:?}: {}",
+        log()
+    );
+    drop(daemon);
+}
+
 /// A restarted home agent serves before its kernel state is back: the
 /// registrations it accepts while the reconcile still works (refreshes of
 /// every router, the forwarding state lost as after a reboot) are noted

@@ -172,8 +172,15 @@ impl Programs {
             let log = std::mem::take(&mut *LIBBPF_LOG.lock().unwrap_or_else(|e| e.into_inner()));
             let tail = &log[log.len().saturating_sub(MAX_LOG)..];
             tracing::error!(%error, log = %tail, "the kernel refused nemo's BPF programs");
+            // EPERM is this process's privileges, not the kernel's config.
+            let privileges = if error.kind() == libbpf_rs::ErrorKind::PermissionDenied {
+                " (not permitted: this process lacks CAP_BPF or CAP_NET_ADMIN, \
+                 which the packaged units give)"
+            } else {
+                ""
+            };
             unavailable(format!(
-                "loading the BPF programs: {error}; libbpf and the verifier said:\n{tail}"
+                "loading the BPF programs: {error}{privileges}; libbpf and the verifier said:\n{tail}"
             ))
         })?;
         let map = |name: &str, key: usize, value: usize| -> Result<MapHandle, DataPlaneError> {
