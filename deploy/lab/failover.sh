@@ -56,7 +56,10 @@ link cn c0 home h0
 addr cn c0 2001:db8:f::2/64; ip -n "${P}cn" -6 route add default via 2001:db8:f::1
 addr home h0 2001:db8:f::1/64
 # The home link: a bridge in home, with the WAN router and both home agents.
-ip -n "${P}home" link add br1 type bridge mcast_snooping 0
+# A fixed address: a bridge without one takes its lowest port's and changes
+# it when that port leaves (a dead member's), and the controller's address
+# on br1 would move with it.
+ip -n "${P}home" link add br1 address 02:00:00:00:00:51 type bridge mcast_snooping 0
 ip -n "${P}home" link set br1 up
 link home h1 wan w1; ip -n "${P}home" link set h1 master br1
 link home p1 ha1 hl;  ip -n "${P}home" link set p1 master br1
