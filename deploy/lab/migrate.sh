@@ -73,7 +73,7 @@ cd "$(dirname "$0")/../.."
 MODE=${MODE:-vm}
 [ "$MODE" != orchestrated ] || MODE=veth
 case "$MODE" in
-  vm) lab_prepare migrate.sh ip setpriv ping iperf3 qemu-system-x86_64 busybox cpio python3;;
+  vm) lab_prepare migrate.sh ip setpriv ping iperf3 qemu-system-x86_64 busybox cpio python3 dumpcap tshark;;
   veth|seed) lab_prepare migrate.sh ip setpriv ping iperf3;;
   *) echo "migrate.sh: MODE is vm, veth or seed" >&2; exit 2;;
 esac
@@ -256,6 +256,11 @@ if [ "$MODE" = vm ]; then
   vm_start hvb vm-b "tcp:[2001:db8:3::10]:4444"
   python3 deploy/lab/qmp.py ready "$WORK/vm-b.qmp" inmigrate 30 \
     || { echo "FAIL: the destination QEMU did not start"; cat "$WORK"/vm-b.qemu.err; exit 1; }
+  # What the VM sends on each side, in the probes' clock (the host's): its
+  # last frame at the source, its first at the destination (QEMU's
+  # announcement or the guest's own), for the network's share.
+  vm_capture hva a
+  vm_capture hvb b
 fi
 
 for i in $(seq 1 100); do
@@ -371,6 +376,7 @@ echo "   TCP connection:  $TCP ($(grep -E 'receiver' "$WORK/iperf.log" | awk '{p
 echo "   VM answers after: $AFTER_OK"
 if [ "$MODE" = vm ]; then
   kill "$RECORDER" 2>/dev/null; wait "$RECORDER" 2>/dev/null || true
+  vm_captures_end
   RESULTS="$RESULTS_DIR/migrate-$(date -u +%Y%m%dT%H%M%SZ)-vm-$HOOK-wan${WAN_DELAY_MS}ms-$$"
   MODE=$MODE HOOK=$HOOK WAN_DELAY_MS=$WAN_DELAY_MS ACCEL_USED=$ACCEL_USED TCP=$TCP \
     python3 deploy/lab/results.py "$WORK" "$RESULTS" "$BIN" || echo "   (the results could not be gathered)"

@@ -5,7 +5,9 @@ picture (nemo-timeline), all in a results folder that outlives the lab.
 
   results.py WORK RESULTS BIN   (the lab's settings in the environment)
 
-Reads WORK/migration.json (qmp.py migrate), WORK/destination-events.json
+Reads WORK/frames-a.pcapng and WORK/frames-b.pcapng (what the VM sent on
+each hypervisor's tap, vm_capture), WORK/migration.json (qmp.py migrate),
+WORK/destination-events.json
 (qmp.py record), WORK/hook.out (nemoctl --output json place), WORK/mr-b.log
 (nemo-mr's "registered" line at the new care-of address), WORK/probe.log
 and WORK/probes.csv (nemo-probe), WORK/iperf.log and the bindings before
@@ -41,6 +43,46 @@ def log_time(line):
 def field(text, name):
     match = re.search(r"\b" + name + r"=([^ ]+)", text)
     return match.group(1) if match else None
+
+
+def frames(path):
+    """(unix time, kind) of each frame in a capture of the VM's, read with
+    tshark: RARP (QEMU's announcement), ARP, NA (an unsolicited Neighbor
+    Advertisement), NS, IPv6 (anything else, e.g. a probe's answer)."""
+    try:
+        out = subprocess.run(
+            ["tshark", "-r", path, "-T", "fields", "-E", "separator=,",
+             "-e", "frame.time_epoch", "-e", "eth.type", "-e", "icmpv6.type"],
+            check=True, capture_output=True, text=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    seen = []
+    for line in out.splitlines():
+        parts = line.split(",")
+        if len(parts) < 2 or not parts[0]:
+            continue
+        ether, icmp = parts[1], (parts[2] if len(parts) > 2 else "")
+        kind = {"0x8035": "RARP", "0x0806": "ARP"}.get(ether)
+        if kind is None:
+            kind = {"136": "NA", "135": "NS"}.get(icmp.split(";")[0], "IPv6")
+        seen.append((float(parts[0]), kind))
+    return seen
+
+
+def probes(path):
+    """(sent, answered or None) of each probe in nemo-probe's CSV."""
+    rows = []
+    try:
+        with open(path) as f:
+            next(f, None)
+            for line in f:
+                cells = line.strip().split(",")
+                if len(cells) >= 3 and cells[1]:
+                    rows.append((float(cells[1]), float(cells[2]) if cells[2] else None))
+    except OSError:
+        pass
+    return rows
 
 
 def main(work, results, bin_dir):
@@ -92,6 +134,35 @@ def main(work, results, bin_dir):
     downtime = migration.get("downtime_ms")
     share = round(outage - downtime, 1) if downtime is not None else None
 
+    # The network's share, measured at the VM (issue 29, item 1): from the
+    # VM's first frame at the destination (it runs there and says so) to
+    # the first probe answered after it; and the probes lost while the VM
+    # ran on either side (arriving before it paused at the source, or after
+    # it resumed at the destination), one-way delay estimated as half the
+    # median round trip before the migration.
+    at_a, at_b = frames(f"{work}/frames-a.pcapng"), frames(f"{work}/frames-b.pcapng")
+    last_at_a = mark("VM's last frame at A", max((t for t, _ in at_a), default=None))
+    first_b = min(at_b, default=None)
+    first_at_b = mark(f"VM's first frame at B ({first_b[1]})" if first_b else "", first_b[0] if first_b else None)
+    sent = probes(f"{work}/probes.csv")
+    before = sorted(a - s for s, a in sent if a is not None and (not started or s < started))
+    one_way = before[len(before) // 2] / 2 if before else 0.0
+
+    def first_answer_after(moment):
+        """Milliseconds from `moment` to the first probe answered after it."""
+        answered = min((a for _, a in sent if a is not None and moment and a >= moment), default=None)
+        return round((answered - moment) * 1000, 1) if answered and moment else None
+
+    measured_share = first_answer_after(first_at_b)
+    # QEMU announces the VM itself (RARP) as it resumes; the guest's own
+    # first frame says when it runs its network stack: from there on, a
+    # delay is the network's alone.
+    guest_b = min(((t, k) for t, k in at_b if k != "RARP"), default=None)
+    guest_at_b = mark(f"guest's first own frame at B ({guest_b[1]})" if guest_b else "", guest_b[0] if guest_b else None)
+    guest_share = first_answer_after(guest_at_b)
+    lost_at_source = sum(1 for s, a in sent if a is None and paused and s + one_way < paused)
+    lost_at_destination = sum(1 for s, a in sent if a is None and resumed and s + one_way > resumed)
+
     def between(a, b):
         return round((b - a) * 1000, 1) if a and b else None
 
@@ -126,7 +197,23 @@ def main(work, results, bin_dir):
             "transferred_bytes": migration.get("transferred_bytes"),
         },
         "outage_ms": outage,
-        "network_share_ms": share,
+        "outage_less_downtime_ms": share,
+        "network_share_ms": measured_share,
+        "vm_first_frame_at_destination": {
+            "kind": first_b[1] if first_b else None,
+            "after_resume_ms": between(resumed, first_at_b),
+        },
+        "guest_first_frame_at_destination": {
+            "kind": guest_b[1] if guest_b else None,
+            "after_resume_ms": between(resumed, guest_at_b),
+            "to_first_answer_ms": guest_share,
+        },
+        "vm_last_frame_at_source_before_pause_ms": between(last_at_a, paused),
+        "probes_lost_while_vm_ran": {
+            "source": lost_at_source,
+            "destination": lost_at_destination,
+            "one_way_ms": round(one_way * 1000, 2),
+        },
         "probes": {
             "interval_ms": 2,
             "sent": int(field(probe, "sent") or 0),
@@ -146,7 +233,7 @@ def main(work, results, bin_dir):
         json.dump(summary, f, indent=1)
     with open(f"{results}/marks.json", "w") as f:
         json.dump({"marks": marks, "gap": [gap_from, gap_until] if gap_until else None}, f, indent=1)
-    for name in ("probes.csv", "migration.json", "destination-events.json", "probe.log"):
+    for name in ("probes.csv", "migration.json", "destination-events.json", "probe.log", "frames-a.pcapng", "frames-b.pcapng"):
         if os.path.exists(f"{work}/{name}"):
             shutil.copy(f"{work}/{name}", results)
     title = (
@@ -155,7 +242,8 @@ def main(work, results, bin_dir):
     )
     note = (
         f"tenant outage {outage:.1f} ms; QEMU: total {migration.get('total_time_ms')} ms, "
-        f"downtime {downtime} ms; network's share {share} ms; "
+        f"downtime {downtime} ms; network's share {measured_share} ms (VM's first frame at B "
+        f"to the first answer), lost while it ran {lost_at_source}+{lost_at_destination}; "
         f"resumed to first reply {summary['resumed_to_first_reply_ms']} ms"
     )
     subprocess.run(
@@ -171,7 +259,21 @@ def main(work, results, bin_dir):
         stdout=subprocess.DEVNULL,
     )
     print(f"   QEMU:            total {migration.get('total_time_ms')} ms, downtime {downtime} ms ({settings['accelerator']})")
-    print(f"   network's share: {share} ms (outage less QEMU's downtime; nemo told on {settings['hook']})")
+    kind = first_b[1] if first_b else "none seen"
+    print(
+        f"   network's share: {measured_share} ms from the VM's first frame at B ({kind}, "
+        f"{between(resumed, first_at_b)} ms after RESUME) to the first answer; outage less QEMU's "
+        f"downtime {share} ms (nemo told on {settings['hook']})"
+    )
+    guest_kind = guest_b[1] if guest_b else "none seen"
+    print(
+        f"                    {guest_share} ms from the guest's own first frame at B ({guest_kind}, "
+        f"{between(resumed, guest_at_b)} ms after RESUME) to the first answer"
+    )
+    print(
+        f"   lost while the VM ran: {lost_at_source} probes at the source (before its pause), "
+        f"{lost_at_destination} at the destination (after RESUME)"
+    )
     print(f"   TCP stall:       {stall_ms} ms (longest run of 100 ms reports with nothing received)")
     print(
         f"   moments:         paused to resumed {summary['paused_to_resumed_ms']} ms, resumed to first reply "

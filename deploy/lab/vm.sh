@@ -9,6 +9,9 @@
 #                              $WORK/TAG.qmp (the lab's) and
 #                              $WORK/TAG-hook.qmp (nemo's hook); with
 #                              INCOMING, waiting for a migration there
+#   vm_capture NS SIDE         the frames the VM sends on NS's tap port,
+#                              to $WORK/frames-SIDE.pcapng (dumpcap),
+#                              started before it returns
 #
 # ACCEL=kvm|tcg|auto (default auto): KVM when a guest really runs under it
 # (on these machines KVM_CREATE_VM succeeds but a guest hangs at "Booting
@@ -78,4 +81,18 @@ vm_start() { # ns tag [incoming uri]
   local args; mapfile -t args < <(vm_qemu_args "$tag")
   [ -z "$incoming" ] || args+=(-incoming "$incoming")
   spawn "$ns" "$WORK/$tag.qemu.out" "$WORK/$tag.qemu.err" qemu-system-x86_64 "${args[@]}"
+}
+
+CAPTURES=()
+# Ends the captures (dumpcap completes its file on SIGTERM).
+vm_captures_end() {
+  local pid
+  for pid in "${CAPTURES[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; done
+}
+vm_capture() { # ns side
+  local file="$WORK/frames-$2.pcapng"
+  spawn "$1" /dev/null "$WORK/capture-$2.err" dumpcap -q -i t-acme -s 128 -f "ether src $VM_MAC" -w "$file"
+  CAPTURES+=("$LAST_PID")
+  for _ in $(seq 1 50); do [ -s "$file" ] && return; sleep 0.1; done
+  echo "FAIL: dumpcap did not start on $1's tap: $(cat "$WORK/capture-$2.err")"; exit 1
 }
