@@ -109,6 +109,12 @@ struct Config {
     /// or only with a wrong token, holds no slot for longer.
     #[serde(default = "default_handshake_timeout_ms")]
     handshake_timeout_ms: u64,
+    /// Whether a hypervisor that sees a placed tenant's VM arrive (after a
+    /// live migration nobody reported) moves the tenant there: `refuse`
+    /// (default) or `follow` (trusts every hypervisor's credential to move
+    /// any placed tenant to itself).
+    #[serde(default)]
+    arrivals: nemo_controller::api::Arrivals,
     /// How far back the event history reaches.
     #[serde(default)]
     history: HistorySection,
@@ -339,6 +345,13 @@ fn main() -> anyhow::Result<()> {
                 every: Duration::from_secs(*config.history.trim_every_secs.get_ref()),
                 who: replica_name(config.listen),
             });
+            if config.arrivals == nemo_controller::api::Arrivals::Follow {
+                tracing::warn!(
+                    "arrivals = \"follow\": a hypervisor that reports a placed tenant's VM on its \
+                     port gets the tenant placed there (every hypervisor's credential can move \
+                     any placed tenant to itself)"
+                );
+            }
             let mut servers = Servers::new("nemo-controller ready");
             let listener = servers.bind("grpc", config.listen).await?;
             servers.note("tls", if tls.is_some() { "on" } else { "off" });
@@ -346,7 +359,7 @@ fn main() -> anyhow::Result<()> {
             let metrics = Arc::new(nemo_controller::metrics::Metrics::new(store.clone()));
             servers.grpc(
                 listener,
-                nemo_controller::api::api(store, token, tls, metrics.clone()),
+                nemo_controller::api::api(store, token, tls, metrics.clone(), config.arrivals),
                 limits,
             );
             if let Some(section) = &config.metrics {

@@ -18,6 +18,8 @@
 pub mod addresses;
 mod backend;
 pub mod bpf;
+pub mod guest;
+pub mod links;
 pub mod linux;
 pub mod quiet;
 pub mod transport;

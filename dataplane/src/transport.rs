@@ -100,7 +100,7 @@ const ETH_P_ALL: u16 = 0x0003;
 
 /// An AF_PACKET socket with a large receive buffer, handed to pnet (which
 /// binds it to the interface and owns it from then on).
-fn packet_socket() -> Result<i32, DataPlaneError> {
+pub(crate) fn packet_socket() -> Result<i32, DataPlaneError> {
     use std::os::fd::IntoRawFd;
     let socket = Socket::new(
         Domain::PACKET,

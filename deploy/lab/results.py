@@ -233,7 +233,7 @@ def main(work, results, bin_dir):
         json.dump(summary, f, indent=1)
     with open(f"{results}/marks.json", "w") as f:
         json.dump({"marks": marks, "gap": [gap_from, gap_until] if gap_until else None}, f, indent=1)
-    for name in ("probes.csv", "migration.json", "destination-events.json", "probe.log", "frames-a.pcapng", "frames-b.pcapng"):
+    for name in ("probes.csv", "migration.json", "destination-events.json", "probe.log", "frames-a.pcapng", "frames-b.pcapng", "mr-a.log", "mr-b.log", "controller.log", "ha.log"):
         if os.path.exists(f"{work}/{name}"):
             shutil.copy(f"{work}/{name}", results)
     title = (

@@ -12,6 +12,7 @@ use nemo_daemon::Watched;
 use nemo_proto::v1 as pb;
 use tokio::sync::mpsc;
 
+use crate::arrivals::PlacedHere;
 use crate::config::Instance;
 use crate::driver::InstanceCommand;
 
@@ -76,12 +77,18 @@ fn instance(
 
 /// Follows the controller until the daemon goes away; reconnects with
 /// back-off, resuming from the last revision seen.
-pub async fn follow(settings: ControllerSettings, commands: mpsc::Sender<InstanceCommand>) {
+/// `placed` gets the tenants placed here once the controller's snapshot is
+/// in, then after each change (for [`crate::arrivals`]).
+pub async fn follow(
+    settings: ControllerSettings,
+    commands: mpsc::Sender<InstanceCommand>,
+    placed: tokio::sync::watch::Sender<Option<PlacedHere>>,
+) {
     let mut revision = 0;
     let mut tables: BTreeMap<String, u32> = BTreeMap::new();
     let mut backoff = nemo_daemon::Backoff::default();
     loop {
-        match watch(&settings, &commands, &mut revision, &mut tables).await {
+        match watch(&settings, &commands, &mut revision, &mut tables, &placed).await {
             Ok(Watched::StartOver) => {
                 revision = 0;
                 continue;
@@ -104,6 +111,7 @@ async fn watch(
     commands: &mpsc::Sender<InstanceCommand>,
     revision: &mut u64,
     tables: &mut BTreeMap<String, u32>,
+    placed: &tokio::sync::watch::Sender<Option<PlacedHere>>,
 ) -> anyhow::Result<Watched> {
     // Registered with a request id, sent again (to the next replica) when
     // unanswered: made once (registering again is harmless too).
@@ -165,6 +173,10 @@ async fn watch(
                     .await?;
             }
             *revision = (*revision).max(update.revision);
+            placed.send_replace(Some(PlacedHere {
+                tenants: tables.keys().cloned().collect(),
+                client: client.clone(),
+            }));
             continue;
         }
         if let Some(unconfirmed) = unconfirmed.as_mut() {
@@ -195,6 +207,12 @@ async fn watch(
             }
         };
         commands.send(command).await?;
+        if unconfirmed.is_none() {
+            placed.send_replace(Some(PlacedHere {
+                tenants: tables.keys().cloned().collect(),
+                client: client.clone(),
+            }));
+        }
     }
     anyhow::bail!("the controller ended the watch")
 }

@@ -1,5 +1,6 @@
 //! `nemo-mr`, the mobile-router daemon, as a library; `main.rs` wraps it.
 
+pub mod arrivals;
 pub mod config;
 pub mod controller;
 pub mod driver;

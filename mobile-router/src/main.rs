@@ -222,6 +222,11 @@ async fn serve<D: MobileRouterDataPlane>(
                 section.token_file.get_ref(),
             )
             .context("controller token_file")?;
+            let arrivals = nemo_mr::arrivals::ArrivalSettings {
+                link: link.clone(),
+                hypervisor: section.hypervisor.clone(),
+                tenant_interface: section.tenant_interface.clone(),
+            };
             let settings = nemo_mr::controller::ControllerSettings {
                 link,
                 hypervisor: section.hypervisor.clone(),
@@ -229,8 +234,14 @@ async fn serve<D: MobileRouterDataPlane>(
                 table_base: section.table_base,
                 lifetime: std::time::Duration::from_secs(section.lifetime_secs),
             };
+            let (placed, placed_rx) = tokio::sync::watch::channel(None);
+            tokio::spawn(async move {
+                if let Err(error) = nemo_mr::arrivals::run(arrivals, placed_rx).await {
+                    tracing::warn!(%error, "not watching tenant ports for arrivals");
+                }
+            });
             Some(tokio::spawn(nemo_mr::controller::follow(
-                settings, commands,
+                settings, commands, placed,
             )))
         }
         None => None,

@@ -1,6 +1,7 @@
 //! The controller's gRPC service (`nemo.v1.Controller`), the bearer-token
 //! check, and the server with health and reflection.
 
+mod arrivals;
 mod callers;
 mod convert;
 mod requests;
@@ -17,6 +18,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
+pub use self::arrivals::Arrivals;
 use self::callers::{Access, CallerCheck};
 use self::convert::{
     allocation, bounded, credential_proto, event, home_agent_proto, mobile_router_proto,
@@ -65,15 +67,23 @@ pub struct Service {
     store: Arc<Store>,
     /// Daemons warned about for calling with the operator token.
     warned: Arc<callers::Warned>,
+    /// Whether a hypervisor's report of a tenant's arrival places it.
+    arrivals: Arrivals,
 }
 
 impl Service {
-    /// A service over a store.
+    /// A service over a store (arrivals refused).
     pub fn new(store: Arc<Store>) -> Service {
         Service {
             store,
             warned: Arc::default(),
+            arrivals: Arrivals::Refuse,
         }
+    }
+
+    /// The same, following arrivals as `arrivals` says.
+    pub fn with_arrivals(self, arrivals: Arrivals) -> Service {
+        Service { arrivals, ..self }
     }
 
     /// Waits, before a read, until this replica holds what etcd held when
@@ -566,6 +576,13 @@ impl Controller for Service {
         Ok(Response::new(placement_proto(&placement)))
     }
 
+    async fn report_arrival(
+        &self,
+        request: Request<pb::ReportArrivalRequest>,
+    ) -> Result<Response<pb::Placement>, Status> {
+        self.report_arrival_call(request).await
+    }
+
     async fn unplace_tenant(
         &self,
         request: Request<pb::UnplaceTenantRequest>,
@@ -858,11 +875,13 @@ pub fn api(
     token: Option<String>,
     tls: Option<tonic::transport::Server>,
     metrics: Arc<crate::metrics::Metrics>,
+    arrivals: Arrivals,
 ) -> GrpcApi {
     GrpcApi {
         routes: tonic::service::Routes::new(crate::metrics::Measured::new(
             tonic::service::interceptor::InterceptedService::new(
-                ControllerServer::new(Service::new(store)).max_decoding_message_size(MAX_REQUEST),
+                ControllerServer::new(Service::new(store).with_arrivals(arrivals))
+                    .max_decoding_message_size(MAX_REQUEST),
                 CallerCheck::new(token),
             ),
             metrics,

@@ -56,7 +56,7 @@ use allocator::Slots;
 pub use copy::{copy, Copied, Location};
 use log::DurableLog;
 pub use model::*;
-pub use placements::TenantView;
+pub use placements::{Placing, TenantView};
 pub use upkeep::{Trimmed, Upkeep};
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {

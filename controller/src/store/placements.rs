@@ -25,6 +25,16 @@ pub struct TenantView {
     pub last_sequence: Option<u16>,
 }
 
+/// What a placement may start from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placing {
+    /// An orchestrator's order: from anywhere, or nowhere.
+    Ordered,
+    /// A tenant's VM seen on the hypervisor: only a placed tenant moves
+    /// (a first placement is the orchestrator's).
+    Arrival,
+}
+
 impl Store {
     /// Places a tenant on a hypervisor (moving it if it was elsewhere).
     pub async fn place(
@@ -33,7 +43,19 @@ impl Store {
         hypervisor: &str,
         reason: &str,
     ) -> Result<Placement, StoreError> {
-        self.retrying(|| self.place_once(tenant, hypervisor, reason))
+        self.place_as(tenant, hypervisor, reason, Placing::Ordered)
+            .await
+    }
+
+    /// Places a tenant on a hypervisor, as `placing` allows.
+    pub async fn place_as(
+        &self,
+        tenant: &str,
+        hypervisor: &str,
+        reason: &str,
+        placing: Placing,
+    ) -> Result<Placement, StoreError> {
+        self.retrying(|| self.place_once(tenant, hypervisor, reason, placing))
             .await
     }
 
@@ -42,10 +64,17 @@ impl Store {
         tenant: &str,
         hypervisor: &str,
         reason: &str,
+        placing: Placing,
     ) -> Result<Placement, StoreError> {
         check_reason("reason", reason)?;
         let state = self.state.lock().await;
         state.tenants.get(tenant).or_not_found("tenant", tenant)?;
+        if placing == Placing::Arrival && !state.placements.contains_key(tenant) {
+            return Err(StoreError::Precondition(format!(
+                "tenant: {tenant:?} is placed nowhere; an arrival moves a placed tenant \
+                 (place it first)"
+            )));
+        }
         state
             .hypervisors
             .get(hypervisor)

@@ -2024,3 +2024,113 @@ async fn a_credential_may_do_what_its_role_may_and_nothing_else() {
     assert!(kinds.contains(&"credential_issued".to_owned()), "{kinds:?}");
     assert!(kinds.contains(&"credential_revoked".to_owned()), "{kinds:?}");
 }
+
+/// Issue 29, item 2: with `arrivals = "follow"`, a hypervisor that saw a
+/// placed tenant's VM arrive gets it placed there, under its own
+/// credential and name only, never as a first placement; with the default,
+/// refused naming the setting.
+#[tokio::test]
+async fn an_arrival_moves_a_placed_tenant_when_the_controller_follows_arrivals() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(backend) = Backend::start() else {
+        return;
+    };
+    let server = start_with(dir.path(), &backend, "arrivals = \"follow\"\n");
+    let mut c = client(&server).await;
+    c.create_tenant(authed(pb::CreateTenantRequest {
+        name: "acme".into(),
+    }))
+    .await
+    .unwrap();
+    let mut tokens = Vec::new();
+    for name in ["hv-a", "hv-b"] {
+        c.register_hypervisor(authed(pb::RegisterHypervisorRequest { name: name.into() }))
+            .await
+            .unwrap();
+        let issued = c
+            .issue_credential(authed(pb::IssueCredentialRequest {
+                role: "hypervisor".into(),
+                name: name.into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        tokens.push(issued.token);
+    }
+    let arrival = |hypervisor: &str| pb::ReportArrivalRequest {
+        hypervisor: hypervisor.into(),
+        tenant: "acme".into(),
+        evidence: "RARP from 52:54:00:00:01:02 on t-acme".into(),
+    };
+    // Placed nowhere yet: an arrival is no first placement.
+    let (nowhere, message) =
+        code(c.report_arrival(with_token(&tokens[1], arrival("hv-b"))).await).await;
+    assert_eq!(nowhere, Code::FailedPrecondition, "{message}");
+    assert!(message.contains("placed nowhere"), "{message}");
+    c.place_tenant(authed(pb::PlaceTenantRequest {
+        tenant: "acme".into(),
+        hypervisor: "hv-a".into(),
+        reason: "initial".into(),
+    }))
+    .await
+    .unwrap();
+    // Not on another hypervisor's name.
+    let (other, message) =
+        code(c.report_arrival(with_token(&tokens[0], arrival("hv-b"))).await).await;
+    assert_eq!(other, Code::PermissionDenied, "{message}");
+    // hv-b saw it: placed there, the evidence in the history; again: the same.
+    for _ in 0..2 {
+        let placed = c
+            .report_arrival(with_token(&tokens[1], arrival("hv-b")))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(placed.hypervisor, "hv-b");
+        assert!(placed.reason.starts_with("arrival: RARP"), "{placed:?}");
+    }
+    let listed = c
+        .list_placements(authed(pb::ListPlacementsRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .placements;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].hypervisor, "hv-b");
+    let oversized = pb::ReportArrivalRequest {
+        evidence: "x".repeat(201),
+        ..arrival("hv-b")
+    };
+    let (too_long, message) =
+        code(c.report_arrival(with_token(&tokens[1], oversized)).await).await;
+    assert_eq!(too_long, Code::InvalidArgument, "{message}");
+    assert!(message.contains("evidence"), "{message}");
+
+    // A controller that does not follow arrivals (the default) refuses,
+    // naming the setting, and the tenant stays.
+    let dir = tempfile::tempdir().unwrap();
+    let Some(backend) = Backend::start() else {
+        return;
+    };
+    let server = start(dir.path(), &backend);
+    let mut c = client(&server).await;
+    c.create_tenant(authed(pb::CreateTenantRequest {
+        name: "acme".into(),
+    }))
+    .await
+    .unwrap();
+    for name in ["hv-a", "hv-b"] {
+        c.register_hypervisor(authed(pb::RegisterHypervisorRequest { name: name.into() }))
+            .await
+            .unwrap();
+    }
+    c.place_tenant(authed(pb::PlaceTenantRequest {
+        tenant: "acme".into(),
+        hypervisor: "hv-a".into(),
+        reason: "initial".into(),
+    }))
+    .await
+    .unwrap();
+    let (refused, message) = code(c.report_arrival(authed(arrival("hv-b"))).await).await;
+    assert_eq!(refused, Code::FailedPrecondition, "{message}");
+    assert!(message.contains("arrivals"), "{message}");
+}

@@ -146,6 +146,7 @@ stand_in! {
     rotate_key(RotateKeyRequest) -> MobileRouter;
     delete_mobile_router(DeleteMobileRouterRequest) -> DeleteMobileRouterResponse;
     place_tenant(PlaceTenantRequest) -> Placement;
+    report_arrival(ReportArrivalRequest) -> Placement;
     unplace_tenant(UnplaceTenantRequest) -> UnplaceTenantResponse;
     list_placements(ListPlacementsRequest) -> ListPlacementsResponse;
     issue_credential(IssueCredentialRequest) -> IssuedCredential;
