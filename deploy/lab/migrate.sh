@@ -35,6 +35,11 @@
 #                     controller follows arrivals (arrivals = "follow"),
 #                     and nemo-mr on hvb reports the VM's first frame on
 #                     its port (QEMU's RARP as it resumes)
+# FAILBACK=1 (with HOOK=none): the migration fails after the switch-over:
+# once the tenant moved, the destination's QEMU ends and the source's VM
+# resumes (`cont`), as an orchestrator recovers it; nobody tells nemo, and
+# the tenant must move back to datacenter A on the VM's frames there. The
+# outage printed is then the one of the way back.
 # ACCEL=auto|kvm|tcg picks QEMU's accelerator (auto: KVM when a guest
 # really runs under it, else TCG; said in the output).
 #
@@ -88,6 +93,10 @@ ORDER=${ORDER:-port-first}
 HOOK=${HOOK:-resume}
 case "$ORDER" in port-first|place-first) ;; *) echo "migrate.sh: ORDER is port-first or place-first" >&2; exit 2;; esac
 case "$HOOK" in resume|stop|after|none) ;; *) echo "migrate.sh: HOOK is resume, stop, after or none" >&2; exit 2;; esac
+FAILBACK=${FAILBACK:-0}
+if [ "$FAILBACK" = 1 ] && { [ "$MODE" != vm ] || [ "$HOOK" != none ]; }; then
+  echo "migrate.sh: FAILBACK=1 needs MODE=vm HOOK=none" >&2; exit 2
+fi
 
 lab_begin "nemo-lab-$$-" cn home wan hva hvb mrvm vm
 
@@ -337,6 +346,19 @@ elif [ "$MODE" = vm ]; then
     wait "$HOOK_PID" || { echo "FAIL: the hook did not place the tenant"; cat "$WORK/hook.err"; exit 1; }
   fi
   if [ "$HOOK" = none ]; then echo "   VM migrated to datacenter B over the WAN; nobody told nemo"; else echo "   VM migrated to datacenter B over the WAN; nemo told on $HOOK"; fi
+  if [ "$FAILBACK" = 1 ]; then
+    grep -q '"hypervisor":"hvb"' "$WORK/hook.out" || { echo "FAIL: the tenant never moved to hvb"; exit 1; }
+    sleep 0.5
+    # The destination dies after the switch-over; the source resumes.
+    date +%s.%N >"$WORK/failback.at"
+    # The recorder holds vm-b.qmp (a monitor takes one client): quit on
+    # the hook's, which nobody uses without a hook.
+    python3 deploy/lab/qmp.py quit "$WORK/vm-b-hook.qmp"
+    python3 deploy/lab/qmp.py cont "$WORK/vm-a.qmp"
+    date +%s.%N >"$WORK/failback.resumed"
+    NEW_CARE_OF=2001:db8:2::10
+    echo "   the destination's QEMU ended and the source's VM resumed (cont); nobody told nemo"
+  fi
 else
   move_port() {
     ip -n "${P}hva" link set dev t-acme netns "${P}hvb"
@@ -387,7 +409,7 @@ fi
 echo "   TCP connection:  $TCP ($(grep -E 'receiver' "$WORK/iperf.log" | awk '{print $7, $8}'))"
 echo "   VM answers after: $AFTER_OK"
 if [ "$MODE" = vm ]; then
-  kill "$RECORDER" 2>/dev/null; wait "$RECORDER" 2>/dev/null || true
+  kill "$RECORDER" 2>/dev/null || true; wait "$RECORDER" 2>/dev/null || true
   vm_captures_end
   RESULTS="$RESULTS_DIR/migrate-$(date -u +%Y%m%dT%H%M%SZ)-vm-$HOOK-wan${WAN_DELAY_MS}ms-$$"
   MODE=$MODE HOOK=$HOOK WAN_DELAY_MS=$WAN_DELAY_MS ACCEL_USED=$ACCEL_USED TCP=$TCP \

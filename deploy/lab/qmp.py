@@ -6,6 +6,8 @@ line on a unix socket), standard library only.
   qmp.py record SOCKET OUT.json        # events with their times, until killed
   qmp.py ready SOCKET STATUS [SECONDS] # wait until query-status says STATUS
   qmp.py quit SOCKET
+  qmp.py cont SOCKET                   # resume a paused VM (the source
+                                       # after a completed migration too)
 
 `migrate` sets the migration parameters the lab uses (max-bandwidth
 2 GB/s, downtime-limit 300 ms), starts it, records every event (MIGRATION
@@ -36,12 +38,16 @@ class Monitor:
                 if time.time() > deadline:
                     raise
                 time.sleep(0.05)
+        # A monitor busy with another client accepts the connection but
+        # never greets: give up instead of waiting forever.
+        self.sock.settimeout(timeout)
         self.file = self.sock.makefile("rb")
         self.events = []
         greeting = self.next()
         if "QMP" not in greeting:
             raise RuntimeError(f"{path}: not a QEMU monitor: {greeting}")
         self.execute("qmp_capabilities")
+        self.sock.settimeout(None)
 
     def next(self):
         line = self.file.readline(MOST_LINE)
@@ -149,6 +155,9 @@ def main(argv):
         return ready(argv[1], argv[2], float(argv[3]) if len(argv) == 4 else 30.0)
     if len(argv) == 2 and argv[0] == "quit":
         Monitor(argv[1]).execute("quit")
+        return 0
+    if len(argv) == 2 and argv[0] == "cont":
+        Monitor(argv[1]).execute("cont")
         return 0
     print(__doc__, file=sys.stderr)
     return 2

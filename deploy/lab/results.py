@@ -101,6 +101,9 @@ def main(work, results, bin_dir):
             marks.append({"label": label, "unix": unix})
         return unix
 
+    def between(a, b):
+        return round((b - a) * 1000, 1) if a and b else None
+
     started = mark("migration started", migration.get("started_unix"))
     paused = mark(
         "VM paused (source STOP)",
@@ -141,7 +144,7 @@ def main(work, results, bin_dir):
     # it resumed at the destination), one-way delay estimated as half the
     # median round trip before the migration.
     at_a, at_b = frames(f"{work}/frames-a.pcapng"), frames(f"{work}/frames-b.pcapng")
-    last_at_a = mark("VM's last frame at A", max((t for t, _ in at_a), default=None))
+    last_at_a = mark("VM's last frame at A", max((t for t, _ in at_a if not paused or t <= paused), default=None))
     first_b = min(at_b, default=None)
     first_at_b = mark(f"VM's first frame at B ({first_b[1]})" if first_b else "", first_b[0] if first_b else None)
     sent = probes(f"{work}/probes.csv")
@@ -160,11 +163,42 @@ def main(work, results, bin_dir):
     guest_b = min(((t, k) for t, k in at_b if k != "RARP"), default=None)
     guest_at_b = mark(f"guest's first own frame at B ({guest_b[1]})" if guest_b else "", guest_b[0] if guest_b else None)
     guest_share = first_answer_after(guest_at_b)
+    # FAILBACK=1: the destination ended and the source resumed; the way
+    # back's outage is the longest silence in the answers after that; the
+    # VM ran nowhere from its last frame at B to its first at A again
+    # (the guest answers a probe every 2 ms: its frames say when it runs).
+    failback = None
+    failback_at = None
+    try:
+        with open(f"{work}/failback.at") as f:
+            failback_at = float(f.read())
+        with open(f"{work}/failback.resumed") as f:
+            failback_resumed = float(f.read())
+        mark("failback: B's QEMU quit", failback_at)
+        mark("failback: A's VM continued", failback_resumed)
+        answers = sorted(a for _, a in sent if a is not None)
+        gaps = [(b - a, a, b) for a, b in zip(answers, answers[1:]) if b > failback_at]
+        longest = max(gaps, default=None)
+        again_at_a = min((t for t, _ in at_a if t > failback_at), default=None)
+        mark("VM's frame at A again", again_at_a)
+        # B's VM ran until its QEMU quit: its last frame there at all.
+        last_at_b = max((t for t, _ in at_b), default=None)
+        failback = {
+            "outage_ms": round(longest[0] * 1000, 1) if longest else None,
+            "vm_nowhere_ms": between(last_at_b, again_at_a),
+            "continued_to_first_frame_at_a_ms": between(failback_resumed, again_at_a),
+            "first_frame_at_a_to_first_answer_ms": None,
+        }
+        if longest and again_at_a:
+            failback["first_frame_at_a_to_first_answer_ms"] = round((longest[2] - again_at_a) * 1000, 1)
+    except (OSError, ValueError):
+        pass
     lost_at_source = sum(1 for s, a in sent if a is None and paused and s + one_way < paused)
-    lost_at_destination = sum(1 for s, a in sent if a is None and resumed and s + one_way > resumed)
-
-    def between(a, b):
-        return round((b - a) * 1000, 1) if a and b else None
+    lost_at_destination = sum(
+        1
+        for s, a in sent
+        if a is None and resumed and s + one_way > resumed and (not failback_at or s + one_way < failback_at)
+    )
 
     iperf, stall_ms = "", None
     try:
@@ -222,6 +256,7 @@ def main(work, results, bin_dir):
         },
         "tcp": {"survived": os.environ.get("TCP") == "survived", "receiver": iperf, "stall_ms": stall_ms},
         "moments_ms_from_migration_start": {m["label"]: between(started, m["unix"]) for m in marks},
+        "failback": failback,
         "paused_to_resumed_ms": between(paused, resumed),
         "resumed_to_first_reply_ms": between(resumed, first_reply),
         "placed_to_binding_ack_ms": between(placed, ba_received),
@@ -274,6 +309,12 @@ def main(work, results, bin_dir):
         f"   lost while the VM ran: {lost_at_source} probes at the source (before its pause), "
         f"{lost_at_destination} at the destination (after RESUME)"
     )
+    if failback:
+        print(
+            f"   failback:        outage {failback['outage_ms']} ms on the way back; the VM ran nowhere for "
+            f"{failback['vm_nowhere_ms']} ms (its last frame at B to its first at A again); the first "
+            f"answer {failback['first_frame_at_a_to_first_answer_ms']} ms after its first frame at A"
+        )
     print(f"   TCP stall:       {stall_ms} ms (longest run of 100 ms reports with nothing received)")
     print(
         f"   moments:         paused to resumed {summary['paused_to_resumed_ms']} ms, resumed to first reply "

@@ -87,7 +87,7 @@ CAPTURES=()
 # Ends the captures (dumpcap completes its file on SIGTERM).
 vm_captures_end() {
   local pid
-  for pid in "${CAPTURES[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; done
+  for pid in "${CAPTURES[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
 }
 vm_capture() { # ns side
   local file="$WORK/frames-$2.pcapng"

@@ -156,6 +156,7 @@ fn spawn_port_thread(
         .name(format!("arrival-{interface}"))
         .spawn(move || match wait_for_guest(&interface, stop) {
             Ok(Some(frame)) => {
+                tracing::debug!(%interface, frame = %frame.describe(), "the guest's first frame read");
                 let _ = arrived.blocking_send(Arrival {
                     interface,
                     tenant,

@@ -43,9 +43,23 @@ fn lab(mode: &str, order: &str, wan_delay_ms: u32) {
     );
 }
 
+/// How a VM lab's migration ends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// On the destination, hvb.
+    Migrated,
+    /// Back on the source, hva: the destination died after the switch-over
+    /// and the source resumed (FAILBACK=1).
+    FailedBack,
+}
+
 /// Runs the lab with a real QEMU guest, nemo told by `hook`, and checks
 /// what it reports of QEMU besides the verdict.
 fn vm_lab(hook: &str, wan_delay_ms: u32) {
+    vm_lab_ending(hook, wan_delay_ms, Ending::Migrated);
+}
+
+fn vm_lab_ending(hook: &str, wan_delay_ms: u32, ending: Ending) {
     if !require(
         runs("qemu-system-x86_64", &["--version"]),
         "qemu-system-x86_64 missing (qemu-system-x86)",
@@ -68,6 +82,15 @@ fn vm_lab(hook: &str, wan_delay_ms: u32) {
             ("HOOK", hook.to_owned()),
             ("WAN_DELAY_MS", wan_delay_ms.to_string()),
             ("RESULTS_DIR", results.path().display().to_string()),
+            (
+                "FAILBACK",
+                if ending == Ending::FailedBack {
+                    "1"
+                } else {
+                    "0"
+                }
+                .to_owned(),
+            ),
         ],
     ) else {
         return;
@@ -88,10 +111,23 @@ fn vm_lab(hook: &str, wan_delay_ms: u32) {
         "{summary}"
     );
     assert_eq!(summary["tcp"]["survived"], true, "{summary}");
+    let care_of_after = match ending {
+        Ending::Migrated => "2001:db8:3::10",
+        Ending::FailedBack => "2001:db8:2::10",
+    };
     assert_eq!(
-        summary["binding_after"][0]["care_of_address"], "2001:db8:3::10",
+        summary["binding_after"][0]["care_of_address"], care_of_after,
         "{summary}"
     );
+    if ending == Ending::FailedBack {
+        // Issue 29, item 4: back on the source's frames, nobody telling.
+        assert!(
+            summary["failback"]["first_frame_at_a_to_first_answer_ms"]
+                .as_f64()
+                .is_some(),
+            "{summary}"
+        );
+    }
     // Issue 29, item 1: the network's share measured at the VM: its first
     // frame at the destination (QEMU announces it as it resumes), and the
     // probes lost while it ran on either side.
@@ -190,6 +226,13 @@ fn live_migration_lab_a_real_vm_nobody_tells_nemo() {
     // follows arrivals and nemo-mr on the destination reports the VM's
     // first frame on its port.
     vm_lab("none", 0);
+}
+
+#[test]
+fn live_migration_lab_a_real_vm_fails_back() {
+    // Issue 29, item 4: the destination dies after the switch-over and the
+    // source resumes; the tenant moves back on its VM's frames there.
+    vm_lab_ending("none", 0, Ending::FailedBack);
 }
 
 #[test]
