@@ -117,8 +117,8 @@ struct State {
     hypervisors: BTreeMap<String, Hypervisor>,
     mobile_routers: BTreeMap<String, MobileRouter>,
     placements: BTreeMap<String, Placement>,
-    /// Credentials by id (credentials.rs).
-    credentials: BTreeMap<String, credentials::Credential>,
+    /// Credentials by id and token hash (credentials.rs).
+    credentials: credentials::CredentialTable,
     /// Per home address, the last sequence number its home agent reported
     /// accepting: where a new mobile-router instance starts.
     last_sequence: HashMap<Ipv6Addr, u16>,

@@ -49,7 +49,7 @@ impl State {
             hypervisors: BTreeMap::new(),
             mobile_routers: BTreeMap::new(),
             placements: BTreeMap::new(),
-            credentials: BTreeMap::new(),
+            credentials: Default::default(),
             last_sequence: HashMap::new(),
             requests: super::requests::SeenRequests::default(),
             revision: 0,
@@ -168,7 +168,7 @@ impl State {
             }
             ("credentials", Some(value)) => {
                 let credential: super::credentials::Credential = decode(value)?;
-                self.credentials.insert(credential.id.clone(), credential);
+                self.credentials.insert(credential);
             }
             ("credentials", None) => {
                 self.credentials.remove(&name());
