@@ -28,6 +28,16 @@ lab_prepare() { # name tools...
 lab_begin() { # prefix namespaces...
   P=${NEMO_LAB_PREFIX:-$1}; shift
   ALL_NS="$*"
+  # Another lab with this prefix runs (or crashed without its clean-up):
+  # leave its namespaces alone (the clean-up below would end what runs
+  # in them) and say so.
+  local n
+  for n in $ALL_NS; do
+    if [ -e "/run/netns/$P$n" ]; then
+      echo "lab: namespace $P$n exists already: another lab with the prefix $P runs (NEMO_LAB_PREFIX), or one left it (ip netns del $P$n)" >&2
+      exit 2
+    fi
+  done
   WORK=$(mktemp -d)
   PIDS=()
   trap cleanup EXIT

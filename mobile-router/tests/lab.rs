@@ -76,7 +76,14 @@ fn vm_lab_ending(hook: &str, wan_delay_ms: u32, ending: Ending) {
     let results = tempfile::tempdir().unwrap();
     let Some(text) = run(
         "migrate.sh",
-        &format!("vm-{hook}-{wan_delay_ms}"),
+        // Unique per test: the namespaces' prefix is made of it.
+        &format!(
+            "vm-{hook}-{wan_delay_ms}{}",
+            match ending {
+                Ending::Migrated => "",
+                Ending::FailedBack => "-back",
+            }
+        ),
         &[
             ("MODE", "vm".to_owned()),
             ("HOOK", hook.to_owned()),
