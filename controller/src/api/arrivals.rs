@@ -54,6 +54,11 @@ impl Service {
                 r.evidence.len()
             )));
         }
+        if r.evidence.chars().any(char::is_control) {
+            return Err(Status::invalid_argument(
+                "evidence: control characters are not allowed",
+            ));
+        }
         let reason = format!("arrival: {}", r.evidence);
         let made = self
             .once(

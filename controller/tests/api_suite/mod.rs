@@ -2104,6 +2104,13 @@ async fn an_arrival_moves_a_placed_tenant_when_the_controller_follows_arrivals()
         code(c.report_arrival(with_token(&tokens[1], oversized)).await).await;
     assert_eq!(too_long, Code::InvalidArgument, "{message}");
     assert!(message.contains("evidence"), "{message}");
+    let forged = pb::ReportArrivalRequest {
+        evidence: "RARP\nforged: line".into(),
+        ..arrival("hv-b")
+    };
+    let (control, message) = code(c.report_arrival(with_token(&tokens[1], forged)).await).await;
+    assert_eq!(control, Code::InvalidArgument, "{message}");
+    assert!(message.starts_with("evidence"), "{message}");
 
     // A controller that does not follow arrivals (the default) refuses,
     // naming the setting, and the tenant stays.
