@@ -154,18 +154,18 @@ fn spawn_port_thread(
     tracing::debug!(%interface, %tenant, "watching the port for its VM's arrival");
     let spawned = std::thread::Builder::new()
         .name(format!("arrival-{interface}"))
-        .spawn(move || match wait_for_guest(&interface, stop) {
-            Ok(Some(frame)) => {
-                tracing::debug!(%interface, frame = %frame.describe(), "the guest's first frame read");
+        .spawn(move || {
+            let port = interface.clone();
+            let read = wait_for_guest(&port, stop, |frame| {
                 let _ = arrived.blocking_send(Arrival {
                     interface,
                     tenant,
                     frame,
                 });
-            }
-            Ok(None) => {}
-            Err(error) => {
-                tracing::warn!(%interface, %error, "cannot watch the port for arrivals")
+                tracing::debug!(interface = %port, frame = %frame.describe(), "the guest's first frame read");
+            });
+            if let Err(error) = read {
+                tracing::warn!(interface = %port, %error, "cannot watch the port for arrivals");
             }
         });
     if let Err(error) = spawned {
