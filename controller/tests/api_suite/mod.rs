@@ -1802,6 +1802,22 @@ async fn a_call_sent_again_with_its_request_id_is_made_once() {
     assert_eq!(listed(&mut c).await, 3);
 }
 
+/// How a watch ends within 5 s: the status code it ends with, `None`
+/// when it ends cleanly; panics when it goes on.
+async fn ending<T>(stream: &mut tonic::Streaming<T>) -> Option<Code> {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(status) => return Some(status.code()),
+            }
+        }
+    })
+    .await
+    .expect("the watch went on")
+}
+
 /// `message` carrying the bearer token `token`.
 fn with_token<T>(token: &str, message: T) -> Request<T> {
     nemo_daemon::authorized(message, token).unwrap()
@@ -1956,18 +1972,11 @@ async fn a_credential_may_do_what_its_role_may_and_nothing_else() {
     c.revoke_credential(authed(pb::RevokeCredentialRequest { id }))
         .await
         .unwrap();
-    let ended = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match open_watch.message().await {
-                Ok(Some(_)) => continue,
-                Ok(None) => return None,
-                Err(status) => return Some(status.code()),
-            }
-        }
-    })
-    .await
-    .expect("the revoked credential's watch went on");
-    assert_eq!(ended, Some(Code::Unauthenticated));
+    assert_eq!(
+        ending(&mut open_watch).await,
+        Some(Code::Unauthenticated),
+        "the revoked credential's watch"
+    );
     let (revoked, message) =
         code(c.watch_placements(with_token(&hv_a.token, placements("hv-a"))).await).await;
     assert_eq!(revoked, Code::Unauthenticated, "{message}");
@@ -1992,18 +2001,11 @@ async fn a_credential_may_do_what_its_role_may_and_nothing_else() {
     c.revoke_credential(authed(pb::RevokeCredentialRequest { id }))
         .await
         .unwrap();
-    let ended = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match operator_watch.message().await {
-                Ok(Some(_)) => continue,
-                Ok(None) => return None,
-                Err(status) => return Some(status.code()),
-            }
-        }
-    })
-    .await
-    .expect("the revoked operator credential's event watch went on");
-    assert_eq!(ended, Some(Code::Unauthenticated));
+    assert_eq!(
+        ending(&mut operator_watch).await,
+        Some(Code::Unauthenticated),
+        "the revoked operator credential's event watch"
+    );
     // The history names the credentials, never a token.
     let mut events = c
         .watch_events(authed(pb::WatchEventsRequest {
