@@ -382,11 +382,10 @@ fn validate_pair(
         ));
     }
     // RFC 5798 §5.2.9: the virtual router's link-local address first (one
-    // is derived from the VRID when none is named), then the routable ones.
-    let routable = match addresses.first() {
-        Some(first) if first.is_unicast_link_local() => &addresses[1..],
-        _ => &addresses[..],
-    };
+    // is derived from the VRID when none is named), then the routable ones:
+    // what the election will advertise.
+    let advertised = nemo::vrrp::virtual_addresses(*pair.vrid.get_ref(), addresses);
+    let routable = &advertised[1..];
     if let Some(bad) = routable
         .iter()
         .find(|a| !nemo::ha::is_unicast_routable(**a))
@@ -405,7 +404,7 @@ fn validate_pair(
             "pair: addresses: the home-agent address, after the link-local one".into(),
         ));
     }
-    if addresses.len() > 254 && !addresses[0].is_unicast_link_local() {
+    if advertised.len() > 255 {
         return Err(invalid(
             pair.addresses.span(),
             "pair: addresses: at most 254 besides the virtual link-local address".into(),

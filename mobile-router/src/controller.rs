@@ -173,10 +173,7 @@ async fn watch(
                     .await?;
             }
             *revision = (*revision).max(update.revision);
-            placed.send_replace(Some(PlacedHere {
-                tenants: tables.keys().cloned().collect(),
-                client: client.clone(),
-            }));
+            publish(placed, tables, &client);
             continue;
         }
         if let Some(unconfirmed) = unconfirmed.as_mut() {
@@ -208,13 +205,23 @@ async fn watch(
         };
         commands.send(command).await?;
         if unconfirmed.is_none() {
-            placed.send_replace(Some(PlacedHere {
-                tenants: tables.keys().cloned().collect(),
-                client: client.clone(),
-            }));
+            publish(placed, tables, &client);
         }
     }
     anyhow::bail!("the controller ended the watch")
+}
+
+/// Tells [`crate::arrivals`] which tenants are placed here now, and the
+/// watch's client to report on.
+fn publish(
+    placed: &tokio::sync::watch::Sender<Option<PlacedHere>>,
+    tables: &BTreeMap<String, u32>,
+    client: &nemo_proto::v1::controller_client::ControllerClient<tonic::transport::Channel>,
+) {
+    placed.send_replace(Some(PlacedHere {
+        tenants: tables.keys().cloned().collect(),
+        client: client.clone(),
+    }));
 }
 
 /// Our revision's successors were trimmed from the controller's history:
