@@ -215,18 +215,23 @@ fn scapy_binding_update_over_raw_ipv6() {
 /// its UDP address.
 /// Starts `nemo-ha` in a namespace; returns it and its ready line.
 fn start_home_agent(ns: &Netns, config: &std::path::Path) -> (Killed, String) {
-    let mut child = ns
-        .command(env!("CARGO_BIN_EXE_nemo-ha"))
-        .arg("--config")
-        .arg(config)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (daemon, ready) = spawn_until_ready(
+        ns.command(env!("CARGO_BIN_EXE_nemo-ha"))
+            .arg("--config")
+            .arg(config),
+    );
+    assert!(ready.starts_with("nemo-ha ready"), "{ready:?}");
+    (daemon, ready)
+}
+
+/// Spawns a daemon and reads its first line (its ready line, or nothing
+/// when it ended first).
+fn spawn_until_ready(command: &mut std::process::Command) -> (Killed, String) {
+    let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let daemon = Killed(child);
     let mut ready = String::new();
     BufReader::new(stdout).read_line(&mut ready).unwrap();
-    assert!(ready.starts_with("nemo-ha ready"), "{ready:?}");
     (daemon, ready)
 }
 
@@ -525,30 +530,24 @@ fn bpf_forwarding_as_a_user_with_only_the_units_capabilities() {
     std::fs::hard_link(env!("CARGO_BIN_EXE_nemo-ha"), &binary)
         .or_else(|_| std::fs::copy(env!("CARGO_BIN_EXE_nemo-ha"), &binary).map(drop))
         .unwrap();
-    let mut child = site
-        .ha
-        .command("setpriv")
-        .args([
-            &format!("--reuid={NOBODY}"),
-            &format!("--regid={NOBODY}"),
-            "--clear-groups",
-            "--no-new-privs",
-            &format!("--inh-caps={only}"),
-            &format!("--ambient-caps={only}"),
-            &format!("--bounding-set={only}"),
-            "--",
-            binary.to_str().unwrap(),
-            "--config",
-        ])
-        .arg(&site.config)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(site.dir.path().join("ha.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let daemon = Killed(child);
-    let mut ready = String::new();
-    BufReader::new(stdout).read_line(&mut ready).unwrap();
+    let (daemon, ready) = spawn_until_ready(
+        site.ha
+            .command("setpriv")
+            .args([
+                &format!("--reuid={NOBODY}"),
+                &format!("--regid={NOBODY}"),
+                "--clear-groups",
+                "--no-new-privs",
+                &format!("--inh-caps={only}"),
+                &format!("--ambient-caps={only}"),
+                &format!("--bounding-set={only}"),
+                "--",
+                binary.to_str().unwrap(),
+                "--config",
+            ])
+            .arg(&site.config)
+            .stderr(std::fs::File::create(site.dir.path().join("ha.log")).unwrap()),
+    );
     let log = || std::fs::read_to_string(site.dir.path().join("ha.log")).unwrap_or_default();
     assert!(
         ready.starts_with("nemo-ha ready"),
@@ -614,18 +613,12 @@ fn restart_serves_registrations_while_the_kernel_catches_up(backend: Backend) {
     // Restarted with its log kept; the load starts at the ready line, its
     // sequence numbers past the first run's (every update a refresh).
     let log = site.dir.path().join("restart.log");
-    let mut child = ha
-        .command(env!("CARGO_BIN_EXE_nemo-ha"))
-        .arg("--config")
-        .arg(&site.config)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let _daemon = Killed(child);
-    let mut ready = String::new();
-    BufReader::new(stdout).read_line(&mut ready).unwrap();
+    let (_daemon, ready) = spawn_until_ready(
+        ha.command(env!("CARGO_BIN_EXE_nemo-ha"))
+            .arg("--config")
+            .arg(&site.config)
+            .stderr(std::fs::File::create(&log).unwrap()),
+    );
     let udp = nemo_testkit::field(&ready, "udp");
     let report = load(ha, &udp, ROUTERS, 2, 1000);
     assert!(report.contains("rejected=0"), "{report}");

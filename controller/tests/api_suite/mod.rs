@@ -2039,16 +2039,9 @@ async fn an_arrival_moves_a_placed_tenant_when_the_controller_follows_arrivals()
     };
     let server = start_with(dir.path(), &backend, "arrivals = \"follow\"\n");
     let mut c = client(&server).await;
-    c.create_tenant(authed(pb::CreateTenantRequest {
-        name: "acme".into(),
-    }))
-    .await
-    .unwrap();
+    world(&mut c).await;
     let mut tokens = Vec::new();
     for name in ["hv-a", "hv-b"] {
-        c.register_hypervisor(authed(pb::RegisterHypervisorRequest { name: name.into() }))
-            .await
-            .unwrap();
         let issued = c
             .issue_credential(authed(pb::IssueCredentialRequest {
                 role: "hypervisor".into(),
@@ -2122,16 +2115,7 @@ async fn an_arrival_moves_a_placed_tenant_when_the_controller_follows_arrivals()
     };
     let server = start(dir.path(), &backend);
     let mut c = client(&server).await;
-    c.create_tenant(authed(pb::CreateTenantRequest {
-        name: "acme".into(),
-    }))
-    .await
-    .unwrap();
-    for name in ["hv-a", "hv-b"] {
-        c.register_hypervisor(authed(pb::RegisterHypervisorRequest { name: name.into() }))
-            .await
-            .unwrap();
-    }
+    world(&mut c).await;
     c.place_tenant(authed(pb::PlaceTenantRequest {
         tenant: "acme".into(),
         hypervisor: "hv-a".into(),
