@@ -47,8 +47,16 @@ enum nemo_counter {
 	NEMO_DECAP_MALFORMED = 5, /* truncated or not IPv6 inside */
 	NEMO_DECAP_FAILED = 6,    /* bpf_skb_adjust_room refused */
 	NEMO_MALFORMED = 7,       /* encap side: not an IPv6 packet */
-	NEMO_COUNTERS = 8,
+	NEMO_BICAST_COPIED = 8,   /* a copy sent to the second care-of address */
+	NEMO_BICAST_NO_ROUTE = 9, /* no route or no neighbour to it: no copy */
+	NEMO_BICAST_FAILED = 10,  /* bpf_clone_redirect refused */
+	NEMO_COUNTERS = 11,
 };
+
+/* Most entries of nemo_also: destinations of tenants moving at once (a
+ * full map means no copy for the next mover, said and counted by the
+ * daemon). */
+#define NEMO_MAX_BICASTS 65536
 
 /* Most entries per map; a full map refuses an update (ENOSPC / E2BIG),
  * which the daemon answers as insufficient resources. */

@@ -22,10 +22,20 @@
 //   agent nemo_bindings holds for the inner destination (the tenant's
 //   prefix), so tenants of different home agents stay apart.
 //
+// - nemo_bicast (tc egress, on the uplink; home agent): while a tenant moves
+//   (issue 29, make-before-break), nemo_also holds a second care-of address
+//   for its destinations; a packet this host tunnelled to the first leaves
+//   once more, the same packet with the outer destination rewritten, to the
+//   second (RFC 5648 §6.1: "This document does not provide any mechanism
+//   to select the suitable binding for forwarding data packets"; nemo's
+//   choice during a move is both). The reverse
+//   tunnel takes packets from either peer meanwhile (nemo_decap_src).
+//
 // Packets too big for the tunnel: the route's headroom (40) lowers the
 // path MTU the kernel checks before the program runs, so senders get an
 // ICMPv6 Packet Too Big (RFC 8201) instead of a silent drop.
 
+#include <stddef.h>
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
@@ -48,6 +58,16 @@ struct {
 	__uint(max_entries, NEMO_MAX_BINDINGS);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } nemo_bindings SEC(".maps");
+
+/* The same keys as nemo_bindings: a destination's second peer while its
+ * tenant moves (home agent only; empty on a mobile router). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct nemo_prefix);
+	__type(value, struct nemo_peer);
+	__uint(max_entries, NEMO_MAX_BICASTS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} nemo_also SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -162,8 +182,13 @@ static __always_inline int decapsulate(struct __sk_buff *skb, int by_source)
 	__builtin_memcpy(key.addr, by_source ? &inner->saddr : &inner->daddr, 16);
 	struct nemo_peer *peer = bpf_map_lookup_elem(&nemo_bindings, &key);
 	if (!peer || !same_address(peer->addr, &outer->saddr)) {
-		count(NEMO_DECAP_SPOOFED);
-		return TC_ACT_SHOT;
+		/* During a move the second care-of address is the tenant's too:
+		 * its VM still runs there until it stops. */
+		struct nemo_peer *also = bpf_map_lookup_elem(&nemo_also, &key);
+		if (!also || !same_address(also->addr, &outer->saddr)) {
+			count(NEMO_DECAP_SPOOFED);
+			return TC_ACT_SHOT;
+		}
 	}
 	if (bpf_skb_adjust_room(skb, -(__s32)sizeof(struct ipv6hdr), BPF_ADJ_ROOM_MAC, 0)) {
 		count(NEMO_DECAP_FAILED);
@@ -183,4 +208,73 @@ SEC("tc")
 int nemo_decap_dst(struct __sk_buff *skb)
 {
 	return decapsulate(skb, 0);
+}
+
+#define AF_INET6 10
+#define DADDR_OFFSET (sizeof(struct ethhdr) + offsetof(struct ipv6hdr, daddr))
+
+/* tc egress of the home agent's uplink: a packet tunnelled from here (outer
+ * source nemo_local, IPv6-in-IPv6) whose inner destination has a second
+ * peer in nemo_also leaves once more to it. The copy is this packet with
+ * the outer destination and the link-layer addresses rewritten, cloned out
+ * (bpf_clone_redirect), then the packet is put back as it was. The copy
+ * passes here too and is let go: its outer destination is the second peer. */
+SEC("tc")
+int nemo_bicast(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IPV6))
+		return TC_ACT_OK;
+	struct ipv6hdr *outer = (void *)(eth + 1);
+	struct ipv6hdr *inner = (void *)(outer + 1);
+	if ((void *)(inner + 1) > data_end || outer->nexthdr != IPPROTO_IPV6)
+		return TC_ACT_OK;
+	__u32 zero = 0;
+	struct nemo_local *local = bpf_map_lookup_elem(&nemo_local, &zero);
+	if (!local || !same_address(local->addr, &outer->saddr))
+		return TC_ACT_OK; /* not tunnelled by this host */
+	struct nemo_prefix key = { .prefixlen = 128 };
+	__builtin_memcpy(key.addr, &inner->daddr, 16);
+	struct nemo_peer *found = bpf_map_lookup_elem(&nemo_also, &key);
+	if (!found || same_address(found->addr, &outer->daddr))
+		return TC_ACT_OK; /* no move, or this is the copy */
+	struct nemo_peer also = *found;
+	struct nemo_peer first;
+	__builtin_memcpy(first.addr, &outer->daddr, 16);
+	unsigned char link[2 * ETH_ALEN];
+	__builtin_memcpy(link, eth, sizeof(link));
+
+	struct bpf_fib_lookup fib = {};
+	fib.family = AF_INET6;
+	fib.ifindex = skb->ifindex;
+	fib.tot_len = skb->len - sizeof(struct ethhdr);
+	__builtin_memcpy(fib.ipv6_src, local->addr, 16);
+	__builtin_memcpy(fib.ipv6_dst, also.addr, 16);
+	if (bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT) !=
+	    BPF_FIB_LKUP_RET_SUCCESS) {
+		/* No route, or no neighbour entry yet (the second peer was the
+		 * first until a moment ago, so its next hop is normally known). */
+		count(NEMO_BICAST_NO_ROUTE);
+		return TC_ACT_OK;
+	}
+	unsigned char rewritten[2 * ETH_ALEN];
+	__builtin_memcpy(rewritten, fib.dmac, ETH_ALEN);
+	__builtin_memcpy(rewritten + ETH_ALEN, fib.smac, ETH_ALEN);
+	if (bpf_skb_store_bytes(skb, DADDR_OFFSET, also.addr, 16, 0) ||
+	    bpf_skb_store_bytes(skb, 0, rewritten, sizeof(rewritten), 0)) {
+		count(NEMO_BICAST_FAILED);
+		return TC_ACT_OK;
+	}
+	if (bpf_clone_redirect(skb, fib.ifindex, 0))
+		count(NEMO_BICAST_FAILED);
+	else
+		count(NEMO_BICAST_COPIED);
+	/* The packet itself goes on to the first peer, as it came. */
+	if (bpf_skb_store_bytes(skb, DADDR_OFFSET, first.addr, 16, 0) ||
+	    bpf_skb_store_bytes(skb, 0, link, sizeof(link), 0))
+		return TC_ACT_SHOT;
+	return TC_ACT_OK;
 }

@@ -138,6 +138,30 @@ pub trait HomeAgentDataPlane: Send + Sync + 'static {
         previous: Option<&BindingRoutes>,
     ) -> impl Future<Output = Result<(), DataPlaneError>> + Send;
 
+    /// While a tenant moves (issue 29, make-before-break): packets to the
+    /// destinations of `second` go to `second.care_of` too, beside their
+    /// binding's care-of address, and packets reverse-tunnelled from there
+    /// are taken as well; until [`HomeAgentDataPlane::end_bicast`]. `false`:
+    /// this backend cannot copy packets (only the BPF one can).
+    fn bicast(
+        &self,
+        second: &BindingRoutes,
+    ) -> impl Future<Output = Result<bool, DataPlaneError>> + Send {
+        let _ = second;
+        async { Ok(false) }
+    }
+
+    /// Ends what [`HomeAgentDataPlane::bicast`] started for `second` (its
+    /// destinations still copied to `second.care_of`; a later move's
+    /// copies stay).
+    fn end_bicast(
+        &self,
+        second: &BindingRoutes,
+    ) -> impl Future<Output = Result<(), DataPlaneError>> + Send {
+        let _ = second;
+        async { Ok(()) }
+    }
+
     /// Removes the binding's routes.
     fn clear(
         &self,

@@ -6,7 +6,9 @@
 //! Checked: ping and TCP both ways with full-size packets, an ICMPv6
 //! Packet Too Big for a packet too large for the tunnel, both ways; the
 //! binding moved to the other care-of address; a reverse-tunnelled packet
-//! from the old care-of address dropped and counted as spoofed; a restart
+//! from the old care-of address dropped and counted as spoofed; copies to
+//! the old care-of address and its reverse tunnel taken while a move's
+//! window is open (make-before-break); a restart
 //! over the pinned maps that keeps forwarding; reconcile; teardown leaving
 //! nothing behind.
 //!
@@ -53,6 +55,8 @@ fn tenant() -> TenantRoutes {
 /// Work for the thread that owns a data plane inside a namespace.
 enum Step {
     Set(BindingRoutes, Option<BindingRoutes>),
+    Bicast(BindingRoutes),
+    EndBicast(BindingRoutes),
     Reconcile(Vec<BindingRoutes>),
     Attach(TenantRoutes),
     Counter(Counter),
@@ -131,6 +135,15 @@ fn data_plane(
                         .set(&routes, previous.as_ref())
                         .await
                         .map(|()| Answer::Done),
+                    (Plane::HomeAgent(p), Step::Bicast(second)) => {
+                        p.bicast(&second).await.map(|copying| {
+                            assert!(copying, "the bpf data plane copies");
+                            Answer::Done
+                        })
+                    }
+                    (Plane::HomeAgent(p), Step::EndBicast(second)) => {
+                        p.end_bicast(&second).await.map(|()| Answer::Done)
+                    }
                     (Plane::HomeAgent(p), Step::Reconcile(all)) => {
                         p.reconcile(&all).await.map(Answer::Report)
                     }
@@ -264,6 +277,41 @@ fn bpf_tunnels_carry_full_size_traffic_follow_the_binding_and_survive_a_restart(
         "spoofed packets not counted"
     );
 
+    // Make-before-break (issue 29): with the binding at B, the care-of
+    // address it left gets a copy of each packet, full-size ones too (both
+    // VMs answer: ping sees duplicates), and A's reverse tunnel is taken
+    // again, until the copies end.
+    step(&plane, Step::Bicast(binding(COA_A)));
+    let (a_before, b_before) = (
+        count(mr_a_plane, Counter::Decapsulated),
+        count(mr_b_plane, Counter::Decapsulated),
+    );
+    let copied = count(&plane, Counter::BicastCopied);
+    let answer = text(&ping(&cn, VM, 1412));
+    assert!(answer.contains("duplicates"), "no copy reached A: {answer}");
+    assert!(count(&plane, Counter::BicastCopied) >= copied + 3);
+    assert!(count(mr_a_plane, Counter::Decapsulated) >= a_before + 3);
+    assert!(count(mr_b_plane, Counter::Decapsulated) >= b_before + 3);
+    assert_eq!(count(&plane, Counter::BicastNoRoute), 0);
+    assert_eq!(count(&plane, Counter::BicastFailed), 0);
+    assert!(pings(&vm_a, CN, 1412), "A's VM not taken while copied to");
+    assert!(
+        pings(&vm_b, CN, 56),
+        "B's VM not taken while A is copied to"
+    );
+    step(&plane, Step::EndBicast(binding(COA_A)));
+    let a_before = count(mr_a_plane, Counter::Decapsulated);
+    let answer = text(&ping(&cn, VM, 56));
+    assert!(
+        answer.contains(" 0% packet loss") && !answer.contains("duplicates"),
+        "after the copies end: {answer}"
+    );
+    assert_eq!(count(mr_a_plane, Counter::Decapsulated), a_before);
+    assert!(
+        !pings(&vm_a, CN, 56),
+        "A's VM still taken after the copies end"
+    );
+
     // A restart (the process gone without a teardown, as after kill -9):
     // routes, filter and pinned maps stay, and forwarding goes on.
     drop(plane);
@@ -317,6 +365,13 @@ fn bpf_tunnels_carry_full_size_traffic_follow_the_binding_and_survive_a_restart(
             .unwrap(),
     );
     assert!(!filters.contains("nemo_decap"), "{filters}");
+    let filters = text(
+        &ha.command("tc")
+            .args(["filter", "show", "dev", "h1", "egress"])
+            .output()
+            .unwrap(),
+    );
+    assert!(!filters.contains("nemo_bicast"), "{filters}");
     for name in ["ha", "mr-a", "mr-b"] {
         assert!(!bpffs.path(name).exists(), "{name}'s pins are left");
     }

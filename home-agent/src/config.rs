@@ -271,6 +271,19 @@ pub struct DataPlaneSection {
     /// What happens to forwarding when the daemon stops.
     #[serde(default)]
     pub on_shutdown: OnShutdown,
+    /// bpf: for how long a binding that moved to another care-of address
+    /// still sends copies to the one it left, and takes reverse-tunnelled
+    /// packets from it (make-before-break, issue 29); 0 turns it off.
+    #[serde(default = "default_bicast_ms")]
+    pub bicast_ms: Spanned<u64>,
+}
+
+/// The longest `bicast_ms`: a window is meant to cover a live migration's
+/// last seconds, not to keep two sites fed.
+pub const MAX_BICAST_MS: u64 = 600_000;
+
+fn default_bicast_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 2_000)
 }
 
 impl Default for DataPlaneSection {
@@ -282,6 +295,7 @@ impl Default for DataPlaneSection {
             pin_dir: default_pin_dir(),
             aggregates: Vec::new(),
             on_shutdown: OnShutdown::default(),
+            bicast_ms: default_bicast_ms(),
         }
     }
 }
@@ -537,6 +551,12 @@ impl Config {
                         ""
                     }
                 ),
+            ));
+        }
+        if *dataplane.bicast_ms.get_ref() > MAX_BICAST_MS {
+            return Err(invalid(
+                dataplane.bicast_ms.span(),
+                format!("dataplane: bicast_ms: at most {MAX_BICAST_MS} (0 turns copying off)"),
             ));
         }
         if let Some(controller) = &config.controller {

@@ -237,6 +237,7 @@ async fn serve<D: HomeAgentDataPlane>(
         Ok(authorizations)
     });
     let mut running = driver::start(Setup {
+        bicast: std::time::Duration::from_millis(*config.dataplane.bicast_ms.get_ref()),
         engine,
         authorizations,
         store,

@@ -73,6 +73,11 @@ pub struct Metrics {
     pub flush_batch: Histogram,
     /// Failures to program forwarding.
     pub forwarding_failures: Counter,
+    /// Moved bindings whose old care-of address still gets copies now
+    /// (make-before-break windows open).
+    pub bicasts: Gauge,
+    /// Windows opened since start.
+    pub bicasts_started: Counter,
     /// The data plane backend running: 1 for its name.
     pub dataplane_backend: Family<BackendLabel, Gauge>,
     /// Tunnelled packets no decapsulation route took (the kernel's count,
@@ -123,6 +128,8 @@ impl Metrics {
             flush_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
             flush_batch: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             forwarding_failures: Counter::default(),
+            bicasts: Gauge::default(),
+            bicasts_started: Counter::default(),
             decapsulation_misses: Gauge::default(),
             dataplane_backend: Family::default(),
             active: Gauge::default(),
@@ -236,6 +243,16 @@ impl Metrics {
             "forwarding_failures",
             "Failures to program forwarding",
             metrics.forwarding_failures.clone(),
+        );
+        registry.register(
+            "bicasts",
+            "Moved bindings whose old care-of address still gets a copy of each packet ([dataplane] bicast_ms)",
+            metrics.bicasts.clone(),
+        );
+        registry.register(
+            "bicasts_started",
+            "Make-before-break windows opened (a binding moved to another care-of address)",
+            metrics.bicasts_started.clone(),
         );
         registry.register(
             "decapsulation_misses",

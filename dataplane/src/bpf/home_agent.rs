@@ -12,6 +12,7 @@
 //!   table 4191:         AGGREGATE encap bpf xmit nemo_encap_dst headroom 40 dev UPLINK
 //!                       (and DESTINATION ... for what no aggregate covers)
 //!   tc ingress UPLINK:  nemo_decap_src (nemo_local = the home agent's address)
+//!   tc egress UPLINK:   nemo_bicast (copies while a tenant moves: nemo_also)
 //! ```
 
 use std::collections::{BTreeSet, HashMap};
@@ -24,7 +25,7 @@ use libbpf_rs::{MapCore, MapFlags};
 use rtnetlink::Handle;
 
 use super::maps::{self, Counter};
-use super::routes::{attach_decap, detach_decap, encap_route};
+use super::routes::{attach_tc, detach_tc, encap_route, TcHook};
 use super::{Program, Programs};
 use crate::linux::{
     add_rule, delete_route_from, install_route, link, owned_route_messages, remove_rules,
@@ -74,7 +75,20 @@ impl BpfHomeAgent {
         let programs = Programs::load(config.pin_dir.as_deref())?;
         let (uplink, _mtu) = link(&handle, &config.uplink).await?;
         programs.set_local(config.local_address)?;
-        attach_decap(uplink, programs.fd(Program::DecapBySource)?.as_fd())?;
+        attach_tc(
+            TcHook::Decap,
+            uplink,
+            programs.fd(Program::DecapBySource)?.as_fd(),
+        )?;
+        // Copies to moving tenants' second peers: what an earlier run left
+        // there is over (a move's copies last a window, and a restart ends
+        // the window), then the program that sends them.
+        programs.clear_also();
+        attach_tc(
+            TcHook::Bicast,
+            uplink,
+            programs.fd(Program::Bicast)?.as_fd(),
+        )?;
         add_rule(
             &handle,
             &Rule {
@@ -175,9 +189,15 @@ impl BpfHomeAgent {
             crate::linux::is_ours(m) && crate::linux::priority(m) == PREF_ROUTE
         })
         .await?;
-        detach_decap(
+        detach_tc(
+            TcHook::Decap,
             self.uplink,
             self.programs.fd(Program::DecapBySource)?.as_fd(),
+        )?;
+        detach_tc(
+            TcHook::Bicast,
+            self.uplink,
+            self.programs.fd(Program::Bicast)?.as_fd(),
         )?;
         self.programs.clear_bindings();
         self.programs.unpin()
@@ -196,6 +216,37 @@ impl BpfHomeAgent {
 impl HomeAgentDataPlane for BpfHomeAgent {
     fn name(&self) -> &'static str {
         "bpf (lwt xmit encapsulation, tc ingress decapsulation)"
+    }
+
+    async fn bicast(&self, second: &BindingRoutes) -> Result<bool, DataPlaneError> {
+        for destination in second.destinations() {
+            self.programs
+                .also
+                .update(
+                    &maps::prefix_key(destination),
+                    &maps::address_value(second.care_of),
+                    MapFlags::ANY,
+                )
+                .map_err(|e| refused("copy packets to a second peer for", destination, e))?;
+        }
+        Ok(true)
+    }
+
+    async fn end_bicast(&self, second: &BindingRoutes) -> Result<(), DataPlaneError> {
+        let listed = self.programs.listed_also();
+        for destination in second.destinations() {
+            // Only this move's copies: a later move may have set another.
+            if listed.get(&destination) != Some(&second.care_of) {
+                continue;
+            }
+            match self.programs.also.delete(&maps::prefix_key(destination)) {
+                Err(error) if error.kind() != libbpf_rs::ErrorKind::NotFound => {
+                    return Err(refused("stop copying packets for", destination, error));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     fn refused_tunnelled(&self) -> Option<u64> {

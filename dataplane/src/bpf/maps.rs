@@ -19,6 +19,8 @@ pub const LOCAL_SIZE: usize = 16;
 /// The maps, by their names in the object: a prefix (home address, Mobile
 /// Network Prefix) to its binding's tunnel peer, for both directions.
 pub const BINDINGS: &str = "nemo_bindings";
+/// A destination's second tunnel peer while its tenant moves (home agent).
+pub const ALSO: &str = "nemo_also";
 /// This host's tunnel address.
 pub const LOCAL: &str = "nemo_local";
 /// Per-CPU counters, one slot per [`Counter`].
@@ -47,11 +49,18 @@ pub enum Counter {
     DecapFailed = 6,
     /// Packets routed into the tunnel that are not IPv6: dropped.
     Malformed = 7,
+    /// Copies sent to a moving tenant's second care-of address.
+    BicastCopied = 8,
+    /// Copies not sent: no route or no neighbour entry towards the second
+    /// care-of address.
+    BicastNoRoute = 9,
+    /// Copies the kernel would not send (`bpf_clone_redirect`).
+    BicastFailed = 10,
 }
 
 impl Counter {
     /// Every counter, in slot order.
-    pub const ALL: [Counter; 8] = [
+    pub const ALL: [Counter; 11] = [
         Counter::Encapsulated,
         Counter::EncapNoTunnel,
         Counter::EncapFailed,
@@ -60,6 +69,9 @@ impl Counter {
         Counter::DecapMalformed,
         Counter::DecapFailed,
         Counter::Malformed,
+        Counter::BicastCopied,
+        Counter::BicastNoRoute,
+        Counter::BicastFailed,
     ];
 }
 

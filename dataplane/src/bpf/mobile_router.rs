@@ -21,7 +21,7 @@ use netlink_packet_route::route::RouteProtocol;
 use rtnetlink::{Handle, RouteMessageBuilder};
 
 use super::maps;
-use super::routes::{attach_decap, detach_decap, encap_route};
+use super::routes::{attach_tc, detach_tc, encap_route, TcHook};
 use super::{Program, Programs};
 use crate::linux::{
     add_rule, delete_route_from, install_route, is_ours, link, owned_route_messages, priority,
@@ -63,7 +63,11 @@ impl BpfMobileRouter {
         crate::require_forwarding("bpf")?;
         let programs = Programs::load(config.pin_dir.as_deref())?;
         let (uplink, _mtu) = link(&handle, &config.uplink).await?;
-        attach_decap(uplink, programs.fd(Program::DecapByDestination)?.as_fd())?;
+        attach_tc(
+            TcHook::Decap,
+            uplink,
+            programs.fd(Program::DecapByDestination)?.as_fd(),
+        )?;
         let plane = BpfMobileRouter {
             handle,
             programs,
@@ -198,7 +202,8 @@ impl MobileRouterDataPlane for BpfMobileRouter {
                 delete_route_from(&self.handle, table, destination, None).await?;
             }
         }
-        detach_decap(
+        detach_tc(
+            TcHook::Decap,
             self.uplink,
             self.programs.fd(Program::DecapByDestination)?.as_fd(),
         )?;

@@ -106,6 +106,9 @@ pub enum Program {
     /// Mobile router: decapsulate, the peer looked up by inner
     /// destination (tc).
     DecapByDestination,
+    /// Home agent: copy tunnelled packets to a moving tenant's second
+    /// care-of address (tc egress).
+    Bicast,
 }
 
 impl Program {
@@ -116,6 +119,7 @@ impl Program {
             Program::EncapBySource => "nemo_encap_src",
             Program::DecapBySource => "nemo_decap_src",
             Program::DecapByDestination => "nemo_decap_dst",
+            Program::Bicast => "nemo_bicast",
         }
     }
 }
@@ -127,6 +131,8 @@ pub struct Programs {
     /// A prefix (home address, Mobile Network Prefix) to its binding's
     /// tunnel peer.
     pub bindings: MapHandle,
+    /// A prefix to its second tunnel peer while its tenant moves.
+    pub also: MapHandle,
     /// This host's tunnel address (one entry).
     pub local: MapHandle,
     counters: MapHandle,
@@ -198,6 +204,7 @@ impl Programs {
             MapHandle::try_from(&map).map_err(|e| unavailable(format!("map {name}: {e}")))
         };
         let bindings = map(maps::BINDINGS, maps::PREFIX_SIZE, maps::PEER_SIZE)?;
+        let also = map(maps::ALSO, maps::PREFIX_SIZE, maps::PEER_SIZE)?;
         let local = map(maps::LOCAL, 4, maps::LOCAL_SIZE)?;
         let counters = map(maps::COUNTERS, 4, 8)?;
         if counters.max_entries() as usize != Counter::ALL.len() {
@@ -211,6 +218,7 @@ impl Programs {
         Ok(Programs {
             object,
             bindings,
+            also,
             local,
             counters,
             pin_dir: pin_dir.map(Path::to_owned),
@@ -299,20 +307,27 @@ impl Programs {
 
     /// Every (prefix, peer) in the bindings map.
     pub fn listed_bindings(&self) -> std::collections::HashMap<ipnet::Ipv6Net, std::net::Ipv6Addr> {
-        self.bindings
-            .keys()
-            .filter_map(|key| {
-                let prefix = maps::key_prefix(&key)?;
-                let value = self.bindings.lookup(&key, MapFlags::ANY).ok()??;
-                Some((prefix, maps::value_address(&value)?))
-            })
-            .collect()
+        listed(&self.bindings)
     }
 
-    /// Empties the bindings map.
+    /// Every (prefix, second peer) in the map of moving tenants.
+    pub fn listed_also(&self) -> std::collections::HashMap<ipnet::Ipv6Net, std::net::Ipv6Addr> {
+        listed(&self.also)
+    }
+
+    /// Empties the map of moving tenants (no copies to second peers).
+    pub fn clear_also(&self) {
+        for key in self.also.keys().collect::<Vec<_>>() {
+            let _ = self.also.delete(&key);
+        }
+    }
+
+    /// Empties the bindings map and the map of moving tenants.
     pub fn clear_bindings(&self) {
-        for key in self.bindings.keys().collect::<Vec<_>>() {
-            let _ = self.bindings.delete(&key);
+        for map in [&self.bindings, &self.also] {
+            for key in map.keys().collect::<Vec<_>>() {
+                let _ = map.delete(&key);
+            }
         }
     }
 
@@ -326,7 +341,7 @@ impl Programs {
         let Some(dir) = &self.pin_dir else {
             return Ok(());
         };
-        for name in [maps::BINDINGS, maps::LOCAL, maps::COUNTERS] {
+        for name in [maps::BINDINGS, maps::ALSO, maps::LOCAL, maps::COUNTERS] {
             match std::fs::remove_file(dir.join(name)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -336,6 +351,17 @@ impl Programs {
         let _ = std::fs::remove_dir(dir);
         Ok(())
     }
+}
+
+/// Every (prefix, peer) of an LPM map of peers.
+fn listed(map: &MapHandle) -> std::collections::HashMap<ipnet::Ipv6Net, std::net::Ipv6Addr> {
+    map.keys()
+        .filter_map(|key| {
+            let prefix = maps::key_prefix(&key)?;
+            let value = map.lookup(&key, MapFlags::ANY).ok()??;
+            Some((prefix, maps::value_address(&value)?))
+        })
+        .collect()
 }
 
 /// The pin folder exists (created if missing) on a bpf filesystem.
@@ -389,7 +415,7 @@ pub fn probe_bpf() -> Result<(), String> {
             let decap = attach
                 .fd(Program::DecapBySource)
                 .map_err(|e| e.to_string())?;
-            routes::attach_decap(LOOPBACK, decap.as_fd())
+            routes::attach_tc(routes::TcHook::Decap, LOOPBACK, decap.as_fd())
                 .map_err(|e| missing("tc BPF filters", &e.to_string(), "CONFIG_NET_CLS_BPF"))
         })),
     );

@@ -6,7 +6,7 @@ use std::net::Ipv6Addr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use ipnet::Ipv6Net;
-use libbpf_rs::{TcHookBuilder, TC_INGRESS};
+use libbpf_rs::{TcHookBuilder, TC_EGRESS, TC_INGRESS};
 use netlink_packet_core::DefaultNla;
 use netlink_packet_route::route::{
     RouteAttribute, RouteLwEnCapType, RouteLwTunnelEncap, RouteMessage, RouteProtocol,
@@ -29,8 +29,8 @@ const LWT_BPF_PROG_FD: u16 = 1;
 const LWT_BPF_PROG_NAME: u16 = 2;
 const NLA_F_NESTED: u16 = 0x8000;
 
-/// The priority and handle of nemo's tc filter on the uplink's ingress
-/// (one filter; a restart replaces it in place).
+/// The priority and handle of nemo's tc filters on the uplink (one at
+/// ingress, one at egress; a restart replaces each in place).
 const TC_PRIORITY: u32 = 4191;
 const TC_HANDLE: u32 = 4191;
 
@@ -86,43 +86,66 @@ pub fn is_bpf_route(message: &RouteMessage) -> bool {
         .any(|a| matches!(a, RouteAttribute::EncapType(RouteLwEnCapType::Bpf)))
 }
 
-/// Attaches (or replaces in place) the decapsulation program at the
-/// interface's tc ingress, creating the clsact qdisc if needed.
-pub fn attach_decap(interface: u32, fd: BorrowedFd<'_>) -> Result<(), DataPlaneError> {
-    let mut hook = TcHookBuilder::new(fd)
-        .ifindex(interface as i32)
-        .replace(true)
-        .handle(TC_HANDLE)
-        .priority(TC_PRIORITY)
-        .hook(TC_INGRESS);
+/// Where on an interface a tc program runs, and what it is (for errors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcHook {
+    /// Ingress: the decapsulation program.
+    Decap,
+    /// Egress: the home agent's copies to a moving tenant's second peer.
+    Bicast,
+}
+
+impl TcHook {
+    fn builder<'a>(self, interface: u32, fd: BorrowedFd<'a>) -> libbpf_rs::TcHook {
+        let mut builder = TcHookBuilder::new(fd);
+        builder
+            .ifindex(interface as i32)
+            .replace(true)
+            .handle(TC_HANDLE)
+            .priority(TC_PRIORITY);
+        builder.hook(match self {
+            TcHook::Decap => TC_INGRESS,
+            TcHook::Bicast => TC_EGRESS,
+        })
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            TcHook::Decap => "the decapsulation program at tc ingress",
+            TcHook::Bicast => "the copying program at tc egress",
+        }
+    }
+}
+
+/// Attaches (or replaces in place) a program at the interface's tc hook,
+/// creating the clsact qdisc if needed.
+pub fn attach_tc(hook: TcHook, interface: u32, fd: BorrowedFd<'_>) -> Result<(), DataPlaneError> {
+    let mut tc = hook.builder(interface, fd);
     // EEXIST: the qdisc is there already (an earlier run, another filter).
-    if let Err(error) = hook.create() {
+    if let Err(error) = tc.create() {
         if !error.to_string().contains("exists") {
             return Err(unavailable(format!(
                 "creating the clsact qdisc on interface {interface}: {error}"
             )));
         }
     }
-    hook.attach().map(drop).map_err(|e| {
+    tc.attach().map(drop).map_err(|e| {
         unavailable(format!(
-            "attaching the decapsulation program at tc ingress of interface {interface}: {e}"
+            "attaching {} of interface {interface}: {e}",
+            hook.what()
         ))
     })
 }
 
-/// Removes nemo's filter from the interface's tc ingress (the qdisc stays:
+/// Removes nemo's filter from the interface's tc hook (the qdisc stays:
 /// other filters may use it).
-pub fn detach_decap(interface: u32, fd: BorrowedFd<'_>) -> Result<(), DataPlaneError> {
-    let mut hook = TcHookBuilder::new(fd)
-        .ifindex(interface as i32)
-        .handle(TC_HANDLE)
-        .priority(TC_PRIORITY)
-        .hook(TC_INGRESS);
-    match hook.detach() {
+pub fn detach_tc(hook: TcHook, interface: u32, fd: BorrowedFd<'_>) -> Result<(), DataPlaneError> {
+    match hook.builder(interface, fd).detach() {
         Ok(()) => Ok(()),
         Err(error) if error.to_string().contains("No such file") => Ok(()),
         Err(error) => Err(unavailable(format!(
-            "detaching the decapsulation program from interface {interface}: {error}"
+            "detaching {} from interface {interface}: {error}",
+            hook.what()
         ))),
     }
 }

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use nemo::ha::{
-    Binding, Change, ChangeKind, Decision, Forwarding, ForwardingFailure, Handled, HomeAgent,
+    Bicasts, Binding, Change, ChangeKind, Copying, Decision, Forwarding, ForwardingFailure,
+    Handled, HomeAgent,
 };
 use nemo_dataplane::{BindingRoutes, DataPlaneError, HomeAgentDataPlane};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -36,6 +37,11 @@ pub struct Core<D> {
     /// While the start's reconcile runs beside the core (`None` after).
     /// A lock only because `forward` takes `&self`; the core alone uses it.
     pub(super) catching_up: std::sync::Mutex<Option<CatchingUp>>,
+    /// Moved bindings whose old care-of address still gets copies (the
+    /// active only).
+    pub(super) bicasts: Bicasts,
+    /// The data plane said once that it cannot copy packets.
+    pub(super) bicast_unsupported_said: bool,
 }
 
 /// What the core changed in the data plane while the start's reconcile
@@ -80,7 +86,11 @@ impl<D: HomeAgentDataPlane> Core<D> {
             let active = *self.role.borrow() == Role::Active;
             self.metrics.active.set(i64::from(active));
             let deadline = if active {
-                self.engine.poll_timeout()
+                self.engine
+                    .poll_timeout()
+                    .into_iter()
+                    .chain(self.bicasts.poll_timeout())
+                    .min()
             } else {
                 None
             };
@@ -120,6 +130,11 @@ impl<D: HomeAgentDataPlane> Core<D> {
                     }
                     let role = *self.role.borrow_and_update();
                     tracing::info!(?role, bindings = self.engine.cache().len(), "role changed");
+                    if role != Role::Active {
+                        // The other member forwards now; it copies nothing.
+                        let ended = self.bicasts.close_all();
+                        self.copy(ended).await;
+                    }
                 }
                 () = sleep => self.timers().await,
                 _ = shutdown.changed() => break,
@@ -175,6 +190,9 @@ impl<D: HomeAgentDataPlane> Core<D> {
             }
             Handled::Acknowledge(acknowledgement) => {
                 let kind = acknowledgement.change.as_ref().map(Change::kind);
+                if let Some(change) = &acknowledgement.change {
+                    self.copies(change).await;
+                }
                 // Refreshes and new bindings are routine: at tens of
                 // thousands a second (a fill after a restart of every
                 // router, a region coming up), an info line each floods the
@@ -303,6 +321,60 @@ impl<D: HomeAgentDataPlane> Core<D> {
         }
     }
 
+    /// Opens or closes the make-before-break window a change in
+    /// forwarding means (`nemo::ha::bicast`).
+    async fn copies(&mut self, change: &Change) {
+        let actions = self.bicasts.changed(change, SystemTime::now());
+        self.copy(actions).await;
+    }
+
+    /// Has the data plane start or stop copies.
+    async fn copy(&mut self, actions: Vec<Copying>) {
+        for action in actions {
+            match action {
+                Copying::Start(left) => match self.dataplane.bicast(&routes(&left)).await {
+                    Ok(true) => {
+                        self.metrics.bicasts_started.inc();
+                        tracing::info!(
+                            home_address = %left.home_address,
+                            left = %left.care_of,
+                            window_ms = self.bicasts.window().as_millis() as u64,
+                            "binding moved: the care-of address it left gets copies for the window"
+                        );
+                    }
+                    Ok(false) => {
+                        if !self.bicast_unsupported_said {
+                            self.bicast_unsupported_said = true;
+                            tracing::warn!(
+                                dataplane = self.dataplane.name(),
+                                "this data plane cannot copy packets: a moved binding's old \
+                                 care-of address gets nothing ([dataplane] bicast_ms needs the \
+                                 bpf backend)"
+                            );
+                        }
+                        let _ = self.bicasts.close_all();
+                        self.bicasts = Bicasts::new(std::time::Duration::ZERO);
+                    }
+                    Err(error) => {
+                        self.metrics.forwarding_failures.inc();
+                        tracing::warn!(
+                            %error,
+                            home_address = %left.home_address,
+                            "could not copy packets to the care-of address the binding left"
+                        );
+                    }
+                },
+                Copying::End(left) => {
+                    if let Err(error) = self.dataplane.end_bicast(&routes(&left)).await {
+                        self.metrics.forwarding_failures.inc();
+                        tracing::error!(%error, home_address = %left.home_address, "could not stop copies");
+                    }
+                }
+            }
+        }
+        self.metrics.bicasts.set(self.bicasts.len() as i64);
+    }
+
     /// Makes forwarding follow a change that cannot be refused (an expiry,
     /// an operator's delete, a change the active replicated): a failure is
     /// logged and counted, reconciliation at the next start cleans up.
@@ -319,10 +391,13 @@ impl<D: HomeAgentDataPlane> Core<D> {
             self.metrics.refresh_requests.inc();
             self.queue(Pending::Send(transmit)).await;
         }
+        let ended = self.bicasts.expire(SystemTime::now());
+        self.copy(ended).await;
         for change in timeouts.expired {
             self.metrics.expired.inc();
             tracing::info!(home_address = %change.binding().home_address, "binding expired");
             self.follow(&change).await;
+            self.copies(&change).await;
             self.queue(Pending::Expire(change)).await;
         }
     }
@@ -390,7 +465,10 @@ impl<D: HomeAgentDataPlane> Core<D> {
         let mut failed = 0;
         for change in merged.changes {
             match self.forward(&change).await {
-                Ok(()) => self.queue(Pending::Merge(change)).await,
+                Ok(()) => {
+                    self.copies(&change).await;
+                    self.queue(Pending::Merge(change)).await;
+                }
                 Err(error) => {
                     self.engine.revert(&change);
                     self.metrics.forwarding_failures.inc();
@@ -460,6 +538,7 @@ impl<D: HomeAgentDataPlane> Core<D> {
         };
         tracing::info!(%home_address, "binding deleted by operator");
         self.follow(&change).await;
+        self.copies(&change).await;
         self.queue(Pending::Remove { change, respond }).await;
     }
 

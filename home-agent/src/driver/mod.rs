@@ -84,6 +84,9 @@ pub struct Setup<D> {
     pub netlink: rtnetlink::Handle,
     /// Membership of a home-agent pair, if any.
     pub pair: Option<PairSetup>,
+    /// How long a moved binding's old care-of address still gets copies
+    /// (`[dataplane] bicast_ms`; zero: none).
+    pub bicast: std::time::Duration,
 }
 
 /// What a member of a home-agent pair needs besides a home agent's setup.
@@ -204,6 +207,8 @@ pub async fn start<D: HomeAgentDataPlane>(setup: Setup<D>) -> anyhow::Result<Run
         metrics: setup.metrics,
         role,
         catching_up: std::sync::Mutex::new(Some(core::CatchingUp::new())),
+        bicasts: nemo::ha::Bicasts::new(setup.bicast),
+        bicast_unsupported_said: false,
     };
     let core_task = tokio::spawn(core.run(core_rx, shutdown_rx));
     let reconciled_to = core_tx.clone();

@@ -12,9 +12,11 @@
 //! - [`cache`]: the binding cache and the changes that keep it;
 //! - [`decide`]: the checks of a Binding Update, in RFC order, and its one answer;
 //! - [`authorization`]: what each home address may register;
-//! - [`merge`]: a pair's two caches made one again after both were active.
+//! - [`merge`]: a pair's two caches made one again after both were active;
+//! - [`bicast`]: copies to the address a binding just left (make-before-break).
 
 pub mod authorization;
+pub mod bicast;
 pub mod cache;
 pub mod decide;
 pub mod engine;
@@ -23,6 +25,7 @@ pub mod merge;
 pub use authorization::{
     overlaps, Authorization, AuthorizationError, AuthorizationTable, MAX_PREFIXES,
 };
+pub use bicast::{Bicasts, Copying};
 pub use cache::{
     Binding, BindingCache, Change, ChangeKind, HomeAgentConfig, MAX_DELETE_BCE_TIMEOUT,
 };
