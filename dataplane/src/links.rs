@@ -35,6 +35,21 @@ pub async fn interface_names(handle: &Handle) -> Result<BTreeSet<String>, DataPl
         .map_err(|e| unavailable(format!("listing interfaces: {e}")))
 }
 
+/// Whether `interface` has a carrier (a tap's: a process, QEMU, holds it
+/// open), from sysfs; `None` when there is no such interface.
+pub fn has_carrier(interface: &str) -> Option<bool> {
+    if interface.is_empty() || interface.contains('/') || interface.starts_with('.') {
+        return None;
+    }
+    let folder = std::path::Path::new("/sys/class/net").join(interface);
+    match std::fs::read_to_string(folder.join("carrier")) {
+        Ok(value) => Some(value.trim() == "1"),
+        // EINVAL: the interface is down (no carrier to read).
+        Err(_) if folder.exists() => Some(false),
+        Err(_) => None,
+    }
+}
+
 /// Publishes the interfaces' names on the returned channel (the first value
 /// is the current set) until the task is dropped.
 pub async fn watch_interface_names() -> Result<

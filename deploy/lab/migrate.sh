@@ -31,6 +31,11 @@
 #                     pauses for the migration's last copy (the binding
 #                     moves during QEMU's downtime)
 #   after             the orchestrator places once `migrate` completed
+#   early             the orchestrator places as it starts `migrate`
+#                     (make-before-break: the home agent copies the
+#                     tenant's packets to A too for [dataplane] bicast_ms,
+#                     BICAST_MS here, and hva keeps the tenant's data path
+#                     while its VM runs there)
 #   none              nobody tells nemo (a plain `virsh migrate`): the
 #                     controller follows arrivals (arrivals = "follow"),
 #                     and nemo-mr on hvb reports the VM's first frame on
@@ -92,7 +97,8 @@ WAN_DELAY_MS=${WAN_DELAY_MS:-0}
 ORDER=${ORDER:-port-first}
 HOOK=${HOOK:-resume}
 case "$ORDER" in port-first|place-first) ;; *) echo "migrate.sh: ORDER is port-first or place-first" >&2; exit 2;; esac
-case "$HOOK" in resume|stop|after|none) ;; *) echo "migrate.sh: HOOK is resume, stop, after or none" >&2; exit 2;; esac
+case "$HOOK" in resume|stop|after|early|none) ;; *) echo "migrate.sh: HOOK is resume, stop, after, early or none" >&2; exit 2;; esac
+BICAST_MS=${BICAST_MS:-2000}
 FAILBACK=${FAILBACK:-0}
 if [ "$FAILBACK" = 1 ] && { [ "$MODE" != vm ] || [ "$HOOK" != none ]; }; then
   echo "migrate.sh: FAILBACK=1 needs MODE=vm HOOK=none" >&2; exit 2
@@ -169,6 +175,7 @@ uplink = "h1"
 local_address = "2001:db8:1::1"
 pin_dir = "$WORK/bpf/ha"
 aggregates = ["2001:db8:100::/48"]
+bicast_ms = $BICAST_MS
 [controller]
 endpoint = "http://[2001:db8:1::1]:50051"
 token_file = "$WORK/token"
@@ -330,6 +337,9 @@ elif [ "$MODE" = vm ]; then
   spawn home /dev/null "$WORK/record.err" python3 deploy/lab/qmp.py record "$WORK/vm-b.qmp" "$WORK/destination-events.json"
   RECORDER=$LAST_PID
   sleep 0.2
+  if [ "$HOOK" = early ]; then
+    ctl --output json place acme hvb --reason migration >"$WORK/hook.out"
+  fi
   MOVED_AT=$(date +%s.%N)
   python3 deploy/lab/qmp.py migrate "$WORK/vm-a.qmp" "tcp:[2001:db8:3::10]:4444" "$WORK/migration.json" \
     || { echo "FAIL: the migration did not complete"; cat "$WORK/migration.json" "$WORK"/vm-*.qemu.err; exit 1; }
@@ -342,7 +352,7 @@ elif [ "$MODE" = vm ]; then
       grep -q '"hypervisor":"hvb"' "$WORK/hook.out" && break
       sleep 0.1
     done
-  else
+  elif [ "$HOOK" != early ]; then
     wait "$HOOK_PID" || { echo "FAIL: the hook did not place the tenant"; cat "$WORK/hook.err"; exit 1; }
   fi
   if [ "$HOOK" = none ]; then echo "   VM migrated to datacenter B over the WAN; nobody told nemo"; else echo "   VM migrated to datacenter B over the WAN; nemo told on $HOOK"; fi
@@ -383,7 +393,7 @@ wait "$PROBE" || true
 AFTER=$(binding); echo "$AFTER" > "$WORK/binding-after.json"
 
 field() { grep -o " $1=[^ ]*" "$WORK/probe.log" | cut -d= -f2; }
-SENT=$(field sent); RECEIVED=$(field received); LOST=$(field lost)
+SENT=$(field sent); RECEIVED=$(field received); LOST=$(field lost); DUPLICATES=$(field duplicates)
 OUTAGE=$(field longest_gap_ms); OUTAGE=${OUTAGE:-n/a}
 # The first answer after the longest silence came through the new care-of
 # address: its arrival less the moment of the move.
@@ -397,7 +407,7 @@ x cn ping -c 3 -i 0.2 -W 1 2001:db8:100::2 >/dev/null 2>&1 && AFTER_OK=yes
 echo "== result"
 echo "   binding before:  $BEFORE"
 echo "   binding after:   $AFTER"
-echo "   probes:          $SENT sent, $RECEIVED answered, $LOST lost (one every 2 ms)"
+echo "   probes:          $SENT sent, $RECEIVED answered, $LOST lost, $DUPLICATES answered twice (one every 2 ms)"
 echo "   outage:          $OUTAGE ms (longest silence seen by the probes)"
 if [ "$MODE" = vm ]; then
   # From the migration's start the move to the first answer would count

@@ -253,6 +253,9 @@ def main(work, results, bin_dir):
             "sent": int(field(probe, "sent") or 0),
             "answered": int(field(probe, "received") or 0),
             "lost": int(field(probe, "lost") or 0),
+            # Answered more than once: the VM got the probe at both sites
+            # (the home agent's copies during a move) or twice at one.
+            "duplicates": int(field(probe, "duplicates") or 0),
         },
         "tcp": {"survived": os.environ.get("TCP") == "survived", "receiver": iperf, "stall_ms": stall_ms},
         "moments_ms_from_migration_start": {m["label"]: between(started, m["unix"]) for m in marks},

@@ -114,10 +114,23 @@ pub struct MobileRouterSection {
     /// takeover. 100-32000.
     #[serde(default = "default_first_registration_timeout_ms")]
     pub first_registration_timeout_ms: Spanned<u64>,
+    /// How long a tenant that moved to another hypervisor keeps its data
+    /// path here while its port still has a VM (carrier: QEMU holds the
+    /// tap), milliseconds: the home agent copies a moved tenant's packets
+    /// to the site it left for a while (its `bicast_ms`), and they reach
+    /// the VM only through this path (a placement made before the VM
+    /// stopped here; a migration that fails and resumes here). Ends at
+    /// once when the port loses its carrier or goes. 0-600000, 0 off.
+    #[serde(default = "default_linger_ms")]
+    pub linger_ms: Spanned<u64>,
 }
 
 fn default_first_registration_timeout_ms() -> Spanned<u64> {
     Spanned::new(0..0, 1500)
+}
+
+fn default_linger_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 5_000)
 }
 
 /// `[transport]`.
@@ -289,6 +302,12 @@ impl Config {
             return Err(file.invalid(
                 config.mobile_router.first_registration_timeout_ms.span(),
                 "mobile_router: first_registration_timeout_ms: 100-32000",
+            ));
+        }
+        if *config.mobile_router.linger_ms.get_ref() > 600_000 {
+            return Err(file.invalid(
+                config.mobile_router.linger_ms.span(),
+                "mobile_router: linger_ms: 0-600000",
             ));
         }
         let mut instances: Vec<Instance> = Vec::new();

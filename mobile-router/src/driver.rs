@@ -22,6 +22,8 @@ use crate::transport::Transport;
 
 /// How long a shutdown waits for deregistrations to be acknowledged.
 const DEREGISTRATION_GRACE: Duration = Duration::from_secs(3);
+/// How often a lingering tenant's port is looked at for its carrier.
+const LINGER_CHECK: Duration = Duration::from_millis(50);
 /// How often a tenant whose data path cannot be attached yet (its port does
 /// not exist: the orchestrator placed it before the VM's port was made) is
 /// tried again.
@@ -40,9 +42,28 @@ struct Host {
     reported_unauthenticated: Option<nemo::wire::BaStatus>,
     /// Retransmissions already counted in the metrics.
     counted_retransmissions: u64,
-    /// Set when the tenant is leaving: removed once deregistered, or at
-    /// this deadline.
-    leaving: Option<Instant>,
+    /// Set when the tenant is leaving.
+    leaving: Option<Leaving>,
+}
+
+/// How a tenant leaves this hypervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leaving {
+    /// Removed once deregistered, or at this deadline.
+    By(Instant),
+    /// Moved to another hypervisor while its VM may still run here: the
+    /// data path stays (the home agent's copies reach the VM through it),
+    /// nothing is sent, until the port loses its carrier or goes, or this
+    /// deadline (`[mobile_router] linger_ms`).
+    Lingering(Instant),
+}
+
+impl Leaving {
+    fn deadline(self) -> Instant {
+        match self {
+            Leaving::By(at) | Leaving::Lingering(at) => at,
+        }
+    }
 }
 
 /// A change to the instances, from the controller's placement stream.
@@ -145,6 +166,8 @@ pub struct Driver<D> {
     tenants: MobileRouter<Host>,
     /// InitialBindackTimeoutFirstReg for every tenant.
     first_registration_timeout: Duration,
+    /// How long a tenant that moved away may keep its data path here.
+    linger: Duration,
     care_of: Option<Ipv6Addr>,
     transport: Transport,
     dataplane: Arc<D>,
@@ -155,13 +178,15 @@ pub struct Driver<D> {
 impl<D: MobileRouterDataPlane> Driver<D> {
     /// A driver for these instances, talking over `transport`; a first
     /// registration waits `first_registration_timeout` for its answer
-    /// before retransmitting.
+    /// before retransmitting; a tenant that moved away keeps its data path
+    /// up to `linger` while its VM may still run here.
     pub fn new(
         instances: Vec<Instance>,
         transport: Transport,
         dataplane: Arc<D>,
         metrics: Arc<Metrics>,
         first_registration_timeout: Duration,
+        linger: Duration,
     ) -> Driver<D> {
         let mut tenants = MobileRouter::new();
         for instance in instances {
@@ -170,6 +195,7 @@ impl<D: MobileRouterDataPlane> Driver<D> {
         Driver {
             tenants,
             first_registration_timeout,
+            linger,
             care_of: None,
             transport,
             dataplane,
@@ -212,7 +238,9 @@ impl<D: MobileRouterDataPlane> Driver<D> {
         let (now, wall) = (Instant::now(), SystemTime::now());
         let mut told = 0;
         for tenant in self.tenants.iter_mut() {
-            if name.as_ref().is_none_or(|n| *n == tenant.name) {
+            if name.as_ref().is_none_or(|n| *n == tenant.name)
+                && !matches!(tenant.host.leaving, Some(Leaving::Lingering(_)))
+            {
                 tracing::info!(instance = %tenant.name, "registering again on request");
                 tenant.registrar.reregister(now, wall);
                 told += 1;
@@ -250,12 +278,18 @@ impl<D: MobileRouterDataPlane> Driver<D> {
                 .iter()
                 .any(|t| !t.host.attached && t.host.leaving.is_none())
                 .then(|| Instant::now() + ATTACH_RETRY);
+            let linger_check = self
+                .tenants
+                .iter()
+                .any(|t| matches!(t.host.leaving, Some(Leaving::Lingering(_))))
+                .then(|| Instant::now() + LINGER_CHECK);
             let next_timer = self
                 .tenants
                 .poll_timeout()
                 .into_iter()
                 .chain(deadline)
                 .chain(attach_retry)
+                .chain(linger_check)
                 .min();
             let sleep = async {
                 match next_timer {
@@ -351,16 +385,23 @@ impl<D: MobileRouterDataPlane> Driver<D> {
                 if !tenant.host.attached {
                     // Never attached, so never registered from here.
                     tracing::info!(instance = %name, "tenant left before its port appeared");
-                    tenant.host.leaving = Some(now);
+                    tenant.host.leaving = Some(Leaving::By(now));
                 } else if deregister {
                     tracing::info!(instance = %name, "tenant left: deregistering");
                     tenant.registrar.deregister(now, wall);
-                    tenant.host.leaving = Some(now + DEREGISTRATION_GRACE);
+                    tenant.host.leaving = Some(Leaving::By(now + DEREGISTRATION_GRACE));
                 } else {
                     // Its new hypervisor registers it: a deregistration
-                    // from here could race with that and remove the binding.
-                    tracing::info!(instance = %name, "tenant moved to another hypervisor");
-                    tenant.host.leaving = Some(now);
+                    // from here could race with that and remove the binding,
+                    // and so could a refresh: nothing more is sent. The
+                    // data path stays while the VM may still run here.
+                    tracing::info!(
+                        instance = %name,
+                        linger_ms = self.linger.as_millis() as u64,
+                        "tenant moved to another hypervisor; its data path stays while its port has a VM"
+                    );
+                    tenant.registrar.set_care_of(None, now, wall);
+                    tenant.host.leaving = Some(Leaving::Lingering(now + self.linger));
                 }
             }
         }
@@ -369,10 +410,15 @@ impl<D: MobileRouterDataPlane> Driver<D> {
     /// Removes instances that finished leaving, and their data plane.
     async fn reap(&mut self) {
         let now = Instant::now();
-        let gone = self.tenants.take_where(|tenant| {
-            tenant.host.leaving.is_some_and(|deadline| {
-                now >= deadline || matches!(tenant.registrar.state(), State::Deregistered)
-            })
+        let gone = self.tenants.take_where(|tenant| match tenant.host.leaving {
+            None => false,
+            Some(leaving) if now >= leaving.deadline() => true,
+            Some(Leaving::By(_)) => matches!(tenant.registrar.state(), State::Deregistered),
+            // QEMU closed the tap (the VM is gone from here), or the port
+            // itself went.
+            Some(Leaving::Lingering(_)) => {
+                nemo_dataplane::links::has_carrier(&tenant.host.routes.interface) != Some(true)
+            }
         });
         for tenant in gone {
             if tenant.host.attached {
@@ -398,8 +444,13 @@ impl<D: MobileRouterDataPlane> Driver<D> {
             None => tracing::warn!("no usable care-of address: registrations paused"),
         }
         let (now, wall) = (Instant::now(), SystemTime::now());
-        // A tenant still waiting for its data path registers once attached.
-        for tenant in self.tenants.iter_mut().filter(|t| t.host.attached) {
+        // A tenant still waiting for its data path registers once attached;
+        // one leaving sends nothing more.
+        for tenant in self
+            .tenants
+            .iter_mut()
+            .filter(|t| t.host.attached && t.host.leaving.is_none())
+        {
             tenant.registrar.set_care_of(address, now, wall);
         }
     }

@@ -10,10 +10,12 @@
 //! nemo-probe send --target '[2001:db8:100::2]:7007' --interval-ms 2 --seconds 8 --csv probes.csv
 //! ```
 //!
-//! `send` prints one line: `probe sent=.. received=.. lost=.. longest_gap_ms=..
-//! gap_from=.. gap_until=..`, the last two as Unix times (seconds): the
-//! send time of the last answered probe before the longest silence and the
-//! arrival of the first answer after it.
+//! `send` prints one line: `probe sent=.. received=.. lost=.. duplicates=..
+//! longest_gap_ms=.. gap_from=.. gap_until=..`, the last two as Unix times
+//! (seconds): the send time of the last answered probe before the longest
+//! silence and the arrival of the first answer after it. `duplicates`
+//! counts answers beyond a probe's first (a VM that got the probe twice:
+//! the home agent copies a moving tenant's packets to both sites).
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
@@ -85,9 +87,11 @@ fn send(
     let count = (Duration::from_secs(seconds).as_micros() / interval.as_micros().max(1)) as usize;
     // Arrival time of each probe's answer, by sequence number.
     let arrivals: Arc<Mutex<Vec<Option<SystemTime>>>> = Arc::new(Mutex::new(vec![None; count]));
+    let duplicates = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let receiver = {
         let socket = socket.try_clone()?;
         let arrivals = arrivals.clone();
+        let duplicates = duplicates.clone();
         socket.set_read_timeout(Some(Duration::from_millis(200)))?;
         std::thread::spawn(move || {
             let mut buffer = [0u8; 64];
@@ -107,6 +111,9 @@ fn send(
                 };
                 if let Ok(mut arrivals) = arrivals.lock() {
                     if let Some(slot) = arrivals.get_mut(sequence as usize) {
+                        if slot.is_some() {
+                            duplicates.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
                         slot.get_or_insert(now);
                     }
                 }
@@ -169,8 +176,9 @@ fn send(
         last_answered = Some(sequence);
     }
     println!(
-        "probe sent={count} received={received} lost={} longest_gap_ms={:.1} gap_from={:.6} gap_until={:.6}",
+        "probe sent={count} received={received} lost={} duplicates={} longest_gap_ms={:.1} gap_from={:.6} gap_until={:.6}",
         count - received,
+        duplicates.load(std::sync::atomic::Ordering::Relaxed),
         longest.0.as_secs_f64() * 1000.0,
         longest.1.map_or(0.0, unix),
         longest.2.map_or(0.0, unix),
