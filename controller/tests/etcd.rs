@@ -526,7 +526,15 @@ async fn every_kind_of_object(store: &Store) {
         .create_mobile_router("acme", "ha1", nemo::auth::Algorithm::HmacSha256, true)
         .await
         .unwrap();
-    store.place("acme", "hva", "initial").await.unwrap();
+    store
+        .place(
+            "acme",
+            "hva",
+            "initial",
+            nemo_controller::store::Delivery::Now,
+        )
+        .await
+        .unwrap();
     store
         .report_binding(StoreChange::BindingReported {
             home_agent: "ha1".into(),

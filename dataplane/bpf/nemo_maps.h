@@ -29,6 +29,10 @@ struct nemo_prefix {
 struct nemo_peer {
 	__u8 addr[16];
 };
+/* A mobile router's peer of all zeros (::) holds the tenant: its VM is on
+ * its way here (a live migration placed before it ends), and what arrives
+ * for it is dropped, not queued behind in its port, until it announces
+ * itself (issue 29). */
 
 /* Index 0 of nemo_local: this host's tunnel address, the outer source of
  * what it encapsulates (the home agent's address; the mobile router's
@@ -50,7 +54,8 @@ enum nemo_counter {
 	NEMO_BICAST_COPIED = 8,   /* a copy sent to the second care-of address */
 	NEMO_BICAST_NO_ROUTE = 9, /* no route or no neighbour to it: no copy */
 	NEMO_BICAST_FAILED = 10,  /* bpf_clone_redirect refused */
-	NEMO_COUNTERS = 11,
+	NEMO_HELD = 11,           /* mobile router: a tenant held until its VM announces itself */
+	NEMO_COUNTERS = 12,
 };
 
 /* Most entries of nemo_also: destinations of tenants moving at once (a

@@ -90,6 +90,12 @@ static __always_inline void count(__u32 counter)
 		*value += 1;
 }
 
+static __always_inline int held(const struct nemo_peer *peer)
+{
+	const __u32 *x = (const __u32 *)peer->addr;
+	return (x[0] | x[1] | x[2] | x[3]) == 0;
+}
+
 static __always_inline int same_address(const __u8 *a, const struct in6_addr *b)
 {
 	const __u32 *x = (const __u32 *)a;
@@ -116,6 +122,10 @@ static __always_inline int encapsulate(struct __sk_buff *skb, int by_source)
 	struct nemo_local *local = bpf_map_lookup_elem(&nemo_local, &zero);
 	if (!peer || !local) {
 		count(NEMO_ENCAP_NO_TUNNEL);
+		return BPF_DROP;
+	}
+	if (held(peer)) {
+		count(NEMO_HELD);
 		return BPF_DROP;
 	}
 
@@ -181,6 +191,10 @@ static __always_inline int decapsulate(struct __sk_buff *skb, int by_source)
 	struct nemo_prefix key = { .prefixlen = 128 };
 	__builtin_memcpy(key.addr, by_source ? &inner->saddr : &inner->daddr, 16);
 	struct nemo_peer *peer = bpf_map_lookup_elem(&nemo_bindings, &key);
+	if (peer && held(peer)) {
+		count(NEMO_HELD);
+		return TC_ACT_SHOT;
+	}
 	if (!peer || !same_address(peer->addr, &outer->saddr)) {
 		/* During a move the second care-of address is the tenant's too:
 		 * its VM still runs there until it stops. */

@@ -195,6 +195,37 @@ pub trait HomeAgentDataPlane: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), DataPlaneError>> + Send;
 }
 
+/// Whether a tenant's traffic passes at a mobile router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Traffic {
+    /// Both ways, as attached.
+    #[default]
+    Pass,
+    /// Dropped both ways and counted, until passed again.
+    Hold,
+}
+
+/// Passes a held tenant's traffic (see [`MobileRouterDataPlane::release`]).
+pub struct Release(Box<dyn Fn() -> Result<(), DataPlaneError> + Send>);
+
+impl Release {
+    /// Wraps what passes the traffic.
+    pub fn new(pass: impl Fn() -> Result<(), DataPlaneError> + Send + 'static) -> Release {
+        Release(Box::new(pass))
+    }
+
+    /// Passes the traffic now.
+    pub fn now(&self) -> Result<(), DataPlaneError> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Release {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Release")
+    }
+}
+
 /// What one tenant instance of a mobile router needs from the data plane:
 /// its prefixes, reached on the tenant's interface, tunnelled to its home
 /// agent and back.
@@ -239,6 +270,28 @@ pub trait MobileRouterDataPlane: Send + Sync + 'static {
         tenant: &TenantRoutes,
         previous: Option<&TenantRoutes>,
     ) -> impl Future<Output = Result<(), DataPlaneError>> + Send;
+
+    /// Holds an attached tenant (its VM is on its way here: what arrives
+    /// for it is dropped rather than queued in its port behind everything
+    /// else) or passes its traffic again. `false`: this backend cannot hold
+    /// (only the BPF one can): the traffic passes.
+    fn deliver(
+        &self,
+        tenant: &TenantRoutes,
+        traffic: Traffic,
+    ) -> impl Future<Output = Result<bool, DataPlaneError>> + Send {
+        let _ = (tenant, traffic);
+        async { Ok(false) }
+    }
+
+    /// What passes a held tenant's traffic from any thread at once (the
+    /// one that sees its VM announce itself), without waiting for the
+    /// daemon's loop: a millisecond there is a probe lost. `None` where
+    /// nothing holds.
+    fn release(&self, tenant: &TenantRoutes) -> Option<Release> {
+        let _ = tenant;
+        None
+    }
 
     /// Removes what `attach` installed for the tenant.
     fn detach(

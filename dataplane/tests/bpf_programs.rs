@@ -192,6 +192,66 @@ fn a_mobile_router_takes_its_tenants_packets_only_from_their_home_agent() {
 }
 
 #[test]
+fn a_held_tenant_is_dropped_both_ways_and_counted_until_passed() {
+    let Some(programs) = programs() else { return };
+    programs.set_local(addr(CARE_OF)).unwrap();
+    // Held (issue 29): the tenant's prefix bound to `::` until its VM
+    // announces itself here.
+    bind(&programs, net(MNP), std::net::Ipv6Addr::UNSPECIFIED);
+    let inner = udp(addr(CN), addr(VM));
+    let arriving = frame(&tunnelled(&inner, addr(HA), addr(CARE_OF)));
+    let (verdict, _) = programs
+        .test_run(Program::DecapByDestination, &arriving)
+        .unwrap();
+    assert_eq!(verdict, TC_ACT_SHOT);
+    let leaving = frame(&udp(addr(VM), addr(CN)));
+    let (verdict, _) = programs.test_run(Program::EncapBySource, &leaving).unwrap();
+    assert_eq!(verdict, BPF_DROP);
+    assert_eq!(programs.counter(Counter::Held), 2);
+    assert_eq!(programs.counter(Counter::DecapSpoofed), 0);
+    assert_eq!(programs.counter(Counter::Decapsulated), 0);
+    // Passed: the same packet goes through.
+    bind(&programs, net(MNP), addr(HA));
+    let (verdict, out) = programs
+        .test_run(Program::DecapByDestination, &arriving)
+        .unwrap();
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(&out[ETHERNET..], &inner[..]);
+    assert_eq!(programs.counter(Counter::Held), 2);
+}
+
+#[test]
+fn while_a_tenant_moves_its_reverse_tunnel_is_taken_from_both_care_of_addresses() {
+    let Some(programs) = home_agent() else { return };
+    // The binding moved to 2001:db8:3::10; CARE_OF, the address it left,
+    // gets copies (nemo_also) and its reverse tunnel is taken meanwhile.
+    let new_care_of = addr("2001:db8:3::10");
+    bind(&programs, net(MNP), new_care_of);
+    let inner = udp(addr(VM), addr(CN));
+    let from_old = frame(&tunnelled(&inner, addr(CARE_OF), addr(HA)));
+    let from_new = frame(&tunnelled(&inner, new_care_of, addr(HA)));
+    let verdict = |packet: &[u8]| programs.test_run(Program::DecapBySource, packet).unwrap().0;
+    assert_eq!(verdict(&from_old), TC_ACT_SHOT, "before the copies start");
+    programs
+        .also
+        .update(
+            &maps::prefix_key(net(MNP)),
+            &maps::address_value(addr(CARE_OF)),
+            MapFlags::ANY,
+        )
+        .unwrap();
+    assert_eq!(verdict(&from_old), TC_ACT_OK);
+    assert_eq!(verdict(&from_new), TC_ACT_OK);
+    // Any other address still is not.
+    let spoofed = frame(&tunnelled(&inner, addr("2001:db8:66::66"), addr(HA)));
+    assert_eq!(verdict(&spoofed), TC_ACT_SHOT);
+    programs.clear_also();
+    assert_eq!(verdict(&from_old), TC_ACT_SHOT, "after the copies end");
+    assert_eq!(programs.counter(Counter::Decapsulated), 2);
+    assert_eq!(programs.counter(Counter::DecapSpoofed), 3);
+}
+
+#[test]
 fn encapsulation_drops_what_no_binding_holds_and_what_is_not_ipv6() {
     let Some(programs) = home_agent() else { return };
     // A destination outside every binding (an aggregate's route led here).

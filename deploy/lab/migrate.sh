@@ -31,11 +31,15 @@
 #                     pauses for the migration's last copy (the binding
 #                     moves during QEMU's downtime)
 #   after             the orchestrator places once `migrate` completed
-#   early             the orchestrator places as it starts `migrate`
-#                     (make-before-break: the home agent copies the
-#                     tenant's packets to A too for [dataplane] bicast_ms,
-#                     BICAST_MS here, and hva keeps the tenant's data path
-#                     while its VM runs there)
+#   early             the orchestrator places as it starts `migrate`, on
+#                     the VM's announcement (`--on-announcement`):
+#                     make-before-break: the home agent copies the
+#                     tenant's packets to A too for [dataplane] bicast_ms
+#                     (BICAST_MS here), hva keeps the tenant's data path
+#                     while its VM runs there, and hvb drops what arrives
+#                     for the tenant until the VM's RARP there (rather than
+#                     queue it in the paused VM's tap, to be answered
+#                     before anything newer)
 #   none              nobody tells nemo (a plain `virsh migrate`): the
 #                     controller follows arrivals (arrivals = "follow"),
 #                     and nemo-mr on hvb reports the VM's first frame on
@@ -338,7 +342,7 @@ elif [ "$MODE" = vm ]; then
   RECORDER=$LAST_PID
   sleep 0.2
   if [ "$HOOK" = early ]; then
-    ctl --output json place acme hvb --reason migration >"$WORK/hook.out"
+    ctl --output json place acme hvb --reason migration --on-announcement >"$WORK/hook.out"
   fi
   MOVED_AT=$(date +%s.%N)
   python3 deploy/lab/qmp.py migrate "$WORK/vm-a.qmp" "tcp:[2001:db8:3::10]:4444" "$WORK/migration.json" \

@@ -123,10 +123,20 @@ pub struct MobileRouterSection {
     /// once when the port loses its carrier or goes. 0-600000, 0 off.
     #[serde(default = "default_linger_ms")]
     pub linger_ms: Spanned<u64>,
+    /// The longest a tenant placed "on announcement" (as a live migration
+    /// starts) is held, milliseconds: its traffic passes when its VM
+    /// announces itself on its port (QEMU's RARP at resume), or after this
+    /// long if none comes. 0-600000.
+    #[serde(default = "default_hold_ms")]
+    pub hold_ms: Spanned<u64>,
 }
 
 fn default_first_registration_timeout_ms() -> Spanned<u64> {
     Spanned::new(0..0, 1500)
+}
+
+fn default_hold_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 10_000)
 }
 
 fn default_linger_ms() -> Spanned<u64> {
@@ -241,6 +251,9 @@ pub struct Instance {
     /// address, when known (from the controller): the first Binding Update
     /// goes after it. Unknown: a random start (a 135 corrects it).
     pub last_sequence: Option<nemo::wire::SequenceNumber>,
+    /// When its traffic passes here: at once, or once its VM announces
+    /// itself on its port (a placement made as a live migration starts).
+    pub delivery: nemo_dataplane::Traffic,
 }
 
 impl Config {
@@ -310,6 +323,12 @@ impl Config {
                 "mobile_router: linger_ms: 0-600000",
             ));
         }
+        if *config.mobile_router.hold_ms.get_ref() > 600_000 {
+            return Err(file.invalid(
+                config.mobile_router.hold_ms.span(),
+                "mobile_router: hold_ms: 0-600000",
+            ));
+        }
         let mut instances: Vec<Instance> = Vec::new();
         for spanned in &config.instances {
             let entry = spanned.get_ref();
@@ -356,6 +375,7 @@ impl Config {
                 tenant_interface: entry.tenant_interface.clone(),
                 table: entry.table,
                 last_sequence: None,
+                delivery: nemo_dataplane::Traffic::Pass,
             });
         }
         Ok((config, instances))

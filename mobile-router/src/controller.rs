@@ -72,6 +72,12 @@ fn instance(
             .and_then(|s| u16::try_from(s).ok())
             .map(nemo::wire::SequenceNumber),
         table,
+        delivery: match pb::Delivery::try_from(update.delivery) {
+            Ok(pb::Delivery::OnAnnouncement) => nemo_dataplane::Traffic::Hold,
+            // At once, or a value this version does not know: passing is
+            // what every earlier version did.
+            _ => nemo_dataplane::Traffic::Pass,
+        },
     })
 }
 

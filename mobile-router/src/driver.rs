@@ -12,8 +12,9 @@ use std::time::{Duration, Instant, SystemTime};
 use nemo::mr::{Delivery, MobileRouter, Receipt};
 use nemo::registration::{Event, Registrar, State};
 use nemo::wire::SequenceNumber;
-use nemo_dataplane::{MobileRouterDataPlane, TenantRoutes};
+use nemo_dataplane::{MobileRouterDataPlane, TenantRoutes, Traffic};
 use nemo_proto::v1 as pb;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Instance;
@@ -44,6 +45,36 @@ struct Host {
     counted_retransmissions: u64,
     /// Set when the tenant is leaving.
     leaving: Option<Leaving>,
+    /// How its traffic should pass once attached: `Hold` for a placement
+    /// made as its VM's live migration starts.
+    wants: Traffic,
+    /// Held now, until its VM announces itself.
+    held: Option<Held>,
+}
+
+/// A tenant held until its VM announces itself on its port (issue 29):
+/// what arrives for it is dropped rather than queued in the paused VM's
+/// port behind older packets, which the VM would answer first.
+#[derive(Debug)]
+struct Held {
+    since: Instant,
+    /// Passed anyway at this moment (`[mobile_router] hold_ms`).
+    until: Instant,
+    /// Ends the thread watching the port.
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A tenant's VM seen on its port, from the thread that watched for it.
+#[derive(Debug)]
+pub struct Announced {
+    tenant: String,
+    frame: String,
 }
 
 /// How a tenant leaves this hypervisor.
@@ -100,6 +131,8 @@ fn new_tenant(instance: Instance, first_registration_timeout: Duration) -> Tenan
             reported_unauthenticated: None,
             counted_retransmissions: 0,
             leaving: None,
+            wants: instance.delivery,
+            held: None,
         },
         name: instance.name,
         // After the home agent's last accepted number when the
@@ -168,6 +201,9 @@ pub struct Driver<D> {
     first_registration_timeout: Duration,
     /// How long a tenant that moved away may keep its data path here.
     linger: Duration,
+    /// The longest a tenant placed on its VM's announcement is held.
+    hold: Duration,
+    announced: (mpsc::Sender<Announced>, mpsc::Receiver<Announced>),
     care_of: Option<Ipv6Addr>,
     transport: Transport,
     dataplane: Arc<D>,
@@ -179,14 +215,15 @@ impl<D: MobileRouterDataPlane> Driver<D> {
     /// A driver for these instances, talking over `transport`; a first
     /// registration waits `first_registration_timeout` for its answer
     /// before retransmitting; a tenant that moved away keeps its data path
-    /// up to `linger` while its VM may still run here.
+    /// up to `linger` while its VM may still run here; one placed on its
+    /// VM's announcement is held up to `hold`.
     pub fn new(
         instances: Vec<Instance>,
         transport: Transport,
         dataplane: Arc<D>,
         metrics: Arc<Metrics>,
         first_registration_timeout: Duration,
-        linger: Duration,
+        (linger, hold): (Duration, Duration),
     ) -> Driver<D> {
         let mut tenants = MobileRouter::new();
         for instance in instances {
@@ -196,6 +233,8 @@ impl<D: MobileRouterDataPlane> Driver<D> {
             tenants,
             first_registration_timeout,
             linger,
+            hold,
+            announced: mpsc::channel(16),
             care_of: None,
             transport,
             dataplane,
@@ -278,6 +317,11 @@ impl<D: MobileRouterDataPlane> Driver<D> {
                 .iter()
                 .any(|t| !t.host.attached && t.host.leaving.is_none())
                 .then(|| Instant::now() + ATTACH_RETRY);
+            let hold_ends = self
+                .tenants
+                .iter()
+                .filter_map(|t| Some(t.host.held.as_ref()?.until))
+                .min();
             let linger_check = self
                 .tenants
                 .iter()
@@ -290,6 +334,7 @@ impl<D: MobileRouterDataPlane> Driver<D> {
                 .chain(deadline)
                 .chain(attach_retry)
                 .chain(linger_check)
+                .chain(hold_ends)
                 .min();
             let sleep = async {
                 match next_timer {
@@ -315,9 +360,13 @@ impl<D: MobileRouterDataPlane> Driver<D> {
                 Some(command) = commands.recv(), if deadline.is_none() => {
                     self.command(command).await;
                 }
+                Some(announced) = self.announced.1.recv() => {
+                    self.pass(&announced.tenant, &announced.frame).await;
+                }
                 () = sleep => {
                     self.tenants.handle_timeout(Instant::now(), SystemTime::now());
                     self.attach_waiting().await;
+                    self.pass_overdue().await;
                 }
                 () = &mut shutdown, if deadline.is_none() => {
                     tracing::info!("stopping: deregistering every instance");
@@ -352,6 +401,7 @@ impl<D: MobileRouterDataPlane> Driver<D> {
                         tenant: tenant.name.clone(),
                     });
                     attach_then_register(&*self.dataplane, &mut tenant, None, self.care_of).await;
+                    self.hold_if_wanted(&mut tenant).await;
                     self.tenants.insert(tenant);
                     return;
                 };
@@ -362,13 +412,21 @@ impl<D: MobileRouterDataPlane> Driver<D> {
                     return;
                 }
                 tracing::info!(instance = %tenant.name, "instance changed; registering again");
+                // A tenant already here is held only while it was: its VM
+                // may run here already. One placed back while it lingered
+                // is placed anew.
+                let lingering = matches!(old.host.leaving, Some(Leaving::Lingering(_)));
+                let sequence = old.registrar.sequence();
+                let previous = old.host.attached.then(|| old.host.routes.clone());
+                let held = self
+                    .tenants
+                    .get_mut(&tenant.name)
+                    .and_then(|old| old.host.held.take());
                 // Keep the sequence and the data plane; register anew.
-                tenant.registrar =
-                    Registrar::new(tenant.registrar.config().clone(), old.registrar.sequence());
+                tenant.registrar = Registrar::new(tenant.registrar.config().clone(), sequence);
                 tenant
                     .registrar
                     .set_first_registration_timeout(self.first_registration_timeout);
-                let previous = old.host.attached.then(|| old.host.routes.clone());
                 attach_then_register(
                     &*self.dataplane,
                     &mut tenant,
@@ -376,6 +434,21 @@ impl<D: MobileRouterDataPlane> Driver<D> {
                     self.care_of,
                 )
                 .await;
+                if !lingering {
+                    tenant.host.wants = if held.is_some() {
+                        Traffic::Hold
+                    } else {
+                        Traffic::Pass
+                    };
+                }
+                self.hold_if_wanted(&mut tenant).await;
+                if let Some(held) = held {
+                    // The attach above wrote the peer again: held anew, the
+                    // thread and deadline of before kept.
+                    if tenant.host.held.is_some() {
+                        tenant.host.held = Some(held);
+                    }
+                }
                 self.tenants.insert(tenant);
             }
             InstanceCommand::Remove { name, deregister } => {
@@ -457,10 +530,111 @@ impl<D: MobileRouterDataPlane> Driver<D> {
 
     /// Tries again to attach every tenant waiting for its port.
     async fn attach_waiting(&mut self) {
+        let mut attached = Vec::new();
         for tenant in self.tenants.iter_mut() {
             if !tenant.host.attached && tenant.host.leaving.is_none() {
                 attach_then_register(&*self.dataplane, tenant, None, self.care_of).await;
+                if tenant.host.attached {
+                    attached.push(tenant.name.clone());
+                }
             }
+        }
+        for name in attached {
+            for mut tenant in self.tenants.take_where(|t| t.name == name) {
+                self.hold_if_wanted(&mut tenant).await;
+                self.tenants.insert(tenant);
+            }
+        }
+    }
+
+    /// Holds a just-attached tenant placed on its VM's announcement, and
+    /// watches its port for that announcement. Before its Binding Update
+    /// leaves (the driver sends at the top of its loop): no packet reaches
+    /// the port before the hold.
+    async fn hold_if_wanted(&self, tenant: &mut Tenant) {
+        if tenant.host.wants != Traffic::Hold || !tenant.host.attached || tenant.host.held.is_some()
+        {
+            return;
+        }
+        match self
+            .dataplane
+            .deliver(&tenant.host.routes, Traffic::Hold)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(instance = %tenant.name, dataplane = self.dataplane.name(), "this data plane cannot hold a tenant: its traffic passes at once");
+                tenant.host.wants = Traffic::Pass;
+                return;
+            }
+            Err(error) => {
+                tracing::error!(instance = %tenant.name, %error, "could not hold the tenant: its traffic passes at once");
+                tenant.host.wants = Traffic::Pass;
+                return;
+            }
+        }
+        let now = Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        watch_for_announcement(
+            &tenant.host.routes.interface,
+            &tenant.name,
+            stop.clone(),
+            self.dataplane.release(&tenant.host.routes),
+            self.announced.0.clone(),
+        );
+        tracing::info!(
+            instance = %tenant.name,
+            interface = %tenant.host.routes.interface,
+            hold_ms = self.hold.as_millis() as u64,
+            "placed on its VM's announcement: held until the VM announces itself on its port"
+        );
+        tenant.host.held = Some(Held {
+            since: now,
+            until: now + self.hold,
+            stop,
+        });
+    }
+
+    /// The tenant's VM announced itself (or its hold is over): its traffic
+    /// passes.
+    async fn pass(&mut self, name: &str, why: &str) {
+        let Some(tenant) = self.tenants.get_mut(name) else {
+            return;
+        };
+        let Some(held) = tenant.host.held.take() else {
+            return;
+        };
+        tenant.host.wants = Traffic::Pass;
+        let waited_ms = held.since.elapsed().as_secs_f64() * 1000.0;
+        match self
+            .dataplane
+            .deliver(&tenant.host.routes, Traffic::Pass)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(instance = %name, %why, waited_ms, "the tenant's traffic passes")
+            }
+            Err(error) => {
+                tracing::error!(instance = %name, %error, "could not pass the held tenant's traffic; attaching it again");
+                let routes = tenant.host.routes.clone();
+                if let Err(error) = self.dataplane.attach(&routes, None).await {
+                    tracing::error!(instance = %name, %error, "attaching again failed");
+                }
+            }
+        }
+    }
+
+    /// Passes every tenant whose hold is over without an announcement.
+    async fn pass_overdue(&mut self) {
+        let now = Instant::now();
+        let overdue: Vec<String> = self
+            .tenants
+            .iter()
+            .filter(|t| t.host.held.as_ref().is_some_and(|h| now >= h.until))
+            .map(|t| t.name.clone())
+            .collect();
+        for name in overdue {
+            self.pass(&name, "no announcement within hold_ms").await;
         }
     }
 
@@ -599,6 +773,41 @@ async fn attach_then_register<D: MobileRouterDataPlane>(
                 tenant.host.attach_failing_since = Some(now);
             }
         }
+    }
+}
+
+/// A thread reading `interface` for its VM's first frame (QEMU's RARP as
+/// the VM resumes here): passes the tenant's traffic at once through
+/// `release` (the daemon's loop, a millisecond later, is a probe lost in
+/// the lab), then reports on `announced`.
+fn watch_for_announcement(
+    interface: &str,
+    tenant: &str,
+    stop: Arc<AtomicBool>,
+    release: Option<nemo_dataplane::Release>,
+    announced: mpsc::Sender<Announced>,
+) {
+    let (port, tenant) = (interface.to_owned(), tenant.to_owned());
+    let spawned = std::thread::Builder::new()
+        .name(format!("hold-{port}"))
+        .spawn(move || {
+            let read = nemo_dataplane::guest::wait_for_guest(&port, stop, |frame| {
+                if let Some(release) = &release {
+                    if let Err(error) = release.now() {
+                        tracing::warn!(interface = %port, %error, "passing the tenant's traffic at its announcement failed; the daemon tries again");
+                    }
+                }
+                let _ = announced.blocking_send(Announced {
+                    tenant,
+                    frame: format!("{} on {port}", frame.describe()),
+                });
+            });
+            if let Err(error) = read {
+                tracing::warn!(interface = %port, %error, "cannot watch the port for the VM's announcement: the hold ends at hold_ms");
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "no thread to watch a port for the VM's announcement: the hold ends at hold_ms");
     }
 }
 

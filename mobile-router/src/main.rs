@@ -181,7 +181,10 @@ async fn serve<D: MobileRouterDataPlane>(
         std::time::Duration::from_millis(
             *config.mobile_router.first_registration_timeout_ms.get_ref(),
         ),
-        std::time::Duration::from_millis(*config.mobile_router.linger_ms.get_ref()),
+        (
+            std::time::Duration::from_millis(*config.mobile_router.linger_ms.get_ref()),
+            std::time::Duration::from_millis(*config.mobile_router.hold_ms.get_ref()),
+        ),
     );
     let mut servers = Servers::new(format!("nemo-mr ready {}", driver.local_addr()));
     servers.note(

@@ -213,6 +213,7 @@ pub async fn place(
             tenant: tenant.into(),
             hypervisor: hypervisor.into(),
             reason: reason.into(),
+            delivery: pb::Delivery::Now.into(),
         }))
         .await
         .map(drop)

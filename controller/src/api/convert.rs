@@ -104,6 +104,14 @@ pub(super) fn placement_proto(p: &store::Placement) -> pb::Placement {
         hypervisor: p.hypervisor.clone(),
         since_unix_ms: p.since_unix_ms,
         reason: p.reason.clone(),
+        delivery: delivery_proto(p.delivery).into(),
+    }
+}
+
+pub(super) fn delivery_proto(delivery: store::Delivery) -> pb::Delivery {
+    match delivery {
+        store::Delivery::Now => pb::Delivery::Now,
+        store::Delivery::OnAnnouncement => pb::Delivery::OnAnnouncement,
     }
 }
 

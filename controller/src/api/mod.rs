@@ -563,8 +563,22 @@ impl Controller for Service {
             .await?;
         let id = request_id(&request, "PlaceTenant")?;
         let r = request.into_inner();
+        let delivery = match pb::Delivery::try_from(r.delivery) {
+            Ok(pb::Delivery::Now) => store::Delivery::Now,
+            Ok(pb::Delivery::OnAnnouncement) => store::Delivery::OnAnnouncement,
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "delivery: {} is not a Delivery (0 now, 1 on announcement)",
+                    r.delivery
+                )))
+            }
+        };
         let made = self
-            .once(id, self.store.place(&r.tenant, &r.hypervisor, &r.reason))
+            .once(
+                id,
+                self.store
+                    .place(&r.tenant, &r.hypervisor, &r.reason, delivery),
+            )
             .await?;
         if let Made::Now(placement) = &made {
             tracing::info!(tenant = %placement.tenant, hypervisor = %placement.hypervisor, reason = %placement.reason, "tenant placed");

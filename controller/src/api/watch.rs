@@ -76,6 +76,13 @@ pub(super) async fn placement_update(
             moved_away: false,
             last_sequence: view.last_sequence.map(u32::from),
             snapshot_end: false,
+            delivery: view
+                .placement
+                .as_ref()
+                .map_or(pb::Delivery::Now, |p| {
+                    super::convert::delivery_proto(p.delivery)
+                })
+                .into(),
         },
         _ => pb::PlacementUpdate {
             revision,
@@ -85,6 +92,7 @@ pub(super) async fn placement_update(
             moved_away: !here && view.placement.is_some(),
             last_sequence: None,
             snapshot_end: false,
+            delivery: pb::Delivery::Now.into(),
         },
     }
 }

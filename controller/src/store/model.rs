@@ -144,6 +144,22 @@ pub struct Placement {
     pub since_unix_ms: i64,
     /// Why (the orchestrator's words).
     pub reason: String,
+    /// When its traffic reaches the VM there (absent in records written
+    /// before it existed: at once).
+    #[serde(default)]
+    pub delivery: Delivery,
+}
+
+/// When a placed tenant's traffic reaches its VM (the proto's `Delivery`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// At once.
+    #[default]
+    Now,
+    /// Once the VM announces itself on the hypervisor (a placement made as
+    /// a live migration starts).
+    OnAnnouncement,
 }
 
 /// A change, as the history keeps it.

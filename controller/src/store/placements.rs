@@ -7,7 +7,8 @@ use nemo_daemon::clock::unix_ms;
 
 use super::model::OrNotFound;
 use super::{
-    check_reason, encode, HomeAgentRecord, MobileRouter, Placement, Store, StoreChange, StoreError,
+    check_reason, encode, Delivery, HomeAgentRecord, MobileRouter, Placement, Store, StoreChange,
+    StoreError,
 };
 
 /// A tenant as the watch streams see it.
@@ -28,8 +29,9 @@ pub struct TenantView {
 /// What a placement may start from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placing {
-    /// An orchestrator's order: from anywhere, or nowhere.
-    Ordered,
+    /// An orchestrator's order: from anywhere, or nowhere; the traffic
+    /// delivered as it says.
+    Ordered(Delivery),
     /// A tenant's VM seen on the hypervisor: only a placed tenant moves
     /// (a first placement is the orchestrator's).
     Arrival,
@@ -42,8 +44,9 @@ impl Store {
         tenant: &str,
         hypervisor: &str,
         reason: &str,
+        delivery: Delivery,
     ) -> Result<Placement, StoreError> {
-        self.place_as(tenant, hypervisor, reason, Placing::Ordered)
+        self.place_as(tenant, hypervisor, reason, Placing::Ordered(delivery))
             .await
     }
 
@@ -94,6 +97,11 @@ impl Store {
             hypervisor: hypervisor.to_owned(),
             since_unix_ms: unix_ms(SystemTime::now()),
             reason: reason.to_owned(),
+            delivery: match placing {
+                Placing::Ordered(delivery) => delivery,
+                // The VM runs there: it was seen.
+                Placing::Arrival => Delivery::Now,
+            },
         };
         let record = encode(&placement)?;
         self.change(

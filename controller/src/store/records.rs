@@ -231,7 +231,10 @@ mod tests {
         store.allocate("acme", "p", 52).await.unwrap();
         store.release(&first.to_string()).await.unwrap();
         store.register_hypervisor("hv1").await.unwrap();
-        store.place("acme", "hv1", "test").await.unwrap();
+        store
+            .place("acme", "hv1", "test", crate::store::Delivery::Now)
+            .await
+            .unwrap();
         let mut rebuilt = State::empty();
         for table in STATE_TABLES {
             for (key, value) in store.backend.scan(table, None, None).await.unwrap() {

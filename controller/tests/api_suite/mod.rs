@@ -985,6 +985,7 @@ async fn identities_placements_and_the_daemons_streams() {
         tenant: "acme".into(),
         hypervisor: "hv-a".into(),
         reason: "initial".into(),
+        delivery: pb::Delivery::Now.into(),
     }))
     .await
     .unwrap();
@@ -1013,13 +1014,19 @@ async fn identities_placements_and_the_daemons_streams() {
     assert_eq!(status, Code::InvalidArgument);
     assert!(message.starts_with("sequence:"), "{message}");
     c.report_binding(authed(report(4242))).await.unwrap();
-    c.place_tenant(authed(pb::PlaceTenantRequest {
-        tenant: "acme".into(),
-        hypervisor: "hv-b".into(),
-        reason: "migration".into(),
-    }))
-    .await
-    .unwrap();
+    // Placed as the live migration starts: hv-b passes the tenant's
+    // traffic once its VM announces itself there (issue 29).
+    let placed = c
+        .place_tenant(authed(pb::PlaceTenantRequest {
+            tenant: "acme".into(),
+            hypervisor: "hv-b".into(),
+            reason: "migration".into(),
+            delivery: pb::Delivery::OnAnnouncement.into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(placed.delivery(), pb::Delivery::OnAnnouncement);
     let left = at_a.message().await.unwrap().unwrap();
     assert_eq!(
         (left.tenant.as_str(), left.mobile_router.is_none()),
@@ -1027,6 +1034,7 @@ async fn identities_placements_and_the_daemons_streams() {
     );
     let arrived = at_b.message().await.unwrap().unwrap();
     assert_eq!(arrived.last_sequence, Some(4242));
+    assert_eq!(arrived.delivery(), pb::Delivery::OnAnnouncement);
     assert_eq!(
         arrived.mobile_router.unwrap().home_address,
         "2001:db8:1::100"
@@ -1044,6 +1052,7 @@ async fn identities_placements_and_the_daemons_streams() {
             tenant: "acme".into(),
             hypervisor: "hv-b".into(),
             reason: "retried".into(),
+            delivery: pb::Delivery::Now.into(),
         }))
         .await
         .unwrap()
@@ -1087,11 +1096,24 @@ async fn identities_placements_and_the_daemons_streams() {
             tenant: "acme".into(),
             hypervisor: "hv-z".into(),
             reason: String::new(),
+            delivery: pb::Delivery::Now.into(),
         }))
         .await,
     )
     .await;
     assert_eq!(status, Code::NotFound);
+    let (status, message) = code(
+        c.place_tenant(authed(pb::PlaceTenantRequest {
+            tenant: "acme".into(),
+            hypervisor: "hv-a".into(),
+            reason: String::new(),
+            delivery: 7,
+        }))
+        .await,
+    )
+    .await;
+    assert_eq!(status, Code::InvalidArgument);
+    assert!(message.starts_with("delivery:"), "{message}");
     let (status, message) = code(
         c.create_mobile_router(authed(pb::CreateMobileRouterRequest {
             tenant: "acme".into(),
@@ -1206,6 +1228,7 @@ async fn oversized_and_malformed_fields_are_refused_with_bounded_messages() {
             tenant: "acme".into(),
             hypervisor: "hv-a".into(),
             reason: "r".repeat(300),
+            delivery: pb::Delivery::Now.into(),
         }))
         .await,
     )
@@ -1217,6 +1240,7 @@ async fn oversized_and_malformed_fields_are_refused_with_bounded_messages() {
             tenant: huge.clone(),
             hypervisor: "hv-a".into(),
             reason: String::new(),
+            delivery: pb::Delivery::Now.into(),
         }))
         .await,
     )
@@ -2066,6 +2090,7 @@ async fn an_arrival_moves_a_placed_tenant_when_the_controller_follows_arrivals()
         tenant: "acme".into(),
         hypervisor: "hv-a".into(),
         reason: "initial".into(),
+        delivery: pb::Delivery::Now.into(),
     }))
     .await
     .unwrap();
@@ -2120,6 +2145,7 @@ async fn an_arrival_moves_a_placed_tenant_when_the_controller_follows_arrivals()
         tenant: "acme".into(),
         hypervisor: "hv-a".into(),
         reason: "initial".into(),
+        delivery: pb::Delivery::Now.into(),
     }))
     .await
     .unwrap();

@@ -56,11 +56,14 @@ pub enum Counter {
     BicastNoRoute = 9,
     /// Copies the kernel would not send (`bpf_clone_redirect`).
     BicastFailed = 10,
+    /// Mobile router: packets of a tenant held until its VM announces
+    /// itself here: dropped.
+    Held = 11,
 }
 
 impl Counter {
     /// Every counter, in slot order.
-    pub const ALL: [Counter; 11] = [
+    pub const ALL: [Counter; 12] = [
         Counter::Encapsulated,
         Counter::EncapNoTunnel,
         Counter::EncapFailed,
@@ -72,6 +75,7 @@ impl Counter {
         Counter::BicastCopied,
         Counter::BicastNoRoute,
         Counter::BicastFailed,
+        Counter::Held,
     ];
 }
 

@@ -28,9 +28,32 @@ use crate::linux::{
     remove_rules, route_destination, rule_source, tenant_tables, usable_port, Rule, PREF_ENCAP,
     PROTOCOL,
 };
-use crate::{DataPlaneError, MobileRouterDataPlane, TenantRoutes};
+use crate::{DataPlaneError, MobileRouterDataPlane, Release, TenantRoutes, Traffic};
 
 const RT_TABLE_MAIN: u32 = 254;
+
+/// A tenant's prefixes to its home agent (its traffic passes) or to `::`
+/// (held: the programs drop it, tunnel.bpf.c), in place.
+fn set_traffic(
+    bindings: &libbpf_rs::MapHandle,
+    tenant: &TenantRoutes,
+    traffic: Traffic,
+) -> Result<(), DataPlaneError> {
+    let peer = match traffic {
+        Traffic::Pass => tenant.home_agent,
+        Traffic::Hold => Ipv6Addr::UNSPECIFIED,
+    };
+    for prefix in &tenant.prefixes {
+        bindings
+            .update(
+                &maps::prefix_key(*prefix),
+                &maps::address_value(peer),
+                MapFlags::EXIST,
+            )
+            .map_err(|e| refused("hold or pass", *prefix, e))?;
+    }
+    Ok(())
+}
 
 /// What the mobile router's BPF data plane needs.
 #[derive(Debug, Clone)]
@@ -187,6 +210,23 @@ impl MobileRouterDataPlane for BpfMobileRouter {
             add_rule(&self.handle, &rule).await?;
         }
         Ok(())
+    }
+
+    async fn deliver(
+        &self,
+        tenant: &TenantRoutes,
+        traffic: Traffic,
+    ) -> Result<bool, DataPlaneError> {
+        set_traffic(&self.programs.bindings, tenant, traffic)?;
+        Ok(true)
+    }
+
+    fn release(&self, tenant: &TenantRoutes) -> Option<Release> {
+        let map = libbpf_rs::MapHandle::try_from(&self.programs.bindings).ok()?;
+        let tenant = tenant.clone();
+        Some(Release::new(move || {
+            set_traffic(&map, &tenant, Traffic::Pass)
+        }))
     }
 
     async fn detach(&self, tenant: &TenantRoutes) -> Result<(), DataPlaneError> {

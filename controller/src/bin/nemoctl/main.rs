@@ -166,6 +166,12 @@ enum ControllerCommand {
         /// Longest wait for the moment, in seconds.
         #[arg(long, default_value_t = 600.0)]
         qmp_timeout: f64,
+        /// The VM is on its way (a live migration starting now): the new
+        /// hypervisor passes the tenant's traffic once the VM announces
+        /// itself there (QEMU's RARP), and the home agent copies it to the
+        /// site it left meanwhile (make-before-break).
+        #[arg(long, conflicts_with = "when_qmp")]
+        on_announcement: bool,
     },
     /// Takes a tenant off its hypervisor.
     Unplace {
@@ -230,7 +236,11 @@ fn request<T>(message: T, token: &Option<String>) -> anyhow::Result<Request<T>> 
 }
 
 fn placement_record(p: &pb::Placement) -> serde_json::Value {
-    serde_json::json!({"tenant": p.tenant, "hypervisor": p.hypervisor, "reason": p.reason, "since_unix_ms": p.since_unix_ms})
+    let delivery = match p.delivery() {
+        pb::Delivery::Now => "now",
+        pb::Delivery::OnAnnouncement => "on_announcement",
+    };
+    serde_json::json!({"tenant": p.tenant, "hypervisor": p.hypervisor, "reason": p.reason, "since_unix_ms": p.since_unix_ms, "delivery": delivery})
 }
 
 /// An event's table cells, padded to fixed widths (rows print as they
@@ -427,6 +437,7 @@ async fn controller(
             when_qmp,
             qmp_event,
             qmp_timeout,
+            on_announcement,
         } => {
             if let Some(socket) = &when_qmp {
                 let limit = std::time::Duration::try_from_secs_f64(qmp_timeout).map_err(|_| {
@@ -440,6 +451,12 @@ async fn controller(
                         tenant,
                         hypervisor,
                         reason,
+                        delivery: if on_announcement {
+                            pb::Delivery::OnAnnouncement
+                        } else {
+                            pb::Delivery::Now
+                        }
+                        .into(),
                     },
                     token,
                 )?)
