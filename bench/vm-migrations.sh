@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The real-VM live migration (deploy/lab/migrate.sh, MODE=vm), RUNS times
-# for each way nemo learns of the move (HOOK resume, stop, none) and each
+# for each way nemo learns of the move (HOOK early, stop, resume, none) and each
 # WAN delay (0 and 20 ms each way), then the table docs/BENCHMARKS.md
 # shows: the outage, QEMU's downtime, the VM's first frame at the
 # destination after RESUME, the guest's first frame to the first answer,
@@ -17,7 +17,7 @@ results=${RESULTS_DIR:-/var/tmp/nemo-bench-vm-$(date -u +%Y%m%dT%H%M%SZ)}
 [ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)" >&2; exit 1; }
 cargo build --release -q --bins
 for wan in ${WANS:-0 20}; do
-  for hook in ${HOOKS:-resume stop none}; do
+  for hook in ${HOOKS:-early stop resume none}; do
     for i in $(seq 1 "$runs"); do
       if ! NEMO_BIN=target/release MODE=vm HOOK=$hook WAN_DELAY_MS=$wan RESULTS_DIR=$results \
           deploy/lab/migrate.sh >"$results.log" 2>&1; then

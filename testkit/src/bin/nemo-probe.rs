@@ -15,7 +15,9 @@
 //! (seconds): the send time of the last answered probe before the longest
 //! silence and the arrival of the first answer after it. `duplicates`
 //! counts answers beyond a probe's first (a VM that got the probe twice:
-//! the home agent copies a moving tenant's packets to both sites).
+//! the home agent copies a moving tenant's packets to both sites); `late`
+//! answers that came after a later probe's (they waited: a paused VM's
+//! port answered when it resumed), which end no silence.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
@@ -157,26 +159,9 @@ fn send(
         std::fs::write(path, text)?;
     }
     let received = arrivals.iter().filter(|a| a.is_some()).count();
-    // The longest silence: from the send time of an answered probe to the
-    // arrival of the next answer.
-    let mut longest = (Duration::ZERO, None, None);
-    let mut last_answered: Option<usize> = None;
-    for (sequence, arrival) in arrivals.iter().enumerate() {
-        let Some(arrival) = arrival else { continue };
-        if let Some(previous) = last_answered {
-            if sequence > previous + 1 {
-                let silence = arrival
-                    .duration_since(sent_at[previous])
-                    .unwrap_or_default();
-                if silence > longest.0 {
-                    longest = (silence, Some(sent_at[previous]), Some(*arrival));
-                }
-            }
-        }
-        last_answered = Some(sequence);
-    }
+    let (longest, late_answers) = longest_silence(&sent_at, &arrivals);
     println!(
-        "probe sent={count} received={received} lost={} duplicates={} longest_gap_ms={:.1} gap_from={:.6} gap_until={:.6}",
+        "probe sent={count} received={received} lost={} duplicates={} late={late_answers} longest_gap_ms={:.1} gap_from={:.6} gap_until={:.6}",
         count - received,
         duplicates.load(std::sync::atomic::Ordering::Relaxed),
         longest.0.as_secs_f64() * 1000.0,
@@ -184,6 +169,50 @@ fn send(
         longest.2.map_or(0.0, unix),
     );
     Ok(())
+}
+
+/// The longest silence: from the send time of an answered probe to the
+/// arrival of the next answer, over the probes' sequence; and how many
+/// answers were late. An answer that came after the answer to a later
+/// probe is late (it waited somewhere: a paused VM's port that resumed):
+/// it ends no silence, or a VM answering a queue from before would show
+/// one as long as it waited.
+type Silence = (Duration, Option<SystemTime>, Option<SystemTime>);
+
+fn longest_silence(sent_at: &[SystemTime], arrivals: &[Option<SystemTime>]) -> (Silence, usize) {
+    let count = arrivals.len().min(sent_at.len());
+    let mut earliest_after: Vec<Option<SystemTime>> = vec![None; count];
+    let mut running: Option<SystemTime> = None;
+    for sequence in (0..count).rev() {
+        earliest_after[sequence] = running;
+        if let Some(arrival) = arrivals[sequence] {
+            running = Some(running.map_or(arrival, |r| r.min(arrival)));
+        }
+    }
+    let mut longest = (Duration::ZERO, None, None);
+    let mut last_answered: Option<usize> = None;
+    let mut late = 0;
+    for sequence in 0..count {
+        let Some(arrival) = arrivals[sequence] else {
+            continue;
+        };
+        if earliest_after[sequence].is_some_and(|later| arrival > later) {
+            late += 1;
+            continue;
+        }
+        if let Some(previous) = last_answered {
+            if sequence > previous + 1 {
+                let silence = arrival
+                    .duration_since(sent_at[previous])
+                    .unwrap_or_default();
+                if silence > longest.0 {
+                    longest = (silence, Some(sent_at[previous]), Some(arrival));
+                }
+            }
+        }
+        last_answered = Some(sequence);
+    }
+    (longest, late)
 }
 
 fn main() -> std::io::Result<()> {
@@ -200,5 +229,48 @@ fn main() -> std::io::Result<()> {
             seconds,
             csv.as_deref(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(1_000_000 + ms)
+    }
+
+    #[test]
+    fn a_late_answer_ends_no_silence() {
+        let sent: Vec<SystemTime> = (0..6).map(|i| at(i * 2)).collect();
+        // 1 and 2 lost; 3 answered 30 ms later; 4 and 5 at once.
+        let arrivals = vec![
+            Some(at(1)),
+            None,
+            None,
+            Some(at(36)),
+            Some(at(37)),
+            Some(at(39)),
+        ];
+        let ((silence, from, until), late) = longest_silence(&sent, &arrivals);
+        assert_eq!(
+            (silence, from, until, late),
+            (Duration::from_millis(36), Some(at(0)), Some(at(36)), 0)
+        );
+        // 1 waited in a paused port and was answered after everything
+        // else: late, and the silence is the one the others show.
+        let arrivals = vec![
+            Some(at(1)),
+            Some(at(900)),
+            None,
+            Some(at(36)),
+            Some(at(37)),
+            Some(at(39)),
+        ];
+        let ((silence, _, until), late) = longest_silence(&sent, &arrivals);
+        assert_eq!(
+            (silence, until, late),
+            (Duration::from_millis(36), Some(at(36)), 1)
+        );
     }
 }
