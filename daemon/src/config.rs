@@ -155,6 +155,42 @@ pub struct BackendLabel {
     pub backend: String,
 }
 
+/// The label of both daemons' `dataplane_packets` gauge: one of the BPF
+/// programs' counters (`encapsulated`, `decap_spoofed`, `bicast_copied`,
+/// `held`, ...).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct PacketCounterLabel {
+    /// The counter's name.
+    pub counter: String,
+}
+
+/// Publishes the data plane's packet counters (`read`: the BPF programs')
+/// into `family` every second; returns at once where there are none (a
+/// backend that does not count).
+pub async fn publish_packet_counters(
+    read: impl Fn() -> Vec<(&'static str, u64)>,
+    family: prometheus_client::metrics::family::Family<
+        PacketCounterLabel,
+        prometheus_client::metrics::gauge::Gauge,
+    >,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let counters = read();
+        if counters.is_empty() {
+            return;
+        }
+        for (name, value) in counters {
+            family
+                .get_or_create(&PacketCounterLabel {
+                    counter: name.to_owned(),
+                })
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
+        }
+    }
+}
+
 /// Why a setting does not hold on this host.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingError {

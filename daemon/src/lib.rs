@@ -26,8 +26,9 @@ pub use cli::{
     init_logging, print_man_page, start, wants_man_page, DaemonArgs, Invocation, ManSection,
 };
 pub use config::{
-    check_endpoint, check_interface, check_readable, parse_hex_key, read_token, AdminSection,
-    BackendLabel, ConfigError, ConfigText, ListenSection, SettingError, MIN_ADMIN_TOKEN,
+    check_endpoint, check_interface, check_readable, parse_hex_key, publish_packet_counters,
+    read_token, AdminSection, BackendLabel, ConfigError, ConfigText, ListenSection,
+    PacketCounterLabel, SettingError, MIN_ADMIN_TOKEN,
 };
 pub use controller_link::{
     authorized, controller_channel, Backoff, ChannelError, ControllerLink, Endpoints, Watched,

@@ -128,6 +128,12 @@ pub trait HomeAgentDataPlane: Send + Sync + 'static {
         None
     }
 
+    /// The programs' packet counters by name, where the data plane counts
+    /// (the BPF one); empty elsewhere.
+    fn packet_counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+
     /// Points the binding's destinations at its care-of address, replacing
     /// any route to another care-of address in one step (no window without
     /// a route), and removes destinations `previous` had that `routes` does
@@ -253,6 +259,12 @@ pub trait MobileRouterDataPlane: Send + Sync + 'static {
     /// counter, [`tunsrc::watch_decapsulation_misses`], is read instead).
     fn refused_tunnelled(&self) -> Option<u64> {
         None
+    }
+
+    /// The programs' packet counters by name, where the data plane counts
+    /// (the BPF one); empty elsewhere.
+    fn packet_counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
     }
 
     /// Sets the host's care-of address, where tunnelled packets arrive

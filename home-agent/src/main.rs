@@ -169,6 +169,11 @@ async fn serve<D: HomeAgentDataPlane>(
             gauge.set(refused);
         },
     ));
+    let counted = dataplane.clone();
+    tokio::spawn(nemo_daemon::publish_packet_counters(
+        move || counted.packet_counters(),
+        metrics.dataplane_packets.clone(),
+    ));
     // The controller's authorizations as the last run kept them.
     let controller_cache = match &config.controller {
         Some(section) => {

@@ -78,6 +78,8 @@ pub struct Metrics {
     pub bicasts: Gauge,
     /// Windows opened since start.
     pub bicasts_started: Counter,
+    /// The BPF programs' packet counters, by counter.
+    pub dataplane_packets: Family<nemo_daemon::PacketCounterLabel, Gauge>,
     /// The data plane backend running: 1 for its name.
     pub dataplane_backend: Family<BackendLabel, Gauge>,
     /// Tunnelled packets no decapsulation route took (the kernel's count,
@@ -130,6 +132,7 @@ impl Metrics {
             forwarding_failures: Counter::default(),
             bicasts: Gauge::default(),
             bicasts_started: Counter::default(),
+            dataplane_packets: Family::default(),
             decapsulation_misses: Gauge::default(),
             dataplane_backend: Family::default(),
             active: Gauge::default(),
@@ -248,6 +251,11 @@ impl Metrics {
             "bicasts",
             "Moved bindings whose old care-of address still gets a copy of each packet ([dataplane] bicast_ms)",
             metrics.bicasts.clone(),
+        );
+        registry.register(
+            "dataplane_packets",
+            "Packets the BPF data plane counted, by counter (bicast_copied: copies to the care-of address a binding left; bicast_no_route: copies not sent, no route or neighbour to it)",
+            metrics.dataplane_packets.clone(),
         );
         registry.register(
             "bicasts_started",

@@ -173,6 +173,11 @@ async fn serve<D: MobileRouterDataPlane>(
             gauge.set(refused);
         },
     ));
+    let counted = dataplane.clone();
+    tokio::spawn(nemo_daemon::publish_packet_counters(
+        move || counted.packet_counters(),
+        metrics.dataplane_packets.clone(),
+    ));
     let driver = Driver::new(
         instances,
         transport,

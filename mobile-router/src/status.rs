@@ -53,6 +53,8 @@ pub struct Metrics {
     pub decapsulation_misses: Gauge,
     /// The data plane backend running: 1 for its name.
     pub dataplane_backend: Family<nemo_daemon::BackendLabel, Gauge>,
+    /// The BPF programs' packet counters, by counter.
+    pub dataplane_packets: Family<nemo_daemon::PacketCounterLabel, Gauge>,
 }
 
 impl Metrics {
@@ -69,6 +71,12 @@ impl Metrics {
             "decapsulation_misses",
             "Tunnelled packets to this host refused: not from the tenant's home agent or malformed (bpf: its programs' count; seg6: kernel Ip6InUnknownProtos)",
             decapsulation_misses.clone(),
+        );
+        let dataplane_packets = Family::default();
+        registry.register(
+            "dataplane_packets",
+            "Packets the BPF data plane counted, by counter (held: a tenant's packets dropped until its VM announces itself here)",
+            dataplane_packets.clone(),
         );
         let dataplane_backend = Family::default();
         registry.register(
@@ -110,6 +118,7 @@ impl Metrics {
             registration_seconds,
             decapsulation_misses,
             dataplane_backend,
+            dataplane_packets,
         }
     }
 

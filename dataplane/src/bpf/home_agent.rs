@@ -253,6 +253,10 @@ impl HomeAgentDataPlane for BpfHomeAgent {
         Some(self.programs.refused_tunnelled())
     }
 
+    fn packet_counters(&self) -> Vec<(&'static str, u64)> {
+        self.programs.counters()
+    }
+
     async fn set(
         &self,
         routes: &BindingRoutes,

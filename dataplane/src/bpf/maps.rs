@@ -62,6 +62,24 @@ pub enum Counter {
 }
 
 impl Counter {
+    /// Its name in metrics (`dataplane_packets{counter=...}`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::Encapsulated => "encapsulated",
+            Counter::EncapNoTunnel => "encap_no_tunnel",
+            Counter::EncapFailed => "encap_failed",
+            Counter::Decapsulated => "decapsulated",
+            Counter::DecapSpoofed => "decap_spoofed",
+            Counter::DecapMalformed => "decap_malformed",
+            Counter::DecapFailed => "decap_failed",
+            Counter::Malformed => "malformed",
+            Counter::BicastCopied => "bicast_copied",
+            Counter::BicastNoRoute => "bicast_no_route",
+            Counter::BicastFailed => "bicast_failed",
+            Counter::Held => "held",
+        }
+    }
+
     /// Every counter, in slot order.
     pub const ALL: [Counter; 12] = [
         Counter::Encapsulated,

@@ -160,6 +160,10 @@ impl MobileRouterDataPlane for BpfMobileRouter {
         Some(self.programs.refused_tunnelled())
     }
 
+    fn packet_counters(&self) -> Vec<(&'static str, u64)> {
+        self.programs.counters()
+    }
+
     async fn set_care_of(&self, care_of: Ipv6Addr) -> Result<(), DataPlaneError> {
         self.set_care_of_now(care_of)
     }

@@ -300,6 +300,14 @@ impl Programs {
             .unwrap_or(0)
     }
 
+    /// Every counter by its name, summed over the CPUs.
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
+        Counter::ALL
+            .iter()
+            .map(|counter| (counter.name(), self.counter(*counter)))
+            .collect()
+    }
+
     /// Tunnelled packets the decapsulation refused: spoofed or malformed.
     pub fn refused_tunnelled(&self) -> u64 {
         self.counter(Counter::DecapSpoofed) + self.counter(Counter::DecapMalformed)
