@@ -358,20 +358,15 @@ fn bpf_tunnels_carry_full_size_traffic_follow_the_binding_and_survive_a_restart(
         ""
     );
     assert!(!text(&ha.ip(&["-6", "rule"])).contains("4191"));
-    let filters = text(
-        &ha.command("tc")
-            .args(["filter", "show", "dev", "h1", "ingress"])
-            .output()
-            .unwrap(),
-    );
-    assert!(!filters.contains("nemo_decap"), "{filters}");
-    let filters = text(
-        &ha.command("tc")
-            .args(["filter", "show", "dev", "h1", "egress"])
-            .output()
-            .unwrap(),
-    );
-    assert!(!filters.contains("nemo_bicast"), "{filters}");
+    for (hook, program) in [("ingress", "nemo_decap"), ("egress", "nemo_bicast")] {
+        let filters = text(
+            &ha.command("tc")
+                .args(["filter", "show", "dev", "h1", hook])
+                .output()
+                .unwrap(),
+        );
+        assert!(!filters.contains(program), "{hook}: {filters}");
+    }
     for name in ["ha", "mr-a", "mr-b"] {
         assert!(!bpffs.path(name).exists(), "{name}'s pins are left");
     }
