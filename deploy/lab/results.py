@@ -45,28 +45,45 @@ def field(text, name):
     return match.group(1) if match else None
 
 
-def frames(path):
-    """(unix time, kind) of each frame in a capture of the VM's, read with
-    tshark: RARP (QEMU's announcement), ARP, NA (an unsolicited Neighbor
-    Advertisement), NS, IPv6 (anything else, e.g. a probe's answer)."""
+VM_MAC = "52:54:00:00:01:02"
+
+
+def capture(path):
+    """(unix time, source MAC, EtherType, ICMPv6 type) of each frame in a
+    capture of the VM's port, read with tshark."""
     try:
         out = subprocess.run(
             ["tshark", "-r", path, "-T", "fields", "-E", "separator=,",
-             "-e", "frame.time_epoch", "-e", "eth.type", "-e", "icmpv6.type"],
+             "-e", "frame.time_epoch", "-e", "eth.src", "-e", "eth.type", "-e", "icmpv6.type"],
             check=True, capture_output=True, text=True,
         ).stdout
     except (OSError, subprocess.CalledProcessError):
         return []
-    seen = []
+    rows = []
     for line in out.splitlines():
-        parts = line.split(",")
-        if len(parts) < 2 or not parts[0]:
+        parts = line.split(",") + ["", "", ""]
+        if parts[0]:
+            rows.append((float(parts[0]), parts[1], parts[2], parts[3]))
+    return rows
+
+
+def delivered(path):
+    """Times the host put a probe into the VM's port (frames to its MAC)."""
+    return [t for t, source, _, _ in capture(path) if source != VM_MAC]
+
+
+def frames(path):
+    """(unix time, kind) of each frame the VM sent in a capture of its
+    port: RARP (QEMU's announcement), ARP, NA (an unsolicited Neighbor
+    Advertisement), NS, IPv6 (anything else, e.g. a probe's answer)."""
+    seen = []
+    for time, source, ether, icmp in capture(path):
+        if source != VM_MAC:
             continue
-        ether, icmp = parts[1], (parts[2] if len(parts) > 2 else "")
         kind = {"0x8035": "RARP", "0x0806": "ARP"}.get(ether)
         if kind is None:
             kind = {"136": "NA", "135": "NS"}.get(icmp.split(";")[0], "IPv6")
-        seen.append((float(parts[0]), kind))
+        seen.append((time, kind))
     return seen
 
 
@@ -157,6 +174,11 @@ def main(work, results, bin_dir):
         return round((answered - moment) * 1000, 1) if answered and moment else None
 
     measured_share = first_answer_after(first_at_b)
+    # The network's part alone: from the VM's first frame at B to the first
+    # probe the host put into its port after it (the guest answers when it
+    # runs: under TCG tens of milliseconds after RESUME).
+    into_b = min((t for t in delivered(f"{work}/frames-b.pcapng") if first_at_b and t >= first_at_b), default=None)
+    delivered_share = round((into_b - first_at_b) * 1000, 1) if into_b and first_at_b else None
     # QEMU announces the VM itself (RARP) as it resumes; the guest's own
     # first frame says when it runs its network stack: from there on, a
     # delay is the network's alone.
@@ -233,6 +255,7 @@ def main(work, results, bin_dir):
         "outage_ms": outage,
         "outage_less_downtime_ms": share,
         "network_share_ms": measured_share,
+        "first_frame_to_probe_into_port_ms": delivered_share,
         "vm_first_frame_at_destination": {
             "kind": first_b[1] if first_b else None,
             "after_resume_ms": between(resumed, first_at_b),
@@ -303,6 +326,7 @@ def main(work, results, bin_dir):
         f"{between(resumed, first_at_b)} ms after RESUME) to the first answer; outage less QEMU's "
         f"downtime {share} ms (nemo told on {settings['hook']})"
     )
+    print(f"                    {delivered_share} ms from it to the first probe put into the VM's port at B")
     guest_kind = guest_b[1] if guest_b else "none seen"
     print(
         f"                    {guest_share} ms from the guest's own first frame at B ({guest_kind}, "

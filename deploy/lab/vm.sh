@@ -10,8 +10,9 @@
 #                              $WORK/TAG-hook.qmp (nemo's hook); with
 #                              INCOMING, waiting for a migration there
 #   vm_capture NS SIDE         the frames the VM sends on NS's tap port,
-#                              to $WORK/frames-SIDE.pcapng (dumpcap),
-#                              started before it returns
+#                              and the probes put into it for the VM, to
+#                              $WORK/frames-SIDE.pcapng (dumpcap), started
+#                              before it returns
 #
 # ACCEL=kvm|tcg|auto (default auto): KVM when a guest really runs under it
 # (on these machines KVM_CREATE_VM succeeds but a guest hangs at "Booting
@@ -91,7 +92,8 @@ vm_captures_end() {
 }
 vm_capture() { # ns side
   local file="$WORK/frames-$2.pcapng"
-  spawn "$1" /dev/null "$WORK/capture-$2.err" dumpcap -q -i t-acme -s 128 -f "ether src $VM_MAC" -w "$file"
+  spawn "$1" /dev/null "$WORK/capture-$2.err" dumpcap -q -i t-acme -s 128 \
+    -f "ether src $VM_MAC or (ether dst $VM_MAC and udp dst port 7007)" -w "$file"
   CAPTURES+=("$LAST_PID")
   for _ in $(seq 1 50); do [ -s "$file" ] && return; sleep 0.1; done
   echo "FAIL: dumpcap did not start on $1's tap: $(cat "$WORK/capture-$2.err")"; exit 1
