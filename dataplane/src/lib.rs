@@ -321,6 +321,8 @@ pub struct MemoryDataPlane {
     routes: Mutex<BTreeMap<Ipv6Net, Ipv6Addr>>,
     refuse: Mutex<Vec<Ipv6Net>>,
     tenants: Mutex<BTreeMap<String, TenantRoutes>>,
+    /// Tenants held, by interface (as the BPF data plane holds them).
+    held: Mutex<std::collections::BTreeSet<String>>,
     care_of: Mutex<Option<Ipv6Addr>>,
 }
 
@@ -529,9 +531,26 @@ impl MobileRouterDataPlane for MemoryDataPlane {
         Ok(())
     }
 
+    async fn deliver(
+        &self,
+        tenant: &TenantRoutes,
+        traffic: Traffic,
+    ) -> Result<bool, DataPlaneError> {
+        if let Ok(mut held) = self.held.lock() {
+            match traffic {
+                Traffic::Hold => held.insert(tenant.interface.clone()),
+                Traffic::Pass => held.remove(&tenant.interface),
+            };
+        }
+        Ok(true)
+    }
+
     async fn detach(&self, tenant: &TenantRoutes) -> Result<(), DataPlaneError> {
         if let Ok(mut tenants) = self.tenants.lock() {
             tenants.remove(&tenant.interface);
+        }
+        if let Ok(mut held) = self.held.lock() {
+            held.remove(&tenant.interface);
         }
         Ok(())
     }
@@ -539,6 +558,9 @@ impl MobileRouterDataPlane for MemoryDataPlane {
     async fn remove_all(&self) -> Result<(), DataPlaneError> {
         if let Ok(mut tenants) = self.tenants.lock() {
             tenants.clear();
+        }
+        if let Ok(mut held) = self.held.lock() {
+            held.clear();
         }
         Ok(())
     }

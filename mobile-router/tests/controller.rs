@@ -372,3 +372,77 @@ async fn a_mobile_router_whose_revision_was_trimmed_takes_the_whole_state_again(
     assert!(log.contains("history moved past us"), "{log}");
     assert!(log.contains("no longer placed here"), "{log}");
 }
+
+/// Issue 29: a tenant placed on its VM's announcement (as a live migration
+/// starts) registers at once, so that the home agent's binding and copies
+/// are in place, but its traffic is held here until the VM announces itself
+/// on its port; with no announcement (here no port at all to watch) it
+/// passes after `hold_ms`, so a VM that never announces still gets its
+/// network.
+#[tokio::test]
+async fn a_tenant_placed_on_its_announcement_registers_at_once_and_passes_at_hold_ms_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ctl = daemons::controller(d, "");
+    let endpoint = format!("http://{}", ctl.field("grpc"));
+    let mut c = daemons::controller_client(&ctl).await;
+    let ha = daemons::home_agent(
+        d,
+        &format!(
+            "[admin]\nlisten = \"[::1]:0\"\n\n{}",
+            daemons::controller_section(d, &endpoint, "ha1")
+        ),
+    );
+    let ha_udp = ha.field("udp");
+    daemons::provision_tenant(&mut c, &ha_udp).await;
+    let mr = daemons::mobile_router_tuned(
+        d,
+        "hv-a",
+        "2001:db8:2::10",
+        &ha_udp,
+        "hold_ms = 1500",
+        &format!(
+            "[controller]\nendpoint = \"{endpoint}\"\ntoken_file = \"{}\"\nhypervisor = \"hv-a\"\n",
+            d.join("token").display()
+        ),
+    );
+    mr.wait_for("watching placements", 1);
+    let placed = c
+        .place_tenant(authed(pb::PlaceTenantRequest {
+            tenant: "acme".into(),
+            hypervisor: "hv-a".into(),
+            reason: "migration".into(),
+            delivery: pb::Delivery::OnAnnouncement.into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(placed.delivery(), pb::Delivery::OnAnnouncement);
+    let held_at = Instant::now();
+    let log = mr.wait_for("held until the VM announces itself", 1);
+    assert!(log.contains("hold_ms=1500"), "{log}");
+    // Registered while held: the binding is there before the VM is.
+    let mut admin = HomeAgentAdminClient::connect(format!("http://{}", ha.field("admin")))
+        .await
+        .unwrap();
+    assert_eq!(
+        wait_for_care_of(&mut admin, Some("2001:db8:2::10"))
+            .await
+            .as_deref(),
+        Some("2001:db8:2::10"),
+        "{}",
+        mr.log()
+    );
+    assert!(
+        !mr.log().contains("the tenant's traffic passes"),
+        "passed before hold_ms: {}",
+        mr.log()
+    );
+    let log = mr.wait_for("the tenant's traffic passes", 1);
+    assert!(
+        held_at.elapsed() >= Duration::from_millis(1400),
+        "passed after {:?}: {log}",
+        held_at.elapsed()
+    );
+    assert!(log.contains("no announcement within hold_ms"), "{log}");
+}

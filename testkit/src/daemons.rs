@@ -106,11 +106,24 @@ pub fn mobile_router(
     home_agent_udp: &str,
     sections: &str,
 ) -> Process {
+    mobile_router_tuned(dir, tag, care_of, home_agent_udp, "", sections)
+}
+
+/// [`mobile_router`] with more lines in its `[mobile_router]` section
+/// (`tuning`, e.g. `hold_ms = 300`).
+pub fn mobile_router_tuned(
+    dir: &Path,
+    tag: &str,
+    care_of: &str,
+    home_agent_udp: &str,
+    tuning: &str,
+    sections: &str,
+) -> Process {
     let config = write(
         dir,
         &format!("{tag}.toml"),
         format!(
-            "[mobile_router]\nuplink = \"lo\"\ncare_of = \"{care_of}\"\n\n\
+            "[mobile_router]\nuplink = \"lo\"\ncare_of = \"{care_of}\"\n{tuning}\n\n\
              [transport]\nhome_agent_udp = \"{home_agent_udp}\"\nbind = \"[::1]:0\"\n\n\
              [dataplane]\nbackend = \"memory\"\n\n{sections}"
         ),
