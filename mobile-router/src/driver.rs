@@ -72,7 +72,7 @@ impl Drop for Held {
 
 /// A tenant's VM seen on its port, from the thread that watched for it.
 #[derive(Debug)]
-pub struct Announced {
+struct Announced {
     tenant: String,
     frame: String,
 }
@@ -441,13 +441,14 @@ impl<D: MobileRouterDataPlane> Driver<D> {
                         Traffic::Pass
                     };
                 }
+                // The attach above wrote the peer again: held anew, for
+                // the routes as they are now (the old thread, which would
+                // release the old ones, ends with `held`), until the same
+                // deadline.
                 self.hold_if_wanted(&mut tenant).await;
-                if let Some(held) = held {
-                    // The attach above wrote the peer again: held anew, the
-                    // thread and deadline of before kept.
-                    if tenant.host.held.is_some() {
-                        tenant.host.held = Some(held);
-                    }
+                if let (Some(now_held), Some(before)) = (tenant.host.held.as_mut(), held) {
+                    now_held.since = before.since;
+                    now_held.until = before.until;
                 }
                 self.tenants.insert(tenant);
             }

@@ -115,6 +115,18 @@ pub(super) fn delivery_proto(delivery: store::Delivery) -> pb::Delivery {
     }
 }
 
+/// A request's `delivery`; a value the enum does not hold is
+/// INVALID_ARGUMENT naming the field.
+pub(super) fn delivery_from_proto(value: i32) -> Result<store::Delivery, tonic::Status> {
+    match pb::Delivery::try_from(value) {
+        Ok(pb::Delivery::Now) => Ok(store::Delivery::Now),
+        Ok(pb::Delivery::OnAnnouncement) => Ok(store::Delivery::OnAnnouncement),
+        Err(_) => Err(tonic::Status::invalid_argument(format!(
+            "delivery: {value} is not a Delivery (0 now, 1 on announcement)"
+        ))),
+    }
+}
+
 pub(super) fn credential_proto(c: &store::credentials::Credential) -> pb::Credential {
     pb::Credential {
         id: c.id.clone(),

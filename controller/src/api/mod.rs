@@ -563,16 +563,7 @@ impl Controller for Service {
             .await?;
         let id = request_id(&request, "PlaceTenant")?;
         let r = request.into_inner();
-        let delivery = match pb::Delivery::try_from(r.delivery) {
-            Ok(pb::Delivery::Now) => store::Delivery::Now,
-            Ok(pb::Delivery::OnAnnouncement) => store::Delivery::OnAnnouncement,
-            Err(_) => {
-                return Err(Status::invalid_argument(format!(
-                    "delivery: {} is not a Delivery (0 now, 1 on announcement)",
-                    r.delivery
-                )))
-            }
-        };
+        let delivery = convert::delivery_from_proto(r.delivery)?;
         let made = self
             .once(
                 id,

@@ -233,13 +233,19 @@ impl HomeAgentDataPlane for BpfHomeAgent {
     }
 
     async fn end_bicast(&self, second: &BindingRoutes) -> Result<(), DataPlaneError> {
-        let listed = self.programs.listed_also();
         for destination in second.destinations() {
+            let key = maps::prefix_key(destination);
             // Only this move's copies: a later move may have set another.
-            if listed.get(&destination) != Some(&second.care_of) {
+            let peer = self
+                .programs
+                .also
+                .lookup(&key, MapFlags::ANY)
+                .ok()
+                .flatten();
+            if peer.as_deref().and_then(maps::value_address) != Some(second.care_of) {
                 continue;
             }
-            match self.programs.also.delete(&maps::prefix_key(destination)) {
+            match self.programs.also.delete(&key) {
                 Err(error) if error.kind() != libbpf_rs::ErrorKind::NotFound => {
                     return Err(refused("stop copying packets for", destination, error));
                 }

@@ -315,28 +315,25 @@ impl Programs {
 
     /// Every (prefix, peer) in the bindings map.
     pub fn listed_bindings(&self) -> std::collections::HashMap<ipnet::Ipv6Net, std::net::Ipv6Addr> {
-        listed(&self.bindings)
-    }
-
-    /// Every (prefix, second peer) in the map of moving tenants.
-    pub fn listed_also(&self) -> std::collections::HashMap<ipnet::Ipv6Net, std::net::Ipv6Addr> {
-        listed(&self.also)
+        self.bindings
+            .keys()
+            .filter_map(|key| {
+                let prefix = maps::key_prefix(&key)?;
+                let value = self.bindings.lookup(&key, MapFlags::ANY).ok()??;
+                Some((prefix, maps::value_address(&value)?))
+            })
+            .collect()
     }
 
     /// Empties the map of moving tenants (no copies to second peers).
     pub fn clear_also(&self) {
-        for key in self.also.keys().collect::<Vec<_>>() {
-            let _ = self.also.delete(&key);
-        }
+        clear(&self.also);
     }
 
     /// Empties the bindings map and the map of moving tenants.
     pub fn clear_bindings(&self) {
-        for map in [&self.bindings, &self.also] {
-            for key in map.keys().collect::<Vec<_>>() {
-                let _ = map.delete(&key);
-            }
-        }
+        clear(&self.bindings);
+        clear(&self.also);
     }
 
     /// Where the maps are pinned, if they are.
@@ -361,15 +358,11 @@ impl Programs {
     }
 }
 
-/// Every (prefix, peer) of an LPM map of peers.
-fn listed(map: &MapHandle) -> std::collections::HashMap<ipnet::Ipv6Net, std::net::Ipv6Addr> {
-    map.keys()
-        .filter_map(|key| {
-            let prefix = maps::key_prefix(&key)?;
-            let value = map.lookup(&key, MapFlags::ANY).ok()??;
-            Some((prefix, maps::value_address(&value)?))
-        })
-        .collect()
+/// Deletes every entry of a map.
+fn clear(map: &MapHandle) {
+    for key in map.keys().collect::<Vec<_>>() {
+        let _ = map.delete(&key);
+    }
 }
 
 /// The pin folder exists (created if missing) on a bpf filesystem.

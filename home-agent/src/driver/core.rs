@@ -40,8 +40,6 @@ pub struct Core<D> {
     /// Moved bindings whose old care-of address still gets copies (the
     /// active only).
     pub(super) bicasts: Bicasts,
-    /// The data plane said once that it cannot copy packets.
-    pub(super) bicast_unsupported_said: bool,
 }
 
 /// What the core changed in the data plane while the start's reconcile
@@ -343,16 +341,13 @@ impl<D: HomeAgentDataPlane> Core<D> {
                         );
                     }
                     Ok(false) => {
-                        if !self.bicast_unsupported_said {
-                            self.bicast_unsupported_said = true;
-                            tracing::warn!(
-                                dataplane = self.dataplane.name(),
-                                "this data plane cannot copy packets: a moved binding's old \
-                                 care-of address gets nothing ([dataplane] bicast_ms needs the \
-                                 bpf backend)"
-                            );
-                        }
-                        let _ = self.bicasts.close_all();
+                        // Said once: a zero window opens no other.
+                        tracing::warn!(
+                            dataplane = self.dataplane.name(),
+                            "this data plane cannot copy packets: a moved binding's old \
+                             care-of address gets nothing ([dataplane] bicast_ms needs the \
+                             bpf backend)"
+                        );
                         self.bicasts = Bicasts::new(std::time::Duration::ZERO);
                     }
                     Err(error) => {

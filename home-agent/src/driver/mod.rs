@@ -208,7 +208,6 @@ pub async fn start<D: HomeAgentDataPlane>(setup: Setup<D>) -> anyhow::Result<Run
         role,
         catching_up: std::sync::Mutex::new(Some(core::CatchingUp::new())),
         bicasts: nemo::ha::Bicasts::new(setup.bicast),
-        bicast_unsupported_said: false,
     };
     let core_task = tokio::spawn(core.run(core_rx, shutdown_rx));
     let reconciled_to = core_tx.clone();
