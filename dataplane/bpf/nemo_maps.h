@@ -34,6 +34,16 @@ struct nemo_peer {
  * for it is dropped, not queued behind in its port, until it announces
  * itself (issue 29). */
 
+/* The value of nemo_also (home agent): while a tenant moves, the care-of
+ * address its binding left, which gets a copy of each packet, and when a
+ * packet from it was last taken out of the tunnel (bpf_ktime_get_ns,
+ * CLOCK_MONOTONIC; 0: none yet): the VM still runs there, and the daemon
+ * keeps copying while it does (issue 29). */
+struct nemo_second {
+	__u8 addr[16];
+	__u64 heard_ns;
+};
+
 /* Index 0 of nemo_local: this host's tunnel address, the outer source of
  * what it encapsulates (the home agent's address; the mobile router's
  * care-of address) and the outer destination of what it takes. */

@@ -64,7 +64,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__type(key, struct nemo_prefix);
-	__type(value, struct nemo_peer);
+	__type(value, struct nemo_second);
 	__uint(max_entries, NEMO_MAX_BICASTS);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } nemo_also SEC(".maps");
@@ -198,11 +198,13 @@ static __always_inline int decapsulate(struct __sk_buff *skb, int by_source)
 	if (!peer || !same_address(peer->addr, &outer->saddr)) {
 		/* During a move the second care-of address is the tenant's too:
 		 * its VM still runs there until it stops. */
-		struct nemo_peer *also = bpf_map_lookup_elem(&nemo_also, &key);
+		struct nemo_second *also = bpf_map_lookup_elem(&nemo_also, &key);
 		if (!also || !same_address(also->addr, &outer->saddr)) {
 			count(NEMO_DECAP_SPOOFED);
 			return TC_ACT_SHOT;
 		}
+		/* Heard from: the copies go on while it sends. */
+		also->heard_ns = bpf_ktime_get_ns();
 	}
 	if (bpf_skb_adjust_room(skb, -(__s32)sizeof(struct ipv6hdr), BPF_ADJ_ROOM_MAC, 0)) {
 		count(NEMO_DECAP_FAILED);
@@ -252,10 +254,11 @@ int nemo_bicast(struct __sk_buff *skb)
 		return TC_ACT_OK; /* not tunnelled by this host */
 	struct nemo_prefix key = { .prefixlen = 128 };
 	__builtin_memcpy(key.addr, &inner->daddr, 16);
-	struct nemo_peer *found = bpf_map_lookup_elem(&nemo_also, &key);
+	struct nemo_second *found = bpf_map_lookup_elem(&nemo_also, &key);
 	if (!found || same_address(found->addr, &outer->daddr))
 		return TC_ACT_OK; /* no move, or this is the copy */
-	struct nemo_peer also = *found;
+	struct nemo_peer also;
+	__builtin_memcpy(also.addr, found->addr, 16);
 	struct nemo_peer first;
 	__builtin_memcpy(first.addr, &outer->daddr, 16);
 	unsigned char link[2 * ETH_ALEN];

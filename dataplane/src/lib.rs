@@ -168,6 +168,17 @@ pub trait HomeAgentDataPlane: Send + Sync + 'static {
         async { Ok(()) }
     }
 
+    /// How long ago a packet from `second.care_of` was last taken out of
+    /// the tunnel while [`HomeAgentDataPlane::bicast`] copied to it (the
+    /// VM still running there); `None`: never, or this backend cannot tell.
+    fn bicast_heard(
+        &self,
+        second: &BindingRoutes,
+    ) -> impl Future<Output = Option<std::time::Duration>> + Send {
+        let _ = second;
+        async { None }
+    }
+
     /// Removes the binding's routes.
     fn clear(
         &self,

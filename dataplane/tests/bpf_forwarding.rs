@@ -57,6 +57,7 @@ enum Step {
     Set(BindingRoutes, Option<BindingRoutes>),
     Bicast(BindingRoutes),
     EndBicast(BindingRoutes),
+    BicastHeard(BindingRoutes),
     Reconcile(Vec<BindingRoutes>),
     Attach(TenantRoutes),
     Counter(Counter),
@@ -67,6 +68,7 @@ enum Answer {
     Done,
     Report(ReconcileReport),
     Count(u64),
+    Heard(Option<std::time::Duration>),
 }
 
 type Steps = mpsc::Sender<(Step, mpsc::Sender<Result<Answer, String>>)>;
@@ -143,6 +145,9 @@ fn data_plane(
                     }
                     (Plane::HomeAgent(p), Step::EndBicast(second)) => {
                         p.end_bicast(&second).await.map(|()| Answer::Done)
+                    }
+                    (Plane::HomeAgent(p), Step::BicastHeard(second)) => {
+                        Ok(Answer::Heard(p.bicast_heard(&second).await))
                     }
                     (Plane::HomeAgent(p), Step::Reconcile(all)) => {
                         p.reconcile(&all).await.map(Answer::Report)
@@ -282,6 +287,11 @@ fn bpf_tunnels_carry_full_size_traffic_follow_the_binding_and_survive_a_restart(
     // VMs answer: ping sees duplicates), and A's reverse tunnel is taken
     // again, until the copies end.
     step(&plane, Step::Bicast(binding(COA_A)));
+    let heard = |plane: &Steps| match step(plane, Step::BicastHeard(binding(COA_A))) {
+        Answer::Heard(heard) => heard,
+        _ => unreachable!(),
+    };
+    assert_eq!(heard(&plane), None, "A heard from before it sent");
     let (a_before, b_before) = (
         count(mr_a_plane, Counter::Decapsulated),
         count(mr_b_plane, Counter::Decapsulated),
@@ -295,6 +305,10 @@ fn bpf_tunnels_carry_full_size_traffic_follow_the_binding_and_survive_a_restart(
     assert_eq!(count(&plane, Counter::BicastNoRoute), 0);
     assert_eq!(count(&plane, Counter::BicastFailed), 0);
     assert!(pings(&vm_a, CN, 1412), "A's VM not taken while copied to");
+    // Its packets say the VM still runs at A: the home agent's window
+    // goes on while they come.
+    let ago = heard(&plane).expect("A's reverse tunnel not heard from");
+    assert!(ago < std::time::Duration::from_secs(5), "{ago:?}");
     assert!(
         pings(&vm_b, CN, 56),
         "B's VM not taken while A is copied to"

@@ -236,12 +236,28 @@ fn while_a_tenant_moves_its_reverse_tunnel_is_taken_from_both_care_of_addresses(
         .also
         .update(
             &maps::prefix_key(net(MNP)),
-            &maps::address_value(addr(CARE_OF)),
+            &maps::second_value(addr(CARE_OF)),
             MapFlags::ANY,
         )
         .unwrap();
-    assert_eq!(verdict(&from_old), TC_ACT_OK);
+    let heard = || {
+        let value = programs
+            .also
+            .lookup(&maps::prefix_key(net(MNP)), MapFlags::ANY)
+            .unwrap()
+            .unwrap();
+        maps::second_heard_ns(&value)
+    };
     assert_eq!(verdict(&from_new), TC_ACT_OK);
+    assert_eq!(heard(), None, "the new address is no sign of the old one");
+    let before = monotonic_ns();
+    assert_eq!(verdict(&from_old), TC_ACT_OK);
+    // Heard from: the home agent copies on while the VM runs there.
+    let stamped = heard().expect("a packet from the old address is stamped");
+    assert!(
+        (before..=monotonic_ns()).contains(&stamped),
+        "{before} {stamped}"
+    );
     // Any other address still is not.
     let spoofed = frame(&tunnelled(&inner, addr("2001:db8:66::66"), addr(HA)));
     assert_eq!(verdict(&spoofed), TC_ACT_SHOT);
@@ -322,4 +338,10 @@ fn a_program_the_verifier_refuses_is_reported_with_the_verifiers_words() {
     assert!(error.contains("loading the BPF programs"), "{error}");
     // The verifier's own log, not only libbpf's summary.
     assert!(error.contains("invalid access to packet"), "{error}");
+}
+
+/// CLOCK_MONOTONIC now, in nanoseconds (the clock of `bpf_ktime_get_ns`).
+fn monotonic_ns() -> u64 {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+    u64::try_from(std::time::Duration::from(now).as_nanos()).unwrap()
 }

@@ -19,6 +19,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv6Addr;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use ipnet::Ipv6Net;
 use libbpf_rs::{MapCore, MapFlags};
@@ -224,7 +225,7 @@ impl HomeAgentDataPlane for BpfHomeAgent {
                 .also
                 .update(
                     &maps::prefix_key(destination),
-                    &maps::address_value(second.care_of),
+                    &maps::second_value(second.care_of),
                     MapFlags::ANY,
                 )
                 .map_err(|e| refused("copy packets to a second peer for", destination, e))?;
@@ -253,6 +254,24 @@ impl HomeAgentDataPlane for BpfHomeAgent {
             }
         }
         Ok(())
+    }
+
+    async fn bicast_heard(&self, second: &BindingRoutes) -> Option<Duration> {
+        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).ok()?;
+        let now_ns = u64::try_from(Duration::from(now).as_nanos()).ok()?;
+        second
+            .destinations()
+            .filter_map(|destination| {
+                let value = self
+                    .programs
+                    .also
+                    .lookup(&maps::prefix_key(destination), MapFlags::ANY)
+                    .ok()??;
+                (maps::value_address(&value)? == second.care_of)
+                    .then(|| maps::second_heard_ns(&value))?
+            })
+            .max()
+            .map(|heard| Duration::from_nanos(now_ns.saturating_sub(heard)))
     }
 
     fn refused_tunnelled(&self) -> Option<u64> {

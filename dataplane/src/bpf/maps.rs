@@ -13,6 +13,9 @@ use ipnet::Ipv6Net;
 pub const PREFIX_SIZE: usize = 4 + 16;
 /// `struct nemo_peer`: a binding's tunnel peer.
 pub const PEER_SIZE: usize = 16;
+/// `struct nemo_second`: a moving tenant's second peer, and when it was
+/// last heard from.
+pub const SECOND_SIZE: usize = 16 + 8;
 /// `struct nemo_local`: the address tunnelled packets must be sent to.
 pub const LOCAL_SIZE: usize = 16;
 
@@ -124,6 +127,20 @@ pub fn value_address(value: &[u8]) -> Option<Ipv6Addr> {
     Some(Ipv6Addr::from(octets))
 }
 
+/// `struct nemo_second` for `address`, not heard from yet.
+pub fn second_value(address: Ipv6Addr) -> [u8; SECOND_SIZE] {
+    let mut value = [0u8; SECOND_SIZE];
+    value[..16].copy_from_slice(&address.octets());
+    value
+}
+
+/// When a `struct nemo_second`'s peer was last heard from
+/// (`bpf_ktime_get_ns`: CLOCK_MONOTONIC nanoseconds); `None` for never.
+pub fn second_heard_ns(value: &[u8]) -> Option<u64> {
+    let heard = u64::from_ne_bytes(value.get(16..SECOND_SIZE)?.try_into().ok()?);
+    (heard != 0).then_some(heard)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +155,12 @@ mod tests {
         let a: Ipv6Addr = "2001:db8:2::10".parse().unwrap();
         assert_eq!(value_address(&address_value(a)), Some(a));
         assert_eq!(key_prefix(&[0xff; PREFIX_SIZE]), None);
+        let second = second_value(a);
+        assert_eq!(value_address(&second), Some(a));
+        assert_eq!(second_heard_ns(&second), None);
+        let mut heard = second;
+        heard[16..].copy_from_slice(&7u64.to_ne_bytes());
+        assert_eq!(second_heard_ns(&heard), Some(7));
         assert_eq!(value_address(&[0; 15]), None);
     }
 

@@ -204,7 +204,7 @@ impl Programs {
             MapHandle::try_from(&map).map_err(|e| unavailable(format!("map {name}: {e}")))
         };
         let bindings = map(maps::BINDINGS, maps::PREFIX_SIZE, maps::PEER_SIZE)?;
-        let also = map(maps::ALSO, maps::PREFIX_SIZE, maps::PEER_SIZE)?;
+        let also = map(maps::ALSO, maps::PREFIX_SIZE, maps::SECOND_SIZE)?;
         let local = map(maps::LOCAL, 4, maps::LOCAL_SIZE)?;
         let counters = map(maps::COUNTERS, 4, 8)?;
         if counters.max_entries() as usize != Counter::ALL.len() {

@@ -337,7 +337,7 @@ impl<D: HomeAgentDataPlane> Core<D> {
                             home_address = %left.home_address,
                             left = %left.care_of,
                             window_ms = self.bicasts.window().as_millis() as u64,
-                            "binding moved: the care-of address it left gets copies for the window"
+                            "binding moved: the care-of address it left gets copies while it sends, and for the window after"
                         );
                     }
                     Ok(false) => {
@@ -386,7 +386,14 @@ impl<D: HomeAgentDataPlane> Core<D> {
             self.metrics.refresh_requests.inc();
             self.queue(Pending::Send(transmit)).await;
         }
-        let ended = self.bicasts.expire(SystemTime::now());
+        // A window's deadline: copies go on while the address the binding
+        // left still sends (its VM still runs there).
+        let now = SystemTime::now();
+        let mut ended = Vec::new();
+        for left in self.bicasts.due(now) {
+            let heard_ago = self.dataplane.bicast_heard(&routes(&left)).await;
+            ended.extend(self.bicasts.settle(left.home_address, heard_ago, now));
+        }
         self.copy(ended).await;
         for change in timeouts.expired {
             self.metrics.expired.inc();

@@ -11,13 +11,16 @@
 //! bindings for one home address "can use any of the bindings", and "this
 //! document does not provide any mechanism to select the suitable binding
 //! for forwarding data packets". nemo's choice for a moving binding is
-//! both, for [`Bicasts::new`]'s window. The window ends at its deadline, when the
-//! binding moves again (a new window for the new old address), or when the
-//! binding is removed. Windows are not persisted or replicated: a restart
-//! or a takeover ends them (the new binding stands alone, as before).
+//! both, for [`Bicasts::new`]'s window, which goes on while the old address
+//! still sends the tenant's packets (the VM still runs there: a live
+//! migration's copying can last minutes), for a window after its last one,
+//! and at most [`LONGEST`] in all. It ends then, when the binding moves
+//! again (a new window for the new old address), or when the binding is
+//! removed. Windows are not persisted or replicated: a restart or a
+//! takeover ends them (the new binding stands alone, as before).
 //!
-//! Sans-IO: changes and time in, [`Copying`] actions out; the driver
-//! applies them to the data plane.
+//! Sans-IO: changes, time and what the data plane heard in, [`Copying`]
+//! actions out; the driver applies them to the data plane.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv6Addr;
@@ -37,13 +40,27 @@ pub enum Copying {
     End(Arc<Binding>),
 }
 
+/// The longest a window lasts, however long the old address sends: an old
+/// site must not keep a tenant's copies for ever.
+pub const LONGEST: Duration = Duration::from_secs(600);
+
+/// One open window.
+#[derive(Debug)]
+struct Window {
+    /// The binding as it was before its move (its care-of address is the
+    /// one copied to).
+    left: Arc<Binding>,
+    /// When it opened.
+    opened: SystemTime,
+    /// When it ends unless the old address was heard from since.
+    until: SystemTime,
+}
+
 /// The windows open now, by home address.
 #[derive(Debug)]
 pub struct Bicasts {
     window: Duration,
-    /// The binding as it was before its move (its care-of address is the
-    /// one copied to), and until when.
-    open: HashMap<Ipv6Addr, (Arc<Binding>, SystemTime)>,
+    open: HashMap<Ipv6Addr, Window>,
     deadlines: BTreeSet<(SystemTime, Ipv6Addr)>,
 }
 
@@ -91,7 +108,14 @@ impl Bicasts {
         }
         if let Some(previous) = moved_from.filter(|_| !self.window.is_zero()) {
             let until = now + self.window;
-            self.open.insert(home_address, (previous.clone(), until));
+            self.open.insert(
+                home_address,
+                Window {
+                    left: previous.clone(),
+                    opened: now,
+                    until,
+                },
+            );
             self.deadlines.insert((until, home_address));
             actions.push(Copying::Start(previous));
         }
@@ -103,18 +127,46 @@ impl Bicasts {
         self.deadlines.first().map(|(at, _)| *at)
     }
 
-    /// The windows whose time is up at `now`, closed.
-    pub fn expire(&mut self, now: SystemTime) -> Vec<Copying> {
-        let mut actions = Vec::new();
-        while let Some(&(at, home_address)) = self.deadlines.first() {
-            if at > now {
-                break;
-            }
-            if let Some(ended) = self.close(home_address) {
-                actions.push(Copying::End(ended));
-            }
+    /// The windows whose deadline has come at `now`: the driver asks the
+    /// data plane when each one's old address was last heard from and
+    /// [`Bicasts::settle`]s it.
+    pub fn due(&self, now: SystemTime) -> Vec<Arc<Binding>> {
+        self.deadlines
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .filter_map(|(_, home_address)| Some(self.open.get(home_address)?.left.clone()))
+            .collect()
+    }
+
+    /// A due window whose old address was last heard from `heard_ago`
+    /// before `now` (`None`: not since the move): it goes on until a
+    /// window after that (at most [`LONGEST`] after it opened), or ends.
+    pub fn settle(
+        &mut self,
+        home_address: Ipv6Addr,
+        heard_ago: Option<Duration>,
+        now: SystemTime,
+    ) -> Option<Copying> {
+        let window = self.open.get_mut(&home_address)?;
+        if window.until > now {
+            return None;
         }
-        actions
+        let heard = heard_ago.and_then(|ago| now.checked_sub(ago));
+        let until = heard
+            .filter(|heard| *heard >= window.opened)
+            .map(|heard| heard + self.window)
+            .filter(|until| *until > now)
+            .map(|until| until.min(window.opened + LONGEST))
+            .filter(|until| *until > now);
+        match until {
+            Some(until) => {
+                self.deadlines.remove(&(window.until, home_address));
+                window.until = until;
+                self.deadlines.insert((until, home_address));
+                None
+            }
+            None => self.close(home_address).map(Copying::End),
+        }
     }
 
     /// Closes every window (the home agent stops being the active one).
@@ -122,14 +174,14 @@ impl Bicasts {
         self.deadlines.clear();
         self.open
             .drain()
-            .map(|(_, (binding, _))| Copying::End(binding))
+            .map(|(_, window)| Copying::End(window.left))
             .collect()
     }
 
     fn close(&mut self, home_address: Ipv6Addr) -> Option<Arc<Binding>> {
-        let (binding, until) = self.open.remove(&home_address)?;
-        self.deadlines.remove(&(until, home_address));
-        Some(binding)
+        let window = self.open.remove(&home_address)?;
+        self.deadlines.remove(&(window.until, home_address));
+        Some(window.left)
     }
 }
 
@@ -171,15 +223,58 @@ mod tests {
             vec![Copying::Start(a.clone())]
         );
         assert_eq!(bicasts.poll_timeout(), Some(now + Duration::from_secs(3)));
-        assert!(bicasts.expire(now + Duration::from_secs(2)).is_empty());
+        assert!(bicasts.due(now + Duration::from_secs(2)).is_empty());
         // A refresh at B leaves the window alone.
         assert!(bicasts.changed(&moved(&b, &b), now).is_empty());
+        let end = now + Duration::from_secs(3);
+        assert_eq!(bicasts.due(end), vec![a.clone()]);
         assert_eq!(
-            bicasts.expire(now + Duration::from_secs(3)),
-            vec![Copying::End(a)]
+            bicasts.settle(a.home_address, None, end),
+            Some(Copying::End(a))
         );
         assert!(bicasts.is_empty());
         assert_eq!(bicasts.poll_timeout(), None);
+    }
+
+    #[test]
+    fn the_window_goes_on_while_the_old_address_sends_and_no_longer_than_the_longest() {
+        let (a, b) = (binding("2001:db8:a::2"), binding("2001:db8:b::2"));
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000);
+        let window = Duration::from_secs(3);
+        let mut bicasts = Bicasts::new(window);
+        let _ = bicasts.changed(&moved(&a, &b), start);
+        let home = a.home_address;
+        // Heard from 1 s ago at the deadline: 2 s more.
+        let first = start + window;
+        assert_eq!(
+            bicasts.settle(home, Some(Duration::from_secs(1)), first),
+            None
+        );
+        assert_eq!(
+            bicasts.poll_timeout(),
+            Some(first - Duration::from_secs(1) + window)
+        );
+        assert!(bicasts.due(first).is_empty());
+        // Settling before the deadline changes nothing.
+        assert_eq!(bicasts.settle(home, None, first), None);
+        assert_eq!(bicasts.len(), 1);
+        // Heard from last before the move (or a window ago): it ends.
+        let second = first + Duration::from_secs(2);
+        assert_eq!(
+            bicasts.settle(home, Some(Duration::from_secs(2_000)), second),
+            Some(Copying::End(a.clone()))
+        );
+        // A sender that never stops is copied to for LONGEST at most.
+        let _ = bicasts.changed(&moved(&a, &b), start);
+        let mut now = start + window;
+        let mut ended = None;
+        while ended.is_none() {
+            assert!(now <= start + LONGEST, "copied past LONGEST");
+            ended = bicasts.settle(home, Some(Duration::ZERO), now);
+            now = bicasts.poll_timeout().unwrap_or(now);
+        }
+        assert_eq!(now, start + LONGEST);
+        assert!(bicasts.is_empty());
     }
 
     #[test]
