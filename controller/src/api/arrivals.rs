@@ -4,6 +4,17 @@
 //! is placed there, so that a migration nobody reported (a plain `virsh
 //! migrate`) still moves the tenant's network (issue 29).
 //!
+//! Three kinds of report (`ArrivalKind`): the VM announced itself there
+//! (it runs there); QEMU attached its port there (a live migration to it
+//! started: the tenant is placed there on the VM's announcement, so that
+//! the home agent copies its traffic to both sites before the VM pauses,
+//! with no orchestrator hook); the port lost its carrier before the VM
+//! announced itself (the migration ended there: back where it came from).
+//! While a tenant awaits its VM's announcement on one hypervisor, the VM's
+//! frames on another (it still runs at its source) move nothing: the
+//! answer is the placement as it is (elsewhere, awaiting the announcement
+//! there), and the reporter reports again later.
+//!
 //! It is a trust decision: a hypervisor's credential can then move any
 //! placed tenant to itself, which without it only an operator can. Off by
 //! default.
@@ -59,12 +70,23 @@ impl Service {
                 "evidence: control characters are not allowed",
             ));
         }
-        let reason = format!("arrival: {}", r.evidence);
+        let (placing, what) = match pb::ArrivalKind::try_from(r.kind) {
+            Ok(pb::ArrivalKind::ArrivalAnnounced) => (Placing::Announced, "arrival"),
+            Ok(pb::ArrivalKind::ArrivalIncoming) => (Placing::Incoming, "incoming migration"),
+            Ok(pb::ArrivalKind::ArrivalAbandoned) => (Placing::Abandoned, "migration abandoned"),
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "kind: {} is no ArrivalKind",
+                    r.kind
+                )))
+            }
+        };
+        let reason = format!("{what}: {}", r.evidence);
         let made = self
             .once(
                 id,
                 self.store
-                    .place_as(&r.tenant, &hypervisor, &reason, Placing::Arrival),
+                    .place_as(&r.tenant, &hypervisor, &reason, placing),
             )
             .await?;
         if let Made::Now(placement) = &made {

@@ -37,7 +37,7 @@ pub(super) enum Made<T> {
     /// Made by this call.
     Now(T),
     /// Made by an earlier call with the same id: its change.
-    Earlier(Event),
+    Earlier(Box<Event>),
 }
 
 impl<T> Made<T> {
@@ -47,9 +47,10 @@ impl<T> Made<T> {
     pub(super) fn answer(self, pick: impl FnOnce(StoreChange) -> Option<T>) -> Result<T, Status> {
         match self {
             Made::Now(made) => Ok(made),
-            Made::Earlier(Event {
-                revision, change, ..
-            }) => {
+            Made::Earlier(event) => {
+                let Event {
+                    revision, change, ..
+                } = *event;
                 let kind = change.kind();
                 pick(change).ok_or_else(|| {
                     Status::internal(format!(
@@ -79,7 +80,7 @@ impl Service {
         match as_request(Some(request.clone()), change).await {
             Ok(made) => Ok(Made::Now(made)),
             Err(error) => match self.store.made_by(&request).await {
-                Ok(Some(event)) => Ok(Made::Earlier(event)),
+                Ok(Some(event)) => Ok(Made::Earlier(Box::new(event))),
                 // The id names another call: that, not this call's own
                 // refusal, is what the client must hear.
                 Err(reused @ StoreError::Invalid { .. }) => Err(reused.into()),

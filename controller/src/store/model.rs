@@ -148,6 +148,11 @@ pub struct Placement {
     /// before it existed: at once).
     #[serde(default)]
     pub delivery: Delivery,
+    /// The hypervisor a placement on the VM's announcement moved it from,
+    /// until the VM announces itself: where it goes back if the migration
+    /// ends before that (absent otherwise, and in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub came_from: Option<String>,
 }
 
 /// When a placed tenant's traffic reaches its VM (the proto's `Delivery`).

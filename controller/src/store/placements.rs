@@ -32,9 +32,97 @@ pub enum Placing {
     /// An orchestrator's order: from anywhere, or nowhere; the traffic
     /// delivered as it says.
     Ordered(Delivery),
-    /// A tenant's VM seen on the hypervisor: only a placed tenant moves
-    /// (a first placement is the orchestrator's).
-    Arrival,
+    /// A tenant's VM announced itself on the hypervisor: a placed tenant
+    /// moves there (a first placement is the orchestrator's), or its
+    /// placement there on the announcement is fulfilled. Not while it
+    /// moves to another hypervisor on the announcement there: its VM
+    /// still runs where it is seen, and the placement stays (the caller
+    /// sees it elsewhere, awaiting the announcement there: again later).
+    Announced,
+    /// QEMU attached the tenant's port on the hypervisor (a live
+    /// migration to it started): placed there on the VM's announcement,
+    /// remembering where it came from.
+    Incoming,
+    /// The migration to the hypervisor ended before its VM announced
+    /// itself there: back where it came from, at once.
+    Abandoned,
+}
+
+/// What a placement call does to the tenant's current placement.
+enum Outcome {
+    /// Nothing: the answer is the current placement.
+    Stays(Placement),
+    /// The tenant is placed (on `hypervisor`, delivered as said, coming
+    /// from where said).
+    Moves {
+        hypervisor: String,
+        delivery: Delivery,
+        came_from: Option<String>,
+    },
+}
+
+/// What `placing` on `hypervisor` does to a tenant placed as `current`
+/// (issue 29's rules for arrivals; an order always moves).
+fn outcome(
+    tenant: &str,
+    hypervisor: &str,
+    current: Option<&Placement>,
+    placing: Placing,
+) -> Result<Outcome, StoreError> {
+    let moves = |delivery, came_from| Outcome::Moves {
+        hypervisor: hypervisor.to_owned(),
+        delivery,
+        came_from,
+    };
+    let Some(current) = current else {
+        return match placing {
+            Placing::Ordered(delivery) => Ok(moves(delivery, None)),
+            _ => Err(StoreError::Precondition(format!(
+                "tenant: {tenant:?} is placed nowhere; an arrival moves a placed tenant \
+                 (place it first)"
+            ))),
+        };
+    };
+    let here = current.hypervisor == hypervisor;
+    // Moving to `current.hypervisor`, awaiting the VM's announcement there.
+    let awaited = current.delivery == Delivery::OnAnnouncement;
+    let came_from = (current.hypervisor != hypervisor).then(|| current.hypervisor.clone());
+    Ok(match placing {
+        // Already there: nothing changes, and the caller hears where it
+        // is (an orchestrator that retries must not see it fail).
+        Placing::Ordered(_) if here => Outcome::Stays(current.clone()),
+        Placing::Ordered(delivery) => moves(
+            delivery,
+            (delivery == Delivery::OnAnnouncement)
+                .then_some(came_from)
+                .flatten(),
+        ),
+        // The awaited announcement: from now on its traffic passes there,
+        // and an announcement elsewhere is a move again.
+        Placing::Announced if here && awaited => moves(Delivery::Now, None),
+        Placing::Announced if here => Outcome::Stays(current.clone()),
+        Placing::Announced if awaited => Outcome::Stays(current.clone()),
+        Placing::Announced => moves(Delivery::Now, None),
+        Placing::Incoming if here => Outcome::Stays(current.clone()),
+        Placing::Incoming if awaited => return Err(StoreError::Precondition(format!(
+            "tenant: {tenant:?} is moving to {:?} already, awaiting its VM's announcement there",
+            current.hypervisor
+        ))),
+        Placing::Incoming => moves(Delivery::OnAnnouncement, came_from),
+        Placing::Abandoned => match (&current.came_from, here && awaited) {
+            (Some(source), true) => Outcome::Moves {
+                hypervisor: source.clone(),
+                delivery: Delivery::Now,
+                came_from: None,
+            },
+            _ => {
+                return Err(StoreError::Precondition(format!(
+                    "tenant: {tenant:?} is not awaiting its VM's announcement on {hypervisor:?} \
+                     after a move from another hypervisor; nothing to go back from"
+                )))
+            }
+        },
+    })
 }
 
 impl Store {
@@ -50,7 +138,8 @@ impl Store {
             .await
     }
 
-    /// Places a tenant on a hypervisor, as `placing` allows.
+    /// Places a tenant as `placing` on `hypervisor` says (for
+    /// [`Placing::Abandoned`], back where it came from).
     pub async fn place_as(
         &self,
         tenant: &str,
@@ -72,36 +161,35 @@ impl Store {
         check_reason("reason", reason)?;
         let state = self.state.lock().await;
         state.tenants.get(tenant).or_not_found("tenant", tenant)?;
-        if placing == Placing::Arrival && !state.placements.contains_key(tenant) {
-            return Err(StoreError::Precondition(format!(
-                "tenant: {tenant:?} is placed nowhere; an arrival moves a placed tenant \
-                 (place it first)"
-            )));
-        }
         state
             .hypervisors
             .get(hypervisor)
             .or_not_found("hypervisor", hypervisor)?;
-        // Already there: nothing changes, and the caller hears where it is
-        // (an orchestrator that retries a placement must not see it fail).
-        if let Some(placed) = state
-            .placements
-            .get(tenant)
-            .filter(|p| p.hypervisor == hypervisor)
+        let current = state.placements.get(tenant);
+        let (hypervisor, delivery, came_from) = match outcome(tenant, hypervisor, current, placing)?
         {
-            return Ok(placed.clone());
-        }
-        let from = state.placements.get(tenant).map(|p| p.hypervisor.clone());
+            Outcome::Stays(placement) => return Ok(placement),
+            Outcome::Moves {
+                hypervisor,
+                delivery,
+                came_from,
+            } => (hypervisor, delivery, came_from),
+        };
+        // Going back: the hypervisor it came from must still be one.
+        state
+            .hypervisors
+            .get(&hypervisor)
+            .or_not_found("hypervisor", &hypervisor)?;
+        let from = current
+            .map(|p| p.hypervisor.clone())
+            .filter(|from| *from != hypervisor);
         let placement = Placement {
             tenant: tenant.to_owned(),
-            hypervisor: hypervisor.to_owned(),
+            hypervisor,
             since_unix_ms: unix_ms(SystemTime::now()),
             reason: reason.to_owned(),
-            delivery: match placing {
-                Placing::Ordered(delivery) => delivery,
-                // The VM runs there: it was seen.
-                Placing::Arrival => Delivery::Now,
-            },
+            delivery,
+            came_from,
         };
         let record = encode(&placement)?;
         self.change(

@@ -2080,6 +2080,7 @@ async fn an_arrival_moves_a_placed_tenant_when_the_controller_follows_arrivals()
         hypervisor: hypervisor.into(),
         tenant: "acme".into(),
         evidence: "RARP from 52:54:00:00:01:02 on t-acme".into(),
+        kind: pb::ArrivalKind::ArrivalAnnounced.into(),
     };
     // Placed nowhere yet: an arrival is no first placement.
     let (nowhere, message) =
@@ -2152,4 +2153,156 @@ async fn an_arrival_moves_a_placed_tenant_when_the_controller_follows_arrivals()
     let (refused, message) = code(c.report_arrival(authed(arrival("hv-b"))).await).await;
     assert_eq!(refused, Code::FailedPrecondition, "{message}");
     assert!(message.contains("arrivals"), "{message}");
+}
+
+/// Issue 29, hook-less make-before-break: QEMU attaching the tenant's port
+/// on hv-b (ARRIVAL_INCOMING) places it there on its VM's announcement;
+/// meanwhile the VM's frames at its source move nothing (ABORTED: again
+/// later); hv-b's announcement fulfils the placement, after which frames
+/// at hv-a move it back (a migration that failed after the switch); a
+/// port that loses its carrier before the announcement (ARRIVAL_ABANDONED)
+/// sends the tenant back where it came from, ordered or not.
+#[tokio::test]
+async fn an_incoming_migration_places_the_tenant_on_its_announcement_and_an_abandoned_one_goes_back(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(backend) = Backend::start() else {
+        return;
+    };
+    let server = start_with(dir.path(), &backend, "arrivals = \"follow\"\n");
+    let mut c = client(&server).await;
+    world(&mut c).await;
+    let mut tokens = std::collections::BTreeMap::new();
+    for name in ["hv-a", "hv-b"] {
+        let issued = c
+            .issue_credential(authed(pb::IssueCredentialRequest {
+                role: "hypervisor".into(),
+                name: name.into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        tokens.insert(name, issued.token);
+    }
+    let report = |hypervisor: &'static str, kind: pb::ArrivalKind| {
+        with_token(
+            &tokens[hypervisor],
+            pb::ReportArrivalRequest {
+                hypervisor: hypervisor.into(),
+                tenant: "acme".into(),
+                evidence: format!("{} on t-acme", kind.as_str_name()),
+                kind: kind.into(),
+            },
+        )
+    };
+    use pb::ArrivalKind::{ArrivalAbandoned, ArrivalAnnounced, ArrivalIncoming};
+    let place = |hypervisor: &str, delivery: pb::Delivery| {
+        authed(pb::PlaceTenantRequest {
+            tenant: "acme".into(),
+            hypervisor: hypervisor.into(),
+            reason: "orchestrator".into(),
+            delivery: delivery.into(),
+        })
+    };
+    // An incoming migration to a tenant placed nowhere is no placement.
+    let (nowhere, message) = code(c.report_arrival(report("hv-b", ArrivalIncoming)).await).await;
+    assert_eq!(nowhere, Code::FailedPrecondition, "{message}");
+    c.place_tenant(place("hv-a", pb::Delivery::Now))
+        .await
+        .unwrap();
+
+    // QEMU attached hv-b's port: placed there on the announcement.
+    for _ in 0..2 {
+        let placed = c
+            .report_arrival(report("hv-b", ArrivalIncoming))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(placed.hypervisor, "hv-b");
+        assert_eq!(placed.delivery(), pb::Delivery::OnAnnouncement, "{placed:?}");
+        assert!(placed.reason.starts_with("incoming migration: "), "{placed:?}");
+    }
+    // The VM still runs at hv-a: its frames there move nothing yet (the
+    // answer says where it is going, awaiting what).
+    let not_now = c
+        .report_arrival(report("hv-a", ArrivalAnnounced))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(not_now.hypervisor, "hv-b", "{not_now:?}");
+    assert_eq!(not_now.delivery(), pb::Delivery::OnAnnouncement);
+    // Nor does another incoming migration.
+    let (twice, message) = code(c.report_arrival(report("hv-a", ArrivalIncoming)).await).await;
+    assert_eq!(twice, Code::FailedPrecondition, "{message}");
+    // Only the destination can abandon it.
+    let (not_there, message) =
+        code(c.report_arrival(report("hv-a", ArrivalAbandoned)).await).await;
+    assert_eq!(not_there, Code::FailedPrecondition, "{message}");
+    // The migration ended before the VM ran at hv-b: back to hv-a at once.
+    let back = c
+        .report_arrival(report("hv-b", ArrivalAbandoned))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(back.hypervisor, "hv-a", "{back:?}");
+    assert_eq!(back.delivery(), pb::Delivery::Now);
+    assert!(back.reason.starts_with("migration abandoned: "), "{back:?}");
+    let (again, message) = code(c.report_arrival(report("hv-b", ArrivalAbandoned)).await).await;
+    assert_eq!(again, Code::FailedPrecondition, "{message}");
+
+    // Again, and this time the VM announces itself at hv-b: the placement
+    // is fulfilled (its traffic passes), and then frames at hv-a (the
+    // migration failed after the switch, the VM resumed there) move it back.
+    c.report_arrival(report("hv-b", ArrivalIncoming))
+        .await
+        .unwrap();
+    let fulfilled = c
+        .report_arrival(report("hv-b", ArrivalAnnounced))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(fulfilled.hypervisor, "hv-b");
+    assert_eq!(fulfilled.delivery(), pb::Delivery::Now, "{fulfilled:?}");
+    let (late, message) = code(c.report_arrival(report("hv-b", ArrivalAbandoned)).await).await;
+    assert_eq!(late, Code::FailedPrecondition, "{message}");
+    let failed_back = c
+        .report_arrival(report("hv-a", ArrivalAnnounced))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(failed_back.hypervisor, "hv-a");
+
+    // An orchestrator's placement on the announcement is abandoned the same.
+    c.place_tenant(place("hv-b", pb::Delivery::OnAnnouncement))
+        .await
+        .unwrap();
+    let back = c
+        .report_arrival(report("hv-b", ArrivalAbandoned))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(back.hypervisor, "hv-a", "{back:?}");
+
+    // An unknown kind is refused, naming the field.
+    let bad = with_token(
+        &tokens["hv-b"],
+        pb::ReportArrivalRequest {
+            hypervisor: "hv-b".into(),
+            tenant: "acme".into(),
+            evidence: "x".into(),
+            kind: 9,
+        },
+    );
+    let (invalid, message) = code(c.report_arrival(bad).await).await;
+    assert_eq!(invalid, Code::InvalidArgument, "{message}");
+    assert!(message.starts_with("kind"), "{message}");
+    // Where the last abandoned migration left it.
+    let listed = c
+        .list_placements(authed(pb::ListPlacementsRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .placements;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].hypervisor, "hv-a");
 }
