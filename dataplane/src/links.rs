@@ -1,8 +1,9 @@
 //! The host's interfaces by name, watched through netlink link events
-//! (RTNLGRP_LINK): a tenant's port that appears (a VM migrating in) or
-//! goes (its VM ended) is seen the moment the kernel has it.
+//! (RTNLGRP_LINK): a tenant's port that appears or gets a carrier (QEMU
+//! attached it: a VM starting or migrating in) or goes (its VM ended) is
+//! seen the moment the kernel has it.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use futures::{StreamExt, TryStreamExt};
 use netlink_packet_route::link::LinkAttribute;
@@ -18,17 +19,32 @@ fn unavailable(reason: String) -> DataPlaneError {
     }
 }
 
-/// Every interface's name, as the kernel lists them.
-pub async fn interface_names(handle: &Handle) -> Result<BTreeSet<String>, DataPlaneError> {
+/// Whether a link has a carrier (a tap's: a process, QEMU, holds it open).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carrier {
+    /// It has one.
+    Up,
+    /// It has none (or the kernel did not say).
+    Down,
+}
+
+/// Every interface by name, with its carrier, as the kernel lists them.
+pub async fn interfaces(handle: &Handle) -> Result<BTreeMap<String, Carrier>, DataPlaneError> {
     handle
         .link()
         .get()
         .execute()
         .try_filter_map(|link| async move {
-            Ok(link.attributes.into_iter().find_map(|a| match a {
-                LinkAttribute::IfName(name) => Some(name),
-                _ => None,
-            }))
+            let mut name = None;
+            let mut carrier = Carrier::Down;
+            for attribute in link.attributes {
+                match attribute {
+                    LinkAttribute::IfName(n) => name = Some(n),
+                    LinkAttribute::Carrier(1) => carrier = Carrier::Up,
+                    _ => {}
+                }
+            }
+            Ok(name.map(|name| (name, carrier)))
         })
         .try_collect()
         .await
@@ -50,11 +66,11 @@ pub fn has_carrier(interface: &str) -> Option<bool> {
     }
 }
 
-/// Publishes the interfaces' names on the returned channel (the first value
-/// is the current set) until the task is dropped.
-pub async fn watch_interface_names() -> Result<
+/// Publishes the interfaces and their carriers on the returned channel
+/// (the first value is the current set) until the task is dropped.
+pub async fn watch_interfaces() -> Result<
     (
-        watch::Receiver<BTreeSet<String>>,
+        watch::Receiver<BTreeMap<String, Carrier>>,
         tokio::task::JoinHandle<()>,
     ),
     DataPlaneError,
@@ -63,16 +79,17 @@ pub async fn watch_interface_names() -> Result<
         rtnetlink::new_multicast_connection(&[MulticastGroup::Link])
             .map_err(|e| unavailable(format!("subscribing to link events: {e}")))?;
     tokio::spawn(connection);
-    let (sender, receiver) = watch::channel(interface_names(&handle).await?);
+    let (sender, receiver) = watch::channel(interfaces(&handle).await?);
     let task = tokio::spawn(async move {
-        // Any link event may add or remove a name: list them again (link
-        // events come with VMs starting and stopping, not per packet).
+        // Any link event may add or remove a name or change a carrier:
+        // list them again (link events come with VMs starting, migrating
+        // and stopping, not per packet).
         while events.next().await.is_some() {
-            match interface_names(&handle).await {
-                Ok(names) => {
+            match interfaces(&handle).await {
+                Ok(now) => {
                     sender.send_if_modified(|current| {
-                        let changed = *current != names;
-                        *current = names;
+                        let changed = *current != now;
+                        *current = now;
                         changed
                     });
                     if sender.is_closed() {

@@ -1,11 +1,27 @@
-//! Arrivals (issue 29): a tenant's VM that starts sending on this
-//! hypervisor's port for it while the tenant is placed elsewhere has
-//! arrived here (a live migration nobody reported: QEMU's RARP as the VM
-//! resumes). The daemon watches each tenant port (named by
-//! `tenant_interface`) whose tenant is not placed here, and on the guest's
-//! first frame tells the controller (`ReportArrival`), which places the
-//! tenant here when it follows arrivals; the placement then comes back
-//! through `WatchPlacements` like any other and the tenant registers.
+//! Arrivals (issue 29): what this hypervisor sees of tenants placed
+//! elsewhere, told to the controller (`ReportArrival`), whose placement
+//! follows when it follows arrivals; the placement then comes back through
+//! `WatchPlacements` like any other.
+//!
+//! - **Incoming**: the port (named by `tenant_interface`) of a tenant
+//!   placed elsewhere gets a carrier: QEMU attached it, as it does when a
+//!   live migration to this hypervisor starts. The controller places the
+//!   tenant here on its VM's announcement: the home agent copies its
+//!   traffic to both sites while the VM still runs at the old one, and
+//!   this one holds it until the VM announces itself here.
+//! - **Announced**: the guest's first frame on such a port (QEMU's RARP as
+//!   the VM resumes: a live migration nobody reported), and the
+//!   announcement a held tenant was waiting for (from the driver).
+//! - **Abandoned** (from the driver): a held tenant's port lost its carrier
+//!   before its VM announced itself; the controller moves it back.
+//!
+//! A carrier that was up when the tenant left (the source of a migration,
+//! its VM still running) is no incoming migration: only a change to up is.
+//! An announcement the controller answers with a placement elsewhere,
+//! awaiting the VM's announcement there (this is the migration's source,
+//! the VM not yet paused), is watched for again after [`AGAIN_AFTER`]: if
+//! the migration then fails and the VM runs on here, its frames move the
+//! tenant back.
 //!
 //! Watching starts only once the controller's placements are known (a
 //! port whose tenant is placed here is not watched), at most
@@ -14,12 +30,29 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use nemo_dataplane::guest::{wait_for_guest, GuestFrame};
+use nemo_dataplane::links::Carrier;
 use nemo_proto::v1 as pb;
 use nemo_proto::v1::controller_client::ControllerClient;
 use tokio::sync::{mpsc, watch};
 use tonic::transport::Channel;
+
+/// What the driver saw of a tenant it holds, for the controller.
+#[derive(Debug, Clone)]
+pub struct Sighting {
+    /// The tenant.
+    pub tenant: String,
+    /// Announced or abandoned.
+    pub kind: pb::ArrivalKind,
+    /// What was seen ("RARP from 52:54:00:00:01:02 on t-acme").
+    pub evidence: String,
+}
+
+/// How long a port whose announcement the controller answered "not now"
+/// is left unwatched.
+pub const AGAIN_AFTER: Duration = Duration::from_secs(1);
 
 /// What the placements watch tells the arrivals: the tenants placed here,
 /// and its connection to the controller (reports go on it: no connection
@@ -71,38 +104,102 @@ impl Drop for Watched {
     }
 }
 
-/// What a port's thread saw.
+/// What was seen on a port.
+enum Seen {
+    /// The guest's first frame.
+    Frame(GuestFrame),
+    /// Its carrier came up.
+    Carrier,
+}
+
+/// What was seen on a tenant's port.
 struct Arrival {
     interface: String,
     tenant: String,
-    frame: GuestFrame,
+    seen: Seen,
 }
 
-/// Watches tenant ports and reports arrivals until the daemon stops.
-/// `placed`: `None` until the controller's snapshot is in.
+impl Arrival {
+    fn sighting(&self) -> Sighting {
+        let (kind, what) = match &self.seen {
+            Seen::Frame(frame) => (pb::ArrivalKind::ArrivalAnnounced, frame.describe()),
+            Seen::Carrier => (
+                pb::ArrivalKind::ArrivalIncoming,
+                "carrier up (QEMU attached the port)".to_owned(),
+            ),
+        };
+        Sighting {
+            tenant: self.tenant.clone(),
+            kind,
+            evidence: format!("{what} on {}", self.interface),
+        }
+    }
+}
+
+/// Whether a port is watched for its guest's frames again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reported {
+    /// Not until the placements or the ports change.
+    Done,
+    /// From this moment (the controller said "not now").
+    Again(Instant),
+}
+
+/// Watches tenant ports and reports arrivals, and tells the controller what
+/// the driver saw (`sightings`), until the daemon stops. `placed`: `None`
+/// until the controller's snapshot is in.
 pub async fn run(
     settings: ArrivalSettings,
     mut placed: watch::Receiver<Option<PlacedHere>>,
+    mut sightings: mpsc::Receiver<Sighting>,
 ) -> anyhow::Result<()> {
-    let (mut names, _links) = nemo_dataplane::links::watch_interface_names().await?;
+    let (mut links, _links) = nemo_dataplane::links::watch_interfaces().await?;
     let (arrived, mut arrivals) = mpsc::channel::<Arrival>(16);
     let mut watched: BTreeMap<String, Watched> = BTreeMap::new();
-    // Ports reported on, not watched again until the placements or the
-    // ports change (a controller that refuses must not hear every frame).
-    let mut reported: BTreeSet<String> = BTreeSet::new();
+    // Ports reported on, not watched again for a while (a controller that
+    // refuses must not hear every frame).
+    let mut reported: BTreeMap<String, Reported> = BTreeMap::new();
+    // Each tenant port's carrier as last seen, for its changes.
+    let mut carriers: BTreeMap<String, Carrier> = BTreeMap::new();
     let mut warned_full = false;
     loop {
-        let wanted: BTreeMap<String, String> = match &*placed.borrow() {
+        let now = Instant::now();
+        reported.retain(|_, r| !matches!(r, Reported::Again(at) if *at <= now));
+        let ports: BTreeMap<String, (String, Carrier)> = links
+            .borrow()
+            .iter()
+            .filter_map(|(name, carrier)| {
+                Some((
+                    name.clone(),
+                    (tenant_of(&settings.tenant_interface, name)?, *carrier),
+                ))
+            })
+            .collect();
+        let here = placed.borrow().clone();
+        let mut incoming = Vec::new();
+        if let Some(here) = &here {
+            for (interface, (tenant, carrier)) in &ports {
+                if *carrier == Carrier::Up
+                    && carriers.get(interface) != Some(&Carrier::Up)
+                    && !here.tenants.contains(tenant)
+                {
+                    incoming.push(Arrival {
+                        interface: interface.clone(),
+                        tenant: tenant.clone(),
+                        seen: Seen::Carrier,
+                    });
+                }
+            }
+        }
+        carriers = ports.iter().map(|(i, (_, c))| (i.clone(), *c)).collect();
+        let wanted: BTreeMap<String, String> = match &here {
             None => BTreeMap::new(),
-            Some(here) => names
-                .borrow()
-                .iter()
-                .filter_map(|name| {
-                    Some((name.clone(), tenant_of(&settings.tenant_interface, name)?))
+            Some(here) => ports
+                .into_iter()
+                .filter(|(interface, (tenant, _))| {
+                    !here.tenants.contains(tenant) && !reported.contains_key(interface)
                 })
-                .filter(|(interface, tenant)| {
-                    !here.tenants.contains(tenant) && !reported.contains(interface)
-                })
+                .map(|(interface, (tenant, _))| (interface, tenant))
                 .collect(),
         };
         watched.retain(|interface, w| wanted.get(interface) == Some(&w.tenant));
@@ -124,21 +221,44 @@ pub async fn run(
             spawn_port_thread(&interface, &tenant, stop.clone(), arrived.clone());
             watched.insert(interface, Watched { tenant, stop });
         }
+        let client = here.as_ref().map(|p| p.client.clone());
+        for arrival in incoming {
+            report(&settings, client.clone(), &arrival.sighting()).await;
+        }
+        let again = reported
+            .values()
+            .filter_map(|r| match r {
+                Reported::Again(at) => Some(*at),
+                Reported::Done => None,
+            })
+            .min();
+        let sleep = async {
+            match again {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             changed = placed.changed() => {
                 changed?;
                 reported.clear();
             }
-            changed = names.changed() => {
+            changed = links.changed() => {
                 changed?;
-                reported.clear();
+                reported.retain(|_, r| matches!(r, Reported::Again(_)));
             }
             Some(arrival) = arrivals.recv() => {
                 watched.remove(&arrival.interface);
-                reported.insert(arrival.interface.clone());
-                let client = placed.borrow().as_ref().map(|p| p.client.clone());
-                report(&settings, client, &arrival).await;
+                let answer = report(&settings, client, &arrival.sighting()).await;
+                reported.insert(arrival.interface.clone(), match answer {
+                    Answer::NotNow => Reported::Again(Instant::now() + AGAIN_AFTER),
+                    _ => Reported::Done,
+                });
             }
+            Some(sighting) = sightings.recv() => {
+                report(&settings, client, &sighting).await;
+            }
+            () = sleep => {}
         }
     }
 }
@@ -160,7 +280,7 @@ fn spawn_port_thread(
                 let _ = arrived.blocking_send(Arrival {
                     interface,
                     tenant,
-                    frame,
+                    seen: Seen::Frame(frame),
                 });
                 tracing::debug!(interface = %port, frame = %frame.describe(), "the guest's first frame read");
             });
@@ -173,19 +293,31 @@ fn spawn_port_thread(
     }
 }
 
+/// What the controller answered a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// The tenant is placed as reported.
+    Placed,
+    /// Not now: report again later.
+    NotNow,
+    /// Refused, or not answered.
+    Otherwise,
+}
+
 /// Tells the controller, with a request id of its own (sent again when
 /// unanswered).
 async fn report(
     settings: &ArrivalSettings,
     mut client: Option<ControllerClient<Channel>>,
-    arrival: &Arrival,
-) {
-    let evidence = format!("{} on {}", arrival.frame.describe(), arrival.interface);
-    tracing::info!(tenant = %arrival.tenant, %evidence, "the tenant's VM arrived here; telling the controller");
+    sighting: &Sighting,
+) -> Answer {
+    let kind = sighting.kind.as_str_name();
+    tracing::info!(tenant = %sighting.tenant, kind, evidence = %sighting.evidence, "telling the controller");
     let request = pb::ReportArrivalRequest {
         hypervisor: settings.hypervisor.clone(),
-        tenant: arrival.tenant.clone(),
-        evidence,
+        tenant: sighting.tenant.clone(),
+        evidence: sighting.evidence.clone(),
+        kind: sighting.kind.into(),
     };
     let answer = settings
         .link
@@ -197,16 +329,27 @@ async fn report(
         )
         .await;
     match answer {
+        // Abandoned: placed back where it came from, as asked.
+        Ok(placement)
+            if placement.hypervisor == settings.hypervisor
+                || sighting.kind == pb::ArrivalKind::ArrivalAbandoned =>
+        {
+            tracing::info!(tenant = %placement.tenant, hypervisor = %placement.hypervisor, kind, "placed as reported");
+            Answer::Placed
+        }
         Ok(placement) => {
-            tracing::info!(tenant = %placement.tenant, hypervisor = %placement.hypervisor, "placed here on its arrival");
+            tracing::info!(tenant = %placement.tenant, hypervisor = %placement.hypervisor, delivery = ?placement.delivery(), kind, "the tenant moves elsewhere, awaiting its VM there: telling the controller again later");
+            Answer::NotNow
         }
         Err(nemo_daemon::CallError::Answered(status))
             if status.code() == tonic::Code::FailedPrecondition =>
         {
-            tracing::info!(tenant = %arrival.tenant, reason = status.message(), "the controller does not move the tenant on its arrival");
+            tracing::info!(tenant = %sighting.tenant, kind, reason = status.message(), "the controller does not move the tenant on it");
+            Answer::Otherwise
         }
         Err(error) => {
-            tracing::warn!(tenant = %arrival.tenant, %error, "reporting the arrival failed");
+            tracing::warn!(tenant = %sighting.tenant, kind, %error, "reporting to the controller failed");
+            Answer::Otherwise
         }
     }
 }

@@ -117,10 +117,13 @@ pub struct MobileRouterSection {
     /// How long a tenant that moved to another hypervisor keeps its data
     /// path here while its port still has a VM (carrier: QEMU holds the
     /// tap), milliseconds: the home agent copies a moved tenant's packets
-    /// to the site it left for a while (its `bicast_ms`), and they reach
-    /// the VM only through this path (a placement made before the VM
-    /// stopped here; a migration that fails and resumes here). Ends at
-    /// once when the port loses its carrier or goes. 0-600000, 0 off.
+    /// to the site it left while the VM still sends from there (and its
+    /// `bicast_ms` after), and they reach the VM only through this path (a
+    /// placement made as the migration starts, which can copy memory for
+    /// minutes; a migration that fails and resumes here). Ends at once
+    /// when the port loses its carrier or goes (QEMU ends after the
+    /// migration), so the default covers the longest copy the home agent
+    /// makes (10 minutes). 0-600000, 0 off.
     #[serde(default = "default_linger_ms")]
     pub linger_ms: Spanned<u64>,
     /// The longest a tenant placed "on announcement" (as a live migration
@@ -140,7 +143,7 @@ fn default_hold_ms() -> Spanned<u64> {
 }
 
 fn default_linger_ms() -> Spanned<u64> {
-    Spanned::new(0..0, 5_000)
+    Spanned::new(0..0, 600_000)
 }
 
 /// `[transport]`.

@@ -17,6 +17,7 @@ use nemo_proto::v1 as pb;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{mpsc, watch};
 
+use crate::arrivals::Sighting;
 use crate::config::Instance;
 use crate::status::{Metrics, RejectionLabel, TenantLabel, Trigger};
 use crate::transport::Transport;
@@ -62,6 +63,21 @@ struct Held {
     until: Instant,
     /// Ends the thread watching the port.
     stop: Arc<AtomicBool>,
+    /// Whether its port had a carrier (QEMU attached it) during the hold:
+    /// losing it then, before the VM announced itself, is the migration
+    /// ending here.
+    port: PortSeen,
+}
+
+/// What a held tenant's port has shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PortSeen {
+    /// No carrier yet (QEMU has not attached it).
+    Unattached,
+    /// A carrier.
+    Attached,
+    /// A carrier, then none: said to the controller.
+    Abandoned,
 }
 
 impl Drop for Held {
@@ -204,6 +220,8 @@ pub struct Driver<D> {
     /// The longest a tenant placed on its VM's announcement is held.
     hold: Duration,
     announced: (mpsc::Sender<Announced>, mpsc::Receiver<Announced>),
+    /// Announcements and abandoned holds, for the controller.
+    sightings: mpsc::Sender<Sighting>,
     care_of: Option<Ipv6Addr>,
     transport: Transport,
     dataplane: Arc<D>,
@@ -216,7 +234,8 @@ impl<D: MobileRouterDataPlane> Driver<D> {
     /// registration waits `first_registration_timeout` for its answer
     /// before retransmitting; a tenant that moved away keeps its data path
     /// up to `linger` while its VM may still run here; one placed on its
-    /// VM's announcement is held up to `hold`.
+    /// VM's announcement is held up to `hold`; what the held tenants' ports
+    /// show goes to `sightings`.
     pub fn new(
         instances: Vec<Instance>,
         transport: Transport,
@@ -224,6 +243,7 @@ impl<D: MobileRouterDataPlane> Driver<D> {
         metrics: Arc<Metrics>,
         first_registration_timeout: Duration,
         (linger, hold): (Duration, Duration),
+        sightings: mpsc::Sender<Sighting>,
     ) -> Driver<D> {
         let mut tenants = MobileRouter::new();
         for instance in instances {
@@ -235,6 +255,7 @@ impl<D: MobileRouterDataPlane> Driver<D> {
             linger,
             hold,
             announced: mpsc::channel(16),
+            sightings,
             care_of: None,
             transport,
             dataplane,
@@ -325,7 +346,9 @@ impl<D: MobileRouterDataPlane> Driver<D> {
             let linger_check = self
                 .tenants
                 .iter()
-                .any(|t| matches!(t.host.leaving, Some(Leaving::Lingering(_))))
+                .any(|t| {
+                    matches!(t.host.leaving, Some(Leaving::Lingering(_))) || t.host.held.is_some()
+                })
                 .then(|| Instant::now() + LINGER_CHECK);
             let next_timer = self
                 .tenants
@@ -361,12 +384,15 @@ impl<D: MobileRouterDataPlane> Driver<D> {
                     self.command(command).await;
                 }
                 Some(announced) = self.announced.1.recv() => {
-                    self.pass(&announced.tenant, &announced.frame).await;
+                    if self.pass(&announced.tenant, &announced.frame).await {
+                        self.tell(&announced.tenant, pb::ArrivalKind::ArrivalAnnounced, announced.frame);
+                    }
                 }
                 () = sleep => {
                     self.tenants.handle_timeout(Instant::now(), SystemTime::now());
                     self.attach_waiting().await;
                     self.pass_overdue().await;
+                    self.check_held_ports();
                 }
                 () = &mut shutdown, if deadline.is_none() => {
                     tracing::info!("stopping: deregistering every instance");
@@ -392,6 +418,7 @@ impl<D: MobileRouterDataPlane> Driver<D> {
         let (now, wall) = (Instant::now(), SystemTime::now());
         match command {
             InstanceCommand::Upsert(instance) => {
+                let reported_sequence = instance.last_sequence;
                 let mut tenant = new_tenant(instance, self.first_registration_timeout);
                 let Some(old) = self.tenants.get(&tenant.name) else {
                     tracing::info!(instance = %tenant.name, "instance added");
@@ -416,7 +443,15 @@ impl<D: MobileRouterDataPlane> Driver<D> {
                 // may run here already. One placed back while it lingered
                 // is placed anew.
                 let lingering = matches!(old.host.leaving, Some(Leaving::Lingering(_)));
-                let sequence = old.registrar.sequence();
+                // After the newer of this instance's last number and the
+                // home agent's last accepted one as the controller knows
+                // it: another hypervisor may have registered since this
+                // one last did (a tenant placed back after a failed
+                // migration), and a 135 would cost a round trip.
+                let own = old.registrar.sequence();
+                let sequence = reported_sequence
+                    .filter(|reported| reported.is_newer_than(own))
+                    .unwrap_or(own);
                 let previous = old.host.attached.then(|| old.host.routes.clone());
                 let held = self
                     .tenants
@@ -593,17 +628,66 @@ impl<D: MobileRouterDataPlane> Driver<D> {
             since: now,
             until: now + self.hold,
             stop,
+            port: PortSeen::Unattached,
         });
     }
 
+    /// Tells the controller what a held tenant's port showed (when it
+    /// listens: the arrivals task).
+    fn tell(&self, tenant: &str, kind: pb::ArrivalKind, evidence: String) {
+        let sighting = Sighting {
+            tenant: tenant.to_owned(),
+            kind,
+            evidence,
+        };
+        if let Err(error) = self.sightings.try_send(sighting) {
+            tracing::debug!(%tenant, %error, "not telling the controller");
+        }
+    }
+
+    /// Looks at held tenants' ports: one that had a carrier and lost it
+    /// before its VM announced itself is a migration that ended here (it
+    /// failed, or was cancelled); the controller hears it and moves the
+    /// tenant back. It stays held meanwhile.
+    fn check_held_ports(&mut self) {
+        let mut abandoned = Vec::new();
+        for tenant in self.tenants.iter_mut() {
+            let Some(held) = tenant.host.held.as_mut() else {
+                continue;
+            };
+            let carrier = nemo_dataplane::links::has_carrier(&tenant.host.routes.interface);
+            match (held.port, carrier) {
+                (PortSeen::Unattached, Some(true)) => held.port = PortSeen::Attached,
+                (PortSeen::Attached, Some(false) | None) => {
+                    held.port = PortSeen::Abandoned;
+                    tracing::warn!(
+                        instance = %tenant.name,
+                        interface = %tenant.host.routes.interface,
+                        "the held tenant's port lost its carrier before its VM announced itself: \
+                         the migration ended here; telling the controller"
+                    );
+                    abandoned.push((tenant.name.clone(), tenant.host.routes.interface.clone()));
+                }
+                _ => {}
+            }
+        }
+        for (tenant, interface) in abandoned {
+            self.tell(
+                &tenant,
+                pb::ArrivalKind::ArrivalAbandoned,
+                format!("carrier lost before the VM announced itself on {interface}"),
+            );
+        }
+    }
+
     /// The tenant's VM announced itself (or its hold is over): its traffic
-    /// passes.
-    async fn pass(&mut self, name: &str, why: &str) {
+    /// passes. False when it was not held.
+    async fn pass(&mut self, name: &str, why: &str) -> bool {
         let Some(tenant) = self.tenants.get_mut(name) else {
-            return;
+            return false;
         };
         let Some(held) = tenant.host.held.take() else {
-            return;
+            return false;
         };
         tenant.host.wants = Traffic::Pass;
         let waited_ms = held.since.elapsed().as_secs_f64() * 1000.0;
@@ -623,6 +707,7 @@ impl<D: MobileRouterDataPlane> Driver<D> {
                 }
             }
         }
+        true
     }
 
     /// Passes every tenant whose hold is over without an announcement.

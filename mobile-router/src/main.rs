@@ -178,6 +178,9 @@ async fn serve<D: MobileRouterDataPlane>(
         move || counted.packet_counters(),
         metrics.dataplane_packets.clone(),
     ));
+    // What the driver sees of held tenants goes to the arrivals task (none
+    // without a controller: then nobody listens).
+    let (sightings, sightings_rx) = mpsc::channel(16);
     let driver = Driver::new(
         instances,
         transport,
@@ -190,6 +193,7 @@ async fn serve<D: MobileRouterDataPlane>(
             std::time::Duration::from_millis(*config.mobile_router.linger_ms.get_ref()),
             std::time::Duration::from_millis(*config.mobile_router.hold_ms.get_ref()),
         ),
+        sightings,
     );
     let mut servers = Servers::new(format!("nemo-mr ready {}", driver.local_addr()));
     servers.note(
@@ -245,7 +249,8 @@ async fn serve<D: MobileRouterDataPlane>(
             };
             let (placed, placed_rx) = tokio::sync::watch::channel(None);
             tokio::spawn(async move {
-                if let Err(error) = nemo_mr::arrivals::run(arrivals, placed_rx).await {
+                if let Err(error) = nemo_mr::arrivals::run(arrivals, placed_rx, sightings_rx).await
+                {
                     tracing::warn!(%error, "not watching tenant ports for arrivals");
                 }
             });

@@ -147,7 +147,7 @@ fn vm_lab_ending(hook: &str, wan_delay_ms: u32, ending: Ending) {
         summary["probes_lost_while_vm_ran"]["destination"].is_u64(),
         "{summary}"
     );
-    if hook == "early" {
+    if hook == "early" || (hook == "none" && ending == Ending::Migrated) {
         // Issue 29, item 3: make-before-break across the 40 ms WAN. The
         // home agent copies to A while the VM still runs there (without
         // the copies A's VM would lose everything from the placement on:
@@ -157,7 +157,9 @@ fn vm_lab_ending(hook: &str, wan_delay_ms: u32, ending: Ending) {
         // RESUME and the RARP's release (a fraction of a millisecond; a
         // few under CI's load) are lost, where placing at the source's
         // STOP loses 8-11 (docs/BENCHMARKS.md). At the source, at most
-        // the probe the VM took in and paused before answering.
+        // the probe the VM took in and paused before answering. With no
+        // hook the same: QEMU attaching the destination's port is the
+        // placement (reporting the RARP instead lost 14 across 40 ms).
         let lost = &summary["probes_lost_while_vm_ran"];
         assert!(lost["source"].as_u64().unwrap() <= 1, "{summary}");
         assert!(lost["destination"].as_u64().unwrap() <= 4, "{summary}");
@@ -244,11 +246,13 @@ fn live_migration_lab_a_real_vm() {
 }
 
 #[test]
-fn live_migration_lab_a_real_vm_nobody_tells_nemo() {
-    // Issue 29, item 2: a plain migration with no hook; the controller
-    // follows arrivals and nemo-mr on the destination reports the VM's
-    // first frame on its port.
-    vm_lab("none", 0);
+fn live_migration_lab_a_real_vm_nobody_tells_nemo_over_a_40_ms_wan() {
+    // Issue 29, items 2 and 3: a plain migration with no hook, over the
+    // seed's 40 ms WAN; the controller follows arrivals: nemo-mr on the
+    // destination reports QEMU attaching the VM's port (the migration
+    // starting), the tenant is placed there on its VM's announcement, and
+    // the move is made before the VM pauses, as with the `early` hook.
+    vm_lab("none", 20);
 }
 
 #[test]
