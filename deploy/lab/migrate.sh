@@ -49,6 +49,12 @@
 # resumes (`cont`), as an orchestrator recovers it; nobody tells nemo, and
 # the tenant must move back to datacenter A on the VM's frames there. The
 # outage printed is then the one of the way back.
+# ABANDON=1 (with HOOK=none): the migration never happens: the destination's
+# QEMU, started for it (nemo-mr on hvb reported QEMU attaching the port, and
+# the tenant moved there on its VM's announcement), ends before `migrate`.
+# hvb reports its port losing its carrier, the tenant goes back to
+# datacenter A; the VM ran there all along and must lose nothing
+# (MAX_OUTAGE_MS bounds the probes' longest silence).
 # ACCEL=auto|kvm|tcg picks QEMU's accelerator (auto: KVM when a guest
 # really runs under it, else TCG; said in the output).
 #
@@ -106,6 +112,10 @@ BICAST_MS=${BICAST_MS:-2000}
 FAILBACK=${FAILBACK:-0}
 if [ "$FAILBACK" = 1 ] && { [ "$MODE" != vm ] || [ "$HOOK" != none ]; }; then
   echo "migrate.sh: FAILBACK=1 needs MODE=vm HOOK=none" >&2; exit 2
+fi
+ABANDON=${ABANDON:-0}
+if [ "$ABANDON" = 1 ] && { [ "$MODE" != vm ] || [ "$HOOK" != none ] || [ "$FAILBACK" = 1 ]; }; then
+  echo "migrate.sh: ABANDON=1 needs MODE=vm HOOK=none (and no FAILBACK)" >&2; exit 2
 fi
 
 lab_begin "nemo-lab-$$-" cn home wan hva hvb mrvm vm
@@ -345,9 +355,27 @@ elif [ "$MODE" = vm ]; then
     ctl --output json place acme hvb --reason migration --on-announcement >"$WORK/hook.out"
   fi
   MOVED_AT=$(date +%s.%N)
+  if [ "$ABANDON" = 1 ]; then
+    grep -q '"hypervisor":"hvb"' <(ctl --output json placements) \
+      || { echo "FAIL: QEMU attaching hvb's port did not move the tenant there"; exit 1; }
+    # The orchestrator gives up before migrating: the destination ends.
+    python3 deploy/lab/qmp.py quit "$WORK/vm-b-hook.qmp"
+    for i in $(seq 1 50); do
+      ctl --output json placements >"$WORK/hook.out" 2>/dev/null
+      grep -q '"hypervisor":"hva"' "$WORK/hook.out" && break
+      sleep 0.1
+    done
+    grep -q '"hypervisor":"hva"' "$WORK/hook.out" \
+      || { echo "FAIL: the tenant did not go back to hva"; lab_daemon_errors; exit 1; }
+    NEW_CARE_OF=2001:db8:2::10
+    echo "   the destination's QEMU ended before the migration; the tenant went back to datacenter A"
+  else
   python3 deploy/lab/qmp.py migrate "$WORK/vm-a.qmp" "tcp:[2001:db8:3::10]:4444" "$WORK/migration.json" \
     || { echo "FAIL: the migration did not complete"; cat "$WORK/migration.json" "$WORK"/vm-*.qemu.err; exit 1; }
-  if [ "$HOOK" = after ]; then
+  fi
+  if [ "$ABANDON" = 1 ]; then
+    :
+  elif [ "$HOOK" = after ]; then
     ctl --output json place acme hvb --reason migration >"$WORK/hook.out"
   elif [ "$HOOK" = none ]; then
     # Nobody tells nemo: the placement is the one hvb's arrival made.
@@ -359,7 +387,8 @@ elif [ "$MODE" = vm ]; then
   elif [ "$HOOK" != early ]; then
     wait "$HOOK_PID" || { echo "FAIL: the hook did not place the tenant"; cat "$WORK/hook.err"; exit 1; }
   fi
-  if [ "$HOOK" = none ]; then echo "   VM migrated to datacenter B over the WAN; nobody told nemo"; else echo "   VM migrated to datacenter B over the WAN; nemo told on $HOOK"; fi
+  if [ "$ABANDON" = 1 ]; then :
+  elif [ "$HOOK" = none ]; then echo "   VM migrated to datacenter B over the WAN; nobody told nemo"; else echo "   VM migrated to datacenter B over the WAN; nemo told on $HOOK"; fi
   if [ "$FAILBACK" = 1 ]; then
     grep -q '"hypervisor":"hvb"' "$WORK/hook.out" || { echo "FAIL: the tenant never moved to hvb"; exit 1; }
     sleep 0.5
@@ -422,7 +451,11 @@ else
 fi
 echo "   TCP connection:  $TCP ($(grep -E 'receiver' "$WORK/iperf.log" | awk '{print $7, $8}'))"
 echo "   VM answers after: $AFTER_OK"
-if [ "$MODE" = vm ]; then
+if [ "$MODE" = vm ] && [ "$ABANDON" = 1 ]; then
+  kill "$RECORDER" 2>/dev/null || true; wait "$RECORDER" 2>/dev/null || true
+  vm_captures_end
+  echo "   abandoned:       the VM ran in datacenter A throughout; probes lost $LOST, longest silence $OUTAGE ms"
+elif [ "$MODE" = vm ]; then
   kill "$RECORDER" 2>/dev/null || true; wait "$RECORDER" 2>/dev/null || true
   vm_captures_end
   RESULTS="$RESULTS_DIR/migrate-$(date -u +%Y%m%dT%H%M%SZ)-vm-$HOOK-wan${WAN_DELAY_MS}ms-$$"
@@ -431,7 +464,11 @@ if [ "$MODE" = vm ]; then
 fi
 OUTAGE_OK=$(awk -v o="$OUTAGE" -v max="$MAX_OUTAGE_MS" 'BEGIN { print (o != "n/a" && o <= max) ? "yes" : "no" }')
 if [ "$AFTER_OK" = yes ] && [ "$TCP" = survived ] && [ "$OUTAGE_OK" = yes ] && [[ "$AFTER" == *"$NEW_CARE_OF"* ]]; then
-  echo "PASS: the tenant's network followed its VM from datacenter A to B"
+  if [ "$ABANDON" = 1 ]; then
+    echo "PASS: the tenant's network stayed with its VM in datacenter A"
+  else
+    echo "PASS: the tenant's network followed its VM from datacenter A to B"
+  fi
 else
   echo "FAIL: the migration did not work (limits: outage <= $MAX_OUTAGE_MS ms, TCP survives)"
   for log in "$WORK"/ha.log "$WORK"/mr-*.log; do echo "--- $log"; tail -15 "$log"; done

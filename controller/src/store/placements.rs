@@ -104,10 +104,12 @@ fn outcome(
         Placing::Announced if awaited => Outcome::Stays(current.clone()),
         Placing::Announced => moves(Delivery::Now, None),
         Placing::Incoming if here => Outcome::Stays(current.clone()),
-        Placing::Incoming if awaited => return Err(StoreError::Precondition(format!(
+        Placing::Incoming if awaited => {
+            return Err(StoreError::Precondition(format!(
             "tenant: {tenant:?} is moving to {:?} already, awaiting its VM's announcement there",
             current.hypervisor
-        ))),
+        )))
+        }
         Placing::Incoming => moves(Delivery::OnAnnouncement, came_from),
         Placing::Abandoned => match (&current.came_from, here && awaited) {
             (Some(source), true) => Outcome::Moves {
