@@ -41,9 +41,12 @@
 #                     queue it in the paused VM's tap, to be answered
 #                     before anything newer)
 #   none              nobody tells nemo (a plain `virsh migrate`): the
-#                     controller follows arrivals (arrivals = "follow"),
-#                     and nemo-mr on hvb reports the VM's first frame on
-#                     its port (QEMU's RARP as it resumes)
+#                     controller follows arrivals (arrivals = "follow");
+#                     nemo-mr on hvb reports QEMU attaching the VM's port
+#                     (the destination's QEMU starting: the tenant is
+#                     placed there on its announcement, as with `early`),
+#                     then the VM's first frame on it (QEMU's RARP as it
+#                     resumes)
 # FAILBACK=1 (with HOOK=none): the migration fails after the switch-over:
 # once the tenant moved, the destination's QEMU ends and the source's VM
 # resumes (`cont`), as an orchestrator recovers it; nobody tells nemo, and

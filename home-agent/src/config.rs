@@ -273,13 +273,17 @@ pub struct DataPlaneSection {
     pub on_shutdown: OnShutdown,
     /// bpf: for how long a binding that moved to another care-of address
     /// still sends copies to the one it left, and takes reverse-tunnelled
-    /// packets from it (make-before-break, issue 29); 0 turns it off.
+    /// packets from it (make-before-break, issue 29), counted from the
+    /// move and again from each packet the old address sends meanwhile
+    /// (its VM still runs there: a live migration's pre-copy), 10 minutes
+    /// at most in all; 0 turns it off.
     #[serde(default = "default_bicast_ms")]
     pub bicast_ms: Spanned<u64>,
 }
 
-/// The longest `bicast_ms`: a window is meant to cover a live migration's
-/// last seconds, not to keep two sites fed.
+/// The longest `bicast_ms`: a window is meant to cover a live migration,
+/// not to keep two sites fed (however long the old address sends, a window
+/// ends `nemo::ha::bicast::LONGEST` after the move).
 pub const MAX_BICAST_MS: u64 = 600_000;
 
 fn default_bicast_ms() -> Spanned<u64> {

@@ -159,8 +159,10 @@ pub async fn run(
     // Ports reported on, not watched again for a while (a controller that
     // refuses must not hear every frame).
     let mut reported: BTreeMap<String, Reported> = BTreeMap::new();
-    // Each tenant port's carrier as last seen, for its changes.
-    let mut carriers: BTreeMap<String, Carrier> = BTreeMap::new();
+    // Each tenant port's carrier as last seen, for its changes; none on
+    // the first look (a carrier up before the daemon looked is no sign of
+    // a migration starting now).
+    let mut carriers: Option<BTreeMap<String, Carrier>> = None;
     let mut warned_full = false;
     loop {
         let now = Instant::now();
@@ -176,22 +178,11 @@ pub async fn run(
             })
             .collect();
         let here = placed.borrow().clone();
-        let mut incoming = Vec::new();
-        if let Some(here) = &here {
-            for (interface, (tenant, carrier)) in &ports {
-                if *carrier == Carrier::Up
-                    && carriers.get(interface) != Some(&Carrier::Up)
-                    && !here.tenants.contains(tenant)
-                {
-                    incoming.push(Arrival {
-                        interface: interface.clone(),
-                        tenant: tenant.clone(),
-                        seen: Seen::Carrier,
-                    });
-                }
-            }
-        }
-        carriers = ports.iter().map(|(i, (_, c))| (i.clone(), *c)).collect();
+        let incoming = match &here {
+            Some(here) => incoming(carriers.as_ref(), &ports, &here.tenants),
+            None => Vec::new(),
+        };
+        carriers = Some(ports.iter().map(|(i, (_, c))| (i.clone(), *c)).collect());
         let wanted: BTreeMap<String, String> = match &here {
             None => BTreeMap::new(),
             Some(here) => ports
@@ -261,6 +252,33 @@ pub async fn run(
             () = sleep => {}
         }
     }
+}
+
+/// The ports whose carrier came up since `before` (none on the first
+/// look) while their tenant is not placed here: QEMU attached them, as it
+/// does when a migration to this hypervisor starts. `ports`: each tenant
+/// port's tenant and carrier now.
+fn incoming(
+    before: Option<&BTreeMap<String, Carrier>>,
+    ports: &BTreeMap<String, (String, Carrier)>,
+    placed_here: &BTreeSet<String>,
+) -> Vec<Arrival> {
+    let Some(before) = before else {
+        return Vec::new();
+    };
+    ports
+        .iter()
+        .filter(|(interface, (tenant, carrier))| {
+            *carrier == Carrier::Up
+                && before.get(*interface) != Some(&Carrier::Up)
+                && !placed_here.contains(tenant)
+        })
+        .map(|(interface, (tenant, _))| Arrival {
+            interface: interface.clone(),
+            tenant: tenant.clone(),
+            seen: Seen::Carrier,
+        })
+        .collect()
 }
 
 /// A thread reading `interface` for the guest's first frame.
@@ -370,5 +388,48 @@ mod tests {
         // Cut by the kernel's limit: which tenant it was is not known.
         assert_eq!(tenant_of("t-{tenant}", "t-a-long-tenant"), None);
         assert_eq!(tenant_of("no-placeholder", "no-placeholder"), None);
+    }
+
+    #[test]
+    fn a_carrier_coming_up_on_an_unplaced_tenants_port_is_an_incoming_migration() {
+        use Carrier::{Down, Up};
+        let ports = |list: &[(&str, Carrier)]| -> BTreeMap<String, (String, Carrier)> {
+            list.iter()
+                .map(|(i, c)| ((*i).to_owned(), (i.trim_start_matches("t-").to_owned(), *c)))
+                .collect()
+        };
+        let carriers = |list: &[(&str, Carrier)]| -> BTreeMap<String, Carrier> {
+            list.iter().map(|(i, c)| ((*i).to_owned(), *c)).collect()
+        };
+        let here: BTreeSet<String> = ["local".to_owned()].into();
+        let reported = |before: Option<&BTreeMap<String, Carrier>>, now| -> Vec<String> {
+            incoming(before, &now, &here)
+                .into_iter()
+                .map(|a| {
+                    assert_eq!(a.sighting().kind, pb::ArrivalKind::ArrivalIncoming);
+                    a.tenant
+                })
+                .collect()
+        };
+        let now = ports(&[
+            ("t-acme", Up),
+            ("t-left", Up),
+            ("t-new", Up),
+            ("t-idle", Down),
+            ("t-local", Up),
+        ]);
+        // The first look: whatever is up was up before the daemon looked.
+        assert!(reported(None, now.clone()).is_empty());
+        let before = carriers(&[
+            ("t-acme", Down),
+            // The source of a migration: its VM still runs, the carrier
+            // stays up as the tenant leaves.
+            ("t-left", Up),
+            ("t-idle", Down),
+            ("t-local", Down),
+        ]);
+        // Down to up, and a port that appeared with its carrier; not the
+        // source's, not a port still down, not a tenant placed here.
+        assert_eq!(reported(Some(&before), now), ["acme", "new"]);
     }
 }

@@ -127,9 +127,14 @@ pub struct MobileRouterSection {
     #[serde(default = "default_linger_ms")]
     pub linger_ms: Spanned<u64>,
     /// The longest a tenant placed "on announcement" (as a live migration
-    /// starts) is held, milliseconds: its traffic passes when its VM
-    /// announces itself on its port (QEMU's RARP at resume), or after this
-    /// long if none comes. 0-600000.
+    /// starts, by the orchestrator or on QEMU attaching its port here) is
+    /// held, milliseconds: its traffic passes when its VM announces itself
+    /// on its port (QEMU's RARP at resume; any frame of the guest's), at
+    /// once if the port cannot be watched, or after this long if nothing
+    /// comes. Past it, what arrives queues in the paused VM's tap, to be
+    /// answered before anything newer when it resumes: the default covers
+    /// a pre-copy as long as the home agent copies to the source (10
+    /// minutes). 0-600000.
     #[serde(default = "default_hold_ms")]
     pub hold_ms: Spanned<u64>,
 }
@@ -139,7 +144,7 @@ fn default_first_registration_timeout_ms() -> Spanned<u64> {
 }
 
 fn default_hold_ms() -> Spanned<u64> {
-    Spanned::new(0..0, 10_000)
+    Spanned::new(0..0, 600_000)
 }
 
 fn default_linger_ms() -> Spanned<u64> {

@@ -90,7 +90,9 @@ impl Drop for Held {
 #[derive(Debug)]
 struct Announced {
     tenant: String,
-    frame: String,
+    /// What was seen; or why the port cannot be watched (then the hold
+    /// ends at once: nothing would end it before hold_ms).
+    frame: Result<String, String>,
 }
 
 /// How a tenant leaves this hypervisor.
@@ -383,11 +385,16 @@ impl<D: MobileRouterDataPlane> Driver<D> {
                 Some(command) = commands.recv(), if deadline.is_none() => {
                     self.command(command).await;
                 }
-                Some(announced) = self.announced.1.recv() => {
-                    if self.pass(&announced.tenant, &announced.frame).await {
-                        self.tell(&announced.tenant, pb::ArrivalKind::ArrivalAnnounced, announced.frame);
+                Some(announced) = self.announced.1.recv() => match announced.frame {
+                    Ok(frame) => {
+                        if self.pass(&announced.tenant, &frame).await {
+                            self.tell(&announced.tenant, pb::ArrivalKind::ArrivalAnnounced, frame);
+                        }
                     }
-                }
+                    Err(why) => {
+                        self.pass(&announced.tenant, &why).await;
+                    }
+                },
                 () = sleep => {
                     self.tenants.handle_timeout(Instant::now(), SystemTime::now());
                     self.attach_waiting().await;
@@ -884,12 +891,24 @@ fn watch_for_announcement(
                     }
                 }
                 let _ = announced.blocking_send(Announced {
-                    tenant,
-                    frame: format!("{} on {port}", frame.describe()),
+                    tenant: tenant.clone(),
+                    frame: Ok(format!("{} on {port}", frame.describe())),
                 });
             });
-            if let Err(error) = read {
-                tracing::warn!(interface = %port, %error, "cannot watch the port for the VM's announcement: the hold ends at hold_ms");
+            match read {
+                Ok(()) => {}
+                // The port is there and cannot be read (no CAP_NET_RAW):
+                // nothing would end the hold before hold_ms.
+                Err(error) if nemo_dataplane::links::has_carrier(&port).is_some() => {
+                    tracing::warn!(interface = %port, %error, "cannot watch the port for the VM's announcement: its traffic passes now");
+                    let _ = announced.blocking_send(Announced {
+                        tenant,
+                        frame: Err(format!("the port cannot be watched: {error}")),
+                    });
+                }
+                Err(error) => {
+                    tracing::warn!(interface = %port, %error, "the port to watch for the VM's announcement is gone: the hold ends at hold_ms");
+                }
             }
         });
     if let Err(error) = spawned {
