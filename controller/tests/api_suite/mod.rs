@@ -2051,6 +2051,25 @@ async fn a_credential_may_do_what_its_role_may_and_nothing_else() {
     assert!(kinds.contains(&"credential_revoked".to_owned()), "{kinds:?}");
 }
 
+/// A credential for each of `world`'s hypervisors: their tokens by name.
+async fn hypervisor_tokens(
+    c: &mut ControllerClient<Channel>,
+) -> std::collections::BTreeMap<&'static str, String> {
+    let mut tokens = std::collections::BTreeMap::new();
+    for name in ["hv-a", "hv-b"] {
+        let issued = c
+            .issue_credential(authed(pb::IssueCredentialRequest {
+                role: "hypervisor".into(),
+                name: name.into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        tokens.insert(name, issued.token);
+    }
+    tokens
+}
+
 /// Issue 29, item 2: with `arrivals = "follow"`, a hypervisor that saw a
 /// placed tenant's VM arrive gets it placed there, under its own
 /// credential and name only, never as a first placement; with the default,
@@ -2064,18 +2083,7 @@ async fn an_arrival_moves_a_placed_tenant_when_the_controller_follows_arrivals()
     let server = start_with(dir.path(), &backend, "arrivals = \"follow\"\n");
     let mut c = client(&server).await;
     world(&mut c).await;
-    let mut tokens = Vec::new();
-    for name in ["hv-a", "hv-b"] {
-        let issued = c
-            .issue_credential(authed(pb::IssueCredentialRequest {
-                role: "hypervisor".into(),
-                name: name.into(),
-            }))
-            .await
-            .unwrap()
-            .into_inner();
-        tokens.push(issued.token);
-    }
+    let tokens = hypervisor_tokens(&mut c).await;
     let arrival = |hypervisor: &str| pb::ReportArrivalRequest {
         hypervisor: hypervisor.into(),
         tenant: "acme".into(),
@@ -2084,7 +2092,7 @@ async fn an_arrival_moves_a_placed_tenant_when_the_controller_follows_arrivals()
     };
     // Placed nowhere yet: an arrival is no first placement.
     let (nowhere, message) =
-        code(c.report_arrival(with_token(&tokens[1], arrival("hv-b"))).await).await;
+        code(c.report_arrival(with_token(&tokens["hv-b"], arrival("hv-b"))).await).await;
     assert_eq!(nowhere, Code::FailedPrecondition, "{message}");
     assert!(message.contains("placed nowhere"), "{message}");
     c.place_tenant(authed(pb::PlaceTenantRequest {
@@ -2097,12 +2105,12 @@ async fn an_arrival_moves_a_placed_tenant_when_the_controller_follows_arrivals()
     .unwrap();
     // Not on another hypervisor's name.
     let (other, message) =
-        code(c.report_arrival(with_token(&tokens[0], arrival("hv-b"))).await).await;
+        code(c.report_arrival(with_token(&tokens["hv-a"], arrival("hv-b"))).await).await;
     assert_eq!(other, Code::PermissionDenied, "{message}");
     // hv-b saw it: placed there, the evidence in the history; again: the same.
     for _ in 0..2 {
         let placed = c
-            .report_arrival(with_token(&tokens[1], arrival("hv-b")))
+            .report_arrival(with_token(&tokens["hv-b"], arrival("hv-b")))
             .await
             .unwrap()
             .into_inner();
@@ -2122,14 +2130,14 @@ async fn an_arrival_moves_a_placed_tenant_when_the_controller_follows_arrivals()
         ..arrival("hv-b")
     };
     let (too_long, message) =
-        code(c.report_arrival(with_token(&tokens[1], oversized)).await).await;
+        code(c.report_arrival(with_token(&tokens["hv-b"], oversized)).await).await;
     assert_eq!(too_long, Code::InvalidArgument, "{message}");
     assert!(message.contains("evidence"), "{message}");
     let forged = pb::ReportArrivalRequest {
         evidence: "RARP\nforged: line".into(),
         ..arrival("hv-b")
     };
-    let (control, message) = code(c.report_arrival(with_token(&tokens[1], forged)).await).await;
+    let (control, message) = code(c.report_arrival(with_token(&tokens["hv-b"], forged)).await).await;
     assert_eq!(control, Code::InvalidArgument, "{message}");
     assert!(message.starts_with("evidence"), "{message}");
 
@@ -2172,18 +2180,7 @@ async fn an_incoming_migration_places_the_tenant_on_its_announcement_and_an_aban
     let server = start_with(dir.path(), &backend, "arrivals = \"follow\"\n");
     let mut c = client(&server).await;
     world(&mut c).await;
-    let mut tokens = std::collections::BTreeMap::new();
-    for name in ["hv-a", "hv-b"] {
-        let issued = c
-            .issue_credential(authed(pb::IssueCredentialRequest {
-                role: "hypervisor".into(),
-                name: name.into(),
-            }))
-            .await
-            .unwrap()
-            .into_inner();
-        tokens.insert(name, issued.token);
-    }
+    let tokens = hypervisor_tokens(&mut c).await;
     let report = |hypervisor: &'static str, kind: pb::ArrivalKind| {
         with_token(
             &tokens[hypervisor],
