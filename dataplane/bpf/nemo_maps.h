@@ -65,8 +65,28 @@ enum nemo_counter {
 	NEMO_BICAST_NO_ROUTE = 9, /* no route or no neighbour to it: no copy */
 	NEMO_BICAST_FAILED = 10,  /* bpf_clone_redirect refused */
 	NEMO_HELD = 11,           /* mobile router: a tenant held until its VM announces itself */
-	NEMO_COUNTERS = 12,
+	NEMO_RELEASED = 12,       /* mobile router: a held tenant's VM sent its first frame: passes */
+	NEMO_COUNTERS = 13,
 };
+
+/* Most prefixes a held tenant has for nemo_release (a tenant with more is
+ * released by the daemon alone). */
+#define NEMO_MAX_HELD_PREFIXES 8
+
+/* The value of nemo_holds (mobile router), keyed by the tenant port's
+ * ifindex: while a tenant is held, what its prefixes point at once its VM
+ * sends its first frame on the port (QEMU's RARP as it resumes). The tc
+ * ingress program on the port does it in the kernel, as the frame enters:
+ * no packet that arrives after it is held (issue 29). */
+struct nemo_hold {
+	__u8 peer[16];
+	__u32 count;
+	__u32 reserved;
+	struct nemo_prefix keys[NEMO_MAX_HELD_PREFIXES];
+};
+
+/* Most held tenants at once (one per port). */
+#define NEMO_MAX_HOLDS 4096
 
 /* Most entries of nemo_also: destinations of tenants moving at once (a
  * full map means no copy for the next mover, said and counted by the

@@ -76,6 +76,14 @@ struct {
 	__uint(max_entries, 1);
 } nemo_local SEC(".maps");
 
+/* A held tenant's port (ifindex) to what releases it (mobile router). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct nemo_hold);
+	__uint(max_entries, NEMO_MAX_HOLDS);
+} nemo_holds SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);
@@ -293,5 +301,33 @@ int nemo_bicast(struct __sk_buff *skb)
 	if (bpf_skb_store_bytes(skb, DADDR_OFFSET, first.addr, 16, 0) ||
 	    bpf_skb_store_bytes(skb, 0, link, sizeof(link), 0))
 		return TC_ACT_SHOT;
+	return TC_ACT_OK;
+}
+
+/* tc ingress of a held tenant's port (mobile router): every frame entering
+ * there is its VM's (QEMU writes them to the tap; what the host sends to
+ * the VM leaves by egress). The first one, QEMU's RARP as the VM resumes
+ * after a live migration, releases the tenant at once: its prefixes point
+ * at the home agent again, before anything else reaches the port. The
+ * daemon's thread that reads the same frame does it too, and tells the
+ * controller; here no scheduling delay comes between (issue 29). */
+SEC("tc")
+int nemo_release(struct __sk_buff *skb)
+{
+	__u32 port = skb->ifindex;
+	struct nemo_hold *hold = bpf_map_lookup_elem(&nemo_holds, &port);
+	if (!hold)
+		return TC_ACT_OK;
+	struct nemo_peer peer;
+	__builtin_memcpy(peer.addr, hold->peer, 16);
+	__u32 count_held = hold->count;
+	for (__u32 i = 0; i < NEMO_MAX_HELD_PREFIXES; i++) {
+		if (i >= count_held)
+			break;
+		struct nemo_prefix key = hold->keys[i];
+		bpf_map_update_elem(&nemo_bindings, &key, &peer, BPF_EXIST);
+	}
+	bpf_map_delete_elem(&nemo_holds, &port);
+	count(NEMO_RELEASED);
 	return TC_ACT_OK;
 }

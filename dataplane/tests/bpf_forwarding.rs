@@ -26,6 +26,7 @@ use nemo_dataplane::bpf::{
 };
 use nemo_dataplane::{
     BindingRoutes, HomeAgentDataPlane, MobileRouterDataPlane, ReconcileReport, TenantRoutes,
+    Traffic,
 };
 use nemo_testkit::{addr, net, netns_available, require, runs, BpfFs, Netns};
 
@@ -60,6 +61,7 @@ enum Step {
     BicastHeard(BindingRoutes),
     Reconcile(Vec<BindingRoutes>),
     Attach(TenantRoutes),
+    Deliver(TenantRoutes, Traffic),
     Counter(Counter),
     RemoveAll,
 }
@@ -158,6 +160,12 @@ fn data_plane(
                     }
                     (Plane::MobileRouter(p), Step::Attach(tenant)) => {
                         p.attach(&tenant, None).await.map(|()| Answer::Done)
+                    }
+                    (Plane::MobileRouter(p), Step::Deliver(tenant, traffic)) => {
+                        p.deliver(&tenant, traffic).await.map(|held| {
+                            assert!(held, "the bpf data plane holds");
+                            Answer::Done
+                        })
                     }
                     (Plane::MobileRouter(p), Step::Counter(c)) => {
                         Ok(Answer::Count(p.programs().counter(c)))
@@ -325,6 +333,67 @@ fn bpf_tunnels_carry_full_size_traffic_follow_the_binding_and_survive_a_restart(
         !pings(&vm_a, CN, 56),
         "A's VM still taken after the copies end"
     );
+
+    // Held at B (placed on its VM's announcement, issue 29): nothing
+    // passes, until the VM's first frame on its port, which the kernel
+    // itself releases it on (nemo_release at tc ingress; no daemon thread
+    // here): the VM's own first packet already passes.
+    let (mr_b_plane, _) = &mobile_routers[1];
+    // B's VM stands for one paused there: it sends nothing meanwhile (its
+    // link down, addresses kept); the hypervisor knows its VM's address,
+    // as the lab's does.
+    let vm_mac = vm_b
+        .command("cat")
+        .arg("/sys/class/net/v0/address")
+        .output()
+        .unwrap();
+    let vm_mac = String::from_utf8(vm_mac.stdout).unwrap();
+    mr_b.ip(&[
+        "-6",
+        "neigh",
+        "replace",
+        VM,
+        "lladdr",
+        vm_mac.trim(),
+        "dev",
+        "t0",
+        "nud",
+        "permanent",
+    ]);
+    vm_b.command("sysctl")
+        .args(["-qw", "net.ipv6.conf.v0.keep_addr_on_down=1"])
+        .status()
+        .unwrap();
+    vm_b.ip(&["link", "set", "v0", "down"]);
+    step(mr_b_plane, Step::Deliver(tenant(), Traffic::Hold));
+    let held = count(mr_b_plane, Counter::Held);
+    assert!(!pings(&cn, VM, 56), "a held tenant reached");
+    assert!(
+        count(mr_b_plane, Counter::Held) > held,
+        "held drops not counted"
+    );
+    assert_eq!(count(mr_b_plane, Counter::Released), 0);
+    // It resumes: its first frames (Multicast Listener Reports, a Router
+    // Solicitation) are QEMU's RARP here.
+    vm_b.ip(&["link", "set", "v0", "up"]);
+    vm_b.ip(&[
+        "-6",
+        "route",
+        "replace",
+        "default",
+        "via",
+        "2001:db8:100::1",
+    ]);
+    assert!(
+        pings(&vm_b, CN, 56),
+        "the VM's first frame did not release it"
+    );
+    assert_eq!(count(mr_b_plane, Counter::Released), 1);
+    assert!(pings(&cn, VM, 56), "released, yet not reached");
+    // Passing again (the daemon, after its thread read the same frame)
+    // changes nothing.
+    step(mr_b_plane, Step::Deliver(tenant(), Traffic::Pass));
+    assert!(pings(&cn, VM, 56));
 
     // A restart (the process gone without a teardown, as after kill -9):
     // routes, filter and pinned maps stay, and forwarding goes on.

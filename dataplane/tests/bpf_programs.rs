@@ -345,3 +345,65 @@ fn monotonic_ns() -> u64 {
     let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
     u64::try_from(std::time::Duration::from(now).as_nanos()).unwrap()
 }
+
+/// An upgrade: pins left by a version whose copying windows (nemo_also)
+/// and counters had another layout are replaced at load (the load would
+/// otherwise refuse to reuse them, and the daemon would not start); the
+/// bindings' pin is reused.
+#[test]
+fn pins_of_another_layout_are_replaced_and_the_bindings_kept() {
+    if programs().is_none() {
+        return;
+    }
+    let bpffs = nemo_testkit::BpfFs::mount();
+    let dir = bpffs.path("upgrade");
+    std::fs::create_dir_all(&dir).unwrap();
+    let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+        map_flags: libbpf_rs::libbpf_sys::BPF_F_NO_PREALLOC,
+        ..Default::default()
+    };
+    // The layout before: a second peer of 16 octets, 12 counters.
+    let mut also = libbpf_rs::MapHandle::create(
+        libbpf_rs::MapType::LpmTrie,
+        Some("nemo_also"),
+        maps::PREFIX_SIZE as u32,
+        16,
+        65536,
+        &opts,
+    )
+    .unwrap();
+    also.pin(dir.join(maps::ALSO)).unwrap();
+    let plain = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+        ..Default::default()
+    };
+    let mut counters = libbpf_rs::MapHandle::create(
+        libbpf_rs::MapType::PercpuArray,
+        Some("nemo_counters"),
+        4,
+        8,
+        12,
+        &plain,
+    )
+    .unwrap();
+    counters.pin(dir.join(maps::COUNTERS)).unwrap();
+    let programs = Programs::load(Some(&dir)).unwrap();
+    assert_eq!(
+        libbpf_rs::MapHandle::from_pinned_path(dir.join(maps::ALSO))
+            .unwrap()
+            .value_size() as usize,
+        maps::SECOND_SIZE
+    );
+    // The bindings' pin is reused as it is: a binding survives the next
+    // start.
+    bind(&programs, net(MNP), addr(CARE_OF));
+    drop(programs);
+    let again = Programs::load(Some(&dir)).unwrap();
+    assert_eq!(
+        again.listed_bindings().get(&net(MNP)),
+        Some(&addr(CARE_OF)),
+        "the bindings' pin was not kept"
+    );
+    again.unpin().unwrap();
+}

@@ -16,6 +16,11 @@ pub const PEER_SIZE: usize = 16;
 /// `struct nemo_second`: a moving tenant's second peer, and when it was
 /// last heard from.
 pub const SECOND_SIZE: usize = 16 + 8;
+/// Most prefixes of a tenant the kernel releases itself
+/// (`NEMO_MAX_HELD_PREFIXES`).
+pub const MAX_HELD_PREFIXES: usize = 8;
+/// `struct nemo_hold`: a held tenant's home agent and prefixes.
+pub const HOLD_SIZE: usize = 16 + 4 + 4 + MAX_HELD_PREFIXES * PREFIX_SIZE;
 /// `struct nemo_local`: the address tunnelled packets must be sent to.
 pub const LOCAL_SIZE: usize = 16;
 
@@ -26,6 +31,9 @@ pub const BINDINGS: &str = "nemo_bindings";
 pub const ALSO: &str = "nemo_also";
 /// This host's tunnel address.
 pub const LOCAL: &str = "nemo_local";
+/// A held tenant's port (ifindex) to what its VM's first frame releases
+/// (mobile router).
+pub const HOLDS: &str = "nemo_holds";
 /// Per-CPU counters, one slot per [`Counter`].
 pub const COUNTERS: &str = "nemo_counters";
 
@@ -62,6 +70,9 @@ pub enum Counter {
     /// Mobile router: packets of a tenant held until its VM announces
     /// itself here: dropped.
     Held = 11,
+    /// Mobile router: held tenants the kernel released on their VM's first
+    /// frame.
+    Released = 12,
 }
 
 impl Counter {
@@ -80,11 +91,12 @@ impl Counter {
             Counter::BicastNoRoute => "bicast_no_route",
             Counter::BicastFailed => "bicast_failed",
             Counter::Held => "held",
+            Counter::Released => "released",
         }
     }
 
     /// Every counter, in slot order.
-    pub const ALL: [Counter; 12] = [
+    pub const ALL: [Counter; 13] = [
         Counter::Encapsulated,
         Counter::EncapNoTunnel,
         Counter::EncapFailed,
@@ -97,6 +109,7 @@ impl Counter {
         Counter::BicastNoRoute,
         Counter::BicastFailed,
         Counter::Held,
+        Counter::Released,
     ];
 }
 
@@ -134,6 +147,22 @@ pub fn second_value(address: Ipv6Addr) -> [u8; SECOND_SIZE] {
     value
 }
 
+/// `struct nemo_hold`: once released, `prefixes` point at `peer`; `None`
+/// for more prefixes than the kernel releases (the daemon does it then).
+pub fn hold_value(peer: Ipv6Addr, prefixes: &[Ipv6Net]) -> Option<[u8; HOLD_SIZE]> {
+    if prefixes.len() > MAX_HELD_PREFIXES {
+        return None;
+    }
+    let mut value = [0u8; HOLD_SIZE];
+    value[..16].copy_from_slice(&peer.octets());
+    value[16..20].copy_from_slice(&u32::try_from(prefixes.len()).ok()?.to_ne_bytes());
+    for (slot, prefix) in prefixes.iter().enumerate() {
+        let at = 24 + slot * PREFIX_SIZE;
+        value[at..at + PREFIX_SIZE].copy_from_slice(&prefix_key(*prefix));
+    }
+    Some(value)
+}
+
 /// When a `struct nemo_second`'s peer was last heard from
 /// (`bpf_ktime_get_ns`: CLOCK_MONOTONIC nanoseconds); `None` for never.
 pub fn second_heard_ns(value: &[u8]) -> Option<u64> {
@@ -161,6 +190,14 @@ mod tests {
         let mut heard = second;
         heard[16..].copy_from_slice(&7u64.to_ne_bytes());
         assert_eq!(second_heard_ns(&heard), Some(7));
+        let prefixes: Vec<Ipv6Net> = vec![prefix, "2001:db8:200::/48".parse().unwrap()];
+        let hold = hold_value(a, &prefixes).unwrap();
+        assert_eq!(value_address(&hold), Some(a));
+        assert_eq!(u32::from_ne_bytes(hold[16..20].try_into().unwrap()), 2);
+        assert_eq!(key_prefix(&hold[24..44]), Some(prefixes[0]));
+        assert_eq!(key_prefix(&hold[44..64]), Some(prefixes[1]));
+        assert!(hold[64..].iter().all(|o| *o == 0));
+        assert!(hold_value(a, &[prefix; MAX_HELD_PREFIXES + 1]).is_none());
         assert_eq!(value_address(&[0; 15]), None);
     }
 

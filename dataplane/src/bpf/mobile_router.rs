@@ -32,6 +32,19 @@ use crate::{DataPlaneError, MobileRouterDataPlane, Release, TenantRoutes, Traffi
 
 const RT_TABLE_MAIN: u32 = 254;
 
+/// The tenant's port's index, when it exists.
+fn port_index(tenant: &TenantRoutes) -> Option<u32> {
+    nix::net::if_::if_nametoindex(tenant.interface.as_str()).ok()
+}
+
+/// The kernel's release of a held tenant (nemo_release on its port) is no
+/// longer wanted: its traffic passes, or it left.
+fn forget_hold(holds: &libbpf_rs::MapHandle, tenant: &TenantRoutes) {
+    if let Some(port) = port_index(tenant) {
+        let _ = holds.delete(&port.to_ne_bytes());
+    }
+}
+
 /// A tenant's prefixes to its home agent (its traffic passes) or to `::`
 /// (held: the programs drop it, tunnel.bpf.c), in place.
 fn set_traffic(
@@ -125,6 +138,36 @@ impl BpfMobileRouter {
             source: Some(*prefix),
             tunnelled: false,
         })
+    }
+
+    /// Has the kernel release a held tenant on its VM's first frame
+    /// (nemo_release at tc ingress of its port): no thread's wake-up comes
+    /// between the frame and the release. Best effort: the daemon's thread
+    /// that reads the same frame releases it too.
+    fn release_in_kernel(&self, tenant: &TenantRoutes) {
+        let (Some(port), Some(hold)) = (
+            port_index(tenant),
+            maps::hold_value(tenant.home_agent, &tenant.prefixes),
+        ) else {
+            tracing::debug!(interface = %tenant.interface, "not released in the kernel (no port, or too many prefixes): the daemon releases it");
+            return;
+        };
+        let attached = self
+            .programs
+            .holds
+            .update(&port.to_ne_bytes(), &hold, MapFlags::ANY)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                let fd = self
+                    .programs
+                    .fd(Program::Release)
+                    .map_err(|e| e.to_string())?;
+                attach_tc(TcHook::Release, port, fd.as_fd()).map_err(|e| e.to_string())
+            });
+        if let Err(error) = attached {
+            forget_hold(&self.programs.holds, tenant);
+            tracing::warn!(interface = %tenant.interface, %error, "the kernel cannot release the held tenant itself: the daemon's thread does");
+        }
     }
 
     async fn remove_tenant(&self, tenant: &TenantRoutes) -> Result<(), DataPlaneError> {
@@ -222,18 +265,36 @@ impl MobileRouterDataPlane for BpfMobileRouter {
         traffic: Traffic,
     ) -> Result<bool, DataPlaneError> {
         set_traffic(&self.programs.bindings, tenant, traffic)?;
+        match traffic {
+            Traffic::Hold => self.release_in_kernel(tenant),
+            Traffic::Pass => forget_hold(&self.programs.holds, tenant),
+        }
         Ok(true)
     }
 
     fn release(&self, tenant: &TenantRoutes) -> Option<Release> {
         let map = libbpf_rs::MapHandle::try_from(&self.programs.bindings).ok()?;
+        let holds = libbpf_rs::MapHandle::try_from(&self.programs.holds).ok()?;
         let tenant = tenant.clone();
         Some(Release::new(move || {
-            set_traffic(&map, &tenant, Traffic::Pass)
+            set_traffic(&map, &tenant, Traffic::Pass)?;
+            forget_hold(&holds, &tenant);
+            Ok(())
         }))
     }
 
     async fn detach(&self, tenant: &TenantRoutes) -> Result<(), DataPlaneError> {
+        forget_hold(&self.programs.holds, tenant);
+        if let Some(port) = port_index(tenant) {
+            // The port may be gone with its VM: nothing to detach then.
+            if let Err(error) = detach_tc(
+                TcHook::Release,
+                port,
+                self.programs.fd(Program::Release)?.as_fd(),
+            ) {
+                tracing::debug!(interface = %tenant.interface, %error, "release program not detached");
+            }
+        }
         self.remove_tenant(tenant).await
     }
 

@@ -109,6 +109,9 @@ pub enum Program {
     /// Home agent: copy tunnelled packets to a moving tenant's second
     /// care-of address (tc egress).
     Bicast,
+    /// Mobile router: release a held tenant on its VM's first frame (tc
+    /// ingress of its port).
+    Release,
 }
 
 impl Program {
@@ -120,6 +123,7 @@ impl Program {
             Program::DecapBySource => "nemo_decap_src",
             Program::DecapByDestination => "nemo_decap_dst",
             Program::Bicast => "nemo_bicast",
+            Program::Release => "nemo_release",
         }
     }
 }
@@ -135,6 +139,8 @@ pub struct Programs {
     pub also: MapHandle,
     /// This host's tunnel address (one entry).
     pub local: MapHandle,
+    /// A held tenant's port to what releases it.
+    pub holds: MapHandle,
     counters: MapHandle,
     pin_dir: Option<PathBuf>,
 }
@@ -159,6 +165,7 @@ impl Programs {
         });
         if let Some(dir) = pin_dir {
             check_pin_dir(dir)?;
+            drop_incompatible_pins(dir);
         }
         LIBBPF_LOG.lock().unwrap_or_else(|e| e.into_inner()).clear();
         let loaded = (|| {
@@ -206,6 +213,7 @@ impl Programs {
         let bindings = map(maps::BINDINGS, maps::PREFIX_SIZE, maps::PEER_SIZE)?;
         let also = map(maps::ALSO, maps::PREFIX_SIZE, maps::SECOND_SIZE)?;
         let local = map(maps::LOCAL, 4, maps::LOCAL_SIZE)?;
+        let holds = map(maps::HOLDS, 4, maps::HOLD_SIZE)?;
         let counters = map(maps::COUNTERS, 4, 8)?;
         if counters.max_entries() as usize != Counter::ALL.len() {
             return Err(unavailable(format!(
@@ -220,6 +228,7 @@ impl Programs {
             bindings,
             also,
             local,
+            holds,
             counters,
             pin_dir: pin_dir.map(Path::to_owned),
         })
@@ -330,10 +339,11 @@ impl Programs {
         clear(&self.also);
     }
 
-    /// Empties the bindings map and the map of moving tenants.
+    /// Empties the bindings map, the map of moving tenants and the holds.
     pub fn clear_bindings(&self) {
         clear(&self.bindings);
         clear(&self.also);
+        clear(&self.holds);
     }
 
     /// Where the maps are pinned, if they are.
@@ -346,7 +356,13 @@ impl Programs {
         let Some(dir) = &self.pin_dir else {
             return Ok(());
         };
-        for name in [maps::BINDINGS, maps::ALSO, maps::LOCAL, maps::COUNTERS] {
+        for name in [
+            maps::BINDINGS,
+            maps::ALSO,
+            maps::LOCAL,
+            maps::HOLDS,
+            maps::COUNTERS,
+        ] {
             match std::fs::remove_file(dir.join(name)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -355,6 +371,39 @@ impl Programs {
         }
         let _ = std::fs::remove_dir(dir);
         Ok(())
+    }
+}
+
+/// Maps whose entries a restart need not keep (windows of copies, holds,
+/// counters): a pin another version left with another layout is removed
+/// before the load, which would refuse to reuse it (an upgrade would not
+/// start). The bindings and the local address keep their layout.
+fn drop_incompatible_pins(dir: &Path) {
+    let transient = [
+        (maps::ALSO, maps::PREFIX_SIZE, maps::SECOND_SIZE, None),
+        (maps::HOLDS, 4, maps::HOLD_SIZE, None),
+        (maps::COUNTERS, 4, 8, Some(Counter::ALL.len())),
+    ];
+    for (name, key, value, entries) in transient {
+        let path = dir.join(name);
+        let Ok(pinned) = MapHandle::from_pinned_path(&path) else {
+            continue;
+        };
+        let fits = pinned.key_size() as usize == key
+            && pinned.value_size() as usize == value
+            && entries.is_none_or(|n| pinned.max_entries() as usize == n);
+        if !fits {
+            tracing::warn!(
+                map = name,
+                key_size = pinned.key_size(),
+                value_size = pinned.value_size(),
+                "a pinned map left by another version has another layout; removing its pin \
+                 (it holds nothing a restart must keep)"
+            );
+            if let Err(error) = std::fs::remove_file(&path) {
+                tracing::warn!(map = name, %error, "could not remove the pin: the load will refuse it");
+            }
+        }
     }
 }
 

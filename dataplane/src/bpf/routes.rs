@@ -93,6 +93,8 @@ pub enum TcHook {
     Decap,
     /// Egress: the home agent's copies to a moving tenant's second peer.
     Bicast,
+    /// Ingress of a held tenant's port: its VM's first frame releases it.
+    Release,
 }
 
 impl TcHook {
@@ -104,7 +106,7 @@ impl TcHook {
             .handle(TC_HANDLE)
             .priority(TC_PRIORITY);
         builder.hook(match self {
-            TcHook::Decap => TC_INGRESS,
+            TcHook::Decap | TcHook::Release => TC_INGRESS,
             TcHook::Bicast => TC_EGRESS,
         })
     }
@@ -113,6 +115,7 @@ impl TcHook {
         match self {
             TcHook::Decap => "the decapsulation program at tc ingress",
             TcHook::Bicast => "the copying program at tc egress",
+            TcHook::Release => "the release program at tc ingress of a tenant's port",
         }
     }
 }
