@@ -29,7 +29,11 @@
 //   second (RFC 5648 §6.1: "This document does not provide any mechanism
 //   to select the suitable binding for forwarding data packets"; nemo's
 //   choice during a move is both). The reverse
-//   tunnel takes packets from either peer meanwhile (nemo_decap_src).
+//   tunnel takes packets from either peer meanwhile (nemo_decap_src), and
+//   stamps when the second last sent (the daemon copies on while it does).
+// - nemo_release (tc ingress of a held tenant's port; mobile router): the
+//   VM's first frame there (QEMU's RARP as it resumes) points the tenant's
+//   prefixes at its home agent again (nemo_holds), in the kernel.
 //
 // Packets too big for the tunnel: the route's headroom (40) lowers the
 // path MTU the kernel checks before the program runs, so senders get an

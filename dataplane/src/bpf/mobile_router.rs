@@ -9,6 +9,7 @@
 //!   table T:            default encap bpf xmit nemo_encap_src headroom 40 dev UPLINK
 //!   main:               MNP dev TENANT_IF
 //!   tc ingress UPLINK:  nemo_decap_dst (nemo_local = the care-of address)
+//!   tc ingress TENANT_IF: nemo_release (while the tenant is held: nemo_holds)
 //! ```
 
 use std::net::Ipv6Addr;
