@@ -366,6 +366,17 @@ fn bpf_tunnels_carry_full_size_traffic_follow_the_binding_and_survive_a_restart(
         .unwrap();
     vm_b.ip(&["link", "set", "v0", "down"]);
     step(mr_b_plane, Step::Deliver(tenant(), Traffic::Hold));
+    let release_filter = || {
+        text(
+            &mr_b
+                .command("tc")
+                .args(["filter", "show", "dev", "t0", "ingress"])
+                .output()
+                .unwrap(),
+        )
+        .contains("nemo_release")
+    };
+    assert!(release_filter(), "no release program on the held port");
     let held = count(mr_b_plane, Counter::Held);
     assert!(!pings(&cn, VM, 56), "a held tenant reached");
     assert!(
@@ -394,6 +405,8 @@ fn bpf_tunnels_carry_full_size_traffic_follow_the_binding_and_survive_a_restart(
     // changes nothing.
     step(mr_b_plane, Step::Deliver(tenant(), Traffic::Pass));
     assert!(pings(&cn, VM, 56));
+    // Off the VM's path once it passes.
+    assert!(!release_filter(), "the release program stays on the port");
 
     // A restart (the process gone without a teardown, as after kill -9):
     // routes, filter and pinned maps stay, and forwarding goes on.

@@ -24,8 +24,9 @@ use crate::transport::Transport;
 
 /// How long a shutdown waits for deregistrations to be acknowledged.
 const DEREGISTRATION_GRACE: Duration = Duration::from_secs(3);
-/// How often a lingering tenant's port is looked at for its carrier.
-const LINGER_CHECK: Duration = Duration::from_millis(50);
+/// How often the ports of lingering and held tenants are looked at for
+/// their carrier.
+const PORT_CHECK: Duration = Duration::from_millis(50);
 /// How often a tenant whose data path cannot be attached yet (its port does
 /// not exist: the orchestrator placed it before the VM's port was made) is
 /// tried again.
@@ -345,20 +346,20 @@ impl<D: MobileRouterDataPlane> Driver<D> {
                 .iter()
                 .filter_map(|t| Some(t.host.held.as_ref()?.until))
                 .min();
-            let linger_check = self
+            let port_check = self
                 .tenants
                 .iter()
                 .any(|t| {
                     matches!(t.host.leaving, Some(Leaving::Lingering(_))) || t.host.held.is_some()
                 })
-                .then(|| Instant::now() + LINGER_CHECK);
+                .then(|| Instant::now() + PORT_CHECK);
             let next_timer = self
                 .tenants
                 .poll_timeout()
                 .into_iter()
                 .chain(deadline)
                 .chain(attach_retry)
-                .chain(linger_check)
+                .chain(port_check)
                 .chain(hold_ends)
                 .min();
             let sleep = async {

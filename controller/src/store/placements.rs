@@ -86,7 +86,7 @@ fn outcome(
     let here = current.hypervisor == hypervisor;
     // Moving to `current.hypervisor`, awaiting the VM's announcement there.
     let awaited = current.delivery == Delivery::OnAnnouncement;
-    let came_from = (current.hypervisor != hypervisor).then(|| current.hypervisor.clone());
+    let came_from = (!here).then(|| current.hypervisor.clone());
     Ok(match placing {
         // Already there: nothing changes, and the caller hears where it
         // is (an orchestrator that retries must not see it fail).

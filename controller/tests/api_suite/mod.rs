@@ -2165,8 +2165,8 @@ async fn an_arrival_moves_a_placed_tenant_when_the_controller_follows_arrivals()
 
 /// Issue 29, hook-less make-before-break: QEMU attaching the tenant's port
 /// on hv-b (ARRIVAL_INCOMING) places it there on its VM's announcement;
-/// meanwhile the VM's frames at its source move nothing (ABORTED: again
-/// later); hv-b's announcement fulfils the placement, after which frames
+/// meanwhile the VM's frames at its source move nothing (the answer is the
+/// placement at hv-b, awaiting: again later); hv-b's announcement fulfils the placement, after which frames
 /// at hv-a move it back (a migration that failed after the switch); a
 /// port that loses its carrier before the announcement (ARRIVAL_ABANDONED)
 /// sends the tenant back where it came from, ordered or not.

@@ -9,7 +9,7 @@
 //!   table T:            default encap bpf xmit nemo_encap_src headroom 40 dev UPLINK
 //!   main:               MNP dev TENANT_IF
 //!   tc ingress UPLINK:  nemo_decap_dst (nemo_local = the care-of address)
-//!   tc ingress TENANT_IF: nemo_release (while the tenant is held: nemo_holds)
+//!   tc ingress TENANT_IF: nemo_release (only while the tenant is held: nemo_holds)
 //! ```
 
 use std::net::Ipv6Addr;
@@ -171,6 +171,24 @@ impl BpfMobileRouter {
         }
     }
 
+    /// Undoes [`BpfMobileRouter::release_in_kernel`]: the hold's entry and
+    /// the program on the port.
+    fn end_release_in_kernel(&self, tenant: &TenantRoutes) -> Result<(), DataPlaneError> {
+        forget_hold(&self.programs.holds, tenant);
+        if let Some(port) = port_index(tenant) {
+            // The port may be gone with its VM, or never had it: nothing
+            // to detach then.
+            if let Err(error) = detach_tc(
+                TcHook::Release,
+                port,
+                self.programs.fd(Program::Release)?.as_fd(),
+            ) {
+                tracing::debug!(interface = %tenant.interface, %error, "release program not detached");
+            }
+        }
+        Ok(())
+    }
+
     async fn remove_tenant(&self, tenant: &TenantRoutes) -> Result<(), DataPlaneError> {
         for prefix in &tenant.prefixes {
             let source = Some(prefix.network());
@@ -268,7 +286,9 @@ impl MobileRouterDataPlane for BpfMobileRouter {
         set_traffic(&self.programs.bindings, tenant, traffic)?;
         match traffic {
             Traffic::Hold => self.release_in_kernel(tenant),
-            Traffic::Pass => forget_hold(&self.programs.holds, tenant),
+            // Off the VM's path: every frame it sends would pass the
+            // program's lookup for nothing.
+            Traffic::Pass => self.end_release_in_kernel(tenant)?,
         }
         Ok(true)
     }
@@ -285,17 +305,7 @@ impl MobileRouterDataPlane for BpfMobileRouter {
     }
 
     async fn detach(&self, tenant: &TenantRoutes) -> Result<(), DataPlaneError> {
-        forget_hold(&self.programs.holds, tenant);
-        if let Some(port) = port_index(tenant) {
-            // The port may be gone with its VM: nothing to detach then.
-            if let Err(error) = detach_tc(
-                TcHook::Release,
-                port,
-                self.programs.fd(Program::Release)?.as_fd(),
-            ) {
-                tracing::debug!(interface = %tenant.interface, %error, "release program not detached");
-            }
-        }
+        self.end_release_in_kernel(tenant)?;
         self.remove_tenant(tenant).await
     }
 
