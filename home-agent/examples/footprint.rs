@@ -57,7 +57,7 @@ fn authorization(n: u32) -> Authorization {
 fn binding(n: u32, now: SystemTime) -> Binding {
     Binding {
         home_address: home(n),
-        care_of: Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x10),
+        care_of: nemo::ha::CareOf::Ipv6(Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x10)),
         prefixes: vec![prefix(n)].into(),
         mobile_router: true,
         sequence: SequenceNumber(7),

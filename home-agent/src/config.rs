@@ -637,6 +637,11 @@ impl Config {
                 required: section.require_timestamp,
             },
             refresh_request_before: section.refresh_request_before_secs.map(Duration::from_secs),
+            // Refused until the data plane tunnels to IPv4 care-of
+            // addresses (issue 30, item 2): a mobile router behind an
+            // IPv4-only uplink is answered 129, not acknowledged into a
+            // binding that forwards nothing.
+            ipv4_care_of: nemo::ha::Ipv4CareOfs::Refused,
         };
         Ok(Validated {
             config,

@@ -8,7 +8,7 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::{Instant, SystemTime};
 
-use nemo::ha::{Binding, Change};
+use nemo::ha::{Arrival, Binding, Change};
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, oneshot};
 
@@ -125,6 +125,22 @@ impl Shared {
 }
 
 impl ReplyPath {
+    /// How the message that this path answers arrived: in UDP over IPv4
+    /// when its peer is an IPv4 address (or IPv4-mapped, on a dual-stack
+    /// socket), which gives the engine its NAT detection (RFC 5555 §4.2).
+    pub fn arrival(&self) -> Arrival {
+        match self {
+            ReplyPath::Udp { peer, .. } => match peer {
+                SocketAddr::V4(peer) => Arrival::UdpIpv4(*peer),
+                SocketAddr::V6(peer) => match peer.ip().to_ipv4_mapped() {
+                    Some(ip) => Arrival::UdpIpv4(std::net::SocketAddrV4::new(ip, peer.port())),
+                    None => Arrival::Ipv6,
+                },
+            },
+            ReplyPath::Native { .. } => Arrival::Ipv6,
+        }
+    }
+
     /// Sends `packet` back the way its message came; a failure is logged
     /// (the mobile router retransmits).
     pub async fn send(&self, packet: &[u8]) {

@@ -6,19 +6,30 @@
 //! commit that covers its binding returns, and batches changes (group commit)
 //! so durability costs one sync per batch, not per registration.
 
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::Ipv6Net;
 use std::sync::Arc;
 
-use nemo::ha::{Binding, Change};
+use nemo::ha::{Binding, CareOf, Change};
 use nemo::wire::{Lifetime, NtpTimestamp, SequenceNumber};
 use nemo_daemon::disk::{Disk, DiskError, RecordKind, Write};
 
-/// Record format version.
+/// Record format version of a binding to an IPv6 care-of address: its
+/// care-of address is 16 octets. What every nemo before IPv4 care-of
+/// addresses wrote and reads, so that a pair can be upgraded one member at
+/// a time while its bindings are IPv6 ones.
 const FORMAT: u8 = 1;
+/// Record format version of a binding to an IPv4 care-of address (RFC
+/// 5555): the care-of field is a kind octet, the IPv4 care-of address and,
+/// for UDP through a NAT, the datagram's source address and port
+/// (`CARE_OF_IPV4`, 5 octets, or `CARE_OF_UDP`, 11). An older nemo refuses
+/// such a record as an unknown format instead of misreading it.
+const FORMAT_IPV4_CARE_OF: u8 = 2;
+const CARE_OF_IPV4: u8 = 1;
+const CARE_OF_UDP: u8 = 2;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -87,15 +98,45 @@ pub fn unix_millis(time: SystemTime) -> u64 {
 pub fn encoded_len(binding: &Binding) -> usize {
     // Format, care-of, flags, sequence, SPI, timestamp, lifetime,
     // registered, expires, prefix count; then 17 octets a prefix.
-    const FIXED: usize = 1 + 16 + 1 + 2 + 4 + 8 + 2 + 8 + 8 + 1;
-    FIXED + 17 * binding.prefixes.len().min(usize::from(u8::MAX))
+    const FIXED: usize = 1 + 1 + 2 + 4 + 8 + 2 + 8 + 8 + 1;
+    FIXED + care_of_len(&binding.care_of) + 17 * binding.prefixes.len().min(usize::from(u8::MAX))
+}
+
+/// Octets of the care-of field.
+fn care_of_len(care_of: &CareOf) -> usize {
+    match care_of {
+        CareOf::Ipv6(_) => 16,
+        CareOf::Ipv4(_) => 1 + 4,
+        CareOf::Udp { .. } => 1 + 4 + 4 + 2,
+    }
+}
+
+/// The format version and care-of field of a binding.
+fn put_care_of(out: &mut Vec<u8>, care_of: &CareOf) {
+    match care_of {
+        CareOf::Ipv6(address) => {
+            out.push(FORMAT);
+            out.extend_from_slice(&address.octets());
+        }
+        CareOf::Ipv4(address) => {
+            out.push(FORMAT_IPV4_CARE_OF);
+            out.push(CARE_OF_IPV4);
+            out.extend_from_slice(&address.octets());
+        }
+        CareOf::Udp { care_of, outer } => {
+            out.push(FORMAT_IPV4_CARE_OF);
+            out.push(CARE_OF_UDP);
+            out.extend_from_slice(&care_of.octets());
+            out.extend_from_slice(&outer.ip().octets());
+            out.extend_from_slice(&outer.port().to_be_bytes());
+        }
+    }
 }
 
 /// Encodes a binding record (the key is the home address).
 pub fn encode(binding: &Binding) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + 17 * binding.prefixes.len());
-    out.push(FORMAT);
-    out.extend_from_slice(&binding.care_of.octets());
+    put_care_of(&mut out, &binding.care_of);
     let flags = u8::from(binding.mobile_router) | (u8::from(binding.timestamp.is_some()) << 1);
     out.push(flags);
     out.extend_from_slice(&binding.sequence.0.to_be_bytes());
@@ -150,10 +191,26 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<Binding, StoreError> {
         at: 0,
     };
     let truncated = || corrupt("truncated");
-    if reader.array::<1>().ok_or_else(truncated)?[0] != FORMAT {
-        return Err(corrupt("unknown format version"));
-    }
-    let care_of = Ipv6Addr::from(reader.array::<16>().ok_or_else(truncated)?);
+    let care_of = match reader.array::<1>().ok_or_else(truncated)?[0] {
+        FORMAT => CareOf::Ipv6(Ipv6Addr::from(reader.array::<16>().ok_or_else(truncated)?)),
+        FORMAT_IPV4_CARE_OF => {
+            let kind = reader.array::<1>().ok_or_else(truncated)?[0];
+            let care_of = Ipv4Addr::from(reader.array::<4>().ok_or_else(truncated)?);
+            match kind {
+                CARE_OF_IPV4 => CareOf::Ipv4(care_of),
+                CARE_OF_UDP => {
+                    let outer = Ipv4Addr::from(reader.array::<4>().ok_or_else(truncated)?);
+                    let port = u16::from_be_bytes(reader.array().ok_or_else(truncated)?);
+                    CareOf::Udp {
+                        care_of,
+                        outer: SocketAddrV4::new(outer, port),
+                    }
+                }
+                _ => return Err(corrupt("unknown kind of care-of address")),
+            }
+        }
+        _ => return Err(corrupt("unknown format version")),
+    };
     let flags = reader.array::<1>().ok_or_else(truncated)?[0];
     let sequence = u16::from_be_bytes(reader.array().ok_or_else(truncated)?);
     let spi = u32::from_be_bytes(reader.array().ok_or_else(truncated)?);
@@ -267,7 +324,7 @@ mod tests {
         let now = UNIX_EPOCH + Duration::from_millis(1_800_000_000_123);
         Binding {
             home_address: "2001:db8:1::100".parse().unwrap(),
-            care_of: "2001:db8:2::10".parse().unwrap(),
+            care_of: CareOf::Ipv6("2001:db8:2::10".parse().unwrap()),
             prefixes: vec![
                 "2001:db8:100::/56".parse().unwrap(),
                 "2001:db8:200:1::/64".parse().unwrap(),
@@ -283,8 +340,43 @@ mod tests {
         }
     }
 
+    /// The three kinds of care-of address.
+    fn care_ofs() -> [CareOf; 3] {
+        [
+            CareOf::Ipv6("2001:db8:2::10".parse().unwrap()),
+            CareOf::Ipv4(Ipv4Addr::new(192, 0, 2, 10)),
+            CareOf::Udp {
+                care_of: Ipv4Addr::new(192, 0, 2, 10),
+                outer: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 99), 40000),
+            },
+        ]
+    }
+
+    #[test]
+    fn a_binding_to_an_ipv6_care_of_address_keeps_the_first_format() {
+        // An older member of a pair reads it: format 1, the address next.
+        let record = encode(&binding());
+        assert_eq!(record[0], 1);
+        assert_eq!(
+            record[1..17],
+            "2001:db8:2::10".parse::<Ipv6Addr>().unwrap().octets()
+        );
+        for care_of in &care_ofs()[1..] {
+            let record = encode(&Binding {
+                care_of: *care_of,
+                ..binding()
+            });
+            assert_eq!(record[0], 2, "{care_of}");
+        }
+    }
+
     #[test]
     fn encoded_len_is_the_records_length() {
+        for care_of in care_ofs() {
+            let mut binding = binding();
+            binding.care_of = care_of;
+            assert_eq!(encoded_len(&binding), encode(&binding).len(), "{care_of}");
+        }
         let mut binding = binding();
         for prefixes in [0usize, 2, 255] {
             binding.prefixes = (0..prefixes)
@@ -304,9 +396,14 @@ mod tests {
 
     #[test]
     fn records_round_trip() {
-        let b = binding();
-        let record = encode(&b);
-        assert_eq!(decode(&b.home_address.octets(), &record).unwrap(), b);
+        for care_of in care_ofs() {
+            let b = Binding {
+                care_of,
+                ..binding()
+            };
+            let record = encode(&b);
+            assert_eq!(decode(&b.home_address.octets(), &record).unwrap(), b);
+        }
         let plain = Binding {
             timestamp: None,
             prefixes: Box::default(),
@@ -321,12 +418,27 @@ mod tests {
 
     #[test]
     fn corrupt_records_are_errors_not_panics() {
+        for care_of in care_ofs() {
+            let record = encode(&Binding {
+                care_of,
+                ..binding()
+            });
+            let key = binding().home_address.octets();
+            for cut in 0..record.len() {
+                assert!(
+                    decode(&key, &record[..cut]).is_err(),
+                    "{care_of}: cut at {cut}"
+                );
+            }
+            if record[0] == 2 {
+                let mut kind = record.clone();
+                kind[1] = 7;
+                assert!(decode(&key, &kind).is_err());
+            }
+        }
         let b = binding();
         let record = encode(&b);
         let key = b.home_address.octets();
-        for cut in 0..record.len() {
-            assert!(decode(&key, &record[..cut]).is_err(), "cut at {cut}");
-        }
         let mut extra = record.clone();
         extra.push(0);
         assert!(decode(&key, &extra).is_err());

@@ -31,7 +31,7 @@ async fn register(ha: SocketAddr, mr: &pb::MobileRouter, sequence: u16) -> Optio
     let registration = Registration {
         home_address: home,
         home_agent: "2001:db8:1::1".parse().unwrap(),
-        care_of,
+        care_of: std::net::IpAddr::V6(care_of),
         prefixes: mr.prefixes.iter().map(|p| p.parse().unwrap()).collect(),
         lifetime: Lifetime(100),
         sequence: SequenceNumber(sequence),

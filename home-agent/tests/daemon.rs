@@ -182,7 +182,7 @@ fn registration(n: u16, sequence: u16) -> Registration {
     Registration {
         home_address: home(n),
         home_agent: addr(HA),
-        care_of: addr(COA),
+        care_of: std::net::IpAddr::V6(addr(COA)),
         prefixes: vec![prefix(n)],
         lifetime: Lifetime(100),
         sequence: SequenceNumber(sequence),
@@ -293,7 +293,7 @@ async fn registration_statuses_and_the_admin_api() {
 
     // A move to another care-of address.
     let mut moved = registration(0, 13);
-    moved.care_of = addr(COA_NEW);
+    moved.care_of = std::net::IpAddr::V6(addr(COA_NEW));
     assert_eq!(client.register(&moved, 0).await.status, BaStatus::ACCEPTED);
     let listed = admin
         .list_bindings(pb::ListBindingsRequest {})
@@ -307,7 +307,7 @@ async fn registration_statuses_and_the_admin_api() {
 
     // Deregistration removes it.
     let mut leave = registration(0, 14);
-    leave.care_of = addr(COA_NEW);
+    leave.care_of = std::net::IpAddr::V6(addr(COA_NEW));
     leave.lifetime = Lifetime::ZERO;
     assert_eq!(client.register(&leave, 0).await.status, BaStatus::ACCEPTED);
     let missing = admin

@@ -5,7 +5,7 @@
 //! The transport to the home agents is `crate::transport`.
 
 use std::future::Future;
-use std::net::Ipv6Addr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -568,7 +568,9 @@ impl<D: MobileRouterDataPlane> Driver<D> {
             .iter_mut()
             .filter(|t| t.host.attached && t.host.leaving.is_none())
         {
-            tenant.registrar.set_care_of(address, now, wall);
+            tenant
+                .registrar
+                .set_care_of(address.map(IpAddr::V6), now, wall);
         }
     }
 
@@ -788,12 +790,14 @@ impl<D: MobileRouterDataPlane> Driver<D> {
                 match event {
                     Event::Registered {
                         care_of,
+                        encapsulation,
                         lifetime,
                         took,
                     } => {
                         tracing::info!(
                             instance = %tenant.name,
                             %care_of,
+                            ?encapsulation,
                             lifetime_secs = lifetime.as_secs(),
                             took_ms = took.as_secs_f64() * 1000.0,
                             "registered"
@@ -853,7 +857,7 @@ async fn attach_then_register<D: MobileRouterDataPlane>(
             }
             tenant
                 .registrar
-                .set_care_of(care_of, now, SystemTime::now());
+                .set_care_of(care_of.map(IpAddr::V6), now, SystemTime::now());
         }
         Err(error) => {
             tenant.host.attached = false;

@@ -19,7 +19,7 @@
 //! timestamp accepted before for that mobile node.
 
 use std::fmt;
-use std::net::Ipv6Addr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -218,6 +218,19 @@ impl SecurityAssociation {
                 .into_bytes()
                 .to_vec(),
         }
+    }
+}
+
+/// The care-of address as the authenticator covers it (RFC 4285 §5.1): an
+/// IPv6 one as it is; an IPv4 one (Dual-Stack Mobile IPv6, RFC 5555 §3.1.2,
+/// whose packets come from the home address) in its IPv4-mapped form
+/// (RFC 4291 §2.5.5.2), the only way the 128-bit field holds it. RFC 5555
+/// secures its messages with IPsec and does not say; the IPv4 Care-of
+/// Address option itself is covered as part of the Mobility Header.
+pub fn authenticated_care_of(care_of: IpAddr) -> Ipv6Addr {
+    match care_of {
+        IpAddr::V6(address) => address,
+        IpAddr::V4(address) => address.to_ipv6_mapped(),
     }
 }
 

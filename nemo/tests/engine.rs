@@ -7,8 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nemo::auth::{Algorithm, ReplayPolicy, SecurityAssociation};
 use nemo::ha::{
-    ntp_time, Acknowledgement, Authorization, AuthorizationTable, Change, ChangeKind, Decision,
-    DropReason, Forwarding, ForwardingFailure, Handled, HomeAgent, HomeAgentConfig, Malformed,
+    ntp_time, Acknowledgement, Arrival, Authorization, AuthorizationTable, Change, ChangeKind,
+    Decision, DropReason, Forwarding, ForwardingFailure, Handled, HomeAgent, HomeAgentConfig,
+    Malformed,
 };
 use nemo::registration::{check_binding_ack, Registration};
 use nemo::wire::{
@@ -48,6 +49,7 @@ fn home_agent() -> HomeAgent<Path> {
             max_lifetime: Duration::from_secs(600),
             replay: ReplayPolicy::default(),
             refresh_request_before: Some(Duration::from_secs(60)),
+            ..HomeAgentConfig::default()
         },
         authorizations,
     )
@@ -58,7 +60,7 @@ fn update(sequence: u16, care_of: &str, lifetime: u16, now: SystemTime) -> Vec<u
     Registration {
         home_address: addr(HOA),
         home_agent: addr(HA),
-        care_of: addr(care_of),
+        care_of: addr(care_of).into(),
         prefixes: vec![net(MNP)],
         lifetime: Lifetime(lifetime),
         sequence: SequenceNumber(sequence),
@@ -94,8 +96,12 @@ fn acknowledgement(handled: Handled<Path>, care_of: &str) -> (Acknowledgement<Pa
 
 /// Registers at `care_of` with forwarding installed.
 fn register(ha: &mut HomeAgent<Path>, sequence: u16, care_of: &str, now: SystemTime, path: Path) {
-    let Decision::Forward(forward) = ha.handle(&update(sequence, care_of, 100, now), path, now)
-    else {
+    let Decision::Forward(forward) = ha.handle(
+        &update(sequence, care_of, 100, now),
+        Arrival::Ipv6,
+        path,
+        now,
+    ) else {
         panic!("not accepted");
     };
     let (acknowledgement, _) =
@@ -107,18 +113,23 @@ fn register(ha: &mut HomeAgent<Path>, sequence: u16, care_of: &str, now: SystemT
 fn an_accepted_update_waits_for_its_forwarding_then_is_acknowledged() {
     let mut ha = home_agent();
     let now = start();
-    let Decision::Forward(forward) = ha.handle(&update(1, COA, 100, now), "udp", now) else {
+    let Decision::Forward(forward) =
+        ha.handle(&update(1, COA, 100, now), Arrival::Ipv6, "udp", now)
+    else {
         panic!("not accepted");
     };
     // The change is in the cache already, so the next update sees it.
     let Change::Upsert { binding, previous } = forward.change() else {
         panic!("not an upsert: {:?}", forward.change());
     };
-    assert_eq!(binding.care_of, addr(COA));
+    assert_eq!(binding.care_of, nemo::ha::CareOf::Ipv6(addr(COA)));
     assert_eq!(*binding.prefixes, [net(MNP)]);
     assert_eq!(previous, &None);
     assert_eq!(forward.change().kind(), ChangeKind::Created);
-    assert_eq!(ha.cache().binding(addr(HOA)).unwrap().care_of, addr(COA));
+    assert_eq!(
+        ha.cache().binding(addr(HOA)).unwrap().care_of,
+        nemo::ha::CareOf::Ipv6(addr(COA))
+    );
 
     let (acknowledgement, ba) =
         acknowledgement(ha.forwarded(forward, Forwarding::Installed, now), COA);
@@ -136,7 +147,8 @@ fn forwarding_failure_reverts_and_answers_141() {
     let now = start();
     register(&mut ha, 1, COA, now, "udp");
     let later = now + Duration::from_millis(1);
-    let Decision::Forward(forward) = ha.handle(&update(2, COA_NEW, 100, later), "udp", later)
+    let Decision::Forward(forward) =
+        ha.handle(&update(2, COA_NEW, 100, later), Arrival::Ipv6, "udp", later)
     else {
         panic!("not accepted");
     };
@@ -152,7 +164,10 @@ fn forwarding_failure_reverts_and_answers_141() {
     assert_eq!(ba.status, BaStatus::INVALID_PREFIX);
     assert_eq!(ba.sequence, SequenceNumber(2));
     assert_eq!(acknowledgement.change, None);
-    assert_eq!(ha.cache().binding(addr(HOA)).unwrap().care_of, addr(COA));
+    assert_eq!(
+        ha.cache().binding(addr(HOA)).unwrap().care_of,
+        nemo::ha::CareOf::Ipv6(addr(COA))
+    );
 }
 
 #[test]
@@ -162,7 +177,8 @@ fn a_rejection_changes_nothing_and_needs_no_forwarding() {
     register(&mut ha, 10, COA, now, "udp");
     let later = now + Duration::from_millis(1);
     // An older sequence number: 135 with the last accepted one.
-    let Decision::Handled(handled) = ha.handle(&update(9, COA_NEW, 100, later), "udp", later)
+    let Decision::Handled(handled) =
+        ha.handle(&update(9, COA_NEW, 100, later), Arrival::Ipv6, "udp", later)
     else {
         panic!("a rejection waits for forwarding");
     };
@@ -178,7 +194,9 @@ fn a_refresh_is_classified_as_one() {
     let now = start();
     register(&mut ha, 1, COA, now, "udp");
     let later = now + Duration::from_secs(1);
-    let Decision::Forward(forward) = ha.handle(&update(2, COA, 100, later), "udp", later) else {
+    let Decision::Forward(forward) =
+        ha.handle(&update(2, COA, 100, later), Arrival::Ipv6, "udp", later)
+    else {
         panic!("not accepted");
     };
     assert_eq!(forward.change().kind(), ChangeKind::Refreshed);
@@ -192,7 +210,7 @@ fn malformed_packets_are_named_not_answered() {
 
     let mut truncated = good.clone();
     truncated.truncate(30);
-    let decision = ha.handle(&truncated, "udp", now);
+    let decision = ha.handle(&truncated, Arrival::Ipv6, "udp", now);
     assert!(
         matches!(
             &decision,
@@ -205,7 +223,9 @@ fn malformed_packets_are_named_not_answered() {
 
     let mut tailed = good.clone();
     tailed.extend_from_slice(&[0; 64]);
-    let Decision::Handled(Handled::Malformed(malformed)) = ha.handle(&tailed, "udp", now) else {
+    let Decision::Handled(Handled::Malformed(malformed)) =
+        ha.handle(&tailed, Arrival::Ipv6, "udp", now)
+    else {
         panic!("a packet with a tail was taken");
     };
     assert_eq!(malformed.reason(), "trailing_bytes");
@@ -214,7 +234,7 @@ fn malformed_packets_are_named_not_answered() {
     let last = corrupted.len() - 1;
     corrupted[last] ^= 0xff;
     assert_eq!(
-        ha.handle(&corrupted, "udp", now),
+        ha.handle(&corrupted, Arrival::Ipv6, "udp", now),
         Decision::Handled(Handled::Malformed(Malformed::Checksum))
     );
     assert!(ha.cache().is_empty());
@@ -238,7 +258,7 @@ fn an_unknown_message_type_gets_a_binding_error_without_routing_header() {
         &mh,
     );
     let Decision::Handled(Handled::BindingError { transmit, status }) =
-        ha.handle(&packet, "native", now)
+        ha.handle(&packet, Arrival::Ipv6, "native", now)
     else {
         panic!("no Binding Error");
     };
@@ -263,7 +283,7 @@ fn an_unknown_spi_is_dropped_with_its_source() {
     let packet = Registration {
         home_address: addr(HOA),
         home_agent: addr(HA),
-        care_of: addr(COA),
+        care_of: std::net::IpAddr::V6(addr(COA)),
         prefixes: Vec::new(),
         lifetime: Lifetime(100),
         sequence: SequenceNumber(1),
@@ -274,7 +294,7 @@ fn an_unknown_spi_is_dropped_with_its_source() {
     .packet(&other)
     .unwrap();
     assert_eq!(
-        ha.handle(&packet, "udp", now),
+        ha.handle(&packet, Arrival::Ipv6, "udp", now),
         Decision::Handled(Handled::Dropped {
             reason: DropReason::UnknownSpi,
             source: addr(COA),
@@ -321,7 +341,9 @@ fn refresh_requests_go_by_the_last_acknowledged_path() {
 fn a_binding_whose_forwarding_failed_gets_no_refresh_request() {
     let mut ha = home_agent();
     let now = start();
-    let Decision::Forward(forward) = ha.handle(&update(1, COA, 100, now), "udp", now) else {
+    let Decision::Forward(forward) =
+        ha.handle(&update(1, COA, 100, now), Arrival::Ipv6, "udp", now)
+    else {
         panic!("not accepted");
     };
     let (acknowledgement, _) = acknowledgement(
@@ -352,7 +374,9 @@ fn a_data_plane_out_of_room_or_out_of_order_says_so() {
     ] {
         let mut ha = home_agent();
         let now = start();
-        let Decision::Forward(forward) = ha.handle(&update(1, COA, 100, now), "udp", now) else {
+        let Decision::Forward(forward) =
+            ha.handle(&update(1, COA, 100, now), Arrival::Ipv6, "udp", now)
+        else {
             panic!("not accepted");
         };
         let (acknowledgement, _) =
@@ -368,7 +392,9 @@ fn a_deregistration_is_forwarded_as_a_removal_and_stops_refresh_requests() {
     let now = start();
     register(&mut ha, 1, COA, now, "udp");
     let later = now + Duration::from_secs(1);
-    let Decision::Forward(forward) = ha.handle(&update(2, COA, 0, later), "udp", later) else {
+    let Decision::Forward(forward) =
+        ha.handle(&update(2, COA, 0, later), Arrival::Ipv6, "udp", later)
+    else {
         panic!("deregistration not accepted");
     };
     assert_eq!(forward.change().kind(), ChangeKind::Removed);
@@ -396,7 +422,7 @@ fn revoking_an_authorization_drops_the_next_update() {
     assert!(ha.revoke(addr(HOA)).is_some());
     let later = now + Duration::from_secs(1);
     assert!(matches!(
-        ha.handle(&update(2, COA, 100, later), "udp", later),
+        ha.handle(&update(2, COA, 100, later), Arrival::Ipv6, "udp", later),
         Decision::Handled(Handled::Dropped {
             reason: DropReason::UnknownSpi,
             ..

@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nemo::auth::{self, Algorithm, ReplayPolicy, SecurityAssociation};
 use nemo::ha::{
-    ntp_time, Authorization, AuthorizationError, AuthorizationTable, Binding, BindingCache, Change,
-    DropReason, HomeAgentConfig, Outcome, Received,
+    ntp_time, Arrival, Authorization, AuthorizationError, AuthorizationTable, Binding,
+    BindingCache, CareOf, Change, DropReason, HomeAgentConfig, Outcome, Received,
 };
 use nemo::wire::{
     BaStatus, BeStatus, BindingAck, BindingUpdate, BuFlags, Lifetime, Message, MhType,
@@ -61,6 +61,7 @@ fn home_agent() -> BindingCache {
         max_lifetime: Duration::from_secs(600),
         replay: ReplayPolicy::default(),
         refresh_request_before: Some(Duration::from_secs(60)),
+        ..HomeAgentConfig::default()
     })
 }
 
@@ -141,6 +142,7 @@ impl Bu {
                 mh: &mh,
                 source: self.source,
                 home_address: Some(self.home),
+                arrival: Arrival::Ipv6,
             },
             &header,
             now,
@@ -161,7 +163,7 @@ fn ack(outcome: &Outcome, bu: &Bu) -> (BindingAck, Option<Change>) {
         panic!("expected an acknowledgement, got {outcome:?}");
     };
     let care_of = bu.alternate_care_of.unwrap_or(bu.source);
-    assert_eq!(reply.care_of, care_of);
+    assert_eq!(reply.care_of, nemo::ha::CareOf::Ipv6(care_of));
     assert_eq!(reply.home_address, bu.home);
     auth::verify(&reply.mh, care_of, bu.home, &bu.sa).expect("BA authenticated");
     let Message::BindingAck(ba) = MobilityHeader::decode(&reply.mh).unwrap().message else {
@@ -198,7 +200,7 @@ fn explicit_registration_is_accepted_and_cached() {
         panic!("no upsert");
     };
     assert_eq!(previous, None);
-    assert_eq!(binding.care_of, addr(COA));
+    assert_eq!(binding.care_of, nemo::ha::CareOf::Ipv6(addr(COA)));
     assert_eq!(*binding.prefixes, [net("2001:db8:100::/56")]);
     assert_eq!(binding.expires_at, now + Duration::from_secs(400));
     assert_eq!(ha.binding(addr(HOA_A)), Some(&*binding));
@@ -243,8 +245,8 @@ fn refresh_and_move_update_the_binding() {
     let Some(Change::Upsert { binding, previous }) = change else {
         panic!("no upsert");
     };
-    assert_eq!(previous.unwrap().care_of, addr(COA));
-    assert_eq!(binding.care_of, addr(COA_NEW));
+    assert_eq!(previous.unwrap().care_of, nemo::ha::CareOf::Ipv6(addr(COA)));
+    assert_eq!(binding.care_of, nemo::ha::CareOf::Ipv6(addr(COA_NEW)));
     assert_eq!(binding.expires_at, later + Duration::from_secs(400));
     assert_eq!(ha.len(), 1);
 }
@@ -256,7 +258,10 @@ fn alternate_care_of_address_is_the_care_of_address() {
     let mut bu = Bu::new(HOA_A, 0x1000, 1, now);
     bu.alternate_care_of = Some(addr(COA_NEW));
     assert_eq!(status(&bu.send(&mut ha, now), &bu), BaStatus::ACCEPTED);
-    assert_eq!(ha.binding(addr(HOA_A)).unwrap().care_of, addr(COA_NEW));
+    assert_eq!(
+        ha.binding(addr(HOA_A)).unwrap().care_of,
+        nemo::ha::CareOf::Ipv6(addr(COA_NEW))
+    );
 }
 
 #[test]
@@ -344,6 +349,7 @@ fn authentication_option_not_last_is_dropped() {
             mh: &mh,
             source: addr(COA),
             home_address: Some(addr(HOA_A)),
+            arrival: Arrival::Ipv6,
         },
         &header,
         now,
@@ -533,6 +539,7 @@ fn a_prefix_is_bound_to_one_home_address_at_a_time() {
             mh: &mh,
             source: b.source,
             home_address: Some(b.home),
+            arrival: Arrival::Ipv6,
         },
         &header,
         now,
@@ -586,7 +593,9 @@ fn deregistration_by_lifetime_zero_or_from_home() {
     let (ba, change) = ack(&deregister.send(&mut ha, now), &deregister);
     assert_eq!(ba.status, BaStatus::ACCEPTED);
     assert_eq!(ba.lifetime, Lifetime::ZERO);
-    assert!(matches!(change, Some(Change::Remove { binding }) if binding.care_of == addr(COA)));
+    assert!(
+        matches!(change, Some(Change::Remove { binding }) if binding.care_of == nemo::ha::CareOf::Ipv6(addr(COA)))
+    );
     assert!(ha.is_empty());
 
     // From home: care-of address = home address.
@@ -694,7 +703,7 @@ fn bindings_expire_and_get_a_refresh_request_before() {
     let request = &requests[0];
     assert_eq!(
         (request.care_of, request.home_address),
-        (addr(COA), addr(HOA_A))
+        (CareOf::Ipv6(addr(COA)), addr(HOA_A))
     );
     auth::verify(&request.mh, addr(COA), addr(HOA_A), &bu.sa).unwrap();
     assert_eq!(
@@ -731,7 +740,10 @@ fn revert_restores_the_cache() {
     let (_, second) = ack(&moved.send(&mut ha, now), &moved);
     // Forwarding to the new care-of address failed: back to the old one.
     ha.revert(&second.unwrap());
-    assert_eq!(ha.binding(addr(HOA_A)).unwrap().care_of, addr(COA));
+    assert_eq!(
+        ha.binding(addr(HOA_A)).unwrap().care_of,
+        nemo::ha::CareOf::Ipv6(addr(COA))
+    );
     // And the very first registration failed too: nothing.
     ha.revert(&first.unwrap());
     assert!(ha.is_empty());
@@ -789,6 +801,7 @@ fn other_message_types_get_a_binding_error_or_nothing() {
                 mh: &mh,
                 source: addr(COA),
                 home_address: None,
+                arrival: Arrival::Ipv6,
             },
             &header,
             now,
@@ -798,7 +811,7 @@ fn other_message_types_get_a_binding_error_or_nothing() {
             panic!("type {mh_type}: {outcome:?}");
         };
         assert_eq!(status, BeStatus::UNRECOGNIZED_MH_TYPE);
-        assert_eq!(reply.care_of, addr(COA));
+        assert_eq!(reply.care_of, nemo::ha::CareOf::Ipv6(addr(COA)));
         let Message::BindingError(be) = MobilityHeader::decode(&reply.mh).unwrap().message else {
             panic!("not a BE");
         };
@@ -818,6 +831,7 @@ fn other_message_types_get_a_binding_error_or_nothing() {
             mh: &mh,
             source: addr(COA),
             home_address: None,
+            arrival: Arrival::Ipv6,
         },
         &header,
         now,

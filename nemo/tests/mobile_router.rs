@@ -7,7 +7,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nemo::auth::{Algorithm, ReplayPolicy, SecurityAssociation};
 use nemo::ha::{
-    Authorization, AuthorizationTable, Decision, Forwarding, Handled, HomeAgent, HomeAgentConfig,
+    Arrival, Authorization, AuthorizationTable, Decision, Forwarding, Handled, HomeAgent,
+    HomeAgentConfig,
 };
 use nemo::mr::{Delivery, MobileRouter, Receipt, Tenant};
 use nemo::registration::AckError;
@@ -54,6 +55,7 @@ fn home_agent() -> HomeAgent<()> {
             max_lifetime: Duration::from_secs(600),
             replay: ReplayPolicy::default(),
             refresh_request_before: None,
+            ..HomeAgentConfig::default()
         },
         AuthorizationTable::new(vec![
             authorization("a", 0x10a, "2001:db8:a00::/56"),
@@ -66,7 +68,7 @@ fn home_agent() -> HomeAgent<()> {
 /// The home agent's acknowledgement of a Binding Update, forwarding
 /// installed.
 fn acknowledge(ha: &mut HomeAgent<()>, update: &[u8], wall: SystemTime) -> Vec<u8> {
-    let Decision::Forward(forward) = ha.handle(update, (), wall) else {
+    let Decision::Forward(forward) = ha.handle(update, Arrival::Ipv6, (), wall) else {
         panic!("not accepted");
     };
     let Handled::Acknowledge(acknowledgement) = ha.forwarded(forward, Forwarding::Installed, wall)
@@ -86,7 +88,9 @@ fn an_acknowledgement_reaches_its_tenant_only() {
     router.insert(tenant("a", 0x10a));
     router.insert(tenant("b", 0x10b));
     for tenant in router.iter_mut() {
-        tenant.registrar.set_care_of(Some(addr(COA)), now, wall);
+        tenant
+            .registrar
+            .set_care_of(Some(std::net::IpAddr::V6(addr(COA))), now, wall);
     }
     let update_a = router
         .get_mut("a")
@@ -154,7 +158,9 @@ fn an_answer_signed_with_another_key_is_not_taken() {
     router.insert(wrong);
     router.insert(tenant("b", 0x10b));
     for tenant in router.iter_mut() {
-        tenant.registrar.set_care_of(Some(addr(COA)), now, wall);
+        tenant
+            .registrar
+            .set_care_of(Some(std::net::IpAddr::V6(addr(COA))), now, wall);
     }
     let update_a = router
         .get_mut("a")
@@ -165,7 +171,7 @@ fn an_answer_signed_with_another_key_is_not_taken() {
     let mut ha = home_agent();
     // SPI 0x10c is unknown to the home agent: dropped, no answer.
     assert!(matches!(
-        ha.handle(&update_a, (), wall),
+        ha.handle(&update_a, Arrival::Ipv6, (), wall),
         Decision::Handled(Handled::Dropped { .. })
     ));
     let update_b = router
@@ -204,7 +210,9 @@ fn packets_for_no_tenant_or_not_parsing_are_named() {
         Delivery::Malformed(_)
     ));
     let mut other = tenant("b", 0x10b);
-    other.registrar.set_care_of(Some(addr(COA)), now, wall);
+    other
+        .registrar
+        .set_care_of(Some(std::net::IpAddr::V6(addr(COA))), now, wall);
     let update = other.registrar.poll_transmit().unwrap();
     let ack = acknowledge(&mut home_agent(), &update, wall);
     assert_eq!(

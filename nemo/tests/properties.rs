@@ -3,14 +3,15 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use nemo::auth::{self, Algorithm, AuthError, SecurityAssociation};
 use nemo::wire::{
     build_packet, parse_packet, verify_mh_checksum, AuthSubtype, BaFlags, BaStatus, BeStatus,
     BindingAck, BindingError, BindingRefreshRequest, BindingUpdate, BuFlags, HomeAddressOption,
-    Lifetime, Message, MhType, MobileNetworkPrefix, MobilityHeader, MobilityOption, NtpTimestamp,
-    OptionType, PacketRepr, RawOptions, SequenceNumber, Type2RoutingHeader,
+    Ipv4AckStatus, Ipv4AddressAck, Ipv4HomeAddress, Lifetime, Message, MhType, MobileNetworkPrefix,
+    MobilityHeader, MobilityOption, NatDetection, NatRefresh, NtpTimestamp, OptionType, PacketRepr,
+    RawOptions, SequenceNumber, Type2RoutingHeader,
 };
 use proptest::prelude::*;
 
@@ -48,6 +49,33 @@ fn option() -> impl Strategy<Value = MobilityOption> {
                 data
             }),
         any::<u64>().prop_map(|t| MobilityOption::ReplayProtection(NtpTimestamp(t))),
+        // Prefix-len is six bits wide (RFC 5555 §3.1.1, §3.2.1).
+        (0u8..64, any::<bool>(), any::<u32>()).prop_map(|(prefix_len, request_prefix, a)| {
+            MobilityOption::Ipv4HomeAddress(Ipv4HomeAddress {
+                prefix_len,
+                request_prefix,
+                address: Ipv4Addr::from(a),
+            })
+        }),
+        (any::<u8>(), 0u8..64, any::<u32>()).prop_map(|(status, prefix_len, a)| {
+            MobilityOption::Ipv4AddressAck(Ipv4AddressAck {
+                status: Ipv4AckStatus(status),
+                prefix_len,
+                address: Ipv4Addr::from(a),
+            })
+        }),
+        (any::<bool>(), any::<u32>()).prop_map(|(udp_required, seconds)| {
+            let refresh = match seconds {
+                0 => NatRefresh::Unspecified,
+                u32::MAX => NatRefresh::NotNeeded,
+                n => NatRefresh::Every(n),
+            };
+            MobilityOption::NatDetection(NatDetection {
+                udp_required,
+                refresh,
+            })
+        }),
+        any::<u32>().prop_map(|a| MobilityOption::Ipv4CareOfAddress(Ipv4Addr::from(a))),
     ]
 }
 
@@ -57,13 +85,15 @@ fn options() -> impl Strategy<Value = Vec<MobilityOption>> {
 }
 
 fn bu_flags() -> impl Strategy<Value = BuFlags> {
-    any::<[bool; 6]>().prop_map(|b| BuFlags {
+    any::<[bool; 8]>().prop_map(|b| BuFlags {
         acknowledge: b[0],
         home_registration: b[1],
         link_local_compat: b[2],
         key_management: b[3],
         map_registration: b[4],
         mobile_router: b[5],
+        proxy_registration: b[6],
+        force_udp: b[7],
     })
 }
 
@@ -125,6 +155,11 @@ fn alignment(option_type: OptionType) -> (usize, usize) {
         OptionType::MOBILE_NETWORK_PREFIX => (8, 4),
         OptionType::AUTHENTICATION => (4, 1),
         OptionType::REPLAY_PROTECTION => (8, 2),
+        // RFC 5555 §3.1.1, §3.1.2, §3.2.1, §3.2.2.
+        OptionType::IPV4_HOME_ADDRESS
+        | OptionType::IPV4_ADDRESS_ACK
+        | OptionType::NAT_DETECTION
+        | OptionType::IPV4_CARE_OF_ADDRESS => (4, 0),
         _ => (1, 0),
     }
 }

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nemo::auth::{Algorithm, ReplayPolicy, SecurityAssociation};
 use nemo::ha::{
-    Authorization, AuthorizationTable, BindingCache, HomeAgentConfig, Outcome, Received, Reply,
+    Arrival, Authorization, AuthorizationTable, BindingCache, HomeAgentConfig, Outcome, Received,
+    Reply,
 };
 use nemo::registration::{
     Event, InstanceConfig, Registrar, State, INITIAL_BINDACK_TIMEOUT_FIRST_REG, MAX_BINDACK_TIMEOUT,
@@ -63,6 +64,7 @@ impl World {
                 max_lifetime: Duration::from_secs(600),
                 replay: ReplayPolicy::default(),
                 refresh_request_before: None,
+                ..HomeAgentConfig::default()
             }),
             authorizations: table(&["2001:db8:100::/56"]),
             mr: Registrar::new(
@@ -93,7 +95,7 @@ impl World {
         build_packet(
             &PacketRepr {
                 source: addr(HA),
-                destination: reply.care_of,
+                destination: reply.care_of.ipv6().unwrap(),
                 hop_limit: 64,
                 type2_routing: Some(Type2RoutingHeader {
                     home_address: reply.home_address,
@@ -120,6 +122,7 @@ impl World {
                     mh: parsed.mh,
                     source: parsed.repr.source,
                     home_address: parsed.repr.home_address_option.map(|h| h.home_address),
+                    arrival: Arrival::Ipv6,
                 },
                 &header,
                 self.wall,
@@ -156,7 +159,8 @@ impl World {
 
     fn attach(&mut self, care_of: &str) {
         let (now, wall) = (self.now, self.mr_wall());
-        self.mr.set_care_of(Some(addr(care_of)), now, wall);
+        self.mr
+            .set_care_of(Some(std::net::IpAddr::V6(addr(care_of))), now, wall);
         self.exchange();
     }
 
@@ -288,7 +292,9 @@ fn a_late_answer_to_an_earlier_transmission_still_counts() {
     // The first BU reaches the home agent but its answer comes late: hold
     // it, let the registrar retransmit, then deliver the old answer.
     let (now, wall) = (world.now, world.mr_wall());
-    world.mr.set_care_of(Some(addr(COA)), now, wall);
+    world
+        .mr
+        .set_care_of(Some(std::net::IpAddr::V6(addr(COA))), now, wall);
     let first = world.mr.poll_transmit().unwrap();
     let parsed = parse_packet(&first).unwrap();
     let header = MobilityHeader::decode(parsed.mh).unwrap();
@@ -297,6 +303,7 @@ fn a_late_answer_to_an_earlier_transmission_still_counts() {
             mh: parsed.mh,
             source: parsed.repr.source,
             home_address: parsed.repr.home_address_option.map(|h| h.home_address),
+            arrival: Arrival::Ipv6,
         },
         &header,
         world.wall,
@@ -320,7 +327,10 @@ fn a_new_care_of_address_registers_at_once() {
     world.attach(COA);
     world.advance(Duration::from_secs(10));
     world.attach(COA_NEW);
-    assert_eq!(world.ha.binding(addr(HOA)).unwrap().care_of, addr(COA_NEW));
+    assert_eq!(
+        world.ha.binding(addr(HOA)).unwrap().care_of,
+        nemo::ha::CareOf::Ipv6(addr(COA_NEW))
+    );
     assert_eq!(world.mr.registrations, 2);
     // Without a care-of address nothing is sent and no timer runs.
     let (now, wall) = (world.now, world.mr_wall());
@@ -337,7 +347,10 @@ fn a_restarted_home_agent_is_registered_again() {
     // The home agent loses its cache: the next refresh recreates it.
     world.ha = BindingCache::new(world.ha.config().clone());
     world.advance(Duration::from_secs(300));
-    assert_eq!(world.ha.binding(addr(HOA)).unwrap().care_of, addr(COA));
+    assert_eq!(
+        world.ha.binding(addr(HOA)).unwrap().care_of,
+        nemo::ha::CareOf::Ipv6(addr(COA))
+    );
 }
 
 #[test]
@@ -350,7 +363,10 @@ fn sequence_out_of_window_takes_the_home_agents_number() {
     world.wall += Duration::from_secs(1);
     world.attach(COA_NEW);
     assert!(matches!(world.mr.state(), State::Registered { .. }));
-    assert_eq!(world.ha.binding(addr(HOA)).unwrap().care_of, addr(COA_NEW));
+    assert_eq!(
+        world.ha.binding(addr(HOA)).unwrap().care_of,
+        nemo::ha::CareOf::Ipv6(addr(COA_NEW))
+    );
     assert_eq!(world.mr.last_status, Some(BaStatus::ACCEPTED));
     assert_eq!(world.updates_seen, 3, "one BU, a 135, one more BU");
 }
@@ -392,7 +408,9 @@ fn a_verified_auth_failure_stops_registration() {
     // The BU is damaged on the way (the home agent sees a bad MAC and says
     // 146, signed with the right key): the mobile router stops.
     let (now, wall) = (world.now, world.mr_wall());
-    world.mr.set_care_of(Some(addr(COA)), now, wall);
+    world
+        .mr
+        .set_care_of(Some(std::net::IpAddr::V6(addr(COA))), now, wall);
     let mut packet = world.mr.poll_transmit().unwrap();
     let last = packet.len() - 1;
     packet[last] ^= 1;
@@ -403,6 +421,7 @@ fn a_verified_auth_failure_stops_registration() {
             mh: parsed.mh,
             source: parsed.repr.source,
             home_address: parsed.repr.home_address_option.map(|h| h.home_address),
+            arrival: Arrival::Ipv6,
         },
         &header,
         world.wall,
@@ -498,7 +517,9 @@ fn deregistration_removes_the_binding() {
 fn garbage_and_forged_answers_change_nothing() {
     let mut world = World::new(7, &[]);
     let (now, wall) = (world.now, world.mr_wall());
-    world.mr.set_care_of(Some(addr(COA)), now, wall);
+    world
+        .mr
+        .set_care_of(Some(std::net::IpAddr::V6(addr(COA))), now, wall);
     let _ = world.mr.poll_transmit();
     assert!(world.mr.handle_ack(&[0u8; 10], now, wall).is_err());
     assert!(world.mr.handle_ack(&[0x60; 80], now, wall).is_err());
@@ -517,7 +538,7 @@ fn garbage_and_forged_answers_change_nothing() {
     nemo::auth::sign(&mut mh, addr(COA), addr(HOA), &other.mr.config().sa).unwrap();
     let packet = World::frame(&Reply {
         mh,
-        care_of: addr(COA),
+        care_of: nemo::ha::CareOf::Ipv6(addr(COA)),
         home_address: addr(HOA),
     });
     assert!(world.mr.handle_ack(&packet, now, wall).is_err());

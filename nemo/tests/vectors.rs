@@ -113,6 +113,20 @@ fn binding_update_flag_bits() {
             },
             "04",
         ),
+        (
+            BuFlags {
+                proxy_registration: true,
+                ..BuFlags::default()
+            },
+            "02",
+        ),
+        (
+            BuFlags {
+                force_udp: true,
+                ..BuFlags::default()
+            },
+            "01",
+        ),
     ] {
         check_vector(
             Message::BindingUpdate(BindingUpdate {
@@ -128,9 +142,10 @@ fn binding_update_flag_bits() {
 
 #[test]
 fn binding_update_reserved_flag_bits_are_ignored() {
-    // RFC 6275 §6.1.7: reserved bits MUST be ignored by the receiver.
+    // RFC 6275 §6.1.7: reserved bits MUST be ignored by the receiver (the
+    // eight after R, P and F, RFC 5213 §8.1 and RFC 5555 §3.1.3).
     let decoded =
-        MobilityHeader::decode(&bytes("3b 01 05 00 0000 0002 c7ff 0003 01 02 0000")).unwrap();
+        MobilityHeader::decode(&bytes("3b 01 05 00 0000 0002 c4ff 0003 01 02 0000")).unwrap();
     let Message::BindingUpdate(bu) = decoded.message else {
         panic!("not a BU")
     };

@@ -8,6 +8,12 @@
 //!   recomputed by Scapy, authenticator recomputed by Python's `hmac`) and by
 //!   Wireshark's `tshark` (fields) with the values they were built from.
 //!
+//! - Dual-Stack Mobile IPv6 (RFC 5555) both ways: Scapy's messages in UDP
+//!   over IPv4 (the options defined in the script from the RFC's figures)
+//!   decode here; the Binding Update nemo's mobile router sends from an
+//!   IPv4 care-of address and the home agent's answer through a NAT
+//!   dissect in Scapy and tshark with the values they were built from.
+//!
 //! Needs `/usr/bin/python3` with Debian's python3-scapy, and tshark. Without
 //! them the tests skip loudly, unless NEMO_REQUIRE_XCHECK is set (CI sets it),
 //! in which case they fail.
@@ -15,17 +21,23 @@
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 use std::io::Write;
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::time::{Duration, UNIX_EPOCH};
 
 use ipnet::Ipv6Net;
-use nemo::auth::{self, Algorithm, AuthError, SecurityAssociation};
+use nemo::auth::{self, Algorithm, AuthError, ReplayPolicy, SecurityAssociation};
+use nemo::ha::{
+    Arrival, Authorization, AuthorizationTable, Decision, Forwarding, Handled, HomeAgent,
+    HomeAgentConfig, Ipv4CareOfs, UdpEncapsulation,
+};
+use nemo::registration::Registration;
 use nemo::wire::{
     build_packet, parse_packet, BaFlags, BaStatus, BeStatus, BindingAck, BindingError,
-    BindingRefreshRequest, BindingUpdate, BuFlags, HomeAddressOption, Lifetime, Message,
-    MobileNetworkPrefix, MobilityHeader, MobilityOption, NtpTimestamp, PacketRepr, SequenceNumber,
-    Type2RoutingHeader, MN_ID_SUBTYPE_NAI,
+    BindingRefreshRequest, BindingUpdate, BuFlags, HomeAddressOption, Ipv4HomeAddress, Lifetime,
+    Message, MobileNetworkPrefix, MobilityHeader, MobilityOption, NatRefresh, NtpTimestamp,
+    PacketRepr, SequenceNumber, Type2RoutingHeader, MN_ID_SUBTYPE_NAI,
 };
 use nemo_testkit::addr;
 use serde_json::{json, Map, Value};
@@ -104,6 +116,8 @@ fn bu_flag_letters(flags: BuFlags) -> String {
         (flags.key_management, 'K'),
         (flags.map_registration, 'M'),
         (flags.mobile_router, 'R'),
+        (flags.proxy_registration, 'P'),
+        (flags.force_udp, 'F'),
     ]
     .iter()
     .filter_map(|(set, letter)| set.then_some(*letter))
@@ -117,10 +131,31 @@ fn ba_flag_letters(flags: BaFlags) -> String {
         .collect()
 }
 
+/// The IPv6 packet inside IPv4 and UDP (RFC 5555 §4.1), with the outer
+/// headers' facts; a packet that starts as IPv6 is returned as it is.
+/// Test code: the daemons get the datagram's payload from their socket.
+fn strip_ipv4_udp(packet: &[u8]) -> (&[u8], Map<String, Value>) {
+    let mut facts = Map::new();
+    if packet[0] >> 4 != 4 {
+        return (packet, facts);
+    }
+    let header_len = usize::from(packet[0] & 0x0f) * 4;
+    assert_eq!(packet[9], 17, "IPv4 packet that is not UDP");
+    let address = |at: usize| {
+        std::net::Ipv4Addr::new(packet[at], packet[at + 1], packet[at + 2], packet[at + 3])
+    };
+    let port = |at: usize| u16::from_be_bytes([packet[at], packet[at + 1]]);
+    facts.insert("outer_source".into(), json!(address(12).to_string()));
+    facts.insert("outer_destination".into(), json!(address(16).to_string()));
+    facts.insert("outer_sport".into(), json!(port(header_len)));
+    facts.insert("outer_dport".into(), json!(port(header_len + 2)));
+    (&packet[header_len + 8..], facts)
+}
+
 /// What nemo reads from a whole packet, named as the Python side names it.
 fn nemo_facts(packet: &[u8]) -> Map<String, Value> {
+    let (packet, mut facts) = strip_ipv4_udp(packet);
     let parsed = parse_packet(packet).expect("parse_packet");
-    let mut facts = Map::new();
     facts.insert("source".into(), json!(parsed.repr.source.to_string()));
     facts.insert(
         "destination".into(),
@@ -167,6 +202,7 @@ fn nemo_facts(packet: &[u8]) -> Map<String, Value> {
         }
     };
     let mut mnps = Vec::new();
+    let mut ipv4_home_addresses = Vec::new();
     for option in options {
         match option {
             MobilityOption::MobileNetworkPrefix(mnp) => mnps.push(json!(mnp.to_string())),
@@ -189,11 +225,41 @@ fn nemo_facts(packet: &[u8]) -> Map<String, Value> {
             MobilityOption::AlternateCareOfAddress(address) => {
                 facts.insert("alternate_care_of".into(), json!(address.to_string()));
             }
+            MobilityOption::Ipv4CareOfAddress(address) => {
+                facts.insert("ipv4_care_of".into(), json!(address.to_string()));
+            }
+            MobilityOption::Ipv4HomeAddress(request) => {
+                let p = if request.request_prefix { " P" } else { "" };
+                ipv4_home_addresses.push(json!(format!(
+                    "{}/{}{p}",
+                    request.address, request.prefix_len
+                )));
+            }
+            MobilityOption::Ipv4AddressAck(ack) => {
+                facts.insert("ipv4_ack_status".into(), json!(ack.status.0));
+                facts.insert("ipv4_ack_prefix_len".into(), json!(ack.prefix_len));
+                facts.insert("ipv4_ack_address".into(), json!(ack.address.to_string()));
+            }
+            MobilityOption::NatDetection(nat) => {
+                facts.insert("nat_udp_required".into(), json!(nat.udp_required));
+                let refresh = match nat.refresh {
+                    NatRefresh::Unspecified => 0,
+                    NatRefresh::Every(seconds) => seconds,
+                    NatRefresh::NotNeeded => u32::MAX,
+                };
+                facts.insert("nat_refresh".into(), json!(refresh));
+            }
             _ => {}
         }
     }
     if !mnps.is_empty() {
         facts.insert("mnps".into(), Value::Array(mnps));
+    }
+    if !ipv4_home_addresses.is_empty() {
+        facts.insert(
+            "ipv4_home_addresses".into(),
+            Value::Array(ipv4_home_addresses),
+        );
     }
     facts
 }
@@ -232,7 +298,7 @@ fn scapy_built_messages_decode_here() {
         let home: Ipv6Addr = auth["home"].as_str().unwrap().parse().unwrap();
         let spi = u32::try_from(got["spi"].as_u64().unwrap()).unwrap();
         let sa = SecurityAssociation::new(spi, algorithm, key.clone()).unwrap();
-        let mh = parse_packet(&packet).unwrap().mh.to_vec();
+        let mh = parse_packet(strip_ipv4_udp(&packet).0).unwrap().mh.to_vec();
         auth::verify(&mh, care_of, home, &sa).unwrap_or_else(|e| panic!("{name}: {e}"));
 
         // The checksum is outside the authenticator: changing it is harmless.
@@ -281,6 +347,9 @@ struct Built {
     name: &'static str,
     packet: Vec<u8>,
     expect: Value,
+    /// The care-of address an answer to an IPv4 care-of address was
+    /// authenticated for (its packet does not carry it).
+    answered_care_of: Option<Ipv6Addr>,
 }
 
 fn build(
@@ -298,7 +367,193 @@ fn build(
         name,
         packet: build_packet(&repr, &mh),
         expect,
+        answered_care_of: None,
     }
+}
+
+const HA4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const COA4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+const NAT4: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 99), 40000);
+const DSMIP_PORT: u16 = 4191;
+
+/// The Internet checksum (RFC 1071) of `words`' octets.
+fn internet_checksum(octets: &[u8]) -> u16 {
+    let mut sum: u32 = octets
+        .chunks(2)
+        .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// `payload` in UDP in IPv4, as a socket sends it (RFC 5555 §4.1).
+fn in_udp_ipv4(source: SocketAddrV4, destination: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
+    let udp_len = u16::try_from(8 + payload.len()).unwrap();
+    let mut udp = Vec::new();
+    udp.extend_from_slice(&source.port().to_be_bytes());
+    udp.extend_from_slice(&destination.port().to_be_bytes());
+    udp.extend_from_slice(&udp_len.to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(payload);
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&source.ip().octets());
+    pseudo.extend_from_slice(&destination.ip().octets());
+    pseudo.extend_from_slice(&[0, 17]);
+    pseudo.extend_from_slice(&udp_len.to_be_bytes());
+    pseudo.extend_from_slice(&udp);
+    udp[6..8].copy_from_slice(&internet_checksum(&pseudo).to_be_bytes());
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&(20 + udp_len).to_be_bytes());
+    ip.extend_from_slice(&[0, 1, 0x40, 0, 64, 17, 0, 0]);
+    ip.extend_from_slice(&source.ip().octets());
+    ip.extend_from_slice(&destination.ip().octets());
+    let checksum = internet_checksum(&ip);
+    ip[10..12].copy_from_slice(&checksum.to_be_bytes());
+    ip.extend_from_slice(&udp);
+    ip
+}
+
+/// The Binding Update nemo's mobile router sends from an IPv4 care-of
+/// address (`nemo::registration::Registration`), in UDP over IPv4 as the
+/// home agent receives it through a NAT, and the home agent engine's
+/// answers: accepted with the NAT's keepalive, and refused (129) by a home
+/// agent that takes no IPv4 care-of address, both acknowledging an IPv4
+/// home address request.
+fn nemo_built_dsmip(sa: &SecurityAssociation) -> Vec<Built> {
+    let registration = Registration {
+        home_address: addr(HOA),
+        home_agent: addr(HA),
+        care_of: COA4.into(),
+        prefixes: vec!["2001:db8:100::/56".parse().unwrap()],
+        lifetime: Lifetime(100),
+        sequence: SequenceNumber(0x2345),
+        timestamp: NtpTimestamp(TIMESTAMP),
+        mobile_router: true,
+        nai: None,
+    };
+    let bu = registration.packet(sa).unwrap();
+    // The same with an IPv4 Home Address option, which nemo's mobile
+    // router does not send but another may (RFC 5555 §3.1.1).
+    let Message::BindingUpdate(mut with_home) = registration.message(sa) else {
+        unreachable!()
+    };
+    with_home.options.insert(
+        0,
+        MobilityOption::Ipv4HomeAddress(Ipv4HomeAddress {
+            prefix_len: 32,
+            request_prefix: false,
+            address: Ipv4Addr::UNSPECIFIED,
+        }),
+    );
+    let mut mh = MobilityHeader::new(Message::BindingUpdate(with_home))
+        .encode()
+        .unwrap();
+    auth::sign(&mut mh, COA4.to_ipv6_mapped(), addr(HOA), sa).unwrap();
+    let bu_with_home = build_packet(
+        &PacketRepr {
+            source: addr(HOA),
+            destination: addr(HA),
+            hop_limit: 64,
+            type2_routing: None,
+            home_address_option: None,
+        },
+        &mh,
+    );
+    let answer = |ipv4_care_of: Ipv4CareOfs| {
+        let authorizations = AuthorizationTable::new(vec![Authorization {
+            home_address: addr(HOA),
+            security_associations: vec![sa.clone()],
+            mobile_router: true,
+            prefixes: vec!["2001:db8:100::/56".parse().unwrap()].into(),
+        }])
+        .unwrap();
+        let mut ha: HomeAgent<()> = HomeAgent::new(
+            HomeAgentConfig {
+                home_prefixes: vec!["2001:db8:1::/64".parse().unwrap()],
+                replay: ReplayPolicy::default(),
+                ipv4_care_of,
+                ..HomeAgentConfig::default()
+            },
+            authorizations,
+        );
+        // The time of the Binding Update's timestamp (NTP counts from 1900).
+        let ntp_era = 2_208_988_800;
+        let now = UNIX_EPOCH
+            + Duration::from_secs(u64::from(NtpTimestamp(TIMESTAMP).seconds()) - ntp_era);
+        let handled = match ha.handle(&bu_with_home, Arrival::UdpIpv4(NAT4), (), now) {
+            Decision::Forward(forward) => ha.forwarded(forward, Forwarding::Installed, now),
+            Decision::Handled(handled) => handled,
+        };
+        let Handled::Acknowledge(acknowledgement) = handled else {
+            panic!("{handled:?}")
+        };
+        in_udp_ipv4(
+            SocketAddrV4::new(HA4, DSMIP_PORT),
+            NAT4,
+            &acknowledgement.transmit.packet,
+        )
+    };
+    let accepted = answer(Ipv4CareOfs::Accepted {
+        nat_keepalive: Duration::from_secs(25),
+        udp: UdpEncapsulation::WhenNeeded,
+    });
+    let refused = answer(Ipv4CareOfs::Refused);
+    let outer_answer = json!({
+        "outer_source": HA4.to_string(), "outer_destination": NAT4.ip().to_string(),
+        "outer_sport": DSMIP_PORT, "outer_dport": NAT4.port(),
+        "source": HA, "destination": HOA, "mh_type": 6, "sequence": 0x2345,
+        "checksum_ok": true, "auth_ok": true, "spi": SPI, "timestamp": TIMESTAMP,
+        "ipv4_ack_status": 132, "ipv4_ack_prefix_len": 0, "ipv4_ack_address": "0.0.0.0",
+    });
+    let with = |mut base: Value, more: Value| {
+        base.as_object_mut()
+            .unwrap()
+            .extend(more.as_object().unwrap().clone());
+        base
+    };
+    vec![
+        Built {
+            name: "bu-dsmip-nat-nemo",
+            packet: in_udp_ipv4(
+                SocketAddrV4::new(COA4, DSMIP_PORT),
+                SocketAddrV4::new(HA4, DSMIP_PORT),
+                &bu,
+            )
+            .into_iter()
+            .collect(),
+            expect: json!({
+                "outer_source": COA4.to_string(), "outer_destination": HA4.to_string(),
+                "outer_dport": DSMIP_PORT,
+                "mh_type": 5, "sequence": 0x2345, "flags": "AHR", "lifetime": 100,
+                "mnps": ["2001:db8:100::/56"], "ipv4_care_of": COA4.to_string(),
+                "timestamp": TIMESTAMP, "spi": SPI, "source": HOA, "destination": HA,
+                "checksum_ok": true, "auth_ok": true,
+            }),
+            answered_care_of: None,
+        },
+        Built {
+            name: "ba-dsmip-nat-nemo",
+            packet: accepted,
+            expect: with(
+                outer_answer.clone(),
+                json!({"status": 0, "flags": "R", "lifetime": 100,
+                       "nat_udp_required": false, "nat_refresh": 25}),
+            ),
+            answered_care_of: Some(COA4.to_ipv6_mapped()),
+        },
+        Built {
+            name: "ba-dsmip-refused-nemo",
+            packet: refused,
+            expect: with(
+                outer_answer,
+                json!({"status": 129, "flags": "", "lifetime": 0,
+                       "nat_udp_required": false, "nat_refresh": 0}),
+            ),
+            answered_care_of: Some(COA4.to_ipv6_mapped()),
+        },
+    ]
 }
 
 fn nemo_built_packets() -> Vec<Built> {
@@ -374,7 +629,8 @@ fn nemo_built_packets() -> Vec<Built> {
         "type2_home_address": HOA, "source": HA, "destination": COA,
         "checksum_ok": true, "auth_ok": true,
     });
-    let mut packets = vec![
+    let mut packets = nemo_built_dsmip(&sha256);
+    packets.extend([
         build(
             "bu-nemo-hmac-sha1-96",
             nemo_bu(&sha1),
@@ -403,7 +659,7 @@ fn nemo_built_packets() -> Vec<Built> {
             Some((&sha256, addr(COA), addr(HOA))),
             ba_expect,
         ),
-    ];
+    ]);
     for status in [
         BaStatus::SEQUENCE_OUT_OF_WINDOW,
         BaStatus::MOBILE_ROUTER_NOT_PERMITTED,
@@ -464,6 +720,8 @@ fn nemo_built_packets() -> Vec<Built> {
                 key_management: true,
                 map_registration: true,
                 mobile_router: true,
+                proxy_registration: true,
+                force_udp: true,
             },
             lifetime: Lifetime::ZERO,
             options: vec![MobilityOption::AlternateCareOfAddress(addr(
@@ -472,7 +730,7 @@ fn nemo_built_packets() -> Vec<Built> {
         }),
         bu_repr,
         None,
-        json!({"mh_type": 5, "sequence": 0, "flags": "AHLKMR", "lifetime": 0,
+        json!({"mh_type": 5, "sequence": 0, "flags": "AHLKMRPF", "lifetime": 0,
                "alternate_care_of": "2001:db8:3::30", "checksum_ok": true}),
     ));
     packets
@@ -484,7 +742,13 @@ fn nemo_built_messages_dissect_in_scapy() {
         return;
     }
     let packets = nemo_built_packets();
-    let input: String = packets.iter().map(|b| hex(&b.packet) + "\n").collect();
+    let input: String = packets
+        .iter()
+        .map(|b| match b.answered_care_of {
+            Some(care_of) => format!("{} {care_of}\n", hex(&b.packet)),
+            None => hex(&b.packet) + "\n",
+        })
+        .collect();
     let output = run(
         Command::new(PYTHON)
             .arg(script())
@@ -564,6 +828,21 @@ const TSHARK_FIELDS: &[(&str, &str)] = &[
     ("mip6.nemo.bu.r_flag", "R"),
     ("mip6.ba.k_flag", "K"),
     ("mip6.nemo.ba.r_flag", "R"),
+    ("mip6.bu.p_flag", "P"),
+    ("mip6.bu.f_flag", "F"),
+    ("mip6.ipv4coa.addr", "ipv4_care_of"),
+    ("mip6.ipv4aa.sts", "ipv4_ack_status"),
+    // Wireshark shows the acknowledgement's Pref-len and address with the
+    // IPv4 Home Address option's fields.
+    ("mip6.ipv4ha.preflen", "ipv4_prefix_len"),
+    ("mip6.ipv4ha.ha", "ipv4_address"),
+    ("mip6.ipv4ha.p_flag", "ipv4_p"),
+    ("mip6.natd.f_flag", "nat_udp_required"),
+    ("mip6.natd.refresh_t", "nat_refresh"),
+    ("ip.src", "outer_source"),
+    ("ip.dst", "outer_destination"),
+    ("udp.srcport", "outer_sport"),
+    ("udp.dstport", "outer_dport"),
     ("_ws.malformed", "malformed"),
 ];
 
@@ -586,7 +865,9 @@ fn nemo_built_messages_dissect_in_tshark() {
         .arg("-r")
         .arg(&file)
         .args(["-T", "fields", "-E", "separator=\t", "-E", "occurrence=a"])
-        .args(["-E", "aggregator=,"]);
+        .args(["-E", "aggregator=,"])
+        // RFC 5555's port, which tshark does not know: IPv6 in UDP.
+        .args(["-d", "udp.port==4191,ipv6"]);
     for (field, _) in TSHARK_FIELDS {
         command.args(["-e", field]);
     }
@@ -600,15 +881,22 @@ fn nemo_built_messages_dissect_in_tshark() {
         let mut facts = Map::new();
         let mut flags = String::new();
         let (mut prefixes, mut lengths) = (Vec::new(), Vec::new());
+        let mut ipv4_p: Vec<bool> = Vec::new();
         for ((field, fact), text) in TSHARK_FIELDS.iter().zip(columns) {
             if text.is_empty() {
                 continue;
             }
             match *fact {
-                "A" | "H" | "L" | "K" | "M" | "R" => {
+                "A" | "H" | "L" | "K" | "M" | "R" | "P" | "F" => {
                     if tshark_bool(text) {
                         flags.push_str(fact);
                     }
+                }
+                "nat_udp_required" => {
+                    facts.insert((*fact).into(), json!(tshark_bool(text)));
+                }
+                "ipv4_p" => {
+                    ipv4_p = text.split(',').map(tshark_bool).collect();
                 }
                 "mnp_prefix" => prefixes = text.split(',').map(str::to_owned).collect(),
                 "mnp_length" => lengths = text.split(',').map(str::to_owned).collect(),
@@ -627,6 +915,25 @@ fn nemo_built_messages_dissect_in_tshark() {
         );
         if built.expect.get("flags").is_some() {
             facts.insert("flags".into(), json!(flags));
+        }
+        // The IPv4 Home Address fields: the options of a Binding Update,
+        // the acknowledgement's in a Binding Acknowledgement.
+        if let (Some(length), Some(address)) = (
+            facts.remove("ipv4_prefix_len"),
+            facts.remove("ipv4_address"),
+        ) {
+            if facts.contains_key("ipv4_ack_status") {
+                facts.insert("ipv4_ack_prefix_len".into(), length);
+                facts.insert("ipv4_ack_address".into(), address);
+            } else {
+                let requests = format!("{}/{length}", address.as_str().unwrap_or_default());
+                let p = if ipv4_p.first() == Some(&true) {
+                    " P"
+                } else {
+                    ""
+                };
+                facts.insert("ipv4_home_addresses".into(), json!([requests + p]));
+            }
         }
         if !prefixes.is_empty() {
             let mnps: Vec<Value> = prefixes

@@ -18,12 +18,16 @@ use super::Pending;
 use crate::messages::{CoreEvent, Deleted, Replicated, ReplyPath, Role};
 use crate::metrics::Metrics;
 
-pub(super) fn routes(binding: &Binding) -> BindingRoutes {
-    BindingRoutes {
+/// A binding's routes in the data plane; `None` for an IPv4 care-of
+/// address (RFC 5555), which the data planes do not tunnel to yet: the
+/// engine refuses those (`nemo::ha::Ipv4CareOfs::Refused`), so none is
+/// installed, and none is there to remove.
+pub(super) fn routes(binding: &Binding) -> Option<BindingRoutes> {
+    Some(BindingRoutes {
         home_address: binding.home_address,
-        care_of: binding.care_of,
+        care_of: binding.care_of.ipv6()?,
         prefixes: binding.prefixes.to_vec(),
-    }
+    })
 }
 
 /// The core: owns the engine.
@@ -149,7 +153,8 @@ impl<D: HomeAgentDataPlane> Core<D> {
             return;
         }
         let now = SystemTime::now();
-        let handled = match self.engine.handle(bytes, path, now) {
+        let arrival = path.arrival();
+        let handled = match self.engine.handle(bytes, arrival, path, now) {
             Decision::Forward(forward) => {
                 let forwarding = match self.forward(forward.change()).await {
                     Ok(()) => Forwarding::Installed,
@@ -233,8 +238,16 @@ impl<D: HomeAgentDataPlane> Core<D> {
         self.note_while_catching_up(change);
         match change {
             Change::Upsert { binding, previous } => {
-                let wanted = routes(binding);
-                let previous = previous.as_deref().map(routes);
+                let Some(wanted) = routes(binding) else {
+                    return Err(nemo_dataplane::DataPlaneError::Unavailable {
+                        backend: self.dataplane.name(),
+                        reason: format!(
+                            "no tunnel to the IPv4 care-of address {}",
+                            binding.care_of
+                        ),
+                    });
+                };
+                let previous = previous.as_deref().and_then(routes);
                 // A refresh from the same care-of address with the same
                 // prefixes changes no route: the kernel is left alone (two
                 // netlink route replacements per prefix otherwise, which
@@ -244,7 +257,10 @@ impl<D: HomeAgentDataPlane> Core<D> {
                 }
                 self.dataplane.set(&wanted, previous.as_ref()).await
             }
-            Change::Remove { binding } => self.dataplane.clear(&routes(binding)).await,
+            Change::Remove { binding } => match routes(binding) {
+                Some(routes) => self.dataplane.clear(&routes).await,
+                None => Ok(()),
+            },
         }
     }
 
@@ -254,8 +270,8 @@ impl<D: HomeAgentDataPlane> Core<D> {
         if let Ok(mut catching_up) = self.catching_up.lock() {
             if let Some(catching_up) = catching_up.as_mut() {
                 let before = match change {
-                    Change::Upsert { previous, .. } => previous.as_deref().map(routes),
-                    Change::Remove { binding } => Some(routes(binding)),
+                    Change::Upsert { previous, .. } => previous.as_deref().and_then(routes),
+                    Change::Remove { binding } => routes(binding),
                 };
                 catching_up
                     .touched
@@ -283,12 +299,12 @@ impl<D: HomeAgentDataPlane> Core<D> {
                 let mut now = Vec::new();
                 let mut gone = Vec::new();
                 for (home_address, before) in &catching_up.touched {
-                    now.extend(cache.binding(*home_address).map(routes));
+                    now.extend(cache.binding(*home_address).and_then(routes));
                     gone.extend(before.clone());
                 }
                 let mut users: HashMap<Ipv6Addr, usize> = HashMap::new();
-                for binding in cache.bindings() {
-                    *users.entry(binding.care_of).or_default() += 1;
+                for care_of in cache.bindings().filter_map(|b| b.care_of.ipv6()) {
+                    *users.entry(care_of).or_default() += 1;
                 }
                 self.dataplane
                     .settle(&now, &gone, users)
@@ -299,7 +315,7 @@ impl<D: HomeAgentDataPlane> Core<D> {
                 if let Err(error) = reconciled {
                     tracing::error!(%error, "reconciling the data plane failed; once more, from the cache as it is now");
                 }
-                let all: Vec<BindingRoutes> = cache.bindings().map(routes).collect();
+                let all: Vec<BindingRoutes> = cache.bindings().filter_map(routes).collect();
                 self.dataplane.reconcile(&all).await
             }
         };
@@ -330,37 +346,17 @@ impl<D: HomeAgentDataPlane> Core<D> {
     async fn copy(&mut self, actions: Vec<Copying>) {
         for action in actions {
             match action {
-                Copying::Start(left) => match self.dataplane.bicast(&routes(&left)).await {
-                    Ok(true) => {
-                        self.metrics.bicasts_started.inc();
-                        tracing::info!(
-                            home_address = %left.home_address,
-                            left = %left.care_of,
-                            window_ms = self.bicasts.window().as_millis() as u64,
-                            "binding moved: the care-of address it left gets copies while it sends, and for the window after"
-                        );
+                Copying::Start(left) => {
+                    // None: nothing was tunnelled there.
+                    if let Some(routes) = routes(&left) {
+                        self.start_copies(&left, &routes).await;
                     }
-                    Ok(false) => {
-                        // Said once: a zero window opens no other.
-                        tracing::warn!(
-                            dataplane = self.dataplane.name(),
-                            "this data plane cannot copy packets: a moved binding's old \
-                             care-of address gets nothing ([dataplane] bicast_ms needs the \
-                             bpf backend)"
-                        );
-                        self.bicasts = Bicasts::new(std::time::Duration::ZERO);
-                    }
-                    Err(error) => {
-                        self.metrics.forwarding_failures.inc();
-                        tracing::warn!(
-                            %error,
-                            home_address = %left.home_address,
-                            "could not copy packets to the care-of address the binding left"
-                        );
-                    }
-                },
+                }
                 Copying::End(left) => {
-                    if let Err(error) = self.dataplane.end_bicast(&routes(&left)).await {
+                    let Some(routes) = routes(&left) else {
+                        continue;
+                    };
+                    if let Err(error) = self.dataplane.end_bicast(&routes).await {
                         self.metrics.forwarding_failures.inc();
                         tracing::error!(%error, home_address = %left.home_address, "could not stop copies");
                     }
@@ -368,6 +364,39 @@ impl<D: HomeAgentDataPlane> Core<D> {
             }
         }
         self.metrics.bicasts.set(self.bicasts.len() as i64);
+    }
+
+    /// Has the data plane copy `left`'s packets to the address it left.
+    async fn start_copies(&mut self, left: &Binding, routes: &BindingRoutes) {
+        match self.dataplane.bicast(routes).await {
+            Ok(true) => {
+                self.metrics.bicasts_started.inc();
+                tracing::info!(
+                    home_address = %left.home_address,
+                    left = %left.care_of,
+                    window_ms = self.bicasts.window().as_millis() as u64,
+                    "binding moved: the care-of address it left gets copies while it sends, and for the window after"
+                );
+            }
+            Ok(false) => {
+                // Said once: a zero window opens no other.
+                tracing::warn!(
+                    dataplane = self.dataplane.name(),
+                    "this data plane cannot copy packets: a moved binding's old \
+                             care-of address gets nothing ([dataplane] bicast_ms needs the \
+                             bpf backend)"
+                );
+                self.bicasts = Bicasts::new(std::time::Duration::ZERO);
+            }
+            Err(error) => {
+                self.metrics.forwarding_failures.inc();
+                tracing::warn!(
+                    %error,
+                    home_address = %left.home_address,
+                    "could not copy packets to the care-of address the binding left"
+                );
+            }
+        }
     }
 
     /// Makes forwarding follow a change that cannot be refused (an expiry,
@@ -391,7 +420,10 @@ impl<D: HomeAgentDataPlane> Core<D> {
         let now = SystemTime::now();
         let mut ended = Vec::new();
         for left in self.bicasts.due(now) {
-            let heard_ago = self.dataplane.bicast_heard(&routes(&left)).await;
+            let heard_ago = match routes(&left) {
+                Some(routes) => self.dataplane.bicast_heard(&routes).await,
+                None => None,
+            };
             ended.extend(self.bicasts.settle(left.home_address, heard_ago, now));
         }
         self.copy(ended).await;
@@ -436,7 +468,7 @@ impl<D: HomeAgentDataPlane> Core<D> {
             }
         }
         let expired = self.engine.replace(bindings, SystemTime::now());
-        let live: Vec<BindingRoutes> = self.engine.cache().bindings().map(routes).collect();
+        let live: Vec<BindingRoutes> = self.engine.cache().bindings().filter_map(routes).collect();
         match self.dataplane.reconcile(&live).await {
             Ok(report) => tracing::info!(
                 bindings = live.len(),

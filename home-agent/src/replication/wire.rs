@@ -453,7 +453,7 @@ mod tests {
     fn binding(last: u8) -> Binding {
         Binding {
             home_address: Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, u16::from(last)),
-            care_of: Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x10),
+            care_of: nemo::ha::CareOf::Ipv6(Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x10)),
             prefixes: vec!["2001:db8:100::/56".parse().unwrap_or_default()].into(),
             mobile_router: true,
             sequence: nemo::wire::SequenceNumber(7),

@@ -188,13 +188,14 @@ impl Bicasts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ha::CareOf;
     use crate::wire::{Lifetime, SequenceNumber};
 
     fn binding(care_of: &str) -> Arc<Binding> {
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
         Arc::new(Binding {
             home_address: "2001:db8:100::1".parse().unwrap(),
-            care_of: care_of.parse().unwrap(),
+            care_of: CareOf::Ipv6(care_of.parse().unwrap()),
             prefixes: vec!["2001:db8:100::/56".parse().unwrap()].into(),
             mobile_router: true,
             sequence: SequenceNumber(1),

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::Ipv6Net;
 
+use super::care_of::{CareOf, Ipv4CareOfs};
 use crate::auth::ReplayPolicy;
 use crate::prefix_index::PrefixIndex;
 use crate::wire::{Lifetime, NtpTimestamp, SequenceNumber};
@@ -27,6 +28,9 @@ pub struct HomeAgentConfig {
     /// Send a Binding Refresh Request this long before a binding expires
     /// (RFC 6275 §9.5.5); `None` for never.
     pub refresh_request_before: Option<Duration>,
+    /// IPv4 care-of addresses (RFC 5555): refused unless the data plane
+    /// tunnels to them.
+    pub ipv4_care_of: Ipv4CareOfs,
 }
 
 impl Default for HomeAgentConfig {
@@ -36,6 +40,7 @@ impl Default for HomeAgentConfig {
             max_lifetime: Duration::from_secs(600),
             replay: ReplayPolicy::default(),
             refresh_request_before: None,
+            ipv4_care_of: Ipv4CareOfs::Refused,
         }
     }
 }
@@ -45,8 +50,8 @@ impl Default for HomeAgentConfig {
 pub struct Binding {
     /// The mobile router's home address, the key.
     pub home_address: Ipv6Addr,
-    /// Where it is now.
-    pub care_of: Ipv6Addr,
+    /// Where it is now, and the tunnel there.
+    pub care_of: CareOf,
     /// The Mobile Network Prefixes forwarded to it (empty for a plain mobile
     /// node binding, R clear). A boxed slice, not a `Vec`: 8 octets less,
     /// which brings an `Arc<Binding>` to 128 octets, an allocator size

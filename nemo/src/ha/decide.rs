@@ -17,12 +17,17 @@
 //!
 //! Order of checks, each with its RFC:
 //! 1. home address unicast routable, care-of address unicast routable
-//!    (RFC 6275 §9.5.1, §6.1.7): else drop;
+//!    (RFC 6275 §9.5.1, §6.1.7; an IPv4 one from the IPv4 Care-of Address
+//!    option of a Binding Update in UDP over IPv4, NAT detected there,
+//!    RFC 5555 §4.2: [`super::dsmip`]): else drop;
 //! 2. MN-HA authentication option present and SPI known (RFC 4285 §5,
 //!    §5.1.1): else drop; authenticator valid: else 146; the SPI's home
 //!    address is the one claimed: else 133;
 //! 3. H set (RFC 3963 §6.2: R without H is 140; neither is a correspondent
-//!    registration, which a home agent does not take: 131);
+//!    registration, which a home agent does not take: 131); P clear (a
+//!    proxy registration, RFC 5213, is not served here: 131); an IPv4
+//!    care-of address only where the home agent takes them (RFC 5555;
+//!    else 129, Administratively prohibited);
 //! 4. home address in a served home prefix (RFC 6275 §10.3.1): else 132;
 //! 5. timestamp (RFC 4285 §6): 145 missing, 144 stale or replayed;
 //! 6. sequence number newer than the cached one (RFC 6275 §9.5.1): else 135
@@ -34,6 +39,10 @@
 //!     authorized or bound to another home address), implicit mode takes
 //!     the configured ones (143 when none) (RFC 3963 §6.2);
 //! 11. lifetime clamped to the configured maximum (RFC 6275 §10.3.1).
+//!
+//! An answer to a Binding Update that came in UDP over IPv4 carries a NAT
+//! Detection option, and one to a Binding Update with IPv4 Home Address
+//! options an IPv4 Address Acknowledgement for each (RFC 5555 §4.2, §4.5).
 
 use std::net::Ipv6Addr;
 use std::sync::Arc;
@@ -42,11 +51,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ipnet::Ipv6Net;
 
 use super::cache::{Binding, BindingCache, Change, MAX_DELETE_BCE_TIMEOUT};
+use super::care_of::{Arrival, CareOf, Ipv4CareOfs};
+use super::dsmip;
 use super::{overlaps, Authorization, AuthorizationTable};
 use crate::auth::{self, ReplayError, SecurityAssociation};
 use crate::wire::{
     BaFlags, BaStatus, BeStatus, BindingAck, BindingError, BindingRefreshRequest, BindingUpdate,
-    Lifetime, Message, MobilityHeader, MobilityOption, NtpTimestamp, SequenceNumber,
+    Ipv4HomeAddress, Lifetime, Message, MobilityHeader, MobilityOption, NtpTimestamp,
+    SequenceNumber,
 };
 
 /// Why a Binding Update was dropped without an answer.
@@ -100,8 +112,10 @@ impl DropReason {
 pub struct Reply {
     /// The Mobility Header bytes, signed where an association exists.
     pub mh: Vec<u8>,
-    /// The care-of address to send to.
-    pub care_of: Ipv6Addr,
+    /// The care-of address to send to: an IPv6 one is the packet's
+    /// destination; to an IPv4 one the packet goes to the home address
+    /// (RFC 5555 §4.5) in UDP over IPv4, by the path of the message.
+    pub care_of: CareOf,
     /// The home address (type 2 routing header on the native transport).
     pub home_address: Ipv6Addr,
 }
@@ -145,6 +159,9 @@ pub struct Received<'a> {
     /// transport, the inner packet's source; `None` takes `source`
     /// (RFC 6275 §9.5.1).
     pub home_address: Option<Ipv6Addr>,
+    /// How it arrived: in UDP over IPv4 it has an IPv4 care-of address
+    /// (RFC 5555 §4.2).
+    pub arrival: Arrival,
 }
 
 /// An accepted Binding Update whose answer waits for its forwarding: the
@@ -159,9 +176,11 @@ pub struct Accepted {
     mobile_router: bool,
     sequence: SequenceNumber,
     /// Where the answer goes.
-    pub(super) care_of: Ipv6Addr,
+    pub(super) care_of: CareOf,
     home_address: Ipv6Addr,
     timestamp: Option<NtpTimestamp>,
+    /// The IPv4 Home Address options, each acknowledged.
+    ipv4_home_addresses: Vec<Ipv4HomeAddress>,
     /// Owned: the answer is signed after the forwarding is set up, when the
     /// table's borrow is long gone.
     sa: SecurityAssociation,
@@ -229,6 +248,8 @@ pub fn ntp_time(time: SystemTime) -> NtpTimestamp {
 struct BuOptions {
     prefixes: Vec<crate::wire::MobileNetworkPrefix>,
     alternate_care_of: Option<Ipv6Addr>,
+    ipv4_care_of: Option<std::net::Ipv4Addr>,
+    ipv4_home_addresses: Vec<Ipv4HomeAddress>,
     timestamp: Option<NtpTimestamp>,
 }
 
@@ -237,6 +258,8 @@ impl BuOptions {
         let mut options = BuOptions {
             prefixes: Vec::new(),
             alternate_care_of: None,
+            ipv4_care_of: None,
+            ipv4_home_addresses: Vec::new(),
             timestamp: None,
         };
         for option in &bu.options {
@@ -244,6 +267,12 @@ impl BuOptions {
                 MobilityOption::MobileNetworkPrefix(prefix) => options.prefixes.push(*prefix),
                 MobilityOption::AlternateCareOfAddress(address) => {
                     options.alternate_care_of = Some(*address);
+                }
+                MobilityOption::Ipv4CareOfAddress(address) => {
+                    options.ipv4_care_of = Some(*address);
+                }
+                MobilityOption::Ipv4HomeAddress(request) => {
+                    options.ipv4_home_addresses.push(*request);
                 }
                 MobilityOption::ReplayProtection(timestamp) => options.timestamp = Some(*timestamp),
                 _ => {}
@@ -257,10 +286,11 @@ impl BuOptions {
 struct AnswerContext<'a> {
     /// The Binding Update's sequence number, echoed by a rejection.
     sequence: SequenceNumber,
-    care_of: Ipv6Addr,
+    care_of: CareOf,
     home_address: Ipv6Addr,
     sa: &'a SecurityAssociation,
     timestamp: Option<NtpTimestamp>,
+    ipv4_home_addresses: Vec<Ipv4HomeAddress>,
 }
 
 impl AnswerContext<'_> {
@@ -273,6 +303,7 @@ impl AnswerContext<'_> {
             care_of: self.care_of,
             home_address: self.home_address,
             timestamp: self.timestamp,
+            ipv4_home_addresses: self.ipv4_home_addresses.clone(),
             sa: self.sa.clone(),
         }
     }
@@ -308,7 +339,7 @@ impl BindingCache {
             let message = Message::BindingRefreshRequest(BindingRefreshRequest {
                 options: vec![sa.unsigned_option()],
             });
-            if let Some(mh) = signed(message, binding.care_of, home, sa) {
+            if let Some(mh) = signed(message, binding.care_of.authenticated(), home, sa) {
                 replies.push(Reply {
                     mh,
                     care_of: binding.care_of,
@@ -360,12 +391,18 @@ impl BindingCache {
         }
         // The options read once, for every check below.
         let options = BuOptions::of(bu);
-        let (context, authorization) = match prepare(received, bu, &options, authorizations) {
+        let (context, authorization) = match prepare(
+            received,
+            bu,
+            &options,
+            authorizations,
+            self.config.ipv4_care_of,
+        ) {
             Ok(prepared) => prepared,
             Err(reason) => return Err(Outcome::Drop(reason)),
         };
         let (care_of, home_address, sa) = (context.care_of, context.home_address, context.sa);
-        if auth::verify(received.mh, care_of, home_address, sa).is_err() {
+        if auth::verify(received.mh, care_of.authenticated(), home_address, sa).is_err() {
             return Err(self.reject(&context, BaStatus::AUTH_FAIL, now));
         }
         // RFC 6275 §10.3.1: the home address identifies the association.
@@ -379,6 +416,12 @@ impl BindingCache {
                 BaStatus::HOME_REGISTRATION_NOT_SUPPORTED
             };
             return Err(self.reject(&context, status, now));
+        }
+        if bu.flags.proxy_registration {
+            return Err(self.reject(&context, BaStatus::HOME_REGISTRATION_NOT_SUPPORTED, now));
+        }
+        if care_of.ipv6().is_none() && self.config.ipv4_care_of == Ipv4CareOfs::Refused {
+            return Err(self.reject(&context, BaStatus::ADMINISTRATIVELY_PROHIBITED, now));
         }
         if !self
             .config
@@ -421,7 +464,7 @@ impl BindingCache {
         }
 
         // Deregistration (RFC 3963 §6.2, §6.7): R and prefixes are ignored.
-        if bu.lifetime.is_zero() || care_of == home_address {
+        if bu.lifetime.is_zero() || care_of == CareOf::Ipv6(home_address) {
             // RFC 6275 §10.3.2: no home registration here, nothing to
             // deregister: 133.
             let Some(change) = self.remove(home_address) else {
@@ -524,6 +567,7 @@ impl BindingCache {
             care_of,
             home_address,
             timestamp,
+            ipv4_home_addresses,
             sa,
         } = accepted;
         let context = AnswerContext {
@@ -532,6 +576,7 @@ impl BindingCache {
             home_address,
             sa: &sa,
             timestamp,
+            ipv4_home_addresses,
         };
         match forwarding {
             Ok(()) => self.answer(
@@ -567,6 +612,10 @@ impl BindingCache {
             _ => Lifetime::ZERO,
         };
         let mut options = Vec::new();
+        if let Some(nat) = dsmip::nat_detection(context.care_of, self.config.ipv4_care_of) {
+            options.push(MobilityOption::NatDetection(nat));
+        }
+        options.extend(dsmip::ipv4_address_acks(&context.ipv4_home_addresses));
         if let Some(timestamp) = context.timestamp {
             // RFC 4285 §6: echo a valid timestamp; for an invalid one, keep
             // its low 32 bits and give our own seconds.
@@ -588,7 +637,12 @@ impl BindingCache {
             lifetime,
             options,
         });
-        match signed(message, context.care_of, context.home_address, context.sa) {
+        match signed(
+            message,
+            context.care_of.authenticated(),
+            context.home_address,
+            context.sa,
+        ) {
             Some(mh) => Outcome::Acknowledge {
                 reply: Reply {
                     mh,
@@ -613,7 +667,7 @@ impl BindingCache {
             Ok(mh) => Outcome::BindingError {
                 reply: Reply {
                     mh,
-                    care_of: source,
+                    care_of: CareOf::Ipv6(source),
                     home_address,
                 },
                 status: BeStatus::UNRECOGNIZED_MH_TYPE,
@@ -631,15 +685,22 @@ fn prepare<'a>(
     bu: &'a BindingUpdate,
     options: &BuOptions,
     authorizations: &'a AuthorizationTable,
+    ipv4_care_of: Ipv4CareOfs,
 ) -> Result<(AnswerContext<'a>, &'a Authorization), DropReason> {
     let home_address = received.home_address.unwrap_or(received.source);
     if !is_unicast_routable(home_address) {
         return Err(DropReason::BadHomeAddress);
     }
-    let care_of = options.alternate_care_of.unwrap_or(received.source);
-    if !is_unicast_routable(care_of) {
-        return Err(DropReason::BadCareOfAddress);
-    }
+    let care_of = dsmip::care_of(
+        received.arrival,
+        dsmip::Claimed {
+            source: received.source,
+            alternate: options.alternate_care_of,
+            ipv4: options.ipv4_care_of,
+            force_udp: bu.flags.force_udp,
+        },
+        ipv4_care_of,
+    )?;
     let location = match auth::find_mn_ha_option(received.mh) {
         Ok(Some(location)) => location,
         Ok(None) => return Err(DropReason::NoAuthentication),
@@ -655,6 +716,7 @@ fn prepare<'a>(
             home_address,
             sa,
             timestamp: options.timestamp,
+            ipv4_home_addresses: options.ipv4_home_addresses.clone(),
         },
         authorization,
     ))

@@ -2,7 +2,8 @@
 //!
 //! [`HomeAgent::handle`] takes a received IPv6 packet carrying a Mobility
 //! Header (as the native transport reads it, or as a UDP datagram carries
-//! it), the path its answer leaves by, and the time. It parses, checks the
+//! it), how it arrived (in UDP over IPv4 it has an IPv4 care-of address,
+//! RFC 5555), the path its answer leaves by, and the time. It parses, checks the
 //! checksum (RFC 6275 §6.1.1), decodes, decides through the
 //! [`BindingCache`], frames the answer, and says what to do:
 //! a [`Decision`]. A registration that changes the cache comes back as a
@@ -22,8 +23,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::{
-    merge::Merged, Accepted, Authorization, AuthorizationError, AuthorizationTable, Binding,
-    BindingCache, Change, DropReason, HomeAgentConfig, Outcome, Processed, Received, Reply,
+    merge::Merged, Accepted, Arrival, Authorization, AuthorizationError, AuthorizationTable,
+    Binding, BindingCache, CareOf, Change, DropReason, HomeAgentConfig, Outcome, Processed,
+    Received, Reply,
 };
 use crate::wire::{
     build_packet, parse_packet, BaStatus, BeStatus, DecodeError, MobilityHeader, PacketRepr,
@@ -86,7 +88,7 @@ pub struct Acknowledgement<P> {
     /// The home address it answers for.
     pub home_address: Ipv6Addr,
     /// The care-of address it goes to.
-    pub care_of: Ipv6Addr,
+    pub care_of: CareOf,
     /// The cache change, already in memory and in forwarding: to make
     /// durable before `transmit` leaves.
     pub change: Option<Change>,
@@ -298,9 +300,16 @@ impl<P: Clone> HomeAgent<P> {
         self.authorizations.remove(home_address)
     }
 
-    /// Handles a received IPv6 packet carrying a Mobility Header; its
-    /// answer, if any, leaves by `path` from the address it was sent to.
-    pub fn handle(&mut self, packet: &[u8], path: P, now: SystemTime) -> Decision<P> {
+    /// Handles a received IPv6 packet carrying a Mobility Header, arrived
+    /// as `arrival` says; its answer, if any, leaves by `path` from the
+    /// address it was sent to.
+    pub fn handle(
+        &mut self,
+        packet: &[u8],
+        arrival: Arrival,
+        path: P,
+        now: SystemTime,
+    ) -> Decision<P> {
         let malformed = |malformed| Decision::Handled(Handled::Malformed(malformed));
         let parsed = match parse_packet(packet) {
             Ok(parsed) => parsed,
@@ -317,6 +326,7 @@ impl<P: Clone> HomeAgent<P> {
             mh: parsed.mh,
             source: parsed.repr.source,
             home_address: parsed.repr.home_address_option.map(|hao| hao.home_address),
+            arrival,
         };
         // The answer leaves from the address the message was sent to.
         let local = parsed.repr.destination;
@@ -350,7 +360,7 @@ impl<P: Clone> HomeAgent<P> {
             path,
             local,
         } = forward;
-        let source = accepted.care_of;
+        let source = accepted.care_of.authenticated();
         let result = match forwarding {
             Forwarding::Installed => {
                 let home_address = accepted.change().binding().home_address;
@@ -460,17 +470,26 @@ enum Addressing {
     Plain,
 }
 
-/// Frames a reply as an IPv6 packet from `local`.
+/// Frames a reply as an IPv6 packet from `local`. To an IPv4 care-of
+/// address it goes to the home address itself, with no routing header
+/// (RFC 5555 §4.2, §4.5: "the home agent includes the mobile node's IPv6
+/// home address in the destination address field"); the driver sends it
+/// in UDP over IPv4 by the path of the message it answers.
 fn frame(reply: &Reply, local: Ipv6Addr, addressing: Addressing) -> Vec<u8> {
+    let (destination, type2_routing) = match reply.care_of.ipv6() {
+        Some(care_of) => (
+            care_of,
+            (addressing == Addressing::ViaType2RoutingHeader).then_some(Type2RoutingHeader {
+                home_address: reply.home_address,
+            }),
+        ),
+        None => (reply.home_address, None),
+    };
     let repr = PacketRepr {
         source: local,
-        destination: reply.care_of,
+        destination,
         hop_limit: HOP_LIMIT,
-        type2_routing: (addressing == Addressing::ViaType2RoutingHeader).then_some(
-            Type2RoutingHeader {
-                home_address: reply.home_address,
-            },
-        ),
+        type2_routing,
         home_address_option: None,
     };
     build_packet(&repr, &reply.mh)

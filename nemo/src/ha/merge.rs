@@ -198,6 +198,7 @@ mod tests {
 
     use super::*;
     use crate::auth::{Algorithm, SecurityAssociation};
+    use crate::ha::CareOf;
     use crate::ha::{Authorization, HomeAgentConfig};
     use crate::wire::{Lifetime, SequenceNumber};
 
@@ -216,7 +217,7 @@ mod tests {
     fn binding(n: u16, sequence: u16, care_of: u16, registered: u64) -> Binding {
         Binding {
             home_address: home(n),
-            care_of: Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, care_of),
+            care_of: CareOf::Ipv6(Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, care_of)),
             prefixes: vec![prefix(n)].into(),
             mobile_router: true,
             sequence: SequenceNumber(sequence),
@@ -268,7 +269,7 @@ mod tests {
         assert_eq!(merged.verdicts, BTreeMap::from([(Verdict::Taken, 1)]));
         let held = here.binding(home(1)).unwrap();
         assert_eq!(
-            (held.sequence, held.care_of.segments()[7]),
+            (held.sequence, held.care_of.ipv6().unwrap().segments()[7]),
             (SequenceNumber(6), 0xb)
         );
         match &merged.changes[..] {

@@ -10,7 +10,10 @@
 //!
 //! - [`engine`]: that entry point, and the timers (refresh requests, expiry);
 //! - [`cache`]: the binding cache and the changes that keep it;
+//! - [`care_of`]: where a binding's packets go (IPv6, IPv4, UDP through a
+//!   NAT: RFC 5555), and how a Binding Update arrived;
 //! - [`decide`]: the checks of a Binding Update, in RFC order, and its one answer;
+//! - [`dsmip`]: its rules for IPv4 care-of addresses and NATs (RFC 5555);
 //! - [`authorization`]: what each home address may register;
 //! - [`merge`]: a pair's two caches made one again after both were active;
 //! - [`bicast`]: copies to the address a binding just left (make-before-break).
@@ -18,7 +21,9 @@
 pub mod authorization;
 pub mod bicast;
 pub mod cache;
+pub mod care_of;
 pub mod decide;
+pub mod dsmip;
 pub mod engine;
 pub mod merge;
 
@@ -29,6 +34,7 @@ pub use bicast::{Bicasts, Copying};
 pub use cache::{
     Binding, BindingCache, Change, ChangeKind, HomeAgentConfig, MAX_DELETE_BCE_TIMEOUT,
 };
+pub use care_of::{Arrival, CareOf, Ipv4CareOfs, UdpEncapsulation};
 pub use decide::{
     invalid_prefix_reason, is_unicast_routable, ntp_time, Accepted, DropReason, Outcome, Processed,
     Received, Reply,

@@ -2,11 +2,11 @@
 //! Updates and checking the Binding Acknowledgements that answer them.
 //! Shared by the registrar, `nemo-mr`, the tests and the load generator.
 
-use std::net::Ipv6Addr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use ipnet::Ipv6Net;
 
-use crate::auth::{self, AuthError, SecurityAssociation};
+use crate::auth::{self, authenticated_care_of, AuthError, SecurityAssociation};
 use crate::wire::{
     build_packet, parse_packet, BindingAck, BindingUpdate, BuFlags, DecodeError, EncodeError,
     HomeAddressOption, Lifetime, Message, MobileNetworkPrefix, MobilityHeader, MobilityOption,
@@ -20,8 +20,11 @@ pub struct Registration {
     pub home_address: Ipv6Addr,
     /// The home agent's address.
     pub home_agent: Ipv6Addr,
-    /// The care-of address to register (the packet's source).
-    pub care_of: Ipv6Addr,
+    /// The care-of address to register: an IPv6 one is the packet's
+    /// source; an IPv4 one (Dual-Stack Mobile IPv6, RFC 5555) goes in an
+    /// IPv4 Care-of Address option of a packet from the home address, which
+    /// the driver sends in UDP over IPv4 to the home agent's IPv4 address.
+    pub care_of: IpAddr,
     /// Mobile Network Prefixes for explicit mode; empty for implicit mode.
     pub prefixes: Vec<Ipv6Net>,
     /// Requested lifetime; zero deregisters.
@@ -38,14 +41,17 @@ pub struct Registration {
 
 impl Registration {
     /// The Binding Update message: A and H set, R as asked, the prefixes,
-    /// the identifier, the timestamp, and an unsigned authentication option
-    /// last.
+    /// an IPv4 care-of address (RFC 5555 §3.1.2), the identifier, the
+    /// timestamp, and an unsigned authentication option last.
     pub fn message(&self, sa: &SecurityAssociation) -> Message {
         let mut options: Vec<MobilityOption> = self
             .prefixes
             .iter()
             .map(|net| MobilityOption::MobileNetworkPrefix(MobileNetworkPrefix::new(*net)))
             .collect();
+        if let IpAddr::V4(care_of) = self.care_of {
+            options.push(MobilityOption::Ipv4CareOfAddress(care_of));
+        }
         if let Some(nai) = &self.nai {
             // RFC 4283 §3.2: before any authentication option.
             options.push(MobilityOption::MobileNodeIdentifier {
@@ -69,23 +75,37 @@ impl Registration {
     /// The signed Mobility Header (checksum zero).
     pub fn mobility_header(&self, sa: &SecurityAssociation) -> Result<Vec<u8>, BuildError> {
         let mut mh = MobilityHeader::new(self.message(sa)).encode()?;
-        auth::sign(&mut mh, self.care_of, self.home_address, sa)?;
+        auth::sign(
+            &mut mh,
+            authenticated_care_of(self.care_of),
+            self.home_address,
+            sa,
+        )?;
         Ok(mh)
     }
 
-    /// The whole IPv6 packet as RFC 6275 §11.7.1 sends it: from the care-of
-    /// address, with a Home Address option, checksum filled in.
+    /// The whole IPv6 packet, checksum filled in: as RFC 6275 §11.7.1
+    /// sends it, from the care-of address with a Home Address option; for
+    /// an IPv4 care-of address as RFC 5555 §4.2 does, from the home address
+    /// (the driver puts it in UDP over IPv4).
     pub fn packet(&self, sa: &SecurityAssociation) -> Result<Vec<u8>, BuildError> {
         let mh = self.mobility_header(sa)?;
+        let (source, home_address_option) = match self.care_of {
+            IpAddr::V6(care_of) => (
+                care_of,
+                Some(HomeAddressOption {
+                    home_address: self.home_address,
+                }),
+            ),
+            IpAddr::V4(_) => (self.home_address, None),
+        };
         Ok(build_packet(
             &PacketRepr {
-                source: self.care_of,
+                source,
                 destination: self.home_agent,
                 hop_limit: 64,
                 type2_routing: None,
-                home_address_option: Some(HomeAddressOption {
-                    home_address: self.home_address,
-                }),
+                home_address_option,
             },
             &mh,
         ))
@@ -147,7 +167,7 @@ pub fn parse_answer(packet: &[u8]) -> Result<(ParsedPacket<'_>, Message), AckErr
 /// for `home_address`: [`check_ack`] on [`parse_answer`]'s result.
 pub fn check_binding_ack(
     packet: &[u8],
-    care_of: Ipv6Addr,
+    care_of: impl Into<IpAddr>,
     home_address: Ipv6Addr,
     sa: &SecurityAssociation,
 ) -> Result<BindingAck, AckError> {
@@ -162,7 +182,7 @@ pub fn check_binding_ack(
 pub fn check_ack(
     parsed: &ParsedPacket<'_>,
     message: Message,
-    care_of: Ipv6Addr,
+    care_of: impl Into<IpAddr>,
     home_address: Ipv6Addr,
     sa: &SecurityAssociation,
 ) -> Result<BindingAck, AckError> {
@@ -180,6 +200,11 @@ pub fn check_ack(
     let Message::BindingAck(ba) = message else {
         return Err(AckError::NotAck(message.mh_type().0));
     };
-    auth::verify(parsed.mh, care_of, home_address, sa)?;
+    auth::verify(
+        parsed.mh,
+        authenticated_care_of(care_of.into()),
+        home_address,
+        sa,
+    )?;
     Ok(ba)
 }

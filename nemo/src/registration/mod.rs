@@ -24,18 +24,24 @@
 //! - Other rejections: report, and retry after a long back-off (32 s
 //!   doubling to 5 minutes), never hammering the home agent.
 //! - A Binding Refresh Request is answered with a Binding Update.
+//! - An IPv4 care-of address (Dual-Stack Mobile IPv6, RFC 5555) registers
+//!   the same way; the acknowledgement's NAT Detection option says how the
+//!   tunnel is encapsulated ([`Encapsulation`]), and behind a NAT the
+//!   refresh comes at least as often as its Refresh time (§4.3), so that
+//!   the NAT keeps its mapping.
 //! - Deregistration sends lifetime zero (RFC 6275 §11.7.1) and retransmits
 //!   like a registration until acknowledged.
 
-use std::net::Ipv6Addr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ipnet::Ipv6Net;
 
+use crate::auth::authenticated_care_of;
 use crate::auth::SecurityAssociation;
 use crate::wire::{
-    BaStatus, Lifetime, Message, MobilityHeader, MobilityOption, NtpTimestamp, ParsedPacket,
-    SequenceNumber,
+    BaStatus, Lifetime, Message, MobilityHeader, MobilityOption, NatDetection, NatRefresh,
+    NtpTimestamp, ParsedPacket, SequenceNumber,
 };
 
 mod messages;
@@ -92,13 +98,52 @@ pub enum State {
     Deregistered,
 }
 
+/// How the tunnel between the mobile router and its home agent is
+/// encapsulated (RFC 5555 §4.1, §4.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encapsulation {
+    /// IPv6 in IPv6 (RFC 6275): an IPv6 care-of address.
+    Ipv6,
+    /// IPv6 in IPv4: an IPv4 care-of address with no NAT on the path.
+    Ipv4,
+    /// IPv6 in UDP in IPv4: behind a NAT (keepalives at least this often),
+    /// or when the home agent wants UDP anyway (no keepalive).
+    Udp {
+        /// How often to refresh the NAT's mapping, if it must be.
+        keepalive: Option<Duration>,
+    },
+}
+
+impl Encapsulation {
+    /// The encapsulation an acknowledgement to `care_of` sets (RFC 5555
+    /// §4.2, §4.4.2). A NAT Detection option that reports a NAT (any
+    /// Refresh time but all ones) or sets F means UDP; one with neither
+    /// (which a home agent sends for every Binding Update that came in
+    /// UDP, §4.2), or none, means IPv6 in IPv4.
+    pub fn of(care_of: IpAddr, nat: Option<NatDetection>) -> Encapsulation {
+        match (care_of, nat) {
+            (IpAddr::V6(_), _) => Encapsulation::Ipv6,
+            (IpAddr::V4(_), Some(nat))
+                if nat.udp_required || nat.refresh != NatRefresh::NotNeeded =>
+            {
+                Encapsulation::Udp {
+                    keepalive: nat.refresh.interval(),
+                }
+            }
+            (IpAddr::V4(_), _) => Encapsulation::Ipv4,
+        }
+    }
+}
+
 /// Something the driver should know about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// The home agent accepted the registration.
     Registered {
         /// The care-of address registered.
-        care_of: Ipv6Addr,
+        care_of: IpAddr,
+        /// How the tunnel is encapsulated.
+        encapsulation: Encapsulation,
         /// The lifetime granted.
         lifetime: Duration,
         /// Time from the first Binding Update of this attempt to the
@@ -125,7 +170,7 @@ struct Sent {
 #[derive(Debug)]
 pub struct Registrar {
     config: InstanceConfig,
-    care_of: Option<Ipv6Addr>,
+    care_of: Option<IpAddr>,
     sequence: SequenceNumber,
     state: State,
     /// Binding Updates of the current attempt (retransmissions included).
@@ -201,7 +246,7 @@ impl Registrar {
     }
 
     /// The care-of address in use.
-    pub fn care_of(&self) -> Option<Ipv6Addr> {
+    pub fn care_of(&self) -> Option<IpAddr> {
         self.care_of
     }
 
@@ -232,7 +277,7 @@ impl Registrar {
 
     /// A new care-of address (or none): registration restarts at once,
     /// cancelling what was in flight.
-    pub fn set_care_of(&mut self, care_of: Option<Ipv6Addr>, now: Instant, wall: SystemTime) {
+    pub fn set_care_of(&mut self, care_of: Option<IpAddr>, now: Instant, wall: SystemTime) {
         if care_of == self.care_of && self.state != State::Detached {
             return;
         }
@@ -367,8 +412,13 @@ impl Registrar {
         let Some(care_of) = self.care_of else {
             return false;
         };
-        let valid = crate::auth::verify(mh, care_of, self.config.home_address, &self.config.sa)
-            .is_ok()
+        let valid = crate::auth::verify(
+            mh,
+            authenticated_care_of(care_of),
+            self.config.home_address,
+            &self.config.sa,
+        )
+        .is_ok()
             && matches!(
                 MobilityHeader::decode(mh).map(|h| h.message),
                 Ok(Message::BindingRefreshRequest(_))
@@ -482,9 +532,22 @@ impl Registrar {
                 }
                 _ => None,
             });
+            let nat = ba.options.iter().find_map(|o| match o {
+                MobilityOption::NatDetection(nat) => Some(*nat),
+                _ => None,
+            });
+            let encapsulation = Encapsulation::of(care_of, nat);
             let refresh = advice
                 .filter(|a| !a.is_zero() && *a < lifetime)
                 .unwrap_or(lifetime * 3 / 4);
+            // RFC 5555 §4.3: the Binding Update refreshes the NAT's mapping
+            // too, at the home agent's Refresh time.
+            let refresh = match encapsulation {
+                Encapsulation::Udp {
+                    keepalive: Some(keepalive),
+                } => refresh.min(keepalive.max(Duration::from_secs(1))),
+                _ => refresh,
+            };
             self.state = State::Registered {
                 expires: now + lifetime,
             };
@@ -493,6 +556,7 @@ impl Registrar {
             self.registrations += 1;
             self.events.push(Event::Registered {
                 care_of,
+                encapsulation,
                 lifetime,
                 took,
             });

@@ -14,7 +14,8 @@ use std::fmt;
 use std::net::Ipv6Addr;
 
 use super::fields::{Lifetime, SequenceNumber};
-use super::option::{decode_options, encode_options, MobilityOption};
+use super::option::MobilityOption;
+use super::options_area::{decode_options, encode_options};
 use super::status::{BaStatus, BeStatus};
 use super::{addr_at, be16, DecodeError, EncodeError, IPPROTO_NONE};
 
@@ -197,7 +198,8 @@ pub struct BindingRefreshRequest {
     pub options: Vec<MobilityOption>,
 }
 
-/// Binding Update flags (RFC 6275 §6.1.7, RFC 3963 §4.1; M from RFC 5380).
+/// Binding Update flags (RFC 6275 §6.1.7, RFC 3963 §4.1; M from RFC 5380,
+/// P from RFC 5213 §8.1, F from RFC 5555 §3.1.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct BuFlags {
     /// A: a Binding Acknowledgement is requested.
@@ -212,6 +214,12 @@ pub struct BuFlags {
     pub map_registration: bool,
     /// R: the sender is a mobile router (RFC 3963 §4.1).
     pub mobile_router: bool,
+    /// P: a proxy registration (Proxy Mobile IPv6, RFC 5213 §8.1); a
+    /// home agent refuses it as a registration it does not serve.
+    pub proxy_registration: bool,
+    /// F: the mobile node asks for UDP encapsulation whether or not a NAT
+    /// is on the path (RFC 5555 §3.1.3).
+    pub force_udp: bool,
 }
 
 impl BuFlags {
@@ -221,6 +229,8 @@ impl BuFlags {
     const K: u16 = 0x1000;
     const M: u16 = 0x0800;
     const R: u16 = 0x0400;
+    const P: u16 = 0x0200;
+    const F: u16 = 0x0100;
 
     /// The flags of a NEMO home registration: A, H and R.
     pub fn mobile_router_home_registration() -> BuFlags {
@@ -240,6 +250,8 @@ impl BuFlags {
             key_management: bits & Self::K != 0,
             map_registration: bits & Self::M != 0,
             mobile_router: bits & Self::R != 0,
+            proxy_registration: bits & Self::P != 0,
+            force_udp: bits & Self::F != 0,
         }
     }
 
@@ -251,6 +263,8 @@ impl BuFlags {
             (self.key_management, Self::K),
             (self.map_registration, Self::M),
             (self.mobile_router, Self::R),
+            (self.proxy_registration, Self::P),
+            (self.force_udp, Self::F),
         ]
         .iter()
         .filter(|(set, _)| *set)
@@ -258,13 +272,14 @@ impl BuFlags {
     }
 }
 
-/// Binding Update (RFC 6275 §6.1.7, with the R flag of RFC 3963 §4.1).
+/// Binding Update (RFC 6275 §6.1.7, with the R flag of RFC 3963 §4.1 and the F
+/// flag of RFC 5555 §3.1.3).
 ///
 /// ```text
 ///                                 +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 ///                                 |          Sequence #           |
 /// +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
-/// |A|H|L|K|M|R|      Reserved     |           Lifetime            |
+/// |A|H|L|K|M|R|P|F|  Reserved     |           Lifetime            |
 /// +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 /// .                        Mobility Options                       .
 /// +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
@@ -273,7 +288,7 @@ impl BuFlags {
 pub struct BindingUpdate {
     /// Sequence #.
     pub sequence: SequenceNumber,
-    /// A, H, L, K, M and R.
+    /// A, H, L, K, M, R, P and F.
     pub flags: BuFlags,
     /// Requested lifetime; zero deregisters.
     pub lifetime: Lifetime,

@@ -6,15 +6,21 @@
 //! (checked against Scapy and Wireshark in the tests).
 
 mod checksum;
+mod dsmip;
 mod fields;
 mod ipv6;
 mod mh;
 mod option;
+mod options_area;
 mod status;
 
 pub use checksum::{
     mh_checksum, set_mh_checksum, upper_layer_checksum, verify_mh_checksum,
     verify_upper_layer_checksum,
+};
+pub use dsmip::{
+    field as dsmip_field, Ipv4AckStatus, Ipv4AddressAck, Ipv4HomeAddress, NatDetection, NatRefresh,
+    NATKATIMEOUT,
 };
 pub use fields::{Lifetime, NtpTimestamp, SequenceNumber};
 pub use ipv6::{
@@ -26,9 +32,10 @@ pub use mh::{
     BuFlags, Message, MhType, MobilityHeader, MH_MAX_LEN,
 };
 pub use option::{
-    field as option_field, AuthSubtype, MobileNetworkPrefix, MobilityOption, OptionType, RawOption,
-    RawOptions, MN_ID_SUBTYPE_NAI,
+    field as option_field, AuthSubtype, MobileNetworkPrefix, MobilityOption, OptionType,
+    MN_ID_SUBTYPE_NAI,
 };
+pub use options_area::{RawOption, RawOptions};
 pub use status::{BaStatus, BeStatus};
 
 /// Why a sequence of bytes is not a valid message, header or option.

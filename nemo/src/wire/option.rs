@@ -1,4 +1,5 @@
-//! Mobility options (RFC 6275 §6.2) and the ones NEMO and RFC 4285 add.
+//! Mobility options (RFC 6275 §6.2) and the ones NEMO, RFC 4285 and
+//! DSMIPv6 (RFC 5555, values in [`super::dsmip`]) add.
 //!
 //! ```text
 //!  0                   1                   2                   3
@@ -12,12 +13,14 @@
 //! Header, as RFC 6275 §6.2.1 and RFC 8200 §4.2 count them.
 
 use std::fmt;
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::Ipv6Net;
 
+use super::dsmip::{self, Ipv4AddressAck, Ipv4HomeAddress, NatDetection};
 use super::fields::{Lifetime, NtpTimestamp};
-use super::{addr_at, be16, DecodeError, EncodeError};
+use super::options_area::RawOption;
+use super::{addr_at, be16, DecodeError};
 
 /// Where each option's fields lie, in octets from the start of its Option
 /// Data (after type and length): the one place `data_len`, `write_data`
@@ -117,6 +120,14 @@ impl OptionType {
     pub const AUTHENTICATION: OptionType = OptionType(9);
     /// Mobility Message Replay Protection, MESG-ID-OPTION-TYPE (RFC 4285 §6).
     pub const REPLAY_PROTECTION: OptionType = OptionType(10);
+    /// IPv4 Home Address (RFC 5555 §3.1.1).
+    pub const IPV4_HOME_ADDRESS: OptionType = OptionType(29);
+    /// IPv4 Address Acknowledgement (RFC 5555 §3.2.1; IANA's value).
+    pub const IPV4_ADDRESS_ACK: OptionType = OptionType(30);
+    /// NAT Detection (RFC 5555 §3.2.2).
+    pub const NAT_DETECTION: OptionType = OptionType(31);
+    /// IPv4 Care-of Address (RFC 5555 §3.1.2).
+    pub const IPV4_CARE_OF_ADDRESS: OptionType = OptionType(32);
 }
 
 /// The Mobile Node Identifier subtype for a Network Access Identifier
@@ -284,6 +295,26 @@ pub enum MobilityOption {
     /// +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
     /// ```
     ReplayProtection(NtpTimestamp),
+    /// IPv4 Home Address (RFC 5555 §3.1.1; diagram at [`Ipv4HomeAddress`]).
+    /// Alignment 4n.
+    Ipv4HomeAddress(Ipv4HomeAddress),
+    /// IPv4 Address Acknowledgement (RFC 5555 §3.2.1; diagram at
+    /// [`Ipv4AddressAck`]). Alignment 4n.
+    Ipv4AddressAck(Ipv4AddressAck),
+    /// NAT Detection (RFC 5555 §3.2.2; diagram at [`NatDetection`]).
+    /// Alignment 4n.
+    NatDetection(NatDetection),
+    /// IPv4 Care-of Address (RFC 5555 §3.1.2): the mobile router's address
+    /// in an IPv4-only network. Alignment 4n.
+    ///
+    /// ```text
+    /// +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+    /// |   Type = 32   |  Length = 6   |         Reserved              |
+    /// +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+    /// |                     IPv4 Care-of address                      |
+    /// +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+    /// ```
+    Ipv4CareOfAddress(Ipv4Addr),
 }
 
 impl MobilityOption {
@@ -298,10 +329,14 @@ impl MobilityOption {
             MobilityOption::MobileNodeIdentifier { .. } => OptionType::MOBILE_NODE_IDENTIFIER,
             MobilityOption::Authentication { .. } => OptionType::AUTHENTICATION,
             MobilityOption::ReplayProtection(_) => OptionType::REPLAY_PROTECTION,
+            MobilityOption::Ipv4HomeAddress(_) => OptionType::IPV4_HOME_ADDRESS,
+            MobilityOption::Ipv4AddressAck(_) => OptionType::IPV4_ADDRESS_ACK,
+            MobilityOption::NatDetection(_) => OptionType::NAT_DETECTION,
+            MobilityOption::Ipv4CareOfAddress(_) => OptionType::IPV4_CARE_OF_ADDRESS,
         }
     }
 
-    fn name(&self) -> &'static str {
+    pub(super) fn name(&self) -> &'static str {
         match self {
             MobilityOption::BindingRefreshAdvice { .. } => "Binding Refresh Advice",
             MobilityOption::AlternateCareOfAddress(_) => "Alternate Care-of Address",
@@ -311,13 +346,17 @@ impl MobilityOption {
             MobilityOption::MobileNodeIdentifier { .. } => "Mobile Node Identifier",
             MobilityOption::Authentication { .. } => "Mobility Message Authentication",
             MobilityOption::ReplayProtection(_) => "Mobility Message Replay Protection",
+            MobilityOption::Ipv4HomeAddress(_) => "IPv4 Home Address",
+            MobilityOption::Ipv4AddressAck(_) => "IPv4 Address Acknowledgement",
+            MobilityOption::NatDetection(_) => "NAT Detection",
+            MobilityOption::Ipv4CareOfAddress(_) => "IPv4 Care-of Address",
         }
     }
 
     /// Alignment of the Option Type octet as (modulus, remainder): the option
     /// starts at an offset `modulus * n + remainder` from the start of the
     /// Mobility Header.
-    fn alignment(&self) -> (usize, usize) {
+    pub(super) fn alignment(&self) -> (usize, usize) {
         match self {
             // RFC 6275 §6.2.4 and §6.2.6: 2n.
             MobilityOption::BindingRefreshAdvice { .. } | MobilityOption::NonceIndices { .. } => {
@@ -335,12 +374,17 @@ impl MobilityOption {
             MobilityOption::Authentication { .. } => (4, 1),
             // RFC 4285 §6: 8n+2.
             MobilityOption::ReplayProtection(_) => (8, 2),
+            // RFC 5555 §3.1.1, §3.1.2, §3.2.1, §3.2.2: 4n.
+            MobilityOption::Ipv4HomeAddress(_)
+            | MobilityOption::Ipv4AddressAck(_)
+            | MobilityOption::NatDetection(_)
+            | MobilityOption::Ipv4CareOfAddress(_) => (4, 0),
         }
     }
 
     /// Options that must be the last in the message, with no padding after
     /// them (RFC 6275 §6.2, RFC 4285 §5.1).
-    fn ends_message(&self) -> bool {
+    pub(super) fn ends_message(&self) -> bool {
         matches!(
             self,
             MobilityOption::BindingAuthorizationData(_) | MobilityOption::Authentication { .. }
@@ -348,7 +392,7 @@ impl MobilityOption {
     }
 
     /// Length of the Option Data, the value of the Option Length field.
-    fn data_len(&self) -> usize {
+    pub(super) fn data_len(&self) -> usize {
         match self {
             MobilityOption::BindingRefreshAdvice { .. } => field::refresh_advice::LEN,
             MobilityOption::AlternateCareOfAddress(_) => field::alternate_care_of::LEN,
@@ -362,11 +406,15 @@ impl MobilityOption {
                 field::authentication::DATA.start + data.len()
             }
             MobilityOption::ReplayProtection(_) => field::replay_protection::LEN,
+            MobilityOption::Ipv4HomeAddress(_) => dsmip::field::ipv4_home_address::LEN,
+            MobilityOption::Ipv4AddressAck(_) => dsmip::field::ipv4_address_ack::LEN,
+            MobilityOption::NatDetection(_) => dsmip::field::nat_detection::LEN,
+            MobilityOption::Ipv4CareOfAddress(_) => dsmip::field::ipv4_care_of::LEN,
         }
     }
 
     /// Appends the Option Data, each field where [`field`] puts it.
-    fn write_data(&self, out: &mut Vec<u8>) {
+    pub(super) fn write_data(&self, out: &mut Vec<u8>) {
         let start = out.len();
         out.resize(start + self.data_len(), 0);
         let data = &mut out[start..];
@@ -407,6 +455,10 @@ impl MobilityOption {
                 data[field::replay_protection::TIMESTAMP]
                     .copy_from_slice(&timestamp.0.to_be_bytes());
             }
+            MobilityOption::Ipv4HomeAddress(option) => option.write(data),
+            MobilityOption::Ipv4AddressAck(option) => option.write(data),
+            MobilityOption::NatDetection(option) => option.write(data),
+            MobilityOption::Ipv4CareOfAddress(address) => dsmip::write_ipv4_care_of(*address, data),
         }
     }
 
@@ -498,145 +550,18 @@ impl MobilityOption {
                 octets.copy_from_slice(data);
                 MobilityOption::ReplayProtection(NtpTimestamp(u64::from_be_bytes(octets)))
             }
+            OptionType::IPV4_HOME_ADDRESS => {
+                MobilityOption::Ipv4HomeAddress(Ipv4HomeAddress::decode(data)?)
+            }
+            OptionType::IPV4_ADDRESS_ACK => {
+                MobilityOption::Ipv4AddressAck(Ipv4AddressAck::decode(data)?)
+            }
+            OptionType::NAT_DETECTION => MobilityOption::NatDetection(NatDetection::decode(data)?),
+            OptionType::IPV4_CARE_OF_ADDRESS => {
+                MobilityOption::Ipv4CareOfAddress(dsmip::decode_ipv4_care_of(data)?)
+            }
             OptionType(_) => return Ok(None),
         };
         Ok(Some(option))
     }
-}
-
-/// One option as it sits in the message, padding included.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RawOption<'a> {
-    /// Offset of the Option Type octet from the start of the Mobility Header.
-    pub offset: usize,
-    /// The Option Type.
-    pub option_type: u8,
-    /// The Option Data (empty for Pad1).
-    pub data: &'a [u8],
-}
-
-/// Walks the options area of a Mobility Header (RFC 6275 §6.2.1), yielding
-/// every option including padding and unknown types, and an error (once,
-/// then nothing) when an option runs past the end.
-#[derive(Debug, Clone)]
-pub struct RawOptions<'a> {
-    mh: &'a [u8],
-    offset: usize,
-    failed: bool,
-}
-
-impl<'a> RawOptions<'a> {
-    /// Options of the Mobility Header `mh`, starting at `offset`.
-    pub fn new(mh: &'a [u8], offset: usize) -> RawOptions<'a> {
-        RawOptions {
-            mh,
-            offset,
-            failed: false,
-        }
-    }
-}
-
-impl<'a> Iterator for RawOptions<'a> {
-    type Item = Result<RawOption<'a>, DecodeError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.failed || self.offset >= self.mh.len() {
-            return None;
-        }
-        let offset = self.offset;
-        let option_type = self.mh[offset];
-        if OptionType(option_type) == OptionType::PAD1 {
-            self.offset += 1;
-            return Some(Ok(RawOption {
-                offset,
-                option_type,
-                data: &[],
-            }));
-        }
-        let data_start = offset + field::DATA;
-        let data_end = self
-            .mh
-            .get(offset + 1)
-            .map(|&len| data_start + usize::from(len));
-        match data_end {
-            Some(end) if end <= self.mh.len() => {
-                self.offset = end;
-                Some(Ok(RawOption {
-                    offset,
-                    option_type,
-                    data: &self.mh[data_start..end],
-                }))
-            }
-            _ => {
-                self.failed = true;
-                Some(Err(DecodeError::OptionOverrun {
-                    option_type,
-                    offset,
-                }))
-            }
-        }
-    }
-}
-
-/// Decodes every option of the options area that starts at `offset`.
-pub(super) fn decode_options(mh: &[u8], offset: usize) -> Result<Vec<MobilityOption>, DecodeError> {
-    let mut options = Vec::new();
-    for raw in RawOptions::new(mh, offset) {
-        if let Some(option) = MobilityOption::decode(&raw?)? {
-            options.push(option);
-        }
-    }
-    Ok(options)
-}
-
-/// Appends `count` octets of padding: Pad1 for one, PadN for more
-/// (RFC 6275 §6.2.2, §6.2.3). `count` is below 16 wherever this is used.
-fn push_padding(out: &mut Vec<u8>, count: usize) {
-    match count {
-        0 => {}
-        1 => out.push(OptionType::PAD1.0),
-        n => {
-            out.push(OptionType::PADN.0);
-            out.push((n - 2) as u8);
-            out.resize(out.len() + n - 2, 0);
-        }
-    }
-}
-
-/// Appends `options` to `out`, which holds the Mobility Header so far, with
-/// the padding each option's alignment needs, and pads the whole to a
-/// multiple of 8 octets (RFC 6275 §6.1.1). An authentication option placed
-/// last ends the message with no padding after it, as RFC 6275 §6.2 and
-/// RFC 4285 §5.1 require, whenever its length allows.
-pub(super) fn encode_options(
-    out: &mut Vec<u8>,
-    options: &[MobilityOption],
-) -> Result<(), EncodeError> {
-    for (index, option) in options.iter().enumerate() {
-        let data_len = option.data_len();
-        if data_len > usize::from(u8::MAX) {
-            return Err(EncodeError::OptionTooLong {
-                option: option.name(),
-                length: data_len,
-            });
-        }
-        let (modulus, remainder) = option.alignment();
-        let mut pad = (remainder + modulus - out.len() % modulus) % modulus;
-        if index + 1 == options.len() && option.ends_message() {
-            // Grow the padding in steps of the alignment until the option
-            // ends on an 8-octet boundary; eight steps cover every residue.
-            if let Some(fit) = (0..8)
-                .map(|step| pad + step * modulus)
-                .find(|p| (out.len() + p + 2 + data_len).is_multiple_of(8))
-            {
-                pad = fit;
-            }
-        }
-        push_padding(out, pad);
-        out.push(option.option_type().0);
-        out.push(data_len as u8);
-        option.write_data(out);
-    }
-    push_padding(out, (8 - out.len() % 8) % 8);
-    Ok(())
 }

@@ -229,7 +229,7 @@ fn packet(n: u32, router: &mut Router) -> anyhow::Result<Vec<u8>> {
     let registration = Registration {
         home_address: home(n),
         home_agent: HOME_AGENT,
-        care_of: CARE_OF,
+        care_of: std::net::IpAddr::V6(CARE_OF),
         prefixes: vec![prefix(n)],
         lifetime: Lifetime(150),
         sequence: SequenceNumber(router.sequence),
