@@ -29,6 +29,14 @@ struct nemo_prefix {
 struct nemo_peer {
 	__u8 addr[16];
 };
+/* An IPv4 peer (Dual-Stack Mobile IPv6, RFC 5555 §4.1) is written in the
+ * same 16 octets: 8 zero octets, the UDP port in network order (zero:
+ * IPv6 in IPv4, protocol 41, with no UDP), 0xffff, the IPv4 address. With
+ * a zero port it is the IPv4-mapped address (RFC 4291 §2.5.5.2); none of
+ * these is an address an IPv6 tunnel goes to, so the two kinds never meet.
+ * The peer of a binding behind a NAT is the NAT's address and port that
+ * its Binding Update came from: decapsulation takes a packet from exactly
+ * that address and port (RFC 5555 §4.2). */
 /* A mobile router's peer of all zeros (::) holds the tenant: its VM is on
  * its way here (a live migration placed before it ends), and what arrives
  * for it is dropped, not queued behind in its port, until it announces
@@ -50,6 +58,12 @@ struct nemo_second {
 struct nemo_local {
 	__u8 addr[16];
 };
+
+/* Index 0 of nemo_local4: this host's IPv4 tunnel address and UDP port,
+ * written as an IPv4 peer is (the port is the DSMIPv6 port the daemon's
+ * socket has: 4191 on a home agent, the mobile router's own port behind a
+ * NAT, so that its data and its Binding Updates share one NAT mapping).
+ * All zeros: no IPv4 tunnels. */
 
 /* Slots of the per-CPU counter array (Rust: Counter). */
 enum nemo_counter {

@@ -21,6 +21,7 @@ pub mod bpf;
 pub mod guest;
 pub mod links;
 pub mod linux;
+mod peer;
 pub mod quiet;
 pub mod transport;
 pub mod tunsrc;
@@ -34,6 +35,7 @@ use std::sync::Mutex;
 use ipnet::Ipv6Net;
 
 pub use backend::{watch_refused_tunnelled, DataPlaneBackend, KernelBackend};
+pub use peer::Peer;
 
 /// IPv6 forwarding is on, or why a kernel backend (`backend`) cannot run:
 /// the home agent forwards correspondents' packets into the tunnel, the
@@ -56,8 +58,9 @@ pub(crate) fn require_forwarding(backend: &'static str) -> Result<(), DataPlaneE
 pub struct BindingRoutes {
     /// The mobile router's home address (routed as a /128 too).
     pub home_address: Ipv6Addr,
-    /// Where the tunnel goes.
-    pub care_of: Ipv6Addr,
+    /// Where the tunnel goes: the care-of address (IPv4 ones through the
+    /// BPF backend only).
+    pub care_of: Peer,
     /// The Mobile Network Prefixes.
     pub prefixes: Vec<Ipv6Net>,
 }
@@ -252,8 +255,9 @@ pub struct TenantRoutes {
     pub interface: String,
     /// The tenant's Mobile Network Prefixes.
     pub prefixes: Vec<Ipv6Net>,
-    /// The home agent the tunnel goes to.
-    pub home_agent: Ipv6Addr,
+    /// The home agent the tunnel goes to (an IPv4 one through the BPF
+    /// backend only).
+    pub home_agent: Peer,
     /// A routing table of the tenant's own (its encapsulation), unique on
     /// this host, so tenants stay apart.
     pub table: u32,
@@ -329,7 +333,7 @@ pub trait MobileRouterDataPlane: Send + Sync + 'static {
 /// A data plane that keeps its routes in memory and programs nothing.
 #[derive(Debug, Default)]
 pub struct MemoryDataPlane {
-    routes: Mutex<BTreeMap<Ipv6Net, Ipv6Addr>>,
+    routes: Mutex<BTreeMap<Ipv6Net, Peer>>,
     refuse: Mutex<Vec<Ipv6Net>>,
     tenants: Mutex<BTreeMap<String, TenantRoutes>>,
     /// Tenants held, by interface (as the BPF data plane holds them).
@@ -344,7 +348,7 @@ impl MemoryDataPlane {
     }
 
     /// The routes: destination to care-of address.
-    pub fn routes(&self) -> BTreeMap<Ipv6Net, Ipv6Addr> {
+    pub fn routes(&self) -> BTreeMap<Ipv6Net, Peer> {
         self.routes.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
@@ -446,7 +450,7 @@ impl HomeAgentDataPlane for MemoryDataPlane {
                 backend: "memory",
                 reason: "poisoned".into(),
             })?;
-        let wanted: BTreeMap<Ipv6Net, Ipv6Addr> = all
+        let wanted: BTreeMap<Ipv6Net, Peer> = all
             .iter()
             .flat_map(|routes| routes.destinations().map(move |d| (d, routes.care_of)))
             .collect();
@@ -496,12 +500,12 @@ pub(crate) struct Settlement {
     pub(crate) remove: Vec<Ipv6Net>,
     /// Every destination `now` holds, with its care-of address: installed
     /// (again, idempotently).
-    pub(crate) install: HashMap<Ipv6Net, Ipv6Addr>,
+    pub(crate) install: HashMap<Ipv6Net, Peer>,
 }
 
 /// The settlement of `now` against `gone` ([`HomeAgentDataPlane::settle`]).
 pub(crate) fn settlement(now: &[BindingRoutes], gone: &[BindingRoutes]) -> Settlement {
-    let install: HashMap<Ipv6Net, Ipv6Addr> = now
+    let install: HashMap<Ipv6Net, Peer> = now
         .iter()
         .flat_map(|routes| routes.destinations().map(move |d| (d, routes.care_of)))
         .collect();
@@ -655,9 +659,8 @@ mod tests {
             )
             .await
             .unwrap();
-        let care_of: Ipv6Addr = "2001:db8:3::10".parse().unwrap();
-        let expected: BTreeMap<Ipv6Net, Ipv6Addr> =
-            now.destinations().map(|d| (d, care_of)).collect();
+        let care_of: Peer = "2001:db8:3::10".parse().unwrap();
+        let expected: BTreeMap<Ipv6Net, Peer> = now.destinations().map(|d| (d, care_of)).collect();
         assert_eq!(plane.routes(), expected);
     }
 

@@ -25,7 +25,7 @@ use nemo_dataplane::bpf::{
     BpfHomeAgent, BpfHomeAgentConfig, BpfMobileRouter, BpfMobileRouterConfig,
 };
 use nemo_dataplane::{
-    BindingRoutes, HomeAgentDataPlane, MobileRouterDataPlane, ReconcileReport, TenantRoutes,
+    BindingRoutes, HomeAgentDataPlane, MobileRouterDataPlane, Peer, ReconcileReport, TenantRoutes,
     Traffic,
 };
 use nemo_testkit::{addr, net, netns_available, require, runs, BpfFs, Netns};
@@ -39,7 +39,7 @@ const POOL: &str = "2001:db8:100::/40";
 fn binding(care_of: &str) -> BindingRoutes {
     BindingRoutes {
         home_address: addr(HOA),
-        care_of: addr(care_of),
+        care_of: nemo_dataplane::Peer::Ipv6(addr(care_of)),
         prefixes: vec![net(MNP)],
     }
 }
@@ -48,7 +48,7 @@ fn tenant() -> TenantRoutes {
     TenantRoutes {
         interface: "t0".into(),
         prefixes: vec![net(MNP)],
-        home_agent: addr(HA),
+        home_agent: nemo_dataplane::Peer::Ipv6(addr(HA)),
         table: 100,
     }
 }
@@ -105,6 +105,7 @@ fn data_plane(
                     BpfHomeAgentConfig {
                         uplink: "h1".into(),
                         local_address: local,
+                        local_ipv4: None,
                         pin_dir: Some(pin_dir),
                         aggregates: vec![net(POOL)],
                     },
@@ -566,7 +567,7 @@ fn a_tenant_attaches_only_once_its_gateway_address_is_live() {
     assert_eq!(before, Some(addr(COA_A)));
     assert_eq!(after, Some(addr(COA_B)));
     // The tenant's prefix stays bound to its home agent through the move.
-    assert_eq!(bound.get(&net(MNP)), Some(&addr(HA)));
+    assert_eq!(bound.get(&net(MNP)), Some(&Peer::Ipv6(addr(HA))));
     assert!(
         without
             .as_ref()

@@ -12,12 +12,13 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 
 use ipnet::Ipv6Net;
 use libbpf_rs::{MapCore, MapFlags};
 use nemo_dataplane::bpf::maps::{self, Counter};
 use nemo_dataplane::bpf::{Program, Programs};
+use nemo_dataplane::Peer;
 use nemo_testkit::{addr, net, require};
 
 const TC_ACT_OK: u32 = 0;
@@ -236,7 +237,7 @@ fn while_a_tenant_moves_its_reverse_tunnel_is_taken_from_both_care_of_addresses(
         .also
         .update(
             &maps::prefix_key(net(MNP)),
-            &maps::second_value(addr(CARE_OF)),
+            &maps::second_value(addr(CARE_OF).into()),
             MapFlags::ANY,
         )
         .unwrap();
@@ -402,8 +403,181 @@ fn pins_of_another_layout_are_replaced_and_the_bindings_kept() {
     let again = Programs::load(Some(&dir)).unwrap();
     assert_eq!(
         again.listed_bindings().get(&net(MNP)),
-        Some(&addr(CARE_OF)),
+        Some(&addr(CARE_OF).into()),
         "the bindings' pin was not kept"
     );
     again.unpin().unwrap();
+}
+
+// IPv4 care-of addresses (RFC 5555 §4.1): IPv6 in UDP in IPv4 through a
+// NAT, IPv6 in IPv4 without one.
+
+const HA4: &str = "192.0.2.1:4191";
+const NAT4: &str = "192.0.2.99:40000";
+const COA4: &str = "192.0.2.10";
+
+/// An Ethernet frame around an IPv4 packet of `protocol` carrying `payload`
+/// (header checksum computed, DF set as the tunnel sets it).
+fn ipv4_frame(source: Ipv4Addr, destination: Ipv4Addr, protocol: u8, payload: &[u8]) -> Vec<u8> {
+    let mut header = vec![0x45, 0];
+    header.extend_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+    header.extend_from_slice(&[0, 0, 0x40, 0, 64, protocol, 0, 0]);
+    header.extend_from_slice(&source.octets());
+    header.extend_from_slice(&destination.octets());
+    let mut sum: u32 = header
+        .chunks(2)
+        .map(|pair| u32::from(u16::from_be_bytes([pair[0], pair[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    header[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    let mut frame = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
+    frame.extend_from_slice(&header);
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// `inner` in UDP (checksum zero, as the tunnel sends it) in IPv4.
+fn in_udp(inner: &[u8], source: SocketAddrV4, destination: SocketAddrV4) -> Vec<u8> {
+    let mut udp = Vec::new();
+    udp.extend_from_slice(&source.port().to_be_bytes());
+    udp.extend_from_slice(&destination.port().to_be_bytes());
+    udp.extend_from_slice(&((8 + inner.len()) as u16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(inner);
+    ipv4_frame(*source.ip(), *destination.ip(), 17, &udp)
+}
+
+fn socket(text: &str) -> SocketAddrV4 {
+    text.parse().unwrap()
+}
+
+/// A home agent with an IPv4 address and port, the MNP bound to `peer`.
+fn ipv4_home_agent(peer: Peer) -> Option<Programs> {
+    let programs = home_agent()?;
+    programs.set_local4(Some(socket(HA4))).unwrap();
+    assert_eq!(programs.local4(), Some(socket(HA4)));
+    programs
+        .bindings
+        .update(
+            &maps::prefix_key(net(MNP)),
+            &maps::peer_value(peer),
+            MapFlags::ANY,
+        )
+        .unwrap();
+    Some(programs)
+}
+
+#[test]
+fn a_packet_in_udp_from_the_nats_mapping_is_taken_out_and_becomes_ipv6() {
+    let Some(programs) = ipv4_home_agent(Peer::Udp(socket(NAT4))) else {
+        return;
+    };
+    let inner = udp(addr(VM), addr(CN));
+    let packet = in_udp(&inner, socket(NAT4), socket(HA4));
+    let (verdict, out) = programs.test_run(Program::DecapBySource, &packet).unwrap();
+    assert_eq!(verdict, TC_ACT_OK);
+    // Ethernet now says IPv6, and the inner packet follows as it was sent.
+    assert_eq!(&out[..12], &packet[..12]);
+    assert_eq!(&out[12..ETHERNET], &[0x86, 0xdd]);
+    assert_eq!(&out[ETHERNET..], &inner[..]);
+    assert_eq!(programs.counter(Counter::Decapsulated), 1);
+}
+
+#[test]
+fn only_the_bound_address_and_port_may_send_into_the_tunnel() {
+    let Some(programs) = ipv4_home_agent(Peer::Udp(socket(NAT4))) else {
+        return;
+    };
+    let inner = udp(addr(VM), addr(CN));
+    for source in ["192.0.2.99:40001", "192.0.2.98:40000"] {
+        let packet = in_udp(&inner, socket(source), socket(HA4));
+        let (verdict, _) = programs.test_run(Program::DecapBySource, &packet).unwrap();
+        assert_eq!(verdict, TC_ACT_SHOT, "{source}");
+    }
+    // IPv6 in IPv4 (no UDP) from the NAT's address is not its UDP mapping.
+    let plain = ipv4_frame(*socket(NAT4).ip(), *socket(HA4).ip(), 41, &inner);
+    let (verdict, _) = programs.test_run(Program::DecapBySource, &plain).unwrap();
+    assert_eq!(verdict, TC_ACT_SHOT);
+    assert_eq!(programs.counter(Counter::DecapSpoofed), 3);
+    assert_eq!(programs.counter(Counter::Decapsulated), 0);
+}
+
+#[test]
+fn ipv6_in_ipv4_from_a_care_of_address_without_a_nat_is_taken_out() {
+    let coa: Ipv4Addr = COA4.parse().unwrap();
+    let Some(programs) = ipv4_home_agent(Peer::Ipv4(coa)) else {
+        return;
+    };
+    let inner = udp(addr(VM), addr(CN));
+    let packet = ipv4_frame(coa, *socket(HA4).ip(), 41, &inner);
+    let (verdict, out) = programs.test_run(Program::DecapBySource, &packet).unwrap();
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(&out[ETHERNET..], &inner[..]);
+    // In UDP from the same address: another tunnel, refused.
+    let udp_packet = in_udp(&inner, SocketAddrV4::new(coa, 4191), socket(HA4));
+    let (verdict, _) = programs
+        .test_run(Program::DecapBySource, &udp_packet)
+        .unwrap();
+    assert_eq!(verdict, TC_ACT_SHOT);
+}
+
+#[test]
+fn signalling_other_ports_fragments_and_other_addresses_pass_untouched() {
+    let Some(programs) = ipv4_home_agent(Peer::Udp(socket(NAT4))) else {
+        return;
+    };
+    // A Binding Update from a new NAT mapping: the daemon's socket reads
+    // it (RFC 5555 §4.2), whatever port it comes from.
+    let mut binding_update = ipv6(8, 135, addr(VM), addr(HA));
+    binding_update.extend_from_slice(&[59, 0, 5, 0, 0, 0, 0, 0]);
+    let inner = udp(addr(VM), addr(CN));
+    let mut fragment = in_udp(&inner, socket(NAT4), socket(HA4));
+    fragment[ETHERNET + 6] = 0x20; // More Fragments
+    for packet in [
+        in_udp(&binding_update, socket("192.0.2.99:40001"), socket(HA4)),
+        in_udp(&inner, socket(NAT4), socket("192.0.2.1:53")),
+        in_udp(&inner, socket(NAT4), socket("192.0.2.2:4191")),
+        fragment,
+    ] {
+        let (verdict, out) = programs.test_run(Program::DecapBySource, &packet).unwrap();
+        assert_eq!(verdict, TC_ACT_OK);
+        assert_eq!(out, packet);
+    }
+    // Without an IPv4 tunnel address nothing IPv4 is the tunnel's.
+    programs.set_local4(None).unwrap();
+    let packet = in_udp(&inner, socket(NAT4), socket(HA4));
+    let (verdict, out) = programs.test_run(Program::DecapBySource, &packet).unwrap();
+    assert_eq!((verdict, out), (TC_ACT_OK, packet));
+    assert_eq!(programs.counter(Counter::Decapsulated), 0);
+    assert_eq!(programs.counter(Counter::DecapSpoofed), 0);
+}
+
+#[test]
+fn a_mobile_router_behind_a_nat_takes_its_tenants_packets_from_its_home_agents_port() {
+    let Some(programs) = programs() else { return };
+    programs.set_local(addr(CARE_OF)).unwrap();
+    let mine = SocketAddrV4::new(COA4.parse().unwrap(), 4191);
+    programs.set_local4(Some(mine)).unwrap();
+    programs
+        .bindings
+        .update(
+            &maps::prefix_key(net(MNP)),
+            &maps::peer_value(Peer::Udp(socket(HA4))),
+            MapFlags::ANY,
+        )
+        .unwrap();
+    let inner = udp(addr(CN), addr(VM));
+    let packet = in_udp(&inner, socket(HA4), mine);
+    let (verdict, out) = programs
+        .test_run(Program::DecapByDestination, &packet)
+        .unwrap();
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(&out[ETHERNET..], &inner[..]);
+    let spoofed = in_udp(&inner, socket("192.0.2.1:4192"), mine);
+    let (verdict, _) = programs
+        .test_run(Program::DecapByDestination, &spoofed)
+        .unwrap();
+    assert_eq!(verdict, TC_ACT_SHOT);
 }

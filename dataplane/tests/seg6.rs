@@ -38,7 +38,7 @@ const OLD_PEER: &str = "2001:db8:2::77";
 fn routes(care_of: &str, prefixes: &[&str]) -> BindingRoutes {
     BindingRoutes {
         home_address: addr(HOA),
-        care_of: addr(care_of),
+        care_of: nemo_dataplane::Peer::Ipv6(addr(care_of)),
         prefixes: prefixes.iter().map(|p| p.parse().unwrap()).collect(),
     }
 }
@@ -146,7 +146,7 @@ fn tenant() -> TenantRoutes {
     TenantRoutes {
         interface: "t0".into(),
         prefixes: vec![MNP.parse().unwrap()],
-        home_agent: addr(HA),
+        home_agent: nemo_dataplane::Peer::Ipv6(addr(HA)),
         table: 100,
     }
 }
@@ -352,7 +352,7 @@ fn tunnel_carries_full_size_traffic_and_follows_the_binding() {
     // right one stays.
     let stale = BindingRoutes {
         home_address: addr("2001:db8:1::900"),
-        care_of: addr(COA_A),
+        care_of: nemo_dataplane::Peer::Ipv6(addr(COA_A)),
         prefixes: vec!["2001:db8:900::/64".parse().unwrap()],
     };
     step(&plane, Step::Set(stale.clone(), None));

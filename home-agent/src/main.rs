@@ -111,6 +111,7 @@ async fn run(
             let settings = BpfHomeAgentConfig {
                 uplink,
                 local_address: local,
+                local_ipv4: None,
                 pin_dir: Some(config.dataplane.pin_dir.clone()),
                 aggregates: config.dataplane.aggregates.clone(),
             };

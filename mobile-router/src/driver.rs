@@ -142,7 +142,7 @@ fn new_tenant(instance: Instance, first_registration_timeout: Duration) -> Tenan
             routes: TenantRoutes {
                 interface: instance.tenant_interface,
                 prefixes: instance.registration.prefixes.clone(),
-                home_agent: instance.registration.home_agent,
+                home_agent: nemo_dataplane::Peer::Ipv6(instance.registration.home_agent),
                 table: instance.table,
             },
             attached: false,

@@ -98,7 +98,7 @@ fn binding(n: u32) -> BindingRoutes {
         u128::from(Ipv6Addr::new(0x2001, 0xdb8, 0x8000, 0, 0, 0, 0, 0)) + (u128::from(n) << 64);
     BindingRoutes {
         home_address: Ipv6Addr::from(home),
-        care_of: Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x10 + (n % 16) as u16),
+        care_of: Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x10 + (n % 16) as u16).into(),
         prefixes: vec![Ipv6Net::new(Ipv6Addr::from(prefix), 64).unwrap_or_default()],
     }
 }
@@ -140,6 +140,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 let config = BpfHomeAgentConfig {
                     uplink: uplink.clone(),
                     local_address: local,
+                    local_ipv4: None,
                     pin_dir: pin_dir.clone(),
                     aggregates: vec!["2001:db8:8000::/33".parse()?, "2001:db8:1::/107".parse()?],
                 };
@@ -177,7 +178,7 @@ where
     let started = Instant::now();
     for n in 0..count {
         let mut moved = binding(n);
-        moved.care_of = Ipv6Addr::new(0x2001, 0xdb8, 3, 0, 0, 0, 0, 0x10);
+        moved.care_of = Ipv6Addr::new(0x2001, 0xdb8, 3, 0, 0, 0, 0, 0x10).into();
         plane.set(&moved, Some(&binding(n))).await?;
     }
     let repoint = started.elapsed();
@@ -188,7 +189,7 @@ where
     let moved: Vec<BindingRoutes> = all
         .into_iter()
         .map(|mut routes| {
-            routes.care_of = Ipv6Addr::new(0x2001, 0xdb8, 3, 0, 0, 0, 0, 0x10);
+            routes.care_of = Ipv6Addr::new(0x2001, 0xdb8, 3, 0, 0, 0, 0, 0x10).into();
             routes
         })
         .collect();

@@ -28,6 +28,7 @@ async fn main() -> Result<(), Error> {
                 BpfHomeAgentConfig {
                     uplink: uplink.clone(),
                     local_address: local.parse()?,
+                    local_ipv4: None,
                     pin_dir: Some(pin_dir.into()),
                     aggregates: vec![aggregate.parse()?],
                 },

@@ -16,7 +16,7 @@
 //! ```
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::Ipv6Addr;
+use std::net::{Ipv6Addr, SocketAddrV4};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -32,7 +32,7 @@ use crate::linux::{
     add_rule, delete_route_from, install_route, link, owned_route_messages, remove_rules,
     route_destination, Rule, PREF_ROUTE, TABLE_ROUTE,
 };
-use crate::{BindingRoutes, DataPlaneError, HomeAgentDataPlane, ReconcileReport};
+use crate::{BindingRoutes, DataPlaneError, HomeAgentDataPlane, Peer, ReconcileReport};
 
 /// What the home agent's BPF data plane needs.
 #[derive(Debug, Clone)]
@@ -43,6 +43,9 @@ pub struct BpfHomeAgentConfig {
     /// The home agent's address: the tunnels' source here, and where
     /// reverse-tunnelled packets must be sent.
     pub local_address: Ipv6Addr,
+    /// The home agent's IPv4 address and DSMIPv6 port (RFC 5555: 4191),
+    /// for mobile routers with IPv4 care-of addresses; `None`: none.
+    pub local_ipv4: Option<SocketAddrV4>,
     /// Where the maps are pinned (a folder on a bpf filesystem); `None`
     /// keeps them unpinned (a restart then starts from empty maps).
     pub pin_dir: Option<PathBuf>,
@@ -76,6 +79,7 @@ impl BpfHomeAgent {
         let programs = Programs::load(config.pin_dir.as_deref())?;
         let (uplink, _mtu) = link(&handle, &config.uplink).await?;
         programs.set_local(config.local_address)?;
+        programs.set_local4(config.local_ipv4)?;
         attach_tc(
             TcHook::Decap,
             uplink,
@@ -113,6 +117,7 @@ impl BpfHomeAgent {
         tracing::info!(
             uplink = %config.uplink,
             local = %config.local_address,
+            local_ipv4 = ?config.local_ipv4,
             aggregates = ?plane.aggregates,
             pinned = ?plane.programs.pin_dir(),
             "bpf home-agent data plane ready"
@@ -149,12 +154,12 @@ impl BpfHomeAgent {
     /// Points `destination` at `care_of` (one map entry, replaced in
     /// place: both directions move at once), then its route if no
     /// aggregate covers it.
-    async fn install(&self, destination: Ipv6Net, care_of: Ipv6Addr) -> Result<(), DataPlaneError> {
+    async fn install(&self, destination: Ipv6Net, care_of: Peer) -> Result<(), DataPlaneError> {
         self.programs
             .bindings
             .update(
                 &maps::prefix_key(destination),
-                &maps::address_value(care_of),
+                &maps::peer_value(care_of),
                 MapFlags::ANY,
             )
             .map_err(|e| refused("install binding for", destination, e))?;
@@ -243,7 +248,7 @@ impl HomeAgentDataPlane for BpfHomeAgent {
                 .lookup(&key, MapFlags::ANY)
                 .ok()
                 .flatten();
-            if peer.as_deref().and_then(maps::value_address) != Some(second.care_of) {
+            if peer.as_deref().and_then(maps::value_peer) != Some(second.care_of) {
                 continue;
             }
             match self.programs.also.delete(&key) {
@@ -267,7 +272,7 @@ impl HomeAgentDataPlane for BpfHomeAgent {
                     .also
                     .lookup(&maps::prefix_key(destination), MapFlags::ANY)
                     .ok()??;
-                (maps::value_address(&value)? == second.care_of)
+                (maps::value_peer(&value)? == second.care_of)
                     .then(|| maps::second_heard_ns(&value))?
             })
             .max()

@@ -4,9 +4,11 @@
 //! and value size against these before it uses a map, so a header changed
 //! without this file is refused at load with the map's name.
 
-use std::net::Ipv6Addr;
+use std::net::{Ipv6Addr, SocketAddrV4};
 
 use ipnet::Ipv6Net;
+
+use crate::Peer;
 
 /// `struct nemo_prefix`: the LPM tries' key (length in bits, then the
 /// address in network order).
@@ -31,6 +33,8 @@ pub const BINDINGS: &str = "nemo_bindings";
 pub const ALSO: &str = "nemo_also";
 /// This host's tunnel address.
 pub const LOCAL: &str = "nemo_local";
+/// This host's IPv4 tunnel address and UDP port (RFC 5555).
+pub const LOCAL4: &str = "nemo_local4";
 /// A held tenant's port (ifindex) to what its VM's first frame releases
 /// (mobile router).
 pub const HOLDS: &str = "nemo_holds";
@@ -129,27 +133,44 @@ pub fn key_prefix(key: &[u8]) -> Option<Ipv6Net> {
     Ipv6Net::new(Ipv6Addr::from(octets), u8::try_from(length).ok()?).ok()
 }
 
-/// `struct nemo_peer` (and `struct nemo_local`): one address.
+/// `struct nemo_local`: one address.
 pub fn address_value(address: Ipv6Addr) -> [u8; 16] {
     address.octets()
 }
 
-/// The address of a `struct nemo_peer` or `struct nemo_local`.
+/// The address of a `struct nemo_local`.
 pub fn value_address(value: &[u8]) -> Option<Ipv6Addr> {
     let octets: [u8; 16] = value.get(..16)?.try_into().ok()?;
     Some(Ipv6Addr::from(octets))
 }
 
-/// `struct nemo_second` for `address`, not heard from yet.
-pub fn second_value(address: Ipv6Addr) -> [u8; SECOND_SIZE] {
+/// `struct nemo_peer`: a tunnel's far end ([`Peer::octets`]).
+pub fn peer_value(peer: Peer) -> [u8; 16] {
+    peer.octets()
+}
+
+/// The peer of a `struct nemo_peer` (or the first octets of a
+/// `struct nemo_second` or `struct nemo_hold`).
+pub fn value_peer(value: &[u8]) -> Option<Peer> {
+    Some(Peer::from_octets(value.get(..16)?.try_into().ok()?))
+}
+
+/// `struct nemo_local` of `nemo_local4`: this host's IPv4 tunnel address
+/// and UDP port, written as an IPv4 peer is.
+pub fn local4_value(local: SocketAddrV4) -> [u8; 16] {
+    Peer::Udp(local).octets()
+}
+
+/// `struct nemo_second` for `peer`, not heard from yet.
+pub fn second_value(peer: Peer) -> [u8; SECOND_SIZE] {
     let mut value = [0u8; SECOND_SIZE];
-    value[..16].copy_from_slice(&address.octets());
+    value[..16].copy_from_slice(&peer.octets());
     value
 }
 
 /// `struct nemo_hold`: once released, `prefixes` point at `peer`; `None`
 /// for more prefixes than the kernel releases (the daemon does it then).
-pub fn hold_value(peer: Ipv6Addr, prefixes: &[Ipv6Net]) -> Option<[u8; HOLD_SIZE]> {
+pub fn hold_value(peer: Peer, prefixes: &[Ipv6Net]) -> Option<[u8; HOLD_SIZE]> {
     if prefixes.len() > MAX_HELD_PREFIXES {
         return None;
     }
@@ -184,20 +205,22 @@ mod tests {
         let a: Ipv6Addr = "2001:db8:2::10".parse().unwrap();
         assert_eq!(value_address(&address_value(a)), Some(a));
         assert_eq!(key_prefix(&[0xff; PREFIX_SIZE]), None);
-        let second = second_value(a);
-        assert_eq!(value_address(&second), Some(a));
+        let second = second_value(a.into());
+        assert_eq!(value_peer(&second), Some(Peer::Ipv6(a)));
         assert_eq!(second_heard_ns(&second), None);
         let mut heard = second;
         heard[16..].copy_from_slice(&7u64.to_ne_bytes());
         assert_eq!(second_heard_ns(&heard), Some(7));
         let prefixes: Vec<Ipv6Net> = vec![prefix, "2001:db8:200::/48".parse().unwrap()];
-        let hold = hold_value(a, &prefixes).unwrap();
-        assert_eq!(value_address(&hold), Some(a));
+        let hold = hold_value(a.into(), &prefixes).unwrap();
+        assert_eq!(value_peer(&hold), Some(Peer::Ipv6(a)));
         assert_eq!(u32::from_ne_bytes(hold[16..20].try_into().unwrap()), 2);
         assert_eq!(key_prefix(&hold[24..44]), Some(prefixes[0]));
         assert_eq!(key_prefix(&hold[44..64]), Some(prefixes[1]));
         assert!(hold[64..].iter().all(|o| *o == 0));
-        assert!(hold_value(a, &[prefix; MAX_HELD_PREFIXES + 1]).is_none());
+        assert!(hold_value(a.into(), &[prefix; MAX_HELD_PREFIXES + 1]).is_none());
+        let udp: SocketAddrV4 = "192.0.2.10:4191".parse().unwrap();
+        assert_eq!(value_peer(&local4_value(udp)), Some(Peer::Udp(udp)));
         assert_eq!(value_address(&[0; 15]), None);
     }
 

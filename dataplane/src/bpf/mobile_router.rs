@@ -12,7 +12,7 @@
 //!   tc ingress TENANT_IF: nemo_release (only while the tenant is held: nemo_holds)
 //! ```
 
-use std::net::Ipv6Addr;
+use std::net::{Ipv6Addr, SocketAddrV4};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 
@@ -29,7 +29,7 @@ use crate::linux::{
     remove_rules, route_destination, rule_source, tenant_tables, usable_port, Rule, PREF_ENCAP,
     PROTOCOL,
 };
-use crate::{DataPlaneError, MobileRouterDataPlane, Release, TenantRoutes, Traffic};
+use crate::{DataPlaneError, MobileRouterDataPlane, Peer, Release, TenantRoutes, Traffic};
 
 const RT_TABLE_MAIN: u32 = 254;
 
@@ -55,13 +55,13 @@ fn set_traffic(
 ) -> Result<(), DataPlaneError> {
     let peer = match traffic {
         Traffic::Pass => tenant.home_agent,
-        Traffic::Hold => Ipv6Addr::UNSPECIFIED,
+        Traffic::Hold => Peer::Ipv6(Ipv6Addr::UNSPECIFIED),
     };
     for prefix in &tenant.prefixes {
         bindings
             .update(
                 &maps::prefix_key(*prefix),
-                &maps::address_value(peer),
+                &maps::peer_value(peer),
                 MapFlags::EXIST,
             )
             .map_err(|e| refused("hold or pass", *prefix, e))?;
@@ -129,6 +129,15 @@ impl BpfMobileRouter {
     /// tenant tunnel's source (one entry: a move re-points every tenant).
     fn set_care_of_now(&self, care_of: Ipv6Addr) -> Result<(), DataPlaneError> {
         self.programs.set_local(care_of)
+    }
+
+    /// The IPv4 care-of address and the UDP port of this host's DSMIPv6
+    /// socket (RFC 5555 §4.1): the source of what goes to an IPv4 home
+    /// agent, and where its packets must arrive (its Binding Updates leave
+    /// from the same port, so that a NAT maps both alike); `None` takes
+    /// IPv4 tunnels away.
+    pub fn set_ipv4_care_of(&self, local: Option<SocketAddrV4>) -> Result<(), DataPlaneError> {
+        self.programs.set_local4(local)
     }
 
     fn rules(tenant: &TenantRoutes) -> impl Iterator<Item = Rule> + '_ {
@@ -246,7 +255,7 @@ impl MobileRouterDataPlane for BpfMobileRouter {
                 .bindings
                 .update(
                     &maps::prefix_key(*prefix),
-                    &maps::address_value(tenant.home_agent),
+                    &maps::peer_value(tenant.home_agent),
                     MapFlags::ANY,
                 )
                 .map_err(|e| refused("install binding for", *prefix, e))?;

@@ -139,6 +139,8 @@ pub struct Programs {
     pub also: MapHandle,
     /// This host's tunnel address (one entry).
     pub local: MapHandle,
+    /// This host's IPv4 tunnel address and UDP port (one entry; RFC 5555).
+    pub local4: MapHandle,
     /// A held tenant's port to what releases it.
     pub holds: MapHandle,
     counters: MapHandle,
@@ -213,6 +215,7 @@ impl Programs {
         let bindings = map(maps::BINDINGS, maps::PREFIX_SIZE, maps::PEER_SIZE)?;
         let also = map(maps::ALSO, maps::PREFIX_SIZE, maps::SECOND_SIZE)?;
         let local = map(maps::LOCAL, 4, maps::LOCAL_SIZE)?;
+        let local4 = map(maps::LOCAL4, 4, maps::LOCAL_SIZE)?;
         let holds = map(maps::HOLDS, 4, maps::HOLD_SIZE)?;
         let counters = map(maps::COUNTERS, 4, 8)?;
         if counters.max_entries() as usize != Counter::ALL.len() {
@@ -228,6 +231,7 @@ impl Programs {
             bindings,
             also,
             local,
+            local4,
             holds,
             counters,
             pin_dir: pin_dir.map(Path::to_owned),
@@ -284,6 +288,29 @@ impl Programs {
             .map_err(|e| unavailable(format!("setting the tunnel address: {e}")))
     }
 
+    /// Sets this host's IPv4 tunnel address and the UDP port its DSMIPv6
+    /// socket has (RFC 5555 §4.1): the outer source of what it sends to an
+    /// IPv4 peer, and where such packets must arrive; `None` takes IPv4
+    /// tunnels away.
+    pub fn set_local4(&self, local: Option<std::net::SocketAddrV4>) -> Result<(), DataPlaneError> {
+        let value = local.map_or([0u8; maps::LOCAL_SIZE], maps::local4_value);
+        self.local4
+            .update(&0u32.to_ne_bytes(), &value, MapFlags::ANY)
+            .map_err(|e| unavailable(format!("setting the IPv4 tunnel address: {e}")))
+    }
+
+    /// The IPv4 tunnel address and port set (`None`: none).
+    pub fn local4(&self) -> Option<std::net::SocketAddrV4> {
+        let value = self
+            .local4
+            .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .ok()??;
+        match maps::value_peer(&value)? {
+            crate::Peer::Udp(local) => Some(local),
+            _ => None,
+        }
+    }
+
     /// The tunnel address set (`None`: not set yet, or unreadable).
     pub fn local_address(&self) -> Option<std::net::Ipv6Addr> {
         let value = self
@@ -323,13 +350,13 @@ impl Programs {
     }
 
     /// Every (prefix, peer) in the bindings map.
-    pub fn listed_bindings(&self) -> std::collections::HashMap<ipnet::Ipv6Net, std::net::Ipv6Addr> {
+    pub fn listed_bindings(&self) -> std::collections::HashMap<ipnet::Ipv6Net, crate::Peer> {
         self.bindings
             .keys()
             .filter_map(|key| {
                 let prefix = maps::key_prefix(&key)?;
                 let value = self.bindings.lookup(&key, MapFlags::ANY).ok()??;
-                Some((prefix, maps::value_address(&value)?))
+                Some((prefix, maps::value_peer(&value)?))
             })
             .collect()
     }
@@ -360,6 +387,7 @@ impl Programs {
             maps::BINDINGS,
             maps::ALSO,
             maps::LOCAL,
+            maps::LOCAL4,
             maps::HOLDS,
             maps::COUNTERS,
         ] {
@@ -382,6 +410,7 @@ fn drop_incompatible_pins(dir: &Path) {
     let transient = [
         (maps::ALSO, maps::PREFIX_SIZE, maps::SECOND_SIZE, None),
         (maps::HOLDS, 4, maps::HOLD_SIZE, None),
+        (maps::LOCAL4, 4, maps::LOCAL_SIZE, Some(1)),
         (maps::COUNTERS, 4, 8, Some(Counter::ALL.len())),
     ];
     for (name, key, value, entries) in transient {

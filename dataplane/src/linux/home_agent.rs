@@ -10,7 +10,8 @@ use tokio::sync::Mutex;
 
 use super::host::Host;
 use super::{
-    add_rule, Rule, Seg6Config, PREF_ENCAP, PREF_ROUTE, TABLE_DECAP, TABLE_ENCAP, TABLE_ROUTE,
+    add_rule, ipv6_peer, Rule, Seg6Config, PREF_ENCAP, PREF_ROUTE, TABLE_DECAP, TABLE_ENCAP,
+    TABLE_ROUTE,
 };
 use crate::{BindingRoutes, DataPlaneError, HomeAgentDataPlane, ReconcileReport};
 
@@ -134,14 +135,15 @@ impl HomeAgentDataPlane for Seg6HomeAgent {
         routes: &BindingRoutes,
         previous: Option<&BindingRoutes>,
     ) -> Result<(), DataPlaneError> {
+        let care_of = ipv6_peer(routes.care_of, Ipv6Net::from(routes.home_address))?;
         // The new care-of address can send into the reverse tunnel first.
         let moved = previous.is_some_and(|p| p.care_of != routes.care_of);
         if previous.is_none() || moved {
-            self.use_care_of(routes.care_of).await?;
+            self.use_care_of(care_of).await?;
         }
         let wanted: BTreeSet<Ipv6Net> = routes.destinations().collect();
         for destination in &wanted {
-            self.install(*destination, routes.care_of).await?;
+            self.install(*destination, care_of).await?;
         }
         if let Some(previous) = previous {
             for destination in previous.destinations() {
@@ -149,8 +151,8 @@ impl HomeAgentDataPlane for Seg6HomeAgent {
                     self.uninstall(destination).await?;
                 }
             }
-            if moved {
-                self.release_care_of(previous.care_of).await?;
+            if let (true, Some(left)) = (moved, previous.care_of.ipv6()) {
+                self.release_care_of(left).await?;
             }
         }
         Ok(())
@@ -160,7 +162,11 @@ impl HomeAgentDataPlane for Seg6HomeAgent {
         for destination in routes.destinations() {
             self.uninstall(destination).await?;
         }
-        self.release_care_of(routes.care_of).await
+        match routes.care_of.ipv6() {
+            Some(care_of) => self.release_care_of(care_of).await,
+            // Never installed here.
+            None => Ok(()),
+        }
     }
 
     async fn reconcile(&self, all: &[BindingRoutes]) -> Result<ReconcileReport, DataPlaneError> {
@@ -177,13 +183,21 @@ impl HomeAgentDataPlane for Seg6HomeAgent {
         let mut gated = Listed::new(gated);
         let mut report = ReconcileReport::default();
         for routes in all {
+            let Some(care_of) = routes.care_of.ipv6() else {
+                tracing::warn!(
+                    home_address = %routes.home_address,
+                    care_of = %routes.care_of,
+                    "a binding to an IPv4 care-of address: the seg6 backend cannot tunnel to it"
+                );
+                continue;
+            };
             for destination in routes.destinations() {
                 let encapsulated = encap.take(destination);
                 let into_gate = gated.take(destination).is_some();
-                if encapsulated == Some(Some(routes.care_of)) && into_gate {
+                if encapsulated == Some(Some(care_of)) && into_gate {
                     report.kept += 1;
                 } else {
-                    self.install(destination, routes.care_of).await?;
+                    self.install(destination, care_of).await?;
                     report.installed += 1;
                 }
             }
@@ -196,8 +210,8 @@ impl HomeAgentDataPlane for Seg6HomeAgent {
         }
         // Decapsulation: exactly one route per care-of address in use.
         let mut users: HashMap<Ipv6Addr, usize> = HashMap::new();
-        for routes in all {
-            *users.entry(routes.care_of).or_insert(0) += 1;
+        for care_of in all.iter().filter_map(|routes| routes.care_of.ipv6()) {
+            *users.entry(care_of).or_insert(0) += 1;
         }
         report.removed += self.set_decapsulation(users).await?;
         Ok(report)
@@ -214,7 +228,8 @@ impl HomeAgentDataPlane for Seg6HomeAgent {
             self.uninstall(destination).await?;
         }
         for (destination, care_of) in install {
-            self.install(destination, care_of).await?;
+            self.install(destination, ipv6_peer(care_of, destination)?)
+                .await?;
         }
         self.set_decapsulation(users).await?;
         Ok(())

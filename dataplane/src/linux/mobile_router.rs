@@ -11,8 +11,9 @@ use tokio::sync::Mutex;
 
 use super::host::Host;
 use super::{
-    add_rule, is_ours, priority, remove_rules, rule_source, tenant_tables, usable_port, Rule,
-    Seg6Config, PREF_ENCAP, PREF_TENANT, PROTOCOL, RT_TABLE_MAIN, TABLE_DECAP, TABLE_TENANT_GATE,
+    add_rule, ipv6_peer, is_ours, priority, remove_rules, rule_source, tenant_tables, usable_port,
+    Rule, Seg6Config, PREF_ENCAP, PREF_TENANT, PROTOCOL, RT_TABLE_MAIN, TABLE_DECAP,
+    TABLE_TENANT_GATE,
 };
 use crate::{DataPlaneError, MobileRouterDataPlane, TenantRoutes};
 
@@ -99,12 +100,15 @@ impl Seg6MobileRouter {
         for (destination, _) in self.host.owned_routes(tenant.table).await? {
             self.host.delete_route(tenant.table, destination).await?;
         }
+        let Some(home_agent) = tenant.home_agent.ipv6() else {
+            return Ok(()); // never attached here
+        };
         let mut users = self.home_agent_users.lock().await;
-        if let Some(count) = users.get_mut(&tenant.home_agent) {
+        if let Some(count) = users.get_mut(&home_agent) {
             *count -= 1;
             if *count == 0 {
-                users.remove(&tenant.home_agent);
-                self.host.remove_decap_peer(tenant.home_agent).await?;
+                users.remove(&home_agent);
+                self.host.remove_decap_peer(home_agent).await?;
             }
         }
         Ok(())
@@ -130,33 +134,31 @@ impl MobileRouterDataPlane for Seg6MobileRouter {
                 self.remove_tenant(previous).await?;
             }
         }
+        let home_agent = ipv6_peer(tenant.home_agent, Ipv6Net::default())?;
         let host = &self.host;
         let interface = usable_port(&host.handle, &tenant.interface, &tenant.prefixes).await?;
         {
             let mut users = self.home_agent_users.lock().await;
-            let count = users.entry(tenant.home_agent).or_insert(0);
+            let count = users.entry(home_agent).or_insert(0);
             if *count == 0 {
-                host.add_decap_peer(tenant.home_agent).await?;
+                host.add_decap_peer(home_agent).await?;
             }
             *count += 1;
         }
         // The tenant's table: everything to the home agent, except the home
         // agent itself (the outer packet), which goes back to the main table.
         let default = Ipv6Net::default();
-        host.install(
-            host.encap_route(default, tenant.home_agent, tenant.table),
-            default,
-        )
-        .await?;
-        let home_agent = Ipv6Net::from(tenant.home_agent);
+        host.install(host.encap_route(default, home_agent, tenant.table), default)
+            .await?;
+        let home_agent_route = Ipv6Net::from(home_agent);
         let mut throw = RouteMessageBuilder::<Ipv6Addr>::new()
-            .destination_prefix(tenant.home_agent, 128)
+            .destination_prefix(home_agent, 128)
             .table_id(tenant.table)
             .protocol(RouteProtocol::Other(PROTOCOL))
             .kind(RouteType::Throw)
             .build();
         throw.header.scope = netlink_packet_route::route::RouteScope::Universe;
-        host.install(throw, home_agent).await?;
+        host.install(throw, home_agent_route).await?;
         for prefix in &tenant.prefixes {
             host.install(self.prefix_route(*prefix, interface), *prefix)
                 .await?;

@@ -72,7 +72,7 @@ use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use netlink_packet_route::IpProtocol;
 use rtnetlink::{Handle, IpVersion};
 
-use crate::DataPlaneError;
+use crate::{DataPlaneError, Peer};
 
 mod home_agent;
 mod host;
@@ -124,6 +124,19 @@ fn refused(action: &'static str, destination: Ipv6Net, error: rtnetlink::Error) 
         destination,
         reason: error.to_string(),
     }
+}
+
+/// The IPv6 address of a tunnel peer: the seg6 backends tunnel IPv6 in
+/// IPv6 only; an IPv4 care-of address (RFC 5555) needs the bpf backend.
+pub(crate) fn ipv6_peer(peer: Peer, destination: Ipv6Net) -> Result<Ipv6Addr, DataPlaneError> {
+    peer.ipv6().ok_or_else(|| DataPlaneError::Refused {
+        action: "tunnel",
+        destination,
+        reason: format!(
+            "{peer} is an IPv4 peer: the seg6 backend tunnels IPv6 in IPv6 only \
+             ([dataplane] backend = \"bpf\" tunnels IPv4 care-of addresses)"
+        ),
+    })
 }
 
 fn unavailable(reason: String) -> DataPlaneError {

@@ -8,26 +8,34 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use nemo::ha::{
-    Bicasts, Binding, Change, ChangeKind, Copying, Decision, Forwarding, ForwardingFailure,
+    Bicasts, Binding, CareOf, Change, ChangeKind, Copying, Decision, Forwarding, ForwardingFailure,
     Handled, HomeAgent,
 };
-use nemo_dataplane::{BindingRoutes, DataPlaneError, HomeAgentDataPlane};
+use nemo_dataplane::{BindingRoutes, DataPlaneError, HomeAgentDataPlane, Peer};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::Pending;
 use crate::messages::{CoreEvent, Deleted, Replicated, ReplyPath, Role};
 use crate::metrics::Metrics;
 
-/// A binding's routes in the data plane; `None` for an IPv4 care-of
-/// address (RFC 5555), which the data planes do not tunnel to yet: the
-/// engine refuses those (`nemo::ha::Ipv4CareOfs::Refused`), so none is
-/// installed, and none is there to remove.
-pub(super) fn routes(binding: &Binding) -> Option<BindingRoutes> {
-    Some(BindingRoutes {
+/// A binding's routes in the data plane: the tunnel goes to its care-of
+/// address, or, through a NAT, to the mapping its Binding Update came from
+/// (RFC 5555 §4.2).
+pub(super) fn routes(binding: &Binding) -> BindingRoutes {
+    BindingRoutes {
         home_address: binding.home_address,
-        care_of: binding.care_of.ipv6()?,
+        care_of: peer(binding.care_of),
         prefixes: binding.prefixes.to_vec(),
-    })
+    }
+}
+
+/// The data plane's peer for a care-of address.
+pub(super) fn peer(care_of: CareOf) -> Peer {
+    match care_of {
+        CareOf::Ipv6(address) => Peer::Ipv6(address),
+        CareOf::Ipv4(address) => Peer::Ipv4(address),
+        CareOf::Udp { outer, .. } => Peer::Udp(outer),
+    }
 }
 
 /// The core: owns the engine.
@@ -238,16 +246,8 @@ impl<D: HomeAgentDataPlane> Core<D> {
         self.note_while_catching_up(change);
         match change {
             Change::Upsert { binding, previous } => {
-                let Some(wanted) = routes(binding) else {
-                    return Err(nemo_dataplane::DataPlaneError::Unavailable {
-                        backend: self.dataplane.name(),
-                        reason: format!(
-                            "no tunnel to the IPv4 care-of address {}",
-                            binding.care_of
-                        ),
-                    });
-                };
-                let previous = previous.as_deref().and_then(routes);
+                let wanted = routes(binding);
+                let previous = previous.as_deref().map(routes);
                 // A refresh from the same care-of address with the same
                 // prefixes changes no route: the kernel is left alone (two
                 // netlink route replacements per prefix otherwise, which
@@ -257,10 +257,7 @@ impl<D: HomeAgentDataPlane> Core<D> {
                 }
                 self.dataplane.set(&wanted, previous.as_ref()).await
             }
-            Change::Remove { binding } => match routes(binding) {
-                Some(routes) => self.dataplane.clear(&routes).await,
-                None => Ok(()),
-            },
+            Change::Remove { binding } => self.dataplane.clear(&routes(binding)).await,
         }
     }
 
@@ -270,8 +267,8 @@ impl<D: HomeAgentDataPlane> Core<D> {
         if let Ok(mut catching_up) = self.catching_up.lock() {
             if let Some(catching_up) = catching_up.as_mut() {
                 let before = match change {
-                    Change::Upsert { previous, .. } => previous.as_deref().and_then(routes),
-                    Change::Remove { binding } => routes(binding),
+                    Change::Upsert { previous, .. } => previous.as_deref().map(routes),
+                    Change::Remove { binding } => Some(routes(binding)),
                 };
                 catching_up
                     .touched
@@ -299,7 +296,7 @@ impl<D: HomeAgentDataPlane> Core<D> {
                 let mut now = Vec::new();
                 let mut gone = Vec::new();
                 for (home_address, before) in &catching_up.touched {
-                    now.extend(cache.binding(*home_address).and_then(routes));
+                    now.extend(cache.binding(*home_address).map(routes));
                     gone.extend(before.clone());
                 }
                 let mut users: HashMap<Ipv6Addr, usize> = HashMap::new();
@@ -315,7 +312,7 @@ impl<D: HomeAgentDataPlane> Core<D> {
                 if let Err(error) = reconciled {
                     tracing::error!(%error, "reconciling the data plane failed; once more, from the cache as it is now");
                 }
-                let all: Vec<BindingRoutes> = cache.bindings().filter_map(routes).collect();
+                let all: Vec<BindingRoutes> = cache.bindings().map(routes).collect();
                 self.dataplane.reconcile(&all).await
             }
         };
@@ -346,17 +343,9 @@ impl<D: HomeAgentDataPlane> Core<D> {
     async fn copy(&mut self, actions: Vec<Copying>) {
         for action in actions {
             match action {
-                Copying::Start(left) => {
-                    // None: nothing was tunnelled there.
-                    if let Some(routes) = routes(&left) {
-                        self.start_copies(&left, &routes).await;
-                    }
-                }
+                Copying::Start(left) => self.start_copies(&left, &routes(&left)).await,
                 Copying::End(left) => {
-                    let Some(routes) = routes(&left) else {
-                        continue;
-                    };
-                    if let Err(error) = self.dataplane.end_bicast(&routes).await {
+                    if let Err(error) = self.dataplane.end_bicast(&routes(&left)).await {
                         self.metrics.forwarding_failures.inc();
                         tracing::error!(%error, home_address = %left.home_address, "could not stop copies");
                     }
@@ -420,10 +409,7 @@ impl<D: HomeAgentDataPlane> Core<D> {
         let now = SystemTime::now();
         let mut ended = Vec::new();
         for left in self.bicasts.due(now) {
-            let heard_ago = match routes(&left) {
-                Some(routes) => self.dataplane.bicast_heard(&routes).await,
-                None => None,
-            };
+            let heard_ago = self.dataplane.bicast_heard(&routes(&left)).await;
             ended.extend(self.bicasts.settle(left.home_address, heard_ago, now));
         }
         self.copy(ended).await;
@@ -468,7 +454,7 @@ impl<D: HomeAgentDataPlane> Core<D> {
             }
         }
         let expired = self.engine.replace(bindings, SystemTime::now());
-        let live: Vec<BindingRoutes> = self.engine.cache().bindings().filter_map(routes).collect();
+        let live: Vec<BindingRoutes> = self.engine.cache().bindings().map(routes).collect();
         match self.dataplane.reconcile(&live).await {
             Ok(report) => tracing::info!(
                 bindings = live.len(),

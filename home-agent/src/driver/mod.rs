@@ -143,7 +143,7 @@ pub async fn start<D: HomeAgentDataPlane>(setup: Setup<D>) -> anyhow::Result<Run
     // which serves at once: a million bindings kept in the kernel take
     // seconds to verify. What the core changes meanwhile it notes, and
     // settles when the reconcile is done (`Core::caught_up`).
-    let wanted: Vec<BindingRoutes> = live.iter().filter_map(|binding| routes(binding)).collect();
+    let wanted: Vec<BindingRoutes> = live.iter().map(|binding| routes(binding)).collect();
     tracing::info!(
         bindings = live.len(),
         expired = expired.len(),
