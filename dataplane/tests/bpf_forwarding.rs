@@ -17,24 +17,18 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use std::path::PathBuf;
-use std::sync::mpsc;
-
 use nemo_dataplane::bpf::maps::Counter;
-use nemo_dataplane::bpf::{
-    BpfHomeAgent, BpfHomeAgentConfig, BpfMobileRouter, BpfMobileRouterConfig,
-};
+use nemo_dataplane::bpf::{BpfMobileRouter, BpfMobileRouterConfig};
 use nemo_dataplane::{
-    BindingRoutes, HomeAgentDataPlane, MobileRouterDataPlane, Peer, ReconcileReport, TenantRoutes,
-    Traffic,
+    BindingRoutes, MobileRouterDataPlane, Peer, ReconcileReport, TenantRoutes, Traffic,
 };
 use nemo_testkit::{addr, net, netns_available, require, runs, BpfFs, Netns};
 
 mod common;
+use common::planes::{count, data_plane, step, Answer, Role, Step, Steps};
 use common::{ping, pings, sites, tcp, text, Sites, CN, COA_A, COA_B, HA, HOA, MNP, VM};
 
 const MUST_RUN: &str = "NEMO_REQUIRE_NETNS";
-const POOL: &str = "2001:db8:100::/40";
 
 fn binding(care_of: &str) -> BindingRoutes {
     BindingRoutes {
@@ -50,152 +44,6 @@ fn tenant() -> TenantRoutes {
         prefixes: vec![net(MNP)],
         home_agent: nemo_dataplane::Peer::Ipv6(addr(HA)),
         table: 100,
-    }
-}
-
-/// Work for the thread that owns a data plane inside a namespace.
-enum Step {
-    Set(BindingRoutes, Option<BindingRoutes>),
-    Bicast(BindingRoutes),
-    EndBicast(BindingRoutes),
-    BicastHeard(BindingRoutes),
-    Reconcile(Vec<BindingRoutes>),
-    Attach(TenantRoutes),
-    Deliver(TenantRoutes, Traffic),
-    Counter(Counter),
-    RemoveAll,
-}
-
-enum Answer {
-    Done,
-    Report(ReconcileReport),
-    Count(u64),
-    Heard(Option<std::time::Duration>),
-}
-
-type Steps = mpsc::Sender<(Step, mpsc::Sender<Result<Answer, String>>)>;
-
-enum Plane {
-    HomeAgent(BpfHomeAgent),
-    MobileRouter(BpfMobileRouter),
-}
-
-/// Starts a data plane in `ns`; dropping the returned sender ends it
-/// without a teardown (what `kill -9` leaves: routes, filter and pins).
-fn data_plane(
-    ns: &Netns,
-    home_agent: bool,
-    local: &str,
-    pin_dir: PathBuf,
-) -> (Steps, std::thread::JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel::<(Step, mpsc::Sender<Result<Answer, String>>)>();
-    let local = addr(local);
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let thread = ns.spawn_in(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let (connection, handle, _) = rtnetlink::new_connection().unwrap();
-            tokio::spawn(connection);
-            let plane = if home_agent {
-                BpfHomeAgent::new(
-                    handle,
-                    BpfHomeAgentConfig {
-                        uplink: "h1".into(),
-                        local_address: local,
-                        local_ipv4: None,
-                        pin_dir: Some(pin_dir),
-                        aggregates: vec![net(POOL)],
-                    },
-                )
-                .await
-                .map(Plane::HomeAgent)
-            } else {
-                BpfMobileRouter::new(
-                    handle,
-                    BpfMobileRouterConfig {
-                        uplink: "u0".into(),
-                        local_address: local,
-                        pin_dir: Some(pin_dir),
-                    },
-                )
-                .await
-                .map(Plane::MobileRouter)
-            };
-            let plane = match plane {
-                Ok(plane) => {
-                    ready_tx.send(Ok(())).unwrap();
-                    plane
-                }
-                Err(error) => {
-                    ready_tx.send(Err(error.to_string())).unwrap();
-                    return;
-                }
-            };
-            while let Ok((step, reply)) = rx.recv() {
-                let result = match (&plane, step) {
-                    (Plane::HomeAgent(p), Step::Set(routes, previous)) => p
-                        .set(&routes, previous.as_ref())
-                        .await
-                        .map(|()| Answer::Done),
-                    (Plane::HomeAgent(p), Step::Bicast(second)) => {
-                        p.bicast(&second).await.map(|copying| {
-                            assert!(copying, "the bpf data plane copies");
-                            Answer::Done
-                        })
-                    }
-                    (Plane::HomeAgent(p), Step::EndBicast(second)) => {
-                        p.end_bicast(&second).await.map(|()| Answer::Done)
-                    }
-                    (Plane::HomeAgent(p), Step::BicastHeard(second)) => {
-                        Ok(Answer::Heard(p.bicast_heard(&second).await))
-                    }
-                    (Plane::HomeAgent(p), Step::Reconcile(all)) => {
-                        p.reconcile(&all).await.map(Answer::Report)
-                    }
-                    (Plane::HomeAgent(p), Step::Counter(c)) => Ok(Answer::Count(p.counter(c))),
-                    (Plane::HomeAgent(p), Step::RemoveAll) => {
-                        p.teardown().await.map(|()| Answer::Done)
-                    }
-                    (Plane::MobileRouter(p), Step::Attach(tenant)) => {
-                        p.attach(&tenant, None).await.map(|()| Answer::Done)
-                    }
-                    (Plane::MobileRouter(p), Step::Deliver(tenant, traffic)) => {
-                        p.deliver(&tenant, traffic).await.map(|held| {
-                            assert!(held, "the bpf data plane holds");
-                            Answer::Done
-                        })
-                    }
-                    (Plane::MobileRouter(p), Step::Counter(c)) => {
-                        Ok(Answer::Count(p.programs().counter(c)))
-                    }
-                    (Plane::MobileRouter(p), Step::RemoveAll) => {
-                        MobileRouterDataPlane::remove_all(p)
-                            .await
-                            .map(|()| Answer::Done)
-                    }
-                    _ => panic!("step not for this data plane"),
-                };
-                reply.send(result.map_err(|e| e.to_string())).unwrap();
-            }
-        });
-    });
-    ready_rx.recv().unwrap().unwrap();
-    (tx, thread)
-}
-
-fn step(plane: &Steps, step: Step) -> Answer {
-    let (tx, rx) = mpsc::channel();
-    plane.send((step, tx)).unwrap();
-    rx.recv().unwrap().unwrap()
-}
-
-fn count(plane: &Steps, counter: Counter) -> u64 {
-    match step(plane, Step::Counter(counter)) {
-        Answer::Count(n) => n,
-        _ => unreachable!(),
     }
 }
 
@@ -227,11 +75,11 @@ fn bpf_tunnels_carry_full_size_traffic_follow_the_binding_and_survive_a_restart(
     } = sites("bpf");
     let mut mobile_routers = Vec::new();
     for (mr, care_of, name) in [(&mr_a, COA_A, "mr-a"), (&mr_b, COA_B, "mr-b")] {
-        let (steps, thread) = data_plane(mr, false, care_of, bpffs.path(name));
+        let (steps, thread) = data_plane(mr, Role::MobileRouter, care_of, None, bpffs.path(name));
         step(&steps, Step::Attach(tenant()));
         mobile_routers.push((steps, thread));
     }
-    let (plane, thread) = data_plane(&ha, true, HA, bpffs.path("ha"));
+    let (plane, thread) = data_plane(&ha, Role::HomeAgent, HA, None, bpffs.path("ha"));
     step(&plane, Step::Set(binding(COA_A), None));
 
     // Both directions, full-size packets: 1412 octets of ICMP payload make
@@ -417,7 +265,7 @@ fn bpf_tunnels_carry_full_size_traffic_follow_the_binding_and_survive_a_restart(
         pings(&cn, VM, 56),
         "forwarding stopped with the home agent's process"
     );
-    let (plane, thread) = data_plane(&ha, true, HA, bpffs.path("ha"));
+    let (plane, thread) = data_plane(&ha, Role::HomeAgent, HA, None, bpffs.path("ha"));
     assert!(pings(&cn, VM, 56), "forwarding stopped with the restart");
     let Answer::Report(report) = step(&plane, Step::Reconcile(vec![binding(COA_B)])) else {
         unreachable!()

@@ -6,6 +6,8 @@
 #![allow(dead_code)] // each test file uses its part
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+pub mod planes;
+
 use std::process::Output;
 
 use nemo_dataplane::KernelBackend;
