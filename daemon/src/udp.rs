@@ -20,11 +20,14 @@ pub fn udp_socket(
     )?;
     socket.set_recv_buffer_size(receive_buffer)?;
     socket.set_nonblocking(true)?;
+    // A member of a home-agent pair listens on the home-agent address
+    // while the other member holds it; its answers then leave from that
+    // address, which a mobile router's connected socket requires (the IPv4
+    // one of `[ipv4]` as the IPv6 one).
     if listen.is_ipv6() {
-        // A member of a home-agent pair listens on the home-agent address
-        // while the other member holds it; its answers then leave from that
-        // address, which a mobile router's connected socket requires.
         socket.set_freebind_v6(true)?;
+    } else {
+        socket.set_freebind_v4(true)?;
     }
     socket.bind(&listen.into())?;
     let granted = socket.recv_buffer_size()?;

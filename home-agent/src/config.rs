@@ -20,6 +20,9 @@
 //! ```
 //!
 //! Unknown keys are refused, and every error names the line it is about.
+//! `[ipv4]` (IPv4 care-of addresses, RFC 5555) is [`ipv4`].
+
+pub mod ipv4;
 
 pub use nemo_daemon::{AdminSection, ListenSection};
 pub use nemo_dataplane::DataPlaneBackend;
@@ -50,6 +53,9 @@ pub struct Config {
     /// The native transport (raw IPv6, as RFC 6275 sends it).
     #[serde(default)]
     pub native: Option<NativeSection>,
+    /// Mobile routers with IPv4 care-of addresses (RFC 5555).
+    #[serde(default)]
+    pub ipv4: Option<ipv4::Ipv4Section>,
     /// The admin gRPC API.
     #[serde(default)]
     pub admin: Option<AdminSection>,
@@ -354,6 +360,9 @@ pub struct Validated {
     pub engine: HomeAgentConfig,
     /// The static authorizations.
     pub authorizations: AuthorizationTable,
+    /// The home agent's IPv4 address and the port its Binding Updates come
+    /// to (`[ipv4]`), which the data plane's IPv4 tunnels use.
+    pub ipv4_tunnel: Option<std::net::SocketAddrV4>,
 }
 
 fn validate_pair(
@@ -629,6 +638,10 @@ impl Config {
                 .insert(entry)
                 .map_err(|e| invalid(span.clone(), e.to_string()))?;
         }
+        let ipv4_tunnel = match &config.ipv4 {
+            Some(ipv4) => Some(ipv4.validate(&dataplane.backend, config.udp.as_ref(), &invalid)?),
+            None => None,
+        };
         let engine = HomeAgentConfig {
             home_prefixes,
             max_lifetime: Duration::from_secs(*section.max_lifetime_secs.get_ref()),
@@ -637,16 +650,19 @@ impl Config {
                 required: section.require_timestamp,
             },
             refresh_request_before: section.refresh_request_before_secs.map(Duration::from_secs),
-            // Refused until the data plane tunnels to IPv4 care-of
-            // addresses (issue 30, item 2): a mobile router behind an
-            // IPv4-only uplink is answered 129, not acknowledged into a
-            // binding that forwards nothing.
-            ipv4_care_of: nemo::ha::Ipv4CareOfs::Refused,
+            // Without [ipv4] a mobile router behind an IPv4-only uplink is
+            // answered 129, not acknowledged into a binding that forwards
+            // nothing.
+            ipv4_care_of: config
+                .ipv4
+                .as_ref()
+                .map_or(nemo::ha::Ipv4CareOfs::Refused, ipv4::Ipv4Section::policy),
         };
         Ok(Validated {
             config,
             engine,
             authorizations,
+            ipv4_tunnel,
         })
     }
 }

@@ -69,6 +69,7 @@ async fn run(
         mut config,
         engine,
         authorizations,
+        ipv4_tunnel,
     } = validated;
     // The static authorizations now live in the table; the parsed entries
     // (a million of them on a large home agent) would only hold memory.
@@ -81,6 +82,13 @@ async fn run(
     tokio::spawn(connection);
     let requested = *config.dataplane.backend.get_ref();
     let backend = requested.resolve().map_err(anyhow::Error::msg)?;
+    if let (Some(ipv4), Some(KernelBackend::Seg6)) = (ipv4_tunnel, backend) {
+        anyhow::bail!(
+            "[ipv4] (IPv4 care-of addresses at {ipv4}) needs the bpf data plane, and backend \
+             \"{}\" found seg6 on this kernel: the seg6 backend tunnels IPv6 in IPv6 only",
+            requested.name()
+        );
+    }
     let uplink = config
         .dataplane
         .uplink
@@ -111,7 +119,7 @@ async fn run(
             let settings = BpfHomeAgentConfig {
                 uplink,
                 local_address: local,
-                local_ipv4: None,
+                local_ipv4: ipv4_tunnel,
                 pin_dir: Some(config.dataplane.pin_dir.clone()),
                 aggregates: config.dataplane.aggregates.clone(),
             };
