@@ -289,6 +289,29 @@ pub trait MobileRouterDataPlane: Send + Sync + 'static {
         care_of: Ipv6Addr,
     ) -> impl Future<Output = Result<(), DataPlaneError>> + Send;
 
+    /// Sets the host's IPv4 care-of address and the UDP port of its DSMIPv6
+    /// socket (RFC 5555 §4.1), for tenants whose home agent is an IPv4
+    /// peer; `None` when the host has none. Only the BPF backend tunnels
+    /// over IPv4: the others refuse an address.
+    fn set_ipv4_care_of(
+        &self,
+        care_of: Option<std::net::SocketAddrV4>,
+    ) -> impl Future<Output = Result<(), DataPlaneError>> + Send {
+        let name = self.name();
+        async move {
+            match care_of {
+                None => Ok(()),
+                Some(care_of) => Err(DataPlaneError::Unavailable {
+                    backend: name,
+                    reason: format!(
+                        "IPv4 care-of address {care_of}: this backend tunnels IPv6 in IPv6 only \
+                         ([dataplane] backend = \"bpf\" tunnels over IPv4)"
+                    ),
+                }),
+            }
+        }
+    }
+
     /// Sends traffic from the tenant's prefixes through the tunnel to its
     /// home agent and takes tunnelled traffic from that home agent off the
     /// tunnel; replaces `previous` (another home agent, other prefixes).
@@ -520,6 +543,14 @@ pub(crate) fn settlement(now: &[BindingRoutes], gone: &[BindingRoutes]) -> Settl
 impl MobileRouterDataPlane for MemoryDataPlane {
     fn name(&self) -> &'static str {
         "memory (no kernel forwarding)"
+    }
+
+    async fn set_ipv4_care_of(
+        &self,
+        _care_of: Option<std::net::SocketAddrV4>,
+    ) -> Result<(), DataPlaneError> {
+        // Nothing is forwarded: any address will do.
+        Ok(())
     }
 
     async fn set_care_of(&self, care_of: Ipv6Addr) -> Result<(), DataPlaneError> {

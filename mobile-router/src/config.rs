@@ -6,6 +6,7 @@
 //!
 //! [transport]
 //! home_agent_udp = "[2001:db8:1::1]:4191"
+//! home_agent_udp_ipv4 = "192.0.2.1:4191"  # IPv4 care-of addresses (RFC 5555)
 //!
 //! [dataplane]
 //! backend = "auto"                      # bpf where the kernel runs it, else seg6
@@ -25,7 +26,7 @@
 
 pub use nemo_daemon::{AdminSection, ListenSection};
 pub use nemo_dataplane::DataPlaneBackend;
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -34,6 +35,7 @@ use nemo::auth::{Algorithm, SecurityAssociation};
 use nemo::registration::InstanceConfig;
 pub use nemo_daemon::ConfigError;
 use nemo_daemon::{parse_hex_key, ConfigText};
+pub use nemo_dataplane::addresses::CareOfFamilies;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -103,9 +105,17 @@ pub struct MobileRouterSection {
     /// address, watched through netlink.
     pub uplink: Spanned<String>,
     /// A fixed care-of address instead of watching the uplink (tests, or
-    /// hosts whose address never changes).
+    /// hosts whose address never changes); an IPv4 one needs
+    /// `[transport] home_agent_udp_ipv4`.
     #[serde(default)]
-    pub care_of: Option<Ipv6Addr>,
+    pub care_of: Option<Spanned<IpAddr>>,
+    /// Which family of the uplink's addresses is the care-of address when
+    /// it has both and the home agent takes IPv4 ones
+    /// (`[transport] home_agent_udp_ipv4`): `ipv6` (the default, RFC 5555
+    /// §4.4.1's preference; IPv4 only while the uplink has no global IPv6
+    /// address) or `ipv4`.
+    #[serde(default)]
+    pub prefer: Preferred,
     /// InitialBindackTimeoutFirstReg (RFC 6275 §13), milliseconds: how
     /// long a first registration (a tenant placed or migrated here) waits
     /// for its answer before the first retransmission. 1500 by default
@@ -151,6 +161,32 @@ fn default_linger_ms() -> Spanned<u64> {
     Spanned::new(0..0, 600_000)
 }
 
+/// `[mobile_router] prefer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preferred {
+    /// IPv6, IPv4 while there is none.
+    #[default]
+    Ipv6,
+    /// IPv4, IPv6 while there is none.
+    Ipv4,
+}
+
+impl Config {
+    /// The care-of addresses this mobile router uses: IPv6 alone unless its
+    /// home agent takes IPv4 ones, then in the order `prefer` says.
+    pub fn care_of_families(&self) -> CareOfFamilies {
+        match (
+            self.transport.get_ref().home_agent_udp_ipv4,
+            self.mobile_router.prefer,
+        ) {
+            (None, _) => CareOfFamilies::Ipv6,
+            (Some(_), Preferred::Ipv6) => CareOfFamilies::Ipv6ThenIpv4,
+            (Some(_), Preferred::Ipv4) => CareOfFamilies::Ipv4ThenIpv6,
+        }
+    }
+}
+
 /// `[transport]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -164,6 +200,20 @@ pub struct TransportSection {
     /// Local address for the UDP socket.
     #[serde(default = "default_bind")]
     pub bind: SocketAddr,
+    /// The home agent's UDP transport over IPv4 (its `[ipv4]` address and
+    /// port): with it, an IPv4 care-of address registers there, in UDP
+    /// over IPv4 (RFC 5555 §4.2).
+    #[serde(default)]
+    pub home_agent_udp_ipv4: Option<SocketAddrV4>,
+    /// Local address of the IPv4 socket. Its port is the IPv4 tunnel's too,
+    /// so that a NAT maps the tunnel and the Binding Updates alike: fixed,
+    /// 4191 by default.
+    #[serde(default = "default_bind_ipv4")]
+    pub bind_ipv4: SocketAddrV4,
+}
+
+fn default_bind_ipv4() -> SocketAddrV4 {
+    SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 4191)
 }
 
 /// How Binding Updates travel.
@@ -309,6 +359,22 @@ impl Config {
                 config.transport.span(),
                 "transport: kind \"udp\" needs home_agent_udp",
             ));
+        }
+        if transport.home_agent_udp_ipv4.is_some() && transport.kind != TransportKind::Udp {
+            return Err(file.invalid(
+                config.transport.span(),
+                "transport: home_agent_udp_ipv4 needs kind \"udp\" (RFC 5555 sends Binding \
+                 Updates from IPv4 care-of addresses in UDP)",
+            ));
+        }
+        if let Some(fixed) = &config.mobile_router.care_of {
+            if fixed.get_ref().is_ipv4() && transport.home_agent_udp_ipv4.is_none() {
+                return Err(file.invalid(
+                    fixed.span(),
+                    "mobile_router: care_of: an IPv4 care-of address needs [transport] \
+                     home_agent_udp_ipv4",
+                ));
+            }
         }
         if let Some(controller) = &config.controller {
             controller.endpoint.get_ref().check().map_err(|e| {

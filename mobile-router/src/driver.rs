@@ -5,12 +5,12 @@
 //! The transport to the home agents is `crate::transport`.
 
 use std::future::Future;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use nemo::mr::{Delivery, MobileRouter, Receipt};
-use nemo::registration::{Event, Registrar, State};
+use nemo::registration::{Encapsulation, Event, Registrar, State};
 use nemo::wire::SequenceNumber;
 use nemo_dataplane::{MobileRouterDataPlane, TenantRoutes, Traffic};
 use nemo_proto::v1 as pb;
@@ -21,6 +21,7 @@ use crate::arrivals::Sighting;
 use crate::config::Instance;
 use crate::status::{Metrics, RejectionLabel, TenantLabel, Trigger};
 use crate::transport::Transport;
+use crate::uplink::Uplink;
 
 /// How long a shutdown waits for deregistrations to be acknowledged.
 const DEREGISTRATION_GRACE: Duration = Duration::from_secs(3);
@@ -52,6 +53,10 @@ struct Host {
     wants: Traffic,
     /// Held now, until its VM announces itself.
     held: Option<Held>,
+    /// How its tunnel is encapsulated, as its last acknowledgement at this
+    /// care-of address said (`None` until then): from an IPv4 care-of
+    /// address, UDP or IPv6 in IPv4 (RFC 5555 §4.2).
+    encapsulation: Option<Encapsulation>,
 }
 
 /// A tenant held until its VM announces itself on its port (issue 29):
@@ -152,6 +157,7 @@ fn new_tenant(instance: Instance, first_registration_timeout: Duration) -> Tenan
             leaving: None,
             wants: instance.delivery,
             held: None,
+            encapsulation: None,
         },
         name: instance.name,
         // After the home agent's last accepted number when the
@@ -225,7 +231,8 @@ pub struct Driver<D> {
     announced: (mpsc::Sender<Announced>, mpsc::Receiver<Announced>),
     /// Announcements and abandoned holds, for the controller.
     sightings: mpsc::Sender<Sighting>,
-    care_of: Option<Ipv6Addr>,
+    /// The care-of address, and the home agent's IPv4 address.
+    uplink: Uplink,
     transport: Transport,
     dataplane: Arc<D>,
     metrics: Arc<Metrics>,
@@ -259,7 +266,10 @@ impl<D: MobileRouterDataPlane> Driver<D> {
             hold,
             announced: mpsc::channel(16),
             sightings,
-            care_of: None,
+            uplink: Uplink {
+                care_of: None,
+                ipv4_home_agent: transport.ipv4_home_agent(),
+            },
             transport,
             dataplane,
             metrics,
@@ -316,7 +326,7 @@ impl<D: MobileRouterDataPlane> Driver<D> {
     /// (waiting a little for the acknowledgements) and detaches it.
     pub async fn run(
         mut self,
-        mut care_of: watch::Receiver<Option<Ipv6Addr>>,
+        mut care_of: watch::Receiver<Option<IpAddr>>,
         mut triggers: mpsc::Receiver<Trigger>,
         mut commands: mpsc::Receiver<InstanceCommand>,
         shutdown: impl Future<Output = ()>,
@@ -428,6 +438,8 @@ impl<D: MobileRouterDataPlane> Driver<D> {
             InstanceCommand::Upsert(instance) => {
                 let reported_sequence = instance.last_sequence;
                 let mut tenant = new_tenant(instance, self.first_registration_timeout);
+                tenant.host.routes.home_agent =
+                    self.uplink.peer(tenant.registrar.config().home_agent, None);
                 let Some(old) = self.tenants.get(&tenant.name) else {
                     tracing::info!(instance = %tenant.name, "instance added");
                     // The tenant's retransmission series exists from the
@@ -435,7 +447,7 @@ impl<D: MobileRouterDataPlane> Driver<D> {
                     let _ = self.metrics.retransmissions.get_or_create(&TenantLabel {
                         tenant: tenant.name.clone(),
                     });
-                    attach_then_register(&*self.dataplane, &mut tenant, None, self.care_of).await;
+                    attach_then_register(&*self.dataplane, &mut tenant, None, self.uplink).await;
                     self.hold_if_wanted(&mut tenant).await;
                     self.tenants.insert(tenant);
                     return;
@@ -461,6 +473,7 @@ impl<D: MobileRouterDataPlane> Driver<D> {
                     .filter(|reported| reported.is_newer_than(own))
                     .unwrap_or(own);
                 let previous = old.host.attached.then(|| old.host.routes.clone());
+                tenant.host.encapsulation = old.host.encapsulation;
                 let held = self
                     .tenants
                     .get_mut(&tenant.name)
@@ -474,7 +487,7 @@ impl<D: MobileRouterDataPlane> Driver<D> {
                     &*self.dataplane,
                     &mut tenant,
                     previous.as_ref(),
-                    self.care_of,
+                    self.uplink,
                 )
                 .await;
                 if !lingering {
@@ -547,16 +560,28 @@ impl<D: MobileRouterDataPlane> Driver<D> {
         }
     }
 
-    async fn care_of_changed(&mut self, address: Option<Ipv6Addr>) {
-        self.care_of = address;
+    async fn care_of_changed(&mut self, address: Option<IpAddr>) {
+        let family_changed =
+            address.map(|a| a.is_ipv4()) != self.uplink.care_of.map(|a| a.is_ipv4());
+        self.uplink.care_of = address;
         self.metrics.care_of_changes.inc();
-        self.transport.care_of_changed(address).await;
+        let ipv6 = match address {
+            Some(IpAddr::V6(address)) => Some(address),
+            _ => None,
+        };
+        self.transport.care_of_changed(ipv6).await;
+        if let Some(address) = ipv6 {
+            if let Err(error) = self.dataplane.set_care_of(address).await {
+                tracing::error!(%error, "data plane refused the new care-of address");
+            }
+        }
+        let ipv4_local = self.uplink.ipv4_local(self.transport.ipv4_port());
+        if let Err(error) = self.dataplane.set_ipv4_care_of(ipv4_local).await {
+            tracing::error!(%error, "data plane refused the IPv4 care-of address");
+        }
         match address {
             Some(address) => {
-                if let Err(error) = self.dataplane.set_care_of(address).await {
-                    tracing::error!(%error, "data plane refused the new care-of address");
-                }
-                tracing::info!(care_of = %address, "registering at the new care-of address");
+                tracing::info!(care_of = %address, "registering at the new care-of address")
             }
             None => tracing::warn!("no usable care-of address: registrations paused"),
         }
@@ -568,9 +593,13 @@ impl<D: MobileRouterDataPlane> Driver<D> {
             .iter_mut()
             .filter(|t| t.host.attached && t.host.leaving.is_none())
         {
-            tenant
-                .registrar
-                .set_care_of(address.map(IpAddr::V6), now, wall);
+            if family_changed {
+                // Another address family: another tunnel peer (RFC 5555
+                // §4.1), and the acknowledgement here has yet to say how.
+                tenant.host.encapsulation = None;
+                retunnel(&*self.dataplane, tenant, self.uplink).await;
+            }
+            tenant.registrar.set_care_of(address, now, wall);
         }
     }
 
@@ -579,7 +608,7 @@ impl<D: MobileRouterDataPlane> Driver<D> {
         let mut attached = Vec::new();
         for tenant in self.tenants.iter_mut() {
             if !tenant.host.attached && tenant.host.leaving.is_none() {
-                attach_then_register(&*self.dataplane, tenant, None, self.care_of).await;
+                attach_then_register(&*self.dataplane, tenant, None, self.uplink).await;
                 if tenant.host.attached {
                     attached.push(tenant.name.clone());
                 }
@@ -782,7 +811,8 @@ impl<D: MobileRouterDataPlane> Driver<D> {
     async fn flush(&mut self) {
         for tenant in self.tenants.iter_mut() {
             while let Some(packet) = tenant.registrar.poll_transmit() {
-                if let Err(error) = self.transport.send(&packet).await {
+                let care_of = tenant.registrar.care_of();
+                if let Err(error) = self.transport.send(&packet, care_of).await {
                     tracing::warn!(instance = %tenant.name, %error, "sending a Binding Update failed");
                 }
             }
@@ -811,6 +841,10 @@ impl<D: MobileRouterDataPlane> Driver<D> {
                         self.metrics
                             .registration_seconds
                             .observe(took.as_secs_f64());
+                        if tenant.host.encapsulation != Some(encapsulation) {
+                            tenant.host.encapsulation = Some(encapsulation);
+                            retunnel(&*self.dataplane, tenant, self.uplink).await;
+                        }
                     }
                     Event::Rejected { status } => {
                         tracing::error!(instance = %tenant.name, %status, "registration refused");
@@ -841,9 +875,13 @@ async fn attach_then_register<D: MobileRouterDataPlane>(
     dataplane: &D,
     tenant: &mut Tenant,
     previous: Option<&TenantRoutes>,
-    care_of: Option<Ipv6Addr>,
+    uplink: Uplink,
 ) {
     let now = Instant::now();
+    tenant.host.routes.home_agent = uplink.peer(
+        tenant.registrar.config().home_agent,
+        tenant.host.encapsulation,
+    );
     match dataplane.attach(&tenant.host.routes, previous).await {
         Ok(()) => {
             tenant.host.attached = true;
@@ -857,7 +895,7 @@ async fn attach_then_register<D: MobileRouterDataPlane>(
             }
             tenant
                 .registrar
-                .set_care_of(care_of.map(IpAddr::V6), now, SystemTime::now());
+                .set_care_of(uplink.care_of, now, SystemTime::now());
         }
         Err(error) => {
             tenant.host.attached = false;
@@ -870,6 +908,28 @@ async fn attach_then_register<D: MobileRouterDataPlane>(
                 );
                 tenant.host.attach_failing_since = Some(now);
             }
+        }
+    }
+}
+
+/// Points an attached tenant's tunnel at the peer `uplink` and its last
+/// acknowledgement say (RFC 5555 §4.1: another address family, or UDP
+/// or not through a NAT), when that is another peer.
+async fn retunnel<D: MobileRouterDataPlane>(dataplane: &D, tenant: &mut Tenant, uplink: Uplink) {
+    let peer = uplink.peer(
+        tenant.registrar.config().home_agent,
+        tenant.host.encapsulation,
+    );
+    if !tenant.host.attached || tenant.host.routes.home_agent == peer {
+        return;
+    }
+    let previous = tenant.host.routes.clone();
+    tenant.host.routes.home_agent = peer;
+    match dataplane.attach(&tenant.host.routes, Some(&previous)).await {
+        Ok(()) => tracing::info!(instance = %tenant.name, %peer, "tunnel to the home agent now"),
+        Err(error) => {
+            tracing::error!(instance = %tenant.name, %peer, %error, "cannot point the tunnel at the home agent");
+            tenant.host.routes = previous;
         }
     }
 }

@@ -7,3 +7,4 @@ pub mod driver;
 pub mod reload;
 pub mod status;
 pub mod transport;
+pub mod uplink;

@@ -67,13 +67,14 @@ async fn run(
     // The care-of address: fixed, or the uplink's, watched through netlink.
     // A fixed address keeps its sender alive for the daemon's lifetime; a
     // watched one ends only if the watcher dies, which stops the daemon.
-    let (care_of, _fixed, _watcher) = match config.mobile_router.care_of {
+    let families = config.care_of_families();
+    let (care_of, _fixed, _watcher) = match &config.mobile_router.care_of {
         Some(address) => {
-            let (sender, receiver) = watch::channel(Some(address));
+            let (sender, receiver) = watch::channel(Some(*address.get_ref()));
             (receiver, Some(sender), None)
         }
         None => {
-            let (receiver, task) = nemo_dataplane::addresses::watch_care_of(&uplink)
+            let (receiver, task) = nemo_dataplane::addresses::watch_care_of(&uplink, families)
                 .await
                 .context("watching the uplink's addresses")?;
             (receiver, None, Some(task))
@@ -104,7 +105,12 @@ async fn run(
             let local = initial.context("the bpf data plane needs a care-of address at start")?;
             let settings = BpfMobileRouterConfig {
                 uplink: uplink.clone(),
-                local_address: local,
+                // An IPv4 care-of address: the driver sets the IPv4 end
+                // (RFC 5555); the IPv6 one waits for an IPv6 address.
+                local_address: match local {
+                    std::net::IpAddr::V6(local) => local,
+                    std::net::IpAddr::V4(_) => std::net::Ipv6Addr::UNSPECIFIED,
+                },
                 pin_dir: Some(config.dataplane.pin_dir.clone()),
             };
             let dataplane = BpfMobileRouter::new(netlink.clone(), settings)
@@ -120,7 +126,20 @@ async fn run(
             .await
         }
         Some(KernelBackend::Seg6) => {
-            let local = initial.context("seg6 needs a care-of address at start")?;
+            if families != nemo_mr::config::CareOfFamilies::Ipv6 {
+                anyhow::bail!(
+                    "[transport] home_agent_udp_ipv4 (IPv4 care-of addresses) needs the bpf data \
+                     plane, and backend \"{}\" found seg6 on this kernel: the seg6 backend \
+                     tunnels IPv6 in IPv6 only",
+                    requested.name()
+                );
+            }
+            let local = match initial.context("seg6 needs a care-of address at start")? {
+                std::net::IpAddr::V6(local) => local,
+                std::net::IpAddr::V4(local) => {
+                    anyhow::bail!("seg6 cannot use the IPv4 care-of address {local}")
+                }
+            };
             let dataplane = Seg6MobileRouter::new(netlink.clone(), Seg6Config::new(&uplink, local))
                 .await
                 .context("dataplane backend seg6 unavailable")?;
@@ -139,7 +158,7 @@ async fn run(
 async fn serve<D: MobileRouterDataPlane>(
     (config, admin_token): (Config, Option<String>),
     (instances, hangups): (Vec<Instance>, nemo_mr::reload::Hangups),
-    care_of: watch::Receiver<Option<std::net::Ipv6Addr>>,
+    care_of: watch::Receiver<Option<std::net::IpAddr>>,
     netlink: rtnetlink::Handle,
     (dataplane, backend): (Arc<D>, Option<KernelBackend>),
 ) -> anyhow::Result<()> {
@@ -150,6 +169,13 @@ async fn serve<D: MobileRouterDataPlane>(
         (TransportKind::Udp, Some(home_agent)) => Transport::Udp {
             socket: transport::bind(config.transport.get_ref().bind).await?,
             home_agent,
+            ipv4: match config.transport.get_ref().home_agent_udp_ipv4 {
+                Some(home_agent) => Some((
+                    transport::bind(config.transport.get_ref().bind_ipv4.into()).await?,
+                    home_agent,
+                )),
+                None => None,
+            },
         },
         (TransportKind::Udp, None) => anyhow::bail!("transport udp needs home_agent_udp"),
         (TransportKind::Native, _) => {

@@ -1,9 +1,11 @@
 //! How a mobile-router daemon reaches its home agents: UDP (RFC 5555's
 //! port, the IPv6 packet inside), or RFC 6275's own form on the uplink
 //! (raw IPv6 out, a packet socket in, the kernel kept quiet about the type 2
-//! routing header).
+//! routing header). With UDP, a second socket over IPv4 carries the Binding
+//! Updates of IPv4 care-of addresses (RFC 5555 §4.2); its port is the IPv4
+//! tunnel's too.
 
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -22,6 +24,9 @@ pub enum Transport {
         socket: UdpSocket,
         /// The home agent's UDP address.
         home_agent: SocketAddr,
+        /// The socket over IPv4 and the home agent's IPv4 UDP address,
+        /// for IPv4 care-of addresses; `None`: IPv6 ones only.
+        ipv4: Option<(UdpSocket, SocketAddrV4)>,
     },
     /// RFC 6275 on the wire: Binding Updates out of a raw socket,
     /// acknowledgements (type 2 routing header) from a packet socket.
@@ -63,17 +68,47 @@ impl Transport {
         })
     }
 
-    pub(crate) async fn send(&self, packet: &[u8]) -> std::io::Result<()> {
-        match self {
-            Transport::Udp { socket, home_agent } => {
-                socket.send_to(packet, home_agent).await.map(|_| ())
-            }
-            Transport::Native { sender, .. } => sender.send(packet),
+    /// Sends a Binding Update registering `care_of`: over IPv4 for an IPv4
+    /// one.
+    pub(crate) async fn send(&self, packet: &[u8], care_of: Option<IpAddr>) -> std::io::Result<()> {
+        match (self, care_of) {
+            (
+                Transport::Udp {
+                    ipv4: Some((socket, home_agent)),
+                    ..
+                },
+                Some(IpAddr::V4(_)),
+            ) => socket.send_to(packet, home_agent).await.map(|_| ()),
+            (
+                Transport::Udp {
+                    socket, home_agent, ..
+                },
+                _,
+            ) => socket.send_to(packet, home_agent).await.map(|_| ()),
+            (Transport::Native { sender, .. }, _) => sender.send(packet),
         }
     }
 
     pub(crate) async fn receive(&mut self, buffer: &mut [u8]) -> std::io::Result<Vec<u8>> {
         match self {
+            Transport::Udp {
+                socket,
+                ipv4: Some((socket4, _)),
+                ..
+            } => {
+                let mut buffer4 = vec![0u8; buffer.len()];
+                tokio::select! {
+                    received = socket.recv_from(buffer) => {
+                        let (len, _) = received?;
+                        Ok(buffer[..len].to_vec())
+                    }
+                    received = socket4.recv_from(&mut buffer4) => {
+                        let (len, _) = received?;
+                        buffer4.truncate(len);
+                        Ok(buffer4)
+                    }
+                }
+            }
             Transport::Udp { socket, .. } => {
                 let (len, _) = socket.recv_from(buffer).await?;
                 Ok(buffer[..len].to_vec())
@@ -114,12 +149,41 @@ impl Transport {
         }
     }
 
+    /// The home agent's IPv4 UDP address, when IPv4 care-of addresses
+    /// register.
+    pub(crate) fn ipv4_home_agent(&self) -> Option<SocketAddrV4> {
+        match self {
+            Transport::Udp {
+                ipv4: Some((_, home_agent)),
+                ..
+            } => Some(*home_agent),
+            _ => None,
+        }
+    }
+
+    /// The port of the IPv4 socket: the IPv4 tunnel's source port.
+    pub(crate) fn ipv4_port(&self) -> Option<u16> {
+        match self {
+            Transport::Udp {
+                ipv4: Some((socket, _)),
+                ..
+            } => socket.local_addr().ok().map(|a| a.port()),
+            _ => None,
+        }
+    }
+
     pub(crate) fn local_addr(&self) -> String {
         match self {
-            Transport::Udp { socket, .. } => socket
-                .local_addr()
-                .map(|a| format!("udp={a}"))
-                .unwrap_or_else(|_| "udp=?".into()),
+            Transport::Udp { socket, ipv4, .. } => {
+                let mut text = socket
+                    .local_addr()
+                    .map(|a| format!("udp={a}"))
+                    .unwrap_or_else(|_| "udp=?".into());
+                if let Some(local) = ipv4.as_ref().and_then(|(s, _)| s.local_addr().ok()) {
+                    text.push_str(&format!(" udp4={local}"));
+                }
+                text
+            }
             Transport::Native { uplink, .. } => format!("native={uplink}"),
         }
     }

@@ -131,15 +131,6 @@ impl BpfMobileRouter {
         self.programs.set_local(care_of)
     }
 
-    /// The IPv4 care-of address and the UDP port of this host's DSMIPv6
-    /// socket (RFC 5555 §4.1): the source of what goes to an IPv4 home
-    /// agent, and where its packets must arrive (its Binding Updates leave
-    /// from the same port, so that a NAT maps both alike); `None` takes
-    /// IPv4 tunnels away.
-    pub fn set_ipv4_care_of(&self, local: Option<SocketAddrV4>) -> Result<(), DataPlaneError> {
-        self.programs.set_local4(local)
-    }
-
     fn rules(tenant: &TenantRoutes) -> impl Iterator<Item = Rule> + '_ {
         tenant.prefixes.iter().map(|prefix| Rule {
             preference: PREF_ENCAP,
@@ -237,6 +228,10 @@ impl MobileRouterDataPlane for BpfMobileRouter {
 
     async fn set_care_of(&self, care_of: Ipv6Addr) -> Result<(), DataPlaneError> {
         self.set_care_of_now(care_of)
+    }
+
+    async fn set_ipv4_care_of(&self, care_of: Option<SocketAddrV4>) -> Result<(), DataPlaneError> {
+        self.programs.set_local4(care_of)
     }
 
     async fn attach(

@@ -98,7 +98,7 @@ pub fn data_plane(
                 )
                 .await
                 .and_then(|plane| {
-                    plane.set_ipv4_care_of(local_ipv4)?;
+                    plane.programs().set_local4(local_ipv4)?;
                     Ok(plane)
                 })
                 .map(Plane::MobileRouter)
