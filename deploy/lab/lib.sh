@@ -113,6 +113,43 @@ lab_hypervisors() {
   addr hva u0 2001:db8:2::10/64; ip -n "${P}hva" -6 route add default via 2001:db8:2::fe
   addr hvb u0 2001:db8:3::10/64; ip -n "${P}hvb" -6 route add default via 2001:db8:3::fe
 }
+# The same with datacenter B an IPv4-only site behind a NAT (issue 30):
+# hvb's uplink has 192.0.2.130/25 behind natb (192.0.2.129), which
+# masquerades it to 192.0.2.99 towards the WAN router (192.0.2.64/26), UDP
+# to other ports (40000-40099) as NATs do; the home site is 192.0.2.0/26
+# (home 192.0.2.1). The hypervisors also share a migration link
+# (2001:db8:e::/64): the migration stream cannot reach a host behind a NAT.
+lab_hypervisors_b_behind_nat() {
+  link hva u0 wan w2
+  addr wan w2 2001:db8:2::fe/64
+  addr hva u0 2001:db8:2::10/64; ip -n "${P}hva" -6 route add default via 2001:db8:2::fe
+  ip -n "${P}home" addr add 192.0.2.1/26 dev h1
+  ip -n "${P}home" route add 192.0.2.64/26 via 192.0.2.62
+  ip -n "${P}wan" addr add 192.0.2.62/26 dev w1
+  link natb o0 wan w3
+  ip -n "${P}wan" addr add 192.0.2.126/26 dev w3
+  ip -n "${P}natb" addr add 192.0.2.99/26 dev o0
+  ip -n "${P}natb" route add default via 192.0.2.126
+  link hvb u0 natb i0
+  x hvb sysctl -qw net.ipv6.conf.default.accept_dad=0
+  ip -n "${P}natb" addr add 192.0.2.129/25 dev i0
+  ip -n "${P}hvb" addr add 192.0.2.130/25 dev u0
+  ip -n "${P}hvb" route add default via 192.0.2.129
+  x wan sysctl -qw net.ipv4.ip_forward=1
+  x natb sysctl -qw net.ipv4.ip_forward=1
+  x natb nft -f - <<'NFT'
+table ip nemo_nat {
+  chain out {
+    type nat hook postrouting priority srcnat;
+    oifname "o0" meta l4proto udp masquerade to :40000-40099
+    oifname "o0" masquerade
+  }
+}
+NFT
+  link hva m0 hvb m0
+  addr hva m0 2001:db8:e::1/64
+  addr hvb m0 2001:db8:e::2/64
+}
 # The tenant's VM as a namespace (vm, 2001:db8:100::2) on hva's tenant port.
 lab_vm_namespace() {
   link vm v0 hva t-acme

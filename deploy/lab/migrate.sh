@@ -16,6 +16,7 @@
 #   wan   the WAN between sites (a router)
 #   hva   hypervisor in datacenter A, nemo-mr      2001:db8:2::10
 #   hvb   hypervisor in datacenter B, nemo-mr      2001:db8:3::10
+#         (SITE_B=nat: 192.0.2.130 behind natb, 192.0.2.99; home 192.0.2.1)
 #   the tenant's VM, at its MNP address            2001:db8:100::2
 #
 # MODE=vm (default): the VM is a real QEMU guest (deploy/lab/vm.sh: a
@@ -78,6 +79,16 @@
 # way the tenant must be reachable once both exist: nemo-mr registers only
 # once it could attach the tenant's data path.
 #
+# SITE_B=nat makes datacenter B an IPv4-only site behind a NAT (issue 30,
+# RFC 5555): hvb's uplink has only 192.0.2.130, behind the router natb that
+# masquerades it (nftables, changing ports) to 192.0.2.99 on the WAN; the
+# home agent has 192.0.2.1 ([ipv4], keepalive NAT_KEEPALIVE_SECS, default
+# 5); nemo-mr on hvb registers its IPv4 care-of address in UDP and the
+# tenant's traffic crosses the NAT IPv6-in-UDP. The migration stream takes
+# a link of its own between the hypervisors (2001:db8:e::/64), as an
+# operator's migration network would. SITE_B=ipv6 (default) is the plain
+# IPv6 site.
+#
 # WAN_DELAY_MS (default 0) puts nemo-delay-relay in the WAN router between
 # the mobile routers and the home agent: Binding Updates and their answers
 # take that long each way (20 for the seed's 40 ms round trip between sites).
@@ -99,9 +110,11 @@ cd "$(dirname "$0")/../.."
 . deploy/lab/lib.sh
 MODE=${MODE:-vm}
 [ "$MODE" != orchestrated ] || MODE=veth
+SITE_B=${SITE_B:-ipv6}
+case "$SITE_B" in ipv6) NAT_TOOLS=();; nat) NAT_TOOLS=(nft);; *) echo "migrate.sh: SITE_B is ipv6 or nat" >&2; exit 2;; esac
 case "$MODE" in
-  vm) lab_prepare migrate.sh ip setpriv ping iperf3 qemu-system-x86_64 busybox cpio python3 dumpcap tshark;;
-  veth|seed) lab_prepare migrate.sh ip setpriv ping iperf3;;
+  vm) lab_prepare migrate.sh ip setpriv ping iperf3 qemu-system-x86_64 busybox cpio python3 dumpcap tshark "${NAT_TOOLS[@]}";;
+  veth|seed) lab_prepare migrate.sh ip setpriv ping iperf3 "${NAT_TOOLS[@]}";;
   *) echo "migrate.sh: MODE is vm, veth or seed" >&2; exit 2;;
 esac
 . deploy/lab/vm.sh
@@ -121,7 +134,12 @@ if [ "$ABANDON" = 1 ] && { [ "$MODE" != vm ] || [ "$HOOK" != none ] || [ "$FAILB
   echo "migrate.sh: ABANDON=1 needs MODE=vm HOOK=none (and no FAILBACK)" >&2; exit 2
 fi
 
-lab_begin "nemo-lab-$$-" cn home wan hva hvb mrvm vm
+if [ "$SITE_B" = nat ] && [ "$MODE" = seed ]; then
+  echo "migrate.sh: SITE_B=nat needs MODE=vm or veth" >&2; exit 2
+fi
+NAT_KEEPALIVE_SECS=${NAT_KEEPALIVE_SECS:-5}
+
+lab_begin "nemo-lab-$$-" cn home wan hva hvb mrvm vm natb
 
 echo "== building the lab ($MODE)"
 NAMESPACES="cn home wan"
@@ -130,6 +148,7 @@ case "$MODE" in
   veth) NAMESPACES="$NAMESPACES vm hva hvb";;
   vm) NAMESPACES="$NAMESPACES hva hvb";;
 esac
+[ "$SITE_B" = nat ] && NAMESPACES="$NAMESPACES natb"
 for n in $NAMESPACES; do ip netns add "$P$n"; ip -n "$P$n" link set lo up; done
 link cn c0 home h0
 link home h1 wan w1
@@ -149,7 +168,7 @@ if [ "$MODE" = seed ]; then
   addr mrvm t-acme 2001:db8:100::1/64
   ROUTERS="wan mrvm"
 else
-  lab_hypervisors
+  if [ "$SITE_B" = nat ]; then lab_hypervisors_b_behind_nat; else lab_hypervisors; fi
   if [ "$MODE" = vm ]; then
     # The VM's port on both hypervisors: hvb's prepared before the move.
     vm_port hva
@@ -163,6 +182,14 @@ if [ "$MODE" = seed ]; then
   addr vm v0 2001:db8:100::2/64; ip -n "${P}vm" -6 route add default via 2001:db8:100::1
 fi
 for n in home $ROUTERS; do x "$n" sysctl -qw net.ipv6.conf.all.forwarding=1; done
+# Where the migration stream goes: hvb's uplink, or (behind a NAT) its end
+# of the migration link.
+MIGRATION_TO="tcp:[2001:db8:3::10]:4444"
+HA_IPV4=""
+if [ "$SITE_B" = nat ]; then
+  MIGRATION_TO="tcp:[2001:db8:e::2]:4444"
+  HA_IPV4=192.0.2.1
+fi
 
 echo "== starting the control plane"
 HA_UDP="[2001:db8:1::1]:4191"
@@ -171,8 +198,11 @@ if [ "$WAN_DELAY_MS" != 0 ]; then
 fi
 TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 echo "$TOKEN" > "$WORK/token"
+# Behind the NAT, hvb reaches the controller over IPv4: it listens on both.
+CONTROLLER_LISTEN="[2001:db8:1::1]:50051"
+[ -n "$HA_IPV4" ] && CONTROLLER_LISTEN="[::]:50051"
 cat > "$WORK/controller.toml" <<EOF
-listen = "[2001:db8:1::1]:50051"
+listen = "$CONTROLLER_LISTEN"
 store = "$WORK/controller"
 token_file = "$WORK/token"
 arrivals = "$([ "$HOOK" = none ] && echo follow || echo refuse)"
@@ -183,7 +213,7 @@ home_prefixes = ["2001:db8:1::/64"]
 [store]
 path = "$WORK/ha"
 [udp]
-listen = ["[2001:db8:1::1]:4191"]
+listen = ["[2001:db8:1::1]:4191"$([ -n "$HA_IPV4" ] && echo ", \"$HA_IPV4:4191\"")]
 [admin]
 listen = "[::1]:50052"
 [dataplane]
@@ -198,18 +228,24 @@ endpoint = "http://[2001:db8:1::1]:50051"
 token_file = "$WORK/token"
 home_agent = "ha1"
 EOF
+if [ -n "$HA_IPV4" ]; then
+  printf '[ipv4]\naddress = "%s"\nnat_keepalive_secs = %s\n' "$HA_IPV4" "$NAT_KEEPALIVE_SECS" >>"$WORK/ha.toml"
+fi
 if [ "$MODE" != seed ]; then
 for hv in hva hvb; do
+CONTROLLER_ENDPOINT="http://[2001:db8:1::1]:50051"
+[ "$hv" = hvb ] && [ -n "$HA_IPV4" ] && CONTROLLER_ENDPOINT="http://$HA_IPV4:50051"
 cat > "$WORK/$hv.toml" <<EOF
 [mobile_router]
 uplink = "u0"
 [transport]
 home_agent_udp = "$HA_UDP"
+$([ -n "$HA_IPV4" ] && echo "home_agent_udp_ipv4 = \"$HA_IPV4:4191\"")
 [dataplane]
 backend = "$BACKEND"
 pin_dir = "$WORK/bpf/$hv"
 [controller]
-endpoint = "http://[2001:db8:1::1]:50051"
+endpoint = "$CONTROLLER_ENDPOINT"
 token_file = "$WORK/token"
 hypervisor = "$hv"
 EOF
@@ -270,6 +306,7 @@ else
   done
   ctl place acme hva --reason initial >/dev/null
   NEW_CARE_OF=2001:db8:3::10
+  [ "$SITE_B" = nat ] && NEW_CARE_OF=192.0.2.130
 fi
 # The correspondent reaches the tenant prefix through the home site.
 ip -n "${P}cn" -6 route replace 2001:db8:100::/48 via 2001:db8:f::1
@@ -291,7 +328,7 @@ if [ "$MODE" = vm ]; then
   done
   echo "   VM booted in about $((i / 2)) s ($(grep -o 'nemo-guest ready.*' "$WORK/vm-a.console"))"
   # The destination, waiting for the migration on hvb's uplink address.
-  vm_start hvb vm-b "tcp:[2001:db8:3::10]:4444"
+  vm_start hvb vm-b "$MIGRATION_TO"
   python3 deploy/lab/qmp.py ready "$WORK/vm-b.qmp" inmigrate 30 \
     || { echo "FAIL: the destination QEMU did not start"; cat "$WORK"/vm-b.qemu.err; exit 1; }
   # What the VM sends on each side, in the probes' clock (the host's): its
@@ -373,7 +410,7 @@ elif [ "$MODE" = vm ]; then
     NEW_CARE_OF=2001:db8:2::10
     echo "   the destination's QEMU ended before the migration; the tenant went back to datacenter A"
   else
-  python3 deploy/lab/qmp.py migrate "$WORK/vm-a.qmp" "tcp:[2001:db8:3::10]:4444" "$WORK/migration.json" \
+  python3 deploy/lab/qmp.py migrate "$WORK/vm-a.qmp" "$MIGRATION_TO" "$WORK/migration.json" \
     || { echo "FAIL: the migration did not complete"; cat "$WORK/migration.json" "$WORK"/vm-*.qemu.err; exit 1; }
   fi
   if [ "$ABANDON" = 1 ]; then
@@ -441,6 +478,7 @@ AFTER_OK=no
 x cn ping -c 3 -i 0.2 -W 1 2001:db8:100::2 >/dev/null 2>&1 && AFTER_OK=yes
 
 echo "== result"
+[ "$SITE_B" = nat ] && echo "   datacenter B:    IPv4 only, behind a NAT (192.0.2.130 as 192.0.2.99; keepalive ${NAT_KEEPALIVE_SECS} s)"
 echo "   binding before:  $BEFORE"
 echo "   binding after:   $AFTER"
 echo "   probes:          $SENT sent, $RECEIVED answered, $LOST lost, $DUPLICATES answered twice (one every 2 ms)"
@@ -461,8 +499,9 @@ if [ "$MODE" = vm ] && [ "$ABANDON" = 1 ]; then
 elif [ "$MODE" = vm ]; then
   kill "$RECORDER" 2>/dev/null || true; wait "$RECORDER" 2>/dev/null || true
   vm_captures_end
-  RESULTS="$RESULTS_DIR/migrate-$(date -u +%Y%m%dT%H%M%SZ)-vm-$HOOK-wan${WAN_DELAY_MS}ms-$$"
+  RESULTS="$RESULTS_DIR/migrate-$(date -u +%Y%m%dT%H%M%SZ)-vm-$HOOK-wan${WAN_DELAY_MS}ms-b$SITE_B-$$"
   MODE=$MODE HOOK=$HOOK WAN_DELAY_MS=$WAN_DELAY_MS ACCEL_USED=$ACCEL_USED TCP=$TCP \
+    NEW_CARE_OF=$NEW_CARE_OF SITE_B=$SITE_B \
     python3 deploy/lab/results.py "$WORK" "$RESULTS" "$BIN" || echo "   (the results could not be gathered)"
 fi
 OUTAGE_OK=$(awk -v o="$OUTAGE" -v max="$MAX_OUTAGE_MS" 'BEGIN { print (o != "n/a" && o <= max) ? "yes" : "no" }')

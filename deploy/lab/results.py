@@ -108,6 +108,9 @@ def main(work, results, bin_dir):
         "hook": os.environ.get("HOOK", "resume"),
         "wan_delay_ms": int(os.environ.get("WAN_DELAY_MS", "0")),
         "accelerator": os.environ.get("ACCEL_USED", ""),
+        # Where datacenter B's registration comes from, and its site.
+        "new_care_of": os.environ.get("NEW_CARE_OF", "2001:db8:3::10"),
+        "site_b": os.environ.get("SITE_B", "ipv6"),
     }
     migration = load(f"{work}/migration.json", {})
     destination = load(f"{work}/destination-events.json", [])
@@ -139,9 +142,12 @@ def main(work, results, bin_dir):
     try:
         with open(f"{work}/mr-b.log") as f:
             for line in f:
-                if " registered " in line and "care_of=2001:db8:3::10" in line:
+                if " registered " in line and f"care_of={settings['new_care_of']}" in line:
+                    # The first: later ones are refreshes (behind a NAT,
+                    # every keepalive).
                     ba_received = log_time(line)
                     bu_sent = ba_received - float(field(line, "took_ms") or 0) / 1000
+                    break
     except OSError:
         pass
     mark("Binding Update sent", bu_sent)
