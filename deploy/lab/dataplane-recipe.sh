@@ -22,13 +22,18 @@
 #                     # (dataplane-set, from NEMO_BIN, default target/release;
 #                     # no seg6 needed): what the daemons run on kernels
 #                     # without seg6
+#   MODE=nemo4 ...    # the same over IPv4 (issue 30, RFC 5555): the WAN
+#                     # link gets 192.0.2.1 and 192.0.2.10, and the tunnel
+#                     # is IPv6-in-UDP-in-IPv4 between their port 4191 (what
+#                     # a router behind a NAT uses, without the NAT)
 #   TUNSRC=0 ...      # the outer source chosen per packet (the daemons pin it
 #                     # with `ip sr tunsrc`, nemo_dataplane::tunsrc; default 1)
 #   TESTS=udp ...     # only the packet rate; PERF=FILE records the kernel
 #                     # (perf record -a -g, 3 s) during the cn -> vm UDP run
 #
 # Namespaces: cn (correspondent) -- ha -- "WAN" -- mr -- vm (tenant VM).
-# Addresses: only 2001:db8::/32. Needs root, iproute2, iputils-ping, iperf3.
+# Addresses: only 2001:db8::/32 (and 192.0.2.0/24 for nemo4). Needs root,
+# iproute2, iputils-ping, iperf3.
 set -euo pipefail
 MODE=${MODE:-tunnel}
 TUNSRC=${TUNSRC:-1}
@@ -80,7 +85,17 @@ encapsulation() {
   ip -n "${P}mr" -6 route add default encap seg6 mode encap.red segs 2001:db8:1::1 dev m0 table 200
   ip -n "${P}mr" -6 route add throw 2001:db8:1::1/128 table 200
 }
-if [ "$MODE" = nemo ]; then
+if [ "$MODE" = nemo4 ]; then
+  bin=${NEMO_BIN:-target/release}
+  bpffs=$(mktemp -d /tmp/nemo-recipe-bpf.XXXXXX)
+  mount -t bpf bpf "$bpffs"
+  ip -n "${P}ha" addr add 192.0.2.1/24 dev h1
+  ip -n "${P}mr" addr add 192.0.2.10/24 dev m0
+  ip netns exec "${P}ha" "$bin/dataplane-set" ha h1 2001:db8:1::1 "$bpffs/ha" \
+    2001:db8:100::/48 2001:db8:1::100 192.0.2.10:4191 2001:db8:100::/64 192.0.2.1:4191
+  ip netns exec "${P}mr" "$bin/dataplane-set" mr m0 2001:db8:2::10 "$bpffs/mr" \
+    m1 2001:db8:100::/64 192.0.2.1:4191 100 192.0.2.10:4191
+elif [ "$MODE" = nemo ]; then
   bin=${NEMO_BIN:-target/release}
   bpffs=$(mktemp -d /tmp/nemo-recipe-bpf.XXXXXX)
   mount -t bpf bpf "$bpffs"
@@ -129,7 +144,7 @@ else
   ip -n "${P}mr" -6 route add default via fe80::2 dev g0 table 201
   ip -n "${P}mr" -6 rule add iif g1 lookup 200 pref 900
 fi
-if [ "$MODE" != plain ] && [ "$MODE" != nemo ] && [ "$TUNSRC" = 1 ]; then
+if [ "$MODE" != plain ] && [ "$MODE" != nemo ] && [ "$MODE" != nemo4 ] && [ "$TUNSRC" = 1 ]; then
   # The outer source set once per namespace instead of chosen per packet.
   ip -n "${P}ha" sr tunsrc set 2001:db8:1::1
   ip -n "${P}mr" sr tunsrc set 2001:db8:2::10

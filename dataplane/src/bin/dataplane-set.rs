@@ -6,8 +6,13 @@
 //! code the daemons run.
 //!
 //! usage:
-//!   dataplane-set ha UPLINK LOCAL PIN_DIR AGGREGATE HOME_ADDRESS CARE_OF MNP
-//!   dataplane-set mr UPLINK CARE_OF PIN_DIR TENANT_IF MNP HOME_AGENT TABLE
+//!   dataplane-set ha UPLINK LOCAL PIN_DIR AGGREGATE HOME_ADDRESS CARE_OF MNP [LOCAL_IPV4]
+//!   dataplane-set mr UPLINK CARE_OF PIN_DIR TENANT_IF MNP HOME_AGENT TABLE [CARE_OF_IPV4]
+//!
+//! A peer (CARE_OF of `ha`, HOME_AGENT of `mr`) may be IPv4 (`192.0.2.10`:
+//! IPv6 in IPv4) or an IPv4 address and port (`192.0.2.10:4191`: IPv6 in
+//! UDP, RFC 5555); the host's own IPv4 end is then LOCAL_IPV4 or
+//! CARE_OF_IPV4 (`192.0.2.1:4191`).
 
 use nemo_dataplane::bpf::{
     BpfHomeAgent, BpfHomeAgentConfig, BpfMobileRouter, BpfMobileRouterConfig,
@@ -22,13 +27,15 @@ async fn main() -> Result<(), Error> {
     let (connection, handle, _) = rtnetlink::new_connection()?;
     tokio::spawn(connection);
     match args.as_slice() {
-        [role, uplink, local, pin_dir, aggregate, home_address, care_of, mnp] if role == "ha" => {
+        [role, uplink, local, pin_dir, aggregate, home_address, care_of, mnp, rest @ ..]
+            if role == "ha" && rest.len() <= 1 =>
+        {
             let plane = BpfHomeAgent::new(
                 handle,
                 BpfHomeAgentConfig {
                     uplink: uplink.clone(),
                     local_address: local.parse()?,
-                    local_ipv4: None,
+                    local_ipv4: rest.first().map(|l| l.parse()).transpose()?,
                     pin_dir: Some(pin_dir.into()),
                     aggregates: vec![aggregate.parse()?],
                 },
@@ -41,7 +48,9 @@ async fn main() -> Result<(), Error> {
             };
             plane.set(&binding, None).await?;
         }
-        [role, uplink, care_of, pin_dir, interface, mnp, home_agent, table] if role == "mr" => {
+        [role, uplink, care_of, pin_dir, interface, mnp, home_agent, table, rest @ ..]
+            if role == "mr" && rest.len() <= 1 =>
+        {
             let plane = BpfMobileRouter::new(
                 handle,
                 BpfMobileRouterConfig {
@@ -51,6 +60,9 @@ async fn main() -> Result<(), Error> {
                 },
             )
             .await?;
+            if let Some(local) = rest.first() {
+                plane.set_ipv4_care_of(Some(local.parse()?)).await?;
+            }
             let tenant = TenantRoutes {
                 interface: interface.clone(),
                 prefixes: vec![mnp.parse()?],
@@ -61,8 +73,8 @@ async fn main() -> Result<(), Error> {
         }
         _ => {
             return Err(
-                "usage: dataplane-set ha UPLINK LOCAL PIN_DIR AGGREGATE HOME_ADDRESS CARE_OF MNP \
-                        | dataplane-set mr UPLINK CARE_OF PIN_DIR TENANT_IF MNP HOME_AGENT TABLE"
+                "usage: dataplane-set ha UPLINK LOCAL PIN_DIR AGGREGATE HOME_ADDRESS CARE_OF MNP [LOCAL_IPV4] \
+                        | dataplane-set mr UPLINK CARE_OF PIN_DIR TENANT_IF MNP HOME_AGENT TABLE [CARE_OF_IPV4]"
                     .into(),
             )
         }

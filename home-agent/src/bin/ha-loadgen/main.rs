@@ -30,7 +30,7 @@
 //! open-loop (paced) with `--rate`.
 
 use std::collections::HashMap;
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -82,6 +82,10 @@ enum Command {
         /// The controller's token file (any readable file for the stand-in).
         #[arg(long)]
         token_file: Option<String>,
+        /// The home agent's IPv4 address: an `[ipv4]` section, so that it
+        /// takes IPv4 care-of addresses (RFC 5555); `--listen` must be on it.
+        #[arg(long)]
+        ipv4: Option<std::net::Ipv4Addr>,
     },
     /// Stands in for nemo-controller: streams the routers' authorizations
     /// to a home agent that watches them, accepts its binding reports.
@@ -128,6 +132,11 @@ enum Command {
         /// test checks the restarted home agent against).
         #[arg(long)]
         acknowledged: Option<std::path::PathBuf>,
+        /// Register this IPv4 care-of address (RFC 5555: an IPv4 Care-of
+        /// Address option, sent from it over IPv4 to an IPv4 `--target`)
+        /// instead of 2001:db8:2::10.
+        #[arg(long)]
+        care_of_ipv4: Option<std::net::Ipv4Addr>,
     },
 }
 
@@ -172,7 +181,7 @@ enum Authorizations<'a> {
 fn config(
     routers: u32,
     store: &str,
-    listen: &str,
+    (listen, ipv4): (&str, Option<std::net::Ipv4Addr>),
     flush: &str,
     native_interface: Option<&str>,
     authorizations: Authorizations,
@@ -188,6 +197,9 @@ fn config(
          [store]\npath = \"{store}\"\nflush = \"{flush}\"\n\n\
          [dataplane]\nbackend = \"memory\"\n\n{transport}"
     );
+    if let Some(address) = ipv4 {
+        text.push_str(&format!("\n[ipv4]\naddress = \"{address}\"\n"));
+    }
     if let Authorizations::Controller {
         endpoint,
         token_file,
@@ -224,12 +236,12 @@ fn ntp_now() -> NtpTimestamp {
     )
 }
 
-fn packet(n: u32, router: &mut Router) -> anyhow::Result<Vec<u8>> {
+fn packet(n: u32, router: &mut Router, care_of: IpAddr) -> anyhow::Result<Vec<u8>> {
     router.sequence = router.sequence.wrapping_add(1);
     let registration = Registration {
         home_address: home(n),
         home_agent: HOME_AGENT,
-        care_of: std::net::IpAddr::V6(CARE_OF),
+        care_of,
         prefixes: vec![prefix(n)],
         lifetime: Lifetime(150),
         sequence: SequenceNumber(router.sequence),
@@ -282,12 +294,15 @@ struct Load {
     report_passes: bool,
     first_sequence: u16,
     acknowledged: Option<std::path::PathBuf>,
+    /// The care-of address registered.
+    care_of: IpAddr,
 }
 
 /// Opens the transport and starts feeding the answers into a channel.
 async fn open(
     target: Option<SocketAddr>,
     native: Option<String>,
+    care_of: IpAddr,
 ) -> anyhow::Result<(Transport, mpsc::UnboundedReceiver<Vec<u8>>)> {
     let (answers, received) = mpsc::unbounded_channel();
     if let Some(interface) = native {
@@ -317,13 +332,12 @@ async fn open(
         ));
     }
     let target = target.context("--target or --native")?;
-    let bind: SocketAddr = if target.is_ipv6() {
-        "[::]:0"
-    } else {
-        "0.0.0.0:0"
-    }
-    .parse()
-    .context("bind address")?;
+    // From the IPv4 care-of address itself: no NAT in between.
+    let bind: SocketAddr = match (target.is_ipv6(), care_of) {
+        (true, _) => "[::]:0".parse().context("bind address")?,
+        (false, IpAddr::V4(care_of)) => SocketAddr::from((care_of, 0)),
+        (false, IpAddr::V6(_)) => "0.0.0.0:0".parse().context("bind address")?,
+    };
     let (socket, _) = nemo_daemon::udp_socket(bind, nemo_daemon::DEFAULT_UDP_RECEIVE_BUFFER)?;
     let socket = Arc::new(socket);
     let receiving = socket.clone();
@@ -351,6 +365,7 @@ async fn run(
         report_passes,
         first_sequence,
         acknowledged,
+        care_of,
     } = load;
     let state: Arc<Mutex<HashMap<u32, Router>>> = Arc::new(Mutex::new(
         (0..routers)
@@ -391,11 +406,13 @@ async fn run(
                 .await;
                 let Ok(Some(packet)) = received else { break };
                 let reply = packet.as_slice();
-                let Some(home_address) = parse_packet(reply)
-                    .ok()
-                    .and_then(|p| p.repr.type2_routing)
-                    .map(|rh| rh.home_address)
-                else {
+                // To an IPv4 care-of address the answer goes to the home
+                // address itself (RFC 5555 §4.5).
+                let Some(home_address) = parse_packet(reply).ok().map(|p| {
+                    p.repr
+                        .type2_routing
+                        .map_or(p.repr.destination, |rh| rh.home_address)
+                }) else {
                     continue;
                 };
                 let n = (u128::from(home_address) - u128::from(home(0))) as u32;
@@ -407,7 +424,7 @@ async fn run(
                     // A late answer to a retransmitted Binding Update.
                     continue;
                 };
-                match check_binding_ack(reply, CARE_OF, home_address, &router.sa) {
+                match check_binding_ack(reply, care_of, home_address, &router.sa) {
                     Ok(ba) if ba.status.is_accepted() => {
                         accepted.insert(home_address);
                     }
@@ -442,7 +459,7 @@ async fn run(
             // next is still waiting).
             let window = window.unwrap_or(routers).clamp(1, routers);
             for n in 0..window {
-                send(&transport, &state, n).await?;
+                send(&transport, &state, n, care_of).await?;
                 sent += 1;
             }
             let mut next = window % routers;
@@ -472,7 +489,7 @@ async fn run(
                             }
                             n
                         };
-                        send(&transport, &state, n).await?;
+                        send(&transport, &state, n, care_of).await?;
                         sent += 1;
                     }
                     _ = sweep.tick() => {
@@ -486,7 +503,7 @@ async fn run(
                             .map(|(n, _)| *n)
                             .collect();
                         for n in lost {
-                            send(&transport, &state, n).await?;
+                            send(&transport, &state, n, care_of).await?;
                             sent += 1;
                             retransmitted += 1;
                         }
@@ -502,7 +519,7 @@ async fn run(
                 next += interval;
                 // Routers still waiting for an answer are skipped.
                 if !busy(&state, n).await {
-                    send(&transport, &state, n).await?;
+                    send(&transport, &state, n, care_of).await?;
                     sent += 1;
                 }
                 n = (n + 1) % routers;
@@ -548,12 +565,13 @@ async fn send(
     transport: &Transport,
     state: &Mutex<HashMap<u32, Router>>,
     n: u32,
+    care_of: IpAddr,
 ) -> anyhow::Result<()> {
     let bytes = {
         let mut state = state.lock().await;
         let router = state.get_mut(&n).context("unknown router")?;
         router.sent_at = Some(Instant::now());
-        packet(n, router)?
+        packet(n, router, care_of)?
     };
     transport.send(&bytes).await?;
     Ok(())
@@ -570,6 +588,7 @@ fn main() -> anyhow::Result<()> {
             native_interface,
             controller,
             token_file,
+            ipv4,
         } => {
             let authorizations = match (&controller, &token_file) {
                 (Some(endpoint), Some(token_file)) => Authorizations::Controller {
@@ -583,7 +602,7 @@ fn main() -> anyhow::Result<()> {
                 config(
                     routers,
                     &store,
-                    &listen,
+                    (&listen, ipv4),
                     &flush,
                     native_interface.as_deref(),
                     authorizations,
@@ -605,11 +624,13 @@ fn main() -> anyhow::Result<()> {
             passes,
             first_sequence,
             acknowledged,
+            care_of_ipv4,
         } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
             .block_on(async {
-                let (transport, answers) = open(target, native).await?;
+                let care_of = care_of_ipv4.map_or(IpAddr::V6(CARE_OF), IpAddr::V4);
+                let (transport, answers) = open(target, native, care_of).await?;
                 let load = Load {
                     routers,
                     seconds,
@@ -618,6 +639,7 @@ fn main() -> anyhow::Result<()> {
                     report_passes: passes,
                     first_sequence,
                     acknowledged,
+                    care_of,
                 };
                 let transport = Arc::new(transport);
                 run(transport.clone(), answers, load).await?;
