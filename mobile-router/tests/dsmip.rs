@@ -4,9 +4,13 @@
 //! IPv4 one behind a NAT (nftables masquerade changing ports), as after a
 //! move to such a site, then IPv6 again. One registration follows it each
 //! way; the tenant's VM reaches the correspondent through each (IPv6 in
-//! UDP to the NAT's mapping on the IPv4 site).
+//! UDP to the NAT's mapping on the IPv4 site). Behind the NAT, the NAT
+//! forgets its mappings (conntrack flushed): the correspondent reaches the
+//! VM again within one keepalive interval (the router's refresh makes the
+//! mapping anew, and the home agent follows it: RFC 5555 §4.3).
 //!
-//! Needs root, iproute2, ping, nft and a kernel running the BPF data plane;
+//! Needs root, iproute2, ping, nft, conntrack and a kernel running the BPF
+//! data plane;
 //! skips loudly without them unless NEMO_REQUIRE_NETNS is set (CI sets it).
 //! Only 2001:db8::/32 and 192.0.2.0/24 (the home side 192.0.2.0/25, the
 //! NAT's inside 192.0.2.128/25).
@@ -30,6 +34,8 @@ const COA6: &str = "2001:db8:2::10";
 /// Its IPv4 care-of address behind the NAT, and the home agent's.
 const COA4: &str = "192.0.2.130";
 const HA4: &str = "192.0.2.1";
+/// The home agent's NAT keepalive here: short, for the flush below.
+const KEEPALIVE_SECS: u64 = 3;
 
 struct Sites {
     cn: Netns,
@@ -154,6 +160,11 @@ fn one_registration_follows_the_router_to_an_ipv4_site_behind_a_nat_and_back() {
             "nft missing (nftables)",
             MUST_RUN,
         )
+        || !require(
+            runs("conntrack", &["--version"]),
+            "conntrack missing",
+            MUST_RUN,
+        )
         || !nemo_testkit::require_backend(
             nemo_dataplane::KernelBackend::Bpf.probe(),
             nemo_dataplane::KernelBackend::Seg6.probe(),
@@ -175,7 +186,7 @@ fn one_registration_follows_the_router_to_an_ipv4_site_behind_a_nat_and_back() {
              [udp]\nlisten = [\"[{HA}]:4191\", \"{HA4}:4191\"]\n\n\
              [dataplane]\nbackend = \"bpf\"\nuplink = \"h1\"\nlocal_address = \"{HA}\"\n\
              pin_dir = \"{}\"\naggregates = [\"2001:db8:100::/40\"]\nbicast_ms = 0\n\n\
-             [ipv4]\naddress = \"{HA4}\"\nnat_keepalive_secs = 20\n\n\
+             [ipv4]\naddress = \"{HA4}\"\nnat_keepalive_secs = {KEEPALIVE_SECS}\n\n\
              [[mobile_router]]\nhome_address = \"{HOA}\"\nspi = 4096\nkey = \"{KEY}\"\n\
              prefixes = [\"2001:db8:100::/56\"]\n",
             dir.path().join("store").display(),
@@ -227,7 +238,9 @@ fn one_registration_follows_the_router_to_an_ipv4_site_behind_a_nat_and_back() {
     let log = mr.wait_for("registered", 2);
     assert!(log.contains(&format!("care_of={COA4}")), "{log}");
     assert!(
-        log.contains("encapsulation=Udp { keepalive: Some(20s) }"),
+        log.contains(&format!(
+            "encapsulation=Udp {{ keepalive: Some({KEEPALIVE_SECS}s) }}"
+        )),
         "no NAT seen: {log}"
     );
     let ha_log = ha.wait_for("192.0.2.99:", 1);
@@ -242,6 +255,41 @@ fn one_registration_follows_the_router_to_an_ipv4_site_behind_a_nat_and_back() {
         ha.log()
     );
     assert!(pings(&sites.cn, VM), "correspondent -> VM through the NAT");
+
+    // The NAT forgets its mappings. The correspondent's packets reach the
+    // old mapping, which is gone, until the router's next refresh (at most
+    // one keepalive interval) makes one anew; the home agent follows a
+    // new mapping only from that authenticated Binding Update.
+    let flushed = sites
+        .site
+        .command("conntrack")
+        .args(["-F"])
+        .output()
+        .unwrap();
+    assert!(flushed.status.success(), "{flushed:?}");
+    let forgot = std::time::Instant::now();
+    let answered = |from: &Netns| {
+        from.command("ping")
+            .args(["-c", "1", "-W", "1", VM])
+            .status()
+            .unwrap()
+            .success()
+    };
+    // One keepalive interval, and the probe's own wait (up to a second
+    // for a ping sent just before the mapping came back).
+    let limit = std::time::Duration::from_secs(KEEPALIVE_SECS + 2);
+    while !answered(&sites.cn) {
+        assert!(
+            forgot.elapsed() < limit,
+            "not reached again within one keepalive interval ({KEEPALIVE_SECS} s) and a second\n{}",
+            ha.log()
+        );
+    }
+    let recovered = forgot.elapsed();
+    eprintln!(
+        "reached again {} ms after the NAT forgot",
+        recovered.as_millis()
+    );
 
     // Back on an IPv6 site: IPv6 preferred again (RFC 5555 §4.4.1).
     sites
