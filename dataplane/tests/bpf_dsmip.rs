@@ -87,24 +87,6 @@ fn sites() -> Sites {
         "2001:db8:f::1/64",
     );
     cn.ip(&["-6", "route", "add", "default", "via", "2001:db8:f::1"]);
-    let link = |a: &Netns, a_if: &str, b: &Netns, b_if: &str| {
-        nemo_testkit::ip(&[
-            "link",
-            "add",
-            a_if,
-            "netns",
-            a.name(),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            b_if,
-            "netns",
-            b.name(),
-        ]);
-        a.ip(&["link", "set", a_if, "up"]);
-        b.ip(&["link", "set", b_if, "up"]);
-    };
     // The IPv4 WAN: a bridge joining the home agent, the NAT's outside and
     // router B.
     wan.ip(&["link", "add", "br0", "type", "bridge"]);
@@ -114,37 +96,18 @@ fn sites() -> Sites {
         (&nat, "o0", "w1", "192.0.2.99/25"),
         (&mr_b, "u0", "w2", "192.0.2.10/25"),
     ] {
-        link(&wan, outside, site, inside);
+        nemo_testkit::link(&wan, outside, site, inside);
         wan.ip(&["link", "set", outside, "master", "br0"]);
         site.ip(&["addr", "add", address, "dev", inside]);
     }
     // The home agent's IPv6 address stays: its IPv6 tunnels' source.
     ha.ip(&["addr", "add", &format!("{HA}/64"), "dev", "h1", "nodad"]);
     // Router A behind the NAT.
-    link(&nat, "i0", &mr_a, "u0");
+    nemo_testkit::link(&nat, "i0", &mr_a, "u0");
     nat.ip(&["addr", "add", "192.0.2.129/25", "dev", "i0"]);
     mr_a.ip(&["addr", "add", "192.0.2.130/25", "dev", "u0"]);
     mr_a.ip(&["route", "add", "default", "via", "192.0.2.129"]);
-    let masquerade = "table ip nemo_nat {
-        chain out {
-            type nat hook postrouting priority srcnat;
-            oifname \"o0\" meta l4proto udp masquerade to :40000-40099
-            oifname \"o0\" masquerade
-        }
-    }";
-    let mut nft = nat
-        .command("nft")
-        .args(["-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    nft.stdin
-        .take()
-        .unwrap()
-        .write_all(masquerade.as_bytes())
-        .unwrap();
-    assert!(nft.wait().unwrap().success(), "nft refused the NAT");
+    nemo_testkit::masquerade(&nat, "o0");
     for (mr, vm) in [(&mr_a, &vm_a), (&mr_b, &vm_b)] {
         nemo_testkit::veth(
             mr,

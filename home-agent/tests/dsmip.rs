@@ -13,7 +13,7 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -97,47 +97,15 @@ fn sites() -> Sites {
         "2001:db8:f::1/64",
     );
     cn.ip(&["-6", "route", "add", "default", "via", "2001:db8:f::1"]);
-    let link = |a: &Netns, a_if: &str, b: &Netns, b_if: &str| {
-        nemo_testkit::ip(&[
-            "link",
-            "add",
-            a_if,
-            "netns",
-            a.name(),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            b_if,
-            "netns",
-            b.name(),
-        ]);
-        a.ip(&["link", "set", a_if, "up"]);
-        b.ip(&["link", "set", b_if, "up"]);
-    };
-    link(&ha, "h1", &nat, "o0");
+    nemo_testkit::link(&ha, "h1", &nat, "o0");
     ha.ip(&["addr", "add", "192.0.2.1/25", "dev", "h1"]);
     ha.ip(&["addr", "add", &format!("{HA}/64"), "dev", "h1", "nodad"]);
     nat.ip(&["addr", "add", "192.0.2.99/25", "dev", "o0"]);
-    link(&nat, "i0", &mr, "u0");
+    nemo_testkit::link(&nat, "i0", &mr, "u0");
     nat.ip(&["addr", "add", "192.0.2.129/25", "dev", "i0"]);
     mr.ip(&["addr", "add", "192.0.2.130/25", "dev", "u0"]);
     mr.ip(&["route", "add", "default", "via", "192.0.2.129"]);
-    let mut nft = nat
-        .command("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    nft.stdin
-        .take()
-        .unwrap()
-        .write_all(
-            b"table ip nemo_nat {\n chain out {\n type nat hook postrouting priority srcnat;\n \
-              oifname \"o0\" meta l4proto udp masquerade to :40000-40099\n }\n}\n",
-        )
-        .unwrap();
-    assert!(nft.wait().unwrap().success(), "nft refused the NAT");
+    nemo_testkit::masquerade(&nat, "o0");
     for (site, sysctl) in [
         (&ha, "net.ipv6.conf.all.forwarding=1"),
         (&nat, "net.ipv4.ip_forward=1"),

@@ -17,9 +17,7 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use std::io::Write;
 use std::path::Path;
-use std::process::Stdio;
 
 use nemo_testkit::{netns_available, require, runs, veth, workspace_binary, BpfFs, Netns, Process};
 
@@ -88,22 +86,7 @@ fn sites() -> Sites {
     );
     site.ip(&["addr", "add", "192.0.2.129/25", "dev", "i0"]);
     mr.ip(&["-6", "route", "add", "default", "via", "2001:db8:2::1"]);
-    let mut nft = site
-        .command("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    nft.stdin
-        .take()
-        .unwrap()
-        .write_all(
-            b"table ip nemo_nat {\n chain out {\n type nat hook postrouting priority srcnat;\n \
-              oifname \"o0\" meta l4proto udp masquerade to :40000-40099\n \
-              oifname \"o0\" masquerade\n }\n}\n",
-        )
-        .unwrap();
-    assert!(nft.wait().unwrap().success(), "nft refused the NAT");
+    nemo_testkit::masquerade(&site, "o0");
     veth(
         &mr,
         "t-acme",

@@ -456,6 +456,14 @@ impl Drop for Netns {
 /// the addresses (up first, so the first neighbour solicitation is not
 /// lost), with DAD off so they are usable at once.
 pub fn veth(a: &Netns, a_if: &str, a_addr: &str, b: &Netns, b_if: &str, b_addr: &str) {
+    link(a, a_if, b, b_if);
+    a.ip(&["addr", "add", a_addr, "dev", a_if, "nodad"]);
+    b.ip(&["addr", "add", b_addr, "dev", b_if, "nodad"]);
+}
+
+/// Connects two namespaces with a veth pair and brings both ends up, no
+/// address (IPv4 ones, which take no `nodad`, or a bridge port).
+pub fn link(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
     ip(&[
         "link",
         "add",
@@ -472,8 +480,29 @@ pub fn veth(a: &Netns, a_if: &str, a_addr: &str, b: &Netns, b_if: &str, b_addr: 
     ]);
     a.ip(&["link", "set", a_if, "up"]);
     b.ip(&["link", "set", b_if, "up"]);
-    a.ip(&["addr", "add", a_addr, "dev", a_if, "nodad"]);
-    b.ip(&["addr", "add", b_addr, "dev", b_if, "nodad"]);
+}
+
+/// Makes `router` a NAT towards its interface `outside`, as clouds put in
+/// front of hosts: nftables masquerade, UDP mapped to other ports
+/// (40000-40099: a mapping's port tells it apart from the host's own, as
+/// with most NATs), other protocols to the outside address. Needs nft.
+pub fn masquerade(router: &Netns, outside: &str) {
+    use std::io::Write;
+    let rules = format!(
+        "table ip nemo_nat {{\n chain out {{\n type nat hook postrouting priority srcnat;\n \
+         oifname \"{outside}\" meta l4proto udp masquerade to :40000-40099\n \
+         oifname \"{outside}\" masquerade\n }}\n}}\n"
+    );
+    let mut nft = router
+        .command("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("nft");
+    if let Some(mut stdin) = nft.stdin.take() {
+        stdin.write_all(rules.as_bytes()).expect("nft's input");
+    }
+    assert!(nft.wait().expect("nft").success(), "nft refused the NAT");
 }
 
 /// A bpf filesystem mounted on a temporary folder for one test (pinned BPF
