@@ -6,8 +6,10 @@
 //! code the daemons run.
 //!
 //! usage:
+//! ```text
 //!   dataplane-set ha UPLINK LOCAL PIN_DIR AGGREGATE HOME_ADDRESS CARE_OF MNP [LOCAL_IPV4]
 //!   dataplane-set mr UPLINK CARE_OF PIN_DIR TENANT_IF MNP HOME_AGENT TABLE [CARE_OF_IPV4]
+//! ```
 //!
 //! A peer (CARE_OF of `ha`, HOME_AGENT of `mr`) may be IPv4 (`192.0.2.10`:
 //! IPv6 in IPv4) or an IPv4 address and port (`192.0.2.10:4191`: IPv6 in
