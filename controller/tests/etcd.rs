@@ -539,7 +539,10 @@ async fn every_kind_of_object(store: &Store) {
         .report_binding(StoreChange::BindingReported {
             home_agent: "ha1".into(),
             home_address: router.home_address,
-            care_of: "2001:db8:2::10".parse().unwrap(),
+            // An IPv4 care-of address behind a NAT (RFC 5555), which both
+            // stores keep as they keep an IPv6 one.
+            care_of: "192.0.2.130".parse().unwrap(),
+            outer: Some("192.0.2.99:40012".parse().unwrap()),
             prefixes: vec![],
             removed: false,
             reason: "registration".into(),

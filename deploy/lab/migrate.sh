@@ -305,8 +305,9 @@ else
     sleep 0.1
   done
   ctl place acme hva --reason initial >/dev/null
-  NEW_CARE_OF=2001:db8:3::10
-  [ "$SITE_B" = nat ] && NEW_CARE_OF=192.0.2.130
+  B_CARE_OF=2001:db8:3::10
+  [ "$SITE_B" = nat ] && B_CARE_OF=192.0.2.130
+  NEW_CARE_OF=$B_CARE_OF
 fi
 # The correspondent reaches the tenant prefix through the home site.
 ip -n "${P}cn" -6 route replace 2001:db8:100::/48 via 2001:db8:f::1
@@ -464,6 +465,17 @@ TCP=survived
 wait "$IPERF" || TCP=broken
 wait "$PROBE" || true
 AFTER=$(binding); echo "$AFTER" > "$WORK/binding-after.json"
+if [ "$SITE_B" = nat ] && [ "$NEW_CARE_OF" = 192.0.2.130 ]; then
+  # The home agent reports the binding at the IPv4 care-of address (and the
+  # NAT's mapping, which nemo-mr cannot see) to the controller.
+  for i in $(seq 1 30); do
+    ctl --output json handovers 2>/dev/null | grep -q '192.0.2.130' && break
+    sleep 0.1
+  done
+  ctl --output json handovers | grep -q '192.0.2.130' \
+    || { echo "FAIL: the controller did not record the binding at 192.0.2.130"; lab_daemon_errors; exit 1; }
+  echo "   controller:      recorded the move to 192.0.2.130 (the home agent's report)"
+fi
 
 field() { grep -o " $1=[^ ]*" "$WORK/probe.log" | cut -d= -f2; }
 SENT=$(field sent); RECEIVED=$(field received); LOST=$(field lost); DUPLICATES=$(field duplicates)
@@ -501,7 +513,7 @@ elif [ "$MODE" = vm ]; then
   vm_captures_end
   RESULTS="$RESULTS_DIR/migrate-$(date -u +%Y%m%dT%H%M%SZ)-vm-$HOOK-wan${WAN_DELAY_MS}ms-b$SITE_B-$$"
   MODE=$MODE HOOK=$HOOK WAN_DELAY_MS=$WAN_DELAY_MS ACCEL_USED=$ACCEL_USED TCP=$TCP \
-    NEW_CARE_OF=$NEW_CARE_OF SITE_B=$SITE_B \
+    B_CARE_OF=${B_CARE_OF:-2001:db8:3::10} SITE_B=$SITE_B \
     python3 deploy/lab/results.py "$WORK" "$RESULTS" "$BIN" || echo "   (the results could not be gathered)"
 fi
 OUTAGE_OK=$(awk -v o="$OUTAGE" -v max="$MAX_OUTAGE_MS" 'BEGIN { print (o != "n/a" && o <= max) ? "yes" : "no" }')

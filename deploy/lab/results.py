@@ -108,8 +108,9 @@ def main(work, results, bin_dir):
         "hook": os.environ.get("HOOK", "resume"),
         "wan_delay_ms": int(os.environ.get("WAN_DELAY_MS", "0")),
         "accelerator": os.environ.get("ACCEL_USED", ""),
-        # Where datacenter B's registration comes from, and its site.
-        "new_care_of": os.environ.get("NEW_CARE_OF", "2001:db8:3::10"),
+        # Datacenter B's care-of address (its registration is the move's),
+        # and its site.
+        "b_care_of": os.environ.get("B_CARE_OF", "2001:db8:3::10"),
         "site_b": os.environ.get("SITE_B", "ipv6"),
     }
     migration = load(f"{work}/migration.json", {})
@@ -142,7 +143,7 @@ def main(work, results, bin_dir):
     try:
         with open(f"{work}/mr-b.log") as f:
             for line in f:
-                if " registered " in line and f"care_of={settings['new_care_of']}" in line:
+                if " registered " in line and f"care_of={settings['b_care_of']}" in line:
                     # The first: later ones are refreshes (behind a NAT,
                     # every keepalive).
                     ba_received = log_time(line)

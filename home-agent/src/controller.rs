@@ -325,11 +325,15 @@ pub async fn report(
         let report = pb::ReportBindingRequest {
             home_agent: settings.home_agent.clone(),
             home_address: binding.home_address.to_string(),
-            care_of_address: binding.care_of.to_string(),
+            care_of_address: binding.care_of.address().to_string(),
             prefixes: binding.prefixes.iter().map(ToString::to_string).collect(),
             removed: event.change == crate::messages::BindingChange::Removed,
             reason: event.reason.to_owned(),
             sequence: u32::from(binding.sequence.0),
+            outer_address: match binding.care_of {
+                nemo::ha::CareOf::Udp { outer, .. } => outer.to_string(),
+                nemo::ha::CareOf::Ipv6(_) | nemo::ha::CareOf::Ipv4(_) => String::new(),
+            },
         };
         // One id per report: sent again (to the next replica) when its
         // outcome is unknown, it is recorded once.

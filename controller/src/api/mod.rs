@@ -707,6 +707,10 @@ impl Controller for Service {
             home_agent: r.home_agent,
             home_address: field_address("home_address", &r.home_address)?,
             care_of: field_address("care_of_address", &r.care_of_address)?,
+            outer: match r.outer_address.as_str() {
+                "" => None,
+                text => Some(field_address("outer_address", text)?),
+            },
             prefixes: r
                 .prefixes
                 .iter()

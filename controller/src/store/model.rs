@@ -226,8 +226,13 @@ pub enum StoreChange {
         home_agent: String,
         /// The home address.
         home_address: Ipv6Addr,
-        /// The care-of address.
-        care_of: Ipv6Addr,
+        /// The care-of address (IPv4 ones: RFC 5555).
+        care_of: std::net::IpAddr,
+        /// An IPv4 care-of address's tunnel in UDP: where it goes, the
+        /// NAT's mapping behind a NAT (absent otherwise, and in reports of
+        /// earlier versions).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        outer: Option<std::net::SocketAddrV4>,
         /// The prefixes forwarded.
         prefixes: Vec<Ipv6Net>,
         /// The binding ended.

@@ -1009,10 +1009,30 @@ async fn identities_placements_and_the_daemons_streams() {
         removed: false,
         reason: "registration".into(),
         sequence,
+        outer_address: String::new(),
     };
     let (status, message) = code(c.report_binding(authed(report(70_000))).await).await;
     assert_eq!(status, Code::InvalidArgument);
     assert!(message.starts_with("sequence:"), "{message}");
+    // An IPv4 care-of address behind a NAT (RFC 5555): the address and the
+    // NAT's mapping the home agent tunnels to; a mapping that is not an
+    // IPv4 address and port is refused, naming the field.
+    let behind_nat = pb::ReportBindingRequest {
+        care_of_address: "192.0.2.130".into(),
+        outer_address: "192.0.2.99:40012".into(),
+        ..report(4200)
+    };
+    c.report_binding(authed(behind_nat.clone())).await.unwrap();
+    let (status, message) = code(
+        c.report_binding(authed(pb::ReportBindingRequest {
+            outer_address: "192.0.2.99".into(),
+            ..behind_nat
+        }))
+        .await,
+    )
+    .await;
+    assert_eq!(status, Code::InvalidArgument);
+    assert!(message.starts_with("outer_address:"), "{message}");
     c.report_binding(authed(report(4242))).await.unwrap();
     // Placed as the live migration starts: hv-b passes the tenant's
     // traffic once its VM announces itself there (issue 29).
@@ -1270,6 +1290,7 @@ async fn oversized_and_malformed_fields_are_refused_with_bounded_messages() {
             removed: false,
             reason: huge,
             sequence: 1,
+            outer_address: String::new(),
         }))
         .await,
     )
@@ -1904,6 +1925,7 @@ async fn a_credential_may_do_what_its_role_may_and_nothing_else() {
         removed: false,
         reason: "registration".into(),
         sequence: 1,
+        outer_address: String::new(),
     };
     // The hypervisor's own: allowed.
     c.register_hypervisor(with_token(

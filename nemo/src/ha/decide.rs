@@ -205,14 +205,11 @@ pub enum Processed {
 }
 
 /// True for an address a binding may use: unicast and routable, not
-/// link-local, loopback, unspecified or multicast.
+/// link-local, multicast, or in ::/8 (RFC 4291 §2.4: reserved; it holds
+/// the unspecified and loopback addresses, IPv4-mapped ones, which never
+/// appear on an IPv6 wire, and the form the BPF maps give IPv4 peers).
 pub fn is_unicast_routable(address: Ipv6Addr) -> bool {
-    !(address.is_unspecified()
-        || address.is_loopback()
-        || address.is_multicast()
-        || address.is_unicast_link_local()
-        // IPv4-mapped addresses never appear on an IPv6 wire.
-        || address.to_ipv4_mapped().is_some())
+    !(address.octets()[0] == 0 || address.is_multicast() || address.is_unicast_link_local())
 }
 
 /// Why a Mobile Network Prefix is invalid (status 141), or `None`.

@@ -264,6 +264,23 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_care_of_address_in_the_reserved_zero_prefix_is_none() {
+        // The form the BPF maps give an IPv4 peer (192.0.2.10, UDP port
+        // 8015): as an IPv6 care-of address it would tunnel over IPv4.
+        for source in ["::1f4f:ffff:c000:20a", "::ffff:192.0.2.10", "::1"] {
+            let claimed = Claimed {
+                source: source.parse().unwrap(),
+                ..claimed(None, false)
+            };
+            assert_eq!(
+                care_of(Arrival::Ipv6, claimed, ACCEPTED),
+                Err(DropReason::BadCareOfAddress),
+                "{source}"
+            );
+        }
+    }
+
+    #[test]
     fn each_ipv4_home_address_request_fails_with_its_reason() {
         let request = |address: Ipv4Addr, prefix_len, request_prefix| Ipv4HomeAddress {
             prefix_len,
