@@ -593,6 +593,11 @@ impl<D: MobileRouterDataPlane> Driver<D> {
             .iter_mut()
             .filter(|t| t.host.attached && t.host.leaving.is_none())
         {
+            if tenant.host.held.is_some() && address.is_some_and(|a| a.is_ipv4()) {
+                // Registers at its VM's announcement (`hold_if_wanted`).
+                tenant.registrar.set_care_of(None, now, wall);
+                continue;
+            }
             if family_changed {
                 // Another address family: another tunnel peer (RFC 5555
                 // §4.1), and the acknowledgement here has yet to say how.
@@ -649,6 +654,19 @@ impl<D: MobileRouterDataPlane> Driver<D> {
             }
         }
         let now = Instant::now();
+        if self.uplink.care_of.is_some_and(|a| a.is_ipv4()) {
+            // The home agent cannot copy a moving tenant's packets to or
+            // from an IPv4 care-of address (tunnel.bpf.c: `nemo_bicast`
+            // copies IPv6 tunnels only): registering now would cut the VM
+            // still running at the source off until it resumes here. So the
+            // Binding Update waits for the VM's announcement, as a
+            // placement at RESUME would (issue 30).
+            tenant.registrar.set_care_of(None, now, SystemTime::now());
+            tracing::info!(
+                instance = %tenant.name,
+                "IPv4 care-of address: registering once the VM announces itself (no copies to the source)"
+            );
+        }
         let stop = Arc::new(AtomicBool::new(false));
         watch_for_announcement(
             &tenant.host.routes.interface,
@@ -729,6 +747,15 @@ impl<D: MobileRouterDataPlane> Driver<D> {
             return false;
         };
         tenant.host.wants = Traffic::Pass;
+        if tenant.registrar.care_of().is_none()
+            && tenant.host.attached
+            && tenant.host.leaving.is_none()
+        {
+            // Its registration waited for this (an IPv4 care-of address).
+            tenant
+                .registrar
+                .set_care_of(self.uplink.care_of, Instant::now(), SystemTime::now());
+        }
         let waited_ms = held.since.elapsed().as_secs_f64() * 1000.0;
         match self
             .dataplane

@@ -332,6 +332,16 @@ fn live_migration_lab_a_real_vm_to_an_ipv4_site_behind_a_nat() {
 }
 
 #[test]
+fn live_migration_lab_a_real_vm_to_an_ipv4_site_behind_a_nat_and_back() {
+    // Issue 30, A -> C -> A: nobody tells nemo (datacenter B, IPv4 behind
+    // a NAT, registers at the VM's announcement: no copies reach the
+    // source across families), then the migration fails after the
+    // switch-over and the tenant moves back to the IPv6 site on its VM's
+    // frames there.
+    vm_lab_ending("none", 0, Ending::FailedBack, SiteB::BehindNat);
+}
+
+#[test]
 fn live_migration_lab_a_real_vm_over_a_40_ms_wan() {
     vm_lab("resume", 20);
 }

@@ -289,6 +289,8 @@ impl Registrar {
             None => {
                 self.state = State::Detached;
                 self.sent.clear();
+                // What was queued for the address it had stays unsent.
+                self.transmit.clear();
                 self.timer = None;
             }
             Some(_) => self.start(false, now, wall),
