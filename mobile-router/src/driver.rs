@@ -214,6 +214,15 @@ fn status(tenant: &Tenant, now: Instant) -> pb::InstanceStatus {
         lifetime_left_seconds: left,
         registrations: registrar.registrations,
         retransmissions: registrar.retransmissions,
+        tunnel: match tenant.host.encapsulation {
+            None => String::new(),
+            Some(Encapsulation::Ipv6) => "ipv6-in-ipv6".into(),
+            Some(Encapsulation::Ipv4) => "ipv6-in-ipv4".into(),
+            Some(Encapsulation::Udp { keepalive: None }) => "udp".into(),
+            Some(Encapsulation::Udp {
+                keepalive: Some(every),
+            }) => format!("udp behind a nat, keepalive {} s", every.as_secs()),
+        },
     }
 }
 

@@ -191,6 +191,7 @@ async fn status_api_and_reregistration_trigger() {
     assert_eq!(instance.name, "acme");
     assert_eq!(instance.state, "registered");
     assert_eq!(instance.care_of_address, COA);
+    assert_eq!(instance.tunnel, "ipv6-in-ipv6");
     assert_eq!(instance.last_status, Some(0));
     assert_eq!(instance.registrations, 1);
     assert!(instance.lifetime_left_seconds > 500 && instance.lifetime_left_seconds <= 600);
