@@ -57,15 +57,6 @@ impl CareOf {
     pub fn authenticated(&self) -> Ipv6Addr {
         authenticated_care_of(self.address())
     }
-
-    /// Where the tunnel's packets go: the care-of address, or the NAT's
-    /// mapping.
-    pub fn tunnel_destination(&self) -> IpAddr {
-        match *self {
-            CareOf::Udp { outer, .. } => IpAddr::V4(*outer.ip()),
-            other => other.address(),
-        }
-    }
 }
 
 impl fmt::Display for CareOf {
@@ -131,22 +122,19 @@ mod tests {
     }
 
     #[test]
-    fn the_tunnel_goes_to_the_nats_mapping_and_the_authenticator_covers_the_care_of_address() {
+    fn the_authenticator_covers_the_care_of_address_not_the_nats_mapping() {
         let behind = CareOf::Udp {
             care_of: Ipv4Addr::new(192, 0, 2, 10),
             outer: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 99), 40000),
         };
-        assert_eq!(
-            behind.tunnel_destination(),
-            IpAddr::V4(Ipv4Addr::new(192, 0, 2, 99))
-        );
+        assert_eq!(behind.address(), IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)));
         assert_eq!(
             behind.authenticated(),
             "::ffff:192.0.2.10".parse::<Ipv6Addr>().unwrap()
         );
         assert_eq!(behind.to_string(), "192.0.2.10 (nat 192.0.2.99:40000)");
         let direct = CareOf::Ipv4(Ipv4Addr::new(192, 0, 2, 10));
-        assert_eq!(direct.tunnel_destination(), direct.address());
+        assert_eq!(direct.address(), behind.address());
         assert_eq!(direct.ipv6(), None);
     }
 }
