@@ -136,6 +136,13 @@ impl World {
         self.mr.poll_transmit().expect("a Binding Update to send")
     }
 
+    /// The Binding Update the registrar sends from `care_of`.
+    fn update_from(&mut self, care_of: impl Into<IpAddr>) -> Vec<u8> {
+        self.mr
+            .set_care_of(Some(care_of.into()), self.now, self.wall);
+        self.update()
+    }
+
     fn events(&mut self) -> Vec<Event> {
         std::iter::from_fn(|| self.mr.poll_event()).collect()
     }
@@ -161,10 +168,7 @@ fn from_nat(port: u16) -> Arrival {
 #[test]
 fn the_binding_update_from_an_ipv4_care_of_address_is_as_section_4_2_draws_it() {
     let mut world = World::new(accepting());
-    world
-        .mr
-        .set_care_of(Some(IpAddr::V4(COA4)), world.now, world.wall);
-    let packet = world.update();
+    let packet = world.update_from(COA4);
     let parsed = parse_packet(&packet).unwrap();
     assert_eq!(parsed.repr.source, addr(HOA));
     assert_eq!(parsed.repr.destination, addr(HA));
@@ -181,10 +185,7 @@ fn the_binding_update_from_an_ipv4_care_of_address_is_as_section_4_2_draws_it() 
 #[test]
 fn behind_a_nat_the_tunnel_is_udp_to_the_mapping_and_the_refresh_keeps_it_open() {
     let mut world = World::new(accepting());
-    world
-        .mr
-        .set_care_of(Some(IpAddr::V4(COA4)), world.now, world.wall);
-    let packet = world.update();
+    let packet = world.update_from(COA4);
     assert!(matches!(
         world.deliver(&packet, from_nat(40000)),
         Delivered::Answered(BaStatus::ACCEPTED, Some(ChangeKind::Created))
@@ -224,10 +225,7 @@ fn behind_a_nat_the_tunnel_is_udp_to_the_mapping_and_the_refresh_keeps_it_open()
 #[test]
 fn without_a_nat_the_tunnel_is_ipv6_in_ipv4_with_no_keepalive() {
     let mut world = World::new(accepting());
-    world
-        .mr
-        .set_care_of(Some(IpAddr::V4(COA4)), world.now, world.wall);
-    let packet = world.update();
+    let packet = world.update_from(COA4);
     world.deliver(&packet, Arrival::UdpIpv4(SocketAddrV4::new(COA4, 4191)));
     assert_eq!(world.binding(), CareOf::Ipv4(COA4));
     assert!(matches!(
@@ -249,10 +247,7 @@ fn a_home_agent_that_always_wants_udp_says_so_and_asks_for_no_keepalive() {
         nat_keepalive: KEEPALIVE,
         udp: UdpEncapsulation::Always,
     });
-    world
-        .mr
-        .set_care_of(Some(IpAddr::V4(COA4)), world.now, world.wall);
-    let packet = world.update();
+    let packet = world.update_from(COA4);
     world.deliver(&packet, Arrival::UdpIpv4(SocketAddrV4::new(COA4, 4191)));
     assert!(matches!(world.binding(), CareOf::Udp { .. }));
     assert!(matches!(
@@ -267,10 +262,7 @@ fn a_home_agent_that_always_wants_udp_says_so_and_asks_for_no_keepalive() {
 #[test]
 fn a_nat_rebinding_is_followed_from_an_authenticated_fresh_binding_update_only() {
     let mut world = World::new(accepting());
-    world
-        .mr
-        .set_care_of(Some(IpAddr::V4(COA4)), world.now, world.wall);
-    let first = world.update();
+    let first = world.update_from(COA4);
     world.deliver(&first, from_nat(40000));
     world.events();
     let mapped = world.binding();
@@ -325,10 +317,7 @@ fn a_nat_rebinding_is_followed_from_an_authenticated_fresh_binding_update_only()
 #[test]
 fn a_home_agent_without_ipv4_tunnels_refuses_129_and_still_reports_the_nat() {
     let mut world = World::new(Ipv4CareOfs::Refused);
-    world
-        .mr
-        .set_care_of(Some(IpAddr::V4(COA4)), world.now, world.wall);
-    let packet = world.update();
+    let packet = world.update_from(COA4);
     let handled = match world.ha.handle(&packet, from_nat(40000), (), world.wall) {
         Decision::Handled(handled) => handled,
         Decision::Forward(_) => panic!("accepted"),
@@ -371,20 +360,14 @@ fn a_home_agent_without_ipv4_tunnels_refuses_129_and_still_reports_the_nat() {
 fn an_ipv4_care_of_address_needs_both_its_option_and_udp_over_ipv4() {
     let mut world = World::new(accepting());
     // The IPv4 option in a packet that came over IPv6.
-    world
-        .mr
-        .set_care_of(Some(IpAddr::V4(COA4)), world.now, world.wall);
-    let packet = world.update();
+    let packet = world.update_from(COA4);
     assert!(matches!(
         world.deliver(&packet, Arrival::Ipv6),
         Delivered::Dropped(DropReason::BadCareOfAddress)
     ));
     // A Binding Update from an IPv6 care-of address arriving over IPv4:
     // without the option it would name no care-of address at all.
-    world
-        .mr
-        .set_care_of(Some(addr(COA6).into()), world.now, world.wall);
-    let packet = world.update();
+    let packet = world.update_from(addr(COA6));
     assert!(matches!(
         world.deliver(&packet, from_nat(40000)),
         Delivered::Dropped(DropReason::BadCareOfAddress)
@@ -396,27 +379,18 @@ fn an_ipv4_care_of_address_needs_both_its_option_and_udp_over_ipv4() {
 fn one_registration_moves_between_an_ipv6_site_and_an_ipv4_site_both_ways() {
     let mut world = World::new(accepting());
     let coa6 = addr(COA6);
-    world
-        .mr
-        .set_care_of(Some(coa6.into()), world.now, world.wall);
-    let packet = world.update();
+    let packet = world.update_from(coa6);
     world.deliver(&packet, Arrival::Ipv6);
     assert_eq!(world.binding(), CareOf::Ipv6(coa6));
 
-    world
-        .mr
-        .set_care_of(Some(IpAddr::V4(COA4)), world.now, world.wall);
-    let packet = world.update();
+    let packet = world.update_from(COA4);
     assert!(matches!(
         world.deliver(&packet, from_nat(40000)),
         Delivered::Answered(BaStatus::ACCEPTED, Some(ChangeKind::Moved))
     ));
     assert!(matches!(world.binding(), CareOf::Udp { .. }));
 
-    world
-        .mr
-        .set_care_of(Some(coa6.into()), world.now, world.wall);
-    let packet = world.update();
+    let packet = world.update_from(coa6);
     assert!(matches!(
         world.deliver(&packet, Arrival::Ipv6),
         Delivered::Answered(BaStatus::ACCEPTED, Some(ChangeKind::Moved))
@@ -445,10 +419,7 @@ fn one_registration_moves_between_an_ipv6_site_and_an_ipv4_site_both_ways() {
 #[test]
 fn a_proxy_registration_is_not_served() {
     let mut world = World::new(accepting());
-    world
-        .mr
-        .set_care_of(Some(addr(COA6).into()), world.now, world.wall);
-    let packet = world.update();
+    let packet = world.update_from(addr(COA6));
     let parsed = parse_packet(&packet).unwrap();
     let Message::BindingUpdate(mut bu) = MobilityHeader::decode(parsed.mh).unwrap().message else {
         panic!()
