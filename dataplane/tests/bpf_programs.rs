@@ -581,3 +581,24 @@ fn a_mobile_router_behind_a_nat_takes_its_tenants_packets_from_its_home_agents_p
         .unwrap();
     assert_eq!(verdict, TC_ACT_SHOT);
 }
+
+#[test]
+fn a_truncated_or_non_ipv6_packet_in_an_ipv4_tunnel_is_dropped_and_counted() {
+    let Some(programs) = ipv4_home_agent(Peer::Udp(socket(NAT4))) else {
+        return;
+    };
+    let inner = udp(addr(VM), addr(CN));
+    // In UDP to our port, the inner header cut short.
+    let mut truncated = in_udp(&inner, socket(NAT4), socket(HA4));
+    truncated.truncate(ETHERNET + 20 + 8 + 20);
+    // In IPv4 (protocol 41) to our address, an IPv4 packet inside.
+    let mut not_ipv6 = inner.clone();
+    not_ipv6[0] = 0x45;
+    let not_ipv6 = ipv4_frame(*socket(NAT4).ip(), *socket(HA4).ip(), 41, &not_ipv6);
+    for packet in [truncated, not_ipv6] {
+        let (verdict, _) = programs.test_run(Program::DecapBySource, &packet).unwrap();
+        assert_eq!(verdict, TC_ACT_SHOT);
+    }
+    assert_eq!(programs.counter(Counter::DecapMalformed), 2);
+    assert_eq!(programs.counter(Counter::Decapsulated), 0);
+}
