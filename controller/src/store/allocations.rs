@@ -4,7 +4,7 @@
 
 use std::time::SystemTime;
 
-use ipnet::Ipv6Net;
+use ipnet::{IpNet, Ipv6Net};
 use nemo_daemon::clock::unix_ms;
 
 use super::allocator::Occupied;
@@ -79,18 +79,24 @@ impl Store {
             )));
         }
         let pool_record = state.pools.get(pool).cloned().or_not_found("pool", pool)?;
+        let IpNet::V6(pool_prefix) = pool_record.prefix else {
+            return Err(StoreError::Invalid {
+                field: "pool",
+                reason: format!(
+                    "{pool:?} is an IPv4 pool: its addresses are mapped into a tenant's prefixes (AllocateIpv4), not allocated as prefixes"
+                ),
+            });
+        };
         let length = match wanted {
             Wanted::Any { length: 0 } => pool_record.tenant_length,
             Wanted::Any { length } => u8::try_from(length)
                 .ok()
-                .filter(|l| {
-                    *l <= pool_record.tenant_length && *l >= pool_record.prefix.prefix_len()
-                })
+                .filter(|l| *l <= pool_record.tenant_length && *l >= pool_prefix.prefix_len())
                 .ok_or_else(|| StoreError::Invalid {
                     field: "length",
                     reason: format!(
                         "{length} must be between /{} and the pool's tenant length /{}",
-                        pool_record.prefix.prefix_len(),
+                        pool_prefix.prefix_len(),
                         pool_record.tenant_length
                     ),
                 })?,
@@ -104,8 +110,7 @@ impl Store {
                         ),
                     });
                 }
-                if !pool_record.prefix.contains(&prefix)
-                    || prefix.prefix_len() > pool_record.tenant_length
+                if !pool_prefix.contains(&prefix) || prefix.prefix_len() > pool_record.tenant_length
                 {
                     return Err(StoreError::Invalid {
                         field: "prefix",
@@ -132,24 +137,29 @@ impl Store {
                     })?
             }
             Wanted::Exact(prefix) => {
-                let first = pool_record.slot_of(&prefix);
+                let first = pool_record.slot_of(&IpNet::V6(prefix));
                 slots.exact(first..first + block, now).map_err(|occupied| {
                     StoreError::Precondition(match occupied {
                         Occupied::Used(slot) => format!(
                             "prefix: {} is allocated",
-                            pool_record.slot_prefix(slot, pool_record.tenant_length)
+                            pool_record.slot_block(slot, pool_record.tenant_length)
                         ),
                         Occupied::Quarantined(slot, until) => format!(
                             "prefix: {} was released and is held back until {} (unix ms)",
-                            pool_record.slot_prefix(slot, pool_record.tenant_length),
+                            pool_record.slot_block(slot, pool_record.tenant_length),
                             until
                         ),
                     })
                 })?
             }
         };
+        let IpNet::V6(prefix) = pool_record.slot_block(found.slots.start, length) else {
+            return Err(StoreError::Storage(format!(
+                "pool {pool:?} changed family under an allocation"
+            )));
+        };
         let allocation = Allocation {
-            prefix: pool_record.slot_prefix(found.slots.start, length),
+            prefix,
             tenant: tenant.to_owned(),
             pool: pool.to_owned(),
             allocated_at_unix_ms: now,
@@ -208,11 +218,17 @@ impl Store {
             .get(&allocation.pool)
             .cloned()
             .or_not_found("pool", &allocation.pool)?;
+        if let Some(mapped) = state.mappings.inside(&parsed).next() {
+            return Err(StoreError::Precondition(format!(
+                "prefix: {parsed} holds the IPv6 side of IPv4 mapping {} (release it first)",
+                mapped.ipv4
+            )));
+        }
         let until = unix_ms(SystemTime::now() + self.quarantine_time);
-        let first = pool.slot_of(&allocation.prefix);
-        let block = 1u64 << (pool.tenant_length - allocation.prefix.prefix_len());
+        let slots = pool.slots(&IpNet::V6(allocation.prefix));
         let key = encode(&allocation.prefix)?;
-        let held: Vec<(Vec<u8>, Vec<u8>)> = (first..first + block)
+        let held: Vec<(Vec<u8>, Vec<u8>)> = slots
+            .clone()
             .map(|slot| Ok((encode(&(pool.name.as_str(), slot))?, encode(&until)?)))
             .collect::<Result<_, StoreError>>()?;
         let change = StoreChange::PrefixReleased {
@@ -235,7 +251,7 @@ impl Store {
                     .slots
                     .entry(pool.name.clone())
                     .or_default()
-                    .release(first..first + block, until);
+                    .release(slots, until);
             },
         )
         .await?;

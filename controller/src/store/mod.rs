@@ -44,6 +44,8 @@ pub mod etcd;
 mod follow;
 mod identities;
 mod log;
+mod mapping_table;
+mod mappings;
 mod model;
 mod placements;
 mod pools;
@@ -55,8 +57,10 @@ mod upkeep;
 use allocator::Slots;
 pub use copy::{copy, Copied, Location};
 use log::DurableLog;
+pub use mappings::Ipv4Wanted;
 pub use model::*;
 pub use placements::{Placing, TenantView};
+pub use pools::WELL_KNOWN_PREFIX;
 pub use upkeep::{Trimmed, Upkeep};
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
@@ -112,6 +116,7 @@ struct State {
     pools: BTreeMap<String, Pool>,
     tenants: BTreeMap<String, Tenant>,
     allocations: allocation_table::AllocationTable,
+    mappings: mapping_table::MappingTable,
     slots: HashMap<String, Slots>,
     home_agents: BTreeMap<String, HomeAgentRecord>,
     hypervisors: BTreeMap<String, Hypervisor>,
@@ -171,6 +176,7 @@ const TABLES: &[&str] = &[
     "placements",
     "sequences",
     "credentials",
+    "mappings",
 ];
 /// Bound of redb's page cache: the controller keeps its state in memory,
 /// the cache serves the event history of resuming watchers.

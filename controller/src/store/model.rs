@@ -1,41 +1,111 @@
 //! The data model: what the controller keeps, the history's events, and
 //! why a request is refused.
 
-/// A prefix pool.
 use std::net::Ipv6Addr;
 
-use ipnet::Ipv6Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use nemo::auth::Algorithm;
 use nemo_daemon::disk::DiskError;
 use serde::{Deserialize, Serialize};
 
+/// A pool of addresses: IPv6 ones are carved into tenants' Mobile Network
+/// Prefixes; IPv4 ones into addresses (or blocks) mapped to an IPv6 address
+/// of the same size inside one of a tenant's prefixes (RFC 7757), which the
+/// home site translates (RFC 7915).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pool {
     /// Its name.
     pub name: String,
-    /// The prefix carved up.
-    pub prefix: Ipv6Net,
-    /// Length of the prefixes handed out.
+    /// The prefix carved up (records written before IPv4 pools hold an
+    /// IPv6 prefix in the same spelling).
+    pub prefix: IpNet,
+    /// Length of the blocks handed out.
     pub tenant_length: u8,
+    /// An IPv4 pool's translation prefix: where IPv4 peers' addresses are
+    /// written in IPv6 for its tenants (RFC 6052 §2.2, a /96). Absent for
+    /// IPv6 pools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub translation_prefix: Option<Ipv6Net>,
+}
+
+/// An address family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// IPv4.
+    Ipv4,
+    /// IPv6.
+    Ipv6,
+}
+
+impl Family {
+    /// Its name, as the API and errors write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+        }
+    }
+
+    /// Bits in an address of the family.
+    fn width(self) -> u32 {
+        match self {
+            Family::Ipv4 => 32,
+            Family::Ipv6 => 128,
+        }
+    }
 }
 
 impl Pool {
-    /// Tenant-length prefixes in the pool.
+    /// The family of its addresses.
+    pub fn family(&self) -> Family {
+        match self.prefix {
+            IpNet::V4(_) => Family::Ipv4,
+            IpNet::V6(_) => Family::Ipv6,
+        }
+    }
+
+    /// Tenant-length blocks in the pool.
     pub fn capacity(&self) -> u64 {
-        1u64.checked_shl(u32::from(self.tenant_length - self.prefix.prefix_len()))
-            .unwrap_or(u64::MAX)
+        1u64.checked_shl(u32::from(
+            self.tenant_length.saturating_sub(self.prefix.prefix_len()),
+        ))
+        .unwrap_or(u64::MAX)
     }
 
-    pub(super) fn slot_prefix(&self, slot: u64, length: u8) -> Ipv6Net {
-        let base = u128::from(self.prefix.network());
-        let shift = 128 - u32::from(self.tenant_length);
-        let address = base + (u128::from(slot) << shift);
-        Ipv6Net::new(Ipv6Addr::from(address), length).unwrap_or(self.prefix)
+    /// The block of `length` starting at tenant-length slot `slot`.
+    pub(super) fn slot_block(&self, slot: u64, length: u8) -> IpNet {
+        let shift = self.family().width() - u32::from(self.tenant_length);
+        let address = network_bits(&self.prefix) + (u128::from(slot) << shift);
+        let block = match self.prefix {
+            IpNet::V4(_) => Ipv4Net::new((address as u32).into(), length).map(IpNet::V4),
+            IpNet::V6(_) => Ipv6Net::new(address.into(), length).map(IpNet::V6),
+        };
+        block.unwrap_or(self.prefix)
     }
 
-    pub(super) fn slot_of(&self, prefix: &Ipv6Net) -> u64 {
-        let offset = u128::from(prefix.network()) - u128::from(self.prefix.network());
-        (offset >> (128 - u32::from(self.tenant_length))) as u64
+    /// The tenant-length slot a block of the pool starts at.
+    pub(super) fn slot_of(&self, block: &IpNet) -> u64 {
+        let offset = network_bits(block).saturating_sub(network_bits(&self.prefix));
+        (offset >> (self.family().width() - u32::from(self.tenant_length))) as u64
+    }
+
+    /// The slots a block of the pool covers.
+    pub(super) fn slots(&self, block: &IpNet) -> std::ops::Range<u64> {
+        let first = self.slot_of(block);
+        let count = 1u64
+            .checked_shl(u32::from(
+                self.tenant_length.saturating_sub(block.prefix_len()),
+            ))
+            .unwrap_or(u64::MAX);
+        first..first.saturating_add(count)
+    }
+}
+
+/// A prefix's network address as a number.
+fn network_bits(prefix: &IpNet) -> u128 {
+    match prefix {
+        IpNet::V4(p) => u128::from(u32::from(p.network())),
+        IpNet::V6(p) => u128::from(p.network()),
     }
 }
 
@@ -56,6 +126,26 @@ pub struct Allocation {
     /// The tenant.
     pub tenant: String,
     /// The pool.
+    pub pool: String,
+    /// When, ms since the Unix epoch.
+    pub allocated_at_unix_ms: i64,
+    /// The revision that made it.
+    pub revision: u64,
+}
+
+/// An IPv4 address (or block) of a tenant, mapped to an IPv6 address (or
+/// prefix) of the same size inside one of its prefixes: an Explicit Address
+/// Mapping (RFC 7757 §3.1) the home site's translator applies both ways.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ipv4Mapping {
+    /// The IPv4 side, from an IPv4 pool.
+    pub ipv4: Ipv4Net,
+    /// The IPv6 side: as many addresses, inside one of the tenant's
+    /// prefixes.
+    pub ipv6: Ipv6Net,
+    /// The tenant.
+    pub tenant: String,
+    /// The IPv4 pool.
     pub pool: String,
     /// When, ms since the Unix epoch.
     pub allocated_at_unix_ms: i64,
@@ -203,6 +293,17 @@ pub enum StoreChange {
         /// Until when it is held back, ms since the Unix epoch.
         quarantined_until_unix_ms: i64,
     },
+    /// An IPv4 address (or block) was mapped to a tenant's IPv6 one.
+    Ipv4Mapped(Ipv4Mapping),
+    /// An IPv4 mapping ended (its addresses quarantined until the time
+    /// given).
+    Ipv4Released {
+        /// The mapping that ended.
+        mapping: Ipv4Mapping,
+        /// Until when its IPv4 addresses are held back, ms since the Unix
+        /// epoch.
+        quarantined_until_unix_ms: i64,
+    },
     /// A home agent registered (or changed).
     HomeAgentRegistered(HomeAgentRecord),
     /// A hypervisor registered.
@@ -267,6 +368,8 @@ impl StoreChange {
             StoreChange::TenantDeleted(_) => "tenant_deleted",
             StoreChange::PrefixAllocated(_) => "prefix_allocated",
             StoreChange::PrefixReleased { .. } => "prefix_released",
+            StoreChange::Ipv4Mapped(_) => "ipv4_mapped",
+            StoreChange::Ipv4Released { .. } => "ipv4_released",
             StoreChange::HomeAgentRegistered(_) => "home_agent_registered",
             StoreChange::HypervisorRegistered(_) => "hypervisor_registered",
             StoreChange::MobileRouterCreated(_) => "mobile_router_created",
@@ -289,6 +392,9 @@ impl StoreChange {
             }
             StoreChange::PrefixAllocated(allocation) => allocation.prefix.to_string(),
             StoreChange::PrefixReleased { allocation, .. } => allocation.prefix.to_string(),
+            StoreChange::Ipv4Mapped(mapping) | StoreChange::Ipv4Released { mapping, .. } => {
+                mapping.ipv4.to_string()
+            }
             StoreChange::HomeAgentRegistered(home_agent) => home_agent.name.clone(),
             StoreChange::HypervisorRegistered(hypervisor) => hypervisor.name.clone(),
             StoreChange::MobileRouterCreated(mr)
@@ -308,6 +414,9 @@ impl StoreChange {
             StoreChange::TenantCreated(t) | StoreChange::TenantDeleted(t) => Some(&t.name),
             StoreChange::PrefixAllocated(a) => Some(&a.tenant),
             StoreChange::PrefixReleased { allocation, .. } => Some(&allocation.tenant),
+            StoreChange::Ipv4Mapped(mapping) | StoreChange::Ipv4Released { mapping, .. } => {
+                Some(&mapping.tenant)
+            }
             StoreChange::MobileRouterCreated(mr)
             | StoreChange::KeyRotated(mr)
             | StoreChange::MobileRouterDeleted(mr) => Some(&mr.tenant),

@@ -7,11 +7,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv6Addr;
 
-use ipnet::Ipv6Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
+use super::model::Family;
 use super::{
-    decode, Allocation, Event, HomeAgentRecord, Hypervisor, MobileRouter, Placement, Pool, State,
-    StoreError, Tenant, REVISION_KEY, TABLES,
+    decode, Allocation, Event, HomeAgentRecord, Hypervisor, Ipv4Mapping, MobileRouter, Placement,
+    Pool, State, StoreError, Tenant, REVISION_KEY, TABLES,
 };
 
 /// The tables whose records make the state, in the order a load applies
@@ -21,6 +22,7 @@ pub(super) const STATE_TABLES: &[&str] = &[
     "pools",
     "tenants",
     "allocations",
+    "mappings",
     "quarantine",
     "meta",
     "home_agents",
@@ -44,6 +46,7 @@ impl State {
             pools: BTreeMap::new(),
             tenants: BTreeMap::new(),
             allocations: Default::default(),
+            mappings: Default::default(),
             slots: HashMap::new(),
             home_agents: BTreeMap::new(),
             hypervisors: BTreeMap::new(),
@@ -110,7 +113,9 @@ impl State {
             }
             ("allocations", Some(value)) => {
                 let allocation: Allocation = decode(value)?;
-                if let Some((range, capacity)) = self.slots_of(&allocation) {
+                if let Some((range, capacity)) =
+                    self.slots_of(&allocation.pool, IpNet::V6(allocation.prefix))
+                {
                     if let Some(pool_slots) = self.slots.get_mut(&allocation.pool) {
                         pool_slots.load_allocation(range, allocation.revision, capacity);
                     }
@@ -120,8 +125,32 @@ impl State {
             ("allocations", None) => {
                 let prefix: Ipv6Net = decode(key)?;
                 if let Some(allocation) = self.allocations.remove(&prefix) {
-                    if let Some((range, _)) = self.slots_of(&allocation) {
+                    if let Some((range, _)) =
+                        self.slots_of(&allocation.pool, IpNet::V6(allocation.prefix))
+                    {
                         if let Some(pool_slots) = self.slots.get_mut(&allocation.pool) {
+                            pool_slots.forget_allocation(range);
+                        }
+                    }
+                }
+            }
+            ("mappings", Some(value)) => {
+                let mapping: Ipv4Mapping = decode(value)?;
+                if let Some((range, capacity)) =
+                    self.slots_of(&mapping.pool, IpNet::V4(mapping.ipv4))
+                {
+                    if let Some(pool_slots) = self.slots.get_mut(&mapping.pool) {
+                        pool_slots.load_allocation(range, mapping.revision, capacity);
+                    }
+                }
+                self.mappings.insert(mapping);
+            }
+            ("mappings", None) => {
+                let ipv4: Ipv4Net = decode(key)?;
+                if let Some(mapping) = self.mappings.remove(&ipv4) {
+                    if let Some((range, _)) = self.slots_of(&mapping.pool, IpNet::V4(mapping.ipv4))
+                    {
+                        if let Some(pool_slots) = self.slots.get_mut(&mapping.pool) {
                             pool_slots.forget_allocation(range);
                         }
                     }
@@ -194,16 +223,20 @@ impl State {
 
     /// The slots an allocation covers in its pool, and the pool's capacity
     /// (`None` if the pool is not known).
-    fn slots_of(&self, allocation: &Allocation) -> Option<(std::ops::Range<u64>, u64)> {
-        let pool = self.pools.get(&allocation.pool)?;
-        let first = pool.slot_of(&allocation.prefix);
-        let count = 1u64
-            .checked_shl(u32::from(
-                pool.tenant_length
-                    .checked_sub(allocation.prefix.prefix_len())?,
-            ))
-            .unwrap_or(u64::MAX);
-        Some((first..first.saturating_add(count), pool.capacity()))
+    fn slots_of(&self, pool: &str, block: IpNet) -> Option<(std::ops::Range<u64>, u64)> {
+        let pool = self.pools.get(pool)?;
+        if pool.tenant_length < block.prefix_len() || pool.family() != family_of(&block) {
+            return None;
+        }
+        Some((pool.slots(&block), pool.capacity()))
+    }
+}
+
+/// The family of a block.
+fn family_of(block: &IpNet) -> Family {
+    match block {
+        IpNet::V4(_) => Family::Ipv4,
+        IpNet::V6(_) => Family::Ipv6,
     }
 }
 
@@ -230,6 +263,17 @@ mod tests {
         let first = store.allocate("acme", "p", 0).await.unwrap().prefix;
         store.allocate("acme", "p", 52).await.unwrap();
         store.release(&first.to_string()).await.unwrap();
+        store.create_pool("v4", "192.0.2.0/24", 0).await.unwrap();
+        let mapped = store.allocations(Some("acme")).await.unwrap()[0].prefix;
+        let wanted = crate::store::Ipv4Wanted::Any { length: 0 };
+        for host in 1..=3u128 {
+            let ipv6 = std::net::Ipv6Addr::from(u128::from(mapped.network()) + host);
+            store
+                .allocate_ipv4("acme", "v4", wanted, &ipv6.to_string())
+                .await
+                .unwrap();
+        }
+        store.release_ipv4("192.0.2.1").await.unwrap();
         store.register_hypervisor("hv1").await.unwrap();
         store
             .place("acme", "hv1", "test", crate::store::Delivery::Now)
@@ -246,6 +290,12 @@ mod tests {
         assert_eq!(rebuilt.pools, state.pools);
         assert_eq!(rebuilt.allocations, state.allocations);
         assert_eq!(rebuilt.placements, state.placements);
+        assert_eq!(rebuilt.mappings, state.mappings);
+        assert_eq!(
+            rebuilt.slots["v4"].find_free(1, 256, 0).map(|f| f.slots),
+            state.slots["v4"].find_free(1, 256, 0).map(|f| f.slots)
+        );
+        assert_eq!(rebuilt.slots["v4"].quarantined(), 1);
         let (built, loaded) = (&state.slots["p"], &rebuilt.slots["p"]);
         assert_eq!(built.quarantined(), loaded.quarantined());
         assert_eq!(
@@ -260,6 +310,7 @@ mod tests {
             }
         }
         assert!(rebuilt.pools.is_empty() && rebuilt.allocations.is_empty());
+        assert_eq!(rebuilt.mappings, Default::default());
         assert!(rebuilt.tenants.is_empty() && rebuilt.placements.is_empty());
     }
 }

@@ -2,7 +2,7 @@
 
 use std::time::SystemTime;
 
-use ipnet::Ipv6Net;
+use ipnet::{IpNet, Ipv6Net};
 use nemo_daemon::clock::unix_ms;
 
 use super::model::OrNotFound;
@@ -65,12 +65,9 @@ impl Store {
         self.state.lock().await.tenants.keys().cloned().collect()
     }
 
-    /// Deletes a tenant; with `cascade` its prefixes are released first.
-    pub async fn delete_tenant(
-        &self,
-        name: &str,
-        cascade: bool,
-    ) -> Result<Vec<Ipv6Net>, StoreError> {
+    /// Deletes a tenant; with `cascade` its IPv4 mappings and prefixes are
+    /// released first (and returned, in that order).
+    pub async fn delete_tenant(&self, name: &str, cascade: bool) -> Result<Vec<IpNet>, StoreError> {
         self.retrying(|| self.delete_tenant_once(name, cascade))
             .await
     }
@@ -79,16 +76,25 @@ impl Store {
         &self,
         name: &str,
         cascade: bool,
-    ) -> Result<Vec<Ipv6Net>, StoreError> {
+    ) -> Result<Vec<IpNet>, StoreError> {
         let (tenant, prefixes) = self.tenant(name).await?;
-        if !prefixes.is_empty() && !cascade {
+        let mappings = self.ipv4_mappings(Some(name)).await?;
+        let holds_nothing = prefixes.is_empty() && mappings.is_empty();
+        if !holds_nothing && !cascade {
             return Err(StoreError::Precondition(format!(
-                "name: tenant {name:?} still has {} prefixes (release them or use cascade)",
-                prefixes.len()
+                "name: tenant {name:?} still has {} prefixes and {} IPv4 mappings (release them or use cascade)",
+                prefixes.len(),
+                mappings.len()
             )));
+        }
+        let mut released = Vec::new();
+        for (mapping, _) in &mappings {
+            super::requests::apart(self.release_ipv4(&mapping.ipv4.to_string())).await?;
+            released.push(IpNet::V4(mapping.ipv4));
         }
         for prefix in &prefixes {
             super::requests::apart(self.release(&prefix.to_string())).await?;
+            released.push(IpNet::V6(*prefix));
         }
         let state = self.state.lock().await;
         if state.mobile_routers.contains_key(name) || state.placements.contains_key(name) {
@@ -96,9 +102,11 @@ impl Store {
                 "name: tenant {name:?} still has a mobile router or a placement"
             )));
         }
-        if state.allocations.values().any(|a| a.tenant == name) {
+        if state.allocations.values().any(|a| a.tenant == name)
+            || state.mappings.values().any(|m| m.tenant == name)
+        {
             return Err(StoreError::Precondition(format!(
-                "name: tenant {name:?} was given a prefix meanwhile"
+                "name: tenant {name:?} was given a prefix or an IPv4 mapping meanwhile"
             )));
         }
         self.change(
@@ -113,6 +121,6 @@ impl Store {
             },
         )
         .await?;
-        Ok(prefixes)
+        Ok(released)
     }
 }
