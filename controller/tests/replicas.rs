@@ -137,6 +137,7 @@ async fn replicas_serve_at_once_and_survive_one_killed_mid_burst() {
         name: "core".into(),
         prefix: "2001:db8:100::/40".into(),
         tenant_length: 56,
+        translation_prefix: String::new(),
     }))
     .await
     .unwrap();
@@ -342,6 +343,7 @@ async fn a_replica_killed_mid_burst_again_and_again_makes_each_request_once() {
         name: "core".into(),
         prefix: "2001:db8:100::/40".into(),
         tenant_length: 56,
+        translation_prefix: String::new(),
     }))
     .await
     .unwrap();

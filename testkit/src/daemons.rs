@@ -172,6 +172,7 @@ pub async fn provision_tenant(
             name: "core".into(),
             prefix: "2001:db8:100::/40".into(),
             tenant_length: 56,
+            translation_prefix: String::new(),
         }))
         .await
         .expect("create_pool");

@@ -57,6 +57,21 @@ pub(super) fn allocation(a: &store::Allocation) -> pb::Allocation {
     }
 }
 
+/// A mapping and its pool's translation prefix.
+pub(super) fn ipv4_mapping_proto(
+    (m, translation_prefix): &(store::Ipv4Mapping, ipnet::Ipv6Net),
+) -> pb::Ipv4Mapping {
+    pb::Ipv4Mapping {
+        ipv4: m.ipv4.to_string(),
+        ipv6: m.ipv6.to_string(),
+        tenant: m.tenant.clone(),
+        pool: m.pool.clone(),
+        translation_prefix: translation_prefix.to_string(),
+        allocated_at_unix_ms: m.allocated_at_unix_ms,
+        revision: m.revision,
+    }
+}
+
 pub(super) fn event(e: &store::Event) -> pb::Event {
     pb::Event {
         revision: e.revision,

@@ -4,6 +4,7 @@
 mod arrivals;
 mod callers;
 mod convert;
+mod ipv4;
 mod requests;
 mod watch;
 
@@ -21,8 +22,8 @@ use tonic::{Request, Response, Status};
 pub use self::arrivals::Arrivals;
 use self::callers::{Access, CallerCheck};
 use self::convert::{
-    allocation, bounded, credential_proto, event, home_agent_proto, mobile_router_proto,
-    placement_proto,
+    allocation, bounded, credential_proto, event, home_agent_proto, ipv4_mapping_proto,
+    mobile_router_proto, placement_proto,
 };
 pub use self::requests::REQUEST_ID;
 use self::requests::{request_id, Made};
@@ -105,15 +106,21 @@ impl Service {
             allocated,
             quarantined,
             capacity: pool.capacity(),
+            translation_prefix: pool
+                .translation_prefix
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
         })
     }
 
     async fn tenant(&self, name: &str) -> Result<pb::Tenant, Status> {
         let (tenant, prefixes) = self.store.tenant(name).await?;
+        let mappings = self.store.ipv4_mappings(Some(name)).await?;
         Ok(pb::Tenant {
             name: tenant.name,
             prefixes: prefixes.iter().map(ToString::to_string).collect(),
             created_at_unix_ms: tenant.created_at_unix_ms,
+            ipv4_mappings: mappings.iter().map(ipv4_mapping_proto).collect(),
         })
     }
 
@@ -167,7 +174,12 @@ impl Controller for Service {
         self.allow(&request, "CreatePool", Access::Operator).await?;
         let id = request_id(&request, "CreatePool")?;
         let r = request.into_inner();
-        let change = self.store.create_pool(&r.name, &r.prefix, r.tenant_length);
+        let change = self.store.create_pool_translating(
+            &r.name,
+            &r.prefix,
+            r.tenant_length,
+            &r.translation_prefix,
+        );
         if let Made::Now(pool) = self.once(id, change).await? {
             tracing::info!(pool = %pool.name, prefix = %pool.prefix, tenant_length = pool.tenant_length, "pool created");
         }
@@ -347,6 +359,27 @@ impl Controller for Service {
         Ok(freshness.answer(pb::ListPrefixesResponse {
             allocations: allocations.iter().map(allocation).collect(),
         }))
+    }
+
+    async fn allocate_ipv4(
+        &self,
+        request: Request<pb::AllocateIpv4Request>,
+    ) -> Result<Response<pb::Ipv4Mapping>, Status> {
+        self.allocate_ipv4_mapping(request).await
+    }
+
+    async fn release_ipv4(
+        &self,
+        request: Request<pb::ReleaseIpv4Request>,
+    ) -> Result<Response<pb::ReleaseIpv4Response>, Status> {
+        self.release_ipv4_mapping(request).await
+    }
+
+    async fn list_ipv4_mappings(
+        &self,
+        request: Request<pb::ListIpv4MappingsRequest>,
+    ) -> Result<Response<pb::ListIpv4MappingsResponse>, Status> {
+        self.list_ipv4(request).await
     }
 
     type WatchEventsStream = EventStream;

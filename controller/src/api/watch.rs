@@ -8,7 +8,7 @@ use std::sync::Arc;
 use nemo_proto::v1 as pb;
 use tonic::Status;
 
-use super::convert::{home_agent_proto, mobile_router_proto};
+use super::convert::{home_agent_proto, ipv4_mapping_proto, mobile_router_proto};
 use crate::store;
 use crate::store::{Store, StoreChange};
 
@@ -27,12 +27,13 @@ pub(super) async fn authorization_updates(
             m.tenant.as_str(),
             (m.home_agent == home_agent).then_some(m.home_address),
         ),
-        StoreChange::PrefixAllocated(_) | StoreChange::PrefixReleased { .. } => {
-            match change.tenant() {
-                Some(tenant) => (tenant, None),
-                None => return Vec::new(),
-            }
-        }
+        StoreChange::PrefixAllocated(_)
+        | StoreChange::PrefixReleased { .. }
+        | StoreChange::Ipv4Mapped(_)
+        | StoreChange::Ipv4Released { .. } => match change.tenant() {
+            Some(tenant) => (tenant, None),
+            None => return Vec::new(),
+        },
         _ => return Vec::new(),
     };
     let view = store.tenant_view(tenant).await;
@@ -42,6 +43,7 @@ pub(super) async fn authorization_updates(
             home_address: m.home_address.to_string(),
             mobile_router: Some(mobile_router_proto(&m, &view.prefixes)),
             snapshot_end: false,
+            ipv4_mappings: view.ipv4_mappings.iter().map(ipv4_mapping_proto).collect(),
         }],
         _ => touched
             .map(|address| pb::AuthorizationUpdate {
@@ -49,6 +51,7 @@ pub(super) async fn authorization_updates(
                 home_address: address.to_string(),
                 mobile_router: None,
                 snapshot_end: false,
+                ipv4_mappings: Vec::new(),
             })
             .into_iter()
             .collect(),

@@ -104,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
                 name: args.pool.clone(),
                 prefix: args.prefix.clone(),
                 tenant_length: 56,
+                translation_prefix: String::new(),
             },
             &token,
         )?)

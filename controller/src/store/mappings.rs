@@ -304,6 +304,13 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The translation prefix of a mapping's pool.
+    pub async fn translation_prefix(&self, mapping: &Ipv4Mapping) -> Ipv6Net {
+        self.state.lock().await.translation_prefix_of(mapping)
+    }
+}
+
 impl super::State {
     /// The translation prefix a mapping's tenant sees IPv4 peers in: its
     /// pool's (the well-known one if the pool is gone, which a mapping

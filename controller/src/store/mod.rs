@@ -73,6 +73,9 @@ fn decode<T: for<'a> Deserialize<'a>>(bytes: &[u8]) -> Result<T, StoreError> {
 
 /// Longest free text (a placement's or a report's reason), in octets.
 pub const MAX_REASON: usize = 256;
+/// Longest text of an address or prefix a request may give (an IPv6
+/// prefix at its longest is 43 characters).
+pub const MAX_ADDRESS_TEXT: usize = 64;
 /// Most prefixes one binding report may carry.
 pub const MAX_REPORTED_PREFIXES: usize = 64;
 

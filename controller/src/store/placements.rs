@@ -20,6 +20,8 @@ pub struct TenantView {
     pub home_agent: Option<HomeAgentRecord>,
     /// Its prefixes.
     pub prefixes: Vec<Ipv6Net>,
+    /// Its IPv4 mappings, each with its translation prefix.
+    pub ipv4_mappings: Vec<(super::Ipv4Mapping, Ipv6Net)>,
     /// Its placement.
     pub placement: Option<Placement>,
     /// The last sequence number its home agent reported accepting.
@@ -270,6 +272,12 @@ impl Store {
                 .values()
                 .filter(|a| a.tenant == tenant)
                 .map(|a| a.prefix)
+                .collect(),
+            ipv4_mappings: state
+                .mappings
+                .values()
+                .filter(|m| m.tenant == tenant)
+                .map(|m| (m.clone(), state.translation_prefix_of(m)))
                 .collect(),
             placement: state.placements.get(tenant).cloned(),
             last_sequence: mobile_router

@@ -92,6 +92,7 @@ async fn every_call_and_its_errors() {
             name: "core".into(),
             prefix: "2001:db8:100::/40".into(),
             tenant_length: 56,
+            translation_prefix: String::new(),
         }))
         .await
         .unwrap()
@@ -129,6 +130,7 @@ async fn every_call_and_its_errors() {
                 name: request.0.into(),
                 prefix: request.1.into(),
                 tenant_length: request.2,
+                translation_prefix: String::new(),
             }))
             .await,
         )
@@ -337,6 +339,7 @@ async fn concurrent_clients_get_disjoint_prefixes() {
         name: "core".into(),
         prefix: "2001:db8:100::/40".into(),
         tenant_length: 56,
+        translation_prefix: String::new(),
     }))
     .await
     .unwrap();
@@ -403,6 +406,7 @@ async fn acknowledged_allocations_survive_kill_9_and_watch_resumes_exactly_once(
         name: "core".into(),
         prefix: "2001:db8:100::/40".into(),
         tenant_length: 56,
+        translation_prefix: String::new(),
     }))
     .await
     .unwrap();
@@ -867,6 +871,7 @@ async fn world(c: &mut ControllerClient<Channel>) -> pb::MobileRouter {
         name: "core".into(),
         prefix: "2001:db8:100::/40".into(),
         tenant_length: 56,
+        translation_prefix: String::new(),
     }))
     .await
     .unwrap();
@@ -1481,6 +1486,7 @@ async fn calls_are_counted_by_method_and_code_in_the_metrics() {
         name: "core".into(),
         prefix: "2001:db8:100::/40".into(),
         tenant_length: 56,
+        translation_prefix: String::new(),
     }))
     .await
     .unwrap();
@@ -1671,6 +1677,7 @@ async fn a_call_sent_again_with_its_request_id_is_made_once() {
         name: "core".into(),
         prefix: "2001:db8:100::/40".into(),
         tenant_length: 56,
+        translation_prefix: String::new(),
     };
     let tenant = || pb::CreateTenantRequest {
         name: "acme".into(),
@@ -2325,3 +2332,4 @@ async fn an_incoming_migration_places_the_tenant_on_its_announcement_and_an_aban
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].hypervisor, "hv-a");
 }
+include!("ipv4.rs");

@@ -19,6 +19,7 @@ mod credentials;
 mod handovers;
 mod home_agent;
 mod identities;
+mod ipv4;
 mod output;
 mod pools;
 mod prefixes;
@@ -131,6 +132,10 @@ enum ControllerCommand {
     /// Tenant prefixes (MNPs).
     #[command(subcommand)]
     Prefix(PrefixCommand),
+    /// Tenants' IPv4 addresses, each mapped to an IPv6 address inside one
+    /// of the tenant's prefixes (translated at the home site).
+    #[command(subcommand)]
+    Ipv4(ipv4::Ipv4Command),
     /// Home agents.
     #[command(subcommand, name = "ha")]
     HomeAgent(HomeAgentCommand),
@@ -418,6 +423,7 @@ async fn controller(
         ControllerCommand::Prefix(command) => {
             prefixes::prefix(&mut client, token, command, out).await?
         }
+        ControllerCommand::Ipv4(command) => ipv4::ipv4(&mut client, token, command, out).await?,
         ControllerCommand::HomeAgent(command) => {
             identities::home_agent(&mut client, token, command, out).await?
         }

@@ -1,4 +1,5 @@
-//! `nemoctl pool`: the prefix pools tenants are allocated from.
+//! `nemoctl pool`: the pools tenants' prefixes (IPv6) and mapped addresses
+//! (IPv4) come from.
 
 use clap::Subcommand;
 use nemo_proto::v1 as pb;
@@ -16,6 +17,7 @@ const POOL: &[&str] = &[
     "allocated",
     "quarantined",
     "capacity",
+    "translation prefix",
 ];
 
 /// What `nemoctl pool` does.
@@ -25,11 +27,19 @@ pub enum PoolCommand {
     Create {
         /// Its name (letters, digits, '-', '_', '.').
         name: String,
-        /// The prefix tenants' prefixes come from, e.g. 2001:db8:100::/40.
+        /// The prefix tenants' prefixes come from, e.g. 2001:db8:100::/40;
+        /// or an IPv4 prefix whose addresses are mapped to tenants'
+        /// (`nemoctl ipv4`), e.g. 192.0.2.0/24.
         prefix: String,
-        /// The length of each tenant's prefix, e.g. 56.
+        /// The length of each tenant's prefix, e.g. 56; an IPv4 pool's
+        /// blocks, 32 (single addresses) when not given.
         #[arg(long)]
-        tenant_length: u32,
+        tenant_length: Option<u32>,
+        /// An IPv4 pool's translation prefix (RFC 6052, a /96): where its
+        /// tenants see IPv4 peers; the well-known 64:ff9b::/96 when not
+        /// given (which must not carry non-global IPv4 addresses).
+        #[arg(long)]
+        translation_prefix: Option<String>,
     },
     /// Shows a pool and its usage.
     Show {
@@ -56,6 +66,11 @@ pub fn pool_rows(pools: &[pb::Pool]) -> (Vec<Vec<String>>, Vec<serde_json::Value
                 p.allocated.to_string(),
                 p.quarantined.to_string(),
                 p.capacity.to_string(),
+                if p.translation_prefix.is_empty() {
+                    "-".to_owned()
+                } else {
+                    p.translation_prefix.clone()
+                },
             ]
         })
         .collect();
@@ -65,6 +80,7 @@ pub fn pool_rows(pools: &[pb::Pool]) -> (Vec<Vec<String>>, Vec<serde_json::Value
             serde_json::json!({
                 "name": p.name, "prefix": p.prefix, "tenant_length": p.tenant_length,
                 "allocated": p.allocated, "quarantined": p.quarantined, "capacity": p.capacity,
+                "translation_prefix": (!p.translation_prefix.is_empty()).then_some(&p.translation_prefix),
             })
         })
         .collect();
@@ -83,13 +99,15 @@ pub async fn pool(
             name,
             prefix,
             tenant_length,
+            translation_prefix,
         } => {
             let pool = client
                 .create_pool(request(
                     pb::CreatePoolRequest {
                         name,
                         prefix,
-                        tenant_length,
+                        tenant_length: tenant_length.unwrap_or(0),
+                        translation_prefix: translation_prefix.unwrap_or_default(),
                     },
                     token,
                 )?)

@@ -20,6 +20,7 @@ const ADMIN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 const COLUMNS: &[&str] = &[
     "tenant",
     "prefixes",
+    "ipv4",
     "hypervisor",
     "since",
     "home agent",
@@ -91,6 +92,11 @@ pub async fn run(
                 } else {
                     tenant.prefixes.join(",")
                 },
+                if tenant.ipv4_mappings.is_empty() {
+                    dash()
+                } else {
+                    crate::ipv4::mapped_text(&tenant.ipv4_mappings)
+                },
                 placement.map_or_else(dash, |p| p.hypervisor.clone()),
                 placement.map_or_else(dash, |p| utc(p.since_unix_ms)),
                 router.map_or_else(dash, |r| r.home_agent.clone()),
@@ -129,6 +135,7 @@ pub async fn run(
                     serde_json::json!({
                         "name": tenant.name,
                         "prefixes": tenant.prefixes,
+                        "ipv4_mappings": crate::ipv4::mappings_json(&tenant.ipv4_mappings),
                         "hypervisor": placement.map(|p| p.hypervisor.clone()),
                         "placed_since_unix_ms": placement.map(|p| p.since_unix_ms),
                         "home_agent": router.map(|r| r.home_agent.clone()),

@@ -9,7 +9,7 @@ use crate::output::{print_records, Output};
 use crate::{answer, request};
 
 /// The columns of a tenant.
-const TENANT: &[&str] = &["name", "prefixes"];
+const TENANT: &[&str] = &["name", "prefixes", "ipv4"];
 
 /// What `nemoctl tenant` does.
 #[derive(Debug, Subcommand)]
@@ -39,11 +39,17 @@ pub enum TenantCommand {
 pub fn tenant_rows(tenants: &[pb::Tenant]) -> (Vec<Vec<String>>, Vec<serde_json::Value>) {
     let rows = tenants
         .iter()
-        .map(|t| vec![t.name.clone(), t.prefixes.join(",")])
+        .map(|t| {
+            vec![
+                t.name.clone(),
+                t.prefixes.join(","),
+                crate::ipv4::mapped_text(&t.ipv4_mappings),
+            ]
+        })
         .collect();
     let json = tenants
         .iter()
-        .map(|t| serde_json::json!({"name": t.name, "prefixes": t.prefixes, "created_at_unix_ms": t.created_at_unix_ms}))
+        .map(|t| serde_json::json!({"name": t.name, "prefixes": t.prefixes, "ipv4_mappings": crate::ipv4::mappings_json(&t.ipv4_mappings), "created_at_unix_ms": t.created_at_unix_ms}))
         .collect();
     (rows, json)
 }

@@ -40,6 +40,7 @@ fn update(n: u32) -> pb::AuthorizationUpdate {
             prefixes: vec![prefix(n).to_string()],
         }),
         snapshot_end: false,
+        ipv4_mappings: Vec::new(),
     }
 }
 
@@ -127,6 +128,9 @@ stand_in! {
         }
     }
     create_pool(CreatePoolRequest) -> Pool;
+    allocate_ipv4(AllocateIpv4Request) -> Ipv4Mapping;
+    release_ipv4(ReleaseIpv4Request) -> ReleaseIpv4Response;
+    list_ipv4_mappings(ListIpv4MappingsRequest) -> ListIpv4MappingsResponse;
     get_pool(GetPoolRequest) -> Pool;
     list_pools(ListPoolsRequest) -> ListPoolsResponse;
     delete_pool(DeletePoolRequest) -> DeletePoolResponse;
