@@ -8,7 +8,7 @@ use std::process::Command;
 
 // `rejected` is a test fixture the verifier must refuse (never loaded by
 // the daemons).
-const PROGRAMS: &[&str] = &["tunnel", "rejected"];
+const PROGRAMS: &[&str] = &["tunnel", "translator", "rejected"];
 
 fn main() {
     println!("cargo:rerun-if-changed=bpf");

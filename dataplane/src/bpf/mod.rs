@@ -18,6 +18,7 @@
 
 pub mod maps;
 mod routes;
+pub mod translator;
 
 mod home_agent;
 mod mobile_router;
@@ -32,6 +33,7 @@ pub use home_agent::{BpfHomeAgent, BpfHomeAgentConfig};
 pub use mobile_router::{BpfMobileRouter, BpfMobileRouterConfig};
 #[cfg(test)]
 pub(crate) use routes::encap_route;
+pub use routes::TcHook;
 
 use crate::DataPlaneError;
 use maps::Counter;
@@ -161,57 +163,12 @@ impl Programs {
     /// [`Programs::load`] from another compiled object: for tests of the
     /// loader's failure paths (an object the verifier refuses).
     pub fn load_object(object: &[u8], pin_dir: Option<&Path>) -> Result<Programs, DataPlaneError> {
-        static PRINT: std::sync::Once = std::sync::Once::new();
-        PRINT.call_once(|| {
-            libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Info, keep_libbpf_log)));
-        });
         if let Some(dir) = pin_dir {
             check_pin_dir(dir)?;
             drop_incompatible_pins(dir);
         }
-        LIBBPF_LOG.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        let loaded = (|| {
-            let mut open = ObjectBuilder::default().open_memory(object)?;
-            if let Some(dir) = pin_dir {
-                for mut map in open.maps_mut() {
-                    let name = map.name().to_string_lossy().into_owned();
-                    // .rodata and friends are the object's own, never pinned.
-                    if name.starts_with("nemo_") {
-                        map.set_pin_path(dir.join(&name))?;
-                    }
-                }
-            }
-            open.load()
-        })();
-        let object = loaded.map_err(|error| {
-            let log = std::mem::take(&mut *LIBBPF_LOG.lock().unwrap_or_else(|e| e.into_inner()));
-            let tail = &log[log.len().saturating_sub(MAX_LOG)..];
-            tracing::error!(%error, log = %tail, "the kernel refused nemo's BPF programs");
-            // EPERM is this process's privileges, not the kernel's config.
-            let privileges = if error.kind() == libbpf_rs::ErrorKind::PermissionDenied {
-                " (not permitted: this process lacks CAP_BPF or CAP_NET_ADMIN, \
-                 which the packaged units give)"
-            } else {
-                ""
-            };
-            unavailable(format!(
-                "loading the BPF programs: {error}{privileges}; libbpf and the verifier said:\n{tail}"
-            ))
-        })?;
-        let map = |name: &str, key: usize, value: usize| -> Result<MapHandle, DataPlaneError> {
-            let map = object
-                .maps()
-                .find(|m| m.name() == name)
-                .ok_or_else(|| unavailable(format!("the BPF object has no map {name}")))?;
-            let (key_size, value_size) = (map.key_size() as usize, map.value_size() as usize);
-            if key_size != key || value_size != value {
-                return Err(unavailable(format!(
-                    "map {name}: key {key_size} and value {value_size} octets in the object, \
-                     {key} and {value} in dataplane/src/bpf/maps.rs: nemo_maps.h and maps.rs disagree"
-                )));
-            }
-            MapHandle::try_from(&map).map_err(|e| unavailable(format!("map {name}: {e}")))
-        };
+        let object = open_object(object, pin_dir)?;
+        let map = |name: &str, key: usize, value: usize| object_map(&object, name, key, value);
         let bindings = map(maps::BINDINGS, maps::PREFIX_SIZE, maps::PEER_SIZE)?;
         let also = map(maps::ALSO, maps::PREFIX_SIZE, maps::SECOND_SIZE)?;
         let local = map(maps::LOCAL, 4, maps::LOCAL_SIZE)?;
@@ -241,15 +198,7 @@ impl Programs {
     /// A program's file descriptor, to attach it (a duplicate: keep it
     /// open until the attachment's netlink request is answered).
     pub fn fd(&self, program: Program) -> Result<OwnedFd, DataPlaneError> {
-        self.object
-            .progs()
-            .find(|p| p.name() == program.name())
-            .ok_or_else(|| {
-                unavailable(format!("the BPF object has no program {}", program.name()))
-            })?
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|e| unavailable(format!("program {}: {e}", program.name())))
+        program_fd(&self.object, program.name())
     }
 
     /// Runs `program` once on `packet` (BPF_PROG_TEST_RUN: no interface,
@@ -259,22 +208,7 @@ impl Programs {
         program: Program,
         packet: &[u8],
     ) -> Result<(u32, Vec<u8>), DataPlaneError> {
-        let prog = self
-            .object
-            .progs_mut()
-            .find(|p| p.name() == program.name())
-            .ok_or_else(|| unavailable(format!("no program {}", program.name())))?;
-        let mut out = vec![0u8; packet.len() + 256];
-        let input = libbpf_rs::ProgramInput {
-            data_in: Some(packet),
-            data_out: Some(&mut out),
-            ..Default::default()
-        };
-        let output = prog
-            .test_run(input)
-            .map_err(|e| unavailable(format!("test run of {}: {e}", program.name())))?;
-        let data = output.data.map(|d| d.to_vec()).unwrap_or_default();
-        Ok((output.return_value, data))
+        run_program(&self.object, program.name(), packet)
     }
 
     /// Sets the address tunnelled packets must be sent to.
@@ -322,18 +256,7 @@ impl Programs {
 
     /// A counter, summed over the CPUs.
     pub fn counter(&self, counter: Counter) -> u64 {
-        self.counters
-            .lookup_percpu(&(counter as u32).to_ne_bytes(), MapFlags::ANY)
-            .ok()
-            .flatten()
-            .map(|per_cpu| {
-                per_cpu
-                    .iter()
-                    .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()))
-                    .map(u64::from_ne_bytes)
-                    .sum()
-            })
-            .unwrap_or(0)
+        percpu_sum(&self.counters, counter as u32)
     }
 
     /// Every counter by its name, summed over the CPUs.
@@ -400,6 +323,119 @@ impl Programs {
         let _ = std::fs::remove_dir(dir);
         Ok(())
     }
+}
+
+/// Loads a compiled object, its `nemo_` maps pinned in `pin_dir` (those
+/// pinned there already reused); a refusal says why, with the verifier's
+/// log.
+pub(crate) fn open_object(object: &[u8], pin_dir: Option<&Path>) -> Result<Object, DataPlaneError> {
+    static PRINT: std::sync::Once = std::sync::Once::new();
+    PRINT.call_once(|| {
+        libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Info, keep_libbpf_log)));
+    });
+    LIBBPF_LOG.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    let loaded = (|| {
+        let mut open = ObjectBuilder::default().open_memory(object)?;
+        if let Some(dir) = pin_dir {
+            for mut map in open.maps_mut() {
+                let name = map.name().to_string_lossy().into_owned();
+                // .rodata and friends are the object's own, never pinned.
+                if name.starts_with("nemo_") {
+                    map.set_pin_path(dir.join(&name))?;
+                }
+            }
+        }
+        open.load()
+    })();
+    loaded.map_err(|error| {
+        let log = std::mem::take(&mut *LIBBPF_LOG.lock().unwrap_or_else(|e| e.into_inner()));
+        let tail = &log[log.len().saturating_sub(MAX_LOG)..];
+        tracing::error!(%error, log = %tail, "the kernel refused nemo's BPF programs");
+        // EPERM is this process's privileges, not the kernel's config.
+        let privileges = if error.kind() == libbpf_rs::ErrorKind::PermissionDenied {
+            " (not permitted: this process lacks CAP_BPF or CAP_NET_ADMIN, \
+             which the packaged units give)"
+        } else {
+            ""
+        };
+        unavailable(format!(
+            "loading the BPF programs: {error}{privileges}; libbpf and the verifier said:\n{tail}"
+        ))
+    })
+}
+
+/// A map of a loaded object, checked to have the key and value sizes the
+/// Rust side writes.
+pub(crate) fn object_map(
+    object: &Object,
+    name: &str,
+    key: usize,
+    value: usize,
+) -> Result<MapHandle, DataPlaneError> {
+    let map = object
+        .maps()
+        .find(|m| m.name() == name)
+        .ok_or_else(|| unavailable(format!("the BPF object has no map {name}")))?;
+    let (key_size, value_size) = (map.key_size() as usize, map.value_size() as usize);
+    if key_size != key || value_size != value {
+        return Err(unavailable(format!(
+            "map {name}: key {key_size} and value {value_size} octets in the object, \
+             {key} and {value} in the Rust mirror: the C header and its mirror disagree"
+        )));
+    }
+    MapHandle::try_from(&map).map_err(|e| unavailable(format!("map {name}: {e}")))
+}
+
+/// A program's file descriptor (a duplicate, to attach it).
+pub(crate) fn program_fd(object: &Object, name: &str) -> Result<OwnedFd, DataPlaneError> {
+    object
+        .progs()
+        .find(|p| p.name() == name)
+        .ok_or_else(|| unavailable(format!("the BPF object has no program {name}")))?
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| unavailable(format!("program {name}: {e}")))
+}
+
+/// Runs a program once on `packet` (BPF_PROG_TEST_RUN): its return code
+/// and the packet as it left.
+pub(crate) fn run_program(
+    object: &Object,
+    name: &str,
+    packet: &[u8],
+) -> Result<(u32, Vec<u8>), DataPlaneError> {
+    let prog = object
+        .progs_mut()
+        .find(|p| p.name() == name)
+        .ok_or_else(|| unavailable(format!("no program {name}")))?;
+    let mut out = vec![0u8; packet.len() + 256];
+    let input = libbpf_rs::ProgramInput {
+        data_in: Some(packet),
+        data_out: Some(&mut out),
+        ..Default::default()
+    };
+    let output = prog
+        .test_run(input)
+        .map_err(|e| unavailable(format!("test run of {name}: {e}")))?;
+    Ok((
+        output.return_value,
+        output.data.map(|d| d.to_vec()).unwrap_or_default(),
+    ))
+}
+
+/// A per-CPU counter's slot, summed over the CPUs.
+pub(crate) fn percpu_sum(map: &MapHandle, slot: u32) -> u64 {
+    map.lookup_percpu(&slot.to_ne_bytes(), MapFlags::ANY)
+        .ok()
+        .flatten()
+        .map(|per_cpu| {
+            per_cpu
+                .iter()
+                .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()))
+                .map(u64::from_ne_bytes)
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// Maps whose entries a restart need not keep (windows of copies, holds,

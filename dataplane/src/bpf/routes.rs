@@ -95,6 +95,9 @@ pub enum TcHook {
     Bicast,
     /// Ingress of a held tenant's port: its VM's first frame releases it.
     Release,
+    /// Egress of the translator's device: what is routed there is
+    /// translated (RFC 7915) and comes back in at its ingress.
+    Translate,
 }
 
 impl TcHook {
@@ -107,7 +110,7 @@ impl TcHook {
             .priority(TC_PRIORITY);
         builder.hook(match self {
             TcHook::Decap | TcHook::Release => TC_INGRESS,
-            TcHook::Bicast => TC_EGRESS,
+            TcHook::Bicast | TcHook::Translate => TC_EGRESS,
         })
     }
 
@@ -116,6 +119,7 @@ impl TcHook {
             TcHook::Decap => "the decapsulation program at tc ingress",
             TcHook::Bicast => "the copying program at tc egress",
             TcHook::Release => "the release program at tc ingress of a tenant's port",
+            TcHook::Translate => "the translator at tc egress of its device",
         }
     }
 }

@@ -1,0 +1,63 @@
+/* SPDX-License-Identifier: Apache-2.0 OR BSD-2-Clause
+ *
+ * The layout of the translator's maps (translator.bpf.c), mirrored by
+ * dataplane/src/bpf/translator.rs.
+ */
+#ifndef NEMO_XLAT_H
+#define NEMO_XLAT_H
+
+#include <linux/types.h>
+
+/* Keys of the LPM tries: the length in bits, then the address. */
+struct nemo_ipv4_prefix {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+
+struct nemo_ipv6_prefix {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+/* nemo_eam4's value, keyed by a mapping's IPv4 block: its IPv6 side (a
+ * prefix of as many addresses: ipv6_length = 96 + the block's length) and
+ * the translation prefix its tenant sees IPv4 peers in (a /96: 12 octets). */
+struct nemo_eam4 {
+	__u8 ipv6[16];
+	__u8 translation[12];
+	__u8 ipv6_length;
+	__u8 reserved[3];
+};
+
+/* nemo_eam6's value, keyed by a mapping's IPv6 side: its IPv4 block and the
+ * same translation prefix. */
+struct nemo_eam6 {
+	__u8 ipv4[4];
+	__u8 translation[12];
+	__u8 ipv4_length;
+	__u8 reserved[3];
+};
+
+/* Slots of nemo_xlat_counters (Rust: XlatCounter). */
+enum nemo_xlat_counter {
+	NEMO_XLAT_4TO6 = 0,
+	NEMO_XLAT_6TO4 = 1,
+	NEMO_XLAT_UNMAPPED = 2,          /* no mapping for the tenant's side */
+	NEMO_XLAT_OTHER_PREFIX = 3,      /* IPv6 peer not in the mapping's translation prefix */
+	NEMO_XLAT_NOT_GLOBAL = 4,        /* RFC 6052 §3.1: non-global IPv4 in 64:ff9b::/96 */
+	NEMO_XLAT_ILLEGAL_ADDRESS = 5,   /* RFC 7915 §4.1, §5.1 */
+	NEMO_XLAT_FRAGMENT = 6,
+	NEMO_XLAT_IPV4_OPTIONS = 7,
+	NEMO_XLAT_PROTOCOL = 8,          /* not TCP, UDP, ICMP; IPv6 extension headers */
+	NEMO_XLAT_ICMP_UNTRANSLATED = 9, /* ICMP other than Echo and Echo Reply */
+	NEMO_XLAT_UDP_ZERO_CHECKSUM = 10,
+	NEMO_XLAT_MALFORMED = 11,        /* truncated, lengths that disagree */
+	NEMO_XLAT_FAILED = 12,           /* a helper refused */
+	NEMO_XLAT_LOCAL = 13,            /* the device's own link-local traffic */
+	NEMO_XLAT_COUNTERS = 14,
+};
+
+/* Most mappings a home agent translates. */
+#define NEMO_MAX_MAPPINGS 1048576
+
+#endif

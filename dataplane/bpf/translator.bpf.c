@@ -1,0 +1,426 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-2-Clause
+//
+// nemo's stateless IPv4/IPv6 translator (SIIT, RFC 7915) for the tenants'
+// IPv4 addresses, at the home site (issue 31).
+//
+// The home agent routes its IPv4 pools and its translation prefixes to a
+// device of its own (nemo-xlat). What the kernel sends there leaves by the
+// device's tc egress hook, where nemo_translate runs: a packet it can
+// translate comes back into the stack at the device's ingress in the other
+// family (bpf_redirect, BPF_F_INGRESS), and the kernel routes it as it
+// routes any packet: to a tenant's prefix (the tunnel to wherever the
+// tenant is now) or to the IPv4 Internet. Routing, the TTL and Hop Limit
+// (RFC 7915 §4.1, §5.1: "the translator is a router"), ICMP errors of the
+// routers' own and fragmentation at the route's MTU stay the kernel's.
+//
+// - IPv4 -> IPv6 (RFC 7915 §4): the destination is a tenant's, found in
+//   nemo_eam4 (its Explicit Address Mapping, RFC 7757 §3.2: the IPv6
+//   prefix, the IPv4 host bits below it); the source is written in the
+//   mapping's translation prefix (RFC 6052 §2.2, a /96).
+// - IPv6 -> IPv4 (RFC 7915 §5): the source is a tenant's mapped address
+//   (nemo_eam6), the destination an address in that mapping's translation
+//   prefix: its last 32 bits are the IPv4 peer.
+//
+// What is translated: TCP and UDP (checksums adjusted for the new
+// pseudo-header, RFC 7915 §4.5, §5.5), ICMP Echo and Echo Reply (types, and
+// the ICMPv6 pseudo-header added or taken out, §4.2, §5.2). What is not,
+// dropped and counted by reason (nemo_xlat_counters): packets to or from no
+// mapping, non-global IPv4 peers in the well-known prefix (RFC 6052 §3.1),
+// illegal addresses (RFC 7915 §4.1, RFC 1812 §5.3.7), fragments, IPv4
+// options, IPv6 extension headers, ICMP messages of other types (ICMP
+// errors among them: their inner packet is not translated yet), IPv4 UDP
+// without a checksum (RFC 7915 §4.5 allows dropping it), truncated packets.
+
+#include <stddef.h>
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/udp.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "nemo_xlat.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define NEMO_IPPROTO_ICMPV6 58
+
+/* linux/icmp.h, icmpv6.h and tcp.h pull in the C library's headers, which
+ * the BPF target lacks: the few values used, from RFC 792, 4443 and 9293. */
+#define ICMP_ECHOREPLY 0
+#define ICMP_ECHO 8
+#define ICMPV6_ECHO_REQUEST 128
+#define ICMPV6_ECHO_REPLY 129
+
+/* The first octets of an ICMP or ICMPv6 message (RFC 792, RFC 4443 §2.1). */
+struct icmp_start {
+	__u8 type;
+	__u8 code;
+	__sum16 checksum;
+	__be32 rest;
+};
+
+/* A TCP header without options (RFC 9293 §3.1): the checksum at 16. */
+struct tcp_start {
+	__be16 source;
+	__be16 dest;
+	__be32 seq;
+	__be32 ack_seq;
+	__be16 flags;
+	__be16 window;
+	__sum16 check;
+	__be16 urg_ptr;
+};
+#define IPV4_MF 0x2000
+#define IPV4_OFFSET 0x1fff
+#define IPV4_DF 0x4000
+/* RFC 7915 §5.1: DF is set on what is bigger than this once in IPv4. */
+#define NEMO_DF_ABOVE 1260
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct nemo_ipv4_prefix);
+	__type(value, struct nemo_eam4);
+	__uint(max_entries, NEMO_MAX_MAPPINGS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} nemo_eam4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct nemo_ipv6_prefix);
+	__type(value, struct nemo_eam6);
+	__uint(max_entries, NEMO_MAX_MAPPINGS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} nemo_eam6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, NEMO_XLAT_COUNTERS);
+} nemo_xlat_counters SEC(".maps");
+
+static __always_inline int dropped(__u32 reason)
+{
+	__u64 *value = bpf_map_lookup_elem(&nemo_xlat_counters, &reason);
+	if (value)
+		*value += 1;
+	return TC_ACT_SHOT;
+}
+
+static __always_inline void count(__u32 counter)
+{
+	__u64 *value = bpf_map_lookup_elem(&nemo_xlat_counters, &counter);
+	if (value)
+		*value += 1;
+}
+
+/* The well-known prefix 64:ff9b::/96 (RFC 6052 §2.1), its first 12 octets. */
+static __always_inline int well_known(const __u8 *prefix)
+{
+	const __u32 *x = (const __u32 *)prefix;
+	return x[0] == bpf_htonl(0x0064ff9b) && x[1] == 0 && x[2] == 0;
+}
+
+static __always_inline int in_block(__u32 address, __u32 network, int length)
+{
+	__u32 mask = length ? ~0U << (32 - length) : 0;
+	return (address & mask) == network;
+}
+
+/* RFC 7915 §4.1 and §5.1: addresses no packet may come from or go to
+ * ("this network", loopback, multicast, reserved, limited broadcast). */
+static __always_inline int illegal_ipv4(__be32 be)
+{
+	__u32 a = bpf_ntohl(be);
+	return in_block(a, 0x00000000, 8) || in_block(a, 0x7f000000, 8) ||
+	       in_block(a, 0xe0000000, 4) || in_block(a, 0xf0000000, 4);
+}
+
+/* RFC 6052 §3.1: the well-known prefix MUST NOT carry non-global IPv4
+ * addresses: RFC 1918's, shared (RFC 6598), link-local, IETF protocol
+ * assignments, documentation (RFC 5737) and benchmarking (RFC 2544). */
+static __always_inline int non_global_ipv4(__be32 be)
+{
+	__u32 a = bpf_ntohl(be);
+	return in_block(a, 0x0a000000, 8) || in_block(a, 0xac100000, 12) ||
+	       in_block(a, 0xc0a80000, 16) || in_block(a, 0x64400000, 10) ||
+	       in_block(a, 0xa9fe0000, 16) || in_block(a, 0xc0000000, 24) ||
+	       in_block(a, 0xc0000200, 24) || in_block(a, 0xc6336400, 24) ||
+	       in_block(a, 0xcb007100, 24) || in_block(a, 0xc6120000, 15);
+}
+
+/* The low `32 - length` bits of `host` under the first 32 bits' prefix
+ * (RFC 7757 §3.2: a block maps bit for bit). */
+static __always_inline __be32 with_host_bits(__be32 network, __be32 host, int length)
+{
+	__u32 mask = length >= 32 ? ~0U : (length ? ~0U << (32 - length) : 0);
+	return bpf_htonl((bpf_ntohl(network) & mask) | (bpf_ntohl(host) & ~mask));
+}
+
+/* The checksum field's offset from the transport header, for what is
+ * translated; -1 for what is not. */
+static __always_inline int checksum_offset(__u8 protocol)
+{
+	switch (protocol) {
+	case IPPROTO_TCP:
+		return offsetof(struct tcp_start, check);
+	case IPPROTO_UDP:
+		return offsetof(struct udphdr, check);
+	case IPPROTO_ICMP:
+	case NEMO_IPPROTO_ICMPV6:
+		return offsetof(struct icmp_start, checksum);
+	}
+	return -1;
+}
+
+struct pseudo6 {
+	struct in6_addr saddr;
+	struct in6_addr daddr;
+	__be32 length;
+	__u8 zero[3];
+	__u8 next_header;
+};
+
+/* IPv4 -> IPv6 (RFC 7915 §4.1). */
+static __always_inline int translate_ipv4(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + sizeof(struct ethhdr);
+	if ((void *)(ip + 1) > data_end)
+		return dropped(NEMO_XLAT_MALFORMED);
+	if (ip->ihl != 5)
+		return dropped(NEMO_XLAT_IPV4_OPTIONS);
+	if (ip->frag_off & bpf_htons(IPV4_MF | IPV4_OFFSET))
+		return dropped(NEMO_XLAT_FRAGMENT);
+	__u16 total = bpf_ntohs(ip->tot_len);
+	if (total < sizeof(struct iphdr) || total > skb->len - sizeof(struct ethhdr))
+		return dropped(NEMO_XLAT_MALFORMED);
+
+	struct nemo_ipv4_prefix key = { .prefixlen = 32 };
+	__builtin_memcpy(key.addr, &ip->daddr, 4);
+	struct nemo_eam4 *eam = bpf_map_lookup_elem(&nemo_eam4, &key);
+	if (!eam)
+		return dropped(NEMO_XLAT_UNMAPPED);
+	if (illegal_ipv4(ip->saddr))
+		return dropped(NEMO_XLAT_ILLEGAL_ADDRESS);
+	if (well_known(eam->translation) && non_global_ipv4(ip->saddr))
+		return dropped(NEMO_XLAT_NOT_GLOBAL);
+
+	struct ipv6hdr ip6 = {};
+	ip6.version = 6;
+	ip6.priority = ip->tos >> 4;
+	ip6.flow_lbl[0] = (ip->tos & 0x0f) << 4;
+	ip6.payload_len = bpf_htons(total - sizeof(struct iphdr));
+	ip6.nexthdr = ip->protocol == IPPROTO_ICMP ? NEMO_IPPROTO_ICMPV6 : ip->protocol;
+	ip6.hop_limit = ip->ttl;
+	__builtin_memcpy(&ip6.saddr, eam->translation, 12);
+	__builtin_memcpy((__u8 *)&ip6.saddr + 12, &ip->saddr, 4);
+	__builtin_memcpy(&ip6.daddr, eam->ipv6, 12);
+	__be32 last;
+	__builtin_memcpy(&last, eam->ipv6 + 12, 4);
+	__be32 host = with_host_bits(last, ip->daddr, eam->ipv6_length - 96);
+	__builtin_memcpy((__u8 *)&ip6.daddr + 12, &host, 4);
+
+	int csum_at = checksum_offset(ip->protocol);
+	if (csum_at < 0)
+		return dropped(NEMO_XLAT_PROTOCOL);
+	__u32 l4 = sizeof(struct ethhdr) + sizeof(struct iphdr);
+	csum_at += l4;
+	__be32 old_addresses[2] = { ip->saddr, ip->daddr };
+	__u8 protocol = ip->protocol;
+
+	if (protocol == IPPROTO_ICMP) {
+		struct icmp_start *icmp = (void *)(ip + 1);
+		if ((void *)(icmp + 1) > data_end)
+			return dropped(NEMO_XLAT_MALFORMED);
+		__u8 type;
+		if (icmp->type == ICMP_ECHO)
+			type = ICMPV6_ECHO_REQUEST;
+		else if (icmp->type == ICMP_ECHOREPLY)
+			type = ICMPV6_ECHO_REPLY;
+		else
+			return dropped(NEMO_XLAT_ICMP_UNTRANSLATED);
+		__be16 old_word = *(__be16 *)icmp;
+		__u8 new_bytes[2] = { type, icmp->code };
+		__be16 new_word;
+		__builtin_memcpy(&new_word, new_bytes, 2);
+		/* ICMPv6 sums a pseudo-header (RFC 4443 §2.3), ICMPv4 none. */
+		struct pseudo6 pseudo = {};
+		pseudo.saddr = ip6.saddr;
+		pseudo.daddr = ip6.daddr;
+		pseudo.length = bpf_htonl(total - sizeof(struct iphdr));
+		pseudo.next_header = NEMO_IPPROTO_ICMPV6;
+		__s64 sum = bpf_csum_diff(NULL, 0, (__be32 *)&pseudo, sizeof(pseudo), 0);
+		if (sum < 0 ||
+		    bpf_l4_csum_replace(skb, csum_at, old_word, new_word, sizeof(new_word)) ||
+		    bpf_l4_csum_replace(skb, csum_at, 0, sum, 0) ||
+		    bpf_skb_store_bytes(skb, l4, new_bytes, 2, 0))
+			return dropped(NEMO_XLAT_FAILED);
+	} else {
+		if (protocol == IPPROTO_UDP) {
+			struct udphdr *udp = (void *)(ip + 1);
+			if ((void *)(udp + 1) > data_end)
+				return dropped(NEMO_XLAT_MALFORMED);
+			if (udp->check == 0)
+				return dropped(NEMO_XLAT_UDP_ZERO_CHECKSUM);
+		} else {
+			struct tcp_start *tcp = (void *)(ip + 1);
+			if ((void *)(tcp + 1) > data_end)
+				return dropped(NEMO_XLAT_MALFORMED);
+		}
+		/* Only the addresses differ: the length and protocol sum
+		 * the same in both pseudo-headers (RFC 7915 §4.5). */
+		__s64 sum = bpf_csum_diff(old_addresses, sizeof(old_addresses),
+					  (__be32 *)&ip6.saddr, 32, 0);
+		__u64 flags = BPF_F_PSEUDO_HDR | (protocol == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0);
+		if (sum < 0 || bpf_l4_csum_replace(skb, csum_at, 0, sum, flags))
+			return dropped(NEMO_XLAT_FAILED);
+	}
+	if (bpf_skb_change_proto(skb, bpf_htons(ETH_P_IPV6), 0) ||
+	    bpf_skb_store_bytes(skb, sizeof(struct ethhdr), &ip6, sizeof(ip6), 0))
+		return dropped(NEMO_XLAT_FAILED);
+	__be16 ethertype = bpf_htons(ETH_P_IPV6);
+	if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_proto), &ethertype, 2, 0))
+		return dropped(NEMO_XLAT_FAILED);
+	bpf_csum_level(skb, BPF_CSUM_LEVEL_RESET);
+	count(NEMO_XLAT_4TO6);
+	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+}
+
+/* IPv6 -> IPv4 (RFC 7915 §5.1). */
+static __always_inline int translate_ipv6(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
+	if ((void *)(ip6 + 1) > data_end)
+		return dropped(NEMO_XLAT_MALFORMED);
+	/* Router and multicast listener messages of the device itself. */
+	if (ip6->daddr.in6_u.u6_addr8[0] == 0xff)
+		return dropped(NEMO_XLAT_LOCAL);
+	__u16 payload = bpf_ntohs(ip6->payload_len);
+	if (payload > skb->len - sizeof(struct ethhdr) - sizeof(struct ipv6hdr) ||
+	    payload > 0xffff - sizeof(struct iphdr))
+		return dropped(NEMO_XLAT_MALFORMED);
+	if (ip6->nexthdr == 44)
+		return dropped(NEMO_XLAT_FRAGMENT);
+	int csum_at = checksum_offset(ip6->nexthdr);
+	if (csum_at < 0 || ip6->nexthdr == IPPROTO_ICMP)
+		return dropped(NEMO_XLAT_PROTOCOL);
+
+	struct nemo_ipv6_prefix key = { .prefixlen = 128 };
+	__builtin_memcpy(key.addr, &ip6->saddr, 16);
+	struct nemo_eam6 *eam = bpf_map_lookup_elem(&nemo_eam6, &key);
+	if (!eam)
+		return dropped(NEMO_XLAT_UNMAPPED);
+	const __u32 *prefix = (const __u32 *)eam->translation;
+	if (ip6->daddr.in6_u.u6_addr32[0] != prefix[0] ||
+	    ip6->daddr.in6_u.u6_addr32[1] != prefix[1] ||
+	    ip6->daddr.in6_u.u6_addr32[2] != prefix[2])
+		return dropped(NEMO_XLAT_OTHER_PREFIX);
+	__be32 destination = ip6->daddr.in6_u.u6_addr32[3];
+	if (illegal_ipv4(destination))
+		return dropped(NEMO_XLAT_ILLEGAL_ADDRESS);
+	if (well_known(eam->translation) && non_global_ipv4(destination))
+		return dropped(NEMO_XLAT_NOT_GLOBAL);
+	__be32 network;
+	__builtin_memcpy(&network, eam->ipv4, 4);
+	__be32 source = with_host_bits(network, ip6->saddr.in6_u.u6_addr32[3], eam->ipv4_length);
+
+	struct iphdr ip = {};
+	ip.version = 4;
+	ip.ihl = 5;
+	ip.tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
+	__u16 total = payload + sizeof(struct iphdr);
+	ip.tot_len = bpf_htons(total);
+	/* RFC 7915 §5.1: DF only above 1260 octets; a datagram that may be
+	 * fragmented gets an Identification of its own (RFC 6864 §4.1). */
+	if (total > NEMO_DF_ABOVE)
+		ip.frag_off = bpf_htons(IPV4_DF);
+	else
+		ip.id = (__be16)bpf_get_prandom_u32();
+	ip.ttl = ip6->hop_limit;
+	ip.protocol = ip6->nexthdr == NEMO_IPPROTO_ICMPV6 ? IPPROTO_ICMP : ip6->nexthdr;
+	ip.saddr = source;
+	ip.daddr = destination;
+	__s64 header_sum = bpf_csum_diff(NULL, 0, (__be32 *)&ip, sizeof(ip), 0);
+	if (header_sum < 0)
+		return dropped(NEMO_XLAT_FAILED);
+	__u32 folded = (__u32)header_sum;
+	folded = (folded & 0xffff) + (folded >> 16);
+	folded = (folded & 0xffff) + (folded >> 16);
+	ip.check = (__u16)~folded;
+
+	__u32 l4 = sizeof(struct ethhdr) + sizeof(struct ipv6hdr);
+	csum_at += l4;
+	__u8 protocol = ip6->nexthdr;
+	if (protocol == NEMO_IPPROTO_ICMPV6) {
+		struct icmp_start *icmp6 = (void *)(ip6 + 1);
+		if ((void *)(icmp6 + 1) > data_end)
+			return dropped(NEMO_XLAT_MALFORMED);
+		__u8 type;
+		if (icmp6->type == ICMPV6_ECHO_REQUEST)
+			type = ICMP_ECHO;
+		else if (icmp6->type == ICMPV6_ECHO_REPLY)
+			type = ICMP_ECHOREPLY;
+		else
+			return dropped(NEMO_XLAT_ICMP_UNTRANSLATED);
+		__be16 old_word = *(__be16 *)icmp6;
+		__u8 new_bytes[2] = { type, icmp6->code };
+		__be16 new_word;
+		__builtin_memcpy(&new_word, new_bytes, 2);
+		struct pseudo6 pseudo = {};
+		pseudo.saddr = ip6->saddr;
+		pseudo.daddr = ip6->daddr;
+		pseudo.length = bpf_htonl(payload);
+		pseudo.next_header = NEMO_IPPROTO_ICMPV6;
+		__s64 sum = bpf_csum_diff((__be32 *)&pseudo, sizeof(pseudo), NULL, 0, 0);
+		if (sum < 0 ||
+		    bpf_l4_csum_replace(skb, csum_at, old_word, new_word, sizeof(new_word)) ||
+		    bpf_l4_csum_replace(skb, csum_at, 0, sum, 0) ||
+		    bpf_skb_store_bytes(skb, l4, new_bytes, 2, 0))
+			return dropped(NEMO_XLAT_FAILED);
+	} else {
+		if ((void *)(ip6 + 1) + (protocol == IPPROTO_UDP ? sizeof(struct udphdr)
+								   : sizeof(struct tcp_start)) >
+		    data_end)
+			return dropped(NEMO_XLAT_MALFORMED);
+		__be32 new_addresses[2] = { source, destination };
+		__s64 sum = bpf_csum_diff((__be32 *)&ip6->saddr, 32, new_addresses,
+					  sizeof(new_addresses), 0);
+		__u64 flags = BPF_F_PSEUDO_HDR | (protocol == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0);
+		if (sum < 0 || bpf_l4_csum_replace(skb, csum_at, 0, sum, flags))
+			return dropped(NEMO_XLAT_FAILED);
+	}
+	if (bpf_skb_change_proto(skb, bpf_htons(ETH_P_IP), 0) ||
+	    bpf_skb_store_bytes(skb, sizeof(struct ethhdr), &ip, sizeof(ip), 0))
+		return dropped(NEMO_XLAT_FAILED);
+	__be16 ethertype = bpf_htons(ETH_P_IP);
+	if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_proto), &ethertype, 2, 0))
+		return dropped(NEMO_XLAT_FAILED);
+	bpf_csum_level(skb, BPF_CSUM_LEVEL_RESET);
+	count(NEMO_XLAT_6TO4);
+	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+}
+
+/* tc egress of nemo-xlat: every packet routed there is to be translated. */
+SEC("tc")
+int nemo_translate(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end)
+		return dropped(NEMO_XLAT_MALFORMED);
+	if (eth->h_proto == bpf_htons(ETH_P_IP))
+		return translate_ipv4(skb);
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return translate_ipv6(skb);
+	return dropped(NEMO_XLAT_PROTOCOL);
+}

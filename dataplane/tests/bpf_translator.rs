@@ -1,0 +1,428 @@
+//! The translator (translator.bpf.c) run on crafted frames with
+//! BPF_PROG_TEST_RUN: each translation checked field by field and its
+//! checksums verified by this file's own arithmetic (RFC 1071), each drop
+//! counted by its reason. Needs root (CAP_BPF); skips loudly without it
+//! unless NEMO_REQUIRE_BPF is set (deploy/test.sh sets it).
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use nemo_dataplane::bpf::translator::{Mapping, Translator, XlatCounter};
+use nemo_testkit::require;
+
+const TC_ACT_SHOT: u32 = 2;
+const TC_ACT_REDIRECT: u32 = 7;
+const ETHERNET: usize = 14;
+
+fn translator() -> Option<Translator> {
+    if !require(
+        nemo_testkit::is_root(),
+        "not root: loading BPF programs needs CAP_BPF",
+        "NEMO_REQUIRE_BPF",
+    ) {
+        return None;
+    }
+    let translator = Translator::load(None).unwrap();
+    // The tenant's VM 2001:db8:100::10 is 192.0.2.10; a block of four
+    // beside it; its peers are seen in 2001:db8:64::/96.
+    for (ipv4, ipv6) in [
+        ("192.0.2.10/32", "2001:db8:100::10/128"),
+        ("192.0.2.20/30", "2001:db8:100::20/126"),
+    ] {
+        translator
+            .map(
+                &Mapping::new(
+                    ipv4.parse().unwrap(),
+                    ipv6.parse().unwrap(),
+                    "2001:db8:64::/96".parse().unwrap(),
+                )
+                .unwrap(),
+            )
+            .unwrap();
+    }
+    // Another tenant's, in the well-known prefix.
+    translator
+        .map(
+            &Mapping::new(
+                "198.51.100.1/32".parse().unwrap(),
+                "2001:db8:200::1/128".parse().unwrap(),
+                "64:ff9b::/96".parse().unwrap(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+    Some(translator)
+}
+
+/// The ones' complement sum of `data` (RFC 1071), not yet complemented.
+fn sum(data: &[u8]) -> u32 {
+    let mut total = 0u32;
+    for pair in data.chunks(2) {
+        let word = u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]);
+        total += u32::from(word);
+    }
+    while total > 0xffff {
+        total = (total & 0xffff) + (total >> 16);
+    }
+    total
+}
+
+fn checksum(parts: &[&[u8]]) -> u16 {
+    let mut total = 0u32;
+    for part in parts {
+        total += sum(part);
+    }
+    while total > 0xffff {
+        total = (total & 0xffff) + (total >> 16);
+    }
+    !(total as u16)
+}
+
+fn pseudo4(source: Ipv4Addr, destination: Ipv4Addr, protocol: u8, length: usize) -> Vec<u8> {
+    let mut header = source.octets().to_vec();
+    header.extend_from_slice(&destination.octets());
+    header.extend_from_slice(&[0, protocol]);
+    header.extend_from_slice(&(length as u16).to_be_bytes());
+    header
+}
+
+fn pseudo6(source: Ipv6Addr, destination: Ipv6Addr, next: u8, length: usize) -> Vec<u8> {
+    let mut header = source.octets().to_vec();
+    header.extend_from_slice(&destination.octets());
+    header.extend_from_slice(&(length as u32).to_be_bytes());
+    header.extend_from_slice(&[0, 0, 0, next]);
+    header
+}
+
+/// A transport message with its checksum (at `at`) filled for `pseudo`.
+fn with_checksum(mut message: Vec<u8>, at: usize, pseudo: &[u8]) -> Vec<u8> {
+    message[at..at + 2].copy_from_slice(&[0, 0]);
+    let value = checksum(&[pseudo, &message]);
+    message[at..at + 2].copy_from_slice(&value.to_be_bytes());
+    message
+}
+
+fn udp_message(payload: &[u8]) -> Vec<u8> {
+    let mut message = vec![0x30, 0x39, 0x00, 0x35];
+    message.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    message.extend_from_slice(&[0, 0]);
+    message.extend_from_slice(payload);
+    message
+}
+
+fn tcp_message() -> Vec<u8> {
+    // SYN from 40000 to 80, no options.
+    let mut message = vec![0x9c, 0x40, 0x00, 0x50, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02];
+    message.extend_from_slice(&[0xfa, 0xf0, 0, 0, 0, 0]);
+    message
+}
+
+fn echo_message(kind: u8) -> Vec<u8> {
+    vec![kind, 0, 0, 0, 0x12, 0x34, 0, 1, b'n', b'e', b'm', b'o']
+}
+
+/// An Ethernet frame around an IPv4 packet.
+fn frame4(
+    source: Ipv4Addr,
+    destination: Ipv4Addr,
+    protocol: u8,
+    flags: u16,
+    message: &[u8],
+) -> Vec<u8> {
+    let mut frame = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
+    let mut header = vec![0x45, 0xb8];
+    header.extend_from_slice(&((20 + message.len()) as u16).to_be_bytes());
+    header.extend_from_slice(&[0xab, 0xcd]);
+    header.extend_from_slice(&flags.to_be_bytes());
+    header.extend_from_slice(&[57, protocol, 0, 0]);
+    header.extend_from_slice(&source.octets());
+    header.extend_from_slice(&destination.octets());
+    let value = checksum(&[&header]);
+    header[10..12].copy_from_slice(&value.to_be_bytes());
+    frame.extend_from_slice(&header);
+    frame.extend_from_slice(message);
+    frame
+}
+
+/// An Ethernet frame around an IPv6 packet.
+fn frame6(source: Ipv6Addr, destination: Ipv6Addr, next: u8, message: &[u8]) -> Vec<u8> {
+    let mut frame = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x86, 0xdd];
+    frame.extend_from_slice(&[0x6b, 0x80, 0, 0]);
+    frame.extend_from_slice(&(message.len() as u16).to_be_bytes());
+    frame.extend_from_slice(&[next, 41]);
+    frame.extend_from_slice(&source.octets());
+    frame.extend_from_slice(&destination.octets());
+    frame.extend_from_slice(message);
+    frame
+}
+
+fn v4(text: &str) -> Ipv4Addr {
+    text.parse().unwrap()
+}
+
+fn v6(text: &str) -> Ipv6Addr {
+    text.parse().unwrap()
+}
+
+/// IPv4 -> IPv6: addresses by the mapping and the prefix, TOS to traffic
+/// class, TTL to hop limit (the kernel decrements it as it routes), flow
+/// label 0, and every checksum right for the new pseudo-header.
+#[test]
+fn ipv4_to_a_tenant_becomes_ipv6_with_its_checksums_right() {
+    let Some(translator) = translator() else {
+        return;
+    };
+    let peer = v4("203.0.113.7");
+    let cases: [(u8, Vec<u8>, usize, u8); 3] = [
+        (17, udp_message(b"hello, tenant"), 6, 17),
+        (6, tcp_message(), 16, 6),
+        (1, echo_message(8), 2, 58),
+    ];
+    for (protocol, message, at, next) in cases {
+        let message = if protocol == 1 {
+            with_checksum(message, at, &[])
+        } else {
+            let length = message.len();
+            with_checksum(
+                message,
+                at,
+                &pseudo4(peer, v4("192.0.2.10"), protocol, length),
+            )
+        };
+        let frame = frame4(peer, v4("192.0.2.10"), protocol, 0x4000, &message);
+        let (verdict, out) = translator.test_run(&frame).unwrap();
+        assert_eq!(verdict, TC_ACT_REDIRECT, "protocol {protocol}");
+        assert_eq!(&out[12..14], &[0x86, 0xdd], "ethertype");
+        let ip6 = &out[ETHERNET..];
+        assert_eq!(ip6.len(), 40 + message.len());
+        // Version 6, traffic class 0xb8 (the TOS), flow label 0.
+        assert_eq!(&ip6[..4], &[0x6b, 0x80, 0, 0]);
+        assert_eq!(u16::from_be_bytes([ip6[4], ip6[5]]) as usize, message.len());
+        assert_eq!((ip6[6], ip6[7]), (next, 57));
+        let source = Ipv6Addr::from(<[u8; 16]>::try_from(&ip6[8..24]).unwrap());
+        let destination = Ipv6Addr::from(<[u8; 16]>::try_from(&ip6[24..40]).unwrap());
+        assert_eq!(source, v6("2001:db8:64::cb00:7107"));
+        assert_eq!(destination, v6("2001:db8:100::10"));
+        let translated = &ip6[40..];
+        assert_eq!(
+            checksum(&[
+                &pseudo6(source, destination, next, translated.len()),
+                translated
+            ]),
+            0,
+            "protocol {protocol}: the checksum must verify"
+        );
+        if protocol == 1 {
+            assert_eq!(translated[0], 128, "Echo -> Echo Request");
+        } else {
+            assert_eq!(&translated[..at], &message[..at], "ports unchanged");
+        }
+    }
+    assert_eq!(translator.counter(XlatCounter::Translated4to6), 3);
+}
+
+/// IPv6 -> IPv4: the tenant's address to its IPv4 one, the peer out of the
+/// prefix, DF only above 1260 octets (RFC 7915 §5.1), a valid header
+/// checksum, transport checksums right without the pseudo-header's IPv6
+/// addresses (ICMP: without any pseudo-header).
+#[test]
+fn ipv6_from_a_tenant_becomes_ipv4_with_its_checksums_right() {
+    let Some(translator) = translator() else {
+        return;
+    };
+    // A block maps bit for bit: 2001:db8:100::22 is 192.0.2.22.
+    let tenant = v6("2001:db8:100::22");
+    let peer = v6("2001:db8:64::cb00:7107");
+    for (next, message, at, protocol) in [
+        (17u8, udp_message(b"hello, peer"), 6usize, 17u8),
+        (6, tcp_message(), 16, 6),
+        (58, echo_message(129), 2, 1),
+        (17, udp_message(&[7u8; 1300]), 6, 17),
+    ] {
+        let message = with_checksum(
+            message.clone(),
+            at,
+            &pseudo6(tenant, peer, next, message.len()),
+        );
+        let frame = frame6(tenant, peer, next, &message);
+        let (verdict, out) = translator.test_run(&frame).unwrap();
+        assert_eq!(verdict, TC_ACT_REDIRECT, "next header {next}");
+        assert_eq!(&out[12..14], &[0x08, 0x00], "ethertype");
+        let ip = &out[ETHERNET..ETHERNET + 20];
+        let translated = &out[ETHERNET + 20..];
+        assert_eq!(translated.len(), message.len());
+        assert_eq!((ip[0], ip[1]), (0x45, 0xb8), "version, IHL, TOS");
+        assert_eq!(
+            usize::from(u16::from_be_bytes([ip[2], ip[3]])),
+            20 + message.len()
+        );
+        let flags = u16::from_be_bytes([ip[6], ip[7]]);
+        if 20 + message.len() > 1260 {
+            assert_eq!(flags, 0x4000, "DF above 1260");
+        } else {
+            assert_eq!(flags, 0, "no DF at or below 1260");
+        }
+        assert_eq!((ip[8], ip[9]), (41, protocol), "TTL and protocol");
+        assert_eq!(checksum(&[ip]), 0, "header checksum");
+        let source = Ipv4Addr::from(<[u8; 4]>::try_from(&ip[12..16]).unwrap());
+        let destination = Ipv4Addr::from(<[u8; 4]>::try_from(&ip[16..20]).unwrap());
+        assert_eq!((source, destination), (v4("192.0.2.22"), v4("203.0.113.7")));
+        let pseudo = if protocol == 1 {
+            Vec::new()
+        } else {
+            pseudo4(source, destination, protocol, translated.len())
+        };
+        assert_eq!(checksum(&[&pseudo, translated]), 0, "next header {next}");
+        if protocol == 1 {
+            assert_eq!(translated[0], 0, "Echo Reply");
+        }
+    }
+    assert_eq!(translator.counter(XlatCounter::Translated6to4), 4);
+}
+
+/// What is not translated is dropped and counted by its reason.
+#[test]
+fn what_cannot_be_translated_is_dropped_by_reason() {
+    let Some(translator) = translator() else {
+        return;
+    };
+    let peer4 = v4("203.0.113.7");
+    let udp4 = |source: Ipv4Addr, destination: Ipv4Addr, flags: u16| {
+        let message = udp_message(b"x");
+        let message = with_checksum(
+            message.clone(),
+            6,
+            &pseudo4(source, destination, 17, message.len()),
+        );
+        frame4(source, destination, 17, flags, &message)
+    };
+    let udp6 = |source: Ipv6Addr, destination: Ipv6Addr| {
+        let message = udp_message(b"x");
+        let message = with_checksum(
+            message.clone(),
+            6,
+            &pseudo6(source, destination, 17, message.len()),
+        );
+        frame6(source, destination, 17, &message)
+    };
+    let mut zero_checksum = frame4(peer4, v4("192.0.2.10"), 17, 0, &udp_message(b"x"));
+    zero_checksum[ETHERNET + 26..ETHERNET + 28].copy_from_slice(&[0, 0]);
+    let cases: Vec<(&str, Vec<u8>, XlatCounter)> = vec![
+        (
+            "to no mapping",
+            udp4(peer4, v4("192.0.2.11"), 0),
+            XlatCounter::Unmapped,
+        ),
+        (
+            "a non-global peer in the well-known prefix",
+            udp4(v4("192.168.1.1"), v4("198.51.100.1"), 0),
+            XlatCounter::NotGlobal,
+        ),
+        (
+            "from loopback",
+            udp4(v4("127.0.0.1"), v4("192.0.2.10"), 0),
+            XlatCounter::IllegalAddress,
+        ),
+        (
+            "a fragment",
+            udp4(peer4, v4("192.0.2.10"), 0x2000),
+            XlatCounter::Fragment,
+        ),
+        (
+            "UDP without a checksum",
+            zero_checksum,
+            XlatCounter::UdpZeroChecksum,
+        ),
+        (
+            "an ICMP error (not translated yet)",
+            frame4(
+                peer4,
+                v4("192.0.2.10"),
+                1,
+                0,
+                &with_checksum(echo_message(3), 2, &[]),
+            ),
+            XlatCounter::IcmpUntranslated,
+        ),
+        (
+            "from no mapping",
+            udp6(v6("2001:db8:100::11"), v6("2001:db8:64::cb00:7107")),
+            XlatCounter::Unmapped,
+        ),
+        (
+            "to another prefix than the mapping's",
+            udp6(v6("2001:db8:100::10"), v6("64:ff9b::cb00:7107")),
+            XlatCounter::OtherPrefix,
+        ),
+        (
+            "to a multicast IPv4 peer",
+            udp6(v6("2001:db8:100::10"), v6("2001:db8:64::e000:1")),
+            XlatCounter::IllegalAddress,
+        ),
+        (
+            "a fragment header",
+            frame6(
+                v6("2001:db8:100::10"),
+                v6("2001:db8:64::cb00:7107"),
+                44,
+                &[17, 0, 0, 1, 0, 0, 0, 1],
+            ),
+            XlatCounter::Fragment,
+        ),
+        (
+            "a truncated TCP header",
+            frame6(
+                v6("2001:db8:100::10"),
+                v6("2001:db8:64::cb00:7107"),
+                6,
+                &[0; 8],
+            ),
+            XlatCounter::Malformed,
+        ),
+    ];
+    for (what, frame, reason) in cases {
+        let before = translator.counter(reason);
+        let (verdict, _) = translator.test_run(&frame).unwrap();
+        assert_eq!(verdict, TC_ACT_SHOT, "{what}");
+        assert_eq!(
+            translator.counter(reason),
+            before + 1,
+            "{what}: counted as {reason:?}"
+        );
+    }
+    assert_eq!(translator.counter(XlatCounter::Translated4to6), 0);
+    assert_eq!(translator.counter(XlatCounter::Translated6to4), 0);
+}
+
+/// Mappings read back as written; an unmapped one is translated no more.
+#[test]
+fn a_mapping_removed_is_translated_no_more() {
+    let Some(translator) = translator() else {
+        return;
+    };
+    assert_eq!(translator.mappings().len(), 3);
+    let mapping = Mapping::new(
+        "192.0.2.10/32".parse().unwrap(),
+        "2001:db8:100::10/128".parse().unwrap(),
+        "2001:db8:64::/96".parse().unwrap(),
+    )
+    .unwrap();
+    assert!(translator.mappings().contains(&mapping));
+    translator.unmap(&mapping).unwrap();
+    let message = udp_message(b"x");
+    let peer = v4("203.0.113.7");
+    let message = with_checksum(
+        message.clone(),
+        6,
+        &pseudo4(peer, v4("192.0.2.10"), 17, message.len()),
+    );
+    let (verdict, _) = translator
+        .test_run(&frame4(peer, v4("192.0.2.10"), 17, 0, &message))
+        .unwrap();
+    assert_eq!(verdict, TC_ACT_SHOT);
+    assert_eq!(translator.counter(XlatCounter::Unmapped), 1);
+    // Unmapping again is nothing.
+    translator.unmap(&mapping).unwrap();
+    assert_eq!(translator.mappings().len(), 2);
+}
