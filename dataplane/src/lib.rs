@@ -26,6 +26,7 @@ pub mod quiet;
 pub mod transport;
 pub mod tunsrc;
 pub mod vrrp;
+pub mod xlat;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;

@@ -147,7 +147,7 @@ fn unavailable(reason: String) -> DataPlaneError {
 }
 
 /// The errno of a netlink error, if it is one.
-fn errno(error: &rtnetlink::Error) -> Option<i32> {
+pub(crate) fn errno(error: &rtnetlink::Error) -> Option<i32> {
     match error {
         rtnetlink::Error::NetlinkError(message) => message.code.map(|c| -c.get()),
         _ => None,
@@ -155,7 +155,9 @@ fn errno(error: &rtnetlink::Error) -> Option<i32> {
 }
 
 /// Ok when the request succeeded or failed only because the object exists.
-fn tolerate_exists(result: Result<(), rtnetlink::Error>) -> Result<(), rtnetlink::Error> {
+pub(crate) fn tolerate_exists(
+    result: Result<(), rtnetlink::Error>,
+) -> Result<(), rtnetlink::Error> {
     match result {
         Err(error) if errno(&error) == Some(EEXIST) => Ok(()),
         other => other,
@@ -163,7 +165,9 @@ fn tolerate_exists(result: Result<(), rtnetlink::Error>) -> Result<(), rtnetlink
 }
 
 /// Ok when the request succeeded or the object was already gone.
-fn tolerate_missing(result: Result<(), rtnetlink::Error>) -> Result<(), rtnetlink::Error> {
+pub(crate) fn tolerate_missing(
+    result: Result<(), rtnetlink::Error>,
+) -> Result<(), rtnetlink::Error> {
     match result {
         Err(error) if matches!(errno(&error), Some(ENOENT) | Some(ESRCH)) => Ok(()),
         other => other,
