@@ -18,6 +18,11 @@
 //! ```
 //!
 //! One security association per record: the controller issues one.
+//!
+//! A second table holds each home address's IPv4 mappings (the tenant's
+//! addresses the translator serves, `crate::translator::encode_mappings`),
+//! so that translation too starts and goes on while the controller is
+//! away.
 
 use std::collections::BTreeSet;
 use std::net::Ipv6Addr;
@@ -31,6 +36,7 @@ use nemo_daemon::disk::{Disk, DiskError, RecordKind, Write};
 /// The record format's version.
 const FORMAT: u8 = 1;
 const ENTRIES: &str = "authorizations";
+const MAPPINGS: &str = "ipv4_mappings";
 const META: &str = "meta";
 const REVISION: &[u8] = b"revision";
 /// The records are read once at the start; redb's cache needs little.
@@ -57,8 +63,10 @@ pub enum CacheError {
 pub enum CacheChange {
     /// Authorized (or changed).
     Put(Authorization),
-    /// No longer authorized.
+    /// No longer authorized (its mappings go too).
     Remove(Ipv6Addr),
+    /// The tenant's IPv4 mappings now (none: the record goes).
+    Mappings(Ipv6Addr, Vec<nemo_dataplane::bpf::translator::Mapping>),
 }
 
 /// The authorizations table's records.
@@ -88,7 +96,7 @@ impl AuthorizationCache {
             .and_then(|f| f.to_str())
             .unwrap_or("authorizations.redb");
         Ok(AuthorizationCache {
-            disk: Disk::open(directory, file, &[ENTRIES, META], CACHE_BYTES)?,
+            disk: Disk::open(directory, file, &[ENTRIES, META, MAPPINGS], CACHE_BYTES)?,
         })
     }
 
@@ -129,6 +137,26 @@ impl AuthorizationCache {
         self.disk.for_each_record::<Entries, E>(each)
     }
 
+    /// Every cached home address's IPv4 mappings. A record that does not
+    /// decode stops the load, naming it.
+    pub fn load_mappings(
+        &self,
+    ) -> Result<Vec<(Ipv6Addr, Vec<nemo_dataplane::bpf::translator::Mapping>)>, CacheError> {
+        let mut all = Vec::new();
+        self.disk.for_each(MAPPINGS, None, None, |key, value| {
+            let home_address = home_address(key)?;
+            let mappings = crate::translator::decode_mappings(value).map_err(|reason| {
+                CacheError::Corrupt {
+                    key: home_address.to_string(),
+                    reason,
+                }
+            })?;
+            all.push((home_address, mappings));
+            Ok::<_, CacheError>(())
+        })?;
+        Ok(all)
+    }
+
     /// The cached home addresses.
     pub fn home_addresses(&self) -> Result<BTreeSet<Ipv6Addr>, CacheError> {
         let mut addresses = BTreeSet::new();
@@ -146,20 +174,35 @@ impl AuthorizationCache {
         changes: &[CacheChange],
         revision: Option<u64>,
     ) -> Result<(), CacheError> {
-        let mut batch: Vec<Write> = changes
-            .iter()
-            .map(|change| match change {
-                CacheChange::Put(entry) => Write::Put {
+        let mut batch: Vec<Write> = Vec::with_capacity(changes.len() + 1);
+        for change in changes {
+            match change {
+                CacheChange::Put(entry) => batch.push(Write::Put {
                     table: ENTRIES,
                     key: entry.home_address.octets().to_vec(),
                     value: encode(entry),
-                },
-                CacheChange::Remove(home_address) => Write::Delete {
-                    table: ENTRIES,
+                }),
+                CacheChange::Remove(home_address) => {
+                    for table in [ENTRIES, MAPPINGS] {
+                        batch.push(Write::Delete {
+                            table,
+                            key: home_address.octets().to_vec(),
+                        });
+                    }
+                }
+                CacheChange::Mappings(home_address, mappings) if mappings.is_empty() => {
+                    batch.push(Write::Delete {
+                        table: MAPPINGS,
+                        key: home_address.octets().to_vec(),
+                    })
+                }
+                CacheChange::Mappings(home_address, mappings) => batch.push(Write::Put {
+                    table: MAPPINGS,
                     key: home_address.octets().to_vec(),
-                },
-            })
-            .collect();
+                    value: crate::translator::encode_mappings(mappings),
+                }),
+            }
+        }
         if let Some(revision) = revision {
             batch.push(Write::Put {
                 table: META,

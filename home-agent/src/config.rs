@@ -23,6 +23,7 @@
 //! `[ipv4]` (IPv4 care-of addresses, RFC 5555) is [`ipv4`].
 
 pub mod ipv4;
+pub mod translator;
 
 pub use nemo_daemon::{AdminSection, ListenSection};
 pub use nemo_dataplane::DataPlaneBackend;
@@ -56,6 +57,9 @@ pub struct Config {
     /// Mobile routers with IPv4 care-of addresses (RFC 5555).
     #[serde(default)]
     pub ipv4: Option<ipv4::Ipv4Section>,
+    /// Tenants' IPv4 addresses, translated here (RFC 7915).
+    #[serde(default)]
+    pub translator: Option<translator::TranslatorSection>,
     /// The admin gRPC API.
     #[serde(default)]
     pub admin: Option<AdminSection>,
@@ -642,6 +646,17 @@ impl Config {
             Some(ipv4) => Some(ipv4.validate(&dataplane.backend, config.udp.as_ref(), &invalid)?),
             None => None,
         };
+        if let Some(translator) = &config.translator {
+            translator.validate(&dataplane.backend, &invalid)?;
+            if config.controller.is_none() {
+                return Err(invalid(
+                    translator.ipv4_pools.span(),
+                    "translator: the tenants' IPv4 mappings come from the controller: \
+                     [controller] is needed"
+                        .into(),
+                ));
+            }
+        }
         let engine = HomeAgentConfig {
             home_prefixes,
             max_lifetime: Duration::from_secs(*section.max_lifetime_secs.get_ref()),

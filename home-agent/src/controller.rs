@@ -18,6 +18,8 @@ use tokio::sync::mpsc;
 
 use crate::authorization_cache::{AuthorizationCache, CacheChange};
 use crate::messages::CoreEvent;
+use crate::translator::mappings_of;
+use nemo_dataplane::bpf::translator::Mapping;
 
 /// Where the controller is and who this home agent is to it.
 #[derive(Debug, Clone)]
@@ -28,6 +30,8 @@ pub struct ControllerSettings {
     pub home_agent: String,
     /// The on-disk copy of the authorizations.
     pub cache: AuthorizationCache,
+    /// Where each home address's IPv4 mappings go (`[translator]`).
+    pub translator: Option<mpsc::Sender<(Ipv6Addr, Vec<Mapping>)>>,
 }
 
 /// Changes written to the cache in one transaction at most; a snapshot of
@@ -221,6 +225,9 @@ async fn watch(
                     authorization: None,
                 })
                 .await?;
+                if let Some(translator) = &settings.translator {
+                    translator.send((home_address, Vec::new())).await?;
+                }
                 unwritten.changes.push(CacheChange::Remove(home_address));
                 if unwritten.changes.len() >= MOST_CHANGES_A_WRITE {
                     unwritten.write(cache).await?;
@@ -256,14 +263,36 @@ async fn watch(
             }
             None => None,
         };
+        // The tenant's IPv4 addresses: one that does not parse is skipped,
+        // the rest translated.
+        let mappings = match mappings_of(&update.ipv4_mappings) {
+            Ok(mappings) => mappings,
+            Err(error) => {
+                tracing::error!(%home_address, error = format!("{error:#}"), "controller sent an unusable IPv4 mapping; the tenant's IPv4 addresses are not translated");
+                Vec::new()
+            }
+        };
         if let Some(unconfirmed) = unconfirmed.as_mut() {
             unconfirmed.remove(&home_address);
             in_snapshot += 1;
         }
-        unwritten.changes.push(match &authorization {
-            Some(entry) => CacheChange::Put(entry.clone()),
-            None => CacheChange::Remove(home_address),
-        });
+        match &authorization {
+            Some(entry) => {
+                unwritten.changes.push(CacheChange::Put(entry.clone()));
+                unwritten
+                    .changes
+                    .push(CacheChange::Mappings(home_address, mappings.clone()));
+            }
+            None => unwritten.changes.push(CacheChange::Remove(home_address)),
+        }
+        if let Some(translator) = &settings.translator {
+            let mappings = if authorization.is_some() {
+                mappings
+            } else {
+                Vec::new()
+            };
+            translator.send((home_address, mappings)).await?;
+        }
         core.send(CoreEvent::Authorize {
             home_address,
             authorization,

@@ -12,3 +12,4 @@ pub mod metrics;
 pub mod reload;
 pub mod replication;
 pub mod store;
+pub mod translator;

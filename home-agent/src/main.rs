@@ -82,6 +82,13 @@ async fn run(
     tokio::spawn(connection);
     let requested = *config.dataplane.backend.get_ref();
     let backend = requested.resolve().map_err(anyhow::Error::msg)?;
+    if config.translator.is_some() && backend != Some(KernelBackend::Bpf) {
+        anyhow::bail!(
+            "[translator] needs the bpf data plane, and backend \"{}\" found {} on this kernel",
+            requested.name(),
+            backend.map_or("memory", KernelBackend::name)
+        );
+    }
     if let (Some(ipv4), Some(KernelBackend::Seg6)) = (ipv4_tunnel, backend) {
         anyhow::bail!(
             "[ipv4] (IPv4 care-of addresses at {ipv4}) needs the bpf data plane, and backend \
@@ -213,10 +220,35 @@ async fn serve<D: HomeAgentDataPlane>(
                 section.token_file.get_ref(),
             )
             .context("controller token_file")?;
+            // The tenants' IPv4 addresses: translated from what the last
+            // run cached, then as the controller says.
+            let translator = match &config.translator {
+                Some(section) => {
+                    let settings = nemo_ha::translator::TranslatorSettings {
+                        ipv4_pools: section.ipv4_pools.get_ref().clone(),
+                        lowest_ipv6_mtu: *section.lowest_ipv6_mtu.get_ref(),
+                        pin_dir: config.dataplane.pin_dir.clone(),
+                    };
+                    let cached = cache.load_mappings()?;
+                    let translating =
+                        nemo_ha::translator::Translating::start(&settings, netlink.clone(), cached)
+                            .await
+                            .context("[translator]")?;
+                    let (updates, inbox) = tokio::sync::mpsc::channel(1024);
+                    tokio::spawn(nemo_ha::translator::run(
+                        translating,
+                        inbox,
+                        metrics.translator_packets.clone(),
+                    ));
+                    Some(updates)
+                }
+                None => None,
+            };
             Some(nemo_ha::controller::ControllerSettings {
                 link,
                 home_agent: section.home_agent.clone(),
                 cache,
+                translator,
             })
         }
         _ => None,

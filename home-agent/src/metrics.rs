@@ -80,6 +80,9 @@ pub struct Metrics {
     pub bicasts_started: Counter,
     /// The BPF programs' packet counters, by counter.
     pub dataplane_packets: Family<nemo_daemon::PacketCounterLabel, Gauge>,
+    /// The translator's packet counters (issue 31), by counter:
+    /// translated_4to6, translated_6to4, and each reason to drop.
+    pub translator_packets: Family<nemo_daemon::PacketCounterLabel, Gauge>,
     /// The data plane backend running: 1 for its name.
     pub dataplane_backend: Family<BackendLabel, Gauge>,
     /// Tunnelled packets no decapsulation route took (the kernel's count,
@@ -133,6 +136,7 @@ impl Metrics {
             bicasts: Gauge::default(),
             bicasts_started: Counter::default(),
             dataplane_packets: Family::default(),
+            translator_packets: Family::default(),
             decapsulation_misses: Gauge::default(),
             dataplane_backend: Family::default(),
             active: Gauge::default(),
@@ -256,6 +260,11 @@ impl Metrics {
             "dataplane_packets",
             "Packets the BPF data plane counted, by counter (bicast_copied: copies to the care-of address a binding left; bicast_no_route: copies not sent, no route or neighbour to it)",
             metrics.dataplane_packets.clone(),
+        );
+        registry.register(
+            "translator_packets",
+            "Packets the translator (RFC 7915) counted: translated_4to6, translated_6to4, and each reason it dropped one (unmapped, not_global, fragment, icmp_untranslated, ...)",
+            metrics.translator_packets.clone(),
         );
         registry.register(
             "bicasts_started",
