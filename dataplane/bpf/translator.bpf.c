@@ -386,10 +386,18 @@ static __always_inline int translate_ipv6(struct __sk_buff *skb)
 		    bpf_skb_store_bytes(skb, l4, new_bytes, 2, 0))
 			return dropped(NEMO_XLAT_FAILED);
 	} else {
-		if ((void *)(ip6 + 1) + (protocol == IPPROTO_UDP ? sizeof(struct udphdr)
-								   : sizeof(struct tcp_start)) >
-		    data_end)
-			return dropped(NEMO_XLAT_MALFORMED);
+		/* Branches, not a variable offset: pointer arithmetic with a
+		 * scalar is refused without CAP_PERFMON, which the daemons do
+		 * not have. */
+		if (protocol == IPPROTO_UDP) {
+			struct udphdr *udp = (void *)(ip6 + 1);
+			if ((void *)(udp + 1) > data_end)
+				return dropped(NEMO_XLAT_MALFORMED);
+		} else {
+			struct tcp_start *tcp = (void *)(ip6 + 1);
+			if ((void *)(tcp + 1) > data_end)
+				return dropped(NEMO_XLAT_MALFORMED);
+		}
 		__be32 new_addresses[2] = { source, destination };
 		__s64 sum = bpf_csum_diff((__be32 *)&ip6->saddr, 32, new_addresses,
 					  sizeof(new_addresses), 0);

@@ -18,6 +18,15 @@
 #   hvb   hypervisor in datacenter B, nemo-mr      2001:db8:3::10
 #         (SITE_B=nat: 192.0.2.130 behind natb, 192.0.2.99; home 192.0.2.1)
 #   the tenant's VM, at its MNP address            2001:db8:100::2
+#   ... and at its IPv4 address (issue 31)         192.0.2.250
+#
+# The correspondent is an IPv4 client too (192.0.2.241, linked to the home
+# site's 192.0.2.242): the operator gives the VM the IPv4 address
+# 192.0.2.250 from a pool at the controller (`nemoctl ipv4 allocate`,
+# mapped to 2001:db8:100::2), the home agent translates it ([translator],
+# RFC 7915; the VM sees the client as 2001:db8:64::c000:2f1), and a second
+# probe runs to it through the migration: its outage is printed beside the
+# IPv6 one. IPV4_CLIENT=0 leaves it out; MODE=seed has none.
 #
 # MODE=vm (default): the VM is a real QEMU guest (deploy/lab/vm.sh: a
 # Debian kernel and a busybox initramfs answering the probe and the TCP
@@ -134,6 +143,8 @@ if [ "$ABANDON" = 1 ] && { [ "$MODE" != vm ] || [ "$HOOK" != none ] || [ "$FAILB
   echo "migrate.sh: ABANDON=1 needs MODE=vm HOOK=none (and no FAILBACK)" >&2; exit 2
 fi
 
+IPV4_CLIENT=${IPV4_CLIENT:-1}
+[ "$MODE" = seed ] && IPV4_CLIENT=0
 if [ "$SITE_B" = nat ] && [ "$MODE" = seed ]; then
   echo "migrate.sh: SITE_B=nat needs MODE=vm or veth" >&2; exit 2
 fi
@@ -182,6 +193,14 @@ if [ "$MODE" = seed ]; then
   addr vm v0 2001:db8:100::2/64; ip -n "${P}vm" -6 route add default via 2001:db8:100::1
 fi
 for n in home $ROUTERS; do x "$n" sysctl -qw net.ipv6.conf.all.forwarding=1; done
+if [ "$IPV4_CLIENT" = 1 ]; then
+  # The IPv4 client beside the correspondent; the tenants' IPv4 pool
+  # (192.0.2.248/29) routed to the home site, which translates it.
+  ip -n "${P}cn" addr add 192.0.2.241/30 dev c0
+  ip -n "${P}home" addr add 192.0.2.242/30 dev h0
+  ip -n "${P}cn" route add 192.0.2.248/29 via 192.0.2.242
+  x home sysctl -qw net.ipv4.ip_forward=1
+fi
 # Where the migration stream goes: hvb's uplink, or (behind a NAT) its end
 # of the migration link.
 MIGRATION_TO="tcp:[2001:db8:3::10]:4444"
@@ -231,6 +250,9 @@ EOF
 if [ -n "$HA_IPV4" ]; then
   printf '[ipv4]\naddress = "%s"\nnat_keepalive_secs = %s\n' "$HA_IPV4" "$NAT_KEEPALIVE_SECS" >>"$WORK/ha.toml"
 fi
+if [ "$IPV4_CLIENT" = 1 ]; then
+  printf '[translator]\nipv4_pools = ["192.0.2.248/29"]\n' >>"$WORK/ha.toml"
+fi
 if [ "$MODE" != seed ]; then
 for hv in hva hvb; do
 CONTROLLER_ENDPOINT="http://[2001:db8:1::1]:50051"
@@ -269,6 +291,12 @@ echo "== allocating the tenant's prefix and placing it in datacenter A"
 ctl pool create core 2001:db8:100::/48 --tenant-length 64 >/dev/null
 ctl tenant create acme >/dev/null
 ctl prefix allocate acme --pool core
+if [ "$IPV4_CLIENT" = 1 ]; then
+  # 192.0.2.241 is not a global address: RFC 6052 §3.1 keeps it out of the
+  # well-known prefix, so the pool has an operator's /96.
+  ctl pool create v4 192.0.2.248/29 --translation-prefix 2001:db8:64::/96 >/dev/null
+  ctl ipv4 allocate acme --pool v4 --address 192.0.2.250 --to 2001:db8:100::2
+fi
 ctl --output json mr create acme --home-agent ha1 --explicit >"$WORK/mr.json"
 sed 's/"key":"[0-9a-f]*"/"key":"<shown once>"/' "$WORK/mr.json"
 if [ "$MODE" = seed ]; then
@@ -346,6 +374,14 @@ for i in $(seq 1 100); do
 done
 BEFORE=$(binding); echo "$BEFORE" > "$WORK/binding-before.json"
 echo "   VM answers at its MNP address through datacenter A"
+if [ "$IPV4_CLIENT" = 1 ]; then
+  for i in $(seq 1 100); do
+    x cn ping -c 1 -W 1 192.0.2.250 >/dev/null 2>&1 && break
+    [ "$i" = 100 ] && { echo "FAIL: the VM never answered at 192.0.2.250 (translated) before the migration"; lab_daemon_errors; exit 1; }
+    sleep 0.1
+  done
+  echo "   VM answers the IPv4 client at 192.0.2.250 (translated at the home site)"
+fi
 
 echo "== traffic: a UDP probe every 2 ms and a TCP stream, then the migration"
 IPERF_RATE=()
@@ -366,6 +402,10 @@ sleep 0.3
 # migration (ping would slow down while unanswered and hide the outage).
 spawn cn "$WORK/probe.log" "$WORK/probe.err" "$BIN/nemo-probe" send --target '[2001:db8:100::2]:7007' --interval-ms 2 --seconds 8 --csv "$WORK/probes.csv"
 PROBE=$LAST_PID
+if [ "$IPV4_CLIENT" = 1 ]; then
+  spawn cn "$WORK/probe4.log" "$WORK/probe4.err" "$BIN/nemo-probe" send --target '192.0.2.250:7007' --interval-ms 2 --seconds 8 --csv "$WORK/probes4.csv"
+  PROBE4=$LAST_PID
+fi
 spawn cn "$WORK/iperf.log" "$WORK/iperf.err" timeout 20 iperf3 -c 2001:db8:100::2 -t 6 --connect-timeout 3000 "${IPERF_RATE[@]}"
 IPERF=$LAST_PID
 sleep 2
@@ -464,6 +504,7 @@ fi
 TCP=survived
 wait "$IPERF" || TCP=broken
 wait "$PROBE" || true
+[ "$IPV4_CLIENT" = 1 ] && { wait "$PROBE4" || true; }
 AFTER=$(binding); echo "$AFTER" > "$WORK/binding-after.json"
 if [ "$SITE_B" = nat ] && [ "$NEW_CARE_OF" = 192.0.2.130 ]; then
   # The home agent reports the binding at the IPv4 care-of address (and the
@@ -488,6 +529,16 @@ FIRST_MS=$(awk -v a="$(field gap_until)" -v m="$MOVED_AT" 'BEGIN { if (a > m) pr
 TOOK_MS=$(grep -h "registered" "$WORK"/mr-*.log | grep "$NEW_CARE_OF" | tail -1 | grep -o 'took_ms=[0-9.]*' | cut -d= -f2)
 AFTER_OK=no
 x cn ping -c 3 -i 0.2 -W 1 2001:db8:100::2 >/dev/null 2>&1 && AFTER_OK=yes
+IPV4_OK=yes
+if [ "$IPV4_CLIENT" = 1 ]; then
+  field4() { grep -o " $1=[^ ]*" "$WORK/probe4.log" | cut -d= -f2; }
+  SENT4=$(field4 sent); RECEIVED4=$(field4 received); LOST4=$(field4 lost)
+  OUTAGE4=$(field4 longest_gap_ms); OUTAGE4=${OUTAGE4:-n/a}
+  AFTER4_OK=no
+  x cn ping -c 3 -i 0.2 -W 1 192.0.2.250 >/dev/null 2>&1 && AFTER4_OK=yes
+  IPV4_OK=$(awk -v o="$OUTAGE4" -v max="$MAX_OUTAGE_MS" -v after="$AFTER4_OK" \
+    'BEGIN { print (o != "n/a" && o <= max && after == "yes") ? "yes" : "no" }')
+fi
 
 echo "== result"
 [ "$SITE_B" = nat ] && echo "   datacenter B:    IPv4 only, behind a NAT (192.0.2.130 as 192.0.2.99; keepalive ${NAT_KEEPALIVE_SECS} s)"
@@ -495,6 +546,10 @@ echo "   binding before:  $BEFORE"
 echo "   binding after:   $AFTER"
 echo "   probes:          $SENT sent, $RECEIVED answered, $LOST lost, $DUPLICATES answered twice (one every 2 ms)"
 echo "   outage:          $OUTAGE ms (longest silence seen by the probes)"
+if [ "$IPV4_CLIENT" = 1 ]; then
+  echo "   IPv4 probes:     $SENT4 sent, $RECEIVED4 answered, $LOST4 lost (to 192.0.2.250, translated at the home site)"
+  echo "   IPv4 outage:     $OUTAGE4 ms (beside the IPv6 outage $OUTAGE ms); answers after: $AFTER4_OK"
+fi
 if [ "$MODE" = vm ]; then
   # From the migration's start the move to the first answer would count
   # QEMU's copying: the moments below say what follows the VM's resume.
@@ -517,14 +572,14 @@ elif [ "$MODE" = vm ]; then
     python3 deploy/lab/results.py "$WORK" "$RESULTS" "$BIN" || echo "   (the results could not be gathered)"
 fi
 OUTAGE_OK=$(awk -v o="$OUTAGE" -v max="$MAX_OUTAGE_MS" 'BEGIN { print (o != "n/a" && o <= max) ? "yes" : "no" }')
-if [ "$AFTER_OK" = yes ] && [ "$TCP" = survived ] && [ "$OUTAGE_OK" = yes ] && [[ "$AFTER" == *"$NEW_CARE_OF"* ]]; then
+if [ "$AFTER_OK" = yes ] && [ "$TCP" = survived ] && [ "$OUTAGE_OK" = yes ] && [ "$IPV4_OK" = yes ] && [[ "$AFTER" == *"$NEW_CARE_OF"* ]]; then
   if [ "$ABANDON" = 1 ]; then
     echo "PASS: the tenant's network stayed with its VM in datacenter A"
   else
     echo "PASS: the tenant's network followed its VM from datacenter A to B"
   fi
 else
-  echo "FAIL: the migration did not work (limits: outage <= $MAX_OUTAGE_MS ms, TCP survives)"
+  echo "FAIL: the migration did not work (limits: outage <= $MAX_OUTAGE_MS ms, IPv4 outage too, TCP survives)"
   for log in "$WORK"/ha.log "$WORK"/mr-*.log; do echo "--- $log"; tail -15 "$log"; done
   cat "$WORK/iperf.log" | tail -5
   exit 1
