@@ -161,6 +161,16 @@ static __always_inline __be32 with_host_bits(__be32 network, __be32 host, int le
 	return bpf_htonl((bpf_ntohl(network) & mask) | (bpf_ntohl(host) & ~mask));
 }
 
+/* RFC 7915 §4.1, §5.1: the translator is a router and decrements the TTL
+ * (Hop Limit) once. The kernel forwards a translated packet twice, into
+ * nemo-xlat and out of it again, each time decrementing: one is given back
+ * here. A packet the host sent itself (its own ICMP errors) was not
+ * forwarded in, and leaves with the TTL it was sent with (at most 255). */
+static __always_inline __u8 given_back(__u8 hops)
+{
+	return hops == 255 ? 255 : hops + 1;
+}
+
 /* The checksum field's offset from the transport header, for what is
  * translated; -1 for what is not. */
 static __always_inline int checksum_offset(__u8 protocol)
@@ -217,7 +227,7 @@ static __always_inline int translate_ipv4(struct __sk_buff *skb)
 	ip6.flow_lbl[0] = (ip->tos & 0x0f) << 4;
 	ip6.payload_len = bpf_htons(total - sizeof(struct iphdr));
 	ip6.nexthdr = ip->protocol == IPPROTO_ICMP ? NEMO_IPPROTO_ICMPV6 : ip->protocol;
-	ip6.hop_limit = ip->ttl;
+	ip6.hop_limit = given_back(ip->ttl);
 	__builtin_memcpy(&ip6.saddr, eam->translation, 12);
 	__builtin_memcpy((__u8 *)&ip6.saddr + 12, &ip->saddr, 4);
 	__builtin_memcpy(&ip6.daddr, eam->ipv6, 12);
@@ -344,7 +354,7 @@ static __always_inline int translate_ipv6(struct __sk_buff *skb)
 		ip.frag_off = bpf_htons(IPV4_DF);
 	else
 		ip.id = (__be16)bpf_get_prandom_u32();
-	ip.ttl = ip6->hop_limit;
+	ip.ttl = given_back(ip6->hop_limit);
 	ip.protocol = ip6->nexthdr == NEMO_IPPROTO_ICMPV6 ? IPPROTO_ICMP : ip6->nexthdr;
 	ip.saddr = source;
 	ip.daddr = destination;

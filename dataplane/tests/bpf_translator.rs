@@ -166,8 +166,8 @@ fn v6(text: &str) -> Ipv6Addr {
 }
 
 /// IPv4 -> IPv6: addresses by the mapping and the prefix, TOS to traffic
-/// class, TTL to hop limit (the kernel decrements it as it routes), flow
-/// label 0, and every checksum right for the new pseudo-header.
+/// class, TTL to hop limit (one given back: the kernel decrements twice),
+/// flow label 0, and every checksum right for the new pseudo-header.
 #[test]
 fn ipv4_to_a_tenant_becomes_ipv6_with_its_checksums_right() {
     let Some(translator) = translator() else {
@@ -199,7 +199,9 @@ fn ipv4_to_a_tenant_becomes_ipv6_with_its_checksums_right() {
         // Version 6, traffic class 0xb8 (the TOS), flow label 0.
         assert_eq!(&ip6[..4], &[0x6b, 0x80, 0, 0]);
         assert_eq!(u16::from_be_bytes([ip6[4], ip6[5]]) as usize, message.len());
-        assert_eq!((ip6[6], ip6[7]), (next, 57));
+        // One more than it came with: the kernel, which forwards it twice
+        // (into the device and out again), takes two.
+        assert_eq!((ip6[6], ip6[7]), (next, 58));
         let source = Ipv6Addr::from(<[u8; 16]>::try_from(&ip6[8..24]).unwrap());
         let destination = Ipv6Addr::from(<[u8; 16]>::try_from(&ip6[24..40]).unwrap());
         assert_eq!(source, v6("2001:db8:64::cb00:7107"));
@@ -263,7 +265,11 @@ fn ipv6_from_a_tenant_becomes_ipv4_with_its_checksums_right() {
         } else {
             assert_eq!(flags, 0, "no DF at or below 1260");
         }
-        assert_eq!((ip[8], ip[9]), (41, protocol), "TTL and protocol");
+        assert_eq!(
+            (ip[8], ip[9]),
+            (42, protocol),
+            "TTL (one given back) and protocol"
+        );
         assert_eq!(checksum(&[ip]), 0, "header checksum");
         let source = Ipv4Addr::from(<[u8; 4]>::try_from(&ip[12..16]).unwrap());
         let destination = Ipv4Addr::from(<[u8; 4]>::try_from(&ip[16..20]).unwrap());

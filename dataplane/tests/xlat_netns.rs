@@ -16,13 +16,11 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use std::sync::mpsc;
-
-use nemo_dataplane::bpf::translator::{Mapping, Translator, XlatCounter};
-use nemo_dataplane::xlat;
+use nemo_dataplane::bpf::translator::{Mapping, XlatCounter};
 use nemo_testkit::{link, netns_available, require, runs, veth, Netns};
 
 mod common;
+use common::xlat::{translator, Order};
 use common::{ping, pings, tcp, text};
 
 const MUST_RUN: &str = "NEMO_REQUIRE_NETNS";
@@ -33,12 +31,6 @@ const TENANT: &str = "2001:db8:100::10";
 const PREFIX: &str = "2001:db8:64::/96";
 /// The peer 192.0.2.1 as the tenant sees it.
 const PEER_IN_PREFIX: &str = "2001:db8:64::c000:201";
-
-enum Order {
-    Unmap,
-    Count(XlatCounter),
-    End,
-}
 
 fn mapping() -> Mapping {
     Mapping::new(
@@ -83,59 +75,8 @@ fn an_ipv4_host_and_an_ipv6_only_tenant_talk_through_the_translator() {
     }
 
     // The translator lives on a thread inside the home agent's namespace.
-    let (orders, inbox) = mpsc::channel::<(Order, mpsc::Sender<u64>)>();
-    let (ready_tx, ready) = mpsc::channel();
-    let translator = ha.spawn_in(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let (connection, handle, _) = rtnetlink::new_connection().unwrap();
-            tokio::spawn(connection);
-            let setup = async {
-                let (device, _) = xlat::ensure_device(&handle).await?;
-                xlat::route_pool(
-                    &handle,
-                    device,
-                    POOL.parse().unwrap(),
-                    xlat::LOWEST_IPV6_MTU,
-                )
-                .await?;
-                xlat::route_translation_prefix(&handle, device, PREFIX.parse().unwrap()).await?;
-                let translator = Translator::load(None)?;
-                translator.attach(device)?;
-                translator.map(&mapping())?;
-                Ok::<_, nemo_dataplane::DataPlaneError>(translator)
-            };
-            let translator = match setup.await {
-                Ok(translator) => {
-                    ready_tx.send(Ok(())).unwrap();
-                    translator
-                }
-                Err(error) => {
-                    ready_tx.send(Err(error.to_string())).unwrap();
-                    return;
-                }
-            };
-            while let Ok((order, answer)) = inbox.recv() {
-                match order {
-                    Order::Unmap => {
-                        translator.unmap(&mapping()).unwrap();
-                        answer.send(0).unwrap();
-                    }
-                    Order::Count(counter) => answer.send(translator.counter(counter)).unwrap(),
-                    Order::End => return,
-                }
-            }
-        })
-    });
-    ready.recv().unwrap().unwrap();
-    let ask = |order: Order| {
-        let (tx, rx) = mpsc::channel();
-        orders.send((order, tx)).unwrap();
-        rx.recv().unwrap()
-    };
+    let running = translator(&ha, POOL, PREFIX, vec![mapping()]);
+    let ask = |order: Order| running.ask(order);
 
     // Ping both ways.
     assert!(
@@ -170,10 +111,7 @@ fn an_ipv4_host_and_an_ipv6_only_tenant_talk_through_the_translator() {
     assert_eq!(ask(Order::Count(XlatCounter::Failed)), 0);
 
     // Unmapped: its IPv4 address reaches nobody, counted.
-    ask(Order::Unmap);
+    ask(Order::Unmap(mapping()));
     assert!(!pings(&peer, TENANT_IPV4, 56));
     assert!(ask(Order::Count(XlatCounter::Unmapped)) > 0);
-
-    orders.send((Order::End, mpsc::channel().0)).unwrap();
-    translator.join().unwrap();
 }

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 pub mod planes;
+pub mod xlat;
 
 use std::process::Output;
 
