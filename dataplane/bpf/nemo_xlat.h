@@ -54,7 +54,14 @@ enum nemo_xlat_counter {
 	NEMO_XLAT_MALFORMED = 11,        /* truncated, lengths that disagree */
 	NEMO_XLAT_FAILED = 12,           /* a helper refused */
 	NEMO_XLAT_LOCAL = 13,            /* the device's own link-local traffic */
-	NEMO_XLAT_COUNTERS = 14,
+	NEMO_XLAT_ICMP_UNMAPPED_SOURCE = 14, /* an ICMPv6 error from no mapping, no RFC 6791 address */
+	NEMO_XLAT_COUNTERS = 15,
+};
+
+/* Index 0 of nemo_xlat_config: the IPv4 source of ICMPv6 errors from
+ * addresses no mapping holds (RFC 6791; 0: none, they are dropped). */
+struct nemo_xlat_config {
+	__be32 icmp_source;
 };
 
 /* Most mappings a home agent translates. */

@@ -23,12 +23,12 @@
 //
 // What is translated: TCP and UDP (checksums adjusted for the new
 // pseudo-header, RFC 7915 §4.5, §5.5), ICMP Echo and Echo Reply (types, and
-// the ICMPv6 pseudo-header added or taken out, §4.2, §5.2). What is not,
+// the ICMPv6 pseudo-header added or taken out, §4.2, §5.2), and ICMP errors
+// with the packet in error inside them (xlat_icmp.h). What is not,
 // dropped and counted by reason (nemo_xlat_counters): packets to or from no
 // mapping, non-global IPv4 peers in the well-known prefix (RFC 6052 §3.1),
 // illegal addresses (RFC 7915 §4.1, RFC 1812 §5.3.7), fragments, IPv4
-// options, IPv6 extension headers, ICMP messages of other types (ICMP
-// errors among them: their inner packet is not translated yet), IPv4 UDP
+// options, IPv6 extension headers, ICMP messages of other types, IPv4 UDP
 // without a checksum (RFC 7915 §4.5 allows dropping it), truncated packets.
 
 #include <stddef.h>
@@ -102,6 +102,13 @@ struct {
 	__type(value, __u64);
 	__uint(max_entries, NEMO_XLAT_COUNTERS);
 } nemo_xlat_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct nemo_xlat_config);
+	__uint(max_entries, 1);
+} nemo_xlat_config SEC(".maps");
 
 static __always_inline int dropped(__u32 reason)
 {
@@ -195,6 +202,8 @@ struct pseudo6 {
 	__u8 next_header;
 };
 
+#include "xlat_icmp.h"
+
 /* IPv4 -> IPv6 (RFC 7915 §4.1). */
 static __always_inline int translate_ipv4(struct __sk_buff *skb)
 {
@@ -216,6 +225,16 @@ static __always_inline int translate_ipv4(struct __sk_buff *skb)
 	struct nemo_eam4 *eam = bpf_map_lookup_elem(&nemo_eam4, &key);
 	if (!eam)
 		return dropped(NEMO_XLAT_UNMAPPED);
+	if (ip->protocol == IPPROTO_ICMP) {
+		struct icmp_start *icmp = (void *)(ip + 1);
+		if ((void *)(icmp + 1) > data_end)
+			return dropped(NEMO_XLAT_MALFORMED);
+		/* RFC 7915 §4.1: an error's "illegal" source is translated,
+		 * for trouble shooting. */
+		if (icmp->type == ICMP_DEST_UNREACH || icmp->type == ICMP_TIME_EXCEEDED ||
+		    icmp->type == ICMP_PARAMETERPROB)
+			return icmp4_error(skb, eam);
+	}
 	if (illegal_ipv4(ip->saddr))
 		return dropped(NEMO_XLAT_ILLEGAL_ADDRESS);
 	if (well_known(eam->translation) && non_global_ipv4(ip->saddr))
@@ -322,6 +341,14 @@ static __always_inline int translate_ipv6(struct __sk_buff *skb)
 	int csum_at = checksum_offset(ip6->nexthdr);
 	if (csum_at < 0 || ip6->nexthdr == IPPROTO_ICMP)
 		return dropped(NEMO_XLAT_PROTOCOL);
+	if (ip6->nexthdr == NEMO_IPPROTO_ICMPV6) {
+		struct icmp_start *icmp6 = (void *)(ip6 + 1);
+		if ((void *)(icmp6 + 1) > data_end)
+			return dropped(NEMO_XLAT_MALFORMED);
+		/* Errors (types below 128, RFC 4443 §2.1): from anywhere. */
+		if (icmp6->type < 128)
+			return icmp6_error(skb);
+	}
 
 	struct nemo_ipv6_prefix key = { .prefixlen = 128 };
 	__builtin_memcpy(key.addr, &ip6->saddr, 16);

@@ -341,7 +341,18 @@ fn what_cannot_be_translated_is_dropped_by_reason() {
             XlatCounter::UdpZeroChecksum,
         ),
         (
-            "an ICMP error (not translated yet)",
+            "a Timestamp (RFC 7915 §4.2: obsoleted in ICMPv6, silently dropped)",
+            frame4(
+                peer4,
+                v4("192.0.2.10"),
+                1,
+                0,
+                &with_checksum(echo_message(13), 2, &[]),
+            ),
+            XlatCounter::IcmpUntranslated,
+        ),
+        (
+            "an ICMP error quoting less than a header",
             frame4(
                 peer4,
                 v4("192.0.2.10"),
@@ -349,7 +360,7 @@ fn what_cannot_be_translated_is_dropped_by_reason() {
                 0,
                 &with_checksum(echo_message(3), 2, &[]),
             ),
-            XlatCounter::IcmpUntranslated,
+            XlatCounter::Malformed,
         ),
         (
             "from no mapping",
@@ -431,4 +442,191 @@ fn a_mapping_removed_is_translated_no_more() {
     // Unmapping again is nothing.
     translator.unmap(&mapping).unwrap();
     assert_eq!(translator.mappings().len(), 2);
+}
+
+/// The IPv4 header of a packet in error (checksum filled in).
+fn inner4(source: Ipv4Addr, destination: Ipv4Addr, protocol: u8, total: usize) -> Vec<u8> {
+    let mut header = vec![0x45, 0];
+    header.extend_from_slice(&(total as u16).to_be_bytes());
+    header.extend_from_slice(&[0, 7, 0x40, 0, 9, protocol, 0, 0]);
+    header.extend_from_slice(&source.octets());
+    header.extend_from_slice(&destination.octets());
+    let value = checksum(&[&header]);
+    header[10..12].copy_from_slice(&value.to_be_bytes());
+    header
+}
+
+/// The IPv6 header of a packet in error.
+fn inner6(source: Ipv6Addr, destination: Ipv6Addr, next: u8, payload: usize) -> Vec<u8> {
+    let mut header = vec![0x60, 0, 0, 0];
+    header.extend_from_slice(&(payload as u16).to_be_bytes());
+    header.extend_from_slice(&[next, 9]);
+    header.extend_from_slice(&source.octets());
+    header.extend_from_slice(&destination.octets());
+    header
+}
+
+/// ICMPv4 errors to a tenant (RFC 7915 §4.2, §4.3): type and code
+/// translated (Fragmentation Needed into Packet Too Big with 20 more), the
+/// packet in error inside translated too (the tenant's source back to its
+/// IPv6 address, the peer into the prefix, its TTL kept), the router's
+/// source into the prefix, the ICMPv6 checksum right.
+#[test]
+fn icmpv4_errors_become_icmpv6_errors_with_the_packet_in_error_translated() {
+    let Some(translator) = translator() else {
+        return;
+    };
+    let router = v4("203.0.113.9");
+    let tenant = v4("192.0.2.10");
+    let peer = v4("203.0.113.7");
+    // The tenant's UDP datagram, as far as an ICMPv4 error quotes it.
+    // Odd: the message's last octet is summed with a zero beside it.
+    let quoted_udp = udp_message(b"quoted!");
+    for (kind, code, rest, want_type, want_code, want_rest) in [
+        (3u8, 3u8, [0u8; 4], 1u8, 4u8, [0u8; 4]),
+        (3, 4, [0, 0, 0x05, 0x78], 2, 0, 1420u32.to_be_bytes()),
+        (3, 4, [0; 4], 2, 0, 1280u32.to_be_bytes()),
+        (3, 2, [0; 4], 4, 1, 6u32.to_be_bytes()),
+        (11, 0, [0; 4], 3, 0, [0; 4]),
+        (12, 0, [9, 0, 0, 0], 4, 0, 6u32.to_be_bytes()),
+    ] {
+        let mut message = vec![kind, code, 0, 0];
+        message.extend_from_slice(&rest);
+        message.extend_from_slice(&inner4(tenant, peer, 17, 20 + quoted_udp.len()));
+        message.extend_from_slice(&quoted_udp);
+        let message = with_checksum(message, 2, &[]);
+        let (verdict, out) = translator
+            .test_run(&frame4(router, tenant, 1, 0, &message))
+            .unwrap();
+        assert_eq!(verdict, TC_ACT_REDIRECT, "type {kind} code {code}");
+        let ip6 = &out[ETHERNET..];
+        let icmp = &ip6[40..];
+        assert_eq!(
+            icmp.len(),
+            message.len() + 20,
+            "the packet in error grew by 20"
+        );
+        assert_eq!(u16::from_be_bytes([ip6[4], ip6[5]]) as usize, icmp.len());
+        let source = Ipv6Addr::from(<[u8; 16]>::try_from(&ip6[8..24]).unwrap());
+        let destination = Ipv6Addr::from(<[u8; 16]>::try_from(&ip6[24..40]).unwrap());
+        assert_eq!(
+            source,
+            v6("2001:db8:64::cb00:7109"),
+            "the router in the prefix"
+        );
+        assert_eq!(destination, v6("2001:db8:100::10"));
+        assert_eq!(
+            (icmp[0], icmp[1]),
+            (want_type, want_code),
+            "type {kind} code {code}"
+        );
+        assert_eq!(&icmp[4..8], &want_rest, "type {kind} code {code}");
+        assert_eq!(
+            checksum(&[&pseudo6(source, destination, 58, icmp.len()), icmp]),
+            0,
+            "type {kind} code {code}: the ICMPv6 checksum"
+        );
+        let quoted = &icmp[8..48];
+        assert_eq!(quoted[0] >> 4, 6);
+        assert_eq!(
+            u16::from_be_bytes([quoted[4], quoted[5]]) as usize,
+            quoted_udp.len()
+        );
+        assert_eq!(
+            (quoted[6], quoted[7]),
+            (17, 9),
+            "next header, hop limit kept"
+        );
+        assert_eq!(&quoted[8..24], &v6("2001:db8:100::10").octets());
+        assert_eq!(&quoted[24..40], &v6("2001:db8:64::cb00:7107").octets());
+        assert_eq!(&icmp[48..], &quoted_udp[..], "the rest as it was");
+    }
+    // RFC 7915 §4.2: Source Quench, Redirect, Host Precedence Violation
+    // are silently dropped.
+    for (kind, code) in [(4u8, 0u8), (5, 0), (3, 14)] {
+        let mut message = vec![kind, code, 0, 0, 0, 0, 0, 0];
+        message.extend_from_slice(&inner4(tenant, peer, 17, 28));
+        message.extend_from_slice(&quoted_udp[..8]);
+        let message = with_checksum(message, 2, &[]);
+        let (verdict, _) = translator
+            .test_run(&frame4(router, tenant, 1, 0, &message))
+            .unwrap();
+        assert_eq!(verdict, TC_ACT_SHOT, "type {kind} code {code}");
+    }
+}
+
+/// ICMPv6 errors to an IPv4 peer (RFC 7915 §5.2, §5.3): Packet Too Big
+/// from a router no mapping holds leaves from the RFC 6791 address, or is
+/// dropped without one; the packet in error inside becomes IPv4 with a
+/// valid header checksum; Time Exceeded from the tenant itself leaves from
+/// its IPv4 address.
+#[test]
+fn icmpv6_errors_become_icmpv4_errors_with_the_packet_in_error_translated() {
+    let Some(translator) = translator() else {
+        return;
+    };
+    let home_agent = v6("2001:db8:1::1");
+    let peer = v6("2001:db8:64::cb00:7107");
+    let tenant = v6("2001:db8:100::10");
+    let quoted_udp = udp_message(b"quoted by the home agent");
+    let error = |source: Ipv6Addr, kind: u8, code: u8, rest: [u8; 4]| {
+        let mut message = vec![kind, code, 0, 0];
+        message.extend_from_slice(&rest);
+        message.extend_from_slice(&inner6(peer, tenant, 17, quoted_udp.len()));
+        message.extend_from_slice(&quoted_udp);
+        let length = message.len();
+        let message = with_checksum(message, 2, &pseudo6(source, peer, 58, length));
+        frame6(source, peer, 58, &message)
+    };
+    let too_big = error(home_agent, 2, 0, 1460u32.to_be_bytes());
+    let (verdict, _) = translator.test_run(&too_big).unwrap();
+    assert_eq!(verdict, TC_ACT_SHOT, "no RFC 6791 address yet");
+    assert_eq!(translator.counter(XlatCounter::IcmpUnmappedSource), 1);
+    translator.set_icmp_source(Some(v4("192.0.2.254"))).unwrap();
+    for (frame, source, want) in [
+        (too_big, v4("192.0.2.254"), [3u8, 4, 0, 0, 0, 0, 0x05, 0xa0]),
+        (
+            error(tenant, 3, 0, [0; 4]),
+            v4("192.0.2.10"),
+            [11, 0, 0, 0, 0, 0, 0, 0],
+        ),
+        (
+            error(tenant, 1, 4, [0; 4]),
+            v4("192.0.2.10"),
+            [3, 3, 0, 0, 0, 0, 0, 0],
+        ),
+        (
+            error(home_agent, 4, 0, 7u32.to_be_bytes()),
+            v4("192.0.2.254"),
+            [12, 0, 0, 0, 8, 0, 0, 0],
+        ),
+    ] {
+        let (verdict, out) = translator.test_run(&frame).unwrap();
+        assert_eq!(verdict, TC_ACT_REDIRECT, "{want:?}");
+        let ip = &out[ETHERNET..ETHERNET + 20];
+        let icmp = &out[ETHERNET + 20..];
+        assert_eq!(checksum(&[ip]), 0, "header checksum");
+        assert_eq!(
+            usize::from(u16::from_be_bytes([ip[2], ip[3]])),
+            20 + icmp.len()
+        );
+        assert_eq!(&ip[12..16], &source.octets());
+        assert_eq!(&ip[16..20], &v4("203.0.113.7").octets());
+        assert_eq!((&icmp[..2], &icmp[4..8]), (&want[..2], &want[4..8]));
+        assert_eq!(checksum(&[icmp]), 0, "{want:?}: the ICMPv4 checksum");
+        let quoted = &icmp[8..28];
+        assert_eq!(
+            checksum(&[quoted]),
+            0,
+            "the packet in error's header checksum"
+        );
+        assert_eq!((quoted[8], quoted[9]), (9, 17), "TTL kept, protocol");
+        assert_eq!(&quoted[12..16], &v4("203.0.113.7").octets());
+        assert_eq!(&quoted[16..20], &v4("192.0.2.10").octets());
+        assert_eq!(
+            usize::from(u16::from_be_bytes([quoted[2], quoted[3]])),
+            20 + quoted_udp.len()
+        );
+        assert_eq!(&icmp[28..], &quoted_udp[..], "the rest as it was");
+    }
 }

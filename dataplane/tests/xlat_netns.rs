@@ -75,7 +75,7 @@ fn an_ipv4_host_and_an_ipv6_only_tenant_talk_through_the_translator() {
     }
 
     // The translator lives on a thread inside the home agent's namespace.
-    let running = translator(&ha, POOL, PREFIX, vec![mapping()]);
+    let running = translator(&ha, POOL, PREFIX, vec![mapping()], None);
     let ask = |order: Order| running.ask(order);
 
     // Ping both ways.

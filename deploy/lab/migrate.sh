@@ -251,7 +251,7 @@ if [ -n "$HA_IPV4" ]; then
   printf '[ipv4]\naddress = "%s"\nnat_keepalive_secs = %s\n' "$HA_IPV4" "$NAT_KEEPALIVE_SECS" >>"$WORK/ha.toml"
 fi
 if [ "$IPV4_CLIENT" = 1 ]; then
-  printf '[translator]\nipv4_pools = ["192.0.2.248/29"]\n' >>"$WORK/ha.toml"
+  printf '[translator]\nipv4_pools = ["192.0.2.248/29"]\nicmp_source = "192.0.2.242"\n' >>"$WORK/ha.toml"
 fi
 if [ "$MODE" != seed ]; then
 for hv in hva hvb; do

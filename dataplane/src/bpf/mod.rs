@@ -443,13 +443,24 @@ pub(crate) fn percpu_sum(map: &MapHandle, slot: u32) -> u64 {
 /// before the load, which would refuse to reuse it (an upgrade would not
 /// start). The bindings and the local address keep their layout.
 fn drop_incompatible_pins(dir: &Path) {
-    let transient = [
-        (maps::ALSO, maps::PREFIX_SIZE, maps::SECOND_SIZE, None),
-        (maps::HOLDS, 4, maps::HOLD_SIZE, None),
-        (maps::LOCAL4, 4, maps::LOCAL_SIZE, Some(1)),
-        (maps::COUNTERS, 4, 8, Some(Counter::ALL.len())),
-    ];
-    for (name, key, value, entries) in transient {
+    drop_incompatible(
+        dir,
+        &[
+            (maps::ALSO, maps::PREFIX_SIZE, maps::SECOND_SIZE, None),
+            (maps::HOLDS, 4, maps::HOLD_SIZE, None),
+            (maps::LOCAL4, 4, maps::LOCAL_SIZE, Some(1)),
+            (maps::COUNTERS, 4, 8, Some(Counter::ALL.len())),
+        ],
+    );
+}
+
+/// A transient map's name, key and value sizes and entries (`None`: any).
+pub(crate) type TransientMap = (&'static str, usize, usize, Option<usize>);
+
+/// Removes the pins of `transient` maps whose layout is not this
+/// version's (their entries need not survive a restart).
+pub(crate) fn drop_incompatible(dir: &Path, transient: &[TransientMap]) {
+    for &(name, key, value, entries) in transient {
         let path = dir.join(name);
         let Ok(pinned) = MapHandle::from_pinned_path(&path) else {
             continue;

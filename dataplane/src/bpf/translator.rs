@@ -23,6 +23,7 @@ const PROGRAM: &str = "nemo_translate";
 const EAM4: &str = "nemo_eam4";
 const EAM6: &str = "nemo_eam6";
 const COUNTERS: &str = "nemo_xlat_counters";
+const CONFIG: &str = "nemo_xlat_config";
 /// `struct nemo_ipv4_prefix`, `struct nemo_ipv6_prefix`.
 const KEY4_SIZE: usize = 4 + 4;
 const KEY6_SIZE: usize = 4 + 16;
@@ -90,7 +91,7 @@ pub enum XlatCounter {
     Ipv4Options,
     /// Neither TCP, UDP nor ICMP; IPv6 extension headers.
     Protocol,
-    /// ICMP other than Echo and Echo Reply (errors not translated yet).
+    /// ICMP types RFC 7915 drops (or errors about errors).
     IcmpUntranslated,
     /// IPv4 UDP without a checksum (RFC 7915 §4.5).
     UdpZeroChecksum,
@@ -100,11 +101,14 @@ pub enum XlatCounter {
     Failed,
     /// The device's own link-local and multicast traffic.
     Local,
+    /// An ICMPv6 error from an address no mapping holds, with no RFC 6791
+    /// address to send it from.
+    IcmpUnmappedSource,
 }
 
 impl XlatCounter {
     /// Every counter, in slot order.
-    pub const ALL: [XlatCounter; 14] = [
+    pub const ALL: [XlatCounter; 15] = [
         XlatCounter::Translated4to6,
         XlatCounter::Translated6to4,
         XlatCounter::Unmapped,
@@ -119,6 +123,7 @@ impl XlatCounter {
         XlatCounter::Malformed,
         XlatCounter::Failed,
         XlatCounter::Local,
+        XlatCounter::IcmpUnmappedSource,
     ];
 
     /// Its name, as metrics label it.
@@ -138,6 +143,7 @@ impl XlatCounter {
             XlatCounter::Malformed => "malformed",
             XlatCounter::Failed => "failed",
             XlatCounter::Local => "local",
+            XlatCounter::IcmpUnmappedSource => "icmp_unmapped_source",
         }
     }
 
@@ -201,6 +207,7 @@ pub struct Translator {
     eam4: MapHandle,
     eam6: MapHandle,
     counters: MapHandle,
+    config: MapHandle,
 }
 
 impl Translator {
@@ -209,11 +216,21 @@ impl Translator {
     pub fn load(pin_dir: Option<&Path>) -> Result<Translator, DataPlaneError> {
         if let Some(dir) = pin_dir {
             super::check_pin_dir(dir)?;
+            // The mappings keep their layout; counters and the ICMP source
+            // are set again at start.
+            super::drop_incompatible(
+                dir,
+                &[
+                    (COUNTERS, 4, 8, Some(XlatCounter::ALL.len())),
+                    (CONFIG, 4, 4, Some(1)),
+                ],
+            );
         }
         let object = open_object(OBJECT, pin_dir)?;
         let eam4 = object_map(&object, EAM4, KEY4_SIZE, EAM4_SIZE)?;
         let eam6 = object_map(&object, EAM6, KEY6_SIZE, EAM6_SIZE)?;
         let counters = object_map(&object, COUNTERS, 4, 8)?;
+        let config = object_map(&object, CONFIG, 4, 4)?;
         if counters.max_entries() as usize != XlatCounter::ALL.len() {
             return Err(unavailable(format!(
                 "map {COUNTERS}: {} counters in the object, {} in translator.rs",
@@ -226,6 +243,7 @@ impl Translator {
             eam4,
             eam6,
             counters,
+            config,
         })
     }
 
@@ -241,6 +259,16 @@ impl Translator {
         self.eam4
             .update(&key4(mapping.ipv4), &eam4_value(mapping), MapFlags::ANY)
             .map_err(refused)
+    }
+
+    /// Sets the IPv4 address ICMPv6 errors from addresses no mapping holds
+    /// leave from (RFC 6791: a router on the IPv6 side, this host itself);
+    /// `None` drops them.
+    pub fn set_icmp_source(&self, source: Option<Ipv4Addr>) -> Result<(), DataPlaneError> {
+        let value = source.map_or([0u8; 4], |a| a.octets());
+        self.config
+            .update(&0u32.to_ne_bytes(), &value, MapFlags::ANY)
+            .map_err(|e| unavailable(format!("setting the ICMP source address: {e}")))
     }
 
     /// Stops translating `mapping` (nothing if it was not translated).

@@ -39,12 +39,14 @@ impl Drop for RunningTranslator {
 }
 
 /// Starts a translator in `ns`: `pool` and `prefix` routed to its device,
-/// `mappings` applied; panics with the reason when it cannot start.
+/// `mappings` applied, ICMPv6 errors from no mapping sent from
+/// `icmp_source` (RFC 6791); panics with the reason when it cannot start.
 pub fn translator(
     ns: &Netns,
     pool: &str,
     prefix: &str,
     mappings: Vec<Mapping>,
+    icmp_source: Option<std::net::Ipv4Addr>,
 ) -> RunningTranslator {
     let (orders, inbox) = mpsc::channel::<(Order, mpsc::Sender<u64>)>();
     let (ready_tx, ready) = mpsc::channel();
@@ -62,6 +64,7 @@ pub fn translator(
                 xlat::route_pool(&handle, device, pool, xlat::LOWEST_IPV6_MTU).await?;
                 xlat::route_translation_prefix(&handle, device, prefix).await?;
                 let translator = Translator::load(None)?;
+                translator.set_icmp_source(icmp_source)?;
                 translator.attach(device)?;
                 for mapping in &mappings {
                     translator.map(mapping)?;

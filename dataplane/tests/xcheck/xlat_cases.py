@@ -22,11 +22,18 @@ import time
 from scapy.all import (
     AsyncSniffer, Ether, ICMP, IP, IPv6, Raw, TCP, UDP, conf, get_if_hwaddr, sendp,
 )
-from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest
+from scapy.layers.inet import IPerror, UDPerror
+from scapy.layers.inet6 import (
+    ICMPv6DestUnreach, ICMPv6EchoReply, ICMPv6EchoRequest, ICMPv6PacketTooBig,
+    ICMPv6TimeExceeded, IPerror6,
+)
 
 conf.verb = 0
 PEER4, TENANT4 = "192.0.2.1", "192.0.2.10"
 PEER6, TENANT6 = "2001:db8:64::c000:201", "2001:db8:100::10"
+# A router on the IPv4 side, one on the IPv6 side (no mapping: its errors
+# leave from the RFC 6791 address, 192.0.2.254 for both translators).
+ROUTER4, ROUTER6 = "192.0.2.5", "2001:db8:ff::9"
 
 
 def cases():
@@ -55,6 +62,31 @@ def cases():
          / ICMPv6EchoRequest(id=0x79, seq=3, data=b"nemo-xcheck echo 6to4")),
         ("echo reply 6to4", IPv6(src=TENANT6, dst=PEER6, hlim=57)
          / ICMPv6EchoReply(id=0x7a, seq=4, data=b"nemo-xcheck echo reply 6to4")),
+        # ICMP errors about the tenant's packets, the packet in error quoted.
+        ("port unreachable 4to6", IP(src=ROUTER4, dst=TENANT4, ttl=57)
+         / ICMP(type=3, code=3)
+         / IPerror(src=TENANT4, dst=PEER4, ttl=9, proto=17, id=0x55)
+         / UDPerror(sport=7, dport=40000) / tag("port unreachable 4to6")),
+        ("fragmentation needed 4to6", IP(src=ROUTER4, dst=TENANT4, ttl=57)
+         / ICMP(type=3, code=4, nexthopmtu=1400)
+         / IPerror(src=TENANT4, dst=PEER4, ttl=9, proto=17, flags="DF")
+         / UDPerror(sport=7, dport=40000) / tag("fragmentation needed 4to6")),
+        ("time exceeded 4to6", IP(src=ROUTER4, dst=TENANT4, ttl=57)
+         / ICMP(type=11, code=0)
+         / IPerror(src=TENANT4, dst=PEER4, ttl=1, proto=17)
+         / UDPerror(sport=7, dport=40000) / tag("time exceeded 4to6")),
+        ("packet too big 6to4", IPv6(src=ROUTER6, dst=PEER6, hlim=57)
+         / ICMPv6PacketTooBig(mtu=1400)
+         / IPerror6(src=PEER6, dst=TENANT6, hlim=9, nh=17)
+         / UDPerror(sport=40000, dport=7) / tag("packet too big 6to4")),
+        ("port unreachable 6to4", IPv6(src=TENANT6, dst=PEER6, hlim=57)
+         / ICMPv6DestUnreach(code=4)
+         / IPerror6(src=PEER6, dst=TENANT6, hlim=9, nh=17)
+         / UDPerror(sport=40000, dport=7) / tag("port unreachable 6to4")),
+        ("time exceeded 6to4", IPv6(src=ROUTER6, dst=PEER6, hlim=57)
+         / ICMPv6TimeExceeded(code=0)
+         / IPerror6(src=PEER6, dst=TENANT6, hlim=1, nh=17)
+         / UDPerror(sport=40000, dport=7) / tag("time exceeded 6to4")),
     ]
 
 
@@ -90,6 +122,31 @@ def run(iface, to_mac):
     print(json.dumps(received))
 
 
+def ones_complement_ok(data):
+    """RFC 1071: the sum of a header with its checksum is all ones."""
+    total = sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
+    while total > 0xffff:
+        total = (total & 0xffff) + (total >> 16)
+    return total == 0xffff
+
+
+def transport_checksum_ok(raw):
+    """The transport checksum of an IP packet, summed here (RFC 1071) with
+    the pseudo-header its family has (ICMPv4: none)."""
+    import ipaddress
+    if raw[0] >> 4 == 4:
+        header = (raw[0] & 0x0f) * 4
+        protocol, upper = raw[9], raw[header:int.from_bytes(raw[2:4], "big")]
+        pseudo = b"" if protocol == 1 else (
+            raw[12:20] + bytes([0, protocol]) + len(upper).to_bytes(2, "big"))
+    else:
+        protocol, upper = raw[6], raw[40:40 + int.from_bytes(raw[4:6], "big")]
+        pseudo = raw[8:40] + len(upper).to_bytes(4, "big") + bytes([0, 0, 0, protocol])
+    del ipaddress
+    data = pseudo + upper + (b"\0" if len(upper) % 2 else b"")
+    return ones_complement_ok(data)
+
+
 def fields(hex_packet):
     """What RFC 7915 sets, as Scapy dissects it; checksums verified by
     Scapy recomputing them."""
@@ -116,25 +173,34 @@ def fields(hex_packet):
         out.update(sport=upper.sport, dport=upper.dport)
     if kind == "TCP":
         out.update(seq=upper.seq, ack=upper.ack, tcp_flags=str(upper.flags), window=upper.window)
-    if kind in ("ICMP",):
+    if kind == "ICMP" and upper.type in (0, 8):
         out.update(type=upper.type, code=upper.code, ident=upper.id, seq=upper.seq)
+    error = (kind == "ICMP" and upper.type in (3, 11, 12)) or kind in (
+        "ICMPv6DestUnreach", "ICMPv6PacketTooBig", "ICMPv6TimeExceeded", "ICMPv6ParamProblem")
+    if error:
+        head = bytes(upper)[:8]
+        out.update(type=head[0], code=head[1], rest=head[4:8].hex())
+        quoted = upper.payload
+        if quoted.__class__.__name__ == "IPerror":
+            out.update(inner_src=quoted.src, inner_dst=quoted.dst, inner_ttl=quoted.ttl,
+                       inner_proto=quoted.proto, inner_length=quoted.len,
+                       inner_header_checksum_ok=ones_complement_ok(bytes(quoted)[:20]))
+            rest = bytes(quoted)[20:]
+        else:
+            out.update(inner_src=quoted.src, inner_dst=quoted.dst, inner_ttl=quoted.hlim,
+                       inner_proto=quoted.nh, inner_length=quoted.plen)
+            rest = bytes(quoted)[40:]
+        out["quoted_transport"] = rest.hex()
     if kind.startswith("ICMPv6Echo"):
         out.update(type=upper.type, code=upper.code, ident=upper.id, seq=upper.seq)
-    checksum = getattr(upper, "chksum", getattr(upper, "cksum", None))
-    if checksum is not None:
-        rebuilt = ip.__class__(bytes(ip))
-        layer = rebuilt.payload
-        if hasattr(layer, "chksum"):
-            del layer.chksum
-        else:
-            del layer.cksum
-        rebuilt = ip.__class__(bytes(rebuilt))
-        out["checksum_ok"] = getattr(rebuilt.payload, "chksum", getattr(rebuilt.payload, "cksum", None)) == checksum
+    out["checksum_ok"] = transport_checksum_ok(raw)
     out["payload"] = bytes(upper.payload).hex() if kind not in ("Raw",) else bytes(upper).hex()
     if kind.startswith("ICMPv6Echo"):
         out["payload"] = bytes(upper.data).hex()
     if kind == "ICMP":
         out["payload"] = bytes(upper.payload).hex()
+    if error:
+        out["payload"] = out["quoted_transport"]
     return out
 
 

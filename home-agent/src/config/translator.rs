@@ -6,6 +6,7 @@
 //! [translator]
 //! ipv4_pools = ["192.0.2.128/25"]
 //! lowest_ipv6_mtu = 1280
+//! icmp_source = "192.0.2.1"
 //! ```
 
 use std::ops::Range;
@@ -31,6 +32,13 @@ pub struct TranslatorSection {
     /// with Fragmentation Needed when it may not.
     #[serde(default = "default_mtu")]
     pub lowest_ipv6_mtu: Spanned<u32>,
+    /// The IPv4 source of ICMPv6 errors from addresses no mapping holds
+    /// (RFC 6791): a Packet Too Big or Time Exceeded from this home agent
+    /// or a router on the IPv6 side reaches the IPv4 peer from it. Without
+    /// it they are dropped (counted icmp_unmapped_source), and path MTU
+    /// discovery across the translator rests on the pools' route MTU.
+    #[serde(default)]
+    pub icmp_source: Option<Spanned<std::net::Ipv4Addr>>,
 }
 
 fn default_mtu() -> Spanned<u32> {
@@ -84,6 +92,17 @@ impl TranslatorSection {
                 return Err(invalid(
                     span.clone(),
                     format!("translator: ipv4_pools: {pool} overlaps {other}"),
+                ));
+            }
+        }
+        if let Some(source) = &self.icmp_source {
+            if !nemo::ha::dsmip::is_unicast_ipv4(*source.get_ref()) {
+                return Err(invalid(
+                    source.span(),
+                    format!(
+                        "translator: icmp_source: {} is not a unicast address",
+                        source.get_ref()
+                    ),
                 ));
             }
         }
@@ -168,6 +187,11 @@ mod tests {
                 "unknown field",
             ),
             ("ipv4_pools = [\"2001:db8::/32\"]\n", "bpf", "ipv4_pools"),
+            (
+                "ipv4_pools = [\"192.0.2.0/24\"]\nicmp_source = \"224.0.0.1\"\n",
+                "bpf",
+                "icmp_source",
+            ),
         ] {
             let message = error(&config(backend, translator));
             assert!(message.contains(expected), "{translator}: {message}");
