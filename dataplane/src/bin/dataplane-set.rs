@@ -9,7 +9,12 @@
 //! ```text
 //!   dataplane-set ha UPLINK LOCAL PIN_DIR AGGREGATE HOME_ADDRESS CARE_OF MNP [LOCAL_IPV4]
 //!   dataplane-set mr UPLINK CARE_OF PIN_DIR TENANT_IF MNP HOME_AGENT TABLE [CARE_OF_IPV4]
+//!   dataplane-set xlat PIN_DIR POOL PREFIX IPV4 IPV6 [COUNT]
 //! ```
+//!
+//! `xlat` sets up the translator (issue 31) as nemo-ha's `[translator]`
+//! does: its device, POOL and the /96 PREFIX routed to it, and COUNT
+//! (default 1) mappings from IPV4/IPV6 on, one address each.
 //!
 //! A peer (CARE_OF of `ha`, HOME_AGENT of `mr`) may be IPv4 (`192.0.2.10`:
 //! IPv6 in IPv4) or an IPv4 address and port (`192.0.2.10:4191`: IPv6 in
@@ -19,6 +24,7 @@
 use nemo_dataplane::bpf::{
     BpfHomeAgent, BpfHomeAgentConfig, BpfMobileRouter, BpfMobileRouterConfig,
 };
+use nemo_dataplane::bpf::translator::{Mapping, Translator};
 use nemo_dataplane::{BindingRoutes, HomeAgentDataPlane, MobileRouterDataPlane, TenantRoutes};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -73,10 +79,37 @@ async fn main() -> Result<(), Error> {
             };
             plane.attach(&tenant, None).await?;
         }
+        [role, pin_dir, pool, prefix, ipv4, ipv6, rest @ ..] if role == "xlat" && rest.len() <= 1 => {
+            let (device, _) = nemo_dataplane::xlat::ensure_device(&handle).await?;
+            nemo_dataplane::xlat::route_pool(
+                &handle,
+                device,
+                pool.parse()?,
+                nemo_dataplane::xlat::LOWEST_IPV6_MTU,
+            )
+            .await?;
+            let prefix = prefix.parse()?;
+            nemo_dataplane::xlat::route_translation_prefix(&handle, device, prefix).await?;
+            let translator = Translator::load(Some(std::path::Path::new(pin_dir)))?;
+            translator.attach(device)?;
+            let count: u32 = rest.first().map_or(Ok(1), |c| c.parse())?;
+            let (ipv4, ipv6): (std::net::Ipv4Addr, std::net::Ipv6Addr) = (ipv4.parse()?, ipv6.parse()?);
+            let started = std::time::Instant::now();
+            for n in 0..count {
+                let v4 = std::net::Ipv4Addr::from(u32::from(ipv4).wrapping_add(n));
+                let v6 = std::net::Ipv6Addr::from(u128::from(ipv6).wrapping_add(u128::from(n)));
+                translator.map(&Mapping::new(v4.into(), v6.into(), prefix)?)?;
+            }
+            println!(
+                "mapped {count} in {:.3} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
         _ => {
             return Err(
                 "usage: dataplane-set ha UPLINK LOCAL PIN_DIR AGGREGATE HOME_ADDRESS CARE_OF MNP [LOCAL_IPV4] \
-                        | dataplane-set mr UPLINK CARE_OF PIN_DIR TENANT_IF MNP HOME_AGENT TABLE [CARE_OF_IPV4]"
+                        | dataplane-set mr UPLINK CARE_OF PIN_DIR TENANT_IF MNP HOME_AGENT TABLE [CARE_OF_IPV4] \
+                        | dataplane-set xlat PIN_DIR POOL PREFIX IPV4 IPV6 [COUNT]"
                     .into(),
             )
         }
