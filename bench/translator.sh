@@ -38,6 +38,7 @@ work=$(mktemp -d /tmp/nemo-xbench.XXXXXX)
 x() { ip netns exec "$P$1" "${@:2}"; }
 
 build() { # mode
+  local mode=$1
   for n in v4 rt v6; do ip netns add "$P$n"; ip -n "$P$n" link set lo up; done
   ip link add p0 netns "${P}v4" type veth peer name h4 netns "${P}rt"
   ip link add t0 netns "${P}v6" type veth peer name h6 netns "${P}rt"
@@ -50,7 +51,7 @@ build() { # mode
   ip -n "${P}rt" addr add 2001:db8:100::1/64 dev h6 nodad
   ip -n "${P}v6" -6 route add default via 2001:db8:100::1
   x rt sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
-  case "$1" in
+  case "$mode" in
     plain)
       ip -n "${P}v6" addr add 192.0.2.5/30 dev t0
       ip -n "${P}rt" addr add 192.0.2.6/30 dev h6
@@ -90,6 +91,12 @@ for round in $(seq 1 "$rounds"); do
   for mode in $modes; do
     build "$mode"
     if [ "$mode" = plain ]; then to4=192.0.2.5; to6=192.0.2.1; else to4=192.0.2.10; to6=2001:db8:64::c000:201; fi
+    # Neighbours resolved, the path answering both ways, before measuring.
+    for i in $(seq 1 50); do
+      x v4 ping -c 1 -W 1 "$to4" >/dev/null 2>&1 && x v6 ping -c 1 -W 1 "$to6" >/dev/null 2>&1 && break
+      [ "$i" = 50 ] && { echo "$mode: no path through it"; exit 1; }
+      sleep 0.1
+    done
     rate v4 v6 "$to4" "round $round $mode 4to6"
     rate v6 v4 "$to6" "round $round $mode 6to4"
     teardown
