@@ -202,6 +202,118 @@ struct pseudo6 {
 	__u8 next_header;
 };
 
+/* An IPv6 header for an IPv4 one (RFC 7915 §4.1): TOS to traffic class,
+ * flow label 0, ICMP to ICMPv6; the addresses are the caller's. */
+static __always_inline void ipv6_from(struct ipv6hdr *ip6, const struct iphdr *ip, __u16 payload,
+				      __u8 hops)
+{
+	ip6->version = 6;
+	ip6->priority = ip->tos >> 4;
+	ip6->flow_lbl[0] = (ip->tos & 0x0f) << 4;
+	ip6->payload_len = bpf_htons(payload);
+	ip6->nexthdr = ip->protocol == IPPROTO_ICMP ? NEMO_IPPROTO_ICMPV6 : ip->protocol;
+	ip6->hop_limit = hops;
+}
+
+/* An IPv4 peer written in a /96 translation prefix (RFC 6052 §2.2). */
+static __always_inline void embedded(struct in6_addr *out, const __u8 *translation, __be32 ipv4)
+{
+	__builtin_memcpy(out, translation, 12);
+	__builtin_memcpy((__u8 *)out + 12, &ipv4, 4);
+}
+
+/* A tenant's IPv4 address as its mapping's IPv6 side (RFC 7757 §3.2). */
+static __always_inline void mapped_to_ipv6(struct in6_addr *out, const struct nemo_eam4 *eam,
+					   __be32 ipv4)
+{
+	__builtin_memcpy(out, eam->ipv6, 12);
+	__be32 last;
+	__builtin_memcpy(&last, eam->ipv6 + 12, 4);
+	__be32 host = with_host_bits(last, ipv4, eam->ipv6_length - 96);
+	__builtin_memcpy((__u8 *)out + 12, &host, 4);
+}
+
+/* A tenant's IPv6 address as its mapping's IPv4 side. */
+static __always_inline __be32 mapped_to_ipv4(const struct nemo_eam6 *eam, const struct in6_addr *ipv6)
+{
+	__be32 network;
+	__builtin_memcpy(&network, eam->ipv4, 4);
+	return with_host_bits(network, ipv6->in6_u.u6_addr32[3], eam->ipv4_length);
+}
+
+/* How the IPv4 header of a translated packet is flagged. */
+enum fragmentable {
+	/* RFC 7915 §5.1: DF above 1260 octets, else a new Identification. */
+	BY_SIZE,
+	/* A packet in error, quoted: neither. */
+	QUOTED,
+};
+
+/* An IPv4 header for an IPv6 one (RFC 7915 §5.1), checksum filled in;
+ * 0, or -1 when the checksum helper refused. */
+static __always_inline int ipv4_from(struct iphdr *ip, const struct ipv6hdr *ip6, __u16 total,
+				     __u8 ttl, __be32 source, __be32 destination,
+				     enum fragmentable flags)
+{
+	ip->version = 4;
+	ip->ihl = 5;
+	ip->tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
+	ip->tot_len = bpf_htons(total);
+	/* RFC 6864 §4.1: a datagram that may be fragmented needs an
+	 * Identification of its own. */
+	if (flags == BY_SIZE && total > NEMO_DF_ABOVE)
+		ip->frag_off = bpf_htons(IPV4_DF);
+	else if (flags == BY_SIZE)
+		ip->id = (__be16)bpf_get_prandom_u32();
+	ip->ttl = ttl;
+	ip->protocol = ip6->nexthdr == NEMO_IPPROTO_ICMPV6 ? IPPROTO_ICMP : ip6->nexthdr;
+	ip->saddr = source;
+	ip->daddr = destination;
+	ip->check = 0;
+	__s64 sum = bpf_csum_diff(NULL, 0, (__be32 *)ip, sizeof(*ip), 0);
+	if (sum < 0)
+		return -1;
+	__u32 folded = (__u32)sum;
+	folded = (folded & 0xffff) + (folded >> 16);
+	folded = (folded & 0xffff) + (folded >> 16);
+	ip->check = (__u16)~folded;
+	return 0;
+}
+
+/* An ICMP Echo or Echo Reply at `l4` retyped to `type` (RFC 7915 §4.2,
+ * §5.2), its checksum adjusted for the type and for ICMPv6's
+ * pseudo-header (RFC 4443 §2.3), which `adding` puts in or takes out. */
+static __always_inline int retype_echo(struct __sk_buff *skb, __u32 l4,
+				       const struct icmp_start *icmp, __u8 type,
+				       const struct pseudo6 *pseudo, int adding)
+{
+	__be16 old_word = *(const __be16 *)icmp;
+	__u8 new_bytes[2] = { type, icmp->code };
+	__be16 new_word;
+	__builtin_memcpy(&new_word, new_bytes, 2);
+	__s64 sum = adding ? bpf_csum_diff(NULL, 0, (__be32 *)pseudo, sizeof(*pseudo), 0)
+			   : bpf_csum_diff((__be32 *)pseudo, sizeof(*pseudo), NULL, 0, 0);
+	__u32 csum_at = l4 + offsetof(struct icmp_start, checksum);
+	if (sum < 0 ||
+	    bpf_l4_csum_replace(skb, csum_at, old_word, new_word, sizeof(new_word)) ||
+	    bpf_l4_csum_replace(skb, csum_at, 0, sum, 0) ||
+	    bpf_skb_store_bytes(skb, l4, new_bytes, 2, 0))
+		return -1;
+	return 0;
+}
+
+/* The translated packet, its Ethernet type set, back in at the device's
+ * ingress (the kernel routes it there), counted. */
+static __always_inline int send_back_in(struct __sk_buff *skb, __u16 ethertype, __u32 counter)
+{
+	__be16 type = bpf_htons(ethertype);
+	if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_proto), &type, 2, 0))
+		return dropped(NEMO_XLAT_FAILED);
+	bpf_csum_level(skb, BPF_CSUM_LEVEL_RESET);
+	count(counter);
+	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+}
+
 #include "xlat_icmp.h"
 
 /* IPv4 -> IPv6 (RFC 7915 §4.1). */
@@ -241,19 +353,9 @@ static __always_inline int translate_ipv4(struct __sk_buff *skb)
 		return dropped(NEMO_XLAT_NOT_GLOBAL);
 
 	struct ipv6hdr ip6 = {};
-	ip6.version = 6;
-	ip6.priority = ip->tos >> 4;
-	ip6.flow_lbl[0] = (ip->tos & 0x0f) << 4;
-	ip6.payload_len = bpf_htons(total - sizeof(struct iphdr));
-	ip6.nexthdr = ip->protocol == IPPROTO_ICMP ? NEMO_IPPROTO_ICMPV6 : ip->protocol;
-	ip6.hop_limit = given_back(ip->ttl);
-	__builtin_memcpy(&ip6.saddr, eam->translation, 12);
-	__builtin_memcpy((__u8 *)&ip6.saddr + 12, &ip->saddr, 4);
-	__builtin_memcpy(&ip6.daddr, eam->ipv6, 12);
-	__be32 last;
-	__builtin_memcpy(&last, eam->ipv6 + 12, 4);
-	__be32 host = with_host_bits(last, ip->daddr, eam->ipv6_length - 96);
-	__builtin_memcpy((__u8 *)&ip6.daddr + 12, &host, 4);
+	ipv6_from(&ip6, ip, total - sizeof(struct iphdr), given_back(ip->ttl));
+	embedded(&ip6.saddr, eam->translation, ip->saddr);
+	mapped_to_ipv6(&ip6.daddr, eam, ip->daddr);
 
 	int csum_at = checksum_offset(ip->protocol);
 	if (csum_at < 0)
@@ -274,21 +376,12 @@ static __always_inline int translate_ipv4(struct __sk_buff *skb)
 			type = ICMPV6_ECHO_REPLY;
 		else
 			return dropped(NEMO_XLAT_ICMP_UNTRANSLATED);
-		__be16 old_word = *(__be16 *)icmp;
-		__u8 new_bytes[2] = { type, icmp->code };
-		__be16 new_word;
-		__builtin_memcpy(&new_word, new_bytes, 2);
-		/* ICMPv6 sums a pseudo-header (RFC 4443 §2.3), ICMPv4 none. */
 		struct pseudo6 pseudo = {};
 		pseudo.saddr = ip6.saddr;
 		pseudo.daddr = ip6.daddr;
 		pseudo.length = bpf_htonl(total - sizeof(struct iphdr));
 		pseudo.next_header = NEMO_IPPROTO_ICMPV6;
-		__s64 sum = bpf_csum_diff(NULL, 0, (__be32 *)&pseudo, sizeof(pseudo), 0);
-		if (sum < 0 ||
-		    bpf_l4_csum_replace(skb, csum_at, old_word, new_word, sizeof(new_word)) ||
-		    bpf_l4_csum_replace(skb, csum_at, 0, sum, 0) ||
-		    bpf_skb_store_bytes(skb, l4, new_bytes, 2, 0))
+		if (retype_echo(skb, l4, icmp, type, &pseudo, 1))
 			return dropped(NEMO_XLAT_FAILED);
 	} else {
 		if (protocol == IPPROTO_UDP) {
@@ -313,12 +406,7 @@ static __always_inline int translate_ipv4(struct __sk_buff *skb)
 	if (bpf_skb_change_proto(skb, bpf_htons(ETH_P_IPV6), 0) ||
 	    bpf_skb_store_bytes(skb, sizeof(struct ethhdr), &ip6, sizeof(ip6), 0))
 		return dropped(NEMO_XLAT_FAILED);
-	__be16 ethertype = bpf_htons(ETH_P_IPV6);
-	if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_proto), &ethertype, 2, 0))
-		return dropped(NEMO_XLAT_FAILED);
-	bpf_csum_level(skb, BPF_CSUM_LEVEL_RESET);
-	count(NEMO_XLAT_4TO6);
-	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+	return send_back_in(skb, ETH_P_IPV6, NEMO_XLAT_4TO6);
 }
 
 /* IPv6 -> IPv4 (RFC 7915 §5.1). */
@@ -365,33 +453,11 @@ static __always_inline int translate_ipv6(struct __sk_buff *skb)
 		return dropped(NEMO_XLAT_ILLEGAL_ADDRESS);
 	if (well_known(eam->translation) && non_global_ipv4(destination))
 		return dropped(NEMO_XLAT_NOT_GLOBAL);
-	__be32 network;
-	__builtin_memcpy(&network, eam->ipv4, 4);
-	__be32 source = with_host_bits(network, ip6->saddr.in6_u.u6_addr32[3], eam->ipv4_length);
-
+	__be32 source = mapped_to_ipv4(eam, &ip6->saddr);
 	struct iphdr ip = {};
-	ip.version = 4;
-	ip.ihl = 5;
-	ip.tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
-	__u16 total = payload + sizeof(struct iphdr);
-	ip.tot_len = bpf_htons(total);
-	/* RFC 7915 §5.1: DF only above 1260 octets; a datagram that may be
-	 * fragmented gets an Identification of its own (RFC 6864 §4.1). */
-	if (total > NEMO_DF_ABOVE)
-		ip.frag_off = bpf_htons(IPV4_DF);
-	else
-		ip.id = (__be16)bpf_get_prandom_u32();
-	ip.ttl = given_back(ip6->hop_limit);
-	ip.protocol = ip6->nexthdr == NEMO_IPPROTO_ICMPV6 ? IPPROTO_ICMP : ip6->nexthdr;
-	ip.saddr = source;
-	ip.daddr = destination;
-	__s64 header_sum = bpf_csum_diff(NULL, 0, (__be32 *)&ip, sizeof(ip), 0);
-	if (header_sum < 0)
+	if (ipv4_from(&ip, ip6, payload + sizeof(struct iphdr), given_back(ip6->hop_limit), source,
+		      destination, BY_SIZE))
 		return dropped(NEMO_XLAT_FAILED);
-	__u32 folded = (__u32)header_sum;
-	folded = (folded & 0xffff) + (folded >> 16);
-	folded = (folded & 0xffff) + (folded >> 16);
-	ip.check = (__u16)~folded;
 
 	__u32 l4 = sizeof(struct ethhdr) + sizeof(struct ipv6hdr);
 	csum_at += l4;
@@ -407,20 +473,12 @@ static __always_inline int translate_ipv6(struct __sk_buff *skb)
 			type = ICMP_ECHOREPLY;
 		else
 			return dropped(NEMO_XLAT_ICMP_UNTRANSLATED);
-		__be16 old_word = *(__be16 *)icmp6;
-		__u8 new_bytes[2] = { type, icmp6->code };
-		__be16 new_word;
-		__builtin_memcpy(&new_word, new_bytes, 2);
 		struct pseudo6 pseudo = {};
 		pseudo.saddr = ip6->saddr;
 		pseudo.daddr = ip6->daddr;
 		pseudo.length = bpf_htonl(payload);
 		pseudo.next_header = NEMO_IPPROTO_ICMPV6;
-		__s64 sum = bpf_csum_diff((__be32 *)&pseudo, sizeof(pseudo), NULL, 0, 0);
-		if (sum < 0 ||
-		    bpf_l4_csum_replace(skb, csum_at, old_word, new_word, sizeof(new_word)) ||
-		    bpf_l4_csum_replace(skb, csum_at, 0, sum, 0) ||
-		    bpf_skb_store_bytes(skb, l4, new_bytes, 2, 0))
+		if (retype_echo(skb, l4, icmp6, type, &pseudo, 0))
 			return dropped(NEMO_XLAT_FAILED);
 	} else {
 		/* Branches, not a variable offset: pointer arithmetic with a
@@ -445,12 +503,7 @@ static __always_inline int translate_ipv6(struct __sk_buff *skb)
 	if (bpf_skb_change_proto(skb, bpf_htons(ETH_P_IP), 0) ||
 	    bpf_skb_store_bytes(skb, sizeof(struct ethhdr), &ip, sizeof(ip), 0))
 		return dropped(NEMO_XLAT_FAILED);
-	__be16 ethertype = bpf_htons(ETH_P_IP);
-	if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_proto), &ethertype, 2, 0))
-		return dropped(NEMO_XLAT_FAILED);
-	bpf_csum_level(skb, BPF_CSUM_LEVEL_RESET);
-	count(NEMO_XLAT_6TO4);
-	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+	return send_back_in(skb, ETH_P_IP, NEMO_XLAT_6TO4);
 }
 
 /* tc egress of nemo-xlat: every packet routed there is to be translated. */

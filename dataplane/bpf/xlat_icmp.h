@@ -314,38 +314,19 @@ static __always_inline int icmp4_error(struct __sk_buff *skb, const struct nemo_
 	    total > skb->len - sizeof(struct ethhdr))
 		return dropped(NEMO_XLAT_MALFORMED);
 
-	struct ipv6hdr outer = {};
-	outer.version = 6;
-	outer.priority = ip->tos >> 4;
-	outer.flow_lbl[0] = (ip->tos & 0x0f) << 4;
 	/* 40 more: 20 for the outer header, 20 for the inner. */
-	outer.payload_len = bpf_htons(total - sizeof(struct iphdr) + 20);
-	outer.nexthdr = NEMO_IPPROTO_ICMPV6;
-	outer.hop_limit = given_back(ip->ttl);
-	__builtin_memcpy(&outer.saddr, eam->translation, 12);
-	__builtin_memcpy((__u8 *)&outer.saddr + 12, &ip->saddr, 4);
-	__builtin_memcpy(&outer.daddr, eam->ipv6, 12);
-	__be32 last;
-	__builtin_memcpy(&last, eam->ipv6 + 12, 4);
-	__be32 host = with_host_bits(last, ip->daddr, eam->ipv6_length - 96);
-	__builtin_memcpy((__u8 *)&outer.daddr + 12, &host, 4);
+	struct ipv6hdr outer = {};
+	ipv6_from(&outer, ip, total - sizeof(struct iphdr) + 20, given_back(ip->ttl));
+	embedded(&outer.saddr, eam->translation, ip->saddr);
+	mapped_to_ipv6(&outer.daddr, eam, ip->daddr);
 
 	/* The packet in error, translated as the tenant sent it (its TTL
 	 * as it was, RFC 7915 §4.3). */
-	struct ipv6hdr in6 = {};
-	in6.version = 6;
-	in6.priority = inner->tos >> 4;
-	in6.flow_lbl[0] = (inner->tos & 0x0f) << 4;
 	__u16 inner_total = bpf_ntohs(inner->tot_len);
-	in6.payload_len = bpf_htons(inner_total > 20 ? inner_total - 20 : 0);
-	in6.nexthdr = inner->protocol == IPPROTO_ICMP ? NEMO_IPPROTO_ICMPV6 : inner->protocol;
-	in6.hop_limit = inner->ttl;
-	__builtin_memcpy(&in6.saddr, from->ipv6, 12);
-	__builtin_memcpy(&last, from->ipv6 + 12, 4);
-	host = with_host_bits(last, inner->saddr, from->ipv6_length - 96);
-	__builtin_memcpy((__u8 *)&in6.saddr + 12, &host, 4);
-	__builtin_memcpy(&in6.daddr, eam->translation, 12);
-	__builtin_memcpy((__u8 *)&in6.daddr + 12, &inner->daddr, 4);
+	struct ipv6hdr in6 = {};
+	ipv6_from(&in6, inner, inner_total > 20 ? inner_total - 20 : 0, inner->ttl);
+	mapped_to_ipv6(&in6.saddr, from, inner->saddr);
+	embedded(&in6.daddr, eam->translation, inner->daddr);
 
 	/* The quoted transport checksum, for the new pseudo-header. */
 	struct quoted_word quoted = quoted_word(inner->protocol, (void *)(inner + 1), data_end);
@@ -397,12 +378,7 @@ static __always_inline int icmp4_error(struct __sk_buff *skb, const struct nemo_
 					 (quoted.offset & 4),
 				&quoted.word, 4, 0))
 		return dropped(NEMO_XLAT_FAILED);
-	__be16 ethertype = bpf_htons(ETH_P_IPV6);
-	if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_proto), &ethertype, 2, 0))
-		return dropped(NEMO_XLAT_FAILED);
-	bpf_csum_level(skb, BPF_CSUM_LEVEL_RESET);
-	count(NEMO_XLAT_4TO6);
-	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+	return send_back_in(skb, ETH_P_IPV6, NEMO_XLAT_4TO6);
 }
 
 /* IPv6 -> IPv4 of an ICMPv6 error to an IPv4 peer. */
@@ -455,9 +431,7 @@ static __always_inline int icmp6_error(struct __sk_buff *skb)
 	__builtin_memcpy(key.addr, &ip6->saddr, 16);
 	struct nemo_eam6 *from = bpf_map_lookup_elem(&nemo_eam6, &key);
 	if (from) {
-		__be32 network;
-		__builtin_memcpy(&network, from->ipv4, 4);
-		source = with_host_bits(network, ip6->saddr.in6_u.u6_addr32[3], from->ipv4_length);
+		source = mapped_to_ipv4(from, &ip6->saddr);
 	} else {
 		__u32 zero = 0;
 		struct nemo_xlat_config *config = bpf_map_lookup_elem(&nemo_xlat_config, &zero);
@@ -470,40 +444,15 @@ static __always_inline int icmp6_error(struct __sk_buff *skb)
 	    payload > skb->len - ERR6_ICMP)
 		return dropped(NEMO_XLAT_MALFORMED);
 
+	/* The packet in error as the peer sent it (its TTL as it was). */
 	struct iphdr in4 = {};
-	in4.version = 4;
-	in4.ihl = 5;
-	in4.tos = (inner->priority << 4) | (inner->flow_lbl[0] >> 4);
-	in4.tot_len = bpf_htons(bpf_ntohs(inner->payload_len) + sizeof(struct iphdr));
-	in4.ttl = inner->hop_limit;
-	in4.protocol = inner->nexthdr == NEMO_IPPROTO_ICMPV6 ? IPPROTO_ICMP : inner->nexthdr;
-	in4.saddr = inner->saddr.in6_u.u6_addr32[3];
-	__be32 network;
-	__builtin_memcpy(&network, to->ipv4, 4);
-	in4.daddr = with_host_bits(network, inner->daddr.in6_u.u6_addr32[3], to->ipv4_length);
-	__s64 inner_sum = bpf_csum_diff(NULL, 0, (__be32 *)&in4, sizeof(in4), 0);
-	if (inner_sum < 0)
+	if (ipv4_from(&in4, inner, bpf_ntohs(inner->payload_len) + sizeof(struct iphdr),
+		      inner->hop_limit, inner->saddr.in6_u.u6_addr32[3],
+		      mapped_to_ipv4(to, &inner->daddr), QUOTED))
 		return dropped(NEMO_XLAT_FAILED);
-	in4.check = ~fold(inner_sum);
-
 	struct iphdr ip = {};
-	ip.version = 4;
-	ip.ihl = 5;
-	ip.tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
-	__u16 total = payload - 20 + sizeof(struct iphdr);
-	ip.tot_len = bpf_htons(total);
-	if (total > NEMO_DF_ABOVE)
-		ip.frag_off = bpf_htons(IPV4_DF);
-	else
-		ip.id = (__be16)bpf_get_prandom_u32();
-	ip.ttl = given_back(ip6->hop_limit);
-	ip.protocol = IPPROTO_ICMP;
-	ip.saddr = source;
-	ip.daddr = destination;
-	__s64 header_sum = bpf_csum_diff(NULL, 0, (__be32 *)&ip, sizeof(ip), 0);
-	if (header_sum < 0)
+	if (ipv4_from(&ip, ip6, payload, given_back(ip6->hop_limit), source, destination, BY_SIZE))
 		return dropped(NEMO_XLAT_FAILED);
-	ip.check = ~fold(header_sum);
 
 	struct quoted_word quoted = quoted_word(inner->nexthdr, (void *)(inner + 1), data_end);
 	__be32 old_word = quoted.word;
@@ -553,12 +502,7 @@ static __always_inline int icmp6_error(struct __sk_buff *skb)
 					 (quoted.offset & 4),
 				&quoted.word, 4, 0))
 		return dropped(NEMO_XLAT_FAILED);
-	__be16 ethertype = bpf_htons(ETH_P_IP);
-	if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_proto), &ethertype, 2, 0))
-		return dropped(NEMO_XLAT_FAILED);
-	bpf_csum_level(skb, BPF_CSUM_LEVEL_RESET);
-	count(NEMO_XLAT_6TO4);
-	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+	return send_back_in(skb, ETH_P_IP, NEMO_XLAT_6TO4);
 }
 
 #endif

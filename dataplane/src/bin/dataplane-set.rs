@@ -21,10 +21,10 @@
 //! UDP, RFC 5555); the host's own IPv4 end is then LOCAL_IPV4 or
 //! CARE_OF_IPV4 (`192.0.2.1:4191`).
 
+use nemo_dataplane::bpf::translator::{Mapping, Translator};
 use nemo_dataplane::bpf::{
     BpfHomeAgent, BpfHomeAgentConfig, BpfMobileRouter, BpfMobileRouterConfig,
 };
-use nemo_dataplane::bpf::translator::{Mapping, Translator};
 use nemo_dataplane::{BindingRoutes, HomeAgentDataPlane, MobileRouterDataPlane, TenantRoutes};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
