@@ -256,6 +256,121 @@ pub fn neighbor_advertisement(target: Ipv6Addr, mac: [u8; 6]) -> Vec<u8> {
     packet
 }
 
+/// Takes the IPv4 addresses that follow the pair's role (a /32 each, the
+/// same lifetime as the IPv6 ones: they lapse if this process dies). RFC
+/// 5798 runs VRRP per family; nemo's pair elects once, over IPv6, and the
+/// IPv4 addresses go with that role, announced by gratuitous ARP (as
+/// keepalived's `virtual_ipaddress_excluded` do).
+pub async fn take_ipv4_addresses(
+    handle: &rtnetlink::Handle,
+    index: u32,
+    addresses: &[std::net::Ipv4Addr],
+) -> Result<(), crate::DataPlaneError> {
+    use netlink_packet_route::address::{AddressAttribute, CacheInfo};
+    let seconds = VIRTUAL_ADDRESS_LIFETIME.as_secs() as u32;
+    for address in addresses {
+        let mut request = handle
+            .address()
+            .add(index, std::net::IpAddr::V4(*address), 32)
+            .replace();
+        let mut lifetime = CacheInfo::default();
+        lifetime.ifa_preferred = seconds;
+        lifetime.ifa_valid = seconds;
+        request
+            .message_mut()
+            .attributes
+            .push(AddressAttribute::CacheInfo(lifetime));
+        request
+            .execute()
+            .await
+            .map_err(|e| ipv4_refused("take", *address, e))?;
+    }
+    Ok(())
+}
+
+/// Gives the IPv4 addresses that follow the role up. Absent is fine.
+pub async fn release_ipv4_addresses(
+    handle: &rtnetlink::Handle,
+    index: u32,
+    addresses: &[std::net::Ipv4Addr],
+) -> Result<(), crate::DataPlaneError> {
+    use netlink_packet_route::address::AddressAttribute;
+    for message in crate::addresses::address_messages(handle, index).await? {
+        let address = message
+            .attributes
+            .iter()
+            .find_map(|attribute| match attribute {
+                AddressAttribute::Address(std::net::IpAddr::V4(address)) => Some(*address),
+                _ => None,
+            });
+        if let Some(address) = address.filter(|a| addresses.contains(a)) {
+            handle
+                .address()
+                .del(message)
+                .execute()
+                .await
+                .map_err(|e| ipv4_refused("release", address, e))?;
+        }
+    }
+    Ok(())
+}
+
+fn ipv4_refused(
+    action: &'static str,
+    address: std::net::Ipv4Addr,
+    error: rtnetlink::Error,
+) -> crate::DataPlaneError {
+    crate::DataPlaneError::Unavailable {
+        backend: "vrrp",
+        reason: format!("{action} {address}: {error}"),
+    }
+}
+
+/// Announces the IPv4 addresses at this interface's MAC: a gratuitous ARP
+/// request per address, broadcast (RFC 5798 §6.4.2; RFC 5227 §3's
+/// announcement), so that neighbours' ARP caches move at once.
+pub fn announce_ipv4(interface: &str, addresses: &[std::net::Ipv4Addr]) -> io::Result<()> {
+    if addresses.is_empty() {
+        return Ok(());
+    }
+    let mac = interface_mac(interface)?;
+    let port = pnet_datalink::interfaces()
+        .into_iter()
+        .find(|i| i.name == interface)
+        .ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("no interface {interface}"))
+        })?;
+    let mut sender = match pnet_datalink::channel(&port, pnet_datalink::Config::default())? {
+        pnet_datalink::Channel::Ethernet(sender, _) => sender,
+        _ => {
+            return Err(io::Error::other(format!(
+                "{interface} is not Ethernet-like"
+            )))
+        }
+    };
+    for address in addresses {
+        if let Some(result) = sender.send_to(&gratuitous_arp(*address, mac), None) {
+            result?;
+        }
+    }
+    Ok(())
+}
+
+/// A gratuitous ARP request (RFC 826, RFC 5227 §3): broadcast, sender and
+/// target protocol address both `address`, sender hardware address `mac`.
+pub fn gratuitous_arp(address: std::net::Ipv4Addr, mac: [u8; 6]) -> Vec<u8> {
+    let mut frame = vec![0xff; 6];
+    frame.extend_from_slice(&mac);
+    frame.extend_from_slice(&[0x08, 0x06]);
+    // Ethernet, IPv4, 6 and 4 octets, request.
+    frame.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    frame.extend_from_slice(&mac);
+    frame.extend_from_slice(&address.octets());
+    frame.extend_from_slice(&[0; 6]);
+    frame.extend_from_slice(&address.octets());
+    frame
+}
+
 fn interface_mac(interface: &str) -> io::Result<[u8; 6]> {
     let text = std::fs::read_to_string(format!("/sys/class/net/{interface}/address"))?;
     let octets: Vec<u8> = text

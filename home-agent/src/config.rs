@@ -218,6 +218,12 @@ pub struct PairSection {
     /// (RFC 5798 §5.2.9; else `fe80::5e:2:VRID`,
     /// [`nemo::vrrp::default_virtual_link_local`]), then routable ones.
     pub addresses: Spanned<Vec<Ipv6Addr>>,
+    /// IPv4 addresses that move with the active role (`[ipv4] address`,
+    /// the address the IPv4 pools of `[translator]` are routed to): taken
+    /// as /32s with the IPv6 ones and announced by gratuitous ARP. The
+    /// election itself runs over IPv6.
+    #[serde(default = "no_ipv4_addresses")]
+    pub ipv4_addresses: Spanned<Vec<std::net::Ipv4Addr>>,
     /// Where the standby attaches to this member when it is active.
     pub replication_listen: Spanned<SocketAddr>,
     /// The other member's `replication_listen`.
@@ -231,6 +237,10 @@ pub struct PairSection {
     /// How long an answer waits for the standby, milliseconds.
     #[serde(default = "default_replication_timeout_ms")]
     pub replication_timeout_ms: Spanned<u64>,
+}
+
+fn no_ipv4_addresses() -> Spanned<Vec<std::net::Ipv4Addr>> {
+    Spanned::new(0..0, Vec::new())
 }
 
 fn default_advert_interval_ms() -> Spanned<u64> {
@@ -439,6 +449,19 @@ fn validate_pair(
         return Err(invalid(
             pair.addresses.span(),
             "pair: addresses: at most 254 besides the virtual link-local address".into(),
+        ));
+    }
+    let ipv4 = pair.ipv4_addresses.get_ref();
+    if ipv4.len() > 255 {
+        return Err(invalid(
+            pair.ipv4_addresses.span(),
+            "pair: ipv4_addresses: at most 255".into(),
+        ));
+    }
+    if let Some(bad) = ipv4.iter().find(|a| !nemo::ha::dsmip::is_unicast_ipv4(**a)) {
+        return Err(invalid(
+            pair.ipv4_addresses.span(),
+            format!("pair: ipv4_addresses: {bad} is not a unicast address"),
         ));
     }
     if pair.replication_listen.get_ref().ip().is_unspecified() {

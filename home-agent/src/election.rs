@@ -12,7 +12,8 @@ use std::time::{Instant, SystemTime};
 
 use nemo::vrrp::{Action, Advertisement, Heard, RouterConfig, VirtualRouter};
 use nemo_dataplane::vrrp::{
-    announce, release_addresses, take_addresses, VrrpSocket, MAX_ADVERTISEMENT,
+    announce, announce_ipv4, release_addresses, release_ipv4_addresses, take_addresses,
+    take_ipv4_addresses, VrrpSocket, MAX_ADVERTISEMENT,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -40,6 +41,9 @@ pub struct ElectionSettings {
     pub interface: String,
     /// The virtual router.
     pub router: RouterConfig,
+    /// IPv4 addresses that go with the role (`[pair] ipv4_addresses`):
+    /// taken with the IPv6 ones, announced by gratuitous ARP.
+    pub ipv4_addresses: Vec<std::net::Ipv4Addr>,
 }
 
 /// What the admin API reads of the election.
@@ -84,6 +88,7 @@ pub async fn run(
     let socket = VrrpSocket::open(&settings.interface, source)?;
     // Whatever a previous run left: a standby holds no virtual address.
     release_addresses(&netlink, index, &addresses).await?;
+    release_ipv4_addresses(&netlink, index, &settings.ipv4_addresses).await?;
     let mut router = VirtualRouter::new(settings.router.clone());
     if let Ok(mut state) = state.write() {
         state.vrid = settings.router.vrid;
@@ -105,6 +110,7 @@ pub async fn run(
         interface: settings.interface.clone(),
         source,
         addresses,
+        ipv4_addresses: settings.ipv4_addresses.clone(),
         role,
         metrics,
         state,
@@ -220,6 +226,7 @@ pub async fn run(
         member.act(action).await;
     }
     release_addresses(&member.netlink, member.index, &member.addresses).await?;
+    release_ipv4_addresses(&member.netlink, member.index, &member.ipv4_addresses).await?;
     tracing::info!("election: resigned");
     Ok(())
 }
@@ -241,6 +248,7 @@ struct Member {
     interface: String,
     source: Ipv6Addr,
     addresses: Vec<Ipv6Addr>,
+    ipv4_addresses: Vec<std::net::Ipv4Addr>,
     role: watch::Sender<Role>,
     metrics: Arc<Metrics>,
     state: Arc<RwLock<PairState>>,
@@ -321,9 +329,7 @@ impl Member {
                 // down.
                 let active = *self.role.borrow() == Role::Active;
                 if active && advertisement.priority != 0 {
-                    if let Err(error) =
-                        take_addresses(&self.netlink, self.index, &self.addresses).await
-                    {
+                    if let Err(error) = self.take().await {
                         tracing::warn!(%error, "election: renewing the home-agent address failed");
                     }
                     let eager = self
@@ -338,8 +344,7 @@ impl Member {
                 }
             }
             Action::TakeOver(why) => {
-                if let Err(error) = take_addresses(&self.netlink, self.index, &self.addresses).await
-                {
+                if let Err(error) = self.take().await {
                     tracing::error!(%error, "election: taking the home-agent address failed");
                 }
                 self.announce();
@@ -359,9 +364,15 @@ impl Member {
             }
             Action::StepDown(why) => {
                 let _ = self.role.send(Role::Standby);
-                if let Err(error) =
-                    release_addresses(&self.netlink, self.index, &self.addresses).await
-                {
+                let released =
+                    match release_addresses(&self.netlink, self.index, &self.addresses).await {
+                        Ok(()) => {
+                            release_ipv4_addresses(&self.netlink, self.index, &self.ipv4_addresses)
+                                .await
+                        }
+                        Err(error) => Err(error),
+                    };
+                if let Err(error) = released {
                     tracing::error!(%error, "election: giving up the home-agent address failed");
                 }
                 tracing::warn!(?why, "election: standby");
@@ -369,10 +380,20 @@ impl Member {
         }
     }
 
-    /// Unsolicited Neighbor Advertisements for the addresses, now.
+    /// Takes (or renews) the addresses of both families.
+    async fn take(&self) -> Result<(), nemo_dataplane::DataPlaneError> {
+        take_addresses(&self.netlink, self.index, &self.addresses).await?;
+        take_ipv4_addresses(&self.netlink, self.index, &self.ipv4_addresses).await
+    }
+
+    /// Unsolicited Neighbor Advertisements for the addresses, and a
+    /// gratuitous ARP for the IPv4 ones, now.
     fn announce(&mut self) {
         if let Err(error) = announce(&self.interface, self.source, &self.addresses) {
             tracing::warn!(%error, "election: announcing the home-agent address failed");
+        }
+        if let Err(error) = announce_ipv4(&self.interface, &self.ipv4_addresses) {
+            tracing::warn!(%error, "election: announcing the IPv4 addresses failed");
         }
         self.announced = Some(Instant::now());
     }

@@ -498,6 +498,7 @@ async fn pair(
     let settings = nemo_ha::election::ElectionSettings {
         interface: section.interface.get_ref().clone(),
         router,
+        ipv4_addresses: section.ipv4_addresses.get_ref().clone(),
     };
     let task = tokio::spawn(nemo_ha::election::run(
         settings,

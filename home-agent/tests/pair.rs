@@ -12,6 +12,9 @@
 //!   standby (it does not answer, it holds no address) and resynchronises
 //!   while the new active answers a load.
 //!
+//! - The pair's IPv4 address (`[pair] ipv4_addresses`) goes with the
+//!   role, and a gratuitous ARP moves the link's neighbour entry.
+//!
 //! Needs root and iproute2 (CI: NEMO_REQUIRE_NETNS).
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
@@ -32,6 +35,8 @@ const MUST_RUN: &str = "NEMO_REQUIRE_NETNS";
 const ROUTERS: &str = "400";
 const TOKEN: &str = "pair-token-0123456789abcdef";
 const HOME_AGENT: &str = "2001:db8:1::1";
+/// The pair's IPv4 address (`[pair] ipv4_addresses`).
+const HOME_AGENT_IPV4: &str = "192.0.2.1";
 
 /// The home link (a bridge in `link`, where the mobile routers are) and
 /// two members, `a` (priority 200) and `b` (priority 100).
@@ -85,12 +90,21 @@ impl Pair {
             for address in [format!("fe80::{name}/64"), format!("2001:db8:1::{name}/64")] {
                 netns.ip(&["addr", "add", &address, "dev", "home", "nodad"]);
             }
+            // Each member's own IPv4 address on the link (the pair's /32
+            // comes and goes with the role).
+            let own = if name == "a" {
+                "192.0.2.10/24"
+            } else {
+                "192.0.2.11/24"
+            };
+            netns.ip(&["addr", "add", own, "dev", "home"]);
             let priority = if name == "a" { 200 } else { 100 };
             let peer = if name == "a" { "b" } else { "a" };
             write_config(dir.path(), name, priority, peer);
         }
         link.ip(&["link", "set", "br0", "up"]);
         link.ip(&["addr", "add", "2001:db8:1::50/64", "dev", "br0", "nodad"]);
+        link.ip(&["addr", "add", "192.0.2.100/24", "dev", "br0"]);
         Pair { dir, link, a, b }
     }
 
@@ -133,6 +147,30 @@ impl Pair {
     fn holds(&self, name: &str) -> bool {
         let output = self.member(name).ip(&["-6", "addr", "show", "dev", "home"]);
         String::from_utf8_lossy(&output.stdout).contains(HOME_AGENT)
+    }
+
+    /// Whether a member holds the pair's IPv4 address.
+    fn holds_ipv4(&self, name: &str) -> bool {
+        let output = self.member(name).ip(&["-4", "addr", "show", "dev", "home"]);
+        String::from_utf8_lossy(&output.stdout).contains(&format!("{HOME_AGENT_IPV4}/32"))
+    }
+
+    /// A member's MAC address on the home link.
+    fn mac(&self, name: &str) -> String {
+        let output = self
+            .member(name)
+            .ip(&["-br", "link", "show", "dev", "home"]);
+        String::from_utf8_lossy(&output.stdout)
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// The MAC the link's neighbour table has for the pair's IPv4 address.
+    fn ipv4_neighbour(&self) -> String {
+        let output = self.link.ip(&["-4", "neigh", "show", HOME_AGENT_IPV4]);
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
     /// Registers the routers through the home-agent address for `seconds`;
@@ -253,6 +291,7 @@ fn write_config(dir: &Path, name: &str, priority: u8, peer: &str) -> PathBuf {
         "\n[pair]\ninterface = \"home\"\nlink_local = \"fe80::{name}\"\nvrid = 12\n\
          peer_link_local = \"fe80::{peer}\"\n\
          priority = {priority}\nadvert_interval_ms = 100\naddresses = [\"{HOME_AGENT}\"]\n\
+         ipv4_addresses = [\"{HOME_AGENT_IPV4}\"]\n\
          replication_listen = \"[2001:db8:1::{name}]:4192\"\npeer = \"[2001:db8:1::{peer}]:4192\"\n\
          token_file = \"{}\"\n\n[admin]\nlisten = \"[::1]:50051\"\n",
         dir.join("token").display()
@@ -329,11 +368,35 @@ fn the_standby_takes_over_with_every_acknowledged_binding() {
     );
     assert!(pair.bindings_of("b").contains(&kept) && pair.bindings_of("a").contains(&kept));
 
+    // The pair's IPv4 address is the active's: the link reaches it there.
+    assert!(pair.holds_ipv4("a") && !pair.holds_ipv4("b"));
+    let pinged = pair
+        .link
+        .command("ping")
+        .args(["-c", "1", "-W", "1", HOME_AGENT_IPV4])
+        .output()
+        .unwrap();
+    assert!(pinged.status.success(), "{pinged:?}");
+    assert!(
+        pair.ipv4_neighbour().contains(&pair.mac("a")),
+        "{}",
+        pair.ipv4_neighbour()
+    );
+
     active.kill();
     pair.a.ip(&["link", "set", "home", "down"]);
     let moved = within(Duration::from_secs(3), || pair.holds("b"))
         .unwrap_or_else(|| panic!("b never took the address over: {}", standby.log()));
     eprintln!("address moved {moved:?} after the active died");
+    // The IPv4 address went with it, and its gratuitous ARP moved the
+    // link's neighbour entry at once (without it the entry would point at
+    // the dead member until it went stale and was probed again).
+    assert!(pair.holds_ipv4("b"), "{}", standby.log());
+    let mac_b = pair.mac("b");
+    within(Duration::from_millis(500), || {
+        pair.ipv4_neighbour().contains(&mac_b)
+    })
+    .unwrap_or_else(|| panic!("no gratuitous ARP: {}", pair.ipv4_neighbour()));
 
     // Every registration the active acknowledged is on the new active.
     let held = pair.bindings_of("b");
