@@ -221,27 +221,28 @@ struct quoted_word {
 };
 
 /* The quoted checksum word of the packet in error whose transport header
- * starts at `l4`, if it is there (and, for UDP, not zero). */
-static __always_inline struct quoted_word quoted_word(__u8 protocol, void *l4, void *data_end)
+ * starts `l4` octets into the packet, if it is there (and, for UDP, not
+ * zero). Read with a helper at an offset: a packet pointer moved by an
+ * offset that depends on the protocol is refused without CAP_PERFMON. */
+static __always_inline struct quoted_word quoted_word(struct __sk_buff *skb, __u8 protocol,
+						      __u32 l4)
 {
 	struct quoted_word q = {};
 	if (protocol == IPPROTO_UDP) {
-		struct udphdr *udp = l4;
-		if ((void *)(udp + 1) <= data_end && udp->check) {
-			__builtin_memcpy(&q.word, (__u8 *)udp + 4, 4);
-			q.present = 1;
-			q.checksum_at = 2;
-			q.offset = 4;
-		}
+		q.checksum_at = 2;
+		q.offset = 4;
 	} else if (protocol == IPPROTO_TCP) {
-		struct tcp_start *tcp = l4;
-		if ((void *)(tcp + 1) <= data_end) {
-			__builtin_memcpy(&q.word, &tcp->check, 4);
-			q.present = 1;
-			q.checksum_at = 0;
-			q.offset = 16;
-		}
+		q.checksum_at = 0;
+		q.offset = 16;
+	} else {
+		return q;
 	}
+	if (bpf_skb_load_bytes(skb, l4 + q.offset, &q.word, 4) < 0)
+		return q;
+	__u16 halves[2];
+	__builtin_memcpy(halves, &q.word, 4);
+	/* A UDP checksum of zero: none was computed; it stays so. */
+	q.present = !(protocol == IPPROTO_UDP && halves[1] == 0);
 	return q;
 }
 
@@ -329,7 +330,8 @@ static __always_inline int icmp4_error(struct __sk_buff *skb, const struct nemo_
 	embedded(&in6.daddr, eam->translation, inner->daddr);
 
 	/* The quoted transport checksum, for the new pseudo-header. */
-	struct quoted_word quoted = quoted_word(inner->protocol, (void *)(inner + 1), data_end);
+	struct quoted_word quoted =
+		quoted_word(skb, inner->protocol, ERR4_INNER + sizeof(struct iphdr));
 	__be32 old_word = quoted.word;
 	__be32 old_addresses[2] = { inner->saddr, inner->daddr };
 	if (adjusted_word(&quoted, old_addresses, sizeof(old_addresses), (__be32 *)&in6.saddr, 32))
@@ -454,7 +456,8 @@ static __always_inline int icmp6_error(struct __sk_buff *skb)
 	if (ipv4_from(&ip, ip6, payload, given_back(ip6->hop_limit), source, destination, BY_SIZE))
 		return dropped(NEMO_XLAT_FAILED);
 
-	struct quoted_word quoted = quoted_word(inner->nexthdr, (void *)(inner + 1), data_end);
+	struct quoted_word quoted =
+		quoted_word(skb, inner->nexthdr, ERR6_INNER + sizeof(struct ipv6hdr));
 	__be32 old_word = quoted.word;
 	__be32 new_addresses[2] = { in4.saddr, in4.daddr };
 	if (adjusted_word(&quoted, (__be32 *)&inner->saddr, 32, new_addresses, sizeof(new_addresses)))

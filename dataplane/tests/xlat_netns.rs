@@ -115,3 +115,40 @@ fn an_ipv4_host_and_an_ipv6_only_tenant_talk_through_the_translator() {
     assert!(!pings(&peer, TENANT_IPV4, 56));
     assert!(ask(Order::Count(XlatCounter::Unmapped)) > 0);
 }
+
+/// The translator loads with the capabilities nemo-ha's unit gives it
+/// (CAP_BPF, CAP_NET_ADMIN), not CAP_PERFMON or CAP_SYS_ADMIN: without
+/// them the verifier refuses a packet pointer moved by a variable offset
+/// (the lab's daemons found one; the tests above run with every
+/// capability).
+#[test]
+fn the_translator_loads_without_cap_perfmon() {
+    if !netns_available(MUST_RUN)
+        || !require(runs("setpriv", &["--version"]), "setpriv missing", MUST_RUN)
+    {
+        return;
+    }
+    let ns = Netns::new("x4caps");
+    let bpffs = nemo_testkit::BpfFs::mount();
+    let caps = "-all,+bpf,+net_admin";
+    let output = ns
+        .command("setpriv")
+        .args([
+            &format!("--inh-caps={caps}"),
+            &format!("--ambient-caps={caps}"),
+            &format!("--bounding-set={caps}"),
+            "--",
+            env!("CARGO_BIN_EXE_dataplane-set"),
+            "xlat",
+        ])
+        .arg(bpffs.path("xlat"))
+        .args(["192.0.2.8/29", PREFIX, "192.0.2.10", TENANT])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(text(&output).contains("mapped 1"), "{}", text(&output));
+}

@@ -19,6 +19,15 @@
 #   hva   hypervisor, nemo-mr                       2001:db8:2::10
 #   hvb   hypervisor, nemo-mr                       2001:db8:3::10
 #   vm    the tenant's VM on hva                    2001:db8:100::2
+#         ... and at its IPv4 address (issue 31)    192.0.2.250
+#
+# The correspondent is an IPv4 client too (192.0.2.241, linked to the home
+# router's 192.0.2.242), which routes the tenants' IPv4 pool 192.0.2.248/29
+# to the pair's IPv4 address 192.0.2.1 on the home link ([pair]
+# ipv4_addresses: it moves with the active role, announced by gratuitous
+# ARP); both members translate ([translator]); a second probe runs to the
+# VM's IPv4 address through the death, its outage printed beside the IPv6
+# one. IPV4_CLIENT=0 leaves it out.
 #
 # Runs a UDP probe every 2 ms and a TCP stream from cn to the VM, kills the
 # active home agent (DEATH=machine, the default: its process and its
@@ -36,6 +45,7 @@ MAX_OUTAGE_MS=${MAX_OUTAGE_MS:-1000}
 DEATH=${DEATH:-machine}
 case "$DEATH" in machine|process) ;; *) echo "failover.sh: DEATH is machine or process" >&2; exit 2;; esac
 DURING=${DURING:-steady}
+IPV4_CLIENT=${IPV4_CLIENT:-1}
 # InitialBindackTimeoutFirstReg of the mobile routers (RFC 6275 §13; the
 # RFC's default 1500 ms): a migration's first Binding Update can be lost in
 # the takeover window, and this is how long its retransmission waits.
@@ -79,6 +89,19 @@ done
 lab_hypervisors
 lab_vm_namespace
 for n in home wan hva hvb ha1 ha2; do x "$n" sysctl -qw net.ipv6.conf.all.forwarding=1; done
+if [ "$IPV4_CLIENT" = 1 ]; then
+  ip -n "${P}cn" addr add 192.0.2.241/30 dev c0
+  ip -n "${P}home" addr add 192.0.2.242/30 dev h0
+  ip -n "${P}cn" route add 192.0.2.248/29 via 192.0.2.242
+  ip -n "${P}home" addr add 192.0.2.62/26 dev br1
+  ip -n "${P}home" route add 192.0.2.248/29 via 192.0.2.1
+  for m in 1 2; do
+    ip -n "${P}ha$m" addr add "192.0.2.1$m/26" dev hl
+    ip -n "${P}ha$m" route add default via 192.0.2.62
+    x "ha$m" sysctl -qw net.ipv4.ip_forward=1
+  done
+  x home sysctl -qw net.ipv4.ip_forward=1
+fi
 
 echo "== starting the control plane"
 TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -123,6 +146,9 @@ replication_listen = "[2001:db8:1::$id]:4192"
 peer = "[2001:db8:1::$peer]:4192"
 token_file = "$WORK/pair.token"
 TOML
+  if [ "$IPV4_CLIENT" = 1 ]; then
+    printf 'ipv4_addresses = ["192.0.2.1"]\n[translator]\nipv4_pools = ["192.0.2.248/29"]\nicmp_source = "192.0.2.1"\n' >>"$WORK/ha$m.toml"
+  fi
 done
 for hv in hva hvb; do
 cat > "$WORK/$hv.toml" <<TOML
@@ -159,6 +185,10 @@ echo "== the tenant on hva"
 ctl pool create core 2001:db8:100::/48 --tenant-length 64 >/dev/null
 ctl tenant create acme >/dev/null
 ctl prefix allocate acme --pool core
+if [ "$IPV4_CLIENT" = 1 ]; then
+  ctl pool create v4 192.0.2.248/29 --translation-prefix 2001:db8:64::/96 >/dev/null
+  ctl ipv4 allocate acme --pool v4 --address 192.0.2.250 --to 2001:db8:100::2 >/dev/null
+fi
 ctl mr create acme --home-agent ha1 --explicit >/dev/null
 lab_start hva mr-a nemo-mr hva.toml
 lab_start hvb mr-b nemo-mr hvb.toml
@@ -174,6 +204,13 @@ for i in $(seq 1 100); do
   [ "$i" = 100 ] && { echo "FAIL: the VM never answered before the failover"; for l in ha1 ha2 mr-a mr-b; do echo "--- $l"; tail -8 "$WORK/$l.log"; done; exit 1; }
   sleep 0.1
 done
+if [ "$IPV4_CLIENT" = 1 ]; then
+  for i in $(seq 1 100); do
+    x cn ping -c 1 -W 1 192.0.2.250 >/dev/null 2>&1 && break
+    [ "$i" = 100 ] && { echo "FAIL: the VM never answered at 192.0.2.250 before the failover"; for l in ha1 ha2; do echo "--- $l"; tail -8 "$WORK/$l.log"; done; exit 1; }
+    sleep 0.1
+  done
+fi
 sleep 0.5   # the registration's batch reaches the standby
 BEFORE="ha1=$(metric ha1 9464 nemo_ha_bindings) ha2=$(metric ha2 9464 nemo_ha_bindings)"
 REGISTERED_BEFORE=$(cat "$WORK"/mr-*.log | grep -c "driver: registered" || true)
@@ -185,6 +222,10 @@ spawn vm /dev/null /dev/null "$BIN/nemo-probe" echo --listen '[2001:db8:100::2]:
 sleep 0.3
 spawn cn "$WORK/probe.log" "$WORK/probe.err" "$BIN/nemo-probe" send --target '[2001:db8:100::2]:7007' --interval-ms 2 --seconds 8
 PROBE=$LAST_PID
+if [ "$IPV4_CLIENT" = 1 ]; then
+  spawn cn "$WORK/probe4.log" "$WORK/probe4.err" "$BIN/nemo-probe" send --target '192.0.2.250:7007' --interval-ms 2 --seconds 8
+  PROBE4=$LAST_PID
+fi
 spawn cn "$WORK/iperf.log" "$WORK/iperf.err" timeout 20 iperf3 -c 2001:db8:100::2 -t 6 --connect-timeout 3000
 IPERF=$LAST_PID
 # Who the routers send the home-agent address to, with times: on failure,
@@ -209,6 +250,7 @@ fi
 TCP=survived
 wait "$IPERF" || TCP=broken
 wait "$PROBE" || true
+[ "$IPV4_CLIENT" = 1 ] && { wait "$PROBE4" || true; }
 field() { grep -o " $1=[^ ]*" "$WORK/probe.log" | cut -d= -f2; }
 SENT=$(field sent); RECEIVED=$(field received); LOST=$(field lost)
 OUTAGE=$(field longest_gap_ms); OUTAGE=${OUTAGE:-n/a}
@@ -228,6 +270,16 @@ EXPECTED_REGISTRATIONS=0
 CARE_OF_AFTER=$(grep -o 'care_of=[^ ]* status=0' "$WORK/ha2.log" | tail -1 || true)
 AFTER_OK=no
 x cn ping -c 3 -i 0.2 -W 1 2001:db8:100::2 >/dev/null 2>&1 && AFTER_OK=yes
+IPV4_OK=yes
+if [ "$IPV4_CLIENT" = 1 ]; then
+  field4() { grep -o " $1=[^ ]*" "$WORK/probe4.log" | cut -d= -f2; }
+  SENT4=$(field4 sent); RECEIVED4=$(field4 received); LOST4=$(field4 lost)
+  OUTAGE4=$(field4 longest_gap_ms); OUTAGE4=${OUTAGE4:-n/a}
+  AFTER4_OK=no
+  x cn ping -c 3 -i 0.2 -W 1 192.0.2.250 >/dev/null 2>&1 && AFTER4_OK=yes
+  IPV4_OK=$(awk -v o="$OUTAGE4" -v max="$MAX_OUTAGE_MS" -v after="$AFTER4_OK" \
+    'BEGIN { print (o != "n/a" && o <= max && after == "yes") ? "yes" : "no" }')
+fi
 
 echo "== result"
 echo "   bindings before: $BEFORE"
@@ -235,6 +287,10 @@ echo "   bindings after:  $AFTER (ha1 dead)"
 echo "   takeover:        ha2 $TOOK, $TOOK_AT"
 echo "   probes:          $SENT sent, $RECEIVED answered, $LOST lost (one every 2 ms)"
 echo "   outage:          $OUTAGE ms (longest silence seen by the probes, $SILENCE)"
+if [ "$IPV4_CLIENT" = 1 ]; then
+  echo "   IPv4 probes:     $SENT4 sent, $RECEIVED4 answered, $LOST4 lost (to 192.0.2.250, translated by the pair)"
+  echo "   IPv4 outage:     $OUTAGE4 ms (beside the IPv6 outage $OUTAGE ms); answers after: $AFTER4_OK"
+fi
 echo "   TCP connection:  $TCP ($(grep -E 'receiver' "$WORK/iperf.log" | awk '{print $7, $8}'))"
 echo "   registrations after the death: $REREGISTERED (expected $EXPECTED_REGISTRATIONS: $DURING)"
 [ "$DURING" = migration ] && echo "   binding on the new active: $CARE_OF_AFTER (first registration timeout $FIRST_REG_MS ms)"
@@ -243,11 +299,11 @@ echo "   VM answers after: $AFTER_OK"
 OUTAGE_OK=$(awk -v o="$OUTAGE" -v max="$MAX_OUTAGE_MS" 'BEGIN { print (o != "n/a" && o <= max) ? "yes" : "no" }')
 MOVED_OK=yes
 [ "$DURING" = migration ] && [[ "$CARE_OF_AFTER" != *2001:db8:3::10* ]] && MOVED_OK=no
-if [ "$AFTER_OK" = yes ] && [ "$TCP" = survived ] && [ "$OUTAGE_OK" = yes ] \
+if [ "$AFTER_OK" = yes ] && [ "$TCP" = survived ] && [ "$OUTAGE_OK" = yes ] && [ "$IPV4_OK" = yes ] \
     && [ "$REREGISTERED" = "$EXPECTED_REGISTRATIONS" ] && [ "$MOVED_OK" = yes ]; then
   echo "PASS: the tenant's traffic came through the home agent's death"
 else
-  echo "FAIL: limits: outage <= $MAX_OUTAGE_MS ms, TCP survives, registrations as expected"
+  echo "FAIL: limits: outage <= $MAX_OUTAGE_MS ms (IPv4 too), TCP survives, registrations as expected"
   for log in ha1 ha2 mr-a mr-b; do echo "--- $log"; tail -15 "$WORK/$log.log"; done
   for router in home wan; do
     echo "--- $router's neighbour entry for 2001:db8:1::1 (died at $(date -d "@$DIED_AT" +%T.%N))"
