@@ -181,26 +181,45 @@ impl Translating {
         mappings: Vec<Mapping>,
     ) -> Result<(), DataPlaneError> {
         let before = self.by_home.remove(&home_address).unwrap_or_default();
+        // What is applied, kept however far this gets: a failure half way
+        // leaves the record saying what the kernel holds, so that the next
+        // update neither counts a prefix twice nor forgets a mapping.
+        let mut applied: Vec<Mapping> = Vec::with_capacity(mappings.len());
+        let outcome = self
+            .apply(home_address, &before, &mappings, &mut applied)
+            .await;
+        if !applied.is_empty() {
+            self.by_home.insert(home_address, applied);
+        }
+        outcome
+    }
+
+    async fn apply(
+        &mut self,
+        home_address: Ipv6Addr,
+        before: &[Mapping],
+        mappings: &[Mapping],
+        applied: &mut Vec<Mapping>,
+    ) -> Result<(), DataPlaneError> {
+        applied.extend(before.iter().copied());
         for gone in before.iter().filter(|m| !mappings.contains(m)) {
             if self.holders.get(&gone.ipv4) == Some(&home_address) {
                 self.translator.unmap(gone)?;
                 self.holders.remove(&gone.ipv4);
             }
+            applied.retain(|m| m != gone);
             self.release_prefix(gone.translation_prefix).await?;
         }
         for new in mappings.iter().filter(|m| !before.contains(m)) {
-            let users = self.prefixes.entry(new.translation_prefix).or_default();
-            *users += 1;
-            if *users == 1 {
+            if !self.prefixes.contains_key(&new.translation_prefix) {
                 xlat::route_translation_prefix(&self.netlink, self.device, new.translation_prefix)
                     .await?;
             }
             self.translator.map(new)?;
+            *self.prefixes.entry(new.translation_prefix).or_default() += 1;
             self.holders.insert(new.ipv4, home_address);
+            applied.push(*new);
             tracing::info!(%home_address, ipv4 = %new.ipv4, ipv6 = %new.ipv6, "translating");
-        }
-        if !mappings.is_empty() {
-            self.by_home.insert(home_address, mappings);
         }
         Ok(())
     }
