@@ -340,7 +340,14 @@ pub fn announce_ipv4(interface: &str, addresses: &[std::net::Ipv4Addr]) -> io::R
         .ok_or_else(|| {
             io::Error::new(io::ErrorKind::NotFound, format!("no interface {interface}"))
         })?;
-    let mut sender = match pnet_datalink::channel(&port, pnet_datalink::Config::default())? {
+    // Sending only: not promiscuous, the smallest buffers.
+    let config = pnet_datalink::Config {
+        promiscuous: false,
+        read_buffer_size: 64,
+        write_buffer_size: 64,
+        ..pnet_datalink::Config::default()
+    };
+    let mut sender = match pnet_datalink::channel(&port, config)? {
         pnet_datalink::Channel::Ethernet(sender, _) => sender,
         _ => {
             return Err(io::Error::other(format!(

@@ -939,8 +939,22 @@ fn a_hand_over_that_cannot_finish_leaves_the_active_answering() {
         active.log()
     );
     active.wait_for("hand-over abandoned; answering again", 1);
-    // Still the active member: it holds the address and answers.
-    assert!(pair.holds("a") && !pair.holds("b"));
+    // Still the active member: it holds the address and answers. The
+    // standby, resumed after more than its Master_Down_Interval, may take
+    // over for a moment before it hears the active and steps down (seen
+    // with the IPv4 addresses' gratuitous ARP on: "election: active" then
+    // "standby why=Preempted" 1 ms apart; the active announces again).
+    within(Duration::from_secs(1), || {
+        pair.holds("a") && !pair.holds("b")
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "a {} b {}: {}",
+            pair.holds("a"),
+            pair.holds("b"),
+            standby.log()
+        )
+    });
     let (report, acknowledged) = pair.load("1", "0");
     assert!(acknowledged.len() >= 200, "{report}\n{}", active.log());
     assert_eq!(standby.terminate().code(), Some(0), "{}", standby.log());
