@@ -112,6 +112,20 @@ fn vm_lab_ending(hook: &str, wan_delay_ms: u32, ending: Ending, site_b: SiteB) {
                 .to_owned(),
             ),
             ("HOOK", hook.to_owned()),
+            // The make-before-break runs count the probes lost while the
+            // VM ran (below) against one probe stream; the IPv4 client's
+            // second stream doubles what the TCG guest answers, and with
+            // it 5 were lost where 4 are allowed (CI, once). The other
+            // runs carry the IPv4 client (issue 31).
+            (
+                "IPV4_CLIENT",
+                if hook == "early" || (hook == "none" && ending == Ending::Migrated) {
+                    "0"
+                } else {
+                    "1"
+                }
+                .to_owned(),
+            ),
             ("WAN_DELAY_MS", wan_delay_ms.to_string()),
             ("RESULTS_DIR", results.path().display().to_string()),
             (
