@@ -1400,6 +1400,17 @@ async fn idle_connections_cannot_exhaust_the_controller() {
 /// established (`/proc/net/tcp6`, state 01): one the server closed is in
 /// CLOSE_WAIT on this side.
 fn established_to(port: u16) -> usize {
+    // This process's sockets only (by inode): other tests, and processes
+    // they start, run at once and may hold connections to a port of the
+    // same number elsewhere (seen once in CI: 6 where 4 were this test's).
+    let own: BTreeSet<String> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            Some(target.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
     let table = std::fs::read_to_string("/proc/net/tcp6").unwrap();
     table
         .lines()
@@ -1407,7 +1418,9 @@ fn established_to(port: u16) -> usize {
         .filter(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let remote_port = fields[2].rsplit(':').next().unwrap();
-            u16::from_str_radix(remote_port, 16).unwrap() == port && fields[3] == "01"
+            u16::from_str_radix(remote_port, 16).unwrap() == port
+                && fields[3] == "01"
+                && own.contains(fields[9])
         })
         .count()
 }
