@@ -32,6 +32,7 @@ cleanup() {
   for n in v4 rt v6 mem; do ip netns del "$P$n" 2>/dev/null || true; done
   if [ -n "$bpffs" ]; then umount -l "$bpffs" 2>/dev/null || true; rmdir "$bpffs" 2>/dev/null || true; fi
   rm -rf "${work:-}"
+  if pgrep -f "nemo-xbench" >/dev/null; then echo "CLEANUP FAILED: $(pgrep -fl nemo-xbench)"; fi
 }
 trap cleanup EXIT
 work=$(mktemp -d /tmp/nemo-xbench.XXXXXX)
@@ -64,7 +65,9 @@ build() { # mode
       ip -n "${P}rt" link set nat64 up
       ip -n "${P}rt" route add 192.0.2.8/29 dev nat64
       ip -n "${P}rt" -6 route add 2001:db8:64::/96 dev nat64
-      x rt tayga -d -c "$work/tayga.conf" >"$work/tayga.log" 2>&1 &
+      # Not through x (a function): in the background it would run in a
+      # subshell, and $! would be the subshell's PID, not TAYGA's.
+      ip netns exec "${P}rt" tayga -d -c "$work/tayga.conf" >"$work/tayga.log" 2>&1 &
       tayga_pid=$!
       sleep 0.5;;
   esac
