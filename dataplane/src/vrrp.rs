@@ -191,22 +191,37 @@ pub async fn release_addresses(
     index: u32,
     addresses: &[Ipv6Addr],
 ) -> Result<(), crate::DataPlaneError> {
+    let addresses: Vec<std::net::IpAddr> = addresses.iter().map(|a| (*a).into()).collect();
+    release_listed(handle, index, &addresses).await
+}
+
+/// Deletes those of the interface's addresses that `addresses` lists, in
+/// one listing of them: how both families' virtual addresses are given up.
+async fn release_listed(
+    handle: &rtnetlink::Handle,
+    index: u32,
+    addresses: &[std::net::IpAddr],
+) -> Result<(), crate::DataPlaneError> {
     use netlink_packet_route::address::AddressAttribute;
     for message in crate::addresses::address_messages(handle, index).await? {
         let address = message
             .attributes
             .iter()
             .find_map(|attribute| match attribute {
-                AddressAttribute::Address(std::net::IpAddr::V6(address)) => Some(*address),
+                AddressAttribute::Address(address) => Some(*address),
                 _ => None,
-            });
-        if address.is_some_and(|a| addresses.contains(&a)) {
+            })
+            .filter(|a| addresses.contains(a));
+        if let Some(address) = address {
             handle
                 .address()
                 .del(message)
                 .execute()
                 .await
-                .map_err(|e| refused("release", address.unwrap_or(Ipv6Addr::UNSPECIFIED), e))?;
+                .map_err(|e| match address {
+                    std::net::IpAddr::V6(address) => refused("release", address, e),
+                    std::net::IpAddr::V4(address) => ipv4_refused("release", address, e),
+                })?;
         }
     }
     Ok(())
@@ -294,25 +309,8 @@ pub async fn release_ipv4_addresses(
     index: u32,
     addresses: &[std::net::Ipv4Addr],
 ) -> Result<(), crate::DataPlaneError> {
-    use netlink_packet_route::address::AddressAttribute;
-    for message in crate::addresses::address_messages(handle, index).await? {
-        let address = message
-            .attributes
-            .iter()
-            .find_map(|attribute| match attribute {
-                AddressAttribute::Address(std::net::IpAddr::V4(address)) => Some(*address),
-                _ => None,
-            });
-        if let Some(address) = address.filter(|a| addresses.contains(a)) {
-            handle
-                .address()
-                .del(message)
-                .execute()
-                .await
-                .map_err(|e| ipv4_refused("release", address, e))?;
-        }
-    }
-    Ok(())
+    let addresses: Vec<std::net::IpAddr> = addresses.iter().map(|a| (*a).into()).collect();
+    release_listed(handle, index, &addresses).await
 }
 
 fn ipv4_refused(
