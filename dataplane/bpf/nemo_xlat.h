@@ -46,22 +46,33 @@ enum nemo_xlat_counter {
 	NEMO_XLAT_OTHER_PREFIX = 3,      /* IPv6 peer not in the mapping's translation prefix */
 	NEMO_XLAT_NOT_GLOBAL = 4,        /* RFC 6052 §3.1: non-global IPv4 in 64:ff9b::/96 */
 	NEMO_XLAT_ILLEGAL_ADDRESS = 5,   /* RFC 7915 §4.1, §5.1 */
-	NEMO_XLAT_FRAGMENT = 6,
-	NEMO_XLAT_IPV4_OPTIONS = 7,
-	NEMO_XLAT_PROTOCOL = 8,          /* not TCP, UDP, ICMP; IPv6 extension headers */
+	NEMO_XLAT_FRAGMENT = 6,          /* ICMP fragments; a Fragment header before another extension */
+	NEMO_XLAT_IPV4_OPTIONS = 7,      /* in a packet in error quoted by an ICMP error */
+	NEMO_XLAT_PROTOCOL = 8,          /* ICMPv4 inside IPv6; neither IPv4 nor IPv6 */
 	NEMO_XLAT_ICMP_UNTRANSLATED = 9, /* ICMP other than Echo and Echo Reply */
 	NEMO_XLAT_UDP_ZERO_CHECKSUM = 10,
 	NEMO_XLAT_MALFORMED = 11,        /* truncated, lengths that disagree */
 	NEMO_XLAT_FAILED = 12,           /* a helper refused */
 	NEMO_XLAT_LOCAL = 13,            /* the device's own link-local traffic */
 	NEMO_XLAT_ICMP_UNMAPPED_SOURCE = 14, /* an ICMPv6 error from no mapping, no RFC 6791 address */
-	NEMO_XLAT_COUNTERS = 15,
+	NEMO_XLAT_SOURCE_ROUTE = 15,     /* RFC 7915 §4.1, §5.1: an unexpired source route */
+	NEMO_XLAT_COUNTERS = 16,
+};
+
+/* What an IPv4 UDP datagram without a checksum gets (RFC 7915 §4.5's
+ * configuration function). */
+enum nemo_udp_zero_checksum {
+	NEMO_UDP_ZERO_COMPUTE = 0, /* its IPv6 checksum computed (option 2) */
+	NEMO_UDP_ZERO_DROP = 1,    /* dropped, counted udp_zero_checksum (option 1) */
 };
 
 /* Index 0 of nemo_xlat_config: the IPv4 source of ICMPv6 errors from
- * addresses no mapping holds (RFC 6791; 0: none, they are dropped). */
+ * addresses no mapping holds (RFC 6791; 0: none, they are dropped), and
+ * what becomes of IPv4 UDP without a checksum (enum nemo_udp_zero_checksum). */
 struct nemo_xlat_config {
 	__be32 icmp_source;
+	__u8 udp_zero_checksum;
+	__u8 reserved[3];
 };
 
 /* Most mappings a home agent translates. */

@@ -22,14 +22,20 @@
 //   prefix: its last 32 bits are the IPv4 peer.
 //
 // What is translated: TCP and UDP (checksums adjusted for the new
-// pseudo-header, RFC 7915 §4.5, §5.5), ICMP Echo and Echo Reply (types, and
-// the ICMPv6 pseudo-header added or taken out, §4.2, §5.2), and ICMP errors
-// with the packet in error inside them (xlat_icmp.h). What is not,
-// dropped and counted by reason (nemo_xlat_counters): packets to or from no
-// mapping, non-global IPv4 peers in the well-known prefix (RFC 6052 §3.1),
-// illegal addresses (RFC 7915 §4.1, RFC 1812 §5.3.7), fragments, IPv4
-// options, IPv6 extension headers, ICMP messages of other types, IPv4 UDP
-// without a checksum (RFC 7915 §4.5 allows dropping it), truncated packets.
+// pseudo-header, RFC 7915 §4.5, §5.5; an IPv4 UDP datagram without one
+// gets one, xlat_checksum.h), ICMP Echo and Echo Reply (types, and the
+// ICMPv6 pseudo-header added or taken out, §4.2, §5.2), ICMP errors with
+// the packet in error inside them (xlat_icmp.h), every other transport
+// protocol as it is ("translators MUST forward all transport protocols",
+// §4.5, §5.5), fragments one by one, IPv4 options and IPv6 extension
+// headers left out (xlat_headers.h). What is not, dropped and counted by
+// reason (nemo_xlat_counters): packets to or from no mapping, non-global
+// IPv4 peers in the well-known prefix (RFC 6052 §3.1), illegal addresses
+// (RFC 7915 §4.1, RFC 1812 §5.3.7), unexpired source routes, ICMP
+// fragments (the ICMPv6 checksum sums the whole message's length, which a
+// stateless translator does not know), ICMP messages of other types, IPv4
+// UDP without a checksum when so configured or in a fragment, truncated
+// packets.
 
 #include <stddef.h>
 #include <linux/bpf.h>
@@ -247,13 +253,24 @@ enum fragmentable {
 	BY_SIZE,
 	/* A packet in error, quoted: neither. */
 	QUOTED,
+	/* RFC 7915 §5.1.1: the Fragment header's Identification (its low 16
+	 * bits), offset and M flag; DF clear. */
+	AS_FRAGMENT,
 };
 
+/* The fields of an IPv4 fragment, as the IPv6 one's (RFC 7915 §5.1.1). */
+struct ipv4_fragment_fields {
+	__be16 id;
+	__be16 frag_off;
+};
+#define UNFRAGMENTED ((struct ipv4_fragment_fields){})
+
 /* An IPv4 header for an IPv6 one (RFC 7915 §5.1), checksum filled in;
- * 0, or -1 when the checksum helper refused. */
+ * 0, or -1 when the checksum helper refused. `fragment` counts only
+ * AS_FRAGMENT. */
 static __always_inline int ipv4_from(struct iphdr *ip, const struct ipv6hdr *ip6, __u16 total,
 				     __u8 ttl, __be32 source, __be32 destination,
-				     enum fragmentable flags)
+				     enum fragmentable flags, struct ipv4_fragment_fields fragment)
 {
 	ip->version = 4;
 	ip->ihl = 5;
@@ -265,6 +282,10 @@ static __always_inline int ipv4_from(struct iphdr *ip, const struct ipv6hdr *ip6
 		ip->frag_off = bpf_htons(IPV4_DF);
 	else if (flags == BY_SIZE)
 		ip->id = (__be16)bpf_get_prandom_u32();
+	if (flags == AS_FRAGMENT) {
+		ip->id = fragment.id;
+		ip->frag_off = fragment.frag_off;
+	}
 	ip->ttl = ttl;
 	ip->protocol = ip6->nexthdr == NEMO_IPPROTO_ICMPV6 ? IPPROTO_ICMP : ip6->nexthdr;
 	ip->saddr = source;
@@ -315,22 +336,24 @@ static __always_inline int send_back_in(struct __sk_buff *skb, __u16 ethertype, 
 }
 
 #include "xlat_icmp.h"
+#include "xlat_headers.h"
+#include "xlat_checksum.h"
 
 /* IPv4 -> IPv6 (RFC 7915 §4.1). */
 static __always_inline int translate_ipv4(struct __sk_buff *skb)
 {
+	int verdict = ipv4_without_options(skb);
+	if (verdict != TC_ACT_OK)
+		return verdict;
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct iphdr *ip = data + sizeof(struct ethhdr);
 	if ((void *)(ip + 1) > data_end)
 		return dropped(NEMO_XLAT_MALFORMED);
-	if (ip->ihl != 5)
-		return dropped(NEMO_XLAT_IPV4_OPTIONS);
-	if (ip->frag_off & bpf_htons(IPV4_MF | IPV4_OFFSET))
-		return dropped(NEMO_XLAT_FRAGMENT);
 	__u16 total = bpf_ntohs(ip->tot_len);
 	if (total < sizeof(struct iphdr) || total > skb->len - sizeof(struct ethhdr))
 		return dropped(NEMO_XLAT_MALFORMED);
+	struct fragment fragment = ipv4_fragment(ip);
 
 	struct nemo_ipv4_prefix key = { .prefixlen = 32 };
 	__builtin_memcpy(key.addr, &ip->daddr, 4);
@@ -338,6 +361,8 @@ static __always_inline int translate_ipv4(struct __sk_buff *skb)
 	if (!eam)
 		return dropped(NEMO_XLAT_UNMAPPED);
 	if (ip->protocol == IPPROTO_ICMP) {
+		if (fragment.kind != WHOLE)
+			return dropped(NEMO_XLAT_FRAGMENT);
 		struct icmp_start *icmp = (void *)(ip + 1);
 		if ((void *)(icmp + 1) > data_end)
 			return dropped(NEMO_XLAT_MALFORMED);
@@ -352,20 +377,31 @@ static __always_inline int translate_ipv4(struct __sk_buff *skb)
 	if (well_known(eam->translation) && non_global_ipv4(ip->saddr))
 		return dropped(NEMO_XLAT_NOT_GLOBAL);
 
-	struct ipv6hdr ip6 = {};
-	ipv6_from(&ip6, ip, total - sizeof(struct iphdr), given_back(ip->ttl));
-	embedded(&ip6.saddr, eam->translation, ip->saddr);
-	mapped_to_ipv6(&ip6.daddr, eam, ip->daddr);
+	/* The IPv6 header, and a Fragment header behind it for a fragment
+	 * (RFC 7915 §4.1: none for a whole packet, DF set or not). */
+	struct {
+		struct ipv6hdr ip6;
+		struct fragment_header fragment;
+	} headers = {};
+	__u16 payload = total - sizeof(struct iphdr);
+	ipv6_from(&headers.ip6, ip, payload, given_back(ip->ttl));
+	embedded(&headers.ip6.saddr, eam->translation, ip->saddr);
+	mapped_to_ipv6(&headers.ip6.daddr, eam, ip->daddr);
+	if (fragment.kind != WHOLE) {
+		headers.fragment = fragment_header_for(&fragment, headers.ip6.nexthdr);
+		headers.ip6.nexthdr = IPV6_FRAGMENT;
+		headers.ip6.payload_len = bpf_htons(payload + sizeof(struct fragment_header));
+	}
 
 	int csum_at = checksum_offset(ip->protocol);
-	if (csum_at < 0)
-		return dropped(NEMO_XLAT_PROTOCOL);
 	__u32 l4 = sizeof(struct ethhdr) + sizeof(struct iphdr);
-	csum_at += l4;
 	__be32 old_addresses[2] = { ip->saddr, ip->daddr };
 	__u8 protocol = ip->protocol;
 
-	if (protocol == IPPROTO_ICMP) {
+	/* A later fragment has no transport header; other protocols'
+	 * headers are not ours to change (RFC 7915 §4.5). */
+	if (fragment.kind == LATER_FRAGMENT || csum_at < 0) {
+	} else if (protocol == IPPROTO_ICMP) {
 		struct icmp_start *icmp = (void *)(ip + 1);
 		if ((void *)(icmp + 1) > data_end)
 			return dropped(NEMO_XLAT_MALFORMED);
@@ -377,19 +413,25 @@ static __always_inline int translate_ipv4(struct __sk_buff *skb)
 		else
 			return dropped(NEMO_XLAT_ICMP_UNTRANSLATED);
 		struct pseudo6 pseudo = {};
-		pseudo.saddr = ip6.saddr;
-		pseudo.daddr = ip6.daddr;
-		pseudo.length = bpf_htonl(total - sizeof(struct iphdr));
+		pseudo.saddr = headers.ip6.saddr;
+		pseudo.daddr = headers.ip6.daddr;
+		pseudo.length = bpf_htonl(payload);
 		pseudo.next_header = NEMO_IPPROTO_ICMPV6;
 		if (retype_echo(skb, l4, icmp, type, &pseudo, 1))
 			return dropped(NEMO_XLAT_FAILED);
 	} else {
+		__u32 udp_zero = 0;
 		if (protocol == IPPROTO_UDP) {
 			struct udphdr *udp = (void *)(ip + 1);
 			if ((void *)(udp + 1) > data_end)
 				return dropped(NEMO_XLAT_MALFORMED);
-			if (udp->check == 0)
-				return dropped(NEMO_XLAT_UDP_ZERO_CHECKSUM);
+			udp_zero = udp->check == 0;
+			if (udp_zero) {
+				verdict = zero_checksum_filled(skb, l4, udp, payload, &headers.ip6,
+							       fragment.kind);
+				if (verdict != TC_ACT_OK)
+					return verdict;
+			}
 		} else {
 			struct tcp_start *tcp = (void *)(ip + 1);
 			if ((void *)(tcp + 1) > data_end)
@@ -397,14 +439,24 @@ static __always_inline int translate_ipv4(struct __sk_buff *skb)
 		}
 		/* Only the addresses differ: the length and protocol sum
 		 * the same in both pseudo-headers (RFC 7915 §4.5). */
-		__s64 sum = bpf_csum_diff(old_addresses, sizeof(old_addresses),
-					  (__be32 *)&ip6.saddr, 32, 0);
-		__u64 flags = BPF_F_PSEUDO_HDR | (protocol == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0);
-		if (sum < 0 || bpf_l4_csum_replace(skb, csum_at, 0, sum, flags))
-			return dropped(NEMO_XLAT_FAILED);
+		if (!udp_zero) {
+			__s64 sum = bpf_csum_diff(old_addresses, sizeof(old_addresses),
+						  (__be32 *)&headers.ip6.saddr, 32, 0);
+			__u64 flags = BPF_F_PSEUDO_HDR |
+				      (protocol == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0);
+			if (sum < 0 ||
+			    bpf_l4_csum_replace(skb, l4 + csum_at, 0, sum, flags))
+				return dropped(NEMO_XLAT_FAILED);
+		}
 	}
-	if (bpf_skb_change_proto(skb, bpf_htons(ETH_P_IPV6), 0) ||
-	    bpf_skb_store_bytes(skb, sizeof(struct ethhdr), &ip6, sizeof(ip6), 0))
+	if (bpf_skb_change_proto(skb, bpf_htons(ETH_P_IPV6), 0))
+		return dropped(NEMO_XLAT_FAILED);
+	/* Room for the Fragment header right after the IPv6 header. */
+	if (fragment.kind != WHOLE &&
+	    bpf_skb_adjust_room(skb, sizeof(struct fragment_header), BPF_ADJ_ROOM_NET, 0))
+		return dropped(NEMO_XLAT_FAILED);
+	if (bpf_skb_store_bytes(skb, sizeof(struct ethhdr), &headers,
+				fragment.kind != WHOLE ? sizeof(headers) : sizeof(struct ipv6hdr), 0))
 		return dropped(NEMO_XLAT_FAILED);
 	return send_back_in(skb, ETH_P_IPV6, NEMO_XLAT_4TO6);
 }
@@ -420,16 +472,25 @@ static __always_inline int translate_ipv6(struct __sk_buff *skb)
 	/* Router and multicast listener messages of the device itself. */
 	if (ip6->daddr.in6_u.u6_addr8[0] == 0xff)
 		return dropped(NEMO_XLAT_LOCAL);
+	struct fragment fragment = {};
+	int verdict = ipv6_without_extensions(skb, &fragment);
+	if (verdict != TC_ACT_OK)
+		return verdict;
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	ip6 = data + sizeof(struct ethhdr);
+	if ((void *)(ip6 + 1) > data_end)
+		return dropped(NEMO_XLAT_MALFORMED);
 	__u16 payload = bpf_ntohs(ip6->payload_len);
 	if (payload > skb->len - sizeof(struct ethhdr) - sizeof(struct ipv6hdr) ||
 	    payload > 0xffff - sizeof(struct iphdr))
 		return dropped(NEMO_XLAT_MALFORMED);
-	if (ip6->nexthdr == 44)
-		return dropped(NEMO_XLAT_FRAGMENT);
-	int csum_at = checksum_offset(ip6->nexthdr);
-	if (csum_at < 0 || ip6->nexthdr == IPPROTO_ICMP)
+	if (ip6->nexthdr == IPPROTO_ICMP)
 		return dropped(NEMO_XLAT_PROTOCOL);
+	int csum_at = checksum_offset(ip6->nexthdr);
 	if (ip6->nexthdr == NEMO_IPPROTO_ICMPV6) {
+		if (fragment.kind != WHOLE)
+			return dropped(NEMO_XLAT_FRAGMENT);
 		struct icmp_start *icmp6 = (void *)(ip6 + 1);
 		if ((void *)(icmp6 + 1) > data_end)
 			return dropped(NEMO_XLAT_MALFORMED);
@@ -455,14 +516,19 @@ static __always_inline int translate_ipv6(struct __sk_buff *skb)
 		return dropped(NEMO_XLAT_NOT_GLOBAL);
 	__be32 source = mapped_to_ipv4(eam, &ip6->saddr);
 	struct iphdr ip = {};
+	struct ipv4_fragment_fields fields = {
+		.id = bpf_htons(fragment.identification & 0xffff),
+		.frag_off = bpf_htons(fragment.offset | (fragment.more ? IPV4_MF : 0)),
+	};
 	if (ipv4_from(&ip, ip6, payload + sizeof(struct iphdr), given_back(ip6->hop_limit), source,
-		      destination, BY_SIZE))
+		      destination, fragment.kind != WHOLE ? AS_FRAGMENT : BY_SIZE, fields))
 		return dropped(NEMO_XLAT_FAILED);
 
 	__u32 l4 = sizeof(struct ethhdr) + sizeof(struct ipv6hdr);
-	csum_at += l4;
 	__u8 protocol = ip6->nexthdr;
-	if (protocol == NEMO_IPPROTO_ICMPV6) {
+	if (fragment.kind == LATER_FRAGMENT || csum_at < 0) {
+		/* No transport header here, or not one of ours to change. */
+	} else if (protocol == NEMO_IPPROTO_ICMPV6) {
 		struct icmp_start *icmp6 = (void *)(ip6 + 1);
 		if ((void *)(icmp6 + 1) > data_end)
 			return dropped(NEMO_XLAT_MALFORMED);
@@ -497,7 +563,7 @@ static __always_inline int translate_ipv6(struct __sk_buff *skb)
 		__s64 sum = bpf_csum_diff((__be32 *)&ip6->saddr, 32, new_addresses,
 					  sizeof(new_addresses), 0);
 		__u64 flags = BPF_F_PSEUDO_HDR | (protocol == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0);
-		if (sum < 0 || bpf_l4_csum_replace(skb, csum_at, 0, sum, flags))
+		if (sum < 0 || bpf_l4_csum_replace(skb, l4 + csum_at, 0, sum, flags))
 			return dropped(NEMO_XLAT_FAILED);
 	}
 	if (bpf_skb_change_proto(skb, bpf_htons(ETH_P_IP), 0) ||

@@ -450,10 +450,11 @@ static __always_inline int icmp6_error(struct __sk_buff *skb)
 	struct iphdr in4 = {};
 	if (ipv4_from(&in4, inner, bpf_ntohs(inner->payload_len) + sizeof(struct iphdr),
 		      inner->hop_limit, inner->saddr.in6_u.u6_addr32[3],
-		      mapped_to_ipv4(to, &inner->daddr), QUOTED))
+		      mapped_to_ipv4(to, &inner->daddr), QUOTED, UNFRAGMENTED))
 		return dropped(NEMO_XLAT_FAILED);
 	struct iphdr ip = {};
-	if (ipv4_from(&ip, ip6, payload, given_back(ip6->hop_limit), source, destination, BY_SIZE))
+	if (ipv4_from(&ip, ip6, payload, given_back(ip6->hop_limit), source, destination, BY_SIZE,
+		      UNFRAGMENTED))
 		return dropped(NEMO_XLAT_FAILED);
 
 	struct quoted_word quoted =

@@ -8,162 +8,10 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use nemo_dataplane::bpf::translator::{Mapping, Translator, XlatCounter};
-use nemo_testkit::require;
+use nemo_dataplane::bpf::translator::{Mapping, XlatConfig, XlatCounter};
 
-const TC_ACT_SHOT: u32 = 2;
-const TC_ACT_REDIRECT: u32 = 7;
-const ETHERNET: usize = 14;
-
-fn translator() -> Option<Translator> {
-    if !require(
-        nemo_testkit::is_root(),
-        "not root: loading BPF programs needs CAP_BPF",
-        "NEMO_REQUIRE_BPF",
-    ) {
-        return None;
-    }
-    let translator = Translator::load(None).unwrap();
-    // The tenant's VM 2001:db8:100::10 is 192.0.2.10; a block of four
-    // beside it; its peers are seen in 2001:db8:64::/96.
-    for (ipv4, ipv6) in [
-        ("192.0.2.10/32", "2001:db8:100::10/128"),
-        ("192.0.2.20/30", "2001:db8:100::20/126"),
-    ] {
-        translator
-            .map(
-                &Mapping::new(
-                    ipv4.parse().unwrap(),
-                    ipv6.parse().unwrap(),
-                    "2001:db8:64::/96".parse().unwrap(),
-                )
-                .unwrap(),
-            )
-            .unwrap();
-    }
-    // Another tenant's, in the well-known prefix.
-    translator
-        .map(
-            &Mapping::new(
-                "198.51.100.1/32".parse().unwrap(),
-                "2001:db8:200::1/128".parse().unwrap(),
-                "64:ff9b::/96".parse().unwrap(),
-            )
-            .unwrap(),
-        )
-        .unwrap();
-    Some(translator)
-}
-
-/// The ones' complement sum of `data` (RFC 1071), not yet complemented.
-fn sum(data: &[u8]) -> u32 {
-    let mut total = 0u32;
-    for pair in data.chunks(2) {
-        let word = u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]);
-        total += u32::from(word);
-    }
-    while total > 0xffff {
-        total = (total & 0xffff) + (total >> 16);
-    }
-    total
-}
-
-fn checksum(parts: &[&[u8]]) -> u16 {
-    let mut total = 0u32;
-    for part in parts {
-        total += sum(part);
-    }
-    while total > 0xffff {
-        total = (total & 0xffff) + (total >> 16);
-    }
-    !(total as u16)
-}
-
-fn pseudo4(source: Ipv4Addr, destination: Ipv4Addr, protocol: u8, length: usize) -> Vec<u8> {
-    let mut header = source.octets().to_vec();
-    header.extend_from_slice(&destination.octets());
-    header.extend_from_slice(&[0, protocol]);
-    header.extend_from_slice(&(length as u16).to_be_bytes());
-    header
-}
-
-fn pseudo6(source: Ipv6Addr, destination: Ipv6Addr, next: u8, length: usize) -> Vec<u8> {
-    let mut header = source.octets().to_vec();
-    header.extend_from_slice(&destination.octets());
-    header.extend_from_slice(&(length as u32).to_be_bytes());
-    header.extend_from_slice(&[0, 0, 0, next]);
-    header
-}
-
-/// A transport message with its checksum (at `at`) filled for `pseudo`.
-fn with_checksum(mut message: Vec<u8>, at: usize, pseudo: &[u8]) -> Vec<u8> {
-    message[at..at + 2].copy_from_slice(&[0, 0]);
-    let value = checksum(&[pseudo, &message]);
-    message[at..at + 2].copy_from_slice(&value.to_be_bytes());
-    message
-}
-
-fn udp_message(payload: &[u8]) -> Vec<u8> {
-    let mut message = vec![0x30, 0x39, 0x00, 0x35];
-    message.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    message.extend_from_slice(&[0, 0]);
-    message.extend_from_slice(payload);
-    message
-}
-
-fn tcp_message() -> Vec<u8> {
-    // SYN from 40000 to 80, no options.
-    let mut message = vec![0x9c, 0x40, 0x00, 0x50, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02];
-    message.extend_from_slice(&[0xfa, 0xf0, 0, 0, 0, 0]);
-    message
-}
-
-fn echo_message(kind: u8) -> Vec<u8> {
-    vec![kind, 0, 0, 0, 0x12, 0x34, 0, 1, b'n', b'e', b'm', b'o']
-}
-
-/// An Ethernet frame around an IPv4 packet.
-fn frame4(
-    source: Ipv4Addr,
-    destination: Ipv4Addr,
-    protocol: u8,
-    flags: u16,
-    message: &[u8],
-) -> Vec<u8> {
-    let mut frame = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
-    let mut header = vec![0x45, 0xb8];
-    header.extend_from_slice(&((20 + message.len()) as u16).to_be_bytes());
-    header.extend_from_slice(&[0xab, 0xcd]);
-    header.extend_from_slice(&flags.to_be_bytes());
-    header.extend_from_slice(&[57, protocol, 0, 0]);
-    header.extend_from_slice(&source.octets());
-    header.extend_from_slice(&destination.octets());
-    let value = checksum(&[&header]);
-    header[10..12].copy_from_slice(&value.to_be_bytes());
-    frame.extend_from_slice(&header);
-    frame.extend_from_slice(message);
-    frame
-}
-
-/// An Ethernet frame around an IPv6 packet.
-fn frame6(source: Ipv6Addr, destination: Ipv6Addr, next: u8, message: &[u8]) -> Vec<u8> {
-    let mut frame = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x86, 0xdd];
-    frame.extend_from_slice(&[0x6b, 0x80, 0, 0]);
-    frame.extend_from_slice(&(message.len() as u16).to_be_bytes());
-    frame.extend_from_slice(&[next, 41]);
-    frame.extend_from_slice(&source.octets());
-    frame.extend_from_slice(&destination.octets());
-    frame.extend_from_slice(message);
-    frame
-}
-
-fn v4(text: &str) -> Ipv4Addr {
-    text.parse().unwrap()
-}
-
-fn v6(text: &str) -> Ipv6Addr {
-    text.parse().unwrap()
-}
+mod common;
+use common::packets::*;
 
 /// IPv4 -> IPv6: addresses by the mapping and the prefix, TOS to traffic
 /// class, TTL to hop limit (one given back: the kernel decrements twice),
@@ -312,8 +160,16 @@ fn what_cannot_be_translated_is_dropped_by_reason() {
         );
         frame6(source, destination, 17, &message)
     };
-    let mut zero_checksum = frame4(peer4, v4("192.0.2.10"), 17, 0, &udp_message(b"x"));
-    zero_checksum[ETHERNET + 26..ETHERNET + 28].copy_from_slice(&[0, 0]);
+    // udp_message leaves the checksum zero; 0x2000: More Fragments.
+    let first_fragment_without_checksum =
+        frame4(peer4, v4("192.0.2.10"), 17, 0x2000, &udp_message(b"x"));
+    let tenant = v6("2001:db8:100::10");
+    let peer6 = v6("2001:db8:64::cb00:7107");
+    let udp_after = |headers: &[u8]| {
+        let mut message = headers.to_vec();
+        message.extend_from_slice(&udp_message(b"x"));
+        message
+    };
     let cases: Vec<(&str, Vec<u8>, XlatCounter)> = vec![
         (
             "to no mapping",
@@ -331,14 +187,44 @@ fn what_cannot_be_translated_is_dropped_by_reason() {
             XlatCounter::IllegalAddress,
         ),
         (
-            "a fragment",
-            udp4(peer4, v4("192.0.2.10"), 0x2000),
+            "an ICMP fragment (its ICMPv6 checksum needs the whole length)",
+            frame4(
+                peer4,
+                v4("192.0.2.10"),
+                1,
+                0x2000,
+                &with_checksum(echo_message(8), 2, &[]),
+            ),
             XlatCounter::Fragment,
         ),
         (
-            "UDP without a checksum",
-            zero_checksum,
+            "UDP without a checksum in a first fragment (RFC 7915 §4.5)",
+            first_fragment_without_checksum,
             XlatCounter::UdpZeroChecksum,
+        ),
+        (
+            "an unexpired loose source route (RFC 7915 §4.1)",
+            frame4_with_options(
+                peer4,
+                v4("192.0.2.10"),
+                17,
+                0,
+                &[131, 7, 4, 192, 0, 2, 99, 0],
+                &udp_message(b"x"),
+            ),
+            XlatCounter::SourceRoute,
+        ),
+        (
+            "an option shorter than its own header",
+            frame4_with_options(
+                peer4,
+                v4("192.0.2.10"),
+                17,
+                0,
+                &[7, 1, 0, 0],
+                &udp_message(b"x"),
+            ),
+            XlatCounter::Malformed,
         ),
         (
             "a Timestamp (RFC 7915 §4.2: obsoleted in ICMPv6, silently dropped)",
@@ -378,12 +264,37 @@ fn what_cannot_be_translated_is_dropped_by_reason() {
             XlatCounter::IllegalAddress,
         ),
         (
-            "a fragment header",
+            "a Fragment header before a Destination Options header (RFC 7915 §5.1.1)",
             frame6(
-                v6("2001:db8:100::10"),
-                v6("2001:db8:64::cb00:7107"),
+                tenant,
+                peer6,
                 44,
-                &[17, 0, 0, 1, 0, 0, 0, 1],
+                &udp_after(&[60, 0, 0, 1, 0, 0, 0, 1, 17, 0, 1, 4, 0, 0, 0, 0]),
+            ),
+            XlatCounter::Fragment,
+        ),
+        (
+            "an ICMPv6 fragment",
+            frame6(
+                tenant,
+                peer6,
+                44,
+                &[&[58, 0, 0, 1, 0, 0, 0, 1][..], &echo_message(128)].concat(),
+            ),
+            XlatCounter::Fragment,
+        ),
+        (
+            "a Routing header with segments left (RFC 7915 §5.1)",
+            frame6(tenant, peer6, 43, &udp_after(&[17, 0, 4, 2, 0, 0, 0, 0])),
+            XlatCounter::SourceRoute,
+        ),
+        (
+            "a Fragment header before another",
+            frame6(
+                tenant,
+                peer6,
+                44,
+                &udp_after(&[44, 0, 0, 1, 0, 0, 0, 1, 17, 0, 0, 0, 0, 0, 0, 2]),
             ),
             XlatCounter::Fragment,
         ),
@@ -582,7 +493,12 @@ fn icmpv6_errors_become_icmpv4_errors_with_the_packet_in_error_translated() {
     let (verdict, _) = translator.test_run(&too_big).unwrap();
     assert_eq!(verdict, TC_ACT_SHOT, "no RFC 6791 address yet");
     assert_eq!(translator.counter(XlatCounter::IcmpUnmappedSource), 1);
-    translator.set_icmp_source(Some(v4("192.0.2.254"))).unwrap();
+    translator
+        .configure(&XlatConfig {
+            icmp_source: Some(v4("192.0.2.254")),
+            ..XlatConfig::default()
+        })
+        .unwrap();
     for (frame, source, want) in [
         (too_big, v4("192.0.2.254"), [3u8, 4, 0, 0, 0, 0, 0x05, 0xa0]),
         (

@@ -227,7 +227,10 @@ async fn serve<D: HomeAgentDataPlane>(
                     let settings = nemo_ha::translator::TranslatorSettings {
                         ipv4_pools: section.ipv4_pools.get_ref().clone(),
                         lowest_ipv6_mtu: *section.lowest_ipv6_mtu.get_ref(),
-                        icmp_source: section.icmp_source.as_ref().map(|s| *s.get_ref()),
+                        xlat: nemo_dataplane::bpf::translator::XlatConfig {
+                            icmp_source: section.icmp_source.as_ref().map(|s| *s.get_ref()),
+                            udp_zero_checksum: section.udp_zero_checksum.dataplane(),
+                        },
                         pin_dir: config.dataplane.pin_dir.clone(),
                     };
                     let cached = cache.load_mappings()?;

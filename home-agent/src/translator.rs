@@ -95,8 +95,9 @@ pub struct TranslatorSettings {
     pub ipv4_pools: Vec<Ipv4Net>,
     /// RFC 7915 §4.1's lowest-ipv6-mtu.
     pub lowest_ipv6_mtu: u32,
-    /// RFC 6791's source of ICMPv6 errors from no mapping.
-    pub icmp_source: Option<std::net::Ipv4Addr>,
+    /// RFC 6791's source of ICMPv6 errors from no mapping; IPv4 UDP
+    /// without a checksum.
+    pub xlat: nemo_dataplane::bpf::translator::XlatConfig,
     /// Where the data plane pins its maps (the translator's beside them).
     pub pin_dir: PathBuf,
 }
@@ -138,7 +139,7 @@ impl Translating {
         }
         let translator = Translator::load(Some(&settings.pin_dir))
             .context("loading the translator's BPF program")?;
-        translator.set_icmp_source(settings.icmp_source)?;
+        translator.configure(&settings.xlat)?;
         translator.attach(device)?;
         let mut translating = Translating {
             translator,

@@ -30,6 +30,8 @@ const KEY6_SIZE: usize = 4 + 16;
 /// `struct nemo_eam4`, `struct nemo_eam6`.
 const EAM4_SIZE: usize = 16 + 12 + 4;
 const EAM6_SIZE: usize = 4 + 12 + 4;
+/// `struct nemo_xlat_config`.
+const CONFIG_SIZE: usize = 4 + 4;
 
 /// One Explicit Address Mapping (RFC 7757 §3.1) and the translation prefix
 /// its tenant sees IPv4 peers in (RFC 6052 §2.2).
@@ -69,6 +71,40 @@ impl Mapping {
     }
 }
 
+/// What an IPv4 UDP datagram without a checksum gets (RFC 7915 §4.5's
+/// configuration function; `enum nemo_udp_zero_checksum`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UdpZeroChecksum {
+    /// Its IPv6 checksum computed (the payload read: slower).
+    #[default]
+    Compute,
+    /// Dropped, counted `udp_zero_checksum`.
+    Drop,
+}
+
+/// How the translator treats what it cannot translate from a mapping alone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct XlatConfig {
+    /// The IPv4 address ICMPv6 errors from addresses no mapping holds
+    /// leave from (RFC 6791: a router on the IPv6 side, this host
+    /// itself); `None` drops them.
+    pub icmp_source: Option<Ipv4Addr>,
+    /// IPv4 UDP without a checksum.
+    pub udp_zero_checksum: UdpZeroChecksum,
+}
+
+impl XlatConfig {
+    fn value(&self) -> [u8; CONFIG_SIZE] {
+        let mut value = [0u8; CONFIG_SIZE];
+        value[..4].copy_from_slice(&self.icmp_source.map_or([0u8; 4], |a| a.octets()));
+        value[4] = match self.udp_zero_checksum {
+            UdpZeroChecksum::Compute => 0,
+            UdpZeroChecksum::Drop => 1,
+        };
+        value
+    }
+}
+
 /// Why the translator dropped a packet, or what it translated (the slots
 /// of `nemo_xlat_counters`, nemo_xlat.h's order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,15 +121,18 @@ pub enum XlatCounter {
     NotGlobal,
     /// An address no packet may carry (RFC 7915 §4.1, §5.1).
     IllegalAddress,
-    /// A fragment (not translated yet).
+    /// An ICMP fragment (its ICMPv6 checksum sums the whole message's
+    /// length, unknown to a stateless translator), or a Fragment header
+    /// followed by another extension header (RFC 7915 §5.1.1).
     Fragment,
-    /// IPv4 options (not translated yet).
+    /// IPv4 options in a packet in error quoted by an ICMPv4 error.
     Ipv4Options,
-    /// Neither TCP, UDP nor ICMP; IPv6 extension headers.
+    /// ICMPv4 inside IPv6; frames neither IPv4 nor IPv6.
     Protocol,
     /// ICMP types RFC 7915 drops (or errors about errors).
     IcmpUntranslated,
-    /// IPv4 UDP without a checksum (RFC 7915 §4.5).
+    /// IPv4 UDP without a checksum (RFC 7915 §4.5): configured to drop
+    /// it, in a fragment, or longer than the translator sums.
     UdpZeroChecksum,
     /// Truncated, or lengths that disagree.
     Malformed,
@@ -104,11 +143,14 @@ pub enum XlatCounter {
     /// An ICMPv6 error from an address no mapping holds, with no RFC 6791
     /// address to send it from.
     IcmpUnmappedSource,
+    /// An unexpired IPv4 source route, an IPv6 Routing header with
+    /// segments left (RFC 7915 §4.1, §5.1).
+    SourceRoute,
 }
 
 impl XlatCounter {
     /// Every counter, in slot order.
-    pub const ALL: [XlatCounter; 15] = [
+    pub const ALL: [XlatCounter; 16] = [
         XlatCounter::Translated4to6,
         XlatCounter::Translated6to4,
         XlatCounter::Unmapped,
@@ -124,6 +166,7 @@ impl XlatCounter {
         XlatCounter::Failed,
         XlatCounter::Local,
         XlatCounter::IcmpUnmappedSource,
+        XlatCounter::SourceRoute,
     ];
 
     /// Its name, as metrics label it.
@@ -144,6 +187,7 @@ impl XlatCounter {
             XlatCounter::Failed => "failed",
             XlatCounter::Local => "local",
             XlatCounter::IcmpUnmappedSource => "icmp_unmapped_source",
+            XlatCounter::SourceRoute => "source_route",
         }
     }
 
@@ -222,7 +266,7 @@ impl Translator {
                 dir,
                 &[
                     (COUNTERS, 4, 8, Some(XlatCounter::ALL.len())),
-                    (CONFIG, 4, 4, Some(1)),
+                    (CONFIG, 4, CONFIG_SIZE, Some(1)),
                 ],
             );
         }
@@ -230,7 +274,7 @@ impl Translator {
         let eam4 = object_map(&object, EAM4, KEY4_SIZE, EAM4_SIZE)?;
         let eam6 = object_map(&object, EAM6, KEY6_SIZE, EAM6_SIZE)?;
         let counters = object_map(&object, COUNTERS, 4, 8)?;
-        let config = object_map(&object, CONFIG, 4, 4)?;
+        let config = object_map(&object, CONFIG, 4, CONFIG_SIZE)?;
         if counters.max_entries() as usize != XlatCounter::ALL.len() {
             return Err(unavailable(format!(
                 "map {COUNTERS}: {} counters in the object, {} in translator.rs",
@@ -261,14 +305,11 @@ impl Translator {
             .map_err(refused)
     }
 
-    /// Sets the IPv4 address ICMPv6 errors from addresses no mapping holds
-    /// leave from (RFC 6791: a router on the IPv6 side, this host itself);
-    /// `None` drops them.
-    pub fn set_icmp_source(&self, source: Option<Ipv4Addr>) -> Result<(), DataPlaneError> {
-        let value = source.map_or([0u8; 4], |a| a.octets());
+    /// Sets what the translator does beyond its mappings.
+    pub fn configure(&self, config: &XlatConfig) -> Result<(), DataPlaneError> {
         self.config
-            .update(&0u32.to_ne_bytes(), &value, MapFlags::ANY)
-            .map_err(|e| unavailable(format!("setting the ICMP source address: {e}")))
+            .update(&0u32.to_ne_bytes(), &config.value(), MapFlags::ANY)
+            .map_err(|e| unavailable(format!("configuring the translator: {e}")))
     }
 
     /// Stops translating `mapping` (nothing if it was not translated).

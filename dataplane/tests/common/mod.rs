@@ -6,6 +6,7 @@
 #![allow(dead_code)] // each test file uses its part
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+pub mod packets;
 pub mod planes;
 pub mod xlat;
 

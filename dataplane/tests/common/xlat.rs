@@ -4,7 +4,7 @@
 
 use std::sync::mpsc;
 
-use nemo_dataplane::bpf::translator::{Mapping, Translator, XlatCounter};
+use nemo_dataplane::bpf::translator::{Mapping, Translator, XlatConfig, XlatCounter};
 use nemo_dataplane::xlat;
 use nemo_testkit::Netns;
 
@@ -64,7 +64,10 @@ pub fn translator(
                 xlat::route_pool(&handle, device, pool, xlat::LOWEST_IPV6_MTU).await?;
                 xlat::route_translation_prefix(&handle, device, prefix).await?;
                 let translator = Translator::load(None)?;
-                translator.set_icmp_source(icmp_source)?;
+                translator.configure(&XlatConfig {
+                    icmp_source,
+                    ..XlatConfig::default()
+                })?;
                 translator.attach(device)?;
                 for mapping in &mappings {
                     translator.map(mapping)?;

@@ -7,6 +7,7 @@
 //! ipv4_pools = ["192.0.2.128/25"]
 //! lowest_ipv6_mtu = 1280
 //! icmp_source = "192.0.2.1"
+//! udp_zero_checksum = "compute"
 //! ```
 
 use std::ops::Range;
@@ -39,6 +40,35 @@ pub struct TranslatorSection {
     /// discovery across the translator rests on the pools' route MTU.
     #[serde(default)]
     pub icmp_source: Option<Spanned<std::net::Ipv4Addr>>,
+    /// What an IPv4 UDP datagram without a checksum gets (RFC 7915 §4.5):
+    /// "compute" (the default: its IPv6 checksum computed, up to 9216
+    /// octets) or "drop" (counted udp_zero_checksum). A first fragment
+    /// without one is dropped either way.
+    #[serde(default)]
+    pub udp_zero_checksum: UdpZeroChecksumSetting,
+}
+
+/// `udp_zero_checksum`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UdpZeroChecksumSetting {
+    /// RFC 7915 §4.5's option 2.
+    #[default]
+    Compute,
+    /// Option 1.
+    Drop,
+}
+
+impl UdpZeroChecksumSetting {
+    /// The data plane's value.
+    pub fn dataplane(self) -> nemo_dataplane::bpf::translator::UdpZeroChecksum {
+        match self {
+            UdpZeroChecksumSetting::Compute => {
+                nemo_dataplane::bpf::translator::UdpZeroChecksum::Compute
+            }
+            UdpZeroChecksumSetting::Drop => nemo_dataplane::bpf::translator::UdpZeroChecksum::Drop,
+        }
+    }
 }
 
 fn default_mtu() -> Spanned<u32> {
@@ -135,6 +165,7 @@ mod tests {
     use std::path::Path;
 
     use super::super::Config;
+    use super::UdpZeroChecksumSetting;
 
     fn config(backend: &str, translator: &str) -> String {
         format!(
@@ -162,6 +193,16 @@ mod tests {
         let validated = Config::from_text(&good, Path::new("ha.toml")).unwrap();
         let section = validated.config.translator.unwrap();
         assert_eq!(*section.lowest_ipv6_mtu.get_ref(), 1280);
+        assert_eq!(section.udp_zero_checksum, UdpZeroChecksumSetting::Compute);
+        let dropping = config(
+            "bpf",
+            "ipv4_pools = [\"192.0.2.128/25\"]\nudp_zero_checksum = \"drop\"\n",
+        );
+        let validated = Config::from_text(&dropping, Path::new("ha.toml")).unwrap();
+        assert_eq!(
+            validated.config.translator.unwrap().udp_zero_checksum,
+            UdpZeroChecksumSetting::Drop
+        );
         for (translator, backend, expected) in [
             ("ipv4_pools = []\n", "bpf", "ipv4_pools: 1-256"),
             ("ipv4_pools = [\"192.0.2.129/25\"]\n", "bpf", "host bits"),
@@ -191,6 +232,11 @@ mod tests {
                 "ipv4_pools = [\"192.0.2.0/24\"]\nicmp_source = \"224.0.0.1\"\n",
                 "bpf",
                 "icmp_source",
+            ),
+            (
+                "ipv4_pools = [\"192.0.2.0/24\"]\nudp_zero_checksum = \"fix\"\n",
+                "bpf",
+                "udp_zero_checksum",
             ),
         ] {
             let message = error(&config(backend, translator));
