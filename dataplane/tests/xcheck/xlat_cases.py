@@ -20,7 +20,8 @@ import sys
 import time
 
 from scapy.all import (
-    AsyncSniffer, Ether, ICMP, IP, IPv6, Raw, TCP, UDP, conf, get_if_hwaddr, sendp,
+    AsyncSniffer, Ether, ICMP, IP, IPOption_NOP, IPOption_RR, IPv6, IPv6ExtHdrDestOpt,
+    IPv6ExtHdrFragment, IPv6ExtHdrHopByHop, Raw, TCP, UDP, conf, get_if_hwaddr, sendp,
 )
 from scapy.layers.inet import IPerror, UDPerror
 from scapy.layers.inet6 import (
@@ -36,11 +37,56 @@ PEER6, TENANT6 = "2001:db8:64::c000:201", "2001:db8:100::10"
 ROUTER4, ROUTER6 = "192.0.2.5", "2001:db8:ff::9"
 
 
+def tag(name):
+    return Raw(("nemo-xcheck " + name).encode())
+
+
+def padded(name, length):
+    """A tag filling `length` octets, so that fragments split after it."""
+    text = ("nemo-xcheck " + name).encode()
+    return text + b"." * (length - len(text))
+
+
+def fragments4(name):
+    """A UDP datagram in two IPv4 fragments, each tagged: the first holds
+    the UDP header (its checksum over the whole datagram) and 56 octets."""
+    whole = IP(src=PEER4, dst=TENANT4) / UDP(sport=40000, dport=7) / Raw(
+        padded(name + " first", 56) + padded(name + " last", 40))
+    udp = bytes(whole)[20:]
+    common = dict(src=PEER4, dst=TENANT4, ttl=57, proto=17, id=0x2345)
+    return [
+        (name + " first", IP(flags="MF", frag=0, **common) / Raw(udp[:64])),
+        (name + " last", IP(flags=0, frag=8, **common) / Raw(udp[64:])),
+    ]
+
+
+def fragments6(name):
+    """The same in two IPv6 fragments from the tenant."""
+    whole = IPv6(src=TENANT6, dst=PEER6) / UDP(sport=7, dport=40000) / Raw(
+        padded(name + " first", 56) + padded(name + " last", 40))
+    udp = bytes(whole)[40:]
+    return [
+        (name + " first", IPv6(src=TENANT6, dst=PEER6, hlim=57)
+         / IPv6ExtHdrFragment(nh=17, offset=0, m=1, id=0x12345678) / Raw(udp[:64])),
+        (name + " last", IPv6(src=TENANT6, dst=PEER6, hlim=57)
+         / IPv6ExtHdrFragment(nh=17, offset=8, m=0, id=0x12345678) / Raw(udp[64:])),
+    ]
+
+
 def cases():
     """(name, IP packet): each with a payload of its own, to match it."""
-    def tag(name):
-        return Raw(("nemo-xcheck " + name).encode())
-    return [
+    return fragments4("udp fragment 4to6") + fragments6("udp fragment 6to4") + [
+        ("udp 4to6 zero checksum", IP(src=PEER4, dst=TENANT4, ttl=57, flags="DF")
+         / UDP(sport=40000, dport=7, chksum=0) / tag("udp 4to6 zero checksum")),
+        ("udp 4to6 options", IP(src=PEER4, dst=TENANT4, ttl=57, flags="DF",
+                                options=[IPOption_NOP(), IPOption_RR(routers=["0.0.0.0"])])
+         / UDP(sport=40000, dport=7) / tag("udp 4to6 options")),
+        ("udp 6to4 extension headers", IPv6(src=TENANT6, dst=PEER6, hlim=57)
+         / IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt()
+         / UDP(sport=7, dport=40000) / tag("udp 6to4 extension headers")),
+        ("sctp 4to6", IP(src=PEER4, dst=TENANT4, ttl=57, flags="DF", proto=132)
+         / tag("sctp 4to6")),
+        ("sctp 6to4", IPv6(src=TENANT6, dst=PEER6, hlim=57, nh=132) / tag("sctp 6to4")),
         ("udp 4to6", IP(src=PEER4, dst=TENANT4, tos=0xb8, ttl=57, flags="DF", id=0x1234)
          / UDP(sport=40000, dport=7) / tag("udp 4to6")),
         ("udp 4to6 df clear", IP(src=PEER4, dst=TENANT4, ttl=57, flags=0, id=0x4321)
@@ -162,11 +208,23 @@ def fields(hex_packet):
         del again.chksum
         out["header_checksum_ok"] = IP(bytes(again)).chksum == ip.chksum
         upper = ip.payload
+        fragment = ip.frag != 0 or "MF" in str(ip.flags)
+        rest = raw[(raw[0] & 0x0f) * 4:ip.len]
     else:
         ip = IPv6(raw)
         out.update(family=6, tc=ip.tc, flow=ip.fl, length=ip.plen, next=ip.nh, hlim=ip.hlim,
                    src=ip.src, dst=ip.dst)
         upper = ip.payload
+        fragment = isinstance(upper, IPv6ExtHdrFragment)
+        if fragment:
+            out.update(frag_next=upper.nh, frag_offset=upper.offset, frag_m=upper.m,
+                       frag_id=upper.id)
+        rest = raw[48:40 + ip.plen] if fragment else None
+    if fragment:
+        # A fragment: its octets as they are (the first one's UDP
+        # checksum among them, summed over the whole datagram).
+        out["fragment_octets"] = rest.hex()
+        return out
     kind = upper.__class__.__name__
     out["upper"] = kind
     if hasattr(upper, "sport"):
@@ -193,7 +251,9 @@ def fields(hex_packet):
         out["quoted_transport"] = rest.hex()
     if kind.startswith("ICMPv6Echo"):
         out.update(type=upper.type, code=upper.code, ident=upper.id, seq=upper.seq)
-    out["checksum_ok"] = transport_checksum_ok(raw)
+    # Other protocols' checksums are theirs (SCTP's covers no pseudo-header).
+    if (out.get("proto") if out["family"] == 4 else out.get("next")) in (1, 6, 17, 58):
+        out["checksum_ok"] = transport_checksum_ok(raw)
     out["payload"] = bytes(upper.payload).hex() if kind not in ("Raw",) else bytes(upper).hex()
     if kind.startswith("ICMPv6Echo"):
         out["payload"] = bytes(upper.data).hex()
