@@ -342,14 +342,23 @@ static __always_inline int send_back_in(struct __sk_buff *skb, __u16 ethertype, 
 /* IPv4 -> IPv6 (RFC 7915 §4.1). */
 static __always_inline int translate_ipv4(struct __sk_buff *skb)
 {
-	int verdict = ipv4_without_options(skb);
-	if (verdict != TC_ACT_OK)
-		return verdict;
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct iphdr *ip = data + sizeof(struct ethhdr);
 	if ((void *)(ip + 1) > data_end)
 		return dropped(NEMO_XLAT_MALFORMED);
+	/* The common case, a 20-octet header, read in place: the options
+	 * walk's helper calls cost on every packet. */
+	if (ip->version != 4 || ip->ihl != 5) {
+		int verdict = ipv4_without_options(skb);
+		if (verdict != TC_ACT_OK)
+			return verdict;
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+		ip = data + sizeof(struct ethhdr);
+		if ((void *)(ip + 1) > data_end)
+			return dropped(NEMO_XLAT_MALFORMED);
+	}
 	__u16 total = bpf_ntohs(ip->tot_len);
 	if (total < sizeof(struct iphdr) || total > skb->len - sizeof(struct ethhdr))
 		return dropped(NEMO_XLAT_MALFORMED);
@@ -427,7 +436,7 @@ static __always_inline int translate_ipv4(struct __sk_buff *skb)
 				return dropped(NEMO_XLAT_MALFORMED);
 			udp_zero = udp->check == 0;
 			if (udp_zero) {
-				verdict = zero_checksum_filled(skb, l4, udp, payload, &headers.ip6,
+				int verdict = zero_checksum_filled(skb, l4, udp, payload, &headers.ip6,
 							       fragment.kind);
 				if (verdict != TC_ACT_OK)
 					return verdict;
@@ -473,14 +482,18 @@ static __always_inline int translate_ipv6(struct __sk_buff *skb)
 	if (ip6->daddr.in6_u.u6_addr8[0] == 0xff)
 		return dropped(NEMO_XLAT_LOCAL);
 	struct fragment fragment = {};
-	int verdict = ipv6_without_extensions(skb, &fragment);
-	if (verdict != TC_ACT_OK)
-		return verdict;
-	data = (void *)(long)skb->data;
-	data_end = (void *)(long)skb->data_end;
-	ip6 = data + sizeof(struct ethhdr);
-	if ((void *)(ip6 + 1) > data_end)
-		return dropped(NEMO_XLAT_MALFORMED);
+	__u8 next = ip6->nexthdr;
+	if (next == IPV6_HOP_BY_HOP || next == IPV6_ROUTING || next == IPV6_FRAGMENT ||
+	    next == IPV6_DESTINATION) {
+		int verdict = ipv6_without_extensions(skb, &fragment);
+		if (verdict != TC_ACT_OK)
+			return verdict;
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+		ip6 = data + sizeof(struct ethhdr);
+		if ((void *)(ip6 + 1) > data_end)
+			return dropped(NEMO_XLAT_MALFORMED);
+	}
 	__u16 payload = bpf_ntohs(ip6->payload_len);
 	if (payload > skb->len - sizeof(struct ethhdr) - sizeof(struct ipv6hdr) ||
 	    payload > 0xffff - sizeof(struct iphdr))
