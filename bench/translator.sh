@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The translator (issue 31), in one run: packet rate of 64-byte UDP
 # datagrams (iperf3 -u -b 0 -l 64, what the receiver counts) both ways
-# through nemo's translator (`nemo`: its BPF program and device, set up by
-# the code nemo-ha runs), through TAYGA on the same path (`tayga`), and
+# through nemo's translator (`nemo`: its BPF program translating at tc
+# ingress of both links as packets arrive, set up by the code nemo-ha runs;
+# `nemo-device`: every packet through its device, forwarded twice),
+# through TAYGA on the same path (`tayga`), and
 # plain IPv4 forwarding on the same path (`plain`); with BUSY=1 the same
 # with both cores kept busy by two spinning shells. Then the memory of the
 # translator's maps per mapping at COUNT mappings (bpftool's memlock of
@@ -19,7 +21,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-2}
-modes=${MODES:-nemo tayga plain}
+modes=${MODES:-nemo nemo-device tayga plain}
 COUNT=${COUNT:-1000000}
 BUSY=${BUSY:-0}
 bin=${NEMO_BIN:-target/release}
@@ -58,6 +60,8 @@ build() { # mode
       ip -n "${P}rt" addr add 192.0.2.6/30 dev h6
       ip -n "${P}v6" route add default via 192.0.2.6;;
     nemo)
+      x rt "$bin/dataplane-set" xlat "$bpffs/rt" 192.0.2.8/29 2001:db8:64::/96 192.0.2.10 2001:db8:100::10 1 h4,h6 >/dev/null;;
+    nemo-device)
       x rt "$bin/dataplane-set" xlat "$bpffs/rt" 192.0.2.8/29 2001:db8:64::/96 192.0.2.10 2001:db8:100::10 >/dev/null;;
     tayga)
       printf 'tun-device nat64\nipv4-addr 192.0.2.254\nprefix 2001:db8:64::/96\nmap 192.0.2.10 2001:db8:100::10\ndata-dir %s\n' "$work" >"$work/tayga.conf"

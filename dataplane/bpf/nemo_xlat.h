@@ -56,7 +56,8 @@ enum nemo_xlat_counter {
 	NEMO_XLAT_LOCAL = 13,            /* the device's own link-local traffic */
 	NEMO_XLAT_ICMP_UNMAPPED_SOURCE = 14, /* an ICMPv6 error from no mapping, no RFC 6791 address */
 	NEMO_XLAT_SOURCE_ROUTE = 15,     /* RFC 7915 §4.1, §5.1: an unexpired source route */
-	NEMO_XLAT_COUNTERS = 16,
+	NEMO_XLAT_AT_ARRIVAL = 16,       /* of those translated, how many where they arrived */
+	NEMO_XLAT_COUNTERS = 17,
 };
 
 /* What an IPv4 UDP datagram without a checksum gets (RFC 7915 §4.5's
@@ -67,13 +68,26 @@ enum nemo_udp_zero_checksum {
 };
 
 /* Index 0 of nemo_xlat_config: the IPv4 source of ICMPv6 errors from
- * addresses no mapping holds (RFC 6791; 0: none, they are dropped), and
- * what becomes of IPv4 UDP without a checksum (enum nemo_udp_zero_checksum). */
+ * addresses no mapping holds (RFC 6791; 0: none, they are dropped), what
+ * becomes of IPv4 UDP without a checksum (enum nemo_udp_zero_checksum),
+ * and the translator's device (where what is routed to be translated goes:
+ * the program at arrival translates only that; 0: nothing). */
 struct nemo_xlat_config {
 	__be32 icmp_source;
 	__u8 udp_zero_checksum;
 	__u8 reserved[3];
+	__u32 device;
 };
+
+/* nemo_xlat_prefixes' key: a translation prefix in use, its 12 octets (a
+ * /96). The program at arrival looks an IPv6 destination up there first:
+ * most of what arrives is not to be translated. */
+struct nemo_translation_prefix {
+	__u8 prefix[12];
+};
+
+/* Most translation prefixes in use at once. */
+#define NEMO_MAX_TRANSLATION_PREFIXES 1024
 
 /* Most mappings a home agent translates. */
 #define NEMO_MAX_MAPPINGS 1048576

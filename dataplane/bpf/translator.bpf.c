@@ -110,6 +110,13 @@ struct {
 } nemo_xlat_counters SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct nemo_translation_prefix);
+	__type(value, __u8);
+	__uint(max_entries, NEMO_MAX_TRANSLATION_PREFIXES);
+} nemo_xlat_prefixes SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
 	__type(value, struct nemo_xlat_config);
@@ -323,16 +330,88 @@ static __always_inline int retype_echo(struct __sk_buff *skb, __u32 l4,
 	return 0;
 }
 
-/* The translated packet, its Ethernet type set, back in at the device's
- * ingress (the kernel routes it there), counted. */
-static __always_inline int send_back_in(struct __sk_buff *skb, __u16 ethertype, __u32 counter)
+/* Where a packet is translated. */
+enum entry {
+	/* At tc egress of nemo-xlat: whatever the kernel routed there, all
+	 * of RFC 7915 this program does; sent back in at the device's
+	 * ingress, the kernel forwards it a second time. */
+	AT_DEVICE,
+	/* At tc ingress of an interface packets to be translated arrive on
+	 * (nemo_translate_at_arrival): the common case only, and only what
+	 * the kernel would route to the device; it goes on into the stack in
+	 * its new family and is forwarded once. Whatever else arrives goes on
+	 * untouched: to the device, if routed there (its errors, fragments,
+	 * options, TTL running out, size and drops are the device's). */
+	AT_ARRIVAL,
+};
+
+/* A packet this program does not translate: at the device, dropped and
+ * counted by `reason`; at arrival, left to go on. */
+static __always_inline int refused(enum entry entry, __u32 reason)
+{
+	return entry == AT_ARRIVAL ? TC_ACT_OK : dropped(reason);
+}
+
+/* The translated packet, its Ethernet type set, counted; at the device,
+ * back in at its ingress (the kernel routes it there), at arrival on into
+ * the stack. */
+static __always_inline int translated(struct __sk_buff *skb, __u16 ethertype, __u32 counter,
+				      enum entry entry)
 {
 	__be16 type = bpf_htons(ethertype);
 	if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_proto), &type, 2, 0))
 		return dropped(NEMO_XLAT_FAILED);
 	bpf_csum_level(skb, BPF_CSUM_LEVEL_RESET);
 	count(counter);
+	if (entry == AT_ARRIVAL) {
+		count(NEMO_XLAT_AT_ARRIVAL);
+		return TC_ACT_OK;
+	}
 	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+}
+
+/* linux/bpf.h of kernel 6.3 on; Debian 12's headers lack it. */
+#ifndef BPF_FIB_LOOKUP_SKIP_NEIGH
+#define BPF_FIB_LOOKUP_SKIP_NEIGH (1U << 2)
+#endif
+#define NEMO_AF_INET 2
+#define NEMO_AF_INET6 10
+
+/* The length of the packets that leave for this one: a GSO packet (GRO
+ * made it of many, or a local sender) is cut into segments of gso_size
+ * octets of payload behind the headers, and the MTU is about those. */
+static __always_inline __u16 on_the_wire(struct __sk_buff *skb, __u16 length, __u16 ip_header,
+					 __u8 protocol, void *l4, void *data_end)
+{
+	__u32 segment = skb->gso_size;
+	if (!segment)
+		return length;
+	if (protocol == IPPROTO_TCP) {
+		struct tcp_start *tcp = l4;
+		if ((void *)(tcp + 1) > data_end)
+			return length;
+		/* The data offset: the high four bits, in 32-bit words. */
+		__u16 header = (bpf_ntohs(tcp->flags) >> 12) * 4;
+		return ip_header + header + segment;
+	}
+	if (protocol == IPPROTO_UDP)
+		return ip_header + sizeof(struct udphdr) + segment;
+	return length;
+}
+
+/* Whether the kernel routes `fib`'s destination to the translator's
+ * device, within the route's MTU (RFC 7915 §4.6, §5.6: what is routed
+ * elsewhere is not translated; what is too big is the device's to
+ * fragment or refuse). */
+static __always_inline int routed_to_device(struct __sk_buff *skb, struct bpf_fib_lookup *fib)
+{
+	__u32 zero = 0;
+	struct nemo_xlat_config *config = bpf_map_lookup_elem(&nemo_xlat_config, &zero);
+	if (!config || !config->device)
+		return 0;
+	fib->ifindex = skb->ingress_ifindex;
+	long found = bpf_fib_lookup(skb, fib, sizeof(*fib), BPF_FIB_LOOKUP_SKIP_NEIGH);
+	return found == BPF_FIB_LKUP_RET_SUCCESS && fib->ifindex == config->device;
 }
 
 #include "xlat_icmp.h"
@@ -340,16 +419,18 @@ static __always_inline int send_back_in(struct __sk_buff *skb, __u16 ethertype, 
 #include "xlat_checksum.h"
 
 /* IPv4 -> IPv6 (RFC 7915 §4.1). */
-static __always_inline int translate_ipv4(struct __sk_buff *skb)
+static __always_inline int translate_ipv4(struct __sk_buff *skb, enum entry entry)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct iphdr *ip = data + sizeof(struct ethhdr);
 	if ((void *)(ip + 1) > data_end)
-		return dropped(NEMO_XLAT_MALFORMED);
+		return refused(entry, NEMO_XLAT_MALFORMED);
 	/* The common case, a 20-octet header, read in place: the options
 	 * walk's helper calls cost on every packet. */
 	if (ip->version != 4 || ip->ihl != 5) {
+		if (entry == AT_ARRIVAL)
+			return TC_ACT_OK;
 		int verdict = ipv4_without_options(skb);
 		if (verdict != TC_ACT_OK)
 			return verdict;
@@ -357,34 +438,57 @@ static __always_inline int translate_ipv4(struct __sk_buff *skb)
 		data_end = (void *)(long)skb->data_end;
 		ip = data + sizeof(struct ethhdr);
 		if ((void *)(ip + 1) > data_end)
-			return dropped(NEMO_XLAT_MALFORMED);
+			return refused(entry, NEMO_XLAT_MALFORMED);
 	}
 	__u16 total = bpf_ntohs(ip->tot_len);
 	if (total < sizeof(struct iphdr) || total > skb->len - sizeof(struct ethhdr))
-		return dropped(NEMO_XLAT_MALFORMED);
+		return refused(entry, NEMO_XLAT_MALFORMED);
 	struct fragment fragment = ipv4_fragment(ip);
+	/* A fragment, a TTL that runs out here: the device's. */
+	if (entry == AT_ARRIVAL && (fragment.kind != WHOLE || ip->ttl <= 1))
+		return TC_ACT_OK;
 
 	struct nemo_ipv4_prefix key = { .prefixlen = 32 };
 	__builtin_memcpy(key.addr, &ip->daddr, 4);
 	struct nemo_eam4 *eam = bpf_map_lookup_elem(&nemo_eam4, &key);
 	if (!eam)
-		return dropped(NEMO_XLAT_UNMAPPED);
+		return refused(entry, NEMO_XLAT_UNMAPPED);
 	if (ip->protocol == IPPROTO_ICMP) {
 		if (fragment.kind != WHOLE)
-			return dropped(NEMO_XLAT_FRAGMENT);
+			return refused(entry, NEMO_XLAT_FRAGMENT);
 		struct icmp_start *icmp = (void *)(ip + 1);
 		if ((void *)(icmp + 1) > data_end)
-			return dropped(NEMO_XLAT_MALFORMED);
+			return refused(entry, NEMO_XLAT_MALFORMED);
 		/* RFC 7915 §4.1: an error's "illegal" source is translated,
 		 * for trouble shooting. */
 		if (icmp->type == ICMP_DEST_UNREACH || icmp->type == ICMP_TIME_EXCEEDED ||
 		    icmp->type == ICMP_PARAMETERPROB)
-			return icmp4_error(skb, eam);
+			return entry == AT_ARRIVAL ? TC_ACT_OK : icmp4_error(skb, eam);
 	}
 	if (illegal_ipv4(ip->saddr))
-		return dropped(NEMO_XLAT_ILLEGAL_ADDRESS);
+		return refused(entry, NEMO_XLAT_ILLEGAL_ADDRESS);
 	if (well_known(eam->translation) && non_global_ipv4(ip->saddr))
-		return dropped(NEMO_XLAT_NOT_GLOBAL);
+		return refused(entry, NEMO_XLAT_NOT_GLOBAL);
+	if (entry == AT_ARRIVAL) {
+		struct bpf_fib_lookup fib = {
+			.family = NEMO_AF_INET,
+			.tos = ip->tos,
+			.l4_protocol = ip->protocol,
+			.tot_len = on_the_wire(skb, total, sizeof(struct iphdr), ip->protocol,
+					       (void *)(ip + 1), data_end),
+			.ipv4_src = ip->saddr,
+			.ipv4_dst = ip->daddr,
+		};
+		if (!routed_to_device(skb, &fib))
+			return TC_ACT_OK;
+		/* The pointers again: a helper that takes the packet may
+		 * have moved it. */
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+		ip = data + sizeof(struct ethhdr);
+		if ((void *)(ip + 1) > data_end)
+			return TC_ACT_OK;
+	}
 
 	/* The IPv6 header, and a Fragment header behind it for a fragment
 	 * (RFC 7915 §4.1: none for a whole packet, DF set or not). */
@@ -393,7 +497,8 @@ static __always_inline int translate_ipv4(struct __sk_buff *skb)
 		struct fragment_header fragment;
 	} headers = {};
 	__u16 payload = total - sizeof(struct iphdr);
-	ipv6_from(&headers.ip6, ip, payload, given_back(ip->ttl));
+	/* At arrival the kernel forwards it once, after this. */
+	ipv6_from(&headers.ip6, ip, payload, entry == AT_DEVICE ? given_back(ip->ttl) : ip->ttl);
 	embedded(&headers.ip6.saddr, eam->translation, ip->saddr);
 	mapped_to_ipv6(&headers.ip6.daddr, eam, ip->daddr);
 	if (fragment.kind != WHOLE) {
@@ -413,14 +518,14 @@ static __always_inline int translate_ipv4(struct __sk_buff *skb)
 	} else if (protocol == IPPROTO_ICMP) {
 		struct icmp_start *icmp = (void *)(ip + 1);
 		if ((void *)(icmp + 1) > data_end)
-			return dropped(NEMO_XLAT_MALFORMED);
+			return refused(entry, NEMO_XLAT_MALFORMED);
 		__u8 type;
 		if (icmp->type == ICMP_ECHO)
 			type = ICMPV6_ECHO_REQUEST;
 		else if (icmp->type == ICMP_ECHOREPLY)
 			type = ICMPV6_ECHO_REPLY;
 		else
-			return dropped(NEMO_XLAT_ICMP_UNTRANSLATED);
+			return refused(entry, NEMO_XLAT_ICMP_UNTRANSLATED);
 		struct pseudo6 pseudo = {};
 		pseudo.saddr = headers.ip6.saddr;
 		pseudo.daddr = headers.ip6.daddr;
@@ -433,8 +538,10 @@ static __always_inline int translate_ipv4(struct __sk_buff *skb)
 		if (protocol == IPPROTO_UDP) {
 			struct udphdr *udp = (void *)(ip + 1);
 			if ((void *)(udp + 1) > data_end)
-				return dropped(NEMO_XLAT_MALFORMED);
+				return refused(entry, NEMO_XLAT_MALFORMED);
 			udp_zero = udp->check == 0;
+			if (udp_zero && entry == AT_ARRIVAL)
+				return TC_ACT_OK;
 			if (udp_zero) {
 				int verdict = zero_checksum_filled(skb, l4, udp, payload, &headers.ip6,
 							       fragment.kind);
@@ -444,7 +551,7 @@ static __always_inline int translate_ipv4(struct __sk_buff *skb)
 		} else {
 			struct tcp_start *tcp = (void *)(ip + 1);
 			if ((void *)(tcp + 1) > data_end)
-				return dropped(NEMO_XLAT_MALFORMED);
+				return refused(entry, NEMO_XLAT_MALFORMED);
 		}
 		/* Only the addresses differ: the length and protocol sum
 		 * the same in both pseudo-headers (RFC 7915 §4.5). */
@@ -467,24 +574,33 @@ static __always_inline int translate_ipv4(struct __sk_buff *skb)
 	if (bpf_skb_store_bytes(skb, sizeof(struct ethhdr), &headers,
 				fragment.kind != WHOLE ? sizeof(headers) : sizeof(struct ipv6hdr), 0))
 		return dropped(NEMO_XLAT_FAILED);
-	return send_back_in(skb, ETH_P_IPV6, NEMO_XLAT_4TO6);
+	return translated(skb, ETH_P_IPV6, NEMO_XLAT_4TO6, entry);
 }
 
 /* IPv6 -> IPv4 (RFC 7915 §5.1). */
-static __always_inline int translate_ipv6(struct __sk_buff *skb)
+static __always_inline int translate_ipv6(struct __sk_buff *skb, enum entry entry)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
 	if ((void *)(ip6 + 1) > data_end)
-		return dropped(NEMO_XLAT_MALFORMED);
+		return refused(entry, NEMO_XLAT_MALFORMED);
 	/* Router and multicast listener messages of the device itself. */
 	if (ip6->daddr.in6_u.u6_addr8[0] == 0xff)
-		return dropped(NEMO_XLAT_LOCAL);
+		return refused(entry, NEMO_XLAT_LOCAL);
+	if (entry == AT_ARRIVAL) {
+		/* Most of what arrives is to no translation prefix. */
+		struct nemo_translation_prefix to;
+		__builtin_memcpy(to.prefix, &ip6->daddr, sizeof(to.prefix));
+		if (!bpf_map_lookup_elem(&nemo_xlat_prefixes, &to) || ip6->hop_limit <= 1)
+			return TC_ACT_OK;
+	}
 	struct fragment fragment = {};
 	__u8 next = ip6->nexthdr;
 	if (next == IPV6_HOP_BY_HOP || next == IPV6_ROUTING || next == IPV6_FRAGMENT ||
 	    next == IPV6_DESTINATION) {
+		if (entry == AT_ARRIVAL)
+			return TC_ACT_OK;
 		int verdict = ipv6_without_extensions(skb, &fragment);
 		if (verdict != TC_ACT_OK)
 			return verdict;
@@ -492,48 +608,67 @@ static __always_inline int translate_ipv6(struct __sk_buff *skb)
 		data_end = (void *)(long)skb->data_end;
 		ip6 = data + sizeof(struct ethhdr);
 		if ((void *)(ip6 + 1) > data_end)
-			return dropped(NEMO_XLAT_MALFORMED);
+			return refused(entry, NEMO_XLAT_MALFORMED);
 	}
 	__u16 payload = bpf_ntohs(ip6->payload_len);
 	if (payload > skb->len - sizeof(struct ethhdr) - sizeof(struct ipv6hdr) ||
 	    payload > 0xffff - sizeof(struct iphdr))
-		return dropped(NEMO_XLAT_MALFORMED);
+		return refused(entry, NEMO_XLAT_MALFORMED);
 	if (ip6->nexthdr == IPPROTO_ICMP)
-		return dropped(NEMO_XLAT_PROTOCOL);
+		return refused(entry, NEMO_XLAT_PROTOCOL);
 	int csum_at = checksum_offset(ip6->nexthdr);
 	if (ip6->nexthdr == NEMO_IPPROTO_ICMPV6) {
 		if (fragment.kind != WHOLE)
-			return dropped(NEMO_XLAT_FRAGMENT);
+			return refused(entry, NEMO_XLAT_FRAGMENT);
 		struct icmp_start *icmp6 = (void *)(ip6 + 1);
 		if ((void *)(icmp6 + 1) > data_end)
-			return dropped(NEMO_XLAT_MALFORMED);
+			return refused(entry, NEMO_XLAT_MALFORMED);
 		/* Errors (types below 128, RFC 4443 §2.1): from anywhere. */
 		if (icmp6->type < 128)
-			return icmp6_error(skb);
+			return entry == AT_ARRIVAL ? TC_ACT_OK : icmp6_error(skb);
 	}
 
 	struct nemo_ipv6_prefix key = { .prefixlen = 128 };
 	__builtin_memcpy(key.addr, &ip6->saddr, 16);
 	struct nemo_eam6 *eam = bpf_map_lookup_elem(&nemo_eam6, &key);
 	if (!eam)
-		return dropped(NEMO_XLAT_UNMAPPED);
+		return refused(entry, NEMO_XLAT_UNMAPPED);
 	const __u32 *prefix = (const __u32 *)eam->translation;
 	if (ip6->daddr.in6_u.u6_addr32[0] != prefix[0] ||
 	    ip6->daddr.in6_u.u6_addr32[1] != prefix[1] ||
 	    ip6->daddr.in6_u.u6_addr32[2] != prefix[2])
-		return dropped(NEMO_XLAT_OTHER_PREFIX);
+		return refused(entry, NEMO_XLAT_OTHER_PREFIX);
 	__be32 destination = ip6->daddr.in6_u.u6_addr32[3];
 	if (illegal_ipv4(destination))
-		return dropped(NEMO_XLAT_ILLEGAL_ADDRESS);
+		return refused(entry, NEMO_XLAT_ILLEGAL_ADDRESS);
 	if (well_known(eam->translation) && non_global_ipv4(destination))
-		return dropped(NEMO_XLAT_NOT_GLOBAL);
+		return refused(entry, NEMO_XLAT_NOT_GLOBAL);
+	if (entry == AT_ARRIVAL) {
+		struct bpf_fib_lookup fib = {
+			.family = NEMO_AF_INET6,
+			.l4_protocol = ip6->nexthdr,
+			.tot_len = on_the_wire(skb, payload + sizeof(struct ipv6hdr),
+					       sizeof(struct ipv6hdr), ip6->nexthdr,
+					       (void *)(ip6 + 1), data_end),
+		};
+		__builtin_memcpy(fib.ipv6_src, &ip6->saddr, 16);
+		__builtin_memcpy(fib.ipv6_dst, &ip6->daddr, 16);
+		if (!routed_to_device(skb, &fib))
+			return TC_ACT_OK;
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+		ip6 = data + sizeof(struct ethhdr);
+		if ((void *)(ip6 + 1) > data_end)
+			return TC_ACT_OK;
+	}
 	__be32 source = mapped_to_ipv4(eam, &ip6->saddr);
 	struct iphdr ip = {};
 	struct ipv4_fragment_fields fields = {
 		.id = bpf_htons(fragment.identification & 0xffff),
 		.frag_off = bpf_htons(fragment.offset | (fragment.more ? IPV4_MF : 0)),
 	};
-	if (ipv4_from(&ip, ip6, payload + sizeof(struct iphdr), given_back(ip6->hop_limit), source,
+	__u8 hops = entry == AT_DEVICE ? given_back(ip6->hop_limit) : ip6->hop_limit;
+	if (ipv4_from(&ip, ip6, payload + sizeof(struct iphdr), hops, source,
 		      destination, fragment.kind != WHOLE ? AS_FRAGMENT : BY_SIZE, fields))
 		return dropped(NEMO_XLAT_FAILED);
 
@@ -544,14 +679,14 @@ static __always_inline int translate_ipv6(struct __sk_buff *skb)
 	} else if (protocol == NEMO_IPPROTO_ICMPV6) {
 		struct icmp_start *icmp6 = (void *)(ip6 + 1);
 		if ((void *)(icmp6 + 1) > data_end)
-			return dropped(NEMO_XLAT_MALFORMED);
+			return refused(entry, NEMO_XLAT_MALFORMED);
 		__u8 type;
 		if (icmp6->type == ICMPV6_ECHO_REQUEST)
 			type = ICMP_ECHO;
 		else if (icmp6->type == ICMPV6_ECHO_REPLY)
 			type = ICMP_ECHOREPLY;
 		else
-			return dropped(NEMO_XLAT_ICMP_UNTRANSLATED);
+			return refused(entry, NEMO_XLAT_ICMP_UNTRANSLATED);
 		struct pseudo6 pseudo = {};
 		pseudo.saddr = ip6->saddr;
 		pseudo.daddr = ip6->daddr;
@@ -566,11 +701,11 @@ static __always_inline int translate_ipv6(struct __sk_buff *skb)
 		if (protocol == IPPROTO_UDP) {
 			struct udphdr *udp = (void *)(ip6 + 1);
 			if ((void *)(udp + 1) > data_end)
-				return dropped(NEMO_XLAT_MALFORMED);
+				return refused(entry, NEMO_XLAT_MALFORMED);
 		} else {
 			struct tcp_start *tcp = (void *)(ip6 + 1);
 			if ((void *)(tcp + 1) > data_end)
-				return dropped(NEMO_XLAT_MALFORMED);
+				return refused(entry, NEMO_XLAT_MALFORMED);
 		}
 		__be32 new_addresses[2] = { source, destination };
 		__s64 sum = bpf_csum_diff((__be32 *)&ip6->saddr, 32, new_addresses,
@@ -582,7 +717,7 @@ static __always_inline int translate_ipv6(struct __sk_buff *skb)
 	if (bpf_skb_change_proto(skb, bpf_htons(ETH_P_IP), 0) ||
 	    bpf_skb_store_bytes(skb, sizeof(struct ethhdr), &ip, sizeof(ip), 0))
 		return dropped(NEMO_XLAT_FAILED);
-	return send_back_in(skb, ETH_P_IP, NEMO_XLAT_6TO4);
+	return translated(skb, ETH_P_IP, NEMO_XLAT_6TO4, entry);
 }
 
 /* tc egress of nemo-xlat: every packet routed there is to be translated. */
@@ -596,8 +731,28 @@ int nemo_translate(struct __sk_buff *skb)
 	if ((void *)(eth + 1) > data_end)
 		return dropped(NEMO_XLAT_MALFORMED);
 	if (eth->h_proto == bpf_htons(ETH_P_IP))
-		return translate_ipv4(skb);
+		return translate_ipv4(skb, AT_DEVICE);
 	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
-		return translate_ipv6(skb);
+		return translate_ipv6(skb, AT_DEVICE);
 	return dropped(NEMO_XLAT_PROTOCOL);
+}
+
+/* tc ingress of an interface packets to be translated arrive on (the IPv4
+ * side; the uplink, after the tunnel's decapsulation): the common case
+ * translated right there, the kernel forwarding it once (the device's way
+ * forwards it twice). Everything else goes on untouched. */
+SEC("tc")
+int nemo_translate_at_arrival(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end)
+		return TC_ACT_OK;
+	if (eth->h_proto == bpf_htons(ETH_P_IP))
+		return translate_ipv4(skb, AT_ARRIVAL);
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return translate_ipv6(skb, AT_ARRIVAL);
+	return TC_ACT_OK;
 }

@@ -302,6 +302,11 @@ static __always_inline int from_its_peer(const struct ipv6hdr *inner, const stru
 	return TC_ACT_OK;
 }
 
+/* The verdict on a packet taken out of its tunnel: the next tc filter
+ * (the translator's, at arrival) sees the inner packet; with none it goes
+ * on into the stack as with TC_ACT_OK. */
+#define DECAPSULATED TC_ACT_UNSPEC
+
 /* Takes a packet out of the tunnel when it is IPv6-in-IPv6 to our tunnel
  * address from the peer nemo_bindings holds for its inner source (home agent)
  * or inner destination (mobile router). */
@@ -336,7 +341,7 @@ static __always_inline int decapsulate_ipv6(struct __sk_buff *skb, int by_source
 		return TC_ACT_SHOT;
 	}
 	count(NEMO_DECAPSULATED);
-	return TC_ACT_OK;
+	return DECAPSULATED;
 }
 
 /* The same for IPv6 in IPv4, or in UDP to our port, to our IPv4 tunnel
@@ -395,7 +400,7 @@ static __always_inline int decapsulate_ipv4(struct __sk_buff *skb, int by_source
 	__be16 ipv6 = bpf_htons(ETH_P_IPV6);
 	bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_proto), &ipv6, sizeof(ipv6), 0);
 	count(NEMO_DECAPSULATED);
-	return TC_ACT_OK;
+	return DECAPSULATED;
 }
 
 static __always_inline int decapsulate(struct __sk_buff *skb, int by_source)

@@ -380,7 +380,7 @@ static __always_inline int icmp4_error(struct __sk_buff *skb, const struct nemo_
 					 (quoted.offset & 4),
 				&quoted.word, 4, 0))
 		return dropped(NEMO_XLAT_FAILED);
-	return send_back_in(skb, ETH_P_IPV6, NEMO_XLAT_4TO6);
+	return translated(skb, ETH_P_IPV6, NEMO_XLAT_4TO6, AT_DEVICE);
 }
 
 /* IPv6 -> IPv4 of an ICMPv6 error to an IPv4 peer. */
@@ -506,7 +506,7 @@ static __always_inline int icmp6_error(struct __sk_buff *skb)
 					 (quoted.offset & 4),
 				&quoted.word, 4, 0))
 		return dropped(NEMO_XLAT_FAILED);
-	return send_back_in(skb, ETH_P_IP, NEMO_XLAT_6TO4);
+	return translated(skb, ETH_P_IP, NEMO_XLAT_6TO4, AT_DEVICE);
 }
 
 #endif

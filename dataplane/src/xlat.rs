@@ -126,6 +126,9 @@ pub async fn remove_device(handle: &Handle) -> Result<(), DataPlaneError> {
 /// The route of `prefix` to the device (main table, nemo's protocol); an
 /// IPv4 pool's with `mtu`, so that what is bigger is fragmented (DF clear)
 /// or refused with Fragmentation Needed (DF set) before translation.
+/// RTAX_MTU (linux/rtnetlink.h): the bit of the MTU in RTAX_LOCK.
+const RTAX_MTU: u32 = 2;
+
 fn route(prefix: IpNet, device: u32, mtu: Option<u32>) -> RouteMessage {
     let mut message = match prefix {
         IpNet::V4(p) => RouteMessageBuilder::<Ipv4Addr>::new()
@@ -140,9 +143,13 @@ fn route(prefix: IpNet, device: u32, mtu: Option<u32>) -> RouteMessage {
             .build(),
     };
     if let Some(mtu) = mtu {
-        message
-            .attributes
-            .push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(mtu)]));
+        // Locked: bpf_fib_lookup (the translator at arrival asks it
+        // whether a packet fits) honours a route's MTU only when locked,
+        // where forwarding honours it always.
+        message.attributes.push(RouteAttribute::Metrics(vec![
+            RouteMetric::Mtu(mtu),
+            RouteMetric::Lock(1 << RTAX_MTU),
+        ]));
     }
     message
 }

@@ -22,6 +22,9 @@ use nemo_dataplane::Peer;
 use nemo_testkit::{addr, net, require};
 
 const TC_ACT_OK: u32 = 0;
+/// TC_ACT_UNSPEC: a packet taken out of its tunnel goes on to the next
+/// filter (the translator's at arrival), or into the stack.
+const DECAPSULATED: u32 = u32::MAX;
 const TC_ACT_SHOT: u32 = 2;
 const BPF_DROP: u32 = 2;
 const ETHERNET: usize = 14;
@@ -106,7 +109,7 @@ fn decapsulation_takes_a_packet_from_the_bound_care_of_address() {
     let inner = udp(addr(VM), addr(CN));
     let packet = frame(&tunnelled(&inner, addr(CARE_OF), addr(HA)));
     let (verdict, out) = programs.test_run(Program::DecapBySource, &packet).unwrap();
-    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(verdict, DECAPSULATED);
     // The outer header is gone: Ethernet, then the inner packet as sent.
     assert_eq!(&out[..ETHERNET], &packet[..ETHERNET]);
     assert_eq!(&out[ETHERNET..], &inner[..]);
@@ -181,7 +184,7 @@ fn a_mobile_router_takes_its_tenants_packets_only_from_their_home_agent() {
     let (verdict, out) = programs
         .test_run(Program::DecapByDestination, &packet)
         .unwrap();
-    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(verdict, DECAPSULATED);
     assert_eq!(&out[ETHERNET..], &inner[..]);
     let spoofed = frame(&tunnelled(&inner, addr("2001:db8:1::2"), addr(CARE_OF)));
     let (verdict, _) = programs
@@ -216,7 +219,7 @@ fn a_held_tenant_is_dropped_both_ways_and_counted_until_passed() {
     let (verdict, out) = programs
         .test_run(Program::DecapByDestination, &arriving)
         .unwrap();
-    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(verdict, DECAPSULATED);
     assert_eq!(&out[ETHERNET..], &inner[..]);
     assert_eq!(programs.counter(Counter::Held), 2);
 }
@@ -249,10 +252,10 @@ fn while_a_tenant_moves_its_reverse_tunnel_is_taken_from_both_care_of_addresses(
             .unwrap();
         maps::second_heard_ns(&value)
     };
-    assert_eq!(verdict(&from_new), TC_ACT_OK);
+    assert_eq!(verdict(&from_new), DECAPSULATED);
     assert_eq!(heard(), None, "the new address is no sign of the old one");
     let before = monotonic_ns();
-    assert_eq!(verdict(&from_old), TC_ACT_OK);
+    assert_eq!(verdict(&from_old), DECAPSULATED);
     // Heard from: the home agent copies on while the VM runs there.
     let stamped = heard().expect("a packet from the old address is stamped");
     assert!(
@@ -320,7 +323,7 @@ fn the_lpm_trie_finds_the_longest_prefix() {
             .test_run(Program::DecapBySource, &from_new)
             .unwrap()
             .0,
-        TC_ACT_OK
+        DECAPSULATED
     );
 }
 
@@ -477,7 +480,7 @@ fn a_packet_in_udp_from_the_nats_mapping_is_taken_out_and_becomes_ipv6() {
     let inner = udp(addr(VM), addr(CN));
     let packet = in_udp(&inner, socket(NAT4), socket(HA4));
     let (verdict, out) = programs.test_run(Program::DecapBySource, &packet).unwrap();
-    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(verdict, DECAPSULATED);
     // Ethernet now says IPv6, and the inner packet follows as it was sent.
     assert_eq!(&out[..12], &packet[..12]);
     assert_eq!(&out[12..ETHERNET], &[0x86, 0xdd]);
@@ -513,7 +516,7 @@ fn ipv6_in_ipv4_from_a_care_of_address_without_a_nat_is_taken_out() {
     let inner = udp(addr(VM), addr(CN));
     let packet = ipv4_frame(coa, *socket(HA4).ip(), 41, &inner);
     let (verdict, out) = programs.test_run(Program::DecapBySource, &packet).unwrap();
-    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(verdict, DECAPSULATED);
     assert_eq!(&out[ETHERNET..], &inner[..]);
     // In UDP from the same address: another tunnel, refused.
     let udp_packet = in_udp(&inner, SocketAddrV4::new(coa, 4191), socket(HA4));
@@ -573,7 +576,7 @@ fn a_mobile_router_behind_a_nat_takes_its_tenants_packets_from_its_home_agents_p
     let (verdict, out) = programs
         .test_run(Program::DecapByDestination, &packet)
         .unwrap();
-    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(verdict, DECAPSULATED);
     assert_eq!(&out[ETHERNET..], &inner[..]);
     let spoofed = in_udp(&inner, socket("192.0.2.1:4192"), mine);
     let (verdict, _) = programs

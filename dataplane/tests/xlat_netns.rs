@@ -6,8 +6,13 @@
 //!
 //! Checked: ping both ways, TCP both ways, a DF packet bigger than the
 //! pool route's MTU (RFC 7915 §4.1's lowest-ipv6-mtu less 28) answered with
-//! Fragmentation Needed and one that fits passing, a mapping removed
-//! leaving its address unreachable, the counters.
+//! Fragmentation Needed and one that fits passing, a DF-clear one bigger
+//! than that fragmented by the kernel and its fragments translated (the
+//! reply, bigger than the tenant's link MTU, fragmented by the tenant with
+//! a Fragment header and translated back), a mapping removed leaving its
+//! address unreachable, the counters. All of it twice: through the device
+//! alone, and with the common case translated at arrival (tc ingress of
+//! both sides' interfaces: the rest still goes through the device).
 //!
 //! Needs root, iproute2, ping and iperf3: skips loudly without them unless
 //! NEMO_REQUIRE_NETNS is set (deploy/test.sh sets it). Only 192.0.2.0/24
@@ -43,15 +48,67 @@ fn mapping() -> Mapping {
 
 #[test]
 fn an_ipv4_host_and_an_ipv6_only_tenant_talk_through_the_translator() {
+    talk("x4", &[]);
+}
+
+#[test]
+fn the_common_case_is_translated_where_it_arrives_the_rest_at_the_device() {
+    talk("x5", &["h4", "h6"]);
+}
+
+/// Sends one 2000-octet UDP datagram (DF clear) from `from` to `to`
+/// (port 9000), where `receiver` listens on `bind`: the length received.
+fn udp_datagram(from: &Netns, receiver: &Netns, to: &str, bind: &str) -> usize {
+    let family = if bind.contains(':') {
+        "AF_INET6"
+    } else {
+        "AF_INET"
+    };
+    let mut listen = receiver.command("python3");
+    listen.args([
+        "-c",
+        &format!(
+            "import socket\n\
+             s = socket.socket(socket.{family}, socket.SOCK_DGRAM)\n\
+             s.bind(('{bind}', 9000)); s.settimeout(5)\n\
+             print(len(s.recv(4096)))"
+        ),
+    ]);
+    let listener = listen.stdout(std::process::Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let sent = from
+        .command("python3")
+        .args([
+            "-c",
+            &format!(
+                "import socket\n\
+                 family = socket.AF_INET6 if ':' in '{to}' else socket.AF_INET\n\
+                 s = socket.socket(family, socket.SOCK_DGRAM)\n\
+                 if family == socket.AF_INET:\n\
+                 \x20   s.setsockopt(socket.IPPROTO_IP, 10, 0)  # IP_MTU_DISCOVER: IP_PMTUDISC_DONT\n\
+                 s.sendto(b'x' * 2000, ('{to}', 9000))"
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert!(sent.status.success(), "{}", text(&sent));
+    let received = listener.wait_with_output().unwrap();
+    String::from_utf8_lossy(&received.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+fn talk(tag: &str, arrival: &[&'static str]) {
     if !netns_available(MUST_RUN)
         || !require(runs("ping", &["-V"]), "ping missing", MUST_RUN)
         || !require(runs("iperf3", &["-v"]), "iperf3 missing", MUST_RUN)
     {
         return;
     }
-    let peer = Netns::new("x4peer");
-    let ha = Netns::new("x4ha");
-    let tenant = Netns::new("x4vm");
+    let peer = Netns::new(&format!("{tag}peer"));
+    let ha = Netns::new(&format!("{tag}ha"));
+    let tenant = Netns::new(&format!("{tag}vm"));
     link(&peer, "p0", &ha, "h4");
     peer.ip(&["addr", "add", &format!("{PEER}/30"), "dev", "p0"]);
     ha.ip(&["addr", "add", "192.0.2.2/30", "dev", "h4"]);
@@ -75,7 +132,7 @@ fn an_ipv4_host_and_an_ipv6_only_tenant_talk_through_the_translator() {
     }
 
     // The translator lives on a thread inside the home agent's namespace.
-    let running = translator(&ha, POOL, PREFIX, vec![mapping()], None);
+    let running = translator(&ha, POOL, PREFIX, vec![mapping()], None, arrival);
     let ask = |order: Order| running.ask(order);
 
     // Ping both ways.
@@ -99,6 +156,25 @@ fn an_ipv4_host_and_an_ipv6_only_tenant_talk_through_the_translator() {
     let too_big = ping(&peer, TENANT_IPV4, 1225);
     assert!(!too_big.status.success());
     assert!(text(&too_big).contains("1252"), "{}", text(&too_big));
+    // DF clear: a 2000-octet UDP datagram fragmented by the kernel at the
+    // pool route's MTU, each fragment translated; and back, fragmented by
+    // the tenant (a Fragment header) and translated into IPv4 fragments.
+    // (ICMP fragments are not translated: ping cannot show this.)
+    let fragments_before = ask(Order::Count(XlatCounter::Translated4to6));
+    assert_eq!(
+        udp_datagram(&peer, &tenant, TENANT_IPV4, "::"),
+        2000,
+        "the datagram reached the tenant whole"
+    );
+    assert!(
+        ask(Order::Count(XlatCounter::Translated4to6)) >= fragments_before + 2,
+        "two fragments or more translated"
+    );
+    assert_eq!(
+        udp_datagram(&tenant, &peer, PEER_IN_PREFIX, "0.0.0.0"),
+        2000,
+        "the datagram reached the IPv4 host whole"
+    );
 
     // TCP both ways: the tenant serving the IPv4 host, and the reverse.
     let to_tenant = tcp(&tenant, TENANT_IPV4, &peer);
@@ -106,9 +182,23 @@ fn an_ipv4_host_and_an_ipv6_only_tenant_talk_through_the_translator() {
     let to_peer = tcp(&peer, PEER_IN_PREFIX, &tenant);
     assert!(to_peer > 1e6, "{to_peer} bit/s to the peer");
 
+    let translated = ask(Order::Count(XlatCounter::Translated4to6))
+        + ask(Order::Count(XlatCounter::Translated6to4));
     assert!(ask(Order::Count(XlatCounter::Translated4to6)) > 0);
     assert!(ask(Order::Count(XlatCounter::Translated6to4)) > 0);
     assert_eq!(ask(Order::Count(XlatCounter::Failed)), 0);
+    let at_arrival = ask(Order::Count(XlatCounter::AtArrival));
+    if arrival.is_empty() {
+        assert_eq!(at_arrival, 0);
+    } else {
+        // The TCP streams' segments fit the route's MTU (the peer learned
+        // 1252): nearly everything was translated where it arrived.
+        assert!(
+            at_arrival * 10 > translated * 9,
+            "{at_arrival} of {translated} at arrival"
+        );
+        assert!(at_arrival < translated, "the fragments went to the device");
+    }
 
     // Unmapped: its IPv4 address reaches nobody, counted.
     ask(Order::Unmap(mapping()));

@@ -251,7 +251,9 @@ if [ -n "$HA_IPV4" ]; then
   printf '[ipv4]\naddress = "%s"\nnat_keepalive_secs = %s\n' "$HA_IPV4" "$NAT_KEEPALIVE_SECS" >>"$WORK/ha.toml"
 fi
 if [ "$IPV4_CLIENT" = 1 ]; then
-  printf '[translator]\nipv4_pools = ["192.0.2.248/29"]\nicmp_source = "192.0.2.242"\n' >>"$WORK/ha.toml"
+  # Translated where it arrives: from the IPv4 client (h0), and from the
+  # tenant's tunnel (the uplink h1).
+  printf '[translator]\nipv4_pools = ["192.0.2.248/29"]\nicmp_source = "192.0.2.242"\narrival_interfaces = ["h0", "h1"]\n[metrics]\nlisten = "[::1]:9464"\n' >>"$WORK/ha.toml"
 fi
 if [ "$MODE" != seed ]; then
 for hv in hva hvb; do
@@ -536,8 +538,17 @@ if [ "$IPV4_CLIENT" = 1 ]; then
   OUTAGE4=$(field4 longest_gap_ms); OUTAGE4=${OUTAGE4:-n/a}
   AFTER4_OK=no
   x cn ping -c 3 -i 0.2 -W 1 192.0.2.250 >/dev/null 2>&1 && AFTER4_OK=yes
-  IPV4_OK=$(awk -v o="$OUTAGE4" -v max="$MAX_OUTAGE_MS" -v after="$AFTER4_OK" \
-    'BEGIN { print (o != "n/a" && o <= max && after == "yes") ? "yes" : "no" }')
+  # The translator's counters (both ways, and how many of them where they
+  # arrived: the client's side h0, and the tenant's tunnel on h1 after
+  # its decapsulation); nothing at arrival means the fast path broke.
+  sleep 1.1  # the home agent publishes its counters every second
+  read -r XLATED XLATED_AT_ARRIVAL < <(x home python3 -c '
+import re, urllib.request
+text = urllib.request.urlopen("http://[::1]:9464/metrics", timeout=5).read().decode()
+c = {k: int(float(v)) for k, v in re.findall(r"nemo_ha_translator_packets\{counter=\"(\w+)\"\} (\S+)", text)}
+print(c.get("translated_4to6", 0) + c.get("translated_6to4", 0), c.get("at_arrival", 0))' 2>/dev/null || echo "0 0")
+  IPV4_OK=$(awk -v o="$OUTAGE4" -v max="$MAX_OUTAGE_MS" -v after="$AFTER4_OK" -v fast="$XLATED_AT_ARRIVAL" \
+    'BEGIN { print (o != "n/a" && o <= max && after == "yes" && fast > 0) ? "yes" : "no" }')
 fi
 
 echo "== result"
@@ -549,6 +560,7 @@ echo "   outage:          $OUTAGE ms (longest silence seen by the probes)"
 if [ "$IPV4_CLIENT" = 1 ]; then
   echo "   IPv4 probes:     $SENT4 sent, $RECEIVED4 answered, $LOST4 lost (to 192.0.2.250, translated at the home site)"
   echo "   IPv4 outage:     $OUTAGE4 ms (beside the IPv6 outage $OUTAGE ms); answers after: $AFTER4_OK"
+  echo "   translated:      $XLATED packets, $XLATED_AT_ARRIVAL of them where they arrived (the rest at the translator's device)"
 fi
 if [ "$MODE" = vm ]; then
   # From the migration's start the move to the first answer would count

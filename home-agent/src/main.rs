@@ -227,6 +227,16 @@ async fn serve<D: HomeAgentDataPlane>(
                     let settings = nemo_ha::translator::TranslatorSettings {
                         ipv4_pools: section.ipv4_pools.get_ref().clone(),
                         lowest_ipv6_mtu: *section.lowest_ipv6_mtu.get_ref(),
+                        // Where the tenants' tunnels end, unless said.
+                        arrival_interfaces: match &section.arrival_interfaces {
+                            Some(names) => names.get_ref().clone(),
+                            None => config
+                                .dataplane
+                                .uplink
+                                .iter()
+                                .map(|u| u.get_ref().clone())
+                                .collect(),
+                        },
                         xlat: nemo_dataplane::bpf::translator::XlatConfig {
                             icmp_source: section.icmp_source.as_ref().map(|s| *s.get_ref()),
                             udp_zero_checksum: section.udp_zero_checksum.dataplane(),

@@ -98,6 +98,8 @@ pub struct TranslatorSettings {
     /// RFC 6791's source of ICMPv6 errors from no mapping; IPv4 UDP
     /// without a checksum.
     pub xlat: nemo_dataplane::bpf::translator::XlatConfig,
+    /// The interfaces the common case is translated at as it arrives.
+    pub arrival_interfaces: Vec<String>,
     /// Where the data plane pins its maps (the translator's beside them).
     pub pin_dir: PathBuf,
 }
@@ -141,6 +143,16 @@ impl Translating {
             .context("loading the translator's BPF program")?;
         translator.configure(&settings.xlat)?;
         translator.attach(device)?;
+        for name in &settings.arrival_interfaces {
+            let index = nemo_dataplane::addresses::interface_index(&netlink, name).await?;
+            translator
+                .attach_at_arrival(index)
+                .with_context(|| format!("[translator] arrival_interfaces: {name}"))?;
+        }
+        // The prefixes are given again with the mappings below.
+        for prefix in translator.translation_prefixes() {
+            translator.remove_translation_prefix(prefix)?;
+        }
         let mut translating = Translating {
             translator,
             netlink,
@@ -167,6 +179,7 @@ impl Translating {
         tracing::info!(
             device = xlat::DEVICE,
             pools = ?settings.ipv4_pools,
+            at_arrival = ?settings.arrival_interfaces,
             mappings = count,
             removed_stale = stale.len(),
             "translating tenants' IPv4 addresses (RFC 7915)"
@@ -215,6 +228,8 @@ impl Translating {
             if !self.prefixes.contains_key(&new.translation_prefix) {
                 xlat::route_translation_prefix(&self.netlink, self.device, new.translation_prefix)
                     .await?;
+                self.translator
+                    .add_translation_prefix(new.translation_prefix)?;
             }
             self.translator.map(new)?;
             *self.prefixes.entry(new.translation_prefix).or_default() += 1;
@@ -230,6 +245,7 @@ impl Translating {
             *users = users.saturating_sub(1);
             if *users == 0 {
                 self.prefixes.remove(&prefix);
+                self.translator.remove_translation_prefix(prefix)?;
                 xlat::unroute(&self.netlink, self.device, IpNet::V6(prefix)).await?;
             }
         }

@@ -79,7 +79,8 @@ fn start_home_agent(ha: &Netns, dir: &Path, bpffs: &BpfFs, endpoint: &str) -> Pr
              [udp]\nlisten = [\"[2001:db8:1::1]:4191\"]\n\n\
              [dataplane]\nbackend = \"bpf\"\nuplink = \"h1\"\nlocal_address = \"2001:db8:1::1\"\n\
              pin_dir = \"{}\"\n\n\
-             [translator]\nipv4_pools = [\"192.0.2.128/25\"]\n\n{}",
+             [translator]\nipv4_pools = [\"192.0.2.128/25\"]\n\
+             arrival_interfaces = [\"h4\", \"h6\"]\n\n{}",
             dir.join("ha-store").display(),
             bpffs.path("ha").display(),
             daemons::controller_section(dir, endpoint, "ha1"),
@@ -192,10 +193,25 @@ fn a_tenants_ipv4_address_from_the_controller_is_translated_by_the_home_agent() 
     );
     let routes4 = route_list(&ha, "-4");
     assert!(
-        routes4.contains("192.0.2.128/25") && routes4.contains("mtu 1252"),
+        routes4.contains("192.0.2.128/25") && routes4.contains("mtu lock 1252"),
         "{routes4}"
     );
     assert!(route_list(&ha, "-6").contains("2001:db8:64::/96"));
+    // The common case translated where it arrives, on both sides.
+    for interface in ["h4", "h6"] {
+        let filters = ha.ip(&["-d", "link", "show", interface]);
+        let tc = ha
+            .command("tc")
+            .args(["filter", "show", "dev", interface, "ingress"])
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&tc.stdout).contains("nemo_translate_at_arrival"),
+            "{interface}: {} {}",
+            String::from_utf8_lossy(&tc.stdout),
+            String::from_utf8_lossy(&filters.stdout)
+        );
+    }
     assert!(
         home_agent.log().contains("translating"),
         "{}",

@@ -9,12 +9,13 @@
 //! ```text
 //!   dataplane-set ha UPLINK LOCAL PIN_DIR AGGREGATE HOME_ADDRESS CARE_OF MNP [LOCAL_IPV4]
 //!   dataplane-set mr UPLINK CARE_OF PIN_DIR TENANT_IF MNP HOME_AGENT TABLE [CARE_OF_IPV4]
-//!   dataplane-set xlat PIN_DIR POOL PREFIX IPV4 IPV6 [COUNT]
+//!   dataplane-set xlat PIN_DIR POOL PREFIX IPV4 IPV6 [COUNT [ARRIVAL,...]]
 //! ```
 //!
 //! `xlat` sets up the translator (issue 31) as nemo-ha's `[translator]`
-//! does: its device, POOL and the /96 PREFIX routed to it, and COUNT
-//! (default 1) mappings from IPV4/IPV6 on, one address each.
+//! does: its device, POOL and the /96 PREFIX routed to it, COUNT (default
+//! 1) mappings from IPV4/IPV6 on, one address each, and the common case
+//! translated at arrival on the interfaces ARRIVAL (comma-separated).
 //!
 //! A peer (CARE_OF of `ha`, HOME_AGENT of `mr`) may be IPv4 (`192.0.2.10`:
 //! IPv6 in IPv4) or an IPv4 address and port (`192.0.2.10:4191`: IPv6 in
@@ -79,7 +80,7 @@ async fn main() -> Result<(), Error> {
             };
             plane.attach(&tenant, None).await?;
         }
-        [role, pin_dir, pool, prefix, ipv4, ipv6, rest @ ..] if role == "xlat" && rest.len() <= 1 => {
+        [role, pin_dir, pool, prefix, ipv4, ipv6, rest @ ..] if role == "xlat" && rest.len() <= 2 => {
             let (device, _) = nemo_dataplane::xlat::ensure_device(&handle).await?;
             nemo_dataplane::xlat::route_pool(
                 &handle,
@@ -92,6 +93,11 @@ async fn main() -> Result<(), Error> {
             nemo_dataplane::xlat::route_translation_prefix(&handle, device, prefix).await?;
             let translator = Translator::load(Some(std::path::Path::new(pin_dir)))?;
             translator.attach(device)?;
+            translator.add_translation_prefix(prefix)?;
+            for name in rest.get(1).iter().flat_map(|names| names.split(',')) {
+                let index = nemo_dataplane::addresses::interface_index(&handle, name).await?;
+                translator.attach_at_arrival(index)?;
+            }
             let count: u32 = rest.first().map_or(Ok(1), |c| c.parse())?;
             let (ipv4, ipv6): (std::net::Ipv4Addr, std::net::Ipv6Addr) = (ipv4.parse()?, ipv6.parse()?);
             let started = std::time::Instant::now();
@@ -109,7 +115,7 @@ async fn main() -> Result<(), Error> {
             return Err(
                 "usage: dataplane-set ha UPLINK LOCAL PIN_DIR AGGREGATE HOME_ADDRESS CARE_OF MNP [LOCAL_IPV4] \
                         | dataplane-set mr UPLINK CARE_OF PIN_DIR TENANT_IF MNP HOME_AGENT TABLE [CARE_OF_IPV4] \
-                        | dataplane-set xlat PIN_DIR POOL PREFIX IPV4 IPV6 [COUNT]"
+                        | dataplane-set xlat PIN_DIR POOL PREFIX IPV4 IPV6 [COUNT [ARRIVAL,...]]"
                     .into(),
             )
         }

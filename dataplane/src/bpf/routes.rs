@@ -98,6 +98,10 @@ pub enum TcHook {
     /// Egress of the translator's device: what is routed there is
     /// translated (RFC 7915) and comes back in at its ingress.
     Translate,
+    /// Ingress of an interface packets to be translated arrive on: the
+    /// common case translated there, after the decapsulation program
+    /// (a filter of its own, run after it).
+    TranslateAtArrival,
 }
 
 impl TcHook {
@@ -107,9 +111,12 @@ impl TcHook {
             .ifindex(interface as i32)
             .replace(true)
             .handle(TC_HANDLE)
-            .priority(TC_PRIORITY);
+            .priority(match self {
+                TcHook::TranslateAtArrival => TC_PRIORITY + 1,
+                _ => TC_PRIORITY,
+            });
         builder.hook(match self {
-            TcHook::Decap | TcHook::Release => TC_INGRESS,
+            TcHook::Decap | TcHook::Release | TcHook::TranslateAtArrival => TC_INGRESS,
             TcHook::Bicast | TcHook::Translate => TC_EGRESS,
         })
     }
@@ -120,6 +127,7 @@ impl TcHook {
             TcHook::Bicast => "the copying program at tc egress",
             TcHook::Release => "the release program at tc ingress of a tenant's port",
             TcHook::Translate => "the translator at tc egress of its device",
+            TcHook::TranslateAtArrival => "the translator at tc ingress (at arrival)",
         }
     }
 }

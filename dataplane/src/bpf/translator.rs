@@ -1,8 +1,10 @@
 //! The stateless IPv4/IPv6 translator (RFC 7915) for tenants' IPv4
 //! addresses (`dataplane/bpf/translator.bpf.c`): its mappings in two LPM
-//! tries (one per direction), its drop counters by reason, and its program
-//! at tc egress of the device the home agent routes its IPv4 pools and
-//! translation prefixes to.
+//! tries (one per direction), its drop counters by reason, its program at
+//! tc egress of the device the home agent routes its IPv4 pools and
+//! translation prefixes to, and the same program's common case at tc
+//! ingress of the interfaces packets to be translated arrive on (forwarded
+//! once instead of twice).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, OwnedFd};
@@ -17,13 +19,15 @@ use crate::DataPlaneError;
 /// The compiled translator (clang, at build time).
 static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/translator.bpf.o"));
 
-/// The program's name in the object.
+/// The programs' names in the object.
 const PROGRAM: &str = "nemo_translate";
+const AT_ARRIVAL: &str = "nemo_translate_at_arrival";
 /// The maps (nemo_xlat.h).
 const EAM4: &str = "nemo_eam4";
 const EAM6: &str = "nemo_eam6";
 const COUNTERS: &str = "nemo_xlat_counters";
 const CONFIG: &str = "nemo_xlat_config";
+const PREFIXES: &str = "nemo_xlat_prefixes";
 /// `struct nemo_ipv4_prefix`, `struct nemo_ipv6_prefix`.
 const KEY4_SIZE: usize = 4 + 4;
 const KEY6_SIZE: usize = 4 + 16;
@@ -31,7 +35,7 @@ const KEY6_SIZE: usize = 4 + 16;
 const EAM4_SIZE: usize = 16 + 12 + 4;
 const EAM6_SIZE: usize = 4 + 12 + 4;
 /// `struct nemo_xlat_config`.
-const CONFIG_SIZE: usize = 4 + 4;
+const CONFIG_SIZE: usize = 4 + 4 + 4;
 
 /// One Explicit Address Mapping (RFC 7757 §3.1) and the translation prefix
 /// its tenant sees IPv4 peers in (RFC 6052 §2.2).
@@ -94,13 +98,15 @@ pub struct XlatConfig {
 }
 
 impl XlatConfig {
-    fn value(&self) -> [u8; CONFIG_SIZE] {
+    /// The map's value, with the device the program is attached to.
+    fn value(&self, device: u32) -> [u8; CONFIG_SIZE] {
         let mut value = [0u8; CONFIG_SIZE];
         value[..4].copy_from_slice(&self.icmp_source.map_or([0u8; 4], |a| a.octets()));
         value[4] = match self.udp_zero_checksum {
             UdpZeroChecksum::Compute => 0,
             UdpZeroChecksum::Drop => 1,
         };
+        value[8..].copy_from_slice(&device.to_ne_bytes());
         value
     }
 }
@@ -146,11 +152,14 @@ pub enum XlatCounter {
     /// An unexpired IPv4 source route, an IPv6 Routing header with
     /// segments left (RFC 7915 §4.1, §5.1).
     SourceRoute,
+    /// Of the packets translated (both ways), those translated where they
+    /// arrived rather than at the device.
+    AtArrival,
 }
 
 impl XlatCounter {
     /// Every counter, in slot order.
-    pub const ALL: [XlatCounter; 16] = [
+    pub const ALL: [XlatCounter; 17] = [
         XlatCounter::Translated4to6,
         XlatCounter::Translated6to4,
         XlatCounter::Unmapped,
@@ -167,6 +176,7 @@ impl XlatCounter {
         XlatCounter::Local,
         XlatCounter::IcmpUnmappedSource,
         XlatCounter::SourceRoute,
+        XlatCounter::AtArrival,
     ];
 
     /// Its name, as metrics label it.
@@ -188,6 +198,7 @@ impl XlatCounter {
             XlatCounter::Local => "local",
             XlatCounter::IcmpUnmappedSource => "icmp_unmapped_source",
             XlatCounter::SourceRoute => "source_route",
+            XlatCounter::AtArrival => "at_arrival",
         }
     }
 
@@ -197,6 +208,12 @@ impl XlatCounter {
             .position(|c| *c == self)
             .unwrap_or_default() as u32
     }
+}
+
+fn prefix_key(prefix: Ipv6Net) -> [u8; 12] {
+    let mut key = [0u8; 12];
+    key.copy_from_slice(&prefix.trunc().network().octets()[..12]);
+    key
 }
 
 fn key4(prefix: Ipv4Net) -> [u8; KEY4_SIZE] {
@@ -252,6 +269,10 @@ pub struct Translator {
     eam6: MapHandle,
     counters: MapHandle,
     config: MapHandle,
+    prefixes: MapHandle,
+    /// What `configure` last set and the device `attach` attached to:
+    /// one map value holds both.
+    settings: std::cell::Cell<(XlatConfig, u32)>,
 }
 
 impl Translator {
@@ -275,6 +296,7 @@ impl Translator {
         let eam6 = object_map(&object, EAM6, KEY6_SIZE, EAM6_SIZE)?;
         let counters = object_map(&object, COUNTERS, 4, 8)?;
         let config = object_map(&object, CONFIG, 4, CONFIG_SIZE)?;
+        let prefixes = object_map(&object, PREFIXES, 12, 1)?;
         if counters.max_entries() as usize != XlatCounter::ALL.len() {
             return Err(unavailable(format!(
                 "map {COUNTERS}: {} counters in the object, {} in translator.rs",
@@ -288,6 +310,8 @@ impl Translator {
             eam6,
             counters,
             config,
+            prefixes,
+            settings: std::cell::Cell::new((XlatConfig::default(), 0)),
         })
     }
 
@@ -307,9 +331,45 @@ impl Translator {
 
     /// Sets what the translator does beyond its mappings.
     pub fn configure(&self, config: &XlatConfig) -> Result<(), DataPlaneError> {
+        let (_, device) = self.settings.get();
+        self.write_settings(*config, device)
+    }
+
+    fn write_settings(&self, config: XlatConfig, device: u32) -> Result<(), DataPlaneError> {
         self.config
-            .update(&0u32.to_ne_bytes(), &config.value(), MapFlags::ANY)
-            .map_err(|e| unavailable(format!("configuring the translator: {e}")))
+            .update(&0u32.to_ne_bytes(), &config.value(device), MapFlags::ANY)
+            .map_err(|e| unavailable(format!("configuring the translator: {e}")))?;
+        self.settings.set((config, device));
+        Ok(())
+    }
+
+    /// Says the program at arrival may translate packets to `prefix` (a
+    /// translation prefix now routed to the device).
+    pub fn add_translation_prefix(&self, prefix: Ipv6Net) -> Result<(), DataPlaneError> {
+        self.prefixes
+            .update(&prefix_key(prefix), &[1], MapFlags::ANY)
+            .map_err(|e| super::refused("translation prefix", prefix, e))
+    }
+
+    /// Takes `prefix` back (nothing if it was not there).
+    pub fn remove_translation_prefix(&self, prefix: Ipv6Net) -> Result<(), DataPlaneError> {
+        match self.prefixes.delete(&prefix_key(prefix)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(super::refused("translation prefix", prefix, e)),
+        }
+    }
+
+    /// The translation prefixes the program at arrival knows.
+    pub fn translation_prefixes(&self) -> Vec<Ipv6Net> {
+        self.prefixes
+            .keys()
+            .filter_map(|key| {
+                let mut octets = [0u8; 16];
+                octets[..12].copy_from_slice(key.get(..12)?);
+                Ipv6Net::new(Ipv6Addr::from(octets), 96).ok()
+            })
+            .collect()
     }
 
     /// Stops translating `mapping` (nothing if it was not translated).
@@ -356,17 +416,39 @@ impl Translator {
         program_fd(&self.object, PROGRAM)
     }
 
-    /// Attaches the program at tc egress of `interface` (replacing one
-    /// there).
+    /// Attaches the program at tc egress of the device `interface`
+    /// (replacing one there), and tells the program at arrival that what
+    /// is routed there is to be translated.
     pub fn attach(&self, interface: u32) -> Result<(), DataPlaneError> {
         let fd = self.fd()?;
-        super::routes::attach_tc(super::TcHook::Translate, interface, fd.as_fd())
+        super::routes::attach_tc(super::TcHook::Translate, interface, fd.as_fd())?;
+        let (config, _) = self.settings.get();
+        self.write_settings(config, interface)
+    }
+
+    /// Attaches the common case at tc ingress of `interface`, where
+    /// packets to be translated arrive (after the decapsulation program
+    /// if the interface has it).
+    pub fn attach_at_arrival(&self, interface: u32) -> Result<(), DataPlaneError> {
+        let fd = program_fd(&self.object, AT_ARRIVAL)?;
+        super::routes::attach_tc(super::TcHook::TranslateAtArrival, interface, fd.as_fd())
+    }
+
+    /// Takes it away from `interface` (nothing if it was not there).
+    pub fn detach_at_arrival(&self, interface: u32) -> Result<(), DataPlaneError> {
+        let fd = program_fd(&self.object, AT_ARRIVAL)?;
+        super::routes::detach_tc(super::TcHook::TranslateAtArrival, interface, fd.as_fd())
     }
 
     /// Runs the program once on `frame` (an Ethernet frame): its verdict
     /// and the frame as it left.
     pub fn test_run(&self, frame: &[u8]) -> Result<(u32, Vec<u8>), DataPlaneError> {
         run_program(&self.object, PROGRAM, frame)
+    }
+
+    /// The same with the program at arrival.
+    pub fn test_run_at_arrival(&self, frame: &[u8]) -> Result<(u32, Vec<u8>), DataPlaneError> {
+        run_program(&self.object, AT_ARRIVAL, frame)
     }
 }
 

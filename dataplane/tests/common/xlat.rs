@@ -40,14 +40,17 @@ impl Drop for RunningTranslator {
 
 /// Starts a translator in `ns`: `pool` and `prefix` routed to its device,
 /// `mappings` applied, ICMPv6 errors from no mapping sent from
-/// `icmp_source` (RFC 6791); panics with the reason when it cannot start.
+/// `icmp_source` (RFC 6791), the common case translated at arrival on the
+/// interfaces `arrival`; panics with the reason when it cannot start.
 pub fn translator(
     ns: &Netns,
     pool: &str,
     prefix: &str,
     mappings: Vec<Mapping>,
     icmp_source: Option<std::net::Ipv4Addr>,
+    arrival: &[&'static str],
 ) -> RunningTranslator {
+    let arrival = arrival.to_vec();
     let (orders, inbox) = mpsc::channel::<(Order, mpsc::Sender<u64>)>();
     let (ready_tx, ready) = mpsc::channel();
     let (pool, prefix) = (pool.parse().unwrap(), prefix.parse().unwrap());
@@ -69,6 +72,11 @@ pub fn translator(
                     ..XlatConfig::default()
                 })?;
                 translator.attach(device)?;
+                for name in arrival {
+                    let index = nemo_dataplane::addresses::interface_index(&handle, name).await?;
+                    translator.attach_at_arrival(index)?;
+                }
+                translator.add_translation_prefix(prefix)?;
                 for mapping in &mappings {
                     translator.map(mapping)?;
                 }

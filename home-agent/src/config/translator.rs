@@ -8,6 +8,7 @@
 //! lowest_ipv6_mtu = 1280
 //! icmp_source = "192.0.2.1"
 //! udp_zero_checksum = "compute"
+//! arrival_interfaces = ["eth0"]
 //! ```
 
 use std::ops::Range;
@@ -46,6 +47,14 @@ pub struct TranslatorSection {
     /// without one is dropped either way.
     #[serde(default)]
     pub udp_zero_checksum: UdpZeroChecksumSetting,
+    /// The interfaces packets to be translated arrive on: the IPv4 side,
+    /// and the uplink, where the tenants' tunnels end. There the common
+    /// case (not a fragment, no options, TCP, UDP or ICMP Echo, within the
+    /// route's MTU) is translated as it arrives and forwarded once; the
+    /// rest goes through the device (forwarded twice: slower). Default:
+    /// the data plane's uplink; `[]`: everything through the device.
+    #[serde(default)]
+    pub arrival_interfaces: Option<Spanned<Vec<String>>>,
 }
 
 /// `udp_zero_checksum`.
@@ -77,6 +86,9 @@ fn default_mtu() -> Spanned<u32> {
 
 /// Most pools one home agent routes to its translator.
 pub const MAX_POOLS: usize = 256;
+
+/// Most interfaces the translator runs at arrival on.
+pub const MAX_ARRIVAL_INTERFACES: usize = 16;
 
 impl TranslatorSection {
     /// Checks the section: pools of IPv4 addresses a tenant may have, no
@@ -134,6 +146,22 @@ impl TranslatorSection {
                         source.get_ref()
                     ),
                 ));
+            }
+        }
+        if let Some(interfaces) = &self.arrival_interfaces {
+            if interfaces.get_ref().len() > MAX_ARRIVAL_INTERFACES {
+                return Err(invalid(
+                    interfaces.span(),
+                    format!("translator: arrival_interfaces: at most {MAX_ARRIVAL_INTERFACES}"),
+                ));
+            }
+            for name in interfaces.get_ref() {
+                nemo_daemon::check_interface(name).map_err(|e| {
+                    invalid(
+                        interfaces.span(),
+                        format!("translator: arrival_interfaces: {e}"),
+                    )
+                })?;
             }
         }
         let mtu = *self.lowest_ipv6_mtu.get_ref();
@@ -237,6 +265,11 @@ mod tests {
                 "ipv4_pools = [\"192.0.2.0/24\"]\nudp_zero_checksum = \"fix\"\n",
                 "bpf",
                 "udp_zero_checksum",
+            ),
+            (
+                "ipv4_pools = [\"192.0.2.0/24\"]\narrival_interfaces = [\"a/b\"]\n",
+                "bpf",
+                "arrival_interfaces",
             ),
         ] {
             let message = error(&config(backend, translator));
