@@ -13,8 +13,8 @@
 //! ```
 //!
 //! `xlat` sets up the translator (issue 31) as nemo-ha's `[translator]`
-//! does: its device, POOL and the /96 PREFIX routed to it, COUNT (default
-//! 1) mappings from IPV4/IPV6 on, one address each, and the common case
+//! does: its device, POOL and the /96 PREFIX routed to it, COUNT mappings
+//! (default one) from IPV4/IPV6 on, one address each, and the common case
 //! translated at arrival on the interfaces ARRIVAL (comma-separated).
 //!
 //! A peer (CARE_OF of `ha`, HOME_AGENT of `mr`) may be IPv4 (`192.0.2.10`:
