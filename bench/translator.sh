@@ -4,15 +4,22 @@
 # through nemo's translator (`nemo`: its BPF program translating at tc
 # ingress of both links as packets arrive, set up by the code nemo-ha runs;
 # `nemo-device`: every packet through its device, forwarded twice),
-# through TAYGA on the same path (`tayga`), and
+# through TAYGA on the same path (`tayga`), plain IPv6 forwarding on the
+# same path (`plain6`: what a translated packet costs beyond the
+# translation, the kernel's IPv6 path), and
 # plain IPv4 forwarding on the same path (`plain`); with BUSY=1 the same
 # with both cores kept busy by two spinning shells. Then the memory of the
 # translator's maps per mapping at COUNT mappings (bpftool's memlock of
 # nemo_eam4 and nemo_eam6; kernel 6.4+ counts an LPM trie's nodes) and how
 # long mapping them took. Root; iproute2, iperf3, tayga, bpftool.
 #
-#   bench/translator.sh [ROUNDS]            # default 2 rounds, COUNT=1000000
+#   bench/translator.sh [ROUNDS]            # default 5 rounds, COUNT=1000000
 #   MODES="nemo plain" BUSY=1 bench/translator.sh 1
+#
+# Each rate is EACH seconds (default 3); the modes alternate within each
+# round, and the medians over the rounds are printed at the end with their
+# ratios to plain IPv4 forwarding (this machine's rates swing by a third
+# from one run to the next: one run says little).
 #
 # Namespaces: v4 (IPv4 host 192.0.2.1) -- rt (the translator) -- v6 (IPv6
 # host 2001:db8:100::10, mapped to 192.0.2.10; in `plain` also 192.0.2.5).
@@ -20,8 +27,9 @@
 # own, routed nowhere: no traffic goes to them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rounds=${1:-2}
-modes=${MODES:-nemo nemo-device tayga plain}
+rounds=${1:-5}
+modes=${MODES:-nemo nemo-device tayga plain plain6}
+EACH=${EACH:-3}
 COUNT=${COUNT:-1000000}
 BUSY=${BUSY:-0}
 bin=${NEMO_BIN:-target/release}
@@ -59,6 +67,10 @@ build() { # mode
       ip -n "${P}v6" addr add 192.0.2.5/30 dev t0
       ip -n "${P}rt" addr add 192.0.2.6/30 dev h6
       ip -n "${P}v6" route add default via 192.0.2.6;;
+    plain6)
+      ip -n "${P}v4" addr add 2001:db8:f::2/64 dev p0 nodad
+      ip -n "${P}rt" addr add 2001:db8:f::1/64 dev h4 nodad
+      ip -n "${P}v4" -6 route add default via 2001:db8:f::1;;
     nemo)
       x rt "$bin/dataplane-set" xlat "$bpffs/rt" 192.0.2.8/29 2001:db8:64::/96 192.0.2.10 2001:db8:100::10 1 h4,h6 >/dev/null;;
     nemo-device)
@@ -81,11 +93,21 @@ teardown() {
   for n in v4 rt v6; do ip netns del "$P$n" 2>/dev/null || true; done
   rm -rf "$bpffs/rt"
 }
+# The CPU time every core spent busy (user, system, interrupts), in ticks.
+busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
 rate() { # from-ns to-ns to-address label
   x "$2" iperf3 -s -1 -D; sleep 0.5
-  x "$1" timeout 20 iperf3 -c "$3" -t 5 -u -b 0 -l 64 2>/dev/null | awk -v d="$4" '
+  local before; before=$(busy)
+  x "$1" timeout 20 iperf3 -c "$3" -t "$EACH" -u -b 0 -l 64 2>/dev/null >"$work/iperf.out" || true
+  local spent=$(( $(busy) - before ))
+  # Packets/s as the receiver counts them, and the CPU time the whole
+  # machine spent per packet received (sender, kernel, receiver: what the
+  # translation adds shows there whatever the scheduling did).
+  awk -v d="$4" -v t="$EACH" -v spent="$spent" -v hz="$(getconf CLK_TCK)" '
     /receiver/ { split($0, a, "("); n = split(a[1], f, " "); split(f[n], lt, "/");
-                 printf "%s %.0f packets/s\n", d, (lt[2] - lt[1]) / 5 }'
+                 got = lt[2] - lt[1];
+                 printf "%s %.0f packets/s %.2f us/packet\n", d, got / t, spent * 1e6 / hz / got }' \
+    "$work/iperf.out" | tee -a "$work/rates"
 }
 
 bpffs=$(mktemp -d /tmp/nemo-xbench-bpf.XXXXXX)
@@ -97,7 +119,11 @@ fi
 for round in $(seq 1 "$rounds"); do
   for mode in $modes; do
     build "$mode"
-    if [ "$mode" = plain ]; then to4=192.0.2.5; to6=192.0.2.1; else to4=192.0.2.10; to6=2001:db8:64::c000:201; fi
+    case "$mode" in
+      plain) to4=192.0.2.5; to6=192.0.2.1;;
+      plain6) to4=2001:db8:100::10; to6=2001:db8:f::2;;
+      *) to4=192.0.2.10; to6=2001:db8:64::c000:201;;
+    esac
     # Neighbours resolved, the path answering both ways, before measuring.
     for i in $(seq 1 50); do
       x v4 ping -c 1 -W 1 "$to4" >/dev/null 2>&1 && x v6 ping -c 1 -W 1 "$to6" >/dev/null 2>&1 && break
@@ -110,6 +136,24 @@ for round in $(seq 1 "$rounds"); do
   done
 done
 for pid in "${spinners[@]}"; do kill "$pid" 2>/dev/null || true; done; spinners=()
+python3 - "$work/rates" <<'PYEOF2'
+import statistics, sys
+rates = {}
+for line in open(sys.argv[1]):
+    _, _, mode, way, value, _, cpu, _ = line.split()
+    rates.setdefault((mode, way), []).append((float(value), float(cpu)))
+for way in ("4to6", "6to4"):
+    plain = statistics.median(v for v, _ in rates.get(("plain", way), [(0, 0)])) or None
+    for (mode, w), values in sorted(rates.items()):
+        if w != way:
+            continue
+        packets = [v for v, _ in values]
+        median = statistics.median(packets)
+        cpu = statistics.median(c for _, c in values)
+        ratio = f", {median / plain:.2f}x plain" if plain else ""
+        print(f"median {mode} {way} {median:.0f} packets/s (of {len(values)}: "
+              f"{min(packets):.0f}-{max(packets):.0f}){ratio}; {cpu:.2f} us CPU a packet")
+PYEOF2
 
 # Memory per mapping and the time to map them.
 ip netns add "${P}mem"

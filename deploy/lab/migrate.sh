@@ -120,7 +120,7 @@ cd "$(dirname "$0")/../.."
 MODE=${MODE:-vm}
 [ "$MODE" != orchestrated ] || MODE=veth
 SITE_B=${SITE_B:-ipv6}
-case "$SITE_B" in ipv6) NAT_TOOLS=();; nat) NAT_TOOLS=(nft);; *) echo "migrate.sh: SITE_B is ipv6 or nat" >&2; exit 2;; esac
+case "$SITE_B" in ipv6) NAT_TOOLS=();; nat) NAT_TOOLS=(nft conntrack);; *) echo "migrate.sh: SITE_B is ipv6 or nat" >&2; exit 2;; esac
 case "$MODE" in
   vm) lab_prepare migrate.sh ip setpriv ping iperf3 qemu-system-x86_64 busybox cpio python3 dumpcap tshark "${NAT_TOOLS[@]}";;
   veth|seed) lab_prepare migrate.sh ip setpriv ping iperf3 "${NAT_TOOLS[@]}";;
@@ -519,6 +519,25 @@ if [ "$SITE_B" = nat ] && [ "$NEW_CARE_OF" = 192.0.2.130 ]; then
     || { echo "FAIL: the controller did not record the binding at 192.0.2.130"; lab_daemon_errors; exit 1; }
   echo "   controller:      recorded the move to 192.0.2.130 (the home agent's report)"
 fi
+NAT_FLUSH_OK=yes
+if [ "$SITE_B" = nat ] && [[ "$AFTER" == *192.0.2.130* ]]; then
+  # The NAT forgets its mappings while the tenant is behind it (issue 30):
+  # the next packet out makes a new mapping (a new outer port), which the
+  # home agent follows only from the mobile router's next authenticated
+  # Binding Update, sent within the keepalive interval the BA gave it
+  # (RFC 5555 §4.3). Probes every 2 ms through the flush: the longest
+  # silence must stay within that interval and a second.
+  NAT_SECONDS=$((NAT_KEEPALIVE_SECS * 2 + 2))
+  spawn cn "$WORK/probe-nat.log" "$WORK/probe-nat.err" "$BIN/nemo-probe" send --target '[2001:db8:100::2]:7007' --interval-ms 2 --seconds "$NAT_SECONDS" --csv "$WORK/probes-nat.csv"
+  NAT_PROBE=$LAST_PID
+  sleep 1
+  x natb conntrack -F >/dev/null 2>&1
+  wait "$NAT_PROBE" || true
+  NAT_OUTAGE=$(grep -o " longest_gap_ms=[^ ]*" "$WORK/probe-nat.log" | cut -d= -f2)
+  NAT_OUTAGE=${NAT_OUTAGE:-n/a}
+  NAT_FLUSH_OK=$(awk -v o="$NAT_OUTAGE" -v k="$NAT_KEEPALIVE_SECS" \
+    'BEGIN { print (o != "n/a" && o <= k * 1000 + 1000) ? "yes" : "no" }')
+fi
 
 field() { grep -o " $1=[^ ]*" "$WORK/probe.log" | cut -d= -f2; }
 SENT=$(field sent); RECEIVED=$(field received); LOST=$(field lost); DUPLICATES=$(field duplicates)
@@ -553,6 +572,7 @@ fi
 
 echo "== result"
 [ "$SITE_B" = nat ] && echo "   datacenter B:    IPv4 only, behind a NAT (192.0.2.130 as 192.0.2.99; keepalive ${NAT_KEEPALIVE_SECS} s)"
+[ -n "${NAT_OUTAGE:-}" ] && echo "   NAT flushed:     conntrack -F at B after the move: longest silence $NAT_OUTAGE ms (keepalive ${NAT_KEEPALIVE_SECS} s; within it and a second: $NAT_FLUSH_OK)"
 echo "   binding before:  $BEFORE"
 echo "   binding after:   $AFTER"
 echo "   probes:          $SENT sent, $RECEIVED answered, $LOST lost, $DUPLICATES answered twice (one every 2 ms)"
@@ -584,7 +604,7 @@ elif [ "$MODE" = vm ]; then
     python3 deploy/lab/results.py "$WORK" "$RESULTS" "$BIN" || echo "   (the results could not be gathered)"
 fi
 OUTAGE_OK=$(awk -v o="$OUTAGE" -v max="$MAX_OUTAGE_MS" 'BEGIN { print (o != "n/a" && o <= max) ? "yes" : "no" }')
-if [ "$AFTER_OK" = yes ] && [ "$TCP" = survived ] && [ "$OUTAGE_OK" = yes ] && [ "$IPV4_OK" = yes ] && [[ "$AFTER" == *"$NEW_CARE_OF"* ]]; then
+if [ "$AFTER_OK" = yes ] && [ "$TCP" = survived ] && [ "$OUTAGE_OK" = yes ] && [ "$IPV4_OK" = yes ] && [ "$NAT_FLUSH_OK" = yes ] && [[ "$AFTER" == *"$NEW_CARE_OF"* ]]; then
   if [ "$ABANDON" = 1 ]; then
     echo "PASS: the tenant's network stayed with its VM in datacenter A"
   else
