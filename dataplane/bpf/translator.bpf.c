@@ -481,13 +481,6 @@ static __always_inline int translate_ipv4(struct __sk_buff *skb, enum entry entr
 		};
 		if (!routed_to_device(skb, &fib))
 			return TC_ACT_OK;
-		/* The pointers again: a helper that takes the packet may
-		 * have moved it. */
-		data = (void *)(long)skb->data;
-		data_end = (void *)(long)skb->data_end;
-		ip = data + sizeof(struct ethhdr);
-		if ((void *)(ip + 1) > data_end)
-			return TC_ACT_OK;
 	}
 
 	/* The IPv6 header, and a Fragment header behind it for a fragment
@@ -654,11 +647,6 @@ static __always_inline int translate_ipv6(struct __sk_buff *skb, enum entry entr
 		__builtin_memcpy(fib.ipv6_src, &ip6->saddr, 16);
 		__builtin_memcpy(fib.ipv6_dst, &ip6->daddr, 16);
 		if (!routed_to_device(skb, &fib))
-			return TC_ACT_OK;
-		data = (void *)(long)skb->data;
-		data_end = (void *)(long)skb->data_end;
-		ip6 = data + sizeof(struct ethhdr);
-		if ((void *)(ip6 + 1) > data_end)
 			return TC_ACT_OK;
 	}
 	__be32 source = mapped_to_ipv4(eam, &ip6->saddr);
