@@ -7,9 +7,15 @@ use std::time::SystemTime;
 use ipnet::{IpNet, Ipv6Net};
 use nemo_daemon::clock::unix_ms;
 
-use super::allocator::Occupied;
+use super::blocks::{find_block, held_entries, unheld_keys, BlockUse};
 use super::model::OrNotFound;
 use super::{encode, Allocation, Store, StoreChange, StoreError};
+
+/// A prefix in refusals.
+const AS_PREFIX: BlockUse = BlockUse {
+    field: "prefix",
+    taken: "allocated",
+};
 
 /// What an allocation asks for.
 #[derive(Debug, Clone, Copy)]
@@ -66,7 +72,7 @@ impl Store {
         pool: &str,
         wanted: Wanted,
     ) -> Result<Allocation, StoreError> {
-        let mut state = self.state.lock().await;
+        let state = self.state.lock().await;
         state.tenants.get(tenant).or_not_found("tenant", tenant)?;
         // Every prefix of a tenant with a mobile router goes into its
         // binding, which holds at most so many (nemo-ha would refuse the
@@ -124,35 +130,11 @@ impl Store {
             }
         };
         let now = unix_ms(SystemTime::now());
-        let block = 1u64 << (pool_record.tenant_length - length);
-        let capacity = pool_record.capacity();
-        let slots = state.slots.entry(pool.to_owned()).or_default();
-        let found = match wanted {
-            Wanted::Any { .. } => {
-                slots
-                    .find_free(block, capacity, now)
-                    .ok_or_else(|| StoreError::Exhausted {
-                        pool: pool.to_owned(),
-                        length,
-                    })?
-            }
-            Wanted::Exact(prefix) => {
-                let first = pool_record.slot_of(&IpNet::V6(prefix));
-                slots.exact(first..first + block, now).map_err(|occupied| {
-                    StoreError::Precondition(match occupied {
-                        Occupied::Used(slot) => format!(
-                            "prefix: {} is allocated",
-                            pool_record.slot_block(slot, pool_record.tenant_length)
-                        ),
-                        Occupied::Quarantined(slot, until) => format!(
-                            "prefix: {} was released and is held back until {} (unix ms)",
-                            pool_record.slot_block(slot, pool_record.tenant_length),
-                            until
-                        ),
-                    })
-                })?
-            }
+        let exact = match wanted {
+            Wanted::Any { .. } => None,
+            Wanted::Exact(prefix) => Some(IpNet::V6(prefix)),
         };
+        let found = find_block(&state, &pool_record, length, exact, now, AS_PREFIX)?;
         let IpNet::V6(prefix) = pool_record.slot_block(found.slots.start, length) else {
             return Err(StoreError::Storage(format!(
                 "pool {pool:?} changed family under an allocation"
@@ -167,13 +149,7 @@ impl Store {
         };
         let record = encode(&allocation)?;
         let key = encode(&allocation.prefix)?;
-        let released: Vec<Vec<u8>> = found
-            .expired
-            .iter()
-            .copied()
-            .chain(found.slots.clone())
-            .map(|slot| encode(&(pool, slot)))
-            .collect::<Result<_, _>>()?;
+        let released = unheld_keys(pool, &found)?;
         self.change(
             state,
             StoreChange::PrefixAllocated(allocation.clone()),
@@ -185,11 +161,7 @@ impl Store {
                 Ok(())
             },
             |state| {
-                state
-                    .slots
-                    .entry(pool.to_owned())
-                    .or_default()
-                    .take(&found, capacity);
+                state.take_slots(&pool_record, &found);
                 state.allocations.insert(allocation.clone());
             },
         )
@@ -227,10 +199,7 @@ impl Store {
         let until = unix_ms(SystemTime::now() + self.quarantine_time);
         let slots = pool.slots(&IpNet::V6(allocation.prefix));
         let key = encode(&allocation.prefix)?;
-        let held: Vec<(Vec<u8>, Vec<u8>)> = slots
-            .clone()
-            .map(|slot| Ok((encode(&(pool.name.as_str(), slot))?, encode(&until)?)))
-            .collect::<Result<_, StoreError>>()?;
+        let held = held_entries(&pool.name, slots.clone(), until)?;
         let change = StoreChange::PrefixReleased {
             allocation: allocation.clone(),
             quarantined_until_unix_ms: until,
@@ -247,11 +216,7 @@ impl Store {
             },
             |state| {
                 state.allocations.remove(&parsed);
-                state
-                    .slots
-                    .entry(pool.name.clone())
-                    .or_default()
-                    .release(slots, until);
+                state.release_slots(&pool.name, slots, until);
             },
         )
         .await?;

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use nemo_daemon::clock::unix_ms;
 
-use super::allocator::Occupied;
+use super::blocks::{find_block, held_entries, unheld_keys, BlockUse};
 use super::model::OrNotFound;
 use super::pools::check_mappable;
 use super::{encode, Ipv4Mapping, Store, StoreChange, StoreError};
@@ -52,6 +52,12 @@ impl Ipv4Wanted {
     }
 }
 
+/// An IPv4 block in refusals.
+const AS_IPV4: BlockUse = BlockUse {
+    field: "ipv4",
+    taken: "mapped",
+};
+
 impl Store {
     /// Maps an IPv4 address or block of `pool` to `ipv6` (an address, or a
     /// prefix of as many addresses) inside one of `tenant`'s prefixes.
@@ -73,7 +79,7 @@ impl Store {
         wanted: Ipv4Wanted,
         ipv6: &str,
     ) -> Result<Ipv4Mapping, StoreError> {
-        let mut state = self.state.lock().await;
+        let state = self.state.lock().await;
         state.tenants.get(tenant).or_not_found("tenant", tenant)?;
         let pool_record = state.pools.get(pool).cloned().or_not_found("pool", pool)?;
         let IpNet::V4(pool_prefix) = pool_record.prefix else {
@@ -152,37 +158,12 @@ impl Store {
             )));
         }
         let now = unix_ms(SystemTime::now());
-        let block = 1u64 << (pool_record.tenant_length - length);
-        let capacity = pool_record.capacity();
-        let slots = state.slots.entry(pool.to_owned()).or_default();
-        let found = match wanted {
-            Ipv4Wanted::Any { .. } => {
-                // The first free block that is also mappable (a pool of
-                // 0.0.0.0/0 would hold some that are not): pools are
-                // checked at creation, so the first found is.
-                slots
-                    .find_free(block, capacity, now)
-                    .ok_or_else(|| StoreError::Exhausted {
-                        pool: pool.to_owned(),
-                        length,
-                    })?
-            }
-            Ipv4Wanted::Exact(wanted) => {
-                let first = pool_record.slot_of(&IpNet::V4(wanted));
-                slots.exact(first..first + block, now).map_err(|occupied| {
-                    StoreError::Precondition(match occupied {
-                        Occupied::Used(slot) => format!(
-                            "ipv4: {} is mapped",
-                            pool_record.slot_block(slot, pool_record.tenant_length)
-                        ),
-                        Occupied::Quarantined(slot, until) => format!(
-                            "ipv4: {} was released and is held back until {until} (unix ms)",
-                            pool_record.slot_block(slot, pool_record.tenant_length),
-                        ),
-                    })
-                })?
-            }
+        // Any free block is mappable: pools are checked at creation.
+        let exact = match wanted {
+            Ipv4Wanted::Any { .. } => None,
+            Ipv4Wanted::Exact(wanted) => Some(IpNet::V4(wanted)),
         };
+        let found = find_block(&state, &pool_record, length, exact, now, AS_IPV4)?;
         let IpNet::V4(ipv4) = pool_record.slot_block(found.slots.start, length) else {
             return Err(StoreError::Storage(format!(
                 "pool {pool:?} changed family under a mapping"
@@ -198,13 +179,7 @@ impl Store {
         };
         let record = encode(&mapping)?;
         let key = encode(&mapping.ipv4)?;
-        let unheld: Vec<Vec<u8>> = found
-            .expired
-            .iter()
-            .copied()
-            .chain(found.slots.clone())
-            .map(|slot| encode(&(pool, slot)))
-            .collect::<Result<_, _>>()?;
+        let unheld = unheld_keys(pool, &found)?;
         self.change(
             state,
             StoreChange::Ipv4Mapped(mapping.clone()),
@@ -216,11 +191,7 @@ impl Store {
                 Ok(())
             },
             |state| {
-                state
-                    .slots
-                    .entry(pool.to_owned())
-                    .or_default()
-                    .take(&found, capacity);
+                state.take_slots(&pool_record, &found);
                 state.mappings.insert(mapping.clone());
             },
         )
@@ -254,10 +225,7 @@ impl Store {
         let until = unix_ms(SystemTime::now() + self.quarantine_time);
         let slots = pool.slots(&IpNet::V4(mapping.ipv4));
         let key = encode(&mapping.ipv4)?;
-        let held: Vec<(Vec<u8>, Vec<u8>)> = slots
-            .clone()
-            .map(|slot| Ok((encode(&(pool.name.as_str(), slot))?, encode(&until)?)))
-            .collect::<Result<_, StoreError>>()?;
+        let held = held_entries(&pool.name, slots.clone(), until)?;
         let change = StoreChange::Ipv4Released {
             mapping: mapping.clone(),
             quarantined_until_unix_ms: until,
@@ -274,11 +242,7 @@ impl Store {
             },
             |state| {
                 state.mappings.remove(&block);
-                state
-                    .slots
-                    .entry(pool.name.clone())
-                    .or_default()
-                    .release(slots, until);
+                state.release_slots(&pool.name, slots, until);
             },
         )
         .await?;

@@ -38,6 +38,7 @@ mod allocations;
 mod allocator;
 mod backend;
 mod bindings;
+mod blocks;
 mod copy;
 pub mod credentials;
 pub mod etcd;
