@@ -72,12 +72,16 @@ pub(super) fn unheld_keys(pool: &str, found: &Found) -> Result<Vec<Vec<u8>>, Sto
         .collect()
 }
 
-/// The quarantine entries (key, until) a block given back writes.
+/// A quarantine entry as the change writes it: its key (pool, slot) and
+/// value (until), encoded.
+pub(super) type QuarantineEntry = (Vec<u8>, Vec<u8>);
+
+/// The quarantine entries a block given back writes.
 pub(super) fn held_entries(
     pool: &str,
     slots: Range<u64>,
     until: i64,
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+) -> Result<Vec<QuarantineEntry>, StoreError> {
     slots
         .map(|slot| Ok((encode(&(pool, slot))?, encode(&until)?)))
         .collect()
