@@ -37,6 +37,22 @@ const PREFIX: &str = "2001:db8:64::/96";
 /// The peer 192.0.2.1 as the tenant sees it.
 const PEER_IN_PREFIX: &str = "2001:db8:64::c000:201";
 
+/// A second address of the tenant's, mapped to another IPv4 address: the
+/// tenant reaching it through its IPv4 address is hairpinned.
+const OTHER: &str = "2001:db8:100::11";
+const OTHER_IPV4: &str = "192.0.2.131";
+/// 192.0.2.131 as the tenant sees it.
+const OTHER_IN_PREFIX: &str = "2001:db8:64::c000:283";
+
+fn other_mapping() -> Mapping {
+    Mapping::new(
+        format!("{OTHER_IPV4}/32").parse().unwrap(),
+        format!("{OTHER}/128").parse().unwrap(),
+        PREFIX.parse().unwrap(),
+    )
+    .unwrap()
+}
+
 fn mapping() -> Mapping {
     Mapping::new(
         format!("{TENANT_IPV4}/32").parse().unwrap(),
@@ -132,7 +148,15 @@ fn talk(tag: &str, arrival: &[&'static str]) {
     }
 
     // The translator lives on a thread inside the home agent's namespace.
-    let running = translator(&ha, POOL, PREFIX, vec![mapping()], None, arrival);
+    tenant.ip(&["addr", "add", &format!("{OTHER}/64"), "dev", "t0", "nodad"]);
+    let running = translator(
+        &ha,
+        POOL,
+        PREFIX,
+        vec![mapping(), other_mapping()],
+        None,
+        arrival,
+    );
     let ask = |order: Order| running.ask(order);
 
     // Ping both ways.
@@ -199,6 +223,23 @@ fn talk(tag: &str, arrival: &[&'static str]) {
         );
         assert!(at_arrival < translated, "the fragments went to the device");
     }
+
+    // Hairpinning (RFC 7757 §4): the tenant's address reaching another
+    // mapped address through its IPv4 address goes out as IPv4 and comes
+    // straight back in as IPv6, from the first address's IPv4 form (its
+    // source was never translated by the mapping, §4.2.1), so that the
+    // answer takes the same way back and comes from where it was sent.
+    let hairpin = tenant
+        .command("ping")
+        .args(["-c", "1", "-W", "2", "-I", TENANT, OTHER_IN_PREFIX])
+        .output()
+        .unwrap();
+    assert!(hairpin.status.success(), "{}", text(&hairpin));
+    assert!(
+        text(&hairpin).contains(&format!("from {OTHER_IN_PREFIX}")),
+        "{}",
+        text(&hairpin)
+    );
 
     // Unmapped: its IPv4 address reaches nobody, counted.
     ask(Order::Unmap(mapping()));

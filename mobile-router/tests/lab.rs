@@ -228,7 +228,19 @@ fn vm_lab_ending(hook: &str, wan_delay_ms: u32, ending: Ending, site_b: SiteB) {
         // hook the same: QEMU attaching the destination's port is the
         // placement (reporting the RARP instead lost 14 across 40 ms).
         let lost = &summary["probes_lost_while_vm_ran"];
-        assert!(lost["source"].as_u64().unwrap() <= 1, "{summary}");
+        // At the source: the probes that reached the VM after the last
+        // frame it sent before QEMU paused it (one every 2 ms), which the
+        // guest had not answered yet: its slowness, not the network's (a
+        // TCG guest under CI's load went 5.3 ms silent before the pause
+        // and lost 2). One when it answered up to the pause.
+        let silent_before_pause = summary["vm_last_frame_at_source_before_pause_ms"]
+            .as_f64()
+            .unwrap_or(0.0);
+        let unanswered_by_the_guest = 1 + (silent_before_pause / 2.0).ceil() as u64;
+        assert!(
+            lost["source"].as_u64().unwrap() <= unanswered_by_the_guest,
+            "{summary}"
+        );
         assert!(lost["destination"].as_u64().unwrap() <= 4, "{summary}");
         assert_eq!(summary["probes"]["duplicates"], 0, "{summary}");
     }
