@@ -23,13 +23,13 @@ count=${1:-20}
 bin=${NEMO_BIN:-target/release}
 [ -n "${NEMO_BIN:-}" ] || cargo build --release -q -p controller -p home-agent
 P=nemo-xmap-$$-
-pids=(); bpffs=""; work=""
+pids=(); bpffs=""; work=""; probe=""
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}" $probe; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
   for n in peer ha vm; do ip netns del "$P$n" 2>/dev/null || true; done
   if [ -n "$bpffs" ]; then umount -l "$bpffs" 2>/dev/null || true; rmdir "$bpffs" 2>/dev/null || true; fi
   [ -n "$work" ] && rm -rf "$work"
-  if pgrep -f "$P" >/dev/null; then echo "CLEANUP FAILED: $(pgrep -fl "$P")"; fi
+  if pgrep -f "$P|xlat_probe.py" >/dev/null; then echo "CLEANUP FAILED: $(pgrep -fl "$P|xlat_probe.py")"; fi
 }
 trap cleanup EXIT
 work=$(mktemp -d /tmp/nemo-xmap.XXXXXX)
@@ -118,7 +118,7 @@ for i in $(seq 1 "$count"); do
   answered=$(date +%s%N)
   echo "$ipv6 $called $answered" >>"$work/calls"
   for _ in $(seq 1 100); do grep -q "\"dst\": \"$ipv6\", \"first_ns\"" "$out" && break; sleep 0.05; done
-  kill "$probe" 2>/dev/null || true; wait "$probe" 2>/dev/null || true
+  kill "$probe" 2>/dev/null || true; wait "$probe" 2>/dev/null || true; probe=""
 done
 kill "$steady"; wait "$steady" 2>/dev/null || true
 sleep 0.3

@@ -263,7 +263,7 @@ impl Metrics {
         );
         registry.register(
             "translator_packets",
-            "Packets the translator (RFC 7915) counted: translated_4to6, translated_6to4, and each reason it dropped one (unmapped, not_global, fragment, icmp_untranslated, ...)",
+            "Packets the translator (RFC 7915) counted: translated_4to6, translated_6to4 (at_arrival: how many of them were translated where they arrived), and each reason it dropped one (unmapped, not_global, fragment, source_route, icmp_untranslated, ...)",
             metrics.translator_packets.clone(),
         );
         registry.register(
