@@ -12,6 +12,10 @@
 // tenant is now) or to the IPv4 Internet. Routing, the TTL and Hop Limit
 // (RFC 7915 §4.1, §5.1: "the translator is a router"), ICMP errors of the
 // routers' own and fragmentation at the route's MTU stay the kernel's.
+// The same translation runs earlier too, at tc ingress of the interfaces
+// packets arrive on (nemo_translate_at_arrival, xlat_arrival.h): there the
+// common case of what the kernel would route to the device is translated
+// and forwarded once; the rest goes on to the device.
 //
 // - IPv4 -> IPv6 (RFC 7915 §4): the destination is a tenant's, found in
 //   nemo_eam4 (its Explicit Address Mapping, RFC 7757 §3.2: the IPv6
@@ -138,48 +142,7 @@ static __always_inline void count(__u32 counter)
 		*value += 1;
 }
 
-/* The well-known prefix 64:ff9b::/96 (RFC 6052 §2.1), its first 12 octets. */
-static __always_inline int well_known(const __u8 *prefix)
-{
-	const __u32 *x = (const __u32 *)prefix;
-	return x[0] == bpf_htonl(0x0064ff9b) && x[1] == 0 && x[2] == 0;
-}
-
-static __always_inline int in_block(__u32 address, __u32 network, int length)
-{
-	__u32 mask = length ? ~0U << (32 - length) : 0;
-	return (address & mask) == network;
-}
-
-/* RFC 7915 §4.1 and §5.1: addresses no packet may come from or go to
- * ("this network", loopback, multicast, reserved, limited broadcast). */
-static __always_inline int illegal_ipv4(__be32 be)
-{
-	__u32 a = bpf_ntohl(be);
-	return in_block(a, 0x00000000, 8) || in_block(a, 0x7f000000, 8) ||
-	       in_block(a, 0xe0000000, 4) || in_block(a, 0xf0000000, 4);
-}
-
-/* RFC 6052 §3.1: the well-known prefix MUST NOT carry non-global IPv4
- * addresses: RFC 1918's, shared (RFC 6598), link-local, IETF protocol
- * assignments, documentation (RFC 5737) and benchmarking (RFC 2544). */
-static __always_inline int non_global_ipv4(__be32 be)
-{
-	__u32 a = bpf_ntohl(be);
-	return in_block(a, 0x0a000000, 8) || in_block(a, 0xac100000, 12) ||
-	       in_block(a, 0xc0a80000, 16) || in_block(a, 0x64400000, 10) ||
-	       in_block(a, 0xa9fe0000, 16) || in_block(a, 0xc0000000, 24) ||
-	       in_block(a, 0xc0000200, 24) || in_block(a, 0xc6336400, 24) ||
-	       in_block(a, 0xcb007100, 24) || in_block(a, 0xc6120000, 15);
-}
-
-/* The low `32 - length` bits of `host` under the first 32 bits' prefix
- * (RFC 7757 §3.2: a block maps bit for bit). */
-static __always_inline __be32 with_host_bits(__be32 network, __be32 host, int length)
-{
-	__u32 mask = length >= 32 ? ~0U : (length ? ~0U << (32 - length) : 0);
-	return bpf_htonl((bpf_ntohl(network) & mask) | (bpf_ntohl(host) & ~mask));
-}
+#include "xlat_addresses.h"
 
 /* RFC 7915 §4.1, §5.1: the translator is a router and decrements the TTL
  * (Hop Limit) once. The kernel forwards a translated packet twice, into
@@ -226,32 +189,6 @@ static __always_inline void ipv6_from(struct ipv6hdr *ip6, const struct iphdr *i
 	ip6->payload_len = bpf_htons(payload);
 	ip6->nexthdr = ip->protocol == IPPROTO_ICMP ? NEMO_IPPROTO_ICMPV6 : ip->protocol;
 	ip6->hop_limit = hops;
-}
-
-/* An IPv4 peer written in a /96 translation prefix (RFC 6052 §2.2). */
-static __always_inline void embedded(struct in6_addr *out, const __u8 *translation, __be32 ipv4)
-{
-	__builtin_memcpy(out, translation, 12);
-	__builtin_memcpy((__u8 *)out + 12, &ipv4, 4);
-}
-
-/* A tenant's IPv4 address as its mapping's IPv6 side (RFC 7757 §3.2). */
-static __always_inline void mapped_to_ipv6(struct in6_addr *out, const struct nemo_eam4 *eam,
-					   __be32 ipv4)
-{
-	__builtin_memcpy(out, eam->ipv6, 12);
-	__be32 last;
-	__builtin_memcpy(&last, eam->ipv6 + 12, 4);
-	__be32 host = with_host_bits(last, ipv4, eam->ipv6_length - 96);
-	__builtin_memcpy((__u8 *)out + 12, &host, 4);
-}
-
-/* A tenant's IPv6 address as its mapping's IPv4 side. */
-static __always_inline __be32 mapped_to_ipv4(const struct nemo_eam6 *eam, const struct in6_addr *ipv6)
-{
-	__be32 network;
-	__builtin_memcpy(&network, eam->ipv4, 4);
-	return with_host_bits(network, ipv6->in6_u.u6_addr32[3], eam->ipv4_length);
 }
 
 /* How the IPv4 header of a translated packet is flagged. */
@@ -330,90 +267,7 @@ static __always_inline int retype_echo(struct __sk_buff *skb, __u32 l4,
 	return 0;
 }
 
-/* Where a packet is translated. */
-enum entry {
-	/* At tc egress of nemo-xlat: whatever the kernel routed there, all
-	 * of RFC 7915 this program does; sent back in at the device's
-	 * ingress, the kernel forwards it a second time. */
-	AT_DEVICE,
-	/* At tc ingress of an interface packets to be translated arrive on
-	 * (nemo_translate_at_arrival): the common case only, and only what
-	 * the kernel would route to the device; it goes on into the stack in
-	 * its new family and is forwarded once. Whatever else arrives goes on
-	 * untouched: to the device, if routed there (its errors, fragments,
-	 * options, TTL running out, size and drops are the device's). */
-	AT_ARRIVAL,
-};
-
-/* A packet this program does not translate: at the device, dropped and
- * counted by `reason`; at arrival, left to go on. */
-static __always_inline int refused(enum entry entry, __u32 reason)
-{
-	return entry == AT_ARRIVAL ? TC_ACT_OK : dropped(reason);
-}
-
-/* The translated packet, its Ethernet type set, counted; at the device,
- * back in at its ingress (the kernel routes it there), at arrival on into
- * the stack. */
-static __always_inline int translated(struct __sk_buff *skb, __u16 ethertype, __u32 counter,
-				      enum entry entry)
-{
-	__be16 type = bpf_htons(ethertype);
-	if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_proto), &type, 2, 0))
-		return dropped(NEMO_XLAT_FAILED);
-	bpf_csum_level(skb, BPF_CSUM_LEVEL_RESET);
-	count(counter);
-	if (entry == AT_ARRIVAL) {
-		count(NEMO_XLAT_AT_ARRIVAL);
-		return TC_ACT_OK;
-	}
-	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
-}
-
-/* linux/bpf.h of kernel 6.3 on; Debian 12's headers lack it. */
-#ifndef BPF_FIB_LOOKUP_SKIP_NEIGH
-#define BPF_FIB_LOOKUP_SKIP_NEIGH (1U << 2)
-#endif
-#define NEMO_AF_INET 2
-#define NEMO_AF_INET6 10
-
-/* The length of the packets that leave for this one: a GSO packet (GRO
- * made it of many, or a local sender) is cut into segments of gso_size
- * octets of payload behind the headers, and the MTU is about those. */
-static __always_inline __u16 on_the_wire(struct __sk_buff *skb, __u16 length, __u16 ip_header,
-					 __u8 protocol, void *l4, void *data_end)
-{
-	__u32 segment = skb->gso_size;
-	if (!segment)
-		return length;
-	if (protocol == IPPROTO_TCP) {
-		struct tcp_start *tcp = l4;
-		if ((void *)(tcp + 1) > data_end)
-			return length;
-		/* The data offset: the high four bits, in 32-bit words. */
-		__u16 header = (bpf_ntohs(tcp->flags) >> 12) * 4;
-		return ip_header + header + segment;
-	}
-	if (protocol == IPPROTO_UDP)
-		return ip_header + sizeof(struct udphdr) + segment;
-	return length;
-}
-
-/* Whether the kernel routes `fib`'s destination to the translator's
- * device, within the route's MTU (RFC 7915 §4.6, §5.6: what is routed
- * elsewhere is not translated; what is too big is the device's to
- * fragment or refuse). */
-static __always_inline int routed_to_device(struct __sk_buff *skb, struct bpf_fib_lookup *fib)
-{
-	__u32 zero = 0;
-	struct nemo_xlat_config *config = bpf_map_lookup_elem(&nemo_xlat_config, &zero);
-	if (!config || !config->device)
-		return 0;
-	fib->ifindex = skb->ingress_ifindex;
-	long found = bpf_fib_lookup(skb, fib, sizeof(*fib), BPF_FIB_LOOKUP_SKIP_NEIGH);
-	return found == BPF_FIB_LKUP_RET_SUCCESS && fib->ifindex == config->device;
-}
-
+#include "xlat_arrival.h"
 #include "xlat_icmp.h"
 #include "xlat_headers.h"
 #include "xlat_checksum.h"
