@@ -1,9 +1,9 @@
-//! The allocations in memory: by prefix, and how many each pool (and each
-//! tenant) holds, so
-//! that a pool's usage (`GetPool`, a pool's deletion) is a lookup, not a
-//! read of every allocation of every pool.
+//! The allocations in memory: by prefix, how many each pool holds and
+//! which each tenant holds, so that a pool's usage (`GetPool`, a pool's
+//! deletion) and a tenant's prefixes (its view, `GetTenant`) are lookups,
+//! not reads of every allocation.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Deref;
 
 use ipnet::Ipv6Net;
@@ -17,28 +17,37 @@ use super::model::Allocation;
 pub(super) struct AllocationTable {
     by_prefix: BTreeMap<Ipv6Net, Allocation>,
     per_pool: HashMap<String, u64>,
-    per_tenant: HashMap<String, u64>,
+    per_tenant: HashMap<String, BTreeSet<Ipv6Net>>,
 }
 
 impl AllocationTable {
     /// Adds (or replaces) an allocation; returns the one it replaced.
     pub(super) fn insert(&mut self, allocation: Allocation) -> Option<Allocation> {
+        let replaced = self.remove(&allocation.prefix);
         *self.per_pool.entry(allocation.pool.clone()).or_default() += 1;
-        *self
-            .per_tenant
+        self.per_tenant
             .entry(allocation.tenant.clone())
-            .or_default() += 1;
-        let replaced = self.by_prefix.insert(allocation.prefix, allocation);
-        if let Some(old) = &replaced {
-            self.uncount(&old.pool, &old.tenant);
-        }
+            .or_default()
+            .insert(allocation.prefix);
+        self.by_prefix.insert(allocation.prefix, allocation);
         replaced
     }
 
     /// Removes the allocation of a prefix.
     pub(super) fn remove(&mut self, prefix: &Ipv6Net) -> Option<Allocation> {
         let removed = self.by_prefix.remove(prefix)?;
-        self.uncount(&removed.pool, &removed.tenant);
+        if let Some(count) = self.per_pool.get_mut(&removed.pool) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.per_pool.remove(&removed.pool);
+            }
+        }
+        if let Some(prefixes) = self.per_tenant.get_mut(&removed.tenant) {
+            prefixes.remove(prefix);
+            if prefixes.is_empty() {
+                self.per_tenant.remove(&removed.tenant);
+            }
+        }
         Some(removed)
     }
 
@@ -49,18 +58,15 @@ impl AllocationTable {
 
     /// How many allocations a tenant holds.
     pub(super) fn of_tenant(&self, tenant: &str) -> u64 {
-        self.per_tenant.get(tenant).copied().unwrap_or(0)
+        self.per_tenant.get(tenant).map_or(0, |p| p.len() as u64)
     }
 
-    fn uncount(&mut self, pool: &str, tenant: &str) {
-        for (counts, name) in [(&mut self.per_pool, pool), (&mut self.per_tenant, tenant)] {
-            if let Some(count) = counts.get_mut(name) {
-                *count = count.saturating_sub(1);
-                if *count == 0 {
-                    counts.remove(name);
-                }
-            }
-        }
+    /// A tenant's prefixes, in order.
+    pub(super) fn prefixes_of<'a>(&'a self, tenant: &str) -> impl Iterator<Item = Ipv6Net> + 'a {
+        self.per_tenant
+            .get(tenant)
+            .into_iter()
+            .flat_map(|prefixes| prefixes.iter().copied())
     }
 }
 
@@ -103,5 +109,13 @@ mod tests {
             assert_eq!(table.in_pool(pool), scanned, "pool {pool}");
         }
         assert_eq!(table.in_pool("a"), 2);
+        // Moved to another tenant: listed under that one only.
+        let mut moved = allocation("2001:db8:2::/56", "a");
+        moved.tenant = "other".into();
+        table.insert(moved);
+        let listed: Vec<Ipv6Net> = table.prefixes_of("acme").collect();
+        assert_eq!(listed, vec!["2001:db8:3::/56".parse::<Ipv6Net>().unwrap()]);
+        assert_eq!(table.of_tenant("other"), 1);
+        assert_eq!(table.prefixes_of("nobody").count(), 0);
     }
 }

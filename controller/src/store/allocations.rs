@@ -190,7 +190,7 @@ impl Store {
             .get(&allocation.pool)
             .cloned()
             .or_not_found("pool", &allocation.pool)?;
-        if let Some(mapped) = state.mappings.inside(&parsed).next() {
+        if let Some(mapped) = state.mappings.inside(parsed).next() {
             return Err(StoreError::Precondition(format!(
                 "prefix: {parsed} holds the IPv6 side of IPv4 mapping {} (release it first)",
                 mapped.ipv4
@@ -229,12 +229,15 @@ impl Store {
         if let Some(tenant) = tenant {
             state.tenants.get(tenant).or_not_found("tenant", tenant)?;
         }
-        Ok(state
-            .allocations
-            .values()
-            .filter(|a| tenant.is_none_or(|t| a.tenant == t))
-            .cloned()
-            .collect())
+        Ok(match tenant {
+            Some(tenant) => state
+                .allocations
+                .prefixes_of(tenant)
+                .filter_map(|prefix| state.allocations.get(&prefix))
+                .cloned()
+                .collect(),
+            None => state.allocations.values().cloned().collect(),
+        })
     }
 }
 

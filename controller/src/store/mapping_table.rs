@@ -72,7 +72,7 @@ impl MappingTable {
     }
 
     /// The mappings whose IPv6 side lies inside `prefix`.
-    pub(super) fn inside(&self, prefix: &Ipv6Net) -> impl Iterator<Item = &Ipv4Mapping> {
+    pub(super) fn inside(&self, prefix: Ipv6Net) -> impl Iterator<Item = &Ipv4Mapping> {
         self.by_ipv6
             .range(prefix.network()..=prefix.broadcast())
             .filter_map(|(_, (_, ipv4))| self.by_ipv4.get(ipv4))
@@ -118,7 +118,7 @@ mod tests {
         assert_eq!(table.overlapping_ipv6(&ipv6("2001:db8:1::c/128")), None);
         assert_eq!(table.overlapping_ipv6(&ipv6("2001:db8:1::7/128")), None);
         assert_eq!(table.overlapping_ipv6(&ipv6("2001:db8:1::200/120")), None);
-        assert_eq!(table.inside(&ipv6("2001:db8:1::/64")).count(), 2);
+        assert_eq!(table.inside(ipv6("2001:db8:1::/64")).count(), 2);
         assert_eq!(table.in_pool("v4"), 2);
         table.remove(&"192.0.2.8/30".parse().unwrap());
         assert_eq!(table.overlapping_ipv6(&ipv6("2001:db8:1::a/128")), None);

@@ -131,10 +131,8 @@ impl Store {
         // the tenant's, so that the home agent tunnels it to the tenant.
         let Some(inside) = state
             .allocations
-            .values()
-            .filter(|a| a.tenant == tenant)
-            .find(|a| a.prefix.contains(&ipv6))
-            .map(|a| a.prefix)
+            .prefixes_of(tenant)
+            .find(|prefix| prefix.contains(&ipv6))
         else {
             return Err(StoreError::Precondition(format!(
                 "ipv6: {ipv6} is not inside a prefix of tenant {tenant:?}"
@@ -259,12 +257,16 @@ impl Store {
         if let Some(tenant) = tenant {
             state.tenants.get(tenant).or_not_found("tenant", tenant)?;
         }
-        Ok(state
-            .mappings
-            .values()
-            .filter(|m| tenant.is_none_or(|t| m.tenant == t))
-            .map(|m| (m.clone(), state.translation_prefix_of(m)))
-            .collect())
+        let with_prefix = |m: &Ipv4Mapping| (m.clone(), state.translation_prefix_of(m));
+        Ok(match tenant {
+            Some(tenant) => {
+                // By IPv4 block, as the whole list is.
+                let mut mappings: Vec<_> = state.mappings_of(tenant).map(with_prefix).collect();
+                mappings.sort_by_key(|(m, _)| m.ipv4);
+                mappings
+            }
+            None => state.mappings.values().map(with_prefix).collect(),
+        })
     }
 }
 
@@ -284,6 +286,20 @@ impl super::State {
             .get(&mapping.pool)
             .and_then(|p| p.translation_prefix)
             .unwrap_or(super::WELL_KNOWN_PREFIX)
+    }
+
+    /// A tenant's IPv4 mappings: those inside its prefixes (a mapping's
+    /// IPv6 side is inside one of its tenant's prefixes, which is not
+    /// released under it), found by the tenant's index and ordered ranges,
+    /// not by reading every mapping.
+    pub(super) fn mappings_of<'a>(
+        &'a self,
+        tenant: &'a str,
+    ) -> impl Iterator<Item = &'a Ipv4Mapping> + 'a {
+        self.allocations
+            .prefixes_of(tenant)
+            .flat_map(move |prefix| self.mappings.inside(prefix))
+            .filter(move |m| m.tenant == tenant)
     }
 }
 

@@ -267,16 +267,9 @@ impl Store {
             home_agent: mobile_router
                 .as_ref()
                 .and_then(|m| state.home_agents.get(&m.home_agent).cloned()),
-            prefixes: state
-                .allocations
-                .values()
-                .filter(|a| a.tenant == tenant)
-                .map(|a| a.prefix)
-                .collect(),
+            prefixes: state.allocations.prefixes_of(tenant).collect(),
             ipv4_mappings: state
-                .mappings
-                .values()
-                .filter(|m| m.tenant == tenant)
+                .mappings_of(tenant)
                 .map(|m| (m.clone(), state.translation_prefix_of(m)))
                 .collect(),
             placement: state.placements.get(tenant).cloned(),

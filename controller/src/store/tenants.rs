@@ -51,12 +51,7 @@ impl Store {
             .get(name)
             .cloned()
             .or_not_found("tenant", name)?;
-        let prefixes = state
-            .allocations
-            .values()
-            .filter(|a| a.tenant == name)
-            .map(|a| a.prefix)
-            .collect();
+        let prefixes = state.allocations.prefixes_of(name).collect();
         Ok((tenant, prefixes))
     }
 
@@ -102,9 +97,8 @@ impl Store {
                 "name: tenant {name:?} still has a mobile router or a placement"
             )));
         }
-        if state.allocations.values().any(|a| a.tenant == name)
-            || state.mappings.values().any(|m| m.tenant == name)
-        {
+        // A mapping lies inside a prefix of its tenant's: no prefix, none.
+        if state.allocations.of_tenant(name) > 0 {
             return Err(StoreError::Precondition(format!(
                 "name: tenant {name:?} was given a prefix or an IPv4 mapping meanwhile"
             )));
