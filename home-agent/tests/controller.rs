@@ -38,6 +38,7 @@ async fn register(ha: SocketAddr, mr: &pb::MobileRouter, sequence: u16) -> Optio
         timestamp: NtpTimestamp::from_unix(SystemTime::now().duration_since(UNIX_EPOCH).unwrap()),
         mobile_router: true,
         nai: None,
+        udp_over_ipv4: nemo::registration::UdpOverIpv4::WhenNeeded,
     };
     let socket = UdpSocket::bind("[::1]:0").await.unwrap();
     socket

@@ -189,6 +189,7 @@ fn registration(n: u16, sequence: u16) -> Registration {
         timestamp: now(),
         mobile_router: true,
         nai: Some(format!("mr{n}@nemo.example")),
+        udp_over_ipv4: nemo::registration::UdpOverIpv4::WhenNeeded,
     }
 }
 

@@ -7,6 +7,7 @@
 //! [transport]
 //! home_agent_udp = "[2001:db8:1::1]:4191"
 //! home_agent_udp_ipv4 = "192.0.2.1:4191"  # IPv4 care-of addresses (RFC 5555)
+//! # udp_over_ipv4 = "always"              # UDP without a NAT too (the F flag)
 //!
 //! [dataplane]
 //! backend = "auto"                      # bpf where the kernel runs it, else seg6
@@ -210,6 +211,33 @@ pub struct TransportSection {
     /// 4191 by default.
     #[serde(default = "default_bind_ipv4")]
     pub bind_ipv4: SocketAddrV4,
+    /// At an IPv4 care-of address: `when-needed` (the default: UDP when
+    /// the home agent detects a NAT, IPv6 in IPv4 otherwise) or `always`
+    /// (RFC 5555's F flag: UDP without a NAT too, for sites whose
+    /// firewalls drop IPv6 in IPv4, protocol 41).
+    #[serde(default)]
+    pub udp_over_ipv4: UdpOverIpv4Setting,
+}
+
+/// `[transport] udp_over_ipv4`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum UdpOverIpv4Setting {
+    /// UDP behind a NAT only.
+    #[default]
+    WhenNeeded,
+    /// UDP always (the F flag).
+    Always,
+}
+
+impl UdpOverIpv4Setting {
+    /// The registrar's value.
+    pub fn registration(self) -> nemo::registration::UdpOverIpv4 {
+        match self {
+            UdpOverIpv4Setting::WhenNeeded => nemo::registration::UdpOverIpv4::WhenNeeded,
+            UdpOverIpv4Setting::Always => nemo::registration::UdpOverIpv4::Always,
+        }
+    }
 }
 
 fn default_bind_ipv4() -> SocketAddrV4 {
@@ -507,6 +535,30 @@ table = 100
         assert_eq!(
             error(&text),
             "mr.toml:5: transport: kind \"udp\" needs home_agent_udp"
+        );
+    }
+
+    #[test]
+    fn udp_over_ipv4_is_when_needed_unless_always_and_nothing_else() {
+        let good = Config::from_text(GOOD, Path::new("mr.toml")).unwrap();
+        assert_eq!(
+            good.0.transport.get_ref().udp_over_ipv4,
+            UdpOverIpv4Setting::WhenNeeded
+        );
+        let always = GOOD.replace(
+            "home_agent_udp = \"[2001:db8:1::1]:4191\"",
+            "home_agent_udp = \"[2001:db8:1::1]:4191\"\nudp_over_ipv4 = \"always\"",
+        );
+        let config = Config::from_text(&always, Path::new("mr.toml")).unwrap();
+        assert_eq!(
+            config.0.transport.get_ref().udp_over_ipv4.registration(),
+            nemo::registration::UdpOverIpv4::Always
+        );
+        let wrong = always.replace("\"always\"", "\"sometimes\"");
+        let message = error(&wrong);
+        assert!(
+            message.contains("mr.toml:") && message.contains("sometimes"),
+            "{message}"
         );
     }
 

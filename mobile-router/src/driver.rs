@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use nemo::mr::{Delivery, MobileRouter, Receipt};
-use nemo::registration::{Encapsulation, Event, Registrar, State};
+use nemo::registration::{Encapsulation, Event, InstanceConfig, Registrar, State, UdpOverIpv4};
 use nemo::wire::SequenceNumber;
 use nemo_dataplane::{MobileRouterDataPlane, TenantRoutes, Traffic};
 use nemo_proto::v1 as pb;
@@ -141,8 +141,28 @@ type Tenant = nemo::mr::Tenant<Host>;
 
 /// A tenant instance as the controller or the config describes it, not yet
 /// attached.
-fn new_tenant(instance: Instance, first_registration_timeout: Duration) -> Tenant {
-    let mut tenant = Tenant {
+/// How every tenant's registrar is set: InitialBindackTimeoutFirstReg,
+/// and whether it asks for UDP at an IPv4 care-of address without a NAT.
+#[derive(Debug, Clone, Copy)]
+pub struct Registering {
+    /// The first wait for the answer to a first registration.
+    pub first_registration_timeout: Duration,
+    /// RFC 5555's F flag (`[transport] udp_over_ipv4`).
+    pub udp_over_ipv4: UdpOverIpv4,
+}
+
+impl Registering {
+    /// A registrar for `config`, starting after `sequence`, set so.
+    fn registrar(&self, config: InstanceConfig, sequence: SequenceNumber) -> Registrar {
+        let mut registrar = Registrar::new(config, sequence);
+        registrar.set_first_registration_timeout(self.first_registration_timeout);
+        registrar.set_udp_over_ipv4(self.udp_over_ipv4);
+        registrar
+    }
+}
+
+fn new_tenant(instance: Instance, registering: Registering) -> Tenant {
+    Tenant {
         host: Host {
             routes: TenantRoutes {
                 interface: instance.tenant_interface,
@@ -165,17 +185,13 @@ fn new_tenant(instance: Instance, first_registration_timeout: Duration) -> Tenan
         // migration is then accepted at once); otherwise a random start
         // keeps a restarted router out of the window of its last run,
         // and a 135 corrects it anyway.
-        registrar: Registrar::new(
+        registrar: registering.registrar(
             instance.registration,
             instance
                 .last_sequence
                 .unwrap_or_else(|| SequenceNumber(random_u16())),
         ),
-    };
-    tenant
-        .registrar
-        .set_first_registration_timeout(first_registration_timeout);
-    tenant
+    }
 }
 
 /// A tenant's status, as the status API shows it.
@@ -231,8 +247,8 @@ fn status(tenant: &Tenant, now: Instant) -> pb::InstanceStatus {
 #[derive(Debug)]
 pub struct Driver<D> {
     tenants: MobileRouter<Host>,
-    /// InitialBindackTimeoutFirstReg for every tenant.
-    first_registration_timeout: Duration,
+    /// How every tenant's registrar is set.
+    registering: Registering,
     /// How long a tenant that moved away may keep its data path here.
     linger: Duration,
     /// The longest a tenant placed on its VM's announcement is held.
@@ -249,9 +265,8 @@ pub struct Driver<D> {
 }
 
 impl<D: MobileRouterDataPlane> Driver<D> {
-    /// A driver for these instances, talking over `transport`; a first
-    /// registration waits `first_registration_timeout` for its answer
-    /// before retransmitting; a tenant that moved away keeps its data path
+    /// A driver for these instances, talking over `transport`; each
+    /// tenant's registrar set as `registering` says; a tenant that moved away keeps its data path
     /// up to `linger` while its VM may still run here; one placed on its
     /// VM's announcement is held up to `hold`; what the held tenants' ports
     /// show goes to `sightings`.
@@ -260,17 +275,17 @@ impl<D: MobileRouterDataPlane> Driver<D> {
         transport: Transport,
         dataplane: Arc<D>,
         metrics: Arc<Metrics>,
-        first_registration_timeout: Duration,
+        registering: Registering,
         (linger, hold): (Duration, Duration),
         sightings: mpsc::Sender<Sighting>,
     ) -> Driver<D> {
         let mut tenants = MobileRouter::new();
         for instance in instances {
-            tenants.insert(new_tenant(instance, first_registration_timeout));
+            tenants.insert(new_tenant(instance, registering));
         }
         Driver {
             tenants,
-            first_registration_timeout,
+            registering,
             linger,
             hold,
             announced: mpsc::channel(16),
@@ -446,7 +461,7 @@ impl<D: MobileRouterDataPlane> Driver<D> {
         match command {
             InstanceCommand::Upsert(instance) => {
                 let reported_sequence = instance.last_sequence;
-                let mut tenant = new_tenant(instance, self.first_registration_timeout);
+                let mut tenant = new_tenant(instance, self.registering);
                 tenant.host.routes.home_agent =
                     self.uplink.peer(tenant.registrar.config().home_agent, None);
                 let Some(old) = self.tenants.get(&tenant.name) else {
@@ -488,10 +503,9 @@ impl<D: MobileRouterDataPlane> Driver<D> {
                     .get_mut(&tenant.name)
                     .and_then(|old| old.host.held.take());
                 // Keep the sequence and the data plane; register anew.
-                tenant.registrar = Registrar::new(tenant.registrar.config().clone(), sequence);
-                tenant
-                    .registrar
-                    .set_first_registration_timeout(self.first_registration_timeout);
+                tenant.registrar = self
+                    .registering
+                    .registrar(tenant.registrar.config().clone(), sequence);
                 attach_then_register(
                     &*self.dataplane,
                     &mut tenant,

@@ -12,7 +12,7 @@ use nemo_dataplane::bpf::{BpfMobileRouter, BpfMobileRouterConfig};
 use nemo_dataplane::linux::{Seg6Config, Seg6MobileRouter};
 use nemo_dataplane::{KernelBackend, MemoryDataPlane, MobileRouterDataPlane};
 use nemo_mr::config::{Config, Instance, TransportKind};
-use nemo_mr::driver::Driver;
+use nemo_mr::driver::{Driver, Registering};
 use nemo_mr::status::{self, Metrics, StatusService};
 use nemo_mr::transport::{self, Transport};
 use tokio::sync::{mpsc, watch};
@@ -212,9 +212,12 @@ async fn serve<D: MobileRouterDataPlane>(
         transport,
         dataplane,
         metrics.clone(),
-        std::time::Duration::from_millis(
-            *config.mobile_router.first_registration_timeout_ms.get_ref(),
-        ),
+        Registering {
+            first_registration_timeout: std::time::Duration::from_millis(
+                *config.mobile_router.first_registration_timeout_ms.get_ref(),
+            ),
+            udp_over_ipv4: config.transport.get_ref().udp_over_ipv4.registration(),
+        },
         (
             std::time::Duration::from_millis(*config.mobile_router.linger_ms.get_ref()),
             std::time::Duration::from_millis(*config.mobile_router.hold_ms.get_ref()),

@@ -14,7 +14,7 @@ use nemo::ha::{
     Arrival, Authorization, AuthorizationTable, CareOf, ChangeKind, Decision, DropReason,
     Forwarding, Handled, HomeAgent, HomeAgentConfig, Ipv4CareOfs, UdpEncapsulation,
 };
-use nemo::registration::{Encapsulation, Event, InstanceConfig, Registrar, State};
+use nemo::registration::{Encapsulation, Event, InstanceConfig, Registrar, State, UdpOverIpv4};
 use nemo::wire::{
     parse_packet, BaStatus, BuFlags, Message, MobilityHeader, MobilityOption, NatDetection,
     NatRefresh, SequenceNumber,
@@ -173,9 +173,7 @@ fn the_binding_update_from_an_ipv4_care_of_address_is_as_section_4_2_draws_it() 
     assert_eq!(parsed.repr.source, addr(HOA));
     assert_eq!(parsed.repr.destination, addr(HA));
     assert_eq!(parsed.repr.home_address_option, None);
-    let Message::BindingUpdate(bu) = MobilityHeader::decode(parsed.mh).unwrap().message else {
-        panic!("not a Binding Update");
-    };
+    let bu = binding_update(&packet);
     assert!(bu
         .options
         .contains(&MobilityOption::Ipv4CareOfAddress(COA4)));
@@ -239,6 +237,38 @@ fn without_a_nat_the_tunnel_is_ipv6_in_ipv4_with_no_keepalive() {
         world.mr.poll_timeout(),
         Some(world.now + Duration::from_secs(300))
     );
+}
+
+/// RFC 5555 §3.1.3, §4.4.1: a router told that its site drops IPv6 in
+/// IPv4 asks for UDP with the F flag and gets it without a NAT (no
+/// keepalive: there is no mapping to hold open); from an IPv6 care-of
+/// address it does not set F ("SHOULD NOT").
+#[test]
+fn a_router_that_always_wants_udp_sets_f_and_gets_udp_without_a_nat() {
+    let mut world = World::new(accepting());
+    world.mr.set_udp_over_ipv4(UdpOverIpv4::Always);
+    let packet = world.update_from(COA4);
+    assert!(binding_update(&packet).flags.force_udp, "F set over IPv4");
+    world.deliver(&packet, Arrival::UdpIpv4(SocketAddrV4::new(COA4, 4191)));
+    assert!(matches!(world.binding(), CareOf::Udp { .. }));
+    assert!(matches!(
+        world.events().as_slice(),
+        [Event::Registered {
+            encapsulation: Encapsulation::Udp { keepalive: None },
+            ..
+        }]
+    ));
+    let packet = world.update_from(addr(COA6));
+    assert!(!binding_update(&packet).flags.force_udp, "no F over IPv6");
+}
+
+/// The Binding Update in a registrar's packet.
+fn binding_update(packet: &[u8]) -> nemo::wire::BindingUpdate {
+    let parsed = parse_packet(packet).unwrap();
+    let Message::BindingUpdate(bu) = MobilityHeader::decode(parsed.mh).unwrap().message else {
+        panic!("not a Binding Update");
+    };
+    bu
 }
 
 #[test]

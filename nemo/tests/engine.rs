@@ -11,7 +11,7 @@ use nemo::ha::{
     Decision, DropReason, Forwarding, ForwardingFailure, Handled, HomeAgent, HomeAgentConfig,
     Malformed,
 };
-use nemo::registration::{check_binding_ack, Registration};
+use nemo::registration::{check_binding_ack, Registration, UdpOverIpv4};
 use nemo::wire::{
     build_packet, parse_packet, BaStatus, BeStatus, BindingAck, DecodeError, Lifetime, Message,
     MobilityHeader, PacketRepr, SequenceNumber,
@@ -67,6 +67,7 @@ fn update(sequence: u16, care_of: &str, lifetime: u16, now: SystemTime) -> Vec<u
         timestamp: ntp_time(now),
         mobile_router: true,
         nai: None,
+        udp_over_ipv4: UdpOverIpv4::WhenNeeded,
     }
     .packet(&sa())
     .unwrap()
@@ -290,6 +291,7 @@ fn an_unknown_spi_is_dropped_with_its_source() {
         timestamp: ntp_time(now),
         mobile_router: true,
         nai: None,
+        udp_over_ipv4: UdpOverIpv4::WhenNeeded,
     }
     .packet(&other)
     .unwrap();

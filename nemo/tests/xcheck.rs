@@ -32,7 +32,7 @@ use nemo::ha::{
     Arrival, Authorization, AuthorizationTable, Decision, Forwarding, Handled, HomeAgent,
     HomeAgentConfig, Ipv4CareOfs, UdpEncapsulation,
 };
-use nemo::registration::Registration;
+use nemo::registration::{Registration, UdpOverIpv4};
 use nemo::wire::{
     build_packet, parse_packet, BaFlags, BaStatus, BeStatus, BindingAck, BindingError,
     BindingRefreshRequest, BindingUpdate, BuFlags, HomeAddressOption, Ipv4HomeAddress, Lifetime,
@@ -432,6 +432,7 @@ fn nemo_built_dsmip(sa: &SecurityAssociation) -> Vec<Built> {
         timestamp: NtpTimestamp(TIMESTAMP),
         mobile_router: true,
         nai: None,
+        udp_over_ipv4: UdpOverIpv4::WhenNeeded,
     };
     let bu = registration.packet(sa).unwrap();
     // The same with an IPv4 Home Address option, which nemo's mobile

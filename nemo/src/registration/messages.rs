@@ -37,6 +37,22 @@ pub struct Registration {
     pub mobile_router: bool,
     /// Network Access Identifier (RFC 4283), sent when present.
     pub nai: Option<String>,
+    /// Whether to ask for UDP encapsulation with an IPv4 care-of address
+    /// even without a NAT (the F flag).
+    pub udp_over_ipv4: UdpOverIpv4,
+}
+
+/// When a mobile router at an IPv4 care-of address asks for UDP
+/// encapsulation (RFC 5555 §3.1.3's F flag, §4.4.1: "situations where local
+/// firewalling policies prevent the use of IP-in-IP encapsulation").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UdpOverIpv4 {
+    /// When the home agent detects a NAT; IPv6 in IPv4 otherwise.
+    #[default]
+    WhenNeeded,
+    /// Always (F set): for sites whose firewalls drop protocol 41. Never
+    /// asked with an IPv6 care-of address (§3.1.3: SHOULD NOT).
+    Always,
 }
 
 impl Registration {
@@ -65,6 +81,7 @@ impl Registration {
             sequence: self.sequence,
             flags: BuFlags {
                 mobile_router: self.mobile_router,
+                force_udp: self.care_of.is_ipv4() && self.udp_over_ipv4 == UdpOverIpv4::Always,
                 ..BuFlags::mobile_router_home_registration()
             },
             lifetime: self.lifetime,

@@ -46,7 +46,7 @@ use crate::wire::{
 
 mod messages;
 pub use messages::{
-    check_ack, check_binding_ack, parse_answer, AckError, BuildError, Registration,
+    check_ack, check_binding_ack, parse_answer, AckError, BuildError, Registration, UdpOverIpv4,
 };
 
 /// InitialBindackTimeoutFirstReg (RFC 6275 §13).
@@ -189,6 +189,7 @@ pub struct Registrar {
     /// The last timestamp sent: the next is always greater (RFC 4285 §6).
     last_timestamp: NtpTimestamp,
     ever_registered: bool,
+    udp_over_ipv4: UdpOverIpv4,
     transmit: Vec<Vec<u8>>,
     events: Vec<Event>,
     /// Registrations acknowledged.
@@ -222,6 +223,7 @@ impl Registrar {
             clock_resynced: false,
             last_timestamp: NtpTimestamp(0),
             ever_registered: false,
+            udp_over_ipv4: UdpOverIpv4::WhenNeeded,
             transmit: Vec::new(),
             events: Vec::new(),
             registrations: 0,
@@ -229,6 +231,12 @@ impl Registrar {
             last_status: None,
             last_unauthenticated_status: None,
         }
+    }
+
+    /// Asks for UDP encapsulation at an IPv4 care-of address even without
+    /// a NAT (RFC 5555's F flag), from the next Binding Update on.
+    pub fn set_udp_over_ipv4(&mut self, udp: UdpOverIpv4) {
+        self.udp_over_ipv4 = udp;
     }
 
     /// Sets InitialBindackTimeoutFirstReg (RFC 6275 §13), the first wait
@@ -368,6 +376,7 @@ impl Registrar {
             timestamp,
             mobile_router: true,
             nai: self.config.nai.clone(),
+            udp_over_ipv4: self.udp_over_ipv4,
         };
         // Building fails only for absurd configurations (hundreds of
         // prefixes); the driver validated the config.

@@ -248,6 +248,7 @@ fn packet(n: u32, router: &mut Router, care_of: IpAddr) -> anyhow::Result<Vec<u8
         timestamp: ntp_now(),
         mobile_router: true,
         nai: None,
+        udp_over_ipv4: nemo::registration::UdpOverIpv4::WhenNeeded,
     };
     Ok(registration.packet(&router.sa)?)
 }
