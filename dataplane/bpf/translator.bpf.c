@@ -562,21 +562,27 @@ static __always_inline int translate_ipv6(struct __sk_buff *skb, enum entry entr
 	return translated(skb, ETH_P_IP, NEMO_XLAT_6TO4, entry);
 }
 
-/* tc egress of nemo-xlat: every packet routed there is to be translated. */
-SEC("tc")
-int nemo_translate(struct __sk_buff *skb)
+/* A frame by its Ethernet type. */
+static __always_inline int translate(struct __sk_buff *skb, enum entry entry)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 
 	if ((void *)(eth + 1) > data_end)
-		return dropped(NEMO_XLAT_MALFORMED);
+		return refused(entry, NEMO_XLAT_MALFORMED);
 	if (eth->h_proto == bpf_htons(ETH_P_IP))
-		return translate_ipv4(skb, AT_DEVICE);
+		return translate_ipv4(skb, entry);
 	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
-		return translate_ipv6(skb, AT_DEVICE);
-	return dropped(NEMO_XLAT_PROTOCOL);
+		return translate_ipv6(skb, entry);
+	return refused(entry, NEMO_XLAT_PROTOCOL);
+}
+
+/* tc egress of nemo-xlat: every packet routed there is to be translated. */
+SEC("tc")
+int nemo_translate(struct __sk_buff *skb)
+{
+	return translate(skb, AT_DEVICE);
 }
 
 /* tc ingress of an interface packets to be translated arrive on (the IPv4
@@ -586,15 +592,5 @@ int nemo_translate(struct __sk_buff *skb)
 SEC("tc")
 int nemo_translate_at_arrival(struct __sk_buff *skb)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
-
-	if ((void *)(eth + 1) > data_end)
-		return TC_ACT_OK;
-	if (eth->h_proto == bpf_htons(ETH_P_IP))
-		return translate_ipv4(skb, AT_ARRIVAL);
-	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
-		return translate_ipv6(skb, AT_ARRIVAL);
-	return TC_ACT_OK;
+	return translate(skb, AT_ARRIVAL);
 }

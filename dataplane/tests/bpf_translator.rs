@@ -141,6 +141,54 @@ fn what_cannot_be_translated_is_dropped_by_reason() {
     let Some(translator) = translator() else {
         return;
     };
+    for (what, frame, reason) in untranslatable() {
+        let before = translator.counter(reason);
+        let (verdict, _) = translator.test_run(&frame).unwrap();
+        assert_eq!(verdict, TC_ACT_SHOT, "{what}");
+        assert_eq!(
+            translator.counter(reason),
+            before + 1,
+            "{what}: counted as {reason:?}"
+        );
+    }
+    assert_eq!(translator.counter(XlatCounter::Translated4to6), 0);
+    assert_eq!(translator.counter(XlatCounter::Translated6to4), 0);
+}
+
+/// Where packets arrive, what the device would drop goes on untouched and
+/// uncounted (the device drops and counts it once it is routed there), and
+/// so does what the kernel does not route to the device: here, a packet
+/// to a mapping while the program is attached to no device.
+#[test]
+fn at_arrival_what_is_not_translated_goes_on_untouched() {
+    let Some(translator) = translator() else {
+        return;
+    };
+    let message = udp_message(b"x");
+    let message = with_checksum(
+        message.clone(),
+        6,
+        &pseudo4(v4("203.0.113.7"), v4("192.0.2.10"), 17, message.len()),
+    );
+    let routed_nowhere = frame4(v4("203.0.113.7"), v4("192.0.2.10"), 17, 0, &message);
+    let mut frames = untranslatable();
+    frames.push((
+        "to a mapping, not routed to the device",
+        routed_nowhere,
+        XlatCounter::Unmapped,
+    ));
+    for (what, frame, _) in frames {
+        let (verdict, out) = translator.test_run_at_arrival(&frame).unwrap();
+        assert_eq!(verdict, TC_ACT_OK, "{what}");
+        assert_eq!(out, frame, "{what}: untouched");
+    }
+    for counter in XlatCounter::ALL {
+        assert_eq!(translator.counter(counter), 0, "{counter:?}");
+    }
+}
+
+/// Frames the translator does not translate, and the reason it counts.
+fn untranslatable() -> Vec<(&'static str, Vec<u8>, XlatCounter)> {
     let peer4 = v4("203.0.113.7");
     let udp4 = |source: Ipv4Addr, destination: Ipv4Addr, flags: u16| {
         let message = udp_message(b"x");
@@ -165,6 +213,9 @@ fn what_cannot_be_translated_is_dropped_by_reason() {
         frame4(peer4, v4("192.0.2.10"), 17, 0x2000, &udp_message(b"x"));
     let tenant = v6("2001:db8:100::10");
     let peer6 = v6("2001:db8:64::cb00:7107");
+    // Six Destination Options headers (PadN each) before a seventh.
+    let mut seven_destination_options = [60, 0, 1, 4, 0, 0, 0, 0].repeat(6);
+    seven_destination_options.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]);
     let udp_after = |headers: &[u8]| {
         let mut message = headers.to_vec();
         message.extend_from_slice(&udp_message(b"x"));
@@ -299,6 +350,16 @@ fn what_cannot_be_translated_is_dropped_by_reason() {
             XlatCounter::Fragment,
         ),
         (
+            "a Destination Options header longer than the packet",
+            frame6(tenant, peer6, 60, &udp_after(&[17, 8, 1, 4, 0, 0, 0, 0])),
+            XlatCounter::Malformed,
+        ),
+        (
+            "more extension headers than are walked",
+            frame6(tenant, peer6, 60, &udp_after(&seven_destination_options)),
+            XlatCounter::Malformed,
+        ),
+        (
             "a truncated TCP header",
             frame6(
                 v6("2001:db8:100::10"),
@@ -309,18 +370,7 @@ fn what_cannot_be_translated_is_dropped_by_reason() {
             XlatCounter::Malformed,
         ),
     ];
-    for (what, frame, reason) in cases {
-        let before = translator.counter(reason);
-        let (verdict, _) = translator.test_run(&frame).unwrap();
-        assert_eq!(verdict, TC_ACT_SHOT, "{what}");
-        assert_eq!(
-            translator.counter(reason),
-            before + 1,
-            "{what}: counted as {reason:?}"
-        );
-    }
-    assert_eq!(translator.counter(XlatCounter::Translated4to6), 0);
-    assert_eq!(translator.counter(XlatCounter::Translated6to4), 0);
+    cases
 }
 
 /// Mappings read back as written; an unmapped one is translated no more.

@@ -44,19 +44,11 @@ const OTHER_IPV4: &str = "192.0.2.131";
 /// 192.0.2.131 as the tenant sees it.
 const OTHER_IN_PREFIX: &str = "2001:db8:64::c000:283";
 
-fn other_mapping() -> Mapping {
+/// One IPv4 address mapped to one IPv6 address, peers in PREFIX.
+fn mapping(ipv4: &str, ipv6: &str) -> Mapping {
     Mapping::new(
-        format!("{OTHER_IPV4}/32").parse().unwrap(),
-        format!("{OTHER}/128").parse().unwrap(),
-        PREFIX.parse().unwrap(),
-    )
-    .unwrap()
-}
-
-fn mapping() -> Mapping {
-    Mapping::new(
-        format!("{TENANT_IPV4}/32").parse().unwrap(),
-        format!("{TENANT}/128").parse().unwrap(),
+        format!("{ipv4}/32").parse().unwrap(),
+        format!("{ipv6}/128").parse().unwrap(),
         PREFIX.parse().unwrap(),
     )
     .unwrap()
@@ -153,7 +145,7 @@ fn talk(tag: &str, arrival: &[&'static str]) {
         &ha,
         POOL,
         PREFIX,
-        vec![mapping(), other_mapping()],
+        vec![mapping(TENANT_IPV4, TENANT), mapping(OTHER_IPV4, OTHER)],
         None,
         arrival,
     );
@@ -242,7 +234,7 @@ fn talk(tag: &str, arrival: &[&'static str]) {
     );
 
     // Unmapped: its IPv4 address reaches nobody, counted.
-    ask(Order::Unmap(mapping()));
+    ask(Order::Unmap(mapping(TENANT_IPV4, TENANT)));
     assert!(!pings(&peer, TENANT_IPV4, 56));
     assert!(ask(Order::Count(XlatCounter::Unmapped)) > 0);
 }

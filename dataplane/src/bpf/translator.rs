@@ -434,12 +434,6 @@ impl Translator {
         super::routes::attach_tc(super::TcHook::TranslateAtArrival, interface, fd.as_fd())
     }
 
-    /// Takes it away from `interface` (nothing if it was not there).
-    pub fn detach_at_arrival(&self, interface: u32) -> Result<(), DataPlaneError> {
-        let fd = program_fd(&self.object, AT_ARRIVAL)?;
-        super::routes::detach_tc(super::TcHook::TranslateAtArrival, interface, fd.as_fd())
-    }
-
     /// Runs the program once on `frame` (an Ethernet frame): its verdict
     /// and the frame as it left.
     pub fn test_run(&self, frame: &[u8]) -> Result<(u32, Vec<u8>), DataPlaneError> {

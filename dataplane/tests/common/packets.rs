@@ -7,6 +7,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use nemo_dataplane::bpf::translator::{Mapping, Translator};
 use nemo_testkit::require;
 
+pub const TC_ACT_OK: u32 = 0;
 pub const TC_ACT_SHOT: u32 = 2;
 pub const TC_ACT_REDIRECT: u32 = 7;
 pub const ETHERNET: usize = 14;

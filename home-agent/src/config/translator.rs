@@ -271,6 +271,14 @@ mod tests {
                 "bpf",
                 "arrival_interfaces",
             ),
+            (
+                &format!(
+                    "ipv4_pools = [\"192.0.2.0/24\"]\narrival_interfaces = [{}]\n",
+                    vec!["\"lo\""; super::MAX_ARRIVAL_INTERFACES + 1].join(", ")
+                ),
+                "bpf",
+                "arrival_interfaces: at most 16",
+            ),
         ] {
             let message = error(&config(backend, translator));
             assert!(message.contains(expected), "{translator}: {message}");
